@@ -1,0 +1,31 @@
+/* llmpress CLI — shared by the subcommands. */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/llmpress.h>
+
+/* Exit codes of every command. */
+enum { LP_EXIT_OK = 0, LP_EXIT_FAILURE = 1, LP_EXIT_USAGE = 2 };
+
+/* A subcommand: argv[0] is the command name. */
+typedef struct {
+  const char *name;
+  const char *summary;
+  int (*run) (int argc, char **argv);
+} LpCliCommand;
+
+/* Parse options for a command with GOption; on a usage error print it with a
+ * hint and return FALSE (the caller returns LP_EXIT_USAGE).  `params` is
+ * the positional-argument synopsis ("MODEL"), `description` the --help text
+ * after the options. */
+gboolean lp_cli_parse (const char *command, const char *params, const char *summary,
+                       const char *description, const GOptionEntry *entries, int *argc, char ***argv);
+/* Print "llmpress: <message>" on stderr and return LP_EXIT_FAILURE. */
+int lp_cli_fail (GError *error);
+/* Print a usage error for `command` and return LP_EXIT_USAGE. */
+int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+
+int lp_cmd_inspect (int argc, char **argv);
+int lp_cmd_convert (int argc, char **argv);
+int lp_cmd_tokenize (int argc, char **argv);
+int lp_cmd_synth (int argc, char **argv);

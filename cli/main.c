@@ -1,0 +1,96 @@
+/* llmpress — command-line entry point: dispatches to the subcommands. */
+#include "config.h"
+
+#include <locale.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const LpCliCommand commands[] = {
+  { "inspect", "show a model's format, architecture, parameters and tensors", lp_cmd_inspect },
+  { "convert", "convert a model between GGUF, Hugging Face and llama2.c", lp_cmd_convert },
+  { "tokenize", "encode text with a model's tokenizer", lp_cmd_tokenize },
+  { "synth", "write a small deterministic Llama-architecture model", lp_cmd_synth },
+};
+
+static void
+print_help (FILE *out)
+{
+  fprintf (out, "Usage: llmpress COMMAND [OPTION...] [ARG...]\n\n"
+                "llmpress compresses large language models.\n\nCommands:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    fprintf (out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf (out, "\n'llmpress COMMAND --help' describes a command.\n"
+                "Options:\n  -h, --help     show this help\n  --version      show the version\n");
+}
+
+gboolean
+lp_cli_parse (const char *command, const char *params, const char *summary, const char *description,
+              const GOptionEntry *entries, int *argc, char ***argv)
+{
+  g_autofree char *ctx_params = g_strdup_printf ("%s", params ? params : "");
+  g_autoptr (GOptionContext) ctx = g_option_context_new (ctx_params);
+  g_autofree char *prog = g_strdup_printf ("llmpress %s", command);
+  g_set_prgname (prog);
+  g_option_context_set_summary (ctx, summary);
+  if (description)
+    g_option_context_set_description (ctx, description);
+  if (entries)
+    g_option_context_add_main_entries (ctx, entries, NULL);
+  GError *error = NULL;
+  if (!g_option_context_parse (ctx, argc, argv, &error))
+    {
+      lp_cli_usage_error (command, "%s", error->message);
+      g_error_free (error);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+int
+lp_cli_fail (GError *error)
+{
+  fprintf (stderr, "llmpress: %s\n", error ? error->message : "failed");
+  if (error)
+    g_error_free (error);
+  return LP_EXIT_FAILURE;
+}
+
+int
+lp_cli_usage_error (const char *command, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "llmpress %s: %s\nTry 'llmpress %s --help'.\n", command, msg, command);
+  return LP_EXIT_USAGE;
+}
+
+int
+main (int argc, char **argv)
+{
+  setlocale (LC_ALL, "");
+  if (argc < 2)
+    {
+      print_help (stderr);
+      return LP_EXIT_USAGE;
+    }
+  const char *cmd = argv[1];
+  if (strcmp (cmd, "-h") == 0 || strcmp (cmd, "--help") == 0 || strcmp (cmd, "help") == 0)
+    {
+      print_help (stdout);
+      return LP_EXIT_OK;
+    }
+  if (strcmp (cmd, "--version") == 0 || strcmp (cmd, "-V") == 0)
+    {
+      printf ("llmpress %s\n", lp_version ());
+      return LP_EXIT_OK;
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    if (strcmp (cmd, commands[i].name) == 0)
+      return commands[i].run (argc - 1, argv + 1);
+  fprintf (stderr, "llmpress: unknown command '%s'\nTry 'llmpress --help'.\n", cmd);
+  return LP_EXIT_USAGE;
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what building and testing llmpress needs on Debian 12 (run as root).
+# Packages already present are left alone; nothing is installed from outside Debian
+# except the optional Python test oracle (PyPI's `gguf`), whose absence only skips tests.
+set -euo pipefail
+pkgs=(build-essential autoconf automake libtool pkg-config autoconf-archive
+      libglib2.0-dev libjson-glib-dev libopenblas-dev liblapacke-dev
+      libvulkan-dev mesa-vulkan-drivers vulkan-tools glslc spirv-tools vulkan-validationlayers
+      python3 python3-pip)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Optional oracle for the GGUF tests; a failure here is not an error.
+if ! python3 -c 'import gguf' 2>/dev/null; then
+  python3 -m pip install -q gguf 2>/dev/null || python3 -m pip install -q --break-system-packages gguf 2>/dev/null \
+    || echo "install-deps: python 'gguf' unavailable: the cross-check tests will skip" >&2
+fi

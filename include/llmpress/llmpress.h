@@ -1,0 +1,12 @@
+/* llmpress — the SDK umbrella header. */
+#pragma once
+
+#include <llmpress/version.h>
+#include <llmpress/error.h>
+#include <llmpress/dtype.h>
+#include <llmpress/tensor.h>
+#include <llmpress/meta.h>
+#include <llmpress/arch.h>
+#include <llmpress/model.h>
+#include <llmpress/tokenizer.h>
+#include <llmpress/fileutil.h>

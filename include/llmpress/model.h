@@ -1,0 +1,90 @@
+/* llmpress — a model: architecture config + named tensors + metadata.
+ * Refcounted; tensors are shared, never copied, between models. */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/arch.h>
+#include <llmpress/meta.h>
+#include <llmpress/tensor.h>
+
+G_BEGIN_DECLS
+
+typedef struct _LpModel LpModel;
+
+typedef enum {
+  LP_FORMAT_UNKNOWN,
+  LP_FORMAT_GGUF,
+  LP_FORMAT_HF,       /* a directory: config.json + *.safetensors + tokenizer */
+  LP_FORMAT_LLAMA2C,  /* Karpathy's llama2.c checkpoint (+ tokenizer.bin) */
+} LpFormat;
+
+const char *lp_format_name (LpFormat format);
+gboolean lp_format_from_name (const char *name, LpFormat *out);
+/* What a path holds: by content when it exists (magic, directory), else by
+ * its extension (.gguf, .bin, a directory name or .safetensors = HF). */
+LpFormat lp_format_detect (const char *path);
+
+LpModel *lp_model_new (const LpModelConfig *config);
+LpModel *lp_model_ref (LpModel *model);
+void lp_model_unref (LpModel *model);
+
+const LpModelConfig *lp_model_config (const LpModel *model);
+/* Writable config, for passes that change the architecture (then fix tensors). */
+LpModelConfig *lp_model_config_mut (LpModel *model);
+/* Metadata as read (general.*, tokenizer.*, <arch>.*, ...).  For the
+ * architecture hyper-parameters the config is authoritative: writers refresh
+ * the <arch>.* keys from it (lp_model_config_to_meta) on a copy. */
+LpMeta *lp_model_meta (LpModel *model);
+
+guint lp_model_n_tensors (const LpModel *model);
+LpTensor *lp_model_tensor_at (const LpModel *model, guint i);      /* borrowed */
+LpTensor *lp_model_tensor (const LpModel *model, const char *name); /* borrowed or NULL */
+/* Add or replace (by name, keeping the position); takes a ref. */
+void lp_model_set_tensor (LpModel *model, LpTensor *tensor);
+void lp_model_remove_tensor (LpModel *model, const char *name);
+
+/* Where it came from, for messages (borrowed; may be NULL). */
+const char *lp_model_source (const LpModel *model);
+LpFormat lp_model_source_format (const LpModel *model);
+void lp_model_set_source (LpModel *model, const char *path, LpFormat format);
+
+/* Every tensor the config expects is present with the right shape; extra
+ * tensors are allowed.  The message names the source and the tensor. */
+gboolean lp_model_validate (const LpModel *model, GError **error);
+/* Total parameters over all tensors (elements). */
+gint64 lp_model_n_params (const LpModel *model);
+/* Total tensor bytes. */
+guint64 lp_model_n_bytes (const LpModel *model);
+
+/* Options for reading. */
+typedef struct {
+  const char *tokenizer_path; /* llama2.c: tokenizer.bin (default: looked for beside) */
+} LpLoadOptions;
+
+/* Options for writing. */
+typedef struct {
+  LpFormat format;    /* LP_FORMAT_UNKNOWN: from the path */
+  int dtype;          /* -1 keep each tensor's type; else an LpDType for float tensors */
+} LpSaveOptions;
+
+#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1 }
+
+/* Read any supported format (detected). */
+LpModel *lp_model_load (const char *path, const LpLoadOptions *options, GError **error);
+/* Write to `path` atomically (temporary file/dir in the same directory,
+ * renamed into place when complete).  Refuses to overwrite the model's own
+ * source. */
+gboolean lp_model_save (LpModel *model, const char *path, const LpSaveOptions *options,
+                        GError **error);
+
+/* Per-format entry points (lp_model_load/save dispatch to these). */
+LpModel *lp_gguf_load (const char *path, GError **error);
+gboolean lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error);
+LpModel *lp_hf_load (const char *dir, GError **error);
+gboolean lp_hf_save (LpModel *model, const char *dir, const LpSaveOptions *options, GError **error);
+LpModel *lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error);
+gboolean lp_llama2c_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpModel, lp_model_unref)
+
+G_END_DECLS

@@ -1,0 +1,293 @@
+/* llmpress — atomic file/directory writing and bounds-checked binary reading. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+
+#include "lp-internal.h"
+
+struct _LpAtomicFile {
+  char *path;
+  char *tmp_path;
+  FILE *stream;
+};
+
+static void
+set_errno_error (GError **error, int err, const char *path, const char *doing)
+{
+  lp_set_error (error, LP_ERROR_IO, "%s: %s: %s", path, doing, g_strerror (err));
+}
+
+LpAtomicFile *
+lp_atomic_file_new (const char *path, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *base = g_path_get_basename (path);
+  char *tmpl = g_strdup_printf ("%s/.%s.tmp-XXXXXX", dir, base);
+  int fd = g_mkstemp_full (tmpl, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0)
+    {
+      set_errno_error (error, errno, path, "cannot create a temporary file beside it");
+      g_free (tmpl);
+      return NULL;
+    }
+  LpAtomicFile *af = g_new0 (LpAtomicFile, 1);
+  af->path = g_strdup (path);
+  af->tmp_path = tmpl;
+  af->stream = fdopen (fd, "wb");
+  return af;
+}
+
+FILE *
+lp_atomic_file_stream (LpAtomicFile *af)
+{
+  return af->stream;
+}
+
+gboolean
+lp_atomic_file_write (LpAtomicFile *af, const void *data, gsize n, GError **error)
+{
+  if (n > 0 && fwrite (data, 1, n, af->stream) != n)
+    {
+      set_errno_error (error, errno, af->path, "write failed");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+atomic_file_free (LpAtomicFile *af)
+{
+  g_free (af->path);
+  g_free (af->tmp_path);
+  g_free (af);
+}
+
+gboolean
+lp_atomic_file_commit (LpAtomicFile *af, GError **error)
+{
+  gboolean ok = TRUE;
+  int err = 0;
+  if (fflush (af->stream) != 0 || fsync (fileno (af->stream)) != 0)
+    {
+      err = errno;
+      ok = FALSE;
+    }
+  if (fclose (af->stream) != 0 && ok)
+    {
+      err = errno;
+      ok = FALSE;
+    }
+  if (ok && g_rename (af->tmp_path, af->path) != 0)
+    {
+      err = errno;
+      ok = FALSE;
+    }
+  if (!ok)
+    {
+      set_errno_error (error, err, af->path, "cannot finish writing");
+      g_unlink (af->tmp_path);
+    }
+  atomic_file_free (af);
+  return ok;
+}
+
+void
+lp_atomic_file_abort (LpAtomicFile *af)
+{
+  if (af == NULL)
+    return;
+  fclose (af->stream);
+  g_unlink (af->tmp_path);
+  atomic_file_free (af);
+}
+
+struct _LpAtomicDir {
+  char *path;
+  char *tmp_path;
+};
+
+LpAtomicDir *
+lp_atomic_dir_new (const char *path, GError **error)
+{
+  if (g_file_test (path, G_FILE_TEST_EXISTS) && !g_file_test (path, G_FILE_TEST_IS_DIR))
+    {
+      lp_set_error (error, LP_ERROR_IO, "%s: expected a directory to write into, found a file", path);
+      return NULL;
+    }
+  g_autofree char *clean = g_strdup (path);
+  gsize len = strlen (clean);
+  while (len > 1 && clean[len - 1] == '/')
+    clean[--len] = '\0';
+  g_autofree char *dir = g_path_get_dirname (clean);
+  g_autofree char *base = g_path_get_basename (clean);
+  char *tmpl = g_strdup_printf ("%s/.%s.tmp-XXXXXX", dir, base);
+  if (g_mkdtemp_full (tmpl, 0755) == NULL)
+    {
+      set_errno_error (error, errno, path, "cannot create a temporary directory beside it");
+      g_free (tmpl);
+      return NULL;
+    }
+  LpAtomicDir *ad = g_new0 (LpAtomicDir, 1);
+  ad->path = g_steal_pointer (&clean);
+  ad->tmp_path = tmpl;
+  return ad;
+}
+
+const char *
+lp_atomic_dir_path (const LpAtomicDir *ad)
+{
+  return ad->tmp_path;
+}
+
+static void
+remove_tree (const char *path)
+{
+  GDir *d = g_dir_open (path, 0, NULL);
+  if (d != NULL)
+    {
+      const char *name;
+      while ((name = g_dir_read_name (d)) != NULL)
+        {
+          g_autofree char *child = g_build_filename (path, name, NULL);
+          if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
+            remove_tree (child);
+          else
+            g_unlink (child);
+        }
+      g_dir_close (d);
+    }
+  g_rmdir (path);
+}
+
+static void
+atomic_dir_free (LpAtomicDir *ad)
+{
+  g_free (ad->path);
+  g_free (ad->tmp_path);
+  g_free (ad);
+}
+
+gboolean
+lp_atomic_dir_commit (LpAtomicDir *ad, GError **error)
+{
+  /* rename() cannot replace a non-empty directory: move the old one aside
+   * first, then put the new one in place, then delete the old. */
+  g_autofree char *old = NULL;
+  if (g_file_test (ad->path, G_FILE_TEST_IS_DIR))
+    {
+      old = g_strdup_printf ("%s.old-%d", ad->tmp_path, (int) getpid ());
+      if (g_rename (ad->path, old) != 0)
+        {
+          set_errno_error (error, errno, ad->path, "cannot replace the existing directory");
+          remove_tree (ad->tmp_path);
+          atomic_dir_free (ad);
+          return FALSE;
+        }
+    }
+  if (g_rename (ad->tmp_path, ad->path) != 0)
+    {
+      int err = errno;
+      if (old != NULL)
+        g_rename (old, ad->path);
+      set_errno_error (error, err, ad->path, "cannot move the finished directory into place");
+      remove_tree (ad->tmp_path);
+      atomic_dir_free (ad);
+      return FALSE;
+    }
+  if (old != NULL)
+    remove_tree (old);
+  atomic_dir_free (ad);
+  return TRUE;
+}
+
+void
+lp_atomic_dir_abort (LpAtomicDir *ad)
+{
+  if (ad == NULL)
+    return;
+  remove_tree (ad->tmp_path);
+  atomic_dir_free (ad);
+}
+
+gboolean
+lp_path_same_file (const char *a, const char *b)
+{
+  GStatBuf sa, sb;
+  if (g_stat (a, &sa) != 0 || g_stat (b, &sb) != 0)
+    return FALSE;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void
+lp_byte_reader_init (LpByteReader *r, const char *path, gconstpointer base, gsize size)
+{
+  r->base = base;
+  r->size = size;
+  r->off = 0;
+  r->path = path;
+}
+
+gboolean
+lp_byte_reader_need (LpByteReader *r, gsize n, const char *what, GError **error)
+{
+  if (r->off <= r->size && n <= r->size - r->off)
+    return TRUE;
+  lp_set_error (error, LP_ERROR_FORMAT,
+                "%s: offset %" G_GSIZE_FORMAT ": expected %s (%" G_GSIZE_FORMAT " bytes), found end of file (size %" G_GSIZE_FORMAT ")",
+                r->path, r->off, what, n, r->size);
+  return FALSE;
+}
+
+gboolean
+lp_byte_reader_skip (LpByteReader *r, gsize n, const char *what, GError **error)
+{
+  if (!lp_byte_reader_need (r, n, what, error))
+    return FALSE;
+  r->off += n;
+  return TRUE;
+}
+
+gboolean
+lp_byte_reader_bytes (LpByteReader *r, gsize n, const guint8 **out, const char *what, GError **error)
+{
+  if (!lp_byte_reader_need (r, n, what, error))
+    return FALSE;
+  *out = r->base + r->off;
+  r->off += n;
+  return TRUE;
+}
+
+/* Little-endian scalar reads; the files we read are little-endian. */
+#define READ_LE(fn, type)                                                                     \
+  gboolean fn (LpByteReader *r, type *out, const char *what, GError **error)                  \
+  {                                                                                           \
+    const guint8 *p;                                                                          \
+    if (!lp_byte_reader_bytes (r, sizeof (type), &p, what, error))                            \
+      return FALSE;                                                                           \
+    memcpy (out, p, sizeof (type));                                                           \
+    return TRUE;                                                                              \
+  }
+
+READ_LE (lp_byte_reader_u8, guint8)
+READ_LE (lp_byte_reader_u32, guint32)
+READ_LE (lp_byte_reader_i32, gint32)
+READ_LE (lp_byte_reader_u64, guint64)
+READ_LE (lp_byte_reader_f32, float)
+
+GMappedFile *
+lp_map_file (const char *path, GError **error)
+{
+  GError *local = NULL;
+  GMappedFile *mf = g_mapped_file_new (path, FALSE, &local);
+  if (mf == NULL)
+    {
+      lp_set_error (error, LP_ERROR_IO, "%s: cannot open: %s", path, local->message);
+      g_error_free (local);
+    }
+  return mf;
+}

@@ -1,0 +1,14 @@
+/* llmpress — helpers shared inside libllmpress, not part of the SDK. */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/llmpress.h>
+
+/* Symbols the SDK exports; everything else in the library stays hidden. */
+#define LP_API __attribute__ ((visibility ("default")))
+
+/* g_set_error in LP_ERROR. */
+#define lp_set_error(err, code, ...) g_set_error ((err), LP_ERROR, (code), __VA_ARGS__)
+
+/* Prefix an existing error with "<what>: ". */
+void lp_error_prefix (GError **error, const char *what);

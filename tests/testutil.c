@@ -1,0 +1,151 @@
+/* llmpress tests — helpers shared by the TAP test programs. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <string.h>
+#include <glib/gstdio.h>
+
+#include "testutil.h"
+
+char *
+lp_test_shared_path (const char *relative)
+{
+  const char *dir = g_getenv ("LLMPRESS_SHARED_DIR");
+  if (dir == NULL || *dir == '\0')
+    dir = "../shared";
+  char *path = g_build_filename (dir, relative, NULL);
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    {
+      g_autofree char *msg = g_strdup_printf ("%s is absent (set LLMPRESS_SHARED_DIR)", path);
+      g_test_skip (msg);
+      g_free (path);
+      return NULL;
+    }
+  return path;
+}
+
+static char *tmpdir;
+
+static void
+remove_tree (const char *path)
+{
+  GDir *d = g_dir_open (path, 0, NULL);
+  if (d != NULL)
+    {
+      const char *name;
+      while ((name = g_dir_read_name (d)) != NULL)
+        {
+          g_autofree char *child = g_build_filename (path, name, NULL);
+          if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
+            remove_tree (child);
+          else
+            g_unlink (child);
+        }
+      g_dir_close (d);
+    }
+  g_rmdir (path);
+}
+
+static void
+cleanup_tmpdir (void)
+{
+  if (tmpdir != NULL && g_getenv ("LLMPRESS_KEEP_TEST_FILES") == NULL)
+    remove_tree (tmpdir);
+}
+
+const char *
+lp_test_tmpdir (void)
+{
+  if (tmpdir == NULL)
+    {
+      tmpdir = g_dir_make_tmp ("llmpress-test-XXXXXX", NULL);
+      g_assert_nonnull (tmpdir);
+      atexit (cleanup_tmpdir);
+    }
+  return tmpdir;
+}
+
+char *
+lp_test_write_file (const char *name, const void *data, gsize len)
+{
+  char *path = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_autoptr (GError) error = NULL;
+  g_file_set_contents (path, data, len, &error);
+  g_assert_no_error (error);
+  return path;
+}
+
+int
+lp_test_run_cli (char **out, char **err, const char *first_arg, ...)
+{
+  const char *bin = g_getenv ("LLMPRESS_BIN");
+  g_assert_nonnull (bin);
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) bin);
+  va_list ap;
+  va_start (ap, first_arg);
+  for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  int status = 0;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *o = NULL, *e = NULL;
+  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o, &e, &status, &error);
+  g_assert_no_error (error);
+  if (g_test_verbose () && e && *e)
+    g_test_message ("stderr: %s", e);
+  if (out)
+    *out = g_steal_pointer (&o);
+  if (err)
+    *err = g_steal_pointer (&e);
+  if (WIFEXITED (status))
+    return WEXITSTATUS (status);
+  return 128 + WTERMSIG (status); /* a crash: never an accepted exit code */
+}
+
+void
+lp_test_assert_error_contains (const GError *error, ...)
+{
+  g_assert_nonnull (error);
+  va_list ap;
+  va_start (ap, error);
+  for (const char *frag = va_arg (ap, const char *); frag != NULL; frag = va_arg (ap, const char *))
+    if (strstr (error->message, frag) == NULL)
+      g_error ("error message \"%s\" lacks \"%s\"", error->message, frag);
+  va_end (ap);
+}
+
+LpModel *
+lp_test_tiny_model (guint32 seed)
+{
+  LpModelConfig c;
+  lp_model_config_init (&c, LP_ARCH_LLAMA);
+  c.n_vocab = 64;
+  c.dim = 32;
+  c.ffn_dim = 48;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 8;
+  c.ctx_len = 64;
+  c.tied_embeddings = TRUE;
+  LpModel *m = lp_model_new (&c);
+  lp_meta_set_string (lp_model_meta (m), "general.architecture", "llama");
+  g_autoptr (GRand) rng = g_rand_new_with_seed (seed);
+  g_autoptr (GPtrArray) specs = lp_arch_tensor_specs (&c);
+  for (guint i = 0; i < specs->len; i++)
+    {
+      const LpTensorSpec *s = specs->pdata[i];
+      g_autoptr (LpTensor) t = lp_tensor_new (s->name, LP_DTYPE_F32, s->n_dims, s->shape, NULL);
+      float *v = lp_tensor_data_mut (t);
+      gboolean norm = s->n_dims == 1;
+      for (gint64 j = 0; j < lp_tensor_n_elements (t); j++)
+        v[j] = norm ? 1.0f + 0.1f * (float) g_rand_double_range (rng, -1, 1)
+                    : (float) g_rand_double_range (rng, -0.2, 0.2);
+      lp_model_set_tensor (m, t);
+    }
+  return m;
+}

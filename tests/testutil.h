@@ -1,0 +1,22 @@
+/* llmpress tests — helpers shared by the TAP test programs. */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/llmpress.h>
+
+/* Path of a file in ../shared (LLMPRESS_SHARED_DIR), or NULL after calling
+ * g_test_skip() with a reason when it is absent.  g_free() it. */
+char *lp_test_shared_path (const char *relative);
+/* A fresh temporary directory, removed with its contents at exit. */
+const char *lp_test_tmpdir (void);
+/* Write `len` bytes to a new file in the temporary directory; returns its path. */
+char *lp_test_write_file (const char *name, const void *data, gsize len);
+/* Run the built llmpress binary with argv (NULL-terminated, without the
+ * program name); collect stdout/stderr (may be NULL) and return its exit status. */
+int lp_test_run_cli (char **out, char **err, const char *first_arg, ...) G_GNUC_NULL_TERMINATED;
+/* Assert that an error exists and its message contains every given
+ * fragment (NULL-terminated). */
+void lp_test_assert_error_contains (const GError *error, ...) G_GNUC_NULL_TERMINATED;
+/* A small deterministic llama model in memory (seeded): D 32, F 48, 2 layers,
+ * 4 heads, 2 kv heads, vocab 64, ctx 64, tied embeddings, no tokenizer. */
+LpModel *lp_test_tiny_model (guint32 seed);
