@@ -10,3 +10,4 @@
 #include <llmpress/model.h>
 #include <llmpress/tokenizer.h>
 #include <llmpress/fileutil.h>
+#include <llmpress/synth.h>
