@@ -13,3 +13,7 @@ LpModel *lp_hf_load (const char *dir, GError **error) { PENDING ("HF reading"); 
 gboolean lp_hf_save (LpModel *model, const char *dir, const LpSaveOptions *options, GError **error) { PENDING ("HF writing"); return FALSE; }
 gboolean lp_tokenizer_read_llama2c (const char *path, gint64 n_vocab, LpMeta *meta, GError **error) { PENDING ("tokenizer.bin"); return FALSE; }
 gboolean lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error) { PENDING ("tokenizer.bin"); return FALSE; }
+LpTokenizer *lp_tokenizer_new_from_meta (const LpMeta *meta, GError **error) { PENDING ("tokenizer"); return NULL; }
+void lp_tokenizer_free (LpTokenizer *tok) { }
+gint32 lp_tokenizer_bos (const LpTokenizer *tok) { return 1; }
+GArray *lp_tokenizer_encode (const LpTokenizer *tok, const char *text, gssize len, gboolean add_bos, GError **error) { PENDING ("tokenizer"); return NULL; }

@@ -11,3 +11,7 @@
 #include <llmpress/tokenizer.h>
 #include <llmpress/fileutil.h>
 #include <llmpress/synth.h>
+#include <llmpress/backend.h>
+#include <llmpress/forward.h>
+#include <llmpress/progress.h>
+#include <llmpress/eval.h>

@@ -1,0 +1,133 @@
+/* llmpress — the CPU backend: OpenBLAS for matrix products, LAPACKE for
+ * factorizations, plain loops for the memory-bound element-wise ops.
+ * Always present; supports every op; the reference other backends are
+ * tested against (after lp_ref_* which defines each op). */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+#include <cblas.h>
+#include <lapacke.h>
+
+#include "lp-internal.h"
+#include <llmpress/backend.h>
+
+static gboolean
+cpu_supports_op (LpBackend *be, LpOp op)
+{
+  return TRUE;
+}
+
+static void
+cpu_gemm (LpBackend *be, gboolean trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+          const float *B, int ldb, float beta, float *C, int ldc)
+{
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+               lda, B, ldb, beta, C, ldc);
+}
+
+static void
+cpu_syrk (LpBackend *be, int T, int n, const float *X, int ldx, float *H)
+{
+  /* ssyrk fills one triangle at half the flops of a gemm; mirror it after. */
+  cblas_ssyrk (CblasRowMajor, CblasLower, CblasTrans, n, T, 1.0f, X, ldx, 1.0f, H, n);
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      H[(gsize) i * n + j] = H[(gsize) j * n + i];
+}
+
+static void
+cpu_rmsnorm (LpBackend *be, int T, int D, const float *x, const float *w, float eps, float *y)
+{
+  lp_ref_rmsnorm (T, D, x, w, eps, y);
+}
+
+static void
+cpu_rope (LpBackend *be, LpRopeStyle style, int T, int n_heads, int hd, int pos0, const float *inv_freq, float *x)
+{
+  lp_ref_rope (style, T, n_heads, hd, pos0, inv_freq, x);
+}
+
+/* Attention as two GEMMs per head (scores, then weighted values), so the
+ * quadratic part runs at BLAS speed. */
+static void
+cpu_attention (LpBackend *be, int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k,
+               const float *v, float *out)
+{
+  int group = H / Hkv, past = T_kv - T;
+  float scale = 1.0f / sqrtf ((float) hd);
+  g_autofree float *s = g_new (float, (gsize) T * T_kv);
+  for (int h = 0; h < H; h++)
+    {
+      int kh = h / group;
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, T_kv, hd, scale, q + (gsize) h * hd, H * hd,
+                   k + (gsize) kh * hd, Hkv * hd, 0.0f, s, T_kv);
+      for (int t = 0; t < T; t++)
+        {
+          float *row = s + (gsize) t * T_kv;
+          int last = past + t;
+          float mx = -INFINITY;
+          for (int j = 0; j <= last; j++)
+            mx = MAX (mx, row[j]);
+          float sum = 0.0f;
+          for (int j = 0; j <= last; j++)
+            sum += (row[j] = expf (row[j] - mx));
+          float inv = 1.0f / sum;
+          for (int j = 0; j <= last; j++)
+            row[j] *= inv;
+          for (int j = last + 1; j < T_kv; j++)
+            row[j] = 0.0f;
+        }
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T_kv, 1.0f, s, T_kv,
+                   v + (gsize) kh * hd, Hkv * hd, 0.0f, out + (gsize) h * hd, H * hd);
+    }
+}
+
+static void
+cpu_swiglu (LpBackend *be, int n, const float *gate, const float *up, float *out)
+{
+  lp_ref_swiglu (n, gate, up, out);
+}
+
+static gboolean
+cpu_cholesky (LpBackend *be, int n, float *A, int lda)
+{
+  if (LAPACKE_spotrf (LAPACK_ROW_MAJOR, 'L', n, A, lda) != 0)
+    return FALSE;
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      A[(gsize) i * lda + j] = 0.0f;
+  return TRUE;
+}
+
+static void
+cpu_destroy (LpBackend *be)
+{
+  g_free (be);
+}
+
+static const LpBackendOps cpu_ops = {
+  .api_version = LP_BACKEND_API_VERSION,
+  .name = "cpu",
+  .supports_op = cpu_supports_op,
+  .gemm = cpu_gemm,
+  .syrk = cpu_syrk,
+  .rmsnorm = cpu_rmsnorm,
+  .rope = cpu_rope,
+  .attention = cpu_attention,
+  .swiglu = cpu_swiglu,
+  .cholesky = cpu_cholesky,
+  .destroy = cpu_destroy,
+};
+
+LpBackend *
+lp_backend_cpu_new (void)
+{
+  LpBackend *be = g_new0 (LpBackend, 1);
+  be->ops = &cpu_ops;
+  be->ref_count = 1;
+  be->device_name = g_strdup_printf ("cpu (OpenBLAS %s, %d threads)", openblas_get_corename (),
+                                     openblas_get_num_threads ());
+  be->numeric_class = g_strdup ("cpu-f32");
+  return be;
+}

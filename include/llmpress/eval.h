@@ -1,0 +1,46 @@
+/* llmpress — evaluation: perplexity, KL divergence and top-1 agreement to a
+ * reference model, size and bits per weight, speed. */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/backend.h>
+#include <llmpress/model.h>
+
+G_BEGIN_DECLS
+
+typedef struct {
+  int ctx;              /* window length including BOS; 0 = min(model context, 512) */
+  gboolean llama_cpp;   /* llama-perplexity's convention: chunks of ctx tokens, first
+                           replaced by BOS, only the second half scored */
+  int max_windows;      /* 0 = every window */
+  LpModel *reference;   /* optional: KL(reference || model) and top-1 agreement */
+  LpBackend *backend;   /* NULL = CPU */
+} LpEvalOptions;
+
+typedef struct {
+  int n_windows;
+  int ctx;
+  gint64 n_scored;      /* tokens scored */
+  double nll;           /* mean negative log-likelihood, nats/token */
+  double nll_stderr;    /* standard error of that mean */
+  double ppl;           /* exp(nll) */
+  gboolean have_reference;
+  double kl;            /* mean KL(reference || model), nats/token */
+  double top1;          /* fraction of scored positions whose argmax agrees */
+  double seconds;       /* wall time of the model's forward passes */
+  double tokens_per_s;  /* tokens through the model per second */
+  gint64 n_params;
+  guint64 n_bytes;      /* tensor bytes */
+  double bits_per_weight;
+} LpEvalResult;
+
+/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one). */
+gboolean lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options,
+                      LpEvalResult *result, GError **error);
+
+/* Evaluation/calibration data: a uint16 (.u16) or uint32 (.u32) little-endian
+ * token file, or text tokenized with the model's vocabulary (any other
+ * extension).  Token ids are checked against the model's vocabulary size. */
+GArray *lp_tokens_load (const char *path, LpModel *model, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,208 @@
+/* llmpress — perplexity / KL / top-1 evaluation over token windows. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "lp-internal.h"
+#include <llmpress/eval.h>
+#include <llmpress/forward.h>
+#include <llmpress/progress.h>
+
+GArray *
+lp_tokens_load (const char *path, LpModel *model, GError **error)
+{
+  gsize width = g_str_has_suffix (path, ".u16") ? 2 : g_str_has_suffix (path, ".u32") ? 4 : 0;
+  gint64 n_vocab = lp_model_config (model)->n_vocab;
+  g_autofree char *contents = NULL;
+  gsize len = 0;
+  GError *local = NULL;
+  if (!g_file_get_contents (path, &contents, &len, &local))
+    {
+      lp_set_error (error, LP_ERROR_IO, "%s: cannot read: %s", path, local->message);
+      g_error_free (local);
+      return NULL;
+    }
+  if (width == 0)
+    {
+      g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), error);
+      if (tok == NULL)
+        {
+          lp_error_prefix (error, path);
+          return NULL;
+        }
+      GArray *ids = lp_tokenizer_encode (tok, contents, len, FALSE, error);
+      if (ids == NULL)
+        lp_error_prefix (error, path);
+      return ids;
+    }
+  if (len % width != 0)
+    {
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: size %" G_GSIZE_FORMAT ": expected a multiple of %" G_GSIZE_FORMAT " bytes (uint%" G_GSIZE_FORMAT " tokens)",
+                    path, len, width, width * 8);
+      return NULL;
+    }
+  GArray *ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), len / width);
+  for (gsize i = 0; i < len / width; i++)
+    {
+      const guint8 *p = (const guint8 *) contents + i * width;
+      guint32 id = width == 2 ? (guint32) (p[0] | p[1] << 8) : (guint32) (p[0] | p[1] << 8 | p[2] << 16 | (guint32) p[3] << 24);
+      if (id >= (guint64) n_vocab)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: offset %" G_GSIZE_FORMAT ": expected a token id below the vocabulary size %" G_GINT64_FORMAT ", found %u",
+                        path, i * width, n_vocab, id);
+          g_array_unref (ids);
+          return NULL;
+        }
+      gint32 v = (gint32) id;
+      g_array_append_val (ids, v);
+    }
+  return ids;
+}
+
+/* log-softmax of one row into out[V]; returns nothing, out may alias. */
+static void
+log_softmax (const float *logits, int V, double *out)
+{
+  double mx = -INFINITY;
+  for (int i = 0; i < V; i++)
+    mx = MAX (mx, logits[i]);
+  double sum = 0.0;
+  for (int i = 0; i < V; i++)
+    sum += exp (logits[i] - mx);
+  double lse = mx + log (sum);
+  for (int i = 0; i < V; i++)
+    out[i] = logits[i] - lse;
+}
+
+static int
+argmax (const float *x, int n)
+{
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (x[i] > x[best])
+      best = i;
+  return best;
+}
+
+gboolean
+lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options, LpEvalResult *res,
+             GError **error)
+{
+  LpEvalOptions o = { 0 };
+  if (options)
+    o = *options;
+  const LpModelConfig *c = lp_model_config (model);
+  memset (res, 0, sizeof *res);
+  int ctx = o.ctx > 0 ? o.ctx : (int) MIN (c->ctx_len, 512);
+  if (ctx < 2)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "eval: context: expected at least 2 tokens, found %d", ctx);
+      return FALSE;
+    }
+  if (ctx > c->ctx_len)
+    g_warning ("%s declares a context length of %" G_GINT64_FORMAT "; evaluating at %d as asked",
+               lp_model_source (model) ? lp_model_source (model) : "the model", c->ctx_len, ctx);
+  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), NULL);
+  gint32 bos = tok ? lp_tokenizer_bos (tok) : 1;
+  if (bos < 0)
+    bos = 1;
+
+  /* Our convention: windows of BOS + (ctx-1) data tokens, all ctx-1 scored.
+   * llama.cpp's: chunks of ctx data tokens, the first replaced by BOS, the
+   * second half scored. */
+  gsize stride = o.llama_cpp ? (gsize) ctx : (gsize) ctx - 1;
+  int n_windows = (int) (n / stride);
+  if (o.max_windows > 0)
+    n_windows = MIN (n_windows, o.max_windows);
+  if (n_windows == 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "eval: data: expected at least %" G_GSIZE_FORMAT " tokens for one window, found %" G_GSIZE_FORMAT,
+                    stride, n);
+      return FALSE;
+    }
+  int first = o.llama_cpp ? ctx / 2 : 0; /* first logit row scored */
+
+  g_autoptr (LpForward) fw = lp_forward_new (model, o.backend, error);
+  if (fw == NULL)
+    return FALSE;
+  g_autoptr (LpForward) ref = NULL;
+  if (o.reference)
+    {
+      const LpModelConfig *rc = lp_model_config (o.reference);
+      if (rc->n_vocab != c->n_vocab)
+        {
+          lp_set_error (error, LP_ERROR_INVALID, "eval: reference vocabulary: expected %" G_GINT64_FORMAT " tokens like the model, found %" G_GINT64_FORMAT,
+                        c->n_vocab, rc->n_vocab);
+          return FALSE;
+        }
+      ref = lp_forward_new (o.reference, o.backend, error);
+      if (ref == NULL)
+        return FALSE;
+    }
+
+  int V = (int) c->n_vocab;
+  g_autofree gint32 *win = g_new (gint32, ctx);
+  g_autofree float *logits = g_new (float, (gsize) ctx * V);
+  g_autofree float *ref_logits = ref ? g_new (float, (gsize) ctx * V) : NULL;
+  g_autofree double *lp = g_new (double, V);
+  g_autofree double *lq = g_new (double, V);
+  double sum = 0.0, sum_sq = 0.0, kl = 0.0;
+  gint64 scored = 0, agree = 0;
+  gint64 t_model = 0;
+  g_autoptr (LpProgress) prog = lp_progress_new ("eval", "windows", n_windows);
+  for (int w = 0; w < n_windows; w++)
+    {
+      const gint32 *src = tokens + (gsize) w * stride;
+      win[0] = bos;
+      if (o.llama_cpp)
+        memcpy (win + 1, src + 1, (ctx - 1) * sizeof (gint32));
+      else
+        memcpy (win + 1, src, (ctx - 1) * sizeof (gint32));
+      gint64 t0 = g_get_monotonic_time ();
+      if (!lp_forward_logits (fw, win, ctx, NULL, logits, error))
+        return FALSE;
+      t_model += g_get_monotonic_time () - t0;
+      if (ref && !lp_forward_logits (ref, win, ctx, NULL, ref_logits, error))
+        return FALSE;
+      for (int t = first; t < ctx - 1; t++)
+        {
+          const float *row = logits + (gsize) t * V;
+          log_softmax (row, V, lq);
+          double nll = -lq[win[t + 1]];
+          sum += nll;
+          sum_sq += nll * nll;
+          if (ref)
+            {
+              const float *rrow = ref_logits + (gsize) t * V;
+              log_softmax (rrow, V, lp);
+              double k = 0.0;
+              for (int i = 0; i < V; i++)
+                k += exp (lp[i]) * (lp[i] - lq[i]);
+              kl += k;
+              agree += argmax (row, V) == argmax (rrow, V);
+            }
+          scored++;
+        }
+      lp_progress_update (prog, w + 1);
+    }
+  res->n_windows = n_windows;
+  res->ctx = ctx;
+  res->n_scored = scored;
+  res->nll = sum / scored;
+  double var = MAX (sum_sq / scored - res->nll * res->nll, 0.0);
+  res->nll_stderr = sqrt (var / MAX (scored - 1, 1));
+  res->ppl = exp (res->nll);
+  res->have_reference = ref != NULL;
+  if (ref)
+    {
+      res->kl = kl / scored;
+      res->top1 = (double) agree / scored;
+    }
+  res->seconds = t_model / 1e6;
+  res->tokens_per_s = res->seconds > 0 ? (double) n_windows * ctx / res->seconds : 0.0;
+  res->n_params = lp_model_n_params (model);
+  res->n_bytes = lp_model_n_bytes (model);
+  res->bits_per_weight = res->n_params ? 8.0 * res->n_bytes / res->n_params : 0.0;
+  return TRUE;
+}

@@ -1,0 +1,149 @@
+/* llmpress — plain C reference kernels: the definition of every backend op.
+ * Slow and obvious on purpose; optimised and device kernels are tested
+ * against these. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "lp-internal.h"
+#include <llmpress/backend.h>
+
+void
+lp_ref_gemm (gboolean trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc)
+{
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++)
+      {
+        double acc = 0.0;
+        for (int k = 0; k < K; k++)
+          acc += (double) A[(gsize) i * lda + k] * (trans_b ? B[(gsize) j * ldb + k] : B[(gsize) k * ldb + j]);
+        float *c = &C[(gsize) i * ldc + j];
+        *c = (float) (alpha * acc + (beta == 0.0f ? 0.0 : beta * (double) *c));
+      }
+}
+
+void
+lp_ref_syrk (int T, int n, const float *X, int ldx, float *H)
+{
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++)
+      {
+        double acc = 0.0;
+        for (int t = 0; t < T; t++)
+          acc += (double) X[(gsize) t * ldx + i] * X[(gsize) t * ldx + j];
+        H[(gsize) i * n + j] += (float) acc;
+      }
+}
+
+void
+lp_ref_rmsnorm (int T, int D, const float *x, const float *w, float eps, float *y)
+{
+  for (int t = 0; t < T; t++)
+    {
+      const float *xr = x + (gsize) t * D;
+      float *yr = y + (gsize) t * D;
+      double ss = 0.0;
+      for (int d = 0; d < D; d++)
+        ss += (double) xr[d] * xr[d];
+      float scale = (float) (1.0 / sqrt (ss / D + eps));
+      for (int d = 0; d < D; d++)
+        yr[d] = xr[d] * scale * w[d];
+    }
+}
+
+void
+lp_ref_rope (LpRopeStyle style, int T, int n_heads, int hd, int pos0, const float *inv_freq, float *x)
+{
+  int half = hd / 2;
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < n_heads; h++)
+      {
+        float *v = x + ((gsize) t * n_heads + h) * hd;
+        for (int i = 0; i < half; i++)
+          {
+            double angle = (double) (pos0 + t) * inv_freq[i];
+            float c = (float) cos (angle), s = (float) sin (angle);
+            /* NORMAL rotates neighbours (2i, 2i+1); NEOX rotates (i, i+hd/2). */
+            int a = style == LP_ROPE_NORMAL ? 2 * i : i;
+            int b = style == LP_ROPE_NORMAL ? 2 * i + 1 : i + half;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * c - x1 * s;
+            v[b] = x0 * s + x1 * c;
+          }
+      }
+}
+
+void
+lp_ref_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k,
+                  const float *v, float *out)
+{
+  int group = H / Hkv;
+  int past = T_kv - T;
+  double scale = 1.0 / sqrt ((double) hd);
+  g_autofree double *p = g_new (double, T_kv);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++)
+      {
+        const float *qr = q + ((gsize) t * H + h) * hd;
+        int kh = h / group;
+        int last = past + t; /* causal: keys 0..last */
+        double mx = -INFINITY;
+        for (int s = 0; s <= last; s++)
+          {
+            const float *kr = k + ((gsize) s * Hkv + kh) * hd;
+            double dot = 0.0;
+            for (int d = 0; d < hd; d++)
+              dot += (double) qr[d] * kr[d];
+            p[s] = dot * scale;
+            mx = MAX (mx, p[s]);
+          }
+        double sum = 0.0;
+        for (int s = 0; s <= last; s++)
+          sum += (p[s] = exp (p[s] - mx));
+        float *o = out + ((gsize) t * H + h) * hd;
+        for (int d = 0; d < hd; d++)
+          {
+            double acc = 0.0;
+            for (int s = 0; s <= last; s++)
+              acc += p[s] * v[((gsize) s * Hkv + kh) * hd + d];
+            o[d] = (float) (acc / sum);
+          }
+      }
+}
+
+void
+lp_ref_swiglu (int n, const float *gate, const float *up, float *out)
+{
+  for (int i = 0; i < n; i++)
+    {
+      float g = gate[i];
+      out[i] = g / (1.0f + expf (-g)) * up[i];
+    }
+}
+
+gboolean
+lp_ref_cholesky (int n, float *A, int lda)
+{
+  for (int j = 0; j < n; j++)
+    {
+      double d = A[(gsize) j * lda + j];
+      for (int k = 0; k < j; k++)
+        d -= (double) A[(gsize) j * lda + k] * A[(gsize) j * lda + k];
+      if (!(d > 0.0))
+        return FALSE;
+      double l = sqrt (d);
+      A[(gsize) j * lda + j] = (float) l;
+      for (int i = j + 1; i < n; i++)
+        {
+          double s = A[(gsize) i * lda + j];
+          for (int k = 0; k < j; k++)
+            s -= (double) A[(gsize) i * lda + k] * A[(gsize) j * lda + k];
+          A[(gsize) i * lda + j] = (float) (s / l);
+        }
+      for (int i = 0; i < j; i++)
+        A[(gsize) i * lda + j] = 0.0f; /* upper triangle cleared: a proper L */
+    }
+  return TRUE;
+}
