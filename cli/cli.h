@@ -29,3 +29,5 @@ int lp_cmd_inspect (int argc, char **argv);
 int lp_cmd_convert (int argc, char **argv);
 int lp_cmd_tokenize (int argc, char **argv);
 int lp_cmd_synth (int argc, char **argv);
+int lp_cmd_eval (int argc, char **argv);
+int lp_cmd_generate (int argc, char **argv);

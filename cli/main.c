@@ -12,6 +12,8 @@ static const LpCliCommand commands[] = {
   { "convert", "convert a model between GGUF, Hugging Face and llama2.c", lp_cmd_convert },
   { "tokenize", "encode text with a model's tokenizer", lp_cmd_tokenize },
   { "synth", "write a small deterministic Llama-architecture model", lp_cmd_synth },
+  { "eval", "measure perplexity, KL to a reference, size and speed", lp_cmd_eval },
+  { "generate", "generate text from a model", lp_cmd_generate },
 };
 
 static void

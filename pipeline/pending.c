@@ -17,3 +17,5 @@ LpTokenizer *lp_tokenizer_new_from_meta (const LpMeta *meta, GError **error) { P
 void lp_tokenizer_free (LpTokenizer *tok) { }
 gint32 lp_tokenizer_bos (const LpTokenizer *tok) { return 1; }
 GArray *lp_tokenizer_encode (const LpTokenizer *tok, const char *text, gssize len, gboolean add_bos, GError **error) { PENDING ("tokenizer"); return NULL; }
+gint32 lp_tokenizer_eos (const LpTokenizer *tok) { return 2; }
+char *lp_tokenizer_decode_piece (const LpTokenizer *tok, gint32 prev, gint32 id, gsize *out_len) { *out_len = 0; return g_strdup (""); }

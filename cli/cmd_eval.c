@@ -1,0 +1,119 @@
+/* llmpress eval — perplexity, KL to a reference, size and speed. */
+#include "config.h"
+
+#include <stdio.h>
+#include <json-glib/json-glib.h>
+
+#include "cli.h"
+
+static char *opt_data, *opt_reference, *opt_backend, *opt_tokenizer;
+static int opt_ctx, opt_max_windows;
+static gboolean opt_json, opt_llama_cpp, opt_quiet;
+
+static const GOptionEntry entries[] = {
+  { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_data, "Text file, or a .u16/.u32 token file (required)", "FILE" },
+  { "ctx", 'c', 0, G_OPTION_ARG_INT, &opt_ctx, "Window length including BOS (default: model context, at most 512)", "N" },
+  { "reference", 'r', 0, G_OPTION_ARG_FILENAME, &opt_reference, "Reference model for KL divergence and top-1 agreement", "MODEL" },
+  { "llama-cpp", 0, 0, G_OPTION_ARG_NONE, &opt_llama_cpp, "llama-perplexity's convention: score only the second half of each window", NULL },
+  { "max-windows", 0, 0, G_OPTION_ARG_INT, &opt_max_windows, "Evaluate at most N windows", "N" },
+  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default cpu)", "B" },
+  { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
+  { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print the result as JSON", NULL },
+  { "quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "No progress output", NULL },
+  { NULL }
+};
+
+static void
+print_json (const char *model_path, const LpEvalResult *r)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "model");
+  json_builder_add_string_value (b, model_path);
+  json_builder_set_member_name (b, "data");
+  json_builder_add_string_value (b, opt_data);
+  json_builder_set_member_name (b, "convention");
+  json_builder_add_string_value (b, opt_llama_cpp ? "llama.cpp" : "all-after-bos");
+#define NUM(name, v) (json_builder_set_member_name (b, name), json_builder_add_double_value (b, v))
+#define INT(name, v) (json_builder_set_member_name (b, name), json_builder_add_int_value (b, v))
+  INT ("ctx", r->ctx);
+  INT ("windows", r->n_windows);
+  INT ("tokens_scored", r->n_scored);
+  NUM ("nll", r->nll);
+  NUM ("nll_stderr", r->nll_stderr);
+  NUM ("perplexity", r->ppl);
+  if (r->have_reference)
+    {
+      NUM ("kl", r->kl);
+      NUM ("top1", r->top1);
+    }
+  INT ("n_params", r->n_params);
+  INT ("bytes", (gint64) r->n_bytes);
+  NUM ("bits_per_weight", r->bits_per_weight);
+  NUM ("seconds", r->seconds);
+  NUM ("tokens_per_s", r->tokens_per_s);
+#undef NUM
+#undef INT
+  json_builder_end_object (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  json_generator_set_pretty (gen, TRUE);
+  g_autofree char *s = json_generator_to_data (gen, NULL);
+  printf ("%s\n", s);
+}
+
+int
+lp_cmd_eval (int argc, char **argv)
+{
+  if (!lp_cli_parse ("eval", "MODEL", "Measure a model's perplexity on a data set.",
+                     "Windows are BOS + (ctx-1) tokens, every token after BOS scored; with --llama-cpp,\n"
+                     "chunks of ctx tokens whose first becomes BOS and whose second half is scored,\n"
+                     "as llama-perplexity does.\n\n"
+                     "Example:\n  llmpress eval stories260K.bin --data valid.tok512.u16 --ctx 512",
+                     entries, &argc, &argv))
+    return LP_EXIT_USAGE;
+  if (argc != 2)
+    return lp_cli_usage_error ("eval", "expected one MODEL, found %d arguments", argc - 1);
+  if (opt_data == NULL)
+    return lp_cli_usage_error ("eval", "--data FILE is required");
+  lp_progress_set_quiet (opt_quiet);
+  GError *error = NULL;
+  LpLoadOptions lo = { opt_tokenizer };
+  g_autoptr (LpModel) model = lp_model_load (argv[1], &lo, &error);
+  if (model == NULL)
+    return lp_cli_fail (error);
+  g_autoptr (LpModel) reference = NULL;
+  if (opt_reference && (reference = lp_model_load (opt_reference, &lo, &error)) == NULL)
+    return lp_cli_fail (error);
+  g_autoptr (LpBackend) be = lp_backend_new (opt_backend ? opt_backend : "cpu", &error);
+  if (be == NULL)
+    return lp_cli_fail (error);
+  g_autoptr (GArray) tokens = lp_tokens_load (opt_data, model, &error);
+  if (tokens == NULL)
+    return lp_cli_fail (error);
+  LpEvalOptions eo = { opt_ctx, opt_llama_cpp, opt_max_windows, reference, be };
+  LpEvalResult r;
+  if (!lp_eval_run (model, (const gint32 *) tokens->data, tokens->len, &eo, &r, &error))
+    return lp_cli_fail (error);
+  if (opt_json)
+    print_json (argv[1], &r);
+  else
+    {
+      printf ("model        %s\n", argv[1]);
+      printf ("data         %s (%u tokens)\n", opt_data, tokens->len);
+      printf ("windows      %d x %d tokens (%s), %" G_GINT64_FORMAT " tokens scored\n", r.n_windows, r.ctx,
+              opt_llama_cpp ? "llama.cpp convention" : "BOS + ctx-1, all scored", r.n_scored);
+      printf ("nll          %.5f +/- %.5f nats/token\n", r.nll, r.nll_stderr);
+      printf ("perplexity   %.4f\n", r.ppl);
+      if (r.have_reference)
+        {
+          printf ("kl           %.6f nats/token (vs %s)\n", r.kl, opt_reference);
+          printf ("top-1        %.2f%%\n", 100.0 * r.top1);
+        }
+      printf ("size         %" G_GUINT64_FORMAT " bytes, %" G_GINT64_FORMAT " parameters, %.3f bits/weight\n", r.n_bytes,
+              r.n_params, r.bits_per_weight);
+      printf ("speed        %.0f tokens/s (%s)\n", r.tokens_per_s, be->device_name);
+    }
+  return LP_EXIT_OK;
+}

@@ -1,0 +1,263 @@
+/* Forward pass and evaluation: backend kernels against their C references,
+ * incremental decoding against full sequences, and the real stories260K
+ * perplexity and greedy generation. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static void
+fill (float *x, gsize n, guint32 seed, double scale)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  for (gsize i = 0; i < n; i++)
+    x[i] = (float) (scale * g_rand_double_range (r, -1, 1));
+}
+
+static void
+assert_close (const float *a, const float *b, gsize n, double rel_tol)
+{
+  double num = 0, den = 0;
+  for (gsize i = 0; i < n; i++)
+    {
+      num += (double) (a[i] - b[i]) * (a[i] - b[i]);
+      den += (double) b[i] * b[i];
+    }
+  double rel = sqrt (num / MAX (den, 1e-30));
+  if (rel > rel_tol)
+    g_error ("relative error %g > %g", rel, rel_tol);
+}
+
+static void
+test_cpu_kernels (void)
+{
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  int M = 37, N = 29, K = 53;
+  g_autofree float *A = g_new (float, M * K), *B = g_new (float, N * K), *C = g_new (float, M * N),
+                   *R = g_new (float, M * N);
+  fill (A, M * K, 1, 1);
+  fill (B, N * K, 2, 1);
+  for (int tb = 0; tb < 2; tb++)
+    {
+      fill (C, M * N, 3, 1);
+      memcpy (R, C, sizeof (float) * M * N);
+      int ldb = tb ? K : N;
+      lp_gemm (be, tb, M, N, K, 0.5f, A, K, B, ldb, 0.25f, C, N);
+      lp_ref_gemm (tb, M, N, K, 0.5f, A, K, B, ldb, 0.25f, R, N);
+      assert_close (C, R, M * N, 1e-5);
+    }
+  /* Hessian accumulation. */
+  int T = 41, n = 17;
+  g_autofree float *X = g_new (float, T * n), *H = g_new0 (float, n * n), *Hr = g_new0 (float, n * n);
+  fill (X, T * n, 4, 1);
+  lp_syrk (be, T, n, X, n, H);
+  lp_ref_syrk (T, n, X, n, Hr);
+  assert_close (H, Hr, n * n, 1e-5);
+  /* Cholesky of H + n I (SPD). */
+  for (int i = 0; i < n; i++)
+    H[i * n + i] += n, Hr[i * n + i] += n;
+  g_assert_true (lp_cholesky (be, n, H, n));
+  g_assert_true (lp_ref_cholesky (n, Hr, n));
+  assert_close (H, Hr, n * n, 1e-5);
+  float notspd[4] = { 1, 2, 2, 1 };
+  g_assert_false (lp_cholesky (be, 2, notspd, 2));
+  /* Attention with a KV history (GQA 4 heads over 2). */
+  int Tq = 5, Tkv = 9, Hh = 4, Hkv = 2, hd = 8;
+  g_autofree float *q = g_new (float, Tq * Hh * hd), *k = g_new (float, Tkv * Hkv * hd),
+                   *v = g_new (float, Tkv * Hkv * hd), *o = g_new (float, Tq * Hh * hd),
+                   *orf = g_new (float, Tq * Hh * hd);
+  fill (q, Tq * Hh * hd, 5, 2);
+  fill (k, Tkv * Hkv * hd, 6, 2);
+  fill (v, Tkv * Hkv * hd, 7, 1);
+  lp_attention (be, Tq, Tkv, Hh, Hkv, hd, q, k, v, o);
+  lp_ref_attention (Tq, Tkv, Hh, Hkv, hd, q, k, v, orf);
+  assert_close (o, orf, Tq * Hh * hd, 1e-5);
+}
+
+static void
+test_rope_styles (void)
+{
+  /* Position 0 is the identity; NORMAL and NEOX differ by a permutation. */
+  float inv[2] = { 1.0f, 0.01f };
+  float a[4] = { 1, 2, 3, 4 }, b[4] = { 1, 2, 3, 4 };
+  lp_ref_rope (LP_ROPE_NORMAL, 1, 1, 4, 0, inv, a);
+  g_assert_cmpfloat (a[1], ==, 2.0f);
+  float n[4] = { 1, 2, 3, 4 }, x[4] = { 1, 3, 2, 4 }; /* x = n in NEOX order */
+  lp_ref_rope (LP_ROPE_NORMAL, 1, 1, 4, 7, inv, n);
+  lp_ref_rope (LP_ROPE_NEOX, 1, 1, 4, 7, inv, x);
+  g_assert_cmpfloat_with_epsilon (n[0], x[0], 1e-6);
+  g_assert_cmpfloat_with_epsilon (n[1], x[2], 1e-6);
+  g_assert_cmpfloat_with_epsilon (n[2], x[1], 1e-6);
+  g_assert_cmpfloat_with_epsilon (n[3], x[3], 1e-6);
+  (void) b;
+}
+
+static void
+test_incremental_matches_full (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (3);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpForward) fw = lp_forward_new (m, NULL, &error);
+  g_assert_no_error (error);
+  const int T = 12, V = 64;
+  gint32 toks[12];
+  for (int i = 0; i < T; i++)
+    toks[i] = (i * 7 + 1) % V;
+  g_autofree float *full = g_new (float, T * V), *inc = g_new (float, T * V);
+  g_assert_true (lp_forward_logits (fw, toks, T, NULL, full, &error));
+  g_autoptr (LpKVCache) cache = lp_kv_cache_new (lp_model_config (m), T);
+  /* A prefix of 5 at once, then one token at a time. */
+  g_assert_true (lp_forward_logits (fw, toks, 5, cache, inc, &error));
+  for (int t = 5; t < T; t++)
+    g_assert_true (lp_forward_logits (fw, toks + t, 1, cache, inc + t * V, &error));
+  g_assert_cmpint (lp_kv_cache_length (cache), ==, T);
+  assert_close (inc, full, T * V, 1e-5);
+  /* Out-of-vocabulary ids are refused. */
+  gint32 bad = 64;
+  g_assert_false (lp_forward_logits (fw, &bad, 1, NULL, full, &error));
+  lp_test_assert_error_contains (error, "token 64", "expected an id in 0..63", NULL);
+}
+
+static void
+test_f16_weights_close (void)
+{
+  /* Materializing f16 weights layer by layer gives nearly the f32 logits. */
+  g_autoptr (LpModel) m = lp_test_tiny_model (5);
+  g_autoptr (LpModel) h = lp_model_new (lp_model_config (m));
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      g_autoptr (LpTensor) t = lp_tensor_convert (lp_model_tensor_at (m, i), LP_DTYPE_F16, NULL);
+      lp_model_set_tensor (h, t);
+    }
+  gint32 toks[8] = { 1, 5, 9, 13, 17, 21, 25, 29 };
+  g_autofree float *a = g_new (float, 8 * 64), *b = g_new (float, 8 * 64);
+  g_autoptr (LpForward) fa = lp_forward_new (m, NULL, NULL);
+  g_autoptr (LpForward) fb = lp_forward_new (h, NULL, NULL);
+  g_assert_true (lp_forward_logits (fa, toks, 8, NULL, a, NULL));
+  g_assert_true (lp_forward_logits (fb, toks, 8, NULL, b, NULL));
+  assert_close (b, a, 8 * 64, 5e-3);
+}
+
+static void
+test_kl_self_zero (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (9);
+  g_autoptr (GArray) toks = g_array_new (FALSE, FALSE, sizeof (gint32));
+  for (int i = 0; i < 200; i++)
+    {
+      gint32 v = (i * 13 + 3) % 64;
+      g_array_append_val (toks, v);
+    }
+  LpEvalOptions o = { .ctx = 32, .reference = m };
+  LpEvalResult r;
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &r, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (r.n_windows, ==, 200 / 31);
+  g_assert_cmpint (r.n_scored, ==, r.n_windows * 31);
+  g_assert_cmpfloat (fabs (r.kl), <, 1e-9);
+  g_assert_cmpfloat (r.top1, ==, 1.0);
+  /* A different model is not identical. */
+  g_autoptr (LpModel) other = lp_test_tiny_model (10);
+  o.reference = other;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &r, &error));
+  g_assert_cmpfloat (r.kl, >, 1e-4);
+  g_assert_cmpfloat (r.top1, <, 1.0);
+}
+
+/* stories260K: the reference perplexity 5.3203 over 769 windows of BOS + 511. */
+static double
+stories_ppl (const char *model_rel, const char *data_rel)
+{
+  g_autofree char *mp = lp_test_shared_path (model_rel);
+  g_autofree char *dp = lp_test_shared_path (data_rel);
+  if (mp == NULL || dp == NULL)
+    return -1;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (mp, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (GArray) toks = lp_tokens_load (dp, m, &error);
+  g_assert_no_error (error);
+  LpEvalOptions o = { .ctx = 512 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &r, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (r.n_windows, ==, 769);
+  g_test_message ("%s on %s: nll %.5f ppl %.4f (%.0f tokens/s)", model_rel, data_rel, r.nll, r.ppl, r.tokens_per_s);
+  return r.ppl;
+}
+
+static void
+test_stories_ppl_bin (void)
+{
+  double ppl = stories_ppl ("models/stories260K/stories260K.bin", "data/tinystories-valid-head.tok512.u16");
+  if (ppl > 0)
+    g_assert_cmpfloat (fabs (ppl - 5.3203), <, 0.005);
+}
+
+static void
+test_stories_ppl_gguf (void)
+{
+  double ppl = stories_ppl ("models/stories260K/stories260K-f32.gguf", "data/tinystories-valid-head.tok512.u16");
+  if (ppl > 0)
+    g_assert_cmpfloat (fabs (ppl - 5.3203), <, 0.005);
+}
+
+static void
+test_stories_ppl_safetensors_and_text (void)
+{
+  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *tp = lp_test_shared_path ("data/tinystories-valid-head.txt");
+  if (mp == NULL || tp == NULL)
+    return;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (mp, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "stories-hf", NULL);
+  g_assert_true (lp_model_save (m, dir, NULL, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpModel) hf = lp_model_load (dir, NULL, &error);
+  g_assert_no_error (error);
+  /* The text file, tokenized with the HF copy's own vocabulary. */
+  g_autoptr (GArray) toks = lp_tokens_load (tp, hf, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (toks->len, ==, 393012);
+  LpEvalOptions o = { .ctx = 512 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (hf, (gint32 *) toks->data, toks->len, &o, &r, &error));
+  g_assert_no_error (error);
+  g_test_message ("safetensors copy on text: ppl %.4f", r.ppl);
+  g_assert_cmpint (r.n_windows, ==, 769);
+  g_assert_cmpfloat (fabs (r.ppl - 5.3203), <, 0.005);
+}
+
+static void
+test_stories_greedy (void)
+{
+  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  if (mp == NULL)
+    return;
+  g_autofree char *out = NULL, *err = NULL;
+  int st = lp_test_run_cli (&out, &err, "generate", mp, "-n", "24", "--temp", "0", NULL);
+  g_assert_cmpint (st, ==, 0);
+  g_test_message ("greedy: %s", out);
+  g_assert_true (g_str_has_prefix (out, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/backend/cpu-vs-reference", test_cpu_kernels);
+  g_test_add_func ("/backend/rope-styles", test_rope_styles);
+  g_test_add_func ("/forward/incremental-matches-full", test_incremental_matches_full);
+  g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
+  g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
+  g_test_add_func ("/eval/stories260K-bin", test_stories_ppl_bin);
+  g_test_add_func ("/eval/stories260K-gguf", test_stories_ppl_gguf);
+  g_test_add_func ("/eval/stories260K-safetensors-text", test_stories_ppl_safetensors_and_text);
+  g_test_add_func ("/generate/stories260K-greedy", test_stories_greedy);
+  return g_test_run ();
+}
