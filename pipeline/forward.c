@@ -338,3 +338,11 @@ lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache,
     cache->n += T;
   return lp_forward_head (fw, x, T, logits, error);
 }
+
+void
+lp_forward_invalidate (LpForward *fw)
+{
+  for (int i = 0; i < W_COUNT; i++)
+    weight_clear (&fw->layer_w[i]);
+  fw->cur_layer = -1;
+}

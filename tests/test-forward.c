@@ -246,6 +246,111 @@ test_stories_greedy (void)
   g_assert_true (g_str_has_prefix (out, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."));
 }
 
+typedef struct {
+  double worst_rel;
+  gint64 checked;
+  gboolean zero_layer0;
+  LpModel *work;
+  double qkv_sum_sq_layer1;
+} HessCheck;
+
+/* The streamed Hessian equals X^T X of the captured inputs (float64 here). */
+static gboolean
+check_block (gpointer user_data, int layer, LpLinearStats *stats, GError **error)
+{
+  HessCheck *hc = user_data;
+  for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+    {
+      LpLinearStats *s = &stats[w];
+      g_assert_nonnull (s->inputs);
+      double num = 0, den = 0;
+      for (int i = 0; i < s->n; i++)
+        {
+          double sq = 0;
+          for (gint64 t = 0; t < s->n_tokens; t++)
+            sq += (double) s->inputs[t * s->n + i] * s->inputs[t * s->n + i];
+          g_assert_cmpfloat (fabs (sq - s->sum_sq[i]), <=, 1e-9 * MAX (sq, 1.0));
+          for (int j = 0; j < s->n; j++)
+            {
+              double h = 0;
+              for (gint64 t = 0; t < s->n_tokens; t++)
+                h += (double) s->inputs[t * s->n + i] * s->inputs[t * s->n + j];
+              double d = h - s->hessian[(gsize) i * s->n + j];
+              num += d * d;
+              den += h * h;
+            }
+        }
+      hc->worst_rel = MAX (hc->worst_rel, sqrt (num / den));
+      hc->checked++;
+    }
+  if (layer == 1)
+    for (int j = 0; j < stats[LP_LINEAR_IN_QKV].n; j++)
+      hc->qkv_sum_sq_layer1 += stats[LP_LINEAR_IN_QKV].sum_sq[j];
+  if (layer == 0 && hc->zero_layer0)
+    {
+      /* Replace the block's output projection with zeros: the next block's
+       * inputs change in sequential mode only. */
+      LpTensor *o = lp_model_tensor (hc->work, "blk.0.attn_output.weight");
+      g_autoptr (LpTensor) z = lp_tensor_new (o->name, LP_DTYPE_F32, o->n_dims, o->shape, error);
+      lp_model_set_tensor (hc->work, z);
+    }
+  return TRUE;
+}
+
+static void
+test_calibration_hessian (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (11);
+  g_autoptr (GArray) toks = g_array_new (FALSE, FALSE, sizeof (gint32));
+  for (int i = 0; i < 400; i++)
+    {
+      gint32 v = (i * 17 + i / 7) % 64;
+      g_array_append_val (toks, v);
+    }
+  LpCalibOptions o = { 4, 33, 42, LP_CALIB_SEQUENTIAL };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
+  g_assert_no_error (error);
+  /* Same seed, same samples; BOS first. */
+  g_autoptr (LpCalibration) cal2 = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
+  g_assert_cmpstr (lp_calibration_digest (cal), ==, lp_calibration_digest (cal2));
+  g_assert_cmpint (lp_calibration_sample (cal, 0)[0], ==, 1);
+
+  LpCalibWhat all = LP_CALIB_HESSIAN | LP_CALIB_CHANNEL_STATS | LP_CALIB_CAPTURE;
+  HessCheck seq = { 0 };
+  g_autoptr (LpModel) work = lp_model_new (lp_model_config (m));
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    lp_model_set_tensor (work, lp_model_tensor_at (m, i));
+  seq.work = work;
+  seq.zero_layer0 = TRUE;
+  g_assert_true (lp_calibration_run (cal, m, work, NULL, all, check_block, &seq, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (seq.checked, ==, 2 * LP_LINEAR_IN_COUNT);
+  g_test_message ("worst relative Hessian error %.3g", seq.worst_rel);
+  g_assert_cmpfloat (seq.worst_rel, <, 1e-5);
+
+  /* Independent mode: block 1 sees the original model's activations. */
+  LpCalibOptions oi = o;
+  oi.mode = LP_CALIB_INDEPENDENT;
+  g_autoptr (LpCalibration) cal_i = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &oi, &error);
+  g_autoptr (LpModel) work2 = lp_model_new (lp_model_config (m));
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    lp_model_set_tensor (work2, lp_model_tensor_at (m, i));
+  HessCheck ind = { 0 };
+  ind.work = work2;
+  ind.zero_layer0 = TRUE;
+  g_assert_true (lp_calibration_run (cal_i, m, work2, NULL, all, check_block, &ind, &error));
+  HessCheck plain = { 0 };
+  g_assert_true (lp_calibration_run (cal, m, m, NULL, all, check_block, &plain, &error));
+  g_assert_cmpfloat (fabs (ind.qkv_sum_sq_layer1 - plain.qkv_sum_sq_layer1), <=, 1e-9 * plain.qkv_sum_sq_layer1);
+  g_assert_cmpfloat (fabs (seq.qkv_sum_sq_layer1 - plain.qkv_sum_sq_layer1), >, 1e-6 * plain.qkv_sum_sq_layer1);
+
+  /* Too little data for the samples asked. */
+  LpCalibOptions big = { 100, 33, 0, LP_CALIB_SEQUENTIAL };
+  g_assert_null (lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &big, &error));
+  lp_test_assert_error_contains (error, "expected at least", "found 400", NULL);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -255,6 +360,7 @@ main (int argc, char **argv)
   g_test_add_func ("/forward/incremental-matches-full", test_incremental_matches_full);
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
+  g_test_add_func ("/calibration/hessian-modes", test_calibration_hessian);
   g_test_add_func ("/eval/stories260K-bin", test_stories_ppl_bin);
   g_test_add_func ("/eval/stories260K-gguf", test_stories_ppl_gguf);
   g_test_add_func ("/eval/stories260K-safetensors-text", test_stories_ppl_safetensors_and_text);

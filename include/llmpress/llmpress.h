@@ -15,3 +15,4 @@
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
 #include <llmpress/eval.h>
+#include <llmpress/calibration.h>
