@@ -85,6 +85,110 @@ argmax (const float *x, int n)
   return best;
 }
 
+typedef struct {
+  double nll, nll_sq, kl;
+  gint64 agree, scored;
+} WindowSums;
+
+typedef struct {
+  LpForward *fw, *ref;     /* the first worker's; others make their own */
+  LpBackend *backend;
+  const gint32 *tokens;
+  gsize stride;
+  int ctx, first, n_windows, V;
+  gint32 bos;
+  gboolean llama_cpp;
+  WindowSums *per_window;
+  LpProgress *prog;
+  gint next;               /* next window to take (atomic) */
+  gint done;
+  GMutex lock;             /* guards error and progress */
+  GError *error;
+} WindowJob;
+
+static gboolean
+eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, float *logits, float *ref_logits,
+             double *lp, double *lq, GError **error)
+{
+  int ctx = job->ctx, V = job->V;
+  const gint32 *src = job->tokens + (gsize) w * job->stride;
+  win[0] = job->bos;
+  memcpy (win + 1, job->llama_cpp ? src + 1 : src, (ctx - 1) * sizeof (gint32));
+  if (!lp_forward_logits (fw, win, ctx, NULL, logits, error))
+    return FALSE;
+  if (ref && !lp_forward_logits (ref, win, ctx, NULL, ref_logits, error))
+    return FALSE;
+  WindowSums *s = &job->per_window[w];
+  for (int t = job->first; t < ctx - 1; t++)
+    {
+      const float *row = logits + (gsize) t * V;
+      log_softmax (row, V, lq);
+      double nll = -lq[win[t + 1]];
+      s->nll += nll;
+      s->nll_sq += nll * nll;
+      if (ref)
+        {
+          const float *rrow = ref_logits + (gsize) t * V;
+          log_softmax (rrow, V, lp);
+          double k = 0.0;
+          for (int i = 0; i < V; i++)
+            k += exp (lp[i]) * (lp[i] - lq[i]);
+          s->kl += k;
+          s->agree += argmax (row, V) == argmax (rrow, V);
+        }
+      s->scored++;
+    }
+  return TRUE;
+}
+
+/* Take windows until none is left; the first error stops every worker. */
+static void
+run_windows (WindowJob *job, LpForward *fw, LpForward *ref, GError *error)
+{
+  int ctx = job->ctx, V = job->V;
+  g_autofree gint32 *win = g_new (gint32, ctx);
+  g_autofree float *logits = g_new (float, (gsize) ctx * V);
+  g_autofree float *ref_logits = job->ref ? g_new (float, (gsize) ctx * V) : NULL;
+  g_autofree double *lp = g_new (double, V);
+  g_autofree double *lq = g_new (double, V);
+  while (error == NULL)
+    {
+      int w = g_atomic_int_add (&job->next, 1);
+      if (w >= job->n_windows)
+        break;
+      if (!eval_window (job, fw, ref, w, win, logits, ref_logits, lp, lq, &error))
+        break;
+      int done = g_atomic_int_add (&job->done, 1) + 1;
+      g_mutex_lock (&job->lock);
+      lp_progress_update (job->prog, done);
+      g_mutex_unlock (&job->lock);
+    }
+  if (error != NULL)
+    {
+      g_mutex_lock (&job->lock);
+      if (job->error == NULL)
+        job->error = error;
+      else
+        g_error_free (error);
+      g_atomic_int_set (&job->next, job->n_windows);
+      g_mutex_unlock (&job->lock);
+    }
+}
+
+/* A helper thread: its own forward state over the same (shared) weights. */
+static gpointer
+window_worker (gpointer data)
+{
+  WindowJob *job = data;
+  GError *error = NULL;
+  LpForward *fw = lp_forward_new (lp_forward_model (job->fw), job->backend, &error);
+  LpForward *ref = fw && job->ref ? lp_forward_new (lp_forward_model (job->ref), job->backend, &error) : NULL;
+  run_windows (job, fw, ref, error);
+  lp_forward_free (fw);
+  lp_forward_free (ref);
+  return NULL;
+}
+
 gboolean
 lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options, LpEvalResult *res,
              GError **error)
@@ -141,51 +245,49 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
         return FALSE;
     }
 
-  int V = (int) c->n_vocab;
-  g_autofree gint32 *win = g_new (gint32, ctx);
-  g_autofree float *logits = g_new (float, (gsize) ctx * V);
-  g_autofree float *ref_logits = ref ? g_new (float, (gsize) ctx * V) : NULL;
-  g_autofree double *lp = g_new (double, V);
-  g_autofree double *lq = g_new (double, V);
+  /* Windows are independent: spread them over the cores, each worker with
+   * its own forward state, and reduce per-window sums in window order so the
+   * result does not depend on scheduling. */
+  WindowJob job = { .fw = fw, .ref = ref, .tokens = tokens, .stride = stride, .ctx = ctx, .first = first,
+                    .bos = bos, .llama_cpp = o.llama_cpp, .n_windows = n_windows, .V = (int) c->n_vocab,
+                    .backend = o.backend };
+  job.per_window = g_new0 (WindowSums, n_windows);
+  job.prog = lp_progress_new ("eval", "windows", n_windows);
+  /* Small models: one window per core, BLAS single-threaded (its threads
+   * cost more than they give on tiny GEMMs).  Large models: one window at a
+   * time, BLAS on every core. */
+  gboolean per_core = c->dim <= 1024 && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
+  int n_workers = per_core ? (int) MIN ((guint) n_windows, g_get_num_processors ()) : 1;
+  int blas_threads = per_core && n_workers > 1 ? lp_cpu_blas_set_threads (1) : 0;
+  gint64 t0 = g_get_monotonic_time ();
+  GThread *workers[64];
+  n_workers = MIN (n_workers, (int) G_N_ELEMENTS (workers));
+  for (int i = 1; i < n_workers; i++)
+    workers[i] = g_thread_new ("eval", window_worker, &job);
+  run_windows (&job, fw, ref, NULL);
+  for (int i = 1; i < n_workers; i++)
+    g_thread_join (workers[i]);
+  gint64 t_model = g_get_monotonic_time () - t0;
+  if (blas_threads > 0)
+    lp_cpu_blas_set_threads (blas_threads);
+  lp_progress_finish (job.prog);
+  if (job.error != NULL)
+    {
+      g_propagate_error (error, job.error);
+      g_free (job.per_window);
+      return FALSE;
+    }
   double sum = 0.0, sum_sq = 0.0, kl = 0.0;
   gint64 scored = 0, agree = 0;
-  gint64 t_model = 0;
-  g_autoptr (LpProgress) prog = lp_progress_new ("eval", "windows", n_windows);
   for (int w = 0; w < n_windows; w++)
     {
-      const gint32 *src = tokens + (gsize) w * stride;
-      win[0] = bos;
-      if (o.llama_cpp)
-        memcpy (win + 1, src + 1, (ctx - 1) * sizeof (gint32));
-      else
-        memcpy (win + 1, src, (ctx - 1) * sizeof (gint32));
-      gint64 t0 = g_get_monotonic_time ();
-      if (!lp_forward_logits (fw, win, ctx, NULL, logits, error))
-        return FALSE;
-      t_model += g_get_monotonic_time () - t0;
-      if (ref && !lp_forward_logits (ref, win, ctx, NULL, ref_logits, error))
-        return FALSE;
-      for (int t = first; t < ctx - 1; t++)
-        {
-          const float *row = logits + (gsize) t * V;
-          log_softmax (row, V, lq);
-          double nll = -lq[win[t + 1]];
-          sum += nll;
-          sum_sq += nll * nll;
-          if (ref)
-            {
-              const float *rrow = ref_logits + (gsize) t * V;
-              log_softmax (rrow, V, lp);
-              double k = 0.0;
-              for (int i = 0; i < V; i++)
-                k += exp (lp[i]) * (lp[i] - lq[i]);
-              kl += k;
-              agree += argmax (row, V) == argmax (rrow, V);
-            }
-          scored++;
-        }
-      lp_progress_update (prog, w + 1);
+      sum += job.per_window[w].nll;
+      sum_sq += job.per_window[w].nll_sq;
+      kl += job.per_window[w].kl;
+      agree += job.per_window[w].agree;
+      scored += job.per_window[w].scored;
     }
+  g_free (job.per_window);
   res->n_windows = n_windows;
   res->ctx = ctx;
   res->n_scored = scored;

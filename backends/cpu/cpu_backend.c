@@ -131,3 +131,11 @@ lp_backend_cpu_new (void)
   be->numeric_class = g_strdup ("cpu-f32");
   return be;
 }
+
+int
+lp_cpu_blas_set_threads (int n)
+{
+  int prev = openblas_get_num_threads ();
+  openblas_set_num_threads (n);
+  return prev;
+}

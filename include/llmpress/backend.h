@@ -72,6 +72,12 @@ struct _LpBackend {
 
 /* The CPU backend (OpenBLAS/LAPACKE); a new reference each call. */
 LpBackend *lp_backend_cpu_new (void);
+/* Threads OpenBLAS may use for one call; returns the previous count.  Work
+ * split into many small independent jobs (evaluation windows of a small
+ * model) runs faster one job per core with single-threaded BLAS than with
+ * every tiny GEMM split across cores.  Process-wide. */
+int lp_cpu_blas_set_threads (int n);
+
 /* By name: "cpu", "auto" (first GPU if any, else CPU), "vulkan[:N]". */
 LpBackend *lp_backend_new (const char *name, GError **error);
 LpBackend *lp_backend_ref (LpBackend *be);
