@@ -25,6 +25,11 @@ int lp_cli_fail (GError *error);
 /* Print a usage error for `command` and return LP_EXIT_USAGE. */
 int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
+/* The --tokenizer option of every command that reads a model. */
+#define LP_CLI_TOKENIZER_ENTRY(var)                                                                \
+  { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &(var),                                              \
+    "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" }
+
 /* --type (f32, f16, bf16; NULL: keep) and --format (gguf, hf or safetensors,
  * llama2c; NULL: from the path) into *out; on a bad value print a usage error
  * for `command` and return FALSE (the caller returns LP_EXIT_USAGE). */

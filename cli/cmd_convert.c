@@ -10,7 +10,7 @@ lp_cmd_convert (int argc, char **argv)
   const GOptionEntry entries[] = {
     { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Store float tensors as f32, f16 or bf16 (default: as read)", "TYPE" },
     { "format", 'f', 0, G_OPTION_ARG_STRING, &format, "Output format: gguf, hf (safetensors) or llama2c (default: from OUT)", "FORMAT" },
-    { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &tokenizer, "llama2.c input: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" },
+    LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
   };
   if (!lp_cli_parse ("convert", "IN OUT", "Convert a model between GGUF, Hugging Face (safetensors) and llama2.c.",

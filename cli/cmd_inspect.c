@@ -264,7 +264,7 @@ lp_cmd_inspect (int argc, char **argv)
   g_autofree char *tokenizer = NULL;
   const GOptionEntry entries[] = {
     { "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print one JSON object instead of text", NULL },
-    { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &tokenizer, "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" },
+    LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
   };
   if (!lp_cli_parse ("inspect", "MODEL", "Show a model's format, architecture, hyper-parameters, tensors and tokenizer.",

@@ -61,7 +61,7 @@ lp_cmd_tokenize (int argc, char **argv)
     { "ids", 'i', 0, G_OPTION_ARG_NONE, &ids, "Print only the ids, space-separated on one line", NULL },
     { "no-bos", 0, 0, G_OPTION_ARG_NONE, &no_bos, "Do not start with the beginning-of-sequence token", NULL },
     { "file", 'f', 0, G_OPTION_ARG_FILENAME, &file, "Encode the contents of FILE instead of TEXT", "FILE" },
-    { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &tokenizer, "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" },
+    LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
   };
   if (!lp_cli_parse ("tokenize", "MODEL [TEXT]", "Encode text with a model's tokenizer.",

@@ -85,6 +85,16 @@ tmp_path (const char *name)
   return g_build_filename (lp_test_tmpdir (), name, NULL);
 }
 
+/* A path for a new model in a directory of its own: a llama2.c checkpoint
+ * picks up any tokenizer.bin beside it. */
+static char *
+model_path (const char *name)
+{
+  g_autofree char *dir = g_strconcat (lp_test_tmpdir (), "/", name, ".d", NULL);
+  g_assert_cmpint (g_mkdir_with_parents (dir, 0755), ==, 0);
+  return g_build_filename (dir, name, NULL);
+}
+
 /* A fresh empty directory under the test's temporary directory. */
 static char *
 tmp_subdir (const char *name)
@@ -122,7 +132,7 @@ static char *
 write_fixture (const char *name, guint32 seed)
 {
   g_autoptr (LpModel) m = lp_test_tiny_model (seed);
-  char *path = tmp_path (name);
+  char *path = model_path (name);
   g_autoptr (GError) error = NULL;
   g_assert_true (lp_llama2c_save (m, path, NULL, &error));
   g_assert_no_error (error);
@@ -234,7 +244,7 @@ test_usage_errors (void)
 static char *
 synth_model (const char *name, const char *seed)
 {
-  g_autofree char *path = tmp_path (name);
+  g_autofree char *path = model_path (name);
   g_autofree char *out = NULL, *err = NULL;
   int rc = RUN (&out, &err, "synth", path, "--dim", "96", "--ffn", "200", "--layers", "3", "--heads", "6",
                 "--kv-heads", "2", "--vocab", "300", "--ctx", "256", "--seed", seed, "--untied");
@@ -428,8 +438,9 @@ test_convert_llama2c (void)
   /* Never over the input, by the same name or another path to it. */
   g_autoptr (GBytes) before = read_bytes (in);
   EXPECT_FAILURE ("refusing to overwrite", "convert", in, in);
-  g_autofree char *base = g_path_get_basename (in);
-  g_autofree char *other = g_build_filename (lp_test_tmpdir (), "conv", "..", base, NULL);
+  g_autofree char *in_dir = g_path_get_dirname (in);
+  g_autofree char *in_dir_base = g_path_get_basename (in_dir);
+  g_autofree char *other = g_build_filename (dir, "..", in_dir_base, "conv-in.bin", NULL);
   EXPECT_FAILURE ("refusing to overwrite", "convert", in, other, "--format", "llama2c");
   g_autoptr (GBytes) after = read_bytes (in);
   g_assert_true (g_bytes_equal (before, after));
@@ -576,6 +587,28 @@ test_bad_gguf (void)
   assert_nothing_left (outdir, "out.gguf");
 }
 
+/* Lines of "id<TAB>piece": one tab, no other control byte (escaped). */
+static void
+assert_token_lines (const char *out, guint n_expected)
+{
+  g_assert_true (g_str_has_suffix (out, "\n"));
+  g_autofree char *copy = g_strdup (out);
+  g_auto (GStrv) rows = g_strsplit (g_strchomp (copy), "\n", -1);
+  g_assert_cmpuint (g_strv_length (rows), ==, n_expected);
+  for (char **r = rows; *r; r++)
+    {
+      guint tabs = 0;
+      for (const char *c = *r; *c; c++)
+        {
+          tabs += *c == '\t';
+          if (*c != '\t' && ((guchar) *c < 0x20 || *c == 0x7f))
+            g_error ("unescaped control byte 0x%02x in \"%s\"", (guchar) *c, *r);
+        }
+      g_assert_cmpuint (tabs, ==, 1);
+      g_assert_true (g_ascii_isdigit (**r));
+    }
+}
+
 /* Tokens of "Once upon a time" with tok512: pieces that spell the text. */
 static void
 test_tokenize_stories (void)
@@ -607,8 +640,12 @@ test_tokenize_stories (void)
 
   /* One "id<TAB>piece" line per token; the pieces spell the text. */
   g_autofree char *text = lp_test_write_file ("once.txt", "Once upon a time", 16);
-  g_autofree char *lines = NULL;
+  g_autofree char *lines = NULL, *with_bos = NULL;
   g_assert_cmpint (RUN (&lines, NULL, "tokenize", "--tokenizer", tok, "--no-bos", "--file", text, bin), ==, 0);
+  assert_token_lines (lines, g_strv_length (ids) - 1);
+  /* tok512 spells its BOS "\n<s>\n" in tokenizer.bin: escaped either way. */
+  g_assert_cmpint (RUN (&with_bos, NULL, "tokenize", "--tokenizer", tok, bin, "Once upon a time"), ==, 0);
+  assert_token_lines (with_bos, g_strv_length (ids));
   g_auto (GStrv) rows = g_strsplit (g_strchomp (lines), "\n", -1);
   g_assert_cmpuint (g_strv_length (rows), ==, g_strv_length (ids) - 1);
   GString *spelled = g_string_new (NULL);
@@ -638,9 +675,10 @@ test_tokenize_escapes (void)
   g_assert_nonnull (strstr (out, "\t<0x09>\n"));
   g_assert_nonnull (strstr (out, "\t<0x0A>\n"));
   g_assert_nonnull (strstr (out, "\t<0x01>\n"));
-  g_auto (GStrv) rows = g_strsplit (g_strchomp (out), "\n", -1);
-  for (char **r = rows; *r; r++)
-    g_assert_nonnull (strchr (*r, '\t'));
+  g_autofree char *ids = NULL;
+  g_assert_cmpint (RUN (&ids, NULL, "tokenize", "--no-bos", "--ids", model, "a\tb\nc\x01"), ==, 0);
+  g_auto (GStrv) id_list = g_strsplit (g_strchomp (ids), " ", -1);
+  assert_token_lines (out, g_strv_length (id_list));
 }
 
 int
