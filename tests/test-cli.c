@@ -679,6 +679,10 @@ test_tokenize_escapes (void)
   g_assert_cmpint (RUN (&ids, NULL, "tokenize", "--no-bos", "--ids", model, "a\tb\nc\x01"), ==, 0);
   g_auto (GStrv) id_list = g_strsplit (g_strchomp (ids), " ", -1);
   assert_token_lines (out, g_strv_length (id_list));
+  /* After "--", text may start with '-'. */
+  g_autofree char *dash = NULL;
+  g_assert_cmpint (RUN (&dash, NULL, "tokenize", "--ids", model, "--", "-x"), ==, 0);
+  g_assert_true (g_str_has_prefix (dash, "1 "));
 }
 
 int
