@@ -25,6 +25,21 @@ int lp_cli_fail (GError *error);
 /* Print a usage error for `command` and return LP_EXIT_USAGE. */
 int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
+/* The --tokenizer option of every command that reads a model. */
+#define LP_CLI_TOKENIZER_ENTRY(var)                                                                \
+  { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &(var),                                              \
+    "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" }
+
+/* --type (f32, f16, bf16; NULL: keep) and --format (gguf, hf or safetensors,
+ * llama2c; NULL: from the path) into *out; on a bad value print a usage error
+ * for `command` and return FALSE (the caller returns LP_EXIT_USAGE). */
+gboolean lp_cli_save_options (const char *command, const char *type, const char *format,
+                              LpSaveOptions *out);
+/* lp_model_save, then one summary line on stdout; on failure nothing new is
+ * left at `path`. */
+gboolean lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options,
+                            GError **error);
+
 int lp_cmd_inspect (int argc, char **argv);
 int lp_cmd_convert (int argc, char **argv);
 int lp_cmd_tokenize (int argc, char **argv);

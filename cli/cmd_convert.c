@@ -1,4 +1,4 @@
-/* TEMPORARY placeholder: the real command is being written in a parallel branch. */
+/* llmpress convert: read a model in one format, write it in another. */
 #include "config.h"
 
 #include "cli.h"
@@ -6,6 +6,30 @@
 int
 lp_cmd_convert (int argc, char **argv)
 {
-  GError *error = g_error_new (LP_ERROR, LP_ERROR_UNSUPPORTED, "convert is not implemented yet");
-  return lp_cli_fail (error);
+  g_autofree char *type = NULL, *format = NULL, *tokenizer = NULL;
+  const GOptionEntry entries[] = {
+    { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Store float tensors as f32, f16 or bf16 (default: as read)", "TYPE" },
+    { "format", 'f', 0, G_OPTION_ARG_STRING, &format, "Output format: gguf, hf (safetensors) or llama2c (default: from OUT)", "FORMAT" },
+    LP_CLI_TOKENIZER_ENTRY (tokenizer),
+    { NULL },
+  };
+  if (!lp_cli_parse ("convert", "IN OUT", "Convert a model between GGUF, Hugging Face (safetensors) and llama2.c.",
+                     "OUT's format is taken from --format, else from its name: .gguf is GGUF,\n"
+                     ".bin is llama2.c, a directory (or a name without extension) is Hugging Face.\n"
+                     "The input is never overwritten; the output appears only when complete.\n\n"
+                     "Example:\n  llmpress convert stories260K.bin stories260K-f16.gguf --type f16",
+                     entries, &argc, &argv))
+    return LP_EXIT_USAGE;
+  if (argc != 3)
+    return lp_cli_usage_error ("convert", "expected IN and OUT, found %d argument%s", argc - 1, argc == 2 ? "" : "s");
+
+  LpSaveOptions save;
+  if (!lp_cli_save_options ("convert", type, format, &save))
+    return LP_EXIT_USAGE;
+  GError *error = NULL;
+  LpLoadOptions load = { tokenizer };
+  g_autoptr (LpModel) model = lp_model_load (argv[1], &load, &error);
+  if (model == NULL || !lp_cli_save_model (model, argv[2], &save, &error))
+    return lp_cli_fail (error);
+  return LP_EXIT_OK;
 }

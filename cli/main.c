@@ -47,6 +47,15 @@ lp_cli_parse (const char *command, const char *params, const char *summary, cons
       g_error_free (error);
       return FALSE;
     }
+  /* GOption keeps the "--" that ends the options: drop it, so that an
+   * argument starting with '-' can follow it. */
+  for (int i = 1; i < *argc; i++)
+    if (strcmp ((*argv)[i], "--") == 0)
+      {
+        memmove (&(*argv)[i], &(*argv)[i + 1], (*argc - i) * sizeof (char *));
+        (*argc)--;
+        break;
+      }
   return TRUE;
 }
 

@@ -1,0 +1,75 @@
+/* llmpress CLI — the --type/--format choices and writing a model, shared by
+ * the commands that produce one (convert, synth). */
+#include "config.h"
+
+#include <stdio.h>
+#include <glib/gstdio.h>
+
+#include "cli.h"
+
+gboolean
+lp_cli_save_options (const char *command, const char *type, const char *format, LpSaveOptions *out)
+{
+  *out = (LpSaveOptions) LP_SAVE_OPTIONS_INIT;
+  if (type != NULL)
+    {
+      LpDType t;
+      if (!lp_dtype_from_name (type, &t) || (t != LP_DTYPE_F32 && t != LP_DTYPE_F16 && t != LP_DTYPE_BF16))
+        {
+          lp_cli_usage_error (command, "--type: expected f32, f16 or bf16, found '%s'", type);
+          return FALSE;
+        }
+      out->dtype = t;
+    }
+  if (format != NULL && !lp_format_from_name (format, &out->format))
+    {
+      lp_cli_usage_error (command, "--format: expected gguf, hf (or safetensors) or llama2c, found '%s'", format);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Bytes under a path: a file's size, or a directory's files summed. */
+static guint64
+path_size (const char *path)
+{
+  GStatBuf st;
+  if (g_stat (path, &st) != 0)
+    return 0;
+  if (!S_ISDIR (st.st_mode))
+    return (guint64) st.st_size;
+  guint64 total = 0;
+  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
+  const char *name;
+  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *child = g_build_filename (path, name, NULL);
+      total += path_size (child);
+    }
+  return total;
+}
+
+gboolean
+lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options, GError **error)
+{
+  LpSaveOptions opts = *options;
+  if (opts.format == LP_FORMAT_UNKNOWN)
+    opts.format = lp_format_detect (path);
+  /* A writer that fails after renaming its main file into place (llama2.c
+   * writes tokenizer.bin second) must not leave a model without its
+   * vocabulary: remove a file that this command created. */
+  gboolean existed = g_file_test (path, G_FILE_TEST_EXISTS);
+  if (!lp_model_save (model, path, &opts, error))
+    {
+      if (!existed && g_file_test (path, G_FILE_TEST_IS_REGULAR))
+        g_unlink (path);
+      return FALSE;
+    }
+  guint64 size = path_size (path);
+  g_autofree char *human = g_format_size (size);
+  g_autofree char *params = g_strdup_printf ("%" G_GINT64_FORMAT, lp_model_n_params (model));
+  printf ("wrote %s: %s, %s, %u tensors, %s parameters, %s (%" G_GUINT64_FORMAT " bytes)\n", path,
+          lp_format_name (opts.format), lp_arch_info (lp_model_config (model)->arch)->name,
+          lp_model_n_tensors (model), params, human, size);
+  return TRUE;
+}
