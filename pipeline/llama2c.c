@@ -170,10 +170,17 @@ gboolean
 lp_llama2c_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error)
 {
   const LpModelConfig *c = lp_model_config (model);
-  if (c->arch != LP_ARCH_LLAMA || c->head_dim * c->n_heads != c->dim)
+  if (c->arch != LP_ARCH_LLAMA)
     {
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: llama2.c holds only llama models with head_dim = dim / n_heads, found %s with %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT " != %" G_GINT64_FORMAT,
-                    path, lp_arch_info (c->arch)->name, c->n_heads, c->head_dim, c->dim);
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: llama2.c holds only the llama architecture, found %s",
+                    path, lp_arch_info (c->arch)->name);
+      return FALSE;
+    }
+  if (c->head_dim * c->n_heads != c->dim)
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                    "%s: llama2.c needs head_dim = dim / n_heads, found head_dim %" G_GINT64_FORMAT " with dim %" G_GINT64_FORMAT " and %" G_GINT64_FORMAT " heads",
+                    path, c->head_dim, c->dim, c->n_heads);
       return FALSE;
     }
   if (options != NULL && options->dtype >= 0 && options->dtype != LP_DTYPE_F32)
@@ -181,6 +188,15 @@ lp_llama2c_save (LpModel *model, const char *path, const LpSaveOptions *options,
       lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: llama2.c checkpoints are fp32 only, asked for %s",
                     path, lp_dtype_name (options->dtype));
       return FALSE;
+    }
+  /* The vocabulary goes beside the model as tokenizer.bin, and first: a
+   * failure then never leaves a model without its vocabulary. */
+  if (lp_meta_has (lp_model_meta (model), "tokenizer.ggml.tokens"))
+    {
+      g_autofree char *dir = g_path_get_dirname (path);
+      g_autofree char *tok = g_build_filename (dir, "tokenizer.bin", NULL);
+      if (!lp_tokenizer_write_llama2c (lp_model_meta (model), tok, error))
+        return FALSE;
     }
   LpAtomicFile *af = lp_atomic_file_new (path, error);
   if (af == NULL)
@@ -229,16 +245,7 @@ lp_llama2c_save (LpModel *model, const char *path, const LpSaveOptions *options,
             goto fail;
         }
     }
-  if (!lp_atomic_file_commit (af, error))
-    return FALSE;
-  /* The vocabulary goes beside it, as tokenizer.bin, when the model has one. */
-  if (lp_meta_has (lp_model_meta (model), "tokenizer.ggml.tokens"))
-    {
-      g_autofree char *dir = g_path_get_dirname (path);
-      g_autofree char *tok = g_build_filename (dir, "tokenizer.bin", NULL);
-      return lp_tokenizer_write_llama2c (lp_model_meta (model), tok, error);
-    }
-  return TRUE;
+  return lp_atomic_file_commit (af, error);
 
 fail:
   lp_atomic_file_abort (af);
