@@ -55,16 +55,8 @@ lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *option
   LpSaveOptions opts = *options;
   if (opts.format == LP_FORMAT_UNKNOWN)
     opts.format = lp_format_detect (path);
-  /* A writer that fails after renaming its main file into place (llama2.c
-   * writes tokenizer.bin second) must not leave a model without its
-   * vocabulary: remove a file that this command created. */
-  gboolean existed = g_file_test (path, G_FILE_TEST_EXISTS);
   if (!lp_model_save (model, path, &opts, error))
-    {
-      if (!existed && g_file_test (path, G_FILE_TEST_IS_REGULAR))
-        g_unlink (path);
-      return FALSE;
-    }
+    return FALSE;
   guint64 size = path_size (path);
   g_autofree char *human = g_format_size (size);
   g_autofree char *params = g_strdup_printf ("%" G_GINT64_FORMAT, lp_model_n_params (model));
