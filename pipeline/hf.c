@@ -54,46 +54,55 @@ cfg_mistyped (const char *path, const char *key, const char *expected, JsonNode 
   return FALSE;
 }
 
-/* `prefix` names the enclosing object in messages ("rope_scaling."). */
+/* A member of JSON type t1 or t2, for the typed getters below: NULL when
+ * absent (an error if required) or of another type (an error).  `prefix`
+ * names the enclosing object in messages ("rope_scaling."). */
+static JsonNode *
+cfg_typed (const char *path, JsonObject *o, const char *prefix, const char *key, gboolean required,
+           const char *expected, GType t1, GType t2, gboolean *ok, GError **error)
+{
+  g_autofree char *full = g_strconcat (prefix, key, NULL);
+  JsonNode *n = cfg_member (o, key);
+  GType t = n != NULL && JSON_NODE_HOLDS_VALUE (n) ? json_node_get_value_type (n) : G_TYPE_INVALID;
+  if (n == NULL)
+    *ok = !required || cfg_missing (path, full, expected, error);
+  else if (t != t1 && t != t2)
+    *ok = cfg_mistyped (path, full, expected, n, error);
+  else
+    return n;
+  return NULL;
+}
+
 static gboolean
 cfg_int (const char *path, JsonObject *o, const char *prefix, const char *key, gboolean required,
          gint64 *out, GError **error)
 {
-  g_autofree char *full = g_strconcat (prefix, key, NULL);
-  JsonNode *n = cfg_member (o, key);
-  if (n == NULL)
-    return !required || cfg_missing (path, full, "an integer", error);
-  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
-    return cfg_mistyped (path, full, "an integer", n, error);
-  *out = json_node_get_int (n);
-  return TRUE;
+  gboolean ok = TRUE;
+  JsonNode *n = cfg_typed (path, o, prefix, key, required, "an integer", G_TYPE_INT64, G_TYPE_INT64, &ok, error);
+  if (n != NULL)
+    *out = json_node_get_int (n);
+  return ok;
 }
 
 static gboolean
 cfg_float (const char *path, JsonObject *o, const char *prefix, const char *key, gboolean required,
            double *out, GError **error)
 {
-  g_autofree char *full = g_strconcat (prefix, key, NULL);
-  JsonNode *n = cfg_member (o, key);
-  if (n == NULL)
-    return !required || cfg_missing (path, full, "a number", error);
-  GType t = JSON_NODE_HOLDS_VALUE (n) ? json_node_get_value_type (n) : G_TYPE_INVALID;
-  if (t != G_TYPE_INT64 && t != G_TYPE_DOUBLE)
-    return cfg_mistyped (path, full, "a number", n, error);
-  *out = t == G_TYPE_INT64 ? (double) json_node_get_int (n) : json_node_get_double (n);
-  return TRUE;
+  gboolean ok = TRUE;
+  JsonNode *n = cfg_typed (path, o, prefix, key, required, "a number", G_TYPE_INT64, G_TYPE_DOUBLE, &ok, error);
+  if (n != NULL)
+    *out = json_node_get_value_type (n) == G_TYPE_INT64 ? (double) json_node_get_int (n) : json_node_get_double (n);
+  return ok;
 }
 
 static gboolean
 cfg_bool (const char *path, JsonObject *o, const char *key, gboolean *out, GError **error)
 {
-  JsonNode *n = cfg_member (o, key);
-  if (n == NULL)
-    return TRUE;
-  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
-    return cfg_mistyped (path, key, "true or false", n, error);
-  *out = json_node_get_boolean (n);
-  return TRUE;
+  gboolean ok = TRUE;
+  JsonNode *n = cfg_typed (path, o, "", key, FALSE, "true or false", G_TYPE_BOOLEAN, G_TYPE_BOOLEAN, &ok, error);
+  if (n != NULL)
+    *out = json_node_get_boolean (n);
+  return ok;
 }
 
 static const char *

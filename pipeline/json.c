@@ -28,21 +28,48 @@ lp_json_describe (JsonNode *n)
   return g_strdup ("a value");
 }
 
-void
-lp_json_set_parse_error (GError **error, const char *path, const char *where, const GError *json_error)
+JsonNode *
+lp_json_parse_object (const char *path, const char *where, const char *text, gsize len, gsize base,
+                      GError **error)
 {
-  int line = 0, col = 0, consumed = 0;
-  const char *msg = json_error->message;
-  if (sscanf (msg, "<data>:%d:%d: %n", &line, &col, &consumed) >= 2 && consumed > 0)
+  g_autofree char *w = where != NULL ? g_strconcat (where, ": ", NULL) : g_strdup ("");
+  const char *bad;
+  if (!g_utf8_validate_len (text, len, &bad))
     {
-      const char *what = msg + consumed;
-      if (g_str_has_prefix (what, "Parse error: "))
-        what += strlen ("Parse error: ");
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: %s line %d column %d: expected valid JSON, found %s",
-                    path, where, line, col, what);
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: offset %" G_GSIZE_FORMAT ": %sexpected UTF-8 JSON, found byte 0x%02x",
+                    path, base + (gsize) (bad - text), w, (guint8) *bad);
+      return NULL;
     }
-  else
-    lp_set_error (error, LP_ERROR_FORMAT, "%s: %s: expected valid JSON, found %s", path, where, msg);
+  g_autoptr (JsonParser) parser = json_parser_new_immutable ();
+  GError *local = NULL;
+  if (!json_parser_load_from_data (parser, text, (gssize) len, &local))
+    {
+      /* json-glib says "<data>:LINE:COL: Parse error: WHAT". */
+      int line = 0, col = 0, consumed = 0;
+      const char *msg = local->message;
+      const char *sp = where != NULL ? " " : "";
+      if (sscanf (msg, "<data>:%d:%d: %n", &line, &col, &consumed) >= 2 && consumed > 0)
+        {
+          const char *what = msg + consumed;
+          if (g_str_has_prefix (what, "Parse error: "))
+            what += strlen ("Parse error: ");
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: %s%sline %d column %d: expected valid JSON, found %s",
+                        path, where ? where : "", sp, line, col, what);
+        }
+      else
+        lp_set_error (error, LP_ERROR_FORMAT, "%s: %sexpected valid JSON, found %s", path, w, msg);
+      g_error_free (local);
+      return NULL;
+    }
+  JsonNode *root = json_parser_get_root (parser);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+    {
+      g_autofree char *found = root ? lp_json_describe (root) : g_strdup ("nothing");
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: offset %" G_GSIZE_FORMAT ": %sexpected a JSON object, found %s",
+                    path, base, w, found);
+      return NULL;
+    }
+  return json_node_ref (root);
 }
 
 JsonNode *
@@ -57,26 +84,5 @@ lp_json_load_object (const char *path, GError **error)
       g_error_free (local);
       return NULL;
     }
-  const char *bad;
-  if (!g_utf8_validate_len (text, len, &bad))
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: offset %" G_GSIZE_FORMAT ": expected UTF-8 JSON, found byte 0x%02x",
-                    path, (gsize) (bad - text), (guint8) *bad);
-      return NULL;
-    }
-  g_autoptr (JsonParser) parser = json_parser_new_immutable ();
-  if (!json_parser_load_from_data (parser, text, (gssize) len, &local))
-    {
-      lp_json_set_parse_error (error, path, "JSON", local);
-      g_error_free (local);
-      return NULL;
-    }
-  JsonNode *root = json_parser_get_root (parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
-    {
-      g_autofree char *found = root ? lp_json_describe (root) : g_strdup ("nothing");
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: offset 0: expected a JSON object, found %s", path, found);
-      return NULL;
-    }
-  return json_node_ref (root);
+  return lp_json_parse_object (path, NULL, text, len, 0, error);
 }

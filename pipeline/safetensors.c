@@ -331,29 +331,9 @@ lp_safetensors_open (const char *path, GError **error)
                     path, MIN (room, ST_MAX_HEADER), n > room ? "the bytes after it" : "the format's limit", n);
       return NULL;
     }
-  const char *header = (const char *) r.base + 8;
-  const char *bad;
-  if (!g_utf8_validate_len (header, n, &bad))
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: offset %" G_GSIZE_FORMAT ": header: expected UTF-8 JSON, found byte 0x%02x",
-                    path, (gsize) (8 + (bad - header)), (guint8) *bad);
-      return NULL;
-    }
-  g_autoptr (JsonParser) parser = json_parser_new_immutable ();
-  GError *local = NULL;
-  if (!json_parser_load_from_data (parser, header, (gssize) n, &local))
-    {
-      lp_json_set_parse_error (error, path, "header", local);
-      g_error_free (local);
-      return NULL;
-    }
-  JsonNode *root = json_parser_get_root (parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
-    {
-      g_autofree char *found = root ? lp_json_describe (root) : g_strdup ("nothing");
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: offset 8: header: expected a JSON object, found %s", path, found);
-      return NULL;
-    }
+  g_autoptr (JsonNode) root = lp_json_parse_object (path, "header", (const char *) r.base + 8, n, 8, error);
+  if (root == NULL)
+    return NULL;
 
   g_autoptr (GBytes) data = g_bytes_new_from_bytes (all, 8 + n, r.size - 8 - n);
   JsonObject *obj = json_node_get_object (root);

@@ -140,6 +140,19 @@ tiny_hf_copy (const char *name)
   return dir;
 }
 
+/* The message names the corrupted file and holds every fragment of a
+ * NULL-padded table row. */
+static void
+assert_error_frags (const GError *error, const char *name, const char *const *frags, gsize n)
+{
+  g_assert_nonnull (error);
+  if (g_test_verbose ())
+    g_test_message ("%s", error->message);
+  lp_test_assert_error_contains (error, name, NULL);
+  for (gsize f = 0; f < n && frags[f] != NULL; f++)
+    lp_test_assert_error_contains (error, frags[f], NULL);
+}
+
 /* ---- safetensors ---- */
 
 /* Where the first tensor's data lies in the mapping. */
@@ -275,11 +288,7 @@ test_safetensors_bad (void)
       g_autoptr (GError) error = NULL;
       g_autoptr (LpSafetensors) st = lp_safetensors_open (path, &error);
       g_assert_null (st);
-      if (g_test_verbose ())
-        g_test_message ("%s", error->message);
-      lp_test_assert_error_contains (error, name, NULL);
-      for (int f = 0; f < 4 && bad_st[i].frags[f] != NULL; f++)
-        lp_test_assert_error_contains (error, bad_st[i].frags[f], NULL);
+      assert_error_frags (error, name, bad_st[i].frags, G_N_ELEMENTS (bad_st[i].frags));
     }
 
   g_autoptr (GError) error = NULL;
@@ -492,6 +501,11 @@ test_hf_llama3_rope (void)
   assert_config_equal (lp_model_config (m), lp_model_config (back2));
 }
 
+typedef struct {
+  const char *from, *to; /* edit of a JSON file */
+  const char *frags[3];
+} BadConfig;
+
 /* Split the tiny model's file into two shards + an index, as transformers does. */
 static char *
 make_sharded_dir (const char *name)
@@ -542,32 +556,29 @@ test_hf_sharded (void)
   g_assert_no_error (error);
   assert_models_equal (single, sharded);
 
-  /* A weight_map entry whose shard lacks it. */
+  /* Edits of the index, each from the original. */
+  static const BadConfig bad_index[] = {
+    /* an entry whose shard lacks it */
+    { "\"weight_map\": {\n", "\"weight_map\": {\n    \"model.layers.9.mlp.up_proj.weight\": \"model-00001-of-00002.safetensors\",\n",
+      { "weight_map.model.layers.9.mlp.up_proj.weight", "expected the tensor in model-00001-of-00002.safetensors, not found" } },
+    /* a tensor the index puts in the other shard */
+    { "\"model.norm.weight\": \"model-00002-of-00002.safetensors\"", "\"model.norm.weight\": \"model-00001-of-00002.safetensors\"",
+      { "tensor model.norm.weight", "expected weight_map to list it in model-00002-of-00002.safetensors",
+        "found model-00001-of-00002.safetensors" } },
+    /* a shard name leading out of the directory */
+    { "\"model.norm.weight\": \"model-00002-of-00002.safetensors\"", "\"model.norm.weight\": \"../model-00002-of-00002.safetensors\"",
+      { "key weight_map.model.norm.weight: expected a file name in the directory", "found \"../model-00002-of-00002.safetensors\"" } },
+  };
   g_autofree char *index_path = g_build_filename (dir, "model.safetensors.index.json", NULL);
   g_autofree char *orig_index = read_text (index_path);
-  edit_file (index_path, "\"weight_map\": {\n", "\"weight_map\": {\n    \"model.layers.9.mlp.up_proj.weight\": \"model-00001-of-00002.safetensors\",\n");
-  g_assert_null (lp_hf_load (dir, &error));
-  lp_test_assert_error_contains (error, "model.safetensors.index.json", "weight_map.model.layers.9.mlp.up_proj.weight",
-                                 "expected the tensor in model-00001-of-00002.safetensors, not found", NULL);
-  g_clear_error (&error);
-
-  /* A tensor the index puts in the other shard. */
-  write_text (index_path, orig_index);
-  edit_file (index_path, "\"model.norm.weight\": \"model-00002-of-00002.safetensors\"",
-             "\"model.norm.weight\": \"model-00001-of-00002.safetensors\"");
-  g_assert_null (lp_hf_load (dir, &error));
-  lp_test_assert_error_contains (error, "tensor model.norm.weight", "expected weight_map to list it in model-00002-of-00002.safetensors",
-                                 "found model-00001-of-00002.safetensors", NULL);
-  g_clear_error (&error);
-
-  /* A shard name leading out of the directory. */
-  write_text (index_path, orig_index);
-  edit_file (index_path, "\"model.norm.weight\": \"model-00002-of-00002.safetensors\"",
-             "\"model.norm.weight\": \"../model-00002-of-00002.safetensors\"");
-  g_assert_null (lp_hf_load (dir, &error));
-  lp_test_assert_error_contains (error, "key weight_map.model.norm.weight: expected a file name in the directory",
-                                 "found \"../model-00002-of-00002.safetensors\"", NULL);
-  g_clear_error (&error);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_index); i++)
+    {
+      write_text (index_path, orig_index);
+      edit_file (index_path, bad_index[i].from, bad_index[i].to);
+      g_assert_null (lp_hf_load (dir, &error));
+      assert_error_frags (error, "model.safetensors.index.json", bad_index[i].frags, G_N_ELEMENTS (bad_index[i].frags));
+      g_clear_error (&error);
+    }
 
   /* A missing shard. */
   write_text (index_path, orig_index);
@@ -625,11 +636,6 @@ test_hf_save_sharded (void)
   g_assert_false (g_file_test (index_path, G_FILE_TEST_EXISTS));
 }
 
-typedef struct {
-  const char *from, *to; /* edit of config.json */
-  const char *frags[3];
-} BadConfig;
-
 static const BadConfig bad_configs[] = {
   { "\"model_type\" : \"llama\"", "\"model_type\" : \"gpt2\"",
     { "config.json: key model_type: expected one of llama, mistral, qwen2, found \"gpt2\"" } },
@@ -642,7 +648,7 @@ static const BadConfig bad_configs[] = {
   { "\"rope_theta\"", "\"rope_scaling\" : {\"type\" : \"linear\"}, \"rope_theta\"",
     { "config.json: key rope_scaling.factor: expected a number, found none" } },
   { "\"num_key_value_heads\" : 2", "\"num_key_value_heads\" : 3", { "config.json", "not a multiple of key/value head count 3" } },
-  { "\"num_hidden_layers\" : 2,", "\"num_hidden_layers\" : 2\n  \"oops\" : 1,", { "config.json: JSON line", "expected valid JSON", "found unexpected" } },
+  { "\"num_hidden_layers\" : 2,", "\"num_hidden_layers\" : 2\n  \"oops\" : 1,", { "config.json: line 15 column", "expected valid JSON", "found unexpected" } },
 };
 
 static void
@@ -657,11 +663,7 @@ test_hf_bad_config (void)
       g_autoptr (GError) error = NULL;
       g_autoptr (LpModel) m = lp_hf_load (dir, &error);
       g_assert_null (m);
-      if (g_test_verbose ())
-        g_test_message ("%s", error->message);
-      lp_test_assert_error_contains (error, name, NULL);
-      for (int f = 0; f < 3 && bad_configs[i].frags[f] != NULL; f++)
-        lp_test_assert_error_contains (error, bad_configs[i].frags[f], NULL);
+      assert_error_frags (error, name, bad_configs[i].frags, G_N_ELEMENTS (bad_configs[i].frags));
     }
 
   g_autoptr (GError) error = NULL;
