@@ -12,3 +12,17 @@
 
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
+
+/* JSON helpers (json.c) for the readers of JSON-bearing formats. */
+#include <json-glib/json-glib.h>
+
+/* What a node holds, for "found ..." in messages: 42, "text", an object, ... */
+char *lp_json_describe (JsonNode *node);
+/* Parse `len` bytes of JSON whose root must be an object (ref'd root node).
+ * Messages name `path`, the byte offset (`base` + position, for invalid UTF-8
+ * or a non-object root) or json-glib's line and column, prefixed by `where`
+ * ("header") when not NULL. */
+JsonNode *lp_json_parse_object (const char *path, const char *where, const char *text, gsize len,
+                                gsize base, GError **error);
+/* Read a whole JSON file whose root must be an object. */
+JsonNode *lp_json_load_object (const char *path, GError **error);

@@ -8,6 +8,7 @@
 #include <llmpress/meta.h>
 #include <llmpress/arch.h>
 #include <llmpress/model.h>
+#include <llmpress/safetensors.h>
 #include <llmpress/tokenizer.h>
 #include <llmpress/fileutil.h>
 #include <llmpress/synth.h>

@@ -82,6 +82,13 @@ LpModel *lp_gguf_load (const char *path, GError **error);
 gboolean lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error);
 LpModel *lp_hf_load (const char *dir, GError **error);
 gboolean lp_hf_save (LpModel *model, const char *dir, const LpSaveOptions *options, GError **error);
+/* lp_hf_save with shards of at most max_shard_bytes (lp_hf_save: 4 GiB): one
+ * model.safetensors when everything fits, else model-0000i-of-0000N.safetensors
+ * and model.safetensors.index.json.  A tensor larger than the limit gets a
+ * shard of its own. */
+#define LP_HF_MAX_SHARD_BYTES (G_GUINT64_CONSTANT (4) << 30)
+gboolean lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *options,
+                             guint64 max_shard_bytes, GError **error);
 LpModel *lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error);
 gboolean lp_llama2c_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error);
 
