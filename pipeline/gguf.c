@@ -491,13 +491,20 @@ gguf_parse_init (GgufParse *g, const char *path, GBytes *all, LpMeta *meta)
   g_array_set_clear_func (g->tensors, tensor_info_clear);
 }
 
+/* The whole file, mapped; the GBytes keeps the mapping alive. */
+static GBytes *
+map_bytes (const char *path, GError **error)
+{
+  g_autoptr (GMappedFile) mf = lp_map_file (path, error);
+  return mf != NULL ? g_mapped_file_get_bytes (mf) : NULL;
+}
+
 LpMeta *
 lp_gguf_read_meta (const char *path, GError **error)
 {
-  g_autoptr (GMappedFile) mf = lp_map_file (path, error);
-  if (mf == NULL)
+  g_autoptr (GBytes) all = map_bytes (path, error);
+  if (all == NULL)
     return NULL;
-  g_autoptr (GBytes) all = g_mapped_file_get_bytes (mf);
   g_autoptr (LpMeta) meta = lp_meta_new ();
   GgufParse g;
   gguf_parse_init (&g, path, all, meta);
@@ -553,10 +560,9 @@ build_model (GgufParse *g, LpModel *model, GBytes *all, GError **error)
 LpModel *
 lp_gguf_load (const char *path, GError **error)
 {
-  g_autoptr (GMappedFile) mf = lp_map_file (path, error);
-  if (mf == NULL)
+  g_autoptr (GBytes) all = map_bytes (path, error);
+  if (all == NULL)
     return NULL;
-  g_autoptr (GBytes) all = g_mapped_file_get_bytes (mf);
   /* The config is only known after the key/values are read: parse straight
    * into the model's meta (no copy of big vocabularies) and set it then. */
   LpModelConfig placeholder;

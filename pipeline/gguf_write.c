@@ -289,6 +289,34 @@ put_value_body (GByteArray *b, const LpValue *v)
     }
 }
 
+/* GGUF strings are UTF-8 (gguf-py and our reader refuse anything else):
+ * never write a file that cannot be read back. */
+static gboolean
+check_utf8 (const char *s, const char *path, const char *key, gint64 index, GError **error)
+{
+  const char *end;
+  if (g_utf8_validate (s, -1, &end))
+    return TRUE;
+  g_autofree char *where = index < 0 ? g_strdup ("") : g_strdup_printf ("[%" G_GINT64_FORMAT "]", index);
+  lp_set_error (error, LP_ERROR_INVALID, "%s: key %s%s: expected a UTF-8 string, found byte 0x%02x at position %" G_GSIZE_FORMAT,
+                path, key, where, (guint8) *end, (gsize) (end - s));
+  return FALSE;
+}
+
+static gboolean
+check_value_utf8 (const LpValue *v, const char *path, const char *key, GError **error)
+{
+  if (v->type == LP_VALUE_STRING)
+    return check_utf8 (v->s, path, key, -1, error);
+  if (v->type != LP_VALUE_ARRAY)
+    return TRUE;
+  for (guint64 i = 0; i < v->n_elems; i++)
+    if ((v->elem_type == LP_VALUE_STRING && !check_utf8 (((char **) v->array)[i], path, key, (gint64) i, error))
+        || (v->elem_type == LP_VALUE_ARRAY && !check_value_utf8 (((LpValue **) v->array)[i], path, key, error)))
+      return FALSE;
+  return TRUE;
+}
+
 static GByteArray *
 build_header (const LpMeta *meta, const char *arch, const GArray *tensors)
 {
@@ -354,6 +382,12 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
   if (tensors == NULL)
     return FALSE;
   g_autoptr (LpMeta) meta = file_meta (model, tensors);
+  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
+    {
+      const char *k = lp_meta_key (meta, i);
+      if (!check_utf8 (k, path, k, -1, error) || !check_value_utf8 (lp_meta_get (meta, k), path, k, error))
+        return FALSE;
+    }
   const char *arch = lp_arch_info (lp_model_config (model)->arch)->name;
   g_autoptr (GByteArray) header = build_header (meta, arch, tensors);
 

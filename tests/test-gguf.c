@@ -3,7 +3,9 @@
 #include "config.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <glib/gstdio.h>
 
@@ -209,15 +211,27 @@ test_f16_bf16 (void)
   check_float_output (LP_DTYPE_F32, 0);
 }
 
+/* llama.cpp's conversion of stories260K, or NULL (test skipped) when absent. */
+static LpModel *
+load_stories (char **path_out)
+{
+  char *path = lp_test_shared_path ("models/stories260K/stories260K-f32.gguf");
+  if (path == NULL)
+    return NULL;
+  g_autoptr (GError) error = NULL;
+  LpModel *m = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  *path_out = path;
+  return m;
+}
+
 static void
 test_stories (void)
 {
-  g_autofree char *path = lp_test_shared_path ("models/stories260K/stories260K-f32.gguf");
-  if (path == NULL)
+  g_autofree char *path = NULL;
+  g_autoptr (LpModel) m = load_stories (&path);
+  if (m == NULL)
     return;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
-  g_assert_no_error (error);
   const LpModelConfig *c = lp_model_config (m);
   g_assert_cmpint (c->arch, ==, LP_ARCH_LLAMA);
   g_assert_cmpint (c->n_layers, ==, 5);
@@ -241,12 +255,11 @@ test_stories (void)
 static void
 test_stories_metadata (void)
 {
-  g_autofree char *path = lp_test_shared_path ("models/stories260K/stories260K-f32.gguf");
-  if (path == NULL)
+  g_autofree char *path = NULL;
+  g_autoptr (LpModel) m = load_stories (&path);
+  if (m == NULL)
     return;
   g_autoptr (GError) error = NULL;
-  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
-  g_assert_no_error (error);
   g_autofree char *out = tmp_path ("stories-copy.gguf");
   g_assert_true (lp_model_save (m, out, NULL, &error));
   g_assert_no_error (error);
@@ -293,10 +306,20 @@ test_python_oracle (void)
       memset (qd + b * 34 + 2, 1, 32);
     }
   lp_model_set_tensor (m, q);
+  /* And one we cannot dequantize yet: still carried as bytes. */
+  gint64 kshape[2] = { 1, 256 };
+  g_autoptr (LpTensor) k = lp_tensor_new ("extra.q4k.weight", LP_DTYPE_Q4_K, 2, kshape, NULL);
+  memset (lp_tensor_data_mut (k), 0x11, lp_tensor_n_bytes (k));
+  lp_model_set_tensor (m, k);
   g_autofree char *path = tmp_path ("oracle.gguf");
   g_autoptr (GError) error = NULL;
   g_assert_true (lp_gguf_save (m, path, NULL, &error));
   g_assert_no_error (error);
+  g_autoptr (LpModel) back = lp_gguf_load (path, &error);
+  g_assert_no_error (error);
+  LpTensor *kb = lp_model_tensor (back, "extra.q4k.weight");
+  g_assert_cmpint (kb->dtype, ==, LP_DTYPE_Q4_K);
+  g_assert_true (g_bytes_equal (kb->data, k->data));
 
   const char *script =
     "import sys, hashlib, gguf\n"
@@ -644,6 +667,31 @@ test_failed_save (void)
   lp_test_assert_error_contains (error, p2, "expected f32, f16 or bf16", "found q8_0", NULL);
   g_clear_error (&error);
   g_assert_false (g_file_test (p2, G_FILE_TEST_EXISTS));
+
+  /* A string that is not UTF-8. */
+  lp_meta_set_string (lp_model_meta (m), "test.bad", "ok \xc3(");
+  g_assert_false (lp_gguf_save (m, p2, NULL, &error));
+  lp_test_assert_error_contains (error, p2, "key test.bad", "expected a UTF-8 string", "0xc3", NULL);
+  g_clear_error (&error);
+  lp_meta_remove (lp_model_meta (m), "test.bad");
+
+  /* Writing itself failing half-way (file size limit: EFBIG, like a full disk). */
+  struct rlimit saved, small;
+  g_assert_cmpint (getrlimit (RLIMIT_FSIZE, &saved), ==, 0);
+  small = saved;
+  small.rlim_cur = 4096;
+  void (*old_handler) (int) = signal (SIGXFSZ, SIG_IGN);
+  g_assert_cmpint (setrlimit (RLIMIT_FSIZE, &small), ==, 0);
+  gboolean ok = lp_gguf_save (m, p2, NULL, &error);
+  g_assert_cmpint (setrlimit (RLIMIT_FSIZE, &saved), ==, 0);
+  signal (SIGXFSZ, old_handler);
+  g_assert_false (ok);
+  if (g_test_verbose ())
+    g_test_message ("%s", error->message);
+  lp_test_assert_error_contains (error, p2, NULL);
+  g_clear_error (&error);
+  g_assert_false (g_file_test (p2, G_FILE_TEST_EXISTS));
+  assert_no_temporaries (dir);
 
   /* A name llama.cpp would refuse. */
   g_autoptr (LpTensor) longname = lp_tensor_new ("a.very.long.tensor.name.that.goes.past.the.sixty.four.byte.limit", LP_DTYPE_F32, 1, shape, NULL);
