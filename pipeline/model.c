@@ -108,8 +108,7 @@ lp_model_set_tensor (LpModel *model, LpTensor *tensor)
       guint i = GPOINTER_TO_UINT (idx);
       LpTensor *old = model->tensors->pdata[i];
       model->tensors->pdata[i] = tensor;
-      /* The key is the old tensor's name: re-key before that name is freed
-       * (insert would keep the old key). */
+      /* replace, not insert: insert would keep the old tensor's name as the key. */
       g_hash_table_replace (model->by_name, tensor->name, idx);
       lp_tensor_unref (old);
       return;
