@@ -454,7 +454,12 @@ lp_hf_load (const char *dir, GError **error)
   for (gsize n = strlen (clean); n > 1 && clean[n - 1] == '/'; n--)
     clean[n - 1] = '\0';
   g_autofree char *base = g_path_get_basename (clean);
-  lp_meta_set_string (meta, "general.name", base);
+  /* The model's name: config.json's _name_or_path (its last component, as
+   * llama.cpp's converter names models), else the directory's name. */
+  JsonNode *name_node = json_object_get_member (cfg, "_name_or_path");
+  const char *name = name_node && JSON_NODE_HOLDS_VALUE (name_node) ? json_node_get_string (name_node) : NULL;
+  g_autofree char *name_base = name && *name ? g_path_get_basename (name) : NULL;
+  lp_meta_set_string (meta, "general.name", name_base ? name_base : base);
 
   g_autofree char *spm = g_build_filename (dir, "tokenizer.model", NULL);
   g_autofree char *tok_json = g_build_filename (dir, "tokenizer.json", NULL);
@@ -585,6 +590,14 @@ write_config (LpModel *model, const char *path, LpDType torch_dtype, GError **er
   const LpArchInfo *info = lp_arch_info (c->arch);
   g_autoptr (JsonBuilder) b = json_builder_new_immutable ();
   json_builder_begin_object (b);
+  /* transformers' save_pretrained records the model's name here; we keep
+   * general.name in it so GGUF -> HF -> GGUF is lossless. */
+  const char *name = lp_meta_get_string (lp_model_meta (model), "general.name");
+  if (name != NULL)
+    {
+      json_builder_set_member_name (b, "_name_or_path");
+      json_builder_add_string_value (b, name);
+    }
   json_builder_set_member_name (b, "architectures");
   json_builder_begin_array (b);
   json_builder_add_string_value (b, info->hf_class);
