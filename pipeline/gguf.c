@@ -574,3 +574,32 @@ lp_gguf_load (const char *path, GError **error)
   g_array_unref (g.tensors);
   return ok ? g_steal_pointer (&model) : NULL;
 }
+
+GPtrArray *
+lp_gguf_read_tensors (const char *path, LpMeta *meta, GError **error)
+{
+  g_autoptr (GBytes) all = map_bytes (path, error);
+  if (all == NULL)
+    return NULL;
+  GgufParse g;
+  gguf_parse_init (&g, path, all, meta);
+  GPtrArray *out = NULL;
+  if (gguf_parse (&g, TRUE, error))
+    {
+      out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+      for (guint i = 0; i < g.tensors->len; i++)
+        {
+          const GgufTensorInfo *ti = &g_array_index (g.tensors, GgufTensorInfo, i);
+          g_autoptr (GBytes) slice = g_bytes_new_from_bytes (all, g.data_start + ti->offset, ti->n_bytes);
+          LpTensor *t = lp_tensor_new_from_bytes (ti->name, ti->dtype, ti->n_dims, ti->shape, slice, error);
+          if (t == NULL)
+            {
+              g_clear_pointer (&out, g_ptr_array_unref);
+              break;
+            }
+          g_ptr_array_add (out, t);
+        }
+    }
+  g_array_unref (g.tensors);
+  return out;
+}

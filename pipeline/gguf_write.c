@@ -96,6 +96,8 @@ llama3_rope_freqs (const LpModelConfig *c, const char *path, GError **error)
 }
 
 /* Decide every tensor's output type and place it in the data section. */
+static gboolean layout_tensors (GArray *out, const char *path, int dtype, GError **error);
+
 static GArray *
 plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
 {
@@ -116,6 +118,18 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
       OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
       g_array_append_val (out, o);
     }
+  if (layout_tensors (out, path, dtype, error))
+    return out;
+
+fail:
+  g_array_unref (out);
+  return NULL;
+}
+
+/* Check every tensor, choose its written type and give it its aligned offset. */
+static gboolean
+layout_tensors (GArray *out, const char *path, int dtype, GError **error)
+{
   guint64 offset = 0;
   for (guint i = 0; i < out->len; i++)
     {
@@ -125,13 +139,13 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
         {
           lp_set_error (error, LP_ERROR_INVALID, "%s: tensor %s: expected a name shorter than %d bytes (llama.cpp's limit), found %" G_GSIZE_FORMAT,
                         path, t->name, GGUF_MAX_NAME, strlen (t->name));
-          goto fail;
+          return FALSE;
         }
       if (lp_dtype_info (t->dtype) == NULL)
         {
           lp_set_error (error, LP_ERROR_INVALID, "%s: tensor %s: expected a GGUF tensor type, found unknown type id %d",
                         path, t->name, (int) t->dtype);
-          goto fail;
+          return FALSE;
         }
       /* Norms and biases stay f32, as llama.cpp keeps them. */
       if (dtype >= 0 && is_float (t->dtype))
@@ -143,22 +157,18 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
         {
           lp_set_error (error, local->code, "%s: %s", path, local->message);
           g_error_free (local);
-          goto fail;
+          return FALSE;
         }
       if (src_bytes != lp_tensor_n_bytes (t))
         {
           lp_set_error (error, LP_ERROR_INVALID, "%s: tensor %s: expected %" G_GUINT64_FORMAT " bytes for its shape and type, found %" G_GSIZE_FORMAT,
                         path, t->name, src_bytes, lp_tensor_n_bytes (t));
-          goto fail;
+          return FALSE;
         }
       o->offset = offset;
       offset += (o->n_bytes + LP_GGUF_DEFAULT_ALIGNMENT - 1) / LP_GGUF_DEFAULT_ALIGNMENT * LP_GGUF_DEFAULT_ALIGNMENT;
     }
-  return out;
-
-fail:
-  g_array_unref (out);
-  return NULL;
+  return TRUE;
 }
 
 /* The model's meta refreshed for this file: arch keys from the config,
@@ -368,6 +378,9 @@ write_tensor (LpAtomicFile *af, const char *path, const OutTensor *o, guint64 *p
   return TRUE;
 }
 
+static gboolean write_file (const char *path, const LpMeta *meta, const char *arch, const GArray *tensors,
+                            GError **error);
+
 gboolean
 lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error)
 {
@@ -382,13 +395,19 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
   if (tensors == NULL)
     return FALSE;
   g_autoptr (LpMeta) meta = file_meta (model, tensors);
+  return write_file (path, meta, lp_arch_info (lp_model_config (model)->arch)->name, tensors, error);
+}
+
+/* Header (keys in llama.cpp's order for `arch`), then the tensors. */
+static gboolean
+write_file (const char *path, const LpMeta *meta, const char *arch, const GArray *tensors, GError **error)
+{
   for (guint i = 0; i < lp_meta_n_keys (meta); i++)
     {
       const char *k = lp_meta_key (meta, i);
       if (!check_utf8 (k, path, k, -1, error) || !check_value_utf8 (lp_meta_get (meta, k), path, k, error))
         return FALSE;
     }
-  const char *arch = lp_arch_info (lp_model_config (model)->arch)->name;
   g_autoptr (GByteArray) header = build_header (meta, arch, tensors);
 
   LpAtomicFile *af = lp_atomic_file_new (path, error);
@@ -405,4 +424,21 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
 fail:
   lp_atomic_file_abort (af);
   return FALSE;
+}
+
+gboolean
+lp_gguf_write (const char *path, const LpMeta *meta, GPtrArray *tensors, GError **error)
+{
+  g_autoptr (GArray) out = g_array_new (FALSE, TRUE, sizeof (OutTensor));
+  g_array_set_clear_func (out, out_tensor_clear);
+  for (guint i = 0; i < tensors->len; i++)
+    {
+      LpTensor *t = tensors->pdata[i];
+      OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
+      g_array_append_val (out, o);
+    }
+  if (!layout_tensors (out, path, -1, error))
+    return FALSE;
+  const char *arch = lp_meta_get_string (meta, "general.architecture");
+  return write_file (path, meta, arch ? arch : "", out, error);
 }

@@ -82,6 +82,12 @@ LpModel *lp_gguf_load (const char *path, GError **error);
 gboolean lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error);
 /* Every key/value of a GGUF file, in file order, without reading its tensors
  * (for inspection and tests). */
+/* Any GGUF file (a model, an imatrix, our statistics): its key/values into
+ * `meta` in file order and its tensors (mapped, file order).  And the
+ * reverse: `meta` as given (general.architecture first when present), then
+ * the tensors as they are. */
+GPtrArray *lp_gguf_read_tensors (const char *path, LpMeta *meta, GError **error);
+gboolean lp_gguf_write (const char *path, const LpMeta *meta, GPtrArray *tensors, GError **error);
 LpMeta *lp_gguf_read_meta (const char *path, GError **error);
 LpModel *lp_hf_load (const char *dir, GError **error);
 gboolean lp_hf_save (LpModel *model, const char *dir, const LpSaveOptions *options, GError **error);
