@@ -27,6 +27,10 @@ struct _LpTensor {
   int n_dims;
   gint64 shape[LP_MAX_DIMS];
   GBytes *data;
+  /* Optional keep-mask of a pruned tensor: one bit per element, row-major,
+   * bit (i % 8) of byte (i / 8); a 0 bit marks a pruned element, which is 0
+   * in `data` (and must stay 0 through later passes).  NULL: dense. */
+  GBytes *mask;
 };
 
 /* Check a shape (1..4 dims, each >= 0, element count and byte size not
@@ -63,6 +67,16 @@ float *lp_tensor_dup_f32 (const LpTensor *t, GError **error);
 LpTensor *lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error);
 /* Copy with a new name (data shared). */
 LpTensor *lp_tensor_rename (LpTensor *t, const char *name);
+
+/* A tensor sharing t's data, with `mask` (ref taken; NULL clears it).
+ * Fails when the mask's size is not ceil(n_elements / 8) bytes. */
+LpTensor *lp_tensor_with_mask (LpTensor *t, GBytes *mask, GError **error);
+/* Whether element i is kept (TRUE for a tensor without a mask). */
+gboolean lp_tensor_mask_keeps (const LpTensor *t, gint64 i);
+/* Fraction of pruned elements: by the mask, or 0 without one. */
+double lp_tensor_sparsity (const LpTensor *t);
+/* A keep-mask for n values: kept where the value is non-zero. */
+GBytes *lp_mask_from_nonzero (const float *values, gint64 n);
 
 /* "64x512" style, outermost first. g_free() it. */
 char *lp_tensor_shape_string (const LpTensor *t);
