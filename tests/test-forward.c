@@ -351,6 +351,81 @@ test_calibration_hessian (void)
   lp_test_assert_error_contains (error, "expected at least", "found 400", NULL);
 }
 
+static void
+test_stats_roundtrip (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (12);
+  g_autoptr (GArray) toks = g_array_new (FALSE, FALSE, sizeof (gint32));
+  for (int i = 0; i < 300; i++)
+    {
+      gint32 v = (i * 29 + 5) % 64;
+      g_array_append_val (toks, v);
+    }
+  LpCalibOptions o = { 3, 17, 1, LP_CALIB_INDEPENDENT };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
+  g_autoptr (LpStats) st = lp_stats_collect (m, cal, NULL, TRUE, &error);
+  g_assert_no_error (error);
+  const LpStatsEntry *q = lp_stats_lookup (st, "blk.1.attn_q.weight");
+  const LpStatsEntry *k = lp_stats_lookup (st, "blk.1.attn_k.weight");
+  g_assert_nonnull (q);
+  g_assert_true (q == k); /* q/k/v share one input */
+  g_assert_cmpfloat (q->n_tokens, ==, 3 * 17);
+  /* The Hessian's diagonal is the per-channel sum of squares. */
+  for (int j = 0; j < q->n; j++)
+    g_assert_cmpfloat_with_epsilon (q->hessian[j * q->n + j], q->sum_sq[j], 1e-4 * q->sum_sq[j]);
+  g_autofree char *path = g_build_filename (lp_test_tmpdir (), "stats.gguf", NULL);
+  g_assert_true (lp_stats_save (st, path, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpStats) back = lp_stats_load (path, &error);
+  g_assert_no_error (error);
+  g_autoptr (GPtrArray) a = lp_stats_names (st), b = lp_stats_names (back);
+  g_assert_cmpuint (a->len, ==, b->len);
+  g_assert_cmpuint (a->len, ==, 2 * 7);
+  for (guint i = 0; i < a->len; i++)
+    {
+      const LpStatsEntry *x = lp_stats_lookup (st, a->pdata[i]), *y = lp_stats_lookup (back, a->pdata[i]);
+      g_assert_nonnull (y);
+      g_assert_cmpint (x->n, ==, y->n);
+      g_assert_cmpfloat (x->n_tokens, ==, y->n_tokens);
+      g_assert_cmpmem (x->sum_sq, x->n * 4, y->sum_sq, y->n * 4);
+      g_assert_nonnull (y->hessian);
+      g_assert_cmpmem (x->hessian, x->n * x->n * 4, y->hessian, y->n * y->n * 4);
+    }
+  /* Our file is a llama.cpp imatrix too: in_sum2 and counts per weight. */
+  g_autoptr (LpMeta) meta = lp_meta_new ();
+  g_autoptr (GPtrArray) raw = lp_gguf_read_tensors (path, meta, &error);
+  g_assert_cmpstr (lp_meta_get_string (meta, "general.type"), ==, "imatrix");
+  gboolean have_v = FALSE;
+  for (guint i = 0; i < raw->len; i++)
+    have_v |= strcmp (((LpTensor *) raw->pdata[i])->name, "blk.0.attn_v.weight.in_sum2") == 0;
+  g_assert_true (have_v);
+
+  /* llama.cpp's legacy imatrix.dat: values are mean(x^2) * ncall. */
+  GByteArray *dat = g_byte_array_new ();
+  gint32 n_entries = 1, len = 19, ncall = 10, nval = 2;
+  float vals[2] = { 20.0f, 5.0f };
+  g_byte_array_append (dat, (guint8 *) &n_entries, 4);
+  g_byte_array_append (dat, (guint8 *) &len, 4);
+  g_byte_array_append (dat, (guint8 *) "blk.0.ffn_up.weight", 19);
+  g_byte_array_append (dat, (guint8 *) &ncall, 4);
+  g_byte_array_append (dat, (guint8 *) &nval, 4);
+  g_byte_array_append (dat, (guint8 *) vals, 8);
+  g_autofree char *dpath = lp_test_write_file ("legacy.dat", dat->data, dat->len);
+  g_autoptr (LpStats) legacy = lp_stats_load (dpath, &error);
+  g_assert_no_error (error);
+  const LpStatsEntry *u = lp_stats_lookup (legacy, "blk.0.ffn_up.weight");
+  float mean[2];
+  lp_stats_mean_sq (u, mean);
+  g_assert_cmpfloat (mean[0], ==, 2.0f);
+  g_assert_cmpfloat (mean[1], ==, 0.5f);
+  /* Truncated: the last value missing. */
+  g_autofree char *tpath = lp_test_write_file ("trunc.dat", dat->data, dat->len - 4);
+  g_assert_null (lp_stats_load (tpath, &error));
+  lp_test_assert_error_contains (error, "trunc.dat", "offset 31", "expected a value count that fits", NULL);
+  g_byte_array_unref (dat);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -361,6 +436,7 @@ main (int argc, char **argv)
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
   g_test_add_func ("/calibration/hessian-modes", test_calibration_hessian);
+  g_test_add_func ("/calibration/stats-gguf-imatrix", test_stats_roundtrip);
   g_test_add_func ("/eval/stories260K-bin", test_stories_ppl_bin);
   g_test_add_func ("/eval/stories260K-gguf", test_stories_ppl_gguf);
   g_test_add_func ("/eval/stories260K-safetensors-text", test_stories_ppl_safetensors_and_text);
