@@ -86,9 +86,6 @@ const char *lp_tok_bpe_pre_name (const char *regex);
 /* GPT-2's byte -> unicode mapping. */
 gunichar lp_tok_byte_to_unichar (guint8 b);
 
-/* Protobuf (tokenizer.model) helpers. */
-gboolean lp_tok_spm_model_write (const LpMeta *meta, const char *path, GError **error);
-
 /* Special ids of tokenizer.ggml.*_token_id, -1 when absent or out of range. */
 gint32 lp_tok_meta_id (const LpMeta *meta, const char *key, gint64 n_vocab);
 /* Validate and borrow tokens/scores/types of a meta for the writers. */

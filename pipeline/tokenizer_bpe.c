@@ -17,13 +17,15 @@
   "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}" \
   "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
-/* llama.cpp's names for them (tokenizer.ggml.pre). */
+/* llama.cpp's names for them (tokenizer.ggml.pre); the first of each regex
+ * is the one its converter writes. */
 static const struct {
   const char *name;
   const char *regex;
 } pre_tokenizers[] = {
-  { "default", GPT2_REGEX },
+  { "gpt-2", GPT2_REGEX },
   { "gpt2", GPT2_REGEX },
+  { "default", GPT2_REGEX },
   { "llama-bpe", LLAMA3_REGEX },
   { "llama3", LLAMA3_REGEX },
   { "smaug-bpe", LLAMA3_REGEX },

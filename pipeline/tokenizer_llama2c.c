@@ -127,7 +127,7 @@ lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error
       gint32 id = lp_tok_meta_id (meta, keys[k], v.n);
       if (id >= 0 && id != k)
         {
-          lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: tokenizer.bin fixes %s at %d, the model has %d",
+          lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: key %s: tokenizer.bin has no place for it: expected %d, found %d",
                         path, keys[k], k, id);
           return FALSE;
         }

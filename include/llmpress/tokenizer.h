@@ -37,7 +37,8 @@ char *lp_tokenizer_decode (const LpTokenizer *tok, const gint32 *ids, gsize n, g
 char *lp_tokenizer_decode_piece (const LpTokenizer *tok, gint32 prev, gint32 id, gsize *out_len);
 
 /* Readers: fill tokenizer.ggml.* keys of `meta` from a tokenizer file. */
-/* llama2.c tokenizer.bin (max_token_length, then per token: score f32, len i32, bytes). */
+/* llama2.c tokenizer.bin (max_token_length, then per token: score f32, len i32, bytes).
+ * n_vocab > 0: exactly that many tokens (the model's); <= 0: all in the file. */
 gboolean lp_tokenizer_read_llama2c (const char *path, gint64 n_vocab, LpMeta *meta, GError **error);
 /* SentencePiece tokenizer.model (protobuf ModelProto). */
 gboolean lp_tokenizer_read_spm (const char *path, LpMeta *meta, GError **error);
@@ -46,6 +47,8 @@ gboolean lp_tokenizer_read_hf (const char *path, LpMeta *meta, GError **error);
 
 /* Writers, from tokenizer.ggml.* keys. */
 gboolean lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error);
+/* SentencePiece tokenizer.model ("llama" vocabularies). */
+gboolean lp_tokenizer_write_spm (const LpMeta *meta, const char *path, GError **error);
 /* tokenizer.json, tokenizer_config.json, special_tokens_map.json, and
  * tokenizer.model for "llama" vocabularies, into directory `dir`. */
 gboolean lp_tokenizer_write_hf (const LpMeta *meta, const char *dir, GError **error);
