@@ -98,5 +98,12 @@ typedef struct {
 } LpTokVocab;
 gboolean lp_tok_vocab_from_meta (const LpMeta *meta, const char *path, LpTokVocab *v, GError **error);
 gint32 lp_tok_vocab_type (const LpTokVocab *v, guint64 id);
+/* tokenizer.ggml.tokens/scores (when given)/token_type, then .model. */
+void lp_tok_meta_set_vocab (LpMeta *meta, const char *model, guint n, char **tokens, const float *scores,
+                            const gint32 *types);
+/* FALSE with an error naming `file` unless the vocabulary is "llama". */
+gboolean lp_tok_vocab_require_spm (const LpTokVocab *v, const char *path, const char *file, GError **error);
+/* Write a whole file atomically (LpAtomicFile): two buffers, one after the other. */
+gboolean lp_tok_write_file (const char *path, const void *a, gsize na, const void *b, gsize nb, GError **error);
 /* Set the token-id keys the way llama.cpp's converters write them (u32). */
 void lp_tok_meta_set_id (LpMeta *meta, const char *key, gint64 id);

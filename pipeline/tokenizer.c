@@ -109,6 +109,41 @@ lp_tok_vocab_from_meta (const LpMeta *meta, const char *path, LpTokVocab *v, GEr
   return TRUE;
 }
 
+void
+lp_tok_meta_set_vocab (LpMeta *meta, const char *model, guint n, char **tokens, const float *scores,
+                       const gint32 *types)
+{
+  lp_meta_set_array (meta, "tokenizer.ggml.tokens", LP_VALUE_STRING, n, tokens);
+  if (scores != NULL)
+    lp_meta_set_array (meta, "tokenizer.ggml.scores", LP_VALUE_F32, n, scores);
+  lp_meta_set_array (meta, "tokenizer.ggml.token_type", LP_VALUE_I32, n, types);
+  lp_meta_set_string (meta, "tokenizer.ggml.model", model);
+}
+
+gboolean
+lp_tok_vocab_require_spm (const LpTokVocab *v, const char *path, const char *file, GError **error)
+{
+  if (strcmp (v->model, "llama") == 0)
+    return TRUE;
+  lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: %s holds SentencePiece (\"llama\") vocabularies, found tokenizer.ggml.model \"%s\"",
+                path, file, v->model);
+  return FALSE;
+}
+
+gboolean
+lp_tok_write_file (const char *path, const void *a, gsize na, const void *b, gsize nb, GError **error)
+{
+  LpAtomicFile *af = lp_atomic_file_new (path, error);
+  if (af == NULL)
+    return FALSE;
+  if (!lp_atomic_file_write (af, a, na, error) || !lp_atomic_file_write (af, b, nb, error))
+    {
+      lp_atomic_file_abort (af);
+      return FALSE;
+    }
+  return lp_atomic_file_commit (af, error);
+}
+
 gint32
 lp_tok_vocab_type (const LpTokVocab *v, guint64 id)
 {

@@ -71,6 +71,20 @@ wrong_type (const char *path, const char *key, const char *expected, JsonNode *n
   return FALSE;
 }
 
+/* obj[key] that must be an object; `name` is its full key for messages. */
+static JsonObject *
+required_object (JsonObject *obj, const char *key, const char *name, const char *path, GError **error)
+{
+  JsonNode *n = member (obj, key);
+  if (n != NULL && JSON_NODE_HOLDS_OBJECT (n))
+    return json_node_get_object (n);
+  if (n == NULL)
+    lp_set_error (error, LP_ERROR_FORMAT, "%s: key %s: expected an object, found none", path, name);
+  else
+    wrong_type (path, name, "an object", n, error);
+  return NULL;
+}
+
 static JsonObject *
 member_object (JsonObject *obj, const char *key)
 {
@@ -287,16 +301,9 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
   if (root == NULL)
     return FALSE;
   JsonObject *top = json_node_get_object (root);
-  JsonNode *mn = member (top, "model");
-  if (mn == NULL || !JSON_NODE_HOLDS_OBJECT (mn))
-    {
-      if (mn == NULL)
-        lp_set_error (error, LP_ERROR_FORMAT, "%s: key model: expected an object, found none", path);
-      else
-        wrong_type (path, "model", "an object", mn, error);
-      return FALSE;
-    }
-  JsonObject *model = json_node_get_object (mn);
+  JsonObject *model = required_object (top, "model", "model", path, error);
+  if (model == NULL)
+    return FALSE;
   const char *type = member_string (model, "type");
   if (g_strcmp0 (type, "BPE") != 0)
     {
@@ -327,19 +334,13 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
   g_autoptr (GPtrArray) merges = g_ptr_array_new_with_free_func (g_free);
   g_autofree float *scores = NULL;
   gboolean ok = FALSE;
-  JsonNode *vn = member (model, "vocab");
-  if (vn == NULL || !JSON_NODE_HOLDS_OBJECT (vn))
-    {
-      if (vn == NULL)
-        lp_set_error (error, LP_ERROR_FORMAT, "%s: key model.vocab: expected an object, found none", path);
-      else
-        wrong_type (path, "model.vocab", "an object", vn, error);
-      goto out;
-    }
+  JsonObject *vocab = required_object (model, "vocab", "model.vocab", path, error);
+  if (vocab == NULL)
+    goto out;
   JsonObjectIter it;
   const char *text;
   JsonNode *idn;
-  json_object_iter_init (&it, json_node_get_object (vn));
+  json_object_iter_init (&it, vocab);
   while (json_object_iter_next (&it, &text, &idn))
     {
       if (!JSON_NODE_HOLDS_VALUE (idn) || json_node_get_value_type (idn) != G_TYPE_INT64)
@@ -396,10 +397,7 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
       scores = scores_from_merges (path, &v, merges, error);
       if (scores == NULL)
         goto out;
-      lp_meta_set_array (meta, "tokenizer.ggml.tokens", LP_VALUE_STRING, n, v.tokens->pdata);
-      lp_meta_set_array (meta, "tokenizer.ggml.scores", LP_VALUE_F32, n, scores);
-      lp_meta_set_array (meta, "tokenizer.ggml.token_type", LP_VALUE_I32, n, v.types->data);
-      lp_meta_set_string (meta, "tokenizer.ggml.model", "llama");
+      lp_tok_meta_set_vocab (meta, "llama", n, (char **) v.tokens->pdata, scores, (gint32 *) v.types->data);
       lp_meta_set_bool (meta, "tokenizer.ggml.add_space_prefix",
                         any_component (norm, adds_prefix, NULL) || any_component (pre, adds_prefix, NULL));
     }
@@ -414,10 +412,8 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
                         path, regex ? regex : "none");
           goto out;
         }
-      lp_meta_set_string (meta, "tokenizer.ggml.model", "gpt2");
+      lp_tok_meta_set_vocab (meta, "gpt2", n, (char **) v.tokens->pdata, NULL, (gint32 *) v.types->data);
       lp_meta_set_string (meta, "tokenizer.ggml.pre", pre_name);
-      lp_meta_set_array (meta, "tokenizer.ggml.tokens", LP_VALUE_STRING, n, v.tokens->pdata);
-      lp_meta_set_array (meta, "tokenizer.ggml.token_type", LP_VALUE_I32, n, v.types->data);
       lp_meta_set_array (meta, "tokenizer.ggml.merges", LP_VALUE_STRING, merges->len, merges->pdata);
     }
   if (unk >= 0)
@@ -462,15 +458,7 @@ write_json (const char *dir, const char *name, JsonBuilder *b, GError **error)
   json_generator_set_indent (gen, 2);
   gsize len;
   g_autofree char *data = json_generator_to_data (gen, &len);
-  LpAtomicFile *af = lp_atomic_file_new (path, error);
-  if (af == NULL)
-    return FALSE;
-  if (!lp_atomic_file_write (af, data, len, error) || !lp_atomic_file_write (af, "\n", 1, error))
-    {
-      lp_atomic_file_abort (af);
-      return FALSE;
-    }
-  return lp_atomic_file_commit (af, error);
+  return lp_tok_write_file (path, data, len, "\n", 1, error);
 }
 
 static void

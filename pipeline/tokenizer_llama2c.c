@@ -95,10 +95,8 @@ lp_tokenizer_read_llama2c (const char *path, gint64 n_vocab, LpMeta *meta, GErro
       return FALSE;
     }
   /* Keys and value types as llama.cpp's converter writes them. */
-  lp_meta_set_array (meta, "tokenizer.ggml.tokens", LP_VALUE_STRING, tokens->len, tokens->pdata);
-  lp_meta_set_array (meta, "tokenizer.ggml.scores", LP_VALUE_F32, scores->len, scores->data);
-  lp_meta_set_array (meta, "tokenizer.ggml.token_type", LP_VALUE_I32, types->len, types->data);
-  lp_meta_set_string (meta, "tokenizer.ggml.model", "llama");
+  lp_tok_meta_set_vocab (meta, "llama", tokens->len, (char **) tokens->pdata, (float *) scores->data,
+                         (gint32 *) types->data);
   lp_tok_meta_set_id (meta, "tokenizer.ggml.unknown_token_id", 0);
   lp_tok_meta_set_id (meta, "tokenizer.ggml.bos_token_id", 1);
   lp_tok_meta_set_id (meta, "tokenizer.ggml.eos_token_id", 2);
@@ -113,12 +111,8 @@ lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error
   LpTokVocab v;
   if (!lp_tok_vocab_from_meta (meta, path, &v, error))
     return FALSE;
-  if (strcmp (v.model, "llama") != 0)
-    {
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: tokenizer.bin holds SentencePiece (\"llama\") vocabularies, found tokenizer.ggml.model \"%s\"",
-                    path, v.model);
-      return FALSE;
-    }
+  if (!lp_tok_vocab_require_spm (&v, path, "tokenizer.bin", error))
+    return FALSE;
   /* The format has no ids for its special tokens: readers assume 0/1/2. */
   static const char *const keys[3] = { "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.bos_token_id",
                                        "tokenizer.ggml.eos_token_id" };
@@ -147,14 +141,6 @@ lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error
       g_byte_array_append (body, (const guint8 *) le, 8);
       g_byte_array_append (body, (const guint8 *) t->str, t->len);
     }
-  LpAtomicFile *af = lp_atomic_file_new (path, error);
-  if (af == NULL)
-    return FALSE;
   guint32 max_le = GUINT32_TO_LE ((guint32) max_len);
-  if (!lp_atomic_file_write (af, &max_le, 4, error) || !lp_atomic_file_write (af, body->data, body->len, error))
-    {
-      lp_atomic_file_abort (af);
-      return FALSE;
-    }
-  return lp_atomic_file_commit (af, error);
+  return lp_tok_write_file (path, &max_le, 4, body->data, body->len, error);
 }

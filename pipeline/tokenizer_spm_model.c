@@ -264,10 +264,8 @@ lp_tokenizer_read_spm (const char *path, LpMeta *meta, GError **error)
       goto out;
     }
   gint64 n = m.tokens->len;
-  lp_meta_set_array (meta, "tokenizer.ggml.tokens", LP_VALUE_STRING, n, m.tokens->pdata);
-  lp_meta_set_array (meta, "tokenizer.ggml.scores", LP_VALUE_F32, n, m.scores->data);
-  lp_meta_set_array (meta, "tokenizer.ggml.token_type", LP_VALUE_I32, n, m.types->data);
-  lp_meta_set_string (meta, "tokenizer.ggml.model", "llama");
+  lp_tok_meta_set_vocab (meta, "llama", n, (char **) m.tokens->pdata, (float *) m.scores->data,
+                         (gint32 *) m.types->data);
   const struct { const char *key; gint64 id; } ids[] = {
     { "tokenizer.ggml.unknown_token_id", m.unk }, { "tokenizer.ggml.bos_token_id", m.bos },
     { "tokenizer.ggml.eos_token_id", m.eos }, { "tokenizer.ggml.padding_token_id", m.pad } };
@@ -323,12 +321,8 @@ lp_tokenizer_write_spm (const LpMeta *meta, const char *path, GError **error)
   LpTokVocab v;
   if (!lp_tok_vocab_from_meta (meta, path, &v, error))
     return FALSE;
-  if (strcmp (v.model, "llama") != 0)
-    {
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: tokenizer.model holds SentencePiece (\"llama\") vocabularies, found tokenizer.ggml.model \"%s\"",
-                    path, v.model);
-      return FALSE;
-    }
+  if (!lp_tok_vocab_require_spm (&v, path, "tokenizer.model", error))
+    return FALSE;
   g_autoptr (GByteArray) out = g_byte_array_new ();
   g_autoptr (GByteArray) msg = g_byte_array_new ();
   gboolean has_bytes = FALSE;
@@ -366,13 +360,5 @@ lp_tokenizer_write_spm (const LpMeta *meta, const char *path, GError **error)
   pb_put_int (msg, 5, 1);
   pb_put_bytes (out, 3, msg->data, msg->len);
 
-  LpAtomicFile *af = lp_atomic_file_new (path, error);
-  if (af == NULL)
-    return FALSE;
-  if (!lp_atomic_file_write (af, out->data, out->len, error))
-    {
-      lp_atomic_file_abort (af);
-      return FALSE;
-    }
-  return lp_atomic_file_commit (af, error);
+  return lp_tok_write_file (path, out->data, out->len, NULL, 0, error);
 }
