@@ -398,8 +398,8 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
       if (scores == NULL)
         goto out;
       lp_tok_meta_set_vocab (meta, "llama", n, (char **) v.tokens->pdata, scores, (gint32 *) v.types->data);
-      lp_meta_set_bool (meta, "tokenizer.ggml.add_space_prefix",
-                        any_component (norm, adds_prefix, NULL) || any_component (pre, adds_prefix, NULL));
+      if (!any_component (norm, adds_prefix, NULL) && !any_component (pre, adds_prefix, NULL))
+        lp_meta_set_bool (meta, "tokenizer.ggml.add_space_prefix", FALSE); /* llama.cpp's default is true */
     }
   else
     {

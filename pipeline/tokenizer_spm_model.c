@@ -266,14 +266,23 @@ lp_tokenizer_read_spm (const char *path, LpMeta *meta, GError **error)
   gint64 n = m.tokens->len;
   lp_tok_meta_set_vocab (meta, "llama", n, (char **) m.tokens->pdata, (float *) m.scores->data,
                          (gint32 *) m.types->data);
+  /* The keys llama.cpp's converter writes for SentencePiece vocabularies
+   * (stories260K-f32.gguf): SentencePiece has no separator, and 4294967295
+   * says "none" for it and for a missing pad. */
   const struct { const char *key; gint64 id; } ids[] = {
     { "tokenizer.ggml.unknown_token_id", m.unk }, { "tokenizer.ggml.bos_token_id", m.bos },
-    { "tokenizer.ggml.eos_token_id", m.eos }, { "tokenizer.ggml.padding_token_id", m.pad } };
+    { "tokenizer.ggml.eos_token_id", m.eos } };
   for (gsize k = 0; k < G_N_ELEMENTS (ids); k++)
     if (ids[k].id >= 0 && ids[k].id < n)
       lp_tok_meta_set_id (meta, ids[k].key, ids[k].id);
-  lp_meta_set_bool (meta, "tokenizer.ggml.add_space_prefix", m.add_dummy_prefix);
-  lp_meta_set_bool (meta, "tokenizer.ggml.remove_extra_whitespaces", m.remove_extra_ws);
+  lp_tok_meta_set_id (meta, "tokenizer.ggml.seperator_token_id", -1);
+  lp_tok_meta_set_id (meta, "tokenizer.ggml.padding_token_id", m.pad < n ? m.pad : -1);
+  /* Only what differs from llama.cpp's defaults, so that a GGUF -> HF -> GGUF
+   * trip adds no keys. */
+  if (!m.add_dummy_prefix)
+    lp_meta_set_bool (meta, "tokenizer.ggml.add_space_prefix", FALSE);
+  if (m.remove_extra_ws)
+    lp_meta_set_bool (meta, "tokenizer.ggml.remove_extra_whitespaces", TRUE);
   ok = TRUE;
 out:
   g_ptr_array_unref (m.tokens);
