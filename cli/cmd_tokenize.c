@@ -5,14 +5,6 @@
 
 #include "cli.h"
 
-/* TEMPORARY, until the tokenizer branch is merged: libllmpress on this branch
- * has no tokenizer yet, so these are referenced weakly and reported as not
- * implemented when absent.  Delete the pragmas and the check after the merge. */
-#pragma weak lp_tokenizer_new_from_meta
-#pragma weak lp_tokenizer_free
-#pragma weak lp_tokenizer_encode
-#pragma weak lp_tokenizer_token_text
-
 /* The piece with control bytes, backslash and invalid UTF-8 made visible;
  * valid UTF-8 (such as SentencePiece's "▁") is kept as it is. */
 static char *
@@ -91,8 +83,6 @@ lp_cmd_tokenize (int argc, char **argv)
   g_autoptr (LpModel) model = lp_model_load (argv[1], &load, &error);
   if (model == NULL)
     return lp_cli_fail (error);
-  if (lp_tokenizer_new_from_meta == NULL)
-    return lp_cli_fail (g_error_new (LP_ERROR, LP_ERROR_UNSUPPORTED, "the tokenizer is not implemented yet"));
   g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), &error);
   if (tok == NULL)
     return lp_cli_fail (error);

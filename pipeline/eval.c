@@ -205,7 +205,7 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
       return FALSE;
     }
   if (ctx > c->ctx_len)
-    g_warning ("%s declares a context length of %" G_GINT64_FORMAT "; evaluating at %d as asked",
+    lp_warn ("%s declares a context length of %" G_GINT64_FORMAT "; evaluating at %d as asked",
                lp_model_source (model) ? lp_model_source (model) : "the model", c->ctx_len, ctx);
   g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), NULL);
   gint32 bos = tok ? lp_tokenizer_bos (tok) : 1;

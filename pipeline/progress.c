@@ -1,6 +1,7 @@
 /* llmpress — progress bars and periodic progress lines on stderr. */
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -21,6 +22,18 @@ void
 lp_progress_set_quiet (gboolean q)
 {
   quiet = q;
+}
+
+void
+lp_warn (const char *format, ...)
+{
+  if (quiet)
+    return;
+  va_list ap;
+  va_start (ap, format);
+  g_autofree char *msg = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  fprintf (stderr, "llmpress: warning: %s\n", msg);
 }
 
 LpProgress *

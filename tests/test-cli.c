@@ -11,20 +11,6 @@
 
 #define RUN(out, err, ...) lp_test_run_cli (out, err, __VA_ARGS__, NULL)
 
-/* TRUE, after g_test_skip, when a command failed only because the format or
- * tokenizer it needs is still a stub on this branch (pipeline/pending.c). */
-static gboolean
-skip_if_pending (int rc, const char *err)
-{
-  if (rc == 1 && err != NULL && strstr (err, "not implemented yet") != NULL)
-    {
-      g_autofree char *msg = g_strdup_printf ("needs an unmerged part: %s", g_strchomp (g_strdup (err)));
-      g_test_skip (msg);
-      return TRUE;
-    }
-  return FALSE;
-}
-
 static guint
 count_lines (const char *s)
 {
@@ -151,15 +137,13 @@ parse_json_object (const char *text)
   return json_object_ref (json_node_get_object (root));
 }
 
-/* inspect --json on `model` (with an optional tokenizer); NULL after a skip. */
+/* inspect --json on `model` (with an optional tokenizer). */
 static JsonObject *
 inspect_json (const char *model, const char *tokenizer)
 {
   g_autofree char *out = NULL, *err = NULL;
   int rc = tokenizer ? RUN (&out, &err, "inspect", "--json", "--tokenizer", tokenizer, model)
                      : RUN (&out, &err, "inspect", "--json", model);
-  if (skip_if_pending (rc, err))
-    return NULL;
   if (rc != 0)
     g_error ("inspect %s: exit %d: %s", model, rc, err);
   g_assert_cmpstr (err, ==, "");
@@ -248,13 +232,6 @@ synth_model (const char *name, const char *seed)
   g_autofree char *out = NULL, *err = NULL;
   int rc = RUN (&out, &err, "synth", path, "--dim", "96", "--ffn", "200", "--layers", "3", "--heads", "6",
                 "--kv-heads", "2", "--vocab", "300", "--ctx", "256", "--seed", seed, "--untied");
-  if (skip_if_pending (rc, err))
-    {
-      g_autofree char *dir = g_path_get_dirname (path);
-      g_autofree char *base = g_path_get_basename (path);
-      assert_nothing_left (dir, base);
-      return NULL;
-    }
   if (rc != 0)
     g_error ("synth %s: exit %d: %s", name, rc, err);
   g_assert_true (g_str_has_prefix (out, "wrote "));
@@ -482,13 +459,9 @@ convert_roundtrip (const char *src, const char *tokenizer, const char *tag, gboo
   g_autofree char *st = g_build_filename (dir, "st", "model.bin", NULL);
   g_autofree char *err = NULL;
   int rc = tokenizer ? RUN (NULL, &err, "convert", "--tokenizer", tokenizer, src, g1) : RUN (NULL, &err, "convert", src, g1);
-  if (skip_if_pending (rc, err))
-    return;
   g_assert_cmpint (rc, ==, 0);
   g_clear_pointer (&err, g_free);
   rc = RUN (NULL, &err, "convert", g1, hf, "--format", "safetensors");
-  if (skip_if_pending (rc, err))
-    return;
   g_assert_cmpint (rc, ==, 0);
   g_assert_true (g_file_test (hf, G_FILE_TEST_IS_DIR));
   g_clear_pointer (&err, g_free);
@@ -579,8 +552,6 @@ test_bad_gguf (void)
   g_autofree char *out = g_build_filename (outdir, "out.gguf", NULL);
   g_autofree char *err = NULL;
   int rc = RUN (NULL, &err, "inspect", bad);
-  if (skip_if_pending (rc, err))
-    return;
   assert_failure (rc, err, "bad.gguf");
   EXPECT_FAILURE ("bad.gguf", "convert", bad, out);
   EXPECT_FAILURE ("bad.gguf", "tokenize", bad, "hi");
@@ -619,8 +590,6 @@ test_tokenize_stories (void)
     return;
   g_autofree char *out = NULL, *err = NULL;
   int rc = RUN (&out, &err, "tokenize", "--tokenizer", tok, "--ids", bin, "Once upon a time");
-  if (skip_if_pending (rc, err))
-    return;
   g_assert_cmpint (rc, ==, 0);
   g_assert_true (g_str_has_suffix (out, "\n"));
   g_auto (GStrv) ids = g_strsplit (g_strchomp (out), " ", -1);
@@ -668,8 +637,6 @@ test_tokenize_escapes (void)
     return;
   g_autofree char *out = NULL, *err = NULL;
   int rc = RUN (&out, &err, "tokenize", "--no-bos", model, "a\tb\nc\x01");
-  if (skip_if_pending (rc, err))
-    return;
   g_assert_cmpint (rc, ==, 0);
   /* The synth vocabulary has no tab, newline or \x01 pieces: byte tokens. */
   g_assert_nonnull (strstr (out, "\t<0x09>\n"));

@@ -220,7 +220,11 @@ test_stories_ppl_safetensors_and_text (void)
   g_assert_no_error (error);
   g_autoptr (LpModel) hf = lp_model_load (dir, NULL, &error);
   g_assert_no_error (error);
-  /* The text file, tokenized with the HF copy's own vocabulary. */
+  /* The text file, tokenized with the HF copy's own vocabulary.  The
+   * reference token file was made by SentencePiece with tok512.model, whose
+   * normalizer collapses runs of spaces; tokenizer.bin does not record that,
+   * so say it here as tokenizer.model would. */
+  lp_meta_set_bool (lp_model_meta (hf), "tokenizer.ggml.remove_extra_whitespaces", TRUE);
   g_autoptr (GArray) toks = lp_tokens_load (tp, hf, &error);
   g_assert_no_error (error);
   g_assert_cmpuint (toks->len, ==, 393012);
@@ -240,7 +244,7 @@ test_stories_greedy (void)
   if (mp == NULL)
     return;
   g_autofree char *out = NULL, *err = NULL;
-  int st = lp_test_run_cli (&out, &err, "generate", mp, "-n", "24", "--temp", "0", NULL);
+  int st = lp_test_run_cli (&out, &err, "generate", mp, "-n", "40", "--temp", "0", NULL);
   g_assert_cmpint (st, ==, 0);
   g_test_message ("greedy: %s", out);
   g_assert_true (g_str_has_prefix (out, "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."));

@@ -11,6 +11,8 @@ G_BEGIN_DECLS
 typedef struct _LpProgress LpProgress;
 
 void lp_progress_set_quiet (gboolean quiet);
+/* A warning for the user ("llmpress: warning: ..." on stderr), unless quiet. */
+void lp_warn (const char *format, ...) G_GNUC_PRINTF (1, 2);
 /* `what` names the loop ("eval windows"); `unit` the items ("windows"). */
 LpProgress *lp_progress_new (const char *what, const char *unit, gint64 total);
 void lp_progress_update (LpProgress *p, gint64 done);
