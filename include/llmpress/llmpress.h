@@ -11,3 +11,7 @@
 #include <llmpress/tokenizer.h>
 #include <llmpress/fileutil.h>
 #include <llmpress/synth.h>
+#include <llmpress/artifact.h>
+#include <llmpress/params.h>
+#include <llmpress/context.h>
+#include <llmpress/plugin.h>
