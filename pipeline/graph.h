@@ -50,7 +50,7 @@ LpGraph *lp_graph_parse_inline (const char *text, LpRegistry *reg, GHashTable *v
 void lp_graph_free (LpGraph *graph);
 
 guint lp_graph_n_nodes (const LpGraph *graph);
-/* In spec order, which is also a topological order once validated. */
+/* In spec order (an input may name a node further down). */
 LpNode *lp_graph_node (const LpGraph *graph, guint i);
 LpNode *lp_graph_find (const LpGraph *graph, const char *name);
 const LpPipelineSettings *lp_graph_settings (const LpGraph *graph);
@@ -61,12 +61,6 @@ GPtrArray *lp_graph_topo_order (const LpGraph *graph);
 
 /* The value of a declared parameter (NULL when optional and absent). */
 const LpParamValue *lp_node_param (const LpNode *node, const char *name);
-const char *lp_param_value_get_string (const LpParamValue *value);
-gboolean lp_param_value_get_bool (const LpParamValue *value);
-gint64 lp_param_value_get_int (const LpParamValue *value);
-double lp_param_value_get_float (const LpParamValue *value);
-int lp_param_value_get_enum (const LpParamValue *value);
-const LpTensorPattern *lp_param_value_get_tensors (const LpParamValue *value);
 
 /* Graphviz DOT. g_free() it. */
 char *lp_graph_to_dot (const LpGraph *graph);

@@ -49,6 +49,7 @@ const char *lp_param_type_name (LpParamType type);
 
 /* A parsed value of one of the types above. */
 typedef struct _LpParamValue LpParamValue;
+typedef struct _LpTensorPattern LpTensorPattern;
 
 /* Parse `text` for `spec`: type, range and choices checked.  The error says
  * what was expected and what was found ("expected a float in [0, 1], found
@@ -57,10 +58,17 @@ LpParamValue *lp_param_value_parse (const LpParamSpec *spec, const char *text, G
 void lp_param_value_free (LpParamValue *value);
 /* Canonical text: the same value always gives the same string (cache keys). */
 const char *lp_param_value_canonical (const LpParamValue *value);
+LpParamType lp_param_value_type (const LpParamValue *value);
+/* Typed reads (the value must be of that type). */
+const char *lp_param_value_get_string (const LpParamValue *value);
+gboolean lp_param_value_get_bool (const LpParamValue *value);
+gint64 lp_param_value_get_int (const LpParamValue *value);
+double lp_param_value_get_float (const LpParamValue *value);
+int lp_param_value_get_enum (const LpParamValue *value);
+const LpTensorPattern *lp_param_value_get_tensors (const LpParamValue *value);
 
 /* A list of globs over tensor names (GLib GPatternSpec syntax: `*` and `?`).
  * The empty list matches nothing. */
-typedef struct _LpTensorPattern LpTensorPattern;
 
 LpTensorPattern *lp_tensor_pattern_new (const char *globs);
 void lp_tensor_pattern_free (LpTensorPattern *pattern);
