@@ -106,9 +106,11 @@ lp_model_set_tensor (LpModel *model, LpTensor *tensor)
   if (g_hash_table_lookup_extended (model->by_name, tensor->name, NULL, &idx))
     {
       guint i = GPOINTER_TO_UINT (idx);
-      lp_tensor_unref (model->tensors->pdata[i]);
+      LpTensor *old = model->tensors->pdata[i];
       model->tensors->pdata[i] = tensor;
-      g_hash_table_insert (model->by_name, tensor->name, idx);
+      /* replace, not insert: insert would keep the old tensor's name as the key. */
+      g_hash_table_replace (model->by_name, tensor->name, idx);
+      lp_tensor_unref (old);
       return;
     }
   g_ptr_array_add (model->tensors, tensor);

@@ -7,8 +7,6 @@
 
 #define PENDING(what) lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s is not implemented yet", what)
 
-LpModel *lp_gguf_load (const char *path, GError **error) { PENDING ("GGUF reading"); return NULL; }
-gboolean lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error) { PENDING ("GGUF writing"); return FALSE; }
 LpModel *lp_hf_load (const char *dir, GError **error) { PENDING ("HF reading"); return NULL; }
 gboolean lp_hf_save (LpModel *model, const char *dir, const LpSaveOptions *options, GError **error) { PENDING ("HF writing"); return FALSE; }
 gboolean lp_tokenizer_read_llama2c (const char *path, gint64 n_vocab, LpMeta *meta, GError **error) { PENDING ("tokenizer.bin"); return FALSE; }

@@ -80,6 +80,9 @@ gboolean lp_model_save (LpModel *model, const char *path, const LpSaveOptions *o
 /* Per-format entry points (lp_model_load/save dispatch to these). */
 LpModel *lp_gguf_load (const char *path, GError **error);
 gboolean lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error);
+/* Every key/value of a GGUF file, in file order, without reading its tensors
+ * (for inspection and tests). */
+LpMeta *lp_gguf_read_meta (const char *path, GError **error);
 LpModel *lp_hf_load (const char *dir, GError **error);
 gboolean lp_hf_save (LpModel *model, const char *dir, const LpSaveOptions *options, GError **error);
 LpModel *lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error);
