@@ -25,7 +25,18 @@ int lp_cli_fail (GError *error);
 /* Print a usage error for `command` and return LP_EXIT_USAGE. */
 int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 
+/* "512M", "8G", "1.5GiB", "4096" in bytes. */
+gboolean lp_cli_parse_size (const char *text, guint64 *out);
+/* The pass registry, with refused plugins reported on stderr when asked. */
+struct _LpRegistry *lp_cli_registry (gboolean report_rejects);
+
 int lp_cmd_inspect (int argc, char **argv);
 int lp_cmd_convert (int argc, char **argv);
 int lp_cmd_tokenize (int argc, char **argv);
 int lp_cmd_synth (int argc, char **argv);
+int lp_cmd_run (int argc, char **argv);
+int lp_cmd_validate (int argc, char **argv);
+int lp_cmd_graph (int argc, char **argv);
+int lp_cmd_plugins (int argc, char **argv);
+int lp_cmd_describe (int argc, char **argv);
+int lp_cmd_cache (int argc, char **argv);

@@ -12,6 +12,12 @@ static const LpCliCommand commands[] = {
   { "convert", "convert a model between GGUF, Hugging Face and llama2.c", lp_cmd_convert },
   { "tokenize", "encode text with a model's tokenizer", lp_cmd_tokenize },
   { "synth", "write a small deterministic Llama-architecture model", lp_cmd_synth },
+  { "run", "run a pipeline spec (cached, optionally in parallel)", lp_cmd_run },
+  { "validate", "check a pipeline spec without running it", lp_cmd_validate },
+  { "graph", "print a pipeline spec as a Graphviz DOT graph", lp_cmd_graph },
+  { "plugins", "list the pass plugins and their passes", lp_cmd_plugins },
+  { "describe", "show a pass's inputs and parameters", lp_cmd_describe },
+  { "cache", "manage the artifact cache (gc, dir)", lp_cmd_cache },
 };
 
 static void
