@@ -147,8 +147,8 @@ build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending,
       const LpInputSpec *in = lp_pass_info_find_input (info, e->key);
       if (in == NULL && strcmp (e->key, "input") == 0)
         {
-          lp_spec_add_error (errors, e->loc, "[%s] %s: pass %s takes no input (it is a source)", grp->name, e->text,
-                             info->name);
+          lp_spec_add_error (errors, e->loc, "[%s] %s: pass %s takes no input (hint: it is a source; remove input=)",
+                             grp->name, e->text, info->name);
           continue;
         }
       if (in != NULL)
@@ -172,7 +172,8 @@ build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending,
       n->values[k] = lp_param_value_parse (s, e->value, &err);
       if (n->values[k] == NULL)
         {
-          lp_spec_add_error (errors, e->loc, "[%s] %s: %s: %s", grp->name, e->text, s->name, err->message);
+          lp_spec_add_error (errors, e->loc, "[%s] %s: %s: %s (hint: 'llmpress describe %s' lists its parameters)",
+                             grp->name, e->text, s->name, err->message, info->name);
           g_error_free (err);
           continue;
         }
@@ -186,8 +187,11 @@ build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending,
       if (s->default_value != NULL)
         n->values[k] = lp_param_value_parse (s, s->default_value, NULL);
       else if (s->flags & LP_PARAM_REQUIRED)
-        lp_spec_add_error (errors, grp->loc, "[%s]: missing required parameter '%s' of pass %s (hint: add %s=%s)",
-                           grp->name, s->name, info->name, s->name, lp_param_type_name (s->type));
+        {
+          g_autofree char *type = g_ascii_strup (lp_param_type_name (s->type), -1);
+          lp_spec_add_error (errors, grp->loc, "[%s]: missing required parameter '%s' of pass %s (hint: add %s=%s)",
+                             grp->name, s->name, info->name, s->name, type);
+        }
     }
   return n;
 }
@@ -237,7 +241,8 @@ resolve_inputs (LpGraph *g, LpNode *n, GArray *pending, GString *errors)
             }
           if (src == n)
             {
-              lp_spec_add_error (errors, e->loc, "[%s] %s: cycle: the node reads its own output", n->name, e->text);
+              lp_spec_add_error (errors, e->loc, "[%s] %s: cycle: the node reads its own output (hint: name the node it should read)",
+                                 n->name, e->text);
               continue;
             }
         }
@@ -272,9 +277,9 @@ resolve_inputs (LpGraph *g, LpNode *n, GArray *pending, GString *errors)
         continue;
       if (output_kind (src) != s->kind && src->pass != NULL)
         {
-          lp_spec_add_error (errors, e ? e->loc : n->location, "[%s] %s=%s: node %s produces %s, input '%s' takes a %s",
+          lp_spec_add_error (errors, e ? e->loc : n->location, "[%s] %s=%s: node %s produces %s, input '%s' takes a %s (hint: name a node that produces a %s)",
                              n->name, s->name, src->name, src->name, lp_artifact_kind_name (output_kind (src)),
-                             s->name, lp_artifact_kind_name (s->kind));
+                             s->name, lp_artifact_kind_name (s->kind), lp_artifact_kind_name (s->kind));
           continue;
         }
       add_edge (n, s, src);

@@ -174,8 +174,8 @@ lp_spec_read_ini (const char *data, gssize len, const char *filename, GHashTable
           else if (strchr (l, '=') && in_group)
             continue;
           g_autofree char *where = g_strdup_printf ("%s:%u", filename, i + 1);
-          lp_spec_add_error (errors, where, "'%s': expected [node], key=value or a # comment%s", l,
-                             in_group ? "" : " (a key=value must follow a [node] line)");
+          lp_spec_add_error (errors, where, "'%s': expected [node], key=value or a # comment (hint: %s)", l,
+                             in_group ? "comment it out with #" : "a key=value must follow a [node] line");
           found = TRUE;
           break;
         }
@@ -208,7 +208,7 @@ lp_spec_read_ini (const char *data, gssize len, const char *filename, GHashTable
               continue;
             }
           if (!valid_name (name))
-            lp_spec_add_error (errors, loc, "[%s]: a node name may hold letters, digits, '_', '-' and '.' only", name);
+            lp_spec_add_error (errors, loc, "[%s]: a node name may hold letters, digits, '_', '-' and '.' only (hint: rename it)", name);
           cur = raw_group_new (name, loc);
           g_hash_table_insert (seen, cur->name, cur);
           if (strcmp (name, "pipeline") == 0)
@@ -228,13 +228,13 @@ lp_spec_read_ini (const char *data, gssize len, const char *filename, GHashTable
       g_autofree char *key = g_strstrip (g_strndup (l, eq - l));
       if (strchr (key, '[') != NULL)
         {
-          lp_spec_add_error (errors, loc, "[%s] %s: localized keys have no meaning in a spec", cur->name, l);
+          lp_spec_add_error (errors, loc, "[%s] %s: localized keys have no meaning in a spec (hint: drop the [..])", cur->name, l);
           g_free (loc);
           continue;
         }
       if (g_hash_table_contains (keys, key))
         {
-          lp_spec_add_error (errors, loc, "[%s] %s: '%s' is given twice in this node", cur->name, l, key);
+          lp_spec_add_error (errors, loc, "[%s] %s: '%s' is given twice in this node (hint: keep one)", cur->name, l, key);
           g_free (loc);
           continue;
         }
