@@ -12,3 +12,6 @@
 
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
+
+/* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
+int lp_compare_str_ptr (gconstpointer a, gconstpointer b);

@@ -192,8 +192,8 @@ lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
   return TRUE;
 }
 
-static int
-cmp_str (gconstpointer a, gconstpointer b)
+int
+lp_compare_str_ptr (gconstpointer a, gconstpointer b)
 {
   return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
@@ -210,7 +210,7 @@ lp_registry_load_dir (LpRegistry *reg, const char *dir)
     if (g_str_has_suffix (name, "." G_MODULE_SUFFIX))
       g_ptr_array_add (names, g_strdup (name));
   /* Sorted, so which of two clashing plugins wins does not depend on readdir. */
-  g_ptr_array_sort (names, cmp_str);
+  g_ptr_array_sort (names, lp_compare_str_ptr);
   for (guint i = 0; i < names->len; i++)
     {
       if (g_hash_table_contains (reg->basenames, names->pdata[i]))

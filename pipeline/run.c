@@ -130,7 +130,7 @@ fingerprint (GString *out, const char *path)
       const char *name;
       while (d && (name = g_dir_read_name (d)) != NULL)
         g_ptr_array_add (names, g_strdup (name));
-      g_ptr_array_sort (names, (GCompareFunc) g_strcmp0);
+      g_ptr_array_sort (names, lp_compare_str_ptr);
       for (guint i = 0; i < names->len; i++)
         {
           g_autofree char *child = g_build_filename (path, (const char *) g_ptr_array_index (names, i), NULL);
