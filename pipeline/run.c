@@ -292,6 +292,45 @@ history_id (LpRun *run, const LpNode *n)
   return g_strdup_printf ("%s\n%s", abs, n->name);
 }
 
+/* A components line is "KIND REST"; its identity is the kind plus, for
+ * param and input lines, the name before '=', for file lines the parameter. */
+static char *
+component_id (const char *line)
+{
+  const char *sp = strchr (line, ' ');
+  if (sp == NULL)
+    return g_strdup (line);
+  if (g_str_has_prefix (line, "param ") || g_str_has_prefix (line, "input "))
+    return g_strndup (line, strcspn (line, "="));
+  if (g_str_has_prefix (line, "file "))
+    return g_strndup (line, (sp - line) + 1 + strcspn (sp + 1, " "));
+  return g_strndup (line, sp - line);
+}
+
+static void
+describe_change (GString *why, const char *id, const char *was, const char *now)
+{
+  const char *name = strchr (id, ' ') ? strchr (id, ' ') + 1 : id;
+  if (why->len)
+    g_string_append (why, "; ");
+  if (g_str_has_prefix (id, "param "))
+    g_string_append_printf (why, "param %s changed: %s -> %s", name, was ? strchr (was, '=') + 1 : "(new)",
+                            strchr (now, '=') + 1);
+  else if (g_str_has_prefix (id, "input "))
+    {
+      const char *src = strchr (now, '=') + 1;
+      g_autofree char *src_name = g_strndup (src, strcspn (src, " "));
+      g_string_append_printf (why, "input '%s' changed (%s has a new output)", name, src_name);
+    }
+  else if (g_str_has_prefix (id, "file "))
+    g_string_append_printf (why, "input file of %s changed: %s", name, now + strlen (id) + 1);
+  else if (strcmp (id, "calibration") == 0)
+    g_string_append (why, "calibration data changed");
+  else
+    g_string_append_printf (why, "%s changed: %s -> %s", id, was ? was + strlen (id) + 1 : "(none)",
+                            now + strlen (id) + 1);
+}
+
 /* Why a node must run, from what changed since it last ran. */
 static char *
 miss_reason (LpRun *run, NodeRun *nr)
@@ -305,33 +344,25 @@ miss_reason (LpRun *run, NodeRun *nr)
   g_auto (GStrv) a = g_strsplit (old, "\n", -1);
   g_auto (GStrv) b = g_strsplit (nr->components, "\n", -1);
   g_autoptr (GString) why = g_string_new (NULL);
-  /* Lines are "kind name=value": report each name whose value changed. */
+  g_autoptr (GHashTable) reported = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (char **nl = b; *nl; nl++)
     {
-      if (g_strv_contains ((const char *const *) a, *nl) || **nl == '\0')
+      if (**nl == '\0' || g_strv_contains ((const char *const *) a, *nl))
         continue;
-      const char *eq = strchr (*nl, '=');
-      const char *sp = strchr (*nl, ' ');
-      g_autofree char *what = g_strndup (*nl, eq ? (gsize) (eq - *nl) : sp ? (gsize) (sp - *nl) : strlen (*nl));
+      char *cid = component_id (*nl);
+      if (!g_hash_table_add (reported, cid))
+        continue; /* a directory's second changed file */
       const char *was = NULL;
-      for (char **ol = a; *ol; ol++)
-        if (g_str_has_prefix (*ol, what) && ((*ol)[strlen (what)] == '=' || (*ol)[strlen (what)] == ' '))
-          was = *ol + strlen (what) + 1;
-      if (why->len)
-        g_string_append (why, "; ");
-      const char *now = *nl + strlen (what) + (eq || sp ? 1 : 0);
-      if (g_str_has_prefix (*nl, "input "))
+      for (char **ol = a; *ol && was == NULL; ol++)
         {
-          g_autofree char *src = g_strndup (now, strcspn (now, " "));
-          g_string_append_printf (why, "%s changed (%s has a new output)", what, src);
+          g_autofree char *oid = component_id (*ol);
+          if (strcmp (oid, cid) == 0)
+            was = *ol;
         }
-      else if (was != NULL)
-        g_string_append_printf (why, "%s changed: %s -> %s", what, was, now);
-      else
-        g_string_append_printf (why, "%s: %s", what, now);
+      describe_change (why, cid, was, *nl);
     }
   if (why->len == 0)
-    g_string_append (why, "the node's description changed");
+    g_string_append (why, "something it depended on was removed");
   return g_string_free (g_steal_pointer (&why), FALSE);
 }
 

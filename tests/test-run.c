@@ -11,6 +11,7 @@
 #include <json-glib/json-glib.h>
 
 #include "testutil.h"
+#include "scheduler.h"
 
 static char *
 tmp_path (const char *name)
@@ -204,7 +205,7 @@ test_cache_reuse (void)
   const char *ran[] = { "a", "save_a", NULL }, *kept[] = { "load", "b", "eval_b", "save_b", NULL };
   assert_actions (h3, ran, kept);
   g_assert_nonnull (strstr (o3, "explain: a: run: param factor changed: 0.5 -> 0.25"));
-  g_assert_nonnull (strstr (o3, "explain: save_a: run: input input changed (a has a new output)"));
+  g_assert_nonnull (strstr (o3, "explain: save_a: run: input 'input' changed (a has a new output)"));
 
   /* A removed output is noticed; a parameter outside the key is not a change. */
   g_autofree char *b_out = g_build_filename (out, "b.gguf", NULL);
@@ -306,6 +307,109 @@ test_dry_run_and_errors (void)
   g_assert_nonnull (strstr (err, "absent.gguf"));
 }
 
+/* Scheduler unit tests: a fake job records how many jobs (and device jobs)
+ * run at once and the order they start in. */
+typedef struct {
+  LpSchedJob *jobs;
+  gint running, device_running, max_running, max_device;
+  GMutex lock;
+  GArray *started;
+  int fail_job;
+} Fake;
+
+static gboolean
+fake_exec (gpointer data, guint job, GError **error)
+{
+  Fake *f = data;
+  g_mutex_lock (&f->lock);
+  g_array_append_val (f->started, job);
+  f->running++;
+  f->device_running += f->jobs[job].device;
+  f->max_running = MAX (f->max_running, f->running);
+  f->max_device = MAX (f->max_device, f->device_running);
+  g_mutex_unlock (&f->lock);
+  g_usleep (60000);
+  g_mutex_lock (&f->lock);
+  f->running--;
+  f->device_running -= f->jobs[job].device;
+  g_mutex_unlock (&f->lock);
+  if ((int) job == f->fail_job)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "job %u failed", job);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static Fake *
+fake_run (LpSchedJob *jobs, guint n, guint threads, guint64 mem, guint devices, int fail_job, GError **error)
+{
+  Fake *f = g_new0 (Fake, 1);
+  f->jobs = jobs;
+  f->fail_job = fail_job;
+  g_mutex_init (&f->lock);
+  f->started = g_array_new (FALSE, FALSE, sizeof (guint));
+  LpSchedule s = { jobs, n, fake_exec, f, threads, mem, devices };
+  gboolean ok = lp_schedule_parallel (&s, error);
+  g_assert_true (ok == (error == NULL || *error == NULL));
+  return f;
+}
+
+static void
+fake_free (Fake *f)
+{
+  g_array_unref (f->started);
+  g_mutex_clear (&f->lock);
+  g_free (f);
+}
+
+static void
+test_sched_memory (void)
+{
+  LpSchedJob jobs[3] = { { .priority = 1, .memory = 600 }, { .priority = 1, .memory = 600 }, { .priority = 1, .memory = 600 } };
+  Fake *f = fake_run (jobs, 3, 3, 1000, 0, -1, NULL);
+  g_assert_cmpint (f->max_running, ==, 1);
+  fake_free (f);
+  f = fake_run (jobs, 3, 3, 0, 0, -1, NULL);
+  g_assert_cmpint (f->max_running, ==, 3);
+  fake_free (f);
+  /* Bigger than the whole budget: runs alone instead of never. */
+  LpSchedJob big[2] = { { .priority = 1, .memory = 5000 }, { .priority = 1, .memory = 10 } };
+  f = fake_run (big, 2, 2, 1000, 0, -1, NULL);
+  g_assert_cmpuint (f->started->len, ==, 2);
+  g_assert_cmpint (f->max_running, ==, 1);
+  fake_free (f);
+}
+
+static void
+test_sched_devices (void)
+{
+  LpSchedJob jobs[3] = { { .priority = 1, .device = TRUE }, { .priority = 1, .device = TRUE }, { .priority = 1 } };
+  Fake *f = fake_run (jobs, 3, 3, 0, 1, -1, NULL);
+  g_assert_cmpint (f->max_device, ==, 1);
+  g_assert_cmpint (f->max_running, ==, 2); /* the CPU job runs beside a device job */
+  fake_free (f);
+}
+
+static void
+test_sched_priority_and_failure (void)
+{
+  /* 0 -> 1 -> 2 is the long chain, 3 stands alone: one thread starts 0 first. */
+  guint s0[] = { 1 }, s1[] = { 2 };
+  LpSchedJob jobs[4] = { { 0, s0, 1, 3.0 }, { 1, s1, 1, 2.0 }, { 1, NULL, 0, 1.0 }, { 0, NULL, 0, 1.5 } };
+  Fake *f = fake_run (jobs, 4, 1, 0, 0, -1, NULL);
+  g_assert_cmpuint (g_array_index (f->started, guint, 0), ==, 0);
+  g_assert_cmpuint (g_array_index (f->started, guint, 1), ==, 1); /* 1 (2.0) before 3 (1.5) */
+  g_assert_cmpuint (g_array_index (f->started, guint, 2), ==, 3);
+  fake_free (f);
+  /* A failure: its successors never start, the error comes back. */
+  g_autoptr (GError) error = NULL;
+  f = fake_run (jobs, 4, 1, 0, 0, 0, &error);
+  g_assert_error (error, LP_ERROR, LP_ERROR_FAILED);
+  g_assert_cmpuint (f->started->len, ==, 1);
+  fake_free (f);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -314,6 +418,9 @@ main (int argc, char **argv)
   g_setenv ("LLMPRESS_PLUGIN_PATH", path, TRUE);
   g_autofree char *cache = g_build_filename (lp_test_tmpdir (), "default-cache", NULL);
   g_setenv ("LLMPRESS_CACHE_DIR", cache, TRUE);
+  g_test_add_func ("/sched/memory-limit", test_sched_memory);
+  g_test_add_func ("/sched/device-pool", test_sched_devices);
+  g_test_add_func ("/sched/priority-and-failure", test_sched_priority_and_failure);
   g_test_add_func ("/run/diamond-parallel", test_diamond_parallel);
   g_test_add_func ("/run/cache-reuse", test_cache_reuse);
   g_test_add_func ("/run/sigkill-resume", test_sigkill_resume);
