@@ -241,41 +241,6 @@ lp_cache_set_history (LpCache *cache, const char *node_id, const char *component
   g_file_set_contents (path, components, -1, NULL);
 }
 
-static void
-remove_tree (const char *path)
-{
-  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
-static guint64
-tree_size (const char *path)
-{
-  GStatBuf st;
-  if (g_lstat (path, &st) != 0)
-    return 0;
-  if (!S_ISDIR (st.st_mode))
-    return (guint64) st.st_size;
-  guint64 total = 0;
-  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-      total += tree_size (child);
-    }
-  return total;
-}
-
 typedef struct {
   char *path;
   gint64 mtime;
@@ -326,14 +291,14 @@ lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_remov
           GStatBuf st;
           if (g_stat (path, &st) != 0)
             continue;
-          guint64 size = tree_size (path);
+          guint64 size = lp_path_size (path);
           /* A temporary left by a killed run (".KEY.tmp-XXXXXX"); one younger
            * than an hour may belong to a run still writing it. */
           if (name[0] == '.')
             {
               if (now - st.st_mtime > 3600 || max_age_s == 0)
                 {
-                  remove_tree (path);
+                  lp_remove_tree (path);
                   removed++;
                   freed += size;
                 }
@@ -355,7 +320,7 @@ lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_remov
       gboolean too_big = max_bytes > 0 && kept > max_bytes;
       if (!too_old && !too_big)
         continue;
-      remove_tree (ge->path);
+      lp_remove_tree (ge->path);
       removed++;
       freed += ge->size;
       kept -= ge->size;

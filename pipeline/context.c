@@ -21,27 +21,11 @@ lp_pass_context_init (LpPassContext *ctx, LpNode *node, LpArtifact **inputs, LpP
   ctx->backend_name = "cpu";
 }
 
-static void
-remove_tree (const char *path)
-{
-  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-        remove_tree (child);
-      else
-        g_unlink (child);
-    }
-  g_rmdir (path);
-}
-
 void
 lp_pass_context_clear (LpPassContext *ctx)
 {
   if (ctx->scratch_dir)
-    remove_tree (ctx->scratch_dir);
+    lp_remove_tree (ctx->scratch_dir);
   g_clear_pointer (&ctx->scratch_dir, g_free);
   g_clear_pointer (&ctx->output, lp_artifact_unref);
 }

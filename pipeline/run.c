@@ -142,25 +142,6 @@ fingerprint (GString *out, const char *path)
                           (gint64) st.st_size, (gint64) st.st_mtim.tv_sec, (long) st.st_mtim.tv_nsec);
 }
 
-static guint64
-path_size (const char *path)
-{
-  GStatBuf st;
-  if (g_stat (path, &st) != 0)
-    return 0;
-  if (!S_ISDIR (st.st_mode))
-    return (guint64) st.st_size;
-  guint64 total = 0;
-  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-      total += path_size (child);
-    }
-  return total;
-}
-
 static char *
 hash_file (const char *path, GError **error)
 {
@@ -169,6 +150,40 @@ hash_file (const char *path, GError **error)
     return NULL;
   return g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) g_mapped_file_get_contents (mf),
                                       g_mapped_file_get_length (mf));
+}
+
+/* A sink writing a file the pipeline reads would destroy an input (and,
+ * with the input then read from the cache, the next run would not notice). */
+static gboolean
+check_overwrites (LpRun *run, GError **error)
+{
+  g_autoptr (GHashTable) read = g_hash_table_new (g_str_hash, g_str_equal);
+  for (int pass = 0; pass < 2; pass++)
+    for (guint i = 0; i < run->n_nodes; i++)
+      {
+        NodeRun *nr = &run->nodes[i];
+        guint k = 0;
+        for (const LpParamSpec *s = nr->node->pass->info->params; s && s->name; s++, k++)
+          {
+            if (s->type != LP_PARAM_PATH || nr->values[k] == NULL || !(s->flags & LP_PARAM_OUTPUT) != !pass)
+              continue;
+            const char *path = lp_param_value_get_string (nr->values[k]);
+            if (pass == 0)
+              {
+                g_hash_table_insert (read, (gpointer) path, nr->node);
+                continue;
+              }
+            LpNode *reader = g_hash_table_lookup (read, path);
+            if (reader != NULL)
+              {
+                lp_set_error (error, LP_ERROR_INVALID,
+                              "%s: [%s] %s=%s: would overwrite a file the pipeline reads: [%s] (%s) (hint: write elsewhere)",
+                              nr->node->location, nr->node->name, s->name, path, reader->name, reader->location);
+                return FALSE;
+              }
+          }
+      }
+  return TRUE;
 }
 
 LpRun *
@@ -235,6 +250,8 @@ lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
             return NULL;
         }
     }
+  if (!check_overwrites (run, error))
+    return NULL;
   return g_steal_pointer (&run);
 }
 
@@ -509,7 +526,7 @@ run_node (LpRun *run, NodeRun *nr, GError **error)
         if (s->type == LP_PARAM_PATH && (s->flags & LP_PARAM_OUTPUT) && nr->values[k] != NULL)
           {
             fingerprint (fp, lp_param_value_get_string (nr->values[k]));
-            nr->out_bytes += path_size (lp_param_value_get_string (nr->values[k]));
+            nr->out_bytes += lp_path_size (lp_param_value_get_string (nr->values[k]));
           }
       g_free (nr->outputs_now);
       nr->outputs_now = g_string_free (g_steal_pointer (&fp), FALSE);
@@ -609,7 +626,7 @@ build_schedule (LpRun *run, LpSchedule *s)
       guint k = 0;
       for (const LpParamSpec *sp = n->pass->info->params; sp && sp->name; sp++, k++)
         if (n->inputs->len == 0 && sp->type == LP_PARAM_PATH && nr->values[k] && !(sp->flags & LP_PARAM_OUTPUT))
-          nr->est_bytes = MAX (nr->est_bytes, path_size (lp_param_value_get_string (nr->values[k])));
+          nr->est_bytes = MAX (nr->est_bytes, lp_path_size (lp_param_value_get_string (nr->values[k])));
       for (guint j = 0; j < n->inputs->len; j++)
         nr->est_bytes = MAX (nr->est_bytes, run->nodes[((LpNodeInput *) n->inputs->pdata[j])->source->index].est_bytes);
       if (n->pass->info->output != LP_ARTIFACT_MODEL)

@@ -305,6 +305,14 @@ test_dry_run_and_errors (void)
   g_assert_cmpint (lp_test_run_cliv (NULL, &err, fail), ==, 1);
   g_assert_nonnull (strstr (err, "fail.ini:1: load:"));
   g_assert_nonnull (strstr (err, "absent.gguf"));
+
+  /* Writing over the input is refused before anything runs. */
+  g_autofree char *over = write_spec ("over.ini", "[load]\npath=%s\n[save]\npath=%s\n", model, model);
+  g_autofree char *err2 = NULL;
+  const char *o_args[] = { "run", over, "-o", out, "--cache-dir", cache, "-q", NULL };
+  g_assert_cmpint (lp_test_run_cliv (NULL, &err2, o_args), ==, 1);
+  g_assert_nonnull (strstr (err2, "over.ini:3: [save] path="));
+  g_assert_nonnull (strstr (err2, "would overwrite a file the pipeline reads: [load]"));
 }
 
 /* Scheduler unit tests: a fake job records how many jobs (and device jobs)

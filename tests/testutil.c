@@ -80,30 +80,14 @@ lp_test_write_file (const char *name, const void *data, gsize len)
 int
 lp_test_run_cli (char **out, char **err, const char *first_arg, ...)
 {
-  const char *bin = g_getenv ("LLMPRESS_BIN");
-  g_assert_nonnull (bin);
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, (gpointer) bin);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
   va_list ap;
   va_start (ap, first_arg);
   for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (gpointer) a);
+    g_ptr_array_add (args, (gpointer) a);
   va_end (ap);
-  g_ptr_array_add (argv, NULL);
-  int status = 0;
-  g_autoptr (GError) error = NULL;
-  g_autofree char *o = NULL, *e = NULL;
-  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o, &e, &status, &error);
-  g_assert_no_error (error);
-  if (g_test_verbose () && e && *e)
-    g_test_message ("stderr: %s", e);
-  if (out)
-    *out = g_steal_pointer (&o);
-  if (err)
-    *err = g_steal_pointer (&e);
-  if (WIFEXITED (status))
-    return WEXITSTATUS (status);
-  return 128 + WTERMSIG (status); /* a crash: never an accepted exit code */
+  g_ptr_array_add (args, NULL);
+  return lp_test_run_cliv (out, err, (const char *const *) args->pdata);
 }
 
 void

@@ -41,19 +41,13 @@ round_run (LpPassContext *ctx, GError **error)
   LpModel *in = lp_pass_context_get_input_model (ctx, "input");
   int bits = (int) lp_pass_context_get_int (ctx, "bits");
   const LpTensorPattern *targets = lp_pass_context_get_tensors (ctx, "targets");
-  g_autoptr (LpModel) out = lp_model_new (lp_model_config (in));
-  const LpMeta *meta = lp_model_meta (in);
-  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
-    lp_meta_set (lp_model_meta (out), lp_meta_key (meta, i), lp_value_copy (lp_meta_get (meta, lp_meta_key (meta, i))));
+  g_autoptr (LpModel) out = lp_model_derive (in);
   guint n = lp_model_n_tensors (in), changed = 0;
   for (guint i = 0; i < n; i++)
     {
       LpTensor *t = lp_model_tensor_at (in, i);
       if (t->dtype != LP_DTYPE_F32 || !lp_tensor_pattern_match (targets, t->name))
-        {
-          lp_model_set_tensor (out, t); /* shared, not copied */
-          continue;
-        }
+        continue; /* stays shared with the input */
       g_autoptr (LpTensor) r = lp_tensor_new (t->name, LP_DTYPE_F32, t->n_dims, t->shape, error);
       if (r == NULL)
         return FALSE;

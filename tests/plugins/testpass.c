@@ -36,18 +36,12 @@ scale_run (LpPassContext *ctx, GError **error)
     }
   /* A new model sharing what it does not change: the input may be cached
    * or read by another branch. */
-  g_autoptr (LpModel) out = lp_model_new (lp_model_config (in));
-  const LpMeta *meta = lp_model_meta (in);
-  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
-    lp_meta_set (lp_model_meta (out), lp_meta_key (meta, i), lp_value_copy (lp_meta_get (meta, lp_meta_key (meta, i))));
+  g_autoptr (LpModel) out = lp_model_derive (in);
   for (guint i = 0; i < lp_model_n_tensors (in); i++)
     {
       LpTensor *t = lp_model_tensor_at (in, i);
       if (t->dtype != LP_DTYPE_F32 || !lp_tensor_pattern_match (targets, t->name))
-        {
-          lp_model_set_tensor (out, t);
-          continue;
-        }
+        continue;
       g_autoptr (LpTensor) s = lp_tensor_new (t->name, LP_DTYPE_F32, t->n_dims, t->shape, error);
       if (s == NULL)
         return FALSE;
