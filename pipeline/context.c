@@ -179,15 +179,18 @@ lp_pass_context_get_seed (LpPassContext *ctx)
   return ctx->seed;
 }
 
+/* On a terminal a progress line is redrawn in place; elsewhere (logs, CI)
+ * every line stays. */
 static void
-emit (LpPassContext *ctx, const char *level, const char *msg)
+emit (LpPassContext *ctx, const char *level, const char *msg, gboolean progress)
 {
   LpRunShared *sh = ctx->shared;
   if (sh == NULL || sh->quiet)
     return;
   double t = (g_get_monotonic_time () - sh->t0) / 1e6;
   g_mutex_lock (&sh->lock);
-  fprintf (stderr, "[%7.2fs] %s: %s%s\n", t, ctx->node->name, level, msg);
+  fprintf (stderr, "%s[%7.2fs] %s: %s%s%s", sh->tty ? "\r\033[K" : "", t, ctx->node->name, level, msg,
+           progress && sh->tty ? "" : "\n");
   fflush (stderr);
   g_mutex_unlock (&sh->lock);
 }
@@ -204,7 +207,7 @@ lp_pass_context_progress (LpPassContext *ctx, guint64 done, guint64 total, const
                                                    what ? what : "", what ? " " : "", done, total,
                                                    100.0 * (double) done / (double) total)
                                : g_strdup_printf ("%s%s%" G_GUINT64_FORMAT, what ? what : "", what ? " " : "", done);
-  emit (ctx, "", msg);
+  emit (ctx, "", msg, TRUE);
 }
 
 void
@@ -225,7 +228,7 @@ lp_pass_context_log (LpPassContext *ctx, LpLogLevel level, const char *format, .
       fprintf (stderr, "%s: %s%s\n", ctx->node->name, prefix[level], msg);
       return;
     }
-  emit (ctx, prefix[CLAMP (level, LP_LOG_ERROR, LP_LOG_DEBUG)], msg);
+  emit (ctx, prefix[CLAMP (level, LP_LOG_ERROR, LP_LOG_DEBUG)], msg, FALSE);
 }
 
 gboolean

@@ -598,7 +598,8 @@ exec_job (gpointer user_data, guint job, GError **error)
   if (ok && !run->opts.quiet && nr->action == ACTION_RUN)
     {
       g_mutex_lock (&run->shared.lock);
-      fprintf (stderr, "[%7.2fs] %s: done in %.2fs\n", nr->t_end, nr->node->name, nr->t_end - nr->t_start);
+      fprintf (stderr, "%s[%7.2fs] %s: done in %.2fs\n", run->shared.tty ? "\r\033[K" : "", nr->t_end,
+               nr->node->name, nr->t_end - nr->t_start);
       g_mutex_unlock (&run->shared.lock);
     }
   return ok;

@@ -216,6 +216,16 @@ test_cache_reuse (void)
   assert_actions (h4, ran4, kept4);
   g_assert_true (g_file_test (b_out, G_FILE_TEST_IS_REGULAR));
 
+  /* The calibration data's content is part of every key. */
+  g_autofree char *calib = lp_test_write_file ("calib.txt", "once upon a time", 16);
+  g_autofree char *o6 = NULL, *o7 = NULL;
+  g_assert_cmpint (run_spec (spec2, out, cache, &o6, "--explain", "--calib", calib, NULL), ==, 0);
+  g_assert_nonnull (strstr (o6, "explain: load: run: calibration data changed"));
+  g_autofree char *calib2 = lp_test_write_file ("calib.txt", "there was a cat", 15);
+  g_assert_cmpint (run_spec (spec2, out, cache, &o7, "--explain", "--calib", calib2, NULL), ==, 0);
+  g_autoptr (GHashTable) h7 = parse_explain (o7);
+  assert_actions (h7, all, none);
+
   /* --no-cache runs everything and stores nothing new. */
   g_autofree char *o5 = NULL;
   g_assert_cmpint (run_spec (spec2, out, cache, &o5, "--explain", "--no-cache", NULL), ==, 0);
