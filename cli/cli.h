@@ -39,6 +39,10 @@ gboolean lp_cli_save_options (const char *command, const char *type, const char 
  * left at `path`. */
 gboolean lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options,
                             GError **error);
+/* "512M", "8G", "1.5GiB", "4096" in bytes. */
+gboolean lp_cli_parse_size (const char *text, guint64 *out);
+/* The pass registry, with refused plugins reported on stderr when asked. */
+struct _LpRegistry *lp_cli_registry (gboolean report_rejects);
 
 int lp_cmd_inspect (int argc, char **argv);
 int lp_cmd_convert (int argc, char **argv);
@@ -46,3 +50,9 @@ int lp_cmd_tokenize (int argc, char **argv);
 int lp_cmd_synth (int argc, char **argv);
 int lp_cmd_eval (int argc, char **argv);
 int lp_cmd_generate (int argc, char **argv);
+int lp_cmd_run (int argc, char **argv);
+int lp_cmd_validate (int argc, char **argv);
+int lp_cmd_graph (int argc, char **argv);
+int lp_cmd_plugins (int argc, char **argv);
+int lp_cmd_describe (int argc, char **argv);
+int lp_cmd_cache (int argc, char **argv);

@@ -14,6 +14,12 @@ static const LpCliCommand commands[] = {
   { "synth", "write a small deterministic Llama-architecture model", lp_cmd_synth },
   { "eval", "measure perplexity, KL to a reference, size and speed", lp_cmd_eval },
   { "generate", "generate text from a model", lp_cmd_generate },
+  { "run", "run a pipeline spec (cached, optionally in parallel)", lp_cmd_run },
+  { "validate", "check a pipeline spec without running it", lp_cmd_validate },
+  { "graph", "print a pipeline spec as a Graphviz DOT graph", lp_cmd_graph },
+  { "plugins", "list the pass plugins and their passes", lp_cmd_plugins },
+  { "describe", "show a pass's inputs and parameters", lp_cmd_describe },
+  { "cache", "manage the artifact cache (gc, dir)", lp_cmd_cache },
 };
 
 static void

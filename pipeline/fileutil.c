@@ -144,8 +144,8 @@ lp_atomic_dir_path (const LpAtomicDir *ad)
   return ad->tmp_path;
 }
 
-static void
-remove_tree (const char *path)
+void
+lp_remove_tree (const char *path)
 {
   GDir *d = g_dir_open (path, 0, NULL);
   if (d != NULL)
@@ -155,13 +155,32 @@ remove_tree (const char *path)
         {
           g_autofree char *child = g_build_filename (path, name, NULL);
           if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-            remove_tree (child);
+            lp_remove_tree (child);
           else
             g_unlink (child);
         }
       g_dir_close (d);
     }
   g_rmdir (path);
+}
+
+guint64
+lp_path_size (const char *path)
+{
+  GStatBuf st;
+  if (g_lstat (path, &st) != 0)
+    return 0;
+  if (!S_ISDIR (st.st_mode))
+    return (guint64) st.st_size;
+  guint64 total = 0;
+  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
+  const char *name;
+  while (d && (name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *child = g_build_filename (path, name, NULL);
+      total += lp_path_size (child);
+    }
+  return total;
 }
 
 static void
@@ -184,7 +203,7 @@ lp_atomic_dir_commit (LpAtomicDir *ad, GError **error)
       if (g_rename (ad->path, old) != 0)
         {
           set_errno_error (error, errno, ad->path, "cannot replace the existing directory");
-          remove_tree (ad->tmp_path);
+          lp_remove_tree (ad->tmp_path);
           atomic_dir_free (ad);
           return FALSE;
         }
@@ -195,12 +214,12 @@ lp_atomic_dir_commit (LpAtomicDir *ad, GError **error)
       if (old != NULL)
         g_rename (old, ad->path);
       set_errno_error (error, err, ad->path, "cannot move the finished directory into place");
-      remove_tree (ad->tmp_path);
+      lp_remove_tree (ad->tmp_path);
       atomic_dir_free (ad);
       return FALSE;
     }
   if (old != NULL)
-    remove_tree (old);
+    lp_remove_tree (old);
   atomic_dir_free (ad);
   return TRUE;
 }
@@ -210,7 +229,7 @@ lp_atomic_dir_abort (LpAtomicDir *ad)
 {
   if (ad == NULL)
     return;
-  remove_tree (ad->tmp_path);
+  lp_remove_tree (ad->tmp_path);
   atomic_dir_free (ad);
 }
 

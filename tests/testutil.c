@@ -80,30 +80,14 @@ lp_test_write_file (const char *name, const void *data, gsize len)
 int
 lp_test_run_cli (char **out, char **err, const char *first_arg, ...)
 {
-  const char *bin = g_getenv ("LLMPRESS_BIN");
-  g_assert_nonnull (bin);
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, (gpointer) bin);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
   va_list ap;
   va_start (ap, first_arg);
   for (const char *a = first_arg; a != NULL; a = va_arg (ap, const char *))
-    g_ptr_array_add (argv, (gpointer) a);
+    g_ptr_array_add (args, (gpointer) a);
   va_end (ap);
-  g_ptr_array_add (argv, NULL);
-  int status = 0;
-  g_autoptr (GError) error = NULL;
-  g_autofree char *o = NULL, *e = NULL;
-  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o, &e, &status, &error);
-  g_assert_no_error (error);
-  if (g_test_verbose () && e && *e)
-    g_test_message ("stderr: %s", e);
-  if (out)
-    *out = g_steal_pointer (&o);
-  if (err)
-    *err = g_steal_pointer (&e);
-  if (WIFEXITED (status))
-    return WEXITSTATUS (status);
-  return 128 + WTERMSIG (status); /* a crash: never an accepted exit code */
+  g_ptr_array_add (args, NULL);
+  return lp_test_run_cliv (out, err, (const char *const *) args->pdata);
 }
 
 void
@@ -148,4 +132,46 @@ lp_test_tiny_model (guint32 seed)
       lp_model_set_tensor (m, t);
     }
   return m;
+}
+
+char *
+lp_test_demo_model (void)
+{
+  char *path = g_build_filename (lp_test_tmpdir (), "demo.gguf", NULL);
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    {
+      g_autoptr (GError) error = NULL;
+      LpSynthOptions opts = LP_SYNTH_OPTIONS_INIT;
+      g_autoptr (LpModel) m = lp_model_synth (&opts, &error);
+      g_assert_no_error (error);
+      g_assert_true (lp_model_save (m, path, NULL, &error));
+      g_assert_no_error (error);
+    }
+  return path;
+}
+
+int
+lp_test_run_cliv (char **out, char **err, const char *const *args)
+{
+  const char *bin = g_getenv ("LLMPRESS_BIN");
+  g_assert_nonnull (bin);
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) bin);
+  for (const char *const *a = args; *a; a++)
+    g_ptr_array_add (argv, (gpointer) *a);
+  g_ptr_array_add (argv, NULL);
+  int status = 0;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *o = NULL, *e = NULL;
+  g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o, &e, &status, &error);
+  g_assert_no_error (error);
+  if (g_test_verbose () && e && *e)
+    g_test_message ("stderr: %s", e);
+  if (out)
+    *out = g_steal_pointer (&o);
+  if (err)
+    *err = g_steal_pointer (&e);
+  if (WIFEXITED (status))
+    return WEXITSTATUS (status);
+  return 128 + WTERMSIG (status);
 }

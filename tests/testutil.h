@@ -20,3 +20,8 @@ void lp_test_assert_error_contains (const GError *error, ...) G_GNUC_NULL_TERMIN
 /* A small deterministic llama model in memory (seeded): D 32, F 48, 2 layers,
  * 4 heads, 2 kv heads, vocab 64, ctx 64, tied embeddings, no tokenizer. */
 LpModel *lp_test_tiny_model (guint32 seed);
+/* The demo model (lp_model_synth, default options) written once as GGUF in
+ * the temporary directory; returns its path (g_free() it). */
+char *lp_test_demo_model (void);
+/* Run the CLI with an argv vector (NULL-terminated, without the program). */
+int lp_test_run_cliv (char **out, char **err, const char *const *args);

@@ -18,3 +18,7 @@
 #include <llmpress/eval.h>
 #include <llmpress/calibration.h>
 #include <llmpress/stats.h>
+#include <llmpress/artifact.h>
+#include <llmpress/params.h>
+#include <llmpress/context.h>
+#include <llmpress/plugin.h>

@@ -1,0 +1,57 @@
+/* llmpress — the artifact cache: node outputs stored under a key hashed from
+ * everything that determines them.  Not part of the SDK.
+ *
+ * Layout: DIR/v1/XX/KEY/ holding entry.ini (what the key was made of, kind,
+ * size) and the artifact: model.gguf or metrics.ini.  An entry is built in a
+ * temporary directory beside it and renamed into place complete, so a killed
+ * run leaves either a whole entry or none (plus a temporary that gc removes). */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/artifact.h>
+
+G_BEGIN_DECLS
+
+typedef struct _LpCache LpCache;
+
+/* $LLMPRESS_CACHE_DIR, else $XDG_CACHE_HOME/llmpress (g_get_user_cache_dir). */
+char *lp_cache_default_dir (void);
+
+LpCache *lp_cache_open (const char *dir, GError **error);
+void lp_cache_free (LpCache *cache);
+const char *lp_cache_dir (const LpCache *cache);
+
+/* The key of a canonical description (hex SHA-256). */
+char *lp_cache_key (const char *components);
+
+gboolean lp_cache_has (LpCache *cache, const char *key);
+/* The artifact stored under key (NULL and an error when absent or unreadable;
+ * a NONE entry gives NULL without error and *found = TRUE). */
+LpArtifact *lp_cache_load (LpCache *cache, const char *key, GError **error);
+/* A value recorded with the entry (NULL when absent). g_free() it. */
+char *lp_cache_entry_get (LpCache *cache, const char *key, const char *field);
+/* Store artifact (may be NULL for a pass that produces none) with fields
+ * (name -> value, may be NULL) recorded in entry.ini. */
+gboolean lp_cache_store (LpCache *cache, const char *key, LpArtifact *artifact,
+                         GHashTable *fields, GError **error);
+/* Mark an entry as used now (gc removes the least recently used first). */
+void lp_cache_touch (LpCache *cache, const char *key);
+
+/* The components a node was last run with, for --explain (by an id made of
+ * the spec and node names); NULL when never run. */
+char *lp_cache_get_history (LpCache *cache, const char *node_id);
+void lp_cache_set_history (LpCache *cache, const char *node_id, const char *components);
+
+/* Remove unfinished temporaries, entries unused for max_age_s seconds
+ * (<0: no limit), then least recently used entries until the total is at
+ * most max_bytes (0: no limit). */
+gboolean lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_removed,
+                      guint64 *bytes_freed, guint64 *bytes_kept, GError **error);
+
+/* Metrics as "key=type:value" lines in a [metrics] group, and back. */
+char *lp_metrics_to_ini (const LpMeta *metrics);
+LpMeta *lp_metrics_from_ini (const char *data, const char *path, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpCache, lp_cache_free)
+
+G_END_DECLS

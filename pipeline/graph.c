@@ -1,0 +1,566 @@
+/* llmpress — pipeline graphs: raw specs checked against the pass registry
+ * and turned into a DAG.  Every problem is collected, so one validation run
+ * shows them all. */
+#include "config.h"
+
+#include <string.h>
+
+#include "lp-internal.h"
+#include "graph.h"
+#include "spec-private.h"
+
+struct _LpGraph {
+  char *source;
+  GPtrArray *nodes;        /* LpNode *, spec order */
+  GHashTable *by_name;
+  LpPipelineSettings settings;
+};
+
+typedef struct {
+  const LpInputSpec *spec;
+  const LpRawEntry *entry;  /* input=NAME as written */
+} PendingInput;
+
+static void
+node_free (LpNode *n)
+{
+  for (guint i = 0; i < n->n_params; i++)
+    lp_param_value_free (n->values[i]);
+  g_free (n->values);
+  g_free (n->given);
+  g_ptr_array_unref (n->inputs);
+  g_ptr_array_unref (n->consumers);
+  g_free (n->name);
+  g_free (n->location);
+  g_free (n);
+}
+
+void
+lp_graph_free (LpGraph *graph)
+{
+  if (graph == NULL)
+    return;
+  g_ptr_array_unref (graph->nodes);
+  g_hash_table_unref (graph->by_name);
+  g_free (graph->source);
+  g_free (graph->settings.description);
+  g_free (graph->settings.calibration);
+  g_free (graph->settings.backend);
+  g_free (graph);
+}
+
+static const char *const settings_keys[] = { "description", "calibration", "seed", "backend" };
+
+static void
+replace_str (char **field, const char *value)
+{
+  g_free (*field);
+  *field = g_strdup (value);
+}
+
+static void
+read_settings (LpGraph *g, const LpRawGroup *grp, GString *errors)
+{
+  for (guint i = 0; grp && i < grp->entries->len; i++)
+    {
+      const LpRawEntry *e = grp->entries->pdata[i];
+      if (strcmp (e->key, "description") == 0)
+        replace_str (&g->settings.description, e->value);
+      else if (strcmp (e->key, "calibration") == 0)
+        replace_str (&g->settings.calibration, e->value);
+      else if (strcmp (e->key, "backend") == 0)
+        replace_str (&g->settings.backend, e->value);
+      else if (strcmp (e->key, "seed") == 0)
+        {
+          if (!g_ascii_string_to_unsigned (e->value, 10, 0, G_MAXUINT64, &g->settings.seed, NULL))
+            lp_spec_add_error (errors, e->loc, "[pipeline] %s: expected a non-negative integer, found '%s'", e->text,
+                               e->value);
+        }
+      else
+        {
+          g_autofree char *hint = lp_did_you_mean (e->key, settings_keys, G_N_ELEMENTS (settings_keys));
+          lp_spec_add_error (errors, e->loc, "[pipeline] %s: unknown setting '%s'%s (known: description, calibration, seed, backend)",
+                             e->text, e->key, hint);
+        }
+    }
+}
+
+static char *
+pass_suggestion (LpRegistry *reg, const char *name)
+{
+  g_autoptr (GPtrArray) all = lp_registry_passes (reg);
+  g_autofree const char **names = g_new0 (const char *, all->len + 1);
+  for (guint i = 0; i < all->len; i++)
+    names[i] = ((LpPassEntry *) all->pdata[i])->info->name;
+  return lp_did_you_mean (name, names, all->len);
+}
+
+/* Keys a node may hold besides its parameters: for messages. */
+static char *
+key_suggestion (const LpPassInfo *info, const char *key)
+{
+  g_autoptr (GPtrArray) names = g_ptr_array_new ();
+  g_ptr_array_add (names, (gpointer) "pass");
+  for (const LpParamSpec *s = info->params; s && s->name; s++)
+    g_ptr_array_add (names, (gpointer) s->name);
+  for (const LpInputSpec *s = info->inputs; s && s->name; s++)
+    g_ptr_array_add (names, (gpointer) s->name);
+  return lp_did_you_mean (key, (const char *const *) names->pdata, names->len);
+}
+
+static LpNode *
+build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending, GString *errors)
+{
+  LpNode *n = g_new0 (LpNode, 1);
+  n->name = g_strdup (grp->name);
+  n->location = g_strdup (grp->loc);
+  n->index = g->nodes->len;
+  n->inputs = g_ptr_array_new_with_free_func (g_free);
+  n->consumers = g_ptr_array_new ();
+
+  const LpRawEntry *pass_entry = NULL;
+  for (guint i = 0; i < grp->entries->len; i++)
+    if (strcmp (((LpRawEntry *) grp->entries->pdata[i])->key, "pass") == 0)
+      pass_entry = grp->entries->pdata[i];
+  const char *pass_name = pass_entry ? pass_entry->value : grp->name;
+  n->pass = lp_registry_lookup (reg, pass_name);
+  if (n->pass == NULL)
+    {
+      g_autofree char *hint = pass_suggestion (reg, pass_name);
+      if (pass_entry)
+        lp_spec_add_error (errors, pass_entry->loc, "[%s] %s: unknown pass '%s'%s (hint: 'llmpress plugins' lists them)",
+                           grp->name, pass_entry->text, pass_name, hint);
+      else
+        lp_spec_add_error (errors, grp->loc, "[%s]: no pass= and '%s' is not a pass name%s (hint: add pass=PASS)",
+                           grp->name, grp->name, hint);
+      return n;
+    }
+  const LpPassInfo *info = n->pass->info;
+  n->n_params = lp_pass_info_n_params (info);
+  n->values = g_new0 (LpParamValue *, n->n_params);
+  n->given = g_new0 (gboolean, n->n_params);
+  for (guint i = 0; i < grp->entries->len; i++)
+    {
+      const LpRawEntry *e = grp->entries->pdata[i];
+      if (e == pass_entry)
+        continue;
+      const LpInputSpec *in = lp_pass_info_find_input (info, e->key);
+      if (in == NULL && strcmp (e->key, "input") == 0)
+        {
+          lp_spec_add_error (errors, e->loc, "[%s] %s: pass %s takes no input (hint: it is a source; remove input=)",
+                             grp->name, e->text, info->name);
+          continue;
+        }
+      if (in != NULL)
+        {
+          PendingInput p = { in, e };
+          g_array_append_val (pending, p);
+          continue;
+        }
+      guint k = 0;
+      const LpParamSpec *s = info->params;
+      for (; s && s->name && strcmp (s->name, e->key) != 0; s++)
+        k++;
+      if (s == NULL || s->name == NULL)
+        {
+          g_autofree char *hint = key_suggestion (info, e->key);
+          lp_spec_add_error (errors, e->loc, "[%s] %s: pass %s has no parameter '%s'%s (hint: 'llmpress describe %s')",
+                             grp->name, e->text, info->name, e->key, hint, info->name);
+          continue;
+        }
+      GError *err = NULL;
+      n->values[k] = lp_param_value_parse (s, e->value, &err);
+      if (n->values[k] == NULL)
+        {
+          lp_spec_add_error (errors, e->loc, "[%s] %s: %s: %s (hint: 'llmpress describe %s' lists its parameters)",
+                             grp->name, e->text, s->name, err->message, info->name);
+          g_error_free (err);
+          continue;
+        }
+      n->given[k] = TRUE;
+    }
+  guint k = 0;
+  for (const LpParamSpec *s = info->params; s && s->name; s++, k++)
+    {
+      if (n->values[k] != NULL || n->given[k])
+        continue;
+      if (s->default_value != NULL)
+        n->values[k] = lp_param_value_parse (s, s->default_value, NULL);
+      else if (s->flags & LP_PARAM_REQUIRED)
+        {
+          g_autofree char *type = g_ascii_strup (lp_param_type_name (s->type), -1);
+          lp_spec_add_error (errors, grp->loc, "[%s]: missing required parameter '%s' of pass %s (hint: add %s=%s)",
+                             grp->name, s->name, info->name, s->name, type);
+        }
+    }
+  return n;
+}
+
+static LpArtifactKind
+output_kind (const LpNode *n)
+{
+  return n->pass ? n->pass->info->output : (LpArtifactKind) -1;
+}
+
+static void
+add_edge (LpNode *n, const LpInputSpec *spec, LpNode *src)
+{
+  LpNodeInput *in = g_new0 (LpNodeInput, 1);
+  in->spec = spec;
+  in->source = src;
+  g_ptr_array_add (n->inputs, in);
+  g_ptr_array_add (src->consumers, n);
+}
+
+static void
+resolve_inputs (LpGraph *g, LpNode *n, GArray *pending, GString *errors)
+{
+  if (n->pass == NULL)
+    return;
+  const LpPassInfo *info = n->pass->info;
+  g_autofree const char **names = g_new0 (const char *, g->nodes->len + 1);
+  for (guint i = 0; i < g->nodes->len; i++)
+    names[i] = ((LpNode *) g->nodes->pdata[i])->name;
+  /* Declaration order, so inputs[] is stable whatever order the spec used. */
+  for (const LpInputSpec *s = info->inputs; s && s->name; s++)
+    {
+      const LpRawEntry *e = NULL;
+      for (guint i = 0; i < pending->len; i++)
+        if (g_array_index (pending, PendingInput, i).spec == s)
+          e = g_array_index (pending, PendingInput, i).entry;
+      LpNode *src = NULL;
+      if (e != NULL)
+        {
+          src = g_hash_table_lookup (g->by_name, e->value);
+          if (src == NULL)
+            {
+              g_autofree char *hint = lp_did_you_mean (e->value, names, g->nodes->len);
+              lp_spec_add_error (errors, e->loc, "[%s] %s: missing input: no node named '%s'%s", n->name, e->text,
+                                 e->value, hint);
+              continue;
+            }
+          if (src == n)
+            {
+              lp_spec_add_error (errors, e->loc, "[%s] %s: cycle: the node reads its own output (hint: name the node it should read)",
+                                 n->name, e->text);
+              continue;
+            }
+        }
+      else if (strcmp (s->name, "input") == 0)
+        {
+          /* The closest node above that produces what this input takes, so
+           * "load, eval, save" saves the loaded model, not eval's metrics. */
+          for (guint i = n->index; i-- > 0;)
+            {
+              LpNode *cand = g->nodes->pdata[i];
+              if (output_kind (cand) == s->kind || cand->pass == NULL)
+                {
+                  src = cand;
+                  break;
+                }
+            }
+          if (src == NULL)
+            {
+              lp_spec_add_error (errors, n->location,
+                                 "[%s]: missing input: pass %s needs a %s as 'input' and no node above produces one (hint: add input=NODE)",
+                                 n->name, info->name, lp_artifact_kind_name (s->kind));
+              continue;
+            }
+        }
+      else if (!s->optional)
+        {
+          lp_spec_add_error (errors, n->location, "[%s]: missing input '%s' of pass %s (hint: add %s=NODE)", n->name,
+                             s->name, info->name, s->name);
+          continue;
+        }
+      else
+        continue;
+      if (output_kind (src) != s->kind && src->pass != NULL)
+        {
+          lp_spec_add_error (errors, e ? e->loc : n->location, "[%s] %s=%s: node %s produces %s, input '%s' takes a %s (hint: name a node that produces a %s)",
+                             n->name, s->name, src->name, src->name, lp_artifact_kind_name (output_kind (src)),
+                             s->name, lp_artifact_kind_name (s->kind), lp_artifact_kind_name (s->kind));
+          continue;
+        }
+      add_edge (n, s, src);
+    }
+}
+
+/* Kahn's algorithm, taking the earliest node in spec order among the ready. */
+static GPtrArray *
+topo_order (const LpGraph *g, GPtrArray **leftover)
+{
+  guint n = g->nodes->len;
+  g_autofree guint *indeg = g_new0 (guint, n);
+  g_autofree gboolean *done = g_new0 (gboolean, n);
+  for (guint i = 0; i < n; i++)
+    indeg[i] = ((LpNode *) g->nodes->pdata[i])->inputs->len;
+  GPtrArray *order = g_ptr_array_new ();
+  for (;;)
+    {
+      guint pick = G_MAXUINT;
+      for (guint i = 0; i < n && pick == G_MAXUINT; i++)
+        if (!done[i] && indeg[i] == 0)
+          pick = i;
+      if (pick == G_MAXUINT)
+        break;
+      done[pick] = TRUE;
+      LpNode *node = g->nodes->pdata[pick];
+      g_ptr_array_add (order, node);
+      for (guint c = 0; c < node->consumers->len; c++)
+        indeg[((LpNode *) node->consumers->pdata[c])->index]--;
+    }
+  if (leftover)
+    {
+      *leftover = g_ptr_array_new ();
+      for (guint i = 0; i < n; i++)
+        if (!done[i])
+          g_ptr_array_add (*leftover, g->nodes->pdata[i]);
+    }
+  return order;
+}
+
+GPtrArray *
+lp_graph_topo_order (const LpGraph *graph)
+{
+  return topo_order (graph, NULL);
+}
+
+static void
+check_cycles (LpGraph *g, GString *errors)
+{
+  g_autoptr (GPtrArray) left = NULL;
+  g_autoptr (GPtrArray) order = topo_order (g, &left);
+  if (left->len == 0)
+    return;
+  /* Walk inputs among the leftover nodes until one repeats: that is a cycle.
+   * (A leftover node may only hang below a cycle; following inputs always
+   * reaches one.) */
+  g_autoptr (GHashTable) in_left = g_hash_table_new (NULL, NULL);
+  for (guint i = 0; i < left->len; i++)
+    g_hash_table_add (in_left, left->pdata[i]);
+  g_autoptr (GPtrArray) path = g_ptr_array_new ();
+  LpNode *cur = left->pdata[0];
+  while (!g_ptr_array_find (path, cur, NULL))
+    {
+      g_ptr_array_add (path, cur);
+      LpNode *next = NULL;
+      for (guint i = 0; i < cur->inputs->len && next == NULL; i++)
+        {
+          LpNode *src = ((LpNodeInput *) cur->inputs->pdata[i])->source;
+          if (g_hash_table_contains (in_left, src))
+            next = src;
+        }
+      cur = next;
+    }
+  guint start = 0;
+  g_ptr_array_find (path, cur, &start);
+  GString *chain = g_string_new (NULL);
+  /* Print in data-flow order: producer -> consumer. */
+  for (guint i = path->len; i-- > start;)
+    g_string_append_printf (chain, "%s -> ", ((LpNode *) path->pdata[i])->name);
+  g_string_append (chain, ((LpNode *) path->pdata[path->len - 1])->name);
+  LpNode *first = path->pdata[start];
+  lp_spec_add_error (errors, first->location, "[%s]: cycle: %s (hint: a node's input must not depend on its own output)",
+                     first->name, chain->str);
+  g_string_free (chain, TRUE);
+}
+
+static void
+check_outputs (LpGraph *g, GString *errors)
+{
+  g_autoptr (GHashTable) written = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  for (guint i = 0; i < g->nodes->len; i++)
+    {
+      LpNode *n = g->nodes->pdata[i];
+      guint k = 0;
+      for (const LpParamSpec *s = n->pass ? n->pass->info->params : NULL; s && s->name; s++, k++)
+        {
+          if (!(s->flags & LP_PARAM_OUTPUT) || n->values[k] == NULL)
+            continue;
+          char *canon = g_canonicalize_filename (lp_param_value_get_string (n->values[k]), NULL);
+          LpNode *other = g_hash_table_lookup (written, canon);
+          if (other != NULL)
+            {
+              lp_spec_add_error (errors, n->location,
+                                 "[%s] %s=%s: two sinks write the same path: [%s] (%s) writes it too (hint: give each its own path)",
+                                 n->name, s->name, lp_param_value_get_string (n->values[k]), other->name, other->location);
+              g_free (canon);
+            }
+          else
+            g_hash_table_insert (written, canon, n);
+        }
+    }
+}
+
+static LpGraph *
+build (LpRawSpec *raw, LpRegistry *reg, GString *errors, GError **error)
+{
+  g_autoptr (LpGraph) g = g_new0 (LpGraph, 1);
+  g->source = g_strdup (raw->source);
+  g->nodes = g_ptr_array_new_with_free_func ((GDestroyNotify) node_free);
+  g->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  read_settings (g, raw->settings, errors);
+  g_autoptr (GPtrArray) pendings = g_ptr_array_new_with_free_func ((GDestroyNotify) g_array_unref);
+  for (guint i = 0; i < raw->groups->len; i++)
+    {
+      GArray *pending = g_array_new (FALSE, FALSE, sizeof (PendingInput));
+      LpNode *n = build_node (g, raw->groups->pdata[i], reg, pending, errors);
+      g_ptr_array_add (g->nodes, n);
+      g_hash_table_insert (g->by_name, n->name, n);
+      g_ptr_array_add (pendings, pending);
+    }
+  for (guint i = 0; i < g->nodes->len; i++)
+    resolve_inputs (g, g->nodes->pdata[i], pendings->pdata[i], errors);
+  check_cycles (g, errors);
+  check_outputs (g, errors);
+  if (errors->len > 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "%s", errors->str);
+      return NULL;
+    }
+  return g_steal_pointer (&g);
+}
+
+LpGraph *
+lp_graph_parse_ini (const char *data, gssize len, const char *filename, LpRegistry *reg, GHashTable *vars,
+                    GError **error)
+{
+  g_autoptr (GString) errors = g_string_new (NULL);
+  g_autoptr (LpRawSpec) raw = lp_spec_read_ini (data, len, filename, vars, errors);
+  if (raw == NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "%s", errors->str);
+      return NULL;
+    }
+  return build (raw, reg, errors, error);
+}
+
+LpGraph *
+lp_graph_load_file (const char *path, LpRegistry *reg, GHashTable *vars, GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  GError *e = NULL;
+  if (!g_file_get_contents (path, &data, &len, &e))
+    {
+      lp_set_error (error, LP_ERROR_IO, "%s: cannot read the spec: %s", path, e->message);
+      g_error_free (e);
+      return NULL;
+    }
+  return lp_graph_parse_ini (data, (gssize) len, path, reg, vars, error);
+}
+
+LpGraph *
+lp_graph_parse_inline (const char *text, LpRegistry *reg, GHashTable *vars, GError **error)
+{
+  g_autoptr (GString) errors = g_string_new (NULL);
+  g_autoptr (LpRawSpec) raw = lp_spec_read_inline (text, vars, errors);
+  if (raw == NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "%s", errors->str);
+      return NULL;
+    }
+  return build (raw, reg, errors, error);
+}
+
+guint
+lp_graph_n_nodes (const LpGraph *graph)
+{
+  return graph->nodes->len;
+}
+
+LpNode *
+lp_graph_node (const LpGraph *graph, guint i)
+{
+  return graph->nodes->pdata[i];
+}
+
+LpNode *
+lp_graph_find (const LpGraph *graph, const char *name)
+{
+  return g_hash_table_lookup (graph->by_name, name);
+}
+
+const LpPipelineSettings *
+lp_graph_settings (const LpGraph *graph)
+{
+  return &graph->settings;
+}
+
+const char *
+lp_graph_source (const LpGraph *graph)
+{
+  return graph->source;
+}
+
+const LpParamValue *
+lp_node_param (const LpNode *node, const char *name)
+{
+  guint k = 0;
+  for (const LpParamSpec *s = node->pass->info->params; s && s->name; s++, k++)
+    if (strcmp (s->name, name) == 0)
+      return node->values[k];
+  return NULL;
+}
+
+static void
+dot_quote (GString *out, const char *s)
+{
+  g_string_append_c (out, '"');
+  for (; *s; s++)
+    {
+      if (*s == '"' || *s == '\\')
+        g_string_append_c (out, '\\');
+      if (*s == '\n')
+        g_string_append (out, "\\n");
+      else
+        g_string_append_c (out, *s);
+    }
+  g_string_append_c (out, '"');
+}
+
+char *
+lp_graph_to_dot (const LpGraph *graph)
+{
+  GString *out = g_string_new ("digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];\n");
+  g_autoptr (GPtrArray) order = lp_graph_topo_order (graph);
+  for (guint i = 0; i < order->len; i++)
+    {
+      LpNode *n = order->pdata[i];
+      g_autoptr (GString) label = g_string_new (n->name);
+      if (strcmp (n->name, n->pass->info->name) != 0)
+        g_string_append_printf (label, "\n(%s)", n->pass->info->name);
+      guint k = 0;
+      for (const LpParamSpec *s = n->pass->info->params; s && s->name; s++, k++)
+        if (n->given[k])
+          g_string_append_printf (label, "\n%s=%s", s->name, lp_param_value_canonical (n->values[k]));
+      g_string_append (out, "  ");
+      dot_quote (out, n->name);
+      g_string_append (out, " [label=");
+      dot_quote (out, label->str);
+      g_string_append (out, n->pass->info->output == LP_ARTIFACT_METRICS ? ", shape=note];\n"
+                            : n->pass->info->output == LP_ARTIFACT_NONE ? ", shape=folder];\n" : "];\n");
+    }
+  for (guint i = 0; i < order->len; i++)
+    {
+      LpNode *n = order->pdata[i];
+      for (guint j = 0; j < n->inputs->len; j++)
+        {
+          LpNodeInput *in = n->inputs->pdata[j];
+          g_string_append (out, "  ");
+          dot_quote (out, in->source->name);
+          g_string_append (out, " -> ");
+          dot_quote (out, n->name);
+          if (strcmp (in->spec->name, "input") != 0)
+            {
+              g_string_append (out, " [label=");
+              dot_quote (out, in->spec->name);
+              g_string_append (out, "]");
+            }
+          g_string_append (out, ";\n");
+        }
+    }
+  g_string_append (out, "}\n");
+  return g_string_free (out, FALSE);
+}

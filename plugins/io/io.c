@@ -1,0 +1,84 @@
+/* llmpress io plugin: `load` reads every format the library reads, `save`
+ * writes GGUF, a safetensors directory or a llama2.c checkpoint. */
+#include "config.h"
+
+#include <llmpress/llmpress.h>
+
+static const LpParamSpec load_params[] = {
+  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
+    "the model: a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c checkpoint",
+    LP_PARAM_REQUIRED },
+  { "tokenizer", LP_PARAM_PATH, NULL, 0, 0, NULL,
+    "llama2.c only: the tokenizer.bin to use (default: tokenizer.bin or tok<V>.bin beside the checkpoint)" },
+  { NULL }
+};
+
+static gboolean
+load_run (LpPassContext *ctx, GError **error)
+{
+  LpLoadOptions opts = { lp_pass_context_get_string (ctx, "tokenizer") };
+  const char *path = lp_pass_context_get_string (ctx, "path");
+  g_autoptr (LpModel) model = lp_model_load (path, &opts, error);
+  if (model == NULL)
+    return FALSE;
+  lp_pass_context_log (ctx, LP_LOG_INFO, "%s: %s, %" G_GINT64_FORMAT " parameters", path,
+                       lp_format_name (lp_model_source_format (model)), lp_model_n_params (model));
+  lp_pass_context_set_output_model (ctx, model);
+  return TRUE;
+}
+
+static const LpPassInfo load_pass = {
+  .name = "load",
+  .summary = "read a model (GGUF, Hugging Face safetensors directory, llama2.c)",
+  .params = load_params,
+  .inputs = NULL,
+  .output = LP_ARTIFACT_MODEL,
+  .run = load_run,
+};
+
+static const char *const save_formats[] = { "auto", "gguf", "safetensors", "llama2c", NULL };
+static const char *const save_dtypes[] = { "keep", "f32", "f16", "bf16", NULL };
+
+static const LpParamSpec save_params[] = {
+  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
+    "where to write (relative to the run's output directory); written atomically", LP_PARAM_REQUIRED | LP_PARAM_OUTPUT },
+  { "format", LP_PARAM_ENUM, "auto", 0, 0, save_formats,
+    "file format; auto: from the name (.gguf, .bin = llama2.c, a directory = safetensors)" },
+  { "dtype", LP_PARAM_ENUM, "keep", 0, 0, save_dtypes,
+    "type of the float tensors; keep: as they are (compressed tensors are never converted)" },
+  { NULL }
+};
+
+static const LpInputSpec model_input[] = {
+  { "input", LP_ARTIFACT_MODEL, FALSE, "the model" },
+  { NULL }
+};
+
+static gboolean
+save_run (LpPassContext *ctx, GError **error)
+{
+  LpModel *model = lp_pass_context_get_input_model (ctx, "input");
+  const char *path = lp_pass_context_get_string (ctx, "path");
+  static const LpFormat formats[] = { LP_FORMAT_UNKNOWN, LP_FORMAT_GGUF, LP_FORMAT_HF, LP_FORMAT_LLAMA2C };
+  static const int dtypes[] = { -1, LP_DTYPE_F32, LP_DTYPE_F16, LP_DTYPE_BF16 };
+  LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
+  opts.format = formats[lp_pass_context_get_enum (ctx, "format")];
+  opts.dtype = dtypes[lp_pass_context_get_enum (ctx, "dtype")];
+  if (!lp_model_save (model, path, &opts, error))
+    return FALSE;
+  lp_pass_context_log (ctx, LP_LOG_INFO, "wrote %s", path);
+  return TRUE;
+}
+
+static const LpPassInfo save_pass = {
+  .name = "save",
+  .summary = "write a model as GGUF, a safetensors directory or a llama2.c checkpoint",
+  .params = save_params,
+  .inputs = model_input,
+  .output = LP_ARTIFACT_NONE,
+  .run = save_run,
+};
+
+static const LpPassInfo *const passes[] = { &load_pass, &save_pass, NULL };
+
+LP_PLUGIN_DEFINE ("io", PACKAGE_VERSION, "MIT", passes)

@@ -1,0 +1,69 @@
+/* Test-only plugin: test.scale multiplies every f32 tensor by a factor,
+ * optionally after sleeping, so the scheduler tests can see two branches
+ * overlap and compare outputs byte for byte. */
+#include "config.h"
+
+#include <llmpress/llmpress.h>
+
+static const LpParamSpec scale_params[] = {
+  { "factor", LP_PARAM_FLOAT, "1", -1000, 1000, NULL, "what every f32 weight is multiplied by", LP_PARAM_RANGE },
+  { "sleep_ms", LP_PARAM_INT, "0", 0, 60000, NULL, "sleep this long first", LP_PARAM_RANGE },
+  { "targets", LP_PARAM_TENSORS, "*", 0, 0, NULL, "tensors to scale" },
+  { "note", LP_PARAM_STRING, NULL, 0, 0, NULL, "free text (does not change the result)", LP_PARAM_NO_CACHE_KEY },
+  { NULL }
+};
+
+static const LpInputSpec scale_inputs[] = {
+  { "input", LP_ARTIFACT_MODEL, FALSE, "the model" },
+  { NULL }
+};
+
+static gboolean
+scale_run (LpPassContext *ctx, GError **error)
+{
+  LpModel *in = lp_pass_context_get_input_model (ctx, "input");
+  double factor = lp_pass_context_get_float (ctx, "factor");
+  gint64 ms = lp_pass_context_get_int (ctx, "sleep_ms");
+  const LpTensorPattern *targets = lp_pass_context_get_tensors (ctx, "targets");
+  for (gint64 t = 0; t < ms; t += 10)
+    {
+      if (lp_pass_context_cancelled (ctx))
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "cancelled");
+          return FALSE;
+        }
+      g_usleep (10000);
+    }
+  /* A new model sharing what it does not change: the input may be cached
+   * or read by another branch. */
+  g_autoptr (LpModel) out = lp_model_derive (in);
+  for (guint i = 0; i < lp_model_n_tensors (in); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (in, i);
+      if (t->dtype != LP_DTYPE_F32 || !lp_tensor_pattern_match (targets, t->name))
+        continue;
+      g_autoptr (LpTensor) s = lp_tensor_new (t->name, LP_DTYPE_F32, t->n_dims, t->shape, error);
+      if (s == NULL)
+        return FALSE;
+      const float *src = lp_tensor_data (t);
+      float *dst = lp_tensor_data_mut (s);
+      for (gint64 j = 0; j < lp_tensor_n_elements (t); j++)
+        dst[j] = (float) (src[j] * factor);
+      lp_model_set_tensor (out, s);
+    }
+  lp_pass_context_set_output_model (ctx, out);
+  return TRUE;
+}
+
+static const LpPassInfo scale_pass = {
+  .name = "test.scale",
+  .summary = "multiply f32 weights by a factor (tests only)",
+  .params = scale_params,
+  .inputs = scale_inputs,
+  .output = LP_ARTIFACT_MODEL,
+  .run = scale_run,
+};
+
+static const LpPassInfo *const passes[] = { &scale_pass, NULL };
+
+LP_PLUGIN_DEFINE ("testpass", "1.0", "MIT", passes)

@@ -1,0 +1,219 @@
+/* Spec language: every validation error with file:line, the offending text
+ * and a hint; the inline form builds the same graph as the INI form;
+ * -D variables. */
+#include "config.h"
+
+#include <string.h>
+
+#include "testutil.h"
+#include "graph.h"
+
+static LpRegistry *reg;
+
+static LpGraph *
+parse (const char *text, GHashTable *vars, GError **error)
+{
+  return lp_graph_parse_ini (text, -1, "t.ini", reg, vars, error);
+}
+
+/* Parse text; it must fail with every fragment in the message. */
+#define assert_invalid(text, ...)                                 \
+  G_STMT_START                                                    \
+  {                                                               \
+    g_autoptr (GError) e_ = NULL;                                 \
+    g_autoptr (LpGraph) g_ = parse (text, NULL, &e_);             \
+    g_assert_null (g_);                                           \
+    g_test_message ("%s", e_ ? e_->message : "(none)");           \
+    lp_test_assert_error_contains (e_, __VA_ARGS__, NULL);        \
+  }                                                               \
+  G_STMT_END
+
+static void
+test_valid (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpGraph) g = parse ("# comment\n[pipeline]\ndescription=d\nseed=7\n\n[load]\npath=m.gguf\n"
+                                 "[eval]\ntargets=blk.*.ffn_*, output.weight\n[save]\npath=o.gguf\n",
+                                 NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (lp_graph_n_nodes (g), ==, 3);
+  g_assert_cmpuint (lp_graph_settings (g)->seed, ==, 7);
+  /* save's default input skips eval (metrics) to the model above it. */
+  LpNode *save = lp_graph_find (g, "save");
+  g_assert_cmpuint (save->inputs->len, ==, 1);
+  g_assert_cmpstr (((LpNodeInput *) save->inputs->pdata[0])->source->name, ==, "load");
+  const LpTensorPattern *p = lp_param_value_get_tensors (lp_node_param (lp_graph_find (g, "eval"), "targets"));
+  g_assert_true (lp_tensor_pattern_match (p, "blk.3.ffn_up.weight"));
+  g_assert_true (lp_tensor_pattern_match (p, "output.weight"));
+  g_assert_false (lp_tensor_pattern_match (p, "blk.3.attn_q.weight"));
+  g_assert_cmpstr (lp_tensor_pattern_text (p), ==, "blk.*.ffn_*,output.weight");
+}
+
+static void
+test_unknown_pass (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[x]\npass=evl\n", "t.ini:4:", "pass=evl", "unknown pass 'evl'",
+                  "did you mean 'eval'?");
+  assert_invalid ("[lod]\npath=m\n", "t.ini:1:", "[lod]", "not a pass name", "did you mean 'load'?", "hint");
+}
+
+static void
+test_unknown_param (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[eval]\ntarget=blk.*\n", "t.ini:4:", "target=blk.*",
+                  "has no parameter 'target'", "did you mean 'targets'?");
+}
+
+static void
+test_wrong_type (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[s]\npass=test.scale\nfactor=big\n", "t.ini:5:", "factor=big",
+                  "expected a number in [-1000, 1000], found 'big'", "hint");
+  assert_invalid ("[load]\npath=m.gguf\n[save]\npath=o.gguf\nformat=ggml\n", "t.ini:5:", "format=ggml",
+                  "expected one of auto, gguf, safetensors, llama2c", "did you mean 'gguf'?");
+}
+
+static void
+test_out_of_range (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[s]\npass=test.scale\n\nsleep_ms=-5\n", "t.ini:6:", "sleep_ms=-5",
+                  "expected an integer in [0, 60000], found -5", "hint");
+}
+
+static void
+test_missing_input (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[save]\ninput=lode\npath=o.gguf\n", "t.ini:4:", "input=lode",
+                  "missing input: no node named 'lode'", "did you mean 'load'?");
+  assert_invalid ("[eval]\n[load]\npath=m\n", "t.ini:1:", "[eval]", "missing input", "hint: add input=NODE");
+  assert_invalid ("[load]\npath=m.gguf\n[m]\npass=eval\n[save]\ninput=m\npath=o.gguf\n", "t.ini:6:", "input=m",
+                  "node m produces metrics, input 'input' takes a model", "hint");
+  assert_invalid ("[load]\n", "t.ini:1:", "missing required parameter 'path'", "hint: add path=PATH");
+}
+
+static void
+test_cycle (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[a]\npass=test.scale\ninput=b\n[b]\npass=test.scale\ninput=a\n",
+                  "t.ini:", "cycle: ", "a -> b", "hint");
+  assert_invalid ("[load]\npath=m\n[a]\npass=test.scale\ninput=a\n", "t.ini:5:", "input=a", "cycle", "hint");
+}
+
+static void
+test_same_sink (void)
+{
+  assert_invalid ("[load]\npath=m.gguf\n[s1]\npass=save\npath=out.gguf\n[s2]\npass=save\ninput=load\npath=./out.gguf\n",
+                  "t.ini:6:", "[s2] path=./out.gguf", "two sinks write the same path", "[s1] (t.ini:3)",
+                  "hint");
+}
+
+static void
+test_variables (void)
+{
+  assert_invalid ("[load]\npath=${model}\n", "t.ini:2:", "path=${model}", "variable 'model' is never defined",
+                  "-D model=VALUE");
+  g_autoptr (GHashTable) vars = g_hash_table_new (g_str_hash, g_str_equal);
+  g_hash_table_insert (vars, "model", "/x/m.gguf");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpGraph) g = parse ("[load]\npath=${model}\n[save]\npath=${out:-dflt.gguf}\nformat=$${x}\n", vars, &error);
+  g_assert_null (g); /* "${x}" literal is not a format */
+  lp_test_assert_error_contains (error, "t.ini:5:", "found '${x}'", NULL);
+  g_clear_error (&error);
+  g_autoptr (LpGraph) g2 = parse ("[load]\npath=${model}\n[save]\npath=${out:-dflt.gguf}\n", vars, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g2, "load"), "path")), ==, "/x/m.gguf");
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g2, "save"), "path")), ==, "dflt.gguf");
+}
+
+static void
+test_syntax (void)
+{
+  assert_invalid ("[load]\npath=m\nthis is not ini\n", "t.ini:3:", "'this is not ini'", "expected [node], key=value", "hint");
+  assert_invalid ("[load]\npath=m\n[load]\npath=n\n", "t.ini:3:", "duplicate node name", "first at t.ini:1");
+  assert_invalid ("[pipeline]\nsed=1\n[load]\npath=m\n", "t.ini:2:", "unknown setting 'sed'", "did you mean 'seed'?");
+  assert_invalid ("[load]\npath=m\npath=n\n", "t.ini:3:", "'path' is given twice", "hint");
+  assert_invalid ("[load]\ninput=x\npath=m\n", "t.ini:2:", "takes no input", "hint");
+}
+
+static void
+test_all_errors_reported (void)
+{
+  g_autoptr (GError) e = NULL;
+  g_autoptr (LpGraph) g = parse ("[load]\npath=m\n[eval]\ntarget=x\n[s]\npass=test.scale\nfactor=x\n", NULL, &e);
+  g_assert_null (g);
+  g_auto (GStrv) lines = g_strsplit (e->message, "\n", -1);
+  g_assert_cmpuint (g_strv_length (lines), ==, 2);
+  g_assert_true (g_str_has_prefix (lines[0], "t.ini:4:"));
+  g_assert_true (g_str_has_prefix (lines[1], "t.ini:7:"));
+}
+
+static void
+test_inline_equals_ini (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpGraph) a = lp_graph_parse_inline (
+    "load path=m.gguf ! test.scale factor=0.5 ! eval reference=load ! save path='out dir/o.gguf'", reg, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpGraph) b = parse ("[load]\npath=m.gguf\n[test.scale]\nfactor=0.5\n[eval]\nreference=load\n"
+                                 "[save]\npath=out dir/o.gguf\n",
+                                 NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *da = lp_graph_to_dot (a);
+  g_autofree char *db = lp_graph_to_dot (b);
+  g_assert_cmpstr (da, ==, db);
+  g_assert_nonnull (strstr (da, "\"load\" -> \"eval\" [label=\"reference\"]"));
+  g_assert_nonnull (strstr (da, "\"test.scale\" -> \"save\""));
+  /* Errors in the inline form point at the column. */
+  g_autoptr (LpGraph) c = lp_graph_parse_inline ("load path=m ! evl", reg, NULL, &error);
+  g_assert_null (c);
+  lp_test_assert_error_contains (error, "<pipeline>:1:15:", "unknown pass 'evl'", "did you mean 'eval'?", NULL);
+  g_clear_error (&error);
+  /* Repeated passes get numbered names; NAME:PASS names one. */
+  g_autoptr (LpGraph) d = lp_graph_parse_inline ("load path=m ! save path=a ! big:save input=load path=b", reg, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (lp_graph_find (d, "big"));
+}
+
+static void
+test_cli_validate (void)
+{
+  g_autofree char *spec = lp_test_write_file ("bad.ini", "[load]\npath=${model}\n[eval]\nsparsity=0.5\n", 40);
+  g_autofree char *out = NULL, *err = NULL;
+  const char *args[] = { "validate", spec, NULL };
+  g_assert_cmpint (lp_test_run_cliv (&out, &err, args), ==, 1);
+  g_autofree char *l2 = g_strdup_printf ("%s:2:", spec);
+  g_autofree char *l4 = g_strdup_printf ("%s:4:", spec);
+  g_assert_nonnull (strstr (err, l2));
+  g_assert_nonnull (strstr (err, l4));
+  g_assert_nonnull (strstr (err, "2 problems found"));
+  const char *ok[] = { "validate", spec, "-D", "model=m.gguf", NULL };
+  g_autofree char *out2 = NULL, *err2 = NULL;
+  g_assert_cmpint (lp_test_run_cliv (&out2, &err2, ok), ==, 1); /* sparsity is still wrong */
+  g_assert_nonnull (strstr (err2, "1 problem found"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_autofree char *path = g_strdup_printf ("%s:%s", g_getenv ("LLMPRESS_PLUGIN_PATH"), g_getenv ("LLMPRESS_TEST_PLUGIN_DIR"));
+  g_setenv ("LLMPRESS_PLUGIN_PATH", path, TRUE);
+  reg = lp_registry_new ();
+  lp_registry_load_default (reg);
+  g_test_add_func ("/spec/valid", test_valid);
+  g_test_add_func ("/spec/error/unknown-pass", test_unknown_pass);
+  g_test_add_func ("/spec/error/unknown-param", test_unknown_param);
+  g_test_add_func ("/spec/error/wrong-type", test_wrong_type);
+  g_test_add_func ("/spec/error/out-of-range", test_out_of_range);
+  g_test_add_func ("/spec/error/missing-input", test_missing_input);
+  g_test_add_func ("/spec/error/cycle", test_cycle);
+  g_test_add_func ("/spec/error/same-sink", test_same_sink);
+  g_test_add_func ("/spec/error/variables", test_variables);
+  g_test_add_func ("/spec/error/syntax", test_syntax);
+  g_test_add_func ("/spec/error/all-reported", test_all_errors_reported);
+  g_test_add_func ("/spec/inline", test_inline_equals_ini);
+  g_test_add_func ("/spec/cli-validate", test_cli_validate);
+  int status = g_test_run ();
+  lp_registry_free (reg);
+  return status;
+}
