@@ -40,8 +40,10 @@ static char *
 range_text (const LpParamSpec *s)
 {
   char lo[G_ASCII_DTOSTR_BUF_SIZE], hi[G_ASCII_DTOSTR_BUF_SIZE];
-  g_ascii_formatd (lo, sizeof lo, "%g", s->min);
-  g_ascii_formatd (hi, sizeof hi, "%g", s->max);
+  /* Integers in full; floats as short as they go. */
+  const char *fmt = s->type == LP_PARAM_INT ? "%.0f" : "%g";
+  g_ascii_formatd (lo, sizeof lo, fmt, s->min);
+  g_ascii_formatd (hi, sizeof hi, fmt, s->max);
   if (s->type == LP_PARAM_ENUM)
     return g_strjoinv ("|", (char **) s->choices);
   if ((s->flags & LP_PARAM_HAS_MIN) && (s->flags & LP_PARAM_HAS_MAX))

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Quick start: install what is missing, build, and run the main job.
+# Quick start: install what is missing, build, and run the main job
+# (specs/default.ini: load, evaluate, save) on a model.
 #   bash contrib/quickstart.sh [MODEL [DATA]]
-# Without MODEL, llmpress writes a small deterministic demo model itself, so
-# nothing needs to be downloaded.
+# Without MODEL, llmpress writes a small deterministic demo model itself and
+# evaluates it on the README, so nothing needs to be downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash contrib/install-deps.sh
 [ -x configure ] || autoreconf -fi
 [ -f Makefile ] || ./configure
 make -j"$(nproc)"
+# Run from the build tree: the plugins are found here until `make install`.
+export LLMPRESS_PLUGIN_PATH="$PWD/plugins/.libs${LLMPRESS_PLUGIN_PATH:+:$LLMPRESS_PLUGIN_PATH}"
 out=quickstart-out
 mkdir -p "$out"
 model=${1:-}
@@ -19,9 +22,5 @@ if [ -z "$model" ]; then
   data=README.md
 fi
 ./cli/llmpress inspect "$model"
-./cli/llmpress convert "$model" "$out/model-bf16" --type bf16
-./cli/llmpress convert "$model" "$out/model-f16.gguf" --type f16
-if [ -n "$data" ]; then
-  ./cli/llmpress eval "$model" --data "$data" --max-windows 50
-  ./cli/llmpress eval "$out/model-f16.gguf" --data "$data" --max-windows 50 --reference "$model"
-fi
+./cli/llmpress run specs/default.ini -D model="$model" -D data="${data:-README.md}" -D windows=100 \
+  -D out=model.gguf -o "$out"

@@ -8,6 +8,7 @@ struct _LpArtifact {
   LpArtifactKind kind;
   LpModel *model;
   LpMeta *metrics;
+  LpStats *stats;
 };
 
 const char *
@@ -19,6 +20,8 @@ lp_artifact_kind_name (LpArtifactKind kind)
       return "model";
     case LP_ARTIFACT_METRICS:
       return "metrics";
+    case LP_ARTIFACT_STATS:
+      return "stats";
     default:
       return "nothing";
     }
@@ -47,6 +50,23 @@ lp_artifact_new_metrics (LpMeta *metrics)
 }
 
 LpArtifact *
+lp_artifact_new_stats (LpStats *stats)
+{
+  g_return_val_if_fail (stats != NULL, NULL);
+  LpArtifact *a = g_new0 (LpArtifact, 1);
+  a->ref_count = 1;
+  a->kind = LP_ARTIFACT_STATS;
+  a->stats = lp_stats_ref (stats);
+  return a;
+}
+
+LpStats *
+lp_artifact_get_stats (const LpArtifact *artifact)
+{
+  return artifact ? artifact->stats : NULL;
+}
+
+LpArtifact *
 lp_artifact_ref (LpArtifact *artifact)
 {
   g_return_val_if_fail (artifact != NULL, NULL);
@@ -63,6 +83,8 @@ lp_artifact_unref (LpArtifact *artifact)
     lp_model_unref (artifact->model);
   if (artifact->metrics)
     lp_meta_free (artifact->metrics);
+  if (artifact->stats)
+    lp_stats_unref (artifact->stats);
   g_free (artifact);
 }
 

@@ -134,9 +134,15 @@ lp_cache_load (LpCache *cache, const char *key, GError **error)
       LpMeta *meta = lp_metrics_from_ini (data, path, error);
       return meta ? lp_artifact_new_metrics (meta) : NULL;
     }
+  if (g_strcmp0 (kind, "stats") == 0)
+    {
+      g_autofree char *path = g_build_filename (dir, "stats.gguf", NULL);
+      g_autoptr (LpStats) st = lp_stats_load (path, error);
+      return st ? lp_artifact_new_stats (st) : NULL;
+    }
   if (g_strcmp0 (kind, "none") == 0)
     return NULL;
-  lp_set_error (error, LP_ERROR_FORMAT, "%s/entry.ini: kind: expected model, metrics or none, found '%s'", dir,
+  lp_set_error (error, LP_ERROR_FORMAT, "%s/entry.ini: kind: expected model, metrics, stats or none, found '%s'", dir,
                 kind ? kind : "nothing");
   return NULL;
 }
@@ -168,6 +174,11 @@ lp_cache_store (LpCache *cache, const char *key, LpArtifact *artifact, GHashTabl
       LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
       opts.format = LP_FORMAT_GGUF;
       ok = lp_model_save (lp_artifact_get_model (artifact), path, &opts, error);
+    }
+  else if (lp_artifact_kind (artifact) == LP_ARTIFACT_STATS)
+    {
+      g_autofree char *path = g_build_filename (tmp, "stats.gguf", NULL);
+      ok = lp_stats_save (lp_artifact_get_stats (artifact), path, error);
     }
   else if (lp_artifact_kind (artifact) == LP_ARTIFACT_METRICS)
     {

@@ -22,6 +22,8 @@ struct _LpPassContext {
   const char *backend_name;
   LpBackend *backend;
   const char *calibration_path;
+  const LpPipelineSettings *settings; /* calibration sampling */
+  LpCalibration *calibration;         /* built on first use (owned) */
   guint64 seed;
   LpRunShared *shared;
   char *scratch_dir;

@@ -28,6 +28,7 @@ lp_pass_context_clear (LpPassContext *ctx)
     lp_remove_tree (ctx->scratch_dir);
   g_clear_pointer (&ctx->scratch_dir, g_free);
   g_clear_pointer (&ctx->output, lp_artifact_unref);
+  g_clear_pointer (&ctx->calibration, lp_calibration_free);
 }
 
 const char *
@@ -162,9 +163,48 @@ lp_pass_context_get_backend_name (LpPassContext *ctx)
 }
 
 LpCalibration *
-lp_pass_context_get_calibration (LpPassContext *ctx)
+lp_pass_context_get_calibration (LpPassContext *ctx, GError **error)
 {
-  return NULL;
+  if (ctx->calibration != NULL)
+    return ctx->calibration;
+  if (ctx->calibration_path == NULL)
+    {
+      lp_set_error (error, LP_ERROR_MISSING,
+                    "%s needs calibration data: give [pipeline] calibration=FILE in the spec or --calib FILE",
+                    ctx->node->name);
+      return NULL;
+    }
+  LpModel *model = lp_pass_context_get_input_model (ctx, "input");
+  if (model == NULL)
+    {
+      lp_set_error (error, LP_ERROR_MISSING, "%s: calibration needs an input model to tokenize with", ctx->node->name);
+      return NULL;
+    }
+  const LpPipelineSettings *s = ctx->settings;
+  g_autoptr (GArray) tokens = lp_tokens_load (ctx->calibration_path, model, error);
+  if (tokens == NULL)
+    return NULL;
+  gint64 start = s ? s->calib_start : 0, end = s && s->calib_end >= 0 ? s->calib_end : (gint64) tokens->len;
+  if (end > (gint64) tokens->len)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "%s: calibration_range: expected an end within the %u tokens, found %" G_GINT64_FORMAT,
+                    ctx->calibration_path, tokens->len, end);
+      return NULL;
+    }
+  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), NULL);
+  gint32 bos = tok && lp_tokenizer_bos (tok) >= 0 ? lp_tokenizer_bos (tok) : 1;
+  LpCalibOptions o = LP_CALIB_OPTIONS_INIT;
+  if (s)
+    {
+      o.n_samples = (int) s->calib_samples;
+      o.seq_len = (int) s->calib_seq_len;
+      o.mode = s->calib_independent ? LP_CALIB_INDEPENDENT : LP_CALIB_SEQUENTIAL;
+      o.seed = s->seed;
+    }
+  ctx->calibration = lp_calibration_new ((const gint32 *) tokens->data + start, end - start, bos, &o, error);
+  if (ctx->calibration == NULL)
+    lp_error_prefix (error, ctx->calibration_path);
+  return ctx->calibration;
 }
 
 const char *

@@ -49,7 +49,25 @@ lp_graph_free (LpGraph *graph)
   g_free (graph);
 }
 
-static const char *const settings_keys[] = { "description", "calibration", "seed", "backend" };
+static const char *const settings_keys[] = { "description", "calibration", "seed", "backend", "calibration_samples",
+                                             "calibration_seq_len", "calibration_range", "calibration_mode" };
+
+/* "START:END" token range (either side may be empty). */
+static gboolean
+parse_range (const char *text, gint64 *start, gint64 *end)
+{
+  g_auto (GStrv) parts = g_strsplit (text, ":", -1);
+  if (g_strv_length (parts) != 2)
+    return FALSE;
+  guint64 a = 0, b = 0;
+  if (*parts[0] && !g_ascii_string_to_unsigned (parts[0], 10, 0, G_MAXINT64, &a, NULL))
+    return FALSE;
+  if (*parts[1] && !g_ascii_string_to_unsigned (parts[1], 10, 0, G_MAXINT64, &b, NULL))
+    return FALSE;
+  *start = (gint64) a;
+  *end = *parts[1] ? (gint64) b : -1;
+  return *end < 0 || *end > *start;
+}
 
 static void
 replace_str (char **field, const char *value)
@@ -61,6 +79,9 @@ replace_str (char **field, const char *value)
 static void
 read_settings (LpGraph *g, const LpRawGroup *grp, GString *errors)
 {
+  g->settings.calib_samples = 128;
+  g->settings.calib_seq_len = 512;
+  g->settings.calib_end = -1;
   for (guint i = 0; grp && i < grp->entries->len; i++)
     {
       const LpRawEntry *e = grp->entries->pdata[i];
@@ -70,6 +91,31 @@ read_settings (LpGraph *g, const LpRawGroup *grp, GString *errors)
         replace_str (&g->settings.calibration, e->value);
       else if (strcmp (e->key, "backend") == 0)
         replace_str (&g->settings.backend, e->value);
+      else if (strcmp (e->key, "calibration_samples") == 0 || strcmp (e->key, "calibration_seq_len") == 0)
+        {
+          guint64 v;
+          gboolean samples = strcmp (e->key, "calibration_samples") == 0;
+          if (!g_ascii_string_to_unsigned (e->value, 10, samples ? 1 : 2, 1 << 20, &v, NULL))
+            lp_spec_add_error (errors, e->loc, "[pipeline] %s: expected an integer in [%d, %d], found '%s'", e->text,
+                               samples ? 1 : 2, 1 << 20, e->value);
+          else if (samples)
+            g->settings.calib_samples = (gint64) v;
+          else
+            g->settings.calib_seq_len = (gint64) v;
+        }
+      else if (strcmp (e->key, "calibration_range") == 0)
+        {
+          if (!parse_range (e->value, &g->settings.calib_start, &g->settings.calib_end))
+            lp_spec_add_error (errors, e->loc, "[pipeline] %s: expected a token range START:END with START < END, found '%s'",
+                               e->text, e->value);
+        }
+      else if (strcmp (e->key, "calibration_mode") == 0)
+        {
+          if (strcmp (e->value, "sequential") != 0 && strcmp (e->value, "independent") != 0)
+            lp_spec_add_error (errors, e->loc, "[pipeline] %s: expected sequential or independent, found '%s'", e->text,
+                               e->value);
+          g->settings.calib_independent = strcmp (e->value, "independent") == 0;
+        }
       else if (strcmp (e->key, "seed") == 0)
         {
           if (!g_ascii_string_to_unsigned (e->value, 10, 0, G_MAXUINT64, &g->settings.seed, NULL))
@@ -79,7 +125,7 @@ read_settings (LpGraph *g, const LpRawGroup *grp, GString *errors)
       else
         {
           g_autofree char *hint = lp_did_you_mean (e->key, settings_keys, G_N_ELEMENTS (settings_keys));
-          lp_spec_add_error (errors, e->loc, "[pipeline] %s: unknown setting '%s'%s (known: description, calibration, seed, backend)",
+          lp_spec_add_error (errors, e->loc, "[pipeline] %s: unknown setting '%s'%s (known: description, calibration, calibration_samples, calibration_seq_len, calibration_range, calibration_mode, seed, backend)",
                              e->text, e->key, hint);
         }
     }

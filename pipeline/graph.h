@@ -36,6 +36,12 @@ typedef struct {
   char *calibration;      /* path, NULL when not given */
   char *backend;          /* NULL when not given */
   guint64 seed;
+  /* How calibration samples are cut from the calibration data (see calibration.h). */
+  gint64 calib_samples;   /* default 128 */
+  gint64 calib_seq_len;   /* default 512 */
+  gint64 calib_start;     /* token range [start, end) of the data; end -1: to the end */
+  gint64 calib_end;
+  gboolean calib_independent; /* calibration_mode=independent */
 } LpPipelineSettings;
 
 /* vars: name -> value (from -D), may be NULL.  A relative path parameter is

@@ -98,7 +98,7 @@ check_pass (const LpPassInfo *p)
     return g_strdup_printf ("pass %s: missing required field 'summary'", p->name);
   if (p->run == NULL)
     return g_strdup_printf ("pass %s: missing required field 'run'", p->name);
-  if ((guint) p->output > LP_ARTIFACT_METRICS)
+  if ((guint) p->output > LP_ARTIFACT_STATS)
     return g_strdup_printf ("pass %s: output kind %d is not a known artifact kind", p->name, p->output);
   for (const LpParamSpec *s = p->params; s && s->name; s++)
     {
@@ -123,7 +123,7 @@ check_pass (const LpPassInfo *p)
         }
     }
   for (const LpInputSpec *in = p->inputs; in && in->name; in++)
-    if (in->kind != LP_ARTIFACT_MODEL && in->kind != LP_ARTIFACT_METRICS)
+    if (in->kind != LP_ARTIFACT_MODEL && in->kind != LP_ARTIFACT_METRICS && in->kind != LP_ARTIFACT_STATS)
       return g_strdup_printf ("pass %s: input %s: kind must be a model or metrics", p->name, in->name);
   return NULL;
 }
@@ -180,6 +180,12 @@ lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
     }
   char *file = g_strdup (path);
   g_ptr_array_add (reg->files, file);
+  char *digest = NULL;
+  g_autofree char *contents = NULL;
+  gsize len = 0;
+  if (g_file_get_contents (path, &contents, &len, NULL))
+    digest = g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) contents, len);
+  g_ptr_array_add (reg->files, digest ? digest : g_strdup ("unreadable"));
   g_ptr_array_add (reg->modules, module);
   for (const LpPassInfo *const *pp = info->passes; *pp; pp++)
     {
@@ -187,6 +193,7 @@ lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
       e->info = *pp;
       e->plugin = info;
       e->file = file;
+      e->file_digest = reg->files->pdata[reg->files->len - 1];
       g_hash_table_insert (reg->passes, (gpointer) (*pp)->name, e);
     }
   return TRUE;

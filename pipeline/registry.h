@@ -14,6 +14,9 @@ typedef struct {
   const LpPassInfo *info;
   const LpPluginInfo *plugin;
   const char *file;
+  /* SHA-256 of the plugin file: a rebuilt plugin invalidates cached results
+   * even when its author forgot to bump the version. */
+  const char *file_digest;
 } LpPassEntry;
 
 /* A plugin file that was refused, and why (one line). */

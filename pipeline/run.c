@@ -47,6 +47,7 @@ struct _LpRun {
   LpRunOptions opts;
   char *output_dir;
   char *backend;
+  LpBackend *be;
   char *calibration;
   char *calib_hash;
   char *scheduler;
@@ -87,6 +88,8 @@ lp_run_free (LpRun *run)
   lp_cache_free (run->cache);
   g_free (run->output_dir);
   g_free (run->backend);
+  if (run->be)
+    lp_backend_unref (run->be);
   g_free (run->calibration);
   g_free (run->calib_hash);
   g_free (run->scheduler);
@@ -199,6 +202,9 @@ lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
   const LpPipelineSettings *set = lp_graph_settings (graph);
   run->output_dir = g_canonicalize_filename (run->opts.output_dir ? run->opts.output_dir : ".", NULL);
   run->backend = g_strdup (run->opts.backend ? run->opts.backend : set->backend ? set->backend : "cpu");
+  run->be = lp_backend_new (run->backend, error);
+  if (run->be == NULL)
+    return NULL;
   const char *calib = run->opts.calibration ? run->opts.calibration : set->calibration;
   if (calib != NULL)
     {
@@ -263,7 +269,8 @@ make_components (LpRun *run, NodeRun *nr)
   const LpNode *n = nr->node;
   const LpPassEntry *pe = n->pass;
   GString *c = g_string_new ("llmpress-node 1\n");
-  g_string_append_printf (c, "pass %s\nplugin %s %s\n", pe->info->name, pe->plugin->name, pe->plugin->version);
+  g_string_append_printf (c, "pass %s\nplugin %s %s %s\n", pe->info->name, pe->plugin->name, pe->plugin->version,
+                          pe->file_digest);
   guint k = 0;
   g_autoptr (GString) outputs = g_string_new (NULL);
   for (const LpParamSpec *s = pe->info->params; s && s->name; s++, k++)
@@ -290,8 +297,14 @@ make_components (LpRun *run, NodeRun *nr)
       g_string_append_printf (c, "input %s=%s %s\n", in->spec->name, in->source->name,
                               run->nodes[in->source->index].key);
     }
-  g_string_append_printf (c, "calibration %s\n", run->calib_hash ? run->calib_hash : "none");
-  g_string_append_printf (c, "backend %s\n", run->backend);
+  const LpPipelineSettings *set = lp_graph_settings (run->graph);
+  g_string_append_printf (c, "calibration %s", run->calib_hash ? run->calib_hash : "none");
+  if (run->calib_hash)
+    g_string_append_printf (c, " samples %" G_GINT64_FORMAT " len %" G_GINT64_FORMAT " range %" G_GINT64_FORMAT ":%" G_GINT64_FORMAT " mode %s",
+                            set->calib_samples, set->calib_seq_len, set->calib_start, set->calib_end,
+                            set->calib_independent ? "independent" : "sequential");
+  g_string_append_c (c, '\n');
+  g_string_append_printf (c, "backend %s\n", run->be->numeric_class);
   g_string_append_printf (c, "seed %" G_GUINT64_FORMAT "\n", lp_graph_settings (run->graph)->seed);
   nr->components = g_string_free (c, FALSE);
   nr->key = lp_cache_key (nr->components);
@@ -478,7 +491,7 @@ release_inputs (LpRun *run, NodeRun *nr)
     {
       NodeRun *src = &run->nodes[((LpNodeInput *) nr->node->inputs->pdata[j])->source->index];
       /* Metrics stay for the report; models go once their last reader is done. */
-      if (g_atomic_int_dec_and_test (&src->users) && lp_artifact_kind (src->artifact) == LP_ARTIFACT_MODEL)
+      if (g_atomic_int_dec_and_test (&src->users) && lp_artifact_kind (src->artifact) != LP_ARTIFACT_METRICS)
         g_clear_pointer (&src->artifact, lp_artifact_unref);
     }
 }
@@ -495,6 +508,8 @@ run_node (LpRun *run, NodeRun *nr, GError **error)
   lp_pass_context_init (&ctx, n, inputs, nr->values, &run->shared);
   ctx.backend_name = run->backend;
   ctx.calibration_path = run->calibration;
+  ctx.settings = lp_graph_settings (run->graph);
+  ctx.backend = run->be;
   ctx.seed = nr->seed;
   GError *e = NULL;
   gboolean ok = info->run (&ctx, &e);

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <json-glib/json-glib.h>
+
 #include "testutil.h"
 
 static void
@@ -430,6 +432,80 @@ test_stats_roundtrip (void)
   g_byte_array_unref (dat);
 }
 
+/* The eval pass of a pipeline run measures what lp_eval_run measures. */
+static void
+test_pipeline_eval (void)
+{
+  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *dp = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (mp == NULL || dp == NULL)
+    return;
+  g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "default.ini", NULL);
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "pipe-eval", NULL);
+  g_autofree char *cache = g_build_filename (lp_test_tmpdir (), "pipe-cache", NULL);
+  g_autofree char *dm = g_strdup_printf ("model=%s", mp), *dd = g_strdup_printf ("data=%s", dp);
+  g_autofree char *o = NULL, *e = NULL;
+  int st = lp_test_run_cli (&o, &e, "run", spec, "-D", dm, "-D", dd, "-D", "ctx=512", "-D", "windows=30", "-o", out,
+                            "--cache-dir", cache, "-q", NULL);
+  if (st != 0)
+    g_test_message ("%s", e);
+  g_assert_cmpint (st, ==, 0);
+  g_autofree char *report = g_build_filename (out, "report.json", NULL);
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_assert_true (json_parser_load_from_file (parser, report, NULL));
+  JsonArray *nodes = json_object_get_array_member (json_node_get_object (json_parser_get_root (parser)), "nodes");
+  double ppl = -1;
+  for (guint i = 0; i < json_array_get_length (nodes); i++)
+    {
+      JsonObject *n = json_array_get_object_element (nodes, i);
+      if (g_strcmp0 (json_object_get_string_member (n, "pass"), "eval") == 0)
+        ppl = json_object_get_double_member (json_object_get_object_member (n, "metrics"), "perplexity");
+    }
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (mp, NULL, &error);
+  g_autoptr (GArray) toks = lp_tokens_load (dp, m, &error);
+  LpEvalOptions eo = { .ctx = 512, .max_windows = 30 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &eo, &r, &error));
+  g_test_message ("pipeline eval: ppl %.6f, library: %.6f", ppl, r.ppl);
+  g_assert_cmpfloat (fabs (ppl - r.ppl), <, 1e-9 * r.ppl);
+}
+
+/* calibrate -> save_stats in a pipeline with the [pipeline] calibration
+ * settings, and the file reads back with every block's weights. */
+static void
+test_pipeline_calibrate (void)
+{
+  g_autofree char *model = lp_test_demo_model ();
+  g_autofree char *text = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
+  g_autofree char *ini = g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=3\ncalibration_seq_len=40\n"
+                                          "calibration_range=10:\ncalibration_mode=independent\n\n"
+                                          "[load]\npath=%s\n\n[calibrate]\nhessians=true\n\n"
+                                          "[save_stats]\npath=stats.gguf\n", text, model);
+  g_autofree char *spec = lp_test_write_file ("calib.ini", ini, strlen (ini));
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "pipe-calib", NULL);
+  g_autofree char *cache = g_build_filename (lp_test_tmpdir (), "pipe-cache", NULL);
+  g_autofree char *o = NULL, *e = NULL;
+  int st = lp_test_run_cli (&o, &e, "run", spec, "-o", out, "--cache-dir", cache, "-q", NULL);
+  if (st != 0)
+    g_test_message ("%s", e);
+  g_assert_cmpint (st, ==, 0);
+  g_autofree char *path = g_build_filename (out, "stats.gguf", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpStats) stats = lp_stats_load (path, &error);
+  g_assert_no_error (error);
+  const LpStatsEntry *d = lp_stats_lookup (stats, "blk.1.ffn_down.weight");
+  g_assert_nonnull (d);
+  g_assert_cmpfloat (d->n_tokens, ==, 3 * 40);
+  g_assert_nonnull (d->hessian);
+  /* Without calibration data the pass says what to give. */
+  g_autofree char *ini2 = g_strdup_printf ("[load]\npath=%s\n\n[calibrate]\n", model);
+  g_autofree char *spec2 = lp_test_write_file ("nocalib.ini", ini2, strlen (ini2));
+  g_autofree char *o2 = NULL, *e2 = NULL;
+  g_assert_cmpint (lp_test_run_cli (&o2, &e2, "run", spec2, "-o", out, "--cache-dir", cache, "-q", NULL), ==, 1);
+  g_assert_nonnull (strstr (e2, "calibration=FILE"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -441,6 +517,8 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
   g_test_add_func ("/calibration/hessian-modes", test_calibration_hessian);
   g_test_add_func ("/calibration/stats-gguf-imatrix", test_stats_roundtrip);
+  g_test_add_func ("/pipeline/eval-pass", test_pipeline_eval);
+  g_test_add_func ("/pipeline/calibrate-stats", test_pipeline_calibrate);
   g_test_add_func ("/eval/stories260K-bin", test_stories_ppl_bin);
   g_test_add_func ("/eval/stories260K-gguf", test_stories_ppl_gguf);
   g_test_add_func ("/eval/stories260K-safetensors-text", test_stories_ppl_safetensors_and_text);

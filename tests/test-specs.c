@@ -11,15 +11,19 @@ test_spec (gconstpointer data)
   const char *spec = data;
   g_autofree char *model = lp_test_demo_model ();
   g_autofree char *def = g_strdup_printf ("model=%s", model);
+  /* Evaluation and calibration text for the demo model: the specs' own README. */
+  g_autofree char *text = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
+  g_autofree char *data_def = g_strdup_printf ("data=%s", text);
+  g_autofree char *calib = g_strdup_printf ("calib=%s", text);
   g_autofree char *base = g_path_get_basename (spec);
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), base, NULL);
   g_autofree char *cache = g_build_filename (lp_test_tmpdir (), "cache", NULL);
   g_autofree char *o = NULL, *e = NULL;
-  const char *validate[] = { "validate", spec, "-D", def, NULL };
+  const char *validate[] = { "validate", spec, "-D", def, "-D", data_def, "-D", calib, NULL };
   g_assert_cmpint (lp_test_run_cliv (&o, &e, validate), ==, 0);
   g_assert_nonnull (strstr (o, "valid"));
   g_autofree char *o2 = NULL, *e2 = NULL;
-  const char *run[] = { "run", spec, "-D", def, "-o", out, "--cache-dir", cache, "-q", NULL };
+  const char *run[] = { "run", spec, "-D", def, "-D", data_def, "-D", calib, "-o", out, "--cache-dir", cache, "-q", NULL };
   int status = lp_test_run_cliv (&o2, &e2, run);
   if (status != 0)
     g_test_message ("%s", e2);
@@ -27,7 +31,7 @@ test_spec (gconstpointer data)
   g_autofree char *report = g_build_filename (out, "report.json", NULL);
   g_assert_true (g_file_test (report, G_FILE_TEST_IS_REGULAR));
   g_autofree char *o3 = NULL;
-  const char *graph[] = { "graph", spec, "-D", def, NULL };
+  const char *graph[] = { "graph", spec, "-D", def, "-D", data_def, "-D", calib, NULL };
   g_assert_cmpint (lp_test_run_cliv (&o3, NULL, graph), ==, 0);
   g_assert_true (g_str_has_prefix (o3, "digraph"));
 }

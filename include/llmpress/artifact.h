@@ -10,6 +10,7 @@
 #include <glib.h>
 #include <llmpress/meta.h>
 #include <llmpress/model.h>
+#include <llmpress/stats.h>
 
 G_BEGIN_DECLS
 
@@ -17,6 +18,7 @@ typedef enum {
   LP_ARTIFACT_NONE = 0,    /* a pass that only writes files (save) */
   LP_ARTIFACT_MODEL = 1,
   LP_ARTIFACT_METRICS = 2,
+  LP_ARTIFACT_STATS = 3,   /* activation statistics (LpStats, stats.h) */
 } LpArtifactKind;
 
 typedef struct _LpArtifact LpArtifact;
@@ -32,8 +34,11 @@ LpArtifact *lp_artifact_ref (LpArtifact *artifact);
 void lp_artifact_unref (LpArtifact *artifact);
 
 LpArtifactKind lp_artifact_kind (const LpArtifact *artifact);
+/* Takes a ref on stats. */
+LpArtifact *lp_artifact_new_stats (LpStats *stats);
 /* Borrowed; NULL when the artifact is not of that kind. */
 LpModel *lp_artifact_get_model (const LpArtifact *artifact);
+LpStats *lp_artifact_get_stats (const LpArtifact *artifact);
 const LpMeta *lp_artifact_get_metrics (const LpArtifact *artifact);
 
 /* What a pass that changes a model starts from: a new model with src's

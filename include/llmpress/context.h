@@ -11,9 +11,8 @@
 G_BEGIN_DECLS
 
 typedef struct _LpPassContext LpPassContext;
-/* Filled in by the backend and evaluation work; NULL until then. */
-typedef struct _LpBackend LpBackend;
-typedef struct _LpCalibration LpCalibration;
+#include <llmpress/backend.h>
+#include <llmpress/calibration.h>
 
 typedef enum {
   LP_LOG_ERROR,
@@ -54,9 +53,13 @@ void lp_pass_context_set_output_metrics (LpPassContext *ctx, LpMeta *metrics);
 /* The backend the run was given (NULL: none yet) and its name ("cpu"). */
 LpBackend *lp_pass_context_get_backend (LpPassContext *ctx);
 const char *lp_pass_context_get_backend_name (LpPassContext *ctx);
-/* The calibration service (NULL: none yet) and the calibration data path
- * from [pipeline] calibration= / --calib (NULL when not given). */
-LpCalibration *lp_pass_context_get_calibration (LpPassContext *ctx);
+/* The calibration samples: cut from the calibration data ([pipeline]
+ * calibration= / --calib) as [pipeline] calibration_samples, _seq_len,
+ * _range and _mode say, tokenized with the "input" model's vocabulary when
+ * the data is text.  NULL with an error when no calibration data was given
+ * or it cannot be read.  Built on first use; borrowed. */
+LpCalibration *lp_pass_context_get_calibration (LpPassContext *ctx, GError **error);
+/* The calibration data path (NULL when not given). */
 const char *lp_pass_context_get_calibration_path (LpPassContext *ctx);
 /* A seed for this node: the pipeline's seed mixed with the node name, so a
  * node gets the same one whatever the schedule. */

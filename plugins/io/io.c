@@ -79,6 +79,66 @@ static const LpPassInfo save_pass = {
   .run = save_run,
 };
 
-static const LpPassInfo *const passes[] = { &load_pass, &save_pass, NULL };
+/* Activation statistics to and from files: our GGUF (which llama.cpp reads
+ * as an imatrix) and llama.cpp's imatrix files. */
+static const LpParamSpec load_stats_params[] = {
+  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
+    "statistics: an llmpress stats GGUF, a llama.cpp imatrix GGUF or a legacy imatrix.dat", LP_PARAM_REQUIRED },
+  { NULL }
+};
+
+static gboolean
+load_stats_run (LpPassContext *ctx, GError **error)
+{
+  g_autoptr (LpStats) stats = lp_stats_load (lp_pass_context_get_string (ctx, "path"), error);
+  if (stats == NULL)
+    return FALSE;
+  g_autoptr (LpArtifact) a = lp_artifact_new_stats (stats);
+  lp_pass_context_set_output (ctx, a);
+  return TRUE;
+}
+
+static const LpPassInfo load_stats_pass = {
+  .name = "load_stats",
+  .summary = "read activation statistics (llmpress stats GGUF, llama.cpp imatrix)",
+  .params = load_stats_params,
+  .inputs = NULL,
+  .output = LP_ARTIFACT_STATS,
+  .run = load_stats_run,
+};
+
+static const LpParamSpec save_stats_params[] = {
+  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
+    "where to write the statistics as GGUF (also a llama.cpp imatrix: llama-quantize --imatrix reads it)",
+    LP_PARAM_REQUIRED | LP_PARAM_OUTPUT },
+  { NULL }
+};
+
+static const LpInputSpec stats_input[] = {
+  { "input", LP_ARTIFACT_STATS, FALSE, "the statistics" },
+  { NULL }
+};
+
+static gboolean
+save_stats_run (LpPassContext *ctx, GError **error)
+{
+  LpStats *stats = lp_artifact_get_stats (lp_pass_context_get_input (ctx, "input"));
+  const char *path = lp_pass_context_get_string (ctx, "path");
+  if (!lp_stats_save (stats, path, error))
+    return FALSE;
+  lp_pass_context_log (ctx, LP_LOG_INFO, "wrote %s", path);
+  return TRUE;
+}
+
+static const LpPassInfo save_stats_pass = {
+  .name = "save_stats",
+  .summary = "write activation statistics as GGUF (readable by llama-quantize --imatrix)",
+  .params = save_stats_params,
+  .inputs = stats_input,
+  .output = LP_ARTIFACT_NONE,
+  .run = save_stats_run,
+};
+
+static const LpPassInfo *const passes[] = { &load_pass, &save_pass, &load_stats_pass, &save_stats_pass, NULL };
 
 LP_PLUGIN_DEFINE ("io", PACKAGE_VERSION, "MIT", passes)
