@@ -46,3 +46,4 @@ int lp_cmd_tokenize (int argc, char **argv);
 int lp_cmd_synth (int argc, char **argv);
 int lp_cmd_eval (int argc, char **argv);
 int lp_cmd_generate (int argc, char **argv);
+int lp_cmd_devices (int argc, char **argv);

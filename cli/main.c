@@ -14,6 +14,7 @@ static const LpCliCommand commands[] = {
   { "synth", "write a small deterministic Llama-architecture model", lp_cmd_synth },
   { "eval", "measure perplexity, KL to a reference, size and speed", lp_cmd_eval },
   { "generate", "generate text from a model", lp_cmd_generate },
+  { "devices", "list the compute devices (Vulkan, CPU) and the one 'auto' picks", lp_cmd_devices },
 };
 
 static void
