@@ -2,8 +2,9 @@
 // Causal GQA attention, one work group per (query row t, head h): keys in
 // chunks of one per thread, softmax computed online (running max and sum,
 // rescaling the accumulator when the max grows), so any T_kv fits in
-// constant shared memory.  Each thread owns output dims tid, tid+WG, ...
-// (hd <= 4 * WG).
+// constant shared memory.  Output: with hd < WG, WG/hd lanes of hd threads
+// each take every lanes-th key of a chunk and are summed at the end; with
+// hd >= WG each thread owns dims tid, tid+WG, ... (hd <= 4 * WG).
 layout(local_size_x_id = 0) in;
 #define WG gl_WorkGroupSize.x
 #define MAX_PER_THREAD 4
@@ -21,6 +22,7 @@ layout(push_constant) uniform Params {
 
 shared float qs[MAX_PER_THREAD * WG];
 shared float ps[WG];
+shared float red[WG];
 
 void main ()
 {
@@ -32,6 +34,9 @@ void main ()
     qs[d] = q[qbase + d];
   barrier ();
 
+  uint lanes = p.hd >= WG ? 1u : WG / p.hd;
+  uint lane = p.hd >= WG ? 0u : tid / p.hd;
+  uint d0 = p.hd >= WG ? tid : tid % p.hd;
   float m = NEG_BIG, l = 0.0;
   float acc[MAX_PER_THREAD];
   for (uint r = 0; r < MAX_PER_THREAD; r++)
@@ -49,38 +54,60 @@ void main ()
             dot = fma (qs[d], k[kb + d], dot);
           score = dot * p.scale;
         }
-      ps[tid] = score;
+      red[tid] = score;
       barrier ();
-      float cmax = NEG_BIG;
-      for (uint j = 0; j < WG; j++)
-        cmax = max (cmax, ps[j]);
-      float m_new = max (m, cmax);
-      barrier ();
-      ps[tid] = s <= last ? exp (score - m_new) : 0.0;
-      barrier ();
-      float corr = exp (m - m_new);
-      float csum = 0.0;
-      uint n_valid = min (WG, last + 1 - c0);
-      for (uint j = 0; j < n_valid; j++)
-        csum += ps[j];
-      l = l * corr + csum;
-      for (uint r = 0; r < MAX_PER_THREAD; r++)
+      for (uint stride = WG / 2; stride > 0; stride /= 2)
         {
-          uint d = tid + r * WG;
-          if (d >= p.hd)
-            break;
-          float a = acc[r] * corr;
-          for (uint j = 0; j < n_valid; j++)
-            a = fma (ps[j], v[((c0 + j) * p.Hkv + kh) * p.hd + d], a);
-          acc[r] = a;
+          if (tid < stride)
+            red[tid] = max (red[tid], red[tid + stride]);
+          barrier ();
         }
+      float m_new = max (m, red[0]);
+      barrier ();
+      float pr = s <= last ? exp (score - m_new) : 0.0;
+      ps[tid] = pr;
+      red[tid] = pr;
+      barrier ();
+      for (uint stride = WG / 2; stride > 0; stride /= 2)
+        {
+          if (tid < stride)
+            red[tid] += red[tid + stride];
+          barrier ();
+        }
+      float corr = exp (m - m_new);
+      l = l * corr + red[0];
+      uint n_valid = min (WG, last + 1 - c0);
+      if (lane < lanes)
+        for (uint r = 0; r < MAX_PER_THREAD; r++)
+          {
+            uint d = d0 + r * WG;
+            if (d >= p.hd)
+              break;
+            float a = acc[r] * corr;
+            for (uint j = lane; j < n_valid; j += lanes)
+              a = fma (ps[j], v[((c0 + j) * p.Hkv + kh) * p.hd + d], a);
+            acc[r] = a;
+          }
       m = m_new;
       barrier ();
     }
-  for (uint r = 0; r < MAX_PER_THREAD; r++)
+  if (lanes == 1u)
     {
-      uint d = tid + r * WG;
-      if (d < p.hd)
-        o[qbase + d] = acc[r] / l;
+      for (uint r = 0; r < MAX_PER_THREAD; r++)
+        {
+          uint d = d0 + r * WG;
+          if (d < p.hd)
+            o[qbase + d] = acc[r] / l;
+        }
+      return;
+    }
+  red[tid] = lane < lanes ? acc[0] : 0.0;
+  barrier ();
+  if (lane == 0u)
+    {
+      float sum = 0.0;
+      for (uint ln = 0; ln < lanes; ln++)
+        sum += red[ln * p.hd + d0];
+      o[qbase + d0] = sum / l;
     }
 }
