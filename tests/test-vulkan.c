@@ -66,29 +66,6 @@ open_vulkan (Mode mode, gsize max_binding)
 #endif
 }
 
-static void
-fill (float *x, gsize n, guint32 seed, double scale)
-{
-  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
-  for (gsize i = 0; i < n; i++)
-    x[i] = (float) (scale * g_rand_double_range (r, -1, 1));
-}
-
-static void
-assert_close (const float *a, const float *b, gsize n, double rel_tol, const char *what)
-{
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++)
-    {
-      g_assert_true (isfinite (a[i]));
-      num += (double) (a[i] - b[i]) * (a[i] - b[i]);
-      den += (double) b[i] * b[i];
-    }
-  double rel = sqrt (num / MAX (den, 1e-30));
-  if (rel > rel_tol)
-    g_error ("%s: relative error %g > %g", what, rel, rel_tol);
-}
-
 /* ---- each op, three ways ---- */
 
 static void
@@ -105,15 +82,15 @@ check_gemm (LpBackend *be)
           int b_rows = tb ? N : K;
           g_autofree float *A = g_new (float, (gsize) M * lda), *B = g_new (float, (gsize) b_rows * ldb);
           g_autofree float *C = g_new (float, (gsize) M * ldc), *R = g_new (float, (gsize) M * ldc);
-          fill (A, (gsize) M * lda, 1 + s, 1);
-          fill (B, (gsize) b_rows * ldb, 2 + s, 1);
-          fill (C, (gsize) M * ldc, 3 + s, 1);
+          lp_test_fill (A, (gsize) M * lda, 1 + s, 1);
+          lp_test_fill (B, (gsize) b_rows * ldb, 2 + s, 1);
+          lp_test_fill (C, (gsize) M * ldc, 3 + s, 1);
           memcpy (R, C, sizeof (float) * M * ldc);
           float beta = with_beta ? 0.25f : 0.0f;
           lp_gemm (be, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C, ldc);
           lp_ref_gemm (tb, M, N, K, 0.5f, A, lda, B, ldb, beta, R, ldc);
           /* Padding columns of C untouched too. */
-          assert_close (C, R, (gsize) M * ldc, 1e-5, "gemm");
+          lp_test_assert_close (C, R, (gsize) M * ldc, 1e-5);
         }
 }
 
@@ -128,7 +105,7 @@ make_weight (LpDType type, int N, int K, guint32 seed, gsize *bytes)
   if (type == LP_DTYPE_F32 || type == LP_DTYPE_F16 || type == LP_DTYPE_BF16)
     {
       g_autofree float *f = g_new (float, (gsize) N * K);
-      fill (f, (gsize) N * K, seed, 1);
+      lp_test_fill (f, (gsize) N * K, seed, 1);
       g_assert_true (lp_dtype_from_f32 (type, f, w, (gsize) N * K, NULL));
       return w;
     }
@@ -157,12 +134,13 @@ check_gemm_w (LpBackend *be)
       int lda = K + 1, ldc = N + 2;
       g_autofree float *A = g_new (float, (gsize) M * lda), *C = g_new (float, (gsize) M * ldc),
                        *R = g_new (float, (gsize) M * ldc);
-      fill (A, (gsize) M * lda, 8, 1);
-      fill (C, (gsize) M * ldc, 9, 1);
+      lp_test_fill (A, (gsize) M * lda, 8, 1);
+      lp_test_fill (C, (gsize) M * ldc, 9, 1);
       memcpy (R, C, sizeof (float) * M * ldc);
       lp_gemm_w (be, M, N, K, A, lda, types[t], W, 1.0f, C, ldc);
       lp_ref_gemm_w (M, N, K, A, lda, types[t], W, 1.0f, R, ldc);
-      assert_close (C, R, (gsize) M * ldc, 1e-5, lp_dtype_name (types[t]));
+      g_test_message ("gemm_w and dequantize: %s", lp_dtype_name (types[t]));
+      lp_test_assert_close (C, R, (gsize) M * ldc, 1e-5);
 
       /* Dequantization is exact: one f32 product per element, as on the CPU. */
       gsize n = (gsize) N * K;
@@ -182,14 +160,14 @@ check_syrk (LpBackend *be)
       int T = shapes[s][0], n = shapes[s][1], ldx = n + 3;
       g_autofree float *X = g_new (float, (gsize) T * ldx), *H = g_new (float, (gsize) n * n),
                        *R = g_new (float, (gsize) n * n);
-      fill (X, (gsize) T * ldx, 20 + s, 1);
+      lp_test_fill (X, (gsize) T * ldx, 20 + s, 1);
       /* Accumulates onto what H holds (a symmetric start). */
       for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++)
           H[i * n + j] = R[i * n + j] = (float) (i + j) / n;
       lp_syrk (be, T, n, X, ldx, H);
       lp_ref_syrk (T, n, X, ldx, R);
-      assert_close (H, R, (gsize) n * n, 1e-5, "syrk");
+      lp_test_assert_close (H, R, (gsize) n * n, 1e-5);
     }
 }
 
@@ -202,13 +180,13 @@ check_rmsnorm (LpBackend *be)
       int T = shapes[s][0], D = shapes[s][1];
       g_autofree float *x = g_new (float, (gsize) T * D), *w = g_new (float, D), *y = g_new (float, (gsize) T * D),
                        *r = g_new (float, (gsize) T * D);
-      fill (x, (gsize) T * D, 30 + s, 2);
-      fill (w, D, 31 + s, 1);
+      lp_test_fill (x, (gsize) T * D, 30 + s, 2);
+      lp_test_fill (w, D, 31 + s, 1);
       lp_rmsnorm (be, T, D, x, w, 1e-5f, y);
       lp_ref_rmsnorm (T, D, x, w, 1e-5f, r);
-      assert_close (y, r, (gsize) T * D, 1e-6, "rmsnorm");
+      lp_test_assert_close (y, r, (gsize) T * D, 1e-6);
       lp_rmsnorm (be, T, D, x, w, 1e-5f, x); /* in place */
-      assert_close (x, r, (gsize) T * D, 1e-6, "rmsnorm in place");
+      lp_test_assert_close (x, r, (gsize) T * D, 1e-6);
     }
 }
 
@@ -222,14 +200,14 @@ check_rope (LpBackend *be)
         int T = shapes[s][0], nh = shapes[s][1], hd = shapes[s][2], pos0 = shapes[s][3];
         gsize n = (gsize) T * nh * hd;
         g_autofree float *x = g_new (float, n), *r = g_new (float, n), *f = g_new (float, hd / 2);
-        fill (x, n, 40 + s, 1);
+        lp_test_fill (x, n, 40 + s, 1);
         memcpy (r, x, n * sizeof (float));
         for (int i = 0; i < hd / 2; i++)
           f[i] = (float) pow (10000.0, -2.0 * i / hd);
         LpRopeStyle st = style ? LP_ROPE_NEOX : LP_ROPE_NORMAL;
         lp_rope (be, st, T, nh, hd, pos0, f, x);
         lp_ref_rope (st, T, nh, hd, pos0, f, r);
-        assert_close (x, r, n, 1e-6, "rope");
+        lp_test_assert_close (x, r, n, 1e-6);
       }
 }
 
@@ -247,12 +225,12 @@ check_attention (LpBackend *be)
       gsize nq = (gsize) T * H * hd, nkv = (gsize) T_kv * Hkv * hd;
       g_autofree float *q = g_new (float, nq), *k = g_new (float, nkv), *v = g_new (float, nkv);
       g_autofree float *o = g_new (float, nq), *r = g_new (float, nq);
-      fill (q, nq, 50 + s, 1);
-      fill (k, nkv, 51 + s, 1);
-      fill (v, nkv, 52 + s, 1);
+      lp_test_fill (q, nq, 50 + s, 1);
+      lp_test_fill (k, nkv, 51 + s, 1);
+      lp_test_fill (v, nkv, 52 + s, 1);
       lp_attention (be, T, T_kv, H, Hkv, hd, q, k, v, o);
       lp_ref_attention (T, T_kv, H, Hkv, hd, q, k, v, r);
-      assert_close (o, r, nq, 1e-5, "attention");
+      lp_test_assert_close (o, r, nq, 1e-5);
     }
 }
 
@@ -264,11 +242,11 @@ check_swiglu (LpBackend *be)
     {
       int n = sizes[s];
       g_autofree float *g = g_new (float, n), *u = g_new (float, n), *o = g_new (float, n), *r = g_new (float, n);
-      fill (g, n, 60 + s, 4);
-      fill (u, n, 61 + s, 1);
+      lp_test_fill (g, n, 60 + s, 4);
+      lp_test_fill (u, n, 61 + s, 1);
       lp_swiglu (be, n, g, u, o);
       lp_ref_swiglu (n, g, u, r);
-      assert_close (o, r, n, 1e-6, "swiglu");
+      lp_test_assert_close (o, r, n, 1e-6);
     }
 }
 
@@ -365,14 +343,14 @@ test_fallback (void)
   /* The declined op still runs, on the CPU, through the same call. */
   int n = 12;
   g_autofree float *A = g_new0 (float, n * n), *R = g_new0 (float, n * n), *X = g_new (float, 30 * n);
-  fill (X, 30 * n, 70, 1);
+  lp_test_fill (X, 30 * n, 70, 1);
   lp_syrk (be, 30, n, X, n, A);
   for (int i = 0; i < n; i++)
     A[i * n + i] += 1.0f;
   memcpy (R, A, sizeof (float) * n * n);
   g_assert_true (lp_cholesky (be, n, A, n));
   g_assert_true (lp_ref_cholesky (n, R, n));
-  assert_close (A, R, n * n, 1e-5, "cholesky");
+  lp_test_assert_close (A, R, n * n, 1e-5);
   /* A type the device does not read (i32) falls back inside the op. */
   gint32 ints[32];
   float f[32], fr[32];
@@ -406,7 +384,7 @@ test_forward_synth (void)
   g_autofree float *lv = g_new (float, (gsize) T * V), *lc = g_new (float, (gsize) T * V);
   g_assert_true (lp_forward_logits (fv, toks, T, NULL, lv, &error));
   g_assert_true (lp_forward_logits (fc, toks, T, NULL, lc, &error));
-  assert_close (lv, lc, (gsize) T * V, 1e-4, "forward logits");
+  lp_test_assert_close (lv, lc, (gsize) T * V, 1e-4);
 
   /* Incremental decoding (KV history) on the device matches the full pass. */
   g_autoptr (LpKVCache) cache = lp_kv_cache_new (c, T);
@@ -415,7 +393,7 @@ test_forward_synth (void)
   for (int t = T - 5; t < T; t++)
     g_assert_true (lp_forward_logits (fv, toks + t, 1, cache, li + (gsize) t * V, &error));
   g_assert_no_error (error);
-  assert_close (li, lc, (gsize) T * V, 1e-4, "incremental logits");
+  lp_test_assert_close (li, lc, (gsize) T * V, 1e-4);
 }
 
 static void

@@ -20,3 +20,8 @@ void lp_test_assert_error_contains (const GError *error, ...) G_GNUC_NULL_TERMIN
 /* A small deterministic llama model in memory (seeded): D 32, F 48, 2 layers,
  * 4 heads, 2 kv heads, vocab 64, ctx 64, tied embeddings, no tokenizer. */
 LpModel *lp_test_tiny_model (guint32 seed);
+
+/* x[n] uniform in [-scale, scale), deterministic for a seed. */
+void lp_test_fill (float *x, gsize n, guint32 seed, double scale);
+/* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
+void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);
