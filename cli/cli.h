@@ -56,3 +56,4 @@ int lp_cmd_graph (int argc, char **argv);
 int lp_cmd_plugins (int argc, char **argv);
 int lp_cmd_describe (int argc, char **argv);
 int lp_cmd_cache (int argc, char **argv);
+int lp_cmd_devices (int argc, char **argv);

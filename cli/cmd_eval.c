@@ -16,7 +16,7 @@ static const GOptionEntry entries[] = {
   { "reference", 'r', 0, G_OPTION_ARG_FILENAME, &opt_reference, "Reference model for KL divergence and top-1 agreement", "MODEL" },
   { "llama-cpp", 0, 0, G_OPTION_ARG_NONE, &opt_llama_cpp, "llama-perplexity's convention: score only the second half of each window", NULL },
   { "max-windows", 0, 0, G_OPTION_ARG_INT, &opt_max_windows, "Evaluate at most N windows", "N" },
-  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default cpu)", "B" },
+  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
   { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print the result as JSON", NULL },
   { "quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "No progress output", NULL },
@@ -86,7 +86,7 @@ lp_cmd_eval (int argc, char **argv)
   g_autoptr (LpModel) reference = NULL;
   if (opt_reference && (reference = lp_model_load (opt_reference, &lo, &error)) == NULL)
     return lp_cli_fail (error);
-  g_autoptr (LpBackend) be = lp_backend_new (opt_backend ? opt_backend : "cpu", &error);
+  g_autoptr (LpBackend) be = lp_backend_new (opt_backend, &error);
   if (be == NULL)
     return lp_cli_fail (error);
   g_autoptr (GArray) tokens = lp_tokens_load (opt_data, model, &error);

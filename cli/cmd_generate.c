@@ -19,7 +19,7 @@ static const GOptionEntry entries[] = {
   { "top-k", 0, 0, G_OPTION_ARG_INT, &opt_top_k, "Sample among the K most likely tokens; 0 = all (default 40)", "K" },
   { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Nucleus sampling threshold (default 0.95)", "P" },
   { "seed", 's', 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed (default: from the clock, printed)", "S" },
-  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default cpu)", "B" },
+  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
   { NULL }
 };
@@ -99,7 +99,7 @@ lp_cmd_generate (int argc, char **argv)
   g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), &error);
   if (tok == NULL)
     return lp_cli_fail (error);
-  g_autoptr (LpBackend) be = lp_backend_new (opt_backend ? opt_backend : "cpu", &error);
+  g_autoptr (LpBackend) be = lp_backend_new (opt_backend, &error);
   if (be == NULL)
     return lp_cli_fail (error);
   g_autoptr (LpForward) fw = lp_forward_new (model, be, &error);

@@ -20,6 +20,7 @@ static const LpCliCommand commands[] = {
   { "plugins", "list the pass plugins and their passes", lp_cmd_plugins },
   { "describe", "show a pass's inputs and parameters", lp_cmd_describe },
   { "cache", "manage the artifact cache (gc, dir)", lp_cmd_cache },
+  { "devices", "list the compute devices (Vulkan, CPU) and the one 'auto' picks", lp_cmd_devices },
 };
 
 static void

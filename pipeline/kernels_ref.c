@@ -147,3 +147,24 @@ lp_ref_cholesky (int n, float *A, int lda)
     }
   return TRUE;
 }
+
+void
+lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
+               int ldc)
+{
+  guint64 row_bytes = 0;
+  g_assert (lp_dtype_row_bytes (wtype, (guint64) K, &row_bytes, NULL));
+  g_autofree float *w = g_new (float, K);
+  for (int j = 0; j < N; j++)
+    {
+      g_assert (lp_dtype_to_f32 (wtype, (const guint8 *) W + (gsize) j * row_bytes, w, K, NULL));
+      for (int i = 0; i < M; i++)
+        {
+          double acc = 0.0;
+          for (int k = 0; k < K; k++)
+            acc += (double) A[(gsize) i * lda + k] * w[k];
+          float *c = &C[(gsize) i * ldc + j];
+          *c = (float) (acc + (beta == 0.0f ? 0.0 : beta * (double) *c));
+        }
+    }
+}

@@ -11,58 +11,36 @@
 #include "testutil.h"
 
 static void
-fill (float *x, gsize n, guint32 seed, double scale)
-{
-  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
-  for (gsize i = 0; i < n; i++)
-    x[i] = (float) (scale * g_rand_double_range (r, -1, 1));
-}
-
-static void
-assert_close (const float *a, const float *b, gsize n, double rel_tol)
-{
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++)
-    {
-      num += (double) (a[i] - b[i]) * (a[i] - b[i]);
-      den += (double) b[i] * b[i];
-    }
-  double rel = sqrt (num / MAX (den, 1e-30));
-  if (rel > rel_tol)
-    g_error ("relative error %g > %g", rel, rel_tol);
-}
-
-static void
 test_cpu_kernels (void)
 {
   g_autoptr (LpBackend) be = lp_backend_cpu_new ();
   int M = 37, N = 29, K = 53;
   g_autofree float *A = g_new (float, M * K), *B = g_new (float, N * K), *C = g_new (float, M * N),
                    *R = g_new (float, M * N);
-  fill (A, M * K, 1, 1);
-  fill (B, N * K, 2, 1);
+  lp_test_fill (A, M * K, 1, 1);
+  lp_test_fill (B, N * K, 2, 1);
   for (int tb = 0; tb < 2; tb++)
     {
-      fill (C, M * N, 3, 1);
+      lp_test_fill (C, M * N, 3, 1);
       memcpy (R, C, sizeof (float) * M * N);
       int ldb = tb ? K : N;
       lp_gemm (be, tb, M, N, K, 0.5f, A, K, B, ldb, 0.25f, C, N);
       lp_ref_gemm (tb, M, N, K, 0.5f, A, K, B, ldb, 0.25f, R, N);
-      assert_close (C, R, M * N, 1e-5);
+      lp_test_assert_close (C, R, M * N, 1e-5);
     }
   /* Hessian accumulation. */
   int T = 41, n = 17;
   g_autofree float *X = g_new (float, T * n), *H = g_new0 (float, n * n), *Hr = g_new0 (float, n * n);
-  fill (X, T * n, 4, 1);
+  lp_test_fill (X, T * n, 4, 1);
   lp_syrk (be, T, n, X, n, H);
   lp_ref_syrk (T, n, X, n, Hr);
-  assert_close (H, Hr, n * n, 1e-5);
+  lp_test_assert_close (H, Hr, n * n, 1e-5);
   /* Cholesky of H + n I (SPD). */
   for (int i = 0; i < n; i++)
     H[i * n + i] += n, Hr[i * n + i] += n;
   g_assert_true (lp_cholesky (be, n, H, n));
   g_assert_true (lp_ref_cholesky (n, Hr, n));
-  assert_close (H, Hr, n * n, 1e-5);
+  lp_test_assert_close (H, Hr, n * n, 1e-5);
   float notspd[4] = { 1, 2, 2, 1 };
   g_assert_false (lp_cholesky (be, 2, notspd, 2));
   /* Attention with a KV history (GQA 4 heads over 2). */
@@ -70,12 +48,12 @@ test_cpu_kernels (void)
   g_autofree float *q = g_new (float, Tq * Hh * hd), *k = g_new (float, Tkv * Hkv * hd),
                    *v = g_new (float, Tkv * Hkv * hd), *o = g_new (float, Tq * Hh * hd),
                    *orf = g_new (float, Tq * Hh * hd);
-  fill (q, Tq * Hh * hd, 5, 2);
-  fill (k, Tkv * Hkv * hd, 6, 2);
-  fill (v, Tkv * Hkv * hd, 7, 1);
+  lp_test_fill (q, Tq * Hh * hd, 5, 2);
+  lp_test_fill (k, Tkv * Hkv * hd, 6, 2);
+  lp_test_fill (v, Tkv * Hkv * hd, 7, 1);
   lp_attention (be, Tq, Tkv, Hh, Hkv, hd, q, k, v, o);
   lp_ref_attention (Tq, Tkv, Hh, Hkv, hd, q, k, v, orf);
-  assert_close (o, orf, Tq * Hh * hd, 1e-5);
+  lp_test_assert_close (o, orf, Tq * Hh * hd, 1e-5);
 }
 
 static void
@@ -115,7 +93,7 @@ test_incremental_matches_full (void)
   for (int t = 5; t < T; t++)
     g_assert_true (lp_forward_logits (fw, toks + t, 1, cache, inc + t * V, &error));
   g_assert_cmpint (lp_kv_cache_length (cache), ==, T);
-  assert_close (inc, full, T * V, 1e-5);
+  lp_test_assert_close (inc, full, T * V, 1e-5);
   /* Out-of-vocabulary ids are refused. */
   gint32 bad = 64;
   g_assert_false (lp_forward_logits (fw, &bad, 1, NULL, full, &error));
@@ -139,7 +117,7 @@ test_f16_weights_close (void)
   g_autoptr (LpForward) fb = lp_forward_new (h, NULL, NULL);
   g_assert_true (lp_forward_logits (fa, toks, 8, NULL, a, NULL));
   g_assert_true (lp_forward_logits (fb, toks, 8, NULL, b, NULL));
-  assert_close (b, a, 8 * 64, 5e-3);
+  lp_test_assert_close (b, a, 8 * 64, 5e-3);
 }
 
 static void

@@ -1,6 +1,7 @@
 /* llmpress tests — helpers shared by the TAP test programs. */
 #include "config.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -174,4 +175,28 @@ lp_test_run_cliv (char **out, char **err, const char *const *args)
   if (WIFEXITED (status))
     return WEXITSTATUS (status);
   return 128 + WTERMSIG (status);
+}
+
+void
+lp_test_fill (float *x, gsize n, guint32 seed, double scale)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  for (gsize i = 0; i < n; i++)
+    x[i] = (float) (scale * g_rand_double_range (r, -1, 1));
+}
+
+void
+lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol)
+{
+  double num = 0, den = 0;
+  for (gsize i = 0; i < n; i++)
+    {
+      if (!isfinite (a[i]))
+        g_error ("element %" G_GSIZE_FORMAT ": expected a finite value, found %g", i, a[i]);
+      num += (double) (a[i] - b[i]) * (a[i] - b[i]);
+      den += (double) b[i] * b[i];
+    }
+  double rel = sqrt (num / MAX (den, 1e-30));
+  if (!(rel <= rel_tol))
+    g_error ("relative error %g > %g", rel, rel_tol);
 }

@@ -25,3 +25,8 @@ LpModel *lp_test_tiny_model (guint32 seed);
 char *lp_test_demo_model (void);
 /* Run the CLI with an argv vector (NULL-terminated, without the program). */
 int lp_test_run_cliv (char **out, char **err, const char *const *args);
+
+/* x[n] uniform in [-scale, scale), deterministic for a seed. */
+void lp_test_fill (float *x, gsize n, guint32 seed, double scale);
+/* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
+void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);

@@ -100,6 +100,35 @@ cpu_cholesky (LpBackend *be, int n, float *A, int lda)
   return TRUE;
 }
 
+/* Dequantize W a block of rows at a time, so a large weight is never whole
+ * in f32. */
+static void
+cpu_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W,
+            float beta, float *C, int ldc)
+{
+  if (wtype == LP_DTYPE_F32)
+    {
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
+      return;
+    }
+  guint64 row_bytes = 0;
+  g_assert (lp_dtype_row_bytes (wtype, (guint64) K, &row_bytes, NULL));
+  int rows = MAX (1, MIN (N, (int) ((4u << 20) / (sizeof (float) * (gsize) K))));
+  g_autofree float *w = g_new (float, (gsize) rows * K);
+  for (int j0 = 0; j0 < N; j0 += rows)
+    {
+      int nb = MIN (rows, N - j0);
+      g_assert (lp_dtype_to_f32 (wtype, (const guint8 *) W + (gsize) j0 * row_bytes, w, (gsize) nb * K, NULL));
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, A, lda, w, K, beta, C + j0, ldc);
+    }
+}
+
+static gboolean
+cpu_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst)
+{
+  return lp_dtype_to_f32 (type, src, dst, n, NULL);
+}
+
 static void
 cpu_destroy (LpBackend *be)
 {
@@ -117,6 +146,8 @@ static const LpBackendOps cpu_ops = {
   .attention = cpu_attention,
   .swiglu = cpu_swiglu,
   .cholesky = cpu_cholesky,
+  .gemm_w = cpu_gemm_w,
+  .dequantize = cpu_dequantize,
   .destroy = cpu_destroy,
 };
 

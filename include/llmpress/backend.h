@@ -12,6 +12,7 @@
 
 #include <glib.h>
 #include <llmpress/arch.h>
+#include <llmpress/dtype.h>
 
 G_BEGIN_DECLS
 
@@ -25,6 +26,8 @@ typedef enum {
   LP_OP_ATTENTION,   /* causal GQA attention with softmax */
   LP_OP_SWIGLU,
   LP_OP_CHOLESKY,    /* in-place lower Cholesky factor of an SPD matrix */
+  LP_OP_GEMM_W,      /* C = A * W^T + beta * C with W in f32/f16/bf16/q8_0/q4_0 */
+  LP_OP_DEQUANTIZE,  /* a block-quantized (or 16-bit) row to f32 */
   LP_OP_COUNT,
 } LpOp;
 
@@ -57,6 +60,15 @@ typedef struct {
   void (*swiglu) (LpBackend *be, int n, const float *gate, const float *up, float *out);
   /* Lower Cholesky factor of A[n,n] (row-major) in place; FALSE when not SPD. */
   gboolean (*cholesky) (LpBackend *be, int n, float *A, int lda);
+  /* C[M,N] = A[M,K] * W[N,K]^T + beta * C, W stored as `wtype` (row-major,
+   * rows of K elements, K a multiple of the type's block size).  The weight
+   * product of the forward pass, without materializing W in f32.  A device
+   * that cannot read `wtype` hands the call to its fallback. */
+  void (*gemm_w) (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype,
+                  const void *W, float beta, float *C, int ldc);
+  /* dst[n] = src (n elements of `type`, n a multiple of its block size);
+   * FALSE when the type cannot be read. */
+  gboolean (*dequantize) (LpBackend *be, LpDType type, const void *src, gsize n, float *dst);
 
   void (*destroy) (LpBackend *be);
 } LpBackendOps;
@@ -70,6 +82,59 @@ struct _LpBackend {
   gpointer priv;
 };
 
+/* A loadable backend module (backends/<name>/, installed in
+ * $(pkglibdir)/backends) exports one function, LP_BACKEND_MODULE_ENTRY,
+ * returning this description.  The loader checks api_version and
+ * struct_size before calling anything else. */
+typedef enum {
+  LP_DEVICE_OTHER,
+  LP_DEVICE_INTEGRATED_GPU,
+  LP_DEVICE_DISCRETE_GPU,
+  LP_DEVICE_VIRTUAL_GPU,
+  LP_DEVICE_CPU,
+} LpDeviceType;
+
+/* What a module sees of one device, usable or not. */
+typedef struct {
+  int index;                 /* the N of "vulkan:N" */
+  char *name;                /* "NVIDIA GeForce RTX 4090", "llvmpipe (LLVM 15.0.6, 256 bits)" */
+  LpDeviceType type;
+  guint32 vendor_id, device_id;
+  char *driver;              /* "llvmpipe Mesa 22.3.6 (LLVM 15.0.6)" */
+  char *api_version;         /* "1.3.230" */
+  guint64 device_local_bytes;/* largest device-local heap */
+  guint64 host_visible_bytes;/* largest host-visible heap */
+  guint64 max_binding_bytes; /* one storage-buffer binding (maxStorageBufferRange) */
+  guint subgroup_size;
+  gboolean storage16, float16, int8, int_dot, coopmat;
+  gboolean usable;
+  char *skip_reason;         /* why not usable (NULL when usable) */
+} LpDeviceInfo;
+
+void lp_device_info_free (LpDeviceInfo *info);
+
+#define LP_BACKEND_MODULE_ENTRY "lp_backend_module_init"
+
+typedef struct {
+  guint api_version;         /* LP_BACKEND_API_VERSION */
+  gsize struct_size;         /* sizeof (LpBackendModule) */
+  const char *name;          /* "vulkan" */
+  /* Every device, with the reason each unusable one is skipped (LpDeviceInfo*,
+   * freed with the array); NULL with an error when the API itself is absent
+   * (no loader, no driver). */
+  GPtrArray *(*list_devices) (GError **error);
+  /* Open device `index` of list_devices(); the caller sets the fallback. */
+  LpBackend *(*open) (int index, GError **error);
+} LpBackendModule;
+
+typedef const LpBackendModule *(*LpBackendModuleInit) (void);
+
+/* The module of that name (from LLMPRESS_BACKEND_PATH, then the install
+ * directory), loaded once and kept; NULL with the reason when absent. */
+const LpBackendModule *lp_backend_module_get (const char *name, GError **error);
+/* The devices a module sees (see LpBackendModule.list_devices). */
+GPtrArray *lp_backend_list_devices (const char *module, GError **error);
+
 /* The CPU backend (OpenBLAS/LAPACKE); a new reference each call. */
 LpBackend *lp_backend_cpu_new (void);
 /* Threads OpenBLAS may use for one call; returns the previous count.  Work
@@ -78,13 +143,22 @@ LpBackend *lp_backend_cpu_new (void);
  * every tiny GEMM split across cores.  Process-wide. */
 int lp_cpu_blas_set_threads (int n);
 
-/* By name: "cpu", "auto" (first GPU if any, else CPU), "vulkan[:N]". */
+/* By name: "cpu", "auto" (first GPU if any, else CPU: a device that is
+ * itself a CPU, such as lavapipe, is never chosen), "vulkan" (the first
+ * usable Vulkan device, CPU devices included), "vulkan:N".  NULL: the
+ * LLMPRESS_DEVICE environment variable, else "cpu".  Only an explicit
+ * Vulkan request fails when no device is there; "auto" falls back quietly. */
 LpBackend *lp_backend_new (const char *name, GError **error);
 LpBackend *lp_backend_ref (LpBackend *be);
 void lp_backend_unref (LpBackend *be);
 
 /* The backend that runs `op`: be itself if it supports it, else its fallback. */
 LpBackend *lp_backend_for_op (LpBackend *be, LpOp op);
+/* "gemm", "syrk", ... */
+const char *lp_op_name (LpOp op);
+/* One line for --explain: the device, and the ops that fall back to the CPU
+ * ("llvmpipe (...) [vulkan:0]; on the CPU: cholesky"). */
+char *lp_backend_describe (LpBackend *be);
 
 /* Dispatching wrappers (fall back per op). */
 void lp_gemm (LpBackend *be, gboolean trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -97,6 +171,9 @@ void lp_attention (LpBackend *be, int T, int T_kv, int H, int Hkv, int hd, const
                    const float *k, const float *v, float *out);
 void lp_swiglu (LpBackend *be, int n, const float *gate, const float *up, float *out);
 gboolean lp_cholesky (LpBackend *be, int n, float *A, int lda);
+void lp_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W,
+                float beta, float *C, int ldc);
+gboolean lp_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst);
 
 /* Plain C reference kernels: the definition of each op, used by tests to
  * check every optimised or device implementation. */
@@ -109,7 +186,11 @@ void lp_ref_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, 
                        const float *v, float *out);
 void lp_ref_swiglu (int n, const float *gate, const float *up, float *out);
 gboolean lp_ref_cholesky (int n, float *A, int lda);
+/* W dequantized a row at a time (lp_dtype_to_f32), then lp_ref_gemm. */
+void lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
+                    float *C, int ldc);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpBackend, lp_backend_unref)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpDeviceInfo, lp_device_info_free)
 
 G_END_DECLS

@@ -1,0 +1,798 @@
+/* llmpress Vulkan backend — instance, device enumeration and selection,
+ * buffers, pipelines, and the record/submit/wait cycle of a run. */
+#include "config.h"
+
+#include <string.h>
+
+#include "vk-internal.h"
+#include <llmpress/error.h>
+
+/* Environment, read here only:
+ *   LLMPRESS_VULKAN_VALIDATION=1   Khronos validation layer; every error
+ *                                  it reports is a g_critical (fatal in tests).
+ *   LLMPRESS_VULKAN_STAGING=1      staging copies even on host-visible memory
+ *                                  (tests the discrete-GPU path on lavapipe).
+ *   LLMPRESS_VULKAN_MAX_BINDING=N  cap one binding at N bytes (tests tiling). */
+static gboolean
+env_flag (const char *name)
+{
+  const char *v = g_getenv (name);
+  return v != NULL && *v != '\0' && g_strcmp0 (v, "0") != 0;
+}
+
+#define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
+
+static VkBool32 VKAPI_PTR
+on_validation_message (VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT types,
+                       const VkDebugUtilsMessengerCallbackDataEXT *data, void *user_data)
+{
+  if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT)
+    g_critical ("Vulkan validation: %s", data->pMessage);
+  else
+    g_info ("Vulkan validation: %s", data->pMessage);
+  return VK_FALSE;
+}
+
+static gboolean
+instance_has_layer (const char *name)
+{
+  guint32 n = 0;
+  if (vkEnumerateInstanceLayerProperties (&n, NULL) != VK_SUCCESS)
+    return FALSE;
+  g_autofree VkLayerProperties *props = g_new0 (VkLayerProperties, MAX (n, 1));
+  vkEnumerateInstanceLayerProperties (&n, props);
+  for (guint32 i = 0; i < n; i++)
+    if (strcmp (props[i].layerName, name) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
+instance_has_extension (const char *name)
+{
+  guint32 n = 0;
+  if (vkEnumerateInstanceExtensionProperties (NULL, &n, NULL) != VK_SUCCESS)
+    return FALSE;
+  g_autofree VkExtensionProperties *props = g_new0 (VkExtensionProperties, MAX (n, 1));
+  vkEnumerateInstanceExtensionProperties (NULL, &n, props);
+  for (guint32 i = 0; i < n; i++)
+    if (strcmp (props[i].extensionName, name) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
+device_has_extension (VkPhysicalDevice phys, const char *name)
+{
+  guint32 n = 0;
+  if (vkEnumerateDeviceExtensionProperties (phys, NULL, &n, NULL) != VK_SUCCESS)
+    return FALSE;
+  g_autofree VkExtensionProperties *props = g_new0 (VkExtensionProperties, MAX (n, 1));
+  vkEnumerateDeviceExtensionProperties (phys, NULL, &n, props);
+  for (guint32 i = 0; i < n; i++)
+    if (strcmp (props[i].extensionName, name) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
+instance_new (gboolean validation, VkInstance *out, VkDebugUtilsMessengerEXT *messenger, GError **error)
+{
+  VkApplicationInfo app = {
+    .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+    .pApplicationName = "llmpress",
+    .pEngineName = "llmpress",
+    .apiVersion = VK_API_VERSION_1_2,
+  };
+  const char *layers[1], *exts[2];
+  guint32 n_layers = 0, n_exts = 0;
+  VkInstanceCreateFlags flags = 0;
+  if (validation)
+    {
+      if (!instance_has_layer (VALIDATION_LAYER))
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_MISSING,
+                       "Vulkan: LLMPRESS_VULKAN_VALIDATION asks for %s, which is not installed (vulkan-validationlayers)",
+                       VALIDATION_LAYER);
+          return FALSE;
+        }
+      layers[n_layers++] = VALIDATION_LAYER;
+      exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    }
+  /* MoltenVK and other layered drivers list only with this. */
+  if (instance_has_extension (VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME))
+    {
+      exts[n_exts++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
+      flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
+    }
+  VkDebugUtilsMessengerCreateInfoEXT dbg = {
+    .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+    .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT,
+    .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
+                   | VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+    .pfnUserCallback = on_validation_message,
+  };
+  VkInstanceCreateInfo ci = {
+    .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+    .pNext = validation ? &dbg : NULL, /* also covers vkCreate/DestroyInstance */
+    .flags = flags,
+    .pApplicationInfo = &app,
+    .enabledLayerCount = n_layers,
+    .ppEnabledLayerNames = layers,
+    .enabledExtensionCount = n_exts,
+    .ppEnabledExtensionNames = exts,
+  };
+  VkResult r = vkCreateInstance (&ci, NULL, out);
+  if (r != VK_SUCCESS)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_UNSUPPORTED, "Vulkan: no driver (vkCreateInstance: error %d)", r);
+      return FALSE;
+    }
+  *messenger = VK_NULL_HANDLE;
+  if (validation)
+    {
+      PFN_vkCreateDebugUtilsMessengerEXT create
+          = (PFN_vkCreateDebugUtilsMessengerEXT) vkGetInstanceProcAddr (*out, "vkCreateDebugUtilsMessengerEXT");
+      if (create == NULL || create (*out, &dbg, NULL, messenger) != VK_SUCCESS)
+        {
+          vkDestroyInstance (*out, NULL);
+          g_set_error (error, LP_ERROR, LP_ERROR_UNSUPPORTED, "Vulkan: cannot install the validation messenger");
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+static void
+instance_free (VkInstance instance, VkDebugUtilsMessengerEXT messenger)
+{
+  if (messenger != VK_NULL_HANDLE)
+    {
+      PFN_vkDestroyDebugUtilsMessengerEXT destroy
+          = (PFN_vkDestroyDebugUtilsMessengerEXT) vkGetInstanceProcAddr (instance, "vkDestroyDebugUtilsMessengerEXT");
+      if (destroy)
+        destroy (instance, messenger, NULL);
+    }
+  vkDestroyInstance (instance, NULL);
+}
+
+static int
+compute_queue_family (VkPhysicalDevice phys)
+{
+  guint32 n = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties (phys, &n, NULL);
+  g_autofree VkQueueFamilyProperties *q = g_new0 (VkQueueFamilyProperties, MAX (n, 1));
+  vkGetPhysicalDeviceQueueFamilyProperties (phys, &n, q);
+  for (guint32 i = 0; i < n; i++)
+    if (q[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
+      return (int) i;
+  return -1;
+}
+
+static const guint32 needed_invocations = 256;
+
+/* Everything `llmpress devices` shows, and whether we can run on it. */
+static LpDeviceInfo *
+describe (VkPhysicalDevice phys, int index)
+{
+  LpDeviceInfo *info = g_new0 (LpDeviceInfo, 1);
+  info->index = index;
+  VkPhysicalDeviceProperties base;
+  vkGetPhysicalDeviceProperties (phys, &base);
+  gboolean v12 = base.apiVersion >= VK_API_VERSION_1_2;
+
+  VkPhysicalDeviceDriverProperties driver = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES };
+  VkPhysicalDeviceSubgroupProperties subgroup = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+                                                  .pNext = v12 ? &driver : NULL };
+  VkPhysicalDeviceProperties2 props = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &subgroup };
+  vkGetPhysicalDeviceProperties2 (phys, &props);
+
+  VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES };
+  VkPhysicalDeviceVulkan11Features f11 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                           .pNext = v12 ? &f12 : NULL };
+  VkPhysicalDeviceFeatures2 feats = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11 };
+  vkGetPhysicalDeviceFeatures2 (phys, &feats);
+
+  info->name = g_strdup (base.deviceName);
+  info->vendor_id = base.vendorID;
+  info->device_id = base.deviceID;
+  switch (base.deviceType)
+    {
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: info->type = LP_DEVICE_INTEGRATED_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: info->type = LP_DEVICE_DISCRETE_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: info->type = LP_DEVICE_VIRTUAL_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: info->type = LP_DEVICE_CPU; break;
+    default: info->type = LP_DEVICE_OTHER; break;
+    }
+  info->api_version = g_strdup_printf ("%u.%u.%u", VK_API_VERSION_MAJOR (base.apiVersion),
+                                       VK_API_VERSION_MINOR (base.apiVersion), VK_API_VERSION_PATCH (base.apiVersion));
+  info->driver = v12 ? g_strdup_printf ("%s %s", driver.driverName, driver.driverInfo)
+                     : g_strdup_printf ("driver version 0x%x", base.driverVersion);
+  VkPhysicalDeviceMemoryProperties mem;
+  vkGetPhysicalDeviceMemoryProperties (phys, &mem);
+  for (guint32 i = 0; i < mem.memoryHeapCount; i++)
+    if (mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+      info->device_local_bytes = MAX (info->device_local_bytes, mem.memoryHeaps[i].size);
+  for (guint32 i = 0; i < mem.memoryTypeCount; i++)
+    if (mem.memoryTypes[i].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)
+      info->host_visible_bytes = MAX (info->host_visible_bytes, mem.memoryHeaps[mem.memoryTypes[i].heapIndex].size);
+  info->max_binding_bytes = base.limits.maxStorageBufferRange;
+  info->subgroup_size = subgroup.subgroupSize;
+  info->storage16 = f11.storageBuffer16BitAccess;
+  info->float16 = v12 && f12.shaderFloat16;
+  info->int8 = v12 && f12.shaderInt8;
+  info->int_dot = device_has_extension (phys, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME)
+                  || base.apiVersion >= VK_API_VERSION_1_3;
+  info->coopmat = device_has_extension (phys, "VK_KHR_cooperative_matrix")
+                  || device_has_extension (phys, "VK_NV_cooperative_matrix");
+
+  if (!v12)
+    info->skip_reason = g_strdup_printf ("Vulkan %s: expected at least 1.2", info->api_version);
+  else if (compute_queue_family (phys) < 0)
+    info->skip_reason = g_strdup ("no compute queue");
+  else if (base.limits.maxComputeWorkGroupInvocations < needed_invocations)
+    info->skip_reason = g_strdup_printf ("maxComputeWorkGroupInvocations %u: expected at least %u",
+                                         base.limits.maxComputeWorkGroupInvocations, needed_invocations);
+  info->usable = info->skip_reason == NULL;
+  return info;
+}
+
+static gboolean
+physical_devices (VkInstance instance, GPtrArray **out, VkPhysicalDevice **phys, GError **error)
+{
+  guint32 n = 0;
+  VkResult r = vkEnumeratePhysicalDevices (instance, &n, NULL);
+  if (r != VK_SUCCESS)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_UNSUPPORTED, "Vulkan: vkEnumeratePhysicalDevices: error %d", r);
+      return FALSE;
+    }
+  *phys = g_new0 (VkPhysicalDevice, MAX (n, 1));
+  vkEnumeratePhysicalDevices (instance, &n, *phys);
+  *out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_device_info_free);
+  for (guint32 i = 0; i < n; i++)
+    g_ptr_array_add (*out, describe ((*phys)[i], (int) i));
+  return TRUE;
+}
+
+GPtrArray *
+lp_vk_list_devices (GError **error)
+{
+  VkInstance instance;
+  VkDebugUtilsMessengerEXT messenger;
+  if (!instance_new (FALSE, &instance, &messenger, error))
+    return NULL;
+  GPtrArray *devices = NULL;
+  g_autofree VkPhysicalDevice *phys = NULL;
+  physical_devices (instance, &devices, &phys, error);
+  instance_free (instance, messenger);
+  return devices;
+}
+
+/* ---- buffers ---- */
+
+static int
+memory_type (LpVkCtx *ctx, guint32 type_bits, VkMemoryPropertyFlags want)
+{
+  for (guint32 i = 0; i < ctx->mem_props.memoryTypeCount; i++)
+    if ((type_bits & (1u << i)) && (ctx->mem_props.memoryTypes[i].propertyFlags & want) == want)
+      return (int) i;
+  return -1;
+}
+
+static void
+buf_free (LpVkCtx *ctx, LpVkBuf *b)
+{
+  if (b->buf != VK_NULL_HANDLE)
+    vkDestroyBuffer (ctx->dev, b->buf, NULL);
+  if (b->mem != VK_NULL_HANDLE)
+    vkFreeMemory (ctx->dev, b->mem, NULL);
+  memset (b, 0, sizeof *b);
+}
+
+/* A buffer of `size` bytes: device-local (and mapped when `direct` memory is
+ * also host-visible), or host-visible for staging. */
+static void
+buf_alloc (LpVkCtx *ctx, LpVkBuf *b, VkDeviceSize size, gboolean staging)
+{
+  size = (size + 255) & ~(VkDeviceSize) 255;
+  VkBufferCreateInfo bi = {
+    .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+    .size = size,
+    .usage = staging ? VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT
+                     : VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT
+                           | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+    .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+  };
+  if (vkCreateBuffer (ctx->dev, &bi, NULL, &b->buf) != VK_SUCCESS)
+    g_error ("Vulkan: cannot create a buffer of %" G_GUINT64_FORMAT " bytes", (guint64) size);
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements (ctx->dev, b->buf, &req);
+  const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  int type = -1;
+  gboolean mapped = staging || ctx->direct;
+  if (staging)
+    type = memory_type (ctx, req.memoryTypeBits, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+  else if (ctx->direct)
+    type = memory_type (ctx, req.memoryTypeBits, host | VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+  else
+    type = memory_type (ctx, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+  if (type < 0)
+    type = memory_type (ctx, req.memoryTypeBits, mapped ? host : 0);
+  VkMemoryAllocateInfo ai = {
+    .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+    .allocationSize = req.size,
+    .memoryTypeIndex = (guint32) type,
+  };
+  if (type < 0 || vkAllocateMemory (ctx->dev, &ai, NULL, &b->mem) != VK_SUCCESS)
+    g_error ("Vulkan: cannot allocate %" G_GUINT64_FORMAT " bytes of %s memory", (guint64) req.size,
+             staging ? "staging" : "device");
+  vkBindBufferMemory (ctx->dev, b->buf, b->mem, 0);
+  if (mapped && vkMapMemory (ctx->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map) != VK_SUCCESS)
+    g_error ("Vulkan: cannot map %" G_GUINT64_FORMAT " bytes", (guint64) req.size);
+  b->size = size;
+}
+
+/* ---- the context of one open device ---- */
+
+typedef struct {
+  VkShaderId shader;
+  guint32 spec[LP_VK_MAX_SPEC];
+} PipeKey;
+
+static guint
+pipe_key_hash (gconstpointer p)
+{
+  const PipeKey *k = p;
+  guint h = k->shader;
+  for (int i = 0; i < LP_VK_MAX_SPEC; i++)
+    h = h * 31 + k->spec[i];
+  return h;
+}
+
+static gboolean
+pipe_key_equal (gconstpointer a, gconstpointer b)
+{
+  return memcmp (a, b, sizeof (PipeKey)) == 0;
+}
+
+static guint
+pow2_at_most (guint n, guint cap)
+{
+  guint p = 1;
+  while (p * 2 <= MIN (n, cap))
+    p *= 2;
+  return p;
+}
+
+LpVkCtx *
+lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **error)
+{
+  LpVkCtx *ctx = g_new0 (LpVkCtx, 1);
+  g_mutex_init (&ctx->lock);
+  ctx->downloads = g_array_new (FALSE, FALSE, sizeof (LpVkDownload));
+  gboolean validation = env_flag ("LLMPRESS_VULKAN_VALIDATION");
+  if (!instance_new (validation, &ctx->instance, &ctx->messenger, error))
+    {
+      g_array_unref (ctx->downloads);
+      g_free (ctx);
+      return NULL;
+    }
+  g_autoptr (GPtrArray) devices = NULL;
+  g_autofree VkPhysicalDevice *phys = NULL;
+  if (!physical_devices (ctx->instance, &devices, &phys, error))
+    goto fail;
+  if (index < 0 || (guint) index >= devices->len || !((LpDeviceInfo *) devices->pdata[index])->usable)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "Vulkan: device %d: expected a usable device index below %u",
+                   index, devices->len);
+      goto fail;
+    }
+  const LpDeviceInfo *info = devices->pdata[index];
+  ctx->phys = phys[index];
+  ctx->queue_family = (guint32) compute_queue_family (ctx->phys);
+
+  float prio = 1.0f;
+  VkDeviceQueueCreateInfo qi = {
+    .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+    .queueFamilyIndex = ctx->queue_family,
+    .queueCount = 1,
+    .pQueuePriorities = &prio,
+  };
+  const char *exts[1];
+  guint32 n_exts = 0;
+  /* A portability (layered) driver must be told we know it is one. */
+  if (device_has_extension (ctx->phys, "VK_KHR_portability_subset"))
+    exts[n_exts++] = "VK_KHR_portability_subset";
+  VkDeviceCreateInfo di = {
+    .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+    .queueCreateInfoCount = 1,
+    .pQueueCreateInfos = &qi,
+    .enabledExtensionCount = n_exts,
+    .ppEnabledExtensionNames = exts,
+  };
+  VkResult r = vkCreateDevice (ctx->phys, &di, NULL, &ctx->dev);
+  if (r != VK_SUCCESS)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_UNSUPPORTED, "Vulkan: %s: vkCreateDevice: error %d", info->name, r);
+      goto fail;
+    }
+  vkGetDeviceQueue (ctx->dev, ctx->queue_family, 0, &ctx->queue);
+
+  VkPhysicalDeviceMaintenance3Properties m3 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES };
+  VkPhysicalDeviceProperties2 props = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3 };
+  vkGetPhysicalDeviceProperties2 (ctx->phys, &props);
+  const VkPhysicalDeviceLimits *lim = &props.properties.limits;
+  vkGetPhysicalDeviceMemoryProperties (ctx->phys, &ctx->mem_props);
+  /* Element indices in the shaders are 32-bit: stay well below 4 GiB too. */
+  ctx->max_binding = MIN (MIN ((VkDeviceSize) lim->maxStorageBufferRange, m3.maxMemoryAllocationSize),
+                          (VkDeviceSize) 1 << 30);
+  const char *cap = g_getenv ("LLMPRESS_VULKAN_MAX_BINDING");
+  if (cap != NULL && g_ascii_strtoull (cap, NULL, 10) >= 4096)
+    ctx->max_binding = MIN (ctx->max_binding, g_ascii_strtoull (cap, NULL, 10));
+  ctx->max_groups_x = MIN (lim->maxComputeWorkGroupCount[0], 65535u);
+  ctx->wg_size = pow2_at_most (lim->maxComputeWorkGroupSize[0], 256);
+  /* GEMM tile: 16x16 threads, 4x4 outputs each, BK deep: 2 * 64 * BK floats
+   * of shared memory. */
+  ctx->gemm_wx = 16;
+  ctx->gemm_wy = 16;
+  ctx->gemm_bk = lim->maxComputeSharedMemorySize >= 2 * 64 * 16 * 4 ? 16 : 8;
+  /* Host-visible device-local memory (integrated GPUs, lavapipe): no copies. */
+  ctx->direct = !env_flag ("LLMPRESS_VULKAN_STAGING");
+  if (ctx->direct)
+    {
+      gboolean found = FALSE;
+      const VkMemoryPropertyFlags want = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT
+                                         | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+      for (guint32 i = 0; i < ctx->mem_props.memoryTypeCount; i++)
+        {
+          const VkMemoryType *t = &ctx->mem_props.memoryTypes[i];
+          /* Only when that memory is the device's main heap, not a small BAR window. */
+          if ((t->propertyFlags & want) == want
+              && ctx->mem_props.memoryHeaps[t->heapIndex].size >= info->device_local_bytes)
+            found = TRUE;
+        }
+      ctx->direct = found;
+    }
+
+  VkCommandPoolCreateInfo pi = {
+    .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+    .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+    .queueFamilyIndex = ctx->queue_family,
+  };
+  VkCommandBufferAllocateInfo ci = {
+    .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+    .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+    .commandBufferCount = 1,
+  };
+  VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+  VkDescriptorSetLayoutBinding bindings[LP_VK_MAX_BINDINGS];
+  for (int i = 0; i < LP_VK_MAX_BINDINGS; i++)
+    bindings[i] = (VkDescriptorSetLayoutBinding) {
+      .binding = (guint32) i,
+      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+      .descriptorCount = 1,
+      .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+    };
+  VkDescriptorSetLayoutCreateInfo li = {
+    .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+    .bindingCount = LP_VK_MAX_BINDINGS,
+    .pBindings = bindings,
+  };
+  VkPushConstantRange push = { .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = LP_VK_PUSH_BYTES };
+  VkDescriptorPoolSize pool_size = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 64 * LP_VK_MAX_BINDINGS };
+  VkDescriptorPoolCreateInfo dpi = {
+    .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+    .maxSets = 64,
+    .poolSizeCount = 1,
+    .pPoolSizes = &pool_size,
+  };
+  VkPipelineCacheCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO };
+  if (vkCreateCommandPool (ctx->dev, &pi, NULL, &ctx->cmd_pool) != VK_SUCCESS
+      || (ci.commandPool = ctx->cmd_pool, vkAllocateCommandBuffers (ctx->dev, &ci, &ctx->cmd)) != VK_SUCCESS
+      || vkCreateFence (ctx->dev, &fi, NULL, &ctx->fence) != VK_SUCCESS
+      || vkCreateDescriptorSetLayout (ctx->dev, &li, NULL, &ctx->set_layout) != VK_SUCCESS
+      || vkCreateDescriptorPool (ctx->dev, &dpi, NULL, &ctx->desc_pool) != VK_SUCCESS
+      || vkCreatePipelineCache (ctx->dev, &pci, NULL, &ctx->pipe_cache) != VK_SUCCESS)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: %s: cannot create the command and descriptor objects",
+                   info->name);
+      goto fail;
+    }
+  VkPipelineLayoutCreateInfo pli = {
+    .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+    .setLayoutCount = 1,
+    .pSetLayouts = &ctx->set_layout,
+    .pushConstantRangeCount = 1,
+    .pPushConstantRanges = &push,
+  };
+  if (vkCreatePipelineLayout (ctx->dev, &pli, NULL, &ctx->pipe_layout) != VK_SUCCESS)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: %s: cannot create the pipeline layout", info->name);
+      goto fail;
+    }
+  for (int s = 0; s < VK_SH_COUNT; s++)
+    {
+      const VkShaderCode *code = lp_vk_shader (s);
+      VkShaderModuleCreateInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+        .codeSize = code->size,
+        .pCode = code->code,
+      };
+      if (vkCreateShaderModule (ctx->dev, &si, NULL, &ctx->shaders[s]) != VK_SUCCESS)
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: %s: shader %s: cannot create", info->name,
+                       code->name);
+          goto fail;
+        }
+    }
+  ctx->pipelines = g_hash_table_new_full (pipe_key_hash, pipe_key_equal, g_free, NULL);
+
+  *device_name = g_strdup_printf ("%s [vulkan:%d, %s%s%s]", info->name, index, info->driver,
+                                  ctx->direct ? "" : ", staging", validation ? ", validation" : "");
+  /* Same device, driver and shaders: the same bits. */
+  *numeric_class = g_strdup_printf ("vulkan-%04x-%04x-%s-%s", info->vendor_id, info->device_id, info->driver,
+                                    PACKAGE_VERSION);
+  return ctx;
+
+fail:
+  lp_vk_ctx_free (ctx);
+  return NULL;
+}
+
+void
+lp_vk_ctx_free (LpVkCtx *ctx)
+{
+  if (ctx == NULL)
+    return;
+  if (ctx->dev != VK_NULL_HANDLE)
+    {
+      vkDeviceWaitIdle (ctx->dev);
+      if (ctx->pipelines)
+        {
+          GHashTableIter it;
+          gpointer pipe;
+          g_hash_table_iter_init (&it, ctx->pipelines);
+          while (g_hash_table_iter_next (&it, NULL, &pipe))
+            vkDestroyPipeline (ctx->dev, (VkPipeline) pipe, NULL);
+          g_hash_table_unref (ctx->pipelines);
+        }
+      for (int s = 0; s < VK_SH_COUNT; s++)
+        if (ctx->shaders[s] != VK_NULL_HANDLE)
+          vkDestroyShaderModule (ctx->dev, ctx->shaders[s], NULL);
+      for (int i = 0; i < LP_VK_SLOTS; i++)
+        buf_free (ctx, &ctx->slots[i]);
+      buf_free (ctx, &ctx->staging);
+      if (ctx->pipe_cache)
+        vkDestroyPipelineCache (ctx->dev, ctx->pipe_cache, NULL);
+      if (ctx->pipe_layout)
+        vkDestroyPipelineLayout (ctx->dev, ctx->pipe_layout, NULL);
+      if (ctx->desc_pool)
+        vkDestroyDescriptorPool (ctx->dev, ctx->desc_pool, NULL);
+      if (ctx->set_layout)
+        vkDestroyDescriptorSetLayout (ctx->dev, ctx->set_layout, NULL);
+      if (ctx->fence)
+        vkDestroyFence (ctx->dev, ctx->fence, NULL);
+      if (ctx->cmd_pool)
+        vkDestroyCommandPool (ctx->dev, ctx->cmd_pool, NULL);
+      vkDestroyDevice (ctx->dev, NULL);
+    }
+  instance_free (ctx->instance, ctx->messenger);
+  g_array_unref (ctx->downloads);
+  g_mutex_clear (&ctx->lock);
+  g_free (ctx);
+}
+
+/* ---- runs ---- */
+
+static VkPipeline
+pipeline_get (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec)
+{
+  PipeKey key = { .shader = shader };
+  memcpy (key.spec, spec, sizeof (guint32) * n_spec);
+  VkPipeline pipe = g_hash_table_lookup (ctx->pipelines, &key);
+  if (pipe != VK_NULL_HANDLE)
+    return pipe;
+  VkSpecializationMapEntry entries[LP_VK_MAX_SPEC];
+  for (int i = 0; i < n_spec; i++)
+    entries[i] = (VkSpecializationMapEntry) { (guint32) i, (guint32) (i * sizeof (guint32)), sizeof (guint32) };
+  VkSpecializationInfo si = {
+    .mapEntryCount = (guint32) n_spec,
+    .pMapEntries = entries,
+    .dataSize = n_spec * sizeof (guint32),
+    .pData = key.spec,
+  };
+  VkComputePipelineCreateInfo ci = {
+    .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+    .stage = {
+      .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+      .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+      .module = ctx->shaders[shader],
+      .pName = "main",
+      .pSpecializationInfo = &si,
+    },
+    .layout = ctx->pipe_layout,
+  };
+  if (vkCreateComputePipelines (ctx->dev, ctx->pipe_cache, 1, &ci, NULL, &pipe) != VK_SUCCESS)
+    g_error ("Vulkan: shader %s: cannot create its pipeline", lp_vk_shader (shader)->name);
+  g_hash_table_insert (ctx->pipelines, g_memdup2 (&key, sizeof key), pipe);
+  return pipe;
+}
+
+void
+lp_vk_run_begin (LpVkCtx *ctx, VkDeviceSize staging_bytes)
+{
+  if (!ctx->direct && ctx->staging.size < staging_bytes)
+    {
+      buf_free (ctx, &ctx->staging);
+      buf_alloc (ctx, &ctx->staging, staging_bytes, TRUE);
+    }
+  ctx->staging_used = 0;
+  g_array_set_size (ctx->downloads, 0);
+  vkResetDescriptorPool (ctx->dev, ctx->desc_pool, 0);
+  vkResetCommandBuffer (ctx->cmd, 0);
+  VkCommandBufferBeginInfo bi = {
+    .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+  };
+  vkBeginCommandBuffer (ctx->cmd, &bi);
+}
+
+void
+lp_vk_slot (LpVkCtx *ctx, int slot, VkDeviceSize bytes)
+{
+  g_assert (slot >= 0 && slot < LP_VK_SLOTS);
+  g_assert (bytes <= ctx->max_binding);
+  LpVkBuf *b = &ctx->slots[slot];
+  if (b->size >= bytes)
+    return;
+  buf_free (ctx, b);
+  /* Grow with headroom: the next op is often a little larger. */
+  buf_alloc (ctx, b, MIN (ctx->max_binding, MAX (bytes, b->size + b->size / 2)), FALSE);
+}
+
+/* Staging space for `bytes`, 16-byte aligned (copy offsets need 4). */
+static VkDeviceSize
+staging_take (LpVkCtx *ctx, gsize bytes)
+{
+  VkDeviceSize off = ctx->staging_used;
+  ctx->staging_used = (off + bytes + 15) & ~(VkDeviceSize) 15;
+  g_assert (ctx->staging_used <= ctx->staging.size);
+  return off;
+}
+
+void
+lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_bytes, gsize src_stride)
+{
+  LpVkBuf *b = &ctx->slots[slot];
+  gsize bytes = rows * row_bytes;
+  g_assert (bytes <= b->size);
+  guint8 *dst;
+  VkDeviceSize off = 0;
+  if (ctx->direct)
+    dst = b->map;
+  else
+    {
+      off = staging_take (ctx, bytes);
+      dst = (guint8 *) ctx->staging.map + off;
+    }
+  if (src_stride == row_bytes)
+    memcpy (dst, src, bytes);
+  else
+    for (gsize r = 0; r < rows; r++)
+      memcpy (dst + r * row_bytes, (const guint8 *) src + r * src_stride, row_bytes);
+  if (!ctx->direct && bytes > 0)
+    {
+      VkBufferCopy region = { .srcOffset = off, .dstOffset = 0, .size = bytes };
+      vkCmdCopyBuffer (ctx->cmd, ctx->staging.buf, b->buf, 1, &region);
+    }
+}
+
+void
+lp_vk_download (LpVkCtx *ctx, int slot, void *dst, gsize rows, gsize row_bytes, gsize dst_stride)
+{
+  LpVkBuf *b = &ctx->slots[slot];
+  gsize bytes = rows * row_bytes;
+  LpVkDownload d = { .dst = dst, .rows = rows, .row_bytes = row_bytes, .dst_stride = dst_stride };
+  if (ctx->direct)
+    d.src = b->map;
+  else
+    {
+      lp_vk_barrier (ctx);
+      VkDeviceSize off = staging_take (ctx, bytes);
+      VkBufferCopy region = { .srcOffset = 0, .dstOffset = off, .size = bytes };
+      vkCmdCopyBuffer (ctx->cmd, b->buf, ctx->staging.buf, 1, &region);
+      d.src = (const guint8 *) ctx->staging.map + off;
+    }
+  g_array_append_val (ctx->downloads, d);
+}
+
+static void
+barrier_to (LpVkCtx *ctx, VkPipelineStageFlags dst_stage, VkAccessFlags dst_access)
+{
+  VkMemoryBarrier mb = {
+    .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+    .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+    .dstAccessMask = dst_access,
+  };
+  vkCmdPipelineBarrier (ctx->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, dst_stage,
+                        0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+void
+lp_vk_barrier (LpVkCtx *ctx)
+{
+  barrier_to (ctx, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+              VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT
+                  | VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
+void
+lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec, const int *bindings, int n_bindings,
+                const void *push, gsize push_size, guint32 gx, guint32 gy)
+{
+  g_assert (n_bindings >= 1 && n_bindings <= LP_VK_MAX_BINDINGS && push_size <= LP_VK_PUSH_BYTES);
+  g_assert (n_spec <= LP_VK_MAX_SPEC);
+  VkPipeline pipe = pipeline_get (ctx, shader, spec, n_spec);
+  VkDescriptorSetAllocateInfo ai = {
+    .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+    .descriptorPool = ctx->desc_pool,
+    .descriptorSetCount = 1,
+    .pSetLayouts = &ctx->set_layout,
+  };
+  VkDescriptorSet set;
+  if (vkAllocateDescriptorSets (ctx->dev, &ai, &set) != VK_SUCCESS)
+    g_error ("Vulkan: descriptor pool exhausted (more than 64 dispatches in one run)");
+  /* Every binding of the layout gets a buffer: unused ones repeat the first. */
+  VkDescriptorBufferInfo infos[LP_VK_MAX_BINDINGS];
+  VkWriteDescriptorSet writes[LP_VK_MAX_BINDINGS];
+  for (int i = 0; i < LP_VK_MAX_BINDINGS; i++)
+    {
+      const LpVkBuf *b = &ctx->slots[bindings[i < n_bindings ? i : 0]];
+      g_assert (b->buf != VK_NULL_HANDLE);
+      infos[i] = (VkDescriptorBufferInfo) { b->buf, 0, VK_WHOLE_SIZE };
+      writes[i] = (VkWriteDescriptorSet) {
+        .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+        .dstSet = set,
+        .dstBinding = (guint32) i,
+        .descriptorCount = 1,
+        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .pBufferInfo = &infos[i],
+      };
+    }
+  vkUpdateDescriptorSets (ctx->dev, LP_VK_MAX_BINDINGS, writes, 0, NULL);
+  vkCmdBindPipeline (ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+  vkCmdBindDescriptorSets (ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipe_layout, 0, 1, &set, 0, NULL);
+  guint8 pc[LP_VK_PUSH_BYTES] = { 0 };
+  memcpy (pc, push, push_size);
+  vkCmdPushConstants (ctx->cmd, ctx->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, LP_VK_PUSH_BYTES, pc);
+  vkCmdDispatch (ctx->cmd, gx, gy, 1);
+}
+
+void
+lp_vk_run_end (LpVkCtx *ctx)
+{
+  /* Device writes become visible to the host only through a barrier. */
+  barrier_to (ctx, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+  vkEndCommandBuffer (ctx->cmd);
+  VkSubmitInfo si = {
+    .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+    .commandBufferCount = 1,
+    .pCommandBuffers = &ctx->cmd,
+  };
+  VkResult r = vkQueueSubmit (ctx->queue, 1, &si, ctx->fence);
+  if (r == VK_SUCCESS)
+    r = vkWaitForFences (ctx->dev, 1, &ctx->fence, VK_TRUE, G_MAXUINT64);
+  if (r != VK_SUCCESS)
+    g_error ("Vulkan: submit or wait failed (error %d): the device is lost", r);
+  vkResetFences (ctx->dev, 1, &ctx->fence);
+  for (guint i = 0; i < ctx->downloads->len; i++)
+    {
+      const LpVkDownload *d = &g_array_index (ctx->downloads, LpVkDownload, i);
+      if (d->dst_stride == d->row_bytes)
+        memcpy (d->dst, d->src, d->rows * d->row_bytes);
+      else
+        for (gsize row = 0; row < d->rows; row++)
+          memcpy (d->dst + row * d->dst_stride, d->src + row * d->row_bytes, d->row_bytes);
+    }
+}

@@ -1,0 +1,463 @@
+/* llmpress Vulkan backend — the ops, and the module's entry point.
+ *
+ * Each op tiles its operands so that no buffer exceeds the device's binding
+ * limit (lavapipe: 128 MiB), and hands shapes it cannot tile (one row
+ * larger than a binding, head dims above 256) to the CPU fallback.
+ * Extension point: a new op adds a shader to shaders/, an id in
+ * vk-internal.h, a function here, and a line in supports_op(). */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+#include <gmodule.h>
+
+#include "vk-internal.h"
+
+#define CTX(be) ((LpVkCtx *) (be)->priv)
+#define F4 sizeof (float)
+/* The attention shader keeps 4 output dims per thread. */
+#define ATTN_WG 64
+#define ATTN_MAX_HD (4 * ATTN_WG)
+
+static gsize
+floats_per_binding (LpVkCtx *ctx)
+{
+  return (gsize) (ctx->max_binding / F4);
+}
+
+static guint32
+groups_for (LpVkCtx *ctx, gsize n)
+{
+  return (guint32) MAX (1, MIN ((n + ctx->wg_size - 1) / ctx->wg_size, ctx->max_groups_x));
+}
+
+static gboolean
+vk_supports_op (LpBackend *be, LpOp op)
+{
+  /* Cholesky is sequential and small next to the products around it. */
+  return op != LP_OP_CHOLESKY;
+}
+
+/* ---- GEMM ---- */
+
+typedef struct {
+  guint32 M, N, K, lda, ldb, ldc, trans_a, trans_b;
+  float alpha, beta;
+} GemmPush;
+
+enum { SLOT_A, SLOT_B, SLOT_C, SLOT_RAW, SLOT_D };
+
+static void
+gemm_dispatch (LpVkCtx *ctx, int a, int b, int c, const GemmPush *p)
+{
+  guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, ctx->gemm_bk };
+  int bindings[3] = { a, b, c };
+  guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
+  lp_vk_dispatch (ctx, VK_SH_GEMM, spec, 3, bindings, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);
+}
+
+typedef struct {
+  guint32 n;
+} CountPush;
+
+/* n elements of `type` in SLOT_RAW to f32 in `dst`. */
+static void
+dequant_dispatch (LpVkCtx *ctx, LpDType type, gsize n, int dst)
+{
+  guint32 spec[2] = { ctx->wg_size, (guint32) type };
+  int bindings[2] = { SLOT_RAW, dst };
+  CountPush p = { (guint32) n };
+  lp_vk_dispatch (ctx, VK_SH_DEQUANT, spec, 2, bindings, 2, &p, sizeof p, groups_for (ctx, n), 1);
+}
+
+static gboolean
+device_reads (LpDType t)
+{
+  return t == LP_DTYPE_F16 || t == LP_DTYPE_BF16 || t == LP_DTYPE_Q8_0 || t == LP_DTYPE_Q4_0;
+}
+
+/* One product, B either f32 (trans_b or not) or W rows of `wtype`. */
+typedef struct {
+  int M, N, K;
+  float alpha, beta;
+  const float *A;
+  int lda;
+  gboolean trans_b;
+  const void *B;
+  int ldb;
+  LpDType wtype;
+  float *C;
+  int ldc;
+} GemmJob;
+
+/* C[i0:i0+mb, j0:j0+nb]; B's block is uploaded (and dequantized) only when
+ * load_b: it stays in its slot for the next row block. */
+static void
+gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gboolean load_b)
+{
+  gsize K = (gsize) j->K;
+  guint64 row_bytes = K * F4;
+  if (j->wtype != LP_DTYPE_F32)
+    g_assert (lp_dtype_row_bytes (j->wtype, K, &row_bytes, NULL));
+  gsize b_bytes = j->wtype == LP_DTYPE_F32 ? nb * K * F4 : nb * row_bytes;
+  gsize c_bytes = (gsize) mb * nb * F4;
+  lp_vk_run_begin (ctx, (load_b ? b_bytes : 0) + mb * K * F4 + c_bytes * (j->beta != 0.0f ? 2 : 1) + 64);
+  lp_vk_slot (ctx, SLOT_A, mb * K * F4);
+  lp_vk_upload (ctx, SLOT_A, j->A + (gsize) i0 * j->lda, mb, K * F4, (gsize) j->lda * F4);
+  if (load_b)
+    {
+      lp_vk_slot (ctx, SLOT_B, nb * K * F4);
+      if (j->wtype != LP_DTYPE_F32)
+        {
+          lp_vk_slot (ctx, SLOT_RAW, b_bytes);
+          lp_vk_upload (ctx, SLOT_RAW, (const guint8 *) j->B + (gsize) j0 * row_bytes, 1, b_bytes, b_bytes);
+          lp_vk_barrier (ctx);
+          dequant_dispatch (ctx, j->wtype, nb * K, SLOT_B);
+        }
+      else if (j->trans_b)
+        lp_vk_upload (ctx, SLOT_B, (const float *) j->B + (gsize) j0 * j->ldb, nb, K * F4, (gsize) j->ldb * F4);
+      else
+        lp_vk_upload (ctx, SLOT_B, (const float *) j->B + j0, K, nb * F4, (gsize) j->ldb * F4);
+    }
+  lp_vk_slot (ctx, SLOT_C, c_bytes);
+  float *c = j->C + (gsize) i0 * j->ldc + j0;
+  if (j->beta != 0.0f)
+    lp_vk_upload (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
+  lp_vk_barrier (ctx);
+  gboolean tb = j->trans_b || j->wtype != LP_DTYPE_F32;
+  GemmPush p = { (guint32) mb, (guint32) nb, (guint32) K, (guint32) K, tb ? (guint32) K : (guint32) nb,
+                 (guint32) nb, 0, tb, j->alpha, j->beta };
+  gemm_dispatch (ctx, SLOT_A, SLOT_B, SLOT_C, &p);
+  lp_vk_download (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
+  lp_vk_run_end (ctx);
+}
+
+/* FALSE when one row of K floats does not fit a binding. */
+static gboolean
+gemm_run (LpVkCtx *ctx, const GemmJob *j)
+{
+  gsize lim = floats_per_binding (ctx);
+  if (j->K <= 0 || (gsize) j->K > lim)
+    return FALSE;
+  if (j->M == 0 || j->N == 0)
+    return TRUE;
+  int nb = (int) MIN ((gsize) j->N, lim / j->K);
+  int mb = (int) MIN ((gsize) j->M, MIN (lim / j->K, lim / nb));
+  g_mutex_lock (&ctx->lock);
+  for (int j0 = 0; j0 < j->N; j0 += nb)
+    for (int i0 = 0; i0 < j->M; i0 += mb)
+      gemm_tile (ctx, j, i0, MIN (mb, j->M - i0), j0, MIN (nb, j->N - j0), i0 == 0);
+  g_mutex_unlock (&ctx->lock);
+  return TRUE;
+}
+
+static void
+vk_gemm (LpBackend *be, gboolean trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+         int ldb, float beta, float *C, int ldc)
+{
+  GemmJob j = { M, N, K, alpha, beta, A, lda, trans_b, B, ldb, LP_DTYPE_F32, C, ldc };
+  if (!gemm_run (CTX (be), &j))
+    be->fallback->ops->gemm (be->fallback, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void
+vk_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
+           float *C, int ldc)
+{
+  GemmJob j = { M, N, K, 1.0f, beta, A, lda, TRUE, W, K, wtype, C, ldc };
+  if ((wtype != LP_DTYPE_F32 && !device_reads (wtype)) || !gemm_run (CTX (be), &j))
+    be->fallback->ops->gemm_w (be->fallback, M, N, K, A, lda, wtype, W, beta, C, ldc);
+}
+
+/* H += X^T X as op(A) op(B) with A = B = X (A transposed), X streamed in
+ * row chunks while H stays on the device. */
+static void
+vk_syrk (LpBackend *be, int T, int n, const float *X, int ldx, float *H)
+{
+  LpVkCtx *ctx = CTX (be);
+  gsize lim = floats_per_binding (ctx);
+  if (n <= 0 || (gsize) n * n > lim)
+    {
+      be->fallback->ops->syrk (be->fallback, T, n, X, ldx, H);
+      return;
+    }
+  if (T <= 0)
+    return;
+  int tc = (int) MIN ((gsize) T, lim / n);
+  gsize h_bytes = (gsize) n * n * F4;
+  g_mutex_lock (&ctx->lock);
+  for (int t0 = 0; t0 < T; t0 += tc)
+    {
+      int rows = MIN (tc, T - t0);
+      gboolean first = t0 == 0, last = t0 + rows >= T;
+      lp_vk_run_begin (ctx, (gsize) rows * n * F4 + (first ? h_bytes : 0) + (last ? h_bytes : 0) + 64);
+      if (first)
+        {
+          lp_vk_slot (ctx, SLOT_C, h_bytes);
+          lp_vk_upload (ctx, SLOT_C, H, 1, h_bytes, h_bytes);
+        }
+      lp_vk_slot (ctx, SLOT_A, (gsize) rows * n * F4);
+      lp_vk_upload (ctx, SLOT_A, X + (gsize) t0 * ldx, rows, n * F4, (gsize) ldx * F4);
+      lp_vk_barrier (ctx);
+      GemmPush p = { (guint32) n, (guint32) n, (guint32) rows, (guint32) n, (guint32) n, (guint32) n, 1, 0, 1.0f, 1.0f };
+      gemm_dispatch (ctx, SLOT_A, SLOT_A, SLOT_C, &p);
+      if (last)
+        lp_vk_download (ctx, SLOT_C, H, 1, h_bytes, h_bytes);
+      lp_vk_run_end (ctx);
+    }
+  g_mutex_unlock (&ctx->lock);
+}
+
+/* ---- row-wise ops ---- */
+
+typedef struct {
+  guint32 D, row0;
+  float eps;
+} NormPush;
+
+static void
+vk_rmsnorm (LpBackend *be, int T, int D, const float *x, const float *w, float eps, float *y)
+{
+  LpVkCtx *ctx = CTX (be);
+  gsize lim = floats_per_binding (ctx);
+  if (D <= 0 || (gsize) D > lim)
+    {
+      be->fallback->ops->rmsnorm (be->fallback, T, D, x, w, eps, y);
+      return;
+    }
+  int rows = (int) MIN ((gsize) T, MIN (lim / D, ctx->max_groups_x));
+  gsize row_bytes = (gsize) D * F4;
+  g_mutex_lock (&ctx->lock);
+  for (int r0 = 0; r0 < T; r0 += rows)
+    {
+      int rr = MIN (rows, T - r0);
+      lp_vk_run_begin (ctx, 2 * rr * row_bytes + row_bytes + 64);
+      lp_vk_slot (ctx, SLOT_A, rr * row_bytes);
+      lp_vk_upload (ctx, SLOT_A, x + (gsize) r0 * D, rr, row_bytes, row_bytes);
+      if (r0 == 0)
+        {
+          lp_vk_slot (ctx, SLOT_B, row_bytes);
+          lp_vk_upload (ctx, SLOT_B, w, 1, row_bytes, row_bytes);
+        }
+      lp_vk_slot (ctx, SLOT_C, rr * row_bytes);
+      lp_vk_barrier (ctx);
+      guint32 spec[1] = { ctx->wg_size };
+      int bindings[3] = { SLOT_A, SLOT_B, SLOT_C };
+      NormPush p = { (guint32) D, 0, eps };
+      lp_vk_dispatch (ctx, VK_SH_RMSNORM, spec, 1, bindings, 3, &p, sizeof p, (guint32) rr, 1);
+      lp_vk_download (ctx, SLOT_C, y + (gsize) r0 * D, rr, row_bytes, row_bytes);
+      lp_vk_run_end (ctx);
+    }
+  g_mutex_unlock (&ctx->lock);
+}
+
+typedef struct {
+  guint32 T, n_heads, hd, style;
+} RopePush;
+
+static void
+vk_rope (LpBackend *be, LpRopeStyle style, int T, int n_heads, int hd, int pos0, const float *inv_freq, float *x)
+{
+  LpVkCtx *ctx = CTX (be);
+  gsize lim = floats_per_binding (ctx);
+  gsize row = (gsize) n_heads * hd;
+  int half = hd / 2;
+  if (row == 0 || row > lim || half == 0)
+    {
+      be->fallback->ops->rope (be->fallback, style, T, n_heads, hd, pos0, inv_freq, x);
+      return;
+    }
+  int rows = (int) MIN ((gsize) T, MIN (lim / row, lim / (2 * half)));
+  g_autofree float *cs = g_new (float, (gsize) rows * 2 * half);
+  g_mutex_lock (&ctx->lock);
+  for (int r0 = 0; r0 < T; r0 += rows)
+    {
+      int rr = MIN (rows, T - r0);
+      /* The same angles as lp_ref_rope, in double. */
+      for (int t = 0; t < rr; t++)
+        for (int i = 0; i < half; i++)
+          {
+            double angle = (double) (pos0 + r0 + t) * inv_freq[i];
+            cs[((gsize) t * half + i) * 2] = (float) cos (angle);
+            cs[((gsize) t * half + i) * 2 + 1] = (float) sin (angle);
+          }
+      gsize x_bytes = rr * row * F4, cs_bytes = (gsize) rr * half * 2 * F4;
+      lp_vk_run_begin (ctx, 2 * x_bytes + cs_bytes + 64);
+      lp_vk_slot (ctx, SLOT_A, x_bytes);
+      lp_vk_upload (ctx, SLOT_A, x + (gsize) r0 * row, 1, x_bytes, x_bytes);
+      lp_vk_slot (ctx, SLOT_B, cs_bytes);
+      lp_vk_upload (ctx, SLOT_B, cs, 1, cs_bytes, cs_bytes);
+      lp_vk_barrier (ctx);
+      guint32 spec[1] = { ctx->wg_size };
+      int bindings[2] = { SLOT_A, SLOT_B };
+      RopePush p = { (guint32) rr, (guint32) n_heads, (guint32) hd, style == LP_ROPE_NEOX ? 1 : 0 };
+      lp_vk_dispatch (ctx, VK_SH_ROPE, spec, 1, bindings, 2, &p, sizeof p, groups_for (ctx, (gsize) rr * n_heads * half), 1);
+      lp_vk_download (ctx, SLOT_A, x + (gsize) r0 * row, 1, x_bytes, x_bytes);
+      lp_vk_run_end (ctx);
+    }
+  g_mutex_unlock (&ctx->lock);
+}
+
+typedef struct {
+  guint32 T, T_kv, H, Hkv, hd;
+  float scale;
+} AttnPush;
+
+/* Query rows in chunks; keys and values uploaded once.  A chunk of rows
+ * t0..t0+tc-1 sees T_kv - T + t0 + tc keys at most. */
+static void
+vk_attention (LpBackend *be, int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v,
+              float *out)
+{
+  LpVkCtx *ctx = CTX (be);
+  gsize lim = floats_per_binding (ctx);
+  gsize qrow = (gsize) H * hd, kvrow = (gsize) Hkv * hd;
+  if (hd <= 0 || hd > ATTN_MAX_HD || Hkv <= 0 || H % Hkv != 0 || (guint) H > ctx->max_groups_x || qrow > lim
+      || (gsize) T_kv * kvrow > lim || T <= 0)
+    {
+      be->fallback->ops->attention (be->fallback, T, T_kv, H, Hkv, hd, q, k, v, out);
+      return;
+    }
+  int rows = (int) MIN ((gsize) T, MIN (lim / qrow, 65535));
+  gsize kv_bytes = (gsize) T_kv * kvrow * F4;
+  g_mutex_lock (&ctx->lock);
+  for (int t0 = 0; t0 < T; t0 += rows)
+    {
+      int rr = MIN (rows, T - t0);
+      gsize q_bytes = rr * qrow * F4;
+      lp_vk_run_begin (ctx, 2 * q_bytes + (t0 == 0 ? 2 * kv_bytes : 0) + 64);
+      lp_vk_slot (ctx, SLOT_A, q_bytes);
+      lp_vk_upload (ctx, SLOT_A, q + (gsize) t0 * qrow, 1, q_bytes, q_bytes);
+      if (t0 == 0)
+        {
+          lp_vk_slot (ctx, SLOT_B, kv_bytes);
+          lp_vk_upload (ctx, SLOT_B, k, 1, kv_bytes, kv_bytes);
+          lp_vk_slot (ctx, SLOT_C, kv_bytes);
+          lp_vk_upload (ctx, SLOT_C, v, 1, kv_bytes, kv_bytes);
+        }
+      lp_vk_slot (ctx, SLOT_D, q_bytes);
+      lp_vk_barrier (ctx);
+      guint32 spec[1] = { ATTN_WG };
+      int bindings[4] = { SLOT_A, SLOT_B, SLOT_C, SLOT_D };
+      AttnPush p = { (guint32) rr, (guint32) (T_kv - T + t0 + rr), (guint32) H, (guint32) Hkv, (guint32) hd,
+                     (float) (1.0 / sqrt ((double) hd)) };
+      lp_vk_dispatch (ctx, VK_SH_ATTENTION, spec, 1, bindings, 4, &p, sizeof p, (guint32) H, (guint32) rr);
+      lp_vk_download (ctx, SLOT_D, out + (gsize) t0 * qrow, 1, q_bytes, q_bytes);
+      lp_vk_run_end (ctx);
+    }
+  g_mutex_unlock (&ctx->lock);
+}
+
+static void
+vk_swiglu (LpBackend *be, int n, const float *gate, const float *up, float *out)
+{
+  LpVkCtx *ctx = CTX (be);
+  gsize chunk = floats_per_binding (ctx);
+  g_mutex_lock (&ctx->lock);
+  for (gsize i0 = 0; i0 < (gsize) MAX (n, 0); i0 += chunk)
+    {
+      gsize c = MIN (chunk, (gsize) n - i0), bytes = c * F4;
+      lp_vk_run_begin (ctx, 3 * bytes + 64);
+      lp_vk_slot (ctx, SLOT_A, bytes);
+      lp_vk_upload (ctx, SLOT_A, gate + i0, 1, bytes, bytes);
+      lp_vk_slot (ctx, SLOT_B, bytes);
+      lp_vk_upload (ctx, SLOT_B, up + i0, 1, bytes, bytes);
+      lp_vk_slot (ctx, SLOT_C, bytes);
+      lp_vk_barrier (ctx);
+      guint32 spec[1] = { ctx->wg_size };
+      int bindings[3] = { SLOT_A, SLOT_B, SLOT_C };
+      CountPush p = { (guint32) c };
+      lp_vk_dispatch (ctx, VK_SH_SWIGLU, spec, 1, bindings, 3, &p, sizeof p, groups_for (ctx, c), 1);
+      lp_vk_download (ctx, SLOT_C, out + i0, 1, bytes, bytes);
+      lp_vk_run_end (ctx);
+    }
+  g_mutex_unlock (&ctx->lock);
+}
+
+static gboolean
+vk_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst)
+{
+  LpVkCtx *ctx = CTX (be);
+  const LpDTypeInfo *info = lp_dtype_info (type);
+  if (!device_reads (type) || info == NULL || n % info->block_size != 0)
+    return be->fallback->ops->dequantize (be->fallback, type, src, n, dst);
+  gsize lim = floats_per_binding (ctx);
+  gsize blocks = MIN (lim / info->block_size, (gsize) ctx->max_binding / info->type_size);
+  g_mutex_lock (&ctx->lock);
+  for (gsize b0 = 0; b0 * info->block_size < n; b0 += blocks)
+    {
+      gsize nb = MIN (blocks, n / info->block_size - b0);
+      gsize raw = nb * info->type_size, count = nb * info->block_size;
+      lp_vk_run_begin (ctx, raw + count * F4 + 64);
+      lp_vk_slot (ctx, SLOT_RAW, raw);
+      lp_vk_upload (ctx, SLOT_RAW, (const guint8 *) src + b0 * info->type_size, 1, raw, raw);
+      lp_vk_slot (ctx, SLOT_B, count * F4);
+      lp_vk_barrier (ctx);
+      dequant_dispatch (ctx, type, count, SLOT_B);
+      lp_vk_download (ctx, SLOT_B, dst + b0 * info->block_size, 1, count * F4, count * F4);
+      lp_vk_run_end (ctx);
+    }
+  g_mutex_unlock (&ctx->lock);
+  return TRUE;
+}
+
+static gboolean
+vk_cholesky (LpBackend *be, int n, float *A, int lda)
+{
+  return be->fallback->ops->cholesky (be->fallback, n, A, lda);
+}
+
+static void
+vk_destroy (LpBackend *be)
+{
+  lp_vk_ctx_free (CTX (be));
+  g_free (be);
+}
+
+static const LpBackendOps vk_ops = {
+  .api_version = LP_BACKEND_API_VERSION,
+  .name = "vulkan",
+  .supports_op = vk_supports_op,
+  .gemm = vk_gemm,
+  .syrk = vk_syrk,
+  .rmsnorm = vk_rmsnorm,
+  .rope = vk_rope,
+  .attention = vk_attention,
+  .swiglu = vk_swiglu,
+  .cholesky = vk_cholesky,
+  .gemm_w = vk_gemm_w,
+  .dequantize = vk_dequantize,
+  .destroy = vk_destroy,
+};
+
+static LpBackend *
+vk_open (int index, GError **error)
+{
+  char *name = NULL, *numeric_class = NULL;
+  LpVkCtx *ctx = lp_vk_ctx_new (index, &name, &numeric_class, error);
+  if (ctx == NULL)
+    return NULL;
+  LpBackend *be = g_new0 (LpBackend, 1);
+  be->ops = &vk_ops;
+  be->ref_count = 1;
+  be->device_name = name;
+  be->numeric_class = numeric_class;
+  be->priv = ctx;
+  return be;
+}
+
+static const LpBackendModule vk_module = {
+  .api_version = LP_BACKEND_API_VERSION,
+  .struct_size = sizeof (LpBackendModule),
+  .name = "vulkan",
+  .list_devices = lp_vk_list_devices,
+  .open = vk_open,
+};
+
+G_MODULE_EXPORT const LpBackendModule *lp_backend_module_init (void);
+
+const LpBackendModule *
+lp_backend_module_init (void)
+{
+  return &vk_module;
+}

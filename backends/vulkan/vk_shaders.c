@@ -1,0 +1,40 @@
+/* llmpress Vulkan backend — the SPIR-V of every shader, compiled from
+ * the .comp files in shaders/ by glslc at build time (see Makefile.inc). */
+#include "config.h"
+
+#include "vk-internal.h"
+
+static const guint32 gemm_spv[] =
+#include "gemm.spv.inc"
+    ;
+static const guint32 rmsnorm_spv[] =
+#include "rmsnorm.spv.inc"
+    ;
+static const guint32 rope_spv[] =
+#include "rope.spv.inc"
+    ;
+static const guint32 attention_spv[] =
+#include "attention.spv.inc"
+    ;
+static const guint32 swiglu_spv[] =
+#include "swiglu.spv.inc"
+    ;
+static const guint32 dequant_spv[] =
+#include "dequant.spv.inc"
+    ;
+
+static const VkShaderCode shaders[VK_SH_COUNT] = {
+  [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
+  [VK_SH_RMSNORM] = { rmsnorm_spv, sizeof rmsnorm_spv, "rmsnorm" },
+  [VK_SH_ROPE] = { rope_spv, sizeof rope_spv, "rope" },
+  [VK_SH_ATTENTION] = { attention_spv, sizeof attention_spv, "attention" },
+  [VK_SH_SWIGLU] = { swiglu_spv, sizeof swiglu_spv, "swiglu" },
+  [VK_SH_DEQUANT] = { dequant_spv, sizeof dequant_spv, "dequant" },
+};
+
+const VkShaderCode *
+lp_vk_shader (VkShaderId id)
+{
+  g_return_val_if_fail (id < VK_SH_COUNT, NULL);
+  return &shaders[id];
+}

@@ -1,0 +1,158 @@
+/* make bench: the Vulkan backend beside the CPU backend, same shapes, same run.
+ *  1. GEMM GFLOP/s: a square product (n^3) and a weight product
+ *     (T x D times D x D^T, the forward pass's shape), f32 weights and f16
+ *     weights (gemm_w: dequantized on the device).
+ *  2. Hessian accumulation H += X^T X (T tokens, n inputs) as GFLOP/s of
+ *     the 2 T n^2 the device computes (the CPU's ssyrk computes half).
+ * The device: argv[1] ("vulkan", "vulkan:N"), else LLMPRESS_DEVICE, else the
+ * first usable Vulkan device.  On a CPU device (lavapipe) the shapes are
+ * scaled down 4x unless LLMPRESS_BENCH_FULL=1: it is a correctness device.
+ * Figures include host<->device transfers.  Never fails on time; prints why
+ * the Vulkan figures are missing when there is no device. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <llmpress/llmpress.h>
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+  return x < y ? -1 : x > y;
+}
+
+static double
+now (void)
+{
+  return g_get_monotonic_time () / 1e6;
+}
+
+typedef enum { OP_GEMM, OP_GEMM_F16, OP_SYRK } BenchOp;
+
+typedef struct {
+  int M, N, K;
+  float *A, *B, *C;
+  guint16 *B16;
+} Operands;
+
+static void
+run_once (LpBackend *be, BenchOp op, Operands *o)
+{
+  switch (op)
+    {
+    case OP_GEMM:
+      lp_gemm (be, TRUE, o->M, o->N, o->K, 1.0f, o->A, o->K, o->B, o->K, 0.0f, o->C, o->N);
+      break;
+    case OP_GEMM_F16:
+      lp_gemm_w (be, o->M, o->N, o->K, o->A, o->K, LP_DTYPE_F16, o->B16, 0.0f, o->C, o->N);
+      break;
+    case OP_SYRK:
+      /* X[T=M, n=K], H[n, n] */
+      lp_syrk (be, o->M, o->K, o->A, o->K, o->C);
+      break;
+    }
+}
+
+/* Median GFLOP/s of `reps` runs after one warm-up (pipelines compiled,
+ * buffers allocated). */
+static double
+gflops (LpBackend *be, BenchOp op, Operands *o, int reps)
+{
+  double t[8];
+  run_once (be, op, o);
+  for (int r = 0; r < reps; r++)
+    {
+      double t0 = now ();
+      run_once (be, op, o);
+      t[r] = now () - t0;
+    }
+  qsort (t, reps, sizeof (double), cmp_double);
+  double flops = op == OP_SYRK ? 2.0 * o->M * (double) o->K * o->K : 2.0 * o->M * (double) o->N * o->K;
+  return flops / t[reps / 2] / 1e9;
+}
+
+static Operands *
+operands_new (int M, int N, int K)
+{
+  Operands *o = g_new0 (Operands, 1);
+  o->M = M, o->N = N, o->K = K;
+  gsize c = MAX ((gsize) M * N, (gsize) K * K);
+  o->A = g_new (float, (gsize) M * K);
+  o->B = g_new (float, (gsize) N * K);
+  o->B16 = g_new (guint16, (gsize) N * K);
+  o->C = g_new0 (float, c);
+  for (gsize i = 0; i < (gsize) M * K; i++)
+    o->A[i] = (float) ((i * 7) % 13) * 0.01f;
+  for (gsize i = 0; i < (gsize) N * K; i++)
+    o->B[i] = (float) ((i * 5) % 11) * 0.01f;
+  lp_dtype_from_f32 (LP_DTYPE_F16, o->B, o->B16, (gsize) N * K, NULL);
+  return o;
+}
+
+static void
+operands_free (Operands *o)
+{
+  g_free (o->A);
+  g_free (o->B);
+  g_free (o->B16);
+  g_free (o->C);
+  g_free (o);
+}
+
+int
+main (int argc, char **argv)
+{
+  const char *name = argc > 1 ? argv[1] : g_getenv ("LLMPRESS_DEVICE");
+  if (name == NULL || !g_str_has_prefix (name, "vulkan"))
+    name = "vulkan";
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (LpBackend) vk = lp_backend_new (name, &error);
+  printf ("CPU:    %s\n", cpu->device_name);
+  if (vk == NULL)
+    printf ("Vulkan: no figures: %s\n", error->message);
+  else
+    printf ("Vulkan: %s\n", vk->device_name);
+
+  gboolean small = FALSE;
+  if (vk != NULL)
+    {
+      g_autoptr (GPtrArray) devices = lp_backend_list_devices ("vulkan", NULL);
+      for (guint i = 0; devices && i < devices->len; i++)
+        {
+          const LpDeviceInfo *d = devices->pdata[i];
+          if (d->type == LP_DEVICE_CPU && g_str_has_prefix (vk->device_name, d->name))
+            small = g_strcmp0 (g_getenv ("LLMPRESS_BENCH_FULL"), "1") != 0;
+        }
+      if (small)
+        printf ("(a CPU Vulkan device: shapes divided by 4; LLMPRESS_BENCH_FULL=1 for the full ones)\n");
+    }
+  int s = small ? 4 : 1;
+  struct {
+    const char *label;
+    BenchOp op;
+    int M, N, K;
+  } cases[] = {
+    { "GEMM n^3", OP_GEMM, 2048 / s, 2048 / s, 2048 / s },
+    { "weights f32 T x D x D", OP_GEMM, 512 / s, 4096 / s, 4096 / s },
+    { "weights f16 T x D x D", OP_GEMM_F16, 512 / s, 4096 / s, 4096 / s },
+    { "Hessian T, n", OP_SYRK, 4096 / s, 0, 4096 / s },
+  };
+  printf ("\n%-24s %16s %12s %12s\n", "op", "shape", "CPU GFLOP/s", "Vulkan");
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      Operands *o = operands_new (cases[i].M, cases[i].N, cases[i].K);
+      g_autofree char *shape = cases[i].op == OP_SYRK ? g_strdup_printf ("T%d n%d", o->M, o->K)
+                                                      : g_strdup_printf ("%dx%dx%d", o->M, o->N, o->K);
+      double c = gflops (cpu, cases[i].op, o, 3);
+      if (vk != NULL)
+        printf ("%-24s %16s %12.1f %12.1f\n", cases[i].label, shape, c, gflops (vk, cases[i].op, o, 3));
+      else
+        printf ("%-24s %16s %12.1f %12s\n", cases[i].label, shape, c, "-");
+      fflush (stdout);
+      operands_free (o);
+    }
+  return 0;
+}

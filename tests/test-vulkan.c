@@ -1,0 +1,444 @@
+/* The Vulkan backend against the C reference kernels, on whatever Vulkan
+ * device is there (lavapipe in CI), with the Khronos validation layer on:
+ * the module reports every validation error as a g_critical, fatal here.
+ * Each op runs three ways: host-visible memory used directly, through
+ * staging copies (the discrete-GPU path), and with bindings capped small so
+ * every op tiles.  Skips with the reason when there is no Vulkan device.
+ *
+ * Tolerances (relative Frobenius error against lp_ref_*, which accumulates
+ * in double): GEMM/SYRK/attention 1e-5 (f32 accumulation over K <= 300),
+ * element-wise ops 1e-6, dequantization exact, forward logits 1e-4,
+ * stories260K perplexity within 1e-3 of the CPU backend's. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+
+typedef enum { MODE_DIRECT, MODE_STAGING, MODE_TILED, MODE_COUNT } Mode;
+static const char *const mode_names[MODE_COUNT] = { "direct", "staging", "tiled (8..64 KiB bindings)" };
+
+/* The device, or NULL after g_test_skip with the reason. */
+static LpBackend *
+open_vulkan (Mode mode, gsize max_binding)
+{
+#ifndef HAVE_VULKAN
+  g_test_skip ("Vulkan backend not built (configure --enable-vulkan)");
+  return NULL;
+#else
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = lp_backend_list_devices ("vulkan", &error);
+  if (devices == NULL)
+    {
+      g_autofree char *why = g_strdup_printf ("no Vulkan: %s", error->message);
+      g_test_skip (why);
+      return NULL;
+    }
+  gboolean any = FALSE;
+  for (guint i = 0; i < devices->len; i++)
+    any |= ((LpDeviceInfo *) devices->pdata[i])->usable;
+  if (!any)
+    {
+      g_test_skip ("no usable Vulkan device");
+      return NULL;
+    }
+  if (mode == MODE_STAGING)
+    g_setenv ("LLMPRESS_VULKAN_STAGING", "1", TRUE);
+  if (mode == MODE_TILED)
+    {
+      g_autofree char *cap = g_strdup_printf ("%" G_GSIZE_FORMAT, max_binding);
+      g_setenv ("LLMPRESS_VULKAN_MAX_BINDING", cap, TRUE);
+    }
+  LpBackend *be = lp_backend_new ("vulkan", &error);
+  g_unsetenv ("LLMPRESS_VULKAN_STAGING");
+  g_unsetenv ("LLMPRESS_VULKAN_MAX_BINDING");
+  if (be == NULL && g_error_matches (error, LP_ERROR, LP_ERROR_MISSING))
+    {
+      /* The validation layer is not installed: CI installs it. */
+      g_test_skip (error->message);
+      return NULL;
+    }
+  g_assert_no_error (error);
+  g_assert_cmpstr (be->ops->name, ==, "vulkan");
+  g_test_message ("%s: %s", mode_names[mode], be->device_name);
+  return be;
+#endif
+}
+
+/* ---- each op, three ways ---- */
+
+static void
+check_gemm (LpBackend *be)
+{
+  static const int shapes[][3] = { { 1, 1, 1 }, { 37, 29, 53 }, { 64, 64, 64 }, { 130, 67, 200 }, { 3, 300, 17 } };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (int tb = 0; tb < 2; tb++)
+      for (int with_beta = 0; with_beta < 2; with_beta++)
+        {
+          int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+          /* Leading dimensions above the minimum: strided rows. */
+          int lda = K + 3, ldb = (tb ? K : N) + 2, ldc = N + 5;
+          int b_rows = tb ? N : K;
+          g_autofree float *A = g_new (float, (gsize) M * lda), *B = g_new (float, (gsize) b_rows * ldb);
+          g_autofree float *C = g_new (float, (gsize) M * ldc), *R = g_new (float, (gsize) M * ldc);
+          lp_test_fill (A, (gsize) M * lda, 1 + s, 1);
+          lp_test_fill (B, (gsize) b_rows * ldb, 2 + s, 1);
+          lp_test_fill (C, (gsize) M * ldc, 3 + s, 1);
+          memcpy (R, C, sizeof (float) * M * ldc);
+          float beta = with_beta ? 0.25f : 0.0f;
+          lp_gemm (be, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C, ldc);
+          lp_ref_gemm (tb, M, N, K, 0.5f, A, lda, B, ldb, beta, R, ldc);
+          /* Padding columns of C untouched too. */
+          lp_test_assert_close (C, R, (gsize) M * ldc, 1e-5);
+        }
+}
+
+/* W[N,K] as `type`: f16/bf16 converted, q8_0/q4_0 blocks with random codes. */
+static guint8 *
+make_weight (LpDType type, int N, int K, guint32 seed, gsize *bytes)
+{
+  guint64 row_bytes;
+  g_assert_true (lp_dtype_row_bytes (type, K, &row_bytes, NULL));
+  *bytes = (gsize) row_bytes * N;
+  guint8 *w = g_malloc (*bytes);
+  if (type == LP_DTYPE_F32 || type == LP_DTYPE_F16 || type == LP_DTYPE_BF16)
+    {
+      g_autofree float *f = g_new (float, (gsize) N * K);
+      lp_test_fill (f, (gsize) N * K, seed, 1);
+      g_assert_true (lp_dtype_from_f32 (type, f, w, (gsize) N * K, NULL));
+      return w;
+    }
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  gsize block = lp_dtype_info (type)->type_size;
+  for (gsize b = 0; b < *bytes / block; b++)
+    {
+      guint16 d = lp_f32_to_f16 ((float) g_rand_double_range (r, -0.1, 0.1));
+      w[b * block] = d & 0xff;
+      w[b * block + 1] = d >> 8;
+      for (gsize i = 2; i < block; i++)
+        w[b * block + i] = (guint8) g_rand_int_range (r, 0, 256);
+    }
+  return w;
+}
+
+static void
+check_gemm_w (LpBackend *be)
+{
+  static const LpDType types[] = { LP_DTYPE_F32, LP_DTYPE_F16, LP_DTYPE_BF16, LP_DTYPE_Q8_0, LP_DTYPE_Q4_0 };
+  int M = 19, N = 45, K = 96;
+  for (gsize t = 0; t < G_N_ELEMENTS (types); t++)
+    {
+      gsize bytes;
+      g_autofree guint8 *W = make_weight (types[t], N, K, 7 + t, &bytes);
+      int lda = K + 1, ldc = N + 2;
+      g_autofree float *A = g_new (float, (gsize) M * lda), *C = g_new (float, (gsize) M * ldc),
+                       *R = g_new (float, (gsize) M * ldc);
+      lp_test_fill (A, (gsize) M * lda, 8, 1);
+      lp_test_fill (C, (gsize) M * ldc, 9, 1);
+      memcpy (R, C, sizeof (float) * M * ldc);
+      lp_gemm_w (be, M, N, K, A, lda, types[t], W, 1.0f, C, ldc);
+      lp_ref_gemm_w (M, N, K, A, lda, types[t], W, 1.0f, R, ldc);
+      g_test_message ("gemm_w and dequantize: %s", lp_dtype_name (types[t]));
+      lp_test_assert_close (C, R, (gsize) M * ldc, 1e-5);
+
+      /* Dequantization is exact: one f32 product per element, as on the CPU. */
+      gsize n = (gsize) N * K;
+      g_autofree float *d = g_new (float, n), *dr = g_new (float, n);
+      g_assert_true (lp_dequantize (be, types[t], W, n, d));
+      g_assert_true (lp_dtype_to_f32 (types[t], W, dr, n, NULL));
+      g_assert_cmpmem (d, n * sizeof (float), dr, n * sizeof (float));
+    }
+}
+
+static void
+check_syrk (LpBackend *be)
+{
+  static const int shapes[][2] = { { 41, 17 }, { 300, 70 }, { 1, 3 } };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      int T = shapes[s][0], n = shapes[s][1], ldx = n + 3;
+      g_autofree float *X = g_new (float, (gsize) T * ldx), *H = g_new (float, (gsize) n * n),
+                       *R = g_new (float, (gsize) n * n);
+      lp_test_fill (X, (gsize) T * ldx, 20 + s, 1);
+      /* Accumulates onto what H holds (a symmetric start). */
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+          H[i * n + j] = R[i * n + j] = (float) (i + j) / n;
+      lp_syrk (be, T, n, X, ldx, H);
+      lp_ref_syrk (T, n, X, ldx, R);
+      lp_test_assert_close (H, R, (gsize) n * n, 1e-5);
+    }
+}
+
+static void
+check_rmsnorm (LpBackend *be)
+{
+  static const int shapes[][2] = { { 5, 64 }, { 3, 1000 }, { 70, 7 } };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      int T = shapes[s][0], D = shapes[s][1];
+      g_autofree float *x = g_new (float, (gsize) T * D), *w = g_new (float, D), *y = g_new (float, (gsize) T * D),
+                       *r = g_new (float, (gsize) T * D);
+      lp_test_fill (x, (gsize) T * D, 30 + s, 2);
+      lp_test_fill (w, D, 31 + s, 1);
+      lp_rmsnorm (be, T, D, x, w, 1e-5f, y);
+      lp_ref_rmsnorm (T, D, x, w, 1e-5f, r);
+      lp_test_assert_close (y, r, (gsize) T * D, 1e-6);
+      lp_rmsnorm (be, T, D, x, w, 1e-5f, x); /* in place */
+      lp_test_assert_close (x, r, (gsize) T * D, 1e-6);
+    }
+}
+
+static void
+check_rope (LpBackend *be)
+{
+  static const int shapes[][4] = { { 7, 3, 8, 0 }, { 33, 4, 64, 100 }, { 2, 1, 2, 4000 } };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (int style = 0; style < 2; style++)
+      {
+        int T = shapes[s][0], nh = shapes[s][1], hd = shapes[s][2], pos0 = shapes[s][3];
+        gsize n = (gsize) T * nh * hd;
+        g_autofree float *x = g_new (float, n), *r = g_new (float, n), *f = g_new (float, hd / 2);
+        lp_test_fill (x, n, 40 + s, 1);
+        memcpy (r, x, n * sizeof (float));
+        for (int i = 0; i < hd / 2; i++)
+          f[i] = (float) pow (10000.0, -2.0 * i / hd);
+        LpRopeStyle st = style ? LP_ROPE_NEOX : LP_ROPE_NORMAL;
+        lp_rope (be, st, T, nh, hd, pos0, f, x);
+        lp_ref_rope (st, T, nh, hd, pos0, f, r);
+        lp_test_assert_close (x, r, n, 1e-6);
+      }
+}
+
+static void
+check_attention (LpBackend *be)
+{
+  /* T, T_kv, H, Hkv, hd: no history, GQA, KV history, one query over many
+   * keys (several 64-key chunks), MHA, a head dim the device declines. */
+  static const int shapes[][5] = {
+    { 16, 16, 4, 4, 8 }, { 40, 40, 8, 2, 64 }, { 3, 70, 4, 2, 100 }, { 1, 200, 2, 1, 16 }, { 9, 9, 2, 1, 300 },
+  };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      int T = shapes[s][0], T_kv = shapes[s][1], H = shapes[s][2], Hkv = shapes[s][3], hd = shapes[s][4];
+      gsize nq = (gsize) T * H * hd, nkv = (gsize) T_kv * Hkv * hd;
+      g_autofree float *q = g_new (float, nq), *k = g_new (float, nkv), *v = g_new (float, nkv);
+      g_autofree float *o = g_new (float, nq), *r = g_new (float, nq);
+      lp_test_fill (q, nq, 50 + s, 1);
+      lp_test_fill (k, nkv, 51 + s, 1);
+      lp_test_fill (v, nkv, 52 + s, 1);
+      lp_attention (be, T, T_kv, H, Hkv, hd, q, k, v, o);
+      lp_ref_attention (T, T_kv, H, Hkv, hd, q, k, v, r);
+      lp_test_assert_close (o, r, nq, 1e-5);
+    }
+}
+
+static void
+check_swiglu (LpBackend *be)
+{
+  static const int sizes[] = { 1, 1000, 20000 };
+  for (gsize s = 0; s < G_N_ELEMENTS (sizes); s++)
+    {
+      int n = sizes[s];
+      g_autofree float *g = g_new (float, n), *u = g_new (float, n), *o = g_new (float, n), *r = g_new (float, n);
+      lp_test_fill (g, n, 60 + s, 4);
+      lp_test_fill (u, n, 61 + s, 1);
+      lp_swiglu (be, n, g, u, o);
+      lp_ref_swiglu (n, g, u, r);
+      lp_test_assert_close (o, r, n, 1e-6);
+    }
+}
+
+typedef struct {
+  const char *path;
+  void (*check) (LpBackend *be);
+  gsize tiled_binding; /* small enough that the shapes above span several tiles */
+} OpCheck;
+
+static const OpCheck op_checks[] = {
+  { "/vulkan/gemm", check_gemm, 16 << 10 },
+  { "/vulkan/gemm-w-and-dequantize", check_gemm_w, 8 << 10 },
+  { "/vulkan/syrk", check_syrk, 32 << 10 },
+  { "/vulkan/rmsnorm", check_rmsnorm, 64 << 10 },
+  { "/vulkan/rope", check_rope, 64 << 10 },
+  { "/vulkan/attention", check_attention, 64 << 10 },
+  { "/vulkan/swiglu", check_swiglu, 64 << 10 },
+};
+
+static void
+run_op_check (gconstpointer data)
+{
+  const OpCheck *c = data;
+  for (Mode m = 0; m < MODE_COUNT; m++)
+    {
+      g_autoptr (LpBackend) be = open_vulkan (m, c->tiled_binding);
+      if (be == NULL)
+        return;
+      c->check (be);
+    }
+}
+
+/* ---- selection, fallback, the forward pass ---- */
+
+static void
+test_devices_and_selection (void)
+{
+  g_autoptr (LpBackend) be = open_vulkan (MODE_DIRECT, 0);
+  if (be == NULL)
+    return;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = lp_backend_list_devices ("vulkan", &error);
+  g_assert_no_error (error);
+  gboolean any_gpu = FALSE;
+  for (guint i = 0; i < devices->len; i++)
+    {
+      const LpDeviceInfo *d = devices->pdata[i];
+      g_assert_cmpint (d->index, ==, i);
+      g_assert_nonnull (d->name);
+      g_assert_true (d->usable == (d->skip_reason == NULL));
+      any_gpu |= d->usable && (d->type == LP_DEVICE_DISCRETE_GPU || d->type == LP_DEVICE_INTEGRATED_GPU);
+    }
+  /* auto never picks a CPU device such as lavapipe. */
+  g_autoptr (LpBackend) au = lp_backend_new ("auto", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (au->ops->name, ==, any_gpu ? "vulkan" : "cpu");
+
+  g_autofree char *bad = g_strdup_printf ("vulkan:%u", devices->len);
+  g_assert_null (lp_backend_new (bad, &error));
+  lp_test_assert_error_contains (error, bad, "index below", NULL);
+  g_clear_error (&error);
+  g_assert_null (lp_backend_new ("vulkan:x", &error));
+  lp_test_assert_error_contains (error, "vulkan:N", "\"vulkan:x\"", NULL);
+  g_clear_error (&error);
+  g_assert_null (lp_backend_new ("vulkanic", &error));
+  lp_test_assert_error_contains (error, "expected cpu, auto or vulkan[:N]", NULL);
+  g_clear_error (&error);
+
+  /* LLMPRESS_DEVICE is the default. */
+  g_setenv ("LLMPRESS_DEVICE", "vulkan:0", TRUE);
+  g_autoptr (LpBackend) env = lp_backend_new (NULL, &error);
+  g_unsetenv ("LLMPRESS_DEVICE");
+  g_assert_no_error (error);
+  g_assert_cmpstr (env->ops->name, ==, "vulkan");
+
+  char *out = NULL;
+  g_assert_cmpint (lp_test_run_cli (&out, NULL, "devices", NULL), ==, 0);
+  g_assert_nonnull (strstr (out, "vulkan:0"));
+  g_assert_nonnull (strstr (out, "auto: "));
+  g_free (out);
+}
+
+static void
+test_fallback (void)
+{
+  g_autoptr (LpBackend) be = open_vulkan (MODE_DIRECT, 0);
+  if (be == NULL)
+    return;
+  g_assert_true (lp_backend_for_op (be, LP_OP_GEMM) == be);
+  g_assert_true (lp_backend_for_op (be, LP_OP_CHOLESKY) == be->fallback);
+  g_assert_cmpstr (be->fallback->ops->name, ==, "cpu");
+  g_autofree char *desc = lp_backend_describe (be);
+  g_assert_nonnull (strstr (desc, "on the CPU: cholesky"));
+  /* The declined op still runs, on the CPU, through the same call. */
+  int n = 12;
+  g_autofree float *A = g_new0 (float, n * n), *R = g_new0 (float, n * n), *X = g_new (float, 30 * n);
+  lp_test_fill (X, 30 * n, 70, 1);
+  lp_syrk (be, 30, n, X, n, A);
+  for (int i = 0; i < n; i++)
+    A[i * n + i] += 1.0f;
+  memcpy (R, A, sizeof (float) * n * n);
+  g_assert_true (lp_cholesky (be, n, A, n));
+  g_assert_true (lp_ref_cholesky (n, R, n));
+  lp_test_assert_close (A, R, n * n, 1e-5);
+  /* A type the device does not read (i32) falls back inside the op. */
+  gint32 ints[32];
+  float f[32], fr[32];
+  for (int i = 0; i < 32; i++)
+    ints[i] = i - 16;
+  g_assert_true (lp_dequantize (be, LP_DTYPE_I32, ints, 32, f));
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_I32, ints, fr, 32, NULL));
+  g_assert_cmpmem (f, sizeof f, fr, sizeof fr);
+}
+
+static void
+test_forward_synth (void)
+{
+  g_autoptr (LpBackend) vk = open_vulkan (MODE_DIRECT, 0);
+  if (vk == NULL)
+    return;
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  LpSynthOptions so = LP_SYNTH_OPTIONS_INIT;
+  so.untied = TRUE;
+  g_autoptr (LpModel) m = lp_model_synth (&so, &error);
+  g_assert_no_error (error);
+  const LpModelConfig *c = lp_model_config (m);
+  int T = 40, V = (int) c->n_vocab;
+  gint32 toks[40];
+  for (int i = 0; i < T; i++)
+    toks[i] = (i * 37 + 11) % V;
+  g_autoptr (LpForward) fv = lp_forward_new (m, vk, &error);
+  g_autoptr (LpForward) fc = lp_forward_new (m, cpu, &error);
+  g_assert_no_error (error);
+  g_autofree float *lv = g_new (float, (gsize) T * V), *lc = g_new (float, (gsize) T * V);
+  g_assert_true (lp_forward_logits (fv, toks, T, NULL, lv, &error));
+  g_assert_true (lp_forward_logits (fc, toks, T, NULL, lc, &error));
+  lp_test_assert_close (lv, lc, (gsize) T * V, 1e-4);
+
+  /* Incremental decoding (KV history) on the device matches the full pass. */
+  g_autoptr (LpKVCache) cache = lp_kv_cache_new (c, T);
+  g_autofree float *li = g_new (float, (gsize) T * V);
+  g_assert_true (lp_forward_logits (fv, toks, T - 5, cache, li, &error));
+  for (int t = T - 5; t < T; t++)
+    g_assert_true (lp_forward_logits (fv, toks + t, 1, cache, li + (gsize) t * V, &error));
+  g_assert_no_error (error);
+  lp_test_assert_close (li, lc, (gsize) T * V, 1e-4);
+}
+
+static void
+test_stories_ppl (void)
+{
+  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K-f32.gguf");
+  g_autofree char *dp = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (mp == NULL || dp == NULL)
+    return;
+  g_autoptr (LpBackend) vk = open_vulkan (MODE_DIRECT, 0);
+  if (vk == NULL)
+    return;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (mp, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (GArray) toks = lp_tokens_load (dp, m, &error);
+  g_assert_no_error (error);
+  LpEvalOptions o = { .ctx = 512, .max_windows = 20, .backend = vk };
+  LpEvalResult rv, rc;
+  /* The GGUF declares 128 (the converter's default); it was trained on 512. */
+  g_test_expect_message ("llmpress", G_LOG_LEVEL_WARNING, "*context length of 128*");
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rv, &error));
+  g_assert_no_error (error);
+  g_test_assert_expected_messages ();
+  o.backend = NULL;
+  g_test_expect_message ("llmpress", G_LOG_LEVEL_WARNING, "*context length of 128*");
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rc, &error));
+  g_assert_no_error (error);
+  g_test_assert_expected_messages ();
+  g_test_message ("stories260K, 20 windows: ppl %.6f on %s, %.6f on the CPU (%.0f vs %.0f tokens/s)", rv.ppl,
+                  vk->device_name, rc.ppl, rv.tokens_per_s, rc.tokens_per_s);
+  g_assert_cmpfloat (fabs (rv.ppl - rc.ppl), <, 1e-3);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  /* Every run here under the Khronos validation layer. */
+  g_setenv ("LLMPRESS_VULKAN_VALIDATION", "1", TRUE);
+  for (gsize i = 0; i < G_N_ELEMENTS (op_checks); i++)
+    g_test_add_data_func (op_checks[i].path, &op_checks[i], run_op_check);
+  g_test_add_func ("/vulkan/devices-and-selection", test_devices_and_selection);
+  g_test_add_func ("/vulkan/fallback", test_fallback);
+  g_test_add_func ("/vulkan/forward-synth", test_forward_synth);
+  g_test_add_func ("/vulkan/stories260K-ppl", test_stories_ppl);
+  return g_test_run ();
+}
