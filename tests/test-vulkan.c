@@ -413,16 +413,13 @@ test_stories_ppl (void)
   g_assert_no_error (error);
   LpEvalOptions o = { .ctx = 512, .max_windows = 20, .backend = vk };
   LpEvalResult rv, rc;
-  /* The GGUF declares 128 (the converter's default); it was trained on 512. */
-  g_test_expect_message ("llmpress", G_LOG_LEVEL_WARNING, "*context length of 128*");
+  /* The GGUF declares 128 (the converter's default); it was trained on 512:
+   * evaluation warns on stderr and goes on. */
   g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rv, &error));
   g_assert_no_error (error);
-  g_test_assert_expected_messages ();
   o.backend = NULL;
-  g_test_expect_message ("llmpress", G_LOG_LEVEL_WARNING, "*context length of 128*");
   g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rc, &error));
   g_assert_no_error (error);
-  g_test_assert_expected_messages ();
   g_test_message ("stories260K, 20 windows: ppl %.6f on %s, %.6f on the CPU (%.0f vs %.0f tokens/s)", rv.ppl,
                   vk->device_name, rc.ppl, rv.tokens_per_s, rc.tokens_per_s);
   g_assert_cmpfloat (fabs (rv.ppl - rc.ppl), <, 1e-3);
