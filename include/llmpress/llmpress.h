@@ -17,3 +17,4 @@
 #include <llmpress/progress.h>
 #include <llmpress/eval.h>
 #include <llmpress/calibration.h>
+#include <llmpress/quant.h>
