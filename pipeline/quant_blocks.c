@@ -43,7 +43,8 @@ kind_of (LpDType type)
 static void
 set_common (LpBlockParams *p, const Block32Kind *k)
 {
-  memset (p, 0, sizeof *p);
+  /* frozen_code is only read where frozen[] is set: leave it (1 KiB a block) */
+  memset (p, 0, G_STRUCT_OFFSET (LpBlockParams, frozen_code));
   p->type = k->type;
   p->n_values = 32;
   p->sub_size = 32;

@@ -394,7 +394,8 @@ fit_q6_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
 void
 lp_qfit_kblock (LpDType type, const float *x, const float *w, LpBlockParams *p, int *codes)
 {
-  memset (p, 0, sizeof *p);
+  /* frozen_code is only read where frozen[] is set: leave it (1 KiB a block) */
+  memset (p, 0, G_STRUCT_OFFSET (LpBlockParams, frozen_code));
   p->type = type;
   p->n_values = QK_K;
   switch (type)
