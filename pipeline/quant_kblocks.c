@@ -127,6 +127,35 @@ requantize (LpBlockParams *p, const float *x, const int *first, int *codes)
     }
 }
 
+/* ggml's importance weights qw * sqrt (sigma2 + x^2) of n values, and their sum. */
+static float
+importance_weights (const float *qw, const float *x, float sigma2, int n, float *weight)
+{
+  float sumw = 0;
+  for (int l = 0; l < n; ++l)
+    weight[l] = qw[l] * sqrtf (sigma2 + x[l] * x[l]);
+  for (int l = 0; l < n; ++l)
+    sumw += weight[l];
+  return sumw;
+}
+
+/* Q2_K without importance: 16 non-negative scales (or mins) onto 4-bit
+ * levels of max/15; returns that step as f16. */
+static guint16
+levels_4bit (const float *v, float max, guint8 *L)
+{
+  const float q4scale = 15.f;
+  if (!(max > 0))
+    {
+      memset (L, 0, 16);
+      return lp_f32_to_f16 (0.f);
+    }
+  float iscale = q4scale / max;
+  for (int j = 0; j < 16; ++j)
+    L[j] = lp_nearest_int (iscale * v[j]);
+  return lp_f32_to_f16 (max / q4scale);
+}
+
 static void
 fit_q2_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
 {
@@ -135,7 +164,6 @@ fit_q2_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
   int first[QK_K];
   if (qw == NULL)
     {
-      const float q4scale = 15.f;
       float max_scale = 0, max_min = 0;
       for (int j = 0; j < 16; ++j)
         {
@@ -148,30 +176,8 @@ fit_q2_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
           if (mins[j] > max_min)
             max_min = mins[j];
         }
-      if (max_scale > 0)
-        {
-          float iscale = q4scale / max_scale;
-          for (int j = 0; j < 16; ++j)
-            Ls[j] = lp_nearest_int (iscale * scales[j]);
-          p->d = lp_f32_to_f16 (max_scale / q4scale);
-        }
-      else
-        {
-          memset (Ls, 0, 16);
-          p->d = lp_f32_to_f16 (0.f);
-        }
-      if (max_min > 0)
-        {
-          float iscale = q4scale / max_min;
-          for (int j = 0; j < 16; ++j)
-            Lm[j] = lp_nearest_int (iscale * mins[j]);
-          p->m = lp_f32_to_f16 (max_min / q4scale);
-        }
-      else
-        {
-          memset (Lm, 0, 16);
-          p->m = lp_f32_to_f16 (0.f);
-        }
+      p->d = levels_4bit (scales, max_scale, Ls);
+      p->m = levels_4bit (mins, max_min, Lm);
     }
   else
     {
@@ -182,10 +188,7 @@ fit_q2_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
       float sigma2 = sumx2 / QK_K;
       for (int j = 0; j < 16; ++j)
         {
-          for (int l = 0; l < 16; ++l)
-            weight[l] = qw[16 * j + l] * sqrtf (sigma2 + x[16 * j + l] * x[16 * j + l]);
-          for (int l = 0; l < 16; ++l)
-            sw[j] += weight[l];
+          sw[j] += importance_weights (qw + 16 * j, x + 16 * j, sigma2, 16, weight);
           float iscale_unused, qmin_unused;
           scales[j] = lp_make_qkx3_quants (16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux,
                                            -0.9f, 0.05f, 36, FALSE, &iscale_unused, &qmin_unused);
@@ -251,12 +254,7 @@ fit_q3_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
       float sigma2 = 2 * sumx2 / QK_K;
       for (int j = 0; j < 16; ++j)
         {
-          for (int l = 0; l < 16; ++l)
-            weight[l] = qw[16 * j + l] * sqrtf (sigma2 + x[16 * j + l] * x[16 * j + l]);
-          float sumw = 0;
-          for (int l = 0; l < 16; ++l)
-            sumw += weight[l];
-          sw[j] = sumw;
+          sw[j] = importance_weights (qw + 16 * j, x + 16 * j, sigma2, 16, weight);
           float unused;
           scales[j] = lp_make_qx_quants (16, 4, x + 16 * j, L + 16 * j, 1, weight, &unused);
         }
@@ -322,12 +320,7 @@ fit_q45_k (const float *x, const float *qw, int nmax, LpBlockParams *p, int *cod
       float sigma2 = 2 * sum_x2 / QK_K;
       for (int j = 0; j < 8; ++j)
         {
-          for (int l = 0; l < 32; ++l)
-            weights[l] = qw[32 * j + l] * sqrtf (sigma2 + x[32 * j + l] * x[32 * j + l]);
-          float sumw = 0;
-          for (int l = 0; l < 32; ++l)
-            sumw += weights[l];
-          sw[j] = sumw;
+          sw[j] = importance_weights (qw + 32 * j, x + 32 * j, sigma2, 32, weights);
           float iscale_unused, qmin_unused;
           scales[j] = lp_make_qkx3_quants (32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
                                            -0.9f, 0.05f, 36, FALSE, &iscale_unused, &qmin_unused);

@@ -11,12 +11,9 @@
 
 #include "quant-internal.h"
 
-/* Codes L[i] = l + nmax with l in [-nmax, nmax-1]; returns the scale.  rmse_type 1
- * weights by qw, or by x^2 without qw (the only modes llama.cpp's K and imatrix
- * quantizers use). */
-float
-lp_make_qx_quants (int n, int nmax, const float *x, gint8 *L, int rmse_type, const float *qw,
-                   float *out_iscale)
+/* The value of largest magnitude (the first of them), and its magnitude. */
+static float
+signed_absmax (const float *x, int n, float *amax_out)
 {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i)
@@ -28,6 +25,19 @@ lp_make_qx_quants (int n, int nmax, const float *x, gint8 *L, int rmse_type, con
           max = x[i];
         }
     }
+  *amax_out = amax;
+  return max;
+}
+
+/* Codes L[i] = l + nmax with l in [-nmax, nmax-1]; returns the scale.  rmse_type 1
+ * weights by qw, or by x^2 without qw (the only modes llama.cpp's K and imatrix
+ * quantizers use). */
+float
+lp_make_qx_quants (int n, int nmax, const float *x, gint8 *L, int rmse_type, const float *qw,
+                   float *out_iscale)
+{
+  float amax;
+  float max = signed_absmax (x, n, &amax);
   if (amax < LP_GROUP_MAX_EPS)
     {
       for (int i = 0; i < n; ++i)
@@ -84,16 +94,8 @@ lp_make_qx_quants (int n, int nmax, const float *x, gint8 *L, int rmse_type, con
 float
 lp_make_q3_quants (int n, int nmax, const float *x, gint8 *L, gboolean do_rmse)
 {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i)
-    {
-      float ax = fabsf (x[i]);
-      if (ax > amax)
-        {
-          amax = ax;
-          max = x[i];
-        }
-    }
+  float amax;
+  float max = signed_absmax (x, n, &amax);
   if (amax < LP_GROUP_MAX_EPS)
     {
       for (int i = 0; i < n; ++i)
@@ -155,96 +157,16 @@ lp_make_q3_quants (int n, int nmax, const float *x, gint8 *L, gboolean do_rmse)
   return 1 / iscale;
 }
 
-/* Codes L[i] in [0, nmax]; value = scale*L - the_min. */
-float
-lp_make_qkx2_quants (int n, int nmax, const float *x, const float *weights, guint8 *L,
-                     float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
-                     gboolean use_mad)
-{
-  float min = x[0], max = x[0];
-  float sum_w = weights[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i)
-    {
-      if (x[i] < min)
-        min = x[i];
-      if (x[i] > max)
-        max = x[i];
-      float w = weights[i];
-      sum_w += w;
-      sum_x += w * x[i];
-    }
-  if (min > 0)
-    min = 0;
-  if (max == min)
-    {
-      for (int i = 0; i < n; ++i)
-        L[i] = 0;
-      *the_min = -min;
-      return 0.f;
-    }
-  float iscale = nmax / (max - min);
-  float scale = 1 / iscale;
-  float best_error = 0;
-  for (int i = 0; i < n; ++i)
-    {
-      int l = lp_nearest_int (iscale * (x[i] - min));
-      L[i] = MAX (0, MIN (nmax, l));
-      float diff = scale * L[i] + min - x[i];
-      diff = use_mad ? fabsf (diff) : diff * diff;
-      best_error += weights[i] * diff;
-    }
-  for (int is = 0; is <= nstep; ++is)
-    {
-      iscale = (rmin + rdelta * is + nmax) / (max - min);
-      float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-      for (int i = 0; i < n; ++i)
-        {
-          int l = lp_nearest_int (iscale * (x[i] - min));
-          l = MAX (0, MIN (nmax, l));
-          Laux[i] = l;
-          float w = weights[i];
-          sum_l += w * l;
-          sum_l2 += w * l * l;
-          sum_xl += w * l * x[i];
-        }
-      float D = sum_w * sum_l2 - sum_l * sum_l;
-      if (D > 0)
-        {
-          float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-          float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-          if (this_min > 0)
-            {
-              this_min = 0;
-              this_scale = sum_xl / sum_l2;
-            }
-          float cur_error = 0;
-          for (int i = 0; i < n; ++i)
-            {
-              float diff = this_scale * Laux[i] + this_min - x[i];
-              diff = use_mad ? fabsf (diff) : diff * diff;
-              cur_error += weights[i] * diff;
-            }
-          if (cur_error < best_error)
-            {
-              for (int i = 0; i < n; ++i)
-                L[i] = Laux[i];
-              best_error = cur_error;
-              scale = this_scale;
-              min = this_min;
-            }
-        }
-    }
-  *the_min = -min;
-  return scale;
-}
-
-/* As make_qkx2_quants, with the guarded code rule of ggml's newer variant;
- * out_iscale / out_qmin: the v = iscale*(x - qmin) that produced L. */
-float
-lp_make_qkx3_quants (int n, int nmax, const float *x, const float *weights, guint8 *L,
-                     float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
-                     gboolean use_mad, float *out_iscale, float *out_qmin)
+/* make_qkx2_quants and make_qkx3_quants differ only in the code rule of the
+ * search steps: qkx2 clamps nearest_int (v), which overflows when the running
+ * min nears max; qkx3 guards v first.  The files ggml writes depend on which
+ * one runs (Q4_K/Q5_K without importance use qkx2), so both are kept.
+ * Codes L[i] in [0, nmax]; value = scale*L - the_min; out_iscale / out_qmin:
+ * the v = iscale*(x - qmin) that produced L. */
+static float
+make_qkx_quants (int n, int nmax, const float *x, const float *weights, guint8 *L, float *the_min,
+                 guint8 *Laux, float rmin, float rdelta, int nstep, gboolean use_mad, gboolean guarded,
+                 float *out_iscale, float *out_qmin)
 {
   float min = x[0], max = x[0];
   float sum_w = weights ? weights[0] : x[0] * x[0];
@@ -290,7 +212,8 @@ lp_make_qkx3_quants (int n, int nmax, const float *x, const float *weights, guin
       for (int i = 0; i < n; ++i)
         {
           const float v = iscale * (x[i] - min);
-          const int l = v > 0 ? lp_nearest_int (MIN (v, nmax)) : 0;
+          const int l = guarded ? (v > 0 ? lp_nearest_int (MIN (v, nmax)) : 0)
+                                : MAX (0, MIN (nmax, lp_nearest_int (v)));
           Laux[i] = l;
           float w = weights ? weights[i] : x[i] * x[i];
           sum_l += w * l;
@@ -329,6 +252,25 @@ lp_make_qkx3_quants (int n, int nmax, const float *x, const float *weights, guin
     }
   *the_min = -min;
   return scale;
+}
+
+float
+lp_make_qkx2_quants (int n, int nmax, const float *x, const float *weights, guint8 *L,
+                     float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
+                     gboolean use_mad)
+{
+  float unused_iscale, unused_qmin;
+  return make_qkx_quants (n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad, FALSE,
+                          &unused_iscale, &unused_qmin);
+}
+
+float
+lp_make_qkx3_quants (int n, int nmax, const float *x, const float *weights, guint8 *L,
+                     float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
+                     gboolean use_mad, float *out_iscale, float *out_qmin)
+{
+  return make_qkx_quants (n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad, TRUE,
+                          out_iscale, out_qmin);
 }
 
 /* Non-negative x (sub-block scales or mins) onto codes L in [0, nmax]. */
