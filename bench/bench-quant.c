@@ -13,7 +13,7 @@
 
 #include <llmpress/llmpress.h>
 
-#include "bench-util.h"
+#include "benchutil.h"
 
 
 static double
