@@ -13,25 +13,8 @@
 
 #include <llmpress/llmpress.h>
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
+#include "benchutil.h"
 
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof (double), cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double
-now (void)
-{
-  return g_get_monotonic_time () / 1e6;
-}
 
 static double
 peak_sgemm (int n, int reps)

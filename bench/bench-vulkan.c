@@ -16,18 +16,7 @@
 
 #include <llmpress/llmpress.h>
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static double
-now (void)
-{
-  return g_get_monotonic_time () / 1e6;
-}
+#include "benchutil.h"
 
 typedef enum { OP_GEMM, OP_GEMM_F16, OP_SYRK } BenchOp;
 
@@ -68,9 +57,8 @@ gflops (LpBackend *be, BenchOp op, Operands *o, int reps)
       run_once (be, op, o);
       t[r] = now () - t0;
     }
-  qsort (t, reps, sizeof (double), cmp_double);
   double flops = op == OP_SYRK ? 2.0 * o->M * (double) o->K * o->K : 2.0 * o->M * (double) o->N * o->K;
-  return flops / t[reps / 2] / 1e9;
+  return flops / median (t, reps) / 1e9;
 }
 
 static Operands *

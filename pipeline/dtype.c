@@ -9,22 +9,23 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "quant-internal.h"
 
 static const LpDTypeInfo dtype_table[LP_DTYPE_COUNT] = {
   [LP_DTYPE_F32] = { "f32", 1, 4, TRUE },
   [LP_DTYPE_F16] = { "f16", 1, 2, TRUE },
   [LP_DTYPE_Q4_0] = { "q4_0", 32, 18, TRUE },
-  [LP_DTYPE_Q4_1] = { "q4_1", 32, 20, FALSE },
-  [LP_DTYPE_Q5_0] = { "q5_0", 32, 22, FALSE },
-  [LP_DTYPE_Q5_1] = { "q5_1", 32, 24, FALSE },
+  [LP_DTYPE_Q4_1] = { "q4_1", 32, 20, TRUE },
+  [LP_DTYPE_Q5_0] = { "q5_0", 32, 22, TRUE },
+  [LP_DTYPE_Q5_1] = { "q5_1", 32, 24, TRUE },
   [LP_DTYPE_Q8_0] = { "q8_0", 32, 34, TRUE },
-  [LP_DTYPE_Q8_1] = { "q8_1", 32, 36, FALSE },
-  [LP_DTYPE_Q2_K] = { "q2_k", 256, 84, FALSE },
-  [LP_DTYPE_Q3_K] = { "q3_k", 256, 110, FALSE },
-  [LP_DTYPE_Q4_K] = { "q4_k", 256, 144, FALSE },
-  [LP_DTYPE_Q5_K] = { "q5_k", 256, 176, FALSE },
-  [LP_DTYPE_Q6_K] = { "q6_k", 256, 210, FALSE },
-  [LP_DTYPE_Q8_K] = { "q8_k", 256, 292, FALSE },
+  [LP_DTYPE_Q8_1] = { "q8_1", 32, 36, TRUE },
+  [LP_DTYPE_Q2_K] = { "q2_k", 256, 84, TRUE },
+  [LP_DTYPE_Q3_K] = { "q3_k", 256, 110, TRUE },
+  [LP_DTYPE_Q4_K] = { "q4_k", 256, 144, TRUE },
+  [LP_DTYPE_Q5_K] = { "q5_k", 256, 176, TRUE },
+  [LP_DTYPE_Q6_K] = { "q6_k", 256, 210, TRUE },
+  [LP_DTYPE_Q8_K] = { "q8_k", 256, 292, TRUE },
   [LP_DTYPE_I8] = { "i8", 1, 1, TRUE },
   [LP_DTYPE_I16] = { "i16", 1, 2, TRUE },
   [LP_DTYPE_I32] = { "i32", 1, 4, TRUE },
@@ -262,7 +263,10 @@ lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **e
       dequant_q4_0 (s, dst, n / 32);
       break;
     default:
-      g_assert_not_reached ();
+      /* the other block types: quant_blocks.c and quant_kblocks.c */
+      if (!lp_dequant_block32 (dtype, s, dst, n / info->block_size)
+          && !lp_dequant_kblock (dtype, s, dst, n / info->block_size))
+        g_assert_not_reached ();
     }
   return TRUE;
 }
@@ -293,8 +297,9 @@ lp_dtype_from_f32 (LpDType dtype, const float *src, void *dst, gsize n, GError *
         }
       return TRUE;
     default:
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "cannot convert to %s (only f32, f16, bf16)",
-                    lp_dtype_name (dtype));
+      if (lp_quant_type_supported (dtype))
+        return lp_quantize_row (dtype, src, dst, (gint64) n, NULL, error);
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "cannot convert to %s", lp_dtype_name (dtype));
       return FALSE;
     }
 }

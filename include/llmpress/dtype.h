@@ -59,7 +59,8 @@ guint16 lp_f32_to_bf16 (float f);
 /* Convert n elements of `src` (of type dtype, n a multiple of its block size)
  * to f32.  FALSE if dtype cannot be read. */
 gboolean lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **error);
-/* Convert n f32 values into dtype (f32, f16, bf16 only for now). */
+/* Convert n f32 values into dtype: f32, f16, bf16, or a block type of
+ * lp_quant_type_supported (ggml's reference quantizer, see quant.h). */
 gboolean lp_dtype_from_f32 (LpDType dtype, const float *src, void *dst, gsize n, GError **error);
 
 G_END_DECLS

@@ -22,3 +22,4 @@
 #include <llmpress/params.h>
 #include <llmpress/context.h>
 #include <llmpress/plugin.h>
+#include <llmpress/quant.h>

@@ -1,0 +1,65 @@
+/* llmpress — shared pieces of the block quantizers (quant*.c), not SDK. */
+#pragma once
+
+#include <string.h>
+#include <glib.h>
+#include <llmpress/quant.h>
+
+/* How a value's code follows from LpBlockParams.qa / qb (ggml's expressions). */
+enum {
+  LP_RULE_TRUNC_BIAS,   /* Q4_0/Q5_0: (int)(x*qa + bias + 0.5), capped; qa = 1/d unrounded */
+  LP_RULE_TRUNC_MIN,    /* Q4_1/Q5_1: (int)((x - qb)*qa + 0.5), capped */
+  LP_RULE_ROUND,        /* Q8_0: roundf (x*qa) */
+  LP_RULE_NEAREST_MUL,  /* make_qx_quants codes: nearest (qa*x) clamped */
+  LP_RULE_QKX3,         /* make_qkx3_quants codes: v = qa*(x - qb); v > 0 ? nearest (min (v, max)) : 0 */
+  LP_RULE_DIV_MIN,      /* K types with a min: nearest ((x + qb)/qa) clamped */
+  LP_RULE_DIV,          /* Q3_K/Q6_K: nearest (x/qa) clamped */
+};
+
+#define LP_GROUP_MAX_EPS 1e-15f
+
+/* ggml's nearest_int: round half to even via the 1.5*2^23 trick, for |f| < 2^22. */
+static inline int
+lp_nearest_int (float fval)
+{
+  float val = fval + 12582912.f;
+  int i;
+  memcpy (&i, &val, sizeof (int));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+/* ggml's scale searches (ggml-quants.c), same arithmetic in the same order.
+ * L receives codes; see each definition for its convention. */
+float lp_make_qx_quants (int n, int nmax, const float *x, gint8 *L, int rmse_type, const float *qw,
+                         float *out_iscale);
+float lp_make_q3_quants (int n, int nmax, const float *x, gint8 *L, gboolean do_rmse);
+float lp_make_qkx2_quants (int n, int nmax, const float *x, const float *weights, guint8 *L,
+                           float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
+                           gboolean use_mad);
+float lp_make_qkx3_quants (int n, int nmax, const float *x, const float *weights, guint8 *L,
+                           float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
+                           gboolean use_mad, float *out_iscale, float *out_qmin);
+float lp_make_qp_quants (int n, int nmax, const float *x, guint8 *L, const float *quant_weights);
+
+/* Fit one block as ggml does: parameters, and in `codes` the codes ggml writes. */
+void lp_qfit_block32 (LpDType type, const float *x, const float *w, float sigma2, LpBlockParams *p,
+                      int *codes);
+void lp_qfit_kblock (LpDType type, const float *x, const float *w, LpBlockParams *p, int *codes);
+void lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst);
+void lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst);
+/* Dequantize n_blocks blocks; FALSE for a type this file does not hold. */
+gboolean lp_dequant_block32 (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
+gboolean lp_dequant_kblock (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
+
+static inline guint16
+lp_qread_u16 (const guint8 *p)
+{
+  return (guint16) (p[0] | (p[1] << 8));
+}
+
+static inline void
+lp_qwrite_u16 (guint8 *p, guint16 v)
+{
+  p[0] = v & 0xff;
+  p[1] = v >> 8;
+}

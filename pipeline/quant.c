@@ -1,0 +1,353 @@
+/* llmpress — quantizing rows and tensors into llama.cpp's block types, the
+ * fallback type table, and the grid view for data-aware quantizers. */
+#include "config.h"
+
+#include <math.h>
+
+#include "lp-internal.h"
+#include "quant-internal.h"
+
+gboolean
+lp_quant_type_supported (LpDType type)
+{
+  switch (type)
+    {
+    case LP_DTYPE_Q4_0:
+    case LP_DTYPE_Q4_1:
+    case LP_DTYPE_Q5_0:
+    case LP_DTYPE_Q5_1:
+    case LP_DTYPE_Q8_0:
+    case LP_DTYPE_Q2_K:
+    case LP_DTYPE_Q3_K:
+    case LP_DTYPE_Q4_K:
+    case LP_DTYPE_Q5_K:
+    case LP_DTYPE_Q6_K:
+      return TRUE;
+    default:
+      return FALSE;
+    }
+}
+
+static gboolean
+is_float_type (LpDType type)
+{
+  return type == LP_DTYPE_F32 || type == LP_DTYPE_F16 || type == LP_DTYPE_BF16;
+}
+
+/* The first index where v is not finite (or, for weights, negative), or -1. */
+static gint64
+first_bad (const float *v, gint64 n, gboolean nonneg)
+{
+  for (gint64 i = 0; i < n; i++)
+    if (!isfinite (v[i]) || (nonneg && v[i] < 0))
+      return i;
+  return -1;
+}
+
+float
+lp_block_grid_row_sigma2 (const float *row, gint64 n)
+{
+  float sum_x2 = 0;
+  for (gint64 j = 0; j < n; ++j)
+    sum_x2 += row[j] * row[j];
+  return sum_x2 / n;
+}
+
+/* One block of any supported block type: ggml's parameters and codes. */
+static void
+fit_block (LpDType type, const float *x, const float *w, float sigma2, LpBlockParams *p, int *codes)
+{
+  if (lp_dtype_info (type)->block_size == 32)
+    lp_qfit_block32 (type, x, w, sigma2, p, codes);
+  else
+    lp_qfit_kblock (type, x, w, p, codes);
+}
+
+void
+lp_block_grid_pack (const LpBlockParams *p, const int *codes, void *dst)
+{
+  if (p->n_values == 32)
+    lp_qpack_block32 (p, codes, dst);
+  else
+    lp_qpack_kblock (p, codes, dst);
+}
+
+gboolean
+lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const float *importance,
+                 GError **error)
+{
+  if (!lp_quant_type_supported (type) && !is_float_type (type))
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "cannot quantize to %s", lp_dtype_name (type));
+      return FALSE;
+    }
+  guint64 bytes;
+  if (n < 0 || !lp_dtype_row_bytes (type, (guint64) n, &bytes, error))
+    return FALSE;
+  gint64 bad = first_bad (src, n, FALSE);
+  if (bad >= 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "element %" G_GINT64_FORMAT ": expected a finite value, found %g",
+                    bad, (double) src[bad]);
+      return FALSE;
+    }
+  if (importance != NULL && (bad = first_bad (importance, n, TRUE)) >= 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "importance %" G_GINT64_FORMAT ": expected a finite non-negative weight, found %g", bad,
+                    (double) importance[bad]);
+      return FALSE;
+    }
+  if (is_float_type (type))
+    return lp_dtype_from_f32 (type, src, dst, n, error);
+
+  const LpDTypeInfo *info = lp_dtype_info (type);
+  float sigma2 = importance != NULL && info->block_size == 32 ? lp_block_grid_row_sigma2 (src, n) : 0.f;
+  guint8 *out = dst;
+  LpBlockParams p;
+  int codes[LP_BLOCK_MAX_VALUES];
+  for (gint64 b = 0; b < n / info->block_size; b++)
+    {
+      gint64 off = b * info->block_size;
+      fit_block (type, src + off, importance ? importance + off : NULL, sigma2, &p, codes);
+      lp_block_grid_pack (&p, codes, out + b * info->type_size);
+    }
+  return TRUE;
+}
+
+/* ---- tensors ---- */
+
+typedef struct {
+  LpDType type;
+  const float *src;
+  guint8 *dst;
+  const float *importance;
+  gint64 row_length;
+  gsize row_bytes;
+  gint64 row0, row1;
+  gint64 bad_row; /* first failing row, or -1 */
+  GError *error;
+} RowJob;
+
+static gpointer
+quantize_rows (gpointer data)
+{
+  RowJob *job = data;
+  job->bad_row = -1;
+  for (gint64 r = job->row0; r < job->row1; r++)
+    if (!lp_quantize_row (job->type, job->src + r * job->row_length, job->dst + r * job->row_bytes,
+                          job->row_length, job->importance, &job->error))
+      {
+        job->bad_row = r;
+        break;
+      }
+  return NULL;
+}
+
+gboolean
+lp_quantize_tensor (LpTensor *src, LpDType type, const float *importance_per_column, LpTensor **out,
+                    GError **error)
+{
+  g_return_val_if_fail (src != NULL && out != NULL, FALSE);
+  *out = NULL;
+  if (!lp_quant_type_supported (type) && !is_float_type (type))
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: cannot quantize to %s", src->name, lp_dtype_name (type));
+      return FALSE;
+    }
+  gint64 row_length = lp_tensor_row_length (src), n_rows = lp_tensor_n_rows (src);
+  const LpDTypeInfo *info = lp_dtype_info (type);
+  if (row_length % info->block_size != 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "%s: rows of %" G_GINT64_FORMAT " values: expected a multiple of the %s block size %u"
+                    " (see lp_quant_fallback_type)",
+                    src->name, row_length, info->name, info->block_size);
+      return FALSE;
+    }
+  g_autoptr (LpTensor) q = lp_tensor_new (src->name, type, src->n_dims, src->shape, error);
+  if (q == NULL)
+    return FALSE;
+  float *owned = NULL;
+  const float *values = lp_tensor_data (src);
+  if (src->dtype != LP_DTYPE_F32)
+    {
+      owned = lp_tensor_dup_f32 (src, error);
+      if (owned == NULL)
+        return FALSE;
+      values = owned;
+    }
+
+  /* Rows are independent and each is quantized alone, so splitting them
+   * between threads cannot change a byte. */
+  int n_threads = 1;
+  if (lp_tensor_n_elements (src) >= (1 << 16))
+    n_threads = (int) MIN ((gint64) MIN (g_get_num_processors (), 8), n_rows);
+  RowJob jobs[8];
+  GThread *threads[8];
+  for (int t = 0; t < n_threads; t++)
+    {
+      jobs[t] = (RowJob) { type, values, lp_tensor_data_mut (q), importance_per_column, row_length,
+                           lp_tensor_n_bytes (q) / MAX (n_rows, 1), n_rows * t / n_threads,
+                           n_rows * (t + 1) / n_threads, -1, NULL };
+      threads[t] = t == 0 ? NULL : g_thread_new ("quantize", quantize_rows, &jobs[t]);
+    }
+  if (n_threads > 0)
+    quantize_rows (&jobs[0]);
+  gboolean ok = TRUE;
+  for (int t = 0; t < n_threads; t++)
+    {
+      if (threads[t])
+        g_thread_join (threads[t]);
+      if (jobs[t].error != NULL)
+        {
+          if (ok)
+            {
+              g_propagate_prefixed_error (error, jobs[t].error, "%s: row %" G_GINT64_FORMAT ": ", src->name,
+                                          jobs[t].bad_row);
+              ok = FALSE;
+            }
+          else
+            g_error_free (jobs[t].error);
+        }
+    }
+  g_free (owned);
+  if (!ok)
+    return FALSE;
+  *out = g_steal_pointer (&q);
+  return TRUE;
+}
+
+/* llama.cpp's tensor_type_fallback (src/llama-quant.cpp) for rows that the
+ * wanted type's block does not divide:
+ *
+ *   wanted            fallback   (if 32 does not divide the row either)
+ *   Q2_K, Q3_K        Q4_0       F16
+ *   Q4_K              Q5_0       F16
+ *   Q5_K              Q5_1       F16
+ *   Q6_K              Q8_0       F16
+ *   Q4_0 ... Q8_1     F16        (llama.cpp has no fallback and refuses)
+ *
+ * e.g. stories260K's ffn_down, rows of 172 values: Q4_K -> F16. */
+LpDType
+lp_quant_fallback_type (LpDType wanted, gint64 row_length)
+{
+  const LpDTypeInfo *info = lp_dtype_info (wanted);
+  g_return_val_if_fail (info != NULL, LP_DTYPE_F16);
+  if (row_length % info->block_size == 0)
+    return wanted;
+  LpDType fallback;
+  switch (wanted)
+    {
+    case LP_DTYPE_Q2_K:
+    case LP_DTYPE_Q3_K:
+      fallback = LP_DTYPE_Q4_0;
+      break;
+    case LP_DTYPE_Q4_K:
+      fallback = LP_DTYPE_Q5_0;
+      break;
+    case LP_DTYPE_Q5_K:
+      fallback = LP_DTYPE_Q5_1;
+      break;
+    case LP_DTYPE_Q6_K:
+    case LP_DTYPE_Q8_K:
+      fallback = LP_DTYPE_Q8_0;
+      break;
+    default:
+      return LP_DTYPE_F16;
+    }
+  return row_length % 32 == 0 ? fallback : LP_DTYPE_F16;
+}
+
+/* ---- grid view ---- */
+
+gboolean
+lp_block_grid_fit (LpDType type, const float *x, const float *importance, float row_sigma2,
+                   LpBlockParams *out, GError **error)
+{
+  if (!lp_quant_type_supported (type))
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "no block grid for type %s", lp_dtype_name (type));
+      return FALSE;
+    }
+  int n = (int) lp_dtype_info (type)->block_size;
+  gint64 bad = first_bad (x, n, FALSE);
+  if (bad >= 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "block element %" G_GINT64_FORMAT ": expected a finite value, found %g",
+                    bad, (double) x[bad]);
+      return FALSE;
+    }
+  int codes[LP_BLOCK_MAX_VALUES];
+  fit_block (type, x, importance, row_sigma2, out, codes);
+  return TRUE;
+}
+
+float
+lp_block_grid_dequantize_code (const LpBlockParams *p, int idx, int code)
+{
+  int s = idx / p->sub_size;
+  float v = p->step[s] * (float) code;
+  if (p->has_offset)
+    v = v + p->offset[s];
+  return v;
+}
+
+/* Keep a float inside [lo, hi] (NaN -> 0) before an int conversion. */
+static inline float
+bounded (float v, float lo, float hi)
+{
+  if (!(v == v))
+    return 0.f;
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* The rules reproduce ggml's expressions for every value they see in
+ * practice; the bounds only keep out-of-range inputs (error feedback can push
+ * a value past the block's range) away from undefined conversions. */
+float
+lp_block_grid_quantize_value (const LpBlockParams *p, int idx, float x, int *code)
+{
+  int s = idx / p->sub_size;
+  int c;
+  float lo = (float) p->code_min - 1, hi = (float) p->code_max + 1;
+  if (p->frozen[s])
+    c = p->frozen_code[idx];
+  else
+    switch (p->rule)
+      {
+      case LP_RULE_TRUNC_BIAS:
+        {
+          int half = -p->code_min;
+          float v = bounded (x * p->qa[s] + (half + 0.5f), 0.f, 127.f);
+          c = MIN (p->code_max + half, (int) v) - half;
+          break;
+        }
+      case LP_RULE_TRUNC_MIN:
+        c = MIN (p->code_max, (int) bounded ((x - p->qb[s]) * p->qa[s] + 0.5f, 0.f, 127.f));
+        break;
+      case LP_RULE_ROUND:
+        c = (int) roundf (bounded (x * p->qa[s], -128.f, 127.f));
+        break;
+      case LP_RULE_NEAREST_MUL:
+        c = lp_nearest_int (bounded (p->qa[s] * x, lo, hi));
+        break;
+      case LP_RULE_QKX3:
+        {
+          const float v = p->qa[s] * (x - p->qb[s]);
+          c = v > 0 ? lp_nearest_int (MIN (v, p->code_max)) : 0;
+          break;
+        }
+      case LP_RULE_DIV_MIN:
+        c = lp_nearest_int (bounded ((x + p->qb[s]) / p->qa[s], lo, hi));
+        break;
+      case LP_RULE_DIV:
+        c = lp_nearest_int (bounded (x / p->qa[s], lo, hi));
+        break;
+      default:
+        g_assert_not_reached ();
+      }
+  c = CLAMP (c, p->code_min, p->code_max);
+  *code = c;
+  return lp_block_grid_dequantize_code (p, idx, c);
+}

@@ -1,0 +1,277 @@
+/* llmpress — llama.cpp's 32-value block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+ * (and Q8_1, read only).  Layouts (ggml-common.h), little-endian:
+ *   Q4_0  f16 d, 16 bytes of nibbles          value = (q - 8) * d
+ *   Q4_1  f16 d, f16 m, 16 bytes of nibbles   value = q * d + m
+ *   Q5_0  f16 d, u32 qh, 16 bytes of nibbles  value = (q - 16) * d
+ *   Q5_1  f16 d, f16 m, u32 qh, 16 bytes      value = q * d + m
+ *   Q8_0  f16 d, 32 int8                      value = q * d
+ *   Q8_1  f16 d, f16 s (= d * sum q), 32 int8 value = q * d
+ * Element j < 16 sits in the low nibble of byte j, element j + 16 in its high
+ * nibble; the fifth bit of element j is bit j of qh.
+ *
+ * The fits follow quantize_row_<type>_ref (no importance) and the
+ * importance-weighted quantize_row_<type>_impl of ggml-quants.c: note that
+ * the reference quantizers pick codes with the unrounded 1/d while the block
+ * stores d rounded to f16 — files match llama.cpp's only this way. */
+#include "config.h"
+
+#include <float.h>
+#include <math.h>
+
+#include "quant-internal.h"
+
+typedef struct {
+  LpDType type;
+  int bits;        /* 4, 5 or 8 */
+  gboolean has_min;
+} Block32Kind;
+
+static const Block32Kind kinds[] = {
+  { LP_DTYPE_Q4_0, 4, FALSE }, { LP_DTYPE_Q4_1, 4, TRUE }, { LP_DTYPE_Q5_0, 5, FALSE },
+  { LP_DTYPE_Q5_1, 5, TRUE },  { LP_DTYPE_Q8_0, 8, FALSE },
+};
+
+static const Block32Kind *
+kind_of (LpDType type)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (kinds); i++)
+    if (kinds[i].type == type)
+      return &kinds[i];
+  g_assert_not_reached ();
+}
+
+static void
+set_common (LpBlockParams *p, const Block32Kind *k)
+{
+  /* frozen_code is only read where frozen[] is set: leave it (1 KiB a block) */
+  memset (p, 0, G_STRUCT_OFFSET (LpBlockParams, frozen_code));
+  p->type = k->type;
+  p->n_values = 32;
+  p->sub_size = 32;
+  int levels = 1 << k->bits;
+  p->code_min = k->has_min ? 0 : -levels / 2;
+  p->code_max = k->has_min ? levels - 1 : levels / 2 - 1;
+  p->has_offset = k->has_min;
+}
+
+/* quantize_row_q{4,5}_{0,1}_ref and quantize_row_q8_0_ref. */
+static void
+fit_ref (const Block32Kind *k, const float *x, LpBlockParams *p, int *codes)
+{
+  int nmax = (1 << k->bits) - 1;
+  if (k->has_min)
+    {
+      float min = FLT_MAX, max = -FLT_MAX;
+      for (int j = 0; j < 32; j++)
+        {
+          if (x[j] < min)
+            min = x[j];
+          if (x[j] > max)
+            max = x[j];
+        }
+      const float d = (max - min) / nmax;
+      const float id = d ? 1.0f / d : 0.0f;
+      p->d = lp_f32_to_f16 (d);
+      p->m = lp_f32_to_f16 (min);
+      p->rule = LP_RULE_TRUNC_MIN;
+      p->qa[0] = id;
+      p->qb[0] = min;
+      for (int j = 0; j < 32; j++)
+        {
+          const float v = (x[j] - min) * id;
+          codes[j] = MIN (nmax, (gint8) (v + 0.5f));
+        }
+    }
+  else if (k->bits == 8)
+    {
+      float amax = 0.0f;
+      for (int j = 0; j < 32; j++)
+        amax = MAX (amax, fabsf (x[j]));
+      const float d = amax / ((1 << 7) - 1);
+      const float id = d ? 1.0f / d : 0.0f;
+      p->d = lp_f32_to_f16 (d);
+      p->rule = LP_RULE_ROUND;
+      p->qa[0] = id;
+      for (int j = 0; j < 32; j++)
+        codes[j] = (gint8) roundf (x[j] * id);
+    }
+  else
+    {
+      int half = 1 << (k->bits - 1);
+      float amax = 0.0f, max = 0.0f;
+      for (int j = 0; j < 32; j++)
+        if (amax < fabsf (x[j]))
+          {
+            amax = fabsf (x[j]);
+            max = x[j];
+          }
+      const float d = max / -half;
+      const float id = d ? 1.0f / d : 0.0f;
+      p->d = lp_f32_to_f16 (d);
+      p->rule = LP_RULE_TRUNC_BIAS;
+      p->qa[0] = id;
+      for (int j = 0; j < 32; j++)
+        codes[j] = MIN (nmax, (gint8) (x[j] * id + (half + 0.5f))) - half;
+    }
+}
+
+/* quantize_row_{q4_0,q4_1,q5_0,q5_1}_impl with quant_weights. */
+static void
+fit_weighted (const Block32Kind *k, const float *x, const float *qw, float sigma2, LpBlockParams *p,
+              int *codes)
+{
+  float weight[32];
+  for (int j = 0; j < 32; ++j)
+    weight[j] = qw[j] * sqrtf (sigma2 + x[j] * x[j]);
+  int nmax = (1 << k->bits) - 1;
+  if (k->has_min)
+    {
+      guint8 L[32], Laux[32];
+      float min, iscale, qmin;
+      float d = lp_make_qkx3_quants (32, nmax, x, weight, L, &min, Laux, -0.9f, 0.05f, 36, FALSE,
+                                     &iscale, &qmin);
+      p->d = lp_f32_to_f16 (d);
+      p->m = lp_f32_to_f16 (-min);
+      p->rule = LP_RULE_QKX3;
+      p->qa[0] = iscale;
+      p->qb[0] = qmin;
+      for (int j = 0; j < 32; j++)
+        codes[j] = L[j];
+    }
+  else
+    {
+      gint8 L[32];
+      int half = 1 << (k->bits - 1);
+      float iscale;
+      float d = lp_make_qx_quants (32, half, x, L, 1, weight, &iscale);
+      p->d = lp_f32_to_f16 (d);
+      p->rule = LP_RULE_NEAREST_MUL;
+      p->qa[0] = iscale;
+      for (int j = 0; j < 32; j++)
+        codes[j] = L[j] - half;
+      if (iscale == 0.f)
+        {
+          p->frozen[0] = 1;
+          for (int j = 0; j < 32; j++)
+            p->frozen_code[j] = codes[j];
+        }
+    }
+}
+
+void
+lp_qfit_block32 (LpDType type, const float *x, const float *w, float sigma2, LpBlockParams *p,
+                 int *codes)
+{
+  const Block32Kind *k = kind_of (type);
+  set_common (p, k);
+  if (w != NULL && k->bits != 8) /* quantize_q8_0 ignores quant_weights */
+    fit_weighted (k, x, w, sigma2, p, codes);
+  else
+    fit_ref (k, x, p, codes);
+  p->step[0] = lp_f16_to_f32 (p->d);
+  p->offset[0] = lp_f16_to_f32 (p->m);
+}
+
+void
+lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst)
+{
+  const Block32Kind *k = kind_of (p->type);
+  int L[32];
+  int bias = k->has_min ? 0 : -p->code_min;
+  for (int j = 0; j < 32; j++)
+    L[j] = CLAMP (codes[j], p->code_min, p->code_max) + bias;
+  lp_qwrite_u16 (dst, p->d);
+  dst += 2;
+  if (k->has_min)
+    {
+      lp_qwrite_u16 (dst, p->m);
+      dst += 2;
+    }
+  if (k->bits == 8)
+    {
+      for (int j = 0; j < 32; j++)
+        dst[j] = (guint8) (gint8) (L[j] - bias);
+      return;
+    }
+  if (k->bits == 5)
+    {
+      guint32 qh = 0;
+      for (int j = 0; j < 16; j++)
+        {
+          qh |= (guint32) ((L[j] & 0x10) >> 4) << j;
+          qh |= (guint32) ((L[j + 16] & 0x10) >> 4) << (j + 16);
+        }
+      for (int b = 0; b < 4; b++)
+        dst[b] = (qh >> (8 * b)) & 0xff;
+      dst += 4;
+    }
+  for (int j = 0; j < 16; j++)
+    dst[j] = (guint8) ((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
+}
+
+static inline guint32
+read_u32 (const guint8 *p)
+{
+  return (guint32) p[0] | ((guint32) p[1] << 8) | ((guint32) p[2] << 16) | ((guint32) p[3] << 24);
+}
+
+gboolean
+lp_dequant_block32 (LpDType type, const guint8 *src, float *dst, gsize n_blocks)
+{
+  switch (type)
+    {
+    case LP_DTYPE_Q4_1:
+      for (gsize b = 0; b < n_blocks; b++, src += 20, dst += 32)
+        {
+          const float d = lp_f16_to_f32 (lp_qread_u16 (src));
+          const float m = lp_f16_to_f32 (lp_qread_u16 (src + 2));
+          for (int j = 0; j < 16; j++)
+            {
+              dst[j] = (src[4 + j] & 0x0f) * d + m;
+              dst[j + 16] = (src[4 + j] >> 4) * d + m;
+            }
+        }
+      return TRUE;
+    case LP_DTYPE_Q5_0:
+    case LP_DTYPE_Q5_1:
+      {
+        gboolean with_min = type == LP_DTYPE_Q5_1;
+        gsize size = with_min ? 24 : 22;
+        for (gsize b = 0; b < n_blocks; b++, src += size, dst += 32)
+          {
+            const float d = lp_f16_to_f32 (lp_qread_u16 (src));
+            const float m = with_min ? lp_f16_to_f32 (lp_qread_u16 (src + 2)) : 0.0f;
+            const guint8 *h = src + (with_min ? 4 : 2);
+            const guint32 qh = read_u32 (h);
+            const guint8 *qs = h + 4;
+            for (int j = 0; j < 16; j++)
+              {
+                int x0 = (qs[j] & 0x0f) | (((qh >> j) << 4) & 0x10);
+                int x1 = (qs[j] >> 4) | ((qh >> (j + 12)) & 0x10);
+                if (with_min)
+                  {
+                    dst[j] = x0 * d + m;
+                    dst[j + 16] = x1 * d + m;
+                  }
+                else
+                  {
+                    dst[j] = (x0 - 16) * d;
+                    dst[j + 16] = (x1 - 16) * d;
+                  }
+              }
+          }
+        return TRUE;
+      }
+    case LP_DTYPE_Q8_1:
+      for (gsize b = 0; b < n_blocks; b++, src += 36, dst += 32)
+        {
+          const float d = lp_f16_to_f32 (lp_qread_u16 (src));
+          const gint8 *q = (const gint8 *) (src + 4);
+          for (int j = 0; j < 32; j++)
+            dst[j] = q[j] * d;
+        }
+      return TRUE;
+    default:
+      return FALSE;
+    }
+}
