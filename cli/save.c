@@ -29,26 +29,6 @@ lp_cli_save_options (const char *command, const char *type, const char *format, 
   return TRUE;
 }
 
-/* Bytes under a path: a file's size, or a directory's files summed. */
-static guint64
-path_size (const char *path)
-{
-  GStatBuf st;
-  if (g_stat (path, &st) != 0)
-    return 0;
-  if (!S_ISDIR (st.st_mode))
-    return (guint64) st.st_size;
-  guint64 total = 0;
-  g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-  const char *name;
-  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
-    {
-      g_autofree char *child = g_build_filename (path, name, NULL);
-      total += path_size (child);
-    }
-  return total;
-}
-
 gboolean
 lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options, GError **error)
 {
@@ -57,7 +37,7 @@ lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *option
     opts.format = lp_format_detect (path);
   if (!lp_model_save (model, path, &opts, error))
     return FALSE;
-  guint64 size = path_size (path);
+  guint64 size = lp_path_size (path);
   g_autofree char *human = g_format_size (size);
   g_autofree char *params = g_strdup_printf ("%" G_GINT64_FORMAT, lp_model_n_params (model));
   printf ("wrote %s: %s, %s, %u tensors, %s parameters, %s (%" G_GUINT64_FORMAT " bytes)\n", path,

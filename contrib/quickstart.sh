@@ -6,10 +6,7 @@
 # evaluates it on the README, so nothing needs to be downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash contrib/install-deps.sh
-[ -x configure ] || autoreconf -fi
-[ -f Makefile ] || ./configure
-make -j"$(nproc)"
+bash contrib/build.sh
 # Run from the build tree: the plugins are found here until `make install`.
 export LLMPRESS_PLUGIN_PATH="$PWD/plugins/.libs${LLMPRESS_PLUGIN_PATH:+:$LLMPRESS_PLUGIN_PATH}"
 out=quickstart-out

@@ -2,8 +2,5 @@
 # Install what is missing, build, and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash contrib/install-deps.sh
-[ -x configure ] || autoreconf -fi
-[ -f Makefile ] || ./configure
-make -j"$(nproc)"
+bash contrib/build.sh
 make -j"$(nproc)" check

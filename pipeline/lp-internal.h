@@ -29,7 +29,3 @@ JsonNode *lp_json_load_object (const char *path, GError **error);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 
-/* Delete a file or a directory tree (best effort). */
-void lp_remove_tree (const char *path);
-/* Bytes in a file, or in every file below a directory; 0 when absent. */
-guint64 lp_path_size (const char *path);

@@ -100,25 +100,6 @@ assert_meta_included (const LpMeta *a, const LpMeta *b)
 }
 
 static void
-assert_same_config (const LpModelConfig *a, const LpModelConfig *b)
-{
-  g_assert_cmpint (a->arch, ==, b->arch);
-  g_assert_cmpint (a->n_vocab, ==, b->n_vocab);
-  g_assert_cmpint (a->dim, ==, b->dim);
-  g_assert_cmpint (a->ffn_dim, ==, b->ffn_dim);
-  g_assert_cmpint (a->n_layers, ==, b->n_layers);
-  g_assert_cmpint (a->n_heads, ==, b->n_heads);
-  g_assert_cmpint (a->n_kv_heads, ==, b->n_kv_heads);
-  g_assert_cmpint (a->head_dim, ==, b->head_dim);
-  g_assert_cmpint (a->ctx_len, ==, b->ctx_len);
-  g_assert_cmpint (a->rope_scaling, ==, b->rope_scaling);
-  g_assert_cmpint (a->tied_embeddings, ==, b->tied_embeddings);
-  /* GGUF holds these as f32. */
-  g_assert_cmpfloat ((float) a->rope_theta, ==, (float) b->rope_theta);
-  g_assert_cmpfloat ((float) a->norm_eps, ==, (float) b->norm_eps);
-}
-
-static void
 test_roundtrip (void)
 {
   g_autoptr (LpModel) m = model_with_all_types ();
@@ -129,7 +110,7 @@ test_roundtrip (void)
   g_autoptr (LpModel) back = lp_model_load (path, NULL, &error);
   g_assert_no_error (error);
   g_assert_cmpint (lp_model_source_format (back), ==, LP_FORMAT_GGUF);
-  assert_same_config (lp_model_config (m), lp_model_config (back));
+  lp_test_assert_same_config (lp_model_config (m), lp_model_config (back));
   assert_meta_included (lp_model_meta (m), lp_model_meta (back));
   g_assert_cmpuint (lp_model_n_tensors (back), ==, lp_model_n_tensors (m));
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
@@ -178,7 +159,7 @@ check_float_output (LpDType dtype, int ftype)
   g_assert_no_error (error);
   g_autoptr (LpModel) back = lp_model_load (path, NULL, &error);
   g_assert_no_error (error);
-  assert_same_config (lp_model_config (m), lp_model_config (back));
+  lp_test_assert_same_config (lp_model_config (m), lp_model_config (back));
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
     {
       LpTensor *a = lp_model_tensor_at (m, i);
@@ -272,7 +253,7 @@ test_stories_metadata (void)
   /* And the copy loads to the same model. */
   g_autoptr (LpModel) back = lp_model_load (out, NULL, &error);
   g_assert_no_error (error);
-  assert_same_config (lp_model_config (m), lp_model_config (back));
+  lp_test_assert_same_config (lp_model_config (m), lp_model_config (back));
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
     {
       LpTensor *a = lp_model_tensor_at (m, i);

@@ -17,37 +17,11 @@ test_dir (const char *name)
   return g_build_filename (lp_test_tmpdir (), name, NULL);
 }
 
-static void
-assert_config_equal (const LpModelConfig *a, const LpModelConfig *b)
-{
-  g_assert_cmpint (a->arch, ==, b->arch);
-  g_assert_cmpint (a->n_vocab, ==, b->n_vocab);
-  g_assert_cmpint (a->dim, ==, b->dim);
-  g_assert_cmpint (a->ffn_dim, ==, b->ffn_dim);
-  g_assert_cmpint (a->n_layers, ==, b->n_layers);
-  g_assert_cmpint (a->n_heads, ==, b->n_heads);
-  g_assert_cmpint (a->n_kv_heads, ==, b->n_kv_heads);
-  g_assert_cmpint (a->head_dim, ==, b->head_dim);
-  g_assert_cmpint (a->ctx_len, ==, b->ctx_len);
-  g_assert_cmpfloat (a->rope_theta, ==, b->rope_theta);
-  g_assert_cmpint (a->rope_scaling, ==, b->rope_scaling);
-  if (a->rope_scaling != LP_ROPE_SCALING_NONE)
-    g_assert_cmpfloat (a->rope_factor, ==, b->rope_factor);
-  if (a->rope_scaling == LP_ROPE_SCALING_LLAMA3)
-    {
-      g_assert_cmpfloat (a->rope_low_freq_factor, ==, b->rope_low_freq_factor);
-      g_assert_cmpfloat (a->rope_high_freq_factor, ==, b->rope_high_freq_factor);
-      g_assert_cmpint (a->rope_orig_ctx, ==, b->rope_orig_ctx);
-    }
-  g_assert_cmpfloat (a->norm_eps, ==, b->norm_eps);
-  g_assert_cmpint (a->tied_embeddings, ==, b->tied_embeddings);
-}
-
 /* Same config, same tensor names, dtypes, shapes and bytes. */
 static void
 assert_models_equal (LpModel *a, LpModel *b)
 {
-  assert_config_equal (lp_model_config (a), lp_model_config (b));
+  lp_test_assert_same_config (lp_model_config (a), lp_model_config (b));
   g_assert_cmpuint (lp_model_n_tensors (a), ==, lp_model_n_tensors (b));
   for (guint i = 0; i < lp_model_n_tensors (a); i++)
     {
@@ -400,7 +374,7 @@ test_hf_bf16 (void)
   g_assert_no_error (error);
   g_autoptr (LpModel) back = lp_hf_load (dir, &error);
   g_assert_no_error (error);
-  assert_config_equal (lp_model_config (m), lp_model_config (back));
+  lp_test_assert_same_config (lp_model_config (m), lp_model_config (back));
   g_assert_cmpuint (lp_model_n_tensors (back), ==, lp_model_n_tensors (m));
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
     {
@@ -498,7 +472,7 @@ test_hf_llama3_rope (void)
   edit_file (cfg, "\"rope_type\" : \"llama3\"", "\"type\" : \"llama3\"");
   g_autoptr (LpModel) back2 = lp_hf_load (dir, &error);
   g_assert_no_error (error);
-  assert_config_equal (lp_model_config (m), lp_model_config (back2));
+  lp_test_assert_same_config (lp_model_config (m), lp_model_config (back2));
 }
 
 typedef struct {

@@ -30,30 +30,10 @@ lp_test_shared_path (const char *relative)
 static char *tmpdir;
 
 static void
-remove_tree (const char *path)
-{
-  GDir *d = g_dir_open (path, 0, NULL);
-  if (d != NULL)
-    {
-      const char *name;
-      while ((name = g_dir_read_name (d)) != NULL)
-        {
-          g_autofree char *child = g_build_filename (path, name, NULL);
-          if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-            remove_tree (child);
-          else
-            g_unlink (child);
-        }
-      g_dir_close (d);
-    }
-  g_rmdir (path);
-}
-
-static void
 cleanup_tmpdir (void)
 {
   if (tmpdir != NULL && g_getenv ("LLMPRESS_KEEP_TEST_FILES") == NULL)
-    remove_tree (tmpdir);
+    lp_remove_tree (tmpdir);
 }
 
 const char *
@@ -199,4 +179,30 @@ lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol)
   double rel = sqrt (num / MAX (den, 1e-30));
   if (!(rel <= rel_tol))
     g_error ("relative error %g > %g", rel, rel_tol);
+}
+
+void
+lp_test_assert_same_config (const LpModelConfig *a, const LpModelConfig *b)
+{
+  g_assert_cmpint (a->arch, ==, b->arch);
+  g_assert_cmpint (a->n_vocab, ==, b->n_vocab);
+  g_assert_cmpint (a->dim, ==, b->dim);
+  g_assert_cmpint (a->ffn_dim, ==, b->ffn_dim);
+  g_assert_cmpint (a->n_layers, ==, b->n_layers);
+  g_assert_cmpint (a->n_heads, ==, b->n_heads);
+  g_assert_cmpint (a->n_kv_heads, ==, b->n_kv_heads);
+  g_assert_cmpint (a->head_dim, ==, b->head_dim);
+  g_assert_cmpint (a->ctx_len, ==, b->ctx_len);
+  g_assert_cmpfloat ((float) a->rope_theta, ==, (float) b->rope_theta);
+  g_assert_cmpint (a->rope_scaling, ==, b->rope_scaling);
+  if (a->rope_scaling != LP_ROPE_SCALING_NONE)
+    g_assert_cmpfloat ((float) a->rope_factor, ==, (float) b->rope_factor);
+  if (a->rope_scaling == LP_ROPE_SCALING_LLAMA3)
+    {
+      g_assert_cmpfloat ((float) a->rope_low_freq_factor, ==, (float) b->rope_low_freq_factor);
+      g_assert_cmpfloat ((float) a->rope_high_freq_factor, ==, (float) b->rope_high_freq_factor);
+      g_assert_cmpint (a->rope_orig_ctx, ==, b->rope_orig_ctx);
+    }
+  g_assert_cmpfloat ((float) a->norm_eps, ==, (float) b->norm_eps);
+  g_assert_cmpint (a->tied_embeddings, ==, b->tied_embeddings);
 }

@@ -17,6 +17,9 @@ int lp_test_run_cli (char **out, char **err, const char *first_arg, ...) G_GNUC_
 /* Assert that an error exists and its message contains every given
  * fragment (NULL-terminated). */
 void lp_test_assert_error_contains (const GError *error, ...) G_GNUC_NULL_TERMINATED;
+/* Two configs describe the same architecture (floats compared as the f32
+ * that GGUF stores). */
+void lp_test_assert_same_config (const LpModelConfig *a, const LpModelConfig *b);
 /* A small deterministic llama model in memory (seeded): D 32, F 48, 2 layers,
  * 4 heads, 2 kv heads, vocab 64, ctx 64, tied embeddings, no tokenizer. */
 LpModel *lp_test_tiny_model (guint32 seed);

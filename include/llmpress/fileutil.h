@@ -30,6 +30,11 @@ const char *lp_atomic_dir_path (const LpAtomicDir *ad);
 gboolean lp_atomic_dir_commit (LpAtomicDir *ad, GError **error);
 void lp_atomic_dir_abort (LpAtomicDir *ad);
 
+/* Delete a file or a directory tree (best effort). */
+void lp_remove_tree (const char *path);
+/* Bytes in a file, or in every file below a directory; 0 when absent. */
+guint64 lp_path_size (const char *path);
+
 /* Same file or directory (by device and inode); FALSE if either is absent. */
 gboolean lp_path_same_file (const char *a, const char *b);
 
