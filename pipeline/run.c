@@ -458,7 +458,7 @@ explain (LpRun *run)
 {
   /* Which device runs the ops, and which ops fall back to the CPU. */
   g_autofree char *be = lp_backend_describe (run->be);
-  fprintf (run->out, "explain: backend %s: %s\n", run->backend, be);
+  fprintf (run->out, "backend: %s = %s\n", run->backend, be);
   for (guint i = 0; i < run->order->len; i++)
     {
       NodeRun *nr = &run->nodes[((LpNode *) run->order->pdata[i])->index];
