@@ -196,6 +196,6 @@ lp_model_n_bytes (const LpModel *model)
 {
   guint64 n = 0;
   for (guint i = 0; i < model->tensors->len; i++)
-    n += lp_tensor_n_bytes (model->tensors->pdata[i]);
+    n += lp_tensor_storage_bytes (model->tensors->pdata[i]);
   return n;
 }

@@ -117,6 +117,7 @@ lp_tensor_unref (LpTensor *t)
   g_bytes_unref (t->data);
   if (t->mask)
     g_bytes_unref (t->mask);
+  lp_int_grid_unref (t->grid);
   g_free (t->name);
   g_free (t);
 }
@@ -209,6 +210,7 @@ lp_tensor_rename (LpTensor *t, const char *name)
 {
   LpTensor *r = tensor_alloc (name, t->dtype, t->n_dims, t->shape, g_bytes_ref (t->data));
   r->mask = t->mask ? g_bytes_ref (t->mask) : NULL;
+  r->grid = t->grid ? lp_int_grid_ref (t->grid) : NULL;
   return r;
 }
 
@@ -224,6 +226,7 @@ lp_tensor_with_mask (LpTensor *t, GBytes *mask, GError **error)
     }
   LpTensor *r = tensor_alloc (t->name, t->dtype, t->n_dims, t->shape, g_bytes_ref (t->data));
   r->mask = mask ? g_bytes_ref (mask) : NULL;
+  r->grid = t->grid ? lp_int_grid_ref (t->grid) : NULL;
   return r;
 }
 

@@ -17,6 +17,7 @@ G_BEGIN_DECLS
 #define LP_MAX_DIMS 4
 
 typedef struct _LpTensor LpTensor;
+typedef struct _LpIntGrid LpIntGrid;
 
 struct _LpTensor {
   /*< private >*/
@@ -31,6 +32,10 @@ struct _LpTensor {
    * bit (i % 8) of byte (i / 8); a 0 bit marks a pruned element, which is 0
    * in `data` (and must stay 0 through later passes).  NULL: dense. */
   GBytes *mask;
+  /* Optional plain integer grid (GPTQ / compressed-tensors) the values were
+   * quantized on; `data` then holds its materialized f32 weights exactly.
+   * NULL: none. */
+  LpIntGrid *grid;
 };
 
 /* Check a shape (1..4 dims, each >= 0, element count and byte size not
@@ -77,6 +82,56 @@ gboolean lp_tensor_mask_keeps (const LpTensor *t, gint64 i);
 double lp_tensor_sparsity (const LpTensor *t);
 /* A keep-mask for n values: kept where the value is non-zero. */
 GBytes *lp_mask_from_nonzero (const float *values, gint64 n);
+
+/* ---- plain integer grid ----
+ *
+ * The compressed form of a tensor quantized on an integer grid of `bits`
+ * bits with per-row groups of `group_size` input columns (the last group of
+ * a row may be shorter when group_size does not divide the row):
+ *
+ *   w[r, c] = scale[r, g] * (code[r, c] - zero[r, g]),   g = g_idx[c]
+ *
+ * codes in [0, 2^bits - 1], integer zero points in the same range (so 0 is
+ * exactly representable: a pruned weight stays 0), scales stored as f16
+ * bits as GPTQ checkpoints store them.  g_idx is the group of each input
+ * column: c / group_size, or a permutation of it after GPTQ's act-order.
+ * Shapes: rows R (outputs), cols C (inputs), groups G per row. */
+struct _LpIntGrid {
+  /*< private >*/
+  gint ref_count;
+  /*< public >*/
+  int bits;           /* 2..8 */
+  int group_size;     /* columns per group */
+  gboolean symmetric; /* zero = 2^(bits-1) everywhere */
+  gint64 rows, cols;
+  int n_groups;       /* G = ceil (cols / group_size) */
+  guint8 *codes;      /* [R, C] one code per byte */
+  guint16 *scales;    /* [R, G] f16 bits */
+  guint8 *zeros;      /* [R, G] */
+  gint32 *g_idx;      /* [C] */
+};
+
+/* A zeroed grid (codes, scales, zeros 0; g_idx[c] = c / group_size). */
+LpIntGrid *lp_int_grid_new (gint64 rows, gint64 cols, int bits, int group_size, gboolean symmetric,
+                            GError **error);
+LpIntGrid *lp_int_grid_ref (LpIntGrid *grid);
+void lp_int_grid_unref (LpIntGrid *grid);
+/* The effective weights w[R, C]. */
+void lp_int_grid_dequantize (const LpIntGrid *grid, float *out);
+/* Bytes the grid takes packed as GPTQ stores it (codes and zeros at `bits`
+ * bits, f16 scales, int32 g_idx). */
+guint64 lp_int_grid_n_bytes (const LpIntGrid *grid);
+/* An f32 tensor of shape {rows, cols} holding the grid's weights, with the
+ * grid attached (ref taken) and `mask` (may be NULL). */
+LpTensor *lp_tensor_new_int_grid (const char *name, int n_dims, const gint64 *shape, LpIntGrid *grid,
+                                  GBytes *mask, GError **error);
+/* Whether a tensor is already quantized: a block type or an integer grid. */
+gboolean lp_tensor_is_quantized (const LpTensor *t);
+/* Bytes of the tensor's compressed form: the grid's when it has one, else
+ * lp_tensor_n_bytes. */
+guint64 lp_tensor_storage_bytes (const LpTensor *t);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpIntGrid, lp_int_grid_unref)
 
 /* "64x512" style, outermost first. g_free() it. */
 char *lp_tensor_shape_string (const LpTensor *t);

@@ -1,0 +1,125 @@
+/* llmpress — the plain integer grid: the in-memory compressed form of a
+ * tensor quantized for GPTQ / compressed-tensors checkpoints (tensor.h). */
+#include "config.h"
+
+#include <string.h>
+
+#include "lp-internal.h"
+
+LpIntGrid *
+lp_int_grid_new (gint64 rows, gint64 cols, int bits, int group_size, gboolean symmetric, GError **error)
+{
+  if (bits < 2 || bits > 8)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "integer grid: bits: expected 2..8, found %d", bits);
+      return NULL;
+    }
+  if (rows <= 0 || cols <= 0 || group_size <= 0 || cols > G_MAXINT32 || rows > G_MAXINT32)
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "integer grid: expected rows, columns and group size > 0, found %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                    " with groups of %d",
+                    rows, cols, group_size);
+      return NULL;
+    }
+  LpIntGrid *g = g_new0 (LpIntGrid, 1);
+  g->ref_count = 1;
+  g->bits = bits;
+  g->group_size = group_size;
+  g->symmetric = symmetric;
+  g->rows = rows;
+  g->cols = cols;
+  g->n_groups = (int) ((cols + group_size - 1) / group_size);
+  g->codes = g_malloc0 ((gsize) (rows * cols));
+  g->scales = g_new0 (guint16, (gsize) rows * g->n_groups);
+  g->zeros = g_new0 (guint8, (gsize) rows * g->n_groups);
+  g->g_idx = g_new (gint32, cols);
+  for (gint64 c = 0; c < cols; c++)
+    g->g_idx[c] = (gint32) (c / group_size);
+  return g;
+}
+
+LpIntGrid *
+lp_int_grid_ref (LpIntGrid *grid)
+{
+  g_return_val_if_fail (grid != NULL, NULL);
+  g_atomic_int_inc (&grid->ref_count);
+  return grid;
+}
+
+void
+lp_int_grid_unref (LpIntGrid *grid)
+{
+  if (grid == NULL || !g_atomic_int_dec_and_test (&grid->ref_count))
+    return;
+  g_free (grid->codes);
+  g_free (grid->scales);
+  g_free (grid->zeros);
+  g_free (grid->g_idx);
+  g_free (grid);
+}
+
+void
+lp_int_grid_dequantize (const LpIntGrid *grid, float *out)
+{
+  for (gint64 r = 0; r < grid->rows; r++)
+    {
+      const guint8 *code = grid->codes + r * grid->cols;
+      const guint16 *scale = grid->scales + r * grid->n_groups;
+      const guint8 *zero = grid->zeros + r * grid->n_groups;
+      float *w = out + r * grid->cols;
+      for (gint64 c = 0; c < grid->cols; c++)
+        {
+          int g = grid->g_idx[c];
+          w[c] = lp_f16_to_f32 (scale[g]) * (float) ((int) code[c] - (int) zero[g]);
+        }
+    }
+}
+
+guint64
+lp_int_grid_n_bytes (const LpIntGrid *grid)
+{
+  guint64 n_codes = (guint64) grid->rows * (guint64) grid->cols;
+  guint64 n_groups = (guint64) grid->rows * (guint64) grid->n_groups;
+  return (n_codes * grid->bits + 7) / 8 + n_groups * 2 + (n_groups * grid->bits + 7) / 8
+         + (guint64) grid->cols * 4;
+}
+
+LpTensor *
+lp_tensor_new_int_grid (const char *name, int n_dims, const gint64 *shape, LpIntGrid *grid, GBytes *mask,
+                        GError **error)
+{
+  g_autoptr (LpTensor) t = lp_tensor_new (name, LP_DTYPE_F32, n_dims, shape, error);
+  if (t == NULL)
+    return NULL;
+  if (lp_tensor_row_length (t) != grid->cols || lp_tensor_n_rows (t) != grid->rows)
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "tensor %s: integer grid of %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " does not fit the shape", name,
+                    grid->rows, grid->cols);
+      return NULL;
+    }
+  lp_int_grid_dequantize (grid, lp_tensor_data_mut (t));
+  if (mask != NULL)
+    {
+      LpTensor *m = lp_tensor_with_mask (t, mask, error);
+      if (m == NULL)
+        return NULL;
+      lp_tensor_unref (t);
+      t = m;
+    }
+  t->grid = lp_int_grid_ref (grid);
+  return g_steal_pointer (&t);
+}
+
+gboolean
+lp_tensor_is_quantized (const LpTensor *t)
+{
+  return t->grid != NULL || lp_dtype_info (t->dtype)->block_size > 1;
+}
+
+guint64
+lp_tensor_storage_bytes (const LpTensor *t)
+{
+  return t->grid != NULL ? lp_int_grid_n_bytes (t->grid) : lp_tensor_n_bytes (t);
+}

@@ -1,0 +1,115 @@
+/* llmpress quantize plugin — the settings every quantize pass shares, and
+ * which grid each tensor gets. */
+#include "config.h"
+
+#include <math.h>
+
+#include "quantize.h"
+
+/* Index 0 is the integer grid; the others are block-type names. */
+const char *const q_format_names[] = { "int", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k",
+                                       "q3_k", "q4_k", "q5_k", "q6_k", NULL };
+
+gboolean
+q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
+{
+  int f = lp_pass_context_get_enum (ctx, "format");
+  o->format = LP_DTYPE_F32;
+  if (f > 0 && !lp_dtype_from_name (q_format_names[f], &o->format))
+    g_assert_not_reached ();
+  o->bits = (int) lp_pass_context_get_int (ctx, "bits");
+  o->group_size = (int) lp_pass_context_get_int (ctx, "group_size");
+  o->symmetric = lp_pass_context_get_bool (ctx, "symmetric");
+  o->clip_search = lp_pass_context_get_bool (ctx, "clip_search");
+  o->allow_requantize = lp_pass_context_get_bool (ctx, "allow_requantize");
+  o->targets = lp_pass_context_get_tensors (ctx, "targets");
+  o->ignore = lp_pass_context_get_tensors (ctx, "ignore");
+  /* A block type fixes bits, groups and the zero point: a value given for
+   * them would be silently ignored, so it is refused. */
+  static const char *const int_only[] = { "bits", "group_size", "symmetric", "clip_search" };
+  if (f > 0)
+    for (guint i = 0; i < G_N_ELEMENTS (int_only); i++)
+      if (lp_pass_context_param_is_set (ctx, int_only[i]))
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                       "%s: %s: only applies to format=int; format=%s fixes its own grid (expected no %s, found one)",
+                       lp_pass_context_node_name (ctx), int_only[i], q_format_names[f], int_only[i]);
+          return FALSE;
+        }
+  return TRUE;
+}
+
+QGrid
+q_grid_for (const QOptions *o, gint64 cols, gboolean *fell_back)
+{
+  QGrid g = { 0 };
+  *fell_back = FALSE;
+  if (o->format != LP_DTYPE_F32)
+    {
+      g.type = lp_quant_fallback_type (o->format, cols);
+      *fell_back = g.type != o->format;
+      g.group = (int) lp_dtype_info (g.type)->block_size;
+      return g;
+    }
+  g.type = LP_DTYPE_F32;
+  g.bits = o->bits;
+  g.symmetric = o->symmetric;
+  g.clip_search = o->clip_search;
+  g.per_tensor = o->group_size < 0;
+  g.group = o->group_size <= 0 || o->group_size > cols ? (int) cols : o->group_size;
+  /* Groups that do not divide the row leave a shorter last group. */
+  *fell_back = o->group_size > 0 && cols % o->group_size != 0;
+  return g;
+}
+
+gboolean
+q_selected (const QOptions *o, const LpTensor *t)
+{
+  return t->n_dims == 2 && lp_tensor_pattern_match (o->targets, t->name) && !lp_tensor_pattern_match (o->ignore, t->name);
+}
+
+gboolean
+q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error)
+{
+  if (lp_tensor_is_quantized (t) && !o->allow_requantize)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                   "%s: already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize its "
+                   "dequantized values again",
+                   t->name, lp_dtype_name (t->dtype), t->grid ? ", integer grid" : "");
+      return FALSE;
+    }
+  gint64 n = lp_tensor_n_elements (t);
+  for (gint64 i = 0; i < n; i++)
+    if (!isfinite (w[i]))
+      {
+        gint64 cols = lp_tensor_row_length (t);
+        g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                     "%s: element [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]: expected a finite weight, found %g",
+                     t->name, i / cols, i % cols, (double) w[i]);
+        return FALSE;
+      }
+  return TRUE;
+}
+
+char *
+q_grid_describe (const QGrid *g)
+{
+  if (g->type != LP_DTYPE_F32)
+    return g_strdup (lp_dtype_name (g->type));
+  if (g->per_tensor)
+    return g_strdup_printf ("int%d per tensor%s", g->bits, g->symmetric ? " symmetric" : "");
+  return g_strdup_printf ("int%d g%d%s", g->bits, g->group, g->symmetric ? " symmetric" : "");
+}
+
+void
+q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gint64 lost)
+{
+  if (lost <= 0)
+    return;
+  g_autofree char *grid = q_grid_describe (g);
+  lp_pass_context_log (ctx, LP_LOG_WARNING,
+                       "%s: %" G_GINT64_FORMAT " pruned weights are not exactly 0 on %s (its blocks have a min/offset, "
+                       "so 0 is not on the grid): stored as the nearest grid value, keep-mask dropped",
+                       t->name, lost, grid);
+}

@@ -1,0 +1,8 @@
+/* llmpress quantize plugin: quantize.rtn, quantize.gptq, quantize.awq. */
+#include "config.h"
+
+#include "quantize.h"
+
+static const LpPassInfo *const passes[] = { &q_rtn_pass, NULL };
+
+LP_PLUGIN_DEFINE ("quantize", PACKAGE_VERSION, "MIT", passes)

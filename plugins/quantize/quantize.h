@@ -1,0 +1,130 @@
+/* llmpress quantize plugin — what its files share (not SDK).
+ *
+ * Every pass quantizes a weight W[R, C] (R outputs, C inputs) onto a grid
+ * chosen per tensor (QGrid): one of llama.cpp's block types (groups = the
+ * type's blocks of 32 or 256 values along a row) or a plain integer grid of
+ * `bits` bits with groups of `group` columns (LpIntGrid, tensor.h).  The
+ * column quantizer (QCols) holds a tensor's group parameters and codes while
+ * RTN, GPTQ or AWQ choose the values column by column. */
+#pragma once
+
+#include <math.h>
+
+#include <llmpress/llmpress.h>
+#include <llmpress/obs.h>
+#include <llmpress/layerwise.h>
+
+/* The grid of one tensor. */
+typedef struct {
+  LpDType type;       /* a block type; LP_DTYPE_F32: the integer grid; LP_DTYPE_F16: kept in f16 (fallback) */
+  int bits;           /* integer grid: 2..8 */
+  int group;          /* columns per group: the block size, group_size, or C (per channel) */
+  gboolean per_tensor;/* integer grid: one scale and zero for the whole tensor */
+  gboolean symmetric;
+  gboolean clip_search;
+} QGrid;
+
+/* The pass's settings, read once from the context. */
+typedef struct {
+  LpDType format;     /* LP_DTYPE_F32: integer grid */
+  int bits;
+  int group_size;     /* > 0, 0 = per channel, -1 = per tensor */
+  gboolean symmetric;
+  gboolean clip_search;
+  gboolean allow_requantize;
+  const LpTensorPattern *targets, *ignore;
+} QOptions;
+
+/* Parameter table entries every quantize pass has (quantize.c). */
+#define Q_COMMON_PARAMS                                                                                        \
+  { "format", LP_PARAM_ENUM, "int", 0, 0, q_format_names,                                                      \
+    "the grid: int (a plain integer grid: bits, group_size, symmetric; GPTQ / compressed-tensors) or one of "  \
+    "llama.cpp's block types, which fix the group size and the scale/min encoding; a tensor whose rows the "   \
+    "block does not divide falls back as llama-quantize does (reported)" },                                   \
+  { "bits", LP_PARAM_INT, "4", 2, 8, NULL, "integer grid: bits per weight (2..8)", LP_PARAM_RANGE },          \
+  { "group_size", LP_PARAM_INT, "128", -1, 1 << 20, NULL,                                                      \
+    "integer grid: input columns sharing a scale and zero; 0 = one group per row (per channel), -1 = one "     \
+    "for the whole tensor; a last group of a row may be shorter when it does not divide the row (reported)",   \
+    LP_PARAM_RANGE },                                                                                          \
+  { "symmetric", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                           \
+    "integer grid: zero point fixed at the middle code (else fitted per group)" },                             \
+  { "clip_search", LP_PARAM_BOOL, "true", 0, 0, NULL,                                                          \
+    "integer grid: search the clipping range that minimises the (importance-weighted) squared error, as "      \
+    "GPTQ's mse option, instead of min/max" },                                                                 \
+  { "targets", LP_PARAM_TENSORS, "blk.*", 0, 0, NULL,                                                          \
+    "tensors to quantize (2-D weights only: norms and other vectors stay as they are)" },                     \
+  { "ignore", LP_PARAM_TENSORS, "", 0, 0, NULL, "tensors left as they are" },                                 \
+  { "allow_requantize", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                    \
+    "quantize tensors that are already quantized (from their dequantized values; quality suffers)" }
+
+extern const char *const q_format_names[];
+
+/* Read the common parameters; fails when bits/group_size/symmetric are given
+ * with a block-type format, which fixes them. */
+gboolean q_options_read (LpPassContext *ctx, QOptions *o, GError **error);
+/* The grid for a tensor with rows of `cols` values: the format, its fallback
+ * when the block does not divide the row (*fell_back set), or the integer
+ * grid with its group. */
+QGrid q_grid_for (const QOptions *o, gint64 cols, gboolean *fell_back);
+/* Whether a tensor is selected: 2-D, matched by targets and not by ignore. */
+gboolean q_selected (const QOptions *o, const LpTensor *t);
+/* Refuse an already-quantized tensor unless allow_requantize; refuse NaN/Inf. */
+gboolean q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error);
+/* One log line naming the grid a tensor got ("blk.0.ffn_down.weight: q4_k -> f16 (rows of 172)"). */
+char *q_grid_describe (const QGrid *g);
+
+/* ---- integer grid group fitting (intfit.c) ---- */
+
+/* Fit scale (f16 bits) and zero of the values x[rows, n] (leading dim ldx)
+ * with per-column weights w[n] (NULL: all 1): min/max, or the clipping
+ * shrink of [min, max] with the least weighted squared error. */
+void q_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *w, int bits, gboolean symmetric,
+                gboolean clip_search, guint16 *scale, guint8 *zero);
+/* The code of x on (scale, zero) and its value. */
+static inline float
+q_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
+{
+  float v = scale > 0 ? x / scale : 0.f;
+  int c = (int) nearbyintf (v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v) + zero;
+  c = c < 0 ? 0 : c > maxq ? maxq : c;
+  *code = (guint8) c;
+  return scale * (float) (c - zero);
+}
+
+/* ---- column quantizer (qcols.c) ---- */
+
+typedef struct _QCols QCols;
+
+/* For W0[R, C] (original column order, as before the sweep) on grid g.
+ * importance[C] (may be NULL) weights the fits; `like` gives the name, shape
+ * and keep-mask (pruned weights are quantized as 0, so they stay 0 where the
+ * grid holds 0).  perm: the sweep order (position s holds original column
+ * perm[s]; NULL = identity).  Groups are fitted now from W0 when
+ * fit_now (GPTQ's static groups), and always for per-channel / per-tensor
+ * grids and for block types swept in a permuted order (blocks are runs of
+ * original columns); else each group is fitted from the current values when
+ * the sweep reaches its first column. */
+QCols *q_cols_new (const QGrid *g, const float *W0, const float *importance, const LpTensor *like,
+                   const int *perm, gboolean fit_now, GError **error);
+void q_cols_free (QCols *q);
+/* The OBS block size to use: `wanted` rounded up to a multiple of the group,
+ * so that a group fitted at its first column sees current values. */
+int q_cols_block_size (const QCols *q, int wanted);
+/* Sweep position s: fit its group first if it starts there (values from
+ * W[R, ldw] in sweep order), then write each row's chosen value to out[r]. */
+gboolean q_cols_column (QCols *q, int s, const float *W, int ldw, float *out, GError **error);
+/* The quantized tensor (name and shape of `like`), with its mask when every
+ * pruned weight is exactly 0; *mask_lost = pruned weights that are not. */
+LpTensor *q_cols_finish (QCols *q, gint64 *mask_lost, GError **error);
+
+/* Quantize W[R, C] (original order) onto the grid with no error feedback:
+ * the RTN of the integer grid, and AWQ's inner loop. */
+LpTensor *q_round (const QGrid *g, const LpTensor *like, const float *W, const float *importance,
+                   gint64 *mask_lost, GError **error);
+
+/* Log what happened to a mask (the format could not keep pruned weights at 0). */
+void q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gint64 lost);
+
+/* ---- passes ---- */
+
+extern const LpPassInfo q_rtn_pass, q_gptq_pass, q_awq_pass;

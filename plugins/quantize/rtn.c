@@ -1,0 +1,132 @@
+/* llmpress quantize plugin — quantize.rtn: round to nearest on the grid,
+ * group by group, with no error feedback.  Into a block type it writes the
+ * bytes llama-quantize writes (with an importance matrix: those of
+ * llama-quantize --imatrix); on the integer grid it fits each group's scale
+ * and zero by min/max or the clipping search. */
+#include "config.h"
+
+#include "quantize.h"
+
+static const LpParamSpec rtn_params[] = {
+  Q_COMMON_PARAMS,
+  { "imatrix", LP_PARAM_PATH, NULL, 0, 0, NULL,
+    "importance matrix: a llama.cpp imatrix (GGUF or .dat) or our statistics file (save_stats); "
+    "the mean squared activation of each input channel weighs the fits" },
+  { NULL }
+};
+
+static const LpInputSpec rtn_inputs[] = {
+  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to quantize" },
+  { "stats", LP_ARTIFACT_STATS, TRUE, "activation statistics (calibrate): the importance matrix, as imatrix=" },
+  { NULL }
+};
+
+/* The importance statistics: the connected input, else imatrix=, else none. */
+static LpStats *
+rtn_stats (LpPassContext *ctx, GError **error)
+{
+  LpArtifact *a = lp_pass_context_get_input (ctx, "stats");
+  if (a != NULL)
+    return lp_stats_ref (lp_artifact_get_stats (a));
+  const char *path = lp_pass_context_get_string (ctx, "imatrix");
+  if (path == NULL)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_MISSING, "no statistics");
+      return NULL;
+    }
+  return lp_stats_load (path, error);
+}
+
+/* Mean square per input channel of t's input, or NULL without an entry. */
+static float *
+rtn_importance (LpStats *stats, const LpTensor *t, GError **error)
+{
+  const LpStatsEntry *e = stats ? lp_stats_lookup (stats, t->name) : NULL;
+  if (e == NULL)
+    return NULL;
+  if (e->n != lp_tensor_row_length (t))
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                   "%s: statistics have %d input channels, expected %" G_GINT64_FORMAT " (the row length)", t->name,
+                   e->n, lp_tensor_row_length (t));
+      return NULL;
+    }
+  float *imp = g_new (float, e->n);
+  lp_stats_mean_sq (e, imp);
+  return imp;
+}
+
+/* Quantize one tensor of the model into work. */
+static gboolean
+rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t, GError **error)
+{
+  g_autofree float *w = lp_tensor_dup_f32 (t, error);
+  if (w == NULL || !q_check_input (o, t, w, error))
+    return FALSE;
+  gboolean odd;
+  QGrid g = q_grid_for (o, lp_tensor_row_length (t), &odd);
+  if (odd)
+    {
+      g_autofree char *grid = q_grid_describe (&g);
+      lp_pass_context_log (ctx, LP_LOG_INFO, "%s: rows of %" G_GINT64_FORMAT " values: %s", t->name,
+                           lp_tensor_row_length (t), grid);
+    }
+  GError *local = NULL;
+  g_autofree float *imp = rtn_importance (stats, t, &local);
+  if (local != NULL)
+    {
+      g_propagate_error (error, local);
+      return FALSE;
+    }
+  gint64 lost;
+  g_autoptr (LpTensor) q = q_round (&g, t, w, imp, &lost, error);
+  if (q == NULL)
+    return FALSE;
+  q_log_mask_lost (ctx, t, &g, lost);
+  lp_model_set_tensor (work, q);
+  return TRUE;
+}
+
+static gboolean
+rtn_run (LpPassContext *ctx, GError **error)
+{
+  QOptions o;
+  if (!q_options_read (ctx, &o, error))
+    return FALSE;
+  g_autoptr (LpStats) stats = NULL;
+  if (lp_pass_context_get_input (ctx, "stats") != NULL || lp_pass_context_get_string (ctx, "imatrix") != NULL)
+    if ((stats = rtn_stats (ctx, error)) == NULL)
+      return FALSE;
+  LpModel *in = lp_pass_context_get_input_model (ctx, "input");
+  g_autoptr (LpModel) work = lp_model_derive (in);
+  guint n = lp_model_n_tensors (in), done = 0;
+  for (guint i = 0; i < n; i++)
+    {
+      LpTensor *t = lp_model_tensor_at (in, i);
+      if (!q_selected (&o, t))
+        continue;
+      if (!rtn_tensor (ctx, &o, stats, work, t, error))
+        return FALSE;
+      done++;
+      lp_pass_context_progress (ctx, i + 1, n, "tensors");
+      if (lp_pass_context_cancelled (ctx))
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
+          return FALSE;
+        }
+    }
+  lp_pass_context_log (ctx, LP_LOG_INFO, "quantized %u tensors, %.3f bits per weight", done,
+                       lp_model_bits_per_weight (work));
+  lp_pass_context_set_output_model (ctx, work);
+  return TRUE;
+}
+
+const LpPassInfo q_rtn_pass = {
+  .name = "quantize.rtn",
+  .summary = "round-to-nearest quantization into llama.cpp block types or an integer grid, optionally "
+             "importance-weighted (imatrix)",
+  .params = rtn_params,
+  .inputs = rtn_inputs,
+  .output = LP_ARTIFACT_MODEL,
+  .run = rtn_run,
+};
