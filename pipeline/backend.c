@@ -8,7 +8,7 @@
 #include <llmpress/backend.h>
 
 static const char *const op_names[LP_OP_COUNT] = {
-  "gemm", "syrk", "rmsnorm", "rope", "attention", "swiglu", "cholesky", "gemm_w", "dequantize",
+  "gemm", "syrk", "rmsnorm", "rope", "attention", "swiglu", "cholesky", "gemm_w", "dequantize", "tri_inverse",
 };
 
 const char *
@@ -352,4 +352,11 @@ lp_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst
 {
   be = lp_backend_for_op (be, LP_OP_DEQUANTIZE);
   return be->ops->dequantize (be, type, src, n, dst);
+}
+
+gboolean
+lp_tri_inverse (LpBackend *be, int n, float *L, int lda)
+{
+  be = lp_backend_for_op (be, LP_OP_TRI_INVERSE);
+  return be->ops->tri_inverse (be, n, L, lda);
 }

@@ -148,6 +148,29 @@ lp_ref_cholesky (int n, float *A, int lda)
   return TRUE;
 }
 
+/* Column by column: L X = I, so column j of X solves a lower system by
+ * forward substitution, starting at row j (X is lower triangular too). */
+gboolean
+lp_ref_tri_inverse (int n, float *L, int lda)
+{
+  g_autofree double *X = g_new0 (double, (gsize) n * n);
+  for (int i = 0; i < n; i++)
+    if (L[(gsize) i * lda + i] == 0.0f)
+      return FALSE;
+  for (int j = 0; j < n; j++)
+    for (int i = j; i < n; i++)
+      {
+        double s = i == j ? 1.0 : 0.0;
+        for (int k = j; k < i; k++)
+          s -= (double) L[(gsize) i * lda + k] * X[(gsize) k * n + j];
+        X[(gsize) i * n + j] = s / L[(gsize) i * lda + i];
+      }
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++)
+      L[(gsize) i * lda + j] = (float) X[(gsize) i * n + j];
+  return TRUE;
+}
+
 void
 lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
                int ldc)

@@ -100,6 +100,12 @@ cpu_cholesky (LpBackend *be, int n, float *A, int lda)
   return TRUE;
 }
 
+static gboolean
+cpu_tri_inverse (LpBackend *be, int n, float *L, int lda)
+{
+  return LAPACKE_strtri (LAPACK_ROW_MAJOR, 'L', 'N', n, L, lda) == 0;
+}
+
 /* Dequantize W a block of rows at a time, so a large weight is never whole
  * in f32. */
 static void
@@ -148,6 +154,7 @@ static const LpBackendOps cpu_ops = {
   .cholesky = cpu_cholesky,
   .gemm_w = cpu_gemm_w,
   .dequantize = cpu_dequantize,
+  .tri_inverse = cpu_tri_inverse,
   .destroy = cpu_destroy,
 };
 

@@ -34,8 +34,9 @@ groups_for (LpVkCtx *ctx, gsize n)
 static gboolean
 vk_supports_op (LpBackend *be, LpOp op)
 {
-  /* Cholesky is sequential and small next to the products around it. */
-  return op != LP_OP_CHOLESKY;
+  /* Cholesky and the triangular inverse are sequential and small next to
+   * the products around them. */
+  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE;
 }
 
 /* ---- GEMM ---- */

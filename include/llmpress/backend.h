@@ -16,7 +16,7 @@
 
 G_BEGIN_DECLS
 
-#define LP_BACKEND_API_VERSION 1
+#define LP_BACKEND_API_VERSION 2
 
 typedef enum {
   LP_OP_GEMM,        /* C = alpha * A * op(B) + beta * C */
@@ -28,6 +28,7 @@ typedef enum {
   LP_OP_CHOLESKY,    /* in-place lower Cholesky factor of an SPD matrix */
   LP_OP_GEMM_W,      /* C = A * W^T + beta * C with W in f32/f16/bf16/q8_0/q4_0 */
   LP_OP_DEQUANTIZE,  /* a block-quantized (or 16-bit) row to f32 */
+  LP_OP_TRI_INVERSE, /* in-place inverse of a lower triangular matrix */
   LP_OP_COUNT,
 } LpOp;
 
@@ -69,6 +70,9 @@ typedef struct {
   /* dst[n] = src (n elements of `type`, n a multiple of its block size);
    * FALSE when the type cannot be read. */
   gboolean (*dequantize) (LpBackend *be, LpDType type, const void *src, gsize n, float *dst);
+  /* L[n,n] (row-major, lower triangular, the upper part zero) replaced by its
+   * inverse, also lower triangular; FALSE when a diagonal entry is zero. */
+  gboolean (*tri_inverse) (LpBackend *be, int n, float *L, int lda);
 
   void (*destroy) (LpBackend *be);
 } LpBackendOps;
@@ -174,6 +178,7 @@ gboolean lp_cholesky (LpBackend *be, int n, float *A, int lda);
 void lp_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W,
                 float beta, float *C, int ldc);
 gboolean lp_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst);
+gboolean lp_tri_inverse (LpBackend *be, int n, float *L, int lda);
 
 /* Plain C reference kernels: the definition of each op, used by tests to
  * check every optimised or device implementation. */
@@ -186,6 +191,7 @@ void lp_ref_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, 
                        const float *v, float *out);
 void lp_ref_swiglu (int n, const float *gate, const float *up, float *out);
 gboolean lp_ref_cholesky (int n, float *A, int lda);
+gboolean lp_ref_tri_inverse (int n, float *L, int lda);
 /* W dequantized a row at a time (lp_dtype_to_f32), then lp_ref_gemm. */
 void lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
                     float *C, int ldc);

@@ -23,3 +23,5 @@
 #include <llmpress/context.h>
 #include <llmpress/plugin.h>
 #include <llmpress/quant.h>
+#include <llmpress/obs.h>
+#include <llmpress/layerwise.h>
