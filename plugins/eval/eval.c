@@ -143,7 +143,7 @@ eval_run (LpPassContext *ctx, GError **error)
       if (!lp_tensor_pattern_match (targets, t->name) || lp_tensor_pattern_match (ignore, t->name))
         continue;
       sel_params += (guint64) lp_tensor_n_elements (t);
-      sel_bytes += lp_tensor_n_bytes (t);
+      sel_bytes += lp_tensor_storage_bytes (t);
       if (!count_zeros (t, &sel_zeros, error))
         return FALSE;
       lp_pass_context_progress (ctx, i + 1, n, "tensors");

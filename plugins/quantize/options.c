@@ -69,14 +69,34 @@ q_selected (const QOptions *o, const LpTensor *t)
 }
 
 gboolean
+q_check_model (const QOptions *o, LpModel *model, GError **error)
+{
+  if (o->allow_requantize)
+    return TRUE;
+  for (guint i = 0; i < lp_model_n_tensors (model); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (model, i);
+      if (q_selected (o, t) && lp_tensor_is_quantized (t))
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                       "%s: already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize "
+                       "its dequantized values again",
+                       t->name, lp_dtype_name (t->dtype), t->grid ? ", integer grid" : "");
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+gboolean
 q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error)
 {
   if (lp_tensor_is_quantized (t) && !o->allow_requantize)
     {
       g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                   "%s: already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize its "
+                   "already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize its "
                    "dequantized values again",
-                   t->name, lp_dtype_name (t->dtype), t->grid ? ", integer grid" : "");
+                   lp_dtype_name (t->dtype), t->grid ? ", integer grid" : "");
       return FALSE;
     }
   gint64 n = lp_tensor_n_elements (t);
@@ -85,8 +105,8 @@ q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **er
       {
         gint64 cols = lp_tensor_row_length (t);
         g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                     "%s: element [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]: expected a finite weight, found %g",
-                     t->name, i / cols, i % cols, (double) w[i]);
+                     "element [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]: expected a finite weight, found %g",
+                     i / cols, i % cols, (double) w[i]);
         return FALSE;
       }
   return TRUE;
@@ -112,4 +132,19 @@ q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gint64 l
                        "%s: %" G_GINT64_FORMAT " pruned weights are not exactly 0 on %s (its blocks have a min/offset, "
                        "so 0 is not on the grid): stored as the nearest grid value, keep-mask dropped",
                        t->name, lost, grid);
+}
+
+void
+q_log_grid (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gboolean fell_back)
+{
+  if (!fell_back)
+    return;
+  gint64 cols = lp_tensor_row_length (t);
+  g_autofree char *grid = q_grid_describe (g);
+  if (g->type == LP_DTYPE_F32)
+    lp_pass_context_log (ctx, LP_LOG_INFO, "%s: rows of %" G_GINT64_FORMAT " values: %s, last group of %" G_GINT64_FORMAT,
+                         t->name, cols, grid, cols % g->group);
+  else
+    lp_pass_context_log (ctx, LP_LOG_INFO, "%s: rows of %" G_GINT64_FORMAT " values do not fit the requested block: %s",
+                         t->name, cols, grid);
 }

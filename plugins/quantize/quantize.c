@@ -3,6 +3,6 @@
 
 #include "quantize.h"
 
-static const LpPassInfo *const passes[] = { &q_rtn_pass, NULL };
+static const LpPassInfo *const passes[] = { &q_rtn_pass, &q_gptq_pass, &q_awq_pass, NULL };
 
 LP_PLUGIN_DEFINE ("quantize", PACKAGE_VERSION, "MIT", passes)

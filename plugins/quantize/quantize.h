@@ -57,6 +57,27 @@ typedef struct {
   { "allow_requantize", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                    \
     "quantize tensors that are already quantized (from their dequantized values; quality suffers)" }
 
+/* GPTQ's own parameters (quantize.gptq, and quantize.awq quantizer=gptq). */
+#define Q_GPTQ_PARAMS                                                                                          \
+  { "damp", LP_PARAM_FLOAT, "0.01", 0, 1, NULL,                                                                \
+    "GPTQ damping: this fraction of the mean Hessian diagonal is added to the diagonal (raised tenfold, up "  \
+    "to three times, when the Hessian is still not positive definite)",                                       \
+    LP_PARAM_RANGE },                                                                                          \
+  { "block_size", LP_PARAM_INT, "128", 1, 1 << 16, NULL,                                                       \
+    "GPTQ: columns per lazy-update block (rounded up to a multiple of the group)", LP_PARAM_RANGE },          \
+  { "act_order", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                           \
+    "GPTQ: quantize columns in order of decreasing Hessian diagonal (desc_act); the integer grid then "       \
+    "records each column's group in g_idx unless static_groups; block types always use static groups" },     \
+  { "static_groups", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                       \
+    "GPTQ: fit every group's grid from the original weights before the sweep (groups stay runs of columns "   \
+    "with act_order)" }
+
+typedef struct {
+  double damp;
+  int block_size;
+  gboolean act_order, static_groups;
+} QGptqSettings;
+
 extern const char *const q_format_names[];
 
 /* Read the common parameters; fails when bits/group_size/symmetric are given
@@ -68,7 +89,11 @@ gboolean q_options_read (LpPassContext *ctx, QOptions *o, GError **error);
 QGrid q_grid_for (const QOptions *o, gint64 cols, gboolean *fell_back);
 /* Whether a tensor is selected: 2-D, matched by targets and not by ignore. */
 gboolean q_selected (const QOptions *o, const LpTensor *t);
-/* Refuse an already-quantized tensor unless allow_requantize; refuse NaN/Inf. */
+/* Before any work (calibration): refuse a model whose selected tensors are
+ * already quantized, unless allow_requantize. */
+gboolean q_check_model (const QOptions *o, LpModel *model, GError **error);
+/* Refuse an already-quantized tensor unless allow_requantize; refuse NaN/Inf
+ * (the message does not name the tensor: callers prefix it). */
 gboolean q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error);
 /* One log line naming the grid a tensor got ("blk.0.ffn_down.weight: q4_k -> f16 (rows of 172)"). */
 char *q_grid_describe (const QGrid *g);
@@ -122,8 +147,19 @@ LpTensor *q_cols_finish (QCols *q, gint64 *mask_lost, GError **error);
 LpTensor *q_round (const QGrid *g, const LpTensor *like, const float *W, const float *importance,
                    gint64 *mask_lost, GError **error);
 
+/* Report a tensor whose rows the grid does not fit as asked (fell_back from
+ * q_grid_for): the fallback type, or the shorter last group. */
+void q_log_grid (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gboolean fell_back);
 /* Log what happened to a mask (the format could not keep pruned weights at 0). */
 void q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gint64 lost);
+
+/* ---- GPTQ (gptq.c) ---- */
+
+gboolean q_gptq_settings_read (LpPassContext *ctx, QGptqSettings *s);
+/* GPTQ on one weight t (W[R, C]) against its input Hessian H[C, C] (not
+ * changed); the OBS loss estimate is added to *loss (may be NULL). */
+LpTensor *q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *s, const LpTensor *t,
+                         const float *H, int n, double *loss, GError **error);
 
 /* ---- passes ---- */
 

@@ -62,15 +62,13 @@ rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work
 {
   g_autofree float *w = lp_tensor_dup_f32 (t, error);
   if (w == NULL || !q_check_input (o, t, w, error))
-    return FALSE;
+    {
+      g_prefix_error (error, "%s: ", t->name);
+      return FALSE;
+    }
   gboolean odd;
   QGrid g = q_grid_for (o, lp_tensor_row_length (t), &odd);
-  if (odd)
-    {
-      g_autofree char *grid = q_grid_describe (&g);
-      lp_pass_context_log (ctx, LP_LOG_INFO, "%s: rows of %" G_GINT64_FORMAT " values: %s", t->name,
-                           lp_tensor_row_length (t), grid);
-    }
+  q_log_grid (ctx, t, &g, odd);
   GError *local = NULL;
   g_autofree float *imp = rtn_importance (stats, t, &local);
   if (local != NULL)
@@ -98,6 +96,8 @@ rtn_run (LpPassContext *ctx, GError **error)
     if ((stats = rtn_stats (ctx, error)) == NULL)
       return FALSE;
   LpModel *in = lp_pass_context_get_input_model (ctx, "input");
+  if (!q_check_model (&o, in, error))
+    return FALSE;
   g_autoptr (LpModel) work = lp_model_derive (in);
   guint n = lp_model_n_tensors (in), done = 0;
   for (guint i = 0; i < n; i++)

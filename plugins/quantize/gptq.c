@@ -1,0 +1,201 @@
+/* llmpress quantize plugin — quantize.gptq: GPTQ (Frantar et al. 2022).
+ *
+ * Per linear weight W[R, C] with its input Hessian H = X^T X [C, C] from the
+ * calibration loop (lp_layerwise_run, sequential by default: GPTQ's
+ * true-sequential at block granularity):
+ *  - dead inputs (H[j,j] = 0) get W[:, j] = 0 (lp_obs_prepare marks them);
+ *  - static groups: every group's scale/zero (or ggml block parameters) is
+ *    fitted from the original W before any error feedback;
+ *  - act-order: W's columns and H are permuted by decreasing diag(H);
+ *  - lp_obs_prepare damps H (damp * mean diag, raised when that is not enough)
+ *    and turns it into U, the Cholesky factor of its inverse;
+ *  - lp_obs_sweep walks the columns; each is quantized on the current grid
+ *    (a group fitted from the current values when the sweep reaches its first
+ *    column, as the reference code does) and its error spread over the
+ *    columns not yet quantized.
+ * On a block type the sweep chooses the codes inside exact ggml blocks; the
+ * importance that weighs ggml's block fits is diag(H) (llama.cpp's imatrix up
+ * to a constant).  Act-order on a block type always uses static groups:
+ * blocks are runs of original columns. */
+#include "config.h"
+
+#include <string.h>
+
+#include "quantize.h"
+
+static const LpParamSpec gptq_params[] = {
+  Q_COMMON_PARAMS,
+  Q_GPTQ_PARAMS,
+  { NULL }
+};
+
+static const LpInputSpec gptq_inputs[] = {
+  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to quantize" },
+  { NULL }
+};
+
+typedef struct {
+  LpPassContext *ctx;
+  QOptions o;
+  QGptqSettings s;
+  double loss;      /* sum of the OBS loss estimates */
+} Gptq;
+
+gboolean
+q_gptq_settings_read (LpPassContext *ctx, QGptqSettings *s)
+{
+  s->damp = lp_pass_context_get_float (ctx, "damp");
+  s->block_size = (int) lp_pass_context_get_int (ctx, "block_size");
+  s->act_order = lp_pass_context_get_bool (ctx, "act_order");
+  s->static_groups = lp_pass_context_get_bool (ctx, "static_groups");
+  return TRUE;
+}
+
+static gboolean
+sweep_column (gpointer user_data, int c, const float *W, int ldw, int rows, float *q, GError **error)
+{
+  return q_cols_column (user_data, c, W, ldw, q, error);
+}
+
+static int
+cmp_diag_desc (const void *a, const void *b, void *user_data)
+{
+  const float *d = user_data;
+  float x = d[*(const int *) a], y = d[*(const int *) b];
+  /* Ties keep the original order (a stable result on every platform). */
+  return x > y ? -1 : x < y ? 1 : *(const int *) a - *(const int *) b;
+}
+
+/* Columns by decreasing diag(H). */
+static int *
+act_order_perm (const float *H, int n)
+{
+  g_autofree float *d = g_new (float, n);
+  int *perm = g_new (int, n);
+  for (int j = 0; j < n; j++)
+    d[j] = H[(gsize) j * n + j], perm[j] = j;
+  g_qsort_with_data (perm, n, sizeof (int), cmp_diag_desc, d);
+  return perm;
+}
+
+/* dst[R, n] = src[R, n] with columns permuted: dst[:, s] = src[:, perm[s]];
+ * and for a square matrix rows too when square. */
+static void
+permute_columns (const float *src, float *dst, gint64 rows, int n, const int *perm)
+{
+  for (gint64 r = 0; r < rows; r++)
+    for (int s = 0; s < n; s++)
+      dst[r * n + s] = src[r * n + perm[s]];
+}
+
+static float *
+permute_square (const float *H, int n, const int *perm)
+{
+  float *P = g_new (float, (gsize) n * n);
+  for (int a = 0; a < n; a++)
+    for (int b = 0; b < n; b++)
+      P[(gsize) a * n + b] = H[(gsize) perm[a] * n + perm[b]];
+  return P;
+}
+
+LpTensor *
+q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, const LpTensor *t, const float *H_in,
+               int n, double *loss_out, GError **error)
+{
+  gint64 rows = lp_tensor_n_rows (t), cols = lp_tensor_row_length (t);
+  if (n != cols)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "Hessian of %d inputs, expected %" G_GINT64_FORMAT, n, cols);
+      return NULL;
+    }
+  g_autofree float *W = lp_tensor_dup_f32 (t, error);
+  if (W == NULL || !q_check_input (o, t, W, error))
+    return NULL;
+  gboolean odd;
+  QGrid grid = q_grid_for (o, cols, &odd);
+  q_log_grid (ctx, t, &grid, odd);
+  gint64 lost = 0;
+  if (grid.type == LP_DTYPE_F16)
+    return q_round (&grid, t, W, NULL, &lost, error);
+
+  /* Dead inputs never fired: their weights cannot matter, GPTQ zeroes them. */
+  g_autofree float *imp = g_new (float, n);
+  for (int j = 0; j < n; j++)
+    {
+      imp[j] = H_in[(gsize) j * n + j];
+      if (imp[j] == 0.f)
+        for (gint64 r = 0; r < rows; r++)
+          W[r * cols + j] = 0.f;
+    }
+  g_autofree int *perm = st->act_order ? act_order_perm (H_in, n) : NULL;
+  QCols *q = q_cols_new (&grid, W, imp, t, perm, st->static_groups, error);
+  if (q == NULL)
+    return NULL;
+  g_autofree float *H = perm ? permute_square (H_in, n, perm) : g_memdup2 (H_in, sizeof (float) * n * n);
+  g_autofree float *Ws = NULL;
+  if (perm)
+    {
+      Ws = g_new (float, rows * cols);
+      permute_columns (W, Ws, rows, n, perm);
+    }
+  float *S = perm ? Ws : W;
+  LpBackend *be = lp_pass_context_get_backend (ctx);
+  double damp_used = st->damp, loss = 0;
+  LpTensor *out = NULL;
+  LpObsSweep sweep = { NULL, sweep_column, q };
+  if (lp_obs_prepare (be, n, H, st->damp, NULL, &damp_used, error)
+      && lp_obs_sweep (be, (int) rows, n, S, n, H, q_cols_block_size (q, st->block_size), &sweep, &loss, error))
+    out = q_cols_finish (q, &lost, error);
+  q_cols_free (q);
+  if (out == NULL)
+    return NULL;
+  if (damp_used != st->damp)
+    lp_pass_context_log (ctx, LP_LOG_WARNING, "%s: Hessian not positive definite with damp=%g; used %g", t->name,
+                         st->damp, damp_used);
+  q_log_mask_lost (ctx, t, &grid, lost);
+  if (loss_out)
+    *loss_out += loss;
+  lp_pass_context_log (ctx, LP_LOG_DEBUG, "%s: OBS loss %.6g", t->name, loss);
+  return out;
+}
+
+static gboolean
+on_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *stats, LpTensor **replacement, GError **error)
+{
+  Gptq *g = user_data;
+  if (stats->hessian == NULL)
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "no Hessian from the calibration");
+      return FALSE;
+    }
+  *replacement = q_gptq_weight (g->ctx, &g->o, &g->s, weight, stats->hessian, stats->n, &g->loss, error);
+  return *replacement != NULL;
+}
+
+static gboolean
+gptq_run (LpPassContext *ctx, GError **error)
+{
+  Gptq g = { ctx };
+  if (!q_options_read (ctx, &g.o, error))
+    return FALSE;
+  q_gptq_settings_read (ctx, &g.s);
+  LpModel *in = lp_pass_context_get_input_model (ctx, "input");
+  if (!q_check_model (&g.o, in, error))
+    return FALSE;
+  g_autoptr (LpModel) work = lp_model_derive (in);
+  if (!lp_layerwise_run (ctx, work, LP_CALIB_HESSIAN, g.o.targets, g.o.ignore, on_weight, &g, error))
+    return FALSE;
+  lp_pass_context_log (ctx, LP_LOG_INFO, "OBS loss %.6g over all weights, %.3f bits per weight", g.loss,
+                       lp_model_bits_per_weight (work));
+  lp_pass_context_set_output_model (ctx, work);
+  return TRUE;
+}
+
+const LpPassInfo q_gptq_pass = {
+  .name = "quantize.gptq",
+  .summary = "GPTQ: Hessian-based quantization with error feedback into llama.cpp block types or an integer grid",
+  .params = gptq_params,
+  .inputs = gptq_inputs,
+  .output = LP_ARTIFACT_MODEL,
+  .run = gptq_run,
+};

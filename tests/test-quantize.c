@@ -1,0 +1,342 @@
+/* The quantize passes through the CLI:
+ *  - stories260K on TinyStories (calibration from token 300000 on, evaluation
+ *    before it): GPTQ beats RTN and AWQ is no worse than RTN, at 4 and at 3
+ *    bits with groups of 32 (specs/quantize.ini);
+ *  - GPTQ into llama.cpp's Q4_K (with llama-quantize's fallbacks) beats RTN
+ *    into the same types at the same file size;
+ *  - GPTQ into every block type writes a GGUF that reads back to the very
+ *    weights the model held in memory (same perplexity to the last bit), in
+ *    the requested type;
+ *  - bad input: one clear error line and a non-zero exit. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+#include <json-glib/json-glib.h>
+
+#include "testutil.h"
+
+static const char *
+tmp_path (const char *name)
+{
+  static GPtrArray *keep;
+  if (keep == NULL)
+    keep = g_ptr_array_new_with_free_func (g_free);
+  char *p = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_ptr_array_add (keep, p);
+  return p;
+}
+
+/* The metrics object of node `name` in OUT/report.json (owned by parser). */
+static JsonObject *
+node_metrics (JsonParser *parser, const char *out_dir, const char *name)
+{
+  g_autofree char *path = g_build_filename (out_dir, "report.json", NULL);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (json_parser_load_from_file (parser, path, &error));
+  JsonArray *nodes = json_object_get_array_member (json_node_get_object (json_parser_get_root (parser)), "nodes");
+  for (guint i = 0; i < json_array_get_length (nodes); i++)
+    {
+      JsonObject *n = json_array_get_object_element (nodes, i);
+      if (strcmp (json_object_get_string_member (n, "name"), name) == 0)
+        return json_object_get_object_member (n, "metrics");
+    }
+  g_error ("report has no node %s", name);
+}
+
+static double
+metric (const char *out_dir, const char *node, const char *key)
+{
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  return json_object_get_double_member (node_metrics (parser, out_dir, node), key);
+}
+
+/* llmpress run (spec file or -p inline) -o OUT -q --no-cache, extra args; the status. */
+static int
+run (char **err, const char *out, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) "run");
+  for (const char *const *a = args; *a; a++)
+    g_ptr_array_add (argv, (gpointer) *a);
+  const char *tail[] = { "-o", out, "--no-cache", NULL };
+  for (const char *const *a = tail; *a; a++)
+    g_ptr_array_add (argv, (gpointer) *a);
+  g_ptr_array_add (argv, NULL);
+  g_autofree char *o = NULL;
+  int status = lp_test_run_cliv (&o, err, (const char *const *) argv->pdata);
+  return status;
+}
+
+static void
+test_stories_spec (void)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *tokens = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || tokens == NULL)
+    return;
+  g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "quantize.ini", NULL);
+  g_autofree char *dm = g_strdup_printf ("model=%s", model);
+  g_autofree char *dd = g_strdup_printf ("data=%s", tokens);
+  g_autofree char *dc = g_strdup_printf ("calib=%s", tokens);
+  const char *out = tmp_path ("stories-spec");
+  g_autofree char *err = NULL;
+  const char *args[] = { spec, "-q", "-D", dm, "-D", dd, "-D", dc, NULL };
+  int status = run (&err, out, args);
+  if (status != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (status, ==, 0);
+  for (int bits = 4; bits >= 3; bits--)
+    {
+      double p[3];
+      const char *method[] = { "rtn", "gptq", "awq" };
+      for (int k = 0; k < 3; k++)
+        {
+          g_autofree char *node = g_strdup_printf ("eval-%s%d", method[k], bits);
+          p[k] = metric (out, node, "perplexity");
+        }
+      g_test_message ("%d bits, groups of 32: perplexity rtn %.4f, gptq %.4f, awq %.4f", bits, p[0], p[1], p[2]);
+      g_assert_cmpfloat (p[1], <, p[0]);
+      g_assert_cmpfloat (p[2], <=, p[0]);
+    }
+}
+
+/* The [pipeline] group of the TinyStories split, 32 samples of 256 tokens. */
+static char *
+stories_pipeline (const char *tokens)
+{
+  return g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=32\ncalibration_seq_len=256\n"
+                          "calibration_range=300000:\n",
+                          tokens);
+}
+
+static void
+test_q4k_same_size (void)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *tokens = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || tokens == NULL)
+    return;
+  g_autofree char *head = stories_pipeline (tokens);
+  g_autofree char *text = g_strdup_printf (
+    "%s[load]\npath=%s\n"
+    "[gptq]\npass=quantize.gptq\ninput=load\nformat=q4_k\n[save-gptq]\npass=save\npath=gptq.gguf\n"
+    "[rtn]\npass=quantize.rtn\ninput=load\nformat=q4_k\n[save-rtn]\npass=save\npath=rtn.gguf\n",
+    head, model);
+  g_autofree char *spec = lp_test_write_file ("q4k.ini", text, strlen (text));
+  const char *out = tmp_path ("q4k");
+  g_autofree char *err = NULL;
+  const char *args[] = { spec, NULL };
+  g_assert_cmpint (run (&err, out, args), ==, 0);
+  /* The files hold what llama-quantize would store: Q4_K does not fit rows
+   * of 64, so Q5_0; ffn_down's rows of 172 fit no block, so F16. */
+  g_assert_nonnull (strstr (err, "blk.0.attn_q.weight: rows of 64 values do not fit the requested block: q5_0"));
+  g_assert_nonnull (strstr (err, "blk.0.ffn_down.weight: rows of 172 values do not fit the requested block: f16"));
+  double ppl[2];
+  guint64 size[2];
+  const char *names[] = { "gptq.gguf", "rtn.gguf" };
+  for (int k = 0; k < 2; k++)
+    {
+      g_autofree char *path = g_build_filename (out, names[k], NULL);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+      g_assert_no_error (error);
+      size[k] = lp_path_size (path);
+      g_assert_cmpint (lp_model_tensor (m, "blk.1.attn_v.weight")->dtype, ==, LP_DTYPE_Q5_0);
+      g_assert_cmpint (lp_model_tensor (m, "blk.1.ffn_down.weight")->dtype, ==, LP_DTYPE_F16);
+      g_autofree char *eval_text = g_strdup_printf ("[load]\npath=%s\n[eval]\ndata=%s\ndata_range=:300000\nmax_windows=64\n",
+                                                    path, tokens);
+      g_autofree char *name = g_strdup_printf ("eval-%s.ini", names[k]);
+      g_autofree char *eval_spec = lp_test_write_file (name, eval_text, strlen (eval_text));
+      g_autofree char *eval_out = g_strdup_printf ("%s-eval-%d", out, k);
+      g_autofree char *err2 = NULL;
+      const char *eargs[] = { eval_spec, "-q", NULL };
+      g_assert_cmpint (run (&err2, eval_out, eargs), ==, 0);
+      ppl[k] = metric (eval_out, "eval", "perplexity");
+    }
+  g_test_message ("format=q4_k with fallbacks: gptq %.4f, rtn %.4f perplexity; %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT
+                  " bytes",
+                  ppl[0], ppl[1], size[0], size[1]);
+  g_assert_cmpuint (size[0], ==, size[1]);
+  g_assert_cmpfloat (ppl[0], <, ppl[1]);
+}
+
+/* A synthetic model whose rows fit every block (D 256, F 512). */
+static const char *
+wide_model (void)
+{
+  const char *path = tmp_path ("wide.gguf");
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    {
+      LpSynthOptions o = LP_SYNTH_OPTIONS_INIT;
+      o.dim = 256;
+      o.ffn_dim = 512;
+      o.n_layers = 1;
+      o.n_vocab = 300;
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpModel) m = lp_model_synth (&o, &error);
+      g_assert_no_error (error);
+      g_assert_true (lp_model_save (m, path, NULL, &error));
+    }
+  return path;
+}
+
+static void
+test_block_types_roundtrip (void)
+{
+  static const char *const types[] = { "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k" };
+  const char *model = wide_model ();
+  g_autofree char *text_path = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
+  g_autoptr (GString) spec = g_string_new (NULL);
+  g_string_append_printf (spec, "[pipeline]\ncalibration=%s\ncalibration_samples=4\ncalibration_seq_len=128\n[load]\npath=%s\n",
+                          text_path, model);
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    g_string_append_printf (spec,
+                            "[g-%s]\npass=quantize.gptq\ninput=load\nformat=%s\n"
+                            "[e-%s]\npass=eval\ninput=g-%s\ndata=%s\nctx=128\nmax_windows=4\n"
+                            "[s-%s]\npass=save\ninput=g-%s\npath=%s.gguf\n",
+                            types[i], types[i], types[i], types[i], text_path, types[i], types[i], types[i]);
+  g_autofree char *path = lp_test_write_file ("types.ini", spec->str, spec->len);
+  const char *out = tmp_path ("types");
+  g_autofree char *err = NULL;
+  const char *args[] = { path, "-q", NULL };
+  int status = run (&err, out, args);
+  if (status != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (status, ==, 0);
+  g_autoptr (GString) reload = g_string_new (NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    g_string_append_printf (reload, "[l-%s]\npass=load\npath=%s/%s.gguf\n[e-%s]\npass=eval\ninput=l-%s\ndata=%s\nctx=128\nmax_windows=4\n",
+                            types[i], out, types[i], types[i], types[i], text_path);
+  g_autofree char *path2 = lp_test_write_file ("types-reload.ini", reload->str, reload->len);
+  const char *out2 = tmp_path ("types-reload");
+  g_autofree char *err2 = NULL;
+  const char *args2[] = { path2, "-q", NULL };
+  g_assert_cmpint (run (&err2, out2, args2), ==, 0);
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      g_autofree char *node = g_strdup_printf ("e-%s", types[i]);
+      double mem = metric (out, node, "perplexity"), file = metric (out2, node, "perplexity");
+      g_test_message ("%s: perplexity in memory %.17g, read back %.17g", types[i], mem, file);
+      g_assert_true (isfinite (mem));
+      g_assert_cmpfloat (mem, ==, file);
+      g_autofree char *gguf = g_strdup_printf ("%s/%s.gguf", out, types[i]);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpModel) m = lp_model_load (gguf, NULL, &error);
+      g_assert_no_error (error);
+      LpDType want;
+      g_assert_true (lp_dtype_from_name (types[i], &want));
+      g_assert_cmpint (lp_model_tensor (m, "blk.0.attn_q.weight")->dtype, ==, want);
+      g_assert_cmpint (lp_model_tensor (m, "blk.0.ffn_down.weight")->dtype, ==, want);
+    }
+}
+
+/* Run nodes (each "PASS key=value ...", each reading the one before) after
+ * loading the demo model, with a little calibration text; return the status
+ * and stderr. */
+static int
+run_nodes (char **err, const char *const *nodes)
+{
+  g_autofree char *model = lp_test_demo_model ();
+  g_autofree char *text = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
+  g_autoptr (GString) spec = g_string_new (NULL);
+  g_string_append_printf (spec, "[pipeline]\ncalibration=%s\ncalibration_samples=4\ncalibration_seq_len=128\n"
+                          "[load]\npath=%s\n", text, model);
+  for (int i = 0; nodes[i]; i++)
+    {
+      g_auto (GStrv) words = g_strsplit (nodes[i], " ", -1);
+      g_string_append_printf (spec, "[n%d]\npass=%s\n", i, words[0]);
+      for (int k = 1; words[k]; k++)
+        g_string_append_printf (spec, "%s\n", words[k]);
+    }
+  g_autofree char *path = lp_test_write_file ("nodes.ini", spec->str, spec->len);
+  const char *args[] = { path, NULL };
+  return run (err, tmp_path ("nodes"), args);
+}
+
+/* The nodes must fail with an error holding `fragment`. */
+static void
+assert_fails (const char *fragment, ...)
+{
+  g_autoptr (GPtrArray) nodes = g_ptr_array_new ();
+  va_list ap;
+  va_start (ap, fragment);
+  for (const char *n = va_arg (ap, const char *); n; n = va_arg (ap, const char *))
+    g_ptr_array_add (nodes, (gpointer) n);
+  va_end (ap);
+  g_ptr_array_add (nodes, NULL);
+  g_autofree char *err = NULL;
+  int status = run_nodes (&err, (const char *const *) nodes->pdata);
+  g_test_message ("-> %d: %s", status, err);
+  g_assert_cmpint (status, !=, 0);
+  g_assert_nonnull (strstr (err, fragment));
+}
+
+static void
+test_bad_input (void)
+{
+  assert_fails ("bits=9: bits: expected an integer in [2, 8], found 9", "quantize.rtn bits=9", NULL);
+  assert_fails ("bits=1: bits: expected an integer in [2, 8], found 1", "quantize.awq bits=1", NULL);
+  assert_fails ("bits: only applies to format=int", "quantize.gptq format=q4_k bits=3", NULL);
+  assert_fails ("group_size=-2", "quantize.rtn group_size=-2", NULL);
+  assert_fails ("blk.0.attn_q.weight: already quantized (f32, integer grid)", "quantize.rtn", "quantize.rtn", NULL);
+  assert_fails ("blk.0.attn_q.weight: already quantized (q8_0)", "quantize.rtn format=q8_0", "quantize.gptq", NULL);
+  assert_fails ("damp=2", "quantize.gptq damp=2", NULL);
+  assert_fails ("format=q4_9", "quantize.rtn format=q4_9", NULL);
+}
+
+static void
+test_requantize_allowed (void)
+{
+  g_autofree char *err = NULL;
+  const char *nodes[] = { "quantize.rtn format=q8_0", "quantize.gptq allow_requantize=true bits=3", NULL };
+  int status = run_nodes (&err, nodes);
+  g_test_message ("%s", err);
+  g_assert_cmpint (status, ==, 0);
+}
+
+/* A model with a NaN weight is refused with the tensor and element named. */
+static void
+test_nan_weight (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (7);
+  LpTensor *t = lp_model_tensor (m, "blk.1.ffn_up.weight");
+  g_autofree float *w = lp_tensor_dup_f32 (t, NULL);
+  w[3 * lp_tensor_row_length (t) + 5] = NAN;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) bad = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, w, &error);
+  lp_model_set_tensor (m, bad);
+  const char *path = tmp_path ("nan.gguf");
+  g_assert_true (lp_model_save (m, path, NULL, &error));
+  g_autofree char *p = g_strdup_printf ("load path=%s ! quantize.rtn", path);
+  g_autofree char *err = NULL;
+  const char *args[] = { "-p", p, "-q", NULL };
+  g_assert_cmpint (run (&err, tmp_path ("nan"), args), !=, 0);
+  g_assert_nonnull (strstr (err, "blk.1.ffn_up.weight: element [3, 5]: expected a finite weight, found nan"));
+}
+
+/* Groups that do not divide a row: a shorter last group, reported. */
+static void
+test_odd_groups_reported (void)
+{
+  g_autofree char *model = lp_test_demo_model ();
+  g_autofree char *p = g_strdup_printf ("load path=%s ! quantize.rtn group_size=32", model);
+  g_autofree char *err = NULL;
+  const char *args[] = { "-p", p, NULL };
+  g_assert_cmpint (run (&err, tmp_path ("odd"), args), ==, 0);
+  g_assert_nonnull (strstr (err, "blk.0.ffn_down.weight: rows of 172 values: int4 g32, last group of 12"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/quantize/stories/rtn-gptq-awq", test_stories_spec);
+  g_test_add_func ("/quantize/stories/q4_k-same-size", test_q4k_same_size);
+  g_test_add_func ("/quantize/block-types-roundtrip", test_block_types_roundtrip);
+  g_test_add_func ("/quantize/bad-input", test_bad_input);
+  g_test_add_func ("/quantize/requantize-allowed", test_requantize_allowed);
+  g_test_add_func ("/quantize/nan-weight", test_nan_weight);
+  g_test_add_func ("/quantize/odd-groups-reported", test_odd_groups_reported);
+  return g_test_run ();
+}
