@@ -161,6 +161,51 @@ test_q4k_same_size (void)
   g_assert_cmpfloat (ppl[0], <, ppl[1]);
 }
 
+/* GPTQ's act-order (g_idx on the integer grid), with static groups, on a
+ * block type (static ggml blocks), and AWQ followed by GPTQ all beat RTN on
+ * the same grid. */
+static void
+test_stories_variants (void)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *tokens = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || tokens == NULL)
+    return;
+  static const struct { const char *name, *params, *baseline; } v[] = {
+    { "rtn", "pass=quantize.rtn\nbits=4\ngroup_size=32", NULL },
+    { "act", "pass=quantize.gptq\nbits=4\ngroup_size=32\nact_order=true", "rtn" },
+    { "act-static", "pass=quantize.gptq\nbits=4\ngroup_size=32\nact_order=true\nstatic_groups=true", "rtn" },
+    { "awq-gptq", "pass=quantize.awq\nbits=4\ngroup_size=32\nquantizer=gptq", "rtn" },
+    { "rtn-q4_0", "pass=quantize.rtn\nformat=q4_0", NULL },
+    { "act-q4_0", "pass=quantize.gptq\nformat=q4_0\nact_order=true", "rtn-q4_0" },
+  };
+  g_autofree char *head = stories_pipeline (tokens);
+  g_autoptr (GString) spec = g_string_new (head);
+  g_string_append_printf (spec, "[load]\npath=%s\n", model);
+  for (guint i = 0; i < G_N_ELEMENTS (v); i++)
+    g_string_append_printf (spec, "[%s]\n%s\ninput=load\n[e-%s]\npass=eval\ninput=%s\ndata=%s\ndata_range=:300000\n"
+                            "max_windows=32\n",
+                            v[i].name, v[i].params, v[i].name, v[i].name, tokens);
+  g_autofree char *path = lp_test_write_file ("variants.ini", spec->str, spec->len);
+  const char *out = tmp_path ("variants");
+  g_autofree char *err = NULL;
+  const char *args[] = { path, "-q", NULL };
+  int status = run (&err, out, args);
+  if (status != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (status, ==, 0);
+  for (guint i = 0; i < G_N_ELEMENTS (v); i++)
+    {
+      if (v[i].baseline == NULL)
+        continue;
+      g_autofree char *a = g_strdup_printf ("e-%s", v[i].name);
+      g_autofree char *b = g_strdup_printf ("e-%s", v[i].baseline);
+      double p = metric (out, a, "perplexity"), base = metric (out, b, "perplexity");
+      g_test_message ("%s: perplexity %.4f, %s %.4f", v[i].name, p, v[i].baseline, base);
+      g_assert_cmpfloat (p, <, base);
+    }
+}
+
 /* A synthetic model whose rows fit every block (D 256, F 512). */
 static const char *
 wide_model (void)
@@ -327,16 +372,59 @@ test_odd_groups_reported (void)
   g_assert_nonnull (strstr (err, "blk.0.ffn_down.weight: rows of 172 values: int4 g32, last group of 12"));
 }
 
+/* Pruned weights (a keep-mask) stay exactly 0 through GPTQ's error feedback
+ * on the integer grid and on a symmetric block type; a block type with a
+ * min (Q4_1) cannot hold 0 exactly, which is reported. */
+static void
+test_mask_kept (void)
+{
+  struct { const char *quant; gboolean exact; } cases[] = {
+    { "quantize.gptq bits=3 group_size=32", TRUE },
+    { "quantize.gptq format=q4_0", TRUE },
+    { "quantize.awq bits=4 group_size=32 quantizer=gptq", TRUE },
+    { "quantize.rtn bits=4 symmetric=true", TRUE },
+    { "quantize.gptq format=q4_1", FALSE },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      const char *nodes[] = { "test.mask", cases[i].quant,
+                              "eval targets=blk.*.weight ignore=blk.*_norm.weight", NULL };
+      g_autofree char *err = NULL;
+      int status = run_nodes (&err, nodes);
+      if (status != 0)
+        g_test_message ("%s", err);
+      g_assert_cmpint (status, ==, 0);
+      double zeros = metric (tmp_path ("nodes"), "n2", "weights.zero_fraction");
+      g_test_message ("test.mask ! %s: zero fraction %.4f", cases[i].quant, zeros);
+      gboolean warned = strstr (err, "pruned weights are not exactly 0 on q4_1") != NULL;
+      if (cases[i].exact)
+        {
+          g_assert_cmpfloat (zeros, >=, 0.5);
+          g_assert_false (warned);
+        }
+      else
+        {
+          g_assert_cmpfloat (zeros, <, 0.5);
+          g_assert_true (warned);
+        }
+    }
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  /* test.mask lives in the test plugins. */
+  g_autofree char *plugins = g_strdup_printf ("%s:%s", g_getenv ("LLMPRESS_PLUGIN_PATH"), g_getenv ("LLMPRESS_TEST_PLUGIN_DIR"));
+  g_setenv ("LLMPRESS_PLUGIN_PATH", plugins, TRUE);
   g_test_add_func ("/quantize/stories/rtn-gptq-awq", test_stories_spec);
   g_test_add_func ("/quantize/stories/q4_k-same-size", test_q4k_same_size);
+  g_test_add_func ("/quantize/stories/variants", test_stories_variants);
   g_test_add_func ("/quantize/block-types-roundtrip", test_block_types_roundtrip);
   g_test_add_func ("/quantize/bad-input", test_bad_input);
   g_test_add_func ("/quantize/requantize-allowed", test_requantize_allowed);
   g_test_add_func ("/quantize/nan-weight", test_nan_weight);
   g_test_add_func ("/quantize/odd-groups-reported", test_odd_groups_reported);
+  g_test_add_func ("/quantize/mask-kept", test_mask_kept);
   return g_test_run ();
 }

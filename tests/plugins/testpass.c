@@ -64,6 +64,50 @@ static const LpPassInfo scale_pass = {
   .run = scale_run,
 };
 
-static const LpPassInfo *const passes[] = { &scale_pass, NULL };
+/* test.mask: prune every other element (even flat index) of the 2-D f32
+ * targets, with a keep-mask, as a pruning pass leaves them. */
+static const LpParamSpec mask_params[] = {
+  { "targets", LP_PARAM_TENSORS, "blk.*", 0, 0, NULL, "tensors to prune" },
+  { NULL }
+};
+
+static gboolean
+mask_run (LpPassContext *ctx, GError **error)
+{
+  LpModel *in = lp_pass_context_get_input_model (ctx, "input");
+  const LpTensorPattern *targets = lp_pass_context_get_tensors (ctx, "targets");
+  g_autoptr (LpModel) out = lp_model_derive (in);
+  for (guint i = 0; i < lp_model_n_tensors (in); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (in, i);
+      if (t->dtype != LP_DTYPE_F32 || t->n_dims != 2 || !lp_tensor_pattern_match (targets, t->name))
+        continue;
+      gint64 n = lp_tensor_n_elements (t);
+      g_autofree float *v = g_memdup2 (lp_tensor_data (t), sizeof (float) * n);
+      for (gint64 j = 0; j < n; j += 2)
+        v[j] = 0.f;
+      g_autoptr (LpTensor) d = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, v, error);
+      if (d == NULL)
+        return FALSE;
+      g_autoptr (GBytes) mask = lp_mask_from_nonzero (v, n);
+      g_autoptr (LpTensor) m = lp_tensor_with_mask (d, mask, error);
+      if (m == NULL)
+        return FALSE;
+      lp_model_set_tensor (out, m);
+    }
+  lp_pass_context_set_output_model (ctx, out);
+  return TRUE;
+}
+
+static const LpPassInfo mask_pass = {
+  .name = "test.mask",
+  .summary = "prune every other weight of 2-D tensors, with a keep-mask (tests only)",
+  .params = mask_params,
+  .inputs = scale_inputs,
+  .output = LP_ARTIFACT_MODEL,
+  .run = mask_run,
+};
+
+static const LpPassInfo *const passes[] = { &scale_pass, &mask_pass, NULL };
 
 LP_PLUGIN_DEFINE ("testpass", "1.0", "MIT", passes)
