@@ -68,6 +68,23 @@ run (char **err, const char *out, const char *const *args)
   return status;
 }
 
+/* Run spec text (quietly) into a new output directory NAME, which it returns;
+ * the run must succeed. */
+static const char *
+run_text (const char *name, const char *text)
+{
+  g_autofree char *file = g_strdup_printf ("%s.ini", name);
+  g_autofree char *path = lp_test_write_file (file, text, strlen (text));
+  const char *out = tmp_path (name);
+  g_autofree char *err = NULL;
+  const char *args[] = { path, "-q", NULL };
+  int status = run (&err, out, args);
+  if (status != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (status, ==, 0);
+  return out;
+}
+
 static void
 test_stories_spec (void)
 {
@@ -146,13 +163,8 @@ test_q4k_same_size (void)
       g_assert_cmpint (lp_model_tensor (m, "blk.1.ffn_down.weight")->dtype, ==, LP_DTYPE_F16);
       g_autofree char *eval_text = g_strdup_printf ("[load]\npath=%s\n[eval]\ndata=%s\ndata_range=:300000\nmax_windows=64\n",
                                                     path, tokens);
-      g_autofree char *name = g_strdup_printf ("eval-%s.ini", names[k]);
-      g_autofree char *eval_spec = lp_test_write_file (name, eval_text, strlen (eval_text));
-      g_autofree char *eval_out = g_strdup_printf ("%s-eval-%d", out, k);
-      g_autofree char *err2 = NULL;
-      const char *eargs[] = { eval_spec, "-q", NULL };
-      g_assert_cmpint (run (&err2, eval_out, eargs), ==, 0);
-      ppl[k] = metric (eval_out, "eval", "perplexity");
+      g_autofree char *name = g_strdup_printf ("eval-%s", names[k]);
+      ppl[k] = metric (run_text (name, eval_text), "eval", "perplexity");
     }
   g_test_message ("format=q4_k with fallbacks: gptq %.4f, rtn %.4f perplexity; %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT
                   " bytes",
@@ -186,14 +198,7 @@ test_stories_variants (void)
     g_string_append_printf (spec, "[%s]\n%s\ninput=load\n[e-%s]\npass=eval\ninput=%s\ndata=%s\ndata_range=:300000\n"
                             "max_windows=32\n",
                             v[i].name, v[i].params, v[i].name, v[i].name, tokens);
-  g_autofree char *path = lp_test_write_file ("variants.ini", spec->str, spec->len);
-  const char *out = tmp_path ("variants");
-  g_autofree char *err = NULL;
-  const char *args[] = { path, "-q", NULL };
-  int status = run (&err, out, args);
-  if (status != 0)
-    g_test_message ("%s", err);
-  g_assert_cmpint (status, ==, 0);
+  const char *out = run_text ("variants", spec->str);
   for (guint i = 0; i < G_N_ELEMENTS (v); i++)
     {
       if (v[i].baseline == NULL)
@@ -241,23 +246,12 @@ test_block_types_roundtrip (void)
                             "[e-%s]\npass=eval\ninput=g-%s\ndata=%s\nctx=128\nmax_windows=4\n"
                             "[s-%s]\npass=save\ninput=g-%s\npath=%s.gguf\n",
                             types[i], types[i], types[i], types[i], text_path, types[i], types[i], types[i]);
-  g_autofree char *path = lp_test_write_file ("types.ini", spec->str, spec->len);
-  const char *out = tmp_path ("types");
-  g_autofree char *err = NULL;
-  const char *args[] = { path, "-q", NULL };
-  int status = run (&err, out, args);
-  if (status != 0)
-    g_test_message ("%s", err);
-  g_assert_cmpint (status, ==, 0);
+  const char *out = run_text ("types", spec->str);
   g_autoptr (GString) reload = g_string_new (NULL);
   for (guint i = 0; i < G_N_ELEMENTS (types); i++)
     g_string_append_printf (reload, "[l-%s]\npass=load\npath=%s/%s.gguf\n[e-%s]\npass=eval\ninput=l-%s\ndata=%s\nctx=128\nmax_windows=4\n",
                             types[i], out, types[i], types[i], types[i], text_path);
-  g_autofree char *path2 = lp_test_write_file ("types-reload.ini", reload->str, reload->len);
-  const char *out2 = tmp_path ("types-reload");
-  g_autofree char *err2 = NULL;
-  const char *args2[] = { path2, "-q", NULL };
-  g_assert_cmpint (run (&err2, out2, args2), ==, 0);
+  const char *out2 = run_text ("types-reload", reload->str);
   for (guint i = 0; i < G_N_ELEMENTS (types); i++)
     {
       g_autofree char *node = g_strdup_printf ("e-%s", types[i]);
