@@ -99,10 +99,48 @@ permute_square (const float *H, int n, const int *perm)
 }
 
 LpTensor *
-q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, const LpTensor *t, const float *H_in,
+q_gptq_quantize (LpBackend *be, const QGrid *grid, const QGptqSettings *st, const LpTensor *t, float *W,
+                 const float *H_in, double *loss, double *damp_used, gint64 *lost, GError **error)
+{
+  gint64 rows = lp_tensor_n_rows (t);
+  int n = (int) lp_tensor_row_length (t);
+  /* Dead inputs never fired: their weights cannot matter, GPTQ zeroes them. */
+  g_autofree float *imp = g_new (float, n);
+  for (int j = 0; j < n; j++)
+    {
+      imp[j] = H_in[(gsize) j * n + j];
+      if (imp[j] == 0.f)
+        for (gint64 r = 0; r < rows; r++)
+          W[r * n + j] = 0.f;
+    }
+  g_autofree int *perm = st->act_order ? act_order_perm (H_in, n) : NULL;
+  QCols *q = q_cols_new (grid, W, imp, t, perm, st->static_groups, error);
+  if (q == NULL)
+    return NULL;
+  g_autofree float *H = perm ? permute_square (H_in, n, perm) : g_memdup2 (H_in, sizeof (float) * n * n);
+  g_autofree float *Ws = NULL;
+  if (perm)
+    {
+      Ws = g_new (float, rows * n);
+      permute_columns (W, Ws, rows, n, perm);
+    }
+  float *S = perm ? Ws : W;
+  *damp_used = st->damp;
+  *loss = 0;
+  LpTensor *out = NULL;
+  LpObsSweep sweep = { NULL, sweep_column, q };
+  if (lp_obs_prepare (be, n, H, st->damp, NULL, damp_used, error)
+      && lp_obs_sweep (be, (int) rows, n, S, n, H, q_cols_block_size (q, st->block_size), &sweep, loss, error))
+    out = q_cols_finish (q, lost, error);
+  q_cols_free (q);
+  return out;
+}
+
+LpTensor *
+q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, const LpTensor *t, const float *H,
                int n, double *loss_out, GError **error)
 {
-  gint64 rows = lp_tensor_n_rows (t), cols = lp_tensor_row_length (t);
+  gint64 cols = lp_tensor_row_length (t);
   if (n != cols)
     {
       g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "Hessian of %d inputs, expected %" G_GINT64_FORMAT, n, cols);
@@ -117,36 +155,9 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
   gint64 lost = 0;
   if (grid.type == LP_DTYPE_F16)
     return q_round (&grid, t, W, NULL, &lost, error);
-
-  /* Dead inputs never fired: their weights cannot matter, GPTQ zeroes them. */
-  g_autofree float *imp = g_new (float, n);
-  for (int j = 0; j < n; j++)
-    {
-      imp[j] = H_in[(gsize) j * n + j];
-      if (imp[j] == 0.f)
-        for (gint64 r = 0; r < rows; r++)
-          W[r * cols + j] = 0.f;
-    }
-  g_autofree int *perm = st->act_order ? act_order_perm (H_in, n) : NULL;
-  QCols *q = q_cols_new (&grid, W, imp, t, perm, st->static_groups, error);
-  if (q == NULL)
-    return NULL;
-  g_autofree float *H = perm ? permute_square (H_in, n, perm) : g_memdup2 (H_in, sizeof (float) * n * n);
-  g_autofree float *Ws = NULL;
-  if (perm)
-    {
-      Ws = g_new (float, rows * cols);
-      permute_columns (W, Ws, rows, n, perm);
-    }
-  float *S = perm ? Ws : W;
-  LpBackend *be = lp_pass_context_get_backend (ctx);
-  double damp_used = st->damp, loss = 0;
-  LpTensor *out = NULL;
-  LpObsSweep sweep = { NULL, sweep_column, q };
-  if (lp_obs_prepare (be, n, H, st->damp, NULL, &damp_used, error)
-      && lp_obs_sweep (be, (int) rows, n, S, n, H, q_cols_block_size (q, st->block_size), &sweep, &loss, error))
-    out = q_cols_finish (q, &lost, error);
-  q_cols_free (q);
+  double loss, damp_used;
+  LpTensor *out = q_gptq_quantize (lp_pass_context_get_backend (ctx), &grid, st, t, W, H, &loss, &damp_used, &lost,
+                                   error);
   if (out == NULL)
     return NULL;
   if (damp_used != st->damp)

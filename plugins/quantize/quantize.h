@@ -156,6 +156,12 @@ void q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gin
 /* ---- GPTQ (gptq.c) ---- */
 
 gboolean q_gptq_settings_read (LpPassContext *ctx, QGptqSettings *s);
+/* The GPTQ sweep of t's values W[R, C] (changed) on `grid` against H[C, C],
+ * on backend be, without a pass context (the bench calls it): dead inputs,
+ * act-order, static groups, damping (*damp_used: what held), the OBS loss
+ * estimate and the pruned weights that could not stay 0 (*lost). */
+LpTensor *q_gptq_quantize (LpBackend *be, const QGrid *grid, const QGptqSettings *s, const LpTensor *t, float *W,
+                           const float *H, double *loss, double *damp_used, gint64 *lost, GError **error);
 /* GPTQ on one weight t (W[R, C]) against its input Hessian H[C, C] (not
  * changed); the OBS loss estimate is added to *loss (may be NULL). */
 LpTensor *q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *s, const LpTensor *t,
