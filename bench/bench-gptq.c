@@ -14,27 +14,8 @@
 #include <cblas.h>
 
 #include "../plugins/quantize/quantize.h"
+#define LP_BENCH_SGEMM
 #include "benchutil.h"
-
-static double
-peak_sgemm (int n, int reps)
-{
-  float *a = g_new (float, (gsize) n * n), *b = g_new (float, (gsize) n * n), *c = g_new (float, (gsize) n * n);
-  for (gsize i = 0; i < (gsize) n * n; i++)
-    a[i] = (float) (i % 7) * 0.1f, b[i] = (float) (i % 5) * 0.1f;
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-  double t[8];
-  for (int r = 0; r < reps; r++)
-    {
-      double t0 = now ();
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-      t[r] = now () - t0;
-    }
-  g_free (a);
-  g_free (b);
-  g_free (c);
-  return 2.0 * n * n * (double) n / median (t, reps) / 1e9;
-}
 
 int
 main (void)
