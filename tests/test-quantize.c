@@ -211,6 +211,31 @@ test_stories_variants (void)
     }
 }
 
+/* Mixed precision: target_bpw at the size uniform int4 takes lands within it
+ * and measures a lower perplexity than uniform int4. */
+static void
+test_stories_target_bpw (void)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *tokens = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || tokens == NULL)
+    return;
+  g_autofree char *head = stories_pipeline (tokens);
+  const char *eval = "pass=eval\ndata_range=:300000\nmax_windows=64\ntargets=blk.*\nignore=blk.*_norm.weight\n";
+  g_autofree char *uniform = g_strdup_printf ("%s[load]\npath=%s\n[q]\npass=quantize.rtn\nbits=4\ngroup_size=32\n"
+                                              "[e]\n%sdata=%s\n", head, model, eval, tokens);
+  const char *out = run_text ("uniform", uniform);
+  double bpw = metric (out, "e", "weights.bits_per_weight"), ppl = metric (out, "e", "perplexity");
+  g_autofree char *mixed = g_strdup_printf ("%s[load]\npath=%s\n[q]\npass=quantize.rtn\ngroup_size=32\ntarget_bpw=%.6f\n"
+                                            "[e]\n%sdata=%s\n", head, model, bpw, eval, tokens);
+  const char *out2 = run_text ("mixed", mixed);
+  double bpw2 = metric (out2, "e", "weights.bits_per_weight"), ppl2 = metric (out2, "e", "perplexity");
+  g_test_message ("uniform int4 g32: %.4f bits per weight, perplexity %.4f; target_bpw=%.4f: %.4f bits, perplexity %.4f",
+                  bpw, ppl, bpw, bpw2, ppl2);
+  g_assert_cmpfloat (bpw2, <=, bpw);
+  g_assert_cmpfloat (ppl2, <, ppl);
+}
+
 /* A synthetic model whose rows fit every block (D 256, F 512). */
 static const char *
 wide_model (void)
@@ -322,6 +347,10 @@ test_bad_input (void)
   assert_fails ("blk.0.attn_q.weight: already quantized (q8_0)", "quantize.rtn format=q8_0", "quantize.gptq", NULL);
   assert_fails ("damp=2", "quantize.gptq damp=2", NULL);
   assert_fails ("format=q4_9", "quantize.rtn format=q4_9", NULL);
+  assert_fails ("overrides: expected GLOB=BITS (2..8) or GLOB=TYPE (q8_0 ... q6_k), at most 32, found 'attn_v=9'",
+                "quantize.rtn overrides=attn_v=9", NULL);
+  assert_fails ("target_bpw: expected at least", "quantize.rtn target_bpw=2", NULL);
+  assert_fails ("target_bpw: expected no overrides= with it", "quantize.rtn target_bpw=5 overrides=attn_v=8", NULL);
 }
 
 static void
@@ -404,6 +433,19 @@ test_mask_kept (void)
     }
 }
 
+/* overrides= gives tensors by pattern their own grid. */
+static void
+test_overrides (void)
+{
+  g_autofree char *err = NULL;
+  const char *nodes[] = { "quantize.rtn overrides=attn_v=q8_0,blk.1.ffn_gate.weight=q4_0,ffn_up=q5_1", "eval", NULL };
+  g_assert_cmpint (run_nodes (&err, nodes), ==, 0);
+  const char *out = tmp_path ("nodes");
+  g_assert_cmpfloat (metric (out, "n1", "tensors.q8_0"), ==, 2);
+  g_assert_cmpfloat (metric (out, "n1", "tensors.q4_0"), ==, 1);
+  g_assert_cmpfloat (metric (out, "n1", "tensors.q5_1"), ==, 2);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -414,6 +456,8 @@ main (int argc, char **argv)
   g_test_add_func ("/quantize/stories/rtn-gptq-awq", test_stories_spec);
   g_test_add_func ("/quantize/stories/q4_k-same-size", test_q4k_same_size);
   g_test_add_func ("/quantize/stories/variants", test_stories_variants);
+  g_test_add_func ("/quantize/stories/target-bpw", test_stories_target_bpw);
+  g_test_add_func ("/quantize/overrides", test_overrides);
   g_test_add_func ("/quantize/block-types-roundtrip", test_block_types_roundtrip);
   g_test_add_func ("/quantize/bad-input", test_bad_input);
   g_test_add_func ("/quantize/requantize-allowed", test_requantize_allowed);

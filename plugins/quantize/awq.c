@@ -71,7 +71,7 @@ scaled_error (Awq *a, Member *m, int n_members, const float *s, int n, const flo
         for (int j = 0; j < n; j++)
           ws[r * n + j] = m[k].w[r * n + j] * s[j];
       gboolean odd;
-      QGrid g = q_grid_for (&a->o, n, &odd);
+      QGrid g = q_grid_for (&a->o, m[k].t->name, n, &odd);
       gint64 lost;
       g_autoptr (LpTensor) q = q_round (&g, m[k].t, ws, NULL, &lost, error);
       if (q == NULL)
@@ -233,7 +233,7 @@ awq_quantize_block (Awq *a, int layer, const LpLinearStats *stats, GError **erro
               g_clear_pointer (&w, g_free);
             /* (the error is prefixed with the name below) */
             gboolean odd;
-            QGrid g = q_grid_for (&a->o, lp_tensor_row_length (t), &odd);
+            QGrid g = q_grid_for (&a->o, t->name, lp_tensor_row_length (t), &odd);
             q_log_grid (a->ctx, t, &g, odd);
             gint64 lost = 0;
             if (w != NULL)

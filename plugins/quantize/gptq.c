@@ -150,7 +150,7 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
   if (W == NULL || !q_check_input (o, t, W, error))
     return NULL;
   gboolean odd;
-  QGrid grid = q_grid_for (o, cols, &odd);
+  QGrid grid = q_grid_for (o, t->name, cols, &odd);
   q_log_grid (ctx, t, &grid, odd);
   gint64 lost = 0;
   if (grid.type == LP_DTYPE_F16)

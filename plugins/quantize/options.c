@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "quantize.h"
 
@@ -10,9 +11,65 @@
 const char *const q_format_names[] = { "int", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k",
                                        "q3_k", "q4_k", "q5_k", "q6_k", NULL };
 
+/* overrides=GLOB=VALUE,...: VALUE is 2..8 bits or a block-type name. */
+static gboolean
+parse_overrides (const char *text, QOptions *o, GError **error)
+{
+  g_auto (GStrv) items = g_strsplit (text, ",", -1);
+  o->n_overrides = 0;
+  for (int i = 0; items[i]; i++)
+    {
+      char *item = g_strstrip (items[i]);
+      if (*item == 0)
+        continue;
+      const char *eq = strrchr (item, '=');
+      QOverride *v = &o->overrides[o->n_overrides];
+      guint64 bits = 0;
+      gboolean ok = eq != NULL && eq != item && (gsize) (eq - item) < sizeof v->glob && o->n_overrides < Q_MAX_OVERRIDES;
+      if (ok)
+        {
+          v->format = LP_DTYPE_F32;
+          v->bits = 0;
+          if (g_ascii_string_to_unsigned (eq + 1, 10, 2, 8, &bits, NULL))
+            v->bits = (int) bits;
+          else
+            ok = lp_dtype_from_name (eq + 1, &v->format) && lp_quant_type_supported (v->format);
+        }
+      if (!ok)
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                       "overrides: expected GLOB=BITS (2..8) or GLOB=TYPE (q8_0 ... q6_k), at most %d, found '%s'",
+                       Q_MAX_OVERRIDES, item);
+          return FALSE;
+        }
+      memcpy (v->glob, item, eq - item);
+      v->glob[eq - item] = 0;
+      o->n_overrides++;
+    }
+  return TRUE;
+}
+
+/* blk.N.attn_v.weight -> attn_v (the name itself when it has no such shape). */
+static char *
+short_name (const char *name)
+{
+  const char *s = name;
+  if (g_str_has_prefix (s, "blk."))
+    {
+      const char *dot = strchr (s + 4, '.');
+      if (dot)
+        s = dot + 1;
+    }
+  char *r = g_strdup (s);
+  if (g_str_has_suffix (r, ".weight"))
+    r[strlen (r) - 7] = 0;
+  return r;
+}
+
 gboolean
 q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
 {
+  memset (o, 0, sizeof *o);
   int f = lp_pass_context_get_enum (ctx, "format");
   o->format = LP_DTYPE_F32;
   if (f > 0 && !lp_dtype_from_name (q_format_names[f], &o->format))
@@ -24,6 +81,9 @@ q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
   o->allow_requantize = lp_pass_context_get_bool (ctx, "allow_requantize");
   o->targets = lp_pass_context_get_tensors (ctx, "targets");
   o->ignore = lp_pass_context_get_tensors (ctx, "ignore");
+  const char *ov = lp_pass_context_get_string (ctx, "overrides");
+  if (!parse_overrides (ov ? ov : "", o, error))
+    return FALSE;
   /* A block type fixes bits, groups and the zero point: a value given for
    * them would be silently ignored, so it is refused. */
   static const char *const int_only[] = { "bits", "group_size", "symmetric", "clip_search" };
@@ -32,27 +92,40 @@ q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
       if (lp_pass_context_param_is_set (ctx, int_only[i]))
         {
           g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "%s: %s: only applies to format=int; format=%s fixes its own grid (expected no %s, found one)",
-                       lp_pass_context_node_name (ctx), int_only[i], q_format_names[f], int_only[i]);
+                       "%s: only applies to format=int; format=%s fixes its own grid (expected no %s, found one)",
+                       int_only[i], q_format_names[f], int_only[i]);
           return FALSE;
         }
   return TRUE;
 }
 
 QGrid
-q_grid_for (const QOptions *o, gint64 cols, gboolean *fell_back)
+q_grid_for (const QOptions *o, const char *name, gint64 cols, gboolean *fell_back)
 {
   QGrid g = { 0 };
   *fell_back = FALSE;
-  if (o->format != LP_DTYPE_F32)
+  LpDType format = o->format;
+  int bits = o->bits;
+  g_autofree char *shortn = o->n_overrides > 0 ? short_name (name) : NULL;
+  const QOverride *chosen = o->assigned ? g_hash_table_lookup (o->assigned, name) : NULL;
+  for (int i = 0; chosen == NULL && i < o->n_overrides; i++)
+    if (g_pattern_match_simple (o->overrides[i].glob, name) || g_pattern_match_simple (o->overrides[i].glob, shortn))
+      {
+        format = o->overrides[i].format;
+        if (format == LP_DTYPE_F32)
+          bits = o->overrides[i].bits;
+      }
+  if (chosen != NULL)
+    format = chosen->format, bits = chosen->format == LP_DTYPE_F32 ? chosen->bits : bits;
+  if (format != LP_DTYPE_F32)
     {
-      g.type = lp_quant_fallback_type (o->format, cols);
-      *fell_back = g.type != o->format;
+      g.type = lp_quant_fallback_type (format, cols);
+      *fell_back = g.type != format;
       g.group = (int) lp_dtype_info (g.type)->block_size;
       return g;
     }
   g.type = LP_DTYPE_F32;
-  g.bits = o->bits;
+  g.bits = bits;
   g.symmetric = o->symmetric;
   g.clip_search = o->clip_search;
   g.per_tensor = o->group_size < 0;

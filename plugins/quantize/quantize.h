@@ -24,6 +24,14 @@ typedef struct {
   gboolean clip_search;
 } QGrid;
 
+/* One entry of overrides=: tensors matching glob get `format` (and `bits`). */
+#define Q_MAX_OVERRIDES 32
+typedef struct {
+  char glob[128];
+  LpDType format;     /* LP_DTYPE_F32: integer grid of `bits` */
+  int bits;
+} QOverride;
+
 /* The pass's settings, read once from the context. */
 typedef struct {
   LpDType format;     /* LP_DTYPE_F32: integer grid */
@@ -33,6 +41,9 @@ typedef struct {
   gboolean clip_search;
   gboolean allow_requantize;
   const LpTensorPattern *targets, *ignore;
+  QOverride overrides[Q_MAX_OVERRIDES];
+  int n_overrides;
+  GHashTable *assigned; /* tensor name -> QOverride from the allocator (wins), or NULL; borrowed */
 } QOptions;
 
 /* Parameter table entries every quantize pass has (quantize.c). */
@@ -55,7 +66,11 @@ typedef struct {
     "tensors to quantize (2-D weights only: norms and other vectors stay as they are)" },                     \
   { "ignore", LP_PARAM_TENSORS, "", 0, 0, NULL, "tensors left as they are" },                                 \
   { "allow_requantize", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                    \
-    "quantize tensors that are already quantized (from their dequantized values; quality suffers)" }
+    "quantize tensors that are already quantized (from their dequantized values; quality suffers)" },          \
+  { "overrides", LP_PARAM_STRING, "", 0, 0, NULL,                                                              \
+    "mixed precision: comma-separated GLOB=BITS (integer grid of that many bits) or GLOB=TYPE (a block type), " \
+    "the last match winning; a glob matches the full name or the short one (attn_v for blk.N.attn_v.weight): "\
+    "overrides=attn_v=6,ffn_down=q6_k" }
 
 /* GPTQ's own parameters (quantize.gptq, and quantize.awq quantizer=gptq). */
 #define Q_GPTQ_PARAMS                                                                                          \
@@ -83,10 +98,10 @@ extern const char *const q_format_names[];
 /* Read the common parameters; fails when bits/group_size/symmetric are given
  * with a block-type format, which fixes them. */
 gboolean q_options_read (LpPassContext *ctx, QOptions *o, GError **error);
-/* The grid for a tensor with rows of `cols` values: the format, its fallback
- * when the block does not divide the row (*fell_back set), or the integer
- * grid with its group. */
-QGrid q_grid_for (const QOptions *o, gint64 cols, gboolean *fell_back);
+/* The grid for tensor `name` with rows of `cols` values: the format (or its
+ * override), its fallback when the block does not divide the row
+ * (*fell_back set), or the integer grid with its group. */
+QGrid q_grid_for (const QOptions *o, const char *name, gint64 cols, gboolean *fell_back);
 /* Whether a tensor is selected: 2-D, matched by targets and not by ignore. */
 gboolean q_selected (const QOptions *o, const LpTensor *t);
 /* Before any work (calibration): refuse a model whose selected tensors are
@@ -152,6 +167,14 @@ LpTensor *q_round (const QGrid *g, const LpTensor *like, const float *W, const f
 void q_log_grid (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gboolean fell_back);
 /* Log what happened to a mask (the format could not keep pruned weights at 0). */
 void q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gint64 lost);
+
+/* ---- bits-per-weight allocator (allocate.c) ---- */
+
+/* A grid per selected tensor of model (name -> QOverride) so that their
+ * storage reaches target_bpw, from the RTN output error each grid causes
+ * against the input Hessians in stats (see allocate.c). */
+GHashTable *q_allocate (LpPassContext *ctx, const QOptions *o, LpModel *model, LpStats *stats, double target_bpw,
+                        GError **error);
 
 /* ---- GPTQ (gptq.c) ---- */
 

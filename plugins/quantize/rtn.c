@@ -12,6 +12,11 @@ static const LpParamSpec rtn_params[] = {
   { "imatrix", LP_PARAM_PATH, NULL, 0, 0, NULL,
     "importance matrix: a llama.cpp imatrix (GGUF or .dat) or our statistics file (save_stats); "
     "the mean squared activation of each input channel weighs the fits" },
+  { "target_bpw", LP_PARAM_FLOAT, "0", 0, 32, NULL,
+    "mixed precision: choose each selected tensor's grid (int 2..8 bits, or q2_k ... q8_0 for a block-type "
+    "format) so that they take this many bits per weight, spending bits where the output error on the "
+    "calibration data drops most; 0 = off (needs calibration data or a stats input with Hessians)",
+    LP_PARAM_RANGE },
   { NULL }
 };
 
@@ -56,6 +61,36 @@ rtn_importance (LpStats *stats, const LpTensor *t, GError **error)
   return imp;
 }
 
+/* The allocator's grids, from Hessians in the stats given or measured now on
+ * the pass's calibration data. */
+static GHashTable *
+rtn_allocate (LpPassContext *ctx, const QOptions *o, LpModel *in, LpStats *given, double target, GError **error)
+{
+  g_autoptr (LpStats) measured = NULL;
+  LpStats *stats = given;
+  gboolean have = FALSE;
+  if (given != NULL)
+    for (guint i = 0; !have && i < lp_model_n_tensors (in); i++)
+      {
+        const LpStatsEntry *e = lp_stats_lookup (given, lp_model_tensor_at (in, i)->name);
+        have = e != NULL && e->hessian != NULL;
+      }
+  if (!have)
+    {
+      LpCalibration *cal = lp_pass_context_get_calibration (ctx, error);
+      if (cal == NULL)
+        {
+          g_prefix_error (error, "target_bpw: ");
+          return NULL;
+        }
+      measured = lp_stats_collect (in, cal, lp_pass_context_get_backend (ctx), TRUE, error);
+      if (measured == NULL)
+        return NULL;
+      stats = measured;
+    }
+  return q_allocate (ctx, o, in, stats, target, error);
+}
+
 /* Quantize one tensor of the model into work. */
 static gboolean
 rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t, GError **error)
@@ -67,7 +102,7 @@ rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work
       return FALSE;
     }
   gboolean odd;
-  QGrid g = q_grid_for (o, lp_tensor_row_length (t), &odd);
+  QGrid g = q_grid_for (o, t->name, lp_tensor_row_length (t), &odd);
   q_log_grid (ctx, t, &g, odd);
   GError *local = NULL;
   g_autofree float *imp = rtn_importance (stats, t, &local);
@@ -98,6 +133,21 @@ rtn_run (LpPassContext *ctx, GError **error)
   LpModel *in = lp_pass_context_get_input_model (ctx, "input");
   if (!q_check_model (&o, in, error))
     return FALSE;
+  g_autoptr (GHashTable) assigned = NULL;
+  double target = lp_pass_context_get_float (ctx, "target_bpw");
+  if (target > 0)
+    {
+      if (o.n_overrides > 0)
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                       "target_bpw: expected no overrides= with it (the allocator chooses every grid), found '%s'",
+                       lp_pass_context_get_string (ctx, "overrides"));
+          return FALSE;
+        }
+      if ((assigned = rtn_allocate (ctx, &o, in, stats, target, error)) == NULL)
+        return FALSE;
+      o.assigned = assigned;
+    }
   g_autoptr (LpModel) work = lp_model_derive (in);
   guint n = lp_model_n_tensors (in), done = 0;
   for (guint i = 0; i < n; i++)
