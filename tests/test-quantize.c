@@ -433,6 +433,55 @@ test_mask_kept (void)
     }
 }
 
+/* The integer grid's compressed form: w = scale * (code - zero) through
+ * g_idx, its packed size, the tensor it materializes, bad shapes refused. */
+static void
+test_int_grid (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpIntGrid) g = lp_int_grid_new (2, 5, 3, 2, FALSE, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (g->n_groups, ==, 3);
+  /* Columns 0,1 -> group 0, 2,3 -> 1, 4 -> 2 (a shorter last group). */
+  g_assert_cmpint (g->g_idx[4], ==, 2);
+  static const guint8 codes[10] = { 0, 7, 3, 4, 5, 1, 2, 6, 0, 7 };
+  memcpy (g->codes, codes, sizeof codes);
+  for (int k = 0; k < 6; k++)
+    {
+      g->scales[k] = lp_f32_to_f16 (0.5f * (float) (k + 1));
+      g->zeros[k] = (guint8) (k % 4);
+    }
+  /* act-order: column 1 moved into group 2. */
+  g->g_idx[1] = 2;
+  float w[10];
+  lp_int_grid_dequantize (g, w);
+  /* Row 0: groups (0.5, z0), (1.0, z1), (1.5, z2); row 1: (2.0, z3), (2.5, z0), (3.0, z1). */
+  const float expect[10] = { 0.5f * (0 - 0), 1.5f * (7 - 2), 1.0f * (3 - 1), 1.0f * (4 - 1), 1.5f * (5 - 2),
+                             2.0f * (1 - 3), 3.0f * (2 - 1), 2.5f * (6 - 0), 2.5f * (0 - 0), 3.0f * (7 - 1) };
+  for (int i = 0; i < 10; i++)
+    g_assert_cmpfloat (w[i], ==, expect[i]);
+  /* Codes and zeros at 3 bits, f16 scales, int32 g_idx. */
+  g_assert_cmpuint (lp_int_grid_n_bytes (g), ==, (10 * 3 + 7) / 8 + 6 * 2 + (6 * 3 + 7) / 8 + 5 * 4);
+  gint64 shape[2] = { 2, 5 };
+  g_autoptr (LpTensor) t = lp_tensor_new_int_grid ("w", 2, shape, g, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_true (lp_tensor_is_quantized (t));
+  g_assert_cmpuint (lp_tensor_storage_bytes (t), ==, lp_int_grid_n_bytes (g));
+  g_assert_cmpmem (lp_tensor_data (t), sizeof w, w, sizeof w);
+  /* A renamed copy keeps the grid. */
+  g_autoptr (LpTensor) r = lp_tensor_rename (t, "w2");
+  g_assert_true (r->grid == g);
+  gint64 wrong[2] = { 5, 2 };
+  g_assert_null (lp_tensor_new_int_grid ("w", 2, wrong, g, NULL, &error));
+  lp_test_assert_error_contains (error, "tensor w", "does not fit the shape", NULL);
+  g_clear_error (&error);
+  g_assert_null (lp_int_grid_new (2, 5, 9, 2, FALSE, &error));
+  lp_test_assert_error_contains (error, "bits: expected 2..8, found 9", NULL);
+  g_clear_error (&error);
+  g_assert_null (lp_int_grid_new (2, 5, 4, 0, FALSE, &error));
+  lp_test_assert_error_contains (error, "group size > 0", NULL);
+}
+
 /* overrides= gives tensors by pattern their own grid. */
 static void
 test_overrides (void)
@@ -458,6 +507,7 @@ main (int argc, char **argv)
   g_test_add_func ("/quantize/stories/variants", test_stories_variants);
   g_test_add_func ("/quantize/stories/target-bpw", test_stories_target_bpw);
   g_test_add_func ("/quantize/overrides", test_overrides);
+  g_test_add_func ("/quantize/int-grid", test_int_grid);
   g_test_add_func ("/quantize/block-types-roundtrip", test_block_types_roundtrip);
   g_test_add_func ("/quantize/bad-input", test_bad_input);
   g_test_add_func ("/quantize/requantize-allowed", test_requantize_allowed);
