@@ -144,9 +144,6 @@ sweep_block_rows (gpointer data)
     {
       int t1 = MIN (t0 + ROW_TILE, j->r1);
       float *E = j->E + (gsize) t0 * nb;
-      if (j->sweep->block_begin
-          && !j->sweep->block_begin (j->sweep->user_data, j->c0, j->c1, t0, t1, j->W, j->ldw, j->U, j->n, &j->error))
-        break;
       for (int c = j->c0; c < j->c1; c++)
         {
           if (!sweep_column (j->sweep, t0, t1, c, j->W, j->ldw, j->U, j->n, q, E + (c - j->c0), nb, j->loss + t0,
@@ -213,6 +210,8 @@ lp_obs_sweep (LpBackend *be, int rows, int n, float *W, int ldw, const float *U,
   for (int c0 = 0; c0 < n; c0 += B)
     {
       int c1 = MIN (c0 + B, n), nb = c1 - c0;
+      if (sweep->block_begin && !sweep->block_begin (sweep->user_data, c0, c1, W, ldw, rows, U, n, error))
+        return FALSE;
       BlockJob job = { sweep, W, U, E, row_loss, ldw, n, c0, c1, 0, rows, NULL };
       if (!sweep_block (&job, rows, n_workers, error))
         return FALSE;
@@ -236,7 +235,7 @@ lp_ref_obs_sweep (int rows, int n, float *W, int ldw, const float *U, int block_
   for (int c = 0; c < n; c++)
     {
       if (c % block_size == 0 && sweep->block_begin
-          && !sweep->block_begin (sweep->user_data, c, MIN (c + block_size, n), 0, rows, W, ldw, U, n, error))
+          && !sweep->block_begin (sweep->user_data, c, MIN (c + block_size, n), W, ldw, rows, U, n, error))
         return FALSE;
       if (!sweep_column (sweep, 0, rows, c, W, ldw, U, n, q, e, 1, row_loss, error))
         return FALSE;

@@ -143,7 +143,7 @@ cmp_float (gconstpointer a, gconstpointer b)
 }
 
 static gboolean
-grid_block_begin (gpointer ud, int c0, int c1, int r0, int r1, const float *W, int ldw, const float *U, int n,
+grid_block_begin (gpointer ud, int c0, int c1, const float *W, int ldw, int rows, const float *U, int n,
                   GError **error)
 {
   GridSweep *g = ud;
@@ -152,7 +152,7 @@ grid_block_begin (gpointer ud, int c0, int c1, int r0, int r1, const float *W, i
   int nb = c1 - c0;
   g_autofree float *score = g_new (float, nb);
   g_autofree float *sorted = g_new (float, nb);
-  for (int r = r0; r < r1; r++)
+  for (int r = 0; r < rows; r++)
     {
       for (int c = c0; c < c1; c++)
         {

@@ -39,16 +39,18 @@ gboolean lp_obs_prepare (LpBackend *be, int n, float *H, double damp, gboolean *
                          GError **error);
 
 /* What a pass decides during a sweep.  Rows are independent, so the sweep
- * hands each callback a range of rows [r0, r1) and calls it from several
- * threads at once on disjoint ranges: a callback may write state of its own
- * rows only.  For one range the calls come in column order. */
+ * hands the column callback a range of rows [r0, r1) and calls it from
+ * several threads at once on disjoint ranges: it may write state of its own
+ * rows only.  For one range the calls come in column order.  block_begin is
+ * called once per block, for all rows, from one thread, before any column of
+ * the block. */
 typedef struct {
   /* Optional (may be NULL): the block of columns [c0, c1) is about to be
-   * swept for rows [r0, r1).  W[r*ldw + c] holds the current values:
-   * columns >= c0 carry the updates of every earlier column (SparseGPT picks
-   * its mask here from W^2 / diag(U)^2; GPTQ may fit a group's grid). */
-  gboolean (*block_begin) (gpointer user_data, int c0, int c1, int r0, int r1, const float *W, int ldw,
-                           const float *U, int n, GError **error);
+   * swept.  W[rows, ldw] holds the current values: columns >= c0 carry the
+   * updates of every earlier column (SparseGPT picks its mask here from
+   * W^2 / diag(U)^2 over the whole block; GPTQ may fit a group's grid). */
+  gboolean (*block_begin) (gpointer user_data, int c0, int c1, const float *W, int ldw, int rows, const float *U,
+                           int n, GError **error);
   /* Required: choose column c for rows [r0, r1).  W[r*ldw + c] is the
    * current value of row r (the block's later columns are current too);
    * write the value to keep for row r into q[r - r0]. */
