@@ -52,9 +52,9 @@ q_gptq_settings_read (LpPassContext *ctx, QGptqSettings *s)
 }
 
 static gboolean
-sweep_column (gpointer user_data, int c, const float *W, int ldw, int rows, float *q, GError **error)
+sweep_column (gpointer user_data, int c, int r0, int r1, const float *W, int ldw, float *q, GError **error)
 {
-  return q_cols_column (user_data, c, W, ldw, q, error);
+  return q_cols_column (user_data, c, r0, r1, W, ldw, q, error);
 }
 
 static int

@@ -17,7 +17,6 @@ struct _QCols {
   gboolean fitted;                /* every group fitted up front */
   int n_groups;                   /* per row */
   float *sigma2;                  /* [R] ggml's row statistic (32-value block types) */
-  float *tmp;                     /* [group] one group's values */
   /* integer grid */
   LpIntGrid *grid;
   /* block types */
@@ -48,24 +47,27 @@ pruned (const QCols *q, gint64 r, gint64 c)
   return q->like->mask != NULL && !lp_tensor_mask_keeps (q->like, r * q->cols + c);
 }
 
-/* One group of row r: n values from x (stride 1), pruned ones as 0, into tmp.
- * cols_of maps each value to its original column. */
-static const float *
-group_values (QCols *q, gint64 r, const float *x, int n, int s0)
+/* One group of row r: n values from x (stride 1) into v, pruned ones as 0
+ * (position j is sweep position s0 + j). */
+static void
+group_values (const QCols *q, gint64 r, const float *x, int n, int s0, float *v)
 {
   for (int j = 0; j < n; j++)
     {
       int c = q->perm ? q->perm[s0 + j] : s0 + j;
-      q->tmp[j] = pruned (q, r, c) ? 0.f : x[j];
+      v[j] = pruned (q, r, c) ? 0.f : x[j];
     }
-  return q->tmp;
 }
 
-/* Fit group gi of row r from values x[n] that start at sweep position s0. */
+/* Fit group gi of row r from values x[n] that start at sweep position s0.
+ * Touches row r's state only (the sweep runs row ranges in parallel). */
 static gboolean
 fit_group (QCols *q, gint64 r, int gi, const float *x, int n, int s0, const float *imp, GError **error)
 {
-  const float *v = group_values (q, r, x, n, s0);
+  float stack[LP_BLOCK_MAX_VALUES];
+  g_autofree float *heap = n > LP_BLOCK_MAX_VALUES ? g_new (float, n) : NULL;
+  float *v = heap ? heap : stack;
+  group_values (q, r, x, n, s0, v);
   if (!is_block (q))
     {
       gsize k = (gsize) r * q->n_groups + gi;
@@ -122,7 +124,6 @@ q_cols_new (const QGrid *g, const float *W0, const float *importance, const LpTe
   q->perm = perm;
   q->n_groups = (int) ((q->cols + g->group - 1) / g->group);
   q->fitted = fit_now || g->per_tensor || g->group >= q->cols || (perm != NULL && g->type != LP_DTYPE_F32);
-  q->tmp = g_new (float, g->group);
   if (importance != NULL)
     {
       q->imp_sweep = g_new (float, q->cols);
@@ -167,7 +168,6 @@ q_cols_free (QCols *q)
   lp_int_grid_unref (q->grid);
   g_free (q->imp_sweep);
   g_free (q->sigma2);
-  g_free (q->tmp);
   g_free (q->params);
   g_free (q->codes);
   g_free (q->bytes);
@@ -193,19 +193,20 @@ pack_block (QCols *q, gint64 r, int b, const LpBlockParams *p)
 }
 
 gboolean
-q_cols_column (QCols *q, int s, const float *W, int ldw, float *out, GError **error)
+q_cols_column (QCols *q, int s, int r0, int r1, const float *W, int ldw, float *out, GError **error)
 {
   int c = q->perm ? q->perm[s] : s;
   int gi = group_of (q, s, c);
   if (!q->fitted && s % q->g.group == 0)
     {
       int n = (int) MIN (q->g.group, q->cols - s);
-      for (gint64 r = 0; r < q->rows; r++)
+      for (gint64 r = r0; r < r1; r++)
         if (!fit_group (q, r, gi, W + r * ldw + s, n, s, q->imp_sweep ? q->imp_sweep + s : NULL, error))
           return FALSE;
     }
   int maxq = (1 << q->g.bits) - 1;
-  for (gint64 r = 0; r < q->rows; r++)
+  out -= r0;
+  for (gint64 r = r0; r < r1; r++)
     {
       float x = pruned (q, r, c) ? 0.f : W[r * ldw + s];
       if (!is_block (q))
@@ -223,7 +224,8 @@ q_cols_column (QCols *q, int s, const float *W, int ldw, float *out, GError **er
       if (!q->fitted && (c + 1) % q->g.group == 0)
         pack_block (q, r, gi, p);
     }
-  if (!is_block (q) && !q->fitted && q->perm != NULL)
+  /* Shared state: written by the range holding row 0 only. */
+  if (!is_block (q) && !q->fitted && q->perm != NULL && r0 == 0)
     q->grid->g_idx[c] = gi;
   return TRUE;
 }
@@ -296,7 +298,7 @@ q_round (const QGrid *g, const LpTensor *like, const float *W, const float *impo
   g_autofree float *col = g_new (float, q->rows);
   gboolean ok = TRUE;
   for (gint64 c = 0; ok && c < q->cols; c++)
-    ok = q_cols_column (q, (int) c, W, (int) q->cols, col, error);
+    ok = q_cols_column (q, (int) c, 0, (int) q->rows, W, (int) q->cols, col, error);
   LpTensor *t = ok ? q_cols_finish (q, mask_lost, error) : NULL;
   q_cols_free (q);
   return t;

@@ -150,9 +150,11 @@ void q_cols_free (QCols *q);
 /* The OBS block size to use: `wanted` rounded up to a multiple of the group,
  * so that a group fitted at its first column sees current values. */
 int q_cols_block_size (const QCols *q, int wanted);
-/* Sweep position s: fit its group first if it starts there (values from
- * W[R, ldw] in sweep order), then write each row's chosen value to out[r]. */
-gboolean q_cols_column (QCols *q, int s, const float *W, int ldw, float *out, GError **error);
+/* Sweep position s for rows [r0, r1): fit its group first if it starts there
+ * (values from W[R, ldw] in sweep order), then write row r's chosen value to
+ * out[r - r0].  Disjoint row ranges may run at the same time (lp_obs_sweep):
+ * only those rows' state is written. */
+gboolean q_cols_column (QCols *q, int s, int r0, int r1, const float *W, int ldw, float *out, GError **error);
 /* The quantized tensor (name and shape of `like`), with its mask when every
  * pruned weight is exactly 0; *mask_lost = pruned weights that are not. */
 LpTensor *q_cols_finish (QCols *q, gint64 *mask_lost, GError **error);
