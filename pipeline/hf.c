@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "gptq-pack.h"
 
 /* ---- config.json ---- */
 
@@ -288,12 +289,32 @@ permuted_names (const LpModelConfig *c)
   return set;
 }
 
+/* The parts of a GPTQ checkpoint's linear layer. */
+static const char *const gptq_parts[] = { ".qweight", ".qzeros", ".scales", ".g_idx" };
+
 static gboolean
-hf_take_tensor (LpModel *model, GHashTable *permute, LpTensor *t, const char *file, GError **error)
+is_gptq_part (const char *name)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (gptq_parts); i++)
+    if (g_str_has_suffix (name, gptq_parts[i]))
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
+hf_take_tensor (LpModel *model, GHashTable *permute, GHashTable *pending, LpTensor *t, const char *file,
+                GError **error)
 {
   /* Older exports saved RoPE's cached frequencies; they follow from the config. */
   if (g_str_has_suffix (t->name, ".rotary_emb.inv_freq"))
     return TRUE;
+  /* GPTQ layers are assembled once every file is read (their parts may lie
+   * in different shards). */
+  if (is_gptq_part (t->name))
+    {
+      g_hash_table_insert (pending, g_strdup (t->name), lp_tensor_ref (t));
+      return TRUE;
+    }
   const LpModelConfig *c = lp_model_config (model);
   g_autofree char *name = lp_arch_name_from_hf (c, t->name);
   if (name == NULL)
@@ -355,8 +376,83 @@ hf_read_index (const char *path, GPtrArray *files, GHashTable *weight_map, GErro
   return TRUE;
 }
 
+/* GPTQ's quantization_config (config.json), as far as reading needs it. */
+typedef struct {
+  gboolean present;
+  int bits, group_size;
+  gboolean sym;
+  int zero_bias;     /* the "gptq" checkpoint format stores zero - 1; "gptq_v2" the zero */
+} HfGptq;
+
+/* Each pending PREFIX.qweight with its qzeros, scales and g_idx becomes the
+ * integer-grid tensor of PREFIX.weight. */
 static gboolean
-hf_load_weights (LpModel *model, const char *dir, GError **error)
+hf_assemble_gptq (LpModel *model, GHashTable *permute, GHashTable *pending, const HfGptq *q, const char *dir,
+                  GError **error)
+{
+  if (g_hash_table_size (pending) == 0)
+    return TRUE;
+  if (!q->present)
+    {
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: config.json: expected a quantization_config (quant_method gptq) for the "
+                    "GPTQ tensors (*.qweight), found none", dir);
+      return FALSE;
+    }
+  const LpModelConfig *c = lp_model_config (model);
+  g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (pending), (GCompareFunc) strcmp);
+  for (GList *k = keys; k; k = k->next)
+    {
+      const char *key = k->data;
+      if (!g_str_has_suffix (key, ".qweight"))
+        continue;
+      g_autofree char *prefix = g_strndup (key, strlen (key) - strlen (".qweight"));
+      LpTensor *part[4];
+      for (guint i = 0; i < 4; i++)
+        {
+          g_autofree char *name = g_strconcat (prefix, gptq_parts[i], NULL);
+          part[i] = g_hash_table_lookup (pending, name);
+          if (part[i] == NULL)
+            {
+              lp_set_error (error, LP_ERROR_MISSING, "%s: tensor %s: expected beside %s, not found", dir, name, key);
+              return FALSE;
+            }
+        }
+      g_autoptr (LpIntGrid) grid = lp_gptq_unpack (part[0], part[1], part[2], part[3], q->bits, q->group_size, q->sym,
+                                                   q->zero_bias, dir, error);
+      if (grid == NULL)
+        return FALSE;
+      g_autofree char *hf_weight = g_strconcat (prefix, ".weight", NULL);
+      g_autofree char *name = lp_arch_name_from_hf (c, hf_weight);
+      if (name == NULL)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected a linear layer of a %s block, found an unknown name",
+                        dir, key, lp_arch_info (c->arch)->name);
+          return FALSE;
+        }
+      if (g_hash_table_contains (permute, name))
+        {
+          gint64 heads = strstr (name, ".attn_q.") != NULL ? c->n_heads : c->n_kv_heads;
+          if (grid->rows != heads * c->head_dim)
+            {
+              lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected %" G_GINT64_FORMAT " outputs, found %" G_GINT64_FORMAT,
+                            dir, key, heads * c->head_dim, grid->rows);
+              return FALSE;
+            }
+          LpIntGrid *p = lp_int_grid_permute_rows (grid, heads, c->head_dim, FALSE);
+          lp_int_grid_unref (grid);
+          grid = p;
+        }
+      gint64 shape[2] = { grid->rows, grid->cols };
+      g_autoptr (LpTensor) t = lp_tensor_new_int_grid (name, 2, shape, grid, NULL, error);
+      if (t == NULL)
+        return FALSE;
+      lp_model_set_tensor (model, t);
+    }
+  return TRUE;
+}
+
+static gboolean
+hf_load_weights (LpModel *model, const char *dir, const HfGptq *gptq, GError **error)
 {
   g_autofree char *index = g_build_filename (dir, "model.safetensors.index.json", NULL);
   g_autofree char *single = g_build_filename (dir, "model.safetensors", NULL);
@@ -380,6 +476,7 @@ hf_load_weights (LpModel *model, const char *dir, GError **error)
 
   g_autoptr (GHashTable) permute = permuted_names (lp_model_config (model));
   g_autoptr (GHashTable) found = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GHashTable) pending = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) lp_tensor_unref);
   for (guint f = 0; f < files->len; f++)
     {
       g_autofree char *path = g_build_filename (dir, (const char *) files->pdata[f], NULL);
@@ -406,7 +503,7 @@ hf_load_weights (LpModel *model, const char *dir, GError **error)
                 }
               g_hash_table_add (found, g_strdup (t->name));
             }
-          if (!hf_take_tensor (model, permute, t, path, error))
+          if (!hf_take_tensor (model, permute, pending, t, path, error))
             return FALSE;
         }
     }
@@ -423,6 +520,42 @@ hf_load_weights (LpModel *model, const char *dir, GError **error)
             return FALSE;
           }
     }
+  return hf_assemble_gptq (model, permute, pending, gptq, dir, error);
+}
+
+/* quantization_config of a GPTQ checkpoint (absent: not quantized). */
+static gboolean
+cfg_gptq (const char *path, JsonObject *cfg, HfGptq *q, GError **error)
+{
+  memset (q, 0, sizeof *q);
+  JsonNode *n = json_object_get_member (cfg, "quantization_config");
+  if (n == NULL || !JSON_NODE_HOLDS_OBJECT (n))
+    return TRUE;
+  JsonObject *o = json_node_get_object (n);
+  const char *method = cfg_string (o, "quant_method");
+  const char *format = cfg_string (o, "checkpoint_format");
+  if (method == NULL || strcmp (method, "gptq") != 0
+      || (format != NULL && strcmp (format, "gptq") != 0 && strcmp (format, "gptq_v2") != 0))
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                    "%s: quantization_config: expected quant_method gptq (checkpoint_format gptq or gptq_v2), found %s%s%s",
+                    path, method ? method : "no quant_method", format ? " / " : "", format ? format : "");
+      return FALSE;
+    }
+  gint64 bits = 0, group = 0;
+  if (!cfg_int (path, o, "quantization_config.", "bits", TRUE, &bits, error)
+      || !cfg_int (path, o, "quantization_config.", "group_size", TRUE, &group, error)
+      || !cfg_bool (path, o, "sym", &q->sym, error))
+    return FALSE;
+  if (bits < 2 || bits > 8)
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: quantization_config.bits: expected 2..8, found %" G_GINT64_FORMAT, path, bits);
+      return FALSE;
+    }
+  q->present = TRUE;
+  q->bits = (int) bits;
+  q->group_size = (int) group;
+  q->zero_bias = format != NULL && strcmp (format, "gptq_v2") == 0 ? 0 : 1;
   return TRUE;
 }
 
@@ -443,9 +576,12 @@ lp_hf_load (const char *dir, GError **error)
   LpModelConfig c;
   if (!cfg_read (cfg_path, cfg, &c, error))
     return NULL;
+  HfGptq gptq;
+  if (!cfg_gptq (cfg_path, cfg, &gptq, error))
+    return NULL;
   g_autoptr (LpModel) model = lp_model_new (&c);
   lp_model_set_source (model, dir, LP_FORMAT_HF);
-  if (!hf_load_weights (model, dir, error))
+  if (!hf_load_weights (model, dir, &gptq, error))
     return NULL;
 
   LpMeta *meta = lp_model_meta (model);
@@ -473,6 +609,16 @@ lp_hf_load (const char *dir, GError **error)
   cfg_special_ids (cfg, &c, meta);
   return g_steal_pointer (&model);
 }
+
+/* The model's GPTQ layers: one bits / group size / zero-point rule for all
+ * (quantization_config holds one), and the modules written that way. */
+typedef struct {
+  int n;               /* layers written as GPTQ */
+  int bits, group_size;
+  gboolean sym, desc_act;
+  GPtrArray *modules;  /* "self_attn.q_proj", ... (owned strings) */
+  gboolean some_dense; /* a grid tensor that could not be packed went out dense */
+} PlanGptq;
 
 /* ---- writing ---- */
 
@@ -583,8 +729,36 @@ add_special_ids (JsonBuilder *b, LpModel *model)
 }
 
 /* config.json as save_pretrained writes it: keys sorted. */
+/* GPTQ's quantization_config, as AutoGPTQ writes it (keys sorted). */
+static void
+add_gptq_config (JsonBuilder *b, const PlanGptq *q)
+{
+  json_builder_set_member_name (b, "quantization_config");
+  json_builder_begin_object (b);
+  add_int (b, "bits", q->bits);
+  json_builder_set_member_name (b, "checkpoint_format");
+  json_builder_add_string_value (b, "gptq");
+  add_bool (b, "desc_act", q->desc_act);
+  add_int (b, "group_size", q->group_size);
+  if (q->some_dense)
+    {
+      /* Only these modules of each block are quantized (AutoGPTQ / optimum). */
+      json_builder_set_member_name (b, "modules_in_block_to_quantize");
+      json_builder_begin_array (b);
+      json_builder_begin_array (b);
+      for (guint i = 0; i < q->modules->len; i++)
+        json_builder_add_string_value (b, q->modules->pdata[i]);
+      json_builder_end_array (b);
+      json_builder_end_array (b);
+    }
+  json_builder_set_member_name (b, "quant_method");
+  json_builder_add_string_value (b, "gptq");
+  add_bool (b, "sym", q->sym);
+  json_builder_end_object (b);
+}
+
 static gboolean
-write_config (LpModel *model, const char *path, LpDType torch_dtype, GError **error)
+write_config (LpModel *model, const char *path, LpDType torch_dtype, const PlanGptq *gptq, GError **error)
 {
   const LpModelConfig *c = lp_model_config (model);
   const LpArchInfo *info = lp_arch_info (c->arch);
@@ -618,6 +792,8 @@ write_config (LpModel *model, const char *path, LpDType torch_dtype, GError **er
   add_int (b, "num_attention_heads", c->n_heads);
   add_int (b, "num_hidden_layers", c->n_layers);
   add_int (b, "num_key_value_heads", c->n_kv_heads);
+  if (gptq->n > 0)
+    add_gptq_config (b, gptq);
   add_double (b, "rms_norm_eps", c->norm_eps);
   if (c->rope_scaling != LP_ROPE_SCALING_NONE)
     {
@@ -668,18 +844,79 @@ typedef struct {
   LpDType dtype;
   guint64 bytes;
   guint shard;
+  LpTensor *ready; /* owned, written as it is (a GPTQ part), or NULL */
 } PlanItem;
+
 
 static void
 plan_item_free (gpointer p)
 {
   PlanItem *it = p;
   g_free (it->hf_name);
+  lp_tensor_unref (it->ready);
   g_free (it);
 }
 
+/* t's integer grid as GPTQ parts (PlanItems), when it packs: TRUE with
+ * *planned.  A grid that does not pack goes out dense (*planned FALSE). */
+static gboolean
+plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char *dir, GPtrArray *plan, PlanGptq *q,
+           gboolean *planned, GError **error)
+{
+  const LpIntGrid *g = t->grid;
+  *planned = FALSE;
+  if (!g_str_has_suffix (hf_name, ".weight") || !lp_gptq_packable (g, t->name, NULL))
+    {
+      q->some_dense = TRUE;
+      return TRUE;
+    }
+  if (q->n > 0 && (q->bits != g->bits || q->group_size != g->group_size || q->sym != g->symmetric))
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                    "%s: tensor %s: expected the %d-bit grid with groups of %d of the other GPTQ layers (quantization_config "
+                    "holds one), found %d bits with groups of %d",
+                    dir, t->name, q->bits, q->group_size, g->bits, g->group_size);
+      return FALSE;
+    }
+  q->n++;
+  q->bits = g->bits, q->group_size = g->group_size, q->sym = g->symmetric;
+  for (gint64 k = 0; k < g->cols; k++)
+    q->desc_act |= g->g_idx[k] != k / g->group_size;
+  g_autoptr (LpIntGrid) hf_grid = NULL;
+  if (strstr (t->name, ".attn_q.") || strstr (t->name, ".attn_k."))
+    hf_grid = lp_int_grid_permute_rows (g, strstr (t->name, ".attn_q.") ? c->n_heads : c->n_kv_heads, c->head_dim, TRUE);
+  g_autofree char *prefix = g_strndup (hf_name, strlen (hf_name) - strlen (".weight"));
+  g_autoptr (GPtrArray) parts = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+  if (!lp_gptq_pack (hf_grid ? hf_grid : g, prefix, parts, error))
+    return FALSE;
+  for (guint i = 0; i < parts->len; i++)
+    {
+      PlanItem *it = g_new0 (PlanItem, 1);
+      it->src = t;
+      it->ready = lp_tensor_ref (parts->pdata[i]);
+      it->hf_name = g_strdup (it->ready->name);
+      it->dtype = it->ready->dtype;
+      it->bytes = lp_tensor_n_bytes (it->ready);
+      g_ptr_array_add (plan, it);
+    }
+  /* model.layers.N.self_attn.q_proj -> self_attn.q_proj */
+  const char *module = prefix;
+  if (g_str_has_prefix (module, "model.layers."))
+    {
+      const char *dot = strchr (module + strlen ("model.layers."), '.');
+      module = dot ? dot + 1 : module;
+    }
+  gboolean seen = FALSE;
+  for (guint i = 0; i < q->modules->len && !seen; i++)
+    seen = strcmp (q->modules->pdata[i], module) == 0;
+  if (!seen)
+    g_ptr_array_add (q->modules, g_strdup (module));
+  *planned = TRUE;
+  return TRUE;
+}
+
 static GPtrArray *
-plan_tensors (LpModel *model, const char *dir, int want, GError **error)
+plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError **error)
 {
   const LpModelConfig *c = lp_model_config (model);
   g_autoptr (GPtrArray) plan = g_ptr_array_new_with_free_func (plan_item_free);
@@ -702,6 +939,17 @@ plan_tensors (LpModel *model, const char *dir, int want, GError **error)
           lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: tensor %s: expected a tensor of the %s architecture, found a name with no Hugging Face equivalent",
                         dir, t->name, lp_arch_info (c->arch)->name);
           return NULL;
+        }
+      gboolean planned = FALSE;
+      if (t->grid != NULL && !plan_gptq (c, t, hf_name, dir, plan, gptq, &planned, error))
+        {
+          g_free (hf_name);
+          return NULL;
+        }
+      if (planned)
+        {
+          g_free (hf_name);
+          continue;
         }
       PlanItem *it = g_new0 (PlanItem, 1);
       it->src = t;
@@ -755,6 +1003,11 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
       PlanItem *it = plan->pdata[i];
       if (it->shard != shard)
         continue;
+      if (it->ready != NULL)
+        {
+          g_ptr_array_add (out, lp_tensor_ref (it->ready));
+          continue;
+        }
       g_autoptr (LpTensor) conv = lp_tensor_convert (it->src, it->dtype, error);
       if (conv == NULL)
         return FALSE;
@@ -807,7 +1060,9 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
                     dir, lp_dtype_info (want) ? lp_dtype_name (want) : "an unknown type");
       return FALSE;
     }
-  g_autoptr (GPtrArray) plan = plan_tensors (model, dir, want, error);
+  g_autoptr (GPtrArray) modules = g_ptr_array_new_with_free_func (g_free);
+  PlanGptq gptq = { 0, 0, 0, FALSE, FALSE, modules, FALSE };
+  g_autoptr (GPtrArray) plan = plan_tensors (model, dir, want, &gptq, error);
   if (plan == NULL)
     return FALSE;
   guint n_shards = plan_shards (plan, max_shard_bytes);
@@ -835,7 +1090,7 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
         goto fail;
     }
   if ((n_shards > 1 && !write_index (plan, n_shards, index, error))
-      || !write_config (model, cfg, torch_dtype, error) || !write_generation_config (model, gen, error))
+      || !write_config (model, cfg, torch_dtype, &gptq, error) || !write_generation_config (model, gen, error))
     goto fail;
   if (lp_meta_has (meta, "tokenizer.ggml.tokens") && !lp_tokenizer_write_hf (meta, tmp, error))
     goto fail;

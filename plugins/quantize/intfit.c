@@ -27,7 +27,9 @@ range_params (float lo, float hi, int maxq, gboolean symmetric, guint16 *scale, 
   s = lp_f16_to_f32 (h);
   int z = symmetric ? (maxq + 1) / 2 : (int) nearbyintf (-lo / s);
   *scale = h;
-  *zero = (guint8) CLAMP (z, 0, maxq);
+  /* At least 1: GPTQ checkpoints store zero - 1 in b bits, so 0 cannot be
+   * written (a group of non-negative weights loses its lowest step). */
+  *zero = (guint8) CLAMP (z, 1, maxq);
 }
 
 static double
