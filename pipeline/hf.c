@@ -962,6 +962,16 @@ plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError 
           return NULL;
         }
     }
+  /* A block's linear weight written dense beside GPTQ layers (one that could
+   * not pack, or came in dense) must be named out of the quantized ones. */
+  for (guint i = 0; gptq->n > 0 && i < plan->len; i++)
+    {
+      PlanItem *it = plan->pdata[i];
+      for (int in = 0; it->ready == NULL && in < LP_LINEAR_IN_COUNT; in++)
+        for (const char *const *w = lp_linear_input_consumers ((LpLinearInput) in); *w; w++)
+          if (g_str_has_prefix (it->src->name, "blk.") && g_str_has_suffix (it->src->name, *w))
+            gptq->some_dense = TRUE;
+    }
   return g_steal_pointer (&plan);
 }
 

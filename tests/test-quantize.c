@@ -579,6 +579,17 @@ test_gptq_safetensors_partial (void)
   g_assert_nonnull (strstr (cfg, "\"modules_in_block_to_quantize\""));
   g_assert_nonnull (strstr (cfg, "\"self_attn.o_proj\""));
   g_assert_null (strstr (cfg, "\"mlp.down_proj\""));
+  /* convert reads the directory (dense FFN, GPTQ attention) and writes it
+   * again the same way. */
+  g_autofree char *dir2 = g_build_filename (out, "hf-converted", NULL);
+  g_autofree char *o = NULL, *e = NULL;
+  g_assert_cmpint (lp_test_run_cli (&o, &e, "convert", dir, dir2, "--format", "hf", NULL), ==, 0);
+  g_autofree char *cfg2 = NULL;
+  g_autofree char *cfg2_path = g_build_filename (dir2, "config.json", NULL);
+  g_assert_true (g_file_get_contents (cfg2_path, &cfg2, NULL, NULL));
+  g_assert_nonnull (strstr (cfg2, "\"modules_in_block_to_quantize\""));
+  g_autofree char *reload2 = g_strdup_printf ("[load]\npath=%s\n[e]\npass=eval\ndata=%s\nctx=128\nmax_windows=4\n", dir2, text);
+  g_assert_cmpfloat (metric (out, "n1", "perplexity"), ==, metric (run_text ("converted-reload", reload2), "e", "perplexity"));
 }
 
 /* overrides= gives tensors by pattern their own grid. */
