@@ -422,6 +422,216 @@ test_sparsegpt_dead_and_nan (void)
   g_test_message ("NaN Hessian: %s", error->message);
 }
 
+
+/* --- the passes on stories260K, through the CLI ---------------------------- */
+
+/* The calibration split documented in specs/README.md: calibration from
+ * tokens 300000: of the TinyStories token file, evaluation on :300000. */
+#define CALIB_SETTINGS "calibration_samples=16\ncalibration_seq_len=256\ncalibration_range=300000:\n"
+
+typedef struct {
+  char *model, *data;
+} Shared;
+
+static gboolean
+shared_get (Shared *s)
+{
+  s->model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  s->data = s->model ? lp_test_shared_path ("data/tinystories-valid-head.tok512.u16") : NULL;
+  return s->data != NULL;
+}
+
+static void
+shared_clear (Shared *s)
+{
+  g_clear_pointer (&s->model, g_free);
+  g_clear_pointer (&s->data, g_free);
+}
+
+/* Run a spec of `nodes` after a [pipeline] group with the calibration data
+ * and `settings`, and a [load] of stories260K; outputs in a directory named
+ * `name` (returned).  *err gets stderr; returns the exit status in *status. */
+static char *
+run_nodes (const Shared *sh, const char *name, const char *settings, const char *nodes, int *status, char **err)
+{
+  g_autofree char *ini = g_strdup_printf ("[pipeline]\ncalibration=%s\n%s\n[load]\npath=%s\n\n%s", sh->data, settings,
+                                          sh->model, nodes);
+  g_autofree char *file = g_strdup_printf ("%s.ini", name);
+  g_autofree char *spec = lp_test_write_file (file, ini, strlen (ini));
+  char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_autofree char *o = NULL;
+  *status = lp_test_run_cli (&o, err, "run", spec, "-o", out, "--no-cache", "-q", NULL);
+  return out;
+}
+
+static LpModel *
+run_and_load (const Shared *sh, const char *name, const char *nodes, const char *file)
+{
+  int st;
+  g_autofree char *err = NULL;
+  g_autofree char *out = run_nodes (sh, name, CALIB_SETTINGS, nodes, &st, &err);
+  if (st != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (st, ==, 0);
+  g_autofree char *path = g_build_filename (out, file, NULL);
+  g_autoptr (GError) error = NULL;
+  LpModel *m = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  return m;
+}
+
+static gboolean
+is_linear_weight (const char *name)
+{
+  static const char *const suffixes[] = { "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                                          "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", NULL };
+  for (const char *const *x = suffixes; *x; x++)
+    if (g_str_has_prefix (name, "blk.") && g_str_has_suffix (name, *x))
+      return TRUE;
+  return FALSE;
+}
+
+/* Zeros of each row of a saved tensor (pruned weights are stored as 0;
+ * trained weights are never exactly 0 otherwise). */
+static gint64 *
+row_zeros (const LpTensor *t)
+{
+  g_autofree float *v = lp_tensor_dup_f32 (t, NULL);
+  gint64 rows = lp_tensor_n_rows (t), cols = lp_tensor_row_length (t);
+  gint64 *z = g_new0 (gint64, rows);
+  for (gint64 r = 0; r < rows; r++)
+    for (gint64 j = 0; j < cols; j++)
+      z[r] += v[r * cols + j] == 0.0f;
+  return z;
+}
+
+static double
+meta_f (LpModel *m, const char *key)
+{
+  double v = -1;
+  g_assert_true (lp_meta_get_float (lp_model_meta (m), key, &v, NULL));
+  return v;
+}
+
+/* Saved sparsity: exact per row (Wanda, magnitude scope=row) or per tensor
+ * (magnitude, SparseGPT), the N:M pattern in every group, and metadata. */
+static void
+test_saved_sparsity (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autoptr (LpModel) w = run_and_load (&sh, "sparsity",
+                                        "[wanda]\npass=prune.wanda\nsparsity=0.37\n[w-save]\npass=save\npath=wanda.gguf\n"
+                                        "[nm]\npass=prune.sparsegpt\ninput=load\npattern=1:4\n[nm-save]\npass=save\npath=nm.gguf\n"
+                                        "[mag]\npass=prune.magnitude\ninput=load\nsparsity=0.6\nignore=blk.1.*\n"
+                                        "[mag-save]\npass=save\npath=mag.gguf\n"
+                                        "[sg]\npass=prune.sparsegpt\ninput=load\nsparsity=0.45\n[sg-save]\npass=save\npath=sg.safetensors\n",
+                                        "wanda.gguf");
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "sparsity", NULL);
+  g_autofree char *nm_path = g_build_filename (dir, "nm.gguf", NULL), *mag_path = g_build_filename (dir, "mag.gguf", NULL);
+  g_autofree char *sg_path = g_build_filename (dir, "sg.safetensors", NULL);
+  g_autoptr (LpModel) nm = lp_model_load (nm_path, NULL, NULL);
+  g_autoptr (LpModel) mag = lp_model_load (mag_path, NULL, NULL);
+  g_autoptr (LpModel) sg = lp_model_load (sg_path, NULL, NULL);
+  g_assert_nonnull (nm);
+  g_assert_nonnull (mag);
+  g_assert_nonnull (sg);
+  guint checked = 0;
+  for (guint i = 0; i < lp_model_n_tensors (w); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (w, i);
+      gint64 rows = lp_tensor_n_rows (t), cols = lp_tensor_row_length (t);
+      g_autofree gint64 *wz = row_zeros (t);
+      g_autofree gint64 *mz = row_zeros (lp_model_tensor (mag, t->name));
+      g_autofree gint64 *sz = row_zeros (lp_model_tensor (sg, t->name));
+      g_autofree float *nv = lp_tensor_dup_f32 (lp_model_tensor (nm, t->name), NULL);
+      gint64 mag_total = 0, sg_total = 0;
+      for (gint64 r = 0; r < rows; r++)
+        mag_total += mz[r], sg_total += sz[r];
+      if (!is_linear_weight (t->name))
+        {
+          for (gint64 r = 0; r < rows; r++)
+            g_assert_cmpint (wz[r] + mz[r], ==, 0);
+          continue;
+        }
+      for (gint64 r = 0; r < rows; r++)
+        g_assert_cmpint (wz[r], ==, llround (0.37 * cols));
+      g_assert_cmpint (mag_total, ==, g_str_has_prefix (t->name, "blk.1.") ? 0 : llround (0.6 * rows * cols));
+      g_assert_cmpint (sg_total, ==, llround (0.45 * rows * cols));
+      for (gint64 g = 0; g < rows * cols; g += 4)
+        {
+          int kept = 0;
+          for (int j = 0; j < 4; j++)
+            kept += nv[g + j] != 0.0f;
+          g_assert_cmpint (kept, ==, 1);
+        }
+      g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.%s", t->name);
+      g_assert_cmpfloat (fabs (meta_f (w, key) - (double) llround (0.37 * cols) / cols), <, 1e-6);
+      checked++;
+    }
+  g_assert_cmpuint (checked, ==, 35);
+  g_assert_cmpstr (lp_meta_get_string (lp_model_meta (w), "llmpress.sparsity.method"), ==, "wanda");
+  g_assert_cmpstr (lp_meta_get_string (lp_model_meta (w), "llmpress.sparsity.pattern"), ==, "unstructured");
+  g_assert_cmpstr (lp_meta_get_string (lp_model_meta (nm), "llmpress.sparsity.pattern"), ==, "1:4");
+  g_assert_cmpfloat (fabs (meta_f (nm, "llmpress.sparsity.fraction") - 0.75), <, 1e-6);
+  shared_clear (&sh);
+}
+
+/* One eval node's metric from report.json. */
+static double
+report_metric (const char *out, const char *node, const char *metric)
+{
+  g_autofree char *report = g_build_filename (out, "report.json", NULL);
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_assert_true (json_parser_load_from_file (parser, report, NULL));
+  JsonArray *nodes = json_object_get_array_member (json_node_get_object (json_parser_get_root (parser)), "nodes");
+  for (guint i = 0; i < json_array_get_length (nodes); i++)
+    {
+      JsonObject *n = json_array_get_object_element (nodes, i);
+      if (g_strcmp0 (json_object_get_string_member (n, "name"), node) == 0)
+        return json_object_get_double_member (json_object_get_object_member (n, "metrics"), metric);
+    }
+  g_error ("report.json: no node %s", node);
+  return 0;
+}
+
+/* specs/prune-compare.ini on stories260K: at 50% unstructured,
+ * perplexity(sparsegpt) < perplexity(wanda) < perplexity(magnitude); at 2:4,
+ * sparsegpt < magnitude. */
+static void
+test_compare_spec (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "prune-compare.ini", NULL);
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "compare", NULL);
+  g_autofree char *dm = g_strdup_printf ("model=%s", sh.model), *dd = g_strdup_printf ("data=%s", sh.data);
+  g_autofree char *dc = g_strdup_printf ("calib=%s", sh.data);
+  g_autofree char *o = NULL, *e = NULL;
+  int st = lp_test_run_cli (&o, &e, "run", spec, "-D", dm, "-D", dd, "-D", dc, "-D", "calib_range=300000:", "-D",
+                            "data_range=:300000", "-D", "samples=64", "-D", "seq_len=512", "-D", "ctx=512", "-D",
+                            "windows=64", "-o", out, "--no-cache", "-q", NULL);
+  if (st != 0)
+    g_test_message ("%s", e);
+  g_assert_cmpint (st, ==, 0);
+  double dense = report_metric (out, "dense", "perplexity");
+  double mag = report_metric (out, "magnitude-eval", "perplexity");
+  double wanda = report_metric (out, "wanda-eval", "perplexity");
+  double sgpt = report_metric (out, "sparsegpt-eval", "perplexity");
+  double mag24 = report_metric (out, "magnitude-2-4-eval", "perplexity");
+  double sgpt24 = report_metric (out, "sparsegpt-2-4-eval", "perplexity");
+  g_test_message ("stories260K perplexity (64 windows of 512 tokens from :300000; calibration 64 x 512 from 300000:): "
+                  "dense %.4f; 50%% unstructured: magnitude %.4f, wanda %.4f, sparsegpt %.4f; 2:4: magnitude %.4f, "
+                  "sparsegpt %.4f", dense, mag, wanda, sgpt, mag24, sgpt24);
+  g_assert_cmpfloat (dense, <, sgpt);
+  g_assert_cmpfloat (sgpt, <, wanda);
+  g_assert_cmpfloat (wanda, <, mag);
+  g_assert_cmpfloat (sgpt24, <, mag24);
+  shared_clear (&sh);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -434,5 +644,7 @@ main (int argc, char **argv)
   g_test_add_func ("/prune/sparsegpt/reference", test_sparsegpt_reference);
   g_test_add_func ("/prune/sparsegpt/reference-2:4", test_sparsegpt_reference_nm);
   g_test_add_func ("/prune/sparsegpt/dead-nan", test_sparsegpt_dead_and_nan);
+  g_test_add_func ("/prune/saved-sparsity", test_saved_sparsity);
+  g_test_add_func ("/prune/compare-spec", test_compare_spec);
   return g_test_run ();
 }
