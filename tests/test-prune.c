@@ -632,6 +632,120 @@ test_compare_spec (void)
   shared_clear (&sh);
 }
 
+/* Perplexity of a model on the first windows of the evaluation range. */
+static double
+quick_ppl (const Shared *sh, LpModel *m)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) toks = lp_tokens_load (sh->data, m, &error);
+  g_assert_no_error (error);
+  LpEvalOptions eo = { .ctx = 512, .max_windows = 16 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, MIN (toks->len, 300000), &eo, &r, &error));
+  g_assert_no_error (error);
+  return r.ppl;
+}
+
+/* prune.layers n=1: a 4-block model that saves (GGUF, safetensors), reloads
+ * and evaluates; the kept blocks are the input's, renumbered. */
+static void
+test_layers (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autoptr (LpModel) m = run_and_load (&sh, "layers",
+                                        "[prune.layers]\nn=1\n[save]\npath=l.gguf\n[hf]\npass=save\npath=l-hf\n", "l.gguf");
+  g_autofree char *hf_path = g_build_filename (lp_test_tmpdir (), "layers", "l-hf", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) hf = lp_model_load (hf_path, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) orig = lp_model_load (sh.model, NULL, &error);
+  g_assert_cmpint (lp_model_config (m)->n_layers, ==, 4);
+  g_assert_cmpint (lp_model_config (hf)->n_layers, ==, 4);
+  const LpValue *removed = lp_meta_get_array (lp_model_meta (m), "llmpress.prune.removed_layers", LP_VALUE_I32, &error);
+  g_assert_nonnull (removed);
+  g_assert_cmpuint (removed->n_elems, ==, 1);
+  int gone = ((const gint32 *) removed->array)[0];
+  g_assert_cmpint (gone, >=, 0);
+  g_assert_cmpint (gone, <, 5);
+  for (int l = 0; l < 4; l++)
+    {
+      g_autofree char *a = g_strdup_printf ("blk.%d.ffn_down.weight", l);
+      g_autofree char *b = g_strdup_printf ("blk.%d.ffn_down.weight", l < gone ? l : l + 1);
+      g_autofree float *va = lp_tensor_dup_f32 (lp_model_tensor (m, a), NULL);
+      g_autofree float *vb = lp_tensor_dup_f32 (lp_model_tensor (orig, b), NULL);
+      g_assert_cmpmem (va, 64 * 172 * sizeof (float), vb, 64 * 172 * sizeof (float));
+    }
+  g_assert_null (lp_model_tensor (m, "blk.4.attn_q.weight"));
+  double p0 = quick_ppl (&sh, orig), p1 = quick_ppl (&sh, m), p2 = quick_ppl (&sh, hf);
+  g_test_message ("prune.layers n=1 removed block %d: perplexity %.4f -> %.4f (GGUF), %.4f (safetensors)", gone, p0, p1,
+                  p2);
+  g_assert_true (isfinite (p1) && p1 > p0);
+  g_assert_cmpfloat (fabs (p1 - p2), <, 1e-6 * p1);
+  shared_clear (&sh);
+}
+
+/* prune.channels ffn_ratio=0.25 kv_ratio=0.25: ffn 172 -> 129, heads 8/4 ->
+ * 6/3, the tensors and config agree, it saves, reloads and evaluates. */
+static void
+test_channels (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autoptr (LpModel) m = run_and_load (&sh, "channels",
+                                        "[prune.channels]\nffn_ratio=0.25\nkv_ratio=0.25\n[save]\npath=c.gguf\n"
+                                        "[hf]\npass=save\npath=c-hf\n[ffn]\npass=prune.channels\ninput=load\n"
+                                        "[ffn-save]\npass=save\npath=ffn.gguf\n", "c.gguf");
+  g_autofree char *hf_path = g_build_filename (lp_test_tmpdir (), "channels", "c-hf", NULL);
+  g_autofree char *ffn_path = g_build_filename (lp_test_tmpdir (), "channels", "ffn.gguf", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) hf = lp_model_load (hf_path, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) ffn = lp_model_load (ffn_path, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) orig = lp_model_load (sh.model, NULL, &error);
+  const LpModelConfig *c = lp_model_config (m);
+  g_assert_cmpint (c->ffn_dim, ==, 129);
+  g_assert_cmpint (c->n_heads, ==, 6);
+  g_assert_cmpint (c->n_kv_heads, ==, 3);
+  g_assert_cmpint (c->head_dim, ==, 8);
+  g_assert_cmpint (c->dim, ==, 64);
+  lp_test_assert_same_config (c, lp_model_config (hf));
+  g_assert_cmpint (lp_model_config (ffn)->ffn_dim, ==, 129);
+  g_assert_cmpint (lp_model_config (ffn)->n_heads, ==, 8);
+  const LpTensor *q = lp_model_tensor (m, "blk.2.attn_q.weight"), *k = lp_model_tensor (m, "blk.2.attn_k.weight");
+  const LpTensor *o = lp_model_tensor (m, "blk.2.attn_output.weight"), *d = lp_model_tensor (m, "blk.2.ffn_down.weight");
+  const LpTensor *g = lp_model_tensor (m, "blk.2.ffn_gate.weight");
+  g_assert_cmpint (q->shape[0], ==, 48);
+  g_assert_cmpint (k->shape[0], ==, 24);
+  g_assert_cmpint (o->shape[1], ==, 48);
+  g_assert_cmpint (d->shape[1], ==, 129);
+  g_assert_cmpint (g->shape[0], ==, 129);
+  g_assert_true (lp_model_validate (m, &error));
+  g_assert_cmpint (lp_model_n_params (m), <, lp_model_n_params (orig));
+  /* Every kept gate row is a row of the original, in order. */
+  g_autofree float *gv = lp_tensor_dup_f32 (g, NULL);
+  g_autofree float *ov = lp_tensor_dup_f32 (lp_model_tensor (orig, "blk.2.ffn_gate.weight"), NULL);
+  int at = 0;
+  for (int r = 0; r < 129; r++)
+    {
+      while (at < 172 && memcmp (gv + r * 64, ov + at * 64, 64 * sizeof (float)) != 0)
+        at++;
+      g_assert_cmpint (at, <, 172);
+      at++;
+    }
+  double p0 = quick_ppl (&sh, orig), p1 = quick_ppl (&sh, m), p2 = quick_ppl (&sh, hf), p3 = quick_ppl (&sh, ffn);
+  g_test_message ("prune.channels: %" G_GINT64_FORMAT " -> %" G_GINT64_FORMAT " parameters; perplexity %.4f -> %.4f "
+                  "(ffn+kv, GGUF), %.4f (safetensors); ffn only %.4f", lp_model_n_params (orig), lp_model_n_params (m),
+                  p0, p1, p2, p3);
+  g_assert_true (isfinite (p1) && p1 > p0);
+  g_assert_cmpfloat (fabs (p1 - p2), <, 1e-4 * p1);
+  g_assert_true (p3 > p0 && p3 < p1);
+  shared_clear (&sh);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -646,5 +760,7 @@ main (int argc, char **argv)
   g_test_add_func ("/prune/sparsegpt/dead-nan", test_sparsegpt_dead_and_nan);
   g_test_add_func ("/prune/saved-sparsity", test_saved_sparsity);
   g_test_add_func ("/prune/compare-spec", test_compare_spec);
+  g_test_add_func ("/prune/layers", test_layers);
+  g_test_add_func ("/prune/channels", test_channels);
   return g_test_run ();
 }
