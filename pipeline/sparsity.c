@@ -50,8 +50,9 @@ lp_sparsity_pattern_check (const LpSparsityPattern *p, const char *tensor, gint6
   if (p->m == 0 || row_len % p->m == 0)
     return TRUE;
   lp_set_error (error, LP_ERROR_INVALID,
-                "tensor %s: pattern %d:%d needs a row length divisible by %d, found %" G_GINT64_FORMAT
-                " (hint: ignore= this tensor)", tensor, p->n, p->m, p->m, row_len);
+                "%s%s%spattern %d:%d needs a row length divisible by %d, found %" G_GINT64_FORMAT
+                " (hint: ignore= this tensor)", tensor ? "tensor " : "", tensor ? tensor : "", tensor ? ": " : "", p->n,
+                p->m, p->m, row_len);
   return FALSE;
 }
 
@@ -174,8 +175,8 @@ lp_values_check_finite (const char *tensor, const float *values, gint64 n, GErro
   for (gint64 i = 0; i < n; i++)
     if (!isfinite (values[i]))
       {
-        lp_set_error (error, LP_ERROR_INVALID, "tensor %s: element %" G_GINT64_FORMAT ": expected a finite value, found %g",
-                      tensor, i, (double) values[i]);
+        lp_set_error (error, LP_ERROR_INVALID, "%s%s%selement %" G_GINT64_FORMAT ": expected a finite value, found %g",
+                      tensor ? "tensor " : "", tensor ? tensor : "", tensor ? ": " : "", i, (double) values[i]);
         return FALSE;
       }
   return TRUE;

@@ -746,6 +746,90 @@ test_channels (void)
   shared_clear (&sh);
 }
 
+/* stories260K with one NaN weight, written once. */
+static char *
+nan_model (const Shared *sh)
+{
+  char *path = g_build_filename (lp_test_tmpdir (), "nan.gguf", NULL);
+  if (g_file_test (path, G_FILE_TEST_EXISTS))
+    return path;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (sh->model, NULL, &error);
+  g_autoptr (LpModel) d = lp_model_derive (m);
+  LpTensor *t = lp_model_tensor (m, "blk.1.attn_k.weight");
+  g_autofree float *v = lp_tensor_dup_f32 (t, &error);
+  v[70] = NAN;
+  g_autoptr (LpTensor) bad = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, v, &error);
+  lp_model_set_tensor (d, bad);
+  g_assert_true (lp_model_save (d, path, NULL, &error));
+  return path;
+}
+
+/* Bad parameters and impossible requests: a non-zero exit and one line
+ * naming the problem, never a model. */
+static void
+test_bad_input (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autofree char *nan = nan_model (&sh);
+  struct {
+    const char *nodes;
+    const char *fragments[4];
+  } cases[] = {
+    { "[prune.magnitude]\nsparsity=1\n", { "sparsity", "[0, 1)", "found 1" } },
+    { "[prune.sparsegpt]\nsparsity=1.5\n", { "sparsity", "found 1.5" } },
+    { "[prune.wanda]\npattern=4:4\n", { "pattern", "0 < N < M", "4:4" } },
+    { "[prune.magnitude]\npattern=2:0\n", { "pattern", "0 < N < M", "2:0" } },
+    { "[prune.magnitude]\npattern=3:8\n", { "blk.0.ffn_down.weight", "divisible by 8", "172", "ignore=" } },
+    { "[prune.sparsegpt]\npattern=3:8\n", { "blk.0.ffn_down.weight", "divisible by 8", "172" } },
+    { "[prune.magnitude]\npattern=2:4\nsparsity=0.3\n", { "sparsity=0.3", "2:4", "0.5" } },
+    { "[prune.magnitude]\npattern=2:4\nprofile=owl\n", { "profile=owl", "2:4", "uniform" } },
+    { "[prune.magnitude]\ntargets=nothing.*\n", { "targets=nothing.*", "at least one tensor" } },
+    { "[prune.wanda]\ntargets=output.weight\n", { "targets", "at least one linear weight" } },
+    { "[prune.layers]\nn=5\n", { "prune.layers", "5 of 5", "at most 4" } },
+    { "[prune.layers]\nratio=0.9\n", { "ratio", "5 of 5" } },
+    { "[prune.layers]\nn=1\nratio=0.2\n", { "n= or ratio=", "both" } },
+    { "[prune.channels]\nffn_ratio=0.999\n", { "ffn_ratio=0.999", "all 172", "at least one kept" } },
+    { "[prune.channels]\nffn_ratio=0\n", { "remove nothing" } },
+    { "[prune.channels]\nkv_ratio=0.9\n", { "kv_ratio=0.9", "all 4" } },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      int st;
+      g_autofree char *err = NULL;
+      g_autofree char *nodes = g_strdup_printf ("%s[save]\npath=never.gguf\n", cases[i].nodes);
+      g_autofree char *name = g_strdup_printf ("bad-%u", i);
+      g_autofree char *out = run_nodes (&sh, name, CALIB_SETTINGS, nodes, &st, &err);
+      g_test_message ("%s -> %s", cases[i].nodes, err);
+      g_assert_cmpint (st, !=, 0);
+      for (int f = 0; f < 4 && cases[i].fragments[f]; f++)
+        g_assert_nonnull (strstr (err, cases[i].fragments[f]));
+      g_autofree char *never = g_build_filename (out, "never.gguf", NULL);
+      g_assert_false (g_file_test (never, G_FILE_TEST_EXISTS));
+    }
+  /* NaN weights, and calibrated passes without calibration data. */
+  const char *passes[] = { "prune.magnitude", "prune.wanda", "prune.sparsegpt" };
+  for (guint i = 0; i < G_N_ELEMENTS (passes); i++)
+    {
+      g_autofree char *pipe = g_strdup_printf ("load path=%s ! %s ! save path=never.gguf", nan, passes[i]);
+      g_autofree char *err = NULL;
+      g_autofree char *calib = g_strdup_printf ("--calib=%s", sh.data);
+      g_assert_cmpint (lp_test_run_cli (NULL, &err, "run", "-q", "--no-cache", calib, "-o", lp_test_tmpdir (), "-p", pipe,
+                                        NULL), !=, 0);
+      g_test_message ("NaN weight, %s -> %s", passes[i], err);
+      g_assert_nonnull (strstr (err, "blk.1.attn_k.weight"));
+      g_assert_nonnull (strstr (err, "element 70"));
+      g_assert_nonnull (strstr (err, "finite"));
+    }
+  g_autofree char *pipe = g_strdup_printf ("load path=%s ! prune.sparsegpt ! save path=never.gguf", sh.model);
+  g_autofree char *err = NULL;
+  g_assert_cmpint (lp_test_run_cli (NULL, &err, "run", "-q", "--no-cache", "-o", lp_test_tmpdir (), "-p", pipe, NULL), !=, 0);
+  g_assert_nonnull (strstr (err, "calibration"));
+  shared_clear (&sh);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -762,5 +846,6 @@ main (int argc, char **argv)
   g_test_add_func ("/prune/compare-spec", test_compare_spec);
   g_test_add_func ("/prune/layers", test_layers);
   g_test_add_func ("/prune/channels", test_channels);
+  g_test_add_func ("/prune/bad-input", test_bad_input);
   return g_test_run ();
 }

@@ -41,7 +41,8 @@ gboolean lp_sparsity_pattern_parse (const char *text, LpSparsityPattern *out, GE
 char *lp_sparsity_pattern_name (const LpSparsityPattern *p);
 /* The pruned fraction an N:M pattern implies (1 - N/M), or `sparsity`. */
 double lp_sparsity_pattern_fraction (const LpSparsityPattern *p, double sparsity);
-/* An N:M pattern needs M to divide the row length; `tensor` names it. */
+/* An N:M pattern needs M to divide the row length; `tensor` names it in the
+ * message (NULL: the caller does). */
 gboolean lp_sparsity_pattern_check (const LpSparsityPattern *p, const char *tensor, gint64 row_len,
                                     GError **error);
 /* A sparsity in [0, 1); `what` names the parameter in the message. */
@@ -69,7 +70,8 @@ GBytes *lp_mask_from_pruned (const guint8 *pruned, gint64 n);
 LpTensor *lp_tensor_new_pruned (const LpTensor *t, const float *values, const guint8 *pruned,
                                 GError **error);
 
-/* Fail on a NaN or infinite value, naming the tensor and the element. */
+/* Fail on a NaN or infinite value, naming the element and the tensor (unless
+ * NULL). */
 gboolean lp_values_check_finite (const char *tensor, const float *values, gint64 n, GError **error);
 
 /* OWL's outlier-weighted layer sparsities (Yin et al. 2024): with ratio[l]

@@ -27,7 +27,7 @@ column_importance (LpModel *model, LpStats *stats, int l, const char *suffix, do
   const LpStatsEntry *e = lp_stats_lookup (stats, name);
   if (t == NULL || e == NULL || t->n_dims != 2 || e->n != t->shape[1])
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_MISSING, "prune.channels: %s: expected a matrix with calibration "
+      g_set_error (error, LP_ERROR, LP_ERROR_MISSING, "%s: expected a matrix with calibration "
                    "statistics, found %s", name, t == NULL ? "no tensor" : "no statistics");
       return FALSE;
     }
@@ -138,7 +138,7 @@ prune_channels_run (LpPassContext *ctx, GError **error)
     return FALSE;
   if (ffn_out == 0 && kv_out == 0)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "prune.channels: ffn_ratio and kv_ratio remove nothing (ffn_dim %"
+      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "ffn_ratio and kv_ratio remove nothing (ffn_dim %"
                    G_GINT64_FORMAT ", %" G_GINT64_FORMAT " KV groups): expected at least one channel or group removed",
                    c->ffn_dim, c->n_kv_heads);
       return FALSE;

@@ -20,7 +20,7 @@ magnitude_score (gpointer user_data, const LpTensor *t, const float *values, flo
 static gboolean
 prune_one (PruneJob *job, LpMaskScope scope, LpTensor *t, GError **error)
 {
-  g_autofree float *v = prune_job_values (job, t, error);
+  g_autofree float *v = prune_job_values (job, t, TRUE, error);
   if (v == NULL)
     return FALSE;
   gint64 n = lp_tensor_n_elements (t), rows = lp_tensor_n_rows (t);

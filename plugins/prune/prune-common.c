@@ -89,14 +89,31 @@ prune_job_sparsity_for (const PruneJob *job, const char *name)
 }
 
 float *
-prune_job_values (const PruneJob *job, const LpTensor *t, GError **error)
+prune_job_values (const PruneJob *job, const LpTensor *t, gboolean named, GError **error)
 {
-  if (!lp_sparsity_pattern_check (&job->pattern, t->name, lp_tensor_row_length (t), error))
+  const char *name = named ? t->name : NULL;
+  if (!lp_sparsity_pattern_check (&job->pattern, name, lp_tensor_row_length (t), error))
     return NULL;
   g_autofree float *v = lp_tensor_dup_f32 (t, error);
-  if (v == NULL || !lp_values_check_finite (t->name, v, lp_tensor_n_elements (t), error))
+  if (v == NULL || !lp_values_check_finite (name, v, lp_tensor_n_elements (t), error))
     return NULL;
   return g_steal_pointer (&v);
+}
+
+gboolean
+prune_job_check_input (const PruneJob *job, GError **error)
+{
+  LpModel *input = lp_pass_context_get_input_model (job->ctx, "input");
+  for (guint i = 0; i < lp_model_n_tensors (input); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (input, i);
+      if (!prune_job_wants (job, t->name))
+        continue;
+      g_autofree float *v = prune_job_values (job, t, TRUE, error);
+      if (v == NULL)
+        return FALSE;
+    }
+  return TRUE;
 }
 
 /* OWL's outlier ratio of one layer: over the scores of all its targeted tensors. */
@@ -110,7 +127,7 @@ layer_outlier_ratio (PruneJob *job, LpModel *model, int layer, PruneScoreFunc sc
       LpTensor *t = lp_model_tensor_at (model, i);
       if (!prune_job_wants (job, t->name) || prune_tensor_layer (t->name) != layer)
         continue;
-      g_autofree float *v = prune_job_values (job, t, error);
+      g_autofree float *v = prune_job_values (job, t, TRUE, error);
       if (v == NULL)
         return FALSE;
       gint64 n = lp_tensor_n_elements (t);

@@ -50,8 +50,11 @@ void prune_job_clear (PruneJob *job);
 gboolean prune_job_wants (const PruneJob *job, const char *name);
 /* The sparsity of the tensor's layer (the profile; `sparsity` outside blocks). */
 double prune_job_sparsity_for (const PruneJob *job, const char *name);
-/* The values of t as f32, checked finite and against the pattern; g_free(). */
-float *prune_job_values (const PruneJob *job, const LpTensor *t, GError **error);
+/* The values of t as f32, checked finite and against the pattern (messages
+ * name t when `named`); g_free(). */
+float *prune_job_values (const PruneJob *job, const LpTensor *t, gboolean named, GError **error);
+/* Check every targeted tensor of the input before any calibration runs. */
+gboolean prune_job_check_input (const PruneJob *job, GError **error);
 /* OWL: the profile from each layer's scores (score (t, values, user) fills
  * scores[n] for one targeted tensor). */
 typedef gboolean (*PruneScoreFunc) (gpointer user_data, const LpTensor *t, const float *values, float *scores,

@@ -20,7 +20,7 @@ sparsegpt_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *sta
                   GError **error)
 {
   SparseGPTPass *p = user_data;
-  g_autofree float *v = prune_job_values (p->job, weight, error);
+  g_autofree float *v = prune_job_values (p->job, weight, FALSE, error);
   if (v == NULL)
     return FALSE;
   int rows = (int) lp_tensor_n_rows (weight), n = (int) lp_tensor_row_length (weight);
@@ -44,7 +44,8 @@ prune_sparsegpt_run (LpPassContext *ctx, GError **error)
   PruneJob job;
   SparseGPTPass p = { &job, lp_pass_context_get_backend (ctx), (int) lp_pass_context_get_int (ctx, "block_size"),
                       lp_pass_context_get_float (ctx, "damp") };
-  gboolean ok = prune_job_init (&job, ctx, "sparsegpt", error) && prune_owl_profile (&job, error)
+  gboolean ok = prune_job_init (&job, ctx, "sparsegpt", error) && prune_job_check_input (&job, error)
+                && prune_owl_profile (&job, error)
                 && lp_layerwise_run (ctx, job.work, LP_CALIB_HESSIAN, job.targets, job.ignore, sparsegpt_weight, &p,
                                      error)
                 && prune_job_publish (&job, error);

@@ -17,7 +17,7 @@ wanda_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *stats, 
               GError **error)
 {
   Wanda *w = user_data;
-  g_autofree float *v = prune_job_values (w->job, weight, error);
+  g_autofree float *v = prune_job_values (w->job, weight, FALSE, error);
   if (v == NULL)
     return FALSE;
   gint64 rows = lp_tensor_n_rows (weight), cols = lp_tensor_row_length (weight);
@@ -36,7 +36,8 @@ prune_wanda_run (LpPassContext *ctx, GError **error)
 {
   PruneJob job;
   Wanda w = { &job, lp_pass_context_get_enum (ctx, "scope") == 0 ? LP_MASK_PER_TENSOR : LP_MASK_PER_ROW };
-  gboolean ok = prune_job_init (&job, ctx, "wanda", error) && prune_owl_profile (&job, error)
+  gboolean ok = prune_job_init (&job, ctx, "wanda", error) && prune_job_check_input (&job, error)
+                && prune_owl_profile (&job, error)
                 && lp_layerwise_run (ctx, job.work, LP_CALIB_CHANNEL_STATS, job.targets, job.ignore, wanda_weight, &w,
                                      error)
                 && prune_job_publish (&job, error);
