@@ -15,32 +15,11 @@
 
 #include "benchutil.h"
 
-
-static double
-peak_sgemm (int n, int reps)
-{
-  float *a = g_new (float, (gsize) n * n), *b = g_new (float, (gsize) n * n), *c = g_new (float, (gsize) n * n);
-  for (gsize i = 0; i < (gsize) n * n; i++)
-    a[i] = b[i] = (float) (i % 7) * 0.1f;
-  double t[16];
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n); /* warm-up */
-  for (int r = 0; r < reps; r++)
-    {
-      double t0 = now ();
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-      t[r] = now () - t0;
-    }
-  g_free (a);
-  g_free (b);
-  g_free (c);
-  return 2.0 * n * n * (double) n / median (t, reps) / 1e9;
-}
-
 int
 main (int argc, char **argv)
 {
   int reps = 5;
-  double peak = peak_sgemm (4096, reps);
+  double peak = bench_peak_sgemm (4096, reps);
   printf ("OpenBLAS %s, %d threads: sgemm 4096^3 peak %.1f GFLOP/s (median of %d)\n", openblas_get_corename (),
           openblas_get_num_threads (), peak, reps);
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdlib.h>
+#include <cblas.h>
 #include <glib.h>
 
 static int
@@ -24,4 +25,27 @@ static inline double
 now (void)
 {
   return g_get_monotonic_time () / 1e6;
+}
+
+/* Peak sgemm GFLOP/s of this machine's OpenBLAS: median of `reps` n^3
+ * products (at most 16), after a warm-up. */
+static inline double
+bench_peak_sgemm (int n, int reps)
+{
+  float *a = g_new (float, (gsize) n * n), *b = g_new (float, (gsize) n * n), *c = g_new (float, (gsize) n * n);
+  for (gsize i = 0; i < (gsize) n * n; i++)
+    a[i] = b[i] = (float) (i % 7) * 0.1f;
+  double t[16];
+  reps = MIN (reps, 16);
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n); /* warm-up */
+  for (int r = 0; r < reps; r++)
+    {
+      double t0 = now ();
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+      t[r] = now () - t0;
+    }
+  g_free (a);
+  g_free (b);
+  g_free (c);
+  return 2.0 * n * n * (double) n / median (t, reps) / 1e9;
 }

@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "lp-internal.h"
@@ -77,13 +76,57 @@ typedef struct {
   gint64 index;
 } Ranked;
 
-static int
-compare_ranked (const void *a, const void *b)
+/* The order of a selection: by score, ties to the lower index. */
+static inline gboolean
+ranked_less (const Ranked *x, const Ranked *y)
 {
-  const Ranked *x = a, *y = b;
-  if (x->score != y->score)
-    return x->score < y->score ? -1 : 1;
-  return (x->index > y->index) - (x->index < y->index);
+  return x->score < y->score || (x->score == y->score && x->index < y->index);
+}
+
+static inline void
+ranked_swap (Ranked *r, gint64 i, gint64 j)
+{
+  Ranked t = r[i];
+  r[i] = r[j];
+  r[j] = t;
+}
+
+/* Quickselect (Hoare's FIND with a median-of-three pivot): afterwards
+ * r[0..k) are the k smallest, in no order.  Linear on average, where
+ * sorting a 4096 x 128 block for every block of a large layer would cost
+ * more than the SparseGPT sweep itself. */
+static void
+ranked_select (Ranked *r, gint64 n, gint64 k)
+{
+  gint64 lo = 0, hi = n - 1;
+  while (hi > lo)
+    {
+      gint64 mid = lo + (hi - lo) / 2;
+      if (ranked_less (&r[mid], &r[lo]))
+        ranked_swap (r, mid, lo);
+      if (ranked_less (&r[hi], &r[lo]))
+        ranked_swap (r, hi, lo);
+      if (ranked_less (&r[hi], &r[mid]))
+        ranked_swap (r, hi, mid);
+      Ranked pivot = r[mid];
+      gint64 i = lo, j = hi;
+      while (i <= j)
+        {
+          while (ranked_less (&r[i], &pivot))
+            i++;
+          while (ranked_less (&pivot, &r[j]))
+            j--;
+          if (i <= j)
+            ranked_swap (r, i++, j--);
+        }
+      /* [lo, j] <= pivot <= [i, hi]; keep the side holding position k. */
+      if (k <= j)
+        hi = j;
+      else if (k >= i)
+        lo = i;
+      else
+        return;
+    }
 }
 
 /* Few to drop from a short group (N:M): repeated minimum, no allocation. */
@@ -110,13 +153,15 @@ lp_select_lowest (const float *scores, gint64 n, gint64 k, guint8 *pruned)
       return;
     }
   memset (pruned, 0, (gsize) n);
-  if (k <= 0)
+  k = CLAMP (k, 0, n);
+  if (k == 0)
     return;
   Ranked *r = g_new (Ranked, n);
   for (gint64 i = 0; i < n; i++)
     r[i] = (Ranked) { scores[i], i };
-  qsort (r, (size_t) n, sizeof *r, compare_ranked);
-  for (gint64 i = 0; i < MIN (k, n); i++)
+  if (k < n)
+    ranked_select (r, n, k);
+  for (gint64 i = 0; i < k; i++)
     pruned[r[i].index] = 1;
   g_free (r);
 }

@@ -575,6 +575,10 @@ test_saved_sparsity (void)
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (w), "llmpress.sparsity.pattern"), ==, "unstructured");
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (nm), "llmpress.sparsity.pattern"), ==, "1:4");
   g_assert_cmpfloat (fabs (meta_f (nm, "llmpress.sparsity.fraction") - 0.75), <, 1e-6);
+  /* safetensors keeps the record in __metadata__. */
+  g_assert_cmpstr (lp_meta_get_string (lp_model_meta (sg), "llmpress.sparsity.method"), ==, "sparsegpt");
+  g_assert_cmpfloat (fabs (meta_f (sg, "llmpress.sparsity.fraction") - 0.45), <, 1e-4);
+  g_assert_cmpfloat (fabs (meta_f (sg, "llmpress.sparsity.tensor.blk.3.ffn_up.weight") - 0.45), <, 1e-4);
   shared_clear (&sh);
 }
 
