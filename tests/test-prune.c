@@ -633,6 +633,9 @@ test_compare_spec (void)
   g_assert_cmpfloat (sgpt, <, wanda);
   g_assert_cmpfloat (wanda, <, mag);
   g_assert_cmpfloat (sgpt24, <, mag24);
+  /* The report gives per-tensor sparsity. */
+  g_assert_cmpfloat (report_metric (out, "sparsegpt-eval", "sparsity.blk.3.ffn_down.weight"), ==, 0.5);
+  g_assert_cmpfloat (report_metric (out, "magnitude-2-4-eval", "sparsity.blk.0.attn_q.weight"), ==, 0.5);
   shared_clear (&sh);
 }
 
@@ -834,6 +837,39 @@ test_bad_input (void)
   shared_clear (&sh);
 }
 
+/* profile=owl: layer sparsities spread around the target, their mean the
+ * target, outlier-rich layers pruned less; magnitude and Wanda. */
+static void
+test_owl_profile (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  const char *passes[] = { "prune.magnitude", "prune.wanda" };
+  for (guint p = 0; p < G_N_ELEMENTS (passes); p++)
+    {
+      g_autofree char *nodes = g_strdup_printf ("[prune]\npass=%s\nsparsity=0.5\nprofile=owl\nowl_lambda=0.1\n"
+                                                "[save]\npath=owl.gguf\n", passes[p]);
+      g_autofree char *name = g_strdup_printf ("owl-%u", p);
+      g_autoptr (LpModel) m = run_and_load (&sh, name, nodes, "owl.gguf");
+      double mean = 0, lo = 1, hi = 0;
+      for (int l = 0; l < 5; l++)
+        {
+          g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.blk.%d.ffn_up.weight", l);
+          double s = meta_f (m, key);
+          mean += s / 5;
+          lo = MIN (lo, s);
+          hi = MAX (hi, s);
+        }
+      g_test_message ("%s profile=owl: layer sparsities %.4f .. %.4f, mean %.4f", passes[p], lo, hi, mean);
+      /* Wanda rounds each row's quota: 1/64 per layer of ffn_up. */
+      g_assert_cmpfloat (fabs (mean - 0.5), <, 1.0 / 64);
+      g_assert_cmpfloat (hi - lo, >, 0.2 - 1.0 / 32);
+      g_assert_cmpfloat (hi - lo, <, 0.2 + 1.0 / 32);
+    }
+  shared_clear (&sh);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -851,5 +887,6 @@ main (int argc, char **argv)
   g_test_add_func ("/prune/layers", test_layers);
   g_test_add_func ("/prune/channels", test_channels);
   g_test_add_func ("/prune/bad-input", test_bad_input);
+  g_test_add_func ("/prune/owl-profile", test_owl_profile);
   return g_test_run ();
 }
