@@ -575,6 +575,12 @@ test_saved_sparsity (void)
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (w), "llmpress.sparsity.pattern"), ==, "unstructured");
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (nm), "llmpress.sparsity.pattern"), ==, "1:4");
   g_assert_cmpfloat (fabs (meta_f (nm, "llmpress.sparsity.fraction") - 0.75), <, 1e-6);
+  /* Reading gives the masks back (files hold dense zeros). */
+  LpTensor *wq = lp_model_tensor (w, "blk.2.attn_q.weight");
+  g_assert_nonnull (wq->mask);
+  g_assert_cmpfloat (fabs (lp_tensor_sparsity (wq) - (double) llround (0.37 * 64) / 64), <, 1e-12);
+  g_assert_nonnull (lp_model_tensor (sg, "blk.0.ffn_down.weight")->mask);
+  g_assert_null (lp_model_tensor (w, "token_embd.weight")->mask);
   /* safetensors keeps the record in __metadata__. */
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (sg), "llmpress.sparsity.method"), ==, "sparsegpt");
   g_assert_cmpfloat (fabs (meta_f (sg, "llmpress.sparsity.fraction") - 0.45), <, 1e-4);
