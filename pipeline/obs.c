@@ -81,43 +81,118 @@ lp_obs_prepare (LpBackend *be, int n, float *H, double damp, gboolean *dead, dou
   return FALSE;
 }
 
-/* Column c of the sweep: ask for q, record the scaled errors, write q back
- * and return the loss contribution.  `err` gets (w - q) / U[c,c] per row. */
+/* Column c for rows [r0, r1): ask for q, write it back, and keep the scaled
+ * errors (w - q) / U[c,c] in err[(r - r0) * lde] and their squares in
+ * loss[r - r0]. */
 static gboolean
-sweep_column (const LpObsSweep *sweep, int rows, int c, float *W, int ldw, const float *U, int n, float *q,
+sweep_column (const LpObsSweep *sweep, int r0, int r1, int c, float *W, int ldw, const float *U, int n, float *q,
               float *err, int lde, double *loss, GError **error)
 {
-  if (!sweep->column (sweep->user_data, c, W, ldw, rows, q, error))
+  if (!sweep->column (sweep->user_data, c, r0, r1, W, ldw, q, error))
     return FALSE;
   float d = U[(gsize) c * n + c];
-  double l = 0;
-  for (int r = 0; r < rows; r++)
+  for (int r = r0; r < r1; r++)
     {
       float *w = &W[(gsize) r * ldw + c];
-      float e = (*w - q[r]) / d;
-      l += (double) e * e;
-      err[(gsize) r * lde] = e;
-      *w = q[r];
+      float e = (*w - q[r - r0]) / d;
+      loss[r - r0] += (double) e * e;
+      err[(gsize) (r - r0) * lde] = e;
+      *w = q[r - r0];
     }
-  *loss += l;
   return TRUE;
 }
 
-/* W[r, c+1 .. end) -= err_r * U[c, c+1 .. end): the OBS update of one row
- * span (rows independent, the innermost loop contiguous). */
+/* W[r, c+1 .. end) -= err_r * U[c, c+1 .. end) for rows [r0, r1): the OBS
+ * update (rows independent, the innermost loop contiguous). */
 static void
-update_rows (int rows, int c, int end, float *W, int ldw, const float *U, int n, const float *err, int lde)
+update_rows (int r0, int r1, int c, int end, float *W, int ldw, const float *U, int n, const float *err, int lde)
 {
   const float *u = U + (gsize) c * n;
-  for (int r = 0; r < rows; r++)
+  for (int r = r0; r < r1; r++)
     {
-      float e = err[(gsize) r * lde];
+      float e = err[(gsize) (r - r0) * lde];
       if (e == 0.0f)
         continue;
       float *w = W + (gsize) r * ldw;
       for (int k = c + 1; k < end; k++)
         w[k] -= e * u[k];
     }
+}
+
+/* Rows a worker sweeps through a block at a time: their share of the block
+ * (ROW_TILE x block_size floats) stays in the first cache levels. */
+#define ROW_TILE 16
+
+typedef struct {
+  const LpObsSweep *sweep;
+  float *W;
+  const float *U;
+  float *E;        /* [rows, nb] the block's scaled errors */
+  double *loss;    /* [rows] */
+  int ldw, n, c0, c1, r0, r1;
+  GError *error;
+} BlockJob;
+
+/* One worker: block [c0, c1) for its rows, a tile of rows at a time. */
+static gpointer
+sweep_block_rows (gpointer data)
+{
+  BlockJob *j = data;
+  int nb = j->c1 - j->c0;
+  float q[ROW_TILE];
+  for (int t0 = j->r0; t0 < j->r1 && j->error == NULL; t0 += ROW_TILE)
+    {
+      int t1 = MIN (t0 + ROW_TILE, j->r1);
+      float *E = j->E + (gsize) t0 * nb;
+      for (int c = j->c0; c < j->c1; c++)
+        {
+          if (!sweep_column (j->sweep, t0, t1, c, j->W, j->ldw, j->U, j->n, q, E + (c - j->c0), nb, j->loss + t0,
+                             &j->error))
+            break;
+          update_rows (t0, t1, c, j->c1, j->W, j->ldw, j->U, j->n, E + (c - j->c0), nb);
+        }
+    }
+  return NULL;
+}
+
+/* The block for every row, split over n_workers threads (this one included). */
+static gboolean
+sweep_block (BlockJob *proto, int rows, int n_workers, GError **error)
+{
+  BlockJob jobs[64];
+  GThread *threads[64];
+  n_workers = CLAMP (MIN (n_workers, rows / ROW_TILE), 1, 64);
+  for (int t = 0; t < n_workers; t++)
+    {
+      jobs[t] = *proto;
+      jobs[t].r0 = (int) ((gint64) rows * t / n_workers);
+      jobs[t].r1 = (int) ((gint64) rows * (t + 1) / n_workers);
+      threads[t] = t == 0 ? NULL : g_thread_new ("obs-sweep", sweep_block_rows, &jobs[t]);
+    }
+  sweep_block_rows (&jobs[0]);
+  gboolean ok = TRUE;
+  for (int t = 0; t < n_workers; t++)
+    {
+      if (threads[t])
+        g_thread_join (threads[t]);
+      if (jobs[t].error && ok)
+        {
+          g_propagate_error (error, jobs[t].error);
+          ok = FALSE;
+        }
+      else
+        g_clear_error (&jobs[t].error);
+    }
+  return ok;
+}
+
+static double
+sum_rows (const double *loss, int rows)
+{
+  double total = 0;
+  for (int r = 0; r < rows; r++)
+    total += loss[r];
+  return total;
 }
 
 gboolean
@@ -129,26 +204,23 @@ lp_obs_sweep (LpBackend *be, int rows, int n, float *W, int ldw, const float *U,
   if (be == NULL)
     be = cpu;
   int B = MIN (block_size, n);
-  g_autofree float *q = g_new (float, rows);
-  g_autofree float *E = g_new (float, (gsize) rows * B); /* [rows, B] the block's scaled errors */
-  double total = 0;
+  int n_workers = (int) g_get_num_processors ();
+  g_autofree float *E = g_new (float, (gsize) rows * B);
+  g_autofree double *row_loss = g_new0 (double, rows);
   for (int c0 = 0; c0 < n; c0 += B)
     {
       int c1 = MIN (c0 + B, n), nb = c1 - c0;
       if (sweep->block_begin && !sweep->block_begin (sweep->user_data, c0, c1, W, ldw, rows, U, n, error))
         return FALSE;
-      for (int c = c0; c < c1; c++)
-        {
-          if (!sweep_column (sweep, rows, c, W, ldw, U, n, q, E + (c - c0), nb, &total, error))
-            return FALSE;
-          update_rows (rows, c, c1, W, ldw, U, n, E + (c - c0), nb);
-        }
+      BlockJob job = { sweep, W, U, E, row_loss, ldw, n, c0, c1, 0, rows, NULL };
+      if (!sweep_block (&job, rows, n_workers, error))
+        return FALSE;
       /* The lazy part: every later column at once, W[:, c1:] -= E U[c0:c1, c1:]. */
       if (c1 < n)
         lp_gemm (be, FALSE, rows, n - c1, nb, -1.0f, E, nb, U + (gsize) c0 * n + c1, n, 1.0f, W + c1, ldw);
     }
   if (loss)
-    *loss = total;
+    *loss = sum_rows (row_loss, rows);
   return TRUE;
 }
 
@@ -159,17 +231,17 @@ lp_ref_obs_sweep (int rows, int n, float *W, int ldw, const float *U, int block_
   g_return_val_if_fail (rows > 0 && n > 0 && block_size > 0 && sweep && sweep->column, FALSE);
   g_autofree float *q = g_new (float, rows);
   g_autofree float *e = g_new (float, rows);
-  double total = 0;
+  g_autofree double *row_loss = g_new0 (double, rows);
   for (int c = 0; c < n; c++)
     {
       if (c % block_size == 0 && sweep->block_begin
           && !sweep->block_begin (sweep->user_data, c, MIN (c + block_size, n), W, ldw, rows, U, n, error))
         return FALSE;
-      if (!sweep_column (sweep, rows, c, W, ldw, U, n, q, e, 1, &total, error))
+      if (!sweep_column (sweep, 0, rows, c, W, ldw, U, n, q, e, 1, row_loss, error))
         return FALSE;
-      update_rows (rows, c, n, W, ldw, U, n, e, 1);
+      update_rows (0, rows, c, n, W, ldw, U, n, e, 1);
     }
   if (loss)
-    *loss = total;
+    *loss = sum_rows (row_loss, rows);
   return TRUE;
 }

@@ -38,32 +38,39 @@ G_BEGIN_DECLS
 gboolean lp_obs_prepare (LpBackend *be, int n, float *H, double damp, gboolean *dead, double *damp_used,
                          GError **error);
 
-/* What a pass decides during a sweep. */
+/* What a pass decides during a sweep.  Rows are independent, so the sweep
+ * hands the column callback a range of rows [r0, r1) and calls it from
+ * several threads at once on disjoint ranges: it may write state of its own
+ * rows only.  For one range the calls come in column order.  block_begin is
+ * called once per block, for all rows, from one thread, before any column of
+ * the block. */
 typedef struct {
   /* Optional (may be NULL): the block of columns [c0, c1) is about to be
    * swept.  W[rows, ldw] holds the current values: columns >= c0 carry the
    * updates of every earlier column (SparseGPT picks its mask here from
-   * W^2 / diag(U)^2; GPTQ may fit a group's grid). */
-  gboolean (*block_begin) (gpointer user_data, int c0, int c1, const float *W, int ldw, int rows,
-                           const float *U, int n, GError **error);
-  /* Required: choose column c.  W[r*ldw + c] is the current value of row r
-   * (columns > c of the block are current too); write the value to keep for
-   * each row into q[r] (rows entries). */
-  gboolean (*column) (gpointer user_data, int c, const float *W, int ldw, int rows, float *q, GError **error);
+   * W^2 / diag(U)^2 over the whole block; GPTQ may fit a group's grid). */
+  gboolean (*block_begin) (gpointer user_data, int c0, int c1, const float *W, int ldw, int rows, const float *U,
+                           int n, GError **error);
+  /* Required: choose column c for rows [r0, r1).  W[r*ldw + c] is the
+   * current value of row r (the block's later columns are current too);
+   * write the value to keep for row r into q[r - r0]. */
+  gboolean (*column) (gpointer user_data, int c, int r0, int r1, const float *W, int ldw, float *q,
+                      GError **error);
   gpointer user_data;
 } LpObsSweep;
 
 /* Sweep W[rows, n] (leading dimension ldw) with U from lp_obs_prepare in
- * blocks of block_size columns.  On return column c of W holds the chosen
- * values q.  loss (may be NULL) gets sum over rows and columns of
- * (w - q)^2 / U[c,c]^2, the OBS estimate of twice the added squared output
- * error.  The error of a callback is passed on. */
+ * blocks of block_size columns, rows split over the machine's cores.  On
+ * return column c of W holds the chosen values q.  loss (may be NULL) gets
+ * the sum over rows and columns of (w - q)^2 / U[c,c]^2: without damping,
+ * exactly the squared output error ||(W_before - W_after) X^T||^2 the sweep
+ * added.  The first error of a callback is passed on. */
 gboolean lp_obs_sweep (LpBackend *be, int rows, int n, float *W, int ldw, const float *U, int block_size,
                        const LpObsSweep *sweep, double *loss, GError **error);
 
-/* The definition, for tests: every column's error applied at once to all
- * later columns (no blocks, no GEMM), block_begin called with blocks of
- * block_size all the same. */
+/* The definition, for tests: one thread, all rows at once, every column's
+ * error applied at once to all later columns (no lazy blocks, no GEMM);
+ * block_begin called for the same blocks. */
 gboolean lp_ref_obs_sweep (int rows, int n, float *W, int ldw, const float *U, int block_size,
                            const LpObsSweep *sweep, double *loss, GError **error);
 
