@@ -25,8 +25,8 @@ typedef struct {
   int rows, n;
   guint8 *pruned;       /* [rows, n] */
   const float *U;       /* the factor, for N:M scores inside the sweep */
-  float *scores;        /* scratch: [rows, block] */
-  guint8 *sel;          /* scratch: [rows, block] */
+  float *scores;        /* block_begin's scratch: [rows, block] */
+  guint8 *sel;          /* block_begin's scratch: [rows, block] */
 } SparseGPT;
 
 /* W^2 / U[c,c]^2: the OBS saliency of removing W[r,c] given the columns before c. */
@@ -58,11 +58,12 @@ sgpt_block_begin (gpointer user_data, int c0, int c1, const float *W, int ldw, i
 
 /* N:M: choose the group starting at column c from the current (updated) values. */
 static void
-sgpt_select_group (SparseGPT *s, int c, const float *W, int ldw, int rows)
+sgpt_select_group (SparseGPT *s, int c, int r0, int r1, const float *W, int ldw)
 {
   int m = s->o->pattern.m;
-  float *sc = s->scores; /* [rows, block] >= m entries */
-  for (int r = 0; r < rows; r++)
+  /* Scratch of this call: the sweep runs row ranges on several threads. */
+  g_autofree float *sc = g_new (float, m);
+  for (int r = r0; r < r1; r++)
     {
       for (int j = 0; j < m; j++)
         sc[j] = saliency (W[(gsize) r * ldw + c + j], s->U[(gsize) (c + j) * s->n + c + j]);
@@ -71,13 +72,13 @@ sgpt_select_group (SparseGPT *s, int c, const float *W, int ldw, int rows)
 }
 
 static gboolean
-sgpt_column (gpointer user_data, int c, const float *W, int ldw, int rows, float *q, GError **error)
+sgpt_column (gpointer user_data, int c, int r0, int r1, const float *W, int ldw, float *q, GError **error)
 {
   SparseGPT *s = user_data;
   if (s->o->pattern.m > 0 && c % s->o->pattern.m == 0)
-    sgpt_select_group (s, c, W, ldw, rows);
-  for (int r = 0; r < rows; r++)
-    q[r] = s->pruned[(gsize) r * s->n + c] ? 0.0f : W[(gsize) r * ldw + c];
+    sgpt_select_group (s, c, r0, r1, W, ldw);
+  for (int r = r0; r < r1; r++)
+    q[r - r0] = s->pruned[(gsize) r * s->n + c] ? 0.0f : W[(gsize) r * ldw + c];
   return TRUE;
 }
 
