@@ -13,15 +13,13 @@
 
 #include <llmpress/llmpress.h>
 
-#define LP_BENCH_SGEMM
 #include "benchutil.h"
-
 
 int
 main (int argc, char **argv)
 {
   int reps = 5;
-  double peak = peak_sgemm (4096, reps);
+  double peak = bench_peak_sgemm (4096, reps);
   printf ("OpenBLAS %s, %d threads: sgemm 4096^3 peak %.1f GFLOP/s (median of %d)\n", openblas_get_corename (),
           openblas_get_num_threads (), peak, reps);
 

@@ -14,14 +14,13 @@
 #include <cblas.h>
 
 #include "../plugins/quantize/quantize.h"
-#define LP_BENCH_SGEMM
 #include "benchutil.h"
 
 int
 main (void)
 {
   const int n = 4096, rows = 4096, T = 8192, reps = 3;
-  double peak = peak_sgemm (n, reps);
+  double peak = bench_peak_sgemm (n, reps);
   printf ("OpenBLAS sgemm 4096^3 peak: %.1f GFLOP/s (median of %d)\n", peak, reps);
 
   /* Inputs with correlated channels (a shared component plus noise) and

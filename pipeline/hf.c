@@ -376,6 +376,52 @@ hf_read_index (const char *path, GPtrArray *files, GHashTable *weight_map, GErro
   return TRUE;
 }
 
+/* Our own metadata (llmpress.*: the sparsity records of a pruned model,
+ * ...) travels in each shard's __metadata__ as text, since config.json has
+ * no place for it; numbers come back as F64, the rest as strings. */
+static GHashTable *
+hf_llmpress_metadata (LpModel *model)
+{
+  GHashTable *h = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  LpMeta *meta = lp_model_meta (model);
+  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
+    {
+      const char *k = lp_meta_key (meta, i);
+      const LpValue *v = lp_meta_get (meta, k);
+      if (g_str_has_prefix (k, "llmpress."))
+        g_hash_table_insert (h, g_strdup (k), v->type == LP_VALUE_STRING ? g_strdup (v->s) : lp_value_to_string (v, G_MAXUINT));
+    }
+  return h;
+}
+
+static void
+hf_read_llmpress_metadata (GHashTable *st_meta, LpMeta *meta)
+{
+  g_autoptr (GPtrArray) keys = g_ptr_array_new ();
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, st_meta);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    if (g_str_has_prefix (k, "llmpress."))
+      g_ptr_array_add (keys, k);
+  g_ptr_array_sort (keys, lp_compare_str_ptr); /* a stable key order in the model */
+  for (guint i = 0; i < keys->len; i++)
+    {
+      const char *text = g_hash_table_lookup (st_meta, keys->pdata[i]);
+      char *end = NULL;
+      double f = g_ascii_strtod (text, &end);
+      if (*text != '\0' && end != NULL && *end == '\0')
+        {
+          LpValue *val = g_new0 (LpValue, 1);
+          val->type = LP_VALUE_F64;
+          val->f = f;
+          lp_meta_set (meta, keys->pdata[i], val);
+        }
+      else
+        lp_meta_set_string (meta, keys->pdata[i], text);
+    }
+}
+
 /* GPTQ's quantization_config (config.json), as far as reading needs it. */
 typedef struct {
   gboolean present;
@@ -489,6 +535,7 @@ hf_load_weights (LpModel *model, const char *dir, const HfGptq *gptq, GError **e
       g_autoptr (LpSafetensors) st = lp_safetensors_open (path, error);
       if (st == NULL)
         return FALSE;
+      hf_read_llmpress_metadata (lp_safetensors_metadata (st), lp_model_meta (model));
       for (guint i = 0; i < lp_safetensors_n_tensors (st); i++)
         {
           LpTensor *t = lp_safetensors_tensor_at (st, i);
@@ -1028,8 +1075,8 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
         return FALSE;
       g_ptr_array_add (out, lp_tensor_rename (perm, it->hf_name));
     }
-  GHashTable *no_metadata = NULL;
-  return lp_safetensors_write (path, (LpTensor *const *) out->pdata, out->len, no_metadata, error);
+  g_autoptr (GHashTable) metadata = hf_llmpress_metadata (model);
+  return lp_safetensors_write (path, (LpTensor *const *) out->pdata, out->len, metadata, error);
 }
 
 static gboolean

@@ -25,3 +25,4 @@
 #include <llmpress/quant.h>
 #include <llmpress/obs.h>
 #include <llmpress/layerwise.h>
+#include <llmpress/sparsity.h>

@@ -134,6 +134,8 @@ eval_run (LpPassContext *ctx, GError **error)
   /* Tensor count per storage type, in type order so the keys are stable. */
   guint counts[LP_DTYPE_COUNT] = { 0 };
   guint64 sel_params = 0, sel_bytes = 0, sel_zeros = 0;
+  g_autoptr (GPtrArray) zero_names = g_ptr_array_new ();
+  g_autoptr (GArray) zero_counts = g_array_new (FALSE, FALSE, sizeof (guint64));
   guint n = lp_model_n_tensors (model);
   for (guint i = 0; i < n; i++)
     {
@@ -144,8 +146,12 @@ eval_run (LpPassContext *ctx, GError **error)
         continue;
       sel_params += (guint64) lp_tensor_n_elements (t);
       sel_bytes += lp_tensor_storage_bytes (t);
-      if (!count_zeros (t, &sel_zeros, error))
+      guint64 zeros = 0;
+      if (!count_zeros (t, &zeros, error))
         return FALSE;
+      sel_zeros += zeros;
+      g_ptr_array_add (zero_names, t->name);
+      g_array_append_val (zero_counts, zeros);
       lp_pass_context_progress (ctx, i + 1, n, "tensors");
       if (lp_pass_context_cancelled (ctx))
         {
@@ -163,13 +169,23 @@ eval_run (LpPassContext *ctx, GError **error)
   lp_meta_set_u64 (m, "weights.bytes", sel_bytes);
   set_f64 (m, "weights.bits_per_weight", sel_params ? 8.0 * (double) sel_bytes / (double) sel_params : 0.0);
   set_f64 (m, "weights.zero_fraction", sel_params ? (double) sel_zeros / (double) sel_params : 0.0);
+  /* Per-tensor sparsity of the tensors that have zeros (a pruned model's). */
+  for (guint i = 0; i < zero_names->len; i++)
+    {
+      guint64 z = g_array_index (zero_counts, guint64, i);
+      LpTensor *t = lp_model_tensor (model, zero_names->pdata[i]);
+      if (z == 0)
+        continue;
+      g_autofree char *key = g_strdup_printf ("sparsity.%s", t->name);
+      set_f64 (m, key, (double) z / (double) lp_tensor_n_elements (t));
+    }
   lp_pass_context_set_output_metrics (ctx, g_steal_pointer (&m));
   return TRUE;
 }
 
 static const LpPassInfo eval_pass = {
   .name = "eval",
-  .summary = "measure a model: perplexity, KL and top-1 to a reference, parameters, bytes, bits per weight, zeros",
+  .summary = "measure a model: perplexity, KL and top-1 to a reference, parameters, bytes, bits per weight, zeros (per tensor where any)",
   .params = eval_params,
   .inputs = eval_inputs,
   .output = LP_ARTIFACT_METRICS,
