@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing llmpress needs on Debian 12 (run as root).
 # Packages already present are left alone; nothing is installed from outside Debian
-# except the optional Python test oracle (PyPI's `gguf`), whose absence only skips tests.
+# except the optional Python test oracles (PyPI's `gguf` and `safetensors`), whose absence
+# only skips tests.
 set -euo pipefail
 pkgs=(build-essential autoconf automake libtool pkg-config autoconf-archive
       libglib2.0-dev libjson-glib-dev libopenblas-dev liblapacke-dev
@@ -20,8 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Optional oracle for the GGUF tests; a failure here is not an error.
-if ! python3 -c 'import gguf' 2>/dev/null; then
-  python3 -m pip install -q gguf 2>/dev/null || python3 -m pip install -q --break-system-packages gguf 2>/dev/null \
-    || echo "install-deps: python 'gguf' unavailable: the cross-check tests will skip" >&2
-fi
+# Optional oracles for the GGUF and safetensors tests; a failure here is not an error.
+for mod in gguf safetensors; do
+  if ! python3 -c "import $mod" 2>/dev/null; then
+    python3 -m pip install -q "$mod" 2>/dev/null || python3 -m pip install -q --break-system-packages "$mod" 2>/dev/null \
+      || echo "install-deps: python '$mod' unavailable: the cross-check tests will skip" >&2
+  fi
+done
