@@ -1,15 +1,19 @@
 /* llmpress convert: read a model in one format, write it in another. */
 #include "config.h"
 
+#include <string.h>
+
 #include "cli.h"
 
 int
 lp_cmd_convert (int argc, char **argv)
 {
-  g_autofree char *type = NULL, *format = NULL, *tokenizer = NULL;
+  g_autofree char *type = NULL, *format = NULL, *tokenizer = NULL, *quant_format = NULL;
   const GOptionEntry entries[] = {
     { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Store float tensors as f32, f16 or bf16 (default: as read)", "TYPE" },
     { "format", 'f', 0, G_OPTION_ARG_STRING, &format, "Output format: gguf, hf (safetensors) or llama2c (default: from OUT)", "FORMAT" },
+    { "quant-format", 0, 0, G_OPTION_ARG_STRING, &quant_format,
+      "Integer-grid layers in a safetensors directory: gptq (default) or compressed-tensors", "QFORMAT" },
     LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
   };
@@ -26,6 +30,9 @@ lp_cmd_convert (int argc, char **argv)
   LpSaveOptions save;
   if (!lp_cli_save_options ("convert", type, format, &save))
     return LP_EXIT_USAGE;
+  if (quant_format != NULL && strcmp (quant_format, "gptq") != 0 && strcmp (quant_format, "compressed-tensors") != 0)
+    return lp_cli_usage_error ("convert", "--quant-format: expected gptq or compressed-tensors, found '%s'", quant_format);
+  save.compressed_tensors = quant_format != NULL && strcmp (quant_format, "compressed-tensors") == 0;
   GError *error = NULL;
   LpLoadOptions load = { tokenizer };
   g_autoptr (LpModel) model = lp_model_load (argv[1], &load, &error);

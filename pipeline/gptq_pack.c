@@ -202,3 +202,180 @@ lp_int_grid_permute_rows (const LpIntGrid *g, gint64 n_heads, gint64 head_dim, g
   lp_arch_permute_qk (r->zeros, n_heads, head_dim, (gsize) g->n_groups, to_hf);
   return r;
 }
+
+/* ---- compressed-tensors "pack-quantized" (llm-compressor, vLLM) ----
+ *
+ * For a linear layer of K inputs and N outputs at b bits (4 or 8), with
+ * p = 32 / b values per word and G groups:
+ *
+ *   weight_packed      I32 [N, ceil(K/p)]  row n: value k at bit (k % p) * b
+ *                                          of word k / p (rows zero-padded)
+ *   weight_scale       F16 [N, G]
+ *   weight_zero_point  I32 [ceil(N/p), G]  column g: output n at bit
+ *                                          (n % p) * b of word n / p
+ *                                          (asymmetric grids only)
+ *   weight_shape       I64 [2]             { N, K }
+ *   weight_g_idx       I32 [K]             when the groups are not k / group
+ *
+ * The stored values are the signed codes plus 2^(b-1), so with our unsigned
+ * codes c and zero points z (w = s * (c - z)) the words hold c and z as they
+ * are; a symmetric grid's zero point is 2^(b-1), a signed zero point of 0. */
+
+static gboolean
+ct_identity_groups (const LpIntGrid *g)
+{
+  for (gint64 k = 0; k < g->cols; k++)
+    if (g->g_idx[k] != k / g->group_size)
+      return FALSE;
+  return TRUE;
+}
+
+gboolean
+lp_ct_packable (const LpIntGrid *g, const char *name, GError **error)
+{
+  if (g->bits != 4 && g->bits != 8)
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "tensor %s: compressed-tensors pack-quantized holds 4 or 8 bits, found %d",
+                    name, g->bits);
+      return FALSE;
+    }
+  int half = 1 << (g->bits - 1);
+  for (gint64 i = 0; g->symmetric && i < g->rows * g->n_groups; i++)
+    if (g->zeros[i] != half)
+      {
+        lp_set_error (error, LP_ERROR_UNSUPPORTED, "tensor %s: row %" G_GINT64_FORMAT ": a symmetric grid with zero point %d, "
+                      "expected %d", name, i / g->n_groups, g->zeros[i], half);
+        return FALSE;
+      }
+  return TRUE;
+}
+
+gboolean
+lp_ct_pack (const LpIntGrid *g, const char *prefix, GPtrArray *out, GError **error)
+{
+  if (!lp_ct_packable (g, prefix, error))
+    return FALSE;
+  gint64 N = g->rows, K = g->cols, G = g->n_groups;
+  int b = g->bits, p = 32 / b;
+  g_autoptr (GPtrArray) parts = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+  LpTensor *packed = new_tensor (prefix, ".weight_packed", LP_DTYPE_I32, N, (K + p - 1) / p, error);
+  if (packed == NULL)
+    return FALSE;
+  g_ptr_array_add (parts, packed);
+  guint32 *pw = lp_tensor_data_mut (packed);
+  gint64 words = (K + p - 1) / p;
+  for (gint64 n = 0; n < N; n++)
+    for (gint64 k = 0; k < K; k++)
+      stream_put (pw + n * words, 1, (guint64) (k / p) * 32 + (guint64) (k % p) * b, b, g->codes[n * K + k]);
+
+  LpTensor *scale = new_tensor (prefix, ".weight_scale", LP_DTYPE_F16, N, G, error);
+  if (scale == NULL)
+    return FALSE;
+  g_ptr_array_add (parts, scale);
+  memcpy (lp_tensor_data_mut (scale), g->scales, sizeof (guint16) * N * G);
+
+  if (!g->symmetric)
+    {
+      LpTensor *zp = new_tensor (prefix, ".weight_zero_point", LP_DTYPE_I32, (N + p - 1) / p, G, error);
+      if (zp == NULL)
+        return FALSE;
+      g_ptr_array_add (parts, zp);
+      guint32 *zw = lp_tensor_data_mut (zp);
+      for (gint64 gi = 0; gi < G; gi++)
+        for (gint64 n = 0; n < N; n++)
+          stream_put (zw + gi, G, (guint64) (n / p) * 32 + (guint64) (n % p) * b, b, g->zeros[n * G + gi]);
+    }
+
+  LpTensor *shape = new_tensor (prefix, ".weight_shape", LP_DTYPE_I64, 2, 0, error);
+  if (shape == NULL)
+    return FALSE;
+  g_ptr_array_add (parts, shape);
+  gint64 *sh = lp_tensor_data_mut (shape);
+  sh[0] = N;
+  sh[1] = K;
+
+  if (!ct_identity_groups (g))
+    {
+      LpTensor *gidx = new_tensor (prefix, ".weight_g_idx", LP_DTYPE_I32, K, 0, error);
+      if (gidx == NULL)
+        return FALSE;
+      g_ptr_array_add (parts, gidx);
+      memcpy (lp_tensor_data_mut (gidx), g->g_idx, sizeof (gint32) * K);
+    }
+  for (guint i = 0; i < parts->len; i++)
+    g_ptr_array_add (out, lp_tensor_ref (parts->pdata[i]));
+  return TRUE;
+}
+
+LpIntGrid *
+lp_ct_unpack (const LpTensor *packed, const LpTensor *scale, const LpTensor *zero_point, const LpTensor *shape,
+              const LpTensor *g_idx, int bits, int group_size, gboolean symmetric, const char *where, GError **error)
+{
+  if (bits < 2 || bits > 8 || shape->n_dims != 1 || shape->shape[0] != 2
+      || (shape->dtype != LP_DTYPE_I64 && shape->dtype != LP_DTYPE_I32) || scale->n_dims != 2)
+    {
+      g_autofree char *found = lp_tensor_shape_string (shape);
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected an I64 or I32 shape of 2 values and %d bits in 2..8, "
+                    "found %s %s", where, shape->name, bits, lp_dtype_name (shape->dtype), found);
+      return NULL;
+    }
+  const void *sd = lp_tensor_data (shape);
+  gint64 N = shape->dtype == LP_DTYPE_I64 ? ((const gint64 *) sd)[0] : ((const gint32 *) sd)[0];
+  gint64 K = shape->dtype == LP_DTYPE_I64 ? ((const gint64 *) sd)[1] : ((const gint32 *) sd)[1];
+  int p = 32 / bits;
+  gint64 G = scale->shape[1];
+  if (N <= 0 || K <= 0 || G <= 0 || !check_tensor (packed, LP_DTYPE_I32, N, (K + p - 1) / p, where, error)
+      || (zero_point && !check_tensor (zero_point, LP_DTYPE_I32, (N + p - 1) / p, G, where, error))
+      || (g_idx && !check_tensor (g_idx, LP_DTYPE_I32, K, 0, where, error)))
+    {
+      if (error && *error == NULL)
+        lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected a positive shape, found %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT,
+                      where, shape->name, N, K);
+      return NULL;
+    }
+  g_autofree float *sf = lp_tensor_dup_f32 (scale, error);
+  if (sf == NULL || !check_tensor (scale, scale->dtype, N, G, where, error))
+    return NULL;
+  if (group_size <= 0)
+    group_size = (int) K;
+  g_autoptr (LpIntGrid) g = lp_int_grid_new (N, K, bits, group_size, symmetric, error);
+  if (g == NULL)
+    return NULL;
+  if (G != g->n_groups && g_idx == NULL)
+    {
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected %d groups of %d for %" G_GINT64_FORMAT " inputs, found %" G_GINT64_FORMAT,
+                    where, scale->name, g->n_groups, group_size, K, G);
+      return NULL;
+    }
+  if (g_idx)
+    {
+      const gint32 *src = lp_tensor_data (g_idx);
+      for (gint64 k = 0; k < K; k++)
+        if (src[k] < 0 || src[k] >= G)
+          {
+            lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: element %" G_GINT64_FORMAT ": expected a group below %" G_GINT64_FORMAT
+                          ", found %d", where, g_idx->name, k, G, src[k]);
+            return NULL;
+          }
+      memcpy (g->g_idx, src, sizeof (gint32) * K);
+      g_free (g->scales);
+      g_free (g->zeros);
+      g->n_groups = (int) G;
+      g->scales = g_new0 (guint16, N * G);
+      g->zeros = g_new0 (guint8, N * G);
+    }
+  const guint32 *pw = lp_tensor_data (packed);
+  gint64 words = (K + p - 1) / p;
+  for (gint64 n = 0; n < N; n++)
+    for (gint64 k = 0; k < K; k++)
+      g->codes[n * K + k] = (guint8) stream_get (pw + n * words, 1, (guint64) (k / p) * 32 + (guint64) (k % p) * bits, bits);
+  const guint32 *zw = zero_point ? lp_tensor_data (zero_point) : NULL;
+  for (gint64 n = 0; n < N; n++)
+    for (gint64 gi = 0; gi < G; gi++)
+      {
+        g->scales[n * G + gi] = lp_f32_to_f16 (sf[n * G + gi]);
+        g->zeros[n * G + gi] = zw ? (guint8) stream_get (zw + gi, G, (guint64) (n / p) * 32 + (guint64) (n % p) * bits, bits)
+                                  : (guint8) (1 << (bits - 1));
+      }
+  return g_steal_pointer (&g);
+}

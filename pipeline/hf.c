@@ -289,14 +289,20 @@ permuted_names (const LpModelConfig *c)
   return set;
 }
 
-/* The parts of a GPTQ checkpoint's linear layer. */
+/* The parts of a GPTQ and of a compressed-tensors checkpoint's linear layer. */
 static const char *const gptq_parts[] = { ".qweight", ".qzeros", ".scales", ".g_idx" };
+enum { CT_PACKED, CT_SCALE, CT_ZERO_POINT, CT_SHAPE, CT_G_IDX, CT_N_PARTS };
+static const char *const ct_parts[CT_N_PARTS] = { ".weight_packed", ".weight_scale", ".weight_zero_point",
+                                                  ".weight_shape", ".weight_g_idx" };
 
 static gboolean
 is_gptq_part (const char *name)
 {
   for (guint i = 0; i < G_N_ELEMENTS (gptq_parts); i++)
     if (g_str_has_suffix (name, gptq_parts[i]))
+      return TRUE;
+  for (guint i = 0; i < G_N_ELEMENTS (ct_parts); i++)
+    if (g_str_has_suffix (name, ct_parts[i]))
       return TRUE;
   return FALSE;
 }
@@ -428,7 +434,79 @@ typedef struct {
   int bits, group_size;
   gboolean sym;
   int zero_bias;     /* the "gptq" checkpoint format stores zero - 1; "gptq_v2" the zero */
+  gboolean ct;       /* compressed-tensors pack-quantized rather than GPTQ */
 } HfGptq;
+
+/* The grid of HF linear layer PREFIX (from its part `key`) as our tensor,
+ * rows back in GGUF's rotary order for Q/K. */
+static gboolean
+hf_set_grid_layer (LpModel *model, GHashTable *permute, const char *prefix, const char *key, LpIntGrid *grid_in,
+                   const char *dir, GError **error)
+{
+  const LpModelConfig *c = lp_model_config (model);
+  g_autoptr (LpIntGrid) grid = lp_int_grid_ref (grid_in);
+  g_autofree char *hf_weight = g_strconcat (prefix, ".weight", NULL);
+  g_autofree char *name = lp_arch_name_from_hf (c, hf_weight);
+  if (name == NULL)
+    {
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected a linear layer of a %s block, found an unknown name",
+                    dir, key, lp_arch_info (c->arch)->name);
+      return FALSE;
+    }
+  if (g_hash_table_contains (permute, name))
+    {
+      gint64 heads = strstr (name, ".attn_q.") != NULL ? c->n_heads : c->n_kv_heads;
+      if (grid->rows != heads * c->head_dim)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected %" G_GINT64_FORMAT " outputs, found %" G_GINT64_FORMAT,
+                        dir, key, heads * c->head_dim, grid->rows);
+          return FALSE;
+        }
+      LpIntGrid *p = lp_int_grid_permute_rows (grid, heads, c->head_dim, FALSE);
+      lp_int_grid_unref (grid);
+      grid = p;
+    }
+  gint64 shape[2] = { grid->rows, grid->cols };
+  g_autoptr (LpTensor) t = lp_tensor_new_int_grid (name, 2, shape, grid, NULL, error);
+  if (t == NULL)
+    return FALSE;
+  lp_model_set_tensor (model, t);
+  return TRUE;
+}
+
+/* Each pending PREFIX.weight_packed with its scale, shape and (asymmetric)
+ * zero point and (act-order) g_idx becomes the integer-grid tensor of
+ * PREFIX.weight. */
+static gboolean
+hf_assemble_ct (LpModel *model, GHashTable *permute, GHashTable *pending, const HfGptq *q, const char *dir,
+                GError **error)
+{
+  g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (pending), (GCompareFunc) strcmp);
+  for (GList *k = keys; k; k = k->next)
+    {
+      const char *key = k->data;
+      if (!g_str_has_suffix (key, ct_parts[CT_PACKED]))
+        continue;
+      g_autofree char *prefix = g_strndup (key, strlen (key) - strlen (ct_parts[CT_PACKED]));
+      LpTensor *part[CT_N_PARTS];
+      for (int i = 0; i < CT_N_PARTS; i++)
+        {
+          g_autofree char *name = g_strconcat (prefix, ct_parts[i], NULL);
+          part[i] = g_hash_table_lookup (pending, name);
+          gboolean needed = i == CT_SCALE || i == CT_SHAPE || (i == CT_ZERO_POINT && !q->sym);
+          if (part[i] == NULL && needed)
+            {
+              lp_set_error (error, LP_ERROR_MISSING, "%s: tensor %s: expected beside %s, not found", dir, name, key);
+              return FALSE;
+            }
+        }
+      g_autoptr (LpIntGrid) grid = lp_ct_unpack (part[CT_PACKED], part[CT_SCALE], q->sym ? NULL : part[CT_ZERO_POINT],
+                                                 part[CT_SHAPE], part[CT_G_IDX], q->bits, q->group_size, q->sym, dir, error);
+      if (grid == NULL || !hf_set_grid_layer (model, permute, prefix, key, grid, dir, error))
+        return FALSE;
+    }
+  return TRUE;
+}
 
 /* Each pending PREFIX.qweight with its qzeros, scales and g_idx becomes the
  * integer-grid tensor of PREFIX.weight. */
@@ -440,11 +518,12 @@ hf_assemble_gptq (LpModel *model, GHashTable *permute, GHashTable *pending, cons
     return TRUE;
   if (!q->present)
     {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: config.json: expected a quantization_config (quant_method gptq) for the "
-                    "GPTQ tensors (*.qweight), found none", dir);
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: config.json: expected a quantization_config (quant_method gptq or "
+                    "compressed-tensors) for the quantized tensors (*.qweight, *.weight_packed), found none", dir);
       return FALSE;
     }
-  const LpModelConfig *c = lp_model_config (model);
+  if (q->ct)
+    return hf_assemble_ct (model, permute, pending, q, dir, error);
   g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (pending), (GCompareFunc) strcmp);
   for (GList *k = keys; k; k = k->next)
     {
@@ -465,34 +544,8 @@ hf_assemble_gptq (LpModel *model, GHashTable *permute, GHashTable *pending, cons
         }
       g_autoptr (LpIntGrid) grid = lp_gptq_unpack (part[0], part[1], part[2], part[3], q->bits, q->group_size, q->sym,
                                                    q->zero_bias, dir, error);
-      if (grid == NULL)
+      if (grid == NULL || !hf_set_grid_layer (model, permute, prefix, key, grid, dir, error))
         return FALSE;
-      g_autofree char *hf_weight = g_strconcat (prefix, ".weight", NULL);
-      g_autofree char *name = lp_arch_name_from_hf (c, hf_weight);
-      if (name == NULL)
-        {
-          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected a linear layer of a %s block, found an unknown name",
-                        dir, key, lp_arch_info (c->arch)->name);
-          return FALSE;
-        }
-      if (g_hash_table_contains (permute, name))
-        {
-          gint64 heads = strstr (name, ".attn_q.") != NULL ? c->n_heads : c->n_kv_heads;
-          if (grid->rows != heads * c->head_dim)
-            {
-              lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected %" G_GINT64_FORMAT " outputs, found %" G_GINT64_FORMAT,
-                            dir, key, heads * c->head_dim, grid->rows);
-              return FALSE;
-            }
-          LpIntGrid *p = lp_int_grid_permute_rows (grid, heads, c->head_dim, FALSE);
-          lp_int_grid_unref (grid);
-          grid = p;
-        }
-      gint64 shape[2] = { grid->rows, grid->cols };
-      g_autoptr (LpTensor) t = lp_tensor_new_int_grid (name, 2, shape, grid, NULL, error);
-      if (t == NULL)
-        return FALSE;
-      lp_model_set_tensor (model, t);
     }
   return TRUE;
 }
@@ -570,6 +623,55 @@ hf_load_weights (LpModel *model, const char *dir, const HfGptq *gptq, GError **e
   return hf_assemble_gptq (model, permute, pending, gptq, dir, error);
 }
 
+/* quantization_config of a compressed-tensors checkpoint: one config group
+ * of integer weights (the layers it leaves out are dense and need no rule). */
+static gboolean
+cfg_compressed_tensors (const char *path, JsonObject *o, HfGptq *q, GError **error)
+{
+  JsonNode *groups = json_object_get_member (o, "config_groups");
+  if (groups == NULL || !JSON_NODE_HOLDS_OBJECT (groups) || json_object_get_size (json_node_get_object (groups)) != 1)
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: quantization_config.config_groups: expected one group, found %u",
+                    path, groups && JSON_NODE_HOLDS_OBJECT (groups) ? json_object_get_size (json_node_get_object (groups)) : 0);
+      return FALSE;
+    }
+  g_autoptr (GList) names = json_object_get_members (json_node_get_object (groups));
+  JsonNode *gn = json_object_get_member (json_node_get_object (groups), names->data);
+  JsonObject *g = JSON_NODE_HOLDS_OBJECT (gn) ? json_node_get_object (gn) : NULL;
+  JsonNode *wn = g ? json_object_get_member (g, "weights") : NULL;
+  JsonObject *w = wn && JSON_NODE_HOLDS_OBJECT (wn) ? json_node_get_object (wn) : NULL;
+  const char *format = cfg_string (o, "format");
+  if (g && cfg_string (g, "format"))
+    format = cfg_string (g, "format");
+  const char *type = w ? cfg_string (w, "type") : NULL;
+  const char *strategy = w ? cfg_string (w, "strategy") : NULL;
+  if (w == NULL || format == NULL || strcmp (format, "pack-quantized") != 0 || type == NULL || strcmp (type, "int") != 0
+      || strategy == NULL || (strcmp (strategy, "group") != 0 && strcmp (strategy, "channel") != 0))
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                    "%s: quantization_config: expected format pack-quantized with int weights by group or channel, found "
+                    "format %s, weights type %s, strategy %s",
+                    path, format ? format : "none", type ? type : "none", strategy ? strategy : "none");
+      return FALSE;
+    }
+  g_autofree char *prefix = g_strdup_printf ("quantization_config.config_groups.%s.weights.", (const char *) names->data);
+  gint64 bits = 0, group = 0;
+  if (!cfg_int (path, w, prefix, "num_bits", TRUE, &bits, error)
+      || (strcmp (strategy, "group") == 0 && !cfg_int (path, w, prefix, "group_size", TRUE, &group, error))
+      || !cfg_bool (path, w, "symmetric", &q->sym, error))
+    return FALSE;
+  if (bits < 2 || bits > 8)
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: %snum_bits: expected 2..8, found %" G_GINT64_FORMAT, path, prefix, bits);
+      return FALSE;
+    }
+  q->present = TRUE;
+  q->ct = TRUE;
+  q->bits = (int) bits;
+  q->group_size = (int) group; /* 0: one group per row (channel) */
+  return TRUE;
+}
+
 /* quantization_config of a GPTQ checkpoint (absent: not quantized). */
 static gboolean
 cfg_gptq (const char *path, JsonObject *cfg, HfGptq *q, GError **error)
@@ -580,6 +682,8 @@ cfg_gptq (const char *path, JsonObject *cfg, HfGptq *q, GError **error)
     return TRUE;
   JsonObject *o = json_node_get_object (n);
   const char *method = cfg_string (o, "quant_method");
+  if (method != NULL && strcmp (method, "compressed-tensors") == 0)
+    return cfg_compressed_tensors (path, o, q, error);
   const char *format = cfg_string (o, "checkpoint_format");
   if (method == NULL || strcmp (method, "gptq") != 0
       || (format != NULL && strcmp (format, "gptq") != 0 && strcmp (format, "gptq_v2") != 0))
@@ -665,6 +769,8 @@ typedef struct {
   gboolean sym, desc_act;
   GPtrArray *modules;  /* "self_attn.q_proj", ... (owned strings) */
   gboolean some_dense; /* a grid tensor that could not be packed went out dense */
+  gboolean ct;         /* compressed-tensors pack-quantized instead of GPTQ */
+  GPtrArray *ignore;   /* ct: the dense linear modules, "model.layers.0.mlp.down_proj" (owned) */
 } PlanGptq;
 
 /* ---- writing ---- */
@@ -804,6 +910,62 @@ add_gptq_config (JsonBuilder *b, const PlanGptq *q)
   json_builder_end_object (b);
 }
 
+/* compressed-tensors' quantization_config, as llm-compressor writes it for
+ * weight-only integer schemes: one group over every Linear but the ignored. */
+static void
+add_ct_config (JsonBuilder *b, const PlanGptq *q)
+{
+  json_builder_set_member_name (b, "quantization_config");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "config_groups");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "group_0");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "input_activations");
+  json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "output_activations");
+  json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "targets");
+  json_builder_begin_array (b);
+  json_builder_add_string_value (b, "Linear");
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "weights");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "actorder");
+  if (q->desc_act)
+    json_builder_add_string_value (b, "group");
+  else
+    json_builder_add_null_value (b);
+  add_bool (b, "dynamic", FALSE);
+  add_int (b, "group_size", q->group_size);
+  add_int (b, "num_bits", q->bits);
+  json_builder_set_member_name (b, "observer");
+  json_builder_add_string_value (b, "minmax");
+  json_builder_set_member_name (b, "strategy");
+  json_builder_add_string_value (b, "group"); /* a per-channel grid is one group of the whole row */
+  add_bool (b, "symmetric", q->sym);
+  json_builder_set_member_name (b, "type");
+  json_builder_add_string_value (b, "int");
+  json_builder_end_object (b);
+  json_builder_end_object (b);
+  json_builder_end_object (b);
+  json_builder_set_member_name (b, "format");
+  json_builder_add_string_value (b, "pack-quantized");
+  json_builder_set_member_name (b, "ignore");
+  json_builder_begin_array (b);
+  json_builder_add_string_value (b, "lm_head");
+  for (guint i = 0; i < q->ignore->len; i++)
+    json_builder_add_string_value (b, q->ignore->pdata[i]);
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "kv_cache_scheme");
+  json_builder_add_null_value (b);
+  json_builder_set_member_name (b, "quant_method");
+  json_builder_add_string_value (b, "compressed-tensors");
+  json_builder_set_member_name (b, "quantization_status");
+  json_builder_add_string_value (b, "compressed");
+  json_builder_end_object (b);
+}
+
 static gboolean
 write_config (LpModel *model, const char *path, LpDType torch_dtype, const PlanGptq *gptq, GError **error)
 {
@@ -840,7 +1002,7 @@ write_config (LpModel *model, const char *path, LpDType torch_dtype, const PlanG
   add_int (b, "num_hidden_layers", c->n_layers);
   add_int (b, "num_key_value_heads", c->n_kv_heads);
   if (gptq->n > 0)
-    add_gptq_config (b, gptq);
+    (gptq->ct ? add_ct_config : add_gptq_config) (b, gptq);
   add_double (b, "rms_norm_eps", c->norm_eps);
   if (c->rope_scaling != LP_ROPE_SCALING_NONE)
     {
@@ -912,7 +1074,8 @@ plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char 
 {
   const LpIntGrid *g = t->grid;
   *planned = FALSE;
-  if (!g_str_has_suffix (hf_name, ".weight") || !lp_gptq_packable (g, t->name, NULL))
+  gboolean packable = q->ct ? lp_ct_packable (g, t->name, NULL) : lp_gptq_packable (g, t->name, NULL);
+  if (!g_str_has_suffix (hf_name, ".weight") || !packable)
     {
       q->some_dense = TRUE;
       return TRUE;
@@ -920,8 +1083,8 @@ plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char 
   if (q->n > 0 && (q->bits != g->bits || q->group_size != g->group_size || q->sym != g->symmetric))
     {
       lp_set_error (error, LP_ERROR_UNSUPPORTED,
-                    "%s: tensor %s: expected the %d-bit grid with groups of %d of the other GPTQ layers (quantization_config "
-                    "holds one), found %d bits with groups of %d",
+                    "%s: tensor %s: expected the %d-bit grid with groups of %d of the other quantized layers "
+                    "(quantization_config holds one), found %d bits with groups of %d",
                     dir, t->name, q->bits, q->group_size, g->bits, g->group_size);
       return FALSE;
     }
@@ -934,7 +1097,7 @@ plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char 
     hf_grid = lp_int_grid_permute_rows (g, strstr (t->name, ".attn_q.") ? c->n_heads : c->n_kv_heads, c->head_dim, TRUE);
   g_autofree char *prefix = g_strndup (hf_name, strlen (hf_name) - strlen (".weight"));
   g_autoptr (GPtrArray) parts = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
-  if (!lp_gptq_pack (hf_grid ? hf_grid : g, prefix, parts, error))
+  if (!(q->ct ? lp_ct_pack : lp_gptq_pack) (hf_grid ? hf_grid : g, prefix, parts, error))
     return FALSE;
   for (guint i = 0; i < parts->len; i++)
     {
@@ -1017,7 +1180,11 @@ plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError 
       for (int in = 0; it->ready == NULL && in < LP_LINEAR_IN_COUNT; in++)
         for (const char *const *w = lp_linear_input_consumers ((LpLinearInput) in); *w; w++)
           if (g_str_has_prefix (it->src->name, "blk.") && g_str_has_suffix (it->src->name, *w))
-            gptq->some_dense = TRUE;
+            {
+              gptq->some_dense = TRUE;
+              if (gptq->ct && g_str_has_suffix (it->hf_name, ".weight"))
+                g_ptr_array_add (gptq->ignore, g_strndup (it->hf_name, strlen (it->hf_name) - strlen (".weight")));
+            }
     }
   return g_steal_pointer (&plan);
 }
@@ -1118,7 +1285,8 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
       return FALSE;
     }
   g_autoptr (GPtrArray) modules = g_ptr_array_new_with_free_func (g_free);
-  PlanGptq gptq = { 0, 0, 0, FALSE, FALSE, modules, FALSE };
+  g_autoptr (GPtrArray) ignore = g_ptr_array_new_with_free_func (g_free);
+  PlanGptq gptq = { 0, 0, 0, FALSE, FALSE, modules, FALSE, options != NULL && options->compressed_tensors, ignore };
   g_autoptr (GPtrArray) plan = plan_tensors (model, dir, want, &gptq, error);
   if (plan == NULL)
     return FALSE;

@@ -592,6 +592,134 @@ test_gptq_safetensors_partial (void)
   g_assert_cmpfloat (metric (out, "n1", "perplexity"), ==, metric (run_text ("converted-reload", reload2), "e", "perplexity"));
 }
 
+/* compressed-tensors pack-quantized (llm-compressor, vLLM): the same GPTQ
+ * layers written as weight_packed / weight_scale / weight_zero_point /
+ * weight_shape / weight_g_idx, checked against the layout formula, read back
+ * to the same model; a symmetric 8-bit grid has no zero points; a format
+ * other than pack-quantized is refused. */
+static void
+test_compressed_tensors (void)
+{
+  const char *model = wide_model ();
+  g_autofree char *text = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
+  g_autofree char *spec = g_strdup_printf (
+    "[pipeline]\ncalibration=%s\ncalibration_samples=4\ncalibration_seq_len=128\n[load]\npath=%s\n"
+    "[q]\npass=quantize.gptq\nbits=4\ngroup_size=64\nact_order=true\n"
+    "[e]\npass=eval\ninput=q\ndata=%s\nctx=128\nmax_windows=4\n"
+    "[s]\npass=save\ninput=q\nformat=safetensors\nquant_format=compressed-tensors\npath=ct\n",
+    text, model, text);
+  const char *out = run_text ("ct", spec);
+  g_autofree char *dir = g_build_filename (out, "ct", NULL);
+  g_autofree char *reload = g_strdup_printf ("[load]\npath=%s\n[e]\npass=eval\ndata=%s\nctx=128\nmax_windows=4\n", dir, text);
+  g_assert_cmpfloat (metric (out, "e", "perplexity"), ==, metric (run_text ("ct-reload", reload), "e", "perplexity"));
+
+  g_autofree char *cfg_path = g_build_filename (dir, "config.json", NULL);
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_assert_true (json_parser_load_from_file (parser, cfg_path, NULL));
+  JsonObject *qc = json_object_get_object_member (json_node_get_object (json_parser_get_root (parser)), "quantization_config");
+  g_assert_cmpstr (json_object_get_string_member (qc, "quant_method"), ==, "compressed-tensors");
+  g_assert_cmpstr (json_object_get_string_member (qc, "format"), ==, "pack-quantized");
+  JsonObject *w = json_object_get_object_member (
+    json_object_get_object_member (json_object_get_object_member (qc, "config_groups"), "group_0"), "weights");
+  g_assert_cmpint (json_object_get_int_member (w, "num_bits"), ==, 4);
+  g_assert_cmpint (json_object_get_int_member (w, "group_size"), ==, 64);
+  g_assert_cmpstr (json_object_get_string_member (w, "strategy"), ==, "group");
+  g_assert_cmpstr (json_object_get_string_member (w, "actorder"), ==, "group");
+  g_assert_false (json_object_get_boolean_member (w, "symmetric"));
+
+  /* v_proj: weight_packed[n, k / 8] holds code (n, k) at bits 4 (k % 8);
+   * weight_zero_point[n / 8, g] the zero point at bits 4 (n % 8). */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (dir, NULL, &error);
+  g_assert_no_error (error);
+  const LpIntGrid *g = lp_model_tensor (m, "blk.0.attn_v.weight")->grid;
+  g_assert_nonnull (g);
+  g_autofree char *st_path = g_build_filename (dir, "model.safetensors", NULL);
+  g_autoptr (LpSafetensors) st = lp_safetensors_open (st_path, &error);
+  g_assert_no_error (error);
+  const char *pre = "model.layers.0.self_attn.v_proj.";
+  LpTensor *part[5];
+  const char *suffix[5] = { "weight_packed", "weight_zero_point", "weight_scale", "weight_shape", "weight_g_idx" };
+  for (int i = 0; i < 5; i++)
+    {
+      g_autofree char *name = g_strconcat (pre, suffix[i], NULL);
+      part[i] = lp_safetensors_tensor (st, name);
+      g_assert_nonnull (part[i]);
+    }
+  gint64 N = g->rows, K = g->cols, G = g->n_groups;
+  g_assert_cmpint (part[0]->dtype, ==, LP_DTYPE_I32);
+  g_assert_cmpint (part[0]->shape[0], ==, N);
+  g_assert_cmpint (part[0]->shape[1], ==, (K + 7) / 8);
+  g_assert_cmpint (part[1]->shape[0], ==, (N + 7) / 8);
+  g_assert_cmpint (part[1]->shape[1], ==, G);
+  g_assert_cmpint (part[2]->dtype, ==, LP_DTYPE_F16);
+  const gint64 *shape = lp_tensor_data (part[3]);
+  g_assert_cmpint (shape[0], ==, N);
+  g_assert_cmpint (shape[1], ==, K);
+  const guint32 *pw = lp_tensor_data (part[0]), *zw = lp_tensor_data (part[1]);
+  const guint16 *sc = lp_tensor_data (part[2]);
+  const gint32 *idx = lp_tensor_data (part[4]);
+  for (gint64 n = 0; n < N; n++)
+    {
+      for (gint64 k = 0; k < K; k++)
+        {
+          g_assert_cmpuint ((pw[n * ((K + 7) / 8) + k / 8] >> (4 * (k % 8))) & 15, ==, g->codes[n * K + k]);
+          g_assert_cmpint (idx[k], ==, g->g_idx[k]);
+        }
+      for (gint64 q = 0; q < G; q++)
+        {
+          g_assert_cmpuint ((zw[(n / 8) * G + q] >> (4 * (n % 8))) & 15, ==, g->zeros[n * G + q]);
+          g_assert_cmpuint (sc[n * G + q], ==, g->scales[n * G + q]);
+        }
+    }
+
+  /* Symmetric 8 bits with a short last group (the demo model's 172-wide
+   * FFN packs too, rows padded): no zero points, and GPTQ -> compressed-
+   * tensors by convert keeps the model. */
+  g_autofree char *err = NULL;
+  g_autofree char *eval = g_strdup_printf ("eval data=%s ctx=128 max_windows=4", text);
+  const char *nodes[] = { "quantize.rtn bits=8 group_size=32 symmetric=true", eval,
+                          "save format=safetensors quant_format=compressed-tensors path=ct8", NULL };
+  g_assert_cmpint (run_nodes (&err, nodes), ==, 0);
+  const char *out8 = tmp_path ("nodes");
+  g_autofree char *dir8 = g_build_filename (out8, "ct8", NULL);
+  g_autofree char *reload8 = g_strdup_printf ("[load]\npath=%s\n[e]\npass=eval\ndata=%s\nctx=128\nmax_windows=4\n", dir8, text);
+  g_assert_cmpfloat (metric (out8, "n1", "perplexity"), ==, metric (run_text ("ct8-reload", reload8), "e", "perplexity"));
+  g_autoptr (LpModel) m8 = lp_model_load (dir8, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (lp_model_tensor (m8, "blk.0.ffn_down.weight")->grid);
+  g_autofree char *st8_path = g_build_filename (dir8, "model.safetensors", NULL);
+  g_autoptr (LpSafetensors) st8 = lp_safetensors_open (st8_path, &error);
+  g_assert_no_error (error);
+  g_assert_null (lp_safetensors_tensor (st8, "model.layers.0.mlp.down_proj.weight_zero_point"));
+  g_assert_nonnull (lp_safetensors_tensor (st8, "model.layers.0.mlp.down_proj.weight_packed"));
+
+  g_autofree char *gptq_dir = g_build_filename (out, "ct-as-gptq", NULL);
+  g_autofree char *back = g_build_filename (out, "gptq-as-ct", NULL);
+  g_autofree char *o = NULL, *e = NULL;
+  g_assert_cmpint (lp_test_run_cli (&o, &e, "convert", dir, gptq_dir, "--format", "hf", NULL), ==, 0);
+  g_clear_pointer (&o, g_free);
+  g_clear_pointer (&e, g_free);
+  g_assert_cmpint (lp_test_run_cli (&o, &e, "convert", gptq_dir, back, "--format", "hf", "--quant-format",
+                                    "compressed-tensors", NULL), ==, 0);
+  g_autofree char *reload_back = g_strdup_printf ("[load]\npath=%s\n[e]\npass=eval\ndata=%s\nctx=128\nmax_windows=4\n", back, text);
+  g_assert_cmpfloat (metric (out, "e", "perplexity"), ==, metric (run_text ("ct-back", reload_back), "e", "perplexity"));
+
+  /* Another compressed-tensors format is refused with the key and the value. */
+  g_autofree char *cfg = NULL;
+  g_assert_true (g_file_get_contents (cfg_path, &cfg, NULL, NULL));
+  GString *bad = g_string_new (cfg);
+  g_assert_cmpuint (g_string_replace (bad, "pack-quantized", "float-quantized", 0), ==, 1);
+  g_assert_true (g_file_set_contents (cfg_path, bad->str, -1, NULL));
+  g_string_free (bad, TRUE);
+  g_autoptr (LpModel) none = lp_model_load (dir, NULL, &error);
+  g_assert_null (none);
+  lp_test_assert_error_contains (error, "config.json", "quantization_config", "pack-quantized", "float-quantized", NULL);
+  g_clear_pointer (&o, g_free);
+  g_clear_pointer (&e, g_free);
+  g_assert_cmpint (lp_test_run_cli (&o, &e, "convert", dir, back, "--quant-format", "int4", NULL), ==, 2);
+}
+
 /* overrides= gives tensors by pattern their own grid. */
 static void
 test_overrides (void)
@@ -620,6 +748,7 @@ main (int argc, char **argv)
   g_test_add_func ("/quantize/int-grid", test_int_grid);
   g_test_add_func ("/quantize/gptq-safetensors", test_gptq_safetensors);
   g_test_add_func ("/quantize/gptq-safetensors-partial", test_gptq_safetensors_partial);
+  g_test_add_func ("/quantize/compressed-tensors", test_compressed_tensors);
   g_test_add_func ("/quantize/block-types-roundtrip", test_block_types_roundtrip);
   g_test_add_func ("/quantize/bad-input", test_bad_input);
   g_test_add_func ("/quantize/requantize-allowed", test_requantize_allowed);

@@ -65,9 +65,13 @@ typedef struct {
 typedef struct {
   LpFormat format;    /* LP_FORMAT_UNKNOWN: from the path */
   int dtype;          /* -1 keep each tensor's type; else an LpDType for float tensors */
+  /* How a Hugging Face directory holds integer-grid layers: AutoGPTQ's
+   * qweight/qzeros/scales/g_idx (the default) or compressed-tensors
+   * pack-quantized (weight_packed/weight_scale/...). */
+  gboolean compressed_tensors;
 } LpSaveOptions;
 
-#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1 }
+#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1, FALSE }
 
 /* Read any supported format (detected). */
 LpModel *lp_model_load (const char *path, const LpLoadOptions *options, GError **error);

@@ -38,6 +38,7 @@ static const LpPassInfo load_pass = {
 
 static const char *const save_formats[] = { "auto", "gguf", "safetensors", "llama2c", NULL };
 static const char *const save_dtypes[] = { "keep", "f32", "f16", "bf16", NULL };
+static const char *const save_quant_formats[] = { "gptq", "compressed-tensors", NULL };
 
 static const LpParamSpec save_params[] = {
   { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
@@ -46,6 +47,9 @@ static const LpParamSpec save_params[] = {
     "file format; auto: from the name (.gguf, .bin = llama2.c, a directory = safetensors)" },
   { "dtype", LP_PARAM_ENUM, "keep", 0, 0, save_dtypes,
     "type of the float tensors; keep: as they are (compressed tensors are never converted)" },
+  { "quant_format", LP_PARAM_ENUM, "gptq", 0, 0, save_quant_formats,
+    "how a safetensors directory holds integer-grid layers: AutoGPTQ's qweight/qzeros/scales/g_idx, or "
+    "compressed-tensors pack-quantized (llm-compressor, vLLM; 4 or 8 bits)" },
   { NULL }
 };
 
@@ -64,6 +68,7 @@ save_run (LpPassContext *ctx, GError **error)
   LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
   opts.format = formats[lp_pass_context_get_enum (ctx, "format")];
   opts.dtype = dtypes[lp_pass_context_get_enum (ctx, "dtype")];
+  opts.compressed_tensors = lp_pass_context_get_enum (ctx, "quant_format") == 1;
   if (!lp_model_save (model, path, &opts, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "wrote %s", path);
