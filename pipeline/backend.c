@@ -9,6 +9,7 @@
 
 static const char *const op_names[LP_OP_COUNT] = {
   "gemm", "syrk", "rmsnorm", "rope", "attention", "swiglu", "cholesky", "gemm_w", "dequantize", "tri_inverse",
+  "quantize_groups", "gemm_i8",
 };
 
 const char *
@@ -359,4 +360,20 @@ lp_tri_inverse (LpBackend *be, int n, float *L, int lda)
 {
   be = lp_backend_for_op (be, LP_OP_TRI_INVERSE);
   return be->ops->tri_inverse (be, n, L, lda);
+}
+
+void
+lp_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
+                    const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros)
+{
+  be = lp_backend_for_op (be, LP_OP_QUANTIZE_GROUPS);
+  be->ops->quantize_groups (be, rows, cols, W, ldw, imp, q, codes, scales, zeros);
+}
+
+void
+lp_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B, int ldb,
+            const float *sb, float beta, float *C, int ldc)
+{
+  be = lp_backend_for_op (be, LP_OP_GEMM_I8);
+  be->ops->gemm_i8 (be, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc);
 }

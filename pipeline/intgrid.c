@@ -2,7 +2,10 @@
  * tensor quantized for GPTQ / compressed-tensors checkpoints (tensor.h). */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
+
+#include <llmpress/backend.h>
 
 #include "lp-internal.h"
 
@@ -122,4 +125,94 @@ guint64
 lp_tensor_storage_bytes (const LpTensor *t)
 {
   return t->grid != NULL ? lp_int_grid_n_bytes (t->grid) : lp_tensor_n_bytes (t);
+}
+
+/* ---- group-wise round-to-nearest: the definition of quantize_groups ---- */
+
+/* Scale (rounded to f16, as stored) and zero for the range [lo, hi]. */
+static void
+range_params (float lo, float hi, int maxq, gboolean symmetric, guint16 *scale, guint8 *zero)
+{
+  if (symmetric)
+    {
+      float a = MAX (fabsf (lo), fabsf (hi));
+      lo = -a;
+      hi = a;
+    }
+  if (lo == 0 && hi == 0)
+    lo = -1, hi = 1;
+  float s = (hi - lo) / (float) maxq;
+  guint16 h = lp_f32_to_f16 (s);
+  /* An f16 scale must not round to 0 (tiny groups): the smallest normal. */
+  if (lp_f16_to_f32 (h) == 0.f)
+    h = 0x0400;
+  s = lp_f16_to_f32 (h);
+  int z = symmetric ? (maxq + 1) / 2 : (int) nearbyintf (-lo / s);
+  *scale = h;
+  /* At least 1: GPTQ checkpoints store zero - 1 in b bits, so 0 cannot be
+   * written (a group of non-negative weights loses its lowest step). */
+  *zero = (guint8) CLAMP (z, 1, maxq);
+}
+
+static double
+group_error (const float *x, gint64 ldx, gint64 rows, int n, const float *w, int maxq, guint16 scale, guint8 zero)
+{
+  float s = lp_f16_to_f32 (scale);
+  double err = 0;
+  guint8 code;
+  for (gint64 r = 0; r < rows; r++)
+    for (int j = 0; j < n; j++)
+      {
+        float d = lp_int_quantize (s, zero, maxq, x[r * ldx + j], &code) - x[r * ldx + j];
+        err += (w ? w[j] : 1.f) * d * d;
+      }
+  return err;
+}
+
+void
+lp_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, int bits, gboolean symmetric,
+           gboolean clip_search, guint16 *scale, guint8 *zero)
+{
+  int maxq = (1 << bits) - 1;
+  /* The range always holds 0, so that 0 stays exact (pruned weights). */
+  float lo = 0, hi = 0;
+  for (gint64 r = 0; r < rows; r++)
+    for (int j = 0; j < n; j++)
+      {
+        lo = MIN (lo, x[r * ldx + j]);
+        hi = MAX (hi, x[r * ldx + j]);
+      }
+  range_params (lo, hi, maxq, symmetric, scale, zero);
+  if (!clip_search)
+    return;
+  /* GPTQ's mse search: shrink the range by p = 1 - i/100 down to 0.2. */
+  double best = group_error (x, ldx, rows, n, imp, maxq, *scale, *zero);
+  for (int i = 1; i <= 80; i++)
+    {
+      float p = 1.f - (float) i / 100.f;
+      guint16 s;
+      guint8 z;
+      range_params (p * lo, p * hi, maxq, symmetric, &s, &z);
+      double e = group_error (x, ldx, rows, n, imp, maxq, s, z);
+      if (e < best)
+        best = e, *scale = s, *zero = z;
+    }
+}
+
+void
+lp_ref_quantize_groups (int rows, int cols, const float *W, int ldw, const float *imp, const LpGroupQuant *q,
+                        guint8 *codes, guint16 *scales, guint8 *zeros)
+{
+  int G = (cols + q->group - 1) / q->group, maxq = (1 << q->bits) - 1;
+  for (int r = 0; r < rows; r++)
+    for (int g = 0; g < G; g++)
+      {
+        int c0 = g * q->group, n = MIN (q->group, cols - c0);
+        const float *x = W + (gsize) r * ldw + c0;
+        gsize k = (gsize) r * G + g;
+        lp_int_fit (x, n, 1, n, imp ? imp + c0 : NULL, q->bits, q->symmetric, q->clip_search, &scales[k], &zeros[k]);
+        float s = lp_f16_to_f32 (scales[k]);
+        for (int j = 0; j < n; j++)
+          lp_int_quantize (s, zeros[k], maxq, x[j], &codes[(gsize) r * cols + c0 + j]);
+      }
 }

@@ -191,3 +191,20 @@ lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, cons
         }
     }
 }
+
+void
+lp_ref_gemm_i8 (int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B, int ldb,
+                const float *sb, float beta, float *C, int ldc)
+{
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++)
+      {
+        gint32 acc = 0;
+        for (int k = 0; k < K; k++)
+          acc += (gint32) A[(gsize) i * lda + k] * B[(gsize) j * ldb + k];
+        /* beta = 0 ignores C (it may hold anything, NaN included). */
+        float v = (float) acc * (sa[i] * sb[j]);
+        float *c = &C[(gsize) i * ldc + j];
+        *c = beta != 0.0f ? v + beta * *c : v;
+      }
+}

@@ -56,6 +56,39 @@ test_cpu_kernels (void)
   lp_test_assert_close (o, orf, Tq * Hh * hd, 1e-5);
 }
 
+/* int8 GEMM: exact integer sums on the CPU backend (sgemm over 1024-deep
+ * slices) equal the reference's int32 loop bit for bit, at the extremes
+ * (-128 * -128 over every k) and with K spanning several slices. */
+static void
+test_cpu_gemm_i8 (void)
+{
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  static const int shapes[][3] = { { 1, 1, 1 }, { 13, 7, 3000 }, { 5, 33, 1024 } };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (int extreme = 0; extreme < 2; extreme++)
+      {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], lda = K + 3, ldb = K + 1, ldc = N + 2;
+        g_autofree gint8 *A = g_new (gint8, (gsize) M * lda), *B = g_new (gint8, (gsize) N * ldb);
+        g_autofree float *sa = g_new (float, M), *sb = g_new (float, N);
+        g_autofree float *C = g_new (float, (gsize) M * ldc), *R = g_new (float, (gsize) M * ldc);
+        g_autoptr (GRand) r = g_rand_new_with_seed (40 + s);
+        for (gsize i = 0; i < (gsize) M * lda; i++)
+          A[i] = extreme ? -128 : (gint8) g_rand_int_range (r, -128, 128);
+        for (gsize i = 0; i < (gsize) N * ldb; i++)
+          B[i] = extreme ? -128 : (gint8) g_rand_int_range (r, -128, 128);
+        for (int i = 0; i < M; i++)
+          sa[i] = (float) g_rand_double_range (r, 1e-3, 1e-2);
+        for (int j = 0; j < N; j++)
+          sb[j] = (float) g_rand_double_range (r, 1e-3, 1e-2);
+        lp_test_fill (C, (gsize) M * ldc, 41, 1);
+        memcpy (R, C, sizeof (float) * M * ldc);
+        float beta = extreme ? 0.0f : 0.5f;
+        lp_gemm_i8 (be, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc);
+        lp_ref_gemm_i8 (M, N, K, A, lda, sa, B, ldb, sb, beta, R, ldc);
+        g_assert_cmpmem (C, sizeof (float) * M * ldc, R, sizeof (float) * M * ldc);
+      }
+}
+
 static void
 test_rope_styles (void)
 {
@@ -490,6 +523,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/backend/cpu-vs-reference", test_cpu_kernels);
   g_test_add_func ("/backend/rope-styles", test_rope_styles);
+  g_test_add_func ("/backend/gemm-i8", test_cpu_gemm_i8);
   g_test_add_func ("/forward/incremental-matches-full", test_incremental_matches_full);
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);

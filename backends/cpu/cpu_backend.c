@@ -129,10 +129,54 @@ cpu_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType
     }
 }
 
+/* int8 values and their partial sums are exact in f32 up to 2^24, which a
+ * run of 1024 products of magnitude at most 128^2 reaches: sgemm over
+ * 1024-deep slices of K, each slice's (integral) result added in int32. */
+#define I8_EXACT_K 1024
+
+static void
+cpu_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B, int ldb,
+             const float *sb, float beta, float *C, int ldc)
+{
+  if (M <= 0 || N <= 0)
+    return;
+  int kc = MIN (MAX (K, 1), I8_EXACT_K);
+  g_autofree float *a = g_new (float, (gsize) M * kc), *b = g_new (float, (gsize) N * kc);
+  g_autofree float *part = g_new (float, (gsize) M * N);
+  g_autofree gint32 *acc = g_new0 (gint32, (gsize) M * N);
+  for (int k0 = 0; k0 < K; k0 += kc)
+    {
+      int kn = MIN (kc, K - k0);
+      for (int i = 0; i < M; i++)
+        for (int k = 0; k < kn; k++)
+          a[(gsize) i * kc + k] = A[(gsize) i * lda + k0 + k];
+      for (int j = 0; j < N; j++)
+        for (int k = 0; k < kn; k++)
+          b[(gsize) j * kc + k] = B[(gsize) j * ldb + k0 + k];
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, kn, 1.0f, a, kc, b, kc, 0.0f, part, N);
+      for (gsize e = 0; e < (gsize) M * N; e++)
+        acc[e] += (gint32) part[e];
+    }
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++)
+      {
+        float v = (float) acc[(gsize) i * N + j] * (sa[i] * sb[j]);
+        float *c = &C[(gsize) i * ldc + j];
+        *c = beta != 0.0f ? v + beta * *c : v;
+      }
+}
+
 static gboolean
 cpu_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst)
 {
   return lp_dtype_to_f32 (type, src, dst, n, NULL);
+}
+
+static void
+cpu_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
+                     const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros)
+{
+  lp_ref_quantize_groups (rows, cols, W, ldw, imp, q, codes, scales, zeros);
 }
 
 static void
@@ -155,6 +199,8 @@ static const LpBackendOps cpu_ops = {
   .gemm_w = cpu_gemm_w,
   .dequantize = cpu_dequantize,
   .tri_inverse = cpu_tri_inverse,
+  .quantize_groups = cpu_quantize_groups,
+  .gemm_i8 = cpu_gemm_i8,
   .destroy = cpu_destroy,
 };
 

@@ -36,7 +36,7 @@ vk_supports_op (LpBackend *be, LpOp op)
 {
   /* Cholesky and the triangular inverse are sequential and small next to
    * the products around them. */
-  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE;
+  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE && op != LP_OP_QUANTIZE_GROUPS && op != LP_OP_GEMM_I8;
 }
 
 /* ---- GEMM ---- */

@@ -16,7 +16,7 @@
 
 G_BEGIN_DECLS
 
-#define LP_BACKEND_API_VERSION 2
+#define LP_BACKEND_API_VERSION 3
 
 typedef enum {
   LP_OP_GEMM,        /* C = alpha * A * op(B) + beta * C */
@@ -29,10 +29,23 @@ typedef enum {
   LP_OP_GEMM_W,      /* C = A * W^T + beta * C with W in f32/f16/bf16/q8_0/q4_0 */
   LP_OP_DEQUANTIZE,  /* a block-quantized (or 16-bit) row to f32 */
   LP_OP_TRI_INVERSE, /* in-place inverse of a lower triangular matrix */
+  LP_OP_QUANTIZE_GROUPS, /* group-wise round-to-nearest onto the plain integer grid */
+  LP_OP_GEMM_I8,     /* C = diag(sa) A8 B8^T diag(sb) + beta * C, exact int32 sums */
   LP_OP_COUNT,
 } LpOp;
 
 typedef struct _LpBackend LpBackend;
+
+/* How quantize_groups rounds: groups of `group` consecutive columns of a
+ * row (the last one shorter when group does not divide the row), `bits`
+ * bits (2..8), symmetric or with a zero point, and optionally GPTQ's search
+ * over shrunk ranges. */
+typedef struct {
+  int bits;
+  int group;
+  gboolean symmetric;
+  gboolean clip_search;
+} LpGroupQuant;
 
 /* What a backend implements.  Every function pointer is required unless
  * noted; ops a backend cannot run are declined by supports_op(). */
@@ -73,6 +86,16 @@ typedef struct {
   /* L[n,n] (row-major, lower triangular, the upper part zero) replaced by its
    * inverse, also lower triangular; FALSE when a diagonal entry is zero. */
   gboolean (*tri_inverse) (LpBackend *be, int n, float *L, int lda);
+  /* Group-wise RTN onto the integer grid (LpIntGrid's layout, tensor.h):
+   * see lp_ref_quantize_groups, which defines it. */
+  void (*quantize_groups) (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
+                           const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros);
+  /* C[M,N] = sa[i] * sb[j] * sum_k A[i,k] B[j,k] + beta * C with A[M,K] and
+   * B[N,K] int8 rows (strides lda, ldb) and per-row scales sa[M], sb[N]: the
+   * product of int8 weights with per-channel scales and activations
+   * quantized per token (W8A8).  The sums are exact (int32; K < 2^17). */
+  void (*gemm_i8) (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B,
+                   int ldb, const float *sb, float beta, float *C, int ldc);
 
   void (*destroy) (LpBackend *be);
 } LpBackendOps;
@@ -179,6 +202,10 @@ void lp_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpD
                 float beta, float *C, int ldc);
 gboolean lp_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst);
 gboolean lp_tri_inverse (LpBackend *be, int n, float *L, int lda);
+void lp_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
+                         const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros);
+void lp_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B,
+                 int ldb, const float *sb, float beta, float *C, int ldc);
 
 /* Plain C reference kernels: the definition of each op, used by tests to
  * check every optimised or device implementation. */
@@ -192,6 +219,20 @@ void lp_ref_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, 
 void lp_ref_swiglu (int n, const float *gate, const float *up, float *out);
 gboolean lp_ref_cholesky (int n, float *A, int lda);
 gboolean lp_ref_tri_inverse (int n, float *L, int lda);
+/* W[rows, cols] (stride ldw) in groups of q->group columns per row,
+ * G = ceil (cols / group) groups a row.  A group's range [lo, hi] is
+ * [min (0, w), max (0, w)] (symmetric: [-a, a], a = max |w|; all zero:
+ * [-1, 1]); scale = (hi - lo) / (2^bits - 1) rounded to f16 (the smallest
+ * normal f16 if that is 0); zero = round (-lo / scale) clamped to
+ * 1..2^bits-1 (symmetric: 2^(bits-1)).  With clip_search the ranges
+ * p [lo, hi], p = 0.99, 0.98 .. 0.20, are tried too and the first of least
+ * sum_c imp[c] (dq(w) - w)^2 kept (imp[cols] per column, NULL for 1).
+ * code = clamp (round (w / scale) + zero, 0, 2^bits - 1), dq = scale (code - zero).
+ * Writes codes[rows * cols], scales[rows * G] (f16 bits), zeros[rows * G]. */
+void lp_ref_quantize_groups (int rows, int cols, const float *W, int ldw, const float *imp, const LpGroupQuant *q,
+                             guint8 *codes, guint16 *scales, guint8 *zeros);
+void lp_ref_gemm_i8 (int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B, int ldb,
+                     const float *sb, float beta, float *C, int ldc);
 /* W dequantized a row at a time (lp_dtype_to_f32), then lp_ref_gemm. */
 void lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
                     float *C, int ldc);

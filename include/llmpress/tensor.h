@@ -9,6 +9,7 @@
  * loading a model never copies its weights.  Tensors are refcounted. */
 #pragma once
 
+#include <math.h>
 #include <glib.h>
 #include <llmpress/dtype.h>
 
@@ -118,6 +119,22 @@ LpIntGrid *lp_int_grid_ref (LpIntGrid *grid);
 void lp_int_grid_unref (LpIntGrid *grid);
 /* The effective weights w[R, C]. */
 void lp_int_grid_dequantize (const LpIntGrid *grid, float *out);
+/* Scale (f16 bits) and zero of one group of the grid: the values x[rows, n]
+ * (leading dim ldx) with per-column weights imp[n] (NULL: all 1), fitted as
+ * lp_ref_quantize_groups (backend.h) defines: min/max, or with clip_search
+ * the shrink of that range with the least weighted squared error. */
+void lp_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, int bits, gboolean symmetric,
+                 gboolean clip_search, guint16 *scale, guint8 *zero);
+/* The code of x on (scale, zero) (maxq = 2^bits - 1) and its value. */
+static inline float
+lp_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
+{
+  float v = scale > 0 ? x / scale : 0.f;
+  int c = (int) nearbyintf (v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v) + zero;
+  c = c < 0 ? 0 : c > maxq ? maxq : c;
+  *code = (guint8) c;
+  return scale * (float) (c - zero);
+}
 /* Bytes the grid takes packed as GPTQ stores it (codes and zeros at `bits`
  * bits, f16 scales, int32 g_idx). */
 guint64 lp_int_grid_n_bytes (const LpIntGrid *grid);

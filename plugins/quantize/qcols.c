@@ -71,7 +71,7 @@ fit_group (QCols *q, gint64 r, int gi, const float *x, int n, int s0, const floa
   if (!is_block (q))
     {
       gsize k = (gsize) r * q->n_groups + gi;
-      q_int_fit (v, n, 1, n, imp, q->g.bits, q->g.symmetric, q->g.clip_search, &q->grid->scales[k], &q->grid->zeros[k]);
+      lp_int_fit (v, n, 1, n, imp, q->g.bits, q->g.symmetric, q->g.clip_search, &q->grid->scales[k], &q->grid->zeros[k]);
       return TRUE;
     }
   LpBlockParams *p = q->fitted ? &q->params[r * q->n_groups + gi] : &q->params[r];
@@ -91,7 +91,7 @@ fit_all (QCols *q, const float *W0, const float *importance, GError **error)
       /* One range for the whole tensor; pruned weights are already 0 in W0. */
       guint16 s;
       guint8 z;
-      q_int_fit (W0, q->cols, q->rows, (int) q->cols, importance, q->g.bits, q->g.symmetric, q->g.clip_search, &s, &z);
+      lp_int_fit (W0, q->cols, q->rows, (int) q->cols, importance, q->g.bits, q->g.symmetric, q->g.clip_search, &s, &z);
       for (gint64 r = 0; r < q->rows; r++)
         q->grid->scales[r] = s, q->grid->zeros[r] = z;
       return TRUE;
@@ -212,7 +212,7 @@ q_cols_column (QCols *q, int s, int r0, int r1, const float *W, int ldw, float *
       if (!is_block (q))
         {
           gsize k = (gsize) r * q->n_groups + gi;
-          out[r] = q_int_quantize (lp_f16_to_f32 (q->grid->scales[k]), q->grid->zeros[k], maxq, x,
+          out[r] = lp_int_quantize (lp_f16_to_f32 (q->grid->scales[k]), q->grid->zeros[k], maxq, x,
                                    &q->grid->codes[r * q->cols + c]);
           continue;
         }

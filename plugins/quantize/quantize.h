@@ -113,24 +113,6 @@ gboolean q_check_input (const QOptions *o, const LpTensor *t, const float *w, GE
 /* One log line naming the grid a tensor got ("blk.0.ffn_down.weight: q4_k -> f16 (rows of 172)"). */
 char *q_grid_describe (const QGrid *g);
 
-/* ---- integer grid group fitting (intfit.c) ---- */
-
-/* Fit scale (f16 bits) and zero of the values x[rows, n] (leading dim ldx)
- * with per-column weights w[n] (NULL: all 1): min/max, or the clipping
- * shrink of [min, max] with the least weighted squared error. */
-void q_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *w, int bits, gboolean symmetric,
-                gboolean clip_search, guint16 *scale, guint8 *zero);
-/* The code of x on (scale, zero) and its value. */
-static inline float
-q_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
-{
-  float v = scale > 0 ? x / scale : 0.f;
-  int c = (int) nearbyintf (v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v) + zero;
-  c = c < 0 ? 0 : c > maxq ? maxq : c;
-  *code = (guint8) c;
-  return scale * (float) (c - zero);
-}
-
 /* ---- column quantizer (qcols.c) ---- */
 
 typedef struct _QCols QCols;
