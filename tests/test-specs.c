@@ -1,7 +1,10 @@
 /* Every spec in specs/ validates and runs on the demo model. */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
+
+#include <json-glib/json-glib.h>
 
 #include "testutil.h"
 
@@ -40,6 +43,59 @@ test_spec (gconstpointer data)
   g_assert_true (g_str_has_prefix (o3, "digraph"));
 }
 
+/* The perplexity the eval node of a run's report.json measured. */
+static double
+report_ppl (const char *out_dir)
+{
+  g_autofree char *path = g_build_filename (out_dir, "report.json", NULL);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autoptr (GError) error = NULL;
+  g_assert_true (json_parser_load_from_file (p, path, &error));
+  g_assert_no_error (error);
+  JsonArray *nodes = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)), "nodes");
+  for (guint i = 0; i < json_array_get_length (nodes); i++)
+    {
+      JsonObject *n = json_array_get_object_element (nodes, i);
+      if (g_strcmp0 (json_object_get_string_member (n, "pass"), "eval") == 0)
+        return json_object_get_double_member (json_object_get_object_member (n, "metrics"), "perplexity");
+    }
+  g_assert_not_reached ();
+}
+
+/* The quick-start spec, unchanged, on the Vulkan device (lavapipe in CI,
+ * under the validation layer: any error it reports aborts the run) and on
+ * the CPU: the same perplexity on stories260K within 1e-3.  Few windows:
+ * lavapipe runs the forward pass a hundred times slower than OpenBLAS. */
+static void
+test_default_on_vulkan (void)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *data = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || data == NULL || !lp_test_have_vulkan ())
+    return;
+  g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "default.ini", NULL);
+  g_autofree char *mdef = g_strdup_printf ("model=%s", model), *ddef = g_strdup_printf ("data=%s", data);
+  double ppl[2];
+  const char *backends[2] = { "cpu", "vulkan" };
+  g_setenv ("LLMPRESS_VULKAN_VALIDATION", "1", TRUE);
+  for (int b = 0; b < 2; b++)
+    {
+      g_autofree char *out = g_build_filename (lp_test_tmpdir (), backends[b], NULL);
+      g_autofree char *err = NULL;
+      const char *run[] = { "run", spec, "-D", mdef, "-D", ddef, "-D", "ctx=512", "-D", "windows=3", "-o", out,
+                            "--backend", backends[b], "--no-cache", "-q", NULL };
+      int status = lp_test_run_cliv (NULL, &err, run);
+      if (status != 0)
+        g_test_message ("%s", err);
+      g_assert_cmpint (status, ==, 0);
+      ppl[b] = report_ppl (out);
+    }
+  g_unsetenv ("LLMPRESS_VULKAN_VALIDATION");
+  g_test_message ("specs/default.ini on stories260K, 3 windows of 512: perplexity %.6f on the CPU, %.6f on Vulkan",
+                  ppl[0], ppl[1]);
+  g_assert_cmpfloat (fabs (ppl[0] - ppl[1]), <, 1e-3);
+}
+
 static int
 compare_names (gconstpointer a, gconstpointer b)
 {
@@ -68,5 +124,6 @@ main (int argc, char **argv)
       g_autofree char *test = g_strdup_printf ("/specs/%s", (char *) names->pdata[i]);
       g_test_add_data_func_full (test, g_build_filename (dir, names->pdata[i], NULL), test_spec, g_free);
     }
+  g_test_add_func ("/specs/default.ini/vulkan-vs-cpu", test_default_on_vulkan);
   return g_test_run ();
 }

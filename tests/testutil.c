@@ -29,6 +29,29 @@ lp_test_shared_path (const char *relative)
 
 static char *tmpdir;
 
+gboolean
+lp_test_have_vulkan (void)
+{
+#ifndef HAVE_VULKAN
+  g_test_skip ("Vulkan backend not built (configure --enable-vulkan)");
+  return FALSE;
+#else
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) devices = lp_backend_list_devices ("vulkan", &error);
+  if (devices == NULL)
+    {
+      g_autofree char *why = g_strdup_printf ("no Vulkan: %s", error->message);
+      g_test_skip (why);
+      return FALSE;
+    }
+  for (guint i = 0; i < devices->len; i++)
+    if (((LpDeviceInfo *) devices->pdata[i])->usable)
+      return TRUE;
+  g_test_skip ("no usable Vulkan device");
+  return FALSE;
+#endif
+}
+
 static void
 cleanup_tmpdir (void)
 {

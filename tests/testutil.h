@@ -6,6 +6,9 @@
 
 /* Path of a file in ../shared (LLMPRESS_SHARED_DIR), or NULL after calling
  * g_test_skip() with a reason when it is absent.  g_free() it. */
+/* TRUE when the Vulkan module is built and sees a usable device; else
+ * g_test_skip with the reason and FALSE. */
+gboolean lp_test_have_vulkan (void);
 char *lp_test_shared_path (const char *relative);
 /* A fresh temporary directory, removed with its contents at exit. */
 const char *lp_test_tmpdir (void);
