@@ -4,7 +4,10 @@
  * more "runs": host data into per-slot device buffers (directly when the
  * memory is host-visible, through a staging buffer and copy commands
  * otherwise), dispatches separated by barriers, results back, one submit
- * and a fence wait.  A mutex serializes runs, so threads may share it. */
+ * and a fence wait.  A mutex serializes runs, so threads may share it.
+ * Two frames (command buffer, fence, buffers) let an op that tiles keep one
+ * run in flight while it fills the next: the host copies tile t+1's operands
+ * in while the device computes tile t. */
 #pragma once
 
 #include <vulkan/vulkan.h>
@@ -50,6 +53,20 @@ typedef struct {
   gsize rows, row_bytes, dst_stride;
 } LpVkDownload;
 
+/* What one run owns while the device executes it. */
+typedef struct {
+  VkCommandBuffer cmd;
+  VkFence fence;
+  VkDescriptorPool desc_pool;
+  LpVkBuf slots[LP_VK_SLOTS];
+  LpVkBuf staging;
+  VkDeviceSize staging_used;
+  GArray *downloads;        /* LpVkDownload, done when the fence signals */
+  gboolean in_flight;       /* submitted, not yet waited for */
+} LpVkFrame;
+
+#define LP_VK_FRAMES 2
+
 typedef struct {
   VkInstance instance;
   VkDebugUtilsMessengerEXT messenger;
@@ -58,9 +75,8 @@ typedef struct {
   VkQueue queue;
   guint32 queue_family;
   VkCommandPool cmd_pool;
-  VkCommandBuffer cmd;
-  VkFence fence;
-  VkDescriptorPool desc_pool;
+  LpVkFrame frames[LP_VK_FRAMES];
+  LpVkFrame *fr;            /* the frame runs are recorded into */
   VkDescriptorSetLayout set_layout;
   VkPipelineLayout pipe_layout;
   VkPipelineCache pipe_cache;
@@ -72,10 +88,6 @@ typedef struct {
   guint wg_size;            /* 1-D work groups: a power of two */
   guint gemm_wx, gemm_wy, gemm_bk;
   gboolean direct;          /* slots are host-visible: no staging copies */
-  LpVkBuf slots[LP_VK_SLOTS];
-  LpVkBuf staging;
-  VkDeviceSize staging_used;
-  GArray *downloads;        /* LpVkDownload, of the run being recorded */
   GMutex lock;
 } LpVkCtx;
 
@@ -99,3 +111,8 @@ void lp_vk_barrier (LpVkCtx *ctx);
 void lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec, const int *bindings,
                      int n_bindings, const void *push, gsize push_size, guint32 gx, guint32 gy);
 void lp_vk_run_end (LpVkCtx *ctx);
+/* Instead of run_end: submit without waiting and record the next run into
+ * the other frame (whose slots hold what that frame's last run left there,
+ * not this one's).  lp_vk_run_wait completes every run in flight. */
+void lp_vk_run_submit (LpVkCtx *ctx);
+void lp_vk_run_wait (LpVkCtx *ctx);

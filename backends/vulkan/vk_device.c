@@ -370,11 +370,14 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
 {
   LpVkCtx *ctx = g_new0 (LpVkCtx, 1);
   g_mutex_init (&ctx->lock);
-  ctx->downloads = g_array_new (FALSE, FALSE, sizeof (LpVkDownload));
+  for (int f = 0; f < LP_VK_FRAMES; f++)
+    ctx->frames[f].downloads = g_array_new (FALSE, FALSE, sizeof (LpVkDownload));
+  ctx->fr = &ctx->frames[0];
   gboolean validation = env_flag ("LLMPRESS_VULKAN_VALIDATION");
   if (!instance_new (validation, &ctx->instance, &ctx->messenger, error))
     {
-      g_array_unref (ctx->downloads);
+      for (int f = 0; f < LP_VK_FRAMES; f++)
+        g_array_unref (ctx->frames[f].downloads);
       g_free (ctx);
       return NULL;
     }
@@ -488,12 +491,18 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
     .pPoolSizes = &pool_size,
   };
   VkPipelineCacheCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO };
-  if (vkCreateCommandPool (ctx->dev, &pi, NULL, &ctx->cmd_pool) != VK_SUCCESS
-      || (ci.commandPool = ctx->cmd_pool, vkAllocateCommandBuffers (ctx->dev, &ci, &ctx->cmd)) != VK_SUCCESS
-      || vkCreateFence (ctx->dev, &fi, NULL, &ctx->fence) != VK_SUCCESS
-      || vkCreateDescriptorSetLayout (ctx->dev, &li, NULL, &ctx->set_layout) != VK_SUCCESS
-      || vkCreateDescriptorPool (ctx->dev, &dpi, NULL, &ctx->desc_pool) != VK_SUCCESS
-      || vkCreatePipelineCache (ctx->dev, &pci, NULL, &ctx->pipe_cache) != VK_SUCCESS)
+  gboolean made = vkCreateCommandPool (ctx->dev, &pi, NULL, &ctx->cmd_pool) == VK_SUCCESS
+                  && vkCreateDescriptorSetLayout (ctx->dev, &li, NULL, &ctx->set_layout) == VK_SUCCESS
+                  && vkCreatePipelineCache (ctx->dev, &pci, NULL, &ctx->pipe_cache) == VK_SUCCESS;
+  ci.commandPool = ctx->cmd_pool;
+  for (int f = 0; made && f < LP_VK_FRAMES; f++)
+    {
+      LpVkFrame *fr = &ctx->frames[f];
+      made = vkAllocateCommandBuffers (ctx->dev, &ci, &fr->cmd) == VK_SUCCESS
+             && vkCreateFence (ctx->dev, &fi, NULL, &fr->fence) == VK_SUCCESS
+             && vkCreateDescriptorPool (ctx->dev, &dpi, NULL, &fr->desc_pool) == VK_SUCCESS;
+    }
+  if (!made)
     {
       g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: %s: cannot create the command and descriptor objects",
                    info->name);
@@ -560,25 +569,30 @@ lp_vk_ctx_free (LpVkCtx *ctx)
       for (int s = 0; s < VK_SH_COUNT; s++)
         if (ctx->shaders[s] != VK_NULL_HANDLE)
           vkDestroyShaderModule (ctx->dev, ctx->shaders[s], NULL);
-      for (int i = 0; i < LP_VK_SLOTS; i++)
-        buf_free (ctx, &ctx->slots[i]);
-      buf_free (ctx, &ctx->staging);
+      for (int f = 0; f < LP_VK_FRAMES; f++)
+        {
+          LpVkFrame *fr = &ctx->frames[f];
+          for (int i = 0; i < LP_VK_SLOTS; i++)
+            buf_free (ctx, &fr->slots[i]);
+          buf_free (ctx, &fr->staging);
+          if (fr->desc_pool)
+            vkDestroyDescriptorPool (ctx->dev, fr->desc_pool, NULL);
+          if (fr->fence)
+            vkDestroyFence (ctx->dev, fr->fence, NULL);
+        }
       if (ctx->pipe_cache)
         vkDestroyPipelineCache (ctx->dev, ctx->pipe_cache, NULL);
       if (ctx->pipe_layout)
         vkDestroyPipelineLayout (ctx->dev, ctx->pipe_layout, NULL);
-      if (ctx->desc_pool)
-        vkDestroyDescriptorPool (ctx->dev, ctx->desc_pool, NULL);
       if (ctx->set_layout)
         vkDestroyDescriptorSetLayout (ctx->dev, ctx->set_layout, NULL);
-      if (ctx->fence)
-        vkDestroyFence (ctx->dev, ctx->fence, NULL);
       if (ctx->cmd_pool)
         vkDestroyCommandPool (ctx->dev, ctx->cmd_pool, NULL);
       vkDestroyDevice (ctx->dev, NULL);
     }
   instance_free (ctx->instance, ctx->messenger);
-  g_array_unref (ctx->downloads);
+  for (int f = 0; f < LP_VK_FRAMES; f++)
+    g_array_unref (ctx->frames[f].downloads);
   g_mutex_clear (&ctx->lock);
   g_free (ctx);
 }
@@ -619,23 +633,47 @@ pipeline_get (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec)
   return pipe;
 }
 
+/* Wait for frame f's run and copy its results out. */
+static void
+frame_wait (LpVkCtx *ctx, LpVkFrame *f)
+{
+  if (!f->in_flight)
+    return;
+  VkResult r = vkWaitForFences (ctx->dev, 1, &f->fence, VK_TRUE, G_MAXUINT64);
+  if (r != VK_SUCCESS)
+    g_error ("Vulkan: wait failed (error %d): the device is lost", r);
+  vkResetFences (ctx->dev, 1, &f->fence);
+  f->in_flight = FALSE;
+  for (guint i = 0; i < f->downloads->len; i++)
+    {
+      const LpVkDownload *d = &g_array_index (f->downloads, LpVkDownload, i);
+      if (d->dst_stride == d->row_bytes)
+        memcpy (d->dst, d->src, d->rows * d->row_bytes);
+      else
+        for (gsize row = 0; row < d->rows; row++)
+          memcpy (d->dst + row * d->dst_stride, d->src + row * d->row_bytes, d->row_bytes);
+    }
+}
+
 void
 lp_vk_run_begin (LpVkCtx *ctx, VkDeviceSize staging_bytes)
 {
-  if (!ctx->direct && ctx->staging.size < staging_bytes)
+  /* The frame's previous run must be done before its buffers are refilled. */
+  frame_wait (ctx, ctx->fr);
+  if (!ctx->direct && ctx->fr->staging.size < staging_bytes)
     {
-      buf_free (ctx, &ctx->staging);
-      buf_alloc (ctx, &ctx->staging, staging_bytes, TRUE);
+      buf_free (ctx, &ctx->fr->staging);
+      buf_alloc (ctx, &ctx->fr->staging, staging_bytes, TRUE);
     }
-  ctx->staging_used = 0;
-  g_array_set_size (ctx->downloads, 0);
-  vkResetDescriptorPool (ctx->dev, ctx->desc_pool, 0);
-  vkResetCommandBuffer (ctx->cmd, 0);
+  ctx->fr->staging_used = 0;
+  g_array_set_size (ctx->fr->downloads, 0);
+  vkResetDescriptorPool (ctx->dev, ctx->fr->desc_pool, 0);
+  vkResetCommandBuffer (ctx->fr->cmd, 0);
   VkCommandBufferBeginInfo bi = {
     .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
     .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
   };
-  vkBeginCommandBuffer (ctx->cmd, &bi);
+  vkBeginCommandBuffer (ctx->fr->cmd, &bi);
 }
 
 void
@@ -643,7 +681,7 @@ lp_vk_slot (LpVkCtx *ctx, int slot, VkDeviceSize bytes)
 {
   g_assert (slot >= 0 && slot < LP_VK_SLOTS);
   g_assert (bytes <= ctx->max_binding);
-  LpVkBuf *b = &ctx->slots[slot];
+  LpVkBuf *b = &ctx->fr->slots[slot];
   if (b->size >= bytes)
     return;
   buf_free (ctx, b);
@@ -655,16 +693,16 @@ lp_vk_slot (LpVkCtx *ctx, int slot, VkDeviceSize bytes)
 static VkDeviceSize
 staging_take (LpVkCtx *ctx, gsize bytes)
 {
-  VkDeviceSize off = ctx->staging_used;
-  ctx->staging_used = (off + bytes + 15) & ~(VkDeviceSize) 15;
-  g_assert (ctx->staging_used <= ctx->staging.size);
+  VkDeviceSize off = ctx->fr->staging_used;
+  ctx->fr->staging_used = (off + bytes + 15) & ~(VkDeviceSize) 15;
+  g_assert (ctx->fr->staging_used <= ctx->fr->staging.size);
   return off;
 }
 
 void
 lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_bytes, gsize src_stride)
 {
-  LpVkBuf *b = &ctx->slots[slot];
+  LpVkBuf *b = &ctx->fr->slots[slot];
   gsize bytes = rows * row_bytes;
   g_assert (bytes <= b->size);
   guint8 *dst;
@@ -674,7 +712,7 @@ lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_byt
   else
     {
       off = staging_take (ctx, bytes);
-      dst = (guint8 *) ctx->staging.map + off;
+      dst = (guint8 *) ctx->fr->staging.map + off;
     }
   if (src_stride == row_bytes)
     memcpy (dst, src, bytes);
@@ -684,14 +722,14 @@ lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_byt
   if (!ctx->direct && bytes > 0)
     {
       VkBufferCopy region = { .srcOffset = off, .dstOffset = 0, .size = bytes };
-      vkCmdCopyBuffer (ctx->cmd, ctx->staging.buf, b->buf, 1, &region);
+      vkCmdCopyBuffer (ctx->fr->cmd, ctx->fr->staging.buf, b->buf, 1, &region);
     }
 }
 
 void
 lp_vk_download (LpVkCtx *ctx, int slot, void *dst, gsize rows, gsize row_bytes, gsize dst_stride)
 {
-  LpVkBuf *b = &ctx->slots[slot];
+  LpVkBuf *b = &ctx->fr->slots[slot];
   gsize bytes = rows * row_bytes;
   LpVkDownload d = { .dst = dst, .rows = rows, .row_bytes = row_bytes, .dst_stride = dst_stride };
   if (ctx->direct)
@@ -701,10 +739,10 @@ lp_vk_download (LpVkCtx *ctx, int slot, void *dst, gsize rows, gsize row_bytes, 
       lp_vk_barrier (ctx);
       VkDeviceSize off = staging_take (ctx, bytes);
       VkBufferCopy region = { .srcOffset = 0, .dstOffset = off, .size = bytes };
-      vkCmdCopyBuffer (ctx->cmd, b->buf, ctx->staging.buf, 1, &region);
-      d.src = (const guint8 *) ctx->staging.map + off;
+      vkCmdCopyBuffer (ctx->fr->cmd, b->buf, ctx->fr->staging.buf, 1, &region);
+      d.src = (const guint8 *) ctx->fr->staging.map + off;
     }
-  g_array_append_val (ctx->downloads, d);
+  g_array_append_val (ctx->fr->downloads, d);
 }
 
 static void
@@ -715,7 +753,7 @@ barrier_to (LpVkCtx *ctx, VkPipelineStageFlags dst_stage, VkAccessFlags dst_acce
     .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
     .dstAccessMask = dst_access,
   };
-  vkCmdPipelineBarrier (ctx->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, dst_stage,
+  vkCmdPipelineBarrier (ctx->fr->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, dst_stage,
                         0, 1, &mb, 0, NULL, 0, NULL);
 }
 
@@ -736,7 +774,7 @@ lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec
   VkPipeline pipe = pipeline_get (ctx, shader, spec, n_spec);
   VkDescriptorSetAllocateInfo ai = {
     .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-    .descriptorPool = ctx->desc_pool,
+    .descriptorPool = ctx->fr->desc_pool,
     .descriptorSetCount = 1,
     .pSetLayouts = &ctx->set_layout,
   };
@@ -748,7 +786,7 @@ lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec
   VkWriteDescriptorSet writes[LP_VK_MAX_BINDINGS];
   for (int i = 0; i < LP_VK_MAX_BINDINGS; i++)
     {
-      const LpVkBuf *b = &ctx->slots[bindings[i < n_bindings ? i : 0]];
+      const LpVkBuf *b = &ctx->fr->slots[bindings[i < n_bindings ? i : 0]];
       g_assert (b->buf != VK_NULL_HANDLE);
       infos[i] = (VkDescriptorBufferInfo) { b->buf, 0, VK_WHOLE_SIZE };
       writes[i] = (VkWriteDescriptorSet) {
@@ -761,38 +799,46 @@ lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec
       };
     }
   vkUpdateDescriptorSets (ctx->dev, LP_VK_MAX_BINDINGS, writes, 0, NULL);
-  vkCmdBindPipeline (ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-  vkCmdBindDescriptorSets (ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipe_layout, 0, 1, &set, 0, NULL);
+  vkCmdBindPipeline (ctx->fr->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+  vkCmdBindDescriptorSets (ctx->fr->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipe_layout, 0, 1, &set, 0, NULL);
   guint8 pc[LP_VK_PUSH_BYTES] = { 0 };
   memcpy (pc, push, push_size);
-  vkCmdPushConstants (ctx->cmd, ctx->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, LP_VK_PUSH_BYTES, pc);
-  vkCmdDispatch (ctx->cmd, gx, gy, 1);
+  vkCmdPushConstants (ctx->fr->cmd, ctx->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, LP_VK_PUSH_BYTES, pc);
+  vkCmdDispatch (ctx->fr->cmd, gx, gy, 1);
+}
+
+void
+lp_vk_run_submit (LpVkCtx *ctx)
+{
+  /* Device writes become visible to the host only through a barrier. */
+  barrier_to (ctx, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+  vkEndCommandBuffer (ctx->fr->cmd);
+  VkSubmitInfo si = {
+    .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+    .commandBufferCount = 1,
+    .pCommandBuffers = &ctx->fr->cmd,
+  };
+  VkResult r = vkQueueSubmit (ctx->queue, 1, &si, ctx->fr->fence);
+  if (r != VK_SUCCESS)
+    g_error ("Vulkan: submit failed (error %d): the device is lost", r);
+  ctx->fr->in_flight = TRUE;
+  ctx->fr = &ctx->frames[(ctx->fr - ctx->frames + 1) % LP_VK_FRAMES];
+}
+
+void
+lp_vk_run_wait (LpVkCtx *ctx)
+{
+  /* One queue runs submissions in order: the oldest first. */
+  for (int k = 0; k < LP_VK_FRAMES; k++)
+    frame_wait (ctx, &ctx->frames[(ctx->fr - ctx->frames + k) % LP_VK_FRAMES]);
 }
 
 void
 lp_vk_run_end (LpVkCtx *ctx)
 {
-  /* Device writes become visible to the host only through a barrier. */
-  barrier_to (ctx, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-  vkEndCommandBuffer (ctx->cmd);
-  VkSubmitInfo si = {
-    .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-    .commandBufferCount = 1,
-    .pCommandBuffers = &ctx->cmd,
-  };
-  VkResult r = vkQueueSubmit (ctx->queue, 1, &si, ctx->fence);
-  if (r == VK_SUCCESS)
-    r = vkWaitForFences (ctx->dev, 1, &ctx->fence, VK_TRUE, G_MAXUINT64);
-  if (r != VK_SUCCESS)
-    g_error ("Vulkan: submit or wait failed (error %d): the device is lost", r);
-  vkResetFences (ctx->dev, 1, &ctx->fence);
-  for (guint i = 0; i < ctx->downloads->len; i++)
-    {
-      const LpVkDownload *d = &g_array_index (ctx->downloads, LpVkDownload, i);
-      if (d->dst_stride == d->row_bytes)
-        memcpy (d->dst, d->src, d->rows * d->row_bytes);
-      else
-        for (gsize row = 0; row < d->rows; row++)
-          memcpy (d->dst + row * d->dst_stride, d->src + row * d->row_bytes, d->row_bytes);
-    }
+  LpVkFrame *f = ctx->fr;
+  lp_vk_run_submit (ctx);
+  lp_vk_run_wait (ctx);
+  /* Stay on this frame: the next run finds the slots as this one left them. */
+  ctx->fr = f;
 }

@@ -91,8 +91,9 @@ typedef struct {
   int ldc;
 } GemmJob;
 
-/* C[i0:i0+mb, j0:j0+nb]; B's block is uploaded (and dequantized) only when
- * load_b: it stays in its slot for the next row block. */
+/* C[i0:i0+mb, j0:j0+nb], submitted without waiting (gemm_run waits); B's
+ * block is uploaded (and dequantized) only when load_b: it stays in the
+ * frame's slot for the frame's next row block. */
 static void
 gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gboolean load_b)
 {
@@ -130,7 +131,7 @@ gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gbool
                  (guint32) nb, 0, tb, j->alpha, j->beta };
   gemm_dispatch (ctx, SLOT_A, SLOT_B, SLOT_C, &p);
   lp_vk_download (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
-  lp_vk_run_end (ctx);
+  lp_vk_run_submit (ctx);
 }
 
 /* FALSE when one row of K floats does not fit a binding. */
@@ -144,10 +145,21 @@ gemm_run (LpVkCtx *ctx, const GemmJob *j)
     return TRUE;
   int nb = (int) MIN ((gsize) j->N, lim / j->K);
   int mb = (int) MIN ((gsize) j->M, MIN (lim / j->K, lim / nb));
+  /* Tiles alternate between the two frames, so the host uploads the next
+   * tile (a weight block, streaming) while the device computes this one;
+   * b_in[f]: the column block frame f's B slot holds. */
+  int b_in[LP_VK_FRAMES];
+  for (int f = 0; f < LP_VK_FRAMES; f++)
+    b_in[f] = -1;
   g_mutex_lock (&ctx->lock);
   for (int j0 = 0; j0 < j->N; j0 += nb)
     for (int i0 = 0; i0 < j->M; i0 += mb)
-      gemm_tile (ctx, j, i0, MIN (mb, j->M - i0), j0, MIN (nb, j->N - j0), i0 == 0);
+      {
+        int f = (int) (ctx->fr - ctx->frames);
+        gemm_tile (ctx, j, i0, MIN (mb, j->M - i0), j0, MIN (nb, j->N - j0), b_in[f] != j0);
+        b_in[f] = j0;
+      }
+  lp_vk_run_wait (ctx);
   g_mutex_unlock (&ctx->lock);
   return TRUE;
 }
