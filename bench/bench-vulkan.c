@@ -1,7 +1,7 @@
 /* make bench: the Vulkan backend beside the CPU backend, same shapes, same run.
  *  1. GEMM GFLOP/s: a square product (n^3) and a weight product
- *     (T x D times D x D^T, the forward pass's shape), f32 weights and f16
- *     weights (gemm_w: dequantized on the device).
+ *     (T x D times D x D^T, the forward pass's shape), f32 weights, f16
+ *     and q4_k weights (gemm_w: dequantized on the device).
  *  2. Hessian accumulation H += X^T X (T tokens, n inputs) as GFLOP/s of
  *     the 2 T n^2 the device computes (the CPU's ssyrk computes half).
  * The device: argv[1] ("vulkan", "vulkan:N"), else LLMPRESS_DEVICE, else the
@@ -18,12 +18,13 @@
 
 #include "benchutil.h"
 
-typedef enum { OP_GEMM, OP_GEMM_F16, OP_SYRK } BenchOp;
+typedef enum { OP_GEMM, OP_GEMM_F16, OP_GEMM_Q4_K, OP_SYRK } BenchOp;
 
 typedef struct {
   int M, N, K;
   float *A, *B, *C;
   guint16 *B16;
+  guint8 *Bq; /* B as q4_k, only for OP_GEMM_Q4_K */
 } Operands;
 
 static void
@@ -36,6 +37,9 @@ run_once (LpBackend *be, BenchOp op, Operands *o)
       break;
     case OP_GEMM_F16:
       lp_gemm_w (be, o->M, o->N, o->K, o->A, o->K, LP_DTYPE_F16, o->B16, 0.0f, o->C, o->N);
+      break;
+    case OP_GEMM_Q4_K:
+      lp_gemm_w (be, o->M, o->N, o->K, o->A, o->K, LP_DTYPE_Q4_K, o->Bq, 0.0f, o->C, o->N);
       break;
     case OP_SYRK:
       /* X[T=M, n=K], H[n, n] */
@@ -62,7 +66,7 @@ gflops (LpBackend *be, BenchOp op, Operands *o, int reps)
 }
 
 static Operands *
-operands_new (int M, int N, int K)
+operands_new (BenchOp op, int M, int N, int K)
 {
   Operands *o = g_new0 (Operands, 1);
   o->M = M, o->N = N, o->K = K;
@@ -76,6 +80,13 @@ operands_new (int M, int N, int K)
   for (gsize i = 0; i < (gsize) N * K; i++)
     o->B[i] = (float) ((i * 5) % 11) * 0.01f;
   lp_dtype_from_f32 (LP_DTYPE_F16, o->B, o->B16, (gsize) N * K, NULL);
+  guint64 q_bytes;
+  if (op == OP_GEMM_Q4_K && lp_dtype_row_bytes (LP_DTYPE_Q4_K, (guint64) N * K, &q_bytes, NULL))
+    {
+      /* Quantizing takes seconds at full size: only where it is measured. */
+      o->Bq = g_malloc (q_bytes);
+      lp_dtype_from_f32 (LP_DTYPE_Q4_K, o->B, o->Bq, (gsize) N * K, NULL);
+    }
   return o;
 }
 
@@ -85,6 +96,7 @@ operands_free (Operands *o)
   g_free (o->A);
   g_free (o->B);
   g_free (o->B16);
+  g_free (o->Bq);
   g_free (o->C);
   g_free (o);
 }
@@ -126,12 +138,13 @@ main (int argc, char **argv)
     { "GEMM n^3", OP_GEMM, 2048 / s, 2048 / s, 2048 / s },
     { "weights f32 T x D x D", OP_GEMM, 512 / s, 4096 / s, 4096 / s },
     { "weights f16 T x D x D", OP_GEMM_F16, 512 / s, 4096 / s, 4096 / s },
+    { "weights q4_k T x D x D", OP_GEMM_Q4_K, 512 / s, 4096 / s, 4096 / s },
     { "Hessian T, n", OP_SYRK, 4096 / s, 0, 4096 / s },
   };
   printf ("\n%-24s %16s %12s %12s\n", "op", "shape", "CPU GFLOP/s", "Vulkan");
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
     {
-      Operands *o = operands_new (cases[i].M, cases[i].N, cases[i].K);
+      Operands *o = operands_new (cases[i].op, cases[i].M, cases[i].N, cases[i].K);
       g_autofree char *shape = cases[i].op == OP_SYRK ? g_strdup_printf ("T%d n%d", o->M, o->K)
                                                       : g_strdup_printf ("%dx%dx%d", o->M, o->N, o->K);
       double c = gflops (cpu, cases[i].op, o, 3);

@@ -94,7 +94,53 @@ check_gemm (LpBackend *be)
         }
 }
 
-/* W[N,K] as `type`: f16/bf16 converted, q8_0/q4_0 blocks with random codes. */
+/* Where each block type keeps its scales: random bytes there could spell Inf
+ * or NaN (whose products and payloads the two sides need not agree on), so
+ * random blocks get finite values in these fields. */
+typedef struct {
+  LpDType type;
+  int f16[2]; /* byte offsets of f16 scales (-1: none) */
+  int f32;    /* byte offset of an f32 scale (-1: none) */
+} ScaleFields;
+
+static const ScaleFields scale_fields[] = {
+  { LP_DTYPE_Q4_0, { 0, -1 }, -1 },   { LP_DTYPE_Q4_1, { 0, 2 }, -1 },    { LP_DTYPE_Q5_0, { 0, -1 }, -1 },
+  { LP_DTYPE_Q5_1, { 0, 2 }, -1 },    { LP_DTYPE_Q8_0, { 0, -1 }, -1 },   { LP_DTYPE_Q8_1, { 0, 2 }, -1 },
+  { LP_DTYPE_Q2_K, { 80, 82 }, -1 },  { LP_DTYPE_Q3_K, { 108, -1 }, -1 }, { LP_DTYPE_Q4_K, { 0, 2 }, -1 },
+  { LP_DTYPE_Q5_K, { 0, 2 }, -1 },    { LP_DTYPE_Q6_K, { 208, -1 }, -1 }, { LP_DTYPE_Q8_K, { -1, -1 }, 0 },
+};
+
+/* Random bytes for `n_blocks` blocks of `type`, every code value possible,
+ * with finite scales: any finite f16 (subnormals too), or an f32 within
+ * 2^+-30 so that no product is subnormal (devices may flush those). */
+static void
+random_blocks (LpDType type, guint8 *dst, gsize n_blocks, GRand *r)
+{
+  const ScaleFields *sf = NULL;
+  for (gsize i = 0; i < G_N_ELEMENTS (scale_fields); i++)
+    if (scale_fields[i].type == type)
+      sf = &scale_fields[i];
+  g_assert_nonnull (sf);
+  gsize size = lp_dtype_info (type)->type_size;
+  for (gsize b = 0; b < n_blocks; b++)
+    {
+      guint8 *blk = dst + b * size;
+      for (gsize i = 0; i < size; i++)
+        blk[i] = (guint8) g_rand_int_range (r, 0, 256);
+      for (int k = 0; k < 2; k++)
+        if (sf->f16[k] >= 0 && (blk[sf->f16[k] + 1] & 0x7c) == 0x7c)
+          blk[sf->f16[k] + 1] &= ~0x40; /* exponent 31 (Inf/NaN) becomes 15 */
+      if (sf->f32 >= 0)
+        {
+          guint32 bits = (g_rand_int (r) & 0x807fffffu) | (guint32) g_rand_int_range (r, 127 - 30, 127 + 31) << 23;
+          memcpy (blk + sf->f32, &bits, 4);
+        }
+    }
+}
+
+/* W[N,K] as `type`: f32/f16/bf16 converted from random floats; block types
+ * quantized from them where lp_dtype_from_f32 can (all but q8_1 and q8_k),
+ * with every third row (every row for q8_1/q8_k) random blocks instead. */
 static guint8 *
 make_weight (LpDType type, int N, int K, guint32 seed, gsize *bytes)
 {
@@ -102,31 +148,36 @@ make_weight (LpDType type, int N, int K, guint32 seed, gsize *bytes)
   g_assert_true (lp_dtype_row_bytes (type, K, &row_bytes, NULL));
   *bytes = (gsize) row_bytes * N;
   guint8 *w = g_malloc (*bytes);
-  if (type == LP_DTYPE_F32 || type == LP_DTYPE_F16 || type == LP_DTYPE_BF16)
+  g_autofree float *f = g_new (float, (gsize) N * K);
+  lp_test_fill (f, (gsize) N * K, seed, 1);
+  gboolean converted = lp_dtype_from_f32 (type, f, w, (gsize) N * K, NULL);
+  const LpDTypeInfo *info = lp_dtype_info (type);
+  if (info->block_size == 1)
     {
-      g_autofree float *f = g_new (float, (gsize) N * K);
-      lp_test_fill (f, (gsize) N * K, seed, 1);
-      g_assert_true (lp_dtype_from_f32 (type, f, w, (gsize) N * K, NULL));
+      g_assert_true (converted);
       return w;
     }
+  g_assert_true (converted || type == LP_DTYPE_Q8_1 || type == LP_DTYPE_Q8_K);
   g_autoptr (GRand) r = g_rand_new_with_seed (seed);
-  gsize block = lp_dtype_info (type)->type_size;
-  for (gsize b = 0; b < *bytes / block; b++)
-    {
-      guint16 d = lp_f32_to_f16 ((float) g_rand_double_range (r, -0.1, 0.1));
-      w[b * block] = d & 0xff;
-      w[b * block + 1] = d >> 8;
-      for (gsize i = 2; i < block; i++)
-        w[b * block + i] = (guint8) g_rand_int_range (r, 0, 256);
-    }
+  for (int row = 0; row < N; row++)
+    if (!converted || row % 3 == 2)
+      random_blocks (type, w + row * row_bytes, K / info->block_size, r);
   return w;
 }
 
+/* Every type the device reads (and f32).  K = 256, one K-quant super-block
+ * a row; with 8 KiB bindings (tiled mode) a tile holds 8 rows of W and 8
+ * of A, so the 45 x 19 product runs as 6 x 3 tiles, the last ones partial,
+ * and the dequantization as 6 chunks. */
 static void
 check_gemm_w (LpBackend *be)
 {
-  static const LpDType types[] = { LP_DTYPE_F32, LP_DTYPE_F16, LP_DTYPE_BF16, LP_DTYPE_Q8_0, LP_DTYPE_Q4_0 };
-  int M = 19, N = 45, K = 96;
+  static const LpDType types[] = {
+    LP_DTYPE_F32,  LP_DTYPE_F16,  LP_DTYPE_BF16, LP_DTYPE_Q4_0, LP_DTYPE_Q4_1, LP_DTYPE_Q5_0,
+    LP_DTYPE_Q5_1, LP_DTYPE_Q8_0, LP_DTYPE_Q8_1, LP_DTYPE_Q2_K, LP_DTYPE_Q3_K, LP_DTYPE_Q4_K,
+    LP_DTYPE_Q5_K, LP_DTYPE_Q6_K, LP_DTYPE_Q8_K,
+  };
+  int M = 19, N = 45, K = 256;
   for (gsize t = 0; t < G_N_ELEMENTS (types); t++)
     {
       gsize bytes;
@@ -142,7 +193,8 @@ check_gemm_w (LpBackend *be)
       g_test_message ("gemm_w and dequantize: %s", lp_dtype_name (types[t]));
       lp_test_assert_close (C, R, (gsize) M * ldc, 1e-5);
 
-      /* Dequantization is exact: one f32 product per element, as on the CPU. */
+      /* Dequantization is exact: the C code's operations in its order, each
+       * correctly rounded, as on the CPU. */
       gsize n = (gsize) N * K;
       g_autofree float *d = g_new (float, n), *dr = g_new (float, n);
       g_assert_true (lp_dequantize (be, types[t], W, n, d));

@@ -71,10 +71,32 @@ dequant_dispatch (LpVkCtx *ctx, LpDType type, gsize n, int dst)
   lp_vk_dispatch (ctx, VK_SH_DEQUANT, spec, 2, bindings, 2, &p, sizeof p, groups_for (ctx, n), 1);
 }
 
+/* The types shaders/dequant.comp decodes: every 16-bit float and block
+ * type lp_dtype_to_f32 reads, bit for bit.  The plain f32/f64/integer types
+ * are left to the CPU (nothing to decode, or no 64-bit types in core). */
 static gboolean
 device_reads (LpDType t)
 {
-  return t == LP_DTYPE_F16 || t == LP_DTYPE_BF16 || t == LP_DTYPE_Q8_0 || t == LP_DTYPE_Q4_0;
+  switch (t)
+    {
+    case LP_DTYPE_F16:
+    case LP_DTYPE_BF16:
+    case LP_DTYPE_Q4_0:
+    case LP_DTYPE_Q4_1:
+    case LP_DTYPE_Q5_0:
+    case LP_DTYPE_Q5_1:
+    case LP_DTYPE_Q8_0:
+    case LP_DTYPE_Q8_1:
+    case LP_DTYPE_Q2_K:
+    case LP_DTYPE_Q3_K:
+    case LP_DTYPE_Q4_K:
+    case LP_DTYPE_Q5_K:
+    case LP_DTYPE_Q6_K:
+    case LP_DTYPE_Q8_K:
+      return TRUE;
+    default:
+      return FALSE;
+    }
 }
 
 /* One product, B either f32 (trans_b or not) or W rows of `wtype`. */

@@ -26,7 +26,7 @@ typedef enum {
   LP_OP_ATTENTION,   /* causal GQA attention with softmax */
   LP_OP_SWIGLU,
   LP_OP_CHOLESKY,    /* in-place lower Cholesky factor of an SPD matrix */
-  LP_OP_GEMM_W,      /* C = A * W^T + beta * C with W in f32/f16/bf16/q8_0/q4_0 */
+  LP_OP_GEMM_W,      /* C = A * W^T + beta * C, W in any type lp_dtype_to_f32 reads */
   LP_OP_DEQUANTIZE,  /* a block-quantized (or 16-bit) row to f32 */
   LP_OP_TRI_INVERSE, /* in-place inverse of a lower triangular matrix */
   LP_OP_QUANTIZE_GROUPS, /* group-wise round-to-nearest onto the plain integer grid */
@@ -77,7 +77,9 @@ typedef struct {
   /* C[M,N] = A[M,K] * W[N,K]^T + beta * C, W stored as `wtype` (row-major,
    * rows of K elements, K a multiple of the type's block size).  The weight
    * product of the forward pass, without materializing W in f32.  A device
-   * that cannot read `wtype` hands the call to its fallback. */
+   * that cannot read `wtype` hands the call to its fallback (Vulkan decodes
+   * f16, bf16 and every block type itself; f64 and the integers go to the
+   * CPU). */
   void (*gemm_w) (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype,
                   const void *W, float beta, float *C, int ldc);
   /* dst[n] = src (n elements of `type`, n a multiple of its block size);
