@@ -1,7 +1,11 @@
 /* make bench: the Vulkan backend beside the CPU backend, same shapes, same run.
  *  1. GEMM GFLOP/s: a square product (n^3) and a weight product
  *     (T x D times D x D^T, the forward pass's shape), f32 weights, f16
- *     and q4_k weights (gemm_w: dequantized on the device).
+ *     weights (gemm_w: read as f16 on a device with the float16 fast path,
+ *     else dequantized on the device) and q4_k weights (dequantized on the
+ *     device), and the same shape in int8 (gemm_i8, W8A8: int8 activations
+ *     and weights, exact int32 sums) as GOP/s (integer dot product on a
+ *     device with that fast path).
  *  2. Hessian accumulation H += X^T X (T tokens, n inputs) as GFLOP/s of
  *     the 2 T n^2 the device computes (the CPU's ssyrk computes half).
  * The device: argv[1] ("vulkan", "vulkan:N"), else LLMPRESS_DEVICE, else the
@@ -18,13 +22,15 @@
 
 #include "benchutil.h"
 
-typedef enum { OP_GEMM, OP_GEMM_F16, OP_GEMM_Q4_K, OP_SYRK } BenchOp;
+typedef enum { OP_GEMM, OP_GEMM_F16, OP_GEMM_Q4_K, OP_GEMM_I8, OP_SYRK } BenchOp;
 
 typedef struct {
   int M, N, K;
   float *A, *B, *C;
   guint16 *B16;
   guint8 *Bq; /* B as q4_k, only for OP_GEMM_Q4_K */
+  gint8 *A8, *B8;  /* A and B as int8 */
+  float *sa, *sb;  /* their per-row scales */
 } Operands;
 
 static void
@@ -41,6 +47,9 @@ run_once (LpBackend *be, BenchOp op, Operands *o)
     case OP_GEMM_Q4_K:
       lp_gemm_w (be, o->M, o->N, o->K, o->A, o->K, LP_DTYPE_Q4_K, o->Bq, 0.0f, o->C, o->N);
       break;
+    case OP_GEMM_I8:
+      lp_gemm_i8 (be, o->M, o->N, o->K, o->A8, o->K, o->sa, o->B8, o->K, o->sb, 0.0f, o->C, o->N);
+      break;
     case OP_SYRK:
       /* X[T=M, n=K], H[n, n] */
       lp_syrk (be, o->M, o->K, o->A, o->K, o->C);
@@ -48,7 +57,7 @@ run_once (LpBackend *be, BenchOp op, Operands *o)
     }
 }
 
-/* Median GFLOP/s of `reps` runs after one warm-up (pipelines compiled,
+/* Median GFLOP/s (int8: GOP/s) of `reps` runs after one warm-up (pipelines compiled,
  * buffers allocated). */
 static double
 gflops (LpBackend *be, BenchOp op, Operands *o, int reps)
@@ -87,6 +96,18 @@ operands_new (BenchOp op, int M, int N, int K)
       o->Bq = g_malloc (q_bytes);
       lp_dtype_from_f32 (LP_DTYPE_Q4_K, o->B, o->Bq, (gsize) N * K, NULL);
     }
+  o->A8 = g_new (gint8, (gsize) M * K);
+  o->B8 = g_new (gint8, (gsize) N * K);
+  for (gsize i = 0; i < (gsize) M * K; i++)
+    o->A8[i] = (gint8) ((i * 7) % 255 - 127);
+  for (gsize i = 0; i < (gsize) N * K; i++)
+    o->B8[i] = (gint8) ((i * 5) % 255 - 127);
+  o->sa = g_new (float, M);
+  o->sb = g_new (float, N);
+  for (int i = 0; i < M; i++)
+    o->sa[i] = 0.01f;
+  for (int j = 0; j < N; j++)
+    o->sb[j] = 0.02f;
   return o;
 }
 
@@ -97,6 +118,10 @@ operands_free (Operands *o)
   g_free (o->B);
   g_free (o->B16);
   g_free (o->Bq);
+  g_free (o->A8);
+  g_free (o->B8);
+  g_free (o->sa);
+  g_free (o->sb);
   g_free (o->C);
   g_free (o);
 }
@@ -139,9 +164,10 @@ main (int argc, char **argv)
     { "weights f32 T x D x D", OP_GEMM, 512 / s, 4096 / s, 4096 / s },
     { "weights f16 T x D x D", OP_GEMM_F16, 512 / s, 4096 / s, 4096 / s },
     { "weights q4_k T x D x D", OP_GEMM_Q4_K, 512 / s, 4096 / s, 4096 / s },
+    { "int8 W8A8 T x D x D", OP_GEMM_I8, 512 / s, 4096 / s, 4096 / s },
     { "Hessian T, n", OP_SYRK, 4096 / s, 0, 4096 / s },
   };
-  printf ("\n%-24s %16s %12s %12s\n", "op", "shape", "CPU GFLOP/s", "Vulkan");
+  printf ("\n%-24s %16s %12s %12s   (int8: GOP/s)\n", "op", "shape", "CPU GFLOP/s", "Vulkan");
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
     {
       Operands *o = operands_new (cases[i].op, cases[i].M, cases[i].N, cases[i].K);

@@ -40,6 +40,15 @@ print_device (const LpDeviceInfo *d)
           "cooperative matrix %s\n",
           d->subgroup_size, yes_no (d->storage16), yes_no (d->float16), yes_no (d->int8), yes_no (d->int_dot),
           yes_no (d->coopmat));
+  /* The Vulkan backend's fast paths, used when offered (LLMPRESS_VULKAN_DISABLE
+   * turns them off); without them the same ops run on core Vulkan 1.2. */
+  GString *fast = g_string_new (NULL);
+  if (d->int_dot)
+    g_string_append (fast, ", int-dot (int8 GEMM by dot product)");
+  if (d->storage16 && d->float16)
+    g_string_append (fast, ", float16 (f16 weights read directly)");
+  printf ("    fast paths: %s\n", fast->len > 0 ? fast->str + 2 : "none");
+  g_string_free (fast, TRUE);
   if (!d->usable)
     printf ("    skipped: %s\n", d->skip_reason);
   else if (d->type == LP_DEVICE_CPU)

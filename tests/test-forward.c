@@ -71,15 +71,7 @@ test_cpu_gemm_i8 (void)
         g_autofree gint8 *A = g_new (gint8, (gsize) M * lda), *B = g_new (gint8, (gsize) N * ldb);
         g_autofree float *sa = g_new (float, M), *sb = g_new (float, N);
         g_autofree float *C = g_new (float, (gsize) M * ldc), *R = g_new (float, (gsize) M * ldc);
-        g_autoptr (GRand) r = g_rand_new_with_seed (40 + s);
-        for (gsize i = 0; i < (gsize) M * lda; i++)
-          A[i] = extreme ? -128 : (gint8) g_rand_int_range (r, -128, 128);
-        for (gsize i = 0; i < (gsize) N * ldb; i++)
-          B[i] = extreme ? -128 : (gint8) g_rand_int_range (r, -128, 128);
-        for (int i = 0; i < M; i++)
-          sa[i] = (float) g_rand_double_range (r, 1e-3, 1e-2);
-        for (int j = 0; j < N; j++)
-          sb[j] = (float) g_rand_double_range (r, 1e-3, 1e-2);
+        lp_test_fill_gemm_i8 (M, N, A, lda, B, ldb, sa, sb, 40 + s, extreme);
         lp_test_fill (C, (gsize) M * ldc, 41, 1);
         memcpy (R, C, sizeof (float) * M * ldc);
         float beta = extreme ? 0.0f : 0.5f;

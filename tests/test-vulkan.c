@@ -3,11 +3,16 @@
  * the module reports every validation error as a g_critical, fatal here.
  * Each op runs three ways: host-visible memory used directly, through
  * staging copies (the discrete-GPU path), and with bindings capped small so
- * every op tiles.  Skips with the reason when there is no Vulkan device.
+ * every op tiles; the ops with fast paths (gemm_i8 by integer dot product,
+ * gemm_w reading f16 weights) a fourth way, with LLMPRESS_VULKAN_DISABLE
+ * turning those off, so both paths are checked on a device that has them.
+ * Skips with the reason when there is no Vulkan device.
  *
  * Tolerances (relative Frobenius error against lp_ref_*, which accumulates
  * in double): GEMM/SYRK/attention 1e-5 (f32 accumulation over K <= 300),
- * element-wise ops 1e-6, dequantization exact, forward logits 1e-4,
+ * element-wise ops 1e-6, dequantization and int8 GEMM exact (the same
+ * int32 sums and f32 roundings as lp_ref_gemm_i8), f16 weights the bits of
+ * the f32 product of the same values, forward logits 1e-4,
  * stories260K perplexity within 1e-3 of the CPU backend's. */
 #include "config.h"
 
@@ -16,8 +21,38 @@
 
 #include "testutil.h"
 
-typedef enum { MODE_DIRECT, MODE_STAGING, MODE_TILED, MODE_COUNT } Mode;
-static const char *const mode_names[MODE_COUNT] = { "direct", "staging", "tiled (8..64 KiB bindings)" };
+typedef enum { MODE_DIRECT, MODE_STAGING, MODE_TILED, MODE_NO_FAST, MODE_COUNT } Mode;
+static const char *const mode_names[MODE_COUNT] = { "direct", "staging", "tiled (8..64 KiB bindings)",
+                                                    "direct, fast paths off" };
+
+#ifdef HAVE_VULKAN
+/* The device's name carries the fast paths in use (", int-dot, float16"):
+ * each must be there exactly when the device offers it and the mode does
+ * not turn it off.  A device without one says so. */
+static void
+check_fast_paths (LpBackend *be, const GPtrArray *devices, Mode mode)
+{
+  const char *at = strstr (be->device_name, "[vulkan:");
+  g_assert_nonnull (at);
+  guint index = (guint) g_ascii_strtoull (at + strlen ("[vulkan:"), NULL, 10);
+  g_assert_cmpuint (index, <, devices->len);
+  const LpDeviceInfo *d = devices->pdata[index];
+  struct {
+    const char *tag, *what;
+    gboolean offered;
+  } paths[] = {
+    { ", int-dot", "integer dot product (gemm_i8 by OpSDot)", d->int_dot },
+    { ", float16", "16-bit storage and fp16 arithmetic (gemm_w reads f16 weights)", d->storage16 && d->float16 },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (paths); i++)
+    {
+      gboolean want = paths[i].offered && mode != MODE_NO_FAST;
+      g_assert_true ((strstr (be->device_name, paths[i].tag) != NULL) == want);
+      if (!paths[i].offered)
+        g_test_message ("%s: the device does not offer %s: only the core path is checked", d->name, paths[i].what);
+    }
+}
+#endif
 
 /* The device, or NULL after g_test_skip with the reason. */
 static LpBackend *
@@ -50,9 +85,12 @@ open_vulkan (Mode mode, gsize max_binding)
       g_autofree char *cap = g_strdup_printf ("%" G_GSIZE_FORMAT, max_binding);
       g_setenv ("LLMPRESS_VULKAN_MAX_BINDING", cap, TRUE);
     }
+  if (mode == MODE_NO_FAST)
+    g_setenv ("LLMPRESS_VULKAN_DISABLE", "int-dot, float16", TRUE);
   LpBackend *be = lp_backend_new ("vulkan", &error);
   g_unsetenv ("LLMPRESS_VULKAN_STAGING");
   g_unsetenv ("LLMPRESS_VULKAN_MAX_BINDING");
+  g_unsetenv ("LLMPRESS_VULKAN_DISABLE");
   if (be == NULL && g_error_matches (error, LP_ERROR, LP_ERROR_MISSING))
     {
       /* The validation layer is not installed: CI installs it. */
@@ -62,11 +100,12 @@ open_vulkan (Mode mode, gsize max_binding)
   g_assert_no_error (error);
   g_assert_cmpstr (be->ops->name, ==, "vulkan");
   g_test_message ("%s: %s", mode_names[mode], be->device_name);
+  check_fast_paths (be, devices, mode);
   return be;
 #endif
 }
 
-/* ---- each op, three ways ---- */
+/* ---- each op, three or four ways ---- */
 
 static void
 check_gemm (LpBackend *be)
@@ -192,6 +231,16 @@ check_gemm_w (LpBackend *be)
       lp_ref_gemm_w (M, N, K, A, lda, types[t], W, 1.0f, R, ldc);
       g_test_message ("gemm_w and dequantize: %s", lp_dtype_name (types[t]));
       lp_test_assert_close (C, R, (gsize) M * ldc, 1e-5);
+      if (types[t] == LP_DTYPE_F16)
+        {
+          /* f16 weights read directly (float16 fast path) or dequantized
+           * first: either way the bits of the f32 product of the same values. */
+          g_autofree float *W32 = g_new (float, (gsize) N * K), *F = g_new (float, (gsize) M * ldc);
+          g_assert_true (lp_dtype_to_f32 (LP_DTYPE_F16, W, W32, (gsize) N * K, NULL));
+          lp_test_fill (F, (gsize) M * ldc, 9, 1);
+          lp_gemm_w (be, M, N, K, A, lda, LP_DTYPE_F32, W32, 1.0f, F, ldc);
+          g_assert_cmpmem (C, sizeof (float) * M * ldc, F, sizeof (float) * M * ldc);
+        }
 
       /* Dequantization is exact: the C code's operations in its order, each
        * correctly rounded, as on the CPU. */
@@ -201,6 +250,39 @@ check_gemm_w (LpBackend *be)
       g_assert_true (lp_dtype_to_f32 (types[t], W, dr, n, NULL));
       g_assert_cmpmem (d, n * sizeof (float), dr, n * sizeof (float));
     }
+}
+
+/* int8 GEMM, bit for bit: K not a multiple of 4 (padding), K past 1024
+ * (the CPU's slices) and past the tiled mode's 8 KiB binding (a row the
+ * device declines: the CPU runs it), M or N = 1, strided rows, beta 0 over
+ * a C of NaN (not read) and beta non-zero, and the extreme -128 * -128
+ * over every k. */
+static void
+check_gemm_i8 (LpBackend *be)
+{
+  static const int shapes[][3] = { { 1, 1, 1 },    { 1, 37, 6 },   { 29, 1, 1031 },
+                                   { 70, 67, 130 }, { 5, 33, 3000 }, { 3, 4, 9001 } };
+  for (gsize s = 0; s < G_N_ELEMENTS (shapes); s++)
+    for (int v = 0; v < 3; v++)
+      {
+        gboolean extreme = v == 2, with_beta = v == 1;
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], lda = K + 3, ldb = K + 1, ldc = N + 2;
+        g_autofree gint8 *A = g_new (gint8, (gsize) M * lda), *B = g_new (gint8, (gsize) N * ldb);
+        g_autofree float *sa = g_new (float, M), *sb = g_new (float, N);
+        g_autofree float *C = g_new (float, (gsize) M * ldc), *R = g_new (float, (gsize) M * ldc);
+        lp_test_fill_gemm_i8 (M, N, A, lda, B, ldb, sa, sb, 80 + s, extreme);
+        if (with_beta)
+          lp_test_fill (C, (gsize) M * ldc, 81 + s, 1);
+        else
+          for (gsize i = 0; i < (gsize) M * ldc; i++)
+            C[i] = NAN;
+        memcpy (R, C, sizeof (float) * M * ldc);
+        float beta = with_beta ? 0.75f : 0.0f;
+        lp_gemm_i8 (be, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc);
+        lp_ref_gemm_i8 (M, N, K, A, lda, sa, B, ldb, sb, beta, R, ldc);
+        /* Padding columns of C untouched too. */
+        g_assert_cmpmem (C, sizeof (float) * M * ldc, R, sizeof (float) * M * ldc);
+      }
 }
 
 static void
@@ -306,23 +388,25 @@ typedef struct {
   const char *path;
   void (*check) (LpBackend *be);
   gsize tiled_binding; /* small enough that the shapes above span several tiles */
+  gboolean fast_paths; /* it has a fast path: run with them off too */
 } OpCheck;
 
 static const OpCheck op_checks[] = {
-  { "/vulkan/gemm", check_gemm, 16 << 10 },
-  { "/vulkan/gemm-w-and-dequantize", check_gemm_w, 8 << 10 },
-  { "/vulkan/syrk", check_syrk, 32 << 10 },
-  { "/vulkan/rmsnorm", check_rmsnorm, 64 << 10 },
-  { "/vulkan/rope", check_rope, 64 << 10 },
-  { "/vulkan/attention", check_attention, 64 << 10 },
-  { "/vulkan/swiglu", check_swiglu, 64 << 10 },
+  { "/vulkan/gemm", check_gemm, 16 << 10, FALSE },
+  { "/vulkan/gemm-w-and-dequantize", check_gemm_w, 8 << 10, TRUE },
+  { "/vulkan/gemm-i8", check_gemm_i8, 8 << 10, TRUE },
+  { "/vulkan/syrk", check_syrk, 32 << 10, FALSE },
+  { "/vulkan/rmsnorm", check_rmsnorm, 64 << 10, FALSE },
+  { "/vulkan/rope", check_rope, 64 << 10, FALSE },
+  { "/vulkan/attention", check_attention, 64 << 10, FALSE },
+  { "/vulkan/swiglu", check_swiglu, 64 << 10, FALSE },
 };
 
 static void
 run_op_check (gconstpointer data)
 {
   const OpCheck *c = data;
-  for (Mode m = 0; m < MODE_COUNT; m++)
+  for (Mode m = 0; m < (c->fast_paths ? MODE_COUNT : MODE_NO_FAST); m++)
     {
       g_autoptr (LpBackend) be = open_vulkan (m, c->tiled_binding);
       if (be == NULL)
@@ -365,6 +449,12 @@ test_devices_and_selection (void)
   g_clear_error (&error);
   g_assert_null (lp_backend_new ("vulkanic", &error));
   lp_test_assert_error_contains (error, "expected cpu, auto or vulkan[:N]", NULL);
+  g_clear_error (&error);
+  /* A fast path that does not exist is an error, not silently ignored. */
+  g_setenv ("LLMPRESS_VULKAN_DISABLE", "float16,int8", TRUE);
+  g_assert_null (lp_backend_new ("vulkan", &error));
+  g_unsetenv ("LLMPRESS_VULKAN_DISABLE");
+  lp_test_assert_error_contains (error, "LLMPRESS_VULKAN_DISABLE", "\"int8\"", "int-dot, float16", NULL);
   g_clear_error (&error);
 
   /* LLMPRESS_DEVICE is the default. */

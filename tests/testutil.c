@@ -189,6 +189,21 @@ lp_test_fill (float *x, gsize n, guint32 seed, double scale)
 }
 
 void
+lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float *sa, float *sb, guint32 seed,
+                      gboolean extreme)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  for (gsize i = 0; i < (gsize) M * lda; i++)
+    A[i] = extreme ? -128 : (gint8) g_rand_int_range (r, -128, 128);
+  for (gsize i = 0; i < (gsize) N * ldb; i++)
+    B[i] = extreme ? -128 : (gint8) g_rand_int_range (r, -128, 128);
+  for (int i = 0; i < M; i++)
+    sa[i] = (float) g_rand_double_range (r, 1e-3, 1e-2);
+  for (int j = 0; j < N; j++)
+    sb[j] = (float) g_rand_double_range (r, 1e-3, 1e-2);
+}
+
+void
 lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol)
 {
   double num = 0, den = 0;

@@ -34,5 +34,10 @@ int lp_test_run_cliv (char **out, char **err, const char *const *args);
 
 /* x[n] uniform in [-scale, scale), deterministic for a seed. */
 void lp_test_fill (float *x, gsize n, guint32 seed, double scale);
+/* int8 GEMM operands: A[M, lda] and B[N, ldb] uniform in -128..127, or all
+ * -128 (the extreme) when `extreme`; per-row scales sa[M], sb[N] in
+ * [1e-3, 1e-2). */
+void lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float *sa, float *sb, guint32 seed,
+                           gboolean extreme);
 /* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
 void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);

@@ -22,13 +22,25 @@ typedef enum {
   VK_SH_ATTENTION,
   VK_SH_SWIGLU,
   VK_SH_DEQUANT,
+  VK_SH_GEMM_F16,    /* gemm.comp with B in f16: needs LP_VK_FAST_F16 */
+  VK_SH_GEMM_I8,
+  VK_SH_GEMM_I8_DOT, /* gemm_i8.comp with OpSDot: needs LP_VK_FAST_INT_DOT */
   VK_SH_COUNT,
 } VkShaderId;
+
+/* Optional device features the backend enables when offered, each the
+ * gate of a faster path; without them every op still runs (core Vulkan
+ * 1.2 only).  LLMPRESS_VULKAN_DISABLE turns them off by name. */
+typedef enum {
+  LP_VK_FAST_INT_DOT = 1 << 0, /* VK_KHR_shader_integer_dot_product: gemm_i8 by OpSDot */
+  LP_VK_FAST_F16 = 1 << 1,     /* 16-bit storage + fp16 arithmetic: gemm_w reads f16 weights directly */
+} LpVkFast;
 
 typedef struct {
   const guint32 *code;
   gsize size; /* bytes */
   const char *name;
+  LpVkFast needs; /* its module is created only when all of these are enabled */
 } VkShaderCode;
 
 const VkShaderCode *lp_vk_shader (VkShaderId id);
@@ -80,7 +92,8 @@ typedef struct {
   VkDescriptorSetLayout set_layout;
   VkPipelineLayout pipe_layout;
   VkPipelineCache pipe_cache;
-  VkShaderModule shaders[VK_SH_COUNT];
+  VkShaderModule shaders[VK_SH_COUNT]; /* VK_NULL_HANDLE: needs a feature not enabled */
+  LpVkFast fast;                       /* the fast paths enabled on this device */
   GHashTable *pipelines; /* PipeKey -> VkPipeline */
   VkPhysicalDeviceMemoryProperties mem_props;
   VkDeviceSize max_binding; /* bytes one storage binding (and one buffer) may span */
@@ -102,8 +115,11 @@ void lp_vk_run_begin (LpVkCtx *ctx, VkDeviceSize staging_bytes);
 /* Slot `slot` as a buffer of at least `bytes`; call once per slot per run,
  * before recording anything that uses it. */
 void lp_vk_slot (LpVkCtx *ctx, int slot, VkDeviceSize bytes);
-/* rows x row_bytes from src (rows dst_stride... apart) into the slot, packed. */
+/* rows x row_bytes from src (rows src_stride apart) into the slot, packed. */
 void lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_bytes, gsize src_stride);
+/* The same, each row followed by zeros up to dst_row_bytes (>= row_bytes). */
+void lp_vk_upload_padded (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_bytes, gsize src_stride,
+                          gsize dst_row_bytes);
 void lp_vk_download (LpVkCtx *ctx, int slot, void *dst, gsize rows, gsize row_bytes, gsize dst_stride);
 /* Every earlier transfer or dispatch before every later one. */
 void lp_vk_barrier (LpVkCtx *ctx);

@@ -12,7 +12,11 @@
  *                                  it reports is a g_critical (fatal in tests).
  *   LLMPRESS_VULKAN_STAGING=1      staging copies even on host-visible memory
  *                                  (tests the discrete-GPU path on lavapipe).
- *   LLMPRESS_VULKAN_MAX_BINDING=N  cap one binding at N bytes (tests tiling). */
+ *   LLMPRESS_VULKAN_MAX_BINDING=N  cap one binding at N bytes (tests tiling).
+ *   LLMPRESS_VULKAN_DISABLE=LIST   fast paths not to use although the device
+ *                                  offers them, comma-separated: int-dot,
+ *                                  float16 (tests the core-Vulkan paths on a
+ *                                  device that has everything). */
 static gboolean
 env_flag (const char *name)
 {
@@ -171,6 +175,78 @@ compute_queue_family (VkPhysicalDevice phys)
 
 static const guint32 needed_invocations = 256;
 
+/* The optional features the fast paths use, as the device offers them.
+ * The integer dot product comes through its extension: the instance asks
+ * for Vulkan 1.2, where Vulkan 1.3's core feature is not available. */
+typedef struct {
+  VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR dot;
+  VkPhysicalDeviceVulkan12Features f12;
+  VkPhysicalDeviceVulkan11Features f11;
+  gboolean dot_ext;
+} DeviceFeatures;
+
+/* Only for a device of Vulkan 1.2 or later (the 1.1/1.2 feature structs). */
+static void
+query_features (VkPhysicalDevice phys, DeviceFeatures *f)
+{
+  memset (f, 0, sizeof *f);
+  f->dot_ext = device_has_extension (phys, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+  f->f11.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES;
+  f->f12.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES;
+  f->f12.pNext = &f->f11;
+  f->dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR;
+  f->dot.pNext = &f->f12;
+  VkPhysicalDeviceFeatures2 feats = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                      .pNext = f->dot_ext ? (void *) &f->dot : (void *) &f->f12 };
+  vkGetPhysicalDeviceFeatures2 (phys, &feats);
+}
+
+/* The fast paths a device offers (LpVkFast). */
+static LpVkFast
+offered_fast (const DeviceFeatures *f)
+{
+  LpVkFast fast = 0;
+  if (f->dot_ext && f->dot.shaderIntegerDotProduct)
+    fast |= LP_VK_FAST_INT_DOT;
+  if (f->f11.storageBuffer16BitAccess && f->f12.shaderFloat16)
+    fast |= LP_VK_FAST_F16;
+  return fast;
+}
+
+static const struct {
+  LpVkFast flag;
+  const char *name;
+} fast_names[] = { { LP_VK_FAST_INT_DOT, "int-dot" }, { LP_VK_FAST_F16, "float16" } };
+
+/* LLMPRESS_VULKAN_DISABLE's list as flags. */
+static gboolean
+disabled_fast (LpVkFast *out, GError **error)
+{
+  *out = 0;
+  const char *v = g_getenv ("LLMPRESS_VULKAN_DISABLE");
+  if (v == NULL)
+    return TRUE;
+  g_auto (GStrv) names = g_strsplit (v, ",", -1);
+  for (int i = 0; names[i] != NULL; i++)
+    {
+      const char *name = g_strstrip (names[i]);
+      gboolean known = *name == '\0';
+      for (gsize k = 0; k < G_N_ELEMENTS (fast_names); k++)
+        if (strcmp (name, fast_names[k].name) == 0)
+          {
+            *out |= fast_names[k].flag;
+            known = TRUE;
+          }
+      if (!known)
+        {
+          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
+                       "LLMPRESS_VULKAN_DISABLE: \"%s\": expected a comma-separated list of int-dot, float16", name);
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
 /* Everything `llmpress devices` shows, and whether we can run on it. */
 static LpDeviceInfo *
 describe (VkPhysicalDevice phys, int index)
@@ -187,11 +263,9 @@ describe (VkPhysicalDevice phys, int index)
   VkPhysicalDeviceProperties2 props = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &subgroup };
   vkGetPhysicalDeviceProperties2 (phys, &props);
 
-  VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES };
-  VkPhysicalDeviceVulkan11Features f11 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
-                                           .pNext = v12 ? &f12 : NULL };
-  VkPhysicalDeviceFeatures2 feats = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f11 };
-  vkGetPhysicalDeviceFeatures2 (phys, &feats);
+  DeviceFeatures f = { 0 };
+  if (v12)
+    query_features (phys, &f);
 
   info->name = g_strdup (base.deviceName);
   info->vendor_id = base.vendorID;
@@ -218,11 +292,11 @@ describe (VkPhysicalDevice phys, int index)
       info->host_visible_bytes = MAX (info->host_visible_bytes, mem.memoryHeaps[mem.memoryTypes[i].heapIndex].size);
   info->max_binding_bytes = base.limits.maxStorageBufferRange;
   info->subgroup_size = subgroup.subgroupSize;
-  info->storage16 = f11.storageBuffer16BitAccess;
-  info->float16 = v12 && f12.shaderFloat16;
-  info->int8 = v12 && f12.shaderInt8;
-  info->int_dot = device_has_extension (phys, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME)
-                  || base.apiVersion >= VK_API_VERSION_1_3;
+  info->storage16 = f.f11.storageBuffer16BitAccess;
+  info->float16 = f.f12.shaderFloat16;
+  info->int8 = f.f12.shaderInt8;
+  /* What the backend can enable (see query_features). */
+  info->int_dot = (offered_fast (&f) & LP_VK_FAST_INT_DOT) != 0;
   info->coopmat = device_has_extension (phys, "VK_KHR_cooperative_matrix")
                   || device_has_extension (phys, "VK_NV_cooperative_matrix");
 
@@ -402,13 +476,46 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
     .queueCount = 1,
     .pQueuePriorities = &prio,
   };
-  const char *exts[1];
+  const char *exts[2];
   guint32 n_exts = 0;
   /* A portability (layered) driver must be told we know it is one. */
   if (device_has_extension (ctx->phys, "VK_KHR_portability_subset"))
     exts[n_exts++] = "VK_KHR_portability_subset";
+
+  /* The fast paths: what the device offers less what the environment
+   * disables.  Only their features are enabled, so under validation a
+   * shader of the core paths that needed one would be reported.  (int8
+   * storage is not asked for: gemm_i8 packs four int8 in a uint, which
+   * OpSDot's packed format reads as they are.) */
+  DeviceFeatures offered;
+  query_features (ctx->phys, &offered);
+  LpVkFast disabled;
+  if (!disabled_fast (&disabled, error))
+    goto fail;
+  ctx->fast = offered_fast (&offered) & ~disabled;
+  VkPhysicalDeviceVulkan11Features e11 = {
+    .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+    .storageBuffer16BitAccess = (ctx->fast & LP_VK_FAST_F16) != 0,
+  };
+  VkPhysicalDeviceVulkan12Features e12 = {
+    .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+    .pNext = &e11,
+    .shaderFloat16 = (ctx->fast & LP_VK_FAST_F16) != 0,
+  };
+  VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR edot = {
+    .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR,
+    .pNext = &e12,
+    .shaderIntegerDotProduct = VK_TRUE,
+  };
+  void *features = &e12;
+  if (ctx->fast & LP_VK_FAST_INT_DOT)
+    {
+      exts[n_exts++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+      features = &edot;
+    }
   VkDeviceCreateInfo di = {
     .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+    .pNext = features,
     .queueCreateInfoCount = 1,
     .pQueueCreateInfos = &qi,
     .enabledExtensionCount = n_exts,
@@ -523,6 +630,9 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
   for (int s = 0; s < VK_SH_COUNT; s++)
     {
       const VkShaderCode *code = lp_vk_shader (s);
+      /* A module declaring a capability whose feature is off is invalid. */
+      if ((code->needs & ctx->fast) != code->needs)
+        continue;
       VkShaderModuleCreateInfo si = {
         .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
         .codeSize = code->size,
@@ -537,11 +647,18 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
     }
   ctx->pipelines = g_hash_table_new_full (pipe_key_hash, pipe_key_equal, g_free, NULL);
 
-  *device_name = g_strdup_printf ("%s [vulkan:%d, %s%s%s]", info->name, index, info->driver,
-                                  ctx->direct ? "" : ", staging", validation ? ", validation" : "");
-  /* Same device, driver and shaders: the same bits. */
-  *numeric_class = g_strdup_printf ("vulkan-%04x-%04x-%s-%s", info->vendor_id, info->device_id, info->driver,
-                                    PACKAGE_VERSION);
+  GString *fast = g_string_new (NULL);
+  for (gsize k = 0; k < G_N_ELEMENTS (fast_names); k++)
+    if (ctx->fast & fast_names[k].flag)
+      g_string_append_printf (fast, ", %s", fast_names[k].name);
+  *device_name = g_strdup_printf ("%s [vulkan:%d, %s%s%s%s]", info->name, index, info->driver,
+                                  ctx->direct ? "" : ", staging", validation ? ", validation" : "", fast->str);
+  /* Same device, driver and shaders: the same bits.  The fast paths are
+   * meant to give the bits of the paths they replace; naming them costs a
+   * cache miss at most if some driver does not. */
+  *numeric_class = g_strdup_printf ("vulkan-%04x-%04x-%s-%s%s", info->vendor_id, info->device_id, info->driver,
+                                    PACKAGE_VERSION, fast->str);
+  g_string_free (fast, TRUE);
   return ctx;
 
 fail:
@@ -702,9 +819,16 @@ staging_take (LpVkCtx *ctx, gsize bytes)
 void
 lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_bytes, gsize src_stride)
 {
+  lp_vk_upload_padded (ctx, slot, src, rows, row_bytes, src_stride, row_bytes);
+}
+
+void
+lp_vk_upload_padded (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_bytes, gsize src_stride,
+                     gsize dst_row_bytes)
+{
   LpVkBuf *b = &ctx->fr->slots[slot];
-  gsize bytes = rows * row_bytes;
-  g_assert (bytes <= b->size);
+  gsize bytes = rows * dst_row_bytes;
+  g_assert (row_bytes <= dst_row_bytes && bytes <= b->size);
   guint8 *dst;
   VkDeviceSize off = 0;
   if (ctx->direct)
@@ -714,11 +838,14 @@ lp_vk_upload (LpVkCtx *ctx, int slot, const void *src, gsize rows, gsize row_byt
       off = staging_take (ctx, bytes);
       dst = (guint8 *) ctx->fr->staging.map + off;
     }
-  if (src_stride == row_bytes)
+  if (src_stride == row_bytes && dst_row_bytes == row_bytes)
     memcpy (dst, src, bytes);
   else
     for (gsize r = 0; r < rows; r++)
-      memcpy (dst + r * row_bytes, (const guint8 *) src + r * src_stride, row_bytes);
+      {
+        memcpy (dst + r * dst_row_bytes, (const guint8 *) src + r * src_stride, row_bytes);
+        memset (dst + r * dst_row_bytes + row_bytes, 0, dst_row_bytes - row_bytes);
+      }
   if (!ctx->direct && bytes > 0)
     {
       VkBufferCopy region = { .srcOffset = off, .dstOffset = 0, .size = bytes };

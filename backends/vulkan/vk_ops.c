@@ -18,6 +18,8 @@
 /* The attention shader keeps 4 output dims per thread. */
 #define ATTN_WG 64
 #define ATTN_MAX_HD (4 * ATTN_WG)
+/* gemm_i8's K slice in shared memory: 8 packed words, 32 int8. */
+#define GEMM_I8_BK4 8
 
 static gsize
 floats_per_binding (LpVkCtx *ctx)
@@ -36,7 +38,7 @@ vk_supports_op (LpBackend *be, LpOp op)
 {
   /* Cholesky and the triangular inverse are sequential and small next to
    * the products around them. */
-  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE && op != LP_OP_QUANTIZE_GROUPS && op != LP_OP_GEMM_I8;
+  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE && op != LP_OP_QUANTIZE_GROUPS;
 }
 
 /* ---- GEMM ---- */
@@ -48,13 +50,14 @@ typedef struct {
 
 enum { SLOT_A, SLOT_B, SLOT_C, SLOT_RAW, SLOT_D };
 
+/* shader: VK_SH_GEMM, or VK_SH_GEMM_F16 with B in f16 (the same push). */
 static void
-gemm_dispatch (LpVkCtx *ctx, int a, int b, int c, const GemmPush *p)
+gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, int a, int b, int c, const GemmPush *p)
 {
   guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, ctx->gemm_bk };
   int bindings[3] = { a, b, c };
   guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
-  lp_vk_dispatch (ctx, VK_SH_GEMM, spec, 3, bindings, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);
+  lp_vk_dispatch (ctx, shader, spec, 3, bindings, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);
 }
 
 typedef struct {
@@ -115,7 +118,9 @@ typedef struct {
 
 /* C[i0:i0+mb, j0:j0+nb], submitted without waiting (gemm_run waits); B's
  * block is uploaded (and dequantized) only when load_b: it stays in the
- * frame's slot for the frame's next row block. */
+ * frame's slot for the frame's next row block.  f16 weights are read as
+ * they are when the device has the float16 fast path, else dequantized to
+ * f32 first: the same bits either way (gemm.comp). */
 static void
 gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gboolean load_b)
 {
@@ -123,6 +128,7 @@ gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gbool
   guint64 row_bytes = K * F4;
   if (j->wtype != LP_DTYPE_F32)
     g_assert (lp_dtype_row_bytes (j->wtype, K, &row_bytes, NULL));
+  gboolean f16 = j->wtype == LP_DTYPE_F16 && (ctx->fast & LP_VK_FAST_F16);
   gsize b_bytes = j->wtype == LP_DTYPE_F32 ? nb * K * F4 : nb * row_bytes;
   gsize c_bytes = (gsize) mb * nb * F4;
   lp_vk_run_begin (ctx, (load_b ? b_bytes : 0) + mb * K * F4 + c_bytes * (j->beta != 0.0f ? 2 : 1) + 64);
@@ -130,18 +136,27 @@ gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gbool
   lp_vk_upload (ctx, SLOT_A, j->A + (gsize) i0 * j->lda, mb, K * F4, (gsize) j->lda * F4);
   if (load_b)
     {
-      lp_vk_slot (ctx, SLOT_B, nb * K * F4);
-      if (j->wtype != LP_DTYPE_F32)
+      if (f16)
         {
+          lp_vk_slot (ctx, SLOT_B, b_bytes);
+          lp_vk_upload (ctx, SLOT_B, (const guint8 *) j->B + (gsize) j0 * row_bytes, 1, b_bytes, b_bytes);
+        }
+      else if (j->wtype != LP_DTYPE_F32)
+        {
+          lp_vk_slot (ctx, SLOT_B, nb * K * F4);
           lp_vk_slot (ctx, SLOT_RAW, b_bytes);
           lp_vk_upload (ctx, SLOT_RAW, (const guint8 *) j->B + (gsize) j0 * row_bytes, 1, b_bytes, b_bytes);
           lp_vk_barrier (ctx);
           dequant_dispatch (ctx, j->wtype, nb * K, SLOT_B);
         }
-      else if (j->trans_b)
-        lp_vk_upload (ctx, SLOT_B, (const float *) j->B + (gsize) j0 * j->ldb, nb, K * F4, (gsize) j->ldb * F4);
       else
-        lp_vk_upload (ctx, SLOT_B, (const float *) j->B + j0, K, nb * F4, (gsize) j->ldb * F4);
+        {
+          lp_vk_slot (ctx, SLOT_B, nb * K * F4);
+          if (j->trans_b)
+            lp_vk_upload (ctx, SLOT_B, (const float *) j->B + (gsize) j0 * j->ldb, nb, K * F4, (gsize) j->ldb * F4);
+          else
+            lp_vk_upload (ctx, SLOT_B, (const float *) j->B + j0, K, nb * F4, (gsize) j->ldb * F4);
+        }
     }
   lp_vk_slot (ctx, SLOT_C, c_bytes);
   float *c = j->C + (gsize) i0 * j->ldc + j0;
@@ -151,7 +166,7 @@ gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gbool
   gboolean tb = j->trans_b || j->wtype != LP_DTYPE_F32;
   GemmPush p = { (guint32) mb, (guint32) nb, (guint32) K, (guint32) K, tb ? (guint32) K : (guint32) nb,
                  (guint32) nb, 0, tb, j->alpha, j->beta };
-  gemm_dispatch (ctx, SLOT_A, SLOT_B, SLOT_C, &p);
+  gemm_dispatch (ctx, f16 ? VK_SH_GEMM_F16 : VK_SH_GEMM, SLOT_A, SLOT_B, SLOT_C, &p);
   lp_vk_download (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
   lp_vk_run_submit (ctx);
 }
@@ -204,6 +219,94 @@ vk_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType 
     be->fallback->ops->gemm_w (be->fallback, M, N, K, A, lda, wtype, W, beta, C, ldc);
 }
 
+/* ---- int8 GEMM ---- */
+
+typedef struct {
+  guint32 M, N, K4, ldc;
+  float beta;
+} GemmI8Push;
+
+/* One gemm_i8 call: A[M,K], B[N,K] int8 rows, packed for the device into
+ * k4 words a row (K padded with zeros to a multiple of 4). */
+typedef struct {
+  int M, N, K;
+  const gint8 *A;
+  int lda;
+  const float *sa;
+  const gint8 *B;
+  int ldb;
+  const float *sb;
+  float beta;
+  float *C;
+  int ldc;
+  gsize k4;
+} GemmI8Job;
+
+/* C[i0:i0+mb, j0:j0+nb]; B's packed rows are uploaded only when load_b and
+ * stay in their slot for the next row block.  The scales of the tile's
+ * rows and columns share one binding: sa[i0..] then sb[j0..]. */
+static void
+gemm_i8_tile (LpVkCtx *ctx, const GemmI8Job *j, int i0, int mb, int j0, int nb, gboolean load_b, float *scales)
+{
+  gsize row_bytes = j->k4 * 4, c_bytes = (gsize) mb * nb * F4, s_bytes = (gsize) (mb + nb) * F4;
+  lp_vk_run_begin (ctx, (load_b ? nb * row_bytes : 0) + mb * row_bytes + s_bytes
+                            + c_bytes * (j->beta != 0.0f ? 2 : 1) + 64);
+  lp_vk_slot (ctx, SLOT_A, mb * row_bytes);
+  lp_vk_upload_padded (ctx, SLOT_A, j->A + (gsize) i0 * j->lda, mb, (gsize) j->K, (gsize) j->lda, row_bytes);
+  if (load_b)
+    {
+      lp_vk_slot (ctx, SLOT_B, nb * row_bytes);
+      lp_vk_upload_padded (ctx, SLOT_B, j->B + (gsize) j0 * j->ldb, nb, (gsize) j->K, (gsize) j->ldb, row_bytes);
+    }
+  memcpy (scales, j->sa + i0, mb * F4);
+  memcpy (scales + mb, j->sb + j0, nb * F4);
+  lp_vk_slot (ctx, SLOT_D, s_bytes);
+  lp_vk_upload (ctx, SLOT_D, scales, 1, s_bytes, s_bytes);
+  lp_vk_slot (ctx, SLOT_C, c_bytes);
+  float *c = j->C + (gsize) i0 * j->ldc + j0;
+  if (j->beta != 0.0f)
+    lp_vk_upload (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
+  lp_vk_barrier (ctx);
+  guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, GEMM_I8_BK4 };
+  int bindings[4] = { SLOT_A, SLOT_B, SLOT_D, SLOT_C };
+  GemmI8Push p = { (guint32) mb, (guint32) nb, (guint32) j->k4, (guint32) nb, j->beta };
+  guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
+  VkShaderId shader = (ctx->fast & LP_VK_FAST_INT_DOT) ? VK_SH_GEMM_I8_DOT : VK_SH_GEMM_I8;
+  lp_vk_dispatch (ctx, shader, spec, 3, bindings, 4, &p, sizeof p, (nb + bn - 1) / bn, (mb + bm - 1) / bm);
+  lp_vk_download (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
+  lp_vk_run_end (ctx);
+}
+
+/* Tiles of C such that every binding fits: packed rows of A and B, C's
+ * block, and the scales (mb + nb floats: each at most a quarter binding).
+ * One packed row larger than a binding, or K = 0 (empty bindings), go to
+ * the CPU. */
+static void
+vk_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B, int ldb,
+            const float *sb, float beta, float *C, int ldc)
+{
+  LpVkCtx *ctx = CTX (be);
+  GemmI8Job j = { M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, ((gsize) MAX (K, 0) + 3) / 4 };
+  gsize lim = (gsize) ctx->max_binding, row_bytes = j.k4 * 4;
+  if (K <= 0 || row_bytes > lim)
+    {
+      be->fallback->ops->gemm_i8 (be->fallback, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc);
+      return;
+    }
+  if (M <= 0 || N <= 0)
+    return;
+  /* Work-group counts stay within the limit too: 64 outputs a group a side. */
+  gsize groups = (gsize) ctx->max_groups_x * ctx->gemm_wx * 4;
+  int nb = (int) MIN ((gsize) N, MIN (lim / row_bytes, MIN (lim / (4 * F4), groups)));
+  int mb = (int) MIN ((gsize) M, MIN (MIN (lim / row_bytes, lim / (4 * F4)), MIN (lim / ((gsize) nb * F4), groups)));
+  g_autofree float *scales = g_new (float, mb + nb);
+  g_mutex_lock (&ctx->lock);
+  for (int j0 = 0; j0 < N; j0 += nb)
+    for (int i0 = 0; i0 < M; i0 += mb)
+      gemm_i8_tile (ctx, &j, i0, MIN (mb, M - i0), j0, MIN (nb, N - j0), i0 == 0, scales);
+  g_mutex_unlock (&ctx->lock);
+}
+
 /* H += X^T X as op(A) op(B) with A = B = X (A transposed), X streamed in
  * row chunks while H stays on the device. */
 static void
@@ -235,7 +338,7 @@ vk_syrk (LpBackend *be, int T, int n, const float *X, int ldx, float *H)
       lp_vk_upload (ctx, SLOT_A, X + (gsize) t0 * ldx, rows, n * F4, (gsize) ldx * F4);
       lp_vk_barrier (ctx);
       GemmPush p = { (guint32) n, (guint32) n, (guint32) rows, (guint32) n, (guint32) n, (guint32) n, 1, 0, 1.0f, 1.0f };
-      gemm_dispatch (ctx, SLOT_A, SLOT_A, SLOT_C, &p);
+      gemm_dispatch (ctx, VK_SH_GEMM, SLOT_A, SLOT_A, SLOT_C, &p);
       if (last)
         lp_vk_download (ctx, SLOT_C, H, 1, h_bytes, h_bytes);
       lp_vk_run_end (ctx);
@@ -462,6 +565,7 @@ static const LpBackendOps vk_ops = {
   .cholesky = vk_cholesky,
   .gemm_w = vk_gemm_w,
   .dequantize = vk_dequantize,
+  .gemm_i8 = vk_gemm_i8,
   .destroy = vk_destroy,
 };
 

@@ -23,6 +23,16 @@ static const guint32 dequant_spv[] =
 #include "dequant.spv.inc"
     ;
 
+static const guint32 gemm_f16_spv[] =
+#include "gemm_f16.spv.inc"
+    ;
+static const guint32 gemm_i8_spv[] =
+#include "gemm_i8.spv.inc"
+    ;
+static const guint32 gemm_i8_dot_spv[] =
+#include "gemm_i8_dot.spv.inc"
+    ;
+
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
   [VK_SH_RMSNORM] = { rmsnorm_spv, sizeof rmsnorm_spv, "rmsnorm" },
@@ -30,6 +40,9 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_ATTENTION] = { attention_spv, sizeof attention_spv, "attention" },
   [VK_SH_SWIGLU] = { swiglu_spv, sizeof swiglu_spv, "swiglu" },
   [VK_SH_DEQUANT] = { dequant_spv, sizeof dequant_spv, "dequant" },
+  [VK_SH_GEMM_F16] = { gemm_f16_spv, sizeof gemm_f16_spv, "gemm_f16", LP_VK_FAST_F16 },
+  [VK_SH_GEMM_I8] = { gemm_i8_spv, sizeof gemm_i8_spv, "gemm_i8" },
+  [VK_SH_GEMM_I8_DOT] = { gemm_i8_dot_spv, sizeof gemm_i8_dot_spv, "gemm_i8_dot", LP_VK_FAST_INT_DOT },
 };
 
 const VkShaderCode *

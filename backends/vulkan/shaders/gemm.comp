@@ -6,6 +6,22 @@
 // slices of A and B in shared memory; each thread owns TM x TN outputs
 // strided by the group size (conflict-free shared reads).  Work-group size
 // and BK are specialization constants; TM, TN are fixed at 4.
+//
+// Built twice (Makefile.inc): gemm.spv as it stands, and gemm_f16.spv with
+// B_F16 defined, where B holds f16 weight rows read directly (16-bit
+// storage) and kept as float16_t in shared memory (fp16 arithmetic types):
+// half the shared memory, and no f32 copy of the weights on the device.
+// Each f16 value widens to f32 exactly and the products run in f32 in the
+// same order, so both builds give the same bits for the same weights.  The
+// f16 build declares the Float16 and 16-bit storage capabilities: its
+// module exists only on a device created with those features.
+#ifdef B_F16
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#define BTYPE float16_t
+#else
+#define BTYPE float
+#endif
 layout(local_size_x_id = 0, local_size_y_id = 1) in;
 layout(constant_id = 2) const uint BK = 16;
 #define TM 4
@@ -16,7 +32,7 @@ layout(constant_id = 2) const uint BK = 16;
 #define BN (WX * TN)
 
 layout(std430, binding = 0) readonly buffer ABuf { float a[]; };
-layout(std430, binding = 1) readonly buffer BBuf { float b[]; };
+layout(std430, binding = 1) readonly buffer BBuf { BTYPE b[]; };
 layout(std430, binding = 2) buffer CBuf { float c[]; };
 
 layout(push_constant) uniform Params {
@@ -25,7 +41,7 @@ layout(push_constant) uniform Params {
 } p;
 
 shared float As[BK * BM]; // [k][m]
-shared float Bs[BK * BN]; // [k][n]
+shared BTYPE Bs[BK * BN]; // [k][n]
 
 void main ()
 {
@@ -55,7 +71,7 @@ void main ()
           uint nn = p.trans_b != 0 ? e / BK : e % BN;
           uint kk = p.trans_b != 0 ? e % BK : e / BN;
           uint gn = n0 + nn, gk = k0 + kk;
-          float v = 0.0;
+          BTYPE v = BTYPE (0.0);
           if (gn < p.N && gk < p.K)
             v = p.trans_b != 0 ? b[gn * p.ldb + gk] : b[gk * p.ldb + gn];
           Bs[kk * BN + nn] = v;
@@ -67,7 +83,7 @@ void main ()
           for (uint i = 0; i < TM; i++)
             ar[i] = As[kk * BM + ty + i * WY];
           for (uint j = 0; j < TN; j++)
-            br[j] = Bs[kk * BN + tx + j * WX];
+            br[j] = float (Bs[kk * BN + tx + j * WX]);
           for (uint i = 0; i < TM; i++)
             for (uint j = 0; j < TN; j++)
               acc[i][j] = fma (ar[i], br[j], acc[i][j]);
