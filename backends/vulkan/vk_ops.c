@@ -102,6 +102,26 @@ device_reads (LpDType t)
     }
 }
 
+/* Tiled products alternate their tiles between the two frames
+ * (lp_vk_run_submit), so the host uploads the next tile (a block of weights,
+ * streaming) while the device computes this one.  Each frame's B slot keeps
+ * the column block it last held: b_load says whether this tile must upload
+ * its block into the frame it is recorded in. */
+typedef struct {
+  int held[LP_VK_FRAMES];
+} BHeld;
+#define B_HELD_INIT { { -1, -1 } }
+G_STATIC_ASSERT (LP_VK_FRAMES == 2);
+
+static gboolean
+b_load (LpVkCtx *ctx, BHeld *b, int j0)
+{
+  int f = (int) (ctx->fr - ctx->frames);
+  gboolean load = b->held[f] != j0;
+  b->held[f] = j0;
+  return load;
+}
+
 /* One product, B either f32 (trans_b or not) or W rows of `wtype`. */
 typedef struct {
   int M, N, K;
@@ -182,20 +202,11 @@ gemm_run (LpVkCtx *ctx, const GemmJob *j)
     return TRUE;
   int nb = (int) MIN ((gsize) j->N, lim / j->K);
   int mb = (int) MIN ((gsize) j->M, MIN (lim / j->K, lim / nb));
-  /* Tiles alternate between the two frames, so the host uploads the next
-   * tile (a weight block, streaming) while the device computes this one;
-   * b_in[f]: the column block frame f's B slot holds. */
-  int b_in[LP_VK_FRAMES];
-  for (int f = 0; f < LP_VK_FRAMES; f++)
-    b_in[f] = -1;
+  BHeld held = B_HELD_INIT;
   g_mutex_lock (&ctx->lock);
   for (int j0 = 0; j0 < j->N; j0 += nb)
     for (int i0 = 0; i0 < j->M; i0 += mb)
-      {
-        int f = (int) (ctx->fr - ctx->frames);
-        gemm_tile (ctx, j, i0, MIN (mb, j->M - i0), j0, MIN (nb, j->N - j0), b_in[f] != j0);
-        b_in[f] = j0;
-      }
+      gemm_tile (ctx, j, i0, MIN (mb, j->M - i0), j0, MIN (nb, j->N - j0), b_load (ctx, &held, j0));
   lp_vk_run_wait (ctx);
   g_mutex_unlock (&ctx->lock);
   return TRUE;
@@ -242,8 +253,8 @@ typedef struct {
   gsize k4;
 } GemmI8Job;
 
-/* C[i0:i0+mb, j0:j0+nb]; B's packed rows are uploaded only when load_b and
- * stay in their slot for the next row block.  The scales of the tile's
+/* C[i0:i0+mb, j0:j0+nb], submitted without waiting; B's packed rows are
+ * uploaded only when load_b and stay in the frame's slot (see BHeld).  The scales of the tile's
  * rows and columns share one binding: sa[i0..] then sb[j0..]. */
 static void
 gemm_i8_tile (LpVkCtx *ctx, const GemmI8Job *j, int i0, int mb, int j0, int nb, gboolean load_b, float *scales)
@@ -274,7 +285,7 @@ gemm_i8_tile (LpVkCtx *ctx, const GemmI8Job *j, int i0, int mb, int j0, int nb, 
   VkShaderId shader = (ctx->fast & LP_VK_FAST_INT_DOT) ? VK_SH_GEMM_I8_DOT : VK_SH_GEMM_I8;
   lp_vk_dispatch (ctx, shader, spec, 3, bindings, 4, &p, sizeof p, (nb + bn - 1) / bn, (mb + bm - 1) / bm);
   lp_vk_download (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
-  lp_vk_run_end (ctx);
+  lp_vk_run_submit (ctx);
 }
 
 /* Tiles of C such that every binding fits: packed rows of A and B, C's
@@ -300,10 +311,12 @@ vk_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const f
   int nb = (int) MIN ((gsize) N, MIN (lim / row_bytes, MIN (lim / (4 * F4), groups)));
   int mb = (int) MIN ((gsize) M, MIN (MIN (lim / row_bytes, lim / (4 * F4)), MIN (lim / ((gsize) nb * F4), groups)));
   g_autofree float *scales = g_new (float, mb + nb);
+  BHeld held = B_HELD_INIT;
   g_mutex_lock (&ctx->lock);
   for (int j0 = 0; j0 < N; j0 += nb)
     for (int i0 = 0; i0 < M; i0 += mb)
-      gemm_i8_tile (ctx, &j, i0, MIN (mb, M - i0), j0, MIN (nb, N - j0), i0 == 0, scales);
+      gemm_i8_tile (ctx, &j, i0, MIN (mb, M - i0), j0, MIN (nb, N - j0), b_load (ctx, &held, j0), scales);
+  lp_vk_run_wait (ctx);
   g_mutex_unlock (&ctx->lock);
 }
 
