@@ -19,6 +19,7 @@ typedef enum {
   VK_SH_ATTENTION,
   VK_SH_SWIGLU,
   VK_SH_DEQUANT,
+  VK_SH_QUANTIZE_GROUPS,
   VK_SH_COUNT,
 } VkShaderId;
 

@@ -22,6 +22,9 @@ static const guint32 swiglu_spv[] =
 static const guint32 dequant_spv[] =
 #include "dequant.spv.inc"
     ;
+static const guint32 quantize_groups_spv[] =
+#include "quantize_groups.spv.inc"
+    ;
 
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
@@ -30,6 +33,7 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_ATTENTION] = { attention_spv, sizeof attention_spv, "attention" },
   [VK_SH_SWIGLU] = { swiglu_spv, sizeof swiglu_spv, "swiglu" },
   [VK_SH_DEQUANT] = { dequant_spv, sizeof dequant_spv, "dequant" },
+  [VK_SH_QUANTIZE_GROUPS] = { quantize_groups_spv, sizeof quantize_groups_spv, "quantize_groups" },
 };
 
 const VkShaderCode *
