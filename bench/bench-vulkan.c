@@ -8,6 +8,8 @@
  *     device with that fast path).
  *  2. Hessian accumulation H += X^T X (T tokens, n inputs) as GFLOP/s of
  *     the 2 T n^2 the device computes (the CPU's ssyrk computes half).
+ *  3. Group-wise RTN (quantize_groups, int4 groups of 128) as GB/s of f32
+ *     weights read, with and without the clip search (81 ranges a group).
  * The device: argv[1] ("vulkan", "vulkan:N"), else LLMPRESS_DEVICE, else the
  * first usable Vulkan device.  On a CPU device (lavapipe) the shapes are
  * scaled down 4x unless LLMPRESS_BENCH_FULL=1: it is a correctness device.
@@ -126,6 +128,28 @@ operands_free (Operands *o)
   g_free (o);
 }
 
+/* Median GB/s of f32 weights W[R, C] through quantize_groups, as gflops(). */
+static double
+rtn_gbps (LpBackend *be, int R, int C, gboolean clip_search, int reps)
+{
+  gsize n = (gsize) R * C;
+  g_autofree float *W = g_new (float, n);
+  for (gsize i = 0; i < n; i++)
+    W[i] = (float) ((i * 7) % 13) * 0.01f - 0.06f;
+  g_autofree guint8 *codes = g_new (guint8, n), *zeros = g_new (guint8, n / 128 + R);
+  g_autofree guint16 *scales = g_new (guint16, n / 128 + R);
+  LpGroupQuant q = { 4, 128, FALSE, clip_search };
+  double t[8];
+  lp_quantize_groups (be, R, C, W, C, NULL, &q, codes, scales, zeros);
+  for (int r = 0; r < reps; r++)
+    {
+      double t0 = now ();
+      lp_quantize_groups (be, R, C, W, C, NULL, &q, codes, scales, zeros);
+      t[r] = now () - t0;
+    }
+  return n * sizeof (float) / median (t, reps) / 1e9;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -180,6 +204,21 @@ main (int argc, char **argv)
         printf ("%-24s %16s %12.1f %12s\n", cases[i].label, shape, c, "-");
       fflush (stdout);
       operands_free (o);
+    }
+
+  /* The clip search does 81 times the work: a quarter of the rows. */
+  printf ("\n%-24s %16s %12s %12s\n", "op", "shape", "CPU GB/s", "Vulkan");
+  for (int clip = 0; clip < 2; clip++)
+    {
+      int R = (clip ? 1024 : 4096) / s, C = 4096 / s;
+      const char *label = clip ? "RTN int4 g128, clip" : "RTN int4 g128";
+      g_autofree char *shape = g_strdup_printf ("%dx%d", R, C);
+      double c = rtn_gbps (cpu, R, C, clip, 3);
+      if (vk != NULL)
+        printf ("%-24s %16s %12.4f %12.4f\n", label, shape, c, rtn_gbps (vk, R, C, clip, 3));
+      else
+        printf ("%-24s %16s %12.4f %12s\n", label, shape, c, "-");
+      fflush (stdout);
     }
   return 0;
 }

@@ -81,6 +81,97 @@ test_cpu_gemm_i8 (void)
       }
 }
 
+/* Group-wise RTN: the definition on hand-worked groups, then the CPU
+ * backend equal to lp_ref_quantize_groups byte for byte. */
+static void
+test_quantize_groups (void)
+{
+  /* Groups of 4 over 6 columns (the second one short), 2 bits: [-1, 2]
+   * gives scale 1, zero 1; [0, 0.5] gives scale f16(0.5/3) = 0x3155 and a
+   * zero of 0 clamped to 1, so 0.5 and 0.25 both land on the top code. */
+  static const float w1[6] = { -1, 0, 1, 2, 0.5f, 0.25f };
+  static const guint8 codes1[6] = { 0, 1, 2, 3, 3, 3 };
+  guint8 codes[8], zeros[2];
+  guint16 scales[2];
+  LpGroupQuant q = { .bits = 2, .group = 4 };
+  lp_ref_quantize_groups (1, 6, w1, 6, NULL, &q, codes, scales, zeros);
+  g_assert_cmpmem (codes, 6, codes1, 6);
+  g_assert_cmphex (scales[0], ==, 0x3c00);
+  g_assert_cmpuint (zeros[0], ==, 1);
+  g_assert_cmphex (scales[1], ==, 0x3155);
+  g_assert_cmpuint (zeros[1], ==, 1);
+  /* Symmetric, 4 bits: a = 0.75, scale f16(1.5/15) = 0x2e66, zero 8;
+   * 0.75 / scale = 7.5018 rounds to 8 + 8, clamped to 15.  An all-zero
+   * group takes the range [-1, 1]; with 2 bits and a zero point that is
+   * scale f16(2/3) = 0x3955, zero round (1 / 0.6665) = 2, every code 2. */
+  static const float w2[8] = { -0.5f, 0.25f, 0, 0.75f, 0, 0, 0, 0 };
+  static const guint8 codes2[8] = { 3, 11, 8, 15, 8, 8, 8, 8 };
+  q = (LpGroupQuant) { .bits = 4, .group = 4, .symmetric = TRUE };
+  lp_ref_quantize_groups (1, 8, w2, 8, NULL, &q, codes, scales, zeros);
+  g_assert_cmpmem (codes, 8, codes2, 8);
+  g_assert_cmphex (scales[0], ==, 0x2e66);
+  g_assert_cmpuint (zeros[0], ==, 8);
+  g_assert_cmphex (scales[1], ==, 0x3044); /* [-1, 1] over 15 steps: f16(2/15) */
+  g_assert_cmpuint (zeros[1], ==, 8);
+  q.symmetric = FALSE;
+  q.bits = 2;
+  lp_ref_quantize_groups (1, 8, w2, 8, NULL, &q, codes, scales, zeros);
+  g_assert_cmphex (scales[1], ==, 0x3955);
+  g_assert_cmpuint (zeros[1], ==, 2);
+  static const guint8 twos[4] = { 2, 2, 2, 2 };
+  g_assert_cmpmem (codes + 4, 4, twos, 4);
+
+  /* The CPU backend is the reference; clip search never does worse than
+   * the full range (it is the first candidate). */
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  int R = 9, C = 150, ldw = C + 2;
+  g_autofree float *W = g_new (float, (gsize) R * ldw), *imp = g_new (float, C);
+  lp_test_fill (W, (gsize) R * ldw, 60, 1);
+  for (gsize i = 0; i < (gsize) R * ldw; i += 17)
+    W[i] *= 8; /* outliers: something for the clip search to cut */
+  lp_test_fill (imp, C, 61, 1);
+  for (int c = 0; c < C; c++)
+    imp[c] = imp[c] * imp[c];
+  for (int bits = 2; bits <= 8; bits += 3)
+    for (int group = 32; group <= C; group += C - 32)
+      for (int v = 0; v < 4; v++)
+        {
+          LpGroupQuant g = { bits, group, v & 1, TRUE };
+          const float *im = v & 2 ? imp : NULL;
+          int G = (C + group - 1) / group;
+          g_autofree guint8 *c1 = g_new (guint8, R * C), *c2 = g_new (guint8, R * C), *c3 = g_new (guint8, R * C);
+          g_autofree guint16 *s1 = g_new (guint16, R * G), *s2 = g_new (guint16, R * G), *s3 = g_new (guint16, R * G);
+          g_autofree guint8 *z1 = g_new (guint8, R * G), *z2 = g_new (guint8, R * G), *z3 = g_new (guint8, R * G);
+          lp_quantize_groups (be, R, C, W, ldw, im, &g, c1, s1, z1);
+          lp_ref_quantize_groups (R, C, W, ldw, im, &g, c2, s2, z2);
+          g_assert_cmpmem (c1, R * C, c2, R * C);
+          g_assert_cmpmem (s1, R * G * 2, s2, R * G * 2);
+          g_assert_cmpmem (z1, R * G, z2, R * G);
+          g.clip_search = FALSE;
+          lp_ref_quantize_groups (R, C, W, ldw, im, &g, c3, s3, z3);
+          int shrunk = 0;
+          for (int r = 0; r < R; r++)
+            for (int k = 0; k < G; k++)
+              {
+                double e_clip = 0, e_full = 0;
+                for (int c = k * group; c < MIN (C, (k + 1) * group); c++)
+                  {
+                    float x = W[r * ldw + c], wt = im ? im[c] : 1;
+                    double dc = lp_f16_to_f32 (s2[r * G + k]) * (c2[r * C + c] - z2[r * G + k]) - x;
+                    double df = lp_f16_to_f32 (s3[r * G + k]) * (c3[r * C + c] - z3[r * G + k]) - x;
+                    e_clip += wt * dc * dc;
+                    e_full += wt * df * df;
+                  }
+                g_assert_cmpfloat (e_clip, <=, e_full * (1 + 1e-6));
+                shrunk += s2[r * G + k] < s3[r * G + k];
+              }
+          /* With outliers of 8x the clip search does cut some ranges at
+           * 2 and 5 bits (at 8 the steps are too fine to gain from it). */
+          if (bits < 8)
+            g_assert_cmpint (shrunk, >, 0);
+        }
+}
+
 static void
 test_rope_styles (void)
 {
@@ -516,6 +607,7 @@ main (int argc, char **argv)
   g_test_add_func ("/backend/cpu-vs-reference", test_cpu_kernels);
   g_test_add_func ("/backend/rope-styles", test_rope_styles);
   g_test_add_func ("/backend/gemm-i8", test_cpu_gemm_i8);
+  g_test_add_func ("/backend/quantize-groups", test_quantize_groups);
   g_test_add_func ("/forward/incremental-matches-full", test_incremental_matches_full);
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);

@@ -13,7 +13,8 @@
  * element-wise ops 1e-6, dequantization and int8 GEMM exact (the same
  * int32 sums and f32 roundings as lp_ref_gemm_i8), f16 weights the bits of
  * the f32 product of the same values, forward logits 1e-4,
- * stories260K perplexity within 1e-3 of the CPU backend's. */
+ * stories260K perplexity within 1e-3 of the CPU backend's; group-wise RTN
+ * as check_quantize_groups states. */
 #include "config.h"
 
 #include <math.h>
@@ -22,7 +23,7 @@
 #include "testutil.h"
 
 typedef enum { MODE_DIRECT, MODE_STAGING, MODE_TILED, MODE_NO_FAST, MODE_COUNT } Mode;
-static const char *const mode_names[MODE_COUNT] = { "direct", "staging", "tiled (8..64 KiB bindings)",
+static const char *const mode_names[MODE_COUNT] = { "direct", "staging", "tiled (4..64 KiB bindings)",
                                                     "direct, fast paths off" };
 
 #ifdef HAVE_VULKAN
@@ -384,6 +385,124 @@ check_swiglu (LpBackend *be)
     }
 }
 
+/* ---- group-wise RTN ---- */
+
+/* A group's imp-weighted squared reconstruction error, in double. */
+static double
+group_sq_error (const float *w, const float *imp, int n, const guint8 *codes, guint16 scale, guint8 zero)
+{
+  double s = lp_f16_to_f32 (scale), err = 0;
+  for (int j = 0; j < n; j++)
+    {
+      double d = s * ((int) codes[j] - (int) zero) - w[j];
+      err += (imp ? imp[j] : 1.0) * d * d;
+    }
+  return err;
+}
+
+/* Whether code is the rounding of x / scale + zero (clamped) for the
+ * device's own scale and zero, either neighbour accepted within 1e-3 of a
+ * tie (the device's division is not correctly rounded). */
+static gboolean
+code_is_nearest (float x, guint16 scale, guint8 zero, int maxq, guint8 code)
+{
+  double v = CLAMP ((double) x / lp_f16_to_f32 (scale), -1e6, 1e6);
+  double lo = floor (v), frac = v - lo;
+  int a = CLAMP ((int) nearbyint (v) + zero, 0, maxq);
+  if (code == a)
+    return TRUE;
+  if (fabs (frac - 0.5) >= 1e-3)
+    return FALSE;
+  int other = CLAMP ((int) (frac < 0.5 ? lo + 1 : lo) + zero, 0, maxq);
+  return code == other;
+}
+
+/* W[R, ldw]: uniform values with a few outliers (so that clip search has a
+ * range to shrink), and rows that stress the fit: all zero (range [-1, 1]),
+ * all non-negative (zero clamped to 1), tiny (subnormal f16 scales). */
+static void
+fill_weights (float *W, int R, int C, int ldw, guint32 seed)
+{
+  lp_test_fill (W, (gsize) R * ldw, seed, 0.05);
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  for (gsize i = 0; i < (gsize) R * ldw; i++)
+    if (g_rand_int_range (r, 0, 50) == 0)
+      W[i] *= 6;
+    else if (g_rand_int_range (r, 0, 10) == 0)
+      W[i] = 0; /* pruned */
+  for (int c = 0; c < C; c++)
+    {
+      W[c] = 0;
+      W[ldw + c] = fabsf (W[ldw + c]);
+      W[2 * ldw + c] *= 1e-4f;
+    }
+}
+
+/* Against lp_ref_quantize_groups.  Tolerance (the device may differ from
+ * the reference at exact rounding boundaries of its inexact division, and
+ * sums clip-search errors in f32 where the reference uses double): for
+ * every group, the device's scale within 1 f16 ulp of the reference's and
+ * its zero within 1; every code the rounding of w / scale + zero for the
+ * device's own scale and zero (code_is_nearest); each group's squared
+ * error at most the reference's times 1 + 1e-3 (+ 1e-12); and at least 99%
+ * of the groups identical to the reference. */
+static void
+check_quantize_groups (LpBackend *be)
+{
+  /* R, C, group (0: per channel), bits, importance, clip search, symmetric.
+   * C = 1000 falls back to the CPU when tiled. */
+  static const int cases[][7] = {
+    { 40, 300, 128, 4, 1, 1, 0 }, { 37, 300, 32, 3, 0, 0, 1 }, { 24, 256, 0, 8, 1, 0, 0 },
+    { 30, 100, 32, 2, 0, 1, 0 },  { 33, 64, 32, 4, 1, 1, 1 },  { 20, 256, 128, 8, 0, 1, 1 },
+    { 45, 200, 32, 4, 0, 0, 0 },  { 6, 1000, 128, 3, 1, 1, 0 },
+  };
+  gsize groups = 0, identical = 0;
+  for (gsize k = 0; k < G_N_ELEMENTS (cases); k++)
+    {
+      int R = cases[k][0], C = cases[k][1], ldw = C + 3;
+      LpGroupQuant q = { cases[k][3], cases[k][2] ? cases[k][2] : C, cases[k][6], cases[k][5] };
+      int G = (C + q.group - 1) / q.group, maxq = (1 << q.bits) - 1;
+      g_autofree float *W = g_new (float, (gsize) R * ldw), *imp = NULL;
+      fill_weights (W, R, C, ldw, 80 + k);
+      if (cases[k][4])
+        {
+          imp = g_new (float, C);
+          lp_test_fill (imp, C, 90 + k, 1);
+          for (int c = 0; c < C; c++)
+            imp[c] = 0.01f + imp[c] * imp[c];
+        }
+      g_autofree guint8 *codes = g_new (guint8, (gsize) R * C), *ref_codes = g_new (guint8, (gsize) R * C);
+      g_autofree guint16 *scales = g_new (guint16, (gsize) R * G), *ref_scales = g_new (guint16, (gsize) R * G);
+      g_autofree guint8 *zeros = g_new (guint8, (gsize) R * G), *ref_zeros = g_new (guint8, (gsize) R * G);
+      lp_quantize_groups (be, R, C, W, ldw, imp, &q, codes, scales, zeros);
+      lp_ref_quantize_groups (R, C, W, ldw, imp, &q, ref_codes, ref_scales, ref_zeros);
+      for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++)
+          {
+            gsize i = (gsize) r * G + g, c0 = (gsize) g * q.group;
+            int n = MIN (q.group, C - (int) c0);
+            const float *w = W + (gsize) r * ldw + c0;
+            const guint8 *cd = codes + (gsize) r * C + c0, *cr = ref_codes + (gsize) r * C + c0;
+            if (abs ((int) scales[i] - (int) ref_scales[i]) > 1 || abs ((int) zeros[i] - (int) ref_zeros[i]) > 1)
+              g_error ("case %" G_GSIZE_FORMAT ", row %d, group %d: scale %04x zero %u, the reference %04x %u", k, r, g,
+                       scales[i], zeros[i], ref_scales[i], ref_zeros[i]);
+            for (int j = 0; j < n; j++)
+              if (!code_is_nearest (w[j], scales[i], zeros[i], maxq, cd[j]))
+                g_error ("case %" G_GSIZE_FORMAT ", row %d, column %d: code %u for %g on scale %g zero %u", k, r,
+                         (int) c0 + j, cd[j], w[j], lp_f16_to_f32 (scales[i]), zeros[i]);
+            const float *gi = imp ? imp + c0 : NULL;
+            double e = group_sq_error (w, gi, n, cd, scales[i], zeros[i]);
+            double er = group_sq_error (w, gi, n, cr, ref_scales[i], ref_zeros[i]);
+            g_assert_cmpfloat (e, <=, er * (1 + 1e-3) + 1e-12);
+            groups++;
+            identical += scales[i] == ref_scales[i] && zeros[i] == ref_zeros[i] && memcmp (cd, cr, n) == 0;
+          }
+    }
+  g_test_message ("quantize_groups: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " groups identical to the reference",
+                  identical, groups);
+  g_assert_cmpfloat ((double) identical, >=, 0.99 * groups);
+}
+
 typedef struct {
   const char *path;
   void (*check) (LpBackend *be);
@@ -400,6 +519,8 @@ static const OpCheck op_checks[] = {
   { "/vulkan/rope", check_rope, 64 << 10, FALSE },
   { "/vulkan/attention", check_attention, 64 << 10, FALSE },
   { "/vulkan/swiglu", check_swiglu, 64 << 10, FALSE },
+  /* 1024 floats: 3 rows of 300 a tile, and 1000 columns go to the CPU. */
+  { "/vulkan/quantize-groups", check_quantize_groups, 4 << 10, FALSE },
 };
 
 static void
@@ -567,6 +688,90 @@ test_stories_ppl (void)
   g_assert_cmpfloat (fabs (rv.ppl - rc.ppl), <, 1e-3);
 }
 
+/* quantize.rtn with --backend vulkan, end to end through the CLI (under the
+ * validation layer, inherited): the pass runs group-wise RTN with clip
+ * search on the device (groups of 32, ffn_down's rows of 172 ending in a
+ * group of 12).  Against the same run on the CPU: at least 99% of the
+ * integer-grid groups identical (check_quantize_groups' tolerance) and of
+ * the weights (the GPTQ layout does not fit the MLP's 172 rows or columns:
+ * those are saved as their dense values), and the saved models score the
+ * same perplexity on the CPU within 1e-3. */
+static void
+test_stories_rtn (void)
+{
+  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *dp = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (mp == NULL || dp == NULL)
+    return;
+  g_autoptr (LpBackend) vk = open_vulkan (MODE_DIRECT, 0);
+  if (vk == NULL)
+    return;
+  static const char *const backends[2] = { "vulkan", "cpu" };
+  LpModel *m[2];
+  for (int b = 0; b < 2; b++)
+    {
+      g_autofree char *dir = g_build_filename (lp_test_tmpdir (), backends[b], NULL);
+      g_autofree char *pipeline = g_strdup_printf ("load path=%s ! quantize.rtn bits=4 group_size=32 clip_search=true "
+                                                   "! save path=%s/q.safetensors",
+                                                   mp, dir);
+      char *err = NULL;
+      int status = lp_test_run_cli (NULL, &err, "run", "-q", "--no-cache", "--backend", backends[b], "-o", dir, "-p",
+                                    pipeline, NULL);
+      if (status != 0 || strstr (err, "CRITICAL") != NULL)
+        g_error ("--backend %s: exit %d: %s", backends[b], status, err);
+      g_free (err);
+      g_autofree char *saved = g_build_filename (dir, "q.safetensors", NULL);
+      g_autoptr (GError) error = NULL;
+      m[b] = lp_model_load (saved, NULL, &error);
+      g_assert_no_error (error);
+    }
+  gsize groups = 0, identical = 0, weights = 0, same_weights = 0;
+  for (guint i = 0; i < lp_model_n_tensors (m[0]); i++)
+    {
+      const LpTensor *t = lp_model_tensor_at (m[0], i);
+      const LpTensor *u = lp_model_tensor (m[1], t->name);
+      g_assert_nonnull (u);
+      g_autoptr (GError) error = NULL;
+      g_autofree float *x = lp_tensor_dup_f32 (t, &error), *y = lp_tensor_dup_f32 (u, &error);
+      g_assert_no_error (error);
+      gsize n_el = (gsize) lp_tensor_n_elements (t);
+      g_assert_cmpint (lp_tensor_n_elements (u), ==, n_el);
+      for (gsize e = 0; e < n_el; e++)
+        same_weights += x[e] == y[e];
+      weights += n_el;
+      g_assert_true ((t->grid == NULL) == (u->grid == NULL));
+      if (t->grid == NULL)
+        continue;
+      const LpIntGrid *a = t->grid, *c = u->grid;
+      for (gint64 r = 0; r < a->rows; r++)
+        for (int g = 0; g < a->n_groups; g++)
+          {
+            gint64 k = r * a->n_groups + g, c0 = (gint64) g * a->group_size;
+            gsize n = (gsize) MIN (a->group_size, a->cols - c0);
+            groups++;
+            identical += a->scales[k] == c->scales[k] && a->zeros[k] == c->zeros[k]
+                         && memcmp (a->codes + r * a->cols + c0, c->codes + r * a->cols + c0, n) == 0;
+          }
+    }
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) toks = lp_tokens_load (dp, m[0], &error);
+  g_assert_no_error (error);
+  LpEvalOptions o = { .ctx = 512, .max_windows = 10 };
+  LpEvalResult rv, rc;
+  g_assert_true (lp_eval_run (m[0], (gint32 *) toks->data, toks->len, &o, &rv, &error));
+  g_assert_true (lp_eval_run (m[1], (gint32 *) toks->data, toks->len, &o, &rc, &error));
+  g_assert_no_error (error);
+  g_test_message ("stories260K int4 g32 RTN: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " groups and %" G_GSIZE_FORMAT
+                  " of %" G_GSIZE_FORMAT " weights as on the CPU; ppl %.6f (quantized on the device), %.6f (on the CPU)",
+                  identical, groups, same_weights, weights, rv.ppl, rc.ppl);
+  g_assert_cmpuint (groups, >, 0);
+  g_assert_cmpfloat ((double) identical, >=, 0.99 * groups);
+  g_assert_cmpfloat ((double) same_weights, >=, 0.99 * weights);
+  g_assert_cmpfloat (fabs (rv.ppl - rc.ppl), <, 1e-3);
+  lp_model_unref (m[0]);
+  lp_model_unref (m[1]);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -579,5 +784,6 @@ main (int argc, char **argv)
   g_test_add_func ("/vulkan/fallback", test_fallback);
   g_test_add_func ("/vulkan/forward-synth", test_forward_synth);
   g_test_add_func ("/vulkan/stories260K-ppl", test_stories_ppl);
+  g_test_add_func ("/vulkan/stories260K-rtn", test_stories_rtn);
   return g_test_run ();
 }

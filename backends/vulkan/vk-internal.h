@@ -25,6 +25,7 @@ typedef enum {
   VK_SH_GEMM_F16,    /* gemm.comp with B in f16: needs LP_VK_FAST_F16 */
   VK_SH_GEMM_I8,
   VK_SH_GEMM_I8_DOT, /* gemm_i8.comp with OpSDot: needs LP_VK_FAST_INT_DOT */
+  VK_SH_QUANTIZE_GROUPS,
   VK_SH_COUNT,
 } VkShaderId;
 

@@ -38,7 +38,7 @@ vk_supports_op (LpBackend *be, LpOp op)
 {
   /* Cholesky and the triangular inverse are sequential and small next to
    * the products around them. */
-  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE && op != LP_OP_QUANTIZE_GROUPS;
+  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE;
 }
 
 /* ---- GEMM ---- */
@@ -552,6 +552,77 @@ vk_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst
   return TRUE;
 }
 
+/* ---- group-wise RTN onto the integer grid ---- */
+
+typedef struct {
+  guint32 rows, cols, G, group, bits, symmetric, clip_search;
+} QuantPush;
+
+/* The shrink factors of the reference's clip search (p = 1 - i/100,
+ * i = 1..80), then the column importances: the shader's aux binding. */
+#define QG_SHRINK 80
+
+/* Tiles of rows: W and the codes (one uint each) are rows x cols words, so
+ * one row of cols (and the aux table) must fit a binding, else the CPU. */
+static void
+vk_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
+                    const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros)
+{
+  LpVkCtx *ctx = CTX (be);
+  gsize lim = floats_per_binding (ctx);
+  if (cols <= 0 || (gsize) cols + QG_SHRINK > lim)
+    {
+      be->fallback->ops->quantize_groups (be->fallback, rows, cols, W, ldw, imp, q, codes, scales, zeros);
+      return;
+    }
+  if (rows <= 0)
+    return;
+  int G = (cols + q->group - 1) / q->group;
+  int tile = (int) MIN ((gsize) rows, lim / cols);
+  gsize aux_bytes = ((gsize) QG_SHRINK + cols) * F4;
+  g_autofree float *aux = g_new (float, QG_SHRINK + cols);
+  for (int i = 1; i <= QG_SHRINK; i++)
+    aux[i - 1] = 1.f - (float) i / 100.f;
+  for (int c = 0; c < cols; c++)
+    aux[QG_SHRINK + c] = imp ? imp[c] : 1.f;
+  g_autofree guint32 *tcodes = g_new (guint32, (gsize) tile * cols), *tparams = g_new (guint32, (gsize) tile * G);
+  g_mutex_lock (&ctx->lock);
+  for (int r0 = 0; r0 < rows; r0 += tile)
+    {
+      int rr = MIN (tile, rows - r0);
+      gsize w_bytes = (gsize) rr * cols * F4, p_bytes = (gsize) rr * G * 4;
+      lp_vk_run_begin (ctx, 2 * w_bytes + p_bytes + (r0 == 0 ? aux_bytes : 0) + 64);
+      lp_vk_slot (ctx, SLOT_A, w_bytes);
+      lp_vk_upload (ctx, SLOT_A, W + (gsize) r0 * ldw, rr, cols * F4, (gsize) ldw * F4);
+      if (r0 == 0)
+        {
+          lp_vk_slot (ctx, SLOT_B, aux_bytes);
+          lp_vk_upload (ctx, SLOT_B, aux, 1, aux_bytes, aux_bytes);
+        }
+      lp_vk_slot (ctx, SLOT_C, w_bytes);
+      lp_vk_slot (ctx, SLOT_D, p_bytes);
+      lp_vk_barrier (ctx);
+      guint32 spec[1] = { ctx->wg_size };
+      int bindings[4] = { SLOT_A, SLOT_B, SLOT_C, SLOT_D };
+      QuantPush p = { (guint32) rr, (guint32) cols, (guint32) G, (guint32) q->group, (guint32) q->bits,
+                      q->symmetric ? 1 : 0, q->clip_search ? 1 : 0 };
+      lp_vk_dispatch (ctx, VK_SH_QUANTIZE_GROUPS, spec, 1, bindings, 4, &p, sizeof p,
+                      groups_for (ctx, (gsize) rr * G), 1);
+      lp_vk_download (ctx, SLOT_C, tcodes, 1, w_bytes, w_bytes);
+      lp_vk_download (ctx, SLOT_D, tparams, 1, p_bytes, p_bytes);
+      lp_vk_run_end (ctx);
+      /* The shader writes words (no 8/16-bit storage): narrow them here. */
+      for (gsize i = 0; i < (gsize) rr * cols; i++)
+        codes[(gsize) r0 * cols + i] = (guint8) tcodes[i];
+      for (gsize i = 0; i < (gsize) rr * G; i++)
+        {
+          scales[(gsize) r0 * G + i] = (guint16) (tparams[i] & 0xffff);
+          zeros[(gsize) r0 * G + i] = (guint8) (tparams[i] >> 16);
+        }
+    }
+  g_mutex_unlock (&ctx->lock);
+}
+
 static gboolean
 vk_cholesky (LpBackend *be, int n, float *A, int lda)
 {
@@ -579,6 +650,7 @@ static const LpBackendOps vk_ops = {
   .gemm_w = vk_gemm_w,
   .dequantize = vk_dequantize,
   .gemm_i8 = vk_gemm_i8,
+  .quantize_groups = vk_quantize_groups,
   .destroy = vk_destroy,
 };
 

@@ -22,6 +22,9 @@ static const guint32 swiglu_spv[] =
 static const guint32 dequant_spv[] =
 #include "dequant.spv.inc"
     ;
+static const guint32 quantize_groups_spv[] =
+#include "quantize_groups.spv.inc"
+    ;
 
 static const guint32 gemm_f16_spv[] =
 #include "gemm_f16.spv.inc"
@@ -43,6 +46,7 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM_F16] = { gemm_f16_spv, sizeof gemm_f16_spv, "gemm_f16", LP_VK_FAST_F16 },
   [VK_SH_GEMM_I8] = { gemm_i8_spv, sizeof gemm_i8_spv, "gemm_i8" },
   [VK_SH_GEMM_I8_DOT] = { gemm_i8_dot_spv, sizeof gemm_i8_dot_spv, "gemm_i8_dot", LP_VK_FAST_INT_DOT },
+  [VK_SH_QUANTIZE_GROUPS] = { quantize_groups_spv, sizeof quantize_groups_spv, "quantize_groups" },
 };
 
 const VkShaderCode *

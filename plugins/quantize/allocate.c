@@ -66,7 +66,7 @@ measure (LpPassContext *ctx, const QOptions *o, Cand *c, const LpStatsEntry *e, 
       gboolean odd;
       QGrid g = q_grid_for (&ok, t->name, n, &odd);
       gint64 lost;
-      g_autoptr (LpTensor) q = q_round (&g, t, w, NULL, &lost, error);
+      g_autoptr (LpTensor) q = q_round (be, &g, t, w, NULL, &lost, error);
       if (q == NULL)
         return FALSE;
       g_autofree float *v = lp_tensor_dup_f32 (q, error);

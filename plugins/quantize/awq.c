@@ -73,7 +73,7 @@ scaled_error (Awq *a, Member *m, int n_members, const float *s, int n, const flo
       gboolean odd;
       QGrid g = q_grid_for (&a->o, m[k].t->name, n, &odd);
       gint64 lost;
-      g_autoptr (LpTensor) q = q_round (&g, m[k].t, ws, NULL, &lost, error);
+      g_autoptr (LpTensor) q = q_round (be, &g, m[k].t, ws, NULL, &lost, error);
       if (q == NULL)
         return FALSE;
       g_autofree float *dw = lp_tensor_dup_f32 (q, error);
@@ -237,7 +237,7 @@ awq_quantize_block (Awq *a, int layer, const LpLinearStats *stats, GError **erro
             q_log_grid (a->ctx, t, &g, odd);
             gint64 lost = 0;
             if (w != NULL)
-              q = q_round (&g, t, w, NULL, &lost, error);
+              q = q_round (lp_pass_context_get_backend (a->ctx), &g, t, w, NULL, &lost, error);
             q_log_mask_lost (a->ctx, t, &g, lost);
           }
         if (q == NULL)

@@ -154,7 +154,7 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
   q_log_grid (ctx, t, &grid, odd);
   gint64 lost = 0;
   if (grid.type == LP_DTYPE_F16)
-    return q_round (&grid, t, W, NULL, &lost, error);
+    return q_round (lp_pass_context_get_backend (ctx), &grid, t, W, NULL, &lost, error);
   double loss, damp_used;
   LpTensor *out = q_gptq_quantize (lp_pass_context_get_backend (ctx), &grid, st, t, W, H, &loss, &damp_used, &lost,
                                    error);

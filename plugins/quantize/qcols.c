@@ -111,8 +111,9 @@ fit_all (QCols *q, const float *W0, const float *importance, GError **error)
   return TRUE;
 }
 
-QCols *
-q_cols_new (const QGrid *g, const float *W0, const float *importance, const LpTensor *like, const int *perm,
+/* The column quantizer with nothing fitted or chosen yet (q_cols_new). */
+static QCols *
+cols_alloc (const QGrid *g, const float *W0, const float *importance, const LpTensor *like, const int *perm,
             gboolean fit_now, GError **error)
 {
   g_return_val_if_fail (g->type != LP_DTYPE_F16, NULL);
@@ -152,11 +153,16 @@ q_cols_new (const QGrid *g, const float *W0, const float *importance, const LpTe
         for (gint64 r = 0; r < q->rows; r++)
           q->sigma2[r] = lp_block_grid_row_sigma2 (W0 + r * q->cols, q->cols);
     }
-  if (q->fitted && !fit_all (q, W0, importance, error))
-    {
-      q_cols_free (q);
-      return NULL;
-    }
+  return q;
+}
+
+QCols *
+q_cols_new (const QGrid *g, const float *W0, const float *importance, const LpTensor *like, const int *perm,
+            gboolean fit_now, GError **error)
+{
+  QCols *q = cols_alloc (g, W0, importance, like, perm, fit_now, error);
+  if (q != NULL && q->fitted && !fit_all (q, W0, importance, error))
+    g_clear_pointer (&q, q_cols_free);
   return q;
 }
 
@@ -274,8 +280,8 @@ q_cols_finish (QCols *q, gint64 *mask_lost, GError **error)
 }
 
 LpTensor *
-q_round (const QGrid *g, const LpTensor *like, const float *W, const float *importance, gint64 *mask_lost,
-         GError **error)
+q_round (LpBackend *be, const QGrid *g, const LpTensor *like, const float *W, const float *importance,
+         gint64 *mask_lost, GError **error)
 {
   *mask_lost = 0;
   if (g->type == LP_DTYPE_F16)
@@ -291,15 +297,34 @@ q_round (const QGrid *g, const LpTensor *like, const float *W, const float *impo
       lp_tensor_unref (h);
       return m;
     }
-  /* Every group fitted from W, then each value rounded: RTN. */
-  QCols *q = q_cols_new (g, W, importance, like, NULL, TRUE, error);
-  if (q == NULL)
-    return NULL;
-  g_autofree float *col = g_new (float, q->rows);
-  gboolean ok = TRUE;
-  for (gint64 c = 0; ok && c < q->cols; c++)
-    ok = q_cols_column (q, (int) c, 0, (int) q->rows, W, (int) q->cols, col, error);
-  LpTensor *t = ok ? q_cols_finish (q, mask_lost, error) : NULL;
+  QCols *q;
+  if (g->type == LP_DTYPE_F32 && !g->per_tensor)
+    {
+      /* Group-wise RTN on the integer grid is a backend op (the device's
+       * when it has one).  Pruned weights are 0 in W already (a mask's
+       * invariant), and every range holds 0, so they stay exactly 0. */
+      q = cols_alloc (g, W, importance, like, NULL, TRUE, error);
+      if (q == NULL)
+        return NULL;
+      LpGroupQuant gq = { g->bits, g->group, g->symmetric, g->clip_search };
+      lp_quantize_groups (be, (int) q->rows, (int) q->cols, W, (int) q->cols, importance, &gq, q->grid->codes,
+                          q->grid->scales, q->grid->zeros);
+    }
+  else
+    {
+      /* Every group fitted from W, then each value rounded. */
+      q = q_cols_new (g, W, importance, like, NULL, TRUE, error);
+      if (q == NULL)
+        return NULL;
+      g_autofree float *col = g_new (float, q->rows);
+      for (gint64 c = 0; c < q->cols; c++)
+        if (!q_cols_column (q, (int) c, 0, (int) q->rows, W, (int) q->cols, col, error))
+          {
+            q_cols_free (q);
+            return NULL;
+          }
+    }
+  LpTensor *t = q_cols_finish (q, mask_lost, error);
   q_cols_free (q);
   return t;
 }

@@ -142,8 +142,9 @@ gboolean q_cols_column (QCols *q, int s, int r0, int r1, const float *W, int ldw
 LpTensor *q_cols_finish (QCols *q, gint64 *mask_lost, GError **error);
 
 /* Quantize W[R, C] (original order) onto the grid with no error feedback:
- * the RTN of the integer grid, and AWQ's inner loop. */
-LpTensor *q_round (const QGrid *g, const LpTensor *like, const float *W, const float *importance,
+ * the RTN of the integer grid, and AWQ's inner loop.  Group-wise integer
+ * grids run as lp_quantize_groups on be. */
+LpTensor *q_round (LpBackend *be, const QGrid *g, const LpTensor *like, const float *W, const float *importance,
                    gint64 *mask_lost, GError **error);
 
 /* Report a tensor whose rows the grid does not fit as asked (fell_back from

@@ -112,7 +112,7 @@ rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work
       return FALSE;
     }
   gint64 lost;
-  g_autoptr (LpTensor) q = q_round (&g, t, w, imp, &lost, error);
+  g_autoptr (LpTensor) q = q_round (lp_pass_context_get_backend (ctx), &g, t, w, imp, &lost, error);
   if (q == NULL)
     return FALSE;
   q_log_mask_lost (ctx, t, &g, lost);
