@@ -7,10 +7,15 @@
 #include "lp-internal.h"
 #include <llmpress/forward.h>
 
-/* A weight as f32: borrowed from an f32 tensor, or dequantized (owned). */
+/* A weight as f32: borrowed from an f32 tensor, or dequantized (owned);
+ * or, for the matrices of linear layers, as stored (`raw` in `dtype`): the
+ * backend's weight product reads f16/bf16/block types itself, so a device
+ * receives the compressed bytes and nothing holds the layer in f32. */
 typedef struct {
   const float *data;
   float *owned;
+  const void *raw;
+  LpDType dtype;
 } Weight;
 
 struct _LpForward {
@@ -52,12 +57,14 @@ weight_clear (Weight *w)
   g_free (w->owned);
   w->owned = NULL;
   w->data = NULL;
+  w->raw = NULL;
 }
 
 static gboolean
 weight_load (Weight *w, LpTensor *t, GError **error)
 {
   weight_clear (w);
+  w->dtype = LP_DTYPE_F32;
   if (t->dtype == LP_DTYPE_F32)
     {
       w->data = lp_tensor_data (t);
@@ -66,6 +73,31 @@ weight_load (Weight *w, LpTensor *t, GError **error)
   w->owned = lp_tensor_dup_f32 (t, error);
   w->data = w->owned;
   return w->owned != NULL;
+}
+
+/* A linear layer's matrix [N, K]: kept as stored when the weight product
+ * can read that type (every type lp_dtype_to_f32 reads; the CPU backend
+ * dequantizes a few rows at a time, a device on the device). */
+static gboolean
+weight_load_matrix (Weight *w, LpTensor *t, GError **error)
+{
+  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
+  if (t->dtype == LP_DTYPE_F32 || info == NULL || !info->supported)
+    return weight_load (w, t, error);
+  weight_clear (w);
+  w->dtype = t->dtype;
+  w->raw = lp_tensor_data (t);
+  return TRUE;
+}
+
+/* out[T, N] = in[T, K] W^T + beta * out. */
+static void
+linear (LpBackend *be, int T, int N, int K, const float *in, int ld_in, const Weight *w, float beta, float *out)
+{
+  if (w->dtype == LP_DTYPE_F32)
+    lp_gemm (be, TRUE, T, N, K, 1.0f, in, ld_in, w->data, K, beta, out, N);
+  else
+    lp_gemm_w (be, T, N, K, in, ld_in, w->dtype, w->raw, beta, out, N);
 }
 
 struct _LpKVCache {
@@ -169,7 +201,7 @@ lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
   if (fw->inv_freq == NULL)
     return NULL;
   LpTensor *head = lp_model_tensor (model, fw->c.tied_embeddings ? "token_embd.weight" : "output.weight");
-  if (!weight_load (&fw->head, head, error)
+  if (!weight_load_matrix (&fw->head, head, error)
       || !weight_load (&fw->final_norm, lp_model_tensor (model, "output_norm.weight"), error))
     return NULL;
   return g_steal_pointer (&fw);
@@ -210,7 +242,9 @@ load_layer (LpForward *fw, int layer, GError **error)
       if ((i == W_QB || i == W_KB || i == W_VB) && !bias)
         continue;
       g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
-      if (!weight_load (&fw->layer_w[i], lp_model_tensor (fw->model, name), error))
+      gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
+      LpTensor *t = lp_model_tensor (fw->model, name);
+      if (!(matrix ? weight_load_matrix (&fw->layer_w[i], t, error) : weight_load (&fw->layer_w[i], t, error)))
         {
           fw->cur_layer = -1;
           return FALSE;
@@ -281,9 +315,9 @@ lp_forward_block (LpForward *fw, int layer, float *x, int T, LpKVCache *cache, c
   lp_rmsnorm (be, T, D, x, w[W_ATTN_NORM].data, (float) c->norm_eps, h);
   if (hooks && hooks->linear_input)
     hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_QKV, h, T, D);
-  lp_gemm (be, TRUE, T, qd, D, 1.0f, h, D, w[W_Q].data, D, 0.0f, q, qd);
-  lp_gemm (be, TRUE, T, kvd, D, 1.0f, h, D, w[W_K].data, D, 0.0f, k, kvd);
-  lp_gemm (be, TRUE, T, kvd, D, 1.0f, h, D, w[W_V].data, D, 0.0f, v, kvd);
+  linear (be, T, qd, D, h, D, &w[W_Q], 0.0f, q);
+  linear (be, T, kvd, D, h, D, &w[W_K], 0.0f, k);
+  linear (be, T, kvd, D, h, D, &w[W_V], 0.0f, v);
   if (w[W_QB].data)
     {
       add_bias (q, w[W_QB].data, T, qd);
@@ -298,7 +332,7 @@ lp_forward_block (LpForward *fw, int layer, float *x, int T, LpKVCache *cache, c
   lp_attention (be, T, past + T, H, Hkv, hd, q, k_all, v_all, h);
   if (hooks && hooks->linear_input)
     hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_ATTN_OUT, h, T, qd);
-  lp_gemm (be, TRUE, T, D, qd, 1.0f, h, qd, w[W_O].data, qd, 1.0f, x, D); /* x += attn Wo^T */
+  linear (be, T, D, qd, h, qd, &w[W_O], 1.0f, x); /* x += attn Wo^T */
 
   /* Feed-forward. */
   g_autofree float *g = g_new (float, (gsize) T * F);
@@ -306,12 +340,12 @@ lp_forward_block (LpForward *fw, int layer, float *x, int T, LpKVCache *cache, c
   lp_rmsnorm (be, T, D, x, w[W_FFN_NORM].data, (float) c->norm_eps, h);
   if (hooks && hooks->linear_input)
     hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_FFN, h, T, D);
-  lp_gemm (be, TRUE, T, F, D, 1.0f, h, D, w[W_GATE].data, D, 0.0f, g, F);
-  lp_gemm (be, TRUE, T, F, D, 1.0f, h, D, w[W_UP].data, D, 0.0f, u, F);
+  linear (be, T, F, D, h, D, &w[W_GATE], 0.0f, g);
+  linear (be, T, F, D, h, D, &w[W_UP], 0.0f, u);
   lp_swiglu (be, T * F, g, u, g);
   if (hooks && hooks->linear_input)
     hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_DOWN, g, T, F);
-  lp_gemm (be, TRUE, T, D, F, 1.0f, g, F, w[W_DOWN].data, F, 1.0f, x, D); /* x += ffn Wd^T */
+  linear (be, T, D, F, g, F, &w[W_DOWN], 1.0f, x); /* x += ffn Wd^T */
   return TRUE;
 }
 
@@ -321,7 +355,7 @@ lp_forward_head (LpForward *fw, const float *x, int T, float *logits, GError **e
   int D = (int) fw->c.dim, V = (int) fw->c.n_vocab;
   g_autofree float *h = g_new (float, (gsize) T * D);
   lp_rmsnorm (fw->be, T, D, x, fw->final_norm.data, (float) fw->c.norm_eps, h);
-  lp_gemm (fw->be, TRUE, T, V, D, 1.0f, h, D, fw->head.data, D, 0.0f, logits, V);
+  linear (fw->be, T, V, D, h, D, &fw->head, 0.0f, logits);
   return TRUE;
 }
 
