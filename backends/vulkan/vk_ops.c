@@ -38,7 +38,7 @@ vk_supports_op (LpBackend *be, LpOp op)
 {
   /* Cholesky and the triangular inverse are sequential and small next to
    * the products around them. */
-  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE;
+  return op != LP_OP_CHOLESKY && op != LP_OP_TRI_INVERSE && op != LP_OP_GEMM_GRID;
 }
 
 /* ---- GEMM ---- */
