@@ -286,6 +286,18 @@ check_gemm_i8 (LpBackend *be)
       }
 }
 
+/* The integer grid decoded on the device then the f32 product, against
+ * lp_ref_gemm_grid (lp_test_check_gemm_grid: act-order g_idx, a short last
+ * group, K not a multiple of 4, beta 0 and 1, and the decoded weights bit
+ * for bit).  With 8 KiB bindings a tile holds 8 rows of a 256-column grid:
+ * 45 rows decode as 6 tiles, the last one partial, and the row of 2100
+ * goes to the CPU. */
+static void
+check_gemm_grid (LpBackend *be)
+{
+  lp_test_check_gemm_grid (be);
+}
+
 static void
 check_syrk (LpBackend *be)
 {
@@ -514,6 +526,7 @@ static const OpCheck op_checks[] = {
   { "/vulkan/gemm", check_gemm, 16 << 10, FALSE },
   { "/vulkan/gemm-w-and-dequantize", check_gemm_w, 8 << 10, TRUE },
   { "/vulkan/gemm-i8", check_gemm_i8, 8 << 10, TRUE },
+  { "/vulkan/gemm-grid", check_gemm_grid, 8 << 10, FALSE },
   { "/vulkan/syrk", check_syrk, 32 << 10, FALSE },
   { "/vulkan/rmsnorm", check_rmsnorm, 64 << 10, FALSE },
   { "/vulkan/rope", check_rope, 64 << 10, FALSE },

@@ -235,9 +235,12 @@ lp_test_int_grid (int rows, int cols, int bits, int group, guint32 seed)
 }
 
 /* Shapes {M, N, K, group, bits}: groups dividing K, a short last group,
- * one group wider than the row, K not a multiple of 4, a 1 x 1 x 1. */
+ * one group wider than the row, K not a multiple of 4, a 1 x 1 x 1, and a
+ * row of 2100 columns (past test-vulkan's 8 KiB tiled bindings: the CPU
+ * runs it there). */
 static const int gemm_grid_shapes[][5] = {
-  { 19, 45, 256, 32, 4 }, { 7, 37, 100, 32, 3 }, { 3, 50, 72, 128, 8 }, { 5, 29, 101, 16, 2 }, { 1, 1, 1, 1, 4 },
+  { 19, 45, 256, 32, 4 }, { 7, 37, 100, 32, 3 }, { 3, 50, 72, 128, 8 },
+  { 5, 29, 101, 16, 2 },  { 1, 1, 1, 1, 4 },     { 2, 3, 2100, 128, 4 },
 };
 
 void
