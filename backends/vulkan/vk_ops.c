@@ -181,10 +181,11 @@ grid_decode (LpVkCtx *ctx, const LpIntGrid *g, int j0, int nb, int dst)
 }
 
 /* C[i0:i0+mb, j0:j0+nb], submitted without waiting (gemm_run waits); B's
- * block is uploaded (and dequantized) only when load_b: it stays in the
- * frame's slot for the frame's next row block.  f16 weights are read as
- * they are when the device has the float16 fast path, else dequantized to
- * f32 first: the same bits either way (gemm.comp). */
+ * block is uploaded (and dequantized, or decoded from the integer grid)
+ * only when load_b: it stays in the frame's slot for the frame's next row
+ * block.  f16 weights are read as they are when the device has the float16
+ * fast path, else dequantized to f32 first: the same bits either way
+ * (gemm.comp). */
 static void
 gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gboolean load_b)
 {
