@@ -9,7 +9,7 @@
 
 static const char *const op_names[LP_OP_COUNT] = {
   "gemm", "syrk", "rmsnorm", "rope", "attention", "swiglu", "cholesky", "gemm_w", "dequantize", "tri_inverse",
-  "quantize_groups", "gemm_i8",
+  "quantize_groups", "gemm_i8", "gemm_grid",
 };
 
 const char *
@@ -376,4 +376,13 @@ lp_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const f
 {
   be = lp_backend_for_op (be, LP_OP_GEMM_I8);
   be->ops->gemm_i8 (be, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc);
+}
+
+void
+lp_gemm_grid (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C,
+              int ldc)
+{
+  g_return_if_fail (W->rows == N && W->cols == K);
+  be = lp_backend_for_op (be, LP_OP_GEMM_GRID);
+  be->ops->gemm_grid (be, M, N, K, A, lda, W, beta, C, ldc);
 }

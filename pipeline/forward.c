@@ -8,14 +8,17 @@
 #include <llmpress/forward.h>
 
 /* A weight as f32: borrowed from an f32 tensor, or dequantized (owned);
- * or, for the matrices of linear layers, as stored (`raw` in `dtype`): the
- * backend's weight product reads f16/bf16/block types itself, so a device
- * receives the compressed bytes and nothing holds the layer in f32. */
+ * or, for the matrices of linear layers, as stored: `raw` in `dtype` (the
+ * backend's weight product reads f16/bf16/block types itself), or the
+ * tensor's integer grid (GPTQ / compressed-tensors: gemm_grid decodes the
+ * codes), so a device receives the compressed bytes and nothing holds the
+ * layer in f32 on its way there. */
 typedef struct {
   const float *data;
   float *owned;
   const void *raw;
   LpDType dtype;
+  const LpIntGrid *grid; /* borrowed from the tensor */
 } Weight;
 
 struct _LpForward {
@@ -58,6 +61,7 @@ weight_clear (Weight *w)
   w->owned = NULL;
   w->data = NULL;
   w->raw = NULL;
+  w->grid = NULL;
 }
 
 static gboolean
@@ -76,11 +80,18 @@ weight_load (Weight *w, LpTensor *t, GError **error)
 }
 
 /* A linear layer's matrix [N, K]: kept as stored when the weight product
- * can read that type (every type lp_dtype_to_f32 reads; the CPU backend
- * dequantizes a few rows at a time, a device on the device). */
+ * can read that type (every type lp_dtype_to_f32 reads, and integer grids;
+ * the CPU backend dequantizes a few rows at a time, a device on the
+ * device). */
 static gboolean
 weight_load_matrix (Weight *w, LpTensor *t, GError **error)
 {
+  if (t->grid != NULL)
+    {
+      weight_clear (w);
+      w->grid = t->grid;
+      return TRUE;
+    }
   const LpDTypeInfo *info = lp_dtype_info (t->dtype);
   if (t->dtype == LP_DTYPE_F32 || info == NULL || !info->supported)
     return weight_load (w, t, error);
@@ -94,7 +105,9 @@ weight_load_matrix (Weight *w, LpTensor *t, GError **error)
 static void
 linear (LpBackend *be, int T, int N, int K, const float *in, int ld_in, const Weight *w, float beta, float *out)
 {
-  if (w->dtype == LP_DTYPE_F32)
+  if (w->grid != NULL)
+    lp_gemm_grid (be, T, N, K, in, ld_in, w->grid, beta, out, N);
+  else if (w->dtype == LP_DTYPE_F32)
     lp_gemm (be, TRUE, T, N, K, 1.0f, in, ld_in, w->data, K, beta, out, N);
   else
     lp_gemm_w (be, T, N, K, in, ld_in, w->dtype, w->raw, beta, out, N);

@@ -63,20 +63,27 @@ lp_int_grid_unref (LpIntGrid *grid)
 }
 
 void
-lp_int_grid_dequantize (const LpIntGrid *grid, float *out)
+lp_int_grid_dequantize_rows (const LpIntGrid *grid, gint64 r0, gint64 n, float *out)
 {
-  for (gint64 r = 0; r < grid->rows; r++)
+  g_return_if_fail (r0 >= 0 && n >= 0 && r0 + n <= grid->rows);
+  for (gint64 r = r0; r < r0 + n; r++)
     {
       const guint8 *code = grid->codes + r * grid->cols;
       const guint16 *scale = grid->scales + r * grid->n_groups;
       const guint8 *zero = grid->zeros + r * grid->n_groups;
-      float *w = out + r * grid->cols;
+      float *w = out + (r - r0) * grid->cols;
       for (gint64 c = 0; c < grid->cols; c++)
         {
           int g = grid->g_idx[c];
           w[c] = lp_f16_to_f32 (scale[g]) * (float) ((int) code[c] - (int) zero[g]);
         }
     }
+}
+
+void
+lp_int_grid_dequantize (const LpIntGrid *grid, float *out)
+{
+  lp_int_grid_dequantize_rows (grid, 0, grid->rows, out);
 }
 
 guint64

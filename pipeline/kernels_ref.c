@@ -192,6 +192,17 @@ lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, cons
     }
 }
 
+/* The weights whole in f32: the definition, not a way to run it (the
+ * backends decode a few rows at a time). */
+void
+lp_ref_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C, int ldc)
+{
+  g_assert (W->rows == N && W->cols == K);
+  g_autofree float *w = g_new (float, (gsize) N * K);
+  lp_int_grid_dequantize (W, w);
+  lp_ref_gemm (TRUE, M, N, K, 1.0f, A, lda, w, K, beta, C, ldc);
+}
+
 void
 lp_ref_gemm_i8 (int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B, int ldb,
                 const float *sb, float beta, float *C, int ldc)

@@ -81,6 +81,15 @@ test_cpu_gemm_i8 (void)
       }
 }
 
+/* The CPU backend's weight product over integer grids against the
+ * reference (lp_test_check_gemm_grid says which grids). */
+static void
+test_cpu_gemm_grid (void)
+{
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  lp_test_check_gemm_grid (be);
+}
+
 /* Group-wise RTN: the definition on hand-worked groups, then the CPU
  * backend equal to lp_ref_quantize_groups byte for byte. */
 static void
@@ -608,6 +617,7 @@ main (int argc, char **argv)
   g_test_add_func ("/backend/rope-styles", test_rope_styles);
   g_test_add_func ("/backend/gemm-i8", test_cpu_gemm_i8);
   g_test_add_func ("/backend/quantize-groups", test_quantize_groups);
+  g_test_add_func ("/backend/gemm-grid", test_cpu_gemm_grid);
   g_test_add_func ("/forward/incremental-matches-full", test_incremental_matches_full);
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);

@@ -12,7 +12,8 @@
  * in double): GEMM/SYRK/attention 1e-5 (f32 accumulation over K <= 300),
  * element-wise ops 1e-6, dequantization and int8 GEMM exact (the same
  * int32 sums and f32 roundings as lp_ref_gemm_i8), f16 weights the bits of
- * the f32 product of the same values, forward logits 1e-4,
+ * the f32 product of the same values, integer-grid products the GEMM's
+ * 1e-5 with the decoded weights exact, forward logits 1e-4,
  * stories260K perplexity within 1e-3 of the CPU backend's; group-wise RTN
  * as check_quantize_groups states. */
 #include "config.h"
@@ -286,6 +287,18 @@ check_gemm_i8 (LpBackend *be)
       }
 }
 
+/* The integer grid decoded on the device then the f32 product, against
+ * lp_ref_gemm_grid (lp_test_check_gemm_grid: act-order g_idx, a short last
+ * group, K not a multiple of 4, beta 0 and 1, and the decoded weights bit
+ * for bit).  With 8 KiB bindings a tile holds 8 rows of a 256-column grid:
+ * 45 rows decode as 6 tiles, the last one partial, and the row of 2100
+ * goes to the CPU. */
+static void
+check_gemm_grid (LpBackend *be)
+{
+  lp_test_check_gemm_grid (be);
+}
+
 static void
 check_syrk (LpBackend *be)
 {
@@ -514,6 +527,7 @@ static const OpCheck op_checks[] = {
   { "/vulkan/gemm", check_gemm, 16 << 10, FALSE },
   { "/vulkan/gemm-w-and-dequantize", check_gemm_w, 8 << 10, TRUE },
   { "/vulkan/gemm-i8", check_gemm_i8, 8 << 10, TRUE },
+  { "/vulkan/gemm-grid", check_gemm_grid, 8 << 10, FALSE },
   { "/vulkan/syrk", check_syrk, 32 << 10, FALSE },
   { "/vulkan/rmsnorm", check_rmsnorm, 64 << 10, FALSE },
   { "/vulkan/rope", check_rope, 64 << 10, FALSE },
@@ -685,17 +699,41 @@ quantize_layers (LpModel *m)
     }
 }
 
+/* For the stories260K tests: the paths of `model` and of the token file in
+ * ../shared, and a Vulkan device; NULL (the test skipped, with the reason)
+ * when any of them is missing. */
+static LpBackend *
+stories_open (const char *model, char **mp, char **dp)
+{
+  *mp = lp_test_shared_path (model);
+  *dp = *mp ? lp_test_shared_path ("data/tinystories-valid-head.tok512.u16") : NULL;
+  return *dp ? open_vulkan (MODE_DIRECT, 0) : NULL;
+}
+
+/* m's perplexity on `windows` windows of 512 tokens of dp, on the device
+ * (rv) and on the CPU (rc). */
+static void
+eval_on_both (LpModel *m, const char *dp, LpBackend *vk, int windows, LpEvalResult *rv, LpEvalResult *rc)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) toks = lp_tokens_load (dp, m, &error);
+  g_assert_no_error (error);
+  LpEvalOptions o = { .ctx = 512, .max_windows = windows, .backend = vk };
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, rv, &error));
+  g_assert_no_error (error);
+  o.backend = NULL;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, rc, &error));
+  g_assert_no_error (error);
+}
+
 /* The real model's perplexity on the device and on the CPU: f32 weights,
  * then (fewer windows: lavapipe is slow) block-quantized and 16-bit ones,
  * which the forward pass hands to the device as stored. */
 static void
 test_stories_ppl (void)
 {
-  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K-f32.gguf");
-  g_autofree char *dp = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
-  if (mp == NULL || dp == NULL)
-    return;
-  g_autoptr (LpBackend) vk = open_vulkan (MODE_DIRECT, 0);
+  g_autofree char *mp = NULL, *dp = NULL;
+  g_autoptr (LpBackend) vk = stories_open ("models/stories260K/stories260K-f32.gguf", &mp, &dp);
   if (vk == NULL)
     return;
   for (int quantized = 0; quantized < 2; quantized++)
@@ -705,19 +743,13 @@ test_stories_ppl (void)
       g_assert_no_error (error);
       if (quantized)
         quantize_layers (m);
-      g_autoptr (GArray) toks = lp_tokens_load (dp, m, &error);
-      g_assert_no_error (error);
-      LpEvalOptions o = { .ctx = 512, .max_windows = quantized ? 3 : 20, .backend = vk };
+      int windows = quantized ? 3 : 20;
       LpEvalResult rv, rc;
       /* The GGUF declares 128 (the converter's default); it was trained on
        * 512: evaluation warns on stderr and goes on. */
-      g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rv, &error));
-      g_assert_no_error (error);
-      o.backend = NULL;
-      g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rc, &error));
-      g_assert_no_error (error);
+      eval_on_both (m, dp, vk, windows, &rv, &rc);
       g_test_message ("stories260K%s, %d windows: ppl %.6f on %s, %.6f on the CPU (%.0f vs %.0f tokens/s)",
-                      quantized ? " (layers q8_0/q5_0/q4_1/q5_1/q4_0/f16/bf16)" : "", o.max_windows, rv.ppl,
+                      quantized ? " (layers q8_0/q5_0/q4_1/q5_1/q4_0/f16/bf16)" : "", windows, rv.ppl,
                       vk->device_name, rc.ppl, rv.tokens_per_s, rc.tokens_per_s);
       g_assert_cmpfloat (fabs (rv.ppl - rc.ppl), <, 1e-3);
     }
@@ -734,11 +766,8 @@ test_stories_ppl (void)
 static void
 test_stories_rtn (void)
 {
-  g_autofree char *mp = lp_test_shared_path ("models/stories260K/stories260K.bin");
-  g_autofree char *dp = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
-  if (mp == NULL || dp == NULL)
-    return;
-  g_autoptr (LpBackend) vk = open_vulkan (MODE_DIRECT, 0);
+  g_autofree char *mp = NULL, *dp = NULL;
+  g_autoptr (LpBackend) vk = stories_open ("models/stories260K/stories260K.bin", &mp, &dp);
   if (vk == NULL)
     return;
   static const char *const backends[2] = { "vulkan", "cpu" };
@@ -807,6 +836,57 @@ test_stories_rtn (void)
   lp_model_unref (m[1]);
 }
 
+/* A GPTQ checkpoint's layers through gemm_grid: stories260K quantized with
+ * GPTQ act-order (int4, groups of 32) on the CPU and saved as
+ * compressed-tensors, reloaded with its integer grids (g_idx permuted),
+ * scores the same perplexity on the device, which decodes the grids
+ * itself, as on the CPU, within 1e-3 (3 windows: lavapipe is slow). */
+static void
+test_stories_gptq (void)
+{
+  g_autofree char *mp = NULL, *dp = NULL;
+  g_autoptr (LpBackend) vk = stories_open ("models/stories260K/stories260K.bin", &mp, &dp);
+  if (vk == NULL)
+    return;
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "gptq", NULL);
+  g_autofree char *text = g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=32\ncalibration_seq_len=256\n"
+                                           "calibration_range=300000:\n[load]\npath=%s\n[q]\npass=quantize.gptq\n"
+                                           "input=load\nbits=4\ngroup_size=32\nact_order=true\n[save]\npass=save\n"
+                                           "input=q\npath=%s/q.safetensors\n",
+                                           dp, mp, dir);
+  g_autofree char *spec = lp_test_write_file ("gptq.ini", text, strlen (text));
+  char *err = NULL;
+  int status = lp_test_run_cli (NULL, &err, "run", "-q", "--no-cache", "--backend", "cpu", "-o", dir, spec, NULL);
+  if (status != 0)
+    g_error ("gptq: exit %d: %s", status, err);
+  g_free (err);
+  g_autofree char *saved = g_build_filename (dir, "q.safetensors", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (saved, NULL, &error);
+  g_assert_no_error (error);
+  guint grids = 0, act_order = 0;
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      const LpIntGrid *g = lp_model_tensor_at (m, i)->grid;
+      if (g == NULL)
+        continue;
+      grids++;
+      for (gint64 c = 0; c < g->cols; c++)
+        if (g->g_idx[c] != c / g->group_size)
+          {
+            act_order++;
+            break;
+          }
+    }
+  g_assert_cmpuint (act_order, >, 0);
+  LpEvalResult rv, rc;
+  eval_on_both (m, dp, vk, 3, &rv, &rc);
+  g_test_message ("stories260K GPTQ act-order int4 g32 (%u integer grids, %u with g_idx permuted), 3 windows: "
+                  "ppl %.9f on %s, %.9f on the CPU",
+                  grids, act_order, rv.ppl, vk->device_name, rc.ppl);
+  g_assert_cmpfloat (fabs (rv.ppl - rc.ppl), <, 1e-3);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -820,5 +900,6 @@ main (int argc, char **argv)
   g_test_add_func ("/vulkan/forward-synth", test_forward_synth);
   g_test_add_func ("/vulkan/stories260K-ppl", test_stories_ppl);
   g_test_add_func ("/vulkan/stories260K-rtn", test_stories_rtn);
+  g_test_add_func ("/vulkan/stories260K-gptq", test_stories_gptq);
   return g_test_run ();
 }

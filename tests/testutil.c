@@ -203,6 +203,91 @@ lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float 
     sb[j] = (float) g_rand_double_range (r, 1e-3, 1e-2);
 }
 
+LpIntGrid *
+lp_test_int_grid (int rows, int cols, int bits, int group, guint32 seed)
+{
+  g_autoptr (GError) error = NULL;
+  LpIntGrid *g = lp_int_grid_new (rows, cols, bits, group, FALSE, &error);
+  g_assert_no_error (error);
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  int levels = 1 << bits;
+  for (gsize i = 0; i < (gsize) rows * cols; i++)
+    g->codes[i] = (guint8) g_rand_int_range (r, 0, levels);
+  for (gsize i = 0; i < (gsize) rows * g->n_groups; i++)
+    {
+      g->zeros[i] = (guint8) g_rand_int_range (r, 0, levels);
+      g->scales[i] = i % 5 == 4 ? (guint16) g_rand_int_range (r, 1, 0x400)
+                                : lp_f32_to_f16 ((float) g_rand_double_range (r, 1e-3, 3e-2));
+    }
+  g_autofree gint32 *perm = g_new (gint32, cols);
+  for (int c = 0; c < cols; c++)
+    perm[c] = c;
+  for (int c = cols - 1; c > 0; c--)
+    {
+      int k = g_rand_int_range (r, 0, c + 1);
+      gint32 t = perm[c];
+      perm[c] = perm[k];
+      perm[k] = t;
+    }
+  for (int i = 0; i < cols; i++)
+    g->g_idx[perm[i]] = i / group;
+  return g;
+}
+
+/* Shapes {M, N, K, group, bits}: groups dividing K, a short last group,
+ * one group wider than the row, K not a multiple of 4, a 1 x 1 x 1, and a
+ * row of 2100 columns (past test-vulkan's 8 KiB tiled bindings: the CPU
+ * runs it there). */
+static const int gemm_grid_shapes[][5] = {
+  { 19, 45, 256, 32, 4 }, { 7, 37, 100, 32, 3 }, { 3, 50, 72, 128, 8 },
+  { 5, 29, 101, 16, 2 },  { 1, 1, 1, 1, 4 },     { 2, 3, 2100, 128, 4 },
+};
+
+void
+lp_test_check_gemm_grid (LpBackend *be)
+{
+  for (gsize s = 0; s < G_N_ELEMENTS (gemm_grid_shapes); s++)
+    {
+      int M = gemm_grid_shapes[s][0], N = gemm_grid_shapes[s][1], K = gemm_grid_shapes[s][2];
+      g_autoptr (LpIntGrid) W = lp_test_int_grid (N, K, gemm_grid_shapes[s][4], gemm_grid_shapes[s][3], 60 + s);
+      int lda = K + 3, ldc = N + 2;
+      g_autofree float *A = g_new (float, (gsize) M * lda), *C = g_new (float, (gsize) M * ldc),
+                       *R = g_new (float, (gsize) M * ldc);
+      lp_test_fill (A, (gsize) M * lda, 61 + s, 1);
+      for (int with_beta = 0; with_beta < 2; with_beta++)
+        {
+          if (with_beta)
+            lp_test_fill (C, (gsize) M * ldc, 62 + s, 1);
+          else
+            for (gsize i = 0; i < (gsize) M * ldc; i++)
+              C[i] = NAN;
+          memcpy (R, C, sizeof (float) * M * ldc);
+          lp_gemm_grid (be, M, N, K, A, lda, W, with_beta, C, ldc);
+          lp_ref_gemm_grid (M, N, K, A, lda, W, with_beta, R, ldc);
+          for (int i = 0; i < M; i++)
+            {
+              const float *c = C + (gsize) i * ldc, *r = R + (gsize) i * ldc;
+              /* The padding columns untouched (NaN or not). */
+              g_assert_cmpmem (c + N, sizeof (float) * (ldc - N), r + N, sizeof (float) * (ldc - N));
+              lp_test_assert_close (c, r, N, 1e-5);
+            }
+        }
+      /* A the identity: T = W^T, one product a sum, so the decoded weights
+       * must be lp_int_grid_dequantize's bit for bit. */
+      g_autofree float *I = g_new0 (float, (gsize) K * K), *T = g_new (float, (gsize) K * N),
+                       *w = g_new (float, (gsize) N * K);
+      for (int k = 0; k < K; k++)
+        I[(gsize) k * K + k] = 1;
+      lp_gemm_grid (be, K, N, K, I, K, W, 0, T, N);
+      lp_int_grid_dequantize (W, w);
+      for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+          if (memcmp (&T[(gsize) k * N + j], &w[(gsize) j * K + k], sizeof (float)) != 0)
+            g_error ("gemm_grid %dx%dx%d: weight [%d, %d] decoded as %g, expected %g", M, N, K, j, k,
+                     T[(gsize) k * N + j], w[(gsize) j * K + k]);
+    }
+}
+
 void
 lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol)
 {

@@ -39,5 +39,17 @@ void lp_test_fill (float *x, gsize n, guint32 seed, double scale);
  * [1e-3, 1e-2). */
 void lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float *sa, float *sb, guint32 seed,
                            gboolean extreme);
+/* A random integer grid of rows x cols at `bits` bits in groups of `group`
+ * columns with GPTQ's act-order: g_idx[perm[i]] = i / group for a random
+ * permutation perm of the columns (so each group's columns are scattered,
+ * and the last group is short when group does not divide cols).  Every code
+ * and zero in range; scales f16 of magnitude 1e-3 .. 3e-2, with every fifth
+ * group's a subnormal f16 instead. */
+LpIntGrid *lp_test_int_grid (int rows, int cols, int bits, int group, guint32 seed);
+/* lp_gemm_grid on `be` against lp_ref_gemm_grid over lp_test_int_grid
+ * grids of several shapes, beta 0 (over a C of NaN, not read) and 1:
+ * within 1e-5 relative Frobenius error a row, and with A the identity the
+ * decoded weights bit for bit. */
+void lp_test_check_gemm_grid (LpBackend *be);
 /* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
 void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);

@@ -106,8 +106,39 @@ cpu_tri_inverse (LpBackend *be, int n, float *L, int lda)
   return LAPACKE_strtri (LAPACK_ROW_MAJOR, 'L', 'N', n, L, lda) == 0;
 }
 
-/* Dequantize W a block of rows at a time, so a large weight is never whole
- * in f32. */
+/* Rows j0 .. j0 + n - 1 of a weight W[N, K] into out[n, K] as f32. */
+typedef void (*DecodeRows) (const void *W, int K, int j0, int n, float *out);
+
+/* C = A W^T + beta C with W decoded a block of rows at a time (about 4 MiB
+ * of f32), so a large weight is never whole in f32. */
+static void
+gemm_decoded (int M, int N, int K, const float *A, int lda, DecodeRows decode, const void *W, float beta, float *C,
+              int ldc)
+{
+  int rows = MAX (1, MIN (N, (int) ((4u << 20) / (sizeof (float) * (gsize) MAX (K, 1)))));
+  g_autofree float *w = g_new (float, (gsize) rows * K);
+  for (int j0 = 0; j0 < N; j0 += rows)
+    {
+      int nb = MIN (rows, N - j0);
+      decode (W, K, j0, nb, w);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, A, lda, w, K, beta, C + j0, ldc);
+    }
+}
+
+typedef struct {
+  LpDType type;
+  const void *data;
+} TypedRows;
+
+static void
+decode_typed_rows (const void *W, int K, int j0, int n, float *out)
+{
+  const TypedRows *t = W;
+  guint64 row_bytes = 0;
+  g_assert (lp_dtype_row_bytes (t->type, (guint64) K, &row_bytes, NULL));
+  g_assert (lp_dtype_to_f32 (t->type, (const guint8 *) t->data + (gsize) j0 * row_bytes, out, (gsize) n * K, NULL));
+}
+
 static void
 cpu_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W,
             float beta, float *C, int ldc)
@@ -117,16 +148,21 @@ cpu_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
       return;
     }
-  guint64 row_bytes = 0;
-  g_assert (lp_dtype_row_bytes (wtype, (guint64) K, &row_bytes, NULL));
-  int rows = MAX (1, MIN (N, (int) ((4u << 20) / (sizeof (float) * (gsize) K))));
-  g_autofree float *w = g_new (float, (gsize) rows * K);
-  for (int j0 = 0; j0 < N; j0 += rows)
-    {
-      int nb = MIN (rows, N - j0);
-      g_assert (lp_dtype_to_f32 (wtype, (const guint8 *) W + (gsize) j0 * row_bytes, w, (gsize) nb * K, NULL));
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, A, lda, w, K, beta, C + j0, ldc);
-    }
+  TypedRows t = { wtype, W };
+  gemm_decoded (M, N, K, A, lda, decode_typed_rows, &t, beta, C, ldc);
+}
+
+static void
+decode_grid_rows (const void *W, int K, int j0, int n, float *out)
+{
+  lp_int_grid_dequantize_rows (W, j0, n, out);
+}
+
+static void
+cpu_gemm_grid (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C,
+               int ldc)
+{
+  gemm_decoded (M, N, K, A, lda, decode_grid_rows, W, beta, C, ldc);
 }
 
 /* int8 values and their partial sums are exact in f32 up to 2^24, which a
@@ -201,6 +237,7 @@ static const LpBackendOps cpu_ops = {
   .tri_inverse = cpu_tri_inverse,
   .quantize_groups = cpu_quantize_groups,
   .gemm_i8 = cpu_gemm_i8,
+  .gemm_grid = cpu_gemm_grid,
   .destroy = cpu_destroy,
 };
 

@@ -26,6 +26,7 @@ typedef enum {
   VK_SH_GEMM_I8,
   VK_SH_GEMM_I8_DOT, /* gemm_i8.comp with OpSDot: needs LP_VK_FAST_INT_DOT */
   VK_SH_QUANTIZE_GROUPS,
+  VK_SH_DEQUANT_GRID,
   VK_SH_COUNT,
 } VkShaderId;
 

@@ -48,7 +48,7 @@ typedef struct {
   float alpha, beta;
 } GemmPush;
 
-enum { SLOT_A, SLOT_B, SLOT_C, SLOT_RAW, SLOT_D };
+enum { SLOT_A, SLOT_B, SLOT_C, SLOT_RAW, SLOT_D, SLOT_E };
 
 /* shader: VK_SH_GEMM, or VK_SH_GEMM_F16 with B in f16 (the same push). */
 static void
@@ -122,7 +122,8 @@ b_load (LpVkCtx *ctx, BHeld *b, int j0)
   return load;
 }
 
-/* One product, B either f32 (trans_b or not) or W rows of `wtype`. */
+/* One product, B either f32 (trans_b or not), W rows of `wtype`, or the
+ * rows of an integer grid (`grid` set, B unused). */
 typedef struct {
   int M, N, K;
   float alpha, beta;
@@ -134,13 +135,57 @@ typedef struct {
   LpDType wtype;
   float *C;
   int ldc;
+  const LpIntGrid *grid;
 } GemmJob;
 
+/* Staging bytes grid_decode takes for nb rows: its three uploads, each
+ * rounded as staging space is handed out (16 bytes). */
+static gsize
+grid_upload_bytes (const LpIntGrid *g, int nb)
+{
+  gsize codes = (gsize) nb * g->cols, params = (gsize) nb * g->n_groups * 4, g_idx = (gsize) g->cols * 4;
+  return codes + params + g_idx + 3 * 16;
+}
+
+typedef struct {
+  guint32 rows, cols, G;
+} GridPush;
+
+/* Rows j0 .. j0 + nb - 1 of the grid decoded into slot `dst` (nb x K f32)
+ * by shaders/dequant_grid.comp: the codes uploaded as they are (a byte
+ * each, 4 to a word), each group's scale and zero packed into one word,
+ * and g_idx.  Every binding is at most nb x K words, so whatever tiles the
+ * f32 product fits. */
+static void
+grid_decode (LpVkCtx *ctx, const LpIntGrid *g, int j0, int nb, int dst)
+{
+  gsize K = (gsize) g->cols, G = (gsize) g->n_groups;
+  gsize code_bytes = (gsize) nb * K, n_params = (gsize) nb * G;
+  g_autofree guint32 *params = g_new (guint32, n_params);
+  const guint16 *scales = g->scales + (gsize) j0 * G;
+  const guint8 *zeros = g->zeros + (gsize) j0 * G;
+  for (gsize i = 0; i < n_params; i++)
+    params[i] = scales[i] | (guint32) zeros[i] << 16;
+  lp_vk_slot (ctx, SLOT_RAW, (code_bytes + 3) & ~(gsize) 3);
+  lp_vk_upload (ctx, SLOT_RAW, g->codes + (gsize) j0 * K, 1, code_bytes, code_bytes);
+  lp_vk_slot (ctx, SLOT_D, n_params * 4);
+  lp_vk_upload (ctx, SLOT_D, params, 1, n_params * 4, n_params * 4);
+  lp_vk_slot (ctx, SLOT_E, K * 4);
+  lp_vk_upload (ctx, SLOT_E, g->g_idx, 1, K * 4, K * 4);
+  lp_vk_slot (ctx, dst, code_bytes * F4);
+  lp_vk_barrier (ctx);
+  guint32 spec[1] = { ctx->wg_size };
+  int bindings[4] = { SLOT_RAW, SLOT_D, SLOT_E, dst };
+  GridPush p = { (guint32) nb, (guint32) K, (guint32) G };
+  lp_vk_dispatch (ctx, VK_SH_DEQUANT_GRID, spec, 1, bindings, 4, &p, sizeof p, groups_for (ctx, code_bytes), 1);
+}
+
 /* C[i0:i0+mb, j0:j0+nb], submitted without waiting (gemm_run waits); B's
- * block is uploaded (and dequantized) only when load_b: it stays in the
- * frame's slot for the frame's next row block.  f16 weights are read as
- * they are when the device has the float16 fast path, else dequantized to
- * f32 first: the same bits either way (gemm.comp). */
+ * block is uploaded (and dequantized, or decoded from the integer grid)
+ * only when load_b: it stays in the frame's slot for the frame's next row
+ * block.  f16 weights are read as they are when the device has the float16
+ * fast path, else dequantized to f32 first: the same bits either way
+ * (gemm.comp). */
 static void
 gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gboolean load_b)
 {
@@ -151,12 +196,15 @@ gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gbool
   gboolean f16 = j->wtype == LP_DTYPE_F16 && (ctx->fast & LP_VK_FAST_F16);
   gsize b_bytes = j->wtype == LP_DTYPE_F32 ? nb * K * F4 : nb * row_bytes;
   gsize c_bytes = (gsize) mb * nb * F4;
-  lp_vk_run_begin (ctx, (load_b ? b_bytes : 0) + mb * K * F4 + c_bytes * (j->beta != 0.0f ? 2 : 1) + 64);
+  gsize b_staging = j->grid ? grid_upload_bytes (j->grid, nb) : b_bytes;
+  lp_vk_run_begin (ctx, (load_b ? b_staging : 0) + mb * K * F4 + c_bytes * (j->beta != 0.0f ? 2 : 1) + 64);
   lp_vk_slot (ctx, SLOT_A, mb * K * F4);
   lp_vk_upload (ctx, SLOT_A, j->A + (gsize) i0 * j->lda, mb, K * F4, (gsize) j->lda * F4);
   if (load_b)
     {
-      if (f16)
+      if (j->grid)
+        grid_decode (ctx, j->grid, j0, nb, SLOT_B);
+      else if (f16)
         {
           lp_vk_slot (ctx, SLOT_B, b_bytes);
           lp_vk_upload (ctx, SLOT_B, (const guint8 *) j->B + (gsize) j0 * row_bytes, 1, b_bytes, b_bytes);
@@ -228,6 +276,17 @@ vk_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType 
   GemmJob j = { M, N, K, 1.0f, beta, A, lda, TRUE, W, K, wtype, C, ldc };
   if ((wtype != LP_DTYPE_F32 && !device_reads (wtype)) || !gemm_run (CTX (be), &j))
     be->fallback->ops->gemm_w (be->fallback, M, N, K, A, lda, wtype, W, beta, C, ldc);
+}
+
+/* The grid's rows decoded on the device a tile at a time (grid_decode),
+ * then the f32 product: a byte a weight crosses the bus, not four. */
+static void
+vk_gemm_grid (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C,
+              int ldc)
+{
+  GemmJob j = { M, N, K, 1.0f, beta, A, lda, TRUE, NULL, K, LP_DTYPE_F32, C, ldc, W };
+  if (!gemm_run (CTX (be), &j))
+    be->fallback->ops->gemm_grid (be->fallback, M, N, K, A, lda, W, beta, C, ldc);
 }
 
 /* ---- int8 GEMM ---- */
@@ -651,6 +710,7 @@ static const LpBackendOps vk_ops = {
   .dequantize = vk_dequantize,
   .gemm_i8 = vk_gemm_i8,
   .quantize_groups = vk_quantize_groups,
+  .gemm_grid = vk_gemm_grid,
   .destroy = vk_destroy,
 };
 

@@ -22,6 +22,9 @@ static const guint32 swiglu_spv[] =
 static const guint32 dequant_spv[] =
 #include "dequant.spv.inc"
     ;
+static const guint32 dequant_grid_spv[] =
+#include "dequant_grid.spv.inc"
+    ;
 static const guint32 quantize_groups_spv[] =
 #include "quantize_groups.spv.inc"
     ;
@@ -47,6 +50,7 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM_I8] = { gemm_i8_spv, sizeof gemm_i8_spv, "gemm_i8" },
   [VK_SH_GEMM_I8_DOT] = { gemm_i8_dot_spv, sizeof gemm_i8_dot_spv, "gemm_i8_dot", LP_VK_FAST_INT_DOT },
   [VK_SH_QUANTIZE_GROUPS] = { quantize_groups_spv, sizeof quantize_groups_spv, "quantize_groups" },
+  [VK_SH_DEQUANT_GRID] = { dequant_grid_spv, sizeof dequant_grid_spv, "dequant_grid" },
 };
 
 const VkShaderCode *

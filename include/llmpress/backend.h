@@ -13,10 +13,11 @@
 #include <glib.h>
 #include <llmpress/arch.h>
 #include <llmpress/dtype.h>
+#include <llmpress/tensor.h>
 
 G_BEGIN_DECLS
 
-#define LP_BACKEND_API_VERSION 3
+#define LP_BACKEND_API_VERSION 4
 
 typedef enum {
   LP_OP_GEMM,        /* C = alpha * A * op(B) + beta * C */
@@ -31,6 +32,7 @@ typedef enum {
   LP_OP_TRI_INVERSE, /* in-place inverse of a lower triangular matrix */
   LP_OP_QUANTIZE_GROUPS, /* group-wise round-to-nearest onto the plain integer grid */
   LP_OP_GEMM_I8,     /* C = diag(sa) A8 B8^T diag(sb) + beta * C, exact int32 sums */
+  LP_OP_GEMM_GRID,   /* C = A * W^T + beta * C, W a plain integer grid (LpIntGrid) */
   LP_OP_COUNT,
 } LpOp;
 
@@ -98,6 +100,14 @@ typedef struct {
    * quantized per token (W8A8).  The sums are exact (int32; K < 2^17). */
   void (*gemm_i8) (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B,
                    int ldb, const float *sb, float beta, float *C, int ldc);
+  /* C[M,N] = A[M,K] * W^T + beta * C with W the plain integer grid of N rows
+   * and K columns (W->rows == N, W->cols == K), its weights as
+   * lp_int_grid_dequantize defines them: gemm_w for GPTQ / compressed-tensors
+   * checkpoints, so that a device receives the codes (a byte a weight, the
+   * group scales and zeros, g_idx) rather than 4 bytes a weight in f32.
+   * Vulkan decodes the grid itself; a shape it cannot tile goes to the CPU. */
+  void (*gemm_grid) (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta,
+                     float *C, int ldc);
 
   void (*destroy) (LpBackend *be);
 } LpBackendOps;
@@ -208,6 +218,8 @@ void lp_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int 
                          const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros);
 void lp_gemm_i8 (LpBackend *be, int M, int N, int K, const gint8 *A, int lda, const float *sa, const gint8 *B,
                  int ldb, const float *sb, float beta, float *C, int ldc);
+void lp_gemm_grid (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta,
+                   float *C, int ldc);
 
 /* Plain C reference kernels: the definition of each op, used by tests to
  * check every optimised or device implementation. */
@@ -238,6 +250,9 @@ void lp_ref_gemm_i8 (int M, int N, int K, const gint8 *A, int lda, const float *
 /* W dequantized a row at a time (lp_dtype_to_f32), then lp_ref_gemm. */
 void lp_ref_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
                     float *C, int ldc);
+/* W's weights materialized whole (lp_int_grid_dequantize), then lp_ref_gemm. */
+void lp_ref_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C,
+                       int ldc);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpBackend, lp_backend_unref)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpDeviceInfo, lp_device_info_free)

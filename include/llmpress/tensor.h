@@ -119,6 +119,8 @@ LpIntGrid *lp_int_grid_ref (LpIntGrid *grid);
 void lp_int_grid_unref (LpIntGrid *grid);
 /* The effective weights w[R, C]. */
 void lp_int_grid_dequantize (const LpIntGrid *grid, float *out);
+/* Rows r0 .. r0 + n - 1 of them: out[n, C]. */
+void lp_int_grid_dequantize_rows (const LpIntGrid *grid, gint64 r0, gint64 n, float *out);
 /* Scale (f16 bits) and zero of one group of the grid: the values x[rows, n]
  * (leading dim ldx) with per-column weights imp[n] (NULL: all 1), fitted as
  * lp_ref_quantize_groups (backend.h) defines: min/max, or with clip_search
