@@ -188,9 +188,22 @@ lp_test_fill (float *x, gsize n, guint32 seed, double scale)
     x[i] = (float) (scale * g_rand_double_range (r, -1, 1));
 }
 
-void
-lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float *sa, float *sb, guint32 seed,
-                      gboolean extreme)
+/* The C of a product and its reference copy R: random when beta will read
+ * it, else NaN, which beta = 0 must not read. */
+static void
+fill_output (float *C, float *R, gsize n, gboolean with_beta, guint32 seed)
+{
+  if (with_beta)
+    lp_test_fill (C, n, seed, 1);
+  else
+    for (gsize i = 0; i < n; i++)
+      C[i] = NAN;
+  memcpy (R, C, sizeof (float) * n);
+}
+
+static void
+fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float *sa, float *sb, guint32 seed,
+              gboolean extreme)
 {
   g_autoptr (GRand) r = g_rand_new_with_seed (seed);
   for (gsize i = 0; i < (gsize) M * lda; i++)
@@ -201,6 +214,34 @@ lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float 
     sa[i] = (float) g_rand_double_range (r, 1e-3, 1e-2);
   for (int j = 0; j < N; j++)
     sb[j] = (float) g_rand_double_range (r, 1e-3, 1e-2);
+}
+
+/* K not a multiple of 4 (the device's padding), K at and past 1024 (the
+ * CPU's exact slices) and past an 8 KiB binding (a row the tiled device
+ * declines), M or N = 1. */
+static const int gemm_i8_shapes[][3] = { { 1, 1, 1 },     { 1, 37, 6 },    { 29, 1, 1031 }, { 70, 67, 130 },
+                                         { 13, 7, 3000 }, { 5, 33, 1024 }, { 3, 4, 9001 } };
+
+void
+lp_test_check_gemm_i8 (LpBackend *be)
+{
+  for (gsize s = 0; s < G_N_ELEMENTS (gemm_i8_shapes); s++)
+    for (int v = 0; v < 3; v++)
+      {
+        gboolean extreme = v == 2, with_beta = v == 1;
+        int M = gemm_i8_shapes[s][0], N = gemm_i8_shapes[s][1], K = gemm_i8_shapes[s][2];
+        int lda = K + 3, ldb = K + 1, ldc = N + 2;
+        g_autofree gint8 *A = g_new (gint8, (gsize) M * lda), *B = g_new (gint8, (gsize) N * ldb);
+        g_autofree float *sa = g_new (float, M), *sb = g_new (float, N);
+        g_autofree float *C = g_new (float, (gsize) M * ldc), *R = g_new (float, (gsize) M * ldc);
+        fill_gemm_i8 (M, N, A, lda, B, ldb, sa, sb, 80 + s, extreme);
+        fill_output (C, R, (gsize) M * ldc, with_beta, 81 + s);
+        float beta = with_beta ? 0.75f : 0.0f;
+        lp_gemm_i8 (be, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc);
+        lp_ref_gemm_i8 (M, N, K, A, lda, sa, B, ldb, sb, beta, R, ldc);
+        /* Padding columns of C untouched too. */
+        g_assert_cmpmem (C, sizeof (float) * M * ldc, R, sizeof (float) * M * ldc);
+      }
 }
 
 LpIntGrid *
@@ -256,12 +297,7 @@ lp_test_check_gemm_grid (LpBackend *be)
       lp_test_fill (A, (gsize) M * lda, 61 + s, 1);
       for (int with_beta = 0; with_beta < 2; with_beta++)
         {
-          if (with_beta)
-            lp_test_fill (C, (gsize) M * ldc, 62 + s, 1);
-          else
-            for (gsize i = 0; i < (gsize) M * ldc; i++)
-              C[i] = NAN;
-          memcpy (R, C, sizeof (float) * M * ldc);
+          fill_output (C, R, (gsize) M * ldc, with_beta, 62 + s);
           lp_gemm_grid (be, M, N, K, A, lda, W, with_beta, C, ldc);
           lp_ref_gemm_grid (M, N, K, A, lda, W, with_beta, R, ldc);
           for (int i = 0; i < M; i++)

@@ -34,11 +34,11 @@ int lp_test_run_cliv (char **out, char **err, const char *const *args);
 
 /* x[n] uniform in [-scale, scale), deterministic for a seed. */
 void lp_test_fill (float *x, gsize n, guint32 seed, double scale);
-/* int8 GEMM operands: A[M, lda] and B[N, ldb] uniform in -128..127, or all
- * -128 (the extreme) when `extreme`; per-row scales sa[M], sb[N] in
- * [1e-3, 1e-2). */
-void lp_test_fill_gemm_i8 (int M, int N, gint8 *A, int lda, gint8 *B, int ldb, float *sa, float *sb, guint32 seed,
-                           gboolean extreme);
+/* lp_gemm_i8 on `be` against lp_ref_gemm_i8, bit for bit: several shapes
+ * (K not a multiple of 4, K past 1024 and past an 8 KiB binding, M or N =
+ * 1), strided rows, beta 0 over a C of NaN (not read) and beta non-zero,
+ * random operands and the extreme -128 * -128 over every k. */
+void lp_test_check_gemm_i8 (LpBackend *be);
 /* A random integer grid of rows x cols at `bits` bits in groups of `group`
  * columns with GPTQ's act-order: g_idx[perm[i]] = i / group for a random
  * permutation perm of the columns (so each group's columns are scattered,
