@@ -80,13 +80,14 @@ weight_load (Weight *w, LpTensor *t, GError **error)
 }
 
 /* A linear layer's matrix [N, K]: kept as stored when the weight product
- * can read that type (every type lp_dtype_to_f32 reads, and integer grids;
- * the CPU backend dequantizes a few rows at a time, a device on the
- * device). */
+ * can read that type (every type lp_dtype_to_f32 reads; the CPU backend
+ * dequantizes a few rows at a time, a device on the device).  An integer
+ * grid's weights are already in the tensor as f32: only a device, which
+ * would otherwise receive those f32, is handed the grid's codes. */
 static gboolean
-weight_load_matrix (Weight *w, LpTensor *t, GError **error)
+weight_load_matrix (Weight *w, LpTensor *t, LpBackend *be, GError **error)
 {
-  if (t->grid != NULL)
+  if (t->grid != NULL && lp_backend_for_op (be, LP_OP_GEMM_GRID)->fallback != NULL)
     {
       weight_clear (w);
       w->grid = t->grid;
@@ -214,7 +215,7 @@ lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
   if (fw->inv_freq == NULL)
     return NULL;
   LpTensor *head = lp_model_tensor (model, fw->c.tied_embeddings ? "token_embd.weight" : "output.weight");
-  if (!weight_load_matrix (&fw->head, head, error)
+  if (!weight_load_matrix (&fw->head, head, fw->be, error)
       || !weight_load (&fw->final_norm, lp_model_tensor (model, "output_norm.weight"), error))
     return NULL;
   return g_steal_pointer (&fw);
@@ -257,7 +258,7 @@ load_layer (LpForward *fw, int layer, GError **error)
       g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
       gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
       LpTensor *t = lp_model_tensor (fw->model, name);
-      if (!(matrix ? weight_load_matrix (&fw->layer_w[i], t, error) : weight_load (&fw->layer_w[i], t, error)))
+      if (!(matrix ? weight_load_matrix (&fw->layer_w[i], t, fw->be, error) : weight_load (&fw->layer_w[i], t, error)))
         {
           fw->cur_layer = -1;
           return FALSE;

@@ -313,8 +313,9 @@ typedef struct {
 } GemmI8Job;
 
 /* C[i0:i0+mb, j0:j0+nb], submitted without waiting; B's packed rows are
- * uploaded only when load_b and stay in the frame's slot (see BHeld).  The scales of the tile's
- * rows and columns share one binding: sa[i0..] then sb[j0..]. */
+ * uploaded only when load_b and stay in the frame's slot (see BHeld).  The
+ * scales of the tile's rows and columns share one binding: sa[i0..] then
+ * sb[j0..]. */
 static void
 gemm_i8_tile (LpVkCtx *ctx, const GemmI8Job *j, int i0, int mb, int j0, int nb, gboolean load_b, float *scales)
 {
