@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "lp-internal.h"
 
 static const LpCliCommand commands[] = {
   { "inspect", "show a model's format, architecture, parameters and tensors", lp_cmd_inspect },
@@ -69,7 +70,10 @@ lp_cli_parse (const char *command, const char *params, const char *summary, cons
 int
 lp_cli_fail (GError *error)
 {
-  fprintf (stderr, "llmpress: %s\n", error ? error->message : "failed");
+  /* Escaped again here for messages that did not come through lp_set_error
+   * (GLib's, a plugin's g_set_error); escaping is idempotent. */
+  g_autofree char *msg = lp_error_escape (error ? error->message : "failed", FALSE);
+  fprintf (stderr, "llmpress: %s\n", msg);
   if (error)
     g_error_free (error);
   return LP_EXIT_FAILURE;
@@ -80,8 +84,9 @@ lp_cli_usage_error (const char *command, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
-  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  g_autofree char *raw = g_strdup_vprintf (fmt, ap);
   va_end (ap);
+  g_autofree char *msg = lp_error_escape (raw, FALSE);
   fprintf (stderr, "llmpress %s: %s\nTry 'llmpress %s --help'.\n", command, msg, command);
   return LP_EXIT_USAGE;
 }

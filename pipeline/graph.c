@@ -462,7 +462,7 @@ build (LpRawSpec *raw, LpRegistry *reg, GString *errors, GError **error)
   check_outputs (g, errors);
   if (errors->len > 0)
     {
-      lp_set_error (error, LP_ERROR_INVALID, "%s", errors->str);
+      lp_error_set_lines (error, LP_ERROR_INVALID, errors->str);
       return NULL;
     }
   return g_steal_pointer (&g);
@@ -476,7 +476,7 @@ lp_graph_parse_ini (const char *data, gssize len, const char *filename, LpRegist
   g_autoptr (LpRawSpec) raw = lp_spec_read_ini (data, len, filename, vars, errors);
   if (raw == NULL)
     {
-      lp_set_error (error, LP_ERROR_INVALID, "%s", errors->str);
+      lp_error_set_lines (error, LP_ERROR_INVALID, errors->str);
       return NULL;
     }
   return build (raw, reg, errors, error);
@@ -504,7 +504,7 @@ lp_graph_parse_inline (const char *text, LpRegistry *reg, GHashTable *vars, GErr
   g_autoptr (LpRawSpec) raw = lp_spec_read_inline (text, vars, errors);
   if (raw == NULL)
     {
-      lp_set_error (error, LP_ERROR_INVALID, "%s", errors->str);
+      lp_error_set_lines (error, LP_ERROR_INVALID, errors->str);
       return NULL;
     }
   return build (raw, reg, errors, error);

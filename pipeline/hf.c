@@ -716,8 +716,9 @@ lp_hf_load (const char *dir, GError **error)
   g_autofree char *cfg_path = g_build_filename (dir, "config.json", NULL);
   if (!g_file_test (cfg_path, G_FILE_TEST_EXISTS))
     {
-      lp_set_error (error, LP_ERROR_MISSING, "%s: expected a Hugging Face model directory with config.json, found no config.json",
-                    dir);
+      g_autofree char *found = g_file_test (dir, G_FILE_TEST_IS_DIR) ? g_strdup ("no config.json") : lp_path_describe (dir);
+      lp_set_error (error, LP_ERROR_MISSING, "%s: expected a Hugging Face model directory with config.json, found %s",
+                    dir, found);
       return NULL;
     }
   g_autoptr (JsonNode) root = lp_json_load_object (cfg_path, error);

@@ -28,6 +28,42 @@ lp_json_describe (JsonNode *n)
   return g_strdup ("a value");
 }
 
+/* json-glib's parser recurses once per '[' or '{', so a file of a million
+ * '[' would overflow the stack: count the depth first, outside strings (a
+ * linear scan that needs no valid JSON; the parser judges the rest). */
+static gboolean
+check_depth (const char *path, const char *w, const char *text, gsize len, gsize base, GError **error)
+{
+  guint depth = 0;
+  gboolean in_string = FALSE;
+  for (gsize i = 0; i < len; i++)
+    {
+      char c = text[i];
+      if (in_string)
+        {
+          if (c == '\\')
+            i++;
+          else if (c == '"')
+            in_string = FALSE;
+        }
+      else if (c == '"')
+        in_string = TRUE;
+      else if (c == '[' || c == '{')
+        {
+          if (++depth > LP_JSON_MAX_DEPTH)
+            {
+              lp_set_error (error, LP_ERROR_FORMAT,
+                            "%s: offset %" G_GSIZE_FORMAT ": %sexpected JSON nested at most %d deep, found deeper",
+                            path, base + i, w, LP_JSON_MAX_DEPTH);
+              return FALSE;
+            }
+        }
+      else if ((c == ']' || c == '}') && depth > 0)
+        depth--;
+    }
+  return TRUE;
+}
+
 JsonNode *
 lp_json_parse_object (const char *path, const char *where, const char *text, gsize len, gsize base,
                       GError **error)
@@ -40,6 +76,8 @@ lp_json_parse_object (const char *path, const char *where, const char *text, gsi
                     path, base + (gsize) (bad - text), w, (guint8) *bad);
       return NULL;
     }
+  if (!check_depth (path, w, text, len, base, error))
+    return NULL;
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   GError *local = NULL;
   if (!json_parser_load_from_data (parser, text, (gssize) len, &local))

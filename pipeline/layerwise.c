@@ -51,7 +51,7 @@ on_block (gpointer user_data, int layer, LpLinearStats *stats, GError **error)
           LpTensor *rep = NULL;
           if (!w->func (w->user_data, t, &stats[in], &rep, error))
             {
-              g_prefix_error (error, "%s: ", (const char *) names->pdata[i]);
+              lp_error_prefix (error, names->pdata[i]);
               return FALSE;
             }
           if (rep)

@@ -59,7 +59,10 @@ lp_format_detect (const char *path)
   /* An existing regular file that is none of the above: llama2.c has no magic. */
   if (g_file_test (path, G_FILE_TEST_IS_REGULAR))
     return LP_FORMAT_LLAMA2C;
-  /* A path that does not exist yet and has no extension: a directory to create. */
+  /* A path that does not exist yet and has no extension: a directory to create.
+   * One that exists (a device, a FIFO) is no directory. */
+  if (g_file_test (path, G_FILE_TEST_EXISTS))
+    return LP_FORMAT_UNKNOWN;
   const char *base = strrchr (path, '/');
   base = base ? base + 1 : path;
   return strchr (base, '.') == NULL ? LP_FORMAT_HF : LP_FORMAT_UNKNOWN;
@@ -105,8 +108,13 @@ lp_model_load (const char *path, const LpLoadOptions *options, GError **error)
       model = lp_llama2c_load (path, options ? options->tokenizer_path : NULL, error);
       break;
     default:
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: expected a GGUF file, a llama2.c checkpoint or a Hugging Face directory, found none of them", path);
-      return NULL;
+      {
+        g_autofree char *found = lp_path_describe (path);
+        lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                      "%s: expected a GGUF file, a llama2.c checkpoint or a Hugging Face directory, found %s", path,
+                      found);
+        return NULL;
+      }
     }
   if (model == NULL)
     return NULL;

@@ -203,8 +203,9 @@ lp_quantize_tensor (LpTensor *src, LpDType type, const float *importance_per_col
         {
           if (ok)
             {
-              g_propagate_prefixed_error (error, jobs[t].error, "%s: row %" G_GINT64_FORMAT ": ", src->name,
-                                          jobs[t].bad_row);
+              g_autofree char *where = g_strdup_printf ("%s: row %" G_GINT64_FORMAT, src->name, jobs[t].bad_row);
+              g_propagate_error (error, jobs[t].error);
+              lp_error_prefix (error, where);
               ok = FALSE;
             }
           else

@@ -66,9 +66,11 @@ lp_spec_add_error (GString *errors, const char *loc, const char *fmt, ...)
   va_start (ap, fmt);
   g_autofree char *msg = g_strdup_vprintf (fmt, ap);
   va_end (ap);
+  g_autofree char *line = g_strdup_printf ("%s: %s", loc, msg);
+  g_autofree char *safe = lp_error_escape (line, FALSE); /* a -D value may hold a newline */
   if (errors->len)
     g_string_append_c (errors, '\n');
-  g_string_append_printf (errors, "%s: %s", loc, msg);
+  g_string_append (errors, safe);
 }
 
 /* ${name} and ${name:-default}; "$${" stands for a literal "${". */

@@ -74,6 +74,19 @@ lp_tensor_new (const char *name, LpDType dtype, int n_dims, const gint64 *shape,
   return tensor_alloc (name, dtype, n_dims, shape, g_bytes_new_take (g_malloc0 (bytes), bytes));
 }
 
+/* The alignment a pointer to elements (or ggml blocks) of `info` needs: the
+ * largest power of two dividing its size, at most 8 (a C struct's size is a
+ * multiple of its alignment, so a block holding an f16 or f32 scale is
+ * covered too). */
+static gsize
+dtype_alignment (const LpDTypeInfo *info)
+{
+  gsize a = 1;
+  while (a < 8 && info->type_size % (a * 2) == 0)
+    a *= 2;
+  return a;
+}
+
 LpTensor *
 lp_tensor_new_from_bytes (const char *name, LpDType dtype, int n_dims, const gint64 *shape,
                           GBytes *data, GError **error)
@@ -88,6 +101,13 @@ lp_tensor_new_from_bytes (const char *name, LpDType dtype, int n_dims, const gin
                     name, bytes, g_bytes_get_size (data));
       return NULL;
     }
+  /* Every reader hands its mapped file slices through here: a safetensors
+   * header of odd length or a GGUF with general.alignment = 1 puts data at
+   * addresses where loading a float is undefined behaviour, so such data is
+   * copied to (malloc-aligned) memory of its own. */
+  gconstpointer p = g_bytes_get_data (data, NULL);
+  if (p != NULL && (guintptr) p % dtype_alignment (lp_dtype_info (dtype)) != 0)
+    return tensor_alloc (name, dtype, n_dims, shape, g_bytes_new (p, bytes));
   return tensor_alloc (name, dtype, n_dims, shape, g_bytes_ref (data));
 }
 

@@ -70,7 +70,10 @@ lp_tok_vocab_from_meta (const LpMeta *meta, const char *path, LpTokVocab *v, GEr
   if (tokens == NULL)
     {
       if (e != NULL)
-        g_propagate_prefixed_error (error, e, "%s: ", path);
+        {
+          g_propagate_error (error, e);
+          lp_error_prefix (error, path);
+        }
       else
         lp_set_error (error, LP_ERROR_MISSING, "%s: key tokenizer.ggml.tokens: expected the vocabulary, found none", path);
       return FALSE;
@@ -92,7 +95,8 @@ lp_tok_vocab_from_meta (const LpMeta *meta, const char *path, LpTokVocab *v, GEr
       const LpValue *a = lp_meta_get_array (meta, opt[k].key, opt[k].type, &e);
       if (a == NULL)
         {
-          g_propagate_prefixed_error (error, e, "%s: ", path);
+          g_propagate_error (error, e);
+          lp_error_prefix (error, path);
           return FALSE;
         }
       if (a->n_elems != v->n)

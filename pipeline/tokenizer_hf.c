@@ -21,39 +21,6 @@
 
 #define SPACE_MARK "\xe2\x96\x81"
 
-static JsonNode *
-load_json (const char *path, GError **error)
-{
-  g_autofree char *data = NULL;
-  gsize len;
-  GError *e = NULL;
-  if (!g_file_get_contents (path, &data, &len, &e))
-    {
-      lp_set_error (error, LP_ERROR_IO, "%s", e->message);
-      g_error_free (e);
-      return NULL;
-    }
-  g_autoptr (JsonParser) parser = json_parser_new ();
-  if (!json_parser_load_from_data (parser, data, len, &e))
-    {
-      /* json-glib says "<data>:line:column: ...": name the file instead. */
-      const char *msg = g_str_has_prefix (e->message, "<data>") ? e->message + 6 : e->message;
-      lp_set_error (error, LP_ERROR_FORMAT, "%s%s%s", path, msg[0] == ':' ? "" : ": ", msg);
-      g_error_free (e);
-      return NULL;
-    }
-  JsonNode *root = json_parser_steal_root (parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: expected a JSON object at the top, found %s", path,
-                    root ? json_node_type_name (root) : "nothing");
-      if (root)
-        json_node_unref (root);
-      return NULL;
-    }
-  return root;
-}
-
 /* obj[key] as an object / array / string, NULL when absent or null; an error
  * when present with another type. */
 static JsonNode *
@@ -297,7 +264,7 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
 {
   g_autofree char *path = g_file_test (path_in, G_FILE_TEST_IS_DIR)
                             ? g_build_filename (path_in, "tokenizer.json", NULL) : g_strdup (path_in);
-  g_autoptr (JsonNode) root = load_json (path, error);
+  g_autoptr (JsonNode) root = lp_json_load_object (path, error);
   if (root == NULL)
     return FALSE;
   JsonObject *top = json_node_get_object (root);
@@ -325,7 +292,7 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
   g_autofree char *dir = g_path_get_dirname (path);
   g_autofree char *config_path = g_build_filename (dir, "tokenizer_config.json", NULL);
   g_autoptr (JsonNode) config_root = NULL;
-  if (g_file_test (config_path, G_FILE_TEST_EXISTS) && (config_root = load_json (config_path, error)) == NULL)
+  if (g_file_test (config_path, G_FILE_TEST_EXISTS) && (config_root = lp_json_load_object (config_path, error)) == NULL)
     return FALSE;
   JsonObject *config = config_root ? json_node_get_object (config_root) : NULL;
 

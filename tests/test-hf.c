@@ -180,8 +180,13 @@ test_safetensors_roundtrip (void)
       g_assert_cmpint (t->dtype, ==, list[i]->dtype);
       g_assert_cmpint (t->n_dims, ==, list[i]->n_dims);
       g_assert_true (g_bytes_equal (t->data, list[i]->data));
-      /* Slices of one mapping, in file order: never copies. */
-      g_assert_true ((const guint8 *) lp_tensor_data (t) == (const guint8 *) raw_base (st) + offsets[i]);
+      /* Slices of one mapping, in file order: no copies, except d, whose
+       * i64 values at data offset 37 are misaligned and so copied. */
+      const guint8 *slice = (const guint8 *) raw_base (st) + offsets[i];
+      if (i < 3)
+        g_assert_true ((const guint8 *) lp_tensor_data (t) == slice);
+      else
+        g_assert_true ((guintptr) slice % 8 != 0 && (guintptr) lp_tensor_data (t) % 8 == 0);
     }
   g_assert_true (lp_safetensors_tensor (st, "c") == lp_safetensors_tensor_at (st, 2));
   g_assert_null (lp_safetensors_tensor (st, "nope"));

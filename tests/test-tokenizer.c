@@ -643,7 +643,7 @@ test_bad_input (void)
   g_autofree char *jpath = g_build_filename (dir, "tokenizer.json", NULL);
   g_assert_true (g_file_set_contents (jpath, badjson, -1, NULL));
   g_assert_false (lp_tokenizer_read_hf (jpath, m, &error));
-  lp_test_assert_error_contains (error, "tokenizer.json:4:", NULL);
+  lp_test_assert_error_contains (error, "tokenizer.json: line 4 column", "expected valid JSON", NULL);
   g_clear_error (&error);
   /* Valid JSON, wrong shape. */
   g_assert_true (g_file_set_contents (jpath, "{\"model\": {\"type\": \"Unigram\"}}", -1, NULL));
