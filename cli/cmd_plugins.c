@@ -28,8 +28,8 @@ lp_cmd_plugins (int argc, char **argv)
   GPtrArray *rejects = lp_registry_rejects (reg);
   for (guint i = 0; i < rejects->len; i++)
     {
-      LpPluginReject *r = rejects->pdata[i];
-      printf ("refused: %s: %s\n", r->file, r->reason);
+      g_autofree char *line = lp_plugin_reject_line (rejects->pdata[i]);
+      printf ("refused: %s\n", line);
     }
   if (passes->len == 0)
     fprintf (stderr, "llmpress plugins: no pass found (set LLMPRESS_PLUGIN_PATH?)\n");

@@ -32,12 +32,8 @@ lp_cli_registry (gboolean report_rejects)
 {
   LpRegistry *reg = lp_registry_new ();
   lp_registry_load_default (reg);
-  GPtrArray *rejects = lp_registry_rejects (reg);
-  for (guint i = 0; report_rejects && i < rejects->len; i++)
-    {
-      LpPluginReject *r = rejects->pdata[i];
-      fprintf (stderr, "llmpress: warning: plugin %s refused: %s\n", r->file, r->reason);
-    }
+  if (report_rejects)
+    lp_registry_warn_rejects (reg, stderr);
   return reg;
 }
 

@@ -1,9 +1,19 @@
 /* llmpress — the pass registry: finds plugin files, checks their descriptor
- * before trusting anything in it, and indexes their passes by name. */
+ * before trusting anything in it, and indexes their passes by name.
+ *
+ * Before anything in a file runs, the loader refuses: a world-writable
+ * plugin directory (anyone could add a plugin to it; the sticky bit does not
+ * stop that) or file, and a file whose ELF dynamic symbol table does not
+ * export the entry point (dlopen would run its constructors).  The plugins
+ * of the system directory register their passes first, so a user plugin on
+ * LLMPRESS_PLUGIN_PATH that declares a pass name a shipped plugin has is
+ * the one refused, whichever directory is scanned first. */
 #include "config.h"
 
 #include <string.h>
+#include <sys/stat.h>
 #include <gmodule.h>
+#include <glib/gstdio.h>
 
 #include "lp-internal.h"
 #include "registry.h"
@@ -14,7 +24,24 @@ struct _LpRegistry {
   GHashTable *passes;     /* name -> LpPassEntry * */
   GHashTable *basenames;  /* plugin file names already loaded (shadowing) */
   GPtrArray *rejects;     /* LpPluginReject * */
+  GHashTable *seen;       /* "dev:inode" of every file and directory examined */
 };
+
+/* A plugin file opened and checked, its passes not registered yet. */
+typedef struct {
+  char *path;
+  GModule *module;
+  const LpPluginInfo *info;
+} Candidate;
+
+static void
+candidate_free (Candidate *c)
+{
+  if (c->module != NULL)
+    g_module_close (c->module);
+  g_free (c->path);
+  g_free (c);
+}
 
 static void
 reject_free (LpPluginReject *r)
@@ -33,6 +60,7 @@ lp_registry_new (void)
   reg->passes = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
   reg->basenames = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   reg->rejects = g_ptr_array_new_with_free_func ((GDestroyNotify) reject_free);
+  reg->seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   return reg;
 }
 
@@ -44,6 +72,7 @@ lp_registry_free (LpRegistry *reg)
   g_hash_table_unref (reg->passes);
   g_hash_table_unref (reg->basenames);
   g_ptr_array_unref (reg->rejects);
+  g_hash_table_unref (reg->seen);
   /* Modules stay loaded: artifacts made by their passes may still point
    * at their code (free functions) or static data. */
   g_ptr_array_unref (reg->modules);
@@ -128,17 +157,69 @@ check_pass (const LpPassInfo *p)
   return NULL;
 }
 
-gboolean
-lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
+/* TRUE the first time a file or directory (by device and inode, so "dir",
+ * "dir/." and a symlink to it are one) is met; a missing one counts as new. */
+static gboolean
+first_visit (LpRegistry *reg, const GStatBuf *st)
 {
+  char *key = g_strdup_printf ("%" G_GUINT64_FORMAT ":%" G_GUINT64_FORMAT, (guint64) st->st_dev, (guint64) st->st_ino);
+  if (g_hash_table_contains (reg->seen, key))
+    {
+      g_free (key);
+      return FALSE;
+    }
+  g_hash_table_add (reg->seen, key);
+  return TRUE;
+}
+
+/* Open a plugin file and check everything about it but pass-name clashes.
+ * Nothing in the file runs before its dynamic symbol table shows the entry
+ * point; then dlopen runs its constructors and the entry point is called. */
+static Candidate *
+open_candidate (LpRegistry *reg, const char *path, GError **error)
+{
+  GStatBuf st;
+  if (g_stat (path, &st) == 0 && (st.st_mode & S_IWOTH))
+    {
+      refuse (reg, path, error, "world-writable file (mode %04o): anyone could change its code; skipped",
+              (guint) (st.st_mode & 07777));
+      return NULL;
+    }
+#if defined(__ELF__) && GLIB_SIZEOF_VOID_P == 8 && G_BYTE_ORDER == G_LITTLE_ENDIAN
+  {
+    GError *local = NULL;
+    g_autoptr (GMappedFile) mf = lp_map_file (path, &local);
+    gboolean exported = FALSE;
+    if (mf == NULL
+        || !lp_elf_exports (path, g_mapped_file_get_contents (mf), g_mapped_file_get_length (mf),
+                            LP_PLUGIN_ENTRY_POINT, &exported, &local))
+      {
+        /* The message already starts with the path. */
+        const char *msg = g_str_has_prefix (local->message, path) ? local->message + strlen (path) + 2 : local->message;
+        refuse (reg, path, error, "cannot be loaded: %s", msg);
+        g_error_free (local);
+        return NULL;
+      }
+    if (!exported)
+      {
+        refuse (reg, path, error, "not a llmpress plugin: missing entry point %s (not exported by its dynamic symbol table)",
+                LP_PLUGIN_ENTRY_POINT);
+        return NULL;
+      }
+  }
+#endif
   GModule *module = g_module_open (path, G_MODULE_BIND_LOCAL | G_MODULE_BIND_LAZY);
   if (module == NULL)
-    return refuse (reg, path, error, "cannot be loaded: %s", g_module_error ());
+    {
+      refuse (reg, path, error, "cannot be loaded: %s", g_module_error ());
+      return NULL;
+    }
   gpointer sym = NULL;
   if (!g_module_symbol (module, LP_PLUGIN_ENTRY_POINT, &sym) || sym == NULL)
     {
       g_module_close (module);
-      return refuse (reg, path, error, "not a llmpress plugin: missing entry point %s", LP_PLUGIN_ENTRY_POINT);
+      refuse (reg, path, error, "not a llmpress plugin: missing entry point %s", LP_PLUGIN_ENTRY_POINT);
+      return NULL;
     }
   const LpPluginInfo *info = ((LpPluginEntryFunc) sym) ();
   const char *why = NULL;
@@ -164,20 +245,40 @@ lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
       for (const LpPassInfo *const *pp = info->passes; *pp && reason == NULL; pp++)
         {
           reason = check_pass (*pp);
-          if (reason != NULL)
-            break;
-          const LpPassEntry *old = g_hash_table_lookup (reg->passes, (*pp)->name);
-          if (old != NULL || g_hash_table_contains (mine, (*pp)->name))
-            reason = g_strdup_printf ("duplicate pass name '%s' (already provided by %s)", (*pp)->name,
-                                      old ? old->file : path);
-          g_hash_table_add (mine, (gpointer) (*pp)->name);
+          if (reason == NULL && !g_hash_table_add (mine, (gpointer) (*pp)->name))
+            reason = g_strdup_printf ("duplicate pass name '%s' (already provided by %s)", (*pp)->name, path);
         }
     }
   if (why != NULL || reason != NULL)
     {
       g_module_close (module);
-      return refuse (reg, path, error, "%s", why ? why : reason);
+      refuse (reg, path, error, "%s", why ? why : reason);
+      return NULL;
     }
+  Candidate *c = g_new0 (Candidate, 1);
+  c->path = g_strdup (path);
+  c->module = module;
+  c->info = info;
+  return c;
+}
+
+/* Index a candidate's passes, or refuse it (alone) when one of its pass
+ * names is already registered; frees c either way. */
+static gboolean
+register_candidate (LpRegistry *reg, Candidate *c, GError **error)
+{
+  for (const LpPassInfo *const *pp = c->info->passes; *pp; pp++)
+    {
+      const LpPassEntry *old = g_hash_table_lookup (reg->passes, (*pp)->name);
+      if (old != NULL)
+        {
+          gboolean ok = refuse (reg, c->path, error, "duplicate pass name '%s' (already provided by %s)", (*pp)->name,
+                                old->file);
+          candidate_free (c);
+          return ok;
+        }
+    }
+  const char *path = c->path;
   char *file = g_strdup (path);
   g_ptr_array_add (reg->files, file);
   char *digest = NULL;
@@ -186,17 +287,41 @@ lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
   if (g_file_get_contents (path, &contents, &len, NULL))
     digest = g_compute_checksum_for_data (G_CHECKSUM_SHA256, (const guchar *) contents, len);
   g_ptr_array_add (reg->files, digest ? digest : g_strdup ("unreadable"));
-  g_ptr_array_add (reg->modules, module);
-  for (const LpPassInfo *const *pp = info->passes; *pp; pp++)
+  g_ptr_array_add (reg->modules, g_steal_pointer (&c->module));
+  for (const LpPassInfo *const *pp = c->info->passes; *pp; pp++)
     {
       LpPassEntry *e = g_new0 (LpPassEntry, 1);
       e->info = *pp;
-      e->plugin = info;
+      e->plugin = c->info;
       e->file = file;
       e->file_digest = reg->files->pdata[reg->files->len - 1];
       g_hash_table_insert (reg->passes, (gpointer) (*pp)->name, e);
     }
+  candidate_free (c);
   return TRUE;
+}
+
+/* Open a file met for the first time (NULL, silently, when it was already
+ * examined: a directory listed twice must not repeat a refusal). */
+static Candidate *
+open_once (LpRegistry *reg, const char *path, gboolean *again, GError **error)
+{
+  GStatBuf st;
+  *again = g_stat (path, &st) == 0 && !first_visit (reg, &st);
+  return *again ? NULL : open_candidate (reg, path, error);
+}
+
+gboolean
+lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
+{
+  gboolean again;
+  Candidate *c = open_once (reg, path, &again, error);
+  if (again)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "%s: already examined (listed twice?)", path);
+      return FALSE;
+    }
+  return c != NULL && register_candidate (reg, c, error);
 }
 
 int
@@ -205,50 +330,111 @@ lp_compare_str_ptr (gconstpointer a, gconstpointer b)
   return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
-void
-lp_registry_load_dir (LpRegistry *reg, const char *dir)
+/* The plugin files of a directory, sorted (so which of two clashing plugins
+ * wins does not depend on readdir); none when it was already scanned or is
+ * world-writable (refused). */
+static GPtrArray *
+list_dir (LpRegistry *reg, const char *dir)
 {
+  GPtrArray *paths = g_ptr_array_new_with_free_func (g_free);
+  GStatBuf st;
+  if (g_stat (dir, &st) != 0 || !S_ISDIR (st.st_mode) || !first_visit (reg, &st))
+    return paths;
+  if (st.st_mode & S_IWOTH)
+    {
+      refuse (reg, dir, NULL,
+              "world-writable directory (mode %04o): anyone could add a plugin to it (the sticky bit does not prevent that); its plugins are skipped",
+              (guint) (st.st_mode & 07777));
+      return paths;
+    }
   g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
   if (d == NULL)
-    return;
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+    return paths;
   const char *name;
   while ((name = g_dir_read_name (d)) != NULL)
     if (g_str_has_suffix (name, "." G_MODULE_SUFFIX))
-      g_ptr_array_add (names, g_strdup (name));
-  /* Sorted, so which of two clashing plugins wins does not depend on readdir. */
-  g_ptr_array_sort (names, lp_compare_str_ptr);
-  for (guint i = 0; i < names->len; i++)
+      g_ptr_array_add (paths, g_build_filename (dir, name, NULL));
+  g_ptr_array_sort (paths, lp_compare_str_ptr);
+  return paths;
+}
+
+static char *
+dir_key (const char *dir)
+{
+  GStatBuf st;
+  return g_stat (dir, &st) == 0 ? g_strdup_printf ("%" G_GUINT64_FORMAT ":%" G_GUINT64_FORMAT, (guint64) st.st_dev,
+                                                   (guint64) st.st_ino)
+                                : NULL;
+}
+
+/* Open the plugins of each directory but those in `skip` (a file name met
+ * in an earlier directory shadows the later ones) and append them to `out`. */
+static void
+open_dirs (LpRegistry *reg, char **dirs, GHashTable *skip, GPtrArray *out)
+{
+  for (char **d = dirs; d && *d; d++)
     {
-      if (g_hash_table_contains (reg->basenames, names->pdata[i]))
+      g_autofree char *key = **d ? dir_key (*d) : NULL;
+      if (key == NULL || (skip != NULL && g_hash_table_contains (skip, key)))
         continue;
-      g_autofree char *path = g_build_filename (dir, names->pdata[i], NULL);
-      if (lp_registry_load_file (reg, path, NULL))
-        g_hash_table_add (reg->basenames, g_strdup (names->pdata[i]));
+      g_autoptr (GPtrArray) paths = list_dir (reg, *d);
+      for (guint i = 0; i < paths->len; i++)
+        {
+          g_autofree char *base = g_path_get_basename (paths->pdata[i]);
+          if (g_hash_table_contains (reg->basenames, base))
+            continue;
+          gboolean again;
+          Candidate *c = open_once (reg, paths->pdata[i], &again, NULL);
+          if (c != NULL)
+            {
+              g_hash_table_add (reg->basenames, g_steal_pointer (&base));
+              g_ptr_array_add (out, c);
+            }
+        }
     }
+}
+
+static void
+register_all (LpRegistry *reg, GPtrArray *candidates)
+{
+  for (guint i = 0; i < candidates->len; i++)
+    register_candidate (reg, g_steal_pointer (&candidates->pdata[i]), NULL);
+}
+
+void
+lp_registry_load_dir (LpRegistry *reg, const char *dir)
+{
+  g_autoptr (GPtrArray) c = g_ptr_array_new ();
+  char *dirs[] = { (char *) dir, NULL };
+  open_dirs (reg, dirs, NULL, c);
+  register_all (reg, c);
 }
 
 void
 lp_registry_load_default (LpRegistry *reg)
 {
   const char *env = g_getenv ("LLMPRESS_PLUGIN_PATH");
-  if (env != NULL)
-    {
-      g_auto (GStrv) dirs = g_strsplit (env, G_SEARCHPATH_SEPARATOR_S, -1);
-      for (char **d = dirs; *d; d++)
-        if (**d)
-          lp_registry_load_dir (reg, *d);
-    }
   const char *sys = g_getenv ("LLMPRESS_PLUGIN_SYSTEM_PATH");
-  if (sys == NULL)
-    lp_registry_load_dir (reg, LP_PLUGINSDIR);
-  else
+  g_auto (GStrv) user_dirs = env ? g_strsplit (env, G_SEARCHPATH_SEPARATOR_S, -1) : NULL;
+  g_auto (GStrv) sys_dirs = sys ? g_strsplit (sys, G_SEARCHPATH_SEPARATOR_S, -1) : g_strdupv ((char *[]) { LP_PLUGINSDIR, NULL });
+  /* Files are opened in path order (the user's directories shadow the
+   * system ones by file name), but the system plugins register first: a
+   * user plugin that reuses a shipped pass name is refused, not the
+   * shipped plugin.  A system directory also listed on the user's path
+   * stays a system one. */
+  g_autoptr (GHashTable) sys_keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  for (char **d = sys_dirs; *d; d++)
     {
-      g_auto (GStrv) dirs = g_strsplit (sys, G_SEARCHPATH_SEPARATOR_S, -1);
-      for (char **d = dirs; *d; d++)
-        if (**d)
-          lp_registry_load_dir (reg, *d);
+      char *key = **d ? dir_key (*d) : NULL;
+      if (key != NULL)
+        g_hash_table_add (sys_keys, key);
     }
+  g_autoptr (GPtrArray) user = g_ptr_array_new ();
+  g_autoptr (GPtrArray) system = g_ptr_array_new ();
+  open_dirs (reg, user_dirs, sys_keys, user);
+  open_dirs (reg, sys_dirs, NULL, system);
+  register_all (reg, system);
+  register_all (reg, user);
 }
 
 const LpPassEntry *
@@ -281,6 +467,33 @@ GPtrArray *
 lp_registry_rejects (const LpRegistry *reg)
 {
   return reg->rejects;
+}
+
+char *
+lp_plugin_reject_line (const LpPluginReject *r)
+{
+  g_autofree char *line = g_strdup_printf ("%s: %s", r->file, r->reason);
+  return lp_error_escape (line, FALSE);
+}
+
+G_LOCK_DEFINE_STATIC (warned);
+
+void
+lp_registry_warn_rejects (const LpRegistry *reg, FILE *out)
+{
+  /* Refusals already printed by this process (a second registry finds the
+   * same bad files again). */
+  static GHashTable *warned = NULL;
+  G_LOCK (warned);
+  if (warned == NULL)
+    warned = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  for (guint i = 0; i < reg->rejects->len; i++)
+    {
+      char *line = lp_plugin_reject_line (reg->rejects->pdata[i]);
+      if (g_hash_table_add (warned, line))
+        fprintf (out, "llmpress: warning: plugin refused: %s\n", line);
+    }
+  G_UNLOCK (warned);
 }
 
 char *

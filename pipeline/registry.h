@@ -2,6 +2,7 @@
  * in the installed plugins directory.  Not part of the SDK. */
 #pragma once
 
+#include <stdio.h>
 #include <glib.h>
 #include <llmpress/plugin.h>
 
@@ -37,11 +38,24 @@ void lp_registry_load_dir (LpRegistry *reg, const char *dir);
 /* Load one plugin file; on refusal the reason is recorded and also returned. */
 gboolean lp_registry_load_file (LpRegistry *reg, const char *path, GError **error);
 
+/* Whether the ELF shared object in data[size] (the file `path`) exports
+ * `symbol` (defined, global or weak, default or protected visibility) in its
+ * dynamic symbol table, read without loading it.  FALSE with an error when
+ * it is no 64-bit little-endian ELF shared object or its tables lie outside
+ * the file (elf_symbols.c). */
+gboolean lp_elf_exports (const char *path, gconstpointer data, gsize size, const char *symbol, gboolean *found,
+                         GError **error);
+
 const LpPassEntry *lp_registry_lookup (const LpRegistry *reg, const char *pass);
 /* Every pass, sorted by name (LpPassEntry *, borrowed). */
 GPtrArray *lp_registry_passes (const LpRegistry *reg);
 /* LpPluginReject *, in the order met. */
 GPtrArray *lp_registry_rejects (const LpRegistry *reg);
+/* "FILE: REASON", escaped for printing (g_free() it). */
+char *lp_plugin_reject_line (const LpPluginReject *reject);
+/* Print "llmpress: warning: plugin refused: FILE: REASON" for each refusal
+ * not yet printed by this process. */
+void lp_registry_warn_rejects (const LpRegistry *reg, FILE *out);
 /* The family of a pass: the part before '.', or the plugin's name. */
 char *lp_pass_family (const LpPassEntry *entry);
 
