@@ -12,8 +12,8 @@ int
 lp_cmd_plugins (int argc, char **argv)
 {
   if (!lp_cli_parse ("plugins", "", "List the pass plugins and their passes.",
-                     "Plugins are found on LLMPRESS_PLUGIN_PATH, then on LLMPRESS_PLUGIN_SYSTEM_PATH\n(default: " LP_PLUGINSDIR ");"
-                     " a pass name the system plugins have cannot be taken by another plugin.\n"
+                     "Plugins are found on LLMPRESS_PLUGIN_PATH, then on LLMPRESS_PLUGIN_SYSTEM_PATH\n(default: " LP_PLUGINSDIR ");\n"
+                     "a pass name the system plugins have cannot be taken by another plugin.\n"
                      "World-writable plugin directories and files, and files that do not export the\n"
                      "entry point, are refused (listed below the passes).", NULL, &argc, &argv))
     return LP_EXIT_USAGE;
