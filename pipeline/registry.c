@@ -179,6 +179,13 @@ static Candidate *
 open_candidate (LpRegistry *reg, const char *path, GError **error)
 {
   GStatBuf st;
+  if (g_stat (path, &st) == 0 && !S_ISREG (st.st_mode))
+    {
+      /* Opening a FIFO to read its symbols would wait for a writer. */
+      g_autofree char *found = lp_path_describe (path);
+      refuse (reg, path, error, "expected a regular file (a shared object), found %s", found);
+      return NULL;
+    }
   if (g_stat (path, &st) == 0 && (st.st_mode & S_IWOTH))
     {
       refuse (reg, path, error, "world-writable file (mode %04o): anyone could change its code; skipped",

@@ -328,6 +328,22 @@ test_world_writable (void)
     }
 }
 
+static void
+test_not_regular (void)
+{
+  /* A FIFO named like a plugin is refused as what it is, without waiting
+   * for a writer. */
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "fifo-dir", NULL);
+  g_assert_cmpint (g_mkdir (dir, 0700), ==, 0);
+  g_autofree char *fifo = g_build_filename (dir, "pipe." G_MODULE_SUFFIX, NULL);
+  g_assert_cmpint (mkfifo (fifo, 0600), ==, 0);
+  g_autoptr (LpRegistry) reg = lp_registry_new ();
+  lp_registry_load_dir (reg, dir);
+  const LpPluginReject *r = reject_of (reg, "/pipe." G_MODULE_SUFFIX);
+  g_assert_nonnull (r);
+  g_assert_cmpstr (r->reason, ==, "expected a regular file (a shared object), found a FIFO");
+}
+
 /* How many times `needle` occurs in `hay`. */
 static guint
 count (const char *hay, const char *needle)
@@ -412,6 +428,7 @@ main (int argc, char **argv)
   g_test_add_func ("/plugins/refuse/duplicate-pass-any-order", test_duplicate_pass_order);
   g_test_add_func ("/plugins/refuse/constructor-not-run", test_constructor_not_run);
   g_test_add_func ("/plugins/refuse/world-writable", test_world_writable);
+  g_test_add_func ("/plugins/refuse/not-regular", test_not_regular);
   g_test_add_func ("/plugins/elf-tables", test_elf_tables);
   g_test_add_func ("/plugins/warn-once", test_warn_once);
   g_test_add_func ("/plugins/describe", test_describe);
