@@ -20,6 +20,10 @@ typedef struct {
  * after the options. */
 gboolean lp_cli_parse (const char *command, const char *params, const char *summary,
                        const char *description, const GOptionEntry *entries, int *argc, char ***argv);
+/* A copy of `entries` (g_free it) whose int, int64 and double options are
+ * read strictly: non-negative integers in range, finite numbers >= 0; the
+ * group's user data must be `entries` itself (numbers.c). */
+GOptionEntry *lp_cli_number_entries (const GOptionEntry *entries);
 /* Print "llmpress: <message>" on stderr and return LP_EXIT_FAILURE. */
 int lp_cli_fail (GError *error);
 /* Print a usage error for `command` and return LP_EXIT_USAGE. */
@@ -39,7 +43,8 @@ gboolean lp_cli_save_options (const char *command, const char *type, const char 
  * left at `path`. */
 gboolean lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options,
                             GError **error);
-/* "512M", "8G", "1.5GiB", "4096" in bytes. */
+/* "512M", "8G", "1.5GiB", "4096" in bytes; FALSE for anything else, a
+ * negative or non-finite number, or 2^64 bytes and more (numbers.c). */
 gboolean lp_cli_parse_size (const char *text, guint64 *out);
 /* The pass registry, with refused plugins reported on stderr when asked. */
 struct _LpRegistry *lp_cli_registry (gboolean report_rejects);
