@@ -26,6 +26,19 @@ JsonNode *lp_json_parse_object (const char *path, const char *where, const char 
                                 gsize base, GError **error);
 /* Read a whole JSON file whose root must be an object. */
 JsonNode *lp_json_load_object (const char *path, GError **error);
+/* Non-finite numbers (numbers.c).  lp_note_nonfinite: TRUE when v is
+ * finite, else appends "name=nan" (or inf, -inf) to `bad`, comma-separated. */
+gboolean lp_note_nonfinite (GString *bad, const char *name, double v);
+/* Member `name`: v, or null (noted in `bad`) when v is not finite. */
+void lp_json_add_finite (JsonBuilder *b, const char *name, double v, GString *bad);
+/* Member "error": "not finite: <bad>", when `bad` is not empty. */
+void lp_json_add_nonfinite_error (JsonBuilder *b, const GString *bad);
+/* FALSE and "metrics not finite: perplexity=nan, ..." when any float of
+ * `meta` is NaN or infinite. */
+gboolean lp_meta_check_finite (const LpMeta *meta, GError **error);
+/* The number after the first "key": in text[len] as written there (for
+ * messages about integers that JSON readers do not keep exactly), or NULL. */
+char *lp_json_number_text (const char *text, gsize len, const char *key);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 

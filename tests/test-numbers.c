@@ -9,6 +9,7 @@
 #include <json-glib/json-glib.h>
 
 #include "testutil.h"
+#include "lp-internal.h"
 
 /* Exit status `want`, and the first line of stderr holds every fragment
  * (NULL-terminated); a failure (want 1) is exactly one line. */
@@ -60,10 +61,115 @@ test_cli_numbers (void)
   expect_exit (0, ARGS ("run", "--memory-limit", "15.9E", "--dry-run", "--no-cache", "-p", pipeline), NULL);
 }
 
+/* The demo model with element `index` of `tensor` set to `value`, written
+ * as `name` (GGUF, f32) in the temporary directory. */
+static char *
+poisoned_model (const char *name, const char *tensor, gint64 index, float value)
+{
+  g_autofree char *demo = lp_test_demo_model ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (demo, NULL, &error);
+  g_assert_no_error (error);
+  LpTensor *t = lp_model_tensor (m, tensor);
+  g_assert_nonnull (t);
+  g_autofree float *v = lp_tensor_dup_f32 (t, &error);
+  g_assert_no_error (error);
+  v[index] = value;
+  g_autoptr (LpTensor) nt = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, v, &error);
+  g_assert_no_error (error);
+  lp_model_set_tensor (m, nt);
+  char *path = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_assert_true (lp_model_save (m, path, NULL, &error));
+  return path;
+}
+
+/* 200 tokens of the demo vocabulary as a .u16 file. */
+static char *
+token_file (void)
+{
+  guint16 ids[200];
+  for (guint i = 0; i < G_N_ELEMENTS (ids); i++)
+    ids[i] = GUINT16_TO_LE (3 + (i * 37) % 500);
+  return lp_test_write_file ("tokens.u16", ids, sizeof ids);
+}
+
+static JsonObject *
+parse_object (JsonParser *p, const char *text)
+{
+  g_autoptr (GError) error = NULL;
+  if (!json_parser_load_from_data (p, text, -1, &error))
+    g_error ("not JSON (%s): %s", error->message, text);
+  return json_node_get_object (json_parser_get_root (p));
+}
+
+/* A model with a NaN (or infinite) weight: eval exits 1 with one line naming
+ * the file and the metrics; --json still prints valid JSON, with null and an
+ * error; a run's eval node fails naming the node and the metric. */
+static void
+test_eval_nonfinite (void)
+{
+  g_autofree char *data = token_file ();
+  g_autofree char *demo = lp_test_demo_model ();
+  const char *poison[][2] = { { "nan.gguf", "blk.0.attn_norm.weight" }, { "inf.gguf", "blk.1.ffn_up.weight" } };
+  for (gsize i = 0; i < G_N_ELEMENTS (poison); i++)
+    {
+      g_autofree char *model = poisoned_model (poison[i][0], poison[i][1], 5, i == 0 ? NAN : INFINITY);
+      expect_exit (1, ARGS ("eval", model, "--data", data, "--ctx", "32", "-q"), model, "not finite",
+                   "perplexity=nan", NULL);
+      g_autofree char *out = NULL, *err = NULL;
+      g_assert_cmpint (lp_test_run_cli (&out, &err, "eval", model, "--data", data, "--ctx", "32", "-q", "--json", NULL), ==, 1);
+      g_assert_nonnull (strstr (err, "perplexity=nan"));
+      g_autoptr (JsonParser) p = json_parser_new ();
+      JsonObject *o = parse_object (p, out);
+      g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (o, "perplexity")));
+      g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (o, "nll")));
+      g_assert_nonnull (strstr (json_object_get_string_member (o, "error"), "perplexity=nan"));
+      g_assert_cmpint (json_object_get_int_member (o, "windows"), >, 0);
+
+      g_autofree char *pipeline = g_strdup_printf ("load path=%s ! eval data=%s ctx=32", model, data);
+      g_autofree char *dir = g_build_filename (lp_test_tmpdir (), poison[i][0], NULL);
+      g_autofree char *dir_out = g_strconcat (dir, ".run", NULL);
+      expect_exit (1, ARGS ("run", "-q", "--no-cache", "-o", dir_out, "-p", pipeline), "eval", "metrics not finite",
+                   "perplexity=nan", NULL);
+    }
+  /* The same command on the healthy model: exit 0, numbers in the JSON. */
+  g_autofree char *out = NULL;
+  g_assert_cmpint (lp_test_run_cli (&out, NULL, "eval", demo, "--data", data, "--ctx", "32", "-q", "--json", NULL), ==, 0);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o = parse_object (p, out);
+  g_assert_true (isfinite (json_object_get_double_member (o, "perplexity")));
+  g_assert_false (json_object_has_member (o, "error"));
+}
+
+/* The JSON writers' helper: null and an error member, never "nan". */
+static void
+test_json_nonfinite (void)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autoptr (GString) bad = g_string_new (NULL);
+  json_builder_begin_object (b);
+  lp_json_add_finite (b, "a", 1.5, bad);
+  lp_json_add_finite (b, "b", NAN, bad);
+  lp_json_add_finite (b, "c", -INFINITY, bad);
+  lp_json_add_nonfinite_error (b, bad);
+  json_builder_end_object (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  g_autofree char *text = json_generator_to_data (gen, NULL);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o = parse_object (p, text);
+  g_assert_cmpfloat (json_object_get_double_member (o, "a"), ==, 1.5);
+  g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (o, "b")));
+  g_assert_cmpstr (json_object_get_string_member (o, "error"), ==, "not finite: b=nan, c=-inf");
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/numbers/cli", test_cli_numbers);
+  g_test_add_func ("/numbers/eval-nonfinite", test_eval_nonfinite);
+  g_test_add_func ("/numbers/json-nonfinite", test_json_nonfinite);
   return g_test_run ();
 }
