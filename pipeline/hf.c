@@ -80,8 +80,25 @@ cfg_int (const char *path, JsonObject *o, const char *prefix, const char *key, g
 {
   gboolean ok = TRUE;
   JsonNode *n = cfg_typed (path, o, prefix, key, required, "an integer", G_TYPE_INT64, G_TYPE_INT64, &ok, error);
-  if (n != NULL)
-    *out = json_node_get_int (n);
+  if (n == NULL)
+    return ok;
+  *out = json_node_get_int (n);
+  /* json-glib wraps what does not fit 64 bits (2^64 reads as -1) and no
+   * size is above 2^53: say what the file holds, as written there. */
+  const gint64 max = G_GINT64_CONSTANT (1) << 53;
+  if (*out < 0 || *out > max)
+    {
+      g_autofree char *text = NULL;
+      gsize len = 0;
+      g_autofree char *raw = g_file_get_contents (path, &text, &len, NULL) ? lp_json_number_text (text, len, key) : NULL;
+      g_autofree char *printed = g_strdup_printf ("%" G_GINT64_FORMAT, *out);
+      if (*out > max || raw == NULL || strcmp (raw, printed) != 0)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: key %s%s: expected an integer of at most 2^53, found %s", path,
+                        prefix, key, raw ? raw : printed);
+          return FALSE;
+        }
+    }
   return ok;
 }
 
@@ -222,9 +239,19 @@ cfg_read (const char *path, JsonObject *o, LpModelConfig *c, GError **error)
     return FALSE;
   if (c->n_kv_heads == 0)
     c->n_kv_heads = c->n_heads;
-  if (c->head_dim == 0 && c->n_heads > 0)
-    c->head_dim = c->dim / c->n_heads;
-  return lp_model_config_check (c, path, error);
+  const char *keys[LP_CONFIG_N_KEYS] = {
+    [LP_CONFIG_VOCAB] = "vocab_size", [LP_CONFIG_DIM] = "hidden_size", [LP_CONFIG_FFN] = "intermediate_size",
+    [LP_CONFIG_LAYERS] = "num_hidden_layers", [LP_CONFIG_HEADS] = "num_attention_heads",
+    [LP_CONFIG_KV_HEADS] = "num_key_value_heads", [LP_CONFIG_CTX] = "max_position_embeddings",
+    [LP_CONFIG_EPS] = "rms_norm_eps", [LP_CONFIG_THETA] = "rope_theta",
+    [LP_CONFIG_ROPE_FACTOR] = "rope_scaling.factor", [LP_CONFIG_ROPE_LOW] = "rope_scaling.low_freq_factor",
+    [LP_CONFIG_ROPE_HIGH] = "rope_scaling.high_freq_factor",
+    [LP_CONFIG_ROPE_ORIG] = "rope_scaling.original_max_position_embeddings",
+  };
+  /* A head dimension the file does not give is named by what it is. */
+  if (c->head_dim != 0)
+    keys[LP_CONFIG_HEAD_DIM] = "head_dim";
+  return lp_model_config_derive_head_dim (c, path, keys, error) && lp_model_config_check_keys (c, path, keys, error);
 }
 
 /* bos/eos from config.json when the tokenizer did not say (eos may be a list:

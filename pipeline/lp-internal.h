@@ -39,6 +39,27 @@ gboolean lp_meta_check_finite (const LpMeta *meta, GError **error);
 /* The number after the first "key": in text[len] as written there (for
  * messages about integers that JSON readers do not keep exactly), or NULL. */
 char *lp_json_number_text (const char *text, gsize len, const char *key);
+/* The fields of an LpModelConfig that lp_model_config_check_keys names. */
+enum {
+  LP_CONFIG_VOCAB, LP_CONFIG_DIM, LP_CONFIG_FFN, LP_CONFIG_LAYERS, LP_CONFIG_HEADS, LP_CONFIG_KV_HEADS,
+  LP_CONFIG_HEAD_DIM, LP_CONFIG_CTX, LP_CONFIG_EPS, LP_CONFIG_THETA, LP_CONFIG_ROPE_FACTOR, LP_CONFIG_ROPE_LOW,
+  LP_CONFIG_ROPE_HIGH, LP_CONFIG_ROPE_ORIG, LP_CONFIG_N_KEYS
+};
+/* lp_model_config_check with messages that name the file's key for each
+ * field (keys[LP_CONFIG_*], as the format spells it; NULL or a NULL entry:
+ * what the field is).  Refuses everything that leaves the forward pass
+ * undefined: sizes out of range, heads not a multiple of kv heads, an odd
+ * head dimension, rms epsilon outside (0, 1), rope theta outside (0, 1e12]
+ * or NaN, a rope scaling factor <= 0 or not finite, llama3 low/high
+ * frequency factors not 0 < low < high, an original context <= 0. */
+gboolean lp_model_config_check_keys (const LpModelConfig *c, const char *source, const char *const *keys,
+                                     GError **error);
+/* The same with the GGUF keys of c's architecture that `meta` holds. */
+gboolean lp_model_config_check_gguf (const LpModelConfig *c, const LpMeta *meta, const char *source, GError **error);
+/* head_dim = dim / n_heads when the file gave none; an error naming the
+ * keys when the heads do not divide the model dimension. */
+gboolean lp_model_config_derive_head_dim (LpModelConfig *c, const char *source, const char *const *keys,
+                                          GError **error);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 

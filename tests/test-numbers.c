@@ -164,6 +164,88 @@ test_json_nonfinite (void)
   g_assert_cmpstr (json_object_get_string_member (o, "error"), ==, "not finite: b=nan, c=-inf");
 }
 
+/* One metadata key set to a float, an integer or a string. */
+typedef struct {
+  const char *key;
+  char type;         /* 'f' f32, 'u' u64, 's' string */
+  double f;
+  guint64 u;
+  const char *s;
+} MetaEdit;
+
+/* The demo GGUF with edits[n] applied to its metadata, written as `name`. */
+static char *
+edited_gguf (const char *name, const MetaEdit *edits, gsize n)
+{
+  g_autofree char *demo = lp_test_demo_model ();
+  g_autoptr (GError) error = NULL;
+  LpMeta *meta = lp_meta_new ();
+  g_autoptr (GPtrArray) tensors = lp_gguf_read_tensors (demo, meta, &error);
+  g_assert_no_error (error);
+  for (gsize i = 0; i < n; i++)
+    if (edits[i].type == 'f')
+      lp_meta_set_f32 (meta, edits[i].key, (float) edits[i].f);
+    else if (edits[i].type == 'u')
+      lp_meta_set_u64 (meta, edits[i].key, edits[i].u);
+    else
+      lp_meta_set_string (meta, edits[i].key, edits[i].s);
+  char *path = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_assert_true (lp_gguf_write (path, meta, tensors, &error));
+  lp_meta_free (meta);
+  return path;
+}
+
+/* GGUF metadata that makes the forward pass undefined is refused on load,
+ * naming the file, the key, what was expected and what was found. */
+static void
+test_gguf_config (void)
+{
+  static const struct {
+    MetaEdit edits[4];
+    const char *message;
+  } cases[] = {
+    { { { "llama.rope.freq_base", 'f', NAN } }, "key llama.rope.freq_base: expected a number in (0, 1e12], found nan" },
+    { { { "llama.rope.freq_base", 'f', 0 } }, "key llama.rope.freq_base: expected a number in (0, 1e12], found 0" },
+    { { { "llama.rope.freq_base", 'f', INFINITY } }, "key llama.rope.freq_base: expected a number in (0, 1e12], found inf" },
+    { { { "llama.rope.freq_base", 'f', 1e15 } }, "key llama.rope.freq_base: expected a number in (0, 1e12], found 999999986991104" },
+    { { { "llama.rope.scaling.type", 's', .s = "linear" }, { "llama.rope.scaling.factor", 'f', 0 } },
+      "key llama.rope.scaling.factor: expected a finite number > 0, found 0" },
+    { { { "llama.rope.scaling.type", 's', .s = "linear" }, { "llama.rope.scaling.factor", 'f', -NAN } },
+      "key llama.rope.scaling.factor: expected a finite number > 0, found" },
+    { { { "llmpress.rope.llama3.factor", 'f', 8 }, { "llmpress.rope.llama3.low_freq_factor", 'f', 4 },
+        { "llmpress.rope.llama3.high_freq_factor", 'f', 1 }, { "llmpress.rope.llama3.original_context_length", 'u', .u = 8192 } },
+      "key llmpress.rope.llama3.high_freq_factor: expected a finite number above the key llmpress.rope.llama3.low_freq_factor (4), found 1" },
+    { { { "llmpress.rope.llama3.factor", 'f', 8 }, { "llmpress.rope.llama3.low_freq_factor", 'f', 1 },
+        { "llmpress.rope.llama3.high_freq_factor", 'f', 4 }, { "llmpress.rope.llama3.original_context_length", 'u', .u = 0 } },
+      "key llmpress.rope.llama3.original_context_length: expected 1..67108864, found 0" },
+    { { { "llama.attention.head_count", 'u', .u = 6 } },
+      "key llama.embedding_length: expected a multiple of the key llama.attention.head_count (6) when no head dimension is given, found 64" },
+    { { { "llama.attention.head_count_kv", 'u', .u = 3 } },
+      "key llama.attention.head_count: expected a multiple of the key llama.attention.head_count_kv (3), found 8" },
+    { { { "llama.block_count", 'u', .u = G_GUINT64_CONSTANT (9223372036854775809) } },
+      "key llama.block_count: expected an integer below 2^63, found 9223372036854775809" },
+    { { { "llama.context_length", 'u', .u = G_GUINT64_CONSTANT (1) << 40 } },
+      "key llama.context_length: expected 1..67108864, found 1099511627776" },
+    { { { "llama.attention.layer_norm_rms_epsilon", 'f', NAN } },
+      "key llama.attention.layer_norm_rms_epsilon: expected a number in (0, 1), found nan" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      gsize n = 0;
+      while (n < G_N_ELEMENTS (cases[i].edits) && cases[i].edits[n].key != NULL)
+        n++;
+      g_autofree char *name = g_strdup_printf ("config-%02zu.gguf", i);
+      g_autofree char *path = edited_gguf (name, cases[i].edits, n);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+      g_assert_null (m);
+      lp_test_assert_error_contains (error, name, cases[i].message, NULL);
+      /* The same, as the user sees it: one line, exit 1. */
+      if (i == 0)
+        expect_exit (1, ARGS ("inspect", path), cases[i].message, NULL);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -171,5 +253,6 @@ main (int argc, char **argv)
   g_test_add_func ("/numbers/cli", test_cli_numbers);
   g_test_add_func ("/numbers/eval-nonfinite", test_eval_nonfinite);
   g_test_add_func ("/numbers/json-nonfinite", test_json_nonfinite);
+  g_test_add_func ("/numbers/gguf-config", test_gguf_config);
   return g_test_run ();
 }
