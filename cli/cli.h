@@ -34,11 +34,16 @@ int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &(var),                                              \
     "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" }
 
-/* --type (f32, f16, bf16; NULL: keep) and --format (gguf, hf or safetensors,
- * llama2c; NULL: from the path) into *out; on a bad value print a usage error
- * for `command` and return FALSE (the caller returns LP_EXIT_USAGE). */
-gboolean lp_cli_save_options (const char *command, const char *type, const char *format,
+/* --type (f32, f16, bf16; NULL: keep), --format (gguf, hf or safetensors,
+ * llama2c; NULL: from the path) and --f16-overflow (error, clamp; NULL:
+ * error) into *out; on a bad value print a usage error for `command` and
+ * return FALSE (the caller returns LP_EXIT_USAGE). */
+gboolean lp_cli_save_options (const char *command, const char *type, const char *format, const char *overflow,
                               LpSaveOptions *out);
+/* The --f16-overflow option of the commands that write a model. */
+#define LP_CLI_OVERFLOW_ENTRY(var)                                                                 \
+  { "f16-overflow", 0, 0, G_OPTION_ARG_STRING, &(var),                                             \
+    "A value beyond f16's range (|x| > 65504): error (default) or clamp (to +-65504, counted)", "MODE" }
 /* lp_model_save, then one summary line on stdout; on failure nothing new is
  * left at `path`. */
 gboolean lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options,

@@ -1081,6 +1081,8 @@ typedef struct {
   guint64 bytes;
   guint shard;
   LpTensor *ready; /* owned, written as it is (a GPTQ part), or NULL */
+  LpOverflow overflow; /* converting to f16/bf16 */
+  guint64 *n_clamped;  /* counts values clamped */
 } PlanItem;
 
 
@@ -1259,7 +1261,7 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
           g_ptr_array_add (out, lp_tensor_ref (it->ready));
           continue;
         }
-      g_autoptr (LpTensor) conv = lp_tensor_convert (it->src, it->dtype, error);
+      g_autoptr (LpTensor) conv = lp_tensor_convert_range (it->src, it->dtype, it->overflow, it->n_clamped, error);
       if (conv == NULL)
         return FALSE;
       g_autoptr (LpTensor) perm = g_hash_table_contains (permute, it->src->name)
@@ -1318,6 +1320,12 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
   if (plan == NULL)
     return FALSE;
   guint n_shards = plan_shards (plan, max_shard_bytes);
+  guint64 clamped = 0;
+  for (guint i = 0; i < plan->len; i++)
+    {
+      ((PlanItem *) plan->pdata[i])->overflow = options != NULL ? options->overflow : LP_OVERFLOW_ERROR;
+      ((PlanItem *) plan->pdata[i])->n_clamped = &clamped;
+    }
   LpDType torch_dtype = LP_DTYPE_F32;
   for (guint i = 0; i < plan->len; i++)
     if (is_float (((PlanItem *) plan->pdata[i])->dtype))
@@ -1346,7 +1354,10 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
     goto fail;
   if (lp_meta_has (meta, "tokenizer.ggml.tokens") && !lp_tokenizer_write_hf (meta, tmp, error))
     goto fail;
-  return lp_atomic_dir_commit (ad, error);
+  if (!lp_atomic_dir_commit (ad, error))
+    return FALSE;
+  lp_warn_clamped (dir, (LpDType) want, clamped);
+  return TRUE;
 
 fail:
   lp_atomic_dir_abort (ad);

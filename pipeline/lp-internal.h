@@ -60,6 +60,13 @@ gboolean lp_model_config_check_gguf (const LpModelConfig *c, const LpMeta *meta,
  * keys when the heads do not divide the model dimension. */
 gboolean lp_model_config_derive_head_dim (LpModelConfig *c, const char *source, const char *const *keys,
                                           GError **error);
+/* lp_tensor_convert choosing what a finite value beyond f16's (bf16's)
+ * range becomes: an error, or the largest finite value, counted in
+ * *n_clamped (may be NULL).  lp_tensor_convert refuses. */
+LpTensor *lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint64 *n_clamped,
+                                   GError **error);
+/* lp_warn that n values (n > 0) were clamped to dtype's range in `path`. */
+void lp_warn_clamped (const char *path, LpDType dtype, guint64 n);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 

@@ -80,3 +80,11 @@ lp_json_number_text (const char *text, gsize len, const char *key)
     }
   return NULL;
 }
+
+void
+lp_warn_clamped (const char *path, LpDType dtype, guint64 n)
+{
+  if (n > 0)
+    lp_warn ("%s: %" G_GUINT64_FORMAT " value%s beyond %s's range clamped to its largest finite value", path, n,
+             n == 1 ? "" : "s", lp_dtype_name (dtype));
+}

@@ -246,6 +246,72 @@ test_gguf_config (void)
     }
 }
 
+/* Element `index` of `tensor` in the model at `path`, as f32. */
+static float
+element (const char *path, const char *tensor, gint64 index)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  LpTensor *t = lp_model_tensor (m, tensor);
+  g_assert_nonnull (t);
+  g_assert_cmpint (t->dtype, ==, LP_DTYPE_F16);
+  g_autofree float *v = lp_tensor_dup_f32 (t, &error);
+  g_assert_no_error (error);
+  return v[index];
+}
+
+/* f16 never turns a finite value into inf: convert --type f16 and the save
+ * pass refuse it by default, naming tensor, element and value, and clamp it
+ * when asked, saying how many; NaN and inf are refused for f16 and bf16. */
+static void
+test_f16_overflow (void)
+{
+  const char *w = "blk.0.ffn_up.weight";
+  g_autofree char *big = poisoned_model ("big.gguf", w, 7, 70000.0f);
+  g_autofree char *huge = poisoned_model ("huge.gguf", w, 3, -3.4e38f);
+  g_autofree char *nan = poisoned_model ("nan-weight.gguf", w, 2, NAN);
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "out-f16.gguf", NULL);
+  g_autofree char *hf = g_build_filename (lp_test_tmpdir (), "out-f16-hf", NULL);
+  expect_exit (1, ARGS ("convert", big, out, "--type", "f16"), "tensor blk.0.ffn_up.weight: element 7",
+               "within f16's range (|x| <= 65504), found 70000", "--f16-overflow=clamp", NULL);
+  g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+  expect_exit (1, ARGS ("convert", big, hf, "--type", "f16", "--format", "hf"), "element 7", "found 70000", NULL);
+  g_assert_false (g_file_test (hf, G_FILE_TEST_EXISTS));
+  expect_exit (2, ARGS ("convert", big, out, "--type", "f16", "--f16-overflow", "wrap"), "--f16-overflow", "'wrap'", NULL);
+
+  /* Clamped on request: the largest f16, and a count on stderr. */
+  g_autofree char *err = NULL;
+  g_assert_cmpint (lp_test_run_cli (NULL, &err, "convert", big, out, "--type", "f16", "--f16-overflow=clamp", NULL), ==, 0);
+  g_assert_nonnull (strstr (err, "1 value beyond f16's range clamped"));
+  g_assert_cmpfloat (element (out, w, 7), ==, 65504.0f);
+  g_assert_cmpfloat (element (out, w, 6), !=, 65504.0f);
+  g_autofree char *err_hf = NULL;
+  g_assert_cmpint (lp_test_run_cli (NULL, &err_hf, "convert", big, hf, "--type", "f16", "--format", "hf", "--f16-overflow", "clamp", NULL), ==, 0);
+  g_assert_nonnull (strstr (err_hf, "1 value beyond f16's range clamped"));
+
+  /* bf16 overflows only past 3.39e38; f32 keeps everything. */
+  g_autofree char *out_bf = g_build_filename (lp_test_tmpdir (), "out-bf16.gguf", NULL);
+  g_assert_cmpint (lp_test_run_cli (NULL, NULL, "convert", big, out_bf, "--type", "bf16", NULL), ==, 0);
+  expect_exit (1, ARGS ("convert", huge, out_bf, "--type", "bf16"), "element 3", "within bf16's range", "found -3.3999", NULL);
+  for (gsize i = 0; i < 2; i++)
+    expect_exit (1, ARGS ("convert", nan, out, "--type", i ? "bf16" : "f16", "--f16-overflow=clamp"), "element 2",
+                 "expected a finite number, found nan", NULL);
+  g_autofree char *out_f32 = g_build_filename (lp_test_tmpdir (), "out-f32.gguf", NULL);
+  g_assert_cmpint (lp_test_run_cli (NULL, NULL, "convert", nan, out_f32, "--type", "f32", NULL), ==, 0);
+
+  /* The save pass: refused by default, clamped with f16_overflow=clamp. */
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "save-f16", NULL);
+  g_autofree char *refuse = g_strdup_printf ("load path=%s ! save path=o.gguf dtype=f16", big);
+  expect_exit (1, ARGS ("run", "-q", "--no-cache", "-o", dir, "-p", refuse), "save", "element 7", "found 70000", NULL);
+  g_autofree char *clamp = g_strdup_printf ("load path=%s ! save path=o.gguf dtype=f16 f16_overflow=clamp", big);
+  g_autofree char *err_run = NULL;
+  g_assert_cmpint (lp_test_run_cli (NULL, &err_run, "run", "--no-cache", "-o", dir, "-p", clamp, NULL), ==, 0);
+  g_assert_nonnull (strstr (err_run, "1 value beyond f16's range clamped"));
+  g_autofree char *saved = g_build_filename (dir, "o.gguf", NULL);
+  g_assert_cmpfloat (element (saved, w, 7), ==, 65504.0f);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -254,5 +320,6 @@ main (int argc, char **argv)
   g_test_add_func ("/numbers/eval-nonfinite", test_eval_nonfinite);
   g_test_add_func ("/numbers/json-nonfinite", test_json_nonfinite);
   g_test_add_func ("/numbers/gguf-config", test_gguf_config);
+  g_test_add_func ("/numbers/f16-overflow", test_f16_overflow);
   return g_test_run ();
 }
