@@ -67,6 +67,11 @@ LpTensor *lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overfl
                                    GError **error);
 /* lp_warn that n values (n > 0) were clamped to dtype's range in `path`. */
 void lp_warn_clamped (const char *path, LpDType dtype, guint64 n);
+/* Special token ids (tokenizer.ggml.*_token_id) that are not a token of the
+ * vocabulary are removed with a warning naming the key, the value and the
+ * vocabulary size, as llama.cpp ignores them; -1 and 4294967295 mean
+ * "none" and stay, silently. */
+void lp_model_drop_bad_token_ids (LpModel *model);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 

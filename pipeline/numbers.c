@@ -88,3 +88,30 @@ lp_warn_clamped (const char *path, LpDType dtype, guint64 n)
     lp_warn ("%s: %" G_GUINT64_FORMAT " value%s beyond %s's range clamped to its largest finite value", path, n,
              n == 1 ? "" : "s", lp_dtype_name (dtype));
 }
+
+void
+lp_model_drop_bad_token_ids (LpModel *model)
+{
+  LpMeta *meta = lp_model_meta (model);
+  gint64 n_vocab = lp_model_config (model)->n_vocab;
+  g_autoptr (GPtrArray) bad = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
+    {
+      const char *k = lp_meta_key (meta, i);
+      if (!g_str_has_prefix (k, "tokenizer.ggml.") || !g_str_has_suffix (k, "_token_id"))
+        continue;
+      const LpValue *v = lp_meta_get (meta, k);
+      g_autofree char *text = lp_value_to_string (v, 4);
+      gboolean is_unsigned = v->type == LP_VALUE_U8 || v->type == LP_VALUE_U16 || v->type == LP_VALUE_U32 || v->type == LP_VALUE_U64;
+      gboolean is_signed = v->type == LP_VALUE_I8 || v->type == LP_VALUE_I16 || v->type == LP_VALUE_I32 || v->type == LP_VALUE_I64;
+      gboolean none = (is_unsigned && (v->u == G_MAXUINT32 || v->u == G_MAXUINT64)) || (is_signed && v->i == -1);
+      gboolean ok = (is_unsigned && v->u < (guint64) n_vocab) || (is_signed && v->i >= 0 && v->i < n_vocab);
+      if (none || ok)
+        continue;
+      lp_warn ("%s: key %s: expected a token id below the vocabulary size %" G_GINT64_FORMAT " or 4294967295 (none), found %s; ignored",
+               lp_model_source (model) ? lp_model_source (model) : "model", k, n_vocab, text);
+      g_ptr_array_add (bad, g_strdup (k));
+    }
+  for (guint i = 0; i < bad->len; i++)
+    lp_meta_remove (meta, bad->pdata[i]);
+}

@@ -312,6 +312,90 @@ test_f16_overflow (void)
   g_assert_cmpfloat (element (saved, w, 7), ==, 65504.0f);
 }
 
+/* Integer tensors where float weights belong are refused on load, naming
+ * the tensor and its type (GGUF and safetensors). */
+static void
+test_integer_weights (void)
+{
+  g_autofree char *demo = lp_test_demo_model ();
+  g_autoptr (GError) error = NULL;
+  const LpDType types[] = { LP_DTYPE_I8, LP_DTYPE_I32 };
+  for (gsize k = 0; k < G_N_ELEMENTS (types); k++)
+    {
+      LpMeta *meta = lp_meta_new ();
+      g_autoptr (GPtrArray) tensors = lp_gguf_read_tensors (demo, meta, &error);
+      g_assert_no_error (error);
+      for (guint i = 0; i < tensors->len; i++)
+        {
+          LpTensor *t = tensors->pdata[i];
+          if (strcmp (t->name, "blk.1.ffn_down.weight") == 0)
+            {
+              tensors->pdata[i] = lp_tensor_new (t->name, types[k], t->n_dims, t->shape, &error);
+              g_assert_no_error (error);
+              lp_tensor_unref (t);
+            }
+        }
+      g_autofree char *name = g_strdup_printf ("int-%s.gguf", lp_dtype_name (types[k]));
+      g_autofree char *path = g_build_filename (lp_test_tmpdir (), name, NULL);
+      g_assert_true (lp_gguf_write (path, meta, tensors, &error));
+      lp_meta_free (meta);
+      g_autofree char *message = g_strdup_printf ("tensor blk.1.ffn_down.weight: expected float or quantized weights, "
+                                                  "found integer type %s", lp_dtype_name (types[k]));
+      expect_exit (1, ARGS ("inspect", path), name, message, NULL);
+    }
+
+  /* A Hugging Face directory whose mlp.up_proj weight is I32. */
+  g_autoptr (LpModel) m = lp_model_load (demo, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "int-hf", NULL);
+  g_assert_true (lp_hf_save (m, dir, NULL, &error));
+  g_autofree char *st_path = g_build_filename (dir, "model.safetensors", NULL);
+  g_autoptr (GPtrArray) list = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+  {
+    g_autoptr (LpSafetensors) st = lp_safetensors_open (st_path, &error);
+    g_assert_no_error (error);
+    for (guint i = 0; i < lp_safetensors_n_tensors (st); i++)
+      {
+        LpTensor *t = lp_safetensors_tensor_at (st, i);
+        if (strcmp (t->name, "model.layers.0.mlp.up_proj.weight") == 0)
+          g_ptr_array_add (list, lp_tensor_new (t->name, LP_DTYPE_I32, t->n_dims, t->shape, &error));
+        else
+          g_ptr_array_add (list, lp_tensor_ref (t));
+      }
+  }
+  g_assert_true (lp_safetensors_write (st_path, (LpTensor *const *) list->pdata, list->len, NULL, &error));
+  g_assert_null (lp_model_load (dir, NULL, &error));
+  lp_test_assert_error_contains (error, "tensor blk.0.ffn_up.weight: expected float or quantized weights, found integer type i32", NULL);
+}
+
+/* Special token ids: 4294967295 means none (stories260K carries it) and
+ * loads without a word; an id past the vocabulary is dropped with one
+ * warning naming the key, the value and the vocabulary size. */
+static void
+test_token_ids (void)
+{
+  g_autofree char *stories = lp_test_shared_path ("models/stories260K/stories260K-f32.gguf");
+  if (stories != NULL)
+    {
+      g_autofree char *err = NULL;
+      g_assert_cmpint (lp_test_run_cli (NULL, &err, "inspect", stories, NULL), ==, 0);
+      g_assert_cmpstr (err, ==, "");
+    }
+  const MetaEdit edits[] = {
+    { "tokenizer.ggml.bos_token_id", 'u', .u = 600 },
+    { "tokenizer.ggml.padding_token_id", 'u', .u = G_MAXUINT32 },
+  };
+  g_autofree char *path = edited_gguf ("bad-bos.gguf", edits, G_N_ELEMENTS (edits));
+  g_autofree char *out = NULL, *err = NULL;
+  g_assert_cmpint (lp_test_run_cli (&out, &err, "inspect", path, "--json", NULL), ==, 0);
+  g_autofree char *warning = g_strdup_printf ("llmpress: warning: %s: key tokenizer.ggml.bos_token_id: expected a token id "
+                                              "below the vocabulary size 512 or 4294967295 (none), found 600; ignored\n", path);
+  g_assert_cmpstr (err, ==, warning);
+  g_autoptr (JsonParser) p = json_parser_new ();
+  JsonObject *o = parse_object (p, out);
+  g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (json_object_get_object_member (o, "tokenizer"), "bos_id")));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -321,5 +405,7 @@ main (int argc, char **argv)
   g_test_add_func ("/numbers/json-nonfinite", test_json_nonfinite);
   g_test_add_func ("/numbers/gguf-config", test_gguf_config);
   g_test_add_func ("/numbers/f16-overflow", test_f16_overflow);
+  g_test_add_func ("/numbers/integer-weights", test_integer_weights);
+  g_test_add_func ("/numbers/token-ids", test_token_ids);
   return g_test_run ();
 }
