@@ -72,7 +72,9 @@ lp_cmd_eval (int argc, char **argv)
   if (!lp_cli_parse ("eval", "MODEL", "Measure a model's perplexity on a data set.",
                      "Windows are BOS + (ctx-1) tokens, every token after BOS scored; with --llama-cpp,\n"
                      "chunks of ctx tokens whose first becomes BOS and whose second half is scored,\n"
-                     "as llama-perplexity does.\n\n"
+                     "as llama-perplexity does.  A result that is NaN or infinite (a broken model)\n"
+                     "fails with exit status 1; --json then still prints JSON, with null for such\n"
+                     "numbers and an \"error\" member naming them.\n\n"
                      "Example:\n  llmpress eval stories260K.bin --data valid.tok512.u16 --ctx 512",
                      entries, &argc, &argv))
     return LP_EXIT_USAGE;

@@ -131,6 +131,9 @@ test_eval_nonfinite (void)
       g_autofree char *dir_out = g_strconcat (dir, ".run", NULL);
       expect_exit (1, ARGS ("run", "-q", "--no-cache", "-o", dir_out, "-p", pipeline), "eval", "metrics not finite",
                    "perplexity=nan", NULL);
+      /* No report holds a number that is not one: a failed run writes none. */
+      g_autofree char *report = g_build_filename (dir_out, "report.json", NULL);
+      g_assert_false (g_file_test (report, G_FILE_TEST_EXISTS));
     }
   /* The same command on the healthy model: exit 0, numbers in the JSON. */
   g_autofree char *out = NULL;
@@ -139,6 +142,18 @@ test_eval_nonfinite (void)
   JsonObject *o = parse_object (p, out);
   g_assert_true (isfinite (json_object_get_double_member (o, "perplexity")));
   g_assert_false (json_object_has_member (o, "error"));
+  /* ... and a run's report.json with its metrics. */
+  g_autofree char *pipeline = g_strdup_printf ("load path=%s ! eval data=%s ctx=32", demo, data);
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "healthy.run", NULL);
+  expect_exit (0, ARGS ("run", "-q", "--no-cache", "-o", dir, "-p", pipeline), NULL);
+  g_autofree char *report_path = g_build_filename (dir, "report.json", NULL);
+  g_autofree char *report = NULL;
+  g_assert_true (g_file_get_contents (report_path, &report, NULL, NULL));
+  g_autoptr (JsonParser) rp = json_parser_new ();
+  JsonObject *r = parse_object (rp, report);
+  JsonArray *nodes = json_object_get_array_member (r, "nodes");
+  JsonObject *metrics = json_object_get_object_member (json_array_get_object_element (nodes, 1), "metrics");
+  g_assert_true (isfinite (json_object_get_double_member (metrics, "perplexity")));
 }
 
 /* The JSON writers' helper: null and an error member, never "nan". */
