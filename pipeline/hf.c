@@ -74,6 +74,15 @@ cfg_typed (const char *path, JsonObject *o, const char *prefix, const char *key,
   return NULL;
 }
 
+/* The number after "key": in the file at `path`, as written there, or NULL. */
+static char *
+cfg_number_text (const char *path, const char *key)
+{
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  return g_file_get_contents (path, &text, &len, NULL) ? lp_json_number_text (text, len, key) : NULL;
+}
+
 static gboolean
 cfg_int (const char *path, JsonObject *o, const char *prefix, const char *key, gboolean required,
          gint64 *out, GError **error)
@@ -88,9 +97,7 @@ cfg_int (const char *path, JsonObject *o, const char *prefix, const char *key, g
   const gint64 max = G_GINT64_CONSTANT (1) << 53;
   if (*out < 0 || *out > max)
     {
-      g_autofree char *text = NULL;
-      gsize len = 0;
-      g_autofree char *raw = g_file_get_contents (path, &text, &len, NULL) ? lp_json_number_text (text, len, key) : NULL;
+      g_autofree char *raw = cfg_number_text (path, key);
       g_autofree char *printed = g_strdup_printf ("%" G_GINT64_FORMAT, *out);
       if (*out > max || raw == NULL || strcmp (raw, printed) != 0)
         {
@@ -255,9 +262,10 @@ cfg_read (const char *path, JsonObject *o, LpModelConfig *c, GError **error)
 }
 
 /* bos/eos from config.json when the tokenizer did not say (eos may be a list:
- * GGUF has one eos, the first). */
+ * GGUF has one eos, the first).  An id past the vocabulary is ignored with a
+ * warning, as lp_model_drop_bad_token_ids does for GGUF keys. */
 static void
-cfg_special_ids (JsonObject *o, const LpModelConfig *c, LpMeta *meta)
+cfg_special_ids (const char *path, JsonObject *o, const LpModelConfig *c, LpMeta *meta)
 {
   static const char *const keys[][2] = {
     { "bos_token_id", "tokenizer.ggml.bos_token_id" },
@@ -274,6 +282,15 @@ cfg_special_ids (JsonObject *o, const LpModelConfig *c, LpMeta *meta)
       gint64 id = json_node_get_int (n);
       if (id >= 0 && id < c->n_vocab)
         lp_meta_set_u32 (meta, keys[i][1], (guint32) id);
+      else
+        {
+          /* -1 means none; json-glib also reads 2^64 as -1. */
+          g_autofree char *raw = cfg_number_text (path, keys[i][0]);
+          if (id == -1 && g_strcmp0 (raw, "-1") == 0)
+            continue;
+          lp_warn ("%s: key %s: expected a token id below the vocabulary size %" G_GINT64_FORMAT ", found %s; ignored",
+                   path, keys[i][0], c->n_vocab, raw ? raw : "a number out of range");
+        }
     }
 }
 
@@ -784,7 +801,7 @@ lp_hf_load (const char *dir, GError **error)
     }
   else if (g_file_test (tok_json, G_FILE_TEST_EXISTS) && !lp_tokenizer_read_hf (tok_json, meta, error))
     return NULL;
-  cfg_special_ids (cfg, &c, meta);
+  cfg_special_ids (cfg_path, cfg, &c, meta);
   return g_steal_pointer (&model);
 }
 

@@ -409,6 +409,32 @@ test_token_ids (void)
   g_autoptr (JsonParser) p = json_parser_new ();
   JsonObject *o = parse_object (p, out);
   g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (json_object_get_object_member (o, "tokenizer"), "bos_id")));
+
+  /* config.json's ids alike, quoted as written (json-glib reads 2^64 as -1). */
+  static const char *const ids[][2] = { { "64", "64" }, { "18446744073709551616", "18446744073709551616" }, { "-1", NULL } };
+  for (gsize i = 0; i < G_N_ELEMENTS (ids); i++)
+    {
+      g_autoptr (LpModel) tiny = lp_test_tiny_model (3);
+      g_autoptr (GError) error = NULL;
+      g_autofree char *name = g_strdup_printf ("hf-bos-%zu", i);
+      g_autofree char *dir = g_build_filename (lp_test_tmpdir (), name, NULL);
+      g_assert_true (lp_hf_save (tiny, dir, NULL, &error));
+      g_autofree char *cfg = g_build_filename (dir, "config.json", NULL);
+      g_autofree char *text = NULL;
+      g_assert_true (g_file_get_contents (cfg, &text, NULL, NULL));
+      g_autofree char *with = g_strdup_printf ("{\"bos_token_id\" : %s, %s", ids[i][0], text + 1);
+      g_assert_true (g_file_set_contents (cfg, with, -1, NULL));
+      g_autofree char *err_hf = NULL;
+      g_assert_cmpint (lp_test_run_cli (NULL, &err_hf, "inspect", dir, NULL), ==, 0);
+      if (ids[i][1] == NULL)
+        g_assert_cmpstr (err_hf, ==, "");
+      else
+        {
+          g_autofree char *w = g_strdup_printf ("config.json: key bos_token_id: expected a token id below the vocabulary "
+                                                "size 64, found %s; ignored\n", ids[i][1]);
+          g_assert_true (g_str_has_suffix (err_hf, w));
+        }
+    }
 }
 
 int
