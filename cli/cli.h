@@ -20,6 +20,10 @@ typedef struct {
  * after the options. */
 gboolean lp_cli_parse (const char *command, const char *params, const char *summary,
                        const char *description, const GOptionEntry *entries, int *argc, char ***argv);
+/* A copy of `entries` (g_free it) whose int, int64 and double options are
+ * read strictly: non-negative integers in range, finite numbers >= 0; the
+ * group's user data must be `entries` itself (numbers.c). */
+GOptionEntry *lp_cli_number_entries (const GOptionEntry *entries);
 /* Print "llmpress: <message>" on stderr and return LP_EXIT_FAILURE. */
 int lp_cli_fail (GError *error);
 /* Print a usage error for `command` and return LP_EXIT_USAGE. */
@@ -30,16 +34,22 @@ int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &(var),                                              \
     "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" }
 
-/* --type (f32, f16, bf16; NULL: keep) and --format (gguf, hf or safetensors,
- * llama2c; NULL: from the path) into *out; on a bad value print a usage error
- * for `command` and return FALSE (the caller returns LP_EXIT_USAGE). */
-gboolean lp_cli_save_options (const char *command, const char *type, const char *format,
+/* --type (f32, f16, bf16; NULL: keep), --format (gguf, hf or safetensors,
+ * llama2c; NULL: from the path) and --f16-overflow (error, clamp; NULL:
+ * error) into *out; on a bad value print a usage error for `command` and
+ * return FALSE (the caller returns LP_EXIT_USAGE). */
+gboolean lp_cli_save_options (const char *command, const char *type, const char *format, const char *overflow,
                               LpSaveOptions *out);
+/* The --f16-overflow option of the commands that write a model. */
+#define LP_CLI_OVERFLOW_ENTRY(var)                                                                 \
+  { "f16-overflow", 0, 0, G_OPTION_ARG_STRING, &(var),                                             \
+    "A value beyond f16's range (|x| > 65504): error (default) or clamp (to +-65504, counted)", "MODE" }
 /* lp_model_save, then one summary line on stdout; on failure nothing new is
  * left at `path`. */
 gboolean lp_cli_save_model (LpModel *model, const char *path, const LpSaveOptions *options,
                             GError **error);
-/* "512M", "8G", "1.5GiB", "4096" in bytes. */
+/* "512M", "8G", "1.5GiB", "4096" in bytes; FALSE for anything else, a
+ * negative or non-finite number, or 2^64 bytes and more (numbers.c). */
 gboolean lp_cli_parse_size (const char *text, guint64 *out);
 /* The pass registry, with refused plugins reported on stderr when asked. */
 struct _LpRegistry *lp_cli_registry (gboolean report_rejects);

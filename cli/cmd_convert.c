@@ -8,12 +8,13 @@
 int
 lp_cmd_convert (int argc, char **argv)
 {
-  g_autofree char *type = NULL, *format = NULL, *tokenizer = NULL, *quant_format = NULL;
+  g_autofree char *type = NULL, *format = NULL, *tokenizer = NULL, *quant_format = NULL, *overflow = NULL;
   const GOptionEntry entries[] = {
     { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Store float tensors as f32, f16 or bf16 (default: as read)", "TYPE" },
     { "format", 'f', 0, G_OPTION_ARG_STRING, &format, "Output format: gguf, hf (safetensors) or llama2c (default: from OUT)", "FORMAT" },
     { "quant-format", 0, 0, G_OPTION_ARG_STRING, &quant_format,
       "Integer-grid layers in a safetensors directory: gptq (default) or compressed-tensors", "QFORMAT" },
+    LP_CLI_OVERFLOW_ENTRY (overflow),
     LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
   };
@@ -28,7 +29,7 @@ lp_cmd_convert (int argc, char **argv)
     return lp_cli_usage_error ("convert", "expected IN and OUT, found %d argument%s", argc - 1, argc == 2 ? "" : "s");
 
   LpSaveOptions save;
-  if (!lp_cli_save_options ("convert", type, format, &save))
+  if (!lp_cli_save_options ("convert", type, format, overflow, &save))
     return LP_EXIT_USAGE;
   if (quant_format != NULL && strcmp (quant_format, "gptq") != 0 && strcmp (quant_format, "compressed-tensors") != 0)
     return lp_cli_usage_error ("convert", "--quant-format: expected gptq or compressed-tensors, found '%s'", quant_format);

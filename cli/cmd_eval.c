@@ -5,6 +5,7 @@
 #include <json-glib/json-glib.h>
 
 #include "cli.h"
+#include "lp-internal.h"
 
 static char *opt_data, *opt_reference, *opt_backend, *opt_tokenizer;
 static int opt_ctx, opt_max_windows;
@@ -23,8 +24,10 @@ static const GOptionEntry entries[] = {
   { NULL }
 };
 
-static void
-print_json (const char *model_path, const LpEvalResult *r)
+/* The result as JSON text; non-finite numbers go out as null, named in an
+ * "error" member and in `bad`. */
+static char *
+eval_json (const char *model_path, const LpEvalResult *r, GString *bad)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -34,7 +37,7 @@ print_json (const char *model_path, const LpEvalResult *r)
   json_builder_add_string_value (b, opt_data);
   json_builder_set_member_name (b, "convention");
   json_builder_add_string_value (b, opt_llama_cpp ? "llama.cpp" : "all-after-bos");
-#define NUM(name, v) (json_builder_set_member_name (b, name), json_builder_add_double_value (b, v))
+#define NUM(name, v) lp_json_add_finite (b, name, v, bad)
 #define INT(name, v) (json_builder_set_member_name (b, name), json_builder_add_int_value (b, v))
   INT ("ctx", r->ctx);
   INT ("windows", r->n_windows);
@@ -54,13 +57,13 @@ print_json (const char *model_path, const LpEvalResult *r)
   NUM ("tokens_per_s", r->tokens_per_s);
 #undef NUM
 #undef INT
+  lp_json_add_nonfinite_error (b, bad);
   json_builder_end_object (b);
   g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = json_builder_get_root (b);
   json_generator_set_root (gen, root);
   json_generator_set_pretty (gen, TRUE);
-  g_autofree char *s = json_generator_to_data (gen, NULL);
-  printf ("%s\n", s);
+  return json_generator_to_data (gen, NULL);
 }
 
 int
@@ -69,7 +72,9 @@ lp_cmd_eval (int argc, char **argv)
   if (!lp_cli_parse ("eval", "MODEL", "Measure a model's perplexity on a data set.",
                      "Windows are BOS + (ctx-1) tokens, every token after BOS scored; with --llama-cpp,\n"
                      "chunks of ctx tokens whose first becomes BOS and whose second half is scored,\n"
-                     "as llama-perplexity does.\n\n"
+                     "as llama-perplexity does.  A result that is NaN or infinite (a broken model)\n"
+                     "fails with exit status 1; --json then still prints JSON, with null for such\n"
+                     "numbers and an \"error\" member naming them.\n\n"
                      "Example:\n  llmpress eval stories260K.bin --data valid.tok512.u16 --ctx 512",
                      entries, &argc, &argv))
     return LP_EXIT_USAGE;
@@ -96,9 +101,18 @@ lp_cmd_eval (int argc, char **argv)
   LpEvalResult r;
   if (!lp_eval_run (model, (const gint32 *) tokens->data, tokens->len, &eo, &r, &error))
     return lp_cli_fail (error);
+  /* The JSON is made either way: it names the numbers that are not finite. */
+  g_autoptr (GString) bad = g_string_new (NULL);
+  g_autofree char *json = eval_json (argv[1], &r, bad);
   if (opt_json)
-    print_json (argv[1], &r);
-  else
+    printf ("%s\n", json);
+  /* A model whose outputs are NaN or infinite fails, whatever the format. */
+  if (bad->len > 0)
+    {
+      fprintf (stderr, "llmpress: %s: not finite: %s\n", argv[1], bad->str);
+      return LP_EXIT_FAILURE;
+    }
+  if (!opt_json)
     {
       printf ("model        %s\n", argv[1]);
       printf ("data         %s (%u tokens)\n", opt_data, tokens->len);

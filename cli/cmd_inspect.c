@@ -7,6 +7,7 @@
 #include <json-glib/json-glib.h>
 
 #include "cli.h"
+#include "lp-internal.h"
 
 static const char *
 rope_scaling_name (LpRopeScalingType t)
@@ -148,6 +149,8 @@ print_json (LpModel *model)
   const LpModelConfig *c = lp_model_config (model);
   LpMeta *meta = lp_model_meta (model);
   g_autoptr (JsonBuilder) b = json_builder_new ();
+  /* Loading checked the config, so this stays empty; if not, null + "error". */
+  g_autoptr (GString) bad = g_string_new (NULL);
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "path");
   json_builder_add_string_value (b, lp_model_source (model));
@@ -168,29 +171,24 @@ print_json (LpModel *model)
       json_builder_set_member_name (b, ints[i].name);
       json_builder_add_int_value (b, ints[i].v);
     }
-  json_builder_set_member_name (b, "rope_theta");
-  json_builder_add_double_value (b, c->rope_theta);
+  lp_json_add_finite (b, "rope_theta", c->rope_theta, bad);
   json_builder_set_member_name (b, "rope_scaling");
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "type");
   json_builder_add_string_value (b, rope_scaling_name (c->rope_scaling));
   if (c->rope_scaling != LP_ROPE_SCALING_NONE)
     {
-      json_builder_set_member_name (b, "factor");
-      json_builder_add_double_value (b, c->rope_factor);
+      lp_json_add_finite (b, "factor", c->rope_factor, bad);
     }
   if (c->rope_scaling == LP_ROPE_SCALING_LLAMA3)
     {
-      json_builder_set_member_name (b, "low_freq_factor");
-      json_builder_add_double_value (b, c->rope_low_freq_factor);
-      json_builder_set_member_name (b, "high_freq_factor");
-      json_builder_add_double_value (b, c->rope_high_freq_factor);
+      lp_json_add_finite (b, "low_freq_factor", c->rope_low_freq_factor, bad);
+      lp_json_add_finite (b, "high_freq_factor", c->rope_high_freq_factor, bad);
       json_builder_set_member_name (b, "original_context_length");
       json_builder_add_int_value (b, c->rope_orig_ctx);
     }
   json_builder_end_object (b);
-  json_builder_set_member_name (b, "rms_eps");
-  json_builder_add_double_value (b, c->norm_eps);
+  lp_json_add_finite (b, "rms_eps", c->norm_eps, bad);
   json_builder_set_member_name (b, "tied_embeddings");
   json_builder_add_boolean_value (b, c->tied_embeddings);
   json_builder_end_object (b);
@@ -201,8 +199,7 @@ print_json (LpModel *model)
   json_builder_add_int_value (b, n_params);
   json_builder_set_member_name (b, "n_bytes");
   json_builder_add_int_value (b, (gint64) n_bytes);
-  json_builder_set_member_name (b, "bits_per_weight");
-  json_builder_add_double_value (b, bits_per_weight (n_bytes, n_params));
+  lp_json_add_finite (b, "bits_per_weight", bits_per_weight (n_bytes, n_params), bad);
 
   json_builder_set_member_name (b, "tensors");
   json_builder_begin_array (b);
@@ -222,8 +219,7 @@ print_json (LpModel *model)
       json_builder_add_string_value (b, lp_dtype_name (t->dtype));
       json_builder_set_member_name (b, "bytes");
       json_builder_add_int_value (b, (gint64) bytes);
-      json_builder_set_member_name (b, "bits_per_weight");
-      json_builder_add_double_value (b, bits_per_weight (bytes, lp_tensor_n_elements (t)));
+      lp_json_add_finite (b, "bits_per_weight", bits_per_weight (bytes, lp_tensor_n_elements (t)), bad);
       json_builder_end_object (b);
     }
   json_builder_end_array (b);
@@ -247,6 +243,7 @@ print_json (LpModel *model)
     json_builder_add_null_value (b);
   json_builder_set_member_name (b, "n_metadata_keys");
   json_builder_add_int_value (b, lp_meta_n_keys (meta));
+  lp_json_add_nonfinite_error (b, bad);
   json_builder_end_object (b);
 
   g_autoptr (JsonNode) root = json_builder_get_root (b);

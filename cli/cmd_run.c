@@ -74,33 +74,6 @@ load_graph (const char *command, SpecArgs *a, int argc, char **argv, LpRegistry 
   return g;
 }
 
-gboolean
-lp_cli_parse_size (const char *text, guint64 *out)
-{
-  char *end = NULL;
-  double v = g_ascii_strtod (text, &end);
-  if (end == text || v < 0)
-    return FALSE;
-  guint64 mult = 1;
-  switch (g_ascii_toupper (*end))
-    {
-    case '\0': break;
-    case 'K': mult = 1ull << 10; end++; break;
-    case 'M': mult = 1ull << 20; end++; break;
-    case 'G': mult = 1ull << 30; end++; break;
-    case 'T': mult = 1ull << 40; end++; break;
-    default: return FALSE;
-    }
-  if (*end == 'i' || *end == 'I')
-    end++;
-  if (*end == 'B' || *end == 'b')
-    end++;
-  if (*end != '\0')
-    return FALSE;
-  *out = (guint64) (v * (double) mult);
-  return TRUE;
-}
-
 static LpRun *running;
 
 static void
@@ -141,7 +114,7 @@ lp_cmd_run (int argc, char **argv)
     return (spec_args_clear (&a), LP_EXIT_USAGE);
   guint64 memory_limit = 0;
   if (mem != NULL && !lp_cli_parse_size (mem, &memory_limit))
-    return (spec_args_clear (&a), lp_cli_usage_error ("run", "--memory-limit %s: expected a size such as 512M or 8G", mem));
+    return (spec_args_clear (&a), lp_cli_usage_error ("run", "--memory-limit: expected a size below 16 EiB such as 512M or 8G, found '%s'", mem));
   if (jobs < 1)
     return (spec_args_clear (&a), lp_cli_usage_error ("run", "--jobs %d: expected at least 1", jobs));
   g_autoptr (LpRegistry) reg = lp_cli_registry (!quiet);

@@ -46,7 +46,7 @@ lp_cmd_synth (int argc, char **argv)
                                G_MAXUINT64, seed);
 
   LpSaveOptions save;
-  if (!lp_cli_save_options ("synth", type, format, &save))
+  if (!lp_cli_save_options ("synth", type, format, NULL, &save))
     return LP_EXIT_USAGE;
   GError *error = NULL;
   g_autoptr (LpModel) model = lp_model_synth (&o, &error);

@@ -46,8 +46,14 @@ lp_cli_parse (const char *command, const char *params, const char *summary, cons
   g_option_context_set_summary (ctx, summary);
   if (description)
     g_option_context_set_description (ctx, description);
-  if (entries)
-    g_option_context_add_main_entries (ctx, entries, NULL);
+  /* Every number option is read by lp_cli_number_entries (numbers.c). */
+  g_autofree GOptionEntry *checked = entries ? lp_cli_number_entries (entries) : NULL;
+  if (checked)
+    {
+      GOptionGroup *main_group = g_option_group_new (NULL, NULL, NULL, (gpointer) entries, NULL);
+      g_option_group_add_entries (main_group, checked);
+      g_option_context_set_main_group (ctx, main_group);
+    }
   GError *error = NULL;
   if (!g_option_context_parse (ctx, argc, argv, &error))
     {

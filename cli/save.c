@@ -3,12 +3,14 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <glib/gstdio.h>
 
 #include "cli.h"
 
 gboolean
-lp_cli_save_options (const char *command, const char *type, const char *format, LpSaveOptions *out)
+lp_cli_save_options (const char *command, const char *type, const char *format, const char *overflow,
+                     LpSaveOptions *out)
 {
   *out = (LpSaveOptions) LP_SAVE_OPTIONS_INIT;
   if (type != NULL)
@@ -21,6 +23,12 @@ lp_cli_save_options (const char *command, const char *type, const char *format, 
         }
       out->dtype = t;
     }
+  if (overflow != NULL && strcmp (overflow, "error") != 0 && strcmp (overflow, "clamp") != 0)
+    {
+      lp_cli_usage_error (command, "--f16-overflow: expected error or clamp, found '%s'", overflow);
+      return FALSE;
+    }
+  out->overflow = g_strcmp0 (overflow, "clamp") == 0 ? LP_OVERFLOW_CLAMP : LP_OVERFLOW_ERROR;
   if (format != NULL && !lp_format_from_name (format, &out->format))
     {
       lp_cli_usage_error (command, "--format: expected gguf, hf (or safetensors) or llama2c, found '%s'", format);

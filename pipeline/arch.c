@@ -185,45 +185,118 @@ lp_model_config_init (LpModelConfig *c, LpArch arch)
   c->ctx_len = 2048;
 }
 
-gboolean
-lp_model_config_check (const LpModelConfig *c, const char *source, GError **error)
+/* The largest rope theta accepted: real models use 1e4 .. 1e8; past this a
+ * file is broken, not long-context. */
+#define LP_MAX_ROPE_THETA 1e12
+
+/* What a field is called when the caller has no key names. */
+static const char *const config_what[LP_CONFIG_N_KEYS] = {
+  [LP_CONFIG_VOCAB] = "vocabulary size", [LP_CONFIG_DIM] = "model dimension",
+  [LP_CONFIG_FFN] = "feed-forward dimension", [LP_CONFIG_LAYERS] = "layer count",
+  [LP_CONFIG_HEADS] = "head count", [LP_CONFIG_KV_HEADS] = "key/value head count",
+  [LP_CONFIG_HEAD_DIM] = "head dimension", [LP_CONFIG_CTX] = "context length",
+  [LP_CONFIG_EPS] = "rms epsilon", [LP_CONFIG_THETA] = "rope theta",
+  [LP_CONFIG_ROPE_FACTOR] = "rope scaling factor", [LP_CONFIG_ROPE_LOW] = "rope low_freq_factor",
+  [LP_CONFIG_ROPE_HIGH] = "rope high_freq_factor", [LP_CONFIG_ROPE_ORIG] = "rope original context length",
+};
+
+/* "key hidden_size" when the caller named it, else "model dimension". */
+static char *
+config_key (const char *const *keys, int field)
 {
-  struct { const char *what; gint64 v; gint64 max; } dims[] = {
-    { "vocabulary size", c->n_vocab, 1 << 24 },
-    { "model dimension", c->dim, 1 << 20 },
-    { "feed-forward dimension", c->ffn_dim, 1 << 22 },
-    { "layer count", c->n_layers, 1 << 12 },
-    { "head count", c->n_heads, 1 << 12 },
-    { "key/value head count", c->n_kv_heads, 1 << 12 },
-    { "head dimension", c->head_dim, 1 << 14 },
-    { "context length", c->ctx_len, 1 << 26 },
+  return keys != NULL && keys[field] != NULL ? g_strdup_printf ("key %s", keys[field]) : g_strdup (config_what[field]);
+}
+
+static gboolean
+config_refuse (const char *source, const char *const *keys, int field, const char *expected, double found,
+               GError **error)
+{
+  g_autofree char *k = config_key (keys, field);
+  lp_set_error (error, LP_ERROR_FORMAT, "%s: %s: expected %s, found %.17g", source, k, expected, found);
+  return FALSE;
+}
+
+/* field's value `found` is not a multiple of field `of`'s value. */
+static gboolean
+config_not_multiple (const char *source, const char *const *keys, int field, gint64 found, int of, gint64 divisor,
+                     const char *when, GError **error)
+{
+  g_autofree char *k = config_key (keys, field);
+  g_autofree char *k_of = config_key (keys, of);
+  lp_set_error (error, LP_ERROR_FORMAT, "%s: %s: expected a multiple of the %s (%" G_GINT64_FORMAT ")%s, found %" G_GINT64_FORMAT,
+                source, k, k_of, divisor, when, found);
+  return FALSE;
+}
+
+gboolean
+lp_model_config_check_keys (const LpModelConfig *c, const char *source, const char *const *keys, GError **error)
+{
+  struct { int field; gint64 v; gint64 max; } dims[] = {
+    { LP_CONFIG_VOCAB, c->n_vocab, 1 << 24 },
+    { LP_CONFIG_DIM, c->dim, 1 << 20 },
+    { LP_CONFIG_FFN, c->ffn_dim, 1 << 22 },
+    { LP_CONFIG_LAYERS, c->n_layers, 1 << 12 },
+    { LP_CONFIG_HEADS, c->n_heads, 1 << 12 },
+    { LP_CONFIG_KV_HEADS, c->n_kv_heads, 1 << 12 },
+    { LP_CONFIG_HEAD_DIM, c->head_dim, 1 << 14 },
+    { LP_CONFIG_CTX, c->ctx_len, 1 << 26 },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (dims); i++)
     if (dims[i].v <= 0 || dims[i].v > dims[i].max)
       {
+        g_autofree char *k = config_key (keys, dims[i].field);
         lp_set_error (error, LP_ERROR_FORMAT, "%s: %s: expected 1..%" G_GINT64_FORMAT ", found %" G_GINT64_FORMAT,
-                      source, dims[i].what, dims[i].max, dims[i].v);
+                      source, k, dims[i].max, dims[i].v);
         return FALSE;
       }
   if (c->n_heads % c->n_kv_heads != 0)
-    {
-      lp_set_error (error, LP_ERROR_FORMAT,
-                    "%s: head count %" G_GINT64_FORMAT " is not a multiple of key/value head count %" G_GINT64_FORMAT,
-                    source, c->n_heads, c->n_kv_heads);
-      return FALSE;
-    }
+    return config_not_multiple (source, keys, LP_CONFIG_HEADS, c->n_heads, LP_CONFIG_KV_HEADS, c->n_kv_heads, "", error);
   if (c->head_dim % 2 != 0)
     {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: head dimension must be even for RoPE, found %" G_GINT64_FORMAT,
-                    source, c->head_dim);
+      g_autofree char *k = config_key (keys, LP_CONFIG_HEAD_DIM);
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: %s: expected an even head dimension (RoPE rotates pairs), found %" G_GINT64_FORMAT,
+                    source, k, c->head_dim);
       return FALSE;
     }
-  if (!(c->norm_eps > 0 && c->norm_eps < 1) || !(c->rope_theta > 0) || !isfinite (c->rope_theta))
+  /* NaN fails every comparison, so each test is written to pass only for
+   * the good values. */
+  if (!(c->norm_eps > 0 && c->norm_eps < 1))
+    return config_refuse (source, keys, LP_CONFIG_EPS, "a number in (0, 1)", c->norm_eps, error);
+  if (!(c->rope_theta > 0 && c->rope_theta <= LP_MAX_ROPE_THETA))
+    return config_refuse (source, keys, LP_CONFIG_THETA, "a number in (0, 1e12]", c->rope_theta, error);
+  if (c->rope_scaling != LP_ROPE_SCALING_NONE && !(c->rope_factor > 0 && isfinite (c->rope_factor)))
+    return config_refuse (source, keys, LP_CONFIG_ROPE_FACTOR, "a finite number > 0", c->rope_factor, error);
+  if (c->rope_scaling == LP_ROPE_SCALING_LLAMA3)
     {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: expected 0 < rms epsilon < 1 and rope theta > 0, found %g and %g",
-                    source, c->norm_eps, c->rope_theta);
-      return FALSE;
+      if (!(c->rope_low_freq_factor > 0 && isfinite (c->rope_low_freq_factor)))
+        return config_refuse (source, keys, LP_CONFIG_ROPE_LOW, "a finite number > 0", c->rope_low_freq_factor, error);
+      if (!(c->rope_high_freq_factor > c->rope_low_freq_factor && isfinite (c->rope_high_freq_factor)))
+        {
+          g_autofree char *low = config_key (keys, LP_CONFIG_ROPE_LOW);
+          g_autofree char *expected = g_strdup_printf ("a finite number above the %s (%g)", low, c->rope_low_freq_factor);
+          return config_refuse (source, keys, LP_CONFIG_ROPE_HIGH, expected, c->rope_high_freq_factor, error);
+        }
+      if (c->rope_orig_ctx <= 0 || c->rope_orig_ctx > (1 << 26))
+        return config_refuse (source, keys, LP_CONFIG_ROPE_ORIG, "1..67108864", (double) c->rope_orig_ctx, error);
     }
+  return TRUE;
+}
+
+gboolean
+lp_model_config_check (const LpModelConfig *c, const char *source, GError **error)
+{
+  return lp_model_config_check_keys (c, source, NULL, error);
+}
+
+gboolean
+lp_model_config_derive_head_dim (LpModelConfig *c, const char *source, const char *const *keys, GError **error)
+{
+  if (c->head_dim != 0 || c->n_heads <= 0)
+    return TRUE;
+  if (c->dim % c->n_heads != 0)
+    return config_not_multiple (source, keys, LP_CONFIG_DIM, c->dim, LP_CONFIG_HEADS, c->n_heads,
+                                " when no head dimension is given", error);
+  c->head_dim = c->dim / c->n_heads;
   return TRUE;
 }
 
@@ -300,6 +373,40 @@ lp_model_config_to_meta (const LpModelConfig *c, LpMeta *meta)
 }
 
 gboolean
+lp_model_config_check_gguf (const LpModelConfig *c, const LpMeta *meta, const char *source, GError **error)
+{
+  static const char *const suffix[LP_CONFIG_N_KEYS] = {
+    [LP_CONFIG_VOCAB] = "vocab_size", [LP_CONFIG_DIM] = "embedding_length",
+    [LP_CONFIG_FFN] = "feed_forward_length", [LP_CONFIG_LAYERS] = "block_count",
+    [LP_CONFIG_HEADS] = "attention.head_count", [LP_CONFIG_KV_HEADS] = "attention.head_count_kv",
+    [LP_CONFIG_HEAD_DIM] = "attention.key_length", [LP_CONFIG_CTX] = "context_length",
+    [LP_CONFIG_EPS] = "attention.layer_norm_rms_epsilon", [LP_CONFIG_THETA] = "rope.freq_base",
+    [LP_CONFIG_ROPE_FACTOR] = "rope.scaling.factor",
+  };
+  char *keys[LP_CONFIG_N_KEYS] = { NULL };
+  for (int i = 0; i < LP_CONFIG_N_KEYS; i++)
+    {
+      /* Only keys the file has: a derived value is named by what it is. */
+      if (suffix[i] != NULL)
+        keys[i] = arch_key (c, suffix[i]);
+      if (keys[i] != NULL && !lp_meta_has (meta, keys[i]))
+        g_clear_pointer (&keys[i], g_free);
+    }
+  if (c->rope_scaling == LP_ROPE_SCALING_LLAMA3)
+    {
+      g_free (keys[LP_CONFIG_ROPE_FACTOR]);
+      keys[LP_CONFIG_ROPE_FACTOR] = g_strdup ("llmpress.rope.llama3.factor");
+      keys[LP_CONFIG_ROPE_LOW] = g_strdup ("llmpress.rope.llama3.low_freq_factor");
+      keys[LP_CONFIG_ROPE_HIGH] = g_strdup ("llmpress.rope.llama3.high_freq_factor");
+      keys[LP_CONFIG_ROPE_ORIG] = g_strdup ("llmpress.rope.llama3.original_context_length");
+    }
+  gboolean ok = lp_model_config_check_keys (c, source, (const char *const *) keys, error);
+  for (int i = 0; i < LP_CONFIG_N_KEYS; i++)
+    g_free (keys[i]);
+  return ok;
+}
+
+gboolean
 lp_model_config_from_meta (LpModelConfig *c, const LpMeta *meta, const char *source, GError **error)
 {
   const char *arch_name = lp_meta_get_string (meta, "general.architecture");
@@ -348,8 +455,11 @@ lp_model_config_from_meta (LpModelConfig *c, const LpMeta *meta, const char *sou
     }
   if (c->n_kv_heads == 0)
     c->n_kv_heads = c->n_heads;
-  if (c->head_dim == 0 && c->n_heads > 0)
-    c->head_dim = c->dim / c->n_heads;
+  g_autofree char *k_dim = arch_key (c, "embedding_length");
+  g_autofree char *k_heads = arch_key (c, "attention.head_count");
+  const char *keys[LP_CONFIG_N_KEYS] = { [LP_CONFIG_DIM] = k_dim, [LP_CONFIG_HEADS] = k_heads };
+  if (!lp_model_config_derive_head_dim (c, source, keys, error))
+    return FALSE;
 
   g_autofree char *k_eps = arch_key (c, "attention.layer_norm_rms_epsilon");
   g_autofree char *k_theta = arch_key (c, "rope.freq_base");

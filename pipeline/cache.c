@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <utime.h>
 #include <glib/gstdio.h>
@@ -404,7 +405,7 @@ lp_metrics_from_ini (const char *data, const char *path, GError **error)
       else if (ok && g_str_has_prefix (text, "i64:"))
         v->type = LP_VALUE_I64, ok = g_ascii_string_to_signed (val, 10, G_MININT64, G_MAXINT64, &v->i, NULL);
       else if (ok && g_str_has_prefix (text, "f64:"))
-        v->type = LP_VALUE_F64, v->f = g_ascii_strtod (val, NULL);
+        v->type = LP_VALUE_F64, v->f = g_ascii_strtod (val, NULL), ok = isfinite (v->f);
       else if (ok && g_str_has_prefix (text, "bool"))
         v->type = LP_VALUE_BOOL, v->u = strcmp (val, "true") == 0;
       else if (ok && g_str_has_prefix (text, "str:"))

@@ -542,6 +542,8 @@ build_model (GgufParse *g, LpModel *model, GBytes *all, GError **error)
         }
       c.n_vocab = emb->shape[0];
     }
+  if (!lp_model_config_check_gguf (&c, g->meta, path, error))
+    return NULL;
   c.tied_embeddings = find_info (g, "output.weight") == NULL;
   *lp_model_config_mut (model) = c;
   for (guint i = 0; i < g->tensors->len; i++)

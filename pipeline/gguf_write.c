@@ -20,6 +20,8 @@ typedef struct {
   LpDType dtype;    /* type written (converted from src->dtype when different) */
   guint64 n_bytes;
   guint64 offset;   /* from the start of the data section */
+  LpOverflow overflow;  /* converting to f16/bf16 */
+  guint64 *n_clamped;   /* counts values clamped (may be NULL) */
 } OutTensor;
 
 static void
@@ -363,7 +365,7 @@ write_tensor (LpAtomicFile *af, const char *path, const OutTensor *o, guint64 *p
 {
   static const guint8 zeros[LP_GGUF_DEFAULT_ALIGNMENT] = { 0 };
   /* Converted one at a time, so an f16 copy of the whole model never exists. */
-  g_autoptr (LpTensor) t = o->dtype == o->src->dtype ? lp_tensor_ref (o->src) : lp_tensor_convert (o->src, o->dtype, error);
+  g_autoptr (LpTensor) t = lp_tensor_convert_range (o->src, o->dtype, o->overflow, o->n_clamped, error);
   if (t == NULL)
     {
       lp_error_prefix (error, path);
@@ -394,8 +396,17 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
   g_autoptr (GArray) tensors = plan_tensors (model, path, dtype, error);
   if (tensors == NULL)
     return FALSE;
+  guint64 clamped = 0;
+  for (guint i = 0; i < tensors->len; i++)
+    {
+      g_array_index (tensors, OutTensor, i).overflow = options != NULL ? options->overflow : LP_OVERFLOW_ERROR;
+      g_array_index (tensors, OutTensor, i).n_clamped = &clamped;
+    }
   g_autoptr (LpMeta) meta = file_meta (model, tensors);
-  return write_file (path, meta, lp_arch_info (lp_model_config (model)->arch)->name, tensors, error);
+  if (!write_file (path, meta, lp_arch_info (lp_model_config (model)->arch)->name, tensors, error))
+    return FALSE;
+  lp_warn_clamped (path, (LpDType) dtype, clamped);
+  return TRUE;
 }
 
 /* Header (keys in llama.cpp's order for `arch`), then the tensors. */

@@ -74,14 +74,38 @@ cfg_typed (const char *path, JsonObject *o, const char *prefix, const char *key,
   return NULL;
 }
 
+/* The number after "key": in the file at `path`, as written there, or NULL. */
+static char *
+cfg_number_text (const char *path, const char *key)
+{
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  return g_file_get_contents (path, &text, &len, NULL) ? lp_json_number_text (text, len, key) : NULL;
+}
+
 static gboolean
 cfg_int (const char *path, JsonObject *o, const char *prefix, const char *key, gboolean required,
          gint64 *out, GError **error)
 {
   gboolean ok = TRUE;
   JsonNode *n = cfg_typed (path, o, prefix, key, required, "an integer", G_TYPE_INT64, G_TYPE_INT64, &ok, error);
-  if (n != NULL)
-    *out = json_node_get_int (n);
+  if (n == NULL)
+    return ok;
+  *out = json_node_get_int (n);
+  /* json-glib wraps what does not fit 64 bits (2^64 reads as -1) and no
+   * size is above 2^53: say what the file holds, as written there. */
+  const gint64 max = G_GINT64_CONSTANT (1) << 53;
+  if (*out < 0 || *out > max)
+    {
+      g_autofree char *raw = cfg_number_text (path, key);
+      g_autofree char *printed = g_strdup_printf ("%" G_GINT64_FORMAT, *out);
+      if (*out > max || raw == NULL || strcmp (raw, printed) != 0)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: key %s%s: expected an integer of at most 2^53, found %s", path,
+                        prefix, key, raw ? raw : printed);
+          return FALSE;
+        }
+    }
   return ok;
 }
 
@@ -222,15 +246,26 @@ cfg_read (const char *path, JsonObject *o, LpModelConfig *c, GError **error)
     return FALSE;
   if (c->n_kv_heads == 0)
     c->n_kv_heads = c->n_heads;
-  if (c->head_dim == 0 && c->n_heads > 0)
-    c->head_dim = c->dim / c->n_heads;
-  return lp_model_config_check (c, path, error);
+  const char *keys[LP_CONFIG_N_KEYS] = {
+    [LP_CONFIG_VOCAB] = "vocab_size", [LP_CONFIG_DIM] = "hidden_size", [LP_CONFIG_FFN] = "intermediate_size",
+    [LP_CONFIG_LAYERS] = "num_hidden_layers", [LP_CONFIG_HEADS] = "num_attention_heads",
+    [LP_CONFIG_KV_HEADS] = "num_key_value_heads", [LP_CONFIG_CTX] = "max_position_embeddings",
+    [LP_CONFIG_EPS] = "rms_norm_eps", [LP_CONFIG_THETA] = "rope_theta",
+    [LP_CONFIG_ROPE_FACTOR] = "rope_scaling.factor", [LP_CONFIG_ROPE_LOW] = "rope_scaling.low_freq_factor",
+    [LP_CONFIG_ROPE_HIGH] = "rope_scaling.high_freq_factor",
+    [LP_CONFIG_ROPE_ORIG] = "rope_scaling.original_max_position_embeddings",
+  };
+  /* A head dimension the file does not give is named by what it is. */
+  if (c->head_dim != 0)
+    keys[LP_CONFIG_HEAD_DIM] = "head_dim";
+  return lp_model_config_derive_head_dim (c, path, keys, error) && lp_model_config_check_keys (c, path, keys, error);
 }
 
 /* bos/eos from config.json when the tokenizer did not say (eos may be a list:
- * GGUF has one eos, the first). */
+ * GGUF has one eos, the first).  An id past the vocabulary is ignored with a
+ * warning, as lp_model_drop_bad_token_ids does for GGUF keys. */
 static void
-cfg_special_ids (JsonObject *o, const LpModelConfig *c, LpMeta *meta)
+cfg_special_ids (const char *path, JsonObject *o, const LpModelConfig *c, LpMeta *meta)
 {
   static const char *const keys[][2] = {
     { "bos_token_id", "tokenizer.ggml.bos_token_id" },
@@ -247,6 +282,15 @@ cfg_special_ids (JsonObject *o, const LpModelConfig *c, LpMeta *meta)
       gint64 id = json_node_get_int (n);
       if (id >= 0 && id < c->n_vocab)
         lp_meta_set_u32 (meta, keys[i][1], (guint32) id);
+      else
+        {
+          /* -1 means none; json-glib also reads 2^64 as -1. */
+          g_autofree char *raw = cfg_number_text (path, keys[i][0]);
+          if (id == -1 && g_strcmp0 (raw, "-1") == 0)
+            continue;
+          lp_warn ("%s: key %s: expected a token id below the vocabulary size %" G_GINT64_FORMAT ", found %s; ignored",
+                   path, keys[i][0], c->n_vocab, raw ? raw : "a number out of range");
+        }
     }
 }
 
@@ -758,7 +802,7 @@ lp_hf_load (const char *dir, GError **error)
     }
   else if (g_file_test (tok_json, G_FILE_TEST_EXISTS) && !lp_tokenizer_read_hf (tok_json, meta, error))
     return NULL;
-  cfg_special_ids (cfg, &c, meta);
+  cfg_special_ids (cfg_path, cfg, &c, meta);
   return g_steal_pointer (&model);
 }
 
@@ -1055,6 +1099,8 @@ typedef struct {
   guint64 bytes;
   guint shard;
   LpTensor *ready; /* owned, written as it is (a GPTQ part), or NULL */
+  LpOverflow overflow; /* converting to f16/bf16 */
+  guint64 *n_clamped;  /* counts values clamped */
 } PlanItem;
 
 
@@ -1233,7 +1279,7 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
           g_ptr_array_add (out, lp_tensor_ref (it->ready));
           continue;
         }
-      g_autoptr (LpTensor) conv = lp_tensor_convert (it->src, it->dtype, error);
+      g_autoptr (LpTensor) conv = lp_tensor_convert_range (it->src, it->dtype, it->overflow, it->n_clamped, error);
       if (conv == NULL)
         return FALSE;
       g_autoptr (LpTensor) perm = g_hash_table_contains (permute, it->src->name)
@@ -1292,6 +1338,12 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
   if (plan == NULL)
     return FALSE;
   guint n_shards = plan_shards (plan, max_shard_bytes);
+  guint64 clamped = 0;
+  for (guint i = 0; i < plan->len; i++)
+    {
+      ((PlanItem *) plan->pdata[i])->overflow = options != NULL ? options->overflow : LP_OVERFLOW_ERROR;
+      ((PlanItem *) plan->pdata[i])->n_clamped = &clamped;
+    }
   LpDType torch_dtype = LP_DTYPE_F32;
   for (guint i = 0; i < plan->len; i++)
     if (is_float (((PlanItem *) plan->pdata[i])->dtype))
@@ -1320,7 +1372,10 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
     goto fail;
   if (lp_meta_has (meta, "tokenizer.ggml.tokens") && !lp_tokenizer_write_hf (meta, tmp, error))
     goto fail;
-  return lp_atomic_dir_commit (ad, error);
+  if (!lp_atomic_dir_commit (ad, error))
+    return FALSE;
+  lp_warn_clamped (dir, (LpDType) want, clamped);
+  return TRUE;
 
 fail:
   lp_atomic_dir_abort (ad);

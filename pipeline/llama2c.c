@@ -109,14 +109,12 @@ lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error)
   c.n_vocab = h[5] < 0 ? -(gint64) h[5] : h[5];
   c.ctx_len = h[6];
   c.tied_embeddings = h[5] > 0;
-  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
-  if (c.n_heads > 0 && c.dim % c.n_heads != 0)
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: header: dim %" G_GINT64_FORMAT " is not a multiple of n_heads %" G_GINT64_FORMAT,
-                    path, c.dim, c.n_heads);
-      return NULL;
-    }
-  if (!lp_model_config_check (&c, path, error))
+  const char *keys[LP_CONFIG_N_KEYS] = {
+    [LP_CONFIG_DIM] = "header dim", [LP_CONFIG_FFN] = "header hidden_dim", [LP_CONFIG_LAYERS] = "header n_layers",
+    [LP_CONFIG_HEADS] = "header n_heads", [LP_CONFIG_KV_HEADS] = "header n_kv_heads",
+    [LP_CONFIG_VOCAB] = "header vocab_size", [LP_CONFIG_CTX] = "header seq_len",
+  };
+  if (!lp_model_config_derive_head_dim (&c, path, keys, error) || !lp_model_config_check_keys (&c, path, keys, error))
     return NULL;
 
   g_autoptr (LpModel) model = lp_model_new (&c);

@@ -43,6 +43,52 @@ JsonNode *lp_json_parse_object (const char *path, const char *where, const char 
                                 gsize base, GError **error);
 /* Read a whole JSON file whose root must be an object. */
 JsonNode *lp_json_load_object (const char *path, GError **error);
+/* Non-finite numbers (numbers.c).  lp_note_nonfinite: TRUE when v is
+ * finite, else appends "name=nan" (or inf, -inf) to `bad`, comma-separated. */
+gboolean lp_note_nonfinite (GString *bad, const char *name, double v);
+/* Member `name`: v, or null (noted in `bad`) when v is not finite. */
+void lp_json_add_finite (JsonBuilder *b, const char *name, double v, GString *bad);
+/* Member "error": "not finite: <bad>", when `bad` is not empty. */
+void lp_json_add_nonfinite_error (JsonBuilder *b, const GString *bad);
+/* FALSE and "metrics not finite: perplexity=nan, ..." when any float of
+ * `meta` is NaN or infinite. */
+gboolean lp_meta_check_finite (const LpMeta *meta, GError **error);
+/* The number after the first "key": in text[len] as written there (for
+ * messages about integers that JSON readers do not keep exactly), or NULL. */
+char *lp_json_number_text (const char *text, gsize len, const char *key);
+/* The fields of an LpModelConfig that lp_model_config_check_keys names. */
+enum {
+  LP_CONFIG_VOCAB, LP_CONFIG_DIM, LP_CONFIG_FFN, LP_CONFIG_LAYERS, LP_CONFIG_HEADS, LP_CONFIG_KV_HEADS,
+  LP_CONFIG_HEAD_DIM, LP_CONFIG_CTX, LP_CONFIG_EPS, LP_CONFIG_THETA, LP_CONFIG_ROPE_FACTOR, LP_CONFIG_ROPE_LOW,
+  LP_CONFIG_ROPE_HIGH, LP_CONFIG_ROPE_ORIG, LP_CONFIG_N_KEYS
+};
+/* lp_model_config_check with messages that name the file's key for each
+ * field (keys[LP_CONFIG_*], as the format spells it; NULL or a NULL entry:
+ * what the field is).  Refuses everything that leaves the forward pass
+ * undefined: sizes out of range, heads not a multiple of kv heads, an odd
+ * head dimension, rms epsilon outside (0, 1), rope theta outside (0, 1e12]
+ * or NaN, a rope scaling factor <= 0 or not finite, llama3 low/high
+ * frequency factors not 0 < low < high, an original context <= 0. */
+gboolean lp_model_config_check_keys (const LpModelConfig *c, const char *source, const char *const *keys,
+                                     GError **error);
+/* The same with the GGUF keys of c's architecture that `meta` holds. */
+gboolean lp_model_config_check_gguf (const LpModelConfig *c, const LpMeta *meta, const char *source, GError **error);
+/* head_dim = dim / n_heads when the file gave none; an error naming the
+ * keys when the heads do not divide the model dimension. */
+gboolean lp_model_config_derive_head_dim (LpModelConfig *c, const char *source, const char *const *keys,
+                                          GError **error);
+/* lp_tensor_convert choosing what a finite value beyond f16's (bf16's)
+ * range becomes: an error, or the largest finite value, counted in
+ * *n_clamped (may be NULL).  lp_tensor_convert refuses. */
+LpTensor *lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint64 *n_clamped,
+                                   GError **error);
+/* lp_warn that n values (n > 0) were clamped to dtype's range in `path`. */
+void lp_warn_clamped (const char *path, LpDType dtype, guint64 n);
+/* Special token ids (tokenizer.ggml.*_token_id) that are not a token of the
+ * vocabulary are removed with a warning naming the key, the value and the
+ * vocabulary size, as llama.cpp ignores them; -1 and 4294967295 mean
+ * "none" and stay, silently. */
+void lp_model_drop_bad_token_ids (LpModel *model);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 

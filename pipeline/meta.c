@@ -369,6 +369,11 @@ lp_meta_get_int (const LpMeta *meta, const char *key, gint64 *out, GError **erro
     *out = (gint64) v->u;
   else if (is_signed (v->type))
     *out = v->i;
+  else if (is_unsigned (v->type))
+    {
+      lp_set_error (error, LP_ERROR_FORMAT, "key %s: expected an integer below 2^63, found %" G_GUINT64_FORMAT, key, v->u);
+      return FALSE;
+    }
   else
     {
       lp_set_error (error, LP_ERROR_FORMAT, "key %s: expected an integer, found %s", key,

@@ -178,6 +178,14 @@ lp_model_validate (const LpModel *model, GError **error)
                           src, s->name, s->shape[0], s->shape[1], found);
           return FALSE;
         }
+      /* Integers are a packing (GPTQ's qweight), never weights themselves:
+       * read as numbers they would give a silently wrong model. */
+      if (t->dtype == LP_DTYPE_I8 || t->dtype == LP_DTYPE_I16 || t->dtype == LP_DTYPE_I32 || t->dtype == LP_DTYPE_I64)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected float or quantized weights, found integer type %s",
+                        src, s->name, lp_dtype_name (t->dtype));
+          return FALSE;
+        }
     }
   return TRUE;
 }

@@ -525,6 +525,9 @@ run_node (LpRun *run, NodeRun *nr, GError **error)
     }
   else if (!ok && e == NULL)
     lp_set_error (&e, LP_ERROR_FAILED, "pass %s failed without saying why", info->name);
+  /* A NaN perplexity is a broken model, not a result: fail, cache nothing. */
+  else if (ok && lp_artifact_get_metrics (ctx.output) != NULL)
+    ok = lp_meta_check_finite (lp_artifact_get_metrics (ctx.output), &e);
   if (ok && ctx.output)
     nr->artifact = lp_artifact_ref (ctx.output);
   lp_pass_context_clear (&ctx);
@@ -691,6 +694,7 @@ static JsonNode *
 metrics_json (const LpMeta *m)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autoptr (GString) bad = g_string_new (NULL);
   json_builder_begin_object (b);
   for (guint i = 0; i < lp_meta_n_keys (m); i++)
     {
@@ -706,7 +710,10 @@ metrics_json (const LpMeta *m)
           json_builder_add_int_value (b, v->i);
           break;
         case LP_VALUE_F32: case LP_VALUE_F64:
-          json_builder_add_double_value (b, v->f);
+          if (lp_note_nonfinite (bad, k, v->f))
+            json_builder_add_double_value (b, v->f);
+          else
+            json_builder_add_null_value (b);
           break;
         case LP_VALUE_BOOL:
           json_builder_add_boolean_value (b, v->u != 0);
@@ -718,6 +725,7 @@ metrics_json (const LpMeta *m)
           json_builder_add_null_value (b);
         }
     }
+  lp_json_add_nonfinite_error (b, bad);
   json_builder_end_object (b);
   return json_builder_get_root (b);
 }

@@ -1,6 +1,7 @@
 /* llmpress — named tensors over GBytes (owned memory or a mapped file slice). */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "lp-internal.h"
@@ -206,8 +207,53 @@ lp_tensor_dup_f32 (const LpTensor *t, GError **error)
   return out;
 }
 
+/* f32 into f16 or bf16 (little-endian) without ever making inf of a finite
+ * value: refused (naming the tensor, the element and its value) or clamped
+ * to the largest finite value.  Non-finite inputs are refused. */
+static gboolean
+to_half (const LpTensor *t, LpDType dtype, const float *f, guint8 *d, gint64 n, LpOverflow overflow,
+         guint64 *n_clamped, GError **error)
+{
+  const gboolean bf = dtype == LP_DTYPE_BF16;
+  const guint16 inf = bf ? 0x7f80 : 0x7c00, largest = inf - 1;
+  for (gint64 i = 0; i < n; i++)
+    {
+      guint16 h = bf ? lp_f32_to_bf16 (f[i]) : lp_f32_to_f16 (f[i]);
+      if ((h & 0x7fff) >= inf)
+        {
+          if (!isfinite (f[i]))
+            {
+              lp_set_error (error, LP_ERROR_INVALID,
+                            "tensor %s: element %" G_GINT64_FORMAT ": expected a finite number, found %s (the model is broken; f32 keeps it as it is)",
+                            t->name, i, isnan (f[i]) ? "nan" : f[i] > 0 ? "inf" : "-inf");
+              return FALSE;
+            }
+          if (overflow != LP_OVERFLOW_CLAMP)
+            {
+              lp_set_error (error, LP_ERROR_INVALID,
+                            "tensor %s: element %" G_GINT64_FORMAT ": expected a value within %s's range (|x| <= %g), found %.9g "
+                            "(clamp it with --f16-overflow=clamp or f16_overflow=clamp)",
+                            t->name, i, lp_dtype_name (dtype), bf ? 3.3895313892515355e38 : 65504.0, f[i]);
+              return FALSE;
+            }
+          h = largest | (f[i] < 0 ? 0x8000 : 0);
+          if (n_clamped != NULL)
+            (*n_clamped)++;
+        }
+      d[2 * i] = h & 0xff;
+      d[2 * i + 1] = h >> 8;
+    }
+  return TRUE;
+}
+
 LpTensor *
 lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error)
+{
+  return lp_tensor_convert_range (t, dtype, LP_OVERFLOW_ERROR, NULL, error);
+}
+
+LpTensor *
+lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint64 *n_clamped, GError **error)
 {
   if (t->dtype == dtype)
     return lp_tensor_ref (t);
@@ -217,7 +263,10 @@ lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error)
   LpTensor *out = lp_tensor_new (t->name, dtype, t->n_dims, t->shape, error);
   if (out == NULL)
     return NULL;
-  if (!lp_dtype_from_f32 (dtype, f, lp_tensor_data_mut (out), lp_tensor_n_elements (t), error))
+  gboolean ok = dtype == LP_DTYPE_F16 || dtype == LP_DTYPE_BF16
+                ? to_half (t, dtype, f, lp_tensor_data_mut (out), lp_tensor_n_elements (t), overflow, n_clamped, error)
+                : lp_dtype_from_f32 (dtype, f, lp_tensor_data_mut (out), lp_tensor_n_elements (t), error);
+  if (!ok)
     {
       lp_tensor_unref (out);
       return NULL;

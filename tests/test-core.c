@@ -213,7 +213,13 @@ test_llama2c_bad (void)
   gint32 absurd[7] = { 64, 172, 5, 8, 3, 512, 512 };
   g_autofree char *p3 = lp_test_write_file ("absurd.bin", absurd, sizeof absurd);
   g_assert_null (lp_llama2c_load (p3, NULL, &error));
-  lp_test_assert_error_contains (error, p3, "not a multiple", NULL);
+  lp_test_assert_error_contains (error, p3, "key header n_heads: expected a multiple of the key header n_kv_heads (3), found 8", NULL);
+  g_clear_error (&error);
+  /* Heads that do not divide the dimension: said so, not an odd RoPE dimension. */
+  gint32 uneven[7] = { 60, 172, 5, 8, 4, 512, 512 };
+  g_autofree char *p4 = lp_test_write_file ("uneven.bin", uneven, sizeof uneven);
+  g_assert_null (lp_llama2c_load (p4, NULL, &error));
+  lp_test_assert_error_contains (error, p4, "key header dim: expected a multiple of the key header n_heads (8)", "found 60", NULL);
 }
 
 static void

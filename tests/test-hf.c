@@ -626,7 +626,35 @@ static const BadConfig bad_configs[] = {
     { "config.json: key rope_scaling.rope_type", "found \"yarn\"" } },
   { "\"rope_theta\"", "\"rope_scaling\" : {\"type\" : \"linear\"}, \"rope_theta\"",
     { "config.json: key rope_scaling.factor: expected a number, found none" } },
-  { "\"num_key_value_heads\" : 2", "\"num_key_value_heads\" : 3", { "config.json", "not a multiple of key/value head count 3" } },
+  { "\"num_key_value_heads\" : 2", "\"num_key_value_heads\" : 3",
+    { "config.json: key num_attention_heads: expected a multiple of the key num_key_value_heads (3), found 4" } },
+  /* Values that leave the forward pass undefined (tests/test-numbers has the GGUF side). */
+  { "\"head_dim\" : 8,\n  \"hidden_act\" : \"silu\",\n  \"hidden_size\" : 32", "\"hidden_act\" : \"silu\",\n  \"hidden_size\" : 34",
+    { "config.json: key hidden_size: expected a multiple of the key num_attention_heads (4) when no head dimension is given, found 34" } },
+  { "\"rope_theta\" : 10000.0", "\"rope_theta\" : 0", { "config.json: key rope_theta: expected a number in (0, 1e12], found 0" } },
+  { "\"rope_theta\" : 10000.0", "\"rope_theta\" : -10000", { "config.json: key rope_theta: expected", "found -10000" } },
+  { "\"rope_theta\" : 10000.0", "\"rope_theta\" : 1e400", { "config.json: key rope_theta: expected", "found inf" } },
+  { "\"rope_theta\" : 10000.0", "\"rope_theta\" : 1e13", { "config.json: key rope_theta: expected", "found 10000000000000" } },
+  { "\"rope_theta\"", "\"rope_scaling\" : {\"type\" : \"linear\", \"factor\" : 0}, \"rope_theta\"",
+    { "config.json: key rope_scaling.factor: expected a finite number > 0, found 0" } },
+  { "\"rope_theta\"", "\"rope_scaling\" : {\"type\" : \"linear\", \"factor\" : -2.5}, \"rope_theta\"",
+    { "config.json: key rope_scaling.factor: expected a finite number > 0, found -2.5" } },
+  { "\"rope_theta\"", "\"rope_scaling\" : {\"rope_type\" : \"llama3\", \"factor\" : 8, \"low_freq_factor\" : 4, "
+    "\"high_freq_factor\" : 4, \"original_max_position_embeddings\" : 8192}, \"rope_theta\"",
+    { "config.json: key rope_scaling.high_freq_factor: expected a finite number above the key rope_scaling.low_freq_factor (4), found 4" } },
+  { "\"rope_theta\"", "\"rope_scaling\" : {\"rope_type\" : \"llama3\", \"factor\" : 8, \"low_freq_factor\" : 0, "
+    "\"high_freq_factor\" : 4, \"original_max_position_embeddings\" : 8192}, \"rope_theta\"",
+    { "config.json: key rope_scaling.low_freq_factor: expected a finite number > 0, found 0" } },
+  { "\"rope_theta\"", "\"rope_scaling\" : {\"rope_type\" : \"llama3\", \"factor\" : 8, \"low_freq_factor\" : 1, "
+    "\"high_freq_factor\" : 4, \"original_max_position_embeddings\" : 0}, \"rope_theta\"",
+    { "config.json: key rope_scaling.original_max_position_embeddings: expected 1..67108864, found 0" } },
+  { "\"hidden_size\" : 32", "\"hidden_size\" : 18446744073709551616",
+    { "config.json: key hidden_size: expected an integer of at most 2^53, found 18446744073709551616" } },
+  { "\"vocab_size\" : 64", "\"vocab_size\" : 9007199254740993",
+    { "config.json: key vocab_size: expected an integer of at most 2^53, found 9007199254740993" } },
+  { "\"max_position_embeddings\" : 64", "\"max_position_embeddings\" : -9223372036854775809",
+    { "config.json: key max_position_embeddings: expected an integer of at most 2^53, found -9223372036854775809" } },
+  { "\"num_hidden_layers\" : 2", "\"num_hidden_layers\" : -3", { "config.json: key num_hidden_layers: expected 1..4096, found -3" } },
   { "\"num_hidden_layers\" : 2,", "\"num_hidden_layers\" : 2\n  \"oops\" : 1,", { "config.json: line 15 column", "expected valid JSON", "found unexpected" } },
 };
 

@@ -61,6 +61,13 @@ typedef struct {
   const char *tokenizer_path; /* llama2.c: tokenizer.bin (default: looked for beside) */
 } LpLoadOptions;
 
+/* What writing f16 (or bf16) does with a finite value beyond the type's
+ * range (|x| > 65504 for f16), which would otherwise become inf. */
+typedef enum {
+  LP_OVERFLOW_ERROR = 0, /* refuse, naming the tensor, the element and its value */
+  LP_OVERFLOW_CLAMP      /* write the largest finite value of that sign; lp_warn says how many */
+} LpOverflow;
+
 /* Options for writing. */
 typedef struct {
   LpFormat format;    /* LP_FORMAT_UNKNOWN: from the path */
@@ -69,9 +76,10 @@ typedef struct {
    * qweight/qzeros/scales/g_idx (the default) or compressed-tensors
    * pack-quantized (weight_packed/weight_scale/...). */
   gboolean compressed_tensors;
+  LpOverflow overflow; /* converting to f16/bf16; NaN and inf are refused either way */
 } LpSaveOptions;
 
-#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1, FALSE }
+#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1, FALSE, LP_OVERFLOW_ERROR }
 
 /* Read any supported format (detected). */
 LpModel *lp_model_load (const char *path, const LpLoadOptions *options, GError **error);

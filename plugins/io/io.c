@@ -39,6 +39,7 @@ static const LpPassInfo load_pass = {
 static const char *const save_formats[] = { "auto", "gguf", "safetensors", "llama2c", NULL };
 static const char *const save_dtypes[] = { "keep", "f32", "f16", "bf16", NULL };
 static const char *const save_quant_formats[] = { "gptq", "compressed-tensors", NULL };
+static const char *const save_overflows[] = { "error", "clamp", NULL };
 
 static const LpParamSpec save_params[] = {
   { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
@@ -50,6 +51,9 @@ static const LpParamSpec save_params[] = {
   { "quant_format", LP_PARAM_ENUM, "gptq", 0, 0, save_quant_formats,
     "how a safetensors directory holds integer-grid layers: AutoGPTQ's qweight/qzeros/scales/g_idx, or "
     "compressed-tensors pack-quantized (llm-compressor, vLLM; 4 or 8 bits)" },
+  { "f16_overflow", LP_PARAM_ENUM, "error", 0, 0, save_overflows,
+    "dtype f16 (or bf16) and a finite value beyond its range (|x| > 65504 for f16): error names the tensor, "
+    "element and value; clamp writes the largest finite value and says how many were clamped" },
   { NULL }
 };
 
@@ -69,6 +73,7 @@ save_run (LpPassContext *ctx, GError **error)
   opts.format = formats[lp_pass_context_get_enum (ctx, "format")];
   opts.dtype = dtypes[lp_pass_context_get_enum (ctx, "dtype")];
   opts.compressed_tensors = lp_pass_context_get_enum (ctx, "quant_format") == 1;
+  opts.overflow = lp_pass_context_get_enum (ctx, "f16_overflow") == 1 ? LP_OVERFLOW_CLAMP : LP_OVERFLOW_ERROR;
   if (!lp_model_save (model, path, &opts, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "wrote %s", path);
