@@ -10,6 +10,11 @@
 /* g_set_error in LP_ERROR. */
 #define lp_set_error(err, code, ...) g_set_error ((err), LP_ERROR, (code), __VA_ARGS__)
 
+/* The tokenizer file a model was read with, when it is a file of its own
+ * (llama2.c): an output must never replace it either. */
+void lp_model_set_tokenizer_source (LpModel *model, const char *path);
+const char *lp_model_tokenizer_source (const LpModel *model);
+
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
 

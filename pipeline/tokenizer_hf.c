@@ -18,6 +18,7 @@
 #include <glib/gstdio.h>
 
 #include "tokenizer-internal.h"
+#include "outputs.h"
 
 #define SPACE_MARK "\xe2\x96\x81"
 
@@ -27,6 +28,8 @@ load_json (const char *path, GError **error)
   g_autofree char *data = NULL;
   gsize len;
   GError *e = NULL;
+  if (!lp_input_check (path, FALSE, error))
+    return NULL;
   if (!g_file_get_contents (path, &data, &len, &e))
     {
       lp_set_error (error, LP_ERROR_IO, "%s", e->message);
