@@ -305,6 +305,13 @@ test_run_never_over_inputs (void)
                   "--cache-dir", cache, "--calib", calib, "-q");
   g_autofree char *calib_now = lp_test_read_text (calib);
   g_assert_true (g_str_has_prefix (calib_now, "Once upon a time"));
+  /* save_stats over the [pipeline] calibration= file. */
+  g_autofree char *s0 = write_spec ("stats-over.ini",
+                                    g_strdup_printf ("[pipeline]\ncalibration=%s\n[load]\npath=%s\n[calibrate]\n"
+                                                     "[save_stats]\npath=%s\n",
+                                                     calib, model, calib));
+  EXPECT_FAILURE (FRAGS ("stats-over.ini:6: [save_stats] path=", "would overwrite the calibration data"), "run", s0, "-o",
+                  out, "--cache-dir", cache, "-q");
   /* Over the spec file itself. */
   g_autofree char *s2 = g_build_filename (lp_test_tmpdir (), "self.ini", NULL);
   g_autofree char *s2_text = g_strdup_printf ("[load]\npath=%s\n[save]\npath=%s\n", model, s2);
