@@ -403,6 +403,18 @@ lp_output_dir_merge (const char *tmp, const char *path, const char *kind, GError
   g_autoptr (GPtrArray) old = manifest_read (path, kind, &found_kind);
   if (old == NULL)
     old = g_ptr_array_new_with_free_func (g_free);
+  /* A file of the user's by a name we are about to write: not ours to replace. */
+  for (guint i = 0; i < fresh->len; i++)
+    {
+      g_autofree char *there = g_build_filename (path, fresh->pdata[i], NULL);
+      if (!has_name (old, fresh->pdata[i]) && g_lstat (there, &st) == 0)
+        {
+          lp_set_error (error, LP_ERROR_IO,
+                        "%s: refusing to replace %s, which the previous llmpress output there did not write (hint: move it, or give a new directory)",
+                        path, (const char *) fresh->pdata[i]);
+          return FALSE;
+        }
+    }
   g_autoptr (GPtrArray) both = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < old->len; i++)
     g_ptr_array_add (both, g_strdup (old->pdata[i]));

@@ -214,6 +214,20 @@ test_directory_outputs (void)
   g_assert_null (strstr (m3, "README.md"));
   g_assert_null (strstr (m3, "00002"));
 
+  /* A file by one of our names that our manifest does not list is the user's:
+   * refused, kept. */
+  g_autofree char *gen = g_build_filename (empty, "generation_config.json", NULL);
+  lp_test_write_text (gen, "{\"mine\": true}");
+  g_autofree char *m4 = lp_test_read_text (manifest);
+  GString *m5 = g_string_new (m4);
+  g_string_replace (m5, "generation_config.json\n", "", 0);
+  lp_test_write_text (manifest, m5->str);
+  g_string_free (m5, TRUE);
+  EXPECT_FAILURE (FRAGS ("refusing to replace generation_config.json"), "synth", empty, "--format", "hf", "--seed", "7");
+  assert_text (gen, "{\"mine\": true}");
+  assert_no_temporaries (dir);
+  g_assert_cmpint (g_unlink (gen), ==, 0);
+
   /* A manifest of another kind is not ours to replace. */
   g_autofree char *other = g_build_filename (dir, "other", NULL);
   g_assert_cmpint (g_mkdir (other, 0755), ==, 0);
