@@ -204,10 +204,20 @@ lp_output_temp_new (const char *path, gboolean is_dir, char **tmp_path, GError *
     {
       char *tmpl = g_strdup_printf ("%s/.%s.tmp-XXXXXX", dir, base);
       int fd;
+      gboolean made = TRUE;
       if (is_dir)
-        fd = g_mkdtemp_full (tmpl, 0755) != NULL ? open (tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        {
+          made = g_mkdtemp_full (tmpl, 0755) != NULL;
+          fd = made ? open (tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        }
       else
         fd = g_mkstemp_full (tmpl, O_RDWR | O_CLOEXEC, 0644);
+      if (fd < 0 && made && errno == ENOENT)
+        {
+          /* Made, then taken by a cleaner before we could open it. */
+          g_free (tmpl);
+          continue;
+        }
       if (fd < 0)
         {
           int e = errno;

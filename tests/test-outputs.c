@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 
@@ -464,6 +465,41 @@ test_stale_temporaries (void)
   g_assert_false (g_file_test (live, G_FILE_TEST_EXISTS));
 }
 
+/* Writers at once into one directory: each one's cleanup of stale
+ * temporaries never takes another's live one (a writer whose temporary
+ * vanished would fail to rename it). */
+static void
+test_concurrent_writers (void)
+{
+  g_autofree char *dir = fresh_dir ("concurrent");
+  const char *bin = g_getenv ("LLMPRESS_BIN");
+  enum { WRITERS = 8, ROUNDS = 3 };
+  for (int round = 0; round < ROUNDS; round++)
+    {
+      GPid pids[WRITERS];
+      for (int w = 0; w < WRITERS; w++)
+        {
+          g_autofree char *name = g_strdup_printf (w % 2 ? "m%d.gguf" : "hf%d", w);
+          g_autofree char *out = g_build_filename (dir, name, NULL);
+          g_autofree char *seed = g_strdup_printf ("%d", round);
+          const char *argv[] = { bin, "synth", out, "--seed", seed, "--format", w % 2 ? "gguf" : "hf", NULL };
+          g_autoptr (GError) error = NULL;
+          g_spawn_async (NULL, (char **) argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                         &pids[w], &error);
+          g_assert_no_error (error);
+        }
+      for (int w = 0; w < WRITERS; w++)
+        {
+          int status = 0;
+          g_assert_cmpint (waitpid (pids[w], &status, 0), ==, pids[w]);
+          g_assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+          g_spawn_close_pid (pids[w]);
+        }
+    }
+  assert_no_temporaries (dir);
+  g_assert_cmpuint (count_entries (dir), ==, WRITERS);
+}
+
 /* A real kill mid-write: a file size limit makes the kernel kill the
  * process with SIGXFSZ while its temporary is half written, as SIGKILL
  * would; then a rerun. */
@@ -551,6 +587,7 @@ main (int argc, char **argv)
   g_test_add_func ("/outputs/non-regular-files", test_non_regular_files);
   g_test_add_func ("/outputs/sinks-into-each-other", test_sinks_into_each_other);
   g_test_add_func ("/outputs/stale-temporaries", test_stale_temporaries);
+  g_test_add_func ("/outputs/concurrent-writers", test_concurrent_writers);
   g_test_add_func ("/outputs/killed-writer", test_killed_writer);
   g_test_add_func ("/outputs/parents-and-failed-writes", test_parents_and_failed_writes);
   return g_test_run ();
