@@ -413,13 +413,6 @@ check_cycles (LpGraph *g, GString *errors)
   g_string_free (chain, TRUE);
 }
 
-static gboolean
-path_inside (const char *path, const char *dir)
-{
-  gsize n = strlen (dir);
-  return strncmp (path, dir, n) == 0 && (path[n] == '/' || (n == 1 && dir[0] == '/'));
-}
-
 /* Two sinks may not write the same path, nor one into the other's output
  * directory (the second would be replaced, or would land in a model). */
 static void
@@ -447,11 +440,11 @@ check_outputs (LpGraph *g, GString *errors)
                 lp_spec_add_error (errors, n->location,
                                    "[%s] %s=%s: two sinks write the same path: [%s] (%s) writes it too (hint: give each its own path)",
                                    n->name, s->name, value, other->name, other->location);
-              else if (path_inside (canon, other_path))
+              else if (lp_path_is_inside (canon, other_path))
                 lp_spec_add_error (errors, n->location,
                                    "[%s] %s=%s: writes inside the output of [%s] (%s) (hint: give each its own path)",
                                    n->name, s->name, value, other->name, other->location);
-              else if (path_inside (other_path, canon))
+              else if (lp_path_is_inside (other_path, canon))
                 lp_spec_add_error (errors, n->location,
                                    "[%s] %s=%s: would hold the output of [%s] (%s) (hint: give each its own path)",
                                    n->name, s->name, value, other->name, other->location);

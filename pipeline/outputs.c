@@ -80,8 +80,8 @@ resolve (const char *path, gboolean follow_last)
     }
 }
 
-static gboolean
-is_inside (const char *path, const char *dir)
+gboolean
+lp_path_is_inside (const char *path, const char *dir)
 {
   gsize n = strlen (dir);
   if (n == 1 && dir[0] == '/')
@@ -152,7 +152,7 @@ lp_output_unprepare (const char *path, const char *created)
     return;
   /* Only directories we made, deepest first, and only while empty. */
   g_autofree char *d = g_path_get_dirname (path);
-  while (is_inside (d, created) || strcmp (d, created) == 0)
+  while (lp_path_is_inside (d, created) || strcmp (d, created) == 0)
     {
       if (g_rmdir (d) != 0)
         return;
@@ -566,9 +566,9 @@ lp_read_set_conflict (const LpReadSet *rs, const char *out)
       const ReadEntry *e = &g_array_index (rs->entries, ReadEntry, i);
       if (strcmp (o, e->real) == 0 || (exists && e->exists && st.st_dev == e->dev && st.st_ino == e->ino))
         return g_strdup_printf ("would overwrite %s (%s)", e->what, e->real);
-      if (is_inside (e->real, o))
+      if (lp_path_is_inside (e->real, o))
         return g_strdup_printf ("would replace a directory holding %s (%s)", e->what, e->real);
-      if ((e->is_dir || !e->exists) && is_inside (o, e->real))
+      if ((e->is_dir || !e->exists) && lp_path_is_inside (o, e->real))
         return g_strdup_printf ("would write inside %s (%s)", e->what, e->real);
     }
   return NULL;

@@ -13,6 +13,9 @@ G_BEGIN_DECLS
 /* "a regular file", "a directory", "a character device", "a FIFO", ... */
 const char *lp_file_kind (mode_t mode);
 
+/* `path` lies below directory `dir` (both as strings, already resolved). */
+gboolean lp_path_is_inside (const char *path, const char *dir);
+
 /* Refuse an input that is neither a regular file nor (with dir_ok) a
  * directory, before anything opens it: open() on a FIFO without a writer
  * blocks forever, and a device never ends.  A path that does not exist
