@@ -370,9 +370,12 @@ lp_output_dir_check (const char *path, const char *kind, GError **error)
     lp_set_error (error, LP_ERROR_IO, "%s: holds a previous llmpress output of kind %s, not %s; refusing to write into it (hint: give a new or empty directory)",
                   path, found_kind, kind);
   else
-    lp_set_error (error, LP_ERROR_IO,
-                  "%s: refusing to write into a directory that holds other files (%u, e.g. %s) and is no llmpress output (hint: give a new or empty directory)",
-                  path, names->len, (const char *) names->pdata[0]);
+    {
+      g_autofree char *more = names->len > 1 ? g_strdup_printf (" and %u more", names->len - 1) : g_strdup ("");
+      lp_set_error (error, LP_ERROR_IO,
+                    "%s: refusing to write into a directory that holds other files (%s%s) and is no llmpress output (hint: give a new or empty directory)",
+                    path, (const char *) names->pdata[0], more);
+    }
   return FALSE;
 }
 
