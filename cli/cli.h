@@ -32,7 +32,7 @@ int lp_cli_usage_error (const char *command, const char *fmt, ...) G_GNUC_PRINTF
 /* The --tokenizer option of every command that reads a model. */
 #define LP_CLI_TOKENIZER_ENTRY(var)                                                                \
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &(var),                                              \
-    "llama2.c model: its tokenizer.bin (default: tokenizer.bin or tok<V>.bin beside it)", "PATH" }
+    "llama2.c model: its tokenizer.bin (default: <stem>.tokenizer.bin, tokenizer.bin or tok<V>.bin beside it)", "PATH" }
 
 /* --type (f32, f16, bf16; NULL: keep), --format (gguf, hf or safetensors,
  * llama2c; NULL: from the path) and --f16-overflow (error, clamp; NULL:

@@ -21,7 +21,10 @@ lp_cmd_convert (int argc, char **argv)
   if (!lp_cli_parse ("convert", "IN OUT", "Convert a model between GGUF, Hugging Face (safetensors) and llama2.c.",
                      "OUT's format is taken from --format, else from its name: .gguf is GGUF,\n"
                      ".bin is llama2.c, a directory (or a name without extension) is Hugging Face.\n"
-                     "The input is never overwritten; the output appears only when complete.\n\n"
+                     "The input is never overwritten; the output appears only when complete.\n"
+                     "Missing directories above OUT are created.  An existing directory is\n"
+                     "written into only when empty or a previous llmpress output (other files\n"
+                     "in it are kept); a symlink at OUT is replaced, never followed.\n\n"
                      "Example:\n  llmpress convert stories260K.bin stories260K-f16.gguf --type f16",
                      entries, &argc, &argv))
     return LP_EXIT_USAGE;

@@ -28,7 +28,8 @@ lp_cmd_synth (int argc, char **argv)
   if (!lp_cli_parse ("synth", "OUT", "Write a small deterministic Llama-architecture model with random weights.",
                      "The weights come from the seed alone: the same options always give\n"
                      "byte-identical files, on every machine.  The vocabulary is\n"
-                     "SentencePiece-style (<unk> <s> </s>, 256 byte tokens, printable pieces).\n\n"
+                     "SentencePiece-style (<unk> <s> </s>, 256 byte tokens, printable pieces).\n"
+                     "OUT is written as convert writes (see llmpress convert --help).\n\n"
                      "Example:\n  llmpress synth tiny.gguf --dim 128 --layers 4 --seed 7",
                      entries, &argc, &argv))
     return LP_EXIT_USAGE;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 #include <llmpress/eval.h>
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
@@ -17,6 +18,8 @@ lp_tokens_load (const char *path, LpModel *model, GError **error)
   g_autofree char *contents = NULL;
   gsize len = 0;
   GError *local = NULL;
+  if (!lp_input_check (path, FALSE, error))
+    return NULL;
   if (!g_file_get_contents (path, &contents, &len, &local))
     {
       lp_set_error (error, LP_ERROR_IO, "%s: cannot read: %s", path, local->message);

@@ -9,11 +9,13 @@
 #include <glib/gstdio.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 
 struct _LpAtomicFile {
   char *path;
   char *tmp_path;
-  FILE *stream;
+  char *created;   /* parent directories we made, removed again on failure */
+  FILE *stream;    /* its descriptor holds the temporary's lock */
 };
 
 static void
@@ -25,19 +27,20 @@ set_errno_error (GError **error, int err, const char *path, const char *doing)
 LpAtomicFile *
 lp_atomic_file_new (const char *path, GError **error)
 {
-  g_autofree char *dir = g_path_get_dirname (path);
-  g_autofree char *base = g_path_get_basename (path);
-  char *tmpl = g_strdup_printf ("%s/.%s.tmp-XXXXXX", dir, base);
-  int fd = g_mkstemp_full (tmpl, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  g_autofree char *created = NULL;
+  if (!lp_output_prepare (path, FALSE, &created, error))
+    return NULL;
+  char *tmp = NULL;
+  int fd = lp_output_temp_new (path, FALSE, &tmp, error);
   if (fd < 0)
     {
-      set_errno_error (error, errno, path, "cannot create a temporary file beside it");
-      g_free (tmpl);
+      lp_output_unprepare (path, created);
       return NULL;
     }
   LpAtomicFile *af = g_new0 (LpAtomicFile, 1);
   af->path = g_strdup (path);
-  af->tmp_path = tmpl;
+  af->tmp_path = tmp;
+  af->created = g_steal_pointer (&created);
   af->stream = fdopen (fd, "wb");
   return af;
 }
@@ -64,6 +67,7 @@ atomic_file_free (LpAtomicFile *af)
 {
   g_free (af->path);
   g_free (af->tmp_path);
+  g_free (af->created);
   g_free (af);
 }
 
@@ -77,12 +81,17 @@ lp_atomic_file_commit (LpAtomicFile *af, GError **error)
       err = errno;
       ok = FALSE;
     }
-  if (fclose (af->stream) != 0 && ok)
+  /* Renamed while still open, so the lock keeps a cleaner away until the
+   * temporary has its final name.  rename() over a symlink replaces the
+   * link, never what it points to. */
+  if (ok && g_rename (af->tmp_path, af->path) != 0)
     {
       err = errno;
       ok = FALSE;
     }
-  if (ok && g_rename (af->tmp_path, af->path) != 0)
+  if (!ok)
+    g_unlink (af->tmp_path);
+  if (fclose (af->stream) != 0 && ok)
     {
       err = errno;
       ok = FALSE;
@@ -90,7 +99,7 @@ lp_atomic_file_commit (LpAtomicFile *af, GError **error)
   if (!ok)
     {
       set_errno_error (error, err, af->path, "cannot finish writing");
-      g_unlink (af->tmp_path);
+      lp_output_unprepare (af->path, af->created);
     }
   atomic_file_free (af);
   return ok;
@@ -101,41 +110,61 @@ lp_atomic_file_abort (LpAtomicFile *af)
 {
   if (af == NULL)
     return;
-  fclose (af->stream);
   g_unlink (af->tmp_path);
+  fclose (af->stream);
+  lp_output_unprepare (af->path, af->created);
   atomic_file_free (af);
 }
 
 struct _LpAtomicDir {
   char *path;
   char *tmp_path;
+  char *created;
+  char *kind;      /* a user-facing output with a manifest; NULL: replaced whole */
+  int lock_fd;
 };
 
-LpAtomicDir *
-lp_atomic_dir_new (const char *path, GError **error)
+static LpAtomicDir *
+atomic_dir_new (const char *path, const char *kind, GError **error)
 {
-  if (g_file_test (path, G_FILE_TEST_EXISTS) && !g_file_test (path, G_FILE_TEST_IS_DIR))
-    {
-      lp_set_error (error, LP_ERROR_IO, "%s: expected a directory to write into, found a file", path);
-      return NULL;
-    }
   g_autofree char *clean = g_strdup (path);
   gsize len = strlen (clean);
   while (len > 1 && clean[len - 1] == '/')
     clean[--len] = '\0';
-  g_autofree char *dir = g_path_get_dirname (clean);
-  g_autofree char *base = g_path_get_basename (clean);
-  char *tmpl = g_strdup_printf ("%s/.%s.tmp-XXXXXX", dir, base);
-  if (g_mkdtemp_full (tmpl, 0755) == NULL)
+  g_autofree char *created = NULL;
+  if (!lp_output_prepare (clean, TRUE, &created, error))
+    return NULL;
+  if (kind != NULL && !lp_output_dir_check (clean, kind, error))
     {
-      set_errno_error (error, errno, path, "cannot create a temporary directory beside it");
-      g_free (tmpl);
+      lp_output_unprepare (clean, created);
+      return NULL;
+    }
+  char *tmp = NULL;
+  int fd = lp_output_temp_new (clean, TRUE, &tmp, error);
+  if (fd < 0)
+    {
+      lp_output_unprepare (clean, created);
       return NULL;
     }
   LpAtomicDir *ad = g_new0 (LpAtomicDir, 1);
   ad->path = g_steal_pointer (&clean);
-  ad->tmp_path = tmpl;
+  ad->tmp_path = tmp;
+  ad->created = g_steal_pointer (&created);
+  ad->kind = g_strdup (kind);
+  ad->lock_fd = fd;
   return ad;
+}
+
+LpAtomicDir *
+lp_atomic_dir_new (const char *path, GError **error)
+{
+  return atomic_dir_new (path, NULL, error);
+}
+
+LpAtomicDir *
+lp_atomic_dir_new_output (const char *path, const char *kind, GError **error)
+{
+  return atomic_dir_new (path, kind, error);
 }
 
 const char *
@@ -147,6 +176,16 @@ lp_atomic_dir_path (const LpAtomicDir *ad)
 void
 lp_remove_tree (const char *path)
 {
+  /* lstat: a symlink is removed, never followed, so what it points to is
+   * never emptied. */
+  GStatBuf st;
+  if (g_lstat (path, &st) != 0)
+    return;
+  if (!S_ISDIR (st.st_mode))
+    {
+      g_unlink (path);
+      return;
+    }
   GDir *d = g_dir_open (path, 0, NULL);
   if (d != NULL)
     {
@@ -154,10 +193,7 @@ lp_remove_tree (const char *path)
       while ((name = g_dir_read_name (d)) != NULL)
         {
           g_autofree char *child = g_build_filename (path, name, NULL);
-          if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
-            lp_remove_tree (child);
-          else
-            g_unlink (child);
+          lp_remove_tree (child);
         }
       g_dir_close (d);
     }
@@ -186,26 +222,45 @@ lp_path_size (const char *path)
 static void
 atomic_dir_free (LpAtomicDir *ad)
 {
+  close (ad->lock_fd);
   g_free (ad->path);
   g_free (ad->tmp_path);
+  g_free (ad->created);
+  g_free (ad->kind);
   g_free (ad);
+}
+
+static gboolean
+atomic_dir_fail (LpAtomicDir *ad)
+{
+  lp_remove_tree (ad->tmp_path);
+  lp_output_unprepare (ad->path, ad->created);
+  atomic_dir_free (ad);
+  return FALSE;
 }
 
 gboolean
 lp_atomic_dir_commit (LpAtomicDir *ad, GError **error)
 {
+  if (ad->kind != NULL)
+    {
+      if (!lp_output_dir_merge (ad->tmp_path, ad->path, ad->kind, error))
+        return atomic_dir_fail (ad);
+      atomic_dir_free (ad);
+      return TRUE;
+    }
   /* rename() cannot replace a non-empty directory: move the old one aside
-   * first, then put the new one in place, then delete the old. */
+   * first, then put the new one in place, then delete the old.  A symlink
+   * there is the old thing itself (moved and unlinked, never followed). */
   g_autofree char *old = NULL;
-  if (g_file_test (ad->path, G_FILE_TEST_IS_DIR))
+  GStatBuf st;
+  if (g_lstat (ad->path, &st) == 0)
     {
       old = g_strdup_printf ("%s.old-%d", ad->tmp_path, (int) getpid ());
       if (g_rename (ad->path, old) != 0)
         {
           set_errno_error (error, errno, ad->path, "cannot replace the existing directory");
-          lp_remove_tree (ad->tmp_path);
-          atomic_dir_free (ad);
-          return FALSE;
+          return atomic_dir_fail (ad);
         }
     }
   if (g_rename (ad->tmp_path, ad->path) != 0)
@@ -214,9 +269,7 @@ lp_atomic_dir_commit (LpAtomicDir *ad, GError **error)
       if (old != NULL)
         g_rename (old, ad->path);
       set_errno_error (error, err, ad->path, "cannot move the finished directory into place");
-      lp_remove_tree (ad->tmp_path);
-      atomic_dir_free (ad);
-      return FALSE;
+      return atomic_dir_fail (ad);
     }
   if (old != NULL)
     lp_remove_tree (old);
@@ -229,8 +282,7 @@ lp_atomic_dir_abort (LpAtomicDir *ad)
 {
   if (ad == NULL)
     return;
-  lp_remove_tree (ad->tmp_path);
-  atomic_dir_free (ad);
+  atomic_dir_fail (ad);
 }
 
 gboolean
@@ -301,6 +353,8 @@ READ_LE (lp_byte_reader_f32, float)
 GMappedFile *
 lp_map_file (const char *path, GError **error)
 {
+  if (!lp_input_check (path, FALSE, error))
+    return NULL;
   GError *local = NULL;
   GMappedFile *mf = g_mapped_file_new (path, FALSE, &local);
   if (mf == NULL)

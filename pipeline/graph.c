@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 #include "graph.h"
 #include "spec-private.h"
 
@@ -412,10 +413,13 @@ check_cycles (LpGraph *g, GString *errors)
   g_string_free (chain, TRUE);
 }
 
+/* Two sinks may not write the same path, nor one into the other's output
+ * directory (the second would be replaced, or would land in a model). */
 static void
 check_outputs (LpGraph *g, GString *errors)
 {
-  g_autoptr (GHashTable) written = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_autoptr (GPtrArray) paths = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) owners = g_ptr_array_new ();
   for (guint i = 0; i < g->nodes->len; i++)
     {
       LpNode *n = g->nodes->pdata[i];
@@ -425,16 +429,35 @@ check_outputs (LpGraph *g, GString *errors)
           if (!(s->flags & LP_PARAM_OUTPUT) || n->values[k] == NULL)
             continue;
           char *canon = g_canonicalize_filename (lp_param_value_get_string (n->values[k]), NULL);
-          LpNode *other = g_hash_table_lookup (written, canon);
-          if (other != NULL)
+          const char *value = lp_param_value_get_string (n->values[k]);
+          gboolean clash = FALSE;
+          for (guint j = 0; j < paths->len && !clash; j++)
             {
-              lp_spec_add_error (errors, n->location,
-                                 "[%s] %s=%s: two sinks write the same path: [%s] (%s) writes it too (hint: give each its own path)",
-                                 n->name, s->name, lp_param_value_get_string (n->values[k]), other->name, other->location);
-              g_free (canon);
+              const char *other_path = paths->pdata[j];
+              LpNode *other = owners->pdata[j];
+              clash = TRUE;
+              if (strcmp (canon, other_path) == 0)
+                lp_spec_add_error (errors, n->location,
+                                   "[%s] %s=%s: two sinks write the same path: [%s] (%s) writes it too (hint: give each its own path)",
+                                   n->name, s->name, value, other->name, other->location);
+              else if (lp_path_is_inside (canon, other_path))
+                lp_spec_add_error (errors, n->location,
+                                   "[%s] %s=%s: writes inside the output of [%s] (%s) (hint: give each its own path)",
+                                   n->name, s->name, value, other->name, other->location);
+              else if (lp_path_is_inside (other_path, canon))
+                lp_spec_add_error (errors, n->location,
+                                   "[%s] %s=%s: would hold the output of [%s] (%s) (hint: give each its own path)",
+                                   n->name, s->name, value, other->name, other->location);
+              else
+                clash = FALSE;
             }
+          if (clash)
+            g_free (canon);
           else
-            g_hash_table_insert (written, canon, n);
+            {
+              g_ptr_array_add (paths, canon);
+              g_ptr_array_add (owners, n);
+            }
         }
     }
 }
@@ -488,6 +511,8 @@ lp_graph_load_file (const char *path, LpRegistry *reg, GHashTable *vars, GError 
   g_autofree char *data = NULL;
   gsize len = 0;
   GError *e = NULL;
+  if (!lp_input_check (path, FALSE, error))
+    return NULL;
   if (!g_file_get_contents (path, &data, &len, &e))
     {
       lp_set_error (error, LP_ERROR_IO, "%s: cannot read the spec: %s", path, e->message);

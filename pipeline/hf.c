@@ -16,6 +16,7 @@
 
 #include "lp-internal.h"
 #include "gptq-pack.h"
+#include "outputs.h"
 
 /* ---- config.json ---- */
 
@@ -1352,7 +1353,7 @@ lp_hf_save_sharded (LpModel *model, const char *dir, const LpSaveOptions *option
         break;
       }
 
-  LpAtomicDir *ad = lp_atomic_dir_new (dir, error);
+  LpAtomicDir *ad = lp_atomic_dir_new_output (dir, "hf", error);
   if (ad == NULL)
     return FALSE;
   const char *tmp = lp_atomic_dir_path (ad);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 
 char *
 lp_json_describe (JsonNode *n)
@@ -116,6 +117,8 @@ lp_json_load_object (const char *path, GError **error)
   g_autofree char *text = NULL;
   gsize len;
   GError *local = NULL;
+  if (!lp_input_check (path, FALSE, error))
+    return NULL;
   if (!g_file_get_contents (path, &text, &len, &local))
     {
       lp_set_error (error, LP_ERROR_IO, "%s: cannot read: %s", path, local->message);

@@ -16,8 +16,11 @@
 
 #include <math.h>
 #include <string.h>
+#include <glib/gstdio.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
+#include "tokenizer-internal.h"
 
 /* The arrays in file order: GGUF suffix, per-layer, shape selector. */
 typedef enum { A_EMB, A_D, A_Q, A_KV, A_O, A_UP, A_DOWN, A_FREQ, A_CLS } ArrayShape;
@@ -63,21 +66,43 @@ array_shape (const LpModelConfig *c, ArrayShape s, gint64 shape[2])
   g_assert_not_reached ();
 }
 
-/* Tokenizer next to the checkpoint: tokenizer.bin, or tok<V>.bin. */
+/* Tokenizer next to the checkpoint: <stem>.tokenizer.bin (written when a
+ * tokenizer.bin of another model was already there), tokenizer.bin, or
+ * tok<V>.bin. */
 static char *
 find_tokenizer (const char *path, gint64 n_vocab)
 {
-  g_autofree char *dir = g_path_get_dirname (path);
-  g_autofree char *tok_v = g_strdup_printf ("tok%" G_GINT64_FORMAT ".bin", n_vocab);
-  const char *candidates[] = { "tokenizer.bin", tok_v };
-  for (gsize i = 0; i < G_N_ELEMENTS (candidates); i++)
-    {
-      char *p = g_build_filename (dir, candidates[i], NULL);
-      if (g_file_test (p, G_FILE_TEST_IS_REGULAR))
-        return p;
-      g_free (p);
-    }
+  g_autoptr (GPtrArray) cands = lp_llama2c_tokenizer_candidates (path, n_vocab);
+  for (guint i = 0; i < cands->len; i++)
+    if (g_file_test (cands->pdata[i], G_FILE_TEST_IS_REGULAR))
+      return g_strdup (cands->pdata[i]);
   return NULL;
+}
+
+/* Where the vocabulary of a checkpoint written at `path` goes: tokenizer.bin
+ * when there is none or it holds these very bytes (then it is left alone:
+ * *skip), else <stem>.tokenizer.bin, which the loader looks for first, so a
+ * tokenizer.bin that other checkpoints in the folder use is never replaced. */
+static char *
+tokenizer_destination (const char *path, GBytes *bytes, gboolean *skip)
+{
+  g_autoptr (GPtrArray) cands = lp_llama2c_tokenizer_candidates (path, 0);
+  const char *own = cands->pdata[0], *shared = cands->pdata[1];
+  *skip = FALSE;
+  GStatBuf st;
+  if (g_lstat (shared, &st) != 0)
+    return g_strdup (shared);
+  g_autofree char *have = NULL;
+  gsize n = 0;
+  if (g_file_test (shared, G_FILE_TEST_IS_REGULAR) && g_file_get_contents (shared, &have, &n, NULL)
+      && n == g_bytes_get_size (bytes) && memcmp (have, g_bytes_get_data (bytes, NULL), n) == 0)
+    {
+      *skip = TRUE;
+      return g_strdup (shared);
+    }
+  lp_warn ("%s holds another vocabulary; writing this model's as %s (read first by llama2.c loading in llmpress)",
+           shared, own);
+  return g_strdup (own);
 }
 
 LpModel *
@@ -161,6 +186,7 @@ lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error)
   if (tok != NULL && !lp_tokenizer_read_llama2c (tok, c.n_vocab, meta, error))
     return NULL;
   lp_model_set_source (model, path, LP_FORMAT_LLAMA2C);
+  lp_model_set_tokenizer_source (model, tok);
   return g_steal_pointer (&model);
 }
 
@@ -187,13 +213,18 @@ lp_llama2c_save (LpModel *model, const char *path, const LpSaveOptions *options,
                     path, lp_dtype_name (options->dtype));
       return FALSE;
     }
-  /* The vocabulary goes beside the model as tokenizer.bin, and first: a
-   * failure then never leaves a model without its vocabulary. */
+  /* The vocabulary goes beside the model, and first: a failure then never
+   * leaves a model without its vocabulary. */
   if (lp_meta_has (lp_model_meta (model), "tokenizer.ggml.tokens"))
     {
-      g_autofree char *dir = g_path_get_dirname (path);
-      g_autofree char *tok = g_build_filename (dir, "tokenizer.bin", NULL);
-      if (!lp_tokenizer_write_llama2c (lp_model_meta (model), tok, error))
+      g_autoptr (GBytes) bytes = lp_tokenizer_llama2c_bytes (lp_model_meta (model), path, error);
+      if (bytes == NULL)
+        return FALSE;
+      gboolean skip;
+      g_autofree char *tok = tokenizer_destination (path, bytes, &skip);
+      gsize n;
+      const void *data = g_bytes_get_data (bytes, &n);
+      if (!skip && (!lp_model_check_output (model, tok, error) || !lp_tok_write_file (tok, data, n, NULL, 0, error)))
         return FALSE;
     }
   LpAtomicFile *af = lp_atomic_file_new (path, error);

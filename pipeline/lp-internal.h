@@ -23,6 +23,11 @@ char *lp_error_escape (const char *text, gboolean keep_newlines);
  * "a FIFO", "a directory", "a regular file of N bytes", "nothing", ... */
 char *lp_path_describe (const char *path);
 
+/* The tokenizer file a model was read with, when it is a file of its own
+ * (llama2.c): an output must never replace it either. */
+void lp_model_set_tokenizer_source (LpModel *model, const char *path);
+const char *lp_model_tokenizer_source (const LpModel *model);
+
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
 

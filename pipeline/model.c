@@ -13,6 +13,7 @@ struct _LpModel {
   LpMeta *meta;
   char *source;
   LpFormat source_format;
+  char *tokenizer_source; /* a tokenizer file read beside the source, or NULL */
 };
 
 LpModel *
@@ -44,6 +45,7 @@ lp_model_unref (LpModel *model)
   g_ptr_array_unref (model->tensors);
   lp_meta_free (model->meta);
   g_free (model->source);
+  g_free (model->tokenizer_source);
   g_free (model);
 }
 
@@ -145,6 +147,19 @@ lp_model_set_source (LpModel *model, const char *path, LpFormat format)
   g_free (model->source);
   model->source = g_strdup (path);
   model->source_format = format;
+}
+
+void
+lp_model_set_tokenizer_source (LpModel *model, const char *path)
+{
+  g_free (model->tokenizer_source);
+  model->tokenizer_source = g_strdup (path);
+}
+
+const char *
+lp_model_tokenizer_source (const LpModel *model)
+{
+  return model->tokenizer_source;
 }
 
 gboolean

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 
 static const char *const format_names[] = {
   [LP_FORMAT_UNKNOWN] = "unknown",
@@ -41,7 +42,8 @@ lp_format_detect (const char *path)
 {
   if (g_file_test (path, G_FILE_TEST_IS_DIR))
     return LP_FORMAT_HF;
-  FILE *f = fopen (path, "rb");
+  /* Only a regular file is opened: a FIFO would block here. */
+  FILE *f = g_file_test (path, G_FILE_TEST_IS_REGULAR) ? fopen (path, "rb") : NULL;
   if (f != NULL)
     {
       char magic[4] = { 0 };
@@ -90,6 +92,8 @@ lp_model_load (const char *path, const LpLoadOptions *options, GError **error)
       lp_set_error (error, LP_ERROR_IO, "%s: no such file or directory", path);
       return NULL;
     }
+  if (!lp_input_check (path, TRUE, error))
+    return NULL;
   LpFormat format = lp_format_detect (path);
   LpModel *model = NULL;
   switch (format)
@@ -131,6 +135,21 @@ lp_model_load (const char *path, const LpLoadOptions *options, GError **error)
 }
 
 gboolean
+lp_model_check_output (LpModel *model, const char *path, GError **error)
+{
+  const char *src = lp_model_source (model);
+  if (src == NULL)
+    return TRUE;
+  g_autoptr (LpReadSet) reads = lp_read_set_new ();
+  lp_read_set_add_model (reads, src, lp_model_tokenizer_source (model), "the model's own input");
+  g_autofree char *why = lp_read_set_conflict (reads, path);
+  if (why == NULL)
+    return TRUE;
+  lp_set_error (error, LP_ERROR_INVALID, "%s: refusing to write: it %s (hint: write elsewhere)", path, why);
+  return FALSE;
+}
+
+gboolean
 lp_model_save (LpModel *model, const char *path, const LpSaveOptions *options, GError **error)
 {
   LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
@@ -140,16 +159,17 @@ lp_model_save (LpModel *model, const char *path, const LpSaveOptions *options, G
     opts.format = lp_format_detect (path);
   if (opts.format == LP_FORMAT_UNKNOWN)
     {
+      /* A device or FIFO at the path has no format to tell: say what it is. */
+      g_autofree char *created = NULL;
+      if (!lp_output_prepare (path, FALSE, &created, error))
+        return FALSE;
+      lp_output_unprepare (path, created);
       lp_set_error (error, LP_ERROR_INVALID,
                     "%s: cannot tell the output format from the name: expected .gguf, .bin, or a directory (or give a format)", path);
       return FALSE;
     }
-  const char *src = lp_model_source (model);
-  if (src != NULL && (lp_path_same_file (src, path) || g_strcmp0 (src, path) == 0))
-    {
-      lp_set_error (error, LP_ERROR_INVALID, "%s: refusing to overwrite the model's own input file", path);
-      return FALSE;
-    }
+  if (!lp_model_check_output (model, path, error))
+    return FALSE;
   switch (opts.format)
     {
     case LP_FORMAT_GGUF:

@@ -12,6 +12,7 @@
 #include <json-glib/json-glib.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 #include "context-private.h"
 #include "run.h"
 #include "scheduler.h"
@@ -156,36 +157,75 @@ hash_file (const char *path, GError **error)
 }
 
 /* A sink writing a file the pipeline reads would destroy an input (and,
- * with the input then read from the cache, the next run would not notice). */
+ * with the input then read from the cache, the next run would not notice).
+ * What is read: every input path of every node (with the tokenizer a
+ * llama2.c checkpoint picks up beside it), the calibration data, the spec
+ * file; report.json is not to be written over by a sink either.  Checked
+ * before anything runs. */
 static gboolean
 check_overwrites (LpRun *run, GError **error)
 {
-  g_autoptr (GHashTable) read = g_hash_table_new (g_str_hash, g_str_equal);
-  for (int pass = 0; pass < 2; pass++)
-    for (guint i = 0; i < run->n_nodes; i++)
-      {
-        NodeRun *nr = &run->nodes[i];
-        guint k = 0;
-        for (const LpParamSpec *s = nr->node->pass->info->params; s && s->name; s++, k++)
-          {
-            if (s->type != LP_PARAM_PATH || nr->values[k] == NULL || !(s->flags & LP_PARAM_OUTPUT) != !pass)
-              continue;
-            const char *path = lp_param_value_get_string (nr->values[k]);
-            if (pass == 0)
-              {
-                g_hash_table_insert (read, (gpointer) path, nr->node);
-                continue;
-              }
-            LpNode *reader = g_hash_table_lookup (read, path);
-            if (reader != NULL)
-              {
-                lp_set_error (error, LP_ERROR_INVALID,
-                              "%s: [%s] %s=%s: would overwrite a file the pipeline reads: [%s] (%s) (hint: write elsewhere)",
-                              nr->node->location, nr->node->name, s->name, path, reader->name, reader->location);
-                return FALSE;
-              }
-          }
-      }
+  g_autoptr (LpReadSet) reads = lp_read_set_new ();
+  for (guint i = 0; i < run->n_nodes; i++)
+    {
+      NodeRun *nr = &run->nodes[i];
+      const LpParamSpec *params = nr->node->pass->info->params;
+      gboolean is_load = strcmp (nr->node->pass->info->name, "load") == 0;
+      const char *tokenizer = NULL;
+      guint k = 0;
+      for (const LpParamSpec *s = params; is_load && s && s->name; s++, k++)
+        if (strcmp (s->name, "tokenizer") == 0 && nr->values[k] != NULL)
+          tokenizer = lp_param_value_get_string (nr->values[k]);
+      k = 0;
+      for (const LpParamSpec *s = params; s && s->name; s++, k++)
+        {
+          if (s->type != LP_PARAM_PATH || nr->values[k] == NULL || (s->flags & LP_PARAM_OUTPUT))
+            continue;
+          g_autofree char *what = g_strdup_printf ("a file the pipeline reads: [%s] (%s)", nr->node->name,
+                                                   nr->node->location);
+          const char *path = lp_param_value_get_string (nr->values[k]);
+          if (is_load && strcmp (s->name, "path") == 0)
+            lp_read_set_add_model (reads, path, tokenizer, what);
+          else
+            lp_read_set_add (reads, path, what);
+        }
+    }
+  if (run->calibration != NULL)
+    lp_read_set_add (reads, run->calibration, "the calibration data");
+  const char *spec = lp_graph_source (run->graph);
+  if (spec != NULL && spec[0] != '<')
+    lp_read_set_add (reads, spec, "the spec file");
+  g_autofree char *report = g_build_filename (run->output_dir, "report.json", NULL);
+  g_autofree char *report_why = lp_read_set_conflict (reads, report);
+  if (report_why != NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "%s: the run's report %s (hint: give another output directory with -o)",
+                    report, report_why);
+      return FALSE;
+    }
+  lp_read_set_add (reads, report, "the run's report");
+  for (guint i = 0; i < run->n_nodes; i++)
+    {
+      NodeRun *nr = &run->nodes[i];
+      guint k = 0;
+      for (const LpParamSpec *s = nr->node->pass->info->params; s && s->name; s++, k++)
+        {
+          if (s->type != LP_PARAM_PATH || nr->values[k] == NULL || !(s->flags & LP_PARAM_OUTPUT))
+            continue;
+          const char *path = lp_param_value_get_string (nr->values[k]);
+          g_autofree char *why = lp_read_set_conflict (reads, path);
+          if (why != NULL)
+            {
+              lp_set_error (error, LP_ERROR_INVALID, "%s: [%s] %s=%s: %s (hint: write elsewhere)",
+                            nr->node->location, nr->node->name, s->name, path, why);
+              return FALSE;
+            }
+          /* The sinks among themselves (with paths as resolved against -o;
+           * validation compared them as written). */
+          g_autofree char *what = g_strdup_printf ("the output of [%s] (%s)", nr->node->name, nr->node->location);
+          lp_read_set_add (reads, path, what);
+        }
+    }
   return TRUE;
 }
 
@@ -223,13 +263,6 @@ lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
       lp_set_error (error, LP_ERROR_INVALID, "unknown scheduler '%s': expected sequential or parallel", run->scheduler);
       return NULL;
     }
-  if (!run->opts.no_cache)
-    {
-      g_autofree char *dir = run->opts.cache_dir ? g_strdup (run->opts.cache_dir) : lp_cache_default_dir ();
-      run->cache = lp_cache_open (dir, error);
-      if (run->cache == NULL)
-        return NULL;
-    }
   run->order = lp_graph_topo_order (graph);
   run->n_nodes = lp_graph_n_nodes (graph);
   run->nodes = g_new0 (NodeRun, run->n_nodes);
@@ -258,6 +291,13 @@ lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
     }
   if (!check_overwrites (run, error))
     return NULL;
+  if (!run->opts.no_cache)
+    {
+      g_autofree char *dir = run->opts.cache_dir ? g_strdup (run->opts.cache_dir) : lp_cache_default_dir ();
+      run->cache = lp_cache_open (dir, error);
+      if (run->cache == NULL)
+        return NULL;
+    }
   return g_steal_pointer (&run);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
+#include "outputs.h"
 #include <llmpress/stats.h>
 
 /* Entries are refcounted because weights sharing an input share one. */
@@ -359,6 +360,8 @@ load_legacy (const char *path, GError **error)
 LpStats *
 lp_stats_load (const char *path, GError **error)
 {
+  if (!lp_input_check (path, FALSE, error))
+    return NULL;
   FILE *f = fopen (path, "rb");
   if (f == NULL)
     {

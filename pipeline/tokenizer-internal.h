@@ -103,6 +103,9 @@ void lp_tok_meta_set_vocab (LpMeta *meta, const char *model, guint n, char **tok
                             const gint32 *types);
 /* FALSE with an error naming `file` unless the vocabulary is "llama". */
 gboolean lp_tok_vocab_require_spm (const LpTokVocab *v, const char *path, const char *file, GError **error);
+/* The bytes of a llama2.c tokenizer.bin for the vocabulary in meta (path
+ * names it in messages). */
+GBytes *lp_tokenizer_llama2c_bytes (const LpMeta *meta, const char *path, GError **error);
 /* Write a whole file atomically (LpAtomicFile): two buffers, one after the other. */
 gboolean lp_tok_write_file (const char *path, const void *a, gsize na, const void *b, gsize nb, GError **error);
 /* Set the token-id keys the way llama.cpp's converters write them (u32). */

@@ -18,6 +18,7 @@
 #include <glib/gstdio.h>
 
 #include "tokenizer-internal.h"
+#include "outputs.h"
 
 #define SPACE_MARK "\xe2\x96\x81"
 

@@ -105,14 +105,14 @@ lp_tokenizer_read_llama2c (const char *path, gint64 n_vocab, LpMeta *meta, GErro
   return TRUE;
 }
 
-gboolean
-lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error)
+GBytes *
+lp_tokenizer_llama2c_bytes (const LpMeta *meta, const char *path, GError **error)
 {
   LpTokVocab v;
   if (!lp_tok_vocab_from_meta (meta, path, &v, error))
-    return FALSE;
+    return NULL;
   if (!lp_tok_vocab_require_spm (&v, path, "tokenizer.bin", error))
-    return FALSE;
+    return NULL;
   /* The format has no ids for its special tokens: readers assume 0/1/2. */
   static const char *const keys[3] = { "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.bos_token_id",
                                        "tokenizer.ggml.eos_token_id" };
@@ -123,7 +123,7 @@ lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error
         {
           lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: key %s: tokenizer.bin has no place for it: expected %d, found %d",
                         path, keys[k], k, id);
-          return FALSE;
+          return NULL;
         }
     }
   g_autoptr (GByteArray) body = g_byte_array_new ();
@@ -142,5 +142,17 @@ lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error
       g_byte_array_append (body, (const guint8 *) t->str, t->len);
     }
   guint32 max_le = GUINT32_TO_LE ((guint32) max_len);
-  return lp_tok_write_file (path, &max_le, 4, body->data, body->len, error);
+  g_byte_array_prepend (body, (const guint8 *) &max_le, 4);
+  return g_byte_array_free_to_bytes (g_steal_pointer (&body));
+}
+
+gboolean
+lp_tokenizer_write_llama2c (const LpMeta *meta, const char *path, GError **error)
+{
+  g_autoptr (GBytes) bytes = lp_tokenizer_llama2c_bytes (meta, path, error);
+  if (bytes == NULL)
+    return FALSE;
+  gsize n;
+  const void *data = g_bytes_get_data (bytes, &n);
+  return lp_tok_write_file (path, data, n, NULL, 0, error);
 }

@@ -11,20 +11,12 @@
 
 #define RUN(out, err, ...) lp_test_run_cli (out, err, __VA_ARGS__, NULL)
 
-static guint
-count_lines (const char *s)
-{
-  guint n = 0;
-  for (; *s; s++)
-    n += *s == '\n';
-  return n;
-}
 
 /* A failure: exit 1 and exactly one line "llmpress: ..." on stderr. */
 static void
 assert_failure (int rc, const char *err, const char *fragment)
 {
-  if (rc != 1 || !g_str_has_prefix (err, "llmpress: ") || count_lines (err) != 1 || !g_str_has_suffix (err, "\n"))
+  if (rc != 1 || !g_str_has_prefix (err, "llmpress: ") || lp_test_count_lines (err) != 1 || !g_str_has_suffix (err, "\n"))
     g_error ("expected exit 1 and one line \"llmpress: ...\", found exit %d and stderr \"%s\"", rc, err);
   if (fragment != NULL && strstr (err, fragment) == NULL)
     g_error ("error \"%s\" lacks \"%s\"", err, fragment);
@@ -34,7 +26,7 @@ assert_failure (int rc, const char *err, const char *fragment)
 static void
 assert_usage_error (int rc, const char *out, const char *err, const char *fragment)
 {
-  if (rc != 2 || strstr (err, "--help") == NULL || count_lines (err) > 2 || *out != '\0')
+  if (rc != 2 || strstr (err, "--help") == NULL || lp_test_count_lines (err) > 2 || *out != '\0')
     g_error ("expected exit 2 and a usage hint, found exit %d and stderr \"%s\"", rc, err);
   if (fragment != NULL && strstr (err, fragment) == NULL)
     g_error ("usage error \"%s\" lacks \"%s\"", err, fragment);
@@ -235,7 +227,7 @@ synth_model (const char *name, const char *seed)
   if (rc != 0)
     g_error ("synth %s: exit %d: %s", name, rc, err);
   g_assert_true (g_str_has_prefix (out, "wrote "));
-  g_assert_cmpuint (count_lines (out), ==, 1);
+  g_assert_cmpuint (lp_test_count_lines (out), ==, 1);
   return g_steal_pointer (&path);
 }
 
@@ -409,16 +401,16 @@ test_convert_llama2c (void)
   g_assert_cmpstr (err, ==, "");
   g_assert_true (g_str_has_prefix (out, "wrote "));
   g_assert_nonnull (strstr (out, "llama2c"));
-  g_assert_cmpuint (count_lines (out), ==, 1);
+  g_assert_cmpuint (lp_test_count_lines (out), ==, 1);
   assert_same_bytes (in, copy);
 
   /* Never over the input, by the same name or another path to it. */
   g_autoptr (GBytes) before = read_bytes (in);
-  EXPECT_FAILURE ("refusing to overwrite", "convert", in, in);
+  EXPECT_FAILURE ("would overwrite", "convert", in, in);
   g_autofree char *in_dir = g_path_get_dirname (in);
   g_autofree char *in_dir_base = g_path_get_basename (in_dir);
   g_autofree char *other = g_build_filename (dir, "..", in_dir_base, "conv-in.bin", NULL);
-  EXPECT_FAILURE ("refusing to overwrite", "convert", in, other, "--format", "llama2c");
+  EXPECT_FAILURE ("would overwrite", "convert", in, other, "--format", "llama2c");
   g_autoptr (GBytes) after = read_bytes (in);
   g_assert_true (g_bytes_equal (before, after));
 

@@ -616,12 +616,13 @@ test_failed_save (void)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (LpModel) m = lp_test_tiny_model (1);
-  /* Into a directory that does not exist. */
-  g_autofree char *nodir = g_build_filename (lp_test_tmpdir (), "no-such-dir", "x.gguf", NULL);
+  /* Into a "directory" that is a file (a missing one would be created). */
+  g_autofree char *plain = lp_test_write_file ("plain-file", "x", 1);
+  g_autofree char *nodir = g_build_filename (plain, "sub", "x.gguf", NULL);
   g_assert_false (lp_gguf_save (m, nodir, NULL, &error));
-  lp_test_assert_error_contains (error, nodir, NULL);
+  lp_test_assert_error_contains (error, nodir, "is a regular file, not a directory", NULL);
   g_clear_error (&error);
-  g_assert_false (g_file_test (nodir, G_FILE_TEST_EXISTS));
+  g_assert_true (g_file_test (plain, G_FILE_TEST_IS_REGULAR));
 
   /* A tensor of a type GGUF has no id for, over an existing file: it stays. */
   g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "failsave", NULL);

@@ -38,23 +38,6 @@ assert_models_equal (LpModel *a, LpModel *b)
     }
 }
 
-static char *
-read_text (const char *path)
-{
-  char *text = NULL;
-  g_autoptr (GError) error = NULL;
-  g_file_get_contents (path, &text, NULL, &error);
-  g_assert_no_error (error);
-  return text;
-}
-
-static void
-write_text (const char *path, const char *text)
-{
-  g_autoptr (GError) error = NULL;
-  g_file_set_contents (path, text, -1, &error);
-  g_assert_no_error (error);
-}
 
 static void
 copy_file (const char *from, const char *to)
@@ -72,13 +55,13 @@ copy_file (const char *from, const char *to)
 static void
 edit_file (const char *path, const char *from, const char *to)
 {
-  g_autofree char *text = read_text (path);
+  g_autofree char *text = lp_test_read_text (path);
   char *at = strstr (text, from);
   if (at == NULL)
     g_error ("%s lacks \"%s\"", path, from);
   *at = '\0';
   g_autofree char *edited = g_strconcat (text, to, at + strlen (from), NULL);
-  write_text (path, edited);
+  lp_test_write_text (path, edited);
 }
 
 /* The tiny llama saved as an f32 HF directory (made once). */
@@ -351,7 +334,7 @@ test_hf_roundtrip_f32 (void)
   g_assert_cmpstr (g_hash_table_lookup (lp_safetensors_metadata (st), "format"), ==, "pt");
 
   g_autofree char *cfg_path = g_build_filename (tiny_hf_dir (), "config.json", NULL);
-  g_autofree char *cfg = read_text (cfg_path);
+  g_autofree char *cfg = lp_test_read_text (cfg_path);
   g_assert_nonnull (strstr (cfg, "\"architectures\" : [\n    \"LlamaForCausalLM\"\n  ]"));
   g_assert_nonnull (strstr (cfg, "\"model_type\" : \"llama\""));
   g_assert_nonnull (strstr (cfg, "\"tie_word_embeddings\" : true"));
@@ -395,7 +378,7 @@ test_hf_bf16 (void)
         g_assert_cmpfloat (fabsf (fx[j] - fy[j]), <=, fabsf (fx[j]) * 0x1p-8f);
     }
   g_autofree char *cfg_path = g_build_filename (dir, "config.json", NULL);
-  g_autofree char *cfg = read_text (cfg_path);
+  g_autofree char *cfg = lp_test_read_text (cfg_path);
   g_assert_nonnull (strstr (cfg, "\"torch_dtype\" : \"bfloat16\""));
 
   /* A non-float target is refused before anything is written. */
@@ -445,7 +428,7 @@ test_hf_qwen2_untied (void)
                                 lp_model_tensor (m, "blk.0.attn_k.bias")->data));
   g_assert_nonnull (lp_safetensors_tensor (st, "lm_head.weight"));
   g_autofree char *cfg_path = g_build_filename (dir, "config.json", NULL);
-  g_autofree char *cfg = read_text (cfg_path);
+  g_autofree char *cfg = lp_test_read_text (cfg_path);
   g_assert_nonnull (strstr (cfg, "\"rms_norm_eps\" : 9.9999999999999995e-07"));
   g_assert_nonnull (strstr (cfg, "\"rope_type\" : \"linear\""));
   g_assert_nonnull (strstr (cfg, "\"eos_token_id\" : 2"));
@@ -519,7 +502,7 @@ make_sharded_dir (const char *name)
     }
   g_string_append (index, "\n  }\n}\n");
   g_autofree char *index_path = g_build_filename (dir, "model.safetensors.index.json", NULL);
-  write_text (index_path, index->str);
+  lp_test_write_text (index_path, index->str);
   g_string_free (index, TRUE);
   return dir;
 }
@@ -549,10 +532,10 @@ test_hf_sharded (void)
       { "key weight_map.model.norm.weight: expected a file name in the directory", "found \"../model-00002-of-00002.safetensors\"" } },
   };
   g_autofree char *index_path = g_build_filename (dir, "model.safetensors.index.json", NULL);
-  g_autofree char *orig_index = read_text (index_path);
+  g_autofree char *orig_index = lp_test_read_text (index_path);
   for (gsize i = 0; i < G_N_ELEMENTS (bad_index); i++)
     {
-      write_text (index_path, orig_index);
+      lp_test_write_text (index_path, orig_index);
       edit_file (index_path, bad_index[i].from, bad_index[i].to);
       g_assert_null (lp_hf_load (dir, &error));
       assert_error_frags (error, "model.safetensors.index.json", bad_index[i].frags, G_N_ELEMENTS (bad_index[i].frags));
@@ -560,7 +543,7 @@ test_hf_sharded (void)
     }
 
   /* A missing shard. */
-  write_text (index_path, orig_index);
+  lp_test_write_text (index_path, orig_index);
   g_autofree char *shard2 = g_build_filename (dir, "model-00002-of-00002.safetensors", NULL);
   g_assert_cmpint (g_unlink (shard2), ==, 0);
   g_assert_null (lp_hf_load (dir, &error));
@@ -599,7 +582,7 @@ test_hf_save_sharded (void)
       g_assert_cmpuint (bytes, <=, 8192);
     }
   g_autofree char *index_path = g_build_filename (dir, "model.safetensors.index.json", NULL);
-  g_autofree char *index = read_text (index_path);
+  g_autofree char *index = lp_test_read_text (index_path);
   g_autofree char *total = g_strdup_printf ("\"total_size\" : %" G_GUINT64_FORMAT, lp_model_n_bytes (m));
   g_assert_nonnull (strstr (index, total));
   g_autofree char *emb = g_strdup_printf ("\"model.embed_tokens.weight\" : \"model-00001-of-%05u.safetensors\"", n_files);
@@ -766,7 +749,7 @@ test_hf_bad_tensors (void)
   /* A corrupt model.safetensors surfaces the reader's message. */
   g_autofree char *corrupt = tiny_hf_copy ("corrupt");
   g_autofree char *st = g_build_filename (corrupt, "model.safetensors", NULL);
-  write_text (st, "xx");
+  lp_test_write_text (st, "xx");
   g_assert_null (lp_hf_load (corrupt, &error));
   lp_test_assert_error_contains (error, "corrupt/model.safetensors", "offset 0", "found end of file", NULL);
 }

@@ -157,9 +157,22 @@ lp_test_demo_model (void)
 int
 lp_test_run_cliv (char **out, char **err, const char *const *args)
 {
+  return lp_test_run_cli_wrapped (out, err, NULL, args);
+}
+
+int
+lp_test_run_cli_wrapped (char **out, char **err, const char *wrapper, const char *const *args)
+{
   const char *bin = g_getenv ("LLMPRESS_BIN");
   g_assert_nonnull (bin);
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_autofree char *script = wrapper ? g_strdup_printf ("%s \"$0\" \"$@\"", wrapper) : NULL;
+  if (wrapper != NULL)
+    {
+      g_ptr_array_add (argv, (gpointer) "/bin/sh");
+      g_ptr_array_add (argv, (gpointer) "-c");
+      g_ptr_array_add (argv, script);
+    }
   g_ptr_array_add (argv, (gpointer) bin);
   for (const char *const *a = args; *a; a++)
     g_ptr_array_add (argv, (gpointer) *a);
@@ -178,6 +191,33 @@ lp_test_run_cliv (char **out, char **err, const char *const *args)
   if (WIFEXITED (status))
     return WEXITSTATUS (status);
   return 128 + WTERMSIG (status);
+}
+
+char *
+lp_test_read_text (const char *path)
+{
+  char *text = NULL;
+  g_autoptr (GError) error = NULL;
+  g_file_get_contents (path, &text, NULL, &error);
+  g_assert_no_error (error);
+  return text;
+}
+
+void
+lp_test_write_text (const char *path, const char *text)
+{
+  g_autoptr (GError) error = NULL;
+  g_file_set_contents (path, text, -1, &error);
+  g_assert_no_error (error);
+}
+
+guint
+lp_test_count_lines (const char *s)
+{
+  guint n = 0;
+  for (; *s; s++)
+    n += *s == '\n';
+  return n;
 }
 
 void

@@ -32,6 +32,15 @@ char *lp_test_demo_model (void);
 /* Run the CLI with an argv vector (NULL-terminated, without the program). */
 int lp_test_run_cliv (char **out, char **err, const char *const *args);
 
+/* The same, run as `sh -c '<wrapper> "$0" "$@"' llmpress args...` (wrapper:
+ * "exec timeout 60", "ulimit -f 64; exec"); a death by signal S returns 128 + S. */
+int lp_test_run_cli_wrapped (char **out, char **err, const char *wrapper, const char *const *args);
+/* A whole text file (asserting it reads), and writing one. */
+char *lp_test_read_text (const char *path);
+void lp_test_write_text (const char *path, const char *text);
+/* Newlines in s. */
+guint lp_test_count_lines (const char *s);
+
 /* x[n] uniform in [-scale, scale), deterministic for a seed. */
 void lp_test_fill (float *x, gsize n, guint32 seed, double scale);
 /* lp_gemm_i8 on `be` against lp_ref_gemm_i8, bit for bit: several shapes

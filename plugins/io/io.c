@@ -9,7 +9,7 @@ static const LpParamSpec load_params[] = {
     "the model: a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c checkpoint",
     LP_PARAM_REQUIRED },
   { "tokenizer", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "llama2.c only: the tokenizer.bin to use (default: tokenizer.bin or tok<V>.bin beside the checkpoint)" },
+    "llama2.c only: the tokenizer.bin to use (default: <stem>.tokenizer.bin, tokenizer.bin or tok<V>.bin beside the checkpoint)" },
   { NULL }
 };
 
