@@ -80,6 +80,22 @@ find_tokenizer (const char *path, gint64 n_vocab)
   return NULL;
 }
 
+char *
+lp_llama2c_implicit_tokenizer (const char *path)
+{
+  /* Only vocab_size matters (tok<V>.bin); a file too short for a header
+   * is no checkpoint. */
+  gint32 h[7];
+  FILE *f = fopen (path, "rb");
+  if (f == NULL)
+    return NULL;
+  gboolean ok = fread (h, sizeof h, 1, f) == 1;
+  fclose (f);
+  if (!ok || h[5] == 0 || h[5] == G_MININT32)
+    return NULL;
+  return find_tokenizer (path, h[5] < 0 ? -(gint64) h[5] : h[5]);
+}
+
 LpModel *
 lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error)
 {
