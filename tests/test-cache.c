@@ -5,7 +5,8 @@
  * to running uncached; ENOSPC and EIO (an LD_PRELOAD shim, fault-inject.c)
  * on outputs leave no partial file and the previous one intact; SIGKILL at
  * random points never leaves a partial output or a poisoned cache; a
- * crashing pass is named and leaves no entry. */
+ * crashing pass is named and leaves no entry.  A directory input's key
+ * covers every file in it. */
 #include "config.h"
 
 #include <signal.h>
@@ -251,6 +252,29 @@ test_implicit_tokenizer (void)
   g_assert_nonnull (strstr (changed, why));
 }
 
+/* A load of DIR/model.safetensors reads the whole directory: config.json
+ * is part of its key. */
+static void
+test_directory_input (void)
+{
+  g_autofree char *dir = fresh_dir ("hf-model");
+  const char *convert[] = { "convert", model_path, dir, "--format", "hf", NULL };
+  g_assert_cmpint (lp_test_run_cliv (NULL, NULL, convert), ==, 0);
+  g_autofree char *weights = g_build_filename (dir, "model.safetensors", NULL);
+  g_autofree char *spec = write_spec ("hf.ini", weights, "test.scale");
+  g_autofree char *cache = fresh_dir ("hf-cache"), *out = fresh_dir ("hf-out");
+  g_assert_cmpint (run_spec (spec, out, cache, NULL, NULL, "-q", NULL), ==, 0);
+  g_autofree char *config = g_build_filename (dir, "config.json", NULL);
+  g_autofree char *text = NULL;
+  g_assert_true (g_file_get_contents (config, &text, NULL, NULL));
+  g_autofree char *more = g_strconcat (text, "\n", NULL);
+  g_assert_true (g_file_set_contents (config, more, -1, NULL));
+  g_autofree char *changed = NULL;
+  g_assert_cmpint (run_spec (spec, out, cache, &changed, NULL, "-q", "--explain", NULL), ==, 0);
+  g_autofree char *why = g_strdup_printf ("explain: load: run: input file of path changed: %s", config);
+  g_assert_nonnull (strstr (changed, why));
+}
+
 /* Eight runs of one spec at once into one fresh cache, while a gc removes
  * entries under them: all succeed with the same results. */
 static void
@@ -484,6 +508,17 @@ test_unwritable_cache (void)
   g_assert_nonnull (strstr (err, "expected a cache directory, found a file"));
   assert_same_file (out, ref, "out.gguf");
 
+  /* gc removes the older layout, whose entries carry no checksums. */
+  g_autofree char *old_cache = fresh_dir ("old-layout-cache");
+  g_autofree char *old_entry = g_build_filename (old_cache, "v1", "ab", "abcdef", NULL);
+  g_assert_cmpint (g_mkdir_with_parents (old_entry, 0755), ==, 0);
+  g_autofree char *old_file = g_build_filename (old_entry, "metrics.ini", NULL);
+  g_assert_true (g_file_set_contents (old_file, "[metrics]\n", -1, NULL));
+  const char *gc_old[] = { "cache", "gc", "--cache-dir", old_cache, NULL };
+  g_assert_cmpint (lp_test_run_cliv (NULL, NULL, gc_old), ==, 0);
+  g_autofree char *v1 = g_build_filename (old_cache, "v1", NULL);
+  g_assert_false (g_file_test (v1, G_FILE_TEST_EXISTS));
+
   /* gc and verify of a cache that does not exist create nothing. */
   g_autofree char *none = fresh_dir ("no-cache-here");
   const char *gc[] = { "cache", "gc", "--cache-dir", none, NULL };
@@ -585,6 +620,7 @@ main (int argc, char **argv)
   data_path = lp_test_write_file ("stories.txt", text, MIN (len, 4000));
   g_test_add_func ("/cache/damaged-entries", test_damaged_entries);
   g_test_add_func ("/cache/implicit-tokenizer", test_implicit_tokenizer);
+  g_test_add_func ("/cache/directory-input", test_directory_input);
   g_test_add_func ("/cache/concurrent-runs", test_concurrent_runs);
   g_test_add_func ("/cache/unwritable", test_unwritable_cache);
   g_test_add_func ("/fault/outputs", test_fault_outputs);
