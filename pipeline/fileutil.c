@@ -103,6 +103,8 @@ lp_atomic_file_write (LpAtomicFile *af, const void *data, gsize n, GError **erro
 {
   const guint8 *p = data;
   int err = 0;
+  if (n == 0)
+    return TRUE;
   af->n_written += n;
   af->crc = lp_crc32 (af->crc, p, n);
   if (af->buf_len + n <= ATOMIC_FILE_BUF)

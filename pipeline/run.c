@@ -649,6 +649,8 @@ exec_job (gpointer user_data, guint job, GError **error)
           lp_set_error (error, LP_ERROR_MISSING, "%s: %s", nr->node->name, e->message);
           g_error_free (e);
         }
+      else if (!ok && e == NULL)
+        lp_set_error (error, LP_ERROR_FAILED, "%s: its cache entry holds no output to read", nr->node->name);
       else if (!ok)
         {
           g_propagate_error (error, e);
