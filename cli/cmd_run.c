@@ -10,6 +10,7 @@
 #include "registry.h"
 #include "graph.h"
 #include "run.h"
+#include "crash.h"
 
 typedef struct {
   char **defines;
@@ -141,6 +142,7 @@ lp_cmd_run (int argc, char **argv)
     return lp_cli_fail (error);
   running = run;
   signal (SIGINT, on_sigint);
+  lp_crash_handler_install ();
   gboolean ok = lp_run_execute (run, &error);
   signal (SIGINT, SIG_DFL);
   running = NULL;

@@ -1,21 +1,37 @@
 /* llmpress — the artifact cache.  Entries are directories renamed into place
- * complete (LpAtomicDir), so readers never see a partial one; models are
- * stored as GGUF, which keeps every metadata key. */
+ * complete by their first writer (LpAtomicDir), so readers never see a
+ * partial one and concurrent runs never replace one another's; models are
+ * stored as GGUF, which keeps every metadata key.
+ *
+ * Every file of an entry is listed in entry.ini's [files] with its CRC-32
+ * and size, computed as it was written, and entry.ini ends with a seal, the
+ * CRC-32 of everything before it.  Finding an entry (lp_cache_has) checks
+ * the seal and the sizes; loading one checks every byte.  A damaged entry is
+ * discarded with one warning and is a miss from then on. */
 #include "config.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <utime.h>
 #include <glib/gstdio.h>
 
 #include "lp-internal.h"
 #include "cache.h"
 
+/* v1 entries carried no checksums; v2 is a fresh start (gc removes v1). */
+#define LAYOUT "v2"
+#define SEAL_FMT "[seal]\ncrc32=%08x\n"
+#define SEAL_LEN 22
+
 struct _LpCache {
-  char *dir;   /* DIR/v1 */
+  char *dir;   /* DIR/v2 */
   char *root;  /* DIR */
 };
+
+typedef enum { ENTRY_ABSENT, ENTRY_DAMAGED, ENTRY_OK } EntryState;
 
 char *
 lp_cache_default_dir (void)
@@ -29,15 +45,16 @@ lp_cache_default_dir (void)
 LpCache *
 lp_cache_open (const char *dir, GError **error)
 {
-  g_autofree char *v1 = g_build_filename (dir, "v1", NULL);
-  if (g_mkdir_with_parents (v1, 0755) != 0)
+  /* Nothing is created here: a store creates what it needs, and gc or
+   * verify of a cache that does not exist has nothing to do. */
+  GStatBuf st;
+  if (g_stat (dir, &st) == 0 && !S_ISDIR (st.st_mode))
     {
-      int e = errno;
-      lp_set_error (error, LP_ERROR_IO, "%s: cannot create the cache directory: %s", v1, g_strerror (e));
+      lp_set_error (error, LP_ERROR_IO, "%s: expected a cache directory, found a file", dir);
       return NULL;
     }
   LpCache *c = g_new0 (LpCache, 1);
-  c->dir = g_steal_pointer (&v1);
+  c->dir = g_build_filename (dir, LAYOUT, NULL);
   c->root = g_strdup (dir);
   return c;
 }
@@ -71,24 +88,177 @@ entry_dir (LpCache *cache, const char *key)
   return g_build_filename (cache->dir, shard, key, NULL);
 }
 
+/* The file holding an entry's artifact, by kind; NULL for none. */
+static const char *
+artifact_file (const char *kind)
+{
+  if (g_strcmp0 (kind, "model") == 0)
+    return "model.gguf";
+  if (g_strcmp0 (kind, "metrics") == 0)
+    return "metrics.ini";
+  if (g_strcmp0 (kind, "stats") == 0)
+    return "stats.gguf";
+  return NULL;
+}
+
+/* Move the entry out of sight first (readers then miss it whole), then
+ * delete it.  Losing the rename to another remover is fine. */
+static void
+remove_entry (const char *dir)
+{
+  static gint counter;
+  g_autofree char *parent = g_path_get_dirname (dir);
+  g_autofree char *base = g_path_get_basename (dir);
+  g_autofree char *aside = g_strdup_printf ("%s/.%s.gone-%d-%d", parent, base, (int) getpid (),
+                                            g_atomic_int_add (&counter, 1));
+  if (g_rename (dir, aside) == 0)
+    lp_remove_tree (aside);
+}
+
+static void
+discard (LpCache *cache, const char *key, const char *why)
+{
+  g_autofree char *dir = entry_dir (cache, key);
+  lp_warn ("%s: damaged cache entry (%s): discarded, it will be recomputed", dir, why);
+  remove_entry (dir);
+}
+
+/* entry.ini of an entry, its seal checked; NULL with *state ABSENT when
+ * there is no entry, DAMAGED (and *why) when it cannot be trusted. */
 static GKeyFile *
-read_entry (LpCache *cache, const char *key)
+read_entry (LpCache *cache, const char *key, EntryState *state, char **why)
 {
   g_autofree char *dir = entry_dir (cache, key);
   g_autofree char *ini = g_build_filename (dir, "entry.ini", NULL);
-  GKeyFile *kf = g_key_file_new ();
-  if (!g_key_file_load_from_file (kf, ini, G_KEY_FILE_NONE, NULL))
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  GError *e = NULL;
+  *state = ENTRY_DAMAGED;
+  if (!g_file_get_contents (ini, &data, &len, &e))
     {
+      if (!g_file_test (dir, G_FILE_TEST_EXISTS))
+        *state = ENTRY_ABSENT;
+      else if (why)
+        *why = g_strdup_printf ("entry.ini: %s", e->message);
+      g_error_free (e);
+      return NULL;
+    }
+  char seal[SEAL_LEN + 1];
+  if (len >= SEAL_LEN)
+    g_snprintf (seal, sizeof seal, SEAL_FMT, (guint) lp_crc32 (0, data, len - SEAL_LEN));
+  if (len < SEAL_LEN || memcmp (data + len - SEAL_LEN, seal, SEAL_LEN) != 0)
+    {
+      if (why)
+        *why = g_strdup ("entry.ini: its checksum does not match its content");
+      return NULL;
+    }
+  GKeyFile *kf = g_key_file_new ();
+  if (!g_key_file_load_from_data (kf, data, len, G_KEY_FILE_NONE, &e))
+    {
+      if (why)
+        *why = g_strdup_printf ("entry.ini: %s", e->message);
+      g_error_free (e);
       g_key_file_unref (kf);
       return NULL;
     }
+  *state = ENTRY_OK;
+  return kf;
+}
+
+/* "crc32:XXXXXXXX size=N" of a whole file, as LpAtomicFile records it. */
+static char *
+file_digest (const char *path, GError **error)
+{
+  g_autoptr (GMappedFile) mf = lp_map_file (path, error);
+  if (mf == NULL)
+    return NULL;
+  gsize n = g_mapped_file_get_length (mf);
+  return g_strdup_printf ("crc32:%08x size=%" G_GSIZE_FORMAT,
+                          (guint) lp_crc32 (0, g_mapped_file_get_contents (mf), n), n);
+}
+
+/* The files entry.ini lists are there with their recorded size, and with
+ * full their recorded checksum; the artifact's file among them. */
+static gboolean
+verify_files (LpCache *cache, const char *key, GKeyFile *kf, gboolean full, char **why)
+{
+  g_autofree char *dir = entry_dir (cache, key);
+  g_autofree char *kind = g_key_file_get_string (kf, "entry", "kind", NULL);
+  const char *needed = artifact_file (kind);
+  if (needed == NULL && g_strcmp0 (kind, "none") != 0)
+    {
+      *why = g_strdup_printf ("entry.ini: kind: expected model, metrics, stats or none, found '%s'",
+                              kind ? kind : "nothing");
+      return FALSE;
+    }
+  if (needed != NULL && !g_key_file_has_key (kf, "files", needed, NULL))
+    {
+      *why = g_strdup_printf ("entry.ini: [files] does not list %s", needed);
+      return FALSE;
+    }
+  g_auto (GStrv) names = g_key_file_get_keys (kf, "files", NULL, NULL);
+  for (char **name = names; name && *name; name++)
+    {
+      g_autofree char *want = g_key_file_get_string (kf, "files", *name, NULL);
+      g_autofree char *path = g_build_filename (dir, *name, NULL);
+      const char *size_text = want ? strstr (want, " size=") : NULL;
+      guint64 size = 0;
+      if (size_text == NULL || !g_ascii_string_to_unsigned (size_text + 6, 10, 0, G_MAXUINT64, &size, NULL))
+        {
+          *why = g_strdup_printf ("entry.ini: %s: expected 'crc32:XXXXXXXX size=N', found '%s'", *name,
+                                  want ? want : "");
+          return FALSE;
+        }
+      GStatBuf st;
+      if (g_stat (path, &st) != 0)
+        {
+          *why = g_strdup_printf ("%s: %s", *name, g_strerror (errno));
+          return FALSE;
+        }
+      if ((guint64) st.st_size != size)
+        {
+          *why = g_strdup_printf ("%s: expected %" G_GUINT64_FORMAT " bytes, found %" G_GINT64_FORMAT, *name, size,
+                                  (gint64) st.st_size);
+          return FALSE;
+        }
+      if (!full)
+        continue;
+      GError *e = NULL;
+      g_autofree char *have = file_digest (path, &e);
+      if (have == NULL)
+        {
+          *why = g_strdup (e->message);
+          g_error_free (e);
+          return FALSE;
+        }
+      if (strcmp (have, want) != 0)
+        {
+          *why = g_strdup_printf ("%s: expected %s, found %s", *name, want, have);
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+/* An entry to use: its entry.ini, checked (every byte of every file with
+ * full).  A damaged one is discarded; NULL then, as for a missing one. */
+static GKeyFile *
+open_entry (LpCache *cache, const char *key, gboolean full)
+{
+  EntryState state;
+  g_autofree char *why = NULL;
+  GKeyFile *kf = read_entry (cache, key, &state, &why);
+  if (kf != NULL && !verify_files (cache, key, kf, full, &why))
+    g_clear_pointer (&kf, g_key_file_unref);
+  if (kf == NULL && state != ENTRY_ABSENT)
+    discard (cache, key, why);
   return kf;
 }
 
 gboolean
 lp_cache_has (LpCache *cache, const char *key)
 {
-  GKeyFile *kf = read_entry (cache, key);
+  GKeyFile *kf = open_entry (cache, key, FALSE);
   if (kf == NULL)
     return FALSE;
   g_key_file_unref (kf);
@@ -98,54 +268,114 @@ lp_cache_has (LpCache *cache, const char *key)
 char *
 lp_cache_entry_get (LpCache *cache, const char *key, const char *field)
 {
-  g_autoptr (GKeyFile) kf = read_entry (cache, key);
+  EntryState state;
+  g_autoptr (GKeyFile) kf = read_entry (cache, key, &state, NULL);
   return kf ? g_key_file_get_string (kf, "entry", field, NULL) : NULL;
+}
+
+static LpArtifact *
+load_artifact (const char *dir, const char *kind, GError **error)
+{
+  g_autofree char *path = g_build_filename (dir, artifact_file (kind), NULL);
+  if (strcmp (kind, "model") == 0)
+    {
+      g_autoptr (LpModel) m = lp_model_load (path, NULL, error);
+      return m ? lp_artifact_new_model (m) : NULL;
+    }
+  if (strcmp (kind, "stats") == 0)
+    {
+      g_autoptr (LpStats) st = lp_stats_load (path, error);
+      return st ? lp_artifact_new_stats (st) : NULL;
+    }
+  g_autofree char *data = NULL;
+  GError *e = NULL;
+  if (!g_file_get_contents (path, &data, NULL, &e))
+    {
+      lp_set_error (error, LP_ERROR_IO, "%s: %s", path, e->message);
+      g_error_free (e);
+      return NULL;
+    }
+  LpMeta *meta = lp_metrics_from_ini (data, path, error);
+  return meta ? lp_artifact_new_metrics (meta) : NULL;
 }
 
 LpArtifact *
 lp_cache_load (LpCache *cache, const char *key, GError **error)
 {
   g_autofree char *dir = entry_dir (cache, key);
-  g_autoptr (GKeyFile) kf = read_entry (cache, key);
+  g_autoptr (GKeyFile) kf = open_entry (cache, key, TRUE);
   if (kf == NULL)
     {
       lp_set_error (error, LP_ERROR_MISSING, "%s: no cache entry", dir);
       return NULL;
     }
   g_autofree char *kind = g_key_file_get_string (kf, "entry", "kind", NULL);
-  if (g_strcmp0 (kind, "model") == 0)
-    {
-      g_autofree char *path = g_build_filename (dir, "model.gguf", NULL);
-      g_autoptr (LpModel) m = lp_model_load (path, NULL, error);
-      if (m == NULL)
-        return NULL;
-      return lp_artifact_new_model (m);
-    }
-  if (g_strcmp0 (kind, "metrics") == 0)
-    {
-      g_autofree char *path = g_build_filename (dir, "metrics.ini", NULL);
-      g_autofree char *data = NULL;
-      GError *e = NULL;
-      if (!g_file_get_contents (path, &data, NULL, &e))
-        {
-          lp_set_error (error, LP_ERROR_IO, "%s: %s", path, e->message);
-          g_error_free (e);
-          return NULL;
-        }
-      LpMeta *meta = lp_metrics_from_ini (data, path, error);
-      return meta ? lp_artifact_new_metrics (meta) : NULL;
-    }
-  if (g_strcmp0 (kind, "stats") == 0)
-    {
-      g_autofree char *path = g_build_filename (dir, "stats.gguf", NULL);
-      g_autoptr (LpStats) st = lp_stats_load (path, error);
-      return st ? lp_artifact_new_stats (st) : NULL;
-    }
-  if (g_strcmp0 (kind, "none") == 0)
+  if (strcmp (kind, "none") == 0)
     return NULL;
-  lp_set_error (error, LP_ERROR_FORMAT, "%s/entry.ini: kind: expected model, metrics, stats or none, found '%s'", dir,
-                kind ? kind : "nothing");
-  return NULL;
+  GError *e = NULL;
+  LpArtifact *a = load_artifact (dir, kind, &e);
+  if (a == NULL)
+    {
+      /* Its bytes are the ones written, so this is a reader that changed
+       * (or a writer bug): recomputing is still the way out. */
+      discard (cache, key, e->message);
+      lp_set_error (error, LP_ERROR_MISSING, "%s: unreadable cache entry: %s", dir, e->message);
+      g_error_free (e);
+    }
+  return a;
+}
+
+/* A small file written through LpAtomicFile, its digest in *digest. */
+static gboolean
+write_small_file (const char *path, const char *data, gsize len, char **digest, GError **error)
+{
+  LpAtomicFile *af = lp_atomic_file_new (path, error);
+  if (af == NULL)
+    return FALSE;
+  if (!lp_atomic_file_write (af, data, len, error))
+    {
+      lp_atomic_file_abort (af);
+      return FALSE;
+    }
+  if (digest)
+    *digest = lp_atomic_file_digest (af);
+  return lp_atomic_file_commit (af, error);
+}
+
+/* Write the artifact's file into the entry being built; its name and
+ * digest in *name, *digest (none for a NONE artifact). */
+static gboolean
+write_artifact (const char *tmp, LpArtifact *artifact, const char **name, char **digest, GError **error)
+{
+  *name = artifact_file (lp_artifact_kind_name (lp_artifact_kind (artifact)));
+  if (*name == NULL)
+    return TRUE;
+  g_autofree char *path = g_build_filename (tmp, *name, NULL);
+  if (lp_artifact_kind (artifact) == LP_ARTIFACT_METRICS)
+    {
+      g_autofree char *data = lp_metrics_to_ini (lp_artifact_get_metrics (artifact));
+      return write_small_file (path, data, strlen (data), digest, error);
+    }
+  /* The format writers commit through LpAtomicFile: the digest is the one
+   * computed while the bytes went out. */
+  g_autoptr (GHashTable) written = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  lp_atomic_file_log_commits (written);
+  gboolean ok;
+  if (lp_artifact_kind (artifact) == LP_ARTIFACT_MODEL)
+    {
+      LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
+      opts.format = LP_FORMAT_GGUF;
+      ok = lp_model_save (lp_artifact_get_model (artifact), path, &opts, error);
+    }
+  else
+    ok = lp_stats_save (lp_artifact_get_stats (artifact), path, error);
+  lp_atomic_file_log_commits (NULL);
+  if (!ok)
+    return FALSE;
+  *digest = g_strdup (g_hash_table_lookup (written, path));
+  if (*digest == NULL)
+    *digest = file_digest (path, error);
+  return *digest != NULL;
 }
 
 gboolean
@@ -165,34 +395,10 @@ lp_cache_store (LpCache *cache, const char *key, LpArtifact *artifact, GHashTabl
   const char *tmp = lp_atomic_dir_path (ad);
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_key_file_set_string (kf, "entry", "key", key);
-  g_key_file_set_string (kf, "entry", "kind", lp_artifact_kind_name (lp_artifact_kind (artifact)));
-  if (lp_artifact_kind (artifact) == LP_ARTIFACT_NONE)
-    g_key_file_set_string (kf, "entry", "kind", "none");
-  gboolean ok = TRUE;
-  if (lp_artifact_kind (artifact) == LP_ARTIFACT_MODEL)
-    {
-      g_autofree char *path = g_build_filename (tmp, "model.gguf", NULL);
-      LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
-      opts.format = LP_FORMAT_GGUF;
-      ok = lp_model_save (lp_artifact_get_model (artifact), path, &opts, error);
-    }
-  else if (lp_artifact_kind (artifact) == LP_ARTIFACT_STATS)
-    {
-      g_autofree char *path = g_build_filename (tmp, "stats.gguf", NULL);
-      ok = lp_stats_save (lp_artifact_get_stats (artifact), path, error);
-    }
-  else if (lp_artifact_kind (artifact) == LP_ARTIFACT_METRICS)
-    {
-      g_autofree char *path = g_build_filename (tmp, "metrics.ini", NULL);
-      g_autofree char *data = lp_metrics_to_ini (lp_artifact_get_metrics (artifact));
-      GError *e = NULL;
-      ok = g_file_set_contents (path, data, -1, &e);
-      if (!ok)
-        {
-          lp_set_error (error, LP_ERROR_IO, "%s: %s", path, e->message);
-          g_error_free (e);
-        }
-    }
+  const char *name = NULL;
+  g_autofree char *digest = NULL;
+  gboolean ok = write_artifact (tmp, artifact, &name, &digest, error);
+  g_key_file_set_string (kf, "entry", "kind", name ? lp_artifact_kind_name (lp_artifact_kind (artifact)) : "none");
   if (ok && fields != NULL)
     {
       g_autoptr (GList) names = g_hash_table_get_keys (fields);
@@ -200,23 +406,23 @@ lp_cache_store (LpCache *cache, const char *key, LpArtifact *artifact, GHashTabl
       for (GList *l = names; l; l = l->next)
         g_key_file_set_string (kf, "entry", l->data, g_hash_table_lookup (fields, l->data));
     }
+  if (ok && name != NULL)
+    g_key_file_set_string (kf, "files", name, digest);
   if (ok)
     {
+      gsize len = 0;
+      g_autofree char *text = g_key_file_to_data (kf, &len, NULL);
+      g_autofree char *sealed = g_strdup_printf ("%s" SEAL_FMT, text, (guint) lp_crc32 (0, text, len));
       g_autofree char *ini = g_build_filename (tmp, "entry.ini", NULL);
-      GError *e = NULL;
-      ok = g_key_file_save_to_file (kf, ini, &e);
-      if (!ok)
-        {
-          lp_set_error (error, LP_ERROR_IO, "%s: %s", ini, e->message);
-          g_error_free (e);
-        }
+      ok = write_small_file (ini, sealed, strlen (sealed), NULL, error);
     }
   if (!ok)
     {
       lp_atomic_dir_abort (ad);
       return FALSE;
     }
-  return lp_atomic_dir_commit (ad, error);
+  gboolean existed;
+  return lp_atomic_dir_commit_new (ad, &existed, error);
 }
 
 void
@@ -273,24 +479,14 @@ gc_cmp_age (gconstpointer a, gconstpointer b)
   return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
 }
 
-gboolean
-lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_removed, guint64 *bytes_freed,
-             guint64 *bytes_kept, GError **error)
+/* Calls fn on each entry directory (and each temporary a killed run left:
+ * a name starting with '.'). */
+static void
+for_each_entry (LpCache *cache, void (*fn) (const char *shard_dir, const char *name, gpointer data), gpointer data)
 {
-  guint removed = 0;
-  guint64 freed = 0, kept = 0;
-  gint64 now = g_get_real_time () / G_USEC_PER_SEC;
-  g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func ((GDestroyNotify) gc_entry_free);
-  GError *e = NULL;
-  g_autoptr (GDir) top = g_dir_open (cache->dir, 0, &e);
-  if (top == NULL)
-    {
-      lp_set_error (error, LP_ERROR_IO, "%s: %s", cache->dir, e->message);
-      g_error_free (e);
-      return FALSE;
-    }
+  g_autoptr (GDir) top = g_dir_open (cache->dir, 0, NULL);
   const char *shard;
-  while ((shard = g_dir_read_name (top)) != NULL)
+  while (top && (shard = g_dir_read_name (top)) != NULL)
     {
       if (strlen (shard) != 2)
         continue; /* history/ */
@@ -298,51 +494,122 @@ lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_remov
       g_autoptr (GDir) d = g_dir_open (sdir, 0, NULL);
       const char *name;
       while (d && (name = g_dir_read_name (d)) != NULL)
-        {
-          g_autofree char *path = g_build_filename (sdir, name, NULL);
-          GStatBuf st;
-          if (g_stat (path, &st) != 0)
-            continue;
-          guint64 size = lp_path_size (path);
-          /* A temporary left by a killed run (".KEY.tmp-XXXXXX"); one younger
-           * than an hour may belong to a run still writing it. */
-          if (name[0] == '.')
-            {
-              if (now - st.st_mtime > 3600 || max_age_s == 0)
-                {
-                  lp_remove_tree (path);
-                  removed++;
-                  freed += size;
-                }
-              continue;
-            }
-          GcEntry *ge = g_new0 (GcEntry, 1);
-          ge->path = g_steal_pointer (&path);
-          ge->mtime = st.st_mtime;
-          ge->size = size;
-          g_ptr_array_add (entries, ge);
-          kept += size;
-        }
+        fn (sdir, name, data);
     }
+}
+
+typedef struct {
+  gint64 now;
+  gboolean all;
+  GPtrArray *entries;
+  guint removed;
+  guint64 freed, kept;
+} GcState;
+
+static void
+gc_visit (const char *sdir, const char *name, gpointer data)
+{
+  GcState *gs = data;
+  g_autofree char *path = g_build_filename (sdir, name, NULL);
+  GStatBuf st;
+  if (g_stat (path, &st) != 0)
+    return;
+  guint64 size = lp_path_size (path);
+  /* A temporary left by a killed run (".KEY.tmp-XXXXXX"); one younger
+   * than an hour may belong to a run still writing it. */
+  if (name[0] == '.')
+    {
+      if (gs->now - st.st_mtime > 3600 || gs->all)
+        {
+          lp_remove_tree (path);
+          gs->removed++;
+          gs->freed += size;
+        }
+      return;
+    }
+  GcEntry *ge = g_new0 (GcEntry, 1);
+  ge->path = g_steal_pointer (&path);
+  ge->mtime = st.st_mtime;
+  ge->size = size;
+  g_ptr_array_add (gs->entries, ge);
+  gs->kept += size;
+}
+
+gboolean
+lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_removed, guint64 *bytes_freed,
+             guint64 *bytes_kept, GError **error)
+{
+  g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func ((GDestroyNotify) gc_entry_free);
+  GcState gs = { g_get_real_time () / G_USEC_PER_SEC, max_age_s == 0, entries, 0, 0, 0 };
+  /* The older layout, whose entries carry no checksums, is never read. */
+  g_autofree char *v1 = g_build_filename (cache->root, "v1", NULL);
+  if (g_file_test (v1, G_FILE_TEST_IS_DIR))
+    {
+      gs.freed += lp_path_size (v1);
+      gs.removed++;
+      lp_remove_tree (v1);
+    }
+  if (g_file_test (cache->dir, G_FILE_TEST_EXISTS) && access (cache->dir, R_OK | X_OK) != 0)
+    {
+      int e = errno;
+      lp_set_error (error, LP_ERROR_IO, "%s: cannot read the cache: %s", cache->dir, g_strerror (e));
+      return FALSE;
+    }
+  for_each_entry (cache, gc_visit, &gs);
   g_ptr_array_sort (entries, gc_cmp_age);
   for (guint i = 0; i < entries->len; i++)
     {
       GcEntry *ge = entries->pdata[i];
-      gboolean too_old = max_age_s >= 0 && now - ge->mtime >= max_age_s;
-      gboolean too_big = max_bytes > 0 && kept > max_bytes;
+      gboolean too_old = max_age_s >= 0 && gs.now - ge->mtime >= max_age_s;
+      gboolean too_big = max_bytes > 0 && gs.kept > max_bytes;
       if (!too_old && !too_big)
         continue;
-      lp_remove_tree (ge->path);
-      removed++;
-      freed += ge->size;
-      kept -= ge->size;
+      remove_entry (ge->path);
+      gs.removed++;
+      gs.freed += ge->size;
+      gs.kept -= ge->size;
     }
   if (n_removed)
-    *n_removed = removed;
+    *n_removed = gs.removed;
   if (bytes_freed)
-    *bytes_freed = freed;
+    *bytes_freed = gs.freed;
   if (bytes_kept)
-    *bytes_kept = kept;
+    *bytes_kept = gs.kept;
+  return TRUE;
+}
+
+typedef struct {
+  LpCache *cache;
+  guint checked, bad;
+} VerifyState;
+
+static void
+verify_visit (const char *sdir, const char *name, gpointer data)
+{
+  VerifyState *vs = data;
+  if (name[0] == '.' || strlen (name) < 2)
+    return; /* temporaries are gc's */
+  vs->checked++;
+  GKeyFile *kf = open_entry (vs->cache, name, TRUE);
+  if (kf == NULL)
+    vs->bad++;
+  else
+    g_key_file_unref (kf);
+}
+
+gboolean
+lp_cache_verify (LpCache *cache, guint *n_checked, guint *n_removed, GError **error)
+{
+  if (g_file_test (cache->dir, G_FILE_TEST_EXISTS) && access (cache->dir, R_OK | X_OK) != 0)
+    {
+      int e = errno;
+      lp_set_error (error, LP_ERROR_IO, "%s: cannot read the cache: %s", cache->dir, g_strerror (e));
+      return FALSE;
+    }
+  VerifyState vs = { cache, 0, 0 };
+  for_each_entry (cache, verify_visit, &vs);
+  *n_checked = vs.checked;
+  *n_removed = vs.bad;
   return TRUE;
 }
 

@@ -7,16 +7,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
+#include <zlib.h>
 
 #include "lp-internal.h"
 #include "outputs.h"
 
+/* Bytes go through write(2) on the descriptor with our own buffer, not
+ * stdio: every failure is seen where it happens (errno intact), and the
+ * fault-injection tests can make write() fail (glibc's stdio calls an
+ * internal write that an LD_PRELOAD shim cannot replace). */
+#define ATOMIC_FILE_BUF (256 * 1024)
+
 struct _LpAtomicFile {
   char *path;
   char *tmp_path;
-  char *created;   /* parent directories we made, removed again on failure */
-  FILE *stream;    /* its descriptor holds the temporary's lock */
+  char *created;       /* parent directories we made, removed again on failure */
+  int fd;              /* holds the temporary's lock */
+  guint8 *buf;
+  gsize buf_len;
+  guint64 n_written;   /* bytes handed to lp_atomic_file_write */
+  guint32 crc;         /* CRC-32 (zlib) of those bytes */
 };
+
+/* Where lp_atomic_file_commit records what it wrote, on this thread. */
+static _Thread_local GHashTable *commit_log;
 
 static void
 set_errno_error (GError **error, int err, const char *path, const char *doing)
@@ -41,25 +55,90 @@ lp_atomic_file_new (const char *path, GError **error)
   af->path = g_strdup (path);
   af->tmp_path = tmp;
   af->created = g_steal_pointer (&created);
-  af->stream = fdopen (fd, "wb");
+  af->fd = fd;
+  af->buf = g_malloc (ATOMIC_FILE_BUF);
   return af;
 }
 
-FILE *
-lp_atomic_file_stream (LpAtomicFile *af)
+guint32
+lp_crc32 (guint32 crc, const void *data, gsize n)
 {
-  return af->stream;
+  /* zlib's crc32 takes a uInt length (and NULL data means "restart"). */
+  const guint8 *p = data;
+  for (gsize done = 0; done < n;)
+    {
+      uInt chunk = (uInt) MIN (n - done, (gsize) 1 << 30);
+      crc = (guint32) crc32 (crc, p + done, chunk);
+      done += chunk;
+    }
+  return crc;
+}
+
+static gboolean
+write_all (int fd, const guint8 *p, gsize n, int *err)
+{
+  while (n > 0)
+    {
+      ssize_t w = write (fd, p, MIN (n, (gsize) 1 << 30));
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0)
+        {
+          *err = w < 0 ? errno : EIO;
+          return FALSE;
+        }
+      p += w;
+      n -= (gsize) w;
+    }
+  return TRUE;
+}
+
+static gboolean
+flush_buf (LpAtomicFile *af, int *err)
+{
+  gboolean ok = write_all (af->fd, af->buf, af->buf_len, err);
+  af->buf_len = 0;
+  return ok;
 }
 
 gboolean
 lp_atomic_file_write (LpAtomicFile *af, const void *data, gsize n, GError **error)
 {
-  if (n > 0 && fwrite (data, 1, n, af->stream) != n)
+  const guint8 *p = data;
+  int err = 0;
+  if (n == 0)
+    return TRUE;
+  af->n_written += n;
+  af->crc = lp_crc32 (af->crc, p, n);
+  if (af->buf_len + n <= ATOMIC_FILE_BUF)
     {
-      set_errno_error (error, errno, af->path, "write failed");
+      memcpy (af->buf + af->buf_len, p, n);
+      af->buf_len += n;
+      return TRUE;
+    }
+  if (!flush_buf (af, &err) || (n >= ATOMIC_FILE_BUF && !write_all (af->fd, p, n, &err)))
+    {
+      set_errno_error (error, err, af->path, "write failed");
       return FALSE;
     }
+  if (n < ATOMIC_FILE_BUF)
+    {
+      memcpy (af->buf, p, n);
+      af->buf_len = n;
+    }
   return TRUE;
+}
+
+char *
+lp_atomic_file_digest (const LpAtomicFile *af)
+{
+  return g_strdup_printf ("crc32:%08x size=%" G_GUINT64_FORMAT, (guint) af->crc, af->n_written);
+}
+
+void
+lp_atomic_file_log_commits (GHashTable *log)
+{
+  commit_log = log;
 }
 
 static void
@@ -68,39 +147,33 @@ atomic_file_free (LpAtomicFile *af)
   g_free (af->path);
   g_free (af->tmp_path);
   g_free (af->created);
+  g_free (af->buf);
   g_free (af);
 }
 
 gboolean
 lp_atomic_file_commit (LpAtomicFile *af, GError **error)
 {
-  gboolean ok = TRUE;
   int err = 0;
-  if (fflush (af->stream) != 0 || fsync (fileno (af->stream)) != 0)
-    {
-      err = errno;
-      ok = FALSE;
-    }
+  gboolean ok = flush_buf (af, &err);
+  if (ok && fsync (af->fd) != 0)
+    err = errno, ok = FALSE;
   /* Renamed while still open, so the lock keeps a cleaner away until the
    * temporary has its final name.  rename() over a symlink replaces the
    * link, never what it points to. */
   if (ok && g_rename (af->tmp_path, af->path) != 0)
-    {
-      err = errno;
-      ok = FALSE;
-    }
+    err = errno, ok = FALSE;
   if (!ok)
     g_unlink (af->tmp_path);
-  if (fclose (af->stream) != 0 && ok)
-    {
-      err = errno;
-      ok = FALSE;
-    }
+  if (close (af->fd) != 0 && ok)
+    err = errno, ok = FALSE;
   if (!ok)
     {
       set_errno_error (error, err, af->path, "cannot finish writing");
       lp_output_unprepare (af->path, af->created);
     }
+  else if (commit_log != NULL)
+    g_hash_table_insert (commit_log, g_strdup (af->path), lp_atomic_file_digest (af));
   atomic_file_free (af);
   return ok;
 }
@@ -111,7 +184,7 @@ lp_atomic_file_abort (LpAtomicFile *af)
   if (af == NULL)
     return;
   g_unlink (af->tmp_path);
-  fclose (af->stream);
+  close (af->fd);
   lp_output_unprepare (af->path, af->created);
   atomic_file_free (af);
 }
@@ -275,6 +348,29 @@ lp_atomic_dir_commit (LpAtomicDir *ad, GError **error)
     lp_remove_tree (old);
   atomic_dir_free (ad);
   return TRUE;
+}
+
+gboolean
+lp_atomic_dir_commit_new (LpAtomicDir *ad, gboolean *existed, GError **error)
+{
+  /* rename() onto a non-empty directory fails with ENOTEMPTY (or EEXIST):
+   * someone else finished first, and what they wrote stands. */
+  *existed = FALSE;
+  gboolean ok = TRUE;
+  if (g_rename (ad->tmp_path, ad->path) != 0)
+    {
+      int err = errno;
+      if (err == ENOTEMPTY || err == EEXIST)
+        *existed = TRUE;
+      else
+        {
+          set_errno_error (error, err, ad->path, "cannot move the finished directory into place");
+          ok = FALSE;
+        }
+      lp_remove_tree (ad->tmp_path);
+    }
+  atomic_dir_free (ad);
+  return ok;
 }
 
 void

@@ -105,6 +105,23 @@ tokenizer_destination (const char *path, GBytes *bytes, gboolean *skip)
   return g_strdup (own);
 }
 
+char *
+lp_llama2c_implicit_tokenizer (const char *path)
+{
+  /* Only vocab_size matters (tok<V>.bin); a file too short for a header
+   * is no checkpoint. */
+  gint32 h[7];
+  /* Only a regular file is opened: a FIFO would block here. */
+  FILE *f = g_file_test (path, G_FILE_TEST_IS_REGULAR) ? fopen (path, "rb") : NULL;
+  if (f == NULL)
+    return NULL;
+  gboolean ok = fread (h, sizeof h, 1, f) == 1;
+  fclose (f);
+  if (!ok || h[5] == 0 || h[5] == G_MININT32)
+    return NULL;
+  return find_tokenizer (path, h[5] < 0 ? -(gint64) h[5] : h[5]);
+}
+
 LpModel *
 lp_llama2c_load (const char *path, const char *tokenizer_path, GError **error)
 {

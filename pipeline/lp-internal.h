@@ -97,3 +97,25 @@ void lp_model_drop_bad_token_ids (LpModel *model);
 /* strcmp for g_ptr_array_sort over an array of strings (it passes char **). */
 int lp_compare_str_ptr (gconstpointer a, gconstpointer b);
 
+
+/* "crc32:XXXXXXXX size=N" of the bytes written to af so far (computed as
+ * they are written).  g_free() it. */
+char *lp_atomic_file_digest (const LpAtomicFile *af);
+/* While log is set (NULL: stop), each lp_atomic_file_commit on this thread
+ * inserts its target path -> lp_atomic_file_digest into it: how the cache
+ * learns the checksum of a file a format writer wrote. */
+void lp_atomic_file_log_commits (GHashTable *log);
+/* Commit, unless the target already exists: then ours is discarded,
+ * *existed is set, and that counts as success (first complete writer wins). */
+gboolean lp_atomic_dir_commit_new (LpAtomicDir *ad, gboolean *existed, GError **error);
+/* CRC-32 (zlib's) of n bytes continuing crc (0 to start). */
+guint32 lp_crc32 (guint32 crc, const void *data, gsize n);
+
+/* Every file or directory lp_model_load (path, options) reads: the path
+ * itself (the directory of a model.safetensors), and for a llama2.c
+ * checkpoint the tokenizer it uses (options' or the one found beside it).
+ * Paths that are no model give just themselves. */
+GPtrArray *lp_model_load_files (const char *path, const LpLoadOptions *options);
+/* The tokenizer lp_llama2c_load picks up beside a checkpoint when none is
+ * given (NULL: none, or not a checkpoint). */
+char *lp_llama2c_implicit_tokenizer (const char *path);

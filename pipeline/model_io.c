@@ -84,6 +84,28 @@ dedupe_tied_head (LpModel *model)
   lp_model_config_mut (model)->tied_embeddings = TRUE;
 }
 
+GPtrArray *
+lp_model_load_files (const char *path, const LpLoadOptions *options)
+{
+  GPtrArray *files = g_ptr_array_new_with_free_func (g_free);
+  LpFormat format = g_file_test (path, G_FILE_TEST_EXISTS) ? lp_format_detect (path) : LP_FORMAT_UNKNOWN;
+  if (format == LP_FORMAT_HF && !g_file_test (path, G_FILE_TEST_IS_DIR))
+    {
+      /* lp_model_load reads the directory of a model.safetensors. */
+      g_ptr_array_add (files, g_path_get_dirname (path));
+      return files;
+    }
+  g_ptr_array_add (files, g_strdup (path));
+  if (format == LP_FORMAT_LLAMA2C)
+    {
+      char *tok = options && options->tokenizer_path ? g_strdup (options->tokenizer_path)
+                                                     : lp_llama2c_implicit_tokenizer (path);
+      if (tok != NULL)
+        g_ptr_array_add (files, tok);
+    }
+  return files;
+}
+
 LpModel *
 lp_model_load (const char *path, const LpLoadOptions *options, GError **error)
 {

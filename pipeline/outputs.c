@@ -550,25 +550,15 @@ lp_llama2c_tokenizer_candidates (const char *path, gint64 n_vocab)
 void
 lp_read_set_add_model (LpReadSet *rs, const char *path, const char *tokenizer, const char *what)
 {
-  lp_read_set_add (rs, path, what);
+  /* What lp_model_load reads: the file or directory, and the tokenizer a
+   * llama2.c checkpoint picks up beside it. */
+  LpLoadOptions opts = { tokenizer };
+  g_autoptr (GPtrArray) files = lp_model_load_files (path, &opts);
   g_autofree char *tok_what = g_strdup_printf ("the tokenizer of %s", what);
-  if (tokenizer != NULL)
-    lp_read_set_add (rs, tokenizer, tok_what);
-  if (tokenizer != NULL || !g_file_test (path, G_FILE_TEST_IS_REGULAR) || lp_format_detect (path) != LP_FORMAT_LLAMA2C)
-    return;
-  /* The tokenizer a llama2.c checkpoint picks up beside it. */
-  gint32 h[7] = { 0 };
-  FILE *f = fopen (path, "rb");
-  if (f != NULL)
-    {
-      if (fread (h, sizeof h, 1, f) != 1)
-        memset (h, 0, sizeof h);
-      fclose (f);
-    }
-  g_autoptr (GPtrArray) cands = lp_llama2c_tokenizer_candidates (path, h[5] < 0 ? -(gint64) h[5] : h[5]);
-  for (guint i = 0; i < cands->len; i++)
-    if (g_file_test (cands->pdata[i], G_FILE_TEST_EXISTS))
-      lp_read_set_add (rs, cands->pdata[i], tok_what);
+  lp_read_set_add (rs, path, what);
+  for (guint i = 0; i < files->len; i++)
+    if (strcmp (files->pdata[i], path) != 0)
+      lp_read_set_add (rs, files->pdata[i], g_file_test (files->pdata[i], G_FILE_TEST_IS_DIR) ? what : tok_what);
 }
 
 char *

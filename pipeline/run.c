@@ -15,6 +15,7 @@
 #include "outputs.h"
 #include "context-private.h"
 #include "run.h"
+#include "crash.h"
 #include "scheduler.h"
 
 typedef enum { ACTION_REUSE, ACTION_FETCH, ACTION_RUN } Action;
@@ -53,6 +54,8 @@ struct _LpRun {
   char *calib_hash;
   char *scheduler;
   LpCache *cache;
+  gint cache_unwritable;   /* a store failed: no more tries, one warning (atomic) */
+  GHashTable *lost;        /* keys of entries found when planning, then damaged or gone when loaded */
   GPtrArray *order;        /* LpNode *, topological */
   NodeRun *nodes;          /* by node->index */
   guint n_nodes;
@@ -77,6 +80,20 @@ node_run_clear (NodeRun *nr)
   g_clear_pointer (&nr->wall_end, g_date_time_unref);
 }
 
+/* Back to the state before planning (a second plan after a cache entry
+ * was lost); the resolved parameters stay. */
+static void
+node_run_reset (NodeRun *nr)
+{
+  LpNode *node = nr->node;
+  LpParamValue **values = g_steal_pointer (&nr->values);
+  node_run_clear (nr);
+  memset (nr, 0, sizeof *nr);
+  nr->node = node;
+  nr->values = values;
+  nr->job = -1;
+}
+
 void
 lp_run_free (LpRun *run)
 {
@@ -87,6 +104,7 @@ lp_run_free (LpRun *run)
   g_free (run->nodes);
   g_clear_pointer (&run->order, g_ptr_array_unref);
   lp_cache_free (run->cache);
+  g_clear_pointer (&run->lost, g_hash_table_unref);
   g_free (run->output_dir);
   g_free (run->backend);
   if (run->be)
@@ -234,6 +252,7 @@ lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
 {
   g_autoptr (LpRun) run = g_new0 (LpRun, 1);
   g_mutex_init (&run->shared.lock);
+  run->lost = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   run->graph = graph;
   if (options)
     run->opts = *options;
@@ -294,9 +313,13 @@ lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
   if (!run->opts.no_cache)
     {
       g_autofree char *dir = run->opts.cache_dir ? g_strdup (run->opts.cache_dir) : lp_cache_default_dir ();
-      run->cache = lp_cache_open (dir, error);
+      GError *e = NULL;
+      run->cache = lp_cache_open (dir, &e);
       if (run->cache == NULL)
-        return NULL;
+        {
+          lp_warn ("%s; running without the cache", e->message);
+          g_error_free (e);
+        }
     }
   return g_steal_pointer (&run);
 }
@@ -323,8 +346,12 @@ make_components (LpRun *run, NodeRun *nr)
         fingerprint (outputs, lp_param_value_get_string (v));
       else if (v && s->type == LP_PARAM_PATH)
         {
+          /* With a model, the files its loading finds by itself too (the
+           * tokenizer beside a llama2.c checkpoint). */
           g_autoptr (GString) fp = g_string_new (NULL);
-          fingerprint (fp, lp_param_value_get_string (v));
+          g_autoptr (GPtrArray) files = lp_model_load_files (lp_param_value_get_string (v), NULL);
+          for (guint f = 0; f < files->len; f++)
+            fingerprint (fp, files->pdata[f]);
           g_auto (GStrv) lines = g_strsplit (fp->str, "\n", -1);
           for (char **l = lines; *l; l++)
             if (**l)
@@ -466,6 +493,11 @@ plan (LpRun *run)
         {
           nr->action = ACTION_REUSE;
           nr->reason = g_strdup_printf ("cache entry %.12s is up to date", nr->key);
+        }
+      else if (g_hash_table_contains (run->lost, nr->key))
+        {
+          nr->action = ACTION_RUN;
+          nr->reason = g_strdup_printf ("cache entry %.12s was damaged (discarded) or removed when it was read", nr->key);
         }
       else
         {
@@ -609,13 +641,22 @@ run_node (LpRun *run, NodeRun *nr, GError **error)
           char buf[G_ASCII_DTOSTR_BUF_SIZE];
           g_hash_table_insert (fields, (gpointer) "bits_per_weight", g_strdup (g_ascii_dtostr (buf, sizeof buf, nr->out_bpw)));
         }
-      if (!lp_cache_store (run->cache, nr->key, nr->artifact, fields, error))
+      /* A cache that cannot be written (full, read-only) costs reuse,
+       * never the run. */
+      GError *store_error = NULL;
+      if (!g_atomic_int_get (&run->cache_unwritable)
+          && !lp_cache_store (run->cache, nr->key, nr->artifact, fields, &store_error))
         {
-          lp_error_prefix (error, n->name);
-          return FALSE;
+          if (g_atomic_int_compare_and_exchange (&run->cache_unwritable, 0, 1))
+            lp_warn ("%s: cannot store its output in the cache (%s); going on without storing", n->name,
+                     store_error->message);
+          g_error_free (store_error);
         }
-      g_autofree char *id = history_id (run, n);
-      lp_cache_set_history (run->cache, id, nr->components);
+      else if (!g_atomic_int_get (&run->cache_unwritable))
+        {
+          g_autofree char *id = history_id (run, n);
+          lp_cache_set_history (run->cache, id, nr->components);
+        }
     }
   return TRUE;
 }
@@ -638,10 +679,26 @@ exec_job (gpointer user_data, guint job, GError **error)
   gboolean ok;
   if (nr->action == ACTION_FETCH)
     {
-      nr->artifact = lp_cache_load (run->cache, nr->key, error);
+      GError *e = NULL;
+      nr->artifact = lp_cache_load (run->cache, nr->key, &e);
       ok = nr->artifact != NULL;
-      if (!ok)
-        lp_error_prefix (error, nr->node->name);
+      if (!ok && g_error_matches (e, LP_ERROR, LP_ERROR_MISSING))
+        {
+          /* Damaged (and discarded) or removed since planning: plan again,
+           * and it runs. */
+          g_mutex_lock (&run->shared.lock);
+          g_hash_table_add (run->lost, g_strdup (nr->key));
+          g_mutex_unlock (&run->shared.lock);
+          lp_set_error (error, LP_ERROR_MISSING, "%s: %s", nr->node->name, e->message);
+          g_error_free (e);
+        }
+      else if (!ok && e == NULL)
+        lp_set_error (error, LP_ERROR_FAILED, "%s: its cache entry holds no output to read", nr->node->name);
+      else if (!ok)
+        {
+          g_propagate_error (error, e);
+          lp_error_prefix (error, nr->node->name);
+        }
       else
         {
           record_size (nr);
@@ -650,7 +707,11 @@ exec_job (gpointer user_data, guint job, GError **error)
     }
   else
     {
+      g_autofree char *crash_line = g_strdup_printf ("llmpress: error: %s: [%s] (pass %s) crashed: ", nr->node->location,
+                                                     nr->node->name, nr->node->pass->info->name);
+      lp_crash_set_context (crash_line);
       ok = run_node (run, nr, error);
+      lp_crash_set_context (NULL);
       release_inputs (run, nr);
     }
   nr->t_end = now_s (run);
@@ -890,22 +951,36 @@ lp_run_execute (LpRun *run, GError **error)
   run->shared.t0 = g_get_monotonic_time ();
   run->shared.tty = isatty (2);
   run->started = g_date_time_new_now_local ();
-  plan (run);
-  if (run->opts.explain || run->opts.dry_run)
-    explain (run);
-  if (run->opts.dry_run)
-    return TRUE;
-  if (g_mkdir_with_parents (run->output_dir, 0755) != 0)
+  gboolean ok = FALSE;
+  /* A cache entry found when planning may be damaged (discarded when
+   * loaded) or removed by another run's gc before it is read: plan again,
+   * from what is in the cache now.  Each retry follows a lost entry, and
+   * what ran meanwhile is stored, so this ends. */
+  for (guint attempt = 0;; attempt++)
     {
-      lp_set_error (error, LP_ERROR_IO, "%s: cannot create the output directory", run->output_dir);
-      return FALSE;
+      plan (run);
+      g_hash_table_remove_all (run->lost);
+      if (run->opts.explain || run->opts.dry_run)
+        explain (run);
+      if (run->opts.dry_run)
+        return TRUE;
+      if (attempt == 0 && g_mkdir_with_parents (run->output_dir, 0755) != 0)
+        {
+          lp_set_error (error, LP_ERROR_IO, "%s: cannot create the output directory", run->output_dir);
+          return FALSE;
+        }
+      LpSchedule s = { 0 };
+      build_schedule (run, &s);
+      ok = lp_schedule_run (run->scheduler, &s, error);
+      for (guint i = 0; i < s.n_jobs; i++)
+        g_free (s.jobs[i].successors);
+      g_free (s.jobs);
+      if (ok || g_hash_table_size (run->lost) == 0 || attempt >= 8)
+        break;
+      g_clear_error (error);
+      for (guint i = 0; i < run->n_nodes; i++)
+        node_run_reset (&run->nodes[i]);
     }
-  LpSchedule s = { 0 };
-  build_schedule (run, &s);
-  gboolean ok = lp_schedule_run (run->scheduler, &s, error);
-  for (guint i = 0; i < s.n_jobs; i++)
-    g_free (s.jobs[i].successors);
-  g_free (s.jobs);
   run->duration = now_s (run);
   if (!ok)
     return FALSE;

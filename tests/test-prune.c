@@ -588,24 +588,6 @@ test_saved_sparsity (void)
   shared_clear (&sh);
 }
 
-/* One eval node's metric from report.json. */
-static double
-report_metric (const char *out, const char *node, const char *metric)
-{
-  g_autofree char *report = g_build_filename (out, "report.json", NULL);
-  g_autoptr (JsonParser) parser = json_parser_new ();
-  g_assert_true (json_parser_load_from_file (parser, report, NULL));
-  JsonArray *nodes = json_object_get_array_member (json_node_get_object (json_parser_get_root (parser)), "nodes");
-  for (guint i = 0; i < json_array_get_length (nodes); i++)
-    {
-      JsonObject *n = json_array_get_object_element (nodes, i);
-      if (g_strcmp0 (json_object_get_string_member (n, "name"), node) == 0)
-        return json_object_get_double_member (json_object_get_object_member (n, "metrics"), metric);
-    }
-  g_error ("report.json: no node %s", node);
-  return 0;
-}
-
 /* specs/prune-compare.ini on stories260K: at 50% unstructured,
  * perplexity(sparsegpt) < perplexity(wanda) < perplexity(magnitude); at 2:4,
  * sparsegpt < magnitude. */
@@ -626,12 +608,12 @@ test_compare_spec (void)
   if (st != 0)
     g_test_message ("%s", e);
   g_assert_cmpint (st, ==, 0);
-  double dense = report_metric (out, "dense", "perplexity");
-  double mag = report_metric (out, "magnitude-eval", "perplexity");
-  double wanda = report_metric (out, "wanda-eval", "perplexity");
-  double sgpt = report_metric (out, "sparsegpt-eval", "perplexity");
-  double mag24 = report_metric (out, "magnitude-2-4-eval", "perplexity");
-  double sgpt24 = report_metric (out, "sparsegpt-2-4-eval", "perplexity");
+  double dense = lp_test_report_metric (out, "dense", "perplexity");
+  double mag = lp_test_report_metric (out, "magnitude-eval", "perplexity");
+  double wanda = lp_test_report_metric (out, "wanda-eval", "perplexity");
+  double sgpt = lp_test_report_metric (out, "sparsegpt-eval", "perplexity");
+  double mag24 = lp_test_report_metric (out, "magnitude-2-4-eval", "perplexity");
+  double sgpt24 = lp_test_report_metric (out, "sparsegpt-2-4-eval", "perplexity");
   g_test_message ("stories260K perplexity (64 windows of 512 tokens from :300000; calibration 64 x 512 from 300000:): "
                   "dense %.4f; 50%% unstructured: magnitude %.4f, wanda %.4f, sparsegpt %.4f; 2:4: magnitude %.4f, "
                   "sparsegpt %.4f", dense, mag, wanda, sgpt, mag24, sgpt24);
@@ -640,8 +622,8 @@ test_compare_spec (void)
   g_assert_cmpfloat (wanda, <, mag);
   g_assert_cmpfloat (sgpt24, <, mag24);
   /* The report gives per-tensor sparsity. */
-  g_assert_cmpfloat (report_metric (out, "sparsegpt-eval", "sparsity.blk.3.ffn_down.weight"), ==, 0.5);
-  g_assert_cmpfloat (report_metric (out, "magnitude-2-4-eval", "sparsity.blk.0.attn_q.weight"), ==, 0.5);
+  g_assert_cmpfloat (lp_test_report_metric (out, "sparsegpt-eval", "sparsity.blk.3.ffn_down.weight"), ==, 0.5);
+  g_assert_cmpfloat (lp_test_report_metric (out, "magnitude-2-4-eval", "sparsity.blk.0.attn_q.weight"), ==, 0.5);
   shared_clear (&sh);
 }
 

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <string.h>
 #include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
 
 #include "testutil.h"
 
@@ -404,4 +405,59 @@ lp_test_assert_same_config (const LpModelConfig *a, const LpModelConfig *b)
     }
   g_assert_cmpfloat ((float) a->norm_eps, ==, (float) b->norm_eps);
   g_assert_cmpint (a->tied_embeddings, ==, b->tied_embeddings);
+}
+
+/* The object of node `name` in OUT_DIR/report.json (parser kept in *keep). */
+static JsonObject *
+report_node (const char *out_dir, const char *name, JsonParser **keep)
+{
+  g_autofree char *path = g_build_filename (out_dir, "report.json", NULL);
+  JsonParser *p = json_parser_new ();
+  g_autoptr (GError) error = NULL;
+  if (!json_parser_load_from_file (p, path, &error))
+    g_error ("%s: %s", path, error->message);
+  *keep = p;
+  JsonArray *nodes = json_object_get_array_member (json_node_get_object (json_parser_get_root (p)), "nodes");
+  for (guint i = 0; i < json_array_get_length (nodes); i++)
+    {
+      JsonObject *n = json_array_get_object_element (nodes, i);
+      if (g_strcmp0 (json_object_get_string_member (n, "name"), name) == 0)
+        return n;
+    }
+  g_error ("%s: no node %s", path, name);
+}
+
+double
+lp_test_report_metric (const char *out_dir, const char *node, const char *metric)
+{
+  g_autoptr (JsonParser) p = NULL;
+  JsonObject *n = report_node (out_dir, node, &p);
+  g_assert_true (json_object_has_member (n, "metrics"));
+  return json_object_get_double_member (json_object_get_object_member (n, "metrics"), metric);
+}
+
+char *
+lp_test_report_key (const char *out_dir, const char *node)
+{
+  g_autoptr (JsonParser) p = NULL;
+  return g_strdup (json_object_get_string_member (report_node (out_dir, node, &p), "key"));
+}
+
+void
+lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries)
+{
+  *entries = *temporaries = 0;
+  g_autofree char *v2 = g_build_filename (cache_dir, "v2", NULL);
+  g_autoptr (GDir) d = g_dir_open (v2, 0, NULL);
+  const char *shard;
+  while (d && (shard = g_dir_read_name (d)) != NULL)
+    {
+      if (strlen (shard) != 2)
+        continue; /* history/ */
+      g_autofree char *sd = g_build_filename (v2, shard, NULL);
+      g_autoptr (GDir) s = g_dir_open (sd, 0, NULL);
+      const char *name;
+      while (s && (name = g_dir_read_name (s)) != NULL)
+        (*(name[0] == '.' ? temporaries : entries))++;
+    }
 }

@@ -62,3 +62,11 @@ LpIntGrid *lp_test_int_grid (int rows, int cols, int bits, int group, guint32 se
 void lp_test_check_gemm_grid (LpBackend *be);
 /* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
 void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);
+
+/* From OUT_DIR/report.json of a run: a node's metric, a node's cache key
+ * (g_free() it).  Fails the test when the node or the value is absent. */
+double lp_test_report_metric (const char *out_dir, const char *node, const char *metric);
+char *lp_test_report_key (const char *out_dir, const char *node);
+/* Entries, and temporaries a writer left (names starting with '.'), in a
+ * cache directory. */
+void lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries);

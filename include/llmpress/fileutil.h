@@ -12,7 +12,6 @@ G_BEGIN_DECLS
 typedef struct _LpAtomicFile LpAtomicFile;
 
 LpAtomicFile *lp_atomic_file_new (const char *path, GError **error);
-FILE *lp_atomic_file_stream (LpAtomicFile *af);
 /* Write n bytes; the error names the target path. */
 gboolean lp_atomic_file_write (LpAtomicFile *af, const void *data, gsize n, GError **error);
 /* Flush, fsync, close and rename into place; frees af in every case. */

@@ -1,8 +1,11 @@
 /* Test-only plugin: test.scale multiplies every f32 tensor by a factor,
  * optionally after sleeping, so the scheduler tests can see two branches
- * overlap and compare outputs byte for byte. */
+ * overlap and compare outputs byte for byte; test.mask prunes; test.crash
+ * dies of a signal. */
 #include "config.h"
 
+#include <signal.h>
+#include <stdlib.h>
 #include <llmpress/llmpress.h>
 
 static const LpParamSpec scale_params[] = {
@@ -108,6 +111,36 @@ static const LpPassInfo mask_pass = {
   .run = mask_run,
 };
 
-static const LpPassInfo *const passes[] = { &scale_pass, &mask_pass, NULL };
+/* test.crash: dies of a signal, as a buggy plugin would, so the tests can
+ * check that the run names the node and leaves the cache sound. */
+static const LpParamSpec crash_params[] = {
+  { "signal", LP_PARAM_STRING, "segv", 0, 0, NULL, "segv (a NULL write), abrt (abort()) or fpe (raise SIGFPE)" },
+  { NULL }
+};
+
+static gboolean
+crash_run (LpPassContext *ctx, GError **error)
+{
+  const char *how = lp_pass_context_get_string (ctx, "signal");
+  if (g_strcmp0 (how, "abrt") == 0)
+    abort ();
+  if (g_strcmp0 (how, "fpe") == 0)
+    raise (SIGFPE);
+  volatile int *volatile nowhere = NULL;
+  *nowhere = 1;
+  g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "survived signal=%s", how);
+  return FALSE;
+}
+
+static const LpPassInfo crash_pass = {
+  .name = "test.crash",
+  .summary = "crash with a signal (tests only)",
+  .params = crash_params,
+  .inputs = scale_inputs,
+  .output = LP_ARTIFACT_MODEL,
+  .run = crash_run,
+};
+
+static const LpPassInfo *const passes[] = { &scale_pass, &mask_pass, &crash_pass, NULL };
 
 LP_PLUGIN_DEFINE ("testpass", "1.0", "MIT", passes)
