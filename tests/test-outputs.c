@@ -74,14 +74,6 @@ expect_ok (const char *const *args)
 }
 #define EXPECT_OK(...) expect_ok ((const char *const[]) { __VA_ARGS__, NULL })
 
-static char *
-fresh_dir (const char *name)
-{
-  char *dir = g_build_filename (lp_test_tmpdir (), name, NULL);
-  g_assert_cmpint (g_mkdir_with_parents (dir, 0755), ==, 0);
-  return dir;
-}
-
 static void
 assert_text (const char *path, const char *want)
 {
@@ -121,7 +113,7 @@ is_symlink (const char *path)
 static void
 test_symlink_to_directory (void)
 {
-  g_autofree char *dir = fresh_dir ("symdir");
+  g_autofree char *dir = lp_test_mkdir ("symdir");
   g_autofree char *victim = g_build_filename (dir, "victim", NULL);
   g_assert_cmpint (g_mkdir (victim, 0755), ==, 0);
   g_autofree char *precious = g_build_filename (victim, "precious.txt", NULL);
@@ -160,7 +152,7 @@ test_symlink_to_directory (void)
 static void
 test_symlink_to_file (void)
 {
-  g_autofree char *dir = fresh_dir ("symfile");
+  g_autofree char *dir = lp_test_mkdir ("symfile");
   g_autofree char *target = g_build_filename (dir, "target.gguf", NULL);
   lp_test_write_text (target, "not a model, keep me");
   g_autofree char *link = g_build_filename (dir, "out.gguf", NULL);
@@ -177,7 +169,7 @@ test_symlink_to_file (void)
 static void
 test_directory_outputs (void)
 {
-  g_autofree char *dir = fresh_dir ("hfdirs");
+  g_autofree char *dir = lp_test_mkdir ("hfdirs");
   g_autofree char *busy = g_build_filename (dir, "busy", NULL);
   g_assert_cmpint (g_mkdir (busy, 0755), ==, 0);
   g_autofree char *notes = g_build_filename (busy, "notes.txt", NULL);
@@ -249,7 +241,7 @@ test_directory_outputs (void)
 static void
 test_convert_never_over_inputs (void)
 {
-  g_autofree char *dir = fresh_dir ("reads");
+  g_autofree char *dir = lp_test_mkdir ("reads");
   g_autofree char *hf = g_build_filename (dir, "hf", NULL);
   EXPECT_OK ("synth", hf, "--format", "hf");
   g_autofree char *cfg = g_build_filename (hf, "config.json", NULL);
@@ -277,7 +269,7 @@ test_convert_never_over_inputs (void)
   EXPECT_FAILURE (FRAGS ("would overwrite the model's own input"), "convert", gguf, hard);
 
   /* The tokenizer beside a llama2.c checkpoint, and one given with --tokenizer. */
-  g_autofree char *l2c_dir = fresh_dir ("reads/l2c");
+  g_autofree char *l2c_dir = lp_test_mkdir ("reads/l2c");
   g_autofree char *l2c = g_build_filename (l2c_dir, "m.bin", NULL);
   EXPECT_OK ("synth", l2c, "--format", "llama2c");
   g_autofree char *tok = g_build_filename (l2c_dir, "tokenizer.bin", NULL);
@@ -309,7 +301,7 @@ static void
 test_run_never_over_inputs (void)
 {
   g_autofree char *model = lp_test_demo_model ();
-  g_autofree char *out = fresh_dir ("run-out");
+  g_autofree char *out = lp_test_mkdir ("run-out");
   g_autofree char *cache = g_build_filename (lp_test_tmpdir (), "run-cache", NULL);
   g_autofree char *calib = g_build_filename (lp_test_tmpdir (), "calib.txt", NULL);
   lp_test_write_text (calib, "Once upon a time there was a little cat. It liked to play in the sun.\n");
@@ -353,7 +345,7 @@ test_run_never_over_inputs (void)
 static void
 test_llama2c_shared_tokenizer (void)
 {
-  g_autofree char *dir = fresh_dir ("l2c-tok");
+  g_autofree char *dir = lp_test_mkdir ("l2c-tok");
   g_autofree char *tok = g_build_filename (dir, "tokenizer.bin", NULL);
   g_autofree char *a = g_build_filename (dir, "a.bin", NULL);
   g_autofree char *b = g_build_filename (dir, "b.bin", NULL);
@@ -369,7 +361,7 @@ test_llama2c_shared_tokenizer (void)
 
   /* Another vocabulary there: kept; ours goes to <stem>.tokenizer.bin, which
    * loading looks for first. */
-  g_autofree char *dir2 = fresh_dir ("l2c-tok2");
+  g_autofree char *dir2 = lp_test_mkdir ("l2c-tok2");
   g_autofree char *other_tok = g_build_filename (dir2, "tokenizer.bin", NULL);
   lp_test_write_text (other_tok, "another model's vocabulary");
   g_autofree char *c = g_build_filename (dir2, "c.bin", NULL);
@@ -389,7 +381,7 @@ test_llama2c_shared_tokenizer (void)
 static void
 test_non_regular_files (void)
 {
-  g_autofree char *dir = fresh_dir ("fifo");
+  g_autofree char *dir = lp_test_mkdir ("fifo");
   g_autofree char *fifo = g_build_filename (dir, "pipe.gguf", NULL);
   g_assert_cmpint (mkfifo (fifo, 0644), ==, 0);
   g_autofree char *model = lp_test_demo_model ();
@@ -436,7 +428,7 @@ test_sinks_into_each_other (void)
 static void
 test_stale_temporaries (void)
 {
-  g_autofree char *dir = fresh_dir ("stale");
+  g_autofree char *dir = lp_test_mkdir ("stale");
   g_autofree char *stale_file = g_build_filename (dir, ".out.gguf.tmp-AbC123", NULL);
   lp_test_write_text (stale_file, "half a model");
   g_autofree char *stale_dir = g_build_filename (dir, ".hf.tmp-XyZ789", NULL);
@@ -471,7 +463,7 @@ test_stale_temporaries (void)
 static void
 test_concurrent_writers (void)
 {
-  g_autofree char *dir = fresh_dir ("concurrent");
+  g_autofree char *dir = lp_test_mkdir ("concurrent");
   const char *bin = g_getenv ("LLMPRESS_BIN");
   enum { WRITERS = 8, ROUNDS = 3 };
   for (int round = 0; round < ROUNDS; round++)
@@ -506,7 +498,7 @@ test_concurrent_writers (void)
 static void
 test_killed_writer (void)
 {
-  g_autofree char *dir = fresh_dir ("killed");
+  g_autofree char *dir = lp_test_mkdir ("killed");
   g_autofree char *out = g_build_filename (dir, "m.gguf", NULL);
   const char *args[] = { "synth", out, NULL };
   g_autofree char *err = NULL;
@@ -531,7 +523,7 @@ test_killed_writer (void)
 static void
 test_parents_and_failed_writes (void)
 {
-  g_autofree char *dir = fresh_dir ("parents");
+  g_autofree char *dir = lp_test_mkdir ("parents");
   g_autofree char *deep = g_build_filename (dir, "a", "b", "c", "m.gguf", NULL);
   EXPECT_OK ("synth", deep);
   g_assert_true (g_file_test (deep, G_FILE_TEST_IS_REGULAR));

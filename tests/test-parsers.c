@@ -41,14 +41,6 @@ write_safetensors (const char *name, const char *header, gsize hlen, const void 
   return lp_test_write_file (name, buf, total);
 }
 
-static char *
-dir_with (const char *name)
-{
-  char *dir = g_build_filename (lp_test_tmpdir (), name, NULL);
-  g_assert_cmpint (g_mkdir_with_parents (dir, 0755), ==, 0);
-  return dir;
-}
-
 static void
 write_in (const char *dir, const char *file, const char *text, gssize len)
 {
@@ -133,14 +125,14 @@ test_deep_tokenizer (void)
     {
       g_autoptr (GString) s = deep_json (objects);
       /* tokenizer.json itself */
-      g_autofree char *dir = dir_with (objects ? "deep-tok-obj" : "deep-tok-arr");
+      g_autofree char *dir = lp_test_mkdir (objects ? "deep-tok-obj" : "deep-tok-arr");
       write_in (dir, "tokenizer.json", s->str, s->len);
       g_autoptr (LpMeta) meta = lp_meta_new ();
       g_autoptr (GError) error = NULL;
       g_assert_false (lp_tokenizer_read_hf (dir, meta, &error));
       assert_too_deep (error, "tokenizer.json");
       /* tokenizer_config.json beside a valid tokenizer.json */
-      g_autofree char *dir2 = dir_with (objects ? "deep-tokcfg-obj" : "deep-tokcfg-arr");
+      g_autofree char *dir2 = lp_test_mkdir (objects ? "deep-tokcfg-obj" : "deep-tokcfg-arr");
       write_in (dir2, "tokenizer.json", tokenizer_json, -1);
       write_in (dir2, "tokenizer_config.json", s->str, s->len);
       g_autoptr (LpMeta) meta2 = lp_meta_new ();

@@ -73,6 +73,14 @@ lp_test_tmpdir (void)
 }
 
 char *
+lp_test_mkdir (const char *name)
+{
+  char *dir = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_assert_cmpint (g_mkdir_with_parents (dir, 0755), ==, 0);
+  return dir;
+}
+
+char *
 lp_test_write_file (const char *name, const void *data, gsize len)
 {
   char *path = g_build_filename (lp_test_tmpdir (), name, NULL);

@@ -12,6 +12,8 @@ gboolean lp_test_have_vulkan (void);
 char *lp_test_shared_path (const char *relative);
 /* A fresh temporary directory, removed with its contents at exit. */
 const char *lp_test_tmpdir (void);
+/* A new directory `name` in the temporary directory (parents made); returns its path. */
+char *lp_test_mkdir (const char *name);
 /* Write `len` bytes to a new file in the temporary directory; returns its path. */
 char *lp_test_write_file (const char *name, const void *data, gsize len);
 /* Run the built llmpress binary with argv (NULL-terminated, without the
