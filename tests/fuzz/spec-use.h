@@ -43,6 +43,8 @@ lp_fuzz_use_graph (LpGraph *graph)
 {
   if (graph == NULL)
     return;
-  g_autoptr (GPtrArray) order = lp_graph_topo_order (graph);
+  GPtrArray *order = lp_graph_topo_order (graph);
+  if (order != NULL)
+    g_ptr_array_unref (order);
   g_free (lp_graph_to_dot (graph));
 }
