@@ -5,7 +5,7 @@
 # only skips tests.
 set -euo pipefail
 pkgs=(build-essential autoconf automake libtool pkg-config autoconf-archive
-      libglib2.0-dev libjson-glib-dev libopenblas-dev liblapacke-dev
+      libglib2.0-dev libjson-glib-dev zlib1g-dev libopenblas-dev liblapacke-dev
       libvulkan-dev mesa-vulkan-drivers vulkan-tools glslc spirv-tools vulkan-validationlayers
       python3 python3-pip)
 missing=()
@@ -20,6 +20,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# clang with libFuzzer, for the fuzz targets (make fuzz, .ci/run); the
+# sanitizer build needs only gcc's libasan/libubsan, part of build-essential.
+fuzz_pkgs=(clang libclang-rt-14-dev)
+fuzz_missing=()
+for p in "${fuzz_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || fuzz_missing+=("$p")
+done
+if [ ${#fuzz_missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${fuzz_missing[@]}" >/dev/null; } \
+      || echo "install-deps: ${fuzz_missing[*]} unavailable: make fuzz cannot run" >&2
+  else
+    echo "install-deps: ${fuzz_missing[*]} missing (run as root to install them): make fuzz cannot run" >&2
+  fi
 fi
 # Optional oracles for the GGUF and safetensors tests; a failure here is not an error.
 for mod in gguf safetensors; do

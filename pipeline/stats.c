@@ -229,11 +229,18 @@ load_gguf (const char *path, GError **error)
                             || strcmp (suffix, "hessian") == 0;
         if (pass == 0 ? !is_sum2 : !is_extra)
           continue;
+        gint64 n = lp_tensor_n_elements (t);
+        /* An entry holds one value per input channel, counted in an int. */
+        if (is_sum2 && (n < 1 || n > G_MAXINT))
+          {
+            lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected 1..%d elements, found %" G_GINT64_FORMAT, path,
+                          t->name, G_MAXINT, n);
+            return NULL;
+          }
         g_autofree float *v = lp_tensor_dup_f32 (t, error);
         if (v == NULL)
           return NULL;
         Entry *en = g_hash_table_lookup (stats->by_weight, weight);
-        gint64 n = lp_tensor_n_elements (t);
         if (pass == 0)
           {
             en = entry_new ((int) n);

@@ -163,6 +163,8 @@ typedef struct {
   GPtrArray *tokens;     /* by id; NULL where none yet */
   GHashTable *ids;       /* text -> id + 1 */
   GArray *types;
+  gint64 n_entries;      /* vocab + added_tokens entries */
+  gint64 max_id;         /* the largest id seen, -1 when none */
 } HfVocab;
 
 static gint64 vocab_id (const HfVocab *v, const char *text);
@@ -176,6 +178,11 @@ vocab_put (HfVocab *v, gint64 id, const char *text, gint32 type, const char *whe
                     v->path, where, text, G_MAXINT32 - 1, id);
       return FALSE;
     }
+  v->max_id = MAX (v->max_id, id);
+  /* Ids run 0..n-1 without gaps: one past the file's entry count leaves a
+   * gap below it (reported after reading), and must not size the table. */
+  if (id >= v->n_entries)
+    return TRUE;
   if ((guint64) id >= v->tokens->len)
     {
       g_ptr_array_set_size (v->tokens, id + 1);
@@ -305,6 +312,10 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
   JsonObject *vocab = required_object (model, "vocab", "model.vocab", path, error);
   if (vocab == NULL)
     goto out;
+  JsonNode *an = member (top, "added_tokens");
+  JsonArray *added = an && JSON_NODE_HOLDS_ARRAY (an) ? json_node_get_array (an) : NULL;
+  v.n_entries = (gint64) json_object_get_size (vocab) + (added ? json_array_get_length (added) : 0);
+  v.max_id = -1;
   JsonObjectIter it;
   const char *text;
   JsonNode *idn;
@@ -323,8 +334,6 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
       if (!vocab_put (&v, json_node_get_int (idn), text, t, "model.vocab", error))
         goto out;
     }
-  JsonNode *an = member (top, "added_tokens");
-  JsonArray *added = an && JSON_NODE_HOLDS_ARRAY (an) ? json_node_get_array (an) : NULL;
   for (guint i = 0; added && i < json_array_get_length (added); i++)
     {
       JsonNode *e = json_array_get_element (added, i);
@@ -341,11 +350,11 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
       if (!vocab_put (&v, json_node_get_int (id), content, t, "added_tokens", error))
         goto out;
     }
-  for (guint i = 0; i < v.tokens->len; i++)
-    if (v.tokens->pdata[i] == NULL)
+  for (guint i = 0; (gint64) i <= v.max_id; i++)
+    if (i >= v.tokens->len || v.tokens->pdata[i] == NULL)
       {
-        lp_set_error (error, LP_ERROR_FORMAT, "%s: key model.vocab: expected ids 0..%u without gaps, found no token with id %u",
-                      path, v.tokens->len - 1, i);
+        lp_set_error (error, LP_ERROR_FORMAT, "%s: key model.vocab: expected ids 0..%" G_GINT64_FORMAT " without gaps, found no token with id %u",
+                      path, v.max_id, i);
         goto out;
       }
   if (v.tokens->len == 0)
