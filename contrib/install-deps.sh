@@ -8,10 +8,13 @@ pkgs=(build-essential autoconf automake libtool pkg-config autoconf-archive
       libglib2.0-dev libjson-glib-dev zlib1g-dev libopenblas-dev liblapacke-dev
       libvulkan-dev mesa-vulkan-drivers vulkan-tools glslc spirv-tools vulkan-validationlayers
       python3 python3-pip)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+# The packages among the arguments that are not installed yet.
+not_installed() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+mapfile -t missing < <(not_installed "${pkgs[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
@@ -24,10 +27,7 @@ fi
 # clang with libFuzzer, for the fuzz targets (make fuzz, .ci/run); the
 # sanitizer build needs only gcc's libasan/libubsan, part of build-essential.
 fuzz_pkgs=(clang libclang-rt-14-dev)
-fuzz_missing=()
-for p in "${fuzz_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || fuzz_missing+=("$p")
-done
+mapfile -t fuzz_missing < <(not_installed "${fuzz_pkgs[@]}")
 if [ ${#fuzz_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
