@@ -17,7 +17,7 @@
 
 G_BEGIN_DECLS
 
-#define LP_BACKEND_API_VERSION 4
+#define LP_BACKEND_API_VERSION 5
 
 typedef enum {
   LP_OP_GEMM,        /* C = alpha * A * op(B) + beta * C */
@@ -37,6 +37,7 @@ typedef enum {
 } LpOp;
 
 typedef struct _LpBackend LpBackend;
+typedef struct _LpCNode LpCNode; /* compute.h */
 
 /* How quantize_groups rounds: groups of `group` consecutive columns of a
  * row (the last one shorter when group does not divide the row), `bits`
@@ -108,6 +109,19 @@ typedef struct {
    * Vulkan decodes the grid itself; a shape it cannot tile goes to the CPU. */
   void (*gemm_grid) (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta,
                      float *C, int ldc);
+
+  /* ---- backend-owned memory and whole graphs (compute.h) ---- */
+  /* A buffer of `bytes` in the backend's memory (uninitialised); NULL with
+   * an error when it cannot be had. */
+  gpointer (*buffer_new) (LpBackend *be, gsize bytes, GError **error);
+  void (*buffer_free) (LpBackend *be, gpointer buf);
+  void (*buffer_write) (LpBackend *be, gpointer buf, gsize offset, const void *src, gsize n);
+  void (*buffer_read) (LpBackend *be, gpointer buf, gsize offset, void *dst, gsize n);
+  /* Whether this backend runs the node (op, types and shapes). */
+  gboolean (*supports_node) (LpBackend *be, const LpCNode *node);
+  /* Run nodes[0..n-1] in order, every operand in this backend's buffers and
+   * every node supported: on a device one submission and one wait. */
+  gboolean (*graph_compute) (LpBackend *be, LpCNode *const *nodes, int n, GError **error);
 
   void (*destroy) (LpBackend *be);
 } LpBackendOps;
