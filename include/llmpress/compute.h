@@ -100,6 +100,12 @@ typedef struct {
   void (*cpu) (const LpCNode *node);
   /* The plain C reference: the op's definition (tests compare every kernel with it). */
   void (*ref) (const LpCNode *node);
+  /* Record in g the gradients of the node's operands: dsrc[i] for each
+   * operand i with need[i], given dy[j], the gradients of its results
+   * (NULL: zero).  NULL for ops that are not differentiated (the backward
+   * ops themselves). */
+  gboolean (*backward) (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                        LpCTensor **dsrc, GError **error);
 } LpCOpInfo;
 
 const LpCOpInfo *lp_cop_info (LpCOp op);
