@@ -7,18 +7,14 @@
 #include "lp-internal.h"
 #include <llmpress/forward.h>
 
-/* A weight as f32: borrowed from an f32 tensor, or dequantized (owned);
- * or, for the matrices of linear layers, as stored: `raw` in `dtype` (the
- * backend's weight product reads f16/bf16/block types itself), or the
- * tensor's integer grid (GPTQ / compressed-tensors: gemm_grid decodes the
- * codes), so a device receives the compressed bytes and nothing holds the
- * layer in f32 on its way there. */
+/* A norm's or bias's weight as f32: borrowed from an f32 tensor, or
+ * dequantized (owned).  A linear layer's matrix is its tensor: its form
+ * does the product (form.h), reading the stored bytes (f16, bf16, block
+ * types, an integer grid on a device, the factors of a low-rank weight). */
 typedef struct {
   const float *data;
   float *owned;
-  const void *raw;
-  LpDType dtype;
-  const LpIntGrid *grid; /* borrowed from the tensor */
+  const LpTensor *matrix; /* borrowed from the model */
 } Weight;
 
 struct _LpForward {
@@ -60,15 +56,13 @@ weight_clear (Weight *w)
   g_free (w->owned);
   w->owned = NULL;
   w->data = NULL;
-  w->raw = NULL;
-  w->grid = NULL;
+  w->matrix = NULL;
 }
 
 static gboolean
 weight_load (Weight *w, LpTensor *t, GError **error)
 {
   weight_clear (w);
-  w->dtype = LP_DTYPE_F32;
   if (t->dtype == LP_DTYPE_F32)
     {
       w->data = lp_tensor_data (t);
@@ -79,39 +73,29 @@ weight_load (Weight *w, LpTensor *t, GError **error)
   return w->owned != NULL;
 }
 
-/* A linear layer's matrix [N, K]: kept as stored when the weight product
- * can read that type (every type lp_dtype_to_f32 reads; the CPU backend
- * dequantizes a few rows at a time, a device on the device).  An integer
- * grid's weights are already in the tensor as f32: only a device, which
- * would otherwise receive those f32, is handed the grid's codes. */
+/* A linear layer's matrix [N, K], kept as its tensor (its values must be
+ * of a type the products read). */
 static gboolean
-weight_load_matrix (Weight *w, LpTensor *t, LpBackend *be, GError **error)
+weight_load_matrix (Weight *w, LpTensor *t, GError **error)
 {
-  if (t->grid != NULL && lp_backend_for_op (be, LP_OP_GEMM_GRID)->fallback != NULL)
-    {
-      weight_clear (w);
-      w->grid = t->grid;
-      return TRUE;
-    }
-  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
-  if (t->dtype == LP_DTYPE_F32 || info == NULL || !info->supported)
-    return weight_load (w, t, error);
   weight_clear (w);
-  w->dtype = t->dtype;
-  w->raw = lp_tensor_data (t);
+  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
+  if (info == NULL || !info->supported)
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "tensor %s: cannot read tensors of type %s yet", t->name,
+                    info ? info->name : "unknown");
+      return FALSE;
+    }
+  w->matrix = t;
   return TRUE;
 }
 
-/* out[T, N] = in[T, K] W^T + beta * out. */
+/* out[T, N] = in[T, K] W^T + beta * out, by W's form. */
 static void
 linear (LpBackend *be, int T, int N, int K, const float *in, int ld_in, const Weight *w, float beta, float *out)
 {
-  if (w->grid != NULL)
-    lp_gemm_grid (be, T, N, K, in, ld_in, w->grid, beta, out, N);
-  else if (w->dtype == LP_DTYPE_F32)
-    lp_gemm (be, TRUE, T, N, K, 1.0f, in, ld_in, w->data, K, beta, out, N);
-  else
-    lp_gemm_w (be, T, N, K, in, ld_in, w->dtype, w->raw, beta, out, N);
+  g_assert (lp_tensor_n_rows (w->matrix) == N && lp_tensor_row_length (w->matrix) == K);
+  lp_tensor_gemm (w->matrix, be, T, in, ld_in, beta, out);
 }
 
 struct _LpKVCache {
@@ -215,7 +199,7 @@ lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
   if (fw->inv_freq == NULL)
     return NULL;
   LpTensor *head = lp_model_tensor (model, fw->c.tied_embeddings ? "token_embd.weight" : "output.weight");
-  if (!weight_load_matrix (&fw->head, head, fw->be, error)
+  if (!weight_load_matrix (&fw->head, head, error)
       || !weight_load (&fw->final_norm, lp_model_tensor (model, "output_norm.weight"), error))
     return NULL;
   return g_steal_pointer (&fw);
@@ -258,7 +242,7 @@ load_layer (LpForward *fw, int layer, GError **error)
       g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
       gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
       LpTensor *t = lp_model_tensor (fw->model, name);
-      if (!(matrix ? weight_load_matrix (&fw->layer_w[i], t, fw->be, error) : weight_load (&fw->layer_w[i], t, error)))
+      if (!(matrix ? weight_load_matrix (&fw->layer_w[i], t, error) : weight_load (&fw->layer_w[i], t, error)))
         {
           fw->cur_layer = -1;
           return FALSE;

@@ -116,9 +116,19 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
     }
   for (guint i = 0; i < lp_model_n_tensors (model); i++)
     {
-      LpTensor *t = lp_model_tensor_at (model, i);
-      OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
-      g_array_append_val (out, o);
+      /* What the tensor's form writes: its values, or its parts. */
+      g_autoptr (GPtrArray) parts = lp_tensor_save_tensors (lp_model_tensor_at (model, i), error);
+      if (parts == NULL)
+        {
+          lp_error_prefix (error, path);
+          goto fail;
+        }
+      for (guint j = 0; j < parts->len; j++)
+        {
+          LpTensor *t = parts->pdata[j];
+          OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
+          g_array_append_val (out, o);
+        }
     }
   if (layout_tensors (out, path, dtype, error))
     return out;
@@ -180,6 +190,7 @@ file_meta (LpModel *model, const GArray *tensors)
 {
   LpMeta *meta = lp_meta_copy (lp_model_meta (model));
   lp_model_config_to_meta (lp_model_config (model), meta);
+  lp_model_forms_save_meta (model, meta);
   if (lp_meta_has (meta, "general.alignment"))
     lp_meta_set_u32 (meta, "general.alignment", LP_GGUF_DEFAULT_ALIGNMENT);
 

@@ -367,7 +367,12 @@ hf_take_tensor (LpModel *model, GHashTable *permute, GHashTable *pending, LpTens
       return TRUE;
     }
   const LpModelConfig *c = lp_model_config (model);
-  g_autofree char *name = lp_arch_name_from_hf (c, t->name);
+  /* A form's part <weight><suffix> is named after its weight. */
+  gsize weight_len;
+  const LpFormPart *part = lp_form_part_find (t->name, &weight_len);
+  g_autofree char *hf_weight = g_strndup (t->name, part ? weight_len : strlen (t->name));
+  g_autofree char *weight = lp_arch_name_from_hf (c, hf_weight);
+  g_autofree char *name = weight ? g_strconcat (weight, part ? part->suffix : "", NULL) : NULL;
   if (name == NULL)
     {
       lp_set_error (error, LP_ERROR_FORMAT,
@@ -383,7 +388,7 @@ hf_take_tensor (LpModel *model, GHashTable *permute, GHashTable *pending, LpTens
       lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected once in the directory, found twice", file, t->name);
       return FALSE;
     }
-  g_autoptr (LpTensor) out = g_hash_table_contains (permute, name)
+  g_autoptr (LpTensor) out = g_hash_table_contains (permute, weight) && (part == NULL || part->weight_rows)
                              ? hf_permute_qk (c, t, name, FALSE, file, error)
                              : lp_tensor_rename (t, name);
   if (out == NULL)
@@ -434,7 +439,8 @@ static GHashTable *
 hf_llmpress_metadata (LpModel *model)
 {
   GHashTable *h = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  LpMeta *meta = lp_model_meta (model);
+  g_autoptr (LpMeta) meta = lp_meta_copy (lp_model_meta (model));
+  lp_model_forms_save_meta (model, meta);
   for (guint i = 0; i < lp_meta_n_keys (meta); i++)
     {
       const char *k = lp_meta_key (meta, i);
@@ -1094,7 +1100,8 @@ write_generation_config (LpModel *model, const char *path, GError **error)
 
 /* One tensor to write: where it comes from and what it becomes. */
 typedef struct {
-  LpTensor *src;   /* borrowed from the model */
+  LpTensor *src;   /* what is written: the model's tensor or its form's part (a ref) */
+  gboolean permute; /* rows reordered into HF's rotate-half order (Q/K and the parts holding their rows) */
   char *hf_name;
   LpDType dtype;
   guint64 bytes;
@@ -1110,6 +1117,7 @@ plan_item_free (gpointer p)
 {
   PlanItem *it = p;
   g_free (it->hf_name);
+  lp_tensor_unref (it->src);
   lp_tensor_unref (it->ready);
   g_free (it);
 }
@@ -1120,7 +1128,7 @@ static gboolean
 plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char *dir, GPtrArray *plan, PlanGptq *q,
            gboolean *planned, GError **error)
 {
-  const LpIntGrid *g = t->grid;
+  const LpIntGrid *g = lp_tensor_int_grid (t);
   *planned = FALSE;
   gboolean packable = q->ct ? lp_ct_packable (g, t->name, NULL) : lp_gptq_packable (g, t->name, NULL);
   if (!g_str_has_suffix (hf_name, ".weight") || !packable)
@@ -1150,7 +1158,7 @@ plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char 
   for (guint i = 0; i < parts->len; i++)
     {
       PlanItem *it = g_new0 (PlanItem, 1);
-      it->src = t;
+      it->src = lp_tensor_ref (t);
       it->ready = lp_tensor_ref (parts->pdata[i]);
       it->hf_name = g_strdup (it->ready->name);
       it->dtype = it->ready->dtype;
@@ -1173,10 +1181,48 @@ plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char 
   return TRUE;
 }
 
+/* What t's form writes (t itself, or its parts <name><suffix>, named
+ * <hf_name><suffix>) as PlanItems; hf_name is taken. */
+static gboolean
+plan_form_tensors (const LpModelConfig *c, LpTensor *t, char *hf_name, const char *dir, int want, GHashTable *permute,
+                   GPtrArray *plan, GError **error)
+{
+  g_autofree char *weight_hf = hf_name;
+  g_autoptr (GPtrArray) parts = lp_tensor_save_tensors (t, error);
+  if (parts == NULL)
+    return FALSE;
+  for (guint i = 0; i < parts->len; i++)
+    {
+      LpTensor *p = parts->pdata[i];
+      if (lp_dtype_info (p->dtype)->block_size > 1)
+        {
+          lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                        "%s: tensor %s: expected f32, f16 or bf16 weights, found quantized type %s (quantized Hugging Face export is not implemented yet)",
+                        dir, p->name, lp_dtype_name (p->dtype));
+          return FALSE;
+        }
+      gsize weight_len;
+      const LpFormPart *fp = p == t ? NULL : lp_form_part_find (p->name, &weight_len);
+      PlanItem *it = g_new0 (PlanItem, 1);
+      it->src = lp_tensor_ref (p);
+      it->hf_name = g_strconcat (weight_hf, fp ? fp->suffix : "", NULL);
+      it->permute = g_hash_table_contains (permute, t->name) && (fp == NULL || fp->weight_rows);
+      it->dtype = want >= 0 && is_float (p->dtype) ? (LpDType) want : p->dtype;
+      g_ptr_array_add (plan, it);
+      if (!lp_tensor_shape_bytes (p->name, it->dtype, p->n_dims, p->shape, &it->bytes, error))
+        {
+          lp_error_prefix (error, dir);
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
 static GPtrArray *
 plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError **error)
 {
   const LpModelConfig *c = lp_model_config (model);
+  g_autoptr (GHashTable) permute = permuted_names (c);
   g_autoptr (GPtrArray) plan = g_ptr_array_new_with_free_func (plan_item_free);
   for (guint i = 0; i < lp_model_n_tensors (model); i++)
     {
@@ -1184,13 +1230,6 @@ plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError 
       /* HF ties the head in the config; llama3 frequencies follow from rope_scaling. */
       if ((c->tied_embeddings && strcmp (t->name, "output.weight") == 0) || strcmp (t->name, "rope_freqs.weight") == 0)
         continue;
-      if (lp_dtype_info (t->dtype)->block_size > 1)
-        {
-          lp_set_error (error, LP_ERROR_UNSUPPORTED,
-                        "%s: tensor %s: expected f32, f16 or bf16 weights, found quantized type %s (quantized Hugging Face export is not implemented yet)",
-                        dir, t->name, lp_dtype_name (t->dtype));
-          return NULL;
-        }
       char *hf_name = lp_arch_name_to_hf (c, t->name);
       if (hf_name == NULL)
         {
@@ -1199,7 +1238,7 @@ plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError 
           return NULL;
         }
       gboolean planned = FALSE;
-      if (t->grid != NULL && !plan_gptq (c, t, hf_name, dir, plan, gptq, &planned, error))
+      if (lp_tensor_int_grid (t) != NULL && !plan_gptq (c, t, hf_name, dir, plan, gptq, &planned, error))
         {
           g_free (hf_name);
           return NULL;
@@ -1209,16 +1248,8 @@ plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError 
           g_free (hf_name);
           continue;
         }
-      PlanItem *it = g_new0 (PlanItem, 1);
-      it->src = t;
-      it->hf_name = hf_name;
-      it->dtype = want >= 0 && is_float (t->dtype) ? (LpDType) want : t->dtype;
-      g_ptr_array_add (plan, it);
-      if (!lp_tensor_shape_bytes (t->name, it->dtype, t->n_dims, t->shape, &it->bytes, error))
-        {
-          lp_error_prefix (error, dir);
-          return NULL;
-        }
+      if (!plan_form_tensors (c, t, hf_name, dir, want, permute, plan, error))
+        return NULL;
     }
   /* A block's linear weight written dense beside GPTQ layers (one that could
    * not pack, or came in dense) must be named out of the quantized ones. */
@@ -1268,7 +1299,6 @@ static gboolean
 write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, const char *path, GError **error)
 {
   const LpModelConfig *c = lp_model_config (model);
-  g_autoptr (GHashTable) permute = permuted_names (c);
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
   for (guint i = 0; i < plan->len; i++)
     {
@@ -1283,7 +1313,7 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
       g_autoptr (LpTensor) conv = lp_tensor_convert_range (it->src, it->dtype, it->overflow, it->n_clamped, error);
       if (conv == NULL)
         return FALSE;
-      g_autoptr (LpTensor) perm = g_hash_table_contains (permute, it->src->name)
+      g_autoptr (LpTensor) perm = it->permute
                                   ? hf_permute_qk (c, conv, it->src->name, TRUE, dir, error)
                                   : lp_tensor_ref (conv);
       if (perm == NULL)

@@ -95,45 +95,6 @@ lp_int_grid_n_bytes (const LpIntGrid *grid)
          + (guint64) grid->cols * 4;
 }
 
-LpTensor *
-lp_tensor_new_int_grid (const char *name, int n_dims, const gint64 *shape, LpIntGrid *grid, GBytes *mask,
-                        GError **error)
-{
-  g_autoptr (LpTensor) t = lp_tensor_new (name, LP_DTYPE_F32, n_dims, shape, error);
-  if (t == NULL)
-    return NULL;
-  if (lp_tensor_row_length (t) != grid->cols || lp_tensor_n_rows (t) != grid->rows)
-    {
-      lp_set_error (error, LP_ERROR_INVALID,
-                    "tensor %s: integer grid of %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " does not fit the shape", name,
-                    grid->rows, grid->cols);
-      return NULL;
-    }
-  lp_int_grid_dequantize (grid, lp_tensor_data_mut (t));
-  if (mask != NULL)
-    {
-      LpTensor *m = lp_tensor_with_mask (t, mask, error);
-      if (m == NULL)
-        return NULL;
-      lp_tensor_unref (t);
-      t = m;
-    }
-  t->grid = lp_int_grid_ref (grid);
-  return g_steal_pointer (&t);
-}
-
-gboolean
-lp_tensor_is_quantized (const LpTensor *t)
-{
-  return t->grid != NULL || lp_dtype_info (t->dtype)->block_size > 1;
-}
-
-guint64
-lp_tensor_storage_bytes (const LpTensor *t)
-{
-  return t->grid != NULL ? lp_int_grid_n_bytes (t->grid) : lp_tensor_n_bytes (t);
-}
-
 /* ---- group-wise round-to-nearest: the definition of quantize_groups ---- */
 
 /* Scale (rounded to f16, as stored) and zero for the range [lo, hi]. */

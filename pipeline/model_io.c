@@ -146,9 +146,14 @@ lp_model_load (const char *path, const LpLoadOptions *options, GError **error)
     return NULL;
   if (lp_model_source (model) == NULL)
     lp_model_set_source (model, path, format);
+  if (!lp_model_forms_restore (model, error))
+    {
+      lp_model_unref (model);
+      return NULL;
+    }
   dedupe_tied_head (model);
   lp_model_drop_bad_token_ids (model);
-  if (!lp_model_validate (model, error) || !lp_sparsity_restore_masks (model, error))
+  if (!lp_model_validate (model, error))
     {
       lp_model_unref (model);
       return NULL;

@@ -136,9 +136,8 @@ lp_tensor_unref (LpTensor *t)
   if (t == NULL || !g_atomic_int_dec_and_test (&t->ref_count))
     return;
   g_bytes_unref (t->data);
-  if (t->mask)
-    g_bytes_unref (t->mask);
-  lp_int_grid_unref (t->grid);
+  if (t->form)
+    lp_form_unref (t->form);
   g_free (t->name);
   g_free (t);
 }
@@ -278,58 +277,16 @@ LpTensor *
 lp_tensor_rename (LpTensor *t, const char *name)
 {
   LpTensor *r = tensor_alloc (name, t->dtype, t->n_dims, t->shape, g_bytes_ref (t->data));
-  r->mask = t->mask ? g_bytes_ref (t->mask) : NULL;
-  r->grid = t->grid ? lp_int_grid_ref (t->grid) : NULL;
+  r->form = t->form ? lp_form_ref (t->form) : NULL;
   return r;
 }
 
 LpTensor *
-lp_tensor_with_mask (LpTensor *t, GBytes *mask, GError **error)
+lp_tensor_with_form (LpTensor *t, LpForm *form)
 {
-  gint64 n = lp_tensor_n_elements (t);
-  if (mask != NULL && g_bytes_get_size (mask) != (gsize) ((n + 7) / 8))
-    {
-      lp_set_error (error, LP_ERROR_INVALID, "tensor %s: mask: expected %" G_GINT64_FORMAT " bytes, found %" G_GSIZE_FORMAT,
-                    t->name, (n + 7) / 8, g_bytes_get_size (mask));
-      return NULL;
-    }
   LpTensor *r = tensor_alloc (t->name, t->dtype, t->n_dims, t->shape, g_bytes_ref (t->data));
-  r->mask = mask ? g_bytes_ref (mask) : NULL;
-  r->grid = t->grid ? lp_int_grid_ref (t->grid) : NULL;
+  r->form = form ? lp_form_ref (form) : NULL;
   return r;
-}
-
-gboolean
-lp_tensor_mask_keeps (const LpTensor *t, gint64 i)
-{
-  if (t->mask == NULL)
-    return TRUE;
-  const guint8 *m = g_bytes_get_data (t->mask, NULL);
-  return (m[i / 8] >> (i % 8)) & 1;
-}
-
-double
-lp_tensor_sparsity (const LpTensor *t)
-{
-  if (t->mask == NULL)
-    return 0.0;
-  gint64 n = lp_tensor_n_elements (t), kept = 0;
-  const guint8 *m = g_bytes_get_data (t->mask, NULL);
-  for (gint64 i = 0; i < n / 8; i++)
-    kept += __builtin_popcount (m[i]);
-  for (gint64 i = n / 8 * 8; i < n; i++)
-    kept += lp_tensor_mask_keeps (t, i);
-  return n ? 1.0 - (double) kept / n : 0.0;
-}
-
-GBytes *
-lp_mask_from_nonzero (const float *values, gint64 n)
-{
-  guint8 *m = g_malloc0 ((n + 7) / 8);
-  for (gint64 i = 0; i < n; i++)
-    if (values[i] != 0.0f)
-      m[i / 8] |= (guint8) (1u << (i % 8));
-  return g_bytes_new_take (m, (n + 7) / 8);
 }
 
 char *

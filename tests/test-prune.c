@@ -131,7 +131,7 @@ test_tensor_pruned (void)
   g_autoptr (LpTensor) t = lp_tensor_new_pruned (src, v, pruned, &error);
   g_assert_no_error (error);
   g_assert_cmpint (t->dtype, ==, LP_DTYPE_F16);
-  g_assert_nonnull (t->mask);
+  g_assert_nonnull (lp_tensor_mask (t));
   g_autofree float *back = lp_tensor_dup_f32 (t, &error);
   for (int i = 0; i < 24; i++)
     {
@@ -577,10 +577,10 @@ test_saved_sparsity (void)
   g_assert_cmpfloat (fabs (meta_f (nm, "llmpress.sparsity.fraction") - 0.75), <, 1e-6);
   /* Reading gives the masks back (files hold dense zeros). */
   LpTensor *wq = lp_model_tensor (w, "blk.2.attn_q.weight");
-  g_assert_nonnull (wq->mask);
+  g_assert_nonnull (lp_tensor_mask (wq));
   g_assert_cmpfloat (fabs (lp_tensor_sparsity (wq) - (double) llround (0.37 * 64) / 64), <, 1e-12);
-  g_assert_nonnull (lp_model_tensor (sg, "blk.0.ffn_down.weight")->mask);
-  g_assert_null (lp_model_tensor (w, "token_embd.weight")->mask);
+  g_assert_nonnull (lp_tensor_mask (lp_model_tensor (sg, "blk.0.ffn_down.weight")));
+  g_assert_null (lp_tensor_mask (lp_model_tensor (w, "token_embd.weight")));
   /* safetensors keeps the record in __metadata__. */
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (sg), "llmpress.sparsity.method"), ==, "sparsegpt");
   g_assert_cmpfloat (fabs (meta_f (sg, "llmpress.sparsity.fraction") - 0.45), <, 1e-4);

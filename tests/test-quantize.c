@@ -470,7 +470,7 @@ test_int_grid (void)
   g_assert_cmpmem (lp_tensor_data (t), sizeof w, w, sizeof w);
   /* A renamed copy keeps the grid. */
   g_autoptr (LpTensor) r = lp_tensor_rename (t, "w2");
-  g_assert_true (r->grid == g);
+  g_assert_true (lp_tensor_int_grid (r) == g);
   gint64 wrong[2] = { 5, 2 };
   g_assert_null (lp_tensor_new_int_grid ("w", 2, wrong, g, NULL, &error));
   lp_test_assert_error_contains (error, "tensor w", "does not fit the shape", NULL);
@@ -519,8 +519,8 @@ test_gptq_safetensors (void)
   g_autoptr (LpModel) m = lp_model_load (dir, NULL, &error);
   g_assert_no_error (error);
   LpTensor *v = lp_model_tensor (m, "blk.0.attn_v.weight");
-  g_assert_nonnull (v->grid);
-  const LpIntGrid *g = v->grid;
+  g_assert_nonnull (lp_tensor_int_grid (v));
+  const LpIntGrid *g = lp_tensor_int_grid (v);
   g_autofree char *st_path = g_build_filename (dir, "model.safetensors", NULL);
   g_autoptr (LpSafetensors) st = lp_safetensors_open (st_path, &error);
   g_assert_no_error (error);
@@ -632,7 +632,7 @@ test_compressed_tensors (void)
   g_autoptr (GError) error = NULL;
   g_autoptr (LpModel) m = lp_model_load (dir, NULL, &error);
   g_assert_no_error (error);
-  const LpIntGrid *g = lp_model_tensor (m, "blk.0.attn_v.weight")->grid;
+  const LpIntGrid *g = lp_tensor_int_grid (lp_model_tensor (m, "blk.0.attn_v.weight"));
   g_assert_nonnull (g);
   g_autofree char *st_path = g_build_filename (dir, "model.safetensors", NULL);
   g_autoptr (LpSafetensors) st = lp_safetensors_open (st_path, &error);
@@ -687,7 +687,7 @@ test_compressed_tensors (void)
   g_assert_cmpfloat (metric (out8, "n1", "perplexity"), ==, metric (run_text ("ct8-reload", reload8), "e", "perplexity"));
   g_autoptr (LpModel) m8 = lp_model_load (dir8, NULL, &error);
   g_assert_no_error (error);
-  g_assert_nonnull (lp_model_tensor (m8, "blk.0.ffn_down.weight")->grid);
+  g_assert_nonnull (lp_tensor_int_grid (lp_model_tensor (m8, "blk.0.ffn_down.weight")));
   g_autofree char *st8_path = g_build_filename (dir8, "model.safetensors", NULL);
   g_autoptr (LpSafetensors) st8 = lp_safetensors_open (st8_path, &error);
   g_assert_no_error (error);

@@ -766,10 +766,10 @@ test_stories_rtn (void)
       for (gsize e = 0; e < n_el; e++)
         same_weights += x[e] == y[e];
       weights += n_el;
-      g_assert_true ((t->grid == NULL) == (u->grid == NULL));
-      if (t->grid == NULL)
+      g_assert_true ((lp_tensor_int_grid (t) == NULL) == (lp_tensor_int_grid (u) == NULL));
+      if (lp_tensor_int_grid (t) == NULL)
         continue;
-      const LpIntGrid *a = t->grid, *c = u->grid;
+      const LpIntGrid *a = lp_tensor_int_grid (t), *c = lp_tensor_int_grid (u);
       for (gint64 r = 0; r < a->rows; r++)
         for (int g = 0; g < a->n_groups; g++)
           {
@@ -830,7 +830,7 @@ test_stories_gptq (void)
   guint grids = 0, act_order = 0;
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
     {
-      const LpIntGrid *g = lp_model_tensor_at (m, i)->grid;
+      const LpIntGrid *g = lp_tensor_int_grid (lp_model_tensor_at (m, i));
       if (g == NULL)
         continue;
       grids++;

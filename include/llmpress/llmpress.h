@@ -13,6 +13,7 @@
 #include <llmpress/fileutil.h>
 #include <llmpress/synth.h>
 #include <llmpress/backend.h>
+#include <llmpress/form.h>
 #include <llmpress/compute.h>
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>

@@ -88,12 +88,9 @@ double lp_sparsity_outlier_ratio (const float *scores, gint64 n, double m);
 /* Record what a pass did in the model metadata (keys above). */
 void lp_sparsity_record (LpMeta *meta, const char *method, const LpSparsityPattern *p, double fraction);
 void lp_sparsity_record_tensor (LpMeta *meta, const LpTensor *t);
-/* Give back the keep-masks a saved model lost (files store dense zeros):
- * every tensor with a llmpress.sparsity.tensor.<name> record and at least
- * that many zeros gets the mask of its non-zeros (lp_model_load does this,
- * so a pruned model read from a file or the artifact cache stays pruned
- * through later passes). */
-gboolean lp_sparsity_restore_masks (LpModel *model, GError **error);
+/* (Reading gives the keep-masks back: the masked form's restore, form.h,
+ * run by lp_model_load, so a pruned model read from a file or the artifact
+ * cache stays pruned through later passes.) */
 
 /* Wanda's score (Sun et al. 2023): scores[r, j] = |W[r, j]| * ||X_j||_2 for
  * W[rows, cols], with sum_sq[j] the sum over calibration tokens of x_j^2. */

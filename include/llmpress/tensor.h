@@ -19,6 +19,7 @@ G_BEGIN_DECLS
 
 typedef struct _LpTensor LpTensor;
 typedef struct _LpIntGrid LpIntGrid;
+typedef struct _LpForm LpForm;
 
 struct _LpTensor {
   /*< private >*/
@@ -28,15 +29,11 @@ struct _LpTensor {
   LpDType dtype;
   int n_dims;
   gint64 shape[LP_MAX_DIMS];
-  GBytes *data;
-  /* Optional keep-mask of a pruned tensor: one bit per element, row-major,
-   * bit (i % 8) of byte (i / 8); a 0 bit marks a pruned element, which is 0
-   * in `data` (and must stay 0 through later passes).  NULL: dense. */
-  GBytes *mask;
-  /* Optional plain integer grid (GPTQ / compressed-tensors) the values were
-   * quantized on; `data` then holds its materialized f32 weights exactly.
-   * NULL: none. */
-  LpIntGrid *grid;
+  GBytes *data; /* the values in `dtype`, whatever the form (its materialization) */
+  /* How the weight is held (form.h: masked, integer grid, low-rank, ...);
+   * NULL: the dense or block form `dtype` says.  Ask it through
+   * lp_tensor_form and the lp_tensor_* functions of form.h. */
+  LpForm *form;
 };
 
 /* Check a shape (1..4 dims, each >= 0, element count and byte size not
@@ -71,18 +68,8 @@ void *lp_tensor_data_mut (LpTensor *t);
 float *lp_tensor_dup_f32 (const LpTensor *t, GError **error);
 /* The same values in another type (f32/f16/bf16 targets); a ref of t if equal. */
 LpTensor *lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error);
-/* Copy with a new name (data shared). */
+/* Copy with a new name (data and form shared). */
 LpTensor *lp_tensor_rename (LpTensor *t, const char *name);
-
-/* A tensor sharing t's data, with `mask` (ref taken; NULL clears it).
- * Fails when the mask's size is not ceil(n_elements / 8) bytes. */
-LpTensor *lp_tensor_with_mask (LpTensor *t, GBytes *mask, GError **error);
-/* Whether element i is kept (TRUE for a tensor without a mask). */
-gboolean lp_tensor_mask_keeps (const LpTensor *t, gint64 i);
-/* Fraction of pruned elements: by the mask, or 0 without one. */
-double lp_tensor_sparsity (const LpTensor *t);
-/* A keep-mask for n values: kept where the value is non-zero. */
-GBytes *lp_mask_from_nonzero (const float *values, gint64 n);
 
 /* ---- plain integer grid ----
  *
@@ -140,15 +127,6 @@ lp_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
 /* Bytes the grid takes packed as GPTQ stores it (codes and zeros at `bits`
  * bits, f16 scales, int32 g_idx). */
 guint64 lp_int_grid_n_bytes (const LpIntGrid *grid);
-/* An f32 tensor of shape {rows, cols} holding the grid's weights, with the
- * grid attached (ref taken) and `mask` (may be NULL). */
-LpTensor *lp_tensor_new_int_grid (const char *name, int n_dims, const gint64 *shape, LpIntGrid *grid,
-                                  GBytes *mask, GError **error);
-/* Whether a tensor is already quantized: a block type or an integer grid. */
-gboolean lp_tensor_is_quantized (const LpTensor *t);
-/* Bytes of the tensor's compressed form: the grid's when it has one, else
- * lp_tensor_n_bytes. */
-guint64 lp_tensor_storage_bytes (const LpTensor *t);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpIntGrid, lp_int_grid_unref)
 

@@ -46,7 +46,7 @@ prune_tensor_slice (const LpTensor *t, int dim, const guint8 *keep, gint64 n_kee
   g_autoptr (LpTensor) s = lp_tensor_new (t->name, dtype, t->n_dims, shape, error);
   if (s == NULL || !lp_dtype_from_f32 (dtype, out, lp_tensor_data_mut (s), n_out, error))
     return NULL;
-  if (t->mask == NULL)
+  if (lp_tensor_mask (t) == NULL)
     return g_steal_pointer (&s);
   g_autoptr (GBytes) mask = slice_mask (t, rows, cols, dim, keep, n_out);
   return lp_tensor_with_mask (s, mask, error);
@@ -56,7 +56,7 @@ void
 prune_meta_tensor_changed (LpMeta *meta, const LpTensor *t)
 {
   g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.%s", t->name);
-  if (t->mask != NULL)
+  if (lp_tensor_mask (t) != NULL)
     lp_sparsity_record_tensor (meta, t);
   else
     lp_meta_remove (meta, key);

@@ -123,9 +123,9 @@ set_scaled (Awq *a, const LpTensor *like, const float *w, gint64 rows, gint64 co
   if (t == NULL)
     return FALSE;
   /* Scaling keeps pruned weights at 0: the mask still holds. */
-  if (like->mask != NULL)
+  if (lp_tensor_mask (like) != NULL)
     {
-      LpTensor *m = lp_tensor_with_mask (t, like->mask, error);
+      LpTensor *m = lp_tensor_with_mask (t, lp_tensor_mask (like), error);
       if (m == NULL)
         return FALSE;
       lp_tensor_unref (t);

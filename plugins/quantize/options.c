@@ -154,7 +154,7 @@ q_check_model (const QOptions *o, LpModel *model, GError **error)
           g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
                        "%s: already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize "
                        "its dequantized values again",
-                       t->name, lp_dtype_name (t->dtype), t->grid ? ", integer grid" : "");
+                       t->name, lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
           return FALSE;
         }
     }
@@ -169,7 +169,7 @@ q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **er
       g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
                    "already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize its "
                    "dequantized values again",
-                   lp_dtype_name (t->dtype), t->grid ? ", integer grid" : "");
+                   lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
       return FALSE;
     }
   gint64 n = lp_tensor_n_elements (t);

@@ -44,7 +44,7 @@ group_of (const QCols *q, int s, int c)
 static gboolean
 pruned (const QCols *q, gint64 r, gint64 c)
 {
-  return q->like->mask != NULL && !lp_tensor_mask_keeps (q->like, r * q->cols + c);
+  return lp_tensor_mask (q->like) != NULL && !lp_tensor_mask_keeps (q->like, r * q->cols + c);
 }
 
 /* One group of row r: n values from x (stride 1) into v, pruned ones as 0
@@ -240,7 +240,7 @@ q_cols_column (QCols *q, int s, int r0, int r1, const float *W, int ldw, float *
 static gint64
 count_lost (const QCols *q, const LpTensor *t, GError **error)
 {
-  if (q->like->mask == NULL)
+  if (lp_tensor_mask (q->like) == NULL)
     return 0;
   g_autofree float *v = lp_tensor_dup_f32 (t, error);
   if (v == NULL)
@@ -274,9 +274,9 @@ q_cols_finish (QCols *q, gint64 *mask_lost, GError **error)
   if (lost < 0)
     return NULL;
   *mask_lost = lost;
-  if (like->mask == NULL || lost > 0)
+  if (lp_tensor_mask (like) == NULL || lost > 0)
     return g_steal_pointer (&t);
-  return lp_tensor_with_mask (t, like->mask, error);
+  return lp_tensor_with_mask (t, lp_tensor_mask (like), error);
 }
 
 LpTensor *
@@ -290,10 +290,10 @@ q_round (LpBackend *be, const QGrid *g, const LpTensor *like, const float *W, co
       if (f == NULL)
         return NULL;
       LpTensor *h = lp_tensor_convert (f, LP_DTYPE_F16, error);
-      if (h == NULL || like->mask == NULL)
+      if (h == NULL || lp_tensor_mask (like) == NULL)
         return h;
       /* f16 keeps 0 exact. */
-      LpTensor *m = lp_tensor_with_mask (h, like->mask, error);
+      LpTensor *m = lp_tensor_with_mask (h, lp_tensor_mask (like), error);
       lp_tensor_unref (h);
       return m;
     }

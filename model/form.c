@@ -1,0 +1,321 @@
+/* llmpress — weight forms: the registration table and the dispatch every
+ * caller goes through (form.h).  Nothing here knows any one form. */
+#include "config.h"
+
+#include <string.h>
+
+#include "lp-internal.h"
+
+/* ---- the registration table ----
+ *
+ * A new form is one file, model/form_<name>.c, defining its class, plus one
+ * line below and one in pipeline/Makefile.inc.  The order is the order in
+ * which forms are rebuilt after reading a file: a form that wraps another
+ * (adapter over a masked base) comes after the ones it may wrap. */
+extern const LpFormClass lp_form_dense_class;
+extern const LpFormClass lp_form_blocks_class;
+extern const LpFormClass lp_form_grid_class;
+extern const LpFormClass lp_form_masked_class;
+extern const LpFormClass lp_form_low_rank_class;
+extern const LpFormClass lp_form_adapter_class;
+
+static const LpFormClass *const form_classes[] = {
+  &lp_form_dense_class,
+  &lp_form_blocks_class,
+  &lp_form_grid_class,
+  &lp_form_masked_class,
+  &lp_form_low_rank_class,
+  &lp_form_adapter_class,
+  NULL,
+};
+
+/* The forms of tensors without one (t->form == NULL), by their dtype. */
+extern LpForm lp_form_dense, lp_form_blocks;
+
+const LpFormClass *const *
+lp_form_classes (void)
+{
+  return form_classes;
+}
+
+/* ---- instances ---- */
+
+gpointer
+lp_form_alloc (const LpFormClass *klass, gsize size)
+{
+  g_return_val_if_fail (size >= sizeof (LpForm), NULL);
+  LpForm *f = g_malloc0 (size);
+  f->klass = klass;
+  f->ref_count = 1;
+  return f;
+}
+
+LpForm *
+lp_form_ref (LpForm *form)
+{
+  g_return_val_if_fail (form != NULL, NULL);
+  g_atomic_int_inc (&form->ref_count);
+  return form;
+}
+
+void
+lp_form_unref (LpForm *form)
+{
+  if (form == NULL || !g_atomic_int_dec_and_test (&form->ref_count))
+    return;
+  if (form->klass->finalize)
+    form->klass->finalize (form);
+  g_free (form);
+}
+
+const char *
+lp_form_name (const LpForm *form)
+{
+  return form->klass->name;
+}
+
+const LpForm *
+lp_tensor_form (const LpTensor *t)
+{
+  if (t->form != NULL)
+    return t->form;
+  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
+  return info != NULL && info->block_size > 1 ? &lp_form_blocks : &lp_form_dense;
+}
+
+LpTensor *
+lp_tensor_new_form (const char *name, int n_dims, const gint64 *shape, const float *values, LpForm *form,
+                    GError **error)
+{
+  LpTensor *t = lp_tensor_new_f32 (name, n_dims, shape, values, error);
+  if (t != NULL)
+    t->form = lp_form_ref (form);
+  return t;
+}
+
+/* ---- what callers ask ---- */
+
+gboolean
+lp_form_values_rows (const LpForm *form, const LpTensor *t, gint64 r0, gint64 n, float *out, GError **error)
+{
+  gint64 K = lp_tensor_row_length (t);
+  guint64 row_bytes;
+  if (!lp_dtype_row_bytes (t->dtype, (guint64) K, &row_bytes, error))
+    return FALSE;
+  const guint8 *base = lp_tensor_data (t);
+  if (!lp_dtype_to_f32 (t->dtype, base + (gsize) r0 * row_bytes, out, n * K, error))
+    {
+      lp_error_prefix (error, t->name);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+guint64
+lp_form_values_bytes (const LpForm *form, const LpTensor *t)
+{
+  return lp_tensor_n_bytes (t);
+}
+
+gboolean
+lp_tensor_materialize_rows (const LpTensor *t, gint64 r0, gint64 n, float *out, GError **error)
+{
+  g_return_val_if_fail (r0 >= 0 && n >= 0 && r0 + n <= lp_tensor_n_rows (t), FALSE);
+  const LpForm *f = lp_tensor_form (t);
+  return f->klass->materialize_rows (f, t, r0, n, out, error);
+}
+
+void
+lp_tensor_gemm (const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta, float *y)
+{
+  const LpForm *f = lp_tensor_form (t);
+  f->klass->gemm (f, t, be, T, x, ldx, beta, y);
+}
+
+guint64
+lp_tensor_storage_bytes (const LpTensor *t)
+{
+  const LpForm *f = lp_tensor_form (t);
+  return f->klass->storage_bytes (f, t);
+}
+
+double
+lp_tensor_bits_per_weight (const LpTensor *t)
+{
+  gint64 n = lp_tensor_n_elements (t);
+  return n > 0 ? (double) lp_tensor_storage_bytes (t) * 8.0 / (double) n : 0.0;
+}
+
+gboolean
+lp_tensor_is_quantized (const LpTensor *t)
+{
+  const LpForm *f = lp_tensor_form (t);
+  return f->klass->is_quantized != NULL && f->klass->is_quantized (f, t);
+}
+
+const LpIntGrid *
+lp_tensor_int_grid (const LpTensor *t)
+{
+  const LpForm *f = lp_tensor_form (t);
+  return f->klass->int_grid ? f->klass->int_grid (f) : NULL;
+}
+
+GBytes *
+lp_tensor_mask (const LpTensor *t)
+{
+  const LpForm *f = lp_tensor_form (t);
+  return f->klass->mask ? f->klass->mask (f) : NULL;
+}
+
+gboolean
+lp_tensor_mask_keeps (const LpTensor *t, gint64 i)
+{
+  GBytes *mask = lp_tensor_mask (t);
+  if (mask == NULL)
+    return TRUE;
+  const guint8 *m = g_bytes_get_data (mask, NULL);
+  return (m[i / 8] >> (i % 8)) & 1;
+}
+
+double
+lp_tensor_sparsity (const LpTensor *t)
+{
+  GBytes *mask = lp_tensor_mask (t);
+  if (mask == NULL)
+    return 0.0;
+  gint64 n = lp_tensor_n_elements (t), kept = 0;
+  const guint8 *m = g_bytes_get_data (mask, NULL);
+  for (gint64 i = 0; i < n / 8; i++)
+    kept += __builtin_popcount (m[i]);
+  for (gint64 i = n / 8 * 8; i < n; i++)
+    kept += lp_tensor_mask_keeps (t, i);
+  return n ? 1.0 - (double) kept / n : 0.0;
+}
+
+LpTensor *
+lp_tensor_with_mask (LpTensor *t, GBytes *mask, GError **error)
+{
+  gint64 n = lp_tensor_n_elements (t);
+  if (mask != NULL && g_bytes_get_size (mask) != (gsize) ((n + 7) / 8))
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "tensor %s: mask: expected %" G_GINT64_FORMAT " bytes, found %" G_GSIZE_FORMAT,
+                    t->name, (n + 7) / 8, g_bytes_get_size (mask));
+      return NULL;
+    }
+  LpForm *f = (LpForm *) lp_tensor_form (t);
+  g_autoptr (LpForm) nf = f->klass->with_mask ? f->klass->with_mask (f, mask)
+                          : mask ? lp_form_masked_new (f, mask) : lp_form_ref (f);
+  return lp_tensor_with_form (t, nf == &lp_form_dense || nf == &lp_form_blocks ? NULL : nf);
+}
+
+/* ---- writers and readers ---- */
+
+GPtrArray *
+lp_tensor_save_tensors (LpTensor *t, GError **error)
+{
+  const LpForm *f = lp_tensor_form (t);
+  if (f->klass->save_tensors != NULL)
+    return f->klass->save_tensors (f, t, error);
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+  g_ptr_array_add (out, lp_tensor_ref (t));
+  return out;
+}
+
+void
+lp_model_forms_save_meta (const LpModel *model, LpMeta *meta)
+{
+  for (guint i = 0; i < lp_model_n_tensors (model); i++)
+    {
+      const LpTensor *t = lp_model_tensor_at (model, i);
+      const LpForm *f = lp_tensor_form (t);
+      if (f->klass->save_meta != NULL)
+        f->klass->save_meta (f, t, meta);
+    }
+}
+
+gboolean
+lp_model_forms_restore (LpModel *model, GError **error)
+{
+  for (const LpFormClass *const *k = form_classes; *k; k++)
+    if ((*k)->restore != NULL && !(*k)->restore (model, error))
+      return FALSE;
+  return TRUE;
+}
+
+const LpFormPart *
+lp_form_part_find (const char *name, gsize *weight_len)
+{
+  gsize len = strlen (name);
+  for (const LpFormClass *const *k = form_classes; *k; k++)
+    for (const LpFormPart *p = (*k)->parts; p != NULL && p->suffix != NULL; p++)
+      {
+        gsize sl = strlen (p->suffix);
+        if (len > sl && strcmp (name + len - sl, p->suffix) == 0)
+          {
+            *weight_len = len - sl;
+            return p;
+          }
+      }
+  return NULL;
+}
+
+#define FORM_KEY_PREFIX "llmpress.form."
+
+char *
+lp_form_meta_key (const char *name)
+{
+  return g_strconcat (FORM_KEY_PREFIX, name, NULL);
+}
+
+GPtrArray *
+lp_model_forms_marked (const LpModel *model, const char *class_name)
+{
+  GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
+  LpMeta *meta = lp_model_meta ((LpModel *) model);
+  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
+    {
+      const char *key = lp_meta_key (meta, i);
+      const char *v = lp_meta_get_string (meta, key);
+      if (g_str_has_prefix (key, FORM_KEY_PREFIX) && v != NULL && strcmp (v, class_name) == 0)
+        g_ptr_array_add (names, g_strdup (key + strlen (FORM_KEY_PREFIX)));
+    }
+  return names;
+}
+
+LpTensor *
+lp_form_part_tensor (const LpFormClass *klass, int i, const char *name, LpTensor *part)
+{
+  g_autofree char *part_name = g_strconcat (name, klass->parts[i].suffix, NULL);
+  return lp_tensor_rename (part, part_name);
+}
+
+gboolean
+lp_model_form_parts (LpModel *model, const LpFormClass *klass, const char *name, LpTensor **parts, GError **error)
+{
+  for (int i = 0; klass->parts[i].suffix != NULL; i++)
+    {
+      g_autofree char *part_name = g_strconcat (name, klass->parts[i].suffix, NULL);
+      parts[i] = lp_model_tensor (model, part_name);
+      if (parts[i] == NULL)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected its %s parts (llmpress.form.%s = %s), found %s missing",
+                        lp_model_source (model) ? lp_model_source (model) : "model", name, klass->name, name,
+                        klass->name, part_name);
+          return FALSE;
+        }
+    }
+  return TRUE;
+}
+
+void
+lp_model_form_rebuilt (LpModel *model, const LpFormClass *klass, LpTensor *t)
+{
+  lp_model_set_tensor (model, t);
+  for (int i = 0; klass->parts[i].suffix != NULL; i++)
+    {
+      g_autofree char *part_name = g_strconcat (t->name, klass->parts[i].suffix, NULL);
+      lp_model_remove_tensor (model, part_name);
+    }
+  g_autofree char *key = lp_form_meta_key (t->name);
+  lp_meta_remove (lp_model_meta (model), key);
+}

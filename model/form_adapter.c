@@ -1,0 +1,187 @@
+/* llmpress — the adapter form: a base weight plus a low-rank update,
+ * W [N, K] = base + scale B [N, R] A [R, K] (LoRA; form.h).
+ *
+ * The base keeps its own form (dense, quantized, masked): QLoRA is an
+ * adapter over a grid.  Materialize: the base's rows plus scale B A (the
+ * tensor's data holds that sum in f32).  Matmul: the base's own product
+ * plus scale (x A^T) B^T.  Bytes: the base's plus the two factors'.
+ * Training: A and B are the parameters; the base is frozen.
+ *
+ * Written as the base writes itself under <name>, plus <name>.lora_a [R, K]
+ * and <name>.lora_b [N, R] with llmpress.form.<name> = "adapter" and
+ * llmpress.form.<name>.scale; a Hugging Face writer reorders B's rows as it
+ * reorders W's (Q/K).  A runtime that knows no adapters reads the base
+ * alone (the update is lost, the file still loads); readers rebuild the
+ * adapter and drop the parts. */
+#include "config.h"
+
+#include <string.h>
+
+#include "lp-internal.h"
+
+extern const LpFormClass lp_form_adapter_class;
+
+typedef struct {
+  LpForm parent;
+  LpTensor *base; /* [N, K], its own form */
+  LpTensor *a;    /* [R, K] f32 */
+  LpTensor *b;    /* [N, R] f32 */
+  float scale;
+} AdapterForm;
+
+static const LpFormPart adapter_parts[] = {
+  { ".lora_a", FALSE },
+  { ".lora_b", TRUE },
+  { NULL, FALSE },
+};
+
+#define AD(form) ((const AdapterForm *) (form))
+
+static void
+adapter_finalize (LpForm *form)
+{
+  AdapterForm *f = (AdapterForm *) form;
+  lp_tensor_unref (f->base);
+  lp_tensor_unref (f->a);
+  lp_tensor_unref (f->b);
+}
+
+/* out[n, K] = base rows + scale B[r0 .. r0 + n, R] A[R, K]. */
+static gboolean
+adapter_materialize_rows (const LpForm *form, const LpTensor *t, gint64 r0, gint64 n, float *out, GError **error)
+{
+  const AdapterForm *f = AD (form);
+  int R = (int) f->a->shape[0], K = (int) f->a->shape[1];
+  if (!lp_tensor_materialize_rows (f->base, r0, n, out, error))
+    return FALSE;
+  lp_ref_gemm (FALSE, (int) n, K, R, f->scale, (const float *) lp_tensor_data (f->b) + r0 * R, R,
+               lp_tensor_data (f->a), K, 1.0f, out, K);
+  return TRUE;
+}
+
+static guint64
+adapter_storage_bytes (const LpForm *form, const LpTensor *t)
+{
+  const AdapterForm *f = AD (form);
+  return lp_tensor_storage_bytes (f->base) + lp_tensor_n_bytes (f->a) + lp_tensor_n_bytes (f->b);
+}
+
+static gboolean
+adapter_is_quantized (const LpForm *form, const LpTensor *t)
+{
+  return lp_tensor_is_quantized (AD (form)->base);
+}
+
+/* y[T, N] = x base^T + beta y + scale (x[T, K] A^T) B^T. */
+static void
+adapter_gemm (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta,
+              float *y)
+{
+  const AdapterForm *f = AD (form);
+  int N = (int) f->b->shape[0], R = (int) f->a->shape[0], K = (int) f->a->shape[1];
+  lp_tensor_gemm (f->base, be, T, x, ldx, beta, y);
+  g_autofree float *xa = g_new (float, (gsize) T * R);
+  lp_gemm (be, TRUE, T, R, K, 1.0f, x, ldx, lp_tensor_data (f->a), K, 0.0f, xa, R);
+  lp_gemm (be, TRUE, T, N, R, f->scale, xa, R, lp_tensor_data (f->b), R, 1.0f, y, N);
+}
+
+static GPtrArray *
+adapter_save_tensors (const LpForm *form, LpTensor *t, GError **error)
+{
+  const AdapterForm *f = AD (form);
+  GPtrArray *out = lp_tensor_save_tensors (f->base, error);
+  if (out == NULL)
+    return NULL;
+  g_ptr_array_add (out, lp_form_part_tensor (&lp_form_adapter_class, 0, t->name, f->a));
+  g_ptr_array_add (out, lp_form_part_tensor (&lp_form_adapter_class, 1, t->name, f->b));
+  return out;
+}
+
+static void
+adapter_save_meta (const LpForm *form, const LpTensor *t, LpMeta *meta)
+{
+  const AdapterForm *f = AD (form);
+  const LpForm *bf = lp_tensor_form (f->base);
+  if (bf->klass->save_meta)
+    bf->klass->save_meta (bf, f->base, meta);
+  g_autofree char *key = lp_form_meta_key (t->name);
+  g_autofree char *scale_key = g_strconcat (key, ".scale", NULL);
+  lp_meta_set_string (meta, key, lp_form_adapter_class.name);
+  lp_meta_set_f32 (meta, scale_key, f->scale);
+}
+
+/* Each tensor marked adapter comes back from its base (already in its own
+ * form, under the weight's name), its two parts and its scale. */
+static gboolean
+adapter_restore (LpModel *model, GError **error)
+{
+  const char *src = lp_model_source (model) ? lp_model_source (model) : "model";
+  g_autoptr (GPtrArray) names = lp_model_forms_marked (model, lp_form_adapter_class.name);
+  for (guint i = 0; i < names->len; i++)
+    {
+      const char *name = names->pdata[i];
+      LpTensor *base = lp_model_tensor (model, name), *parts[2];
+      g_autofree char *key = lp_form_meta_key (name);
+      g_autofree char *scale_key = g_strconcat (key, ".scale", NULL);
+      double scale;
+      if (base == NULL || !lp_meta_get_float (lp_model_meta (model), scale_key, &scale, NULL))
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected the base weight and %s (%s = %s), found %s missing",
+                        src, name, scale_key, key, lp_form_adapter_class.name, base == NULL ? name : scale_key);
+          return FALSE;
+        }
+      if (!lp_model_form_parts (model, &lp_form_adapter_class, name, parts, error))
+        return FALSE;
+      g_autoptr (LpTensor) t = lp_tensor_new_adapter (base, parts[0], parts[1], scale, error);
+      if (t == NULL)
+        {
+          lp_error_prefix (error, src);
+          return FALSE;
+        }
+      lp_model_form_rebuilt (model, &lp_form_adapter_class, t);
+      lp_meta_remove (lp_model_meta (model), scale_key);
+    }
+  return TRUE;
+}
+
+const LpFormClass lp_form_adapter_class = {
+  .name = "adapter",
+  .parts = adapter_parts,
+  .finalize = adapter_finalize,
+  .materialize_rows = adapter_materialize_rows,
+  .storage_bytes = adapter_storage_bytes,
+  .is_quantized = adapter_is_quantized,
+  .gemm = adapter_gemm,
+  .save_tensors = adapter_save_tensors,
+  .save_meta = adapter_save_meta,
+  .restore = adapter_restore,
+};
+
+LpTensor *
+lp_tensor_new_adapter (LpTensor *base, LpTensor *a_in, LpTensor *b_in, double scale, GError **error)
+{
+  g_autoptr (LpTensor) a = lp_form_factor_f32 (a_in, "adapter factor A", error);
+  g_autoptr (LpTensor) b = a ? lp_form_factor_f32 (b_in, "adapter factor B", error) : NULL;
+  if (b == NULL)
+    return NULL;
+  if (base->n_dims != 2 || a->shape[0] != b->shape[1] || a->shape[0] < 1 || a->shape[1] != base->shape[1]
+      || b->shape[0] != base->shape[0])
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "tensor %s: adapter: expected A [R, %" G_GINT64_FORMAT "] and B [%" G_GINT64_FORMAT ", R] with R >= 1, found A %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                    " and B %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT,
+                    base->name, base->shape[base->n_dims - 1], base->shape[0], a->shape[0], a->shape[1], b->shape[0], b->shape[1]);
+      return NULL;
+    }
+  AdapterForm *f = lp_form_alloc (&lp_form_adapter_class, sizeof (AdapterForm));
+  f->base = lp_tensor_ref (base);
+  f->a = g_steal_pointer (&a);
+  f->b = g_steal_pointer (&b);
+  f->scale = (float) scale;
+  g_autoptr (LpForm) form = &f->parent;
+  g_autoptr (LpTensor) t = lp_tensor_new (base->name, LP_DTYPE_F32, 2, base->shape, error);
+  if (t == NULL || !adapter_materialize_rows (form, t, 0, base->shape[0], lp_tensor_data_mut (t), error))
+    return NULL;
+  t->form = g_steal_pointer (&form);
+  return g_steal_pointer (&t);
+}

@@ -1,0 +1,160 @@
+/* llmpress — the masked form: another form plus a fixed keep-mask (form.h).
+ *
+ * The mask holds one bit an element, row-major, bit (i % 8) of byte i / 8;
+ * a 0 bit marks a pruned element, which is 0 in the values and stays 0
+ * through later passes (a quantizer keeps it exactly; training multiplies
+ * the base's gradient by the mask).  Everything else is the base's: its
+ * materialization (already zero where pruned), its matmul, its bytes.
+ * Written as the base writes itself (files hold the zeros densely) plus
+ * llmpress.sparsity.tensor.<name> = the pruned fraction; a reader rebuilds
+ * the mask from the zeros when at least that fraction is zero (a runtime
+ * that knows no masks reads an ordinary dense weight). */
+#include "config.h"
+
+#include "lp-internal.h"
+
+typedef struct {
+  LpForm parent;
+  LpForm *base; /* the form of the values (the shared dense or block one for plain values) */
+  GBytes *mask;
+} MaskedForm;
+
+extern const LpFormClass lp_form_masked_class;
+
+#define BASE(form) (((const MaskedForm *) (form))->base)
+
+LpForm *
+lp_form_masked_new (LpForm *base, GBytes *mask)
+{
+  MaskedForm *f = lp_form_alloc (&lp_form_masked_class, sizeof (MaskedForm));
+  f->base = lp_form_ref (base);
+  f->mask = g_bytes_ref (mask);
+  return &f->parent;
+}
+
+static void
+masked_finalize (LpForm *form)
+{
+  MaskedForm *f = (MaskedForm *) form;
+  lp_form_unref (f->base);
+  g_bytes_unref (f->mask);
+}
+
+static gboolean
+masked_materialize_rows (const LpForm *form, const LpTensor *t, gint64 r0, gint64 n, float *out, GError **error)
+{
+  return BASE (form)->klass->materialize_rows (BASE (form), t, r0, n, out, error);
+}
+
+static guint64
+masked_storage_bytes (const LpForm *form, const LpTensor *t)
+{
+  return BASE (form)->klass->storage_bytes (BASE (form), t);
+}
+
+static gboolean
+masked_is_quantized (const LpForm *form, const LpTensor *t)
+{
+  const LpFormClass *k = BASE (form)->klass;
+  return k->is_quantized != NULL && k->is_quantized (BASE (form), t);
+}
+
+static GBytes *
+masked_mask (const LpForm *form)
+{
+  return ((const MaskedForm *) form)->mask;
+}
+
+static const LpIntGrid *
+masked_int_grid (const LpForm *form)
+{
+  const LpFormClass *k = BASE (form)->klass;
+  return k->int_grid ? k->int_grid (BASE (form)) : NULL;
+}
+
+/* A new mask replaces this one over the same base. */
+static LpForm *
+masked_with_mask (LpForm *form, GBytes *mask)
+{
+  return mask ? lp_form_masked_new (BASE (form), mask) : lp_form_ref (BASE (form));
+}
+
+static void
+masked_gemm (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta,
+             float *y)
+{
+  BASE (form)->klass->gemm (BASE (form), t, be, T, x, ldx, beta, y);
+}
+
+static GPtrArray *
+masked_save_tensors (const LpForm *form, LpTensor *t, GError **error)
+{
+  const LpFormClass *k = BASE (form)->klass;
+  if (k->save_tensors)
+    return k->save_tensors (BASE (form), t, error);
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+  g_ptr_array_add (out, lp_tensor_ref (t));
+  return out;
+}
+
+static void
+masked_save_meta (const LpForm *form, const LpTensor *t, LpMeta *meta)
+{
+  lp_sparsity_record_tensor (meta, t);
+  const LpFormClass *k = BASE (form)->klass;
+  if (k->save_meta)
+    k->save_meta (BASE (form), t, meta);
+}
+
+GBytes *
+lp_mask_from_nonzero (const float *values, gint64 n)
+{
+  guint8 *m = g_malloc0 ((n + 7) / 8);
+  for (gint64 i = 0; i < n; i++)
+    if (values[i] != 0.0f)
+      m[i / 8] |= (guint8) (1u << (i % 8));
+  return g_bytes_new_take (m, (n + 7) / 8);
+}
+
+/* Each tensor with a recorded sparsity gets its mask back from its zeros. */
+static gboolean
+masked_restore (LpModel *model, GError **error)
+{
+  LpMeta *meta = lp_model_meta (model);
+  for (guint i = 0; i < lp_model_n_tensors (model); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (model, i);
+      g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.%s", t->name);
+      double recorded;
+      if (lp_tensor_mask (t) != NULL || !lp_meta_get_float (meta, key, &recorded, NULL))
+        continue;
+      g_autofree float *v = lp_tensor_dup_f32 (t, error);
+      if (v == NULL)
+        return FALSE;
+      g_autoptr (GBytes) mask = lp_mask_from_nonzero (v, lp_tensor_n_elements (t));
+      g_autoptr (LpTensor) masked = lp_tensor_with_mask (t, mask, error);
+      if (masked == NULL)
+        return FALSE;
+      /* A later step that did not keep the zeros exact (a quantizer with an
+       * offset) leaves fewer zeros than recorded: the mask is unknown then. */
+      if (lp_tensor_sparsity (masked) + 1e-6 < recorded)
+        continue;
+      lp_model_set_tensor (model, masked);
+    }
+  return TRUE;
+}
+
+const LpFormClass lp_form_masked_class = {
+  .name = "masked",
+  .finalize = masked_finalize,
+  .materialize_rows = masked_materialize_rows,
+  .storage_bytes = masked_storage_bytes,
+  .is_quantized = masked_is_quantized,
+  .mask = masked_mask,
+  .int_grid = masked_int_grid,
+  .with_mask = masked_with_mask,
+  .gemm = masked_gemm,
+  .save_tensors = masked_save_tensors,
+  .save_meta = masked_save_meta,
+  .restore = masked_restore,
+};
