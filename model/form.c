@@ -125,13 +125,6 @@ lp_tensor_materialize_rows (const LpTensor *t, gint64 r0, gint64 n, float *out, 
   return f->klass->materialize_rows (f, t, r0, n, out, error);
 }
 
-void
-lp_tensor_gemm (const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta, float *y)
-{
-  const LpForm *f = lp_tensor_form (t);
-  f->klass->gemm (f, t, be, T, x, ldx, beta, y);
-}
-
 guint64
 lp_tensor_storage_bytes (const LpTensor *t)
 {
@@ -318,4 +311,147 @@ lp_model_form_rebuilt (LpModel *model, const LpFormClass *klass, LpTensor *t)
     }
   g_autofree char *key = lp_form_meta_key (t->name);
   lp_meta_remove (lp_model_meta (model), key);
+}
+
+/* ---- graphs ---- */
+
+LpFormWeights *
+lp_form_weights_new (LpTensor *t, LpBackend *be, gboolean train, GError **error)
+{
+  const LpForm *f = lp_tensor_form (t);
+  LpFormWeights *w = g_new0 (LpFormWeights, 1);
+  w->src = lp_tensor_ref (t);
+  w->be = be;
+  if (!f->klass->upload (f, t, w, train, error))
+    {
+      lp_form_weights_free (w);
+      return NULL;
+    }
+  if (!train)
+    w->n_trainable = 0;
+  for (int i = 0; i < w->n_trainable; i++)
+    lp_ctensor_set_trainable (w->params[i], TRUE);
+  return w;
+}
+
+LpFormWeights *
+lp_form_weights_new_values (LpTensor *t, LpBackend *be, gboolean as_stored, GError **error)
+{
+  LpFormWeights *w = g_new0 (LpFormWeights, 1);
+  w->src = lp_tensor_ref (t);
+  w->be = be;
+  w->values = lp_form_weights_add_values (w, t, as_stored, error);
+  if (w->values == NULL)
+    {
+      lp_form_weights_free (w);
+      return NULL;
+    }
+  return w;
+}
+
+void
+lp_form_weights_free (LpFormWeights *w)
+{
+  if (w == NULL)
+    return;
+  for (int i = 0; i < w->n_params; i++)
+    if (w->borrowed[i])
+      {
+        g_free (w->params[i]->name);
+        g_free (w->params[i]);
+      }
+    else
+      lp_ctensor_free (w->params[i]);
+  lp_form_weights_free (w->base);
+  lp_tensor_unref (w->src);
+  g_free (w);
+}
+
+LpCTensor *
+lp_form_weights_matmul (const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc, GError **error)
+{
+  const LpForm *f = lp_tensor_form (w->src);
+  return f->klass->matmul (f, w, g, x, acc, error);
+}
+
+gboolean
+lp_form_weights_grad (const LpFormWeights *w, LpCGraph *g, int i, float *out, GError **error)
+{
+  g_return_val_if_fail (i >= 0 && i < w->n_trainable, FALSE);
+  LpCTensor *d = lp_cgraph_grad (g, w->params[i]);
+  if (d == NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "tensor %s: parameter %d: expected a gradient, found none (is it on the path to the loss?)",
+                    w->src->name, i);
+      return FALSE;
+    }
+  lp_ctensor_read (d, 0, out, d->n_bytes);
+  const LpForm *f = lp_tensor_form (w->src);
+  if (f->klass->map_grad != NULL)
+    f->klass->map_grad (f, w, i, out);
+  return TRUE;
+}
+
+static LpCTensor *
+weights_push (LpFormWeights *w, LpCTensor *c, gboolean borrowed)
+{
+  g_return_val_if_fail (w->n_params < LP_FORM_MAX_PARAMS, NULL);
+  w->borrowed[w->n_params] = borrowed;
+  w->params[w->n_params++] = c;
+  w->bytes += c->n_bytes;
+  return c;
+}
+
+LpCTensor *
+lp_form_weights_add (LpFormWeights *w, LpDType dtype, int n_dims, const gint64 *shape, const void *data,
+                     GError **error)
+{
+  LpCTensor *c = lp_ctensor_new (w->be, dtype, n_dims, shape, w->src->name, error);
+  if (c == NULL)
+    return NULL;
+  lp_ctensor_write (c, 0, data, c->n_bytes);
+  return weights_push (w, c, FALSE);
+}
+
+LpCTensor *
+lp_form_weights_add_values (LpFormWeights *w, const LpTensor *t, gboolean as_stored, GError **error)
+{
+  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
+  if (t->dtype != LP_DTYPE_F32 && (!as_stored || info == NULL || !info->supported))
+    {
+      g_autofree float *x = lp_tensor_dup_f32 (t, error);
+      return x ? lp_form_weights_add (w, LP_DTYPE_F32, t->n_dims, t->shape, x, error) : NULL;
+    }
+  if (!lp_backend_is_cpu (w->be))
+    return lp_form_weights_add (w, t->dtype, t->n_dims, t->shape, lp_tensor_data (t), error);
+  /* The CPU reads the model's memory where it lies. */
+  LpCTensor *c = g_new0 (LpCTensor, 1);
+  *c = (LpCTensor) { .dtype = t->dtype, .n_dims = t->n_dims, .n_bytes = lp_tensor_n_bytes (t), .be = w->be,
+                     .buf = (gpointer) lp_tensor_data (t), .name = g_strdup (t->name) };
+  memcpy (c->shape, t->shape, sizeof t->shape);
+  return weights_push (w, c, TRUE);
+}
+
+LpCTensor *
+lp_form_matmul_node (LpCGraph *g, LpCTensor *x, LpCTensor *W, LpCTensor *acc, GError **error)
+{
+  LpCTensor *src[3] = { x, W, acc };
+  LpCNode *n = lp_cgraph_add (g, LP_COP_MATMUL, src, acc ? 3 : 2, NULL, 0, error);
+  return n ? n->dst[0] : NULL;
+}
+
+gboolean
+lp_form_values_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
+{
+  /* Trained, a block type is decoded to f32 latent weights (a straight-through estimator). */
+  w->values = lp_form_weights_add_values (w, t, !train || !lp_tensor_is_quantized (t), error);
+  w->n_trainable = 1;
+  return w->values != NULL;
+}
+
+LpCTensor *
+lp_form_values_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
+                       GError **error)
+{
+  return lp_form_matmul_node (g, x, w->values, acc, error);
 }

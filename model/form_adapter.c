@@ -72,17 +72,32 @@ adapter_is_quantized (const LpForm *form, const LpTensor *t)
   return lp_tensor_is_quantized (AD (form)->base);
 }
 
-/* y[T, N] = x base^T + beta y + scale (x[T, K] A^T) B^T. */
-static void
-adapter_gemm (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta,
-              float *y)
+/* The base's own weights (frozen), then A [R, K] and B [N, R], trainable. */
+static gboolean
+adapter_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   const AdapterForm *f = AD (form);
-  int N = (int) f->b->shape[0], R = (int) f->a->shape[0], K = (int) f->a->shape[1];
-  lp_tensor_gemm (f->base, be, T, x, ldx, beta, y);
-  g_autofree float *xa = g_new (float, (gsize) T * R);
-  lp_gemm (be, TRUE, T, R, K, 1.0f, x, ldx, lp_tensor_data (f->a), K, 0.0f, xa, R);
-  lp_gemm (be, TRUE, T, N, R, f->scale, xa, R, lp_tensor_data (f->b), R, 1.0f, y, N);
+  w->base = lp_form_weights_new (f->base, w->be, FALSE, error);
+  if (w->base == NULL)
+    return FALSE;
+  w->bytes += w->base->bytes;
+  w->n_trainable = 2;
+  return lp_form_weights_add_values (w, f->a, TRUE, error) != NULL
+         && lp_form_weights_add_values (w, f->b, TRUE, error) != NULL;
+}
+
+/* y = x base^T (+ acc) + (scale x A^T) B^T. */
+static LpCTensor *
+adapter_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
+                GError **error)
+{
+  LpCTensor *y = lp_form_weights_matmul (w->base, g, x, acc, error);
+  LpCTensor *xa = y ? lp_form_matmul_node (g, x, w->params[0], NULL, error) : NULL;
+  LpCNode *s = xa ? lp_cgraph_add (g, LP_COP_SCALE, &xa, 1, NULL, 0, error) : NULL;
+  if (s == NULL)
+    return NULL;
+  s->f[0] = AD (form)->scale;
+  return lp_form_matmul_node (g, s->dst[0], w->params[1], y, error);
 }
 
 static GPtrArray *
@@ -151,10 +166,11 @@ const LpFormClass lp_form_adapter_class = {
   .materialize_rows = adapter_materialize_rows,
   .storage_bytes = adapter_storage_bytes,
   .is_quantized = adapter_is_quantized,
-  .gemm = adapter_gemm,
   .save_tensors = adapter_save_tensors,
   .save_meta = adapter_save_meta,
   .restore = adapter_restore,
+  .upload = adapter_upload,
+  .matmul = adapter_matmul,
 };
 
 LpTensor *

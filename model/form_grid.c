@@ -52,16 +52,40 @@ grid_int_grid (const LpForm *form)
   return ((const GridForm *) form)->grid;
 }
 
-/* y[T, N] = x[T, K] W^T + beta y. */
-static void
-grid_gemm (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta, float *y)
+/* A device with a grid product of its own gets the codes, scales, zeros
+ * and g_idx; the CPU, and training (latent weights through a
+ * straight-through estimator), the f32 values. */
+static gboolean
+grid_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   const LpIntGrid *g = ((const GridForm *) form)->grid;
-  if (lp_backend_for_op (be, LP_OP_GEMM_GRID)->fallback != NULL)
-    lp_gemm_grid (be, T, (int) g->rows, (int) g->cols, x, ldx, g, beta, y, (int) g->rows);
-  else
-    lp_gemm (be, TRUE, T, (int) g->rows, (int) g->cols, 1.0f, x, ldx, lp_tensor_data (t), (int) g->cols, beta, y,
-             (int) g->rows);
+  if (train || lp_backend_is_cpu (w->be) || !w->be->ops->supports_op (w->be, LP_OP_GEMM_GRID))
+    {
+      w->values = lp_form_weights_add_values (w, t, TRUE, error);
+      w->n_trainable = 1;
+      return w->values != NULL;
+    }
+  const gint64 N = g->rows, K = g->cols, G = g->n_groups;
+  w->i[0] = g->bits;
+  w->i[1] = g->group_size;
+  return lp_form_weights_add (w, LP_DTYPE_I8, 2, (gint64[]){ N, K }, g->codes, error)
+         && lp_form_weights_add (w, LP_DTYPE_I16, 2, (gint64[]){ N, G }, g->scales, error)
+         && lp_form_weights_add (w, LP_DTYPE_I8, 2, (gint64[]){ N, G }, g->zeros, error)
+         && lp_form_weights_add (w, LP_DTYPE_I32, 1, (gint64[]){ K }, g->g_idx, error);
+}
+
+static LpCTensor *
+grid_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc, GError **error)
+{
+  if (w->values != NULL)
+    return lp_form_matmul_node (g, x, w->values, acc, error);
+  LpCTensor *src[6] = { x, w->params[0], w->params[1], w->params[2], w->params[3], acc };
+  LpCNode *n = lp_cgraph_add (g, LP_COP_MATMUL_GRID, src, acc ? 6 : 5, NULL, 0, error);
+  if (n == NULL)
+    return NULL;
+  n->i[0] = w->i[0];
+  n->i[1] = w->i[1];
+  return n->dst[0];
 }
 
 const LpFormClass lp_form_grid_class = {
@@ -71,7 +95,8 @@ const LpFormClass lp_form_grid_class = {
   .storage_bytes = grid_storage_bytes,
   .is_quantized = grid_is_quantized,
   .int_grid = grid_int_grid,
-  .gemm = grid_gemm,
+  .upload = grid_upload,
+  .matmul = grid_matmul,
 };
 
 LpTensor *

@@ -59,16 +59,22 @@ low_rank_storage_bytes (const LpForm *form, const LpTensor *t)
   return lp_tensor_n_bytes (LR (form)->a) + lp_tensor_n_bytes (LR (form)->b);
 }
 
-/* y[T, N] = (x[T, K] B^T) A^T + beta y. */
-static void
-low_rank_gemm (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta,
-               float *y)
+/* params: A [N, R], B [R, K], both trainable. */
+static gboolean
+low_rank_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
-  const LpTensor *a = LR (form)->a, *b = LR (form)->b;
-  int N = (int) a->shape[0], R = (int) b->shape[0], K = (int) b->shape[1];
-  g_autofree float *xb = g_new (float, (gsize) T * MAX (R, 1));
-  lp_gemm (be, TRUE, T, R, K, 1.0f, x, ldx, lp_tensor_data (b), K, 0.0f, xb, R);
-  lp_gemm (be, TRUE, T, N, R, 1.0f, xb, R, lp_tensor_data (a), R, beta, y, N);
+  w->n_trainable = 2;
+  return lp_form_weights_add_values (w, LR (form)->a, TRUE, error) != NULL
+         && lp_form_weights_add_values (w, LR (form)->b, TRUE, error) != NULL;
+}
+
+/* y = (x B^T) A^T (+ acc): two nodes, W never formed. */
+static LpCTensor *
+low_rank_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
+                 GError **error)
+{
+  LpCTensor *xb = lp_form_matmul_node (g, x, w->params[1], NULL, error);
+  return xb ? lp_form_matmul_node (g, xb, w->params[0], acc, error) : NULL;
 }
 
 static GPtrArray *
@@ -114,10 +120,11 @@ const LpFormClass lp_form_low_rank_class = {
   .finalize = low_rank_finalize,
   .materialize_rows = low_rank_materialize_rows,
   .storage_bytes = low_rank_storage_bytes,
-  .gemm = low_rank_gemm,
   .save_tensors = low_rank_save_tensors,
   .save_meta = low_rank_save_meta,
   .restore = low_rank_restore,
+  .upload = low_rank_upload,
+  .matmul = low_rank_matmul,
 };
 
 LpTensor *

@@ -79,11 +79,33 @@ masked_with_mask (LpForm *form, GBytes *mask)
   return mask ? lp_form_masked_new (BASE (form), mask) : lp_form_ref (BASE (form));
 }
 
-static void
-masked_gemm (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta,
-             float *y)
+static gboolean
+masked_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
-  BASE (form)->klass->gemm (BASE (form), t, be, T, x, ldx, beta, y);
+  return BASE (form)->klass->upload (BASE (form), t, w, train, error);
+}
+
+static LpCTensor *
+masked_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
+               GError **error)
+{
+  return BASE (form)->klass->matmul (BASE (form), w, g, x, acc, error);
+}
+
+/* The base's gradient of W times the mask: pruned weights stay 0. */
+static void
+masked_map_grad (const LpForm *form, const LpFormWeights *w, int i, float *grad)
+{
+  const LpFormClass *k = BASE (form)->klass;
+  if (k->map_grad)
+    k->map_grad (BASE (form), w, i, grad);
+  gint64 n = lp_tensor_n_elements (w->src);
+  if (lp_ctensor_n_elements (w->params[i]) != n)
+    return;
+  const guint8 *m = g_bytes_get_data (((const MaskedForm *) form)->mask, NULL);
+  for (gint64 e = 0; e < n; e++)
+    if (!((m[e / 8] >> (e % 8)) & 1))
+      grad[e] = 0.0f;
 }
 
 static GPtrArray *
@@ -153,8 +175,10 @@ const LpFormClass lp_form_masked_class = {
   .mask = masked_mask,
   .int_grid = masked_int_grid,
   .with_mask = masked_with_mask,
-  .gemm = masked_gemm,
   .save_tensors = masked_save_tensors,
   .save_meta = masked_save_meta,
   .restore = masked_restore,
+  .upload = masked_upload,
+  .matmul = masked_matmul,
+  .map_grad = masked_map_grad,
 };

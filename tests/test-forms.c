@@ -76,6 +76,30 @@ logits_of (LpModel *m, const gint32 *tokens, int T)
   return logits;
 }
 
+/* y[T, N] = x[T, K] W^T (+ acc) through t's form, on a CPU graph. */
+static float *
+form_product (LpTensor *t, const float *x, int T, const float *acc)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  g_autoptr (LpFormWeights) w = lp_form_weights_new (t, be, FALSE, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpCGraph) g = lp_cgraph_new (be);
+  gint64 xs[2] = { T, lp_tensor_row_length (t) }, ys[2] = { T, lp_tensor_n_rows (t) };
+  LpCTensor *xc = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, xs, "x", &error);
+  LpCTensor *ac = acc ? lp_cgraph_tensor (g, LP_DTYPE_F32, 2, ys, "acc", &error) : NULL;
+  g_assert_no_error (error);
+  lp_ctensor_write (xc, 0, x, xc->n_bytes);
+  if (ac)
+    lp_ctensor_write (ac, 0, acc, ac->n_bytes);
+  LpCTensor *y = lp_form_weights_matmul (w, g, xc, ac, &error);
+  g_assert_no_error (error);
+  g_assert_true (lp_cgraph_compute (g, &error));
+  float *out = g_new (float, ys[0] * ys[1]);
+  lp_ctensor_read (y, 0, out, y->n_bytes);
+  return out;
+}
+
 static const gint32 tokens[] = { 1, 17, 40, 3, 63, 8, 22, 5, 31, 2, 12, 50 };
 #define N_TOKENS ((int) G_N_ELEMENTS (tokens))
 
@@ -193,12 +217,11 @@ test_low_rank_forward (void)
   g_assert_true (lp_tensor_low_rank_factors (w, &a, &b));
   g_autofree double *w64 = product64 (a, b);
   const int T = 3, N = (int) w->shape[0], K = (int) w->shape[1];
-  g_autofree float *in = g_new (float, T * K), *out = g_new (float, T * N);
+  g_autofree float *in = g_new (float, T * K), *acc = g_new (float, T * N);
   lp_test_fill (in, T * K, 5, 1.0);
-  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
   for (int i = 0; i < T * N; i++)
-    out[i] = 1.0f;
-  lp_tensor_gemm (w, be, T, in, K, 0.5f, out);
+    acc[i] = 0.5f;
+  g_autofree float *out = form_product (w, in, T, acc);
   for (int t = 0; t < T; t++)
     for (int j = 0; j < N; j++)
       {
@@ -347,6 +370,219 @@ test_low_rank_hf (void)
   g_assert_cmpmem (x, N_TOKENS * 64 * sizeof (float), y, N_TOKENS * 64 * sizeof (float));
 }
 
+/* ---- backward ---- */
+
+/* L = sum dy * (x W^T) in float64, W = the form's materialization from
+ * parameter values p[0], p[1] (see each caller). */
+typedef double (*LossFn) (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R);
+
+/* Gradients of trainable parameters 0 .. n-1 of t's form, recorded by
+ * lp_cgraph_backward over y = x W^T, read through lp_form_weights_grad
+ * (out[i] has parameter i's elements). */
+static void
+form_grads (LpTensor *t, const float *x, const float *dy, int T, float **out, int n)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  g_autoptr (LpFormWeights) w = lp_form_weights_new (t, be, TRUE, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (w->n_trainable, ==, n);
+  g_autoptr (LpCGraph) g = lp_cgraph_new (be);
+  gint64 xs[2] = { T, lp_tensor_row_length (t) }, ys[2] = { T, lp_tensor_n_rows (t) };
+  LpCTensor *xc = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, xs, "x", &error);
+  LpCTensor *dyc = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, ys, "dy", &error);
+  g_assert_no_error (error);
+  lp_ctensor_write (xc, 0, x, xc->n_bytes);
+  lp_ctensor_write (dyc, 0, dy, dyc->n_bytes);
+  LpCTensor *y = lp_form_weights_matmul (w, g, xc, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_true (lp_cgraph_backward (g, y, dyc, &error));
+  g_assert_true (lp_cgraph_compute (g, &error));
+  g_assert_no_error (error);
+  for (int i = 0; i < n; i++)
+    {
+      out[i] = g_new (float, lp_ctensor_n_elements (w->params[i]));
+      g_assert_true (lp_form_weights_grad (w, g, i, out[i], &error));
+      g_assert_no_error (error);
+    }
+}
+
+static double *
+to64 (const float *v, gsize n)
+{
+  double *d = g_new (double, n);
+  for (gsize i = 0; i < n; i++)
+    d[i] = v[i];
+  return d;
+}
+
+/* Central differences of loss in float64 w.r.t. p[which] (n elements)
+ * against grad, to rel_tol of the gradient's scale. */
+static void
+assert_fd (const char *what, LossFn loss, double **p, int which, gsize n, const double *x, const double *dy, int T,
+           int N, int K, int R, const float *grad, double rel_tol)
+{
+  double scale = 0;
+  for (gsize e = 0; e < n; e++)
+    scale = MAX (scale, fabs (grad[e]));
+  for (gsize e = 0; e < n; e++)
+    {
+      const double h = 1e-3, keep = p[which][e];
+      p[which][e] = keep + h;
+      double up = loss ((const double *const *) p, x, dy, T, N, K, R);
+      p[which][e] = keep - h;
+      double down = loss ((const double *const *) p, x, dy, T, N, K, R);
+      p[which][e] = keep;
+      double fd = (up - down) / (2 * h);
+      if (fabs (fd - grad[e]) > rel_tol * MAX (scale, 1e-3))
+        g_error ("%s: element %" G_GSIZE_FORMAT ": gradient %.9g, finite differences %.9g", what, e, grad[e], fd);
+    }
+}
+
+/* p[0] = A [N, R], p[1] = B [R, K]. */
+static double
+low_rank_loss (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R)
+{
+  double L = 0;
+  for (int t = 0; t < T; t++)
+    for (int n = 0; n < N; n++)
+      {
+        double y = 0;
+        for (int r = 0; r < R; r++)
+          {
+            double xb = 0;
+            for (int k = 0; k < K; k++)
+              xb += x[t * K + k] * p[1][r * K + k];
+            y += xb * p[0][n * R + r];
+          }
+        L += dy[t * N + n] * y;
+      }
+  return L;
+}
+
+/* Both factors of a low-rank weight train: dA and dB against float64
+ * finite differences of sum dy * (x B^T A^T). */
+static void
+test_low_rank_backward (void)
+{
+  g_autoptr (GError) error = NULL;
+  const int T = 6, N = 9, K = 7, R = 3;
+  g_autoptr (LpTensor) a = random_f32 ("a", N, R, 31, 0.5);
+  g_autoptr (LpTensor) b = random_f32 ("b", R, K, 32, 0.5);
+  g_autoptr (LpTensor) t = lp_tensor_new_low_rank ("w", a, b, &error);
+  g_assert_no_error (error);
+  g_autofree float *x = g_new (float, T * K), *dy = g_new (float, T * N);
+  lp_test_fill (x, T * K, 33, 1.0);
+  lp_test_fill (dy, T * N, 34, 1.0);
+  float *grad[2];
+  form_grads (t, x, dy, T, grad, 2);
+  g_autofree double *pa = to64 (lp_tensor_data (a), N * R), *pb = to64 (lp_tensor_data (b), R * K);
+  g_autofree double *x64 = to64 (x, T * K), *dy64 = to64 (dy, T * N);
+  double *p[2] = { pa, pb };
+  assert_fd ("low-rank dA", low_rank_loss, p, 0, N * R, x64, dy64, T, N, K, R, grad[0], 1e-5);
+  assert_fd ("low-rank dB", low_rank_loss, p, 1, R * K, x64, dy64, T, N, K, R, grad[1], 1e-5);
+  g_free (grad[0]);
+  g_free (grad[1]);
+}
+
+/* p[0] = W [N, K]. */
+static double
+dense_loss (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R)
+{
+  double L = 0;
+  for (int t = 0; t < T; t++)
+    for (int n = 0; n < N; n++)
+      {
+        double y = 0;
+        for (int k = 0; k < K; k++)
+          y += x[t * K + k] * p[0][n * K + k];
+        L += dy[t * N + n] * y;
+      }
+  return L;
+}
+
+/* A masked weight's gradient is the dense one times the mask: exactly 0
+ * where pruned, the finite differences elsewhere. */
+static void
+test_masked_backward (void)
+{
+  g_autoptr (GError) error = NULL;
+  const int T = 5, N = 6, K = 8;
+  g_autoptr (LpTensor) d = random_f32 ("w", N, K, 41, 0.5);
+  float *v = lp_tensor_data_mut (d);
+  for (int i = 0; i < N * K; i += 3)
+    v[i] = 0.0f;
+  g_autoptr (GBytes) mask = lp_mask_from_nonzero (v, N * K);
+  g_autoptr (LpTensor) t = lp_tensor_with_mask (d, mask, &error);
+  g_autofree float *x = g_new (float, T * K), *dy = g_new (float, T * N);
+  lp_test_fill (x, T * K, 42, 1.0);
+  lp_test_fill (dy, T * N, 43, 1.0);
+  float *grad[1];
+  form_grads (t, x, dy, T, grad, 1);
+  g_autofree double *pw = to64 (v, N * K), *x64 = to64 (x, T * K), *dy64 = to64 (dy, T * N);
+  g_autofree float *expect = g_memdup2 (grad[0], sizeof (float) * N * K);
+  for (int i = 0; i < N * K; i++)
+    if (i % 3 == 0)
+      {
+        g_assert_cmpfloat (grad[0][i], ==, 0.0f);
+        /* The dense gradient there, for the finite-difference check below. */
+        double e = 0;
+        for (int s = 0; s < T; s++)
+          e += dy[s * N + i / K] * x[s * K + i % K];
+        expect[i] = (float) e;
+      }
+  double *p[1] = { pw };
+  assert_fd ("masked dW", dense_loss, p, 0, N * K, x64, dy64, T, N, K, 0, expect, 1e-5);
+  g_free (grad[0]);
+}
+
+/* p[0] = A [R, K], p[1] = B [N, R], scale 0.5: the frozen base adds a
+ * constant to L, so the factors' gradients are those of sum dy * s (x A^T) B^T. */
+static double
+adapter_loss (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R)
+{
+  double L = 0;
+  for (int t = 0; t < T; t++)
+    for (int n = 0; n < N; n++)
+      {
+        double y = 0;
+        for (int r = 0; r < R; r++)
+          {
+            double xa = 0;
+            for (int k = 0; k < K; k++)
+              xa += x[t * K + k] * p[0][r * K + k];
+            y += 0.5 * xa * p[1][n * R + r];
+          }
+        L += dy[t * N + n] * y;
+      }
+  return L;
+}
+
+/* An adapter trains A and B (scale 0.5), its base frozen. */
+static void
+test_adapter_backward (void)
+{
+  g_autoptr (GError) error = NULL;
+  const int T = 4, N = 7, K = 6, R = 2;
+  g_autoptr (LpTensor) base = random_f32 ("w", N, K, 51, 0.5);
+  g_autoptr (LpTensor) a = random_f32 ("a", R, K, 52, 0.5);
+  g_autoptr (LpTensor) b = random_f32 ("b", N, R, 53, 0.5);
+  g_autoptr (LpTensor) t = lp_tensor_new_adapter (base, a, b, 0.5, &error);
+  g_assert_no_error (error);
+  g_autofree float *x = g_new (float, T * K), *dy = g_new (float, T * N);
+  lp_test_fill (x, T * K, 54, 1.0);
+  lp_test_fill (dy, T * N, 55, 1.0);
+  float *grad[2];
+  form_grads (t, x, dy, T, grad, 2);
+  g_autofree double *pa = to64 (lp_tensor_data (a), R * K), *pb = to64 (lp_tensor_data (b), N * R);
+  g_autofree double *x64 = to64 (x, T * K), *dy64 = to64 (dy, T * N);
+  double *p[2] = { pa, pb };
+  assert_fd ("adapter dA", adapter_loss, p, 0, R * K, x64, dy64, T, N, K, R, grad[0], 1e-5);
+  assert_fd ("adapter dB", adapter_loss, p, 1, N * R, x64, dy64, T, N, K, R, grad[1], 1e-5);
+  g_free (grad[0]);
+  g_free (grad[1]);
+}
+
 /* ---- compositions ---- */
 
 /* An adapter over a masked base: values base + s B A; its product; its
@@ -374,12 +610,10 @@ test_adapter (void)
     g_assert_cmpfloat (fabs (v[i] - (wv[i] + 2.0 * ba[i])), <, 1e-6);
   /* Its product against the materialized one. */
   g_autoptr (LpTensor) flat = lp_tensor_new_f32 ("flat", 2, t->shape, v, &error);
-  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
   const int T = 4;
-  g_autofree float *in = g_new (float, T * K), *y1 = g_new0 (float, T * N), *y2 = g_new0 (float, T * N);
+  g_autofree float *in = g_new (float, T * K);
   lp_test_fill (in, T * K, 8, 1.0);
-  lp_tensor_gemm (t, be, T, in, K, 0.0f, y1);
-  lp_tensor_gemm (flat, be, T, in, K, 0.0f, y2);
+  g_autofree float *y1 = form_product (t, in, T, NULL), *y2 = form_product (flat, in, T, NULL);
   lp_test_assert_close (y1, y2, T * N, 1e-5);
 
   g_autoptr (LpModel) m = lp_test_tiny_model (9);
@@ -433,6 +667,9 @@ main (int argc, char **argv)
   g_test_add_func ("/forms/registration", test_registration);
   g_test_add_func ("/forms/low-rank/basics", test_low_rank_basics);
   g_test_add_func ("/forms/low-rank/forward", test_low_rank_forward);
+  g_test_add_func ("/forms/low-rank/backward", test_low_rank_backward);
+  g_test_add_func ("/forms/masked/backward", test_masked_backward);
+  g_test_add_func ("/forms/adapter/backward", test_adapter_backward);
   g_test_add_func ("/forms/low-rank/gguf", test_low_rank_gguf);
   g_test_add_func ("/forms/low-rank/hf", test_low_rank_hf);
   g_test_add_func ("/forms/adapter", test_adapter);

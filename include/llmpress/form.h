@@ -24,10 +24,35 @@
 #include <llmpress/meta.h>
 #include <llmpress/model.h>
 #include <llmpress/backend.h>
+#include <llmpress/compute.h>
 
 G_BEGIN_DECLS
 
 typedef struct _LpFormClass LpFormClass;
+typedef struct _LpFormWeights LpFormWeights;
+
+#define LP_FORM_MAX_PARAMS 6
+
+/* A weight's form in backend memory, for compute graphs: uploaded once
+ * (lp_form_weights_new) and used by every graph that multiplies by it.
+ * params are the form's tensors on the backend (dense: W as stored; grid:
+ * codes, scales, zeros, g_idx, or its f32 values; low-rank: A, B; adapter:
+ * A, B over its base's weights).  With `train`, params[0 .. n_trainable-1]
+ * are marked trainable: lp_cgraph_backward computes their gradients, and
+ * lp_form_weights_grad maps them back to the form's parameters. */
+struct _LpFormWeights {
+  /*< public, read-only >*/
+  LpTensor *src;              /* the tensor uploaded (ref) */
+  LpBackend *be;              /* borrowed: the caller keeps it alive */
+  int n_params, n_trainable;
+  LpCTensor *params[LP_FORM_MAX_PARAMS];
+  LpCTensor *values;          /* W's values as stored in one tensor (one of params, or base's), or NULL */
+  LpFormWeights *base;        /* the wrapped form's own (an adapter's base), or NULL */
+  gint64 i[2];                /* integer parameters of the form's nodes (a grid's bits and group size) */
+  gsize bytes;                /* backend bytes held (borrowed host memory included) */
+  /*< private >*/
+  gboolean borrowed[LP_FORM_MAX_PARAMS]; /* params[i] wraps src's host memory (the CPU) */
+};
 
 /* An instance: each form's own struct begins with this. */
 struct _LpForm {
@@ -63,10 +88,16 @@ struct _LpFormClass {
   /* The form of t's values with `mask` instead of this one's (NULL: none).
    * NULL method: wrapped in the masked form (or kept, for no mask). */
   LpForm *(*with_mask) (LpForm *form, GBytes *mask);
-  /* y[T, N] = x[T, K] W^T + beta y on be (the backend's fast path for the
-   * form where it has one). */
-  void (*gemm) (const LpForm *form, const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta,
-                float *y);
+  /* Upload t's form into w (w->src, w->be set; params empty), marking the
+   * trainable parameters when `train`. */
+  gboolean (*upload) (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error);
+  /* Record y[T, N] = x[T, K] W^T (+ acc[T, N]) in g; the result, or NULL
+   * with the error. */
+  LpCTensor *(*matmul) (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
+                        GError **error);
+  /* The gradient of trainable parameter i (grad, host f32 of its shape) as
+   * the form's parameter takes it; NULL method: as it is. */
+  void (*map_grad) (const LpForm *form, const LpFormWeights *w, int i, float *grad);
   /* The tensors written for t: its parts (class->parts, in that order,
    * named <t->name><suffix>) or t itself. */
   GPtrArray *(*save_tensors) (const LpForm *form, LpTensor *t, GError **error);
@@ -99,10 +130,40 @@ gboolean lp_tensor_materialize_rows (const LpTensor *t, gint64 r0, gint64 n, flo
 gboolean lp_form_values_rows (const LpForm *form, const LpTensor *t, gint64 r0, gint64 n, float *out,
                               GError **error);
 guint64 lp_form_values_bytes (const LpForm *form, const LpTensor *t);
-/* y[T, N] = x[T, K] t^T + beta y through t's form. */
-void lp_tensor_gemm (const LpTensor *t, LpBackend *be, int T, const float *x, int ldx, float beta, float *y);
+/* ... uploaded as stored (as f32 latent weights when trained and quantized), one trainable parameter ... */
+gboolean lp_form_values_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train,
+                                GError **error);
+/* ... and multiplied by one LP_COP_MATMUL node over them. */
+LpCTensor *lp_form_values_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x,
+                                  LpCTensor *acc, GError **error);
 /* Bits per weight of t's form: storage bytes * 8 / elements. */
 double lp_tensor_bits_per_weight (const LpTensor *t);
+
+/* ---- graphs ---- */
+/* t's form uploaded to be (see LpFormWeights). */
+LpFormWeights *lp_form_weights_new (LpTensor *t, LpBackend *be, gboolean train, GError **error);
+/* t's values alone, whatever its form (a norm, a bias, an embedding table):
+ * as stored (f32 when they are not a type the kernels decode, or with
+ * as_stored FALSE) in w->values; no product, nothing trainable. */
+LpFormWeights *lp_form_weights_new_values (LpTensor *t, LpBackend *be, gboolean as_stored, GError **error);
+void lp_form_weights_free (LpFormWeights *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpFormWeights, lp_form_weights_free)
+/* Record y[T, N] = x[T, K] W^T (+ acc) in g: the form's nodes. */
+LpCTensor *lp_form_weights_matmul (const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
+                                   GError **error);
+/* After lp_cgraph_backward: trainable parameter i's gradient in host f32
+ * (out holds its elements), as the form's parameter takes it (masked:
+ * zero where pruned).  FALSE when the graph holds none. */
+gboolean lp_form_weights_grad (const LpFormWeights *w, LpCGraph *g, int i, float *out, GError **error);
+/* For a form's upload: t's values as a parameter of w, as stored (f32 or a
+ * type the kernels decode) or as f32 (as_stored FALSE, or a type they do
+ * not); on the CPU an f32 or stored tensor wraps t's memory. */
+LpCTensor *lp_form_weights_add_values (LpFormWeights *w, const LpTensor *t, gboolean as_stored, GError **error);
+/* For a form's upload: a new parameter of w, of `dtype` and `shape`, holding `data`. */
+LpCTensor *lp_form_weights_add (LpFormWeights *w, LpDType dtype, int n_dims, const gint64 *shape, const void *data,
+                                GError **error);
+/* For a form's matmul: one LP_COP_MATMUL node, y = x W^T (+ acc). */
+LpCTensor *lp_form_matmul_node (LpCGraph *g, LpCTensor *x, LpCTensor *W, LpCTensor *acc, GError **error);
 
 /* ---- masks (the masked form) ---- */
 /* A tensor sharing t's data, with `mask` (ref taken; NULL clears it).
