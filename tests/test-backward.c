@@ -14,18 +14,20 @@
  *   1e-16 |loss| / h ~ 1e-12; 1e-5 relative to the largest gradient leaves
  *   a factor of 100.
  * - CPU_TOL, CPU kernel vs reference: the CPU sums in f32 (sgemm, float
- *   loops): about sqrt (n) 6e-8 relative for n terms, a few 1e-6 for the
- *   few hundred terms here; 1e-4 leaves room for cancellation. */
+ *   loops): about sqrt (n) 6e-8 relative for n terms, 2e-6 for the 1200
+ *   terms of the largest case (5e-7 seen); 1e-5 leaves room for
+ *   cancellation, and a wrong term shows far above it. */
 #include "config.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "testutil.h"
 #include <llmpress/compute.h>
 
 #define FD_TOL 1e-5
-#define CPU_TOL 1e-4
+#define CPU_TOL 1e-5
 
 /* ---- tensors ---- */
 
@@ -136,9 +138,9 @@ node_new (LpCOp op)
 typedef double (*LossFn) (gconstpointer ctx);
 
 /* d loss / d x[i] for every i (x perturbed in place and restored) against
- * grad[n] within FD_TOL of the largest difference quotient. */
+ * grad[n] within tol of the largest difference quotient. */
 static void
-assert_fd (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n, const float *grad)
+assert_fd_tol (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n, const float *grad, double tol)
 {
   g_autofree double *fd = g_new (double, n);
   for (gsize i = 0; i < n; i++)
@@ -152,7 +154,13 @@ assert_fd (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n,
       fd[i] = (up - down) / (2 * h);
     }
   g_autofree char *msg = g_strdup_printf ("%s vs finite differences", what);
-  assert_close (msg, grad, fd, n, FD_TOL);
+  assert_close (msg, grad, fd, n, tol);
+}
+
+static void
+assert_fd (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n, const float *grad)
+{
+  assert_fd_tol (what, loss, ctx, x, n, grad, FD_TOL);
 }
 
 static double *
@@ -840,6 +848,257 @@ test_mse_back (void)
   g_free (c.r);
 }
 
+/* ---- graph level: lp_cgraph_backward over a block-shaped graph ---- */
+
+/* GRAPH_TOL: the graph computes forward and backward in f32 through about
+ * twenty ops (sgemm, float softmaxes, f16 and grid weights decoded to f32),
+ * each adding about 1e-7 relative to its operands: the gradients come out
+ * within 3e-7 of the largest (seen); 2e-5 leaves a factor of 50 while a
+ * wrong term (a missing path, a transposed product) is off by far more. */
+#define GRAPH_TOL 2e-5
+
+/* A node of `op` over the given operands (NULL for an absent optional one),
+ * its results allocated by the graph. */
+static LpCNode *
+graph_add (LpCGraph *g, LpCOp op, int n_src, ...)
+{
+  LpCTensor *src[LP_CNODE_MAX_SRC] = { NULL };
+  va_list ap;
+  va_start (ap, n_src);
+  for (int i = 0; i < n_src; i++)
+    src[i] = va_arg (ap, LpCTensor *);
+  va_end (ap);
+  g_autoptr (GError) error = NULL;
+  LpCNode *n = lp_cgraph_add (g, op, src, n_src, NULL, 0, &error);
+  g_assert_no_error (error);
+  return n;
+}
+
+static void
+graph_run (LpCGraph *g)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_cgraph_compute (g, &error));
+  g_assert_no_error (error);
+}
+
+/* The gradient the graph holds for t, read to the host (t must have one). */
+static float *
+graph_grad (LpCGraph *g, const LpCTensor *t)
+{
+  LpCTensor *d = lp_cgraph_grad (g, t);
+  if (d == NULL)
+    g_error ("graph: no gradient for %s", t->name);
+  g_assert_cmpint (lp_ctensor_n_elements (d), ==, lp_ctensor_n_elements (t));
+  float *x = g_new (float, lp_ctensor_n_elements (d));
+  lp_ctensor_read (d, 0, x, d->n_bytes);
+  return x;
+}
+
+/* The trainable parameters of the block; wk (f16) and w3 (an integer grid)
+ * are frozen weights of other forms that the gradient flows through. */
+enum { P_TABLE, P_NORM1, P_WQ, P_WV, P_WO, P_NORM2, P_W1, P_W2, P_HEAD, N_PARAMS };
+static const char *const param_names[N_PARAMS] = { "table", "attn_norm", "wq", "wv", "wo",
+                                                   "ffn_norm", "w1", "w2", "head" };
+
+typedef struct {
+  int T, past, V, D, F, H, Hkv, hd;
+  double eps;
+  const gint32 *ids, *targets;
+  float inv_freq[8];
+  gint64 shape[N_PARAMS][2];
+  double *p[N_PARAMS];      /* the parameters, as the graph holds them in f32 */
+  double *wk, *w3;          /* the frozen weights' effective values [Hkv*hd, D], [F, D] */
+  double *k_past, *v_past;  /* the cache's earlier rows [past, Hkv*hd] */
+  double *dy;               /* [T]: the loss is sum_t dy[t] ce[t] */
+} Block;
+
+/* The block in float64: embed, attention with a cache of `past` positions
+ * (rope at positions past ..), the SwiGLU FFN, the head, cross-entropy. */
+static double
+block_loss (gconstpointer p)
+{
+  const Block *b = p;
+  int T = b->T, D = b->D, F = b->F, V = b->V, nq = b->H * b->hd, nkv = b->Hkv * b->hd, T_kv = b->past + T;
+  g_autofree double *x = g_new (double, T * D), *h = g_new (double, T * D), *q0 = g_new (double, T * nq),
+                    *q = g_new (double, T * nq), *k0 = g_new (double, T * nkv), *K = g_new (double, T_kv * nkv),
+                    *Vv = g_new (double, T_kv * nkv), *a = g_new (double, T * nq), *o = g_new (double, T * D),
+                    *gg = g_new (double, T * F), *u = g_new (double, T * F), *f = g_new (double, T * D),
+                    *logits = g_new (double, T * V), *ce = g_new (double, T);
+  for (int t = 0; t < T; t++)
+    memcpy (x + t * D, b->p[P_TABLE] + b->ids[t] * D, sizeof (double) * D);
+  d_rmsnorm (T, D, x, b->p[P_NORM1], b->eps, h);
+  d_matmul (T, nq, D, h, b->p[P_WQ], q0);
+  d_rope (LP_ROPE_NORMAL, T, b->H, b->hd, b->past, b->inv_freq, q0, q);
+  d_matmul (T, nkv, D, h, b->wk, k0);
+  memcpy (K, b->k_past, sizeof (double) * b->past * nkv);
+  d_rope (LP_ROPE_NORMAL, T, b->Hkv, b->hd, b->past, b->inv_freq, k0, K + b->past * nkv);
+  memcpy (Vv, b->v_past, sizeof (double) * b->past * nkv);
+  d_matmul (T, nkv, D, h, b->p[P_WV], Vv + b->past * nkv);
+  d_attention (T, T_kv, b->H, b->Hkv, b->hd, q, K, Vv, a);
+  d_matmul (T, D, nq, a, b->p[P_WO], o);
+  for (int e = 0; e < T * D; e++)
+    x[e] += o[e];
+  d_rmsnorm (T, D, x, b->p[P_NORM2], b->eps, h);
+  d_matmul (T, F, D, h, b->p[P_W1], gg);
+  d_matmul (T, F, D, h, b->w3, u);
+  for (int e = 0; e < T * F; e++)
+    gg[e] = gg[e] / (1.0 + exp (-gg[e])) * u[e];
+  d_matmul (T, D, F, gg, b->p[P_W2], f);
+  for (int e = 0; e < T * D; e++)
+    x[e] += f[e];
+  d_matmul (T, V, D, x, b->p[P_HEAD], logits);
+  d_cross_entropy (T, V, logits, b->targets, ce);
+  return dot (b->dy, ce, T);
+}
+
+/* A parameter tensor [rows, cols] of values 1 + [-spread, spread) (offset
+ * 1: a norm's weights) or [-spread, spread), named, and its double copy. */
+static LpCTensor *
+param_tensor (const char *name, gint64 rows, gint64 cols, guint32 seed, double offset, double spread, double **as_double)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 shape[2] = { rows, cols };
+  LpCTensor *t = lp_ctensor_new (cpu, LP_DTYPE_F32, 2, shape, name, &error);
+  g_assert_no_error (error);
+  lp_test_fill (fdata (t), (gsize) (rows * cols), seed, spread);
+  for (gint64 e = 0; e < rows * cols; e++)
+    fdata (t)[e] += (float) offset;
+  *as_double = to_double (fdata (t), (gsize) (rows * cols));
+  return t;
+}
+
+/* embed -> rmsnorm -> q, k (f16), v -> rope -> set_rows into a KV cache
+ * holding 3 earlier positions -> GQA attention -> wo -> add -> rmsnorm ->
+ * w1, w3 (an integer grid) -> swiglu -> w2 -> add -> head ->
+ * cross_entropy (one target ignored), differentiated by lp_cgraph_backward:
+ * every trainable parameter's gradient against float64 finite differences
+ * of the whole block's loss; frozen weights, ids and targets get none. */
+static void
+test_graph_block (void)
+{
+  static const gint32 ids[] = { 5, 2, 5, 11, 0 }, targets[] = { 2, 5, -1, 0, 15 };
+  Block b = { .T = 5, .past = 3, .V = 16, .D = 16, .F = 24, .H = 4, .Hkv = 2, .hd = 4, .eps = 1e-5,
+              .ids = ids, .targets = targets };
+  int T = b.T, D = b.D, F = b.F, nq = b.H * b.hd, nkv = b.Hkv * b.hd, T_kv = b.past + T;
+  for (int i = 0; i < b.hd / 2; i++)
+    b.inv_freq[i] = (float) pow (10000.0, -2.0 * i / b.hd);
+  const gint64 shapes[N_PARAMS][2] = { { b.V, D }, { 1, D }, { nq, D }, { nkv, D }, { D, nq },
+                                       { 1, D },   { F, D }, { D, F },  { b.V, D } };
+  LpCTensor *p[N_PARAMS];
+  for (int i = 0; i < N_PARAMS; i++)
+    {
+      gboolean norm = i == P_NORM1 || i == P_NORM2;
+      p[i] = param_tensor (param_names[i], shapes[i][0], shapes[i][1], 200 + i, norm ? 1.0 : 0.0,
+                           norm ? 0.2 : i == P_TABLE ? 1.0 : 0.4, &b.p[i]);
+      lp_ctensor_set_trainable (p[i], TRUE);
+    }
+  /* wk stored in f16: its effective weights are the f16 values. */
+  g_autofree float *wk32 = g_new (float, nkv * D);
+  g_autofree guint16 *wk16 = g_new (guint16, nkv * D);
+  lp_test_fill (wk32, (gsize) nkv * D, 220, 0.4);
+  g_assert_true (lp_dtype_from_f32 (LP_DTYPE_F16, wk32, wk16, (gsize) nkv * D, NULL));
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_F16, wk16, wk32, (gsize) nkv * D, NULL));
+  b.wk = to_double (wk32, (gsize) nkv * D);
+  LpCTensor *wk = tensor2_from (LP_DTYPE_F16, nkv, D, wk16);
+  /* w3 an integer grid: 4 bits, groups of 8, act-order. */
+  g_autoptr (LpIntGrid) grid = lp_test_int_grid (F, D, 4, 8, 221);
+  for (gsize e = 0; e < (gsize) F * grid->n_groups; e++)
+    grid->scales[e] = lp_f32_to_f16 (0.05f); /* weights of the order of the others' */
+  g_autofree float *w3f = g_new (float, F * D);
+  lp_int_grid_dequantize (grid, w3f);
+  b.w3 = to_double (w3f, (gsize) F * D);
+  LpCTensor *w3[4] = { tensor2_from (LP_DTYPE_I8, F, D, grid->codes),
+                       tensor2_from (LP_DTYPE_I16, F, grid->n_groups, grid->scales),
+                       tensor2_from (LP_DTYPE_I8, F, grid->n_groups, grid->zeros), ids_tensor (grid->g_idx, D) };
+  /* The cache: `past` earlier rows, the rest written by set_rows. */
+  LpCTensor *kc = random_tensor2 (T_kv, nkv, 222, 1.0, NULL), *vc = random_tensor2 (T_kv, nkv, 223, 1.0, NULL);
+  b.k_past = to_double (fdata (kc), (gsize) b.past * nkv);
+  b.v_past = to_double (fdata (vc), (gsize) b.past * nkv);
+  LpCTensor *id_t = ids_tensor (ids, T), *tg_t = ids_tensor (targets, T);
+  LpCTensor *freq = tensor2_from (LP_DTYPE_F32, 1, b.hd / 2, b.inv_freq);
+  LpCTensor *dy = random_tensor2 (T, 1, 224, 1.0, &b.dy);
+
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  LpCTensor *x = graph_add (g, LP_COP_EMBED, 2, p[P_TABLE], id_t)->dst[0];
+  LpCNode *n = graph_add (g, LP_COP_RMSNORM, 2, x, p[P_NORM1]);
+  n->f[0] = (float) b.eps;
+  LpCTensor *h = n->dst[0];
+  LpCTensor *rot[2] = { graph_add (g, LP_COP_MATMUL, 2, h, p[P_WQ])->dst[0], graph_add (g, LP_COP_MATMUL, 2, h, wk)->dst[0] };
+  for (int j = 0; j < 2; j++)
+    {
+      n = graph_add (g, LP_COP_ROPE, 2, rot[j], freq);
+      n->i[0] = LP_ROPE_NORMAL, n->i[1] = j == 0 ? b.H : b.Hkv, n->i[2] = b.hd, n->i[3] = b.past;
+      rot[j] = n->dst[0];
+    }
+  graph_add (g, LP_COP_SET_ROWS, 2, rot[1], kc)->i[0] = b.past;
+  graph_add (g, LP_COP_SET_ROWS, 2, graph_add (g, LP_COP_MATMUL, 2, h, p[P_WV])->dst[0], vc)->i[0] = b.past;
+  n = graph_add (g, LP_COP_ATTENTION, 3, rot[0], kc, vc);
+  n->i[0] = b.H, n->i[1] = b.Hkv, n->i[2] = b.hd;
+  LpCTensor *o = graph_add (g, LP_COP_MATMUL, 2, n->dst[0], p[P_WO])->dst[0];
+  LpCTensor *x2 = graph_add (g, LP_COP_ADD, 2, x, o)->dst[0];
+  n = graph_add (g, LP_COP_RMSNORM, 2, x2, p[P_NORM2]);
+  n->f[0] = (float) b.eps;
+  LpCTensor *h2 = n->dst[0];
+  LpCTensor *gate = graph_add (g, LP_COP_MATMUL, 2, h2, p[P_W1])->dst[0];
+  n = graph_add (g, LP_COP_MATMUL_GRID, 5, h2, w3[0], w3[1], w3[2], w3[3]);
+  n->i[0] = grid->bits, n->i[1] = grid->group_size;
+  LpCTensor *s = graph_add (g, LP_COP_SWIGLU, 2, gate, n->dst[0])->dst[0];
+  LpCTensor *x3 = graph_add (g, LP_COP_ADD, 2, x2, graph_add (g, LP_COP_MATMUL, 2, s, p[P_W2])->dst[0])->dst[0];
+  LpCTensor *logits = graph_add (g, LP_COP_MATMUL, 2, x3, p[P_HEAD])->dst[0];
+  LpCTensor *ce = graph_add (g, LP_COP_CROSS_ENTROPY, 2, logits, tg_t)->dst[0];
+  graph_run (g);
+
+  /* The f32 graph's forward is the float64 block's. */
+  g_autofree float *ce_host = g_new (float, T);
+  lp_ctensor_read (ce, 0, ce_host, ce->n_bytes);
+  g_autofree double *ce_d = to_double (ce_host, T);
+  double loss = block_loss (&b);
+  g_assert_cmpfloat (fabs (dot (b.dy, ce_d, T) - loss), <=, 1e-5 * MAX (1.0, fabs (loss)));
+
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_cgraph_backward (g, ce, dy, &error));
+  g_assert_no_error (error);
+  graph_run (g);
+  for (int i = 0; i < N_PARAMS; i++)
+    {
+      g_autofree float *grad = graph_grad (g, p[i]);
+      g_autofree char *what = g_strdup_printf ("graph: d%s", param_names[i]);
+      assert_fd_tol (what, block_loss, &b, b.p[i], (gsize) (shapes[i][0] * shapes[i][1]), grad, GRAPH_TOL);
+    }
+  /* The cache's gradient is its earlier rows' (set_rows wrote over the
+   * others: their old contents reached nothing). */
+  g_autofree float *dkc = graph_grad (g, kc), *dvc = graph_grad (g, vc);
+  for (int side = 0; side < 2; side++)
+    {
+      const float *d = side == 0 ? dkc : dvc;
+      assert_fd_tol (side == 0 ? "graph: d(k cache)" : "graph: d(v cache)", block_loss, &b,
+                     side == 0 ? b.k_past : b.v_past, (gsize) b.past * nkv, d, GRAPH_TOL);
+      for (int e = b.past * nkv; e < T_kv * nkv; e++)
+        g_assert_cmpfloat (d[e], ==, 0.0f);
+    }
+  /* Frozen weights, ids, targets and the frequencies: no gradient. */
+  const LpCTensor *none[] = { wk, w3[0], w3[1], w3[2], w3[3], id_t, tg_t, freq };
+  for (gsize i = 0; i < G_N_ELEMENTS (none); i++)
+    g_assert_null (lp_cgraph_grad (g, none[i]));
+
+  for (int i = 0; i < N_PARAMS; i++)
+    {
+      lp_ctensor_free (p[i]);
+      g_free (b.p[i]);
+    }
+  for (int j = 0; j < 4; j++)
+    lp_ctensor_free (w3[j]);
+  LpCTensor *rest[] = { wk, kc, vc, id_t, tg_t, freq, dy };
+  for (gsize i = 0; i < G_N_ELEMENTS (rest); i++)
+    lp_ctensor_free (rest[i]);
+  g_free (b.wk);
+  g_free (b.w3);
+  g_free (b.k_past);
+  g_free (b.v_past);
+  g_free (b.dy);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -857,6 +1116,7 @@ main (int argc, char **argv)
   g_test_add_func ("/backward/cross-entropy", test_cross_entropy_back);
   g_test_add_func ("/backward/kl", test_kl_back);
   g_test_add_func ("/backward/mse", test_mse_back);
+  g_test_add_func ("/backward/graph-block", test_graph_block);
   int rc = g_test_run ();
   lp_backend_unref (cpu);
   return rc;
