@@ -1099,6 +1099,105 @@ test_graph_block (void)
   g_free (b.dy);
 }
 
+/* The losses' graph: s = 0.5 (x W^T + r0 + bias) with r0 matmul's added
+ * term and bias one row broadcast over T; loss_t = KL (s, teacher) at
+ * temperature 2 + MSE (s, goal).  s feeds both losses (its gradients sum). */
+enum { L_W, L_R0, L_BIAS, L_GOAL, N_LOSS_PARAMS };
+static const char *const loss_param_names[N_LOSS_PARAMS] = { "W", "r0", "bias", "goal" };
+
+typedef struct {
+  int T, N, K;
+  double tau;
+  double *x, *teacher, *dy;
+  double *p[N_LOSS_PARAMS];
+} LossGraph;
+
+static double
+loss_graph_loss (gconstpointer p)
+{
+  const LossGraph *c = p;
+  int T = c->T, N = c->N;
+  g_autofree double *s = g_new (double, T * N), *kl = g_new (double, T);
+  d_matmul (T, N, c->K, c->x, c->p[L_W], s);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < N; j++)
+      s[t * N + j] = 0.5 * (s[t * N + j] + c->p[L_R0][t * N + j] + c->p[L_BIAS][j]);
+  d_kl (T, N, s, c->teacher, c->tau, kl);
+  double loss = dot (c->dy, kl, T);
+  for (int t = 0; t < T; t++)
+    {
+      double m = 0.0;
+      for (int j = 0; j < N; j++)
+        m += (s[t * N + j] - c->p[L_GOAL][t * N + j]) * (s[t * N + j] - c->p[L_GOAL][t * N + j]);
+      loss += c->dy[t] * m / N;
+    }
+  return loss;
+}
+
+/* Matmul's added term, a broadcast bias (row_sum), scale, KL at a
+ * temperature and MSE on both sides, summed: each trainable tensor's
+ * gradient against float64 finite differences.  A teacher marked
+ * trainable is refused with one clear error. */
+static void
+test_graph_losses (void)
+{
+  LossGraph c = { .T = 4, .N = 6, .K = 5, .tau = 2.0 };
+  const gint64 shapes[N_LOSS_PARAMS][2] = { { c.N, c.K }, { c.T, c.N }, { 1, c.N }, { c.T, c.N } };
+  LpCTensor *p[N_LOSS_PARAMS];
+  for (int i = 0; i < N_LOSS_PARAMS; i++)
+    {
+      p[i] = param_tensor (loss_param_names[i], shapes[i][0], shapes[i][1], 300 + i, 0.0, 1.0, &c.p[i]);
+      lp_ctensor_set_trainable (p[i], TRUE);
+    }
+  LpCTensor *x = random_tensor2 (c.T, c.K, 310, 1.0, &c.x);
+  LpCTensor *teacher = random_tensor2 (c.T, c.N, 311, 3.0, &c.teacher);
+  LpCTensor *dy = random_tensor2 (c.T, 1, 312, 1.0, &c.dy);
+  for (int attempt = 0; attempt < 2; attempt++)
+    {
+      /* The second time the teacher is trainable: an error, no gradients. */
+      lp_ctensor_set_trainable (teacher, attempt == 1);
+      g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+      LpCTensor *h = graph_add (g, LP_COP_MATMUL, 3, x, p[L_W], p[L_R0])->dst[0];
+      LpCNode *n = graph_add (g, LP_COP_SCALE, 1, graph_add (g, LP_COP_ADD, 2, h, p[L_BIAS])->dst[0]);
+      n->f[0] = 0.5f;
+      LpCTensor *s = n->dst[0];
+      n = graph_add (g, LP_COP_KL, 2, s, teacher);
+      n->f[0] = (float) c.tau;
+      LpCTensor *loss = graph_add (g, LP_COP_ADD, 2, n->dst[0], graph_add (g, LP_COP_MSE, 2, s, p[L_GOAL])->dst[0])->dst[0];
+      graph_run (g);
+      g_autoptr (GError) error = NULL;
+      gboolean ok = lp_cgraph_backward (g, loss, dy, &error);
+      if (attempt == 1)
+        {
+          g_assert_false (ok);
+          lp_test_assert_error_contains (error, "kl", "teacher", NULL);
+          g_assert_null (strchr (error->message, '\n'));
+          break;
+        }
+      g_assert_no_error (error);
+      graph_run (g);
+      for (int i = 0; i < N_LOSS_PARAMS; i++)
+        {
+          g_autofree float *grad = graph_grad (g, p[i]);
+          g_autofree char *what = g_strdup_printf ("graph: d%s", loss_param_names[i]);
+          assert_fd_tol (what, loss_graph_loss, &c, c.p[i], (gsize) (shapes[i][0] * shapes[i][1]), grad, GRAPH_TOL);
+        }
+      g_assert_null (lp_cgraph_grad (g, x));
+      g_assert_null (lp_cgraph_grad (g, teacher));
+    }
+  for (int i = 0; i < N_LOSS_PARAMS; i++)
+    {
+      lp_ctensor_free (p[i]);
+      g_free (c.p[i]);
+    }
+  lp_ctensor_free (x);
+  lp_ctensor_free (teacher);
+  lp_ctensor_free (dy);
+  g_free (c.x);
+  g_free (c.teacher);
+  g_free (c.dy);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1117,6 +1216,7 @@ main (int argc, char **argv)
   g_test_add_func ("/backward/kl", test_kl_back);
   g_test_add_func ("/backward/mse", test_mse_back);
   g_test_add_func ("/backward/graph-block", test_graph_block);
+  g_test_add_func ("/backward/graph-losses", test_graph_losses);
   int rc = g_test_run ();
   lp_backend_unref (cpu);
   return rc;
