@@ -1,5 +1,5 @@
 /* make bench: training-step speed of one transformer block on the compute
- * graph (model/cgraph.c), on the CPU.
+ * graph (model/cgraph.c), on the CPU and any backend named.
  *  1. Peak sgemm of this machine's OpenBLAS (2048^3), measured in the same run.
  *  2. One Llama-shaped block (D 2048, F 5632, 32 heads, 4 kv heads, T 512)
  *     recorded as a graph: the forward alone, then forward + backward
@@ -7,7 +7,9 @@
  *     random gradient for its output): tokens/s, achieved GFLOP/s and the
  *     fraction of the measured peak.
  * Times lp_cgraph_compute only (recording a graph allocates its tensors);
- * medians of several repetitions.  Prints figures; never fails on time. */
+ * medians of several repetitions.  Usage: bench-backward [BACKEND...]
+ * (lp_backend_new's names, "cpu" when none: "cpu vulkan" prints both).
+ * Prints figures; never fails on time. */
 #include "config.h"
 
 #include <math.h>
@@ -181,18 +183,33 @@ main (int argc, char **argv)
   double attn = 2.0 * T * T * s.hd * s.H;
   double fwd_flops = linear + 2 * attn, bwd_flops = 2 * linear + 5 * attn;
 
-  LpBackend *be = lp_backend_cpu_new ();
-  BlockTensors b;
-  block_tensors_init (&b, be, &s);
-  double fwd = block_median (be, &b, &s, FALSE, reps);
-  double both = block_median (be, &b, &s, TRUE, reps);
-  printf ("block (D %d, F %d, %d heads, %d kv heads, T %d) on %s, median of %d:\n", s.D, s.F, s.H, s.Hkv, s.T,
-          be->device_name, reps);
-  printf ("  forward:            %8.0f tokens/s  %.3f s  %6.1f GFLOP/s = %3.0f%% of peak sgemm\n", T / fwd, fwd,
-          fwd_flops / fwd / 1e9, 100.0 * fwd_flops / fwd / 1e9 / peak);
-  printf ("  forward + backward: %8.0f tokens/s  %.3f s  %6.1f GFLOP/s = %3.0f%% of peak sgemm\n", T / both, both,
-          (fwd_flops + bwd_flops) / both / 1e9, 100.0 * (fwd_flops + bwd_flops) / both / 1e9 / peak);
-  block_tensors_clear (&b);
-  lp_backend_unref (be);
+  /* The backends named on the command line (lp_backend_new's names), the
+   * CPU when none: one row pair each, the same block. */
+  const char *const cpu_only[] = { "cpu" };
+  const char *const *names = argc > 1 ? (const char *const *) argv + 1 : cpu_only;
+  int n_names = argc > 1 ? argc - 1 : 1;
+  for (int i = 0; i < n_names; i++)
+    {
+      GError *error = NULL;
+      LpBackend *be = lp_backend_new (names[i], &error);
+      if (be == NULL)
+        {
+          printf ("block on %s: skipped (%s)\n", names[i], error->message);
+          g_clear_error (&error);
+          continue;
+        }
+      BlockTensors b;
+      block_tensors_init (&b, be, &s);
+      double fwd = block_median (be, &b, &s, FALSE, reps);
+      double both = block_median (be, &b, &s, TRUE, reps);
+      printf ("block (D %d, F %d, %d heads, %d kv heads, T %d) on %s, median of %d:\n", s.D, s.F, s.H, s.Hkv, s.T,
+              be->device_name, reps);
+      printf ("  forward:            %8.0f tokens/s  %.3f s  %6.1f GFLOP/s = %3.0f%% of peak sgemm\n", T / fwd, fwd,
+              fwd_flops / fwd / 1e9, 100.0 * fwd_flops / fwd / 1e9 / peak);
+      printf ("  forward + backward: %8.0f tokens/s  %.3f s  %6.1f GFLOP/s = %3.0f%% of peak sgemm\n", T / both, both,
+              (fwd_flops + bwd_flops) / both / 1e9, 100.0 * (fwd_flops + bwd_flops) / both / 1e9 / peak);
+      block_tensors_clear (&b);
+      lp_backend_unref (be);
+    }
   return 0;
 }
