@@ -1,7 +1,7 @@
 /* llmpress — the compute graph's backward half: each backward op's plain C
- * reference (lp_cop_X_ref, the definition, accumulating in double) and CPU
- * kernel (lp_cop_X_cpu: OpenBLAS for the products, float loops for the
- * rest), and each forward op's lp_cop_X_backward, which records the nodes
+ * reference (lp_cop_X_ref, the definition, in double, rounded once to f32)
+ * and CPU kernel (lp_cop_X_cpu: OpenBLAS for the products, float loops
+ * for the rest), and each forward op's lp_cop_X_backward, which records the nodes
  * computing its operands' gradients (compute.h lists every op's operands).
  *
  * Kernels read and write their tensors' host memory: they run on the CPU
@@ -69,10 +69,24 @@ weight_rows_decode (const WeightRows *w, gint64 j0, gint64 n, float *out)
 
 /* ---- embed_back: dst[V,D] = scatter-add of dy[T,D] rows at ids[T] ---- */
 
-/* Float sums in token order: the definition, and as fast as a scatter gets
- * (memory-bound), so the CPU kernel is the reference itself. */
 void
 lp_cop_embed_back_ref (const LpCNode *node)
+{
+  const float *dy = fdata (node->src[0]);
+  const gint32 *ids = idata (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[0]), D = lp_ctensor_cols (node->src[0]), V = node->i[0];
+  g_autofree double *acc = g_new0 (double, (gsize) (V * D));
+  for (gint64 t = 0; t < T; t++)
+    if (ids[t] >= 0 && ids[t] < V) /* the forward refused any other id: nothing flowed */
+      for (gint64 d = 0; d < D; d++)
+        acc[ids[t] * D + d] += dy[t * D + d];
+  for (gint64 e = 0; e < V * D; e++)
+    fdata (node->dst[0])[e] = (float) acc[e];
+}
+
+/* Float sums in token order, straight into the result. */
+void
+lp_cop_embed_back_cpu (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]);
   const gint32 *ids = idata (node->src[1]);
@@ -80,19 +94,12 @@ lp_cop_embed_back_ref (const LpCNode *node)
   gint64 T = lp_ctensor_rows (node->src[0]), D = lp_ctensor_cols (node->src[0]), V = node->i[0];
   memset (dst, 0, (gsize) (V * D) * sizeof (float));
   for (gint64 t = 0; t < T; t++)
-    {
-      if (ids[t] < 0 || ids[t] >= V) /* the forward refused such an id: nothing flowed */
-        continue;
-      float *row = dst + (gsize) ids[t] * D;
-      for (gint64 d = 0; d < D; d++)
-        row[d] += dy[t * D + d];
-    }
-}
-
-void
-lp_cop_embed_back_cpu (const LpCNode *node)
-{
-  lp_cop_embed_back_ref (node);
+    if (ids[t] >= 0 && ids[t] < V)
+      {
+        float *row = dst + (gsize) ids[t] * D;
+        for (gint64 d = 0; d < D; d++)
+          row[d] += dy[t * D + d];
+      }
 }
 
 /* ---- matmul_back_x: dst[T,K] = dy[T,N] W[N,K] ---- */
@@ -612,9 +619,19 @@ lp_cop_kl_back_cpu (const LpCNode *node)
 
 /* ---- mse_back: dst[T,n] = dy[t] 2 (a - b) / n (the gradient w.r.t. a) ---- */
 
-/* Element-wise in float: the definition is also the fastest loop. */
 void
 lp_cop_mse_back_ref (const LpCNode *node)
+{
+  const float *dy = fdata (node->src[0]), *a = fdata (node->src[1]), *b = fdata (node->src[2]);
+  float *dst = fdata (node->dst[0]);
+  gint64 T = lp_ctensor_rows (node->src[1]), n = lp_ctensor_cols (node->src[1]);
+  for (gint64 t = 0; t < T; t++)
+    for (gint64 j = 0; j < n; j++)
+      dst[t * n + j] = (float) (2.0 * dy[t] * ((double) a[t * n + j] - b[t * n + j]) / n);
+}
+
+void
+lp_cop_mse_back_cpu (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *a = fdata (node->src[1]), *b = fdata (node->src[2]);
   float *dst = fdata (node->dst[0]);
@@ -625,12 +642,6 @@ lp_cop_mse_back_ref (const LpCNode *node)
       for (gint64 j = 0; j < n; j++)
         dst[t * n + j] = c * (a[t * n + j] - b[t * n + j]);
     }
-}
-
-void
-lp_cop_mse_back_cpu (const LpCNode *node)
-{
-  lp_cop_mse_back_ref (node);
 }
 
 /* ---- recording the backward nodes ---- */
@@ -869,8 +880,9 @@ lp_cop_set_rows_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy
     }
   if (need[1])
     {
-      LpCNode scale1 = { .f = { 1.0f } };
-      LpCTensor *copy = record1 (g, LP_COP_SCALE, &scale1, &dy[0], 1, node->src[1], error);
+      /* A copy of dy (scale by 1: record copies f[] from the node given). */
+      const LpCNode by_one = { .op = LP_COP_SCALE, .f = { 1.0f } };
+      LpCTensor *copy = record1 (g, LP_COP_SCALE, &by_one, &dy[0], 1, node->src[1], error);
       if (copy == NULL)
         return FALSE;
       g_autofree float *zeros = g_new0 (float, (gsize) (T * n));
