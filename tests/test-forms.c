@@ -119,7 +119,8 @@ test_registration (void)
       g_assert_true (g_hash_table_add (names, (gpointer) (*k)->name));
       g_assert_nonnull ((*k)->materialize_rows);
       g_assert_nonnull ((*k)->storage_bytes);
-      g_assert_nonnull ((*k)->gemm);
+      g_assert_nonnull ((*k)->upload);
+      g_assert_nonnull ((*k)->matmul);
       for (const LpFormPart *p = (*k)->parts; p && p->suffix; p++)
         {
           g_assert_true (p->suffix[0] == '.');
