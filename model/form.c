@@ -83,16 +83,6 @@ lp_tensor_form (const LpTensor *t)
   return info != NULL && info->block_size > 1 ? &lp_form_blocks : &lp_form_dense;
 }
 
-LpTensor *
-lp_tensor_new_form (const char *name, int n_dims, const gint64 *shape, const float *values, LpForm *form,
-                    GError **error)
-{
-  LpTensor *t = lp_tensor_new_f32 (name, n_dims, shape, values, error);
-  if (t != NULL)
-    t->form = lp_form_ref (form);
-  return t;
-}
-
 /* ---- what callers ask ---- */
 
 gboolean

@@ -15,8 +15,9 @@
  * unchanged; the form adds what is compressed.
  *
  * Adding a form: write model/form_<name>.c defining `const LpFormClass
- * lp_form_<name>_class` and its constructor, declare both below, list the
- * class in form.c's table and the file in pipeline/Makefile.inc. */
+ * lp_form_<name>_class` and a constructor (declared below), add the class to
+ * form.c's table (an extern line and an entry) and the file to
+ * pipeline/Makefile.inc.  model/form_lowrank.c is the example. */
 #pragma once
 
 #include <glib.h>
@@ -117,10 +118,6 @@ const char *lp_form_name (const LpForm *form);
 
 /* t's form: t->form, or the dense or block one its dtype says (borrowed). */
 const LpForm *lp_tensor_form (const LpTensor *t);
-/* A tensor of `name`, `shape` holding `values` (f32, materialized by the
- * caller) with `form` (ref taken). */
-LpTensor *lp_tensor_new_form (const char *name, int n_dims, const gint64 *shape, const float *values,
-                              LpForm *form, GError **error);
 /* A tensor sharing t's name and data with `form` (ref taken; NULL: the dense or block form). */
 LpTensor *lp_tensor_with_form (LpTensor *t, LpForm *form);
 /* Rows r0 .. r0 + n - 1 of t as f32 (out[n, K]), computed by its form. */
