@@ -81,11 +81,11 @@ lp_cmd_eval (int argc, char **argv)
     return LP_EXIT_USAGE;
   if (argc != 2)
     return lp_cli_usage_error ("eval", "expected one MODEL, found %d arguments", argc - 1);
-  if (opt_data == NULL)
-    return lp_cli_usage_error ("eval", "--data FILE is required");
   guint64 device_memory = 0;
   if (!lp_cli_parse_device_memory ("eval", opt_device_memory, &device_memory))
     return LP_EXIT_USAGE;
+  if (opt_data == NULL)
+    return lp_cli_usage_error ("eval", "--data FILE is required");
   lp_progress_set_quiet (opt_quiet);
   GError *error = NULL;
   LpLoadOptions lo = { opt_tokenizer };
