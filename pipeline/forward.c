@@ -7,15 +7,8 @@
  * touched for token ids, logits, the activations a hook asks for and the
  * stage-wise API's inputs and outputs.
  *
- * Weights are uploaded once per LpForward into per-layer slots and kept
- * across calls, under a byte budget (lp_forward_set_device_memory): when
- * over it, the least recently used layers' weights are dropped and uploaded
- * again when next needed.  A slot keeps a reference to the model tensor it
- * was uploaded from, so a tensor replaced in the model is uploaded again.
- * On the CPU, weights the kernels read as stored are not copied: the slot
- * wraps the model tensor's memory.  A linear layer's matrix is uploaded
- * and multiplied by its form (form.h: as stored, an integer grid on a
- * device, low-rank factors, ...); this file never asks which. */
+ * Weights are uploaded once per LpForward and kept across calls under a
+ * byte budget (forward_weights.c). */
 #include "config.h"
 
 #include <math.h>
@@ -25,49 +18,7 @@
 #include <llmpress/forward.h>
 
 #include "compute-internal.h"
-
-typedef enum {
-  W_ATTN_NORM, W_Q, W_K, W_V, W_O, W_QB, W_KB, W_VB, W_FFN_NORM, W_GATE, W_UP, W_DOWN, W_COUNT
-} LayerWeight;
-
-static const char *const layer_weight_names[W_COUNT] = {
-  "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-  "attn_q.bias", "attn_k.bias", "attn_v.bias",
-  "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
-};
-
-/* The weights outside the blocks, kept in one more slot after the layers'. */
-typedef enum { TOP_EMBED, TOP_NORM, TOP_HEAD } TopWeight;
-
-/* How a weight is uploaded: f32 (norms, biases); as stored, for the
- * embedding lookup; by its form, for a matrix. */
-typedef enum { KIND_VECTOR, KIND_TABLE, KIND_MATRIX } WeightKind;
-
-/* One weight in backend memory. */
-typedef struct {
-  LpTensor *src;            /* the model tensor it was uploaded from (ref) */
-  LpFormWeights *form;      /* its tensors on the backend */
-  LpCTensor *t;             /* its values as stored or f32 (form->values), or NULL (a matrix held otherwise) */
-  gsize bytes;
-} Weight;
-
-typedef struct {
-  Weight w[W_COUNT];
-  guint64 last_use;         /* fw->clock when last used */
-} Slot;
-
-struct _LpForward {
-  LpModel *model;
-  LpBackend *be;            /* the backend the graphs run on */
-  LpModelConfig c;
-  float *inv_freq;          /* [hd/2] */
-  LpCTensor *inv_freq_t;    /* the same, in backend memory */
-  Slot *slots;              /* [n_layers + 1]: each layer's weights, then TopWeight's */
-  guint64 clock;
-  guint64 budget;           /* bytes of weights to keep; 0: no limit */
-  guint64 resident;         /* bytes of weights held */
-  guint64 uploads;          /* weights uploaded so far */
-};
+#include "forward-internal.h"
 
 const char *const *
 lp_linear_input_consumers (LpLinearInput which)
@@ -79,130 +30,6 @@ lp_linear_input_consumers (LpLinearInput which)
   static const char *const *const table[LP_LINEAR_IN_COUNT] = { qkv, out, ffn, down };
   g_return_val_if_fail (which < LP_LINEAR_IN_COUNT, NULL);
   return table[which];
-}
-
-/* ---- weights ---- */
-
-static void
-weight_clear (LpForward *fw, Weight *w)
-{
-  lp_form_weights_free (w->form);
-  if (w->src != NULL)
-    lp_tensor_unref (w->src);
-  fw->resident -= w->bytes;
-  memset (w, 0, sizeof *w);
-}
-
-static void
-slot_clear (LpForward *fw, Slot *s)
-{
-  for (int i = 0; i < W_COUNT; i++)
-    weight_clear (fw, &s->w[i]);
-}
-
-/* w holds the model's tensor `name`, uploaded as `kind` asks (again when
- * the model's tensor is not the one uploaded). */
-static gboolean
-weight_ensure (LpForward *fw, Weight *w, const char *name, WeightKind kind, GError **error)
-{
-  LpTensor *t = lp_model_tensor (fw->model, name);
-  if (t != NULL && w->src == t)
-    return TRUE;
-  weight_clear (fw, w);
-  if (t == NULL)
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: expected a tensor %s, found none",
-                    lp_model_source (fw->model) ? lp_model_source (fw->model) : "model", name);
-      return FALSE;
-    }
-  w->src = lp_tensor_ref (t);
-  w->form = kind == KIND_MATRIX ? lp_form_weights_new (t, fw->be, FALSE, error)
-                                : lp_form_weights_new_values (t, fw->be, kind == KIND_TABLE, error);
-  if (w->form == NULL)
-    {
-      weight_clear (fw, w);
-      return FALSE;
-    }
-  w->t = w->form->values;
-  w->bytes = w->form->bytes;
-  fw->resident += w->bytes;
-  fw->uploads++;
-  return TRUE;
-}
-
-/* Drop the least recently used slots (never `keep`) while over the budget. */
-static void
-budget_enforce (LpForward *fw, int keep)
-{
-  while (fw->budget > 0 && fw->resident > fw->budget)
-    {
-      int lru = -1;
-      for (int l = 0; l <= fw->c.n_layers; l++)
-        {
-          gboolean held = FALSE;
-          for (int i = 0; i < W_COUNT; i++)
-            held |= fw->slots[l].w[i].bytes > 0;
-          if (l != keep && held && (lru < 0 || fw->slots[l].last_use < fw->slots[lru].last_use))
-            lru = l;
-        }
-      if (lru < 0)
-        return;
-      slot_clear (fw, &fw->slots[lru]);
-    }
-}
-
-static void
-slot_touch (LpForward *fw, int slot)
-{
-  fw->slots[slot].last_use = ++fw->clock;
-  budget_enforce (fw, slot);
-}
-
-/* Layer `layer`'s weights in backend memory (W_QB.. only with q/k/v biases). */
-static Weight *
-layer_weights (LpForward *fw, int layer, GError **error)
-{
-  gboolean bias = lp_arch_info (fw->c.arch)->qkv_bias;
-  Weight *w = fw->slots[layer].w;
-  for (int i = 0; i < W_COUNT; i++)
-    {
-      if ((i == W_QB || i == W_KB || i == W_VB) && !bias)
-        continue;
-      g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
-      gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
-      if (!weight_ensure (fw, &w[i], name, matrix ? KIND_MATRIX : KIND_VECTOR, error))
-        return NULL;
-    }
-  slot_touch (fw, layer);
-  return w;
-}
-
-/* The weights outside the blocks: the embedding table, or the final norm
- * and the head.  Tied, the head is the embedding's matrix, and when its
- * form holds the values as stored the lookup reads those: one upload. */
-static Weight *
-top_weights (LpForward *fw, gboolean head, GError **error)
-{
-  Weight *w = fw->slots[fw->c.n_layers].w;
-  gboolean tied = fw->c.tied_embeddings;
-  if ((head || tied)
-      && !weight_ensure (fw, &w[TOP_HEAD], tied ? "token_embd.weight" : "output.weight", KIND_MATRIX, error))
-    return NULL;
-  if (head && !weight_ensure (fw, &w[TOP_NORM], "output_norm.weight", KIND_VECTOR, error))
-    return NULL;
-  if (!head && tied && w[TOP_HEAD].t != NULL)
-    weight_clear (fw, &w[TOP_EMBED]);
-  else if (!head && !weight_ensure (fw, &w[TOP_EMBED], "token_embd.weight", KIND_TABLE, error))
-    return NULL;
-  slot_touch (fw, fw->c.n_layers);
-  return w;
-}
-
-/* The embedding table the lookup reads. */
-static LpCTensor *
-embed_table (const Weight *top)
-{
-  return top[TOP_EMBED].t != NULL ? top[TOP_EMBED].t : top[TOP_HEAD].t;
 }
 
 /* ---- KV cache ---- */
@@ -357,7 +184,7 @@ rec_op (Rec *r, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
 }
 
 static LpCTensor *
-rec_rmsnorm (Rec *r, LpCTensor *x, const Weight *w)
+rec_rmsnorm (Rec *r, LpCTensor *x, const LpForwardWeight *w)
 {
   LpCNode *n = rec_op (r, LP_COP_RMSNORM, x, w->t, NULL);
   if (n == NULL)
@@ -366,9 +193,9 @@ rec_rmsnorm (Rec *r, LpCTensor *x, const Weight *w)
   return n->dst[0];
 }
 
-/* x[T, K] W^T (+ acc[T, N]): the nodes of W's form. */
+/* x[T, K] W^T (+ acc[T, N]): the nodes of W's form (form.h), whatever it is. */
 static LpCTensor *
-rec_linear (Rec *r, LpCTensor *x, const Weight *w, LpCTensor *acc)
+rec_linear (Rec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
 {
   if (r->error != NULL || x == NULL)
     return NULL;
@@ -376,7 +203,7 @@ rec_linear (Rec *r, LpCTensor *x, const Weight *w, LpCTensor *acc)
 }
 
 static LpCTensor *
-rec_bias (Rec *r, LpCTensor *x, const Weight *b)
+rec_bias (Rec *r, LpCTensor *x, const LpForwardWeight *b)
 {
   if (b->src == NULL)
     return x;
@@ -458,16 +285,16 @@ rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHoo
                     past + T);
       return NULL;
     }
-  const Weight *w = layer_weights (fw, layer, &r->error);
+  const LpForwardWeight *w = lp_forward_layer_weights (fw, layer, &r->error);
   if (w == NULL || (cache && !kv_cache_layer (cache, fw->be, layer, &r->error)))
     return NULL;
 
   /* Attention. */
-  LpCTensor *h = rec_rmsnorm (r, x, &w[W_ATTN_NORM]);
+  LpCTensor *h = rec_rmsnorm (r, x, &w[LP_FW_ATTN_NORM]);
   rec_hook (r, hooks, layer, LP_LINEAR_IN_QKV, h);
-  LpCTensor *q = rec_bias (r, rec_linear (r, h, &w[W_Q], NULL), &w[W_QB]);
-  LpCTensor *k = rec_bias (r, rec_linear (r, h, &w[W_K], NULL), &w[W_KB]);
-  LpCTensor *v = rec_bias (r, rec_linear (r, h, &w[W_V], NULL), &w[W_VB]);
+  LpCTensor *q = rec_bias (r, rec_linear (r, h, &w[LP_FW_Q], NULL), &w[LP_FW_QB]);
+  LpCTensor *k = rec_bias (r, rec_linear (r, h, &w[LP_FW_K], NULL), &w[LP_FW_KB]);
+  LpCTensor *v = rec_bias (r, rec_linear (r, h, &w[LP_FW_V], NULL), &w[LP_FW_VB]);
   q = rec_rope (r, q, (int) fw->c.n_heads, past);
   k = rec_rope (r, k, (int) fw->c.n_kv_heads, past);
   if (cache)
@@ -481,14 +308,14 @@ rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHoo
     }
   LpCTensor *attn = rec_attention (r, q, k, v);
   rec_hook (r, hooks, layer, LP_LINEAR_IN_ATTN_OUT, attn);
-  x = rec_linear (r, attn, &w[W_O], x); /* x + attn Wo^T */
+  x = rec_linear (r, attn, &w[LP_FW_O], x); /* x + attn Wo^T */
 
   /* Feed-forward. */
-  h = rec_rmsnorm (r, x, &w[W_FFN_NORM]);
+  h = rec_rmsnorm (r, x, &w[LP_FW_FFN_NORM]);
   rec_hook (r, hooks, layer, LP_LINEAR_IN_FFN, h);
-  LpCTensor *s = rec_swiglu (r, rec_linear (r, h, &w[W_GATE], NULL), rec_linear (r, h, &w[W_UP], NULL));
+  LpCTensor *s = rec_swiglu (r, rec_linear (r, h, &w[LP_FW_GATE], NULL), rec_linear (r, h, &w[LP_FW_UP], NULL));
   rec_hook (r, hooks, layer, LP_LINEAR_IN_DOWN, s);
-  return rec_linear (r, s, &w[W_DOWN], x); /* x + ffn Wd^T */
+  return rec_linear (r, s, &w[LP_FW_DOWN], x); /* x + ffn Wd^T */
 }
 
 /* Token ids checked and put in a graph tensor; the embedding rows of them. */
@@ -502,12 +329,12 @@ rec_embed (Rec *r, const gint32 *tokens, int T)
                       tokens[t], t, r->fw->c.n_vocab - 1);
         return NULL;
       }
-  const Weight *top = top_weights (r->fw, FALSE, &r->error);
+  const LpForwardWeight *top = lp_forward_top_weights (r->fw, FALSE, &r->error);
   LpCTensor *ids = top ? lp_cgraph_tensor (r->g, LP_DTYPE_I32, 1, (gint64[]){ T }, "tokens", &r->error) : NULL;
   if (ids == NULL)
     return NULL;
   lp_ctensor_write (ids, 0, tokens, (gsize) T * sizeof (gint32));
-  LpCNode *n = rec_op (r, LP_COP_EMBED, embed_table (top), ids, NULL);
+  LpCNode *n = rec_op (r, LP_COP_EMBED, lp_forward_embed_table (top), ids, NULL);
   return n ? n->dst[0] : NULL;
 }
 
@@ -515,10 +342,10 @@ rec_embed (Rec *r, const gint32 *tokens, int T)
 static LpCTensor *
 rec_head (Rec *r, LpCTensor *x)
 {
-  const Weight *top = top_weights (r->fw, TRUE, &r->error);
+  const LpForwardWeight *top = lp_forward_top_weights (r->fw, TRUE, &r->error);
   if (top == NULL)
     return NULL;
-  return rec_linear (r, rec_rmsnorm (r, x, &top[TOP_NORM]), &top[TOP_HEAD], NULL);
+  return rec_linear (r, rec_rmsnorm (r, x, &top[LP_FW_TOP_NORM]), &top[LP_FW_TOP_HEAD], NULL);
 }
 
 static void
@@ -585,7 +412,7 @@ lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
   g_autoptr (LpForward) fw = g_new0 (LpForward, 1);
   fw->model = lp_model_ref (model);
   fw->c = *lp_model_config (model);
-  fw->slots = g_new0 (Slot, fw->c.n_layers + 1);
+  fw->slots = g_new0 (LpForwardSlot, fw->c.n_layers + 1);
   /* Weights go where the graphs run (a backend without graphs hands them
    * to its fallback, the CPU). */
   g_autoptr (LpBackend) be = backend ? lp_backend_ref (backend) : lp_backend_cpu_new ();
@@ -608,8 +435,7 @@ lp_forward_free (LpForward *fw)
   if (fw == NULL)
     return;
   if (fw->slots)
-    for (int l = 0; l <= fw->c.n_layers; l++)
-      slot_clear (fw, &fw->slots[l]);
+    lp_forward_weights_clear (fw);
   g_free (fw->slots);
   lp_ctensor_free (fw->inv_freq_t);
   g_free (fw->inv_freq);
@@ -623,29 +449,6 @@ LpModel *
 lp_forward_model (LpForward *fw)
 {
   return fw->model;
-}
-
-void
-lp_forward_set_device_memory (LpForward *fw, guint64 bytes)
-{
-  fw->budget = bytes;
-  budget_enforce (fw, -1);
-}
-
-void
-lp_forward_weight_stats (LpForward *fw, guint64 *resident_bytes, guint64 *uploads)
-{
-  if (resident_bytes)
-    *resident_bytes = fw->resident;
-  if (uploads)
-    *uploads = fw->uploads;
-}
-
-void
-lp_forward_invalidate (LpForward *fw)
-{
-  for (int l = 0; l <= fw->c.n_layers; l++)
-    slot_clear (fw, &fw->slots[l]);
 }
 
 char *
