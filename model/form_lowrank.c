@@ -137,7 +137,10 @@ lp_form_factor_f32 (LpTensor *t, const char *what, GError **error)
                     t->name, lp_dtype_name (t->dtype), shape);
       return NULL;
     }
-  return lp_tensor_convert (t, LP_DTYPE_F32, error);
+  if (t->dtype == LP_DTYPE_F32)
+    return lp_tensor_ref (t);
+  g_autofree float *v = lp_tensor_dup_f32 (t, error);
+  return v ? lp_tensor_new_f32 (t->name, 2, t->shape, v, error) : NULL;
 }
 
 LpTensor *
