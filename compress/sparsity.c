@@ -1,5 +1,6 @@
 /* llmpress — sparsity patterns, mask selection, OWL layer profiles and the
- * metadata of a pruned model (sparsity.h). */
+ * metadata of a pruned model (sparsity.h; a tensor's own record and the
+ * masks a load gives back: model/masks.c). */
 #include "config.h"
 
 #include <math.h>
@@ -282,38 +283,4 @@ lp_sparsity_record (LpMeta *meta, const char *method, const LpSparsityPattern *p
   lp_meta_set_string (meta, "llmpress.sparsity.method", method);
   lp_meta_set_string (meta, "llmpress.sparsity.pattern", name);
   lp_meta_set_f32 (meta, "llmpress.sparsity.fraction", (float) fraction);
-}
-
-void
-lp_sparsity_record_tensor (LpMeta *meta, const LpTensor *t)
-{
-  g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.%s", t->name);
-  lp_meta_set_f32 (meta, key, (float) lp_tensor_sparsity (t));
-}
-
-gboolean
-lp_sparsity_restore_masks (LpModel *model, GError **error)
-{
-  LpMeta *meta = lp_model_meta (model);
-  for (guint i = 0; i < lp_model_n_tensors (model); i++)
-    {
-      LpTensor *t = lp_model_tensor_at (model, i);
-      g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.%s", t->name);
-      double recorded;
-      if (t->mask != NULL || !lp_meta_get_float (meta, key, &recorded, NULL))
-        continue;
-      g_autofree float *v = lp_tensor_dup_f32 (t, error);
-      if (v == NULL)
-        return FALSE;
-      g_autoptr (GBytes) mask = lp_mask_from_nonzero (v, lp_tensor_n_elements (t));
-      g_autoptr (LpTensor) masked = lp_tensor_with_mask (t, mask, error);
-      if (masked == NULL)
-        return FALSE;
-      /* A later step that did not keep the zeros exact (a quantizer with an
-       * offset) leaves fewer zeros than recorded: the mask is unknown then. */
-      if (lp_tensor_sparsity (masked) + 1e-6 < recorded)
-        continue;
-      lp_model_set_tensor (model, masked);
-    }
-  return TRUE;
 }

@@ -120,12 +120,3 @@ void lp_atomic_file_log_commits (GHashTable *log);
 gboolean lp_atomic_dir_commit_new (LpAtomicDir *ad, gboolean *existed, GError **error);
 /* CRC-32 (zlib's) of n bytes continuing crc (0 to start). */
 guint32 lp_crc32 (guint32 crc, const void *data, gsize n);
-
-/* Every file or directory lp_model_load (path, options) reads: the path
- * itself (the directory of a model.safetensors), and for a llama2.c
- * checkpoint the tokenizer it uses (options' or the one found beside it).
- * Paths that are no model give just themselves. */
-GPtrArray *lp_model_load_files (const char *path, const LpLoadOptions *options);
-/* The tokenizer lp_llama2c_load picks up beside a checkpoint when none is
- * given (NULL: none, or not a checkpoint). */
-char *lp_llama2c_implicit_tokenizer (const char *path);
