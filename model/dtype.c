@@ -172,7 +172,6 @@ lp_f32_to_bf16 (float f)
   return (guint16) (x >> 16);
 }
 
-
 gboolean
 lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **error)
 {
