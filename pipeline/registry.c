@@ -331,12 +331,6 @@ lp_registry_load_file (LpRegistry *reg, const char *path, GError **error)
   return c != NULL && register_candidate (reg, c, error);
 }
 
-int
-lp_compare_str_ptr (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
 /* The plugin files of a directory, sorted (so which of two clashing plugins
  * wins does not depend on readdir); none when it was already scanned or is
  * world-writable (refused). */

@@ -13,6 +13,7 @@
 
 #include "lp-internal.h"
 #include "outputs.h"
+#include "formats-internal.h"
 #include "context-private.h"
 #include "run.h"
 #include "crash.h"

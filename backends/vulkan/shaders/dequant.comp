@@ -1,8 +1,8 @@
 #version 450
 // Element i of a row-major run of `type` (ggml numbering, LpDType) to f32:
 // every type lp_dtype_to_f32 decodes but the plain f32/f64/integer ones.
-// The reference for each layout and formula is the C code (pipeline/dtype.c,
-// quant_blocks.c, quant_kblocks.c); results must match it bit for bit, so
+// The reference for each layout and formula is the C code (model/dtype.c,
+// model/dtype_blocks.c); results must match it bit for bit, so
 // every expression below has the C code's operands, order and precision, and
 // each one holding an addition is `precise`: otherwise the compiler may fuse
 // a*b+c into an fma, which rounds once instead of twice.  (With f16 scales

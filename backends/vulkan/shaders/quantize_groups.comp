@@ -1,6 +1,6 @@
 #version 450
 // Group-wise round-to-nearest onto the integer grid, as lp_ref_quantize_groups
-// (pipeline/intgrid.c) defines it: one invocation per (row, group) of a tile
+// (model/intgrid.c) defines it: one invocation per (row, group) of a tile
 // of rows.  For each group: the range [min (0, w), max (0, w)] (symmetric:
 // [-a, a]), its f16 scale and zero, with clip_search the shrunk ranges
 // p [lo, hi] tried too and the first of least weighted squared error kept;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
-#include "outputs.h"
+#include "formats-internal.h"
 
 static const char *const format_names[] = {
   [LP_FORMAT_UNKNOWN] = "unknown",
@@ -104,6 +104,20 @@ lp_model_load_files (const char *path, const LpLoadOptions *options)
         g_ptr_array_add (files, tok);
     }
   return files;
+}
+
+void
+lp_read_set_add_model (LpReadSet *rs, const char *path, const char *tokenizer, const char *what)
+{
+  /* What lp_model_load reads: the file or directory, and the tokenizer a
+   * llama2.c checkpoint picks up beside it. */
+  LpLoadOptions opts = { tokenizer };
+  g_autoptr (GPtrArray) files = lp_model_load_files (path, &opts);
+  g_autofree char *tok_what = g_strdup_printf ("the tokenizer of %s", what);
+  lp_read_set_add (rs, path, what);
+  for (guint i = 0; i < files->len; i++)
+    if (strcmp (files->pdata[i], path) != 0)
+      lp_read_set_add (rs, files->pdata[i], g_file_test (files->pdata[i], G_FILE_TEST_IS_DIR) ? what : tok_what);
 }
 
 LpModel *

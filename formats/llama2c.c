@@ -19,7 +19,7 @@
 #include <glib/gstdio.h>
 
 #include "lp-internal.h"
-#include "outputs.h"
+#include "formats-internal.h"
 #include "tokenizer-internal.h"
 
 /* The arrays in file order: GGUF suffix, per-layer, shape selector. */
@@ -66,13 +66,31 @@ array_shape (const LpModelConfig *c, ArrayShape s, gint64 shape[2])
   g_assert_not_reached ();
 }
 
+/* The tokenizer files a llama2.c checkpoint at `path` would pick up, most
+ * preferred first: "<stem>.tokenizer.bin", "tokenizer.bin", "tok<V>.bin". */
+static GPtrArray *
+tokenizer_candidates (const char *path, gint64 n_vocab)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *base = g_path_get_basename (path);
+  if (g_str_has_suffix (base, ".bin"))
+    base[strlen (base) - 4] = '\0';
+  g_autofree char *own = g_strdup_printf ("%s.tokenizer.bin", base);
+  g_autofree char *tok_v = g_strdup_printf ("tok%" G_GINT64_FORMAT ".bin", n_vocab);
+  g_ptr_array_add (out, g_build_filename (dir, own, NULL));
+  g_ptr_array_add (out, g_build_filename (dir, "tokenizer.bin", NULL));
+  g_ptr_array_add (out, g_build_filename (dir, tok_v, NULL));
+  return out;
+}
+
 /* Tokenizer next to the checkpoint: <stem>.tokenizer.bin (written when a
  * tokenizer.bin of another model was already there), tokenizer.bin, or
  * tok<V>.bin. */
 static char *
 find_tokenizer (const char *path, gint64 n_vocab)
 {
-  g_autoptr (GPtrArray) cands = lp_llama2c_tokenizer_candidates (path, n_vocab);
+  g_autoptr (GPtrArray) cands = tokenizer_candidates (path, n_vocab);
   for (guint i = 0; i < cands->len; i++)
     if (g_file_test (cands->pdata[i], G_FILE_TEST_IS_REGULAR))
       return g_strdup (cands->pdata[i]);
@@ -86,7 +104,7 @@ find_tokenizer (const char *path, gint64 n_vocab)
 static char *
 tokenizer_destination (const char *path, GBytes *bytes, gboolean *skip)
 {
-  g_autoptr (GPtrArray) cands = lp_llama2c_tokenizer_candidates (path, 0);
+  g_autoptr (GPtrArray) cands = tokenizer_candidates (path, 0);
   const char *own = cands->pdata[0], *shared = cands->pdata[1];
   *skip = FALSE;
   GStatBuf st;

@@ -66,20 +66,9 @@ LpReadSet *lp_read_set_new (void);
 void lp_read_set_free (LpReadSet *rs);
 /* `what` names it in messages: "the input model", "the calibration data". */
 void lp_read_set_add (LpReadSet *rs, const char *path, const char *what);
-/* A model path as lp_model_load reads it: with a llama2.c checkpoint, also the
- * tokenizer it picks up beside it (or `tokenizer` when given). */
-void lp_read_set_add_model (LpReadSet *rs, const char *path, const char *tokenizer, const char *what);
 /* NULL when `out` is safe from every file in the set, else why not:
  * "would overwrite the input model (/abs/m.gguf)". */
 char *lp_read_set_conflict (const LpReadSet *rs, const char *out);
-
-/* Refuse `path` as an output of `model` when it is (or holds, or lies inside)
- * a file the model was read from. */
-gboolean lp_model_check_output (LpModel *model, const char *path, GError **error);
-
-/* The tokenizer files a llama2.c checkpoint at `path` would pick up, most
- * preferred first: "<stem>.tokenizer.bin", "tokenizer.bin", "tok<V>.bin". */
-GPtrArray *lp_llama2c_tokenizer_candidates (const char *path, gint64 n_vocab);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpReadSet, lp_read_set_free)
 

@@ -246,13 +246,14 @@ to_half (const LpTensor *t, LpDType dtype, const float *f, guint8 *d, gint64 n, 
 }
 
 LpTensor *
-lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error)
+lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint64 *n_clamped, GError **error)
 {
-  return lp_tensor_convert_range (t, dtype, LP_OVERFLOW_ERROR, NULL, error);
+  return lp_tensor_convert_with (t, dtype, lp_dtype_from_f32_plain, overflow, n_clamped, error);
 }
 
 LpTensor *
-lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint64 *n_clamped, GError **error)
+lp_tensor_convert_with (LpTensor *t, LpDType dtype, LpDTypeEncode encode, LpOverflow overflow, guint64 *n_clamped,
+                        GError **error)
 {
   if (t->dtype == dtype)
     return lp_tensor_ref (t);
@@ -264,7 +265,7 @@ lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint6
     return NULL;
   gboolean ok = dtype == LP_DTYPE_F16 || dtype == LP_DTYPE_BF16
                 ? to_half (t, dtype, f, lp_tensor_data_mut (out), lp_tensor_n_elements (t), overflow, n_clamped, error)
-                : lp_dtype_from_f32 (dtype, f, lp_tensor_data_mut (out), lp_tensor_n_elements (t), error);
+                : encode (dtype, f, lp_tensor_data_mut (out), lp_tensor_n_elements (t), error);
   if (!ok)
     {
       lp_tensor_unref (out);

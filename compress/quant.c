@@ -99,7 +99,7 @@ lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const floa
       return FALSE;
     }
   if (is_float_type (type))
-    return lp_dtype_from_f32 (type, src, dst, n, error);
+    return lp_dtype_from_f32_plain (type, src, dst, n, error);
 
   const LpDTypeInfo *info = lp_dtype_info (type);
   float sigma2 = importance != NULL && info->block_size == 32 ? lp_block_grid_row_sigma2 (src, n) : 0.f;
@@ -113,6 +113,23 @@ lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const floa
       lp_block_grid_pack (&p, codes, out + b * info->type_size);
     }
   return TRUE;
+}
+
+/* The SDK's conversions from f32: model/ writes the plain types, the block
+ * types are quantized here, so that nothing below compress/ calls up into
+ * the quantizer. */
+gboolean
+lp_dtype_from_f32 (LpDType dtype, const float *src, void *dst, gsize n, GError **error)
+{
+  if (lp_quant_type_supported (dtype))
+    return lp_quantize_row (dtype, src, dst, (gint64) n, NULL, error);
+  return lp_dtype_from_f32_plain (dtype, src, dst, n, error);
+}
+
+LpTensor *
+lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error)
+{
+  return lp_tensor_convert_with (t, dtype, lp_dtype_from_f32, LP_OVERFLOW_ERROR, NULL, error);
 }
 
 /* ---- tensors ---- */

@@ -1,5 +1,6 @@
 /* llmpress — sparsity patterns, mask selection, OWL layer profiles and the
- * metadata of a pruned model (sparsity.h). */
+ * metadata of a pruned model (sparsity.h; a tensor's own record and the
+ * masks a load gives back: model/masks.c). */
 #include "config.h"
 
 #include <math.h>
@@ -282,11 +283,4 @@ lp_sparsity_record (LpMeta *meta, const char *method, const LpSparsityPattern *p
   lp_meta_set_string (meta, "llmpress.sparsity.method", method);
   lp_meta_set_string (meta, "llmpress.sparsity.pattern", name);
   lp_meta_set_f32 (meta, "llmpress.sparsity.fraction", (float) fraction);
-}
-
-void
-lp_sparsity_record_tensor (LpMeta *meta, const LpTensor *t)
-{
-  g_autofree char *key = g_strdup_printf ("llmpress.sparsity.tensor.%s", t->name);
-  lp_meta_set_f32 (meta, key, (float) lp_tensor_sparsity (t));
 }

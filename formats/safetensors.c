@@ -388,12 +388,6 @@ lp_safetensors_open (const char *path, GError **error)
   return ok ? g_steal_pointer (&st) : NULL;
 }
 
-static int
-str_cmp (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
 gboolean
 lp_safetensors_write (const char *path, LpTensor *const *tensors, guint n, GHashTable *metadata,
                       GError **error)
@@ -411,7 +405,7 @@ lp_safetensors_write (const char *path, LpTensor *const *tensors, guint n, GHash
       g_hash_table_iter_init (&it, metadata);
       while (g_hash_table_iter_next (&it, &k, NULL))
         g_ptr_array_add (keys, k);
-      g_ptr_array_sort (keys, str_cmp);
+      g_ptr_array_sort (keys, lp_compare_str_ptr);
     }
   if (metadata == NULL || !g_hash_table_contains (metadata, "format"))
     {

@@ -23,8 +23,6 @@
 
 #include "quant-internal.h"
 
-#define QK_K 256
-
 /* Q3_K's 16 6-bit values in 12 bytes. */
 static void
 encode_scales_q3 (const guint8 *v, guint8 *s)
@@ -40,14 +38,6 @@ encode_scales_q3 (const guint8 *v, guint8 *s)
       l >>= 4;
       s[j % 4 + 8] |= l << (2 * (j / 4));
     }
-}
-
-static int
-decode_scale_q3 (const guint8 *s, int j)
-{
-  int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
-  int high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-  return (low | (high << 4)) - 32;
 }
 
 /* Q4_K / Q5_K: 8 6-bit scales and 8 6-bit mins in 12 bytes. */
@@ -67,21 +57,6 @@ encode_scales_k4 (const guint8 *ls, const guint8 *lm, guint8 *s)
           s[j - 4] |= (ls[j] >> 4) << 6;
           s[j - 0] |= (lm[j] >> 4) << 6;
         }
-    }
-}
-
-static void
-get_scale_min_k4 (int j, const guint8 *q, guint8 *d, guint8 *m)
-{
-  if (j < 4)
-    {
-      *d = q[j] & 63;
-      *m = q[j + 4] & 63;
-    }
-  else
-    {
-      *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-      *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
     }
 }
 
@@ -339,7 +314,7 @@ fit_q45_k (const float *x, const float *qw, int nmax, LpBlockParams *p, int *cod
   guint8 packed[12];
   encode_scales_k4 (Ls, Lm, packed);
   for (int j = 0; j < 8; ++j)
-    get_scale_min_k4 (j, packed, &p->sub_scale[j], &p->sub_min[j]);
+    lp_get_scale_min_k4 (j, packed, &p->sub_scale[j], &p->sub_min[j]);
   for (int i = 0; i < QK_K; ++i)
     first[i] = L[i];
   requantize (p, x, first, codes);
@@ -508,107 +483,5 @@ lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst)
       }
     default:
       g_assert_not_reached ();
-    }
-}
-
-gboolean
-lp_dequant_kblock (LpDType type, const guint8 *src, float *y, gsize n_blocks)
-{
-  switch (type)
-    {
-    case LP_DTYPE_Q2_K:
-      for (gsize i = 0; i < n_blocks; i++, src += 84)
-        {
-          const guint8 *sc = src, *q = src + 16;
-          const float d = lp_f16_to_f32 (lp_qread_u16 (src + 80));
-          const float min = lp_f16_to_f32 (lp_qread_u16 (src + 82));
-          int is = 0;
-          for (int n = 0; n < QK_K; n += 128, q += 32)
-            for (int shift = 0; shift < 8; shift += 2)
-              for (int half = 0; half < 2; half++)
-                {
-                  guint8 s = sc[is++];
-                  const float dl = d * (s & 0xF), ml = min * (s >> 4);
-                  for (int l = 0; l < 16; ++l)
-                    *y++ = dl * ((gint8) ((q[l + 16 * half] >> shift) & 3)) - ml;
-                }
-        }
-      return TRUE;
-    case LP_DTYPE_Q3_K:
-      for (gsize i = 0; i < n_blocks; i++, src += 110)
-        {
-          const guint8 *hm = src, *q = src + 32, *sc = src + 96;
-          const float d_all = lp_f16_to_f32 (lp_qread_u16 (src + 108));
-          int is = 0;
-          guint8 m = 1;
-          for (int n = 0; n < QK_K; n += 128, q += 32)
-            for (int shift = 0; shift < 8; shift += 2, m <<= 1)
-              for (int half = 0; half < 2; half++)
-                {
-                  const float dl = d_all * decode_scale_q3 (sc, is++);
-                  for (int l = 16 * half; l < 16 * half + 16; ++l)
-                    *y++ = dl * ((gint8) ((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
-                }
-        }
-      return TRUE;
-    case LP_DTYPE_Q4_K:
-    case LP_DTYPE_Q5_K:
-      {
-        gboolean five = type == LP_DTYPE_Q5_K;
-        gsize size = five ? 176 : 144;
-        for (gsize i = 0; i < n_blocks; i++, src += size)
-          {
-            const float d = lp_f16_to_f32 (lp_qread_u16 (src));
-            const float min = lp_f16_to_f32 (lp_qread_u16 (src + 2));
-            const guint8 *scales = src + 4, *qh = src + 16, *ql = src + (five ? 48 : 16);
-            guint8 u1 = 1, u2 = 2;
-            for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32, u1 <<= 2, u2 <<= 2)
-              {
-                guint8 sc, m;
-                get_scale_min_k4 (is + 0, scales, &sc, &m);
-                const float d1 = d * sc, m1 = min * m;
-                get_scale_min_k4 (is + 1, scales, &sc, &m);
-                const float d2 = d * sc, m2 = min * m;
-                for (int l = 0; l < 32; ++l)
-                  *y++ = d1 * ((ql[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - m1;
-                for (int l = 0; l < 32; ++l)
-                  *y++ = d2 * ((ql[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - m2;
-              }
-          }
-        return TRUE;
-      }
-    case LP_DTYPE_Q6_K:
-      for (gsize i = 0; i < n_blocks; i++, src += 210)
-        {
-          const float d = lp_f16_to_f32 (lp_qread_u16 (src + 208));
-          const guint8 *ql = src, *qh = src + 128;
-          const gint8 *sc = (const gint8 *) (src + 192);
-          for (int n = 0; n < QK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
-            for (int l = 0; l < 32; ++l)
-              {
-                int is = l / 16;
-                const gint8 q1 = (gint8) ((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const gint8 q2 = (gint8) ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const gint8 q3 = (gint8) ((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const gint8 q4 = (gint8) ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                y[l + 0] = d * sc[is + 0] * q1;
-                y[l + 32] = d * sc[is + 2] * q2;
-                y[l + 64] = d * sc[is + 4] * q3;
-                y[l + 96] = d * sc[is + 6] * q4;
-              }
-        }
-      return TRUE;
-    case LP_DTYPE_Q8_K:
-      for (gsize i = 0; i < n_blocks; i++, src += 292)
-        {
-          float d;
-          memcpy (&d, src, 4);
-          const gint8 *q = (const gint8 *) (src + 4);
-          for (int j = 0; j < QK_K; ++j)
-            *y++ = d * q[j];
-        }
-      return TRUE;
-    default:
-      return FALSE;
     }
 }

@@ -1,15 +1,13 @@
-/* llmpress — element types: sizes, names, and conversions to/from f32.
- * Block layouts follow ggml (ggml-common.h): a block of Q8_0 is an f16 scale
- * then 32 int8 codes; a block of Q4_0 is an f16 scale then 16 bytes holding
- * 32 4-bit codes, element j in the low nibble of byte j and element j+16 in
- * its high nibble, value = (code - 8) * scale. */
+/* llmpress — element types: sizes, names, and conversions to f32 (every
+ * type; the block types are decoded in dtype_blocks.c) and from f32 (the
+ * plain types; writing a block type is quantizing: compress/quant.c). */
 #include "config.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "lp-internal.h"
-#include "quant-internal.h"
+#include "dtype-blocks.h"
 
 static const LpDTypeInfo dtype_table[LP_DTYPE_COUNT] = {
   [LP_DTYPE_F32] = { "f32", 1, 4, TRUE },
@@ -174,39 +172,6 @@ lp_f32_to_bf16 (float f)
   return (guint16) (x >> 16);
 }
 
-static inline guint16
-read_u16 (const guint8 *p)
-{
-  return (guint16) (p[0] | (p[1] << 8));
-}
-
-static void
-dequant_q8_0 (const guint8 *src, float *dst, gsize n_blocks)
-{
-  for (gsize b = 0; b < n_blocks; b++, src += 34, dst += 32)
-    {
-      float d = lp_f16_to_f32 (read_u16 (src));
-      const gint8 *q = (const gint8 *) (src + 2);
-      for (int j = 0; j < 32; j++)
-        dst[j] = d * q[j];
-    }
-}
-
-static void
-dequant_q4_0 (const guint8 *src, float *dst, gsize n_blocks)
-{
-  for (gsize b = 0; b < n_blocks; b++, src += 18, dst += 32)
-    {
-      float d = lp_f16_to_f32 (read_u16 (src));
-      const guint8 *q = src + 2;
-      for (int j = 0; j < 16; j++)
-        {
-          dst[j] = ((int) (q[j] & 0x0f) - 8) * d;
-          dst[j + 16] = ((int) (q[j] >> 4) - 8) * d;
-        }
-    }
-}
-
 gboolean
 lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **error)
 {
@@ -229,11 +194,11 @@ lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **e
       break;
     case LP_DTYPE_F16:
       for (gsize i = 0; i < n; i++)
-        dst[i] = lp_f16_to_f32 (read_u16 (s + 2 * i));
+        dst[i] = lp_f16_to_f32 (lp_qread_u16 (s + 2 * i));
       break;
     case LP_DTYPE_BF16:
       for (gsize i = 0; i < n; i++)
-        dst[i] = lp_bf16_to_f32 (read_u16 (s + 2 * i));
+        dst[i] = lp_bf16_to_f32 (lp_qread_u16 (s + 2 * i));
       break;
     case LP_DTYPE_F64:
       for (gsize i = 0; i < n; i++)
@@ -249,7 +214,7 @@ lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **e
       break;
     case LP_DTYPE_I16:
       for (gsize i = 0; i < n; i++)
-        dst[i] = (gint16) read_u16 (s + 2 * i);
+        dst[i] = (gint16) lp_qread_u16 (s + 2 * i);
       break;
     case LP_DTYPE_I32:
       for (gsize i = 0; i < n; i++)
@@ -259,14 +224,8 @@ lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **e
           dst[i] = (float) v;
         }
       break;
-    case LP_DTYPE_Q8_0:
-      dequant_q8_0 (s, dst, n / 32);
-      break;
-    case LP_DTYPE_Q4_0:
-      dequant_q4_0 (s, dst, n / 32);
-      break;
     default:
-      /* the other block types: quant_blocks.c and quant_kblocks.c */
+      /* the block types: dtype_blocks.c */
       if (!lp_dequant_block32 (dtype, s, dst, n / info->block_size)
           && !lp_dequant_kblock (dtype, s, dst, n / info->block_size))
         g_assert_not_reached ();
@@ -274,8 +233,10 @@ lp_dtype_to_f32 (LpDType dtype, const void *src, float *dst, gsize n, GError **e
   return TRUE;
 }
 
+/* The plain types only: writing a block type is quantizing, which
+ * compress/quant.c's lp_dtype_from_f32 adds on top of this. */
 gboolean
-lp_dtype_from_f32 (LpDType dtype, const float *src, void *dst, gsize n, GError **error)
+lp_dtype_from_f32_plain (LpDType dtype, const float *src, void *dst, gsize n, GError **error)
 {
   guint8 *d = dst;
   if (n == 0)
@@ -302,8 +263,6 @@ lp_dtype_from_f32 (LpDType dtype, const float *src, void *dst, gsize n, GError *
         }
       return TRUE;
     default:
-      if (lp_quant_type_supported (dtype))
-        return lp_quantize_row (dtype, src, dst, (gint64) n, NULL, error);
       lp_set_error (error, LP_ERROR_UNSUPPORTED, "cannot convert to %s", lp_dtype_name (dtype));
       return FALSE;
     }

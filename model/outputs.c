@@ -344,6 +344,12 @@ manifest_write (const char *dir, const char *kind, GPtrArray *names, GError **er
   return lp_atomic_file_commit (af, error);
 }
 
+int
+lp_compare_str_ptr (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
 static GPtrArray *
 list_names (const char *dir)
 {
@@ -529,36 +535,6 @@ lp_read_set_add (LpReadSet *rs, const char *path, const char *what)
       e.ino = st.st_ino;
     }
   g_array_append_val (rs->entries, e);
-}
-
-GPtrArray *
-lp_llama2c_tokenizer_candidates (const char *path, gint64 n_vocab)
-{
-  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
-  g_autofree char *dir = g_path_get_dirname (path);
-  g_autofree char *base = g_path_get_basename (path);
-  if (g_str_has_suffix (base, ".bin"))
-    base[strlen (base) - 4] = '\0';
-  g_autofree char *own = g_strdup_printf ("%s.tokenizer.bin", base);
-  g_autofree char *tok_v = g_strdup_printf ("tok%" G_GINT64_FORMAT ".bin", n_vocab);
-  g_ptr_array_add (out, g_build_filename (dir, own, NULL));
-  g_ptr_array_add (out, g_build_filename (dir, "tokenizer.bin", NULL));
-  g_ptr_array_add (out, g_build_filename (dir, tok_v, NULL));
-  return out;
-}
-
-void
-lp_read_set_add_model (LpReadSet *rs, const char *path, const char *tokenizer, const char *what)
-{
-  /* What lp_model_load reads: the file or directory, and the tokenizer a
-   * llama2.c checkpoint picks up beside it. */
-  LpLoadOptions opts = { tokenizer };
-  g_autoptr (GPtrArray) files = lp_model_load_files (path, &opts);
-  g_autofree char *tok_what = g_strdup_printf ("the tokenizer of %s", what);
-  lp_read_set_add (rs, path, what);
-  for (guint i = 0; i < files->len; i++)
-    if (strcmp (files->pdata[i], path) != 0)
-      lp_read_set_add (rs, files->pdata[i], g_file_test (files->pdata[i], G_FILE_TEST_IS_DIR) ? what : tok_what);
 }
 
 char *

@@ -5,6 +5,8 @@
 #include <glib.h>
 #include <llmpress/quant.h>
 
+#include "dtype-blocks.h"
+
 /* How a value's code follows from LpBlockParams.qa / qb (ggml's expressions). */
 enum {
   LP_RULE_TRUNC_BIAS,   /* Q4_0/Q5_0: (int)(x*qa + bias + 0.5), capped; qa = 1/d unrounded */
@@ -47,15 +49,6 @@ void lp_qfit_block32 (LpDType type, const float *x, const float *w, float sigma2
 void lp_qfit_kblock (LpDType type, const float *x, const float *w, LpBlockParams *p, int *codes);
 void lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst);
 void lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst);
-/* Dequantize n_blocks blocks; FALSE for a type this file does not hold. */
-gboolean lp_dequant_block32 (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
-gboolean lp_dequant_kblock (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
-
-static inline guint16
-lp_qread_u16 (const guint8 *p)
-{
-  return (guint16) (p[0] | (p[1] << 8));
-}
 
 static inline void
 lp_qwrite_u16 (guint8 *p, guint16 v)

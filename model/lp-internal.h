@@ -87,6 +87,16 @@ gboolean lp_model_config_derive_head_dim (LpModelConfig *c, const char *source, 
  * *n_clamped (may be NULL).  lp_tensor_convert refuses. */
 LpTensor *lp_tensor_convert_range (LpTensor *t, LpDType dtype, LpOverflow overflow, guint64 *n_clamped,
                                    GError **error);
+/* n f32 values into dtype (lp_dtype_from_f32's signature). */
+typedef gboolean (*LpDTypeEncode) (LpDType dtype, const float *src, void *dst, gsize n, GError **error);
+/* lp_dtype_from_f32 for the plain types (f32, f16, bf16): the block types
+ * are written by the quantizer above (compress/quant.c's lp_dtype_from_f32),
+ * which formats and kernels never call. */
+gboolean lp_dtype_from_f32_plain (LpDType dtype, const float *src, void *dst, gsize n, GError **error);
+/* lp_tensor_convert_range writing the values with `encode`:
+ * lp_dtype_from_f32_plain there, lp_dtype_from_f32 in lp_tensor_convert. */
+LpTensor *lp_tensor_convert_with (LpTensor *t, LpDType dtype, LpDTypeEncode encode, LpOverflow overflow,
+                                  guint64 *n_clamped, GError **error);
 /* lp_warn that n values (n > 0) were clamped to dtype's range in `path`. */
 void lp_warn_clamped (const char *path, LpDType dtype, guint64 n);
 /* Special token ids (tokenizer.ggml.*_token_id) that are not a token of the
@@ -110,15 +120,6 @@ void lp_atomic_file_log_commits (GHashTable *log);
 gboolean lp_atomic_dir_commit_new (LpAtomicDir *ad, gboolean *existed, GError **error);
 /* CRC-32 (zlib's) of n bytes continuing crc (0 to start). */
 guint32 lp_crc32 (guint32 crc, const void *data, gsize n);
-
-/* Every file or directory lp_model_load (path, options) reads: the path
- * itself (the directory of a model.safetensors), and for a llama2.c
- * checkpoint the tokenizer it uses (options' or the one found beside it).
- * Paths that are no model give just themselves. */
-GPtrArray *lp_model_load_files (const char *path, const LpLoadOptions *options);
-/* The tokenizer lp_llama2c_load picks up beside a checkpoint when none is
- * given (NULL: none, or not a checkpoint). */
-char *lp_llama2c_implicit_tokenizer (const char *path);
 
 /* Whether `be` is the CPU backend (its buffers are host memory). */
 gboolean lp_backend_is_cpu (const LpBackend *be);

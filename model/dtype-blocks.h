@@ -1,0 +1,23 @@
+/* llmpress — reading llama.cpp's block types (dtype_blocks.c), shared with
+ * the quantizers in compress/ that write them.  Not SDK. */
+#pragma once
+
+#include <glib.h>
+#include <llmpress/dtype.h>
+
+/* Values in a K-quant super-block (ggml's QK_K). */
+#define QK_K 256
+
+/* Dequantize n_blocks blocks to f32; FALSE for a type that is not a
+ * 32-value block (Q4_0 .. Q8_1), respectively not a K-quant (Q2_K .. Q8_K). */
+gboolean lp_dequant_block32 (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
+gboolean lp_dequant_kblock (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
+
+/* Q4_K / Q5_K: sub-block j's 6-bit scale and min out of the 12 packed bytes q. */
+void lp_get_scale_min_k4 (int j, const guint8 *q, guint8 *d, guint8 *m);
+
+static inline guint16
+lp_qread_u16 (const guint8 *p)
+{
+  return (guint16) (p[0] | (p[1] << 8));
+}
