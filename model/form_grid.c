@@ -59,7 +59,8 @@ static gboolean
 grid_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   const LpIntGrid *g = ((const GridForm *) form)->grid;
-  if (train || lp_backend_is_cpu (w->be) || !w->be->ops->supports_op (w->be, LP_OP_GEMM_GRID))
+  if (train || lp_backend_is_cpu (w->be) || w->be->ops->supports_op == NULL
+      || !w->be->ops->supports_op (w->be, LP_OP_GEMM_GRID))
     {
       w->values = lp_form_weights_add_values (w, t, TRUE, error);
       w->n_trainable = 1;
