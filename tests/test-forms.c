@@ -373,9 +373,10 @@ test_low_rank_hf (void)
 
 /* ---- backward ---- */
 
-/* L = sum dy * (x W^T) in float64, W = the form's materialization from
- * parameter values p[0], p[1] (see each caller). */
-typedef double (*LossFn) (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R);
+/* L = sum dy * (x W^T) in float64, W made of parameter values p[0], p[1]
+ * (see each loss) and a scale. */
+typedef double (*LossFn) (const double *const *p, double s, const double *x, const double *dy, int T, int N, int K,
+                          int R);
 
 /* Gradients of trainable parameters 0 .. n-1 of t's form, recorded by
  * lp_cgraph_backward over y = x W^T, read through lp_form_weights_grad
@@ -420,8 +421,8 @@ to64 (const float *v, gsize n)
 /* Central differences of loss in float64 w.r.t. p[which] (n elements)
  * against grad, to rel_tol of the gradient's scale. */
 static void
-assert_fd (const char *what, LossFn loss, double **p, int which, gsize n, const double *x, const double *dy, int T,
-           int N, int K, int R, const float *grad, double rel_tol)
+assert_fd (const char *what, LossFn loss, double **p, double s, int which, gsize n, const double *x, const double *dy,
+           int T, int N, int K, int R, const float *grad, double rel_tol)
 {
   double scale = 0;
   for (gsize e = 0; e < n; e++)
@@ -430,9 +431,9 @@ assert_fd (const char *what, LossFn loss, double **p, int which, gsize n, const 
     {
       const double h = 1e-3, keep = p[which][e];
       p[which][e] = keep + h;
-      double up = loss ((const double *const *) p, x, dy, T, N, K, R);
+      double up = loss ((const double *const *) p, s, x, dy, T, N, K, R);
       p[which][e] = keep - h;
-      double down = loss ((const double *const *) p, x, dy, T, N, K, R);
+      double down = loss ((const double *const *) p, s, x, dy, T, N, K, R);
       p[which][e] = keep;
       double fd = (up - down) / (2 * h);
       if (fabs (fd - grad[e]) > rel_tol * MAX (scale, 1e-3))
@@ -440,9 +441,9 @@ assert_fd (const char *what, LossFn loss, double **p, int which, gsize n, const 
     }
 }
 
-/* p[0] = A [N, R], p[1] = B [R, K]. */
+/* W = s P [N, R] Q [R, K]: p[0] = P, p[1] = Q. */
 static double
-low_rank_loss (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R)
+factor_loss (const double *const *p, double s, const double *x, const double *dy, int T, int N, int K, int R)
 {
   double L = 0;
   for (int t = 0; t < T; t++)
@@ -451,44 +452,55 @@ low_rank_loss (const double *const *p, const double *x, const double *dy, int T,
         double y = 0;
         for (int r = 0; r < R; r++)
           {
-            double xb = 0;
+            double xq = 0;
             for (int k = 0; k < K; k++)
-              xb += x[t * K + k] * p[1][r * K + k];
-            y += xb * p[0][n * R + r];
+              xq += x[t * K + k] * p[1][r * K + k];
+            y += s * xq * p[0][n * R + r];
           }
         L += dy[t * N + n] * y;
       }
   return L;
 }
 
-/* Both factors of a low-rank weight train: dA and dB against float64
- * finite differences of sum dy * (x B^T A^T). */
+/* t = s P Q through its form, whose trainable parameters are P and Q
+ * (p_first: P is parameter 0, else Q is): their gradients against float64
+ * finite differences of sum dy * (x Q^T P^T) s. */
 static void
-test_low_rank_backward (void)
+check_factor_grads (const char *what, LpTensor *t, LpTensor *P, LpTensor *Q, gboolean p_first, double s, int T,
+                    guint32 seed)
 {
-  g_autoptr (GError) error = NULL;
-  const int T = 6, N = 9, K = 7, R = 3;
-  g_autoptr (LpTensor) a = random_f32 ("a", N, R, 31, 0.5);
-  g_autoptr (LpTensor) b = random_f32 ("b", R, K, 32, 0.5);
-  g_autoptr (LpTensor) t = lp_tensor_new_low_rank ("w", a, b, &error);
-  g_assert_no_error (error);
+  const int N = (int) P->shape[0], R = (int) P->shape[1], K = (int) Q->shape[1];
   g_autofree float *x = g_new (float, T * K), *dy = g_new (float, T * N);
-  lp_test_fill (x, T * K, 33, 1.0);
-  lp_test_fill (dy, T * N, 34, 1.0);
+  lp_test_fill (x, T * K, seed, 1.0);
+  lp_test_fill (dy, T * N, seed + 1, 1.0);
   float *grad[2];
   form_grads (t, x, dy, T, grad, 2);
-  g_autofree double *pa = to64 (lp_tensor_data (a), N * R), *pb = to64 (lp_tensor_data (b), R * K);
+  g_autofree double *pp = to64 (lp_tensor_data (P), N * R), *pq = to64 (lp_tensor_data (Q), R * K);
   g_autofree double *x64 = to64 (x, T * K), *dy64 = to64 (dy, T * N);
-  double *p[2] = { pa, pb };
-  assert_fd ("low-rank dA", low_rank_loss, p, 0, N * R, x64, dy64, T, N, K, R, grad[0], 1e-5);
-  assert_fd ("low-rank dB", low_rank_loss, p, 1, R * K, x64, dy64, T, N, K, R, grad[1], 1e-5);
+  double *p[2] = { pp, pq };
+  g_autofree char *dp = g_strdup_printf ("%s: d%s", what, p_first ? "A" : "B");
+  g_autofree char *dq = g_strdup_printf ("%s: d%s", what, p_first ? "B" : "A");
+  assert_fd (dp, factor_loss, p, s, 0, N * R, x64, dy64, T, N, K, R, grad[p_first ? 0 : 1], 1e-5);
+  assert_fd (dq, factor_loss, p, s, 1, R * K, x64, dy64, T, N, K, R, grad[p_first ? 1 : 0], 1e-5);
   g_free (grad[0]);
   g_free (grad[1]);
 }
 
+/* Both factors of a low-rank weight W = A B train. */
+static void
+test_low_rank_backward (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) a = random_f32 ("a", 9, 3, 31, 0.5);
+  g_autoptr (LpTensor) b = random_f32 ("b", 3, 7, 32, 0.5);
+  g_autoptr (LpTensor) t = lp_tensor_new_low_rank ("w", a, b, &error);
+  g_assert_no_error (error);
+  check_factor_grads ("low-rank", t, a, b, TRUE, 1.0, 6, 33);
+}
+
 /* p[0] = W [N, K]. */
 static double
-dense_loss (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R)
+dense_loss (const double *const *p, double s, const double *x, const double *dy, int T, int N, int K, int R)
 {
   double L = 0;
   for (int t = 0; t < T; t++)
@@ -533,55 +545,22 @@ test_masked_backward (void)
         expect[i] = (float) e;
       }
   double *p[1] = { pw };
-  assert_fd ("masked dW", dense_loss, p, 0, N * K, x64, dy64, T, N, K, 0, expect, 1e-5);
+  assert_fd ("masked dW", dense_loss, p, 1.0, 0, N * K, x64, dy64, T, N, K, 0, expect, 1e-5);
   g_free (grad[0]);
 }
 
-/* p[0] = A [R, K], p[1] = B [N, R], scale 0.5: the frozen base adds a
- * constant to L, so the factors' gradients are those of sum dy * s (x A^T) B^T. */
-static double
-adapter_loss (const double *const *p, const double *x, const double *dy, int T, int N, int K, int R)
-{
-  double L = 0;
-  for (int t = 0; t < T; t++)
-    for (int n = 0; n < N; n++)
-      {
-        double y = 0;
-        for (int r = 0; r < R; r++)
-          {
-            double xa = 0;
-            for (int k = 0; k < K; k++)
-              xa += x[t * K + k] * p[0][r * K + k];
-            y += 0.5 * xa * p[1][n * R + r];
-          }
-        L += dy[t * N + n] * y;
-      }
-  return L;
-}
-
-/* An adapter trains A and B (scale 0.5), its base frozen. */
+/* An adapter W = base + 0.5 B A trains A and B, its base frozen (a
+ * constant in the loss). */
 static void
 test_adapter_backward (void)
 {
   g_autoptr (GError) error = NULL;
-  const int T = 4, N = 7, K = 6, R = 2;
-  g_autoptr (LpTensor) base = random_f32 ("w", N, K, 51, 0.5);
-  g_autoptr (LpTensor) a = random_f32 ("a", R, K, 52, 0.5);
-  g_autoptr (LpTensor) b = random_f32 ("b", N, R, 53, 0.5);
+  g_autoptr (LpTensor) base = random_f32 ("w", 7, 6, 51, 0.5);
+  g_autoptr (LpTensor) a = random_f32 ("a", 2, 6, 52, 0.5);
+  g_autoptr (LpTensor) b = random_f32 ("b", 7, 2, 53, 0.5);
   g_autoptr (LpTensor) t = lp_tensor_new_adapter (base, a, b, 0.5, &error);
   g_assert_no_error (error);
-  g_autofree float *x = g_new (float, T * K), *dy = g_new (float, T * N);
-  lp_test_fill (x, T * K, 54, 1.0);
-  lp_test_fill (dy, T * N, 55, 1.0);
-  float *grad[2];
-  form_grads (t, x, dy, T, grad, 2);
-  g_autofree double *pa = to64 (lp_tensor_data (a), R * K), *pb = to64 (lp_tensor_data (b), N * R);
-  g_autofree double *x64 = to64 (x, T * K), *dy64 = to64 (dy, T * N);
-  double *p[2] = { pa, pb };
-  assert_fd ("adapter dA", adapter_loss, p, 0, R * K, x64, dy64, T, N, K, R, grad[0], 1e-5);
-  assert_fd ("adapter dB", adapter_loss, p, 1, N * R, x64, dy64, T, N, K, R, grad[1], 1e-5);
-  g_free (grad[0]);
-  g_free (grad[1]);
+  check_factor_grads ("adapter", t, b, a, FALSE, 0.5, 4, 54);
 }
 
 /* ---- compositions ---- */
