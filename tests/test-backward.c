@@ -1,9 +1,10 @@
 /* The compute graph's backward ops (model/compute_backward.c): for every
  * op, the reference backward against central finite differences of the
  * forward computed in float64 (small double versions of each forward's
- * definition below), and the CPU kernel against the reference; then a
- * block-shaped graph's loss differentiated by lp_cgraph_backward against
- * finite differences of the whole graph.
+ * definition below), and the CPU kernel against the reference; then two
+ * graphs differentiated by lp_cgraph_backward (a transformer block with a
+ * KV cache and a cross-entropy head; the distillation losses) against
+ * finite differences of the whole graph's loss (GRAPH_TOL, below).
  *
  * Tolerances (each check says which it uses):
  * - FD_TOL, reference backward vs float64 finite differences: the
