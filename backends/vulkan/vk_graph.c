@@ -27,6 +27,15 @@
 /* ---- shapes ---- */
 
 static gint64
+n_elements (const LpCTensor *t)
+{
+  gint64 n = 1;
+  for (int d = 0; d < t->n_dims; d++)
+    n *= t->shape[d];
+  return n;
+}
+
+static gint64
 cols_of (const LpCTensor *t)
 {
   return t->n_dims > 0 ? t->shape[t->n_dims - 1] : 1;
@@ -36,7 +45,7 @@ static gint64
 rows_of (const LpCTensor *t)
 {
   gint64 c = cols_of (t);
-  return c > 0 ? lp_ctensor_n_elements (t) / c : 0;
+  return c > 0 ? n_elements (t) / c : 0;
 }
 
 /* ---- one run: barriers where they are needed, scratch ---- */
@@ -315,7 +324,7 @@ record_attention (Run *r, const LpCNode *n)
 static gboolean
 record_swiglu (Run *r, const LpCNode *n)
 {
-  CountPush p = { (guint32) lp_ctensor_n_elements (n->dst[0]) };
+  CountPush p = { (guint32) n_elements (n->dst[0]) };
   const LpVkBuf *bufs[3] = { BUF (n->src[0]), BUF (n->src[1]), BUF (n->dst[0]) };
   dispatch_1d (r, VK_SH_SWIGLU, bufs, 3, 1u << 2, &p, sizeof p, p.n);
   return TRUE;
@@ -333,14 +342,14 @@ static gboolean
 record_eltwise (Run *r, const LpCNode *n)
 {
   const LpCTensor *dst = n->dst[0];
-  EltPush p = { (guint32) lp_ctensor_n_elements (dst), 1, ELT_ADD, n->f[0] };
+  EltPush p = { (guint32) n_elements (dst), 1, ELT_ADD, n->f[0] };
   const LpVkBuf *a = BUF (n->src[0]), *b = a, *c = a, *d = BUF (dst), *e = d;
   guint32 writes = 1u << 3;
   switch (n->op)
     {
     case LP_COP_ADD:
       b = BUF (n->src[1]);
-      p.nb = (guint32) lp_ctensor_n_elements (n->src[1]);
+      p.nb = (guint32) n_elements (n->src[1]);
       break;
     case LP_COP_SCALE:
       p.mode = ELT_SCALE;
@@ -557,8 +566,8 @@ weight_ok (LpVkCtx *ctx, const LpCNode *n, int w, gint64 N, gint64 K)
       const LpCTensor *scales = n->src[w + 1], *zeros = n->src[w + 2], *g_idx = n->src[w + 3];
       return W->dtype == LP_DTYPE_I8 && scales != NULL && scales->dtype == LP_DTYPE_I16 && zeros != NULL
              && zeros->dtype == LP_DTYPE_I8 && (g_idx == NULL || g_idx->dtype == LP_DTYPE_I32) && f32_scratch
-             && lp_ctensor_n_elements (W) == N * K && rows_of (scales) == N
-             && lp_ctensor_n_elements (zeros) == lp_ctensor_n_elements (scales)
+             && n_elements (W) == N * K && rows_of (scales) == N
+             && n_elements (zeros) == n_elements (scales)
              && (g_idx != NULL || n->i[1] > 0);
     }
   if (W->dtype == LP_DTYPE_F32 || (W->dtype == LP_DTYPE_F16 && (ctx->fast & LP_VK_FAST_F16)))
@@ -609,7 +618,7 @@ node_shapes_ok (LpVkCtx *ctx, const LpCNode *n)
       {
         gint64 hd = n->i[2], half = hd / 2;
         return is_f32 (s[0]) && is_f32 (s[1]) && half > 0 && hd % 2 == 0 && n->i[3] >= 0
-               && lp_ctensor_n_elements (s[1]) >= half && cols_of (s[0]) == n->i[1] * hd
+               && n_elements (s[1]) >= half && cols_of (s[0]) == n->i[1] * hd
                && (guint64) rope_positions (n) * 2 * half * F4 <= ctx->max_binding;
       }
     case LP_COP_ATTENTION:
@@ -645,7 +654,7 @@ lp_vk_supports_node (LpBackend *be, const LpCNode *n)
       if (t == NULL)
         continue;
       if (t->be != be || t->buf == NULL || t->n_bytes > ctx->max_binding
-          || lp_ctensor_n_elements (t) > G_MAXUINT32 / 2)
+          || n_elements (t) > G_MAXUINT32 / 2)
         return FALSE;
       if (i >= n->n_src && t->dtype != LP_DTYPE_F32 && n->op != LP_COP_SET_ROWS)
         return FALSE;

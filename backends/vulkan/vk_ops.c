@@ -77,7 +77,7 @@ dequant_dispatch (LpVkCtx *ctx, LpDType type, gsize n, int dst)
  * type lp_dtype_to_f32 reads, bit for bit.  The plain f32/f64/integer types
  * are left to the CPU (nothing to decode, or no 64-bit types in core). */
 gboolean
-lp_vk_lp_vk_device_reads (LpDType t)
+lp_vk_device_reads (LpDType t)
 {
   switch (t)
     {
