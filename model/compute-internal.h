@@ -84,3 +84,33 @@ void lp_cop_kl_back_cpu (const LpCNode *node);
 void lp_cop_kl_back_ref (const LpCNode *node);
 void lp_cop_mse_back_cpu (const LpCNode *node);
 void lp_cop_mse_back_ref (const LpCNode *node);
+
+/* The CPU's matrix kernels, shared by the ops above and the CPU backend's
+ * op-by-op entry points (cpu_backend.c), so both compute the same sums.
+ * C[M,N] = A[M,K] W[N,K]^T + beta C, W stored as wtype (decoded a few rows
+ * at a time); the same with W an integer grid; causal GQA attention with
+ * k/v[T_kv, Hkv*hd] (backend.h's attention). */
+void lp_cpu_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
+                    int ldc);
+void lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C,
+                       int ldc);
+void lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v,
+                       float *out);
+/* log-softmax of one row of logits[V] into out[V], in double. */
+void lp_log_softmax (const float *logits, int V, double *out);
+
+/* A tensor's innermost dimension, and the number of rows above it. */
+static inline gint64
+lp_ctensor_cols (const LpCTensor *t)
+{
+  return t->shape[t->n_dims - 1];
+}
+
+static inline gint64
+lp_ctensor_rows (const LpCTensor *t)
+{
+  gint64 n = 1;
+  for (int d = 0; d < t->n_dims - 1; d++)
+    n *= t->shape[d];
+  return n;
+}

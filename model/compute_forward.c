@@ -1,162 +1,450 @@
-/* PLACEHOLDER (replaced by helper cgraph): the forward ops' kernels. */
+/* llmpress — the forward ops' kernels: for each op X, lp_cop_X_cpu (the CPU
+ * backend's kernel) and lp_cop_X_ref (its plain C definition).
+ *
+ * A CPU kernel reads and writes its operands' `buf` as host memory: the CPU
+ * backend's buffers are host memory, and the graph copies a device's
+ * operands to the host before it runs a kernel the device lacks.
+ *
+ * The matrix kernels here are the CPU backend's too (cpu_backend.c calls
+ * lp_cpu_gemm_w, lp_cpu_gemm_grid and lp_cpu_attention), so that the
+ * forward pass on graphs computes exactly what the op-by-op backend did.
+ * Where a plain loop is already the CPU's best (norms, rotations,
+ * element-wise ops, the losses), the CPU kernel is the reference itself. */
 #include "config.h"
+
+#include <math.h>
+#include <string.h>
+#include <cblas.h>
 
 #include "lp-internal.h"
 
 #include "compute-internal.h"
 
-void
-lp_cop_embed_cpu (const LpCNode *node)
+/* ---- operand access ---- */
+
+static float *
+f32 (const LpCTensor *t)
 {
-  g_error ("op embed: cpu kernel not written yet");
+  return t->buf;
 }
+
+static const gint32 *
+i32 (const LpCTensor *t)
+{
+  return t->buf;
+}
+
+/* dst = src when they are different buffers (an op computed in place after). */
+static void
+copy_into (const LpCTensor *dst, const LpCTensor *src)
+{
+  if (dst->buf != src->buf)
+    memcpy (dst->buf, src->buf, src->n_bytes);
+}
+
+/* ---- shared CPU kernels (also the CPU backend's ops) ---- */
+
+/* Rows j0 .. j0 + n - 1 of a weight W[N, K] into out[n, K] as f32. */
+typedef void (*DecodeRows) (const void *W, int K, int j0, int n, float *out);
+
+/* C = A W^T + beta C with W decoded a block of rows at a time (about 4 MiB
+ * of f32), so a large weight is never whole in f32. */
+static void
+gemm_decoded (int M, int N, int K, const float *A, int lda, DecodeRows decode, const void *W, float beta, float *C,
+              int ldc)
+{
+  int rows = MAX (1, MIN (N, (int) ((4u << 20) / (sizeof (float) * (gsize) MAX (K, 1)))));
+  g_autofree float *w = g_new (float, (gsize) rows * K);
+  for (int j0 = 0; j0 < N; j0 += rows)
+    {
+      int nb = MIN (rows, N - j0);
+      decode (W, K, j0, nb, w);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, A, lda, w, K, beta, C + j0, ldc);
+    }
+}
+
+typedef struct {
+  LpDType type;
+  const void *data;
+} TypedRows;
+
+static void
+decode_typed_rows (const void *W, int K, int j0, int n, float *out)
+{
+  const TypedRows *t = W;
+  guint64 row_bytes = 0;
+  g_assert (lp_dtype_row_bytes (t->type, (guint64) K, &row_bytes, NULL));
+  g_assert (lp_dtype_to_f32 (t->type, (const guint8 *) t->data + (gsize) j0 * row_bytes, out, (gsize) n * K, NULL));
+}
+
+void
+lp_cpu_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
+               int ldc)
+{
+  if (wtype == LP_DTYPE_F32)
+    {
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
+      return;
+    }
+  TypedRows t = { wtype, W };
+  gemm_decoded (M, N, K, A, lda, decode_typed_rows, &t, beta, C, ldc);
+}
+
+static void
+decode_grid_rows (const void *W, int K, int j0, int n, float *out)
+{
+  lp_int_grid_dequantize_rows (W, j0, n, out);
+}
+
+void
+lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C, int ldc)
+{
+  gemm_decoded (M, N, K, A, lda, decode_grid_rows, W, beta, C, ldc);
+}
+
+/* Attention as two GEMMs per head (scores, then weighted values), so the
+ * quadratic part runs at BLAS speed. */
+void
+lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v, float *out)
+{
+  int group = H / Hkv, past = T_kv - T;
+  float scale = 1.0f / sqrtf ((float) hd);
+  g_autofree float *s = g_new (float, (gsize) T * T_kv);
+  for (int h = 0; h < H; h++)
+    {
+      int kh = h / group;
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, T_kv, hd, scale, q + (gsize) h * hd, H * hd,
+                   k + (gsize) kh * hd, Hkv * hd, 0.0f, s, T_kv);
+      for (int t = 0; t < T; t++)
+        {
+          float *row = s + (gsize) t * T_kv;
+          int last = past + t;
+          float mx = -INFINITY;
+          for (int j = 0; j <= last; j++)
+            mx = MAX (mx, row[j]);
+          float sum = 0.0f;
+          for (int j = 0; j <= last; j++)
+            sum += (row[j] = expf (row[j] - mx));
+          float inv = 1.0f / sum;
+          for (int j = 0; j <= last; j++)
+            row[j] *= inv;
+          for (int j = last + 1; j < T_kv; j++)
+            row[j] = 0.0f;
+        }
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T_kv, 1.0f, s, T_kv, v + (gsize) kh * hd,
+                   Hkv * hd, 0.0f, out + (gsize) h * hd, H * hd);
+    }
+}
+
+void
+lp_log_softmax (const float *logits, int V, double *out)
+{
+  double mx = -INFINITY;
+  for (int i = 0; i < V; i++)
+    mx = MAX (mx, logits[i]);
+  double sum = 0.0;
+  for (int i = 0; i < V; i++)
+    sum += exp (logits[i] - mx);
+  double lse = mx + log (sum);
+  for (int i = 0; i < V; i++)
+    out[i] = logits[i] - lse;
+}
+
+/* ---- embed: dst[T,D] = table[ids[t], :] ---- */
 
 void
 lp_cop_embed_ref (const LpCNode *node)
 {
-  g_error ("op embed: ref kernel not written yet");
+  const LpCTensor *table = node->src[0], *ids = node->src[1];
+  gint64 T = lp_ctensor_n_elements (ids), D = lp_ctensor_cols (table), V = lp_ctensor_rows (table);
+  guint64 row_bytes = 0;
+  g_assert (lp_dtype_row_bytes (table->dtype, (guint64) D, &row_bytes, NULL));
+  for (gint64 t = 0; t < T; t++)
+    {
+      gint32 id = i32 (ids)[t];
+      g_assert (id >= 0 && id < V); /* checked where the ids come in */
+      g_assert (lp_dtype_to_f32 (table->dtype, (const guint8 *) table->buf + (gsize) id * row_bytes,
+                                 f32 (node->dst[0]) + (gsize) t * D, D, NULL));
+    }
 }
+
+void
+lp_cop_embed_cpu (const LpCNode *node)
+{
+  lp_cop_embed_ref (node);
+}
+
+/* ---- matmul: dst[T,N] = x[T,K] W[N,K]^T (+ acc[T,N]) ---- */
 
 void
 lp_cop_matmul_cpu (const LpCNode *node)
 {
-  g_error ("op matmul: cpu kernel not written yet");
+  const LpCTensor *x = node->src[0], *w = node->src[1], *acc = node->src[2], *y = node->dst[0];
+  int M = (int) lp_ctensor_rows (x), K = (int) lp_ctensor_cols (x), N = (int) w->shape[0];
+  /* The accumulation is sgemm's beta = 1 onto the addend, as x += a W^T
+   * was computed before graphs: the same sums in the same order. */
+  if (acc != NULL)
+    copy_into (y, acc);
+  lp_cpu_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
 }
 
 void
 lp_cop_matmul_ref (const LpCNode *node)
 {
-  g_error ("op matmul: ref kernel not written yet");
+  const LpCTensor *x = node->src[0], *w = node->src[1], *acc = node->src[2], *y = node->dst[0];
+  int M = (int) lp_ctensor_rows (x), K = (int) lp_ctensor_cols (x), N = (int) w->shape[0];
+  if (acc != NULL)
+    copy_into (y, acc);
+  lp_ref_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+}
+
+/* ---- matmul_grid: the same with W an integer grid ---- */
+
+/* The node's grid operands seen as an LpIntGrid (borrowing their memory). */
+static LpIntGrid
+node_grid (const LpCNode *node)
+{
+  const LpCTensor *codes = node->src[1], *scales = node->src[2];
+  LpIntGrid g = {
+    .bits = (int) node->i[0],
+    .group_size = (int) node->i[1],
+    .rows = codes->shape[0],
+    .cols = lp_ctensor_cols (codes),
+    .n_groups = (int) lp_ctensor_cols (scales),
+    .codes = codes->buf,
+    .scales = scales->buf,
+    .zeros = node->src[3]->buf,
+    .g_idx = node->src[4]->buf,
+  };
+  return g;
 }
 
 void
 lp_cop_matmul_grid_cpu (const LpCNode *node)
 {
-  g_error ("op matmul_grid: cpu kernel not written yet");
+  const LpCTensor *x = node->src[0], *acc = node->src[5], *y = node->dst[0];
+  LpIntGrid g = node_grid (node);
+  if (acc != NULL)
+    copy_into (y, acc);
+  int M = (int) lp_ctensor_rows (x), N = (int) g.rows, K = (int) g.cols;
+  lp_cpu_gemm_grid (M, N, K, f32 (x), K, &g, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
 }
 
 void
 lp_cop_matmul_grid_ref (const LpCNode *node)
 {
-  g_error ("op matmul_grid: ref kernel not written yet");
+  const LpCTensor *x = node->src[0], *acc = node->src[5], *y = node->dst[0];
+  LpIntGrid g = node_grid (node);
+  if (acc != NULL)
+    copy_into (y, acc);
+  int M = (int) lp_ctensor_rows (x), N = (int) g.rows, K = (int) g.cols;
+  lp_ref_gemm_grid (M, N, K, f32 (x), K, &g, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+}
+
+/* ---- rmsnorm: dst = x / sqrt (mean (x^2) + eps) * w ---- */
+
+void
+lp_cop_rmsnorm_ref (const LpCNode *node)
+{
+  const LpCTensor *x = node->src[0];
+  int T = (int) lp_ctensor_rows (x), D = (int) lp_ctensor_cols (x);
+  lp_ref_rmsnorm (T, D, f32 (x), f32 (node->src[1]), node->f[0], f32 (node->dst[0]));
 }
 
 void
 lp_cop_rmsnorm_cpu (const LpCNode *node)
 {
-  g_error ("op rmsnorm: cpu kernel not written yet");
+  lp_cop_rmsnorm_ref (node);
 }
 
+/* ---- rope: dst = x rotated at positions i[3] .. ---- */
+
 void
-lp_cop_rmsnorm_ref (const LpCNode *node)
+lp_cop_rope_ref (const LpCNode *node)
 {
-  g_error ("op rmsnorm: ref kernel not written yet");
+  const LpCTensor *x = node->src[0];
+  copy_into (node->dst[0], x);
+  int T = (int) lp_ctensor_rows (x);
+  lp_ref_rope ((LpRopeStyle) node->i[0], T, (int) node->i[1], (int) node->i[2], (int) node->i[3], f32 (node->src[1]),
+               f32 (node->dst[0]));
 }
 
 void
 lp_cop_rope_cpu (const LpCNode *node)
 {
-  g_error ("op rope: cpu kernel not written yet");
+  lp_cop_rope_ref (node);
 }
 
-void
-lp_cop_rope_ref (const LpCNode *node)
-{
-  g_error ("op rope: ref kernel not written yet");
-}
+/* ---- attention ---- */
 
 void
 lp_cop_attention_cpu (const LpCNode *node)
 {
-  g_error ("op attention: cpu kernel not written yet");
+  const LpCTensor *q = node->src[0], *k = node->src[1];
+  int T = (int) lp_ctensor_rows (q), T_kv = (int) lp_ctensor_rows (k);
+  lp_cpu_attention (T, T_kv, (int) node->i[0], (int) node->i[1], (int) node->i[2], f32 (q), f32 (k), f32 (node->src[2]),
+                    f32 (node->dst[0]));
 }
 
 void
 lp_cop_attention_ref (const LpCNode *node)
 {
-  g_error ("op attention: ref kernel not written yet");
+  const LpCTensor *q = node->src[0], *k = node->src[1];
+  int T = (int) lp_ctensor_rows (q), T_kv = (int) lp_ctensor_rows (k);
+  lp_ref_attention (T, T_kv, (int) node->i[0], (int) node->i[1], (int) node->i[2], f32 (q), f32 (k), f32 (node->src[2]),
+                    f32 (node->dst[0]));
+}
+
+/* ---- swiglu: dst = silu (gate) * up ---- */
+
+void
+lp_cop_swiglu_ref (const LpCNode *node)
+{
+  lp_ref_swiglu ((int) lp_ctensor_n_elements (node->src[0]), f32 (node->src[0]), f32 (node->src[1]),
+                 f32 (node->dst[0]));
 }
 
 void
 lp_cop_swiglu_cpu (const LpCNode *node)
 {
-  g_error ("op swiglu: cpu kernel not written yet");
+  lp_cop_swiglu_ref (node);
 }
 
+/* ---- add: dst = a + b, b of a's shape or one row broadcast ---- */
+
 void
-lp_cop_swiglu_ref (const LpCNode *node)
+lp_cop_add_ref (const LpCNode *node)
 {
-  g_error ("op swiglu: ref kernel not written yet");
+  const LpCTensor *a = node->src[0], *b = node->src[1];
+  gint64 n = lp_ctensor_n_elements (a), nb = lp_ctensor_n_elements (b);
+  const float *pa = f32 (a), *pb = f32 (b);
+  float *y = f32 (node->dst[0]);
+  for (gint64 e = 0; e < n; e++)
+    y[e] = pa[e] + pb[e % nb];
 }
 
 void
 lp_cop_add_cpu (const LpCNode *node)
 {
-  g_error ("op add: cpu kernel not written yet");
+  lp_cop_add_ref (node);
 }
 
+/* ---- scale: dst = f[0] * x ---- */
+
 void
-lp_cop_add_ref (const LpCNode *node)
+lp_cop_scale_ref (const LpCNode *node)
 {
-  g_error ("op add: ref kernel not written yet");
+  gint64 n = lp_ctensor_n_elements (node->src[0]);
+  const float *x = f32 (node->src[0]);
+  float *y = f32 (node->dst[0]);
+  for (gint64 e = 0; e < n; e++)
+    y[e] = node->f[0] * x[e];
 }
 
 void
 lp_cop_scale_cpu (const LpCNode *node)
 {
-  g_error ("op scale: cpu kernel not written yet");
+  lp_cop_scale_ref (node);
 }
 
+/* ---- set_rows: rows i[0] .. of the cache (dst = src1) = src0 ---- */
+
 void
-lp_cop_scale_ref (const LpCNode *node)
+lp_cop_set_rows_ref (const LpCNode *node)
 {
-  g_error ("op scale: ref kernel not written yet");
+  const LpCTensor *x = node->src[0], *cache = node->dst[0];
+  gsize row_bytes = (gsize) lp_ctensor_cols (cache) * sizeof (float);
+  memcpy ((guint8 *) cache->buf + (gsize) node->i[0] * row_bytes, x->buf, (gsize) lp_ctensor_rows (x) * row_bytes);
 }
 
 void
 lp_cop_set_rows_cpu (const LpCNode *node)
 {
-  g_error ("op set_rows: cpu kernel not written yet");
+  lp_cop_set_rows_ref (node);
 }
 
+/* ---- cross_entropy: dst[t] = -log softmax (logits[t])[target[t]] ---- */
+
 void
-lp_cop_set_rows_ref (const LpCNode *node)
+lp_cop_cross_entropy_ref (const LpCNode *node)
 {
-  g_error ("op set_rows: ref kernel not written yet");
+  const LpCTensor *logits = node->src[0];
+  gint64 T = lp_ctensor_rows (logits);
+  int V = (int) lp_ctensor_cols (logits);
+  g_autofree double *lp = g_new (double, V);
+  for (gint64 t = 0; t < T; t++)
+    {
+      gint32 target = i32 (node->src[1])[t];
+      if (target < 0)
+        {
+          f32 (node->dst[0])[t] = 0.0f;
+          continue;
+        }
+      lp_log_softmax (f32 (logits) + (gsize) t * V, V, lp);
+      f32 (node->dst[0])[t] = (float) -lp[target];
+    }
 }
 
 void
 lp_cop_cross_entropy_cpu (const LpCNode *node)
 {
-  g_error ("op cross_entropy: cpu kernel not written yet");
+  lp_cop_cross_entropy_ref (node);
 }
 
+/* ---- kl: dst[t] = tau^2 KL (softmax (teacher/tau) || softmax (student/tau)) ---- */
+
 void
-lp_cop_cross_entropy_ref (const LpCNode *node)
+lp_cop_kl_ref (const LpCNode *node)
 {
-  g_error ("op cross_entropy: ref kernel not written yet");
+  const LpCTensor *student = node->src[0], *teacher = node->src[1];
+  gint64 T = lp_ctensor_rows (student);
+  int V = (int) lp_ctensor_cols (student);
+  float tau = node->f[0];
+  g_autofree float *s = g_new (float, V), *te = g_new (float, V);
+  g_autofree double *ls = g_new (double, V), *lt = g_new (double, V);
+  for (gint64 t = 0; t < T; t++)
+    {
+      for (int i = 0; i < V; i++)
+        {
+          s[i] = f32 (student)[(gsize) t * V + i] / tau;
+          te[i] = f32 (teacher)[(gsize) t * V + i] / tau;
+        }
+      lp_log_softmax (s, V, ls);
+      lp_log_softmax (te, V, lt);
+      double kl = 0.0;
+      for (int i = 0; i < V; i++)
+        kl += exp (lt[i]) * (lt[i] - ls[i]);
+      f32 (node->dst[0])[t] = (float) ((double) tau * tau * kl);
+    }
 }
 
 void
 lp_cop_kl_cpu (const LpCNode *node)
 {
-  g_error ("op kl: cpu kernel not written yet");
+  lp_cop_kl_ref (node);
 }
 
+/* ---- mse: dst[t] = mean over the row of (a - b)^2 ---- */
+
 void
-lp_cop_kl_ref (const LpCNode *node)
+lp_cop_mse_ref (const LpCNode *node)
 {
-  g_error ("op kl: ref kernel not written yet");
+  const LpCTensor *a = node->src[0];
+  gint64 T = lp_ctensor_rows (a), n = lp_ctensor_cols (a);
+  for (gint64 t = 0; t < T; t++)
+    {
+      double acc = 0.0;
+      for (gint64 i = 0; i < n; i++)
+        {
+          double d = (double) f32 (a)[t * n + i] - f32 (node->src[1])[t * n + i];
+          acc += d * d;
+        }
+      f32 (node->dst[0])[t] = (float) (acc / n);
+    }
 }
 
 void
 lp_cop_mse_cpu (const LpCNode *node)
 {
-  g_error ("op mse: cpu kernel not written yet");
-}
-
-void
-lp_cop_mse_ref (const LpCNode *node)
-{
-  g_error ("op mse: ref kernel not written yet");
+  lp_cop_mse_ref (node);
 }

@@ -9,6 +9,7 @@
 #include <llmpress/eval.h>
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
+#include "compute-internal.h"
 
 GArray *
 lp_tokens_load (const char *path, LpModel *model, GError **error)
@@ -63,21 +64,6 @@ lp_tokens_load (const char *path, LpModel *model, GError **error)
   return ids;
 }
 
-/* log-softmax of one row into out[V]; returns nothing, out may alias. */
-static void
-log_softmax (const float *logits, int V, double *out)
-{
-  double mx = -INFINITY;
-  for (int i = 0; i < V; i++)
-    mx = MAX (mx, logits[i]);
-  double sum = 0.0;
-  for (int i = 0; i < V; i++)
-    sum += exp (logits[i] - mx);
-  double lse = mx + log (sum);
-  for (int i = 0; i < V; i++)
-    out[i] = logits[i] - lse;
-}
-
 static int
 argmax (const float *x, int n)
 {
@@ -125,14 +111,14 @@ eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, 
   for (int t = job->first; t < ctx - 1; t++)
     {
       const float *row = logits + (gsize) t * V;
-      log_softmax (row, V, lq);
+      lp_log_softmax (row, V, lq);
       double nll = -lq[win[t + 1]];
       s->nll += nll;
       s->nll_sq += nll * nll;
       if (ref)
         {
           const float *rrow = ref_logits + (gsize) t * V;
-          log_softmax (rrow, V, lp);
+          lp_log_softmax (rrow, V, lp);
           double k = 0.0;
           for (int i = 0; i < V; i++)
             k += exp (lp[i]) * (lp[i] - lq[i]);

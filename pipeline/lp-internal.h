@@ -119,3 +119,6 @@ GPtrArray *lp_model_load_files (const char *path, const LpLoadOptions *options);
 /* The tokenizer lp_llama2c_load picks up beside a checkpoint when none is
  * given (NULL: none, or not a checkpoint). */
 char *lp_llama2c_implicit_tokenizer (const char *path);
+
+/* Whether `be` is the CPU backend (its buffers are host memory). */
+gboolean lp_backend_is_cpu (const LpBackend *be);

@@ -11,6 +11,7 @@
 
 #include "lp-internal.h"
 #include <llmpress/backend.h>
+#include "compute-internal.h"
 
 static gboolean
 cpu_supports_op (LpBackend *be, LpOp op)
@@ -48,39 +49,11 @@ cpu_rope (LpBackend *be, LpRopeStyle style, int T, int n_heads, int hd, int pos0
   lp_ref_rope (style, T, n_heads, hd, pos0, inv_freq, x);
 }
 
-/* Attention as two GEMMs per head (scores, then weighted values), so the
- * quadratic part runs at BLAS speed. */
 static void
 cpu_attention (LpBackend *be, int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k,
                const float *v, float *out)
 {
-  int group = H / Hkv, past = T_kv - T;
-  float scale = 1.0f / sqrtf ((float) hd);
-  g_autofree float *s = g_new (float, (gsize) T * T_kv);
-  for (int h = 0; h < H; h++)
-    {
-      int kh = h / group;
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, T_kv, hd, scale, q + (gsize) h * hd, H * hd,
-                   k + (gsize) kh * hd, Hkv * hd, 0.0f, s, T_kv);
-      for (int t = 0; t < T; t++)
-        {
-          float *row = s + (gsize) t * T_kv;
-          int last = past + t;
-          float mx = -INFINITY;
-          for (int j = 0; j <= last; j++)
-            mx = MAX (mx, row[j]);
-          float sum = 0.0f;
-          for (int j = 0; j <= last; j++)
-            sum += (row[j] = expf (row[j] - mx));
-          float inv = 1.0f / sum;
-          for (int j = 0; j <= last; j++)
-            row[j] *= inv;
-          for (int j = last + 1; j < T_kv; j++)
-            row[j] = 0.0f;
-        }
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T_kv, 1.0f, s, T_kv,
-                   v + (gsize) kh * hd, Hkv * hd, 0.0f, out + (gsize) h * hd, H * hd);
-    }
+  lp_cpu_attention (T, T_kv, H, Hkv, hd, q, k, v, out);
 }
 
 static void
@@ -106,63 +79,18 @@ cpu_tri_inverse (LpBackend *be, int n, float *L, int lda)
   return LAPACKE_strtri (LAPACK_ROW_MAJOR, 'L', 'N', n, L, lda) == 0;
 }
 
-/* Rows j0 .. j0 + n - 1 of a weight W[N, K] into out[n, K] as f32. */
-typedef void (*DecodeRows) (const void *W, int K, int j0, int n, float *out);
-
-/* C = A W^T + beta C with W decoded a block of rows at a time (about 4 MiB
- * of f32), so a large weight is never whole in f32. */
-static void
-gemm_decoded (int M, int N, int K, const float *A, int lda, DecodeRows decode, const void *W, float beta, float *C,
-              int ldc)
-{
-  int rows = MAX (1, MIN (N, (int) ((4u << 20) / (sizeof (float) * (gsize) MAX (K, 1)))));
-  g_autofree float *w = g_new (float, (gsize) rows * K);
-  for (int j0 = 0; j0 < N; j0 += rows)
-    {
-      int nb = MIN (rows, N - j0);
-      decode (W, K, j0, nb, w);
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, nb, K, 1.0f, A, lda, w, K, beta, C + j0, ldc);
-    }
-}
-
-typedef struct {
-  LpDType type;
-  const void *data;
-} TypedRows;
-
-static void
-decode_typed_rows (const void *W, int K, int j0, int n, float *out)
-{
-  const TypedRows *t = W;
-  guint64 row_bytes = 0;
-  g_assert (lp_dtype_row_bytes (t->type, (guint64) K, &row_bytes, NULL));
-  g_assert (lp_dtype_to_f32 (t->type, (const guint8 *) t->data + (gsize) j0 * row_bytes, out, (gsize) n * K, NULL));
-}
-
 static void
 cpu_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W,
             float beta, float *C, int ldc)
 {
-  if (wtype == LP_DTYPE_F32)
-    {
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
-      return;
-    }
-  TypedRows t = { wtype, W };
-  gemm_decoded (M, N, K, A, lda, decode_typed_rows, &t, beta, C, ldc);
-}
-
-static void
-decode_grid_rows (const void *W, int K, int j0, int n, float *out)
-{
-  lp_int_grid_dequantize_rows (W, j0, n, out);
+  lp_cpu_gemm_w (M, N, K, A, lda, wtype, W, beta, C, ldc);
 }
 
 static void
 cpu_gemm_grid (LpBackend *be, int M, int N, int K, const float *A, int lda, const LpIntGrid *W, float beta, float *C,
                int ldc)
 {
-  gemm_decoded (M, N, K, A, lda, decode_grid_rows, W, beta, C, ldc);
+  lp_cpu_gemm_grid (M, N, K, A, lda, W, beta, C, ldc);
 }
 
 /* int8 values and their partial sums are exact in f32 up to 2^24, which a
@@ -215,6 +143,49 @@ cpu_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw,
   lp_ref_quantize_groups (rows, cols, W, ldw, imp, q, codes, scales, zeros);
 }
 
+/* ---- buffers and graphs: host memory, each node's CPU kernel in order ---- */
+
+static gpointer
+cpu_buffer_new (LpBackend *be, gsize bytes, GError **error)
+{
+  gpointer buf = g_try_malloc (MAX (bytes, 1));
+  if (buf == NULL)
+    lp_set_error (error, LP_ERROR_FAILED, "cpu: out of memory for a buffer of %" G_GSIZE_FORMAT " bytes", bytes);
+  return buf;
+}
+
+static void
+cpu_buffer_free (LpBackend *be, gpointer buf)
+{
+  g_free (buf);
+}
+
+static void
+cpu_buffer_write (LpBackend *be, gpointer buf, gsize offset, const void *src, gsize n)
+{
+  memcpy ((guint8 *) buf + offset, src, n);
+}
+
+static void
+cpu_buffer_read (LpBackend *be, gpointer buf, gsize offset, void *dst, gsize n)
+{
+  memcpy (dst, (const guint8 *) buf + offset, n);
+}
+
+static gboolean
+cpu_supports_node (LpBackend *be, const LpCNode *node)
+{
+  return TRUE;
+}
+
+static gboolean
+cpu_graph_compute (LpBackend *be, LpCNode *const *nodes, int n, GError **error)
+{
+  for (int i = 0; i < n; i++)
+    lp_cop_info (nodes[i]->op)->cpu (nodes[i]);
+  return TRUE;
+}
+
 static void
 cpu_destroy (LpBackend *be)
 {
@@ -238,8 +209,20 @@ static const LpBackendOps cpu_ops = {
   .quantize_groups = cpu_quantize_groups,
   .gemm_i8 = cpu_gemm_i8,
   .gemm_grid = cpu_gemm_grid,
+  .buffer_new = cpu_buffer_new,
+  .buffer_free = cpu_buffer_free,
+  .buffer_write = cpu_buffer_write,
+  .buffer_read = cpu_buffer_read,
+  .supports_node = cpu_supports_node,
+  .graph_compute = cpu_graph_compute,
   .destroy = cpu_destroy,
 };
+
+gboolean
+lp_backend_is_cpu (const LpBackend *be)
+{
+  return be->ops == &cpu_ops;
+}
 
 LpBackend *
 lp_backend_cpu_new (void)

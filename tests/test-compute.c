@@ -1,0 +1,500 @@
+/* The compute graph: every forward op's CPU kernel against its plain C
+ * reference, tensors' write/read round trip, the per-node CPU fallback
+ * through a backend that declines some ops, and the forward pass's weight
+ * budget. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+static LpCTensor *
+tensor_f32 (LpBackend *be, int n_dims, const gint64 *shape, guint32 seed, double scale)
+{
+  g_autoptr (GError) error = NULL;
+  LpCTensor *t = lp_ctensor_new (be, LP_DTYPE_F32, n_dims, shape, "t", &error);
+  g_assert_no_error (error);
+  g_autofree float *x = g_new (float, lp_ctensor_n_elements (t));
+  lp_test_fill (x, lp_ctensor_n_elements (t), seed, scale);
+  lp_ctensor_write (t, 0, x, t->n_bytes);
+  return t;
+}
+
+static LpCTensor *
+tensor_bytes (LpBackend *be, LpDType dtype, int n_dims, const gint64 *shape, const void *data)
+{
+  g_autoptr (GError) error = NULL;
+  LpCTensor *t = lp_ctensor_new (be, dtype, n_dims, shape, "t", &error);
+  g_assert_no_error (error);
+  lp_ctensor_write (t, 0, data, t->n_bytes);
+  return t;
+}
+
+static float *
+read_f32 (const LpCTensor *t)
+{
+  float *x = g_new (float, lp_ctensor_n_elements (t));
+  lp_ctensor_read (t, 0, x, t->n_bytes);
+  return x;
+}
+
+/* Keeps the tensors a check made, freed at the end of the check. */
+static GPtrArray *
+pool_new (void)
+{
+  return g_ptr_array_new_with_free_func ((GDestroyNotify) lp_ctensor_free);
+}
+
+static LpCTensor *
+pooled (GPtrArray *pool, LpCTensor *t)
+{
+  g_ptr_array_add (pool, t);
+  return t;
+}
+
+/* Run `op` over src with the CPU kernel (through a graph on the CPU
+ * backend) and with the reference (on copies of the results), and compare
+ * every result within rel_tol.  A result that is also an operand (set_rows)
+ * starts from the same values on both sides. */
+static void
+check_op (LpCOp op, LpCTensor *const *src, int n_src, const gint64 *params_i, const float *params_f, double rel_tol)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  g_autoptr (GError) error = NULL;
+  LpCNode *n = lp_cgraph_add (g, op, src, n_src, NULL, 0, &error);
+  g_assert_no_error (error);
+  if (params_i)
+    memcpy (n->i, params_i, sizeof n->i);
+  if (params_f)
+    memcpy (n->f, params_f, sizeof n->f);
+  /* The reference's node: the same operands, results of its own. */
+  g_autoptr (GPtrArray) pool = pool_new ();
+  LpCNode r = *n;
+  for (int j = 0; j < n->n_dst; j++)
+    {
+      LpCTensor *d = n->dst[j];
+      g_autofree guint8 *init = g_malloc (d->n_bytes);
+      lp_ctensor_read (d, 0, init, d->n_bytes);
+      r.dst[j] = pooled (pool, tensor_bytes (cpu, d->dtype, d->n_dims, d->shape, init));
+      for (int i = 0; i < n->n_src; i++)
+        if (n->src[i] == d)
+          r.src[i] = r.dst[j];
+    }
+  g_assert_true (lp_cgraph_compute (g, &error));
+  g_assert_no_error (error);
+  lp_cop_info (op)->ref (&r);
+  for (int j = 0; j < n->n_dst; j++)
+    {
+      g_autofree float *a = read_f32 (n->dst[j]), *b = read_f32 (r.dst[j]);
+      lp_test_assert_close (a, b, lp_ctensor_n_elements (n->dst[j]), rel_tol);
+    }
+}
+
+/* ---- kernels against references ---- */
+
+static void
+test_matmul (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  static const int shapes[][3] = { { 1, 7, 13 }, { 37, 29, 53 }, { 64, 96, 256 }, { 5, 300, 64 } };
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      int T = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+      g_autoptr (GPtrArray) pool = pool_new ();
+      LpCTensor *x = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, K }, 10 + s, 1));
+      LpCTensor *w = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ N, K }, 20 + s, 0.5));
+      LpCTensor *acc = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, N }, 30 + s, 2));
+      check_op (LP_COP_MATMUL, (LpCTensor *[]){ x, w }, 2, NULL, NULL, 1e-5);
+      check_op (LP_COP_MATMUL, (LpCTensor *[]){ x, w, acc }, 3, NULL, NULL, 1e-5);
+      /* The weight as stored in f16 and in a block type. */
+      g_autofree float *wf = read_f32 (w);
+      static const LpDType types[] = { LP_DTYPE_F16, LP_DTYPE_BF16, LP_DTYPE_Q8_0 };
+      for (guint t = 0; t < G_N_ELEMENTS (types); t++)
+        {
+          if (K % lp_dtype_info (types[t])->block_size != 0)
+            continue;
+          guint64 row_bytes = 0;
+          g_assert_true (lp_dtype_row_bytes (types[t], K, &row_bytes, NULL));
+          g_autofree guint8 *bytes = g_malloc (N * row_bytes);
+          g_assert_true (lp_dtype_from_f32 (types[t], wf, bytes, (gsize) N * K, NULL));
+          LpCTensor *wq = pooled (pool, tensor_bytes (cpu, types[t], 2, (gint64[]){ N, K }, bytes));
+          check_op (LP_COP_MATMUL, (LpCTensor *[]){ x, wq, acc }, 3, NULL, NULL, 1e-5);
+        }
+    }
+}
+
+static void
+test_matmul_grid (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  static const int shapes[][5] = { { 3, 16, 64, 32, 4 }, { 9, 33, 100, 24, 3 }, { 1, 8, 128, 128, 8 } };
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      int T = shapes[s][0], N = shapes[s][1], K = shapes[s][2], group = shapes[s][3], bits = shapes[s][4];
+      g_autoptr (LpIntGrid) W = lp_test_int_grid (N, K, bits, group, 40 + s);
+      g_autoptr (GPtrArray) pool = pool_new ();
+      LpCTensor *x = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, K }, 41 + s, 1));
+      LpCTensor *codes = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I8, 2, (gint64[]){ N, K }, W->codes));
+      LpCTensor *scales = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I16, 2, (gint64[]){ N, W->n_groups }, W->scales));
+      LpCTensor *zeros = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I8, 2, (gint64[]){ N, W->n_groups }, W->zeros));
+      LpCTensor *g_idx = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I32, 1, (gint64[]){ K }, W->g_idx));
+      LpCTensor *acc = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, N }, 42 + s, 1));
+      gint64 p[8] = { bits, group };
+      check_op (LP_COP_MATMUL_GRID, (LpCTensor *[]){ x, codes, scales, zeros, g_idx }, 5, p, NULL, 1e-5);
+      check_op (LP_COP_MATMUL_GRID, (LpCTensor *[]){ x, codes, scales, zeros, g_idx, acc }, 6, p, NULL, 1e-5);
+    }
+}
+
+static void
+test_attention (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  /* T, T_kv (a KV cache of T_kv - T earlier positions), H, Hkv, hd: MHA, GQA, MQA. */
+  static const int shapes[][5] = { { 7, 7, 4, 4, 8 }, { 5, 9, 4, 2, 8 }, { 1, 12, 6, 1, 16 }, { 33, 40, 8, 4, 4 } };
+  for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
+    {
+      int T = shapes[s][0], T_kv = shapes[s][1], H = shapes[s][2], Hkv = shapes[s][3], hd = shapes[s][4];
+      g_autoptr (GPtrArray) pool = pool_new ();
+      LpCTensor *q = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, H * hd }, 50 + s, 2));
+      LpCTensor *k = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T_kv, Hkv * hd }, 60 + s, 2));
+      LpCTensor *v = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T_kv, Hkv * hd }, 70 + s, 1));
+      check_op (LP_COP_ATTENTION, (LpCTensor *[]){ q, k, v }, 3, (gint64[8]){ H, Hkv, hd }, NULL, 1e-5);
+    }
+}
+
+static void
+test_elementwise (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GPtrArray) pool = pool_new ();
+  int T = 11, D = 24, H = 3, hd = 8;
+  LpCTensor *x = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, D }, 80, 3));
+  LpCTensor *y = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, D }, 81, 1));
+  LpCTensor *w = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ D }, 82, 1));
+  LpCTensor *bias = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ 1, D }, 83, 1));
+  LpCTensor *inv_freq = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ hd / 2 }, 84, 0.5));
+  check_op (LP_COP_RMSNORM, (LpCTensor *[]){ x, w }, 2, NULL, (float[4]){ 1e-5f }, 1e-6);
+  for (int style = 0; style < 2; style++)
+    for (int pos0 = 0; pos0 < 20; pos0 += 17)
+      check_op (LP_COP_ROPE, (LpCTensor *[]){ x, inv_freq }, 2,
+                (gint64[8]){ style == 0 ? LP_ROPE_NORMAL : LP_ROPE_NEOX, H, hd, pos0 }, NULL, 1e-6);
+  check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 1e-6);
+  check_op (LP_COP_ADD, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 0);
+  check_op (LP_COP_ADD, (LpCTensor *[]){ x, bias }, 2, NULL, NULL, 0);
+  check_op (LP_COP_SCALE, (LpCTensor *[]){ x }, 1, NULL, (float[4]){ -0.75f }, 0);
+  LpCTensor *cache = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ 3 * T, D }, 85, 1));
+  check_op (LP_COP_SET_ROWS, (LpCTensor *[]){ x, cache }, 2, (gint64[8]){ T + 2 }, NULL, 0);
+}
+
+/* The add of a bias, checked against values computed here (not only the
+ * reference): row t of the result is x[t] + b. */
+static void
+test_add_broadcast_values (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  float xs[6] = { 1, 2, 3, 4, 5, 6 }, bs[3] = { 10, 20, 30 };
+  LpCTensor *x = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ 2, 3 }, "x", NULL);
+  LpCTensor *b = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ 1, 3 }, "b", NULL);
+  lp_ctensor_write (x, 0, xs, sizeof xs);
+  lp_ctensor_write (b, 0, bs, sizeof bs);
+  LpCNode *n = lp_cgraph_add (g, LP_COP_ADD, (LpCTensor *[]){ x, b }, 2, NULL, 0, NULL);
+  g_assert_true (lp_cgraph_compute (g, NULL));
+  float out[6];
+  lp_ctensor_read (n->dst[0], 0, out, sizeof out);
+  float want[6] = { 11, 22, 33, 14, 25, 36 };
+  for (int i = 0; i < 6; i++)
+    g_assert_cmpfloat (out[i], ==, want[i]);
+}
+
+static void
+test_embed_and_losses (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GPtrArray) pool = pool_new ();
+  int V = 40, D = 32, T = 9;
+  LpCTensor *table = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ V, D }, 90, 1));
+  gint32 ids[9] = { 0, 39, 7, 7, 12, 1, 38, 20, 3 };
+  LpCTensor *tid = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I32, 1, (gint64[]){ T }, ids));
+  check_op (LP_COP_EMBED, (LpCTensor *[]){ table, tid }, 2, NULL, NULL, 0);
+  /* An f16 table is read as stored. */
+  g_autofree float *tf = read_f32 (table);
+  g_autoptr (LpTensor) t32 = lp_tensor_new_f32 ("e", 2, (gint64[]){ V, D }, tf, NULL);
+  g_autoptr (LpTensor) t16 = lp_tensor_convert (t32, LP_DTYPE_F16, NULL);
+  LpCTensor *table16 = pooled (pool, lp_ctensor_from_tensor (cpu, t16, NULL));
+  check_op (LP_COP_EMBED, (LpCTensor *[]){ table16, tid }, 2, NULL, NULL, 0);
+
+  LpCTensor *logits = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, V }, 91, 4));
+  LpCTensor *teacher = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, V }, 92, 4));
+  gint32 targets[9] = { 3, -1, 0, 39, 5, 5, -1, 17, 2 };
+  LpCTensor *tt = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I32, 1, (gint64[]){ T }, targets));
+  check_op (LP_COP_CROSS_ENTROPY, (LpCTensor *[]){ logits, tt }, 2, NULL, NULL, 0);
+  check_op (LP_COP_KL, (LpCTensor *[]){ logits, teacher }, 2, NULL, (float[4]){ 2.0f }, 0);
+  check_op (LP_COP_MSE, (LpCTensor *[]){ logits, teacher }, 2, NULL, NULL, 0);
+
+  /* Values worked out here: a row of equal logits scores log V; a target
+   * below 0 scores 0; KL of a distribution with itself is 0. */
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  LpCTensor *flat = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ 2, V }, "flat", NULL);
+  g_autofree float *zeros = g_new0 (float, 2 * V);
+  lp_ctensor_write (flat, 0, zeros, flat->n_bytes);
+  gint32 tg[2] = { 4, -1 };
+  LpCTensor *tgt = lp_cgraph_tensor (g, LP_DTYPE_I32, 1, (gint64[]){ 2 }, "tgt", NULL);
+  lp_ctensor_write (tgt, 0, tg, sizeof tg);
+  LpCNode *ce = lp_cgraph_add (g, LP_COP_CROSS_ENTROPY, (LpCTensor *[]){ flat, tgt }, 2, NULL, 0, NULL);
+  LpCNode *kl = lp_cgraph_add (g, LP_COP_KL, (LpCTensor *[]){ logits, logits }, 2, NULL, 0, NULL);
+  kl->f[0] = 1.0f;
+  g_assert_true (lp_cgraph_compute (g, NULL));
+  float out[2];
+  lp_ctensor_read (ce->dst[0], 0, out, sizeof out);
+  g_assert_cmpfloat_with_epsilon (out[0], log (V), 1e-6);
+  g_assert_cmpfloat (out[1], ==, 0.0f);
+  g_autofree float *k = read_f32 (kl->dst[0]);
+  for (int t = 0; t < T; t++)
+    g_assert_cmpfloat_with_epsilon (k[t], 0.0, 1e-7);
+}
+
+static void
+test_ctensor_round_trip (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpCTensor) t = lp_ctensor_new (cpu, LP_DTYPE_F32, 2, (gint64[]){ 5, 7 }, "rt", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (t->n_bytes, ==, 5 * 7 * sizeof (float));
+  g_assert_cmpint (lp_ctensor_n_elements (t), ==, 35);
+  g_assert_nonnull (lp_ctensor_host (t));
+  float x[35], y[35], part[4];
+  lp_test_fill (x, 35, 1, 1);
+  lp_ctensor_write (t, 0, x, sizeof x);
+  lp_ctensor_read (t, 0, y, sizeof y);
+  g_assert_cmpmem (x, sizeof x, y, sizeof y);
+  /* Byte ranges. */
+  float four[4] = { 1, 2, 3, 4 };
+  lp_ctensor_write (t, 10 * sizeof (float), four, sizeof four);
+  lp_ctensor_read (t, 9 * sizeof (float), part, sizeof part);
+  g_assert_cmpfloat (part[0], ==, x[9]);
+  g_assert_cmpfloat (part[1], ==, 1);
+  g_assert_cmpfloat (part[3], ==, 3);
+  /* A model tensor as stored (f16 bytes kept). */
+  g_autoptr (LpTensor) mt = lp_tensor_new_f32 ("m", 2, (gint64[]){ 5, 8 }, (float[40]){ 1, -2, 0.5f }, NULL);
+  g_autoptr (LpTensor) mh = lp_tensor_convert (mt, LP_DTYPE_F16, NULL);
+  g_autoptr (LpCTensor) c = lp_ctensor_from_tensor (cpu, mh, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (c->dtype, ==, LP_DTYPE_F16);
+  g_assert_cmpuint (c->n_bytes, ==, lp_tensor_n_bytes (mh));
+  g_assert_cmpmem (lp_ctensor_host (c), c->n_bytes, lp_tensor_data (mh), lp_tensor_n_bytes (mh));
+  /* A shape no backend can hold is refused with a message. */
+  g_autoptr (LpCTensor) bad = lp_ctensor_new (cpu, LP_DTYPE_F32, 2, (gint64[]){ -1, 4 }, "bad", &error);
+  g_assert_null (bad);
+  g_assert_nonnull (error);
+}
+
+/* ---- the CPU fallback ---- */
+
+/* A test backend: host memory behind handles of its own (so the graph must
+ * copy operands across for a node it declines), running only rmsnorm, add
+ * and scale; it counts what it ran. */
+typedef struct {
+  int graph_calls, nodes_run;
+} TestPriv;
+
+typedef struct {
+  gsize n;
+  guint8 data[];
+} TestBuf;
+
+static gpointer
+tb_new (LpBackend *be, gsize bytes, GError **error)
+{
+  TestBuf *b = g_malloc (sizeof (TestBuf) + MAX (bytes, 1));
+  b->n = bytes;
+  return b;
+}
+
+static void
+tb_free (LpBackend *be, gpointer buf)
+{
+  g_free (buf);
+}
+
+static void
+tb_write (LpBackend *be, gpointer buf, gsize offset, const void *src, gsize n)
+{
+  TestBuf *b = buf;
+  g_assert_cmpuint (offset + n, <=, b->n);
+  memcpy (b->data + offset, src, n);
+}
+
+static void
+tb_read (LpBackend *be, gpointer buf, gsize offset, void *dst, gsize n)
+{
+  TestBuf *b = buf;
+  g_assert_cmpuint (offset + n, <=, b->n);
+  memcpy (dst, b->data + offset, n);
+}
+
+static gboolean
+tb_supports_node (LpBackend *be, const LpCNode *node)
+{
+  return node->op == LP_COP_RMSNORM || node->op == LP_COP_ADD || node->op == LP_COP_SCALE;
+}
+
+static gboolean
+tb_graph_compute (LpBackend *be, LpCNode *const *nodes, int n, GError **error)
+{
+  TestPriv *p = be->priv;
+  p->graph_calls++;
+  for (int k = 0; k < n; k++)
+    {
+      g_assert_true (tb_supports_node (be, nodes[k]));
+      /* Run the kernel on the data behind our handles. */
+      LpCNode local = *nodes[k];
+      LpCTensor views[LP_CNODE_MAX_SRC + LP_CNODE_MAX_DST];
+      int nv = 0;
+      for (int i = 0; i < local.n_src; i++)
+        if (local.src[i])
+          {
+            g_assert_true (local.src[i]->be == be);
+            views[nv] = *local.src[i];
+            views[nv].buf = ((TestBuf *) local.src[i]->buf)->data;
+            local.src[i] = &views[nv++];
+          }
+      for (int j = 0; j < local.n_dst; j++)
+        {
+          views[nv] = *local.dst[j];
+          views[nv].buf = ((TestBuf *) local.dst[j]->buf)->data;
+          local.dst[j] = &views[nv++];
+        }
+      lp_cop_info (local.op)->cpu (&local);
+      p->nodes_run++;
+    }
+  return TRUE;
+}
+
+static void
+tb_destroy (LpBackend *be)
+{
+  g_free (be->priv);
+  g_free (be);
+}
+
+static const LpBackendOps test_ops = {
+  .api_version = LP_BACKEND_API_VERSION,
+  .name = "test",
+  .buffer_new = tb_new,
+  .buffer_free = tb_free,
+  .buffer_write = tb_write,
+  .buffer_read = tb_read,
+  .supports_node = tb_supports_node,
+  .graph_compute = tb_graph_compute,
+  .destroy = tb_destroy,
+};
+
+static LpBackend *
+test_backend_new (void)
+{
+  LpBackend *be = g_new0 (LpBackend, 1);
+  be->ops = &test_ops;
+  be->ref_count = 1;
+  be->device_name = g_strdup ("test device");
+  be->numeric_class = g_strdup ("test");
+  be->fallback = lp_backend_cpu_new ();
+  be->priv = g_new0 (TestPriv, 1);
+  return be;
+}
+
+/* One small block (norm, matmul, bias, rope, attention, residual add,
+ * swiglu, scale, set_rows into a cache, loss) recorded on `be` from the same
+ * host inputs; returns the loss and the cache, read back. */
+static void
+run_block (LpBackend *be, float *loss, float *cache_out, char **describe)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpCGraph) g = lp_cgraph_new (be);
+  int T = 6, D = 16, H = 2, hd = 8;
+  g_autofree float *buf = g_new (float, 4 * D * D);
+  LpCTensor *x = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ T, D }, "x", &error);
+  LpCTensor *nw = lp_cgraph_tensor (g, LP_DTYPE_F32, 1, (gint64[]){ D }, "norm", &error);
+  LpCTensor *w = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ D, D }, "w", &error);
+  LpCTensor *b = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ 1, D }, "b", &error);
+  LpCTensor *f = lp_cgraph_tensor (g, LP_DTYPE_F32, 1, (gint64[]){ hd / 2 }, "inv_freq", &error);
+  LpCTensor *cache = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, (gint64[]){ 2 * T, D }, "cache", &error);
+  gint32 tg[6] = { 1, 0, 15, 3, -1, 7 };
+  LpCTensor *targets = lp_cgraph_tensor (g, LP_DTYPE_I32, 1, (gint64[]){ T }, "targets", &error);
+  g_assert_no_error (error);
+  LpCTensor *fill[] = { x, nw, w, b, f, cache };
+  for (guint i = 0; i < G_N_ELEMENTS (fill); i++)
+    {
+      lp_test_fill (buf, lp_ctensor_n_elements (fill[i]), 100 + i, 1);
+      lp_ctensor_write (fill[i], 0, buf, fill[i]->n_bytes);
+    }
+  lp_ctensor_write (targets, 0, tg, sizeof tg);
+#define ADD(op, ...) lp_cgraph_add (g, op, (LpCTensor *[]){ __VA_ARGS__ }, \
+                                    G_N_ELEMENTS (((LpCTensor *[]){ __VA_ARGS__ })), NULL, 0, &error)
+  LpCNode *n = ADD (LP_COP_RMSNORM, x, nw);
+  n->f[0] = 1e-5f;
+  LpCTensor *h = n->dst[0];
+  LpCTensor *q = ADD (LP_COP_MATMUL, h, w)->dst[0];
+  q = ADD (LP_COP_ADD, q, b)->dst[0];
+  n = ADD (LP_COP_ROPE, q, f);
+  n->i[0] = LP_ROPE_NORMAL, n->i[1] = H, n->i[2] = hd, n->i[3] = 0;
+  q = n->dst[0];
+  n = ADD (LP_COP_SET_ROWS, q, cache);
+  n->i[0] = T;
+  n = ADD (LP_COP_ATTENTION, q, q, h);
+  n->i[0] = H, n->i[1] = H, n->i[2] = hd;
+  LpCTensor *a = ADD (LP_COP_MATMUL, n->dst[0], w, x)->dst[0];
+  LpCTensor *s = ADD (LP_COP_SWIGLU, a, h)->dst[0];
+  n = ADD (LP_COP_SCALE, s);
+  n->f[0] = 3.0f;
+  LpCTensor *ce = ADD (LP_COP_CROSS_ENTROPY, n->dst[0], targets)->dst[0];
+#undef ADD
+  g_assert_no_error (error);
+  g_assert_true (lp_cgraph_compute (g, &error));
+  g_assert_no_error (error);
+  lp_ctensor_read (ce, 0, loss, T * sizeof (float));
+  lp_ctensor_read (cache, 0, cache_out, cache->n_bytes);
+  *describe = lp_cgraph_describe (g);
+}
+
+static void
+test_fallback (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (LpBackend) tb = test_backend_new ();
+  float la[6], lb[6], ca[12 * 16], cb[12 * 16];
+  g_autofree char *da = NULL, *db = NULL;
+  run_block (cpu, la, ca, &da);
+  run_block (tb, lb, cb, &db);
+  /* Kernels are the same on both sides: the same bits. */
+  g_assert_cmpmem (la, sizeof la, lb, sizeof lb);
+  g_assert_cmpmem (ca, sizeof ca, cb, sizeof cb);
+  /* rmsnorm, then add; then scale: three runs on the device, the rest on the CPU. */
+  TestPriv *p = tb->priv;
+  g_assert_cmpint (p->graph_calls, ==, 3);
+  g_assert_cmpint (p->nodes_run, ==, 3);
+  g_assert_cmpstr (db, ==, "test device; on the CPU: matmul, rope, attention, swiglu, set_rows, cross_entropy");
+  g_assert_false (strstr (da, "on the CPU") != NULL);
+  for (int t = 0; t < 6; t++)
+    g_assert_true (isfinite (la[t]));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/compute/matmul", test_matmul);
+  g_test_add_func ("/compute/matmul-grid", test_matmul_grid);
+  g_test_add_func ("/compute/attention", test_attention);
+  g_test_add_func ("/compute/elementwise", test_elementwise);
+  g_test_add_func ("/compute/add-broadcast", test_add_broadcast_values);
+  g_test_add_func ("/compute/embed-losses", test_embed_and_losses);
+  g_test_add_func ("/compute/ctensor-round-trip", test_ctensor_round_trip);
+  g_test_add_func ("/compute/fallback", test_fallback);
+  return g_test_run ();
+}
