@@ -1,9 +1,9 @@
 #version 450
 // Row-wise losses and their gradients, one row of V per work group:
-//   0 CROSS_ENTROPY       dst[t] = logsumexp (a[t]) - a[t, tg[t]]        (tg < 0: 0)
+//   0 CROSS_ENTROPY       dst[t] = logsumexp (a[t]) - a[t, tg[t]]        (tg < 0 or >= V: 0)
 //   1 KL                  dst[t] = f^2 KL (softmax (b[t]/f) || softmax (a[t]/f))
 //   2 MSE                 dst[t] = mean over the row of (a - b)^2
-//   3 CROSS_ENTROPY_BACK  dst[t, v] = dy[t] (softmax (a[t])[v] - [v == tg[t]])  (tg < 0: 0)
+//   3 CROSS_ENTROPY_BACK  dst[t, v] = dy[t] (softmax (a[t])[v] - [v == tg[t]])  (tg < 0 or >= V: 0)
 //   4 KL_BACK             dst[t, v] = dy[t] f (softmax (a[t]/f) - softmax (b[t]/f))[v]
 //   5 MSE_BACK            dst[t, v] = dy[t] 2 (a - b)[t, v] / V
 // a: logits or the student, b: the teacher or the second operand, tg: targets.
@@ -77,6 +77,8 @@ void main ()
   if (p.mode == 0u || p.mode == 3u)
     {
       int target = tg[t];
+      if (uint (target) >= p.V) // negative too: not scored
+        target = -1;
       vec2 ml = row_lse (base, false, 1.0);
       if (p.mode == 0u)
         {
