@@ -315,8 +315,15 @@ record_attention (Run *r, const LpCNode *n)
   guint32 T = (guint32) rows_of (q), T_kv = (guint32) rows_of (k), H = (guint32) n->i[0];
   guint32 hd = (guint32) n->i[2];
   LpVkAttnPush p = { T, T_kv, H, (guint32) n->i[1], hd, (float) (1.0 / sqrt ((double) hd)) };
-  guint32 spec[1] = { LP_VK_ATTN_WG };
   const LpVkBuf *bufs[4] = { BUF (q), BUF (k), BUF (v), BUF (dst) };
+  if (hd <= LP_VK_ATTN_ROWS_MAX_HD)
+    {
+      guint32 spec[2] = { LP_VK_ATTN_WG, hd };
+      dispatch (r, VK_SH_ATTENTION_ROWS, spec, 2, bufs, 4, 1u << 3, &p, sizeof p,
+                (T * H + LP_VK_ATTN_WG - 1) / LP_VK_ATTN_WG, 1);
+      return TRUE;
+    }
+  guint32 spec[1] = { LP_VK_ATTN_WG };
   dispatch (r, VK_SH_ATTENTION, spec, 1, bufs, 4, 1u << 3, &p, sizeof p, H, T);
   return TRUE;
 }

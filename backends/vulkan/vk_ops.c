@@ -51,9 +51,15 @@ gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, int a, int b, int c, const LpVkG
   lp_vk_gemm_dispatch (ctx, shader, bufs, p);
 }
 
+/* Below this K, f32 products skip shared memory (gemm_direct.comp): the
+ * same sums in the same order, so the same bits. */
+#define GEMM_DIRECT_MAX_K 256
+
 void
 lp_vk_gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, const LpVkBuf *const *abc, const LpVkGemmPush *p)
 {
+  if (shader == VK_SH_GEMM && p->K <= GEMM_DIRECT_MAX_K)
+    shader = VK_SH_GEMM_DIRECT;
   guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, ctx->gemm_bk };
   guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
   lp_vk_dispatch_bufs (ctx, shader, spec, 3, abc, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);

@@ -62,6 +62,12 @@ static const guint32 embed_back_spv[] =
 static const guint32 attention_back_spv[] =
 #include "attention_back.spv.inc"
     ;
+static const guint32 attention_rows_spv[] =
+#include "attention_rows.spv.inc"
+    ;
+static const guint32 gemm_direct_spv[] =
+#include "gemm_direct.spv.inc"
+    ;
 
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
@@ -83,6 +89,8 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_COLSUM] = { colsum_spv, sizeof colsum_spv, "colsum" },
   [VK_SH_EMBED_BACK] = { embed_back_spv, sizeof embed_back_spv, "embed_back" },
   [VK_SH_ATTENTION_BACK] = { attention_back_spv, sizeof attention_back_spv, "attention_back" },
+  [VK_SH_ATTENTION_ROWS] = { attention_rows_spv, sizeof attention_rows_spv, "attention_rows" },
+  [VK_SH_GEMM_DIRECT] = { gemm_direct_spv, sizeof gemm_direct_spv, "gemm_direct" },
 };
 
 const VkShaderCode *
