@@ -1,4 +1,19 @@
-/* llmpress — the Llama-family forward pass (see forward.h). */
+/* llmpress — the Llama-family forward pass on compute graphs (see forward.h).
+ *
+ * Each stage is recorded as nodes of a graph over backend tensors and
+ * computed as a whole: the embedding lookup, each transformer block (one
+ * graph a block: one submission on a device), the head.  The residual
+ * stream stays in backend memory from block to block; host memory is
+ * touched for token ids, logits, the activations a hook asks for and the
+ * stage-wise API's inputs and outputs.
+ *
+ * Weights are uploaded once per LpForward into per-layer slots and kept
+ * across calls, under a byte budget (lp_forward_set_device_memory): when
+ * over it, the least recently used layers' weights are dropped and uploaded
+ * again when next needed.  A slot keeps a reference to the model tensor it
+ * was uploaded from, so a tensor replaced in the model is uploaded again.
+ * On the CPU, weights the kernels read as stored are not copied: the slot
+ * wraps the model tensor's memory. */
 #include "config.h"
 
 #include <math.h>
@@ -7,30 +22,7 @@
 #include "lp-internal.h"
 #include <llmpress/forward.h>
 
-/* A weight as f32: borrowed from an f32 tensor, or dequantized (owned);
- * or, for the matrices of linear layers, as stored: `raw` in `dtype` (the
- * backend's weight product reads f16/bf16/block types itself), or the
- * tensor's integer grid (GPTQ / compressed-tensors: gemm_grid decodes the
- * codes), so a device receives the compressed bytes and nothing holds the
- * layer in f32 on its way there. */
-typedef struct {
-  const float *data;
-  float *owned;
-  const void *raw;
-  LpDType dtype;
-  const LpIntGrid *grid; /* borrowed from the tensor */
-} Weight;
-
-struct _LpForward {
-  LpModel *model;
-  LpBackend *be;
-  LpModelConfig c;
-  float *inv_freq;     /* [hd/2] */
-  Weight head;         /* [V, D]: output.weight, or token_embd when tied */
-  Weight final_norm;   /* [D] */
-  int cur_layer;       /* the layer whose weights `layer_w` holds, -1 none */
-  Weight layer_w[16];  /* indexed by LayerWeight */
-};
+#include "compute-internal.h"
 
 typedef enum {
   W_ATTN_NORM, W_Q, W_K, W_V, W_O, W_QB, W_KB, W_VB, W_FFN_NORM, W_GATE, W_UP, W_DOWN, W_COUNT
@@ -40,6 +32,41 @@ static const char *const layer_weight_names[W_COUNT] = {
   "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
   "attn_q.bias", "attn_k.bias", "attn_v.bias",
   "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+};
+
+/* The weights outside the blocks, kept in one more slot after the layers'. */
+typedef enum { TOP_EMBED, TOP_NORM, TOP_HEAD } TopWeight;
+
+/* How a weight is uploaded: f32 (norms, biases); as stored, for the
+ * embedding lookup; as stored or as an integer grid, for a matrix. */
+typedef enum { KIND_VECTOR, KIND_TABLE, KIND_MATRIX } WeightKind;
+
+/* One weight in backend memory. */
+typedef struct {
+  LpTensor *src;            /* the model tensor it was uploaded from (ref) */
+  LpCTensor *t;             /* [N, K] as stored or f32; NULL for a grid */
+  LpCTensor *grid[4];       /* codes [N,K], scales [N,G], zeros [N,G], g_idx [K] */
+  int bits, group;
+  gboolean borrowed;        /* t wraps src's memory (the CPU): only the struct is ours */
+  gsize bytes;
+} Weight;
+
+typedef struct {
+  Weight w[W_COUNT];
+  guint64 last_use;         /* fw->clock when last used */
+} Slot;
+
+struct _LpForward {
+  LpModel *model;
+  LpBackend *be;            /* the backend the graphs run on */
+  LpModelConfig c;
+  float *inv_freq;          /* [hd/2] */
+  LpCTensor *inv_freq_t;    /* the same, in backend memory */
+  Slot *slots;              /* [n_layers + 1]: each layer's weights, then TopWeight's */
+  guint64 clock;
+  guint64 budget;           /* bytes of weights to keep; 0: no limit */
+  guint64 resident;         /* bytes of weights held */
+  guint64 uploads;          /* weights uploaded so far */
 };
 
 const char *const *
@@ -54,70 +81,207 @@ lp_linear_input_consumers (LpLinearInput which)
   return table[which];
 }
 
+/* ---- weights ---- */
+
 static void
-weight_clear (Weight *w)
+weight_clear (LpForward *fw, Weight *w)
 {
-  g_free (w->owned);
-  w->owned = NULL;
-  w->data = NULL;
-  w->raw = NULL;
-  w->grid = NULL;
+  if (w->t != NULL && w->borrowed)
+    {
+      g_free (w->t->name);
+      g_free (w->t);
+    }
+  else
+    lp_ctensor_free (w->t);
+  for (int i = 0; i < 4; i++)
+    lp_ctensor_free (w->grid[i]);
+  if (w->src != NULL)
+    lp_tensor_unref (w->src);
+  fw->resident -= w->bytes;
+  memset (w, 0, sizeof *w);
+}
+
+static void
+slot_clear (LpForward *fw, Slot *s)
+{
+  for (int i = 0; i < W_COUNT; i++)
+    weight_clear (fw, &s->w[i]);
+}
+
+/* The integer grid a backend multiplies natively instead of t's f32
+ * values, or NULL: the CPU keeps the f32 path (the one place this file
+ * looks at a tensor's grid). */
+static const LpIntGrid *
+weight_grid (const LpTensor *t, LpBackend *be)
+{
+  if (t->grid == NULL || lp_backend_is_cpu (be) || !be->ops->supports_op (be, LP_OP_GEMM_GRID))
+    return NULL;
+  return t->grid;
 }
 
 static gboolean
-weight_load (Weight *w, LpTensor *t, GError **error)
+upload_grid (LpForward *fw, Weight *w, const LpIntGrid *grid, GError **error)
 {
-  weight_clear (w);
-  w->dtype = LP_DTYPE_F32;
-  if (t->dtype == LP_DTYPE_F32)
+  const gint64 N = grid->rows, K = grid->cols, G = grid->n_groups;
+  const struct {
+    LpDType dtype;
+    int n_dims;
+    gint64 shape[2];
+    const void *data;
+  } parts[4] = {
+    { LP_DTYPE_I8, 2, { N, K }, grid->codes },
+    { LP_DTYPE_I16, 2, { N, G }, grid->scales },
+    { LP_DTYPE_I8, 2, { N, G }, grid->zeros },
+    { LP_DTYPE_I32, 1, { K }, grid->g_idx },
+  };
+  for (int i = 0; i < 4; i++)
     {
-      w->data = lp_tensor_data (t);
-      return TRUE;
+      w->grid[i] = lp_ctensor_new (fw->be, parts[i].dtype, parts[i].n_dims, parts[i].shape, w->src->name, error);
+      if (w->grid[i] == NULL)
+        return FALSE;
+      lp_ctensor_write (w->grid[i], 0, parts[i].data, w->grid[i]->n_bytes);
+      w->bytes += w->grid[i]->n_bytes;
     }
-  w->owned = lp_tensor_dup_f32 (t, error);
-  w->data = w->owned;
-  return w->owned != NULL;
-}
-
-/* A linear layer's matrix [N, K]: kept as stored when the weight product
- * can read that type (every type lp_dtype_to_f32 reads; the CPU backend
- * dequantizes a few rows at a time, a device on the device).  An integer
- * grid's weights are already in the tensor as f32: only a device, which
- * would otherwise receive those f32, is handed the grid's codes. */
-static gboolean
-weight_load_matrix (Weight *w, LpTensor *t, LpBackend *be, GError **error)
-{
-  if (t->grid != NULL && lp_backend_for_op (be, LP_OP_GEMM_GRID)->fallback != NULL)
-    {
-      weight_clear (w);
-      w->grid = t->grid;
-      return TRUE;
-    }
-  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
-  if (t->dtype == LP_DTYPE_F32 || info == NULL || !info->supported)
-    return weight_load (w, t, error);
-  weight_clear (w);
-  w->dtype = t->dtype;
-  w->raw = lp_tensor_data (t);
+  w->bits = grid->bits;
+  w->group = grid->group_size;
   return TRUE;
 }
 
-/* out[T, N] = in[T, K] W^T + beta * out. */
-static void
-linear (LpBackend *be, int T, int N, int K, const float *in, int ld_in, const Weight *w, float beta, float *out)
+/* t's values as stored (f32 or any type the kernels decode), or as f32. */
+static gboolean
+upload_tensor (LpForward *fw, Weight *w, LpTensor *t, gboolean as_stored, GError **error)
 {
-  if (w->grid != NULL)
-    lp_gemm_grid (be, T, N, K, in, ld_in, w->grid, beta, out, N);
-  else if (w->dtype == LP_DTYPE_F32)
-    lp_gemm (be, TRUE, T, N, K, 1.0f, in, ld_in, w->data, K, beta, out, N);
-  else
-    lp_gemm_w (be, T, N, K, in, ld_in, w->dtype, w->raw, beta, out, N);
+  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
+  if (t->dtype != LP_DTYPE_F32 && (!as_stored || info == NULL || !info->supported))
+    {
+      g_autofree float *x = lp_tensor_dup_f32 (t, error);
+      if (x == NULL || (w->t = lp_ctensor_new (fw->be, LP_DTYPE_F32, t->n_dims, t->shape, t->name, error)) == NULL)
+        return FALSE;
+      lp_ctensor_write (w->t, 0, x, w->t->n_bytes);
+    }
+  else if (lp_backend_is_cpu (fw->be))
+    {
+      w->t = g_new0 (LpCTensor, 1);
+      *w->t = (LpCTensor) { .dtype = t->dtype, .n_dims = t->n_dims, .n_bytes = lp_tensor_n_bytes (t), .be = fw->be,
+                            .buf = (gpointer) lp_tensor_data (t), .name = g_strdup (t->name) };
+      memcpy (w->t->shape, t->shape, sizeof t->shape);
+      w->borrowed = TRUE;
+    }
+  else if ((w->t = lp_ctensor_from_tensor (fw->be, t, error)) == NULL)
+    return FALSE;
+  w->bytes = w->t->n_bytes;
+  return TRUE;
 }
+
+/* w holds the model's tensor `name`, uploaded as `kind` asks (again when
+ * the model's tensor is not the one uploaded). */
+static gboolean
+weight_ensure (LpForward *fw, Weight *w, const char *name, WeightKind kind, GError **error)
+{
+  LpTensor *t = lp_model_tensor (fw->model, name);
+  if (t != NULL && w->src == t)
+    return TRUE;
+  weight_clear (fw, w);
+  if (t == NULL)
+    {
+      lp_set_error (error, LP_ERROR_FORMAT, "%s: expected a tensor %s, found none",
+                    lp_model_source (fw->model) ? lp_model_source (fw->model) : "model", name);
+      return FALSE;
+    }
+  w->src = lp_tensor_ref (t);
+  const LpIntGrid *grid = kind == KIND_MATRIX ? weight_grid (t, fw->be) : NULL;
+  gboolean ok = grid != NULL ? upload_grid (fw, w, grid, error) : upload_tensor (fw, w, t, kind != KIND_VECTOR, error);
+  fw->resident += w->bytes;
+  fw->uploads++;
+  if (!ok)
+    weight_clear (fw, w);
+  return ok;
+}
+
+/* Drop the least recently used slots (never `keep`) while over the budget. */
+static void
+budget_enforce (LpForward *fw, int keep)
+{
+  while (fw->budget > 0 && fw->resident > fw->budget)
+    {
+      int lru = -1;
+      for (int l = 0; l <= fw->c.n_layers; l++)
+        {
+          gboolean held = FALSE;
+          for (int i = 0; i < W_COUNT; i++)
+            held |= fw->slots[l].w[i].bytes > 0;
+          if (l != keep && held && (lru < 0 || fw->slots[l].last_use < fw->slots[lru].last_use))
+            lru = l;
+        }
+      if (lru < 0)
+        return;
+      slot_clear (fw, &fw->slots[lru]);
+    }
+}
+
+static void
+slot_touch (LpForward *fw, int slot)
+{
+  fw->slots[slot].last_use = ++fw->clock;
+  budget_enforce (fw, slot);
+}
+
+/* Layer `layer`'s weights in backend memory (W_QB.. only with q/k/v biases). */
+static Weight *
+layer_weights (LpForward *fw, int layer, GError **error)
+{
+  gboolean bias = lp_arch_info (fw->c.arch)->qkv_bias;
+  Weight *w = fw->slots[layer].w;
+  for (int i = 0; i < W_COUNT; i++)
+    {
+      if ((i == W_QB || i == W_KB || i == W_VB) && !bias)
+        continue;
+      g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
+      gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
+      if (!weight_ensure (fw, &w[i], name, matrix ? KIND_MATRIX : KIND_VECTOR, error))
+        return NULL;
+    }
+  slot_touch (fw, layer);
+  return w;
+}
+
+/* The weights outside the blocks: the embedding table, or the final norm
+ * and the head (the embedding table itself when tied and read as stored). */
+static Weight *
+top_weights (LpForward *fw, gboolean head, GError **error)
+{
+  Weight *w = fw->slots[fw->c.n_layers].w;
+  if (!head && !weight_ensure (fw, &w[TOP_EMBED], "token_embd.weight", KIND_TABLE, error))
+    return NULL;
+  if (head)
+    {
+      LpTensor *emb = lp_model_tensor (fw->model, "token_embd.weight");
+      gboolean share = fw->c.tied_embeddings && emb != NULL && weight_grid (emb, fw->be) == NULL;
+      if (!weight_ensure (fw, &w[TOP_NORM], "output_norm.weight", KIND_VECTOR, error)
+          || (share && !weight_ensure (fw, &w[TOP_EMBED], "token_embd.weight", KIND_TABLE, error))
+          || (!share && !weight_ensure (fw, &w[TOP_HEAD], fw->c.tied_embeddings ? "token_embd.weight" : "output.weight",
+                                        KIND_MATRIX, error)))
+        return NULL;
+      if (share)
+        weight_clear (fw, &w[TOP_HEAD]);
+    }
+  slot_touch (fw, fw->c.n_layers);
+  return w;
+}
+
+static const Weight *
+head_weight (const Weight *top)
+{
+  return top[TOP_HEAD].src != NULL ? &top[TOP_HEAD] : &top[TOP_EMBED];
+}
+
+/* ---- KV cache ---- */
 
 struct _LpKVCache {
   int max_tokens, n, n_layers, kv_dim;
-  float *k; /* [L][max_tokens][kv_dim] */
-  float *v;
+  LpBackend *be;       /* where k and v live: the backend of the first forward pass that used it */
+  LpCTensor **k, **v;  /* [n_layers] each [max_tokens, kv_dim] */
+  LpCTensor *k_used, *v_used; /* [n_layers]: views of their first n + T rows, for attention */
 };
 
 LpKVCache *
@@ -127,9 +291,10 @@ lp_kv_cache_new (const LpModelConfig *c, int max_tokens)
   cache->max_tokens = max_tokens;
   cache->n_layers = (int) c->n_layers;
   cache->kv_dim = (int) (c->n_kv_heads * c->head_dim);
-  gsize n = (gsize) c->n_layers * max_tokens * cache->kv_dim;
-  cache->k = g_new0 (float, n);
-  cache->v = g_new0 (float, n);
+  cache->k = g_new0 (LpCTensor *, cache->n_layers);
+  cache->v = g_new0 (LpCTensor *, cache->n_layers);
+  cache->k_used = g_new0 (LpCTensor, cache->n_layers);
+  cache->v_used = g_new0 (LpCTensor, cache->n_layers);
   return cache;
 }
 
@@ -144,9 +309,50 @@ lp_kv_cache_free (LpKVCache *cache)
 {
   if (cache == NULL)
     return;
+  for (int l = 0; l < cache->n_layers; l++)
+    {
+      lp_ctensor_free (cache->k[l]);
+      lp_ctensor_free (cache->v[l]);
+    }
   g_free (cache->k);
   g_free (cache->v);
+  g_free (cache->k_used);
+  g_free (cache->v_used);
+  if (cache->be)
+    lp_backend_unref (cache->be);
   g_free (cache);
+}
+
+/* The cache's tensors of `layer` on be (allocated on first use). */
+static gboolean
+kv_cache_layer (LpKVCache *cache, LpBackend *be, int layer, GError **error)
+{
+  if (cache->be == NULL)
+    cache->be = lp_backend_ref (be);
+  if (cache->be != be)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "KV cache: expected the backend it was first used on (%s), found %s",
+                    cache->be->device_name, be->device_name);
+      return FALSE;
+    }
+  gint64 shape[2] = { cache->max_tokens, cache->kv_dim };
+  if (cache->k[layer] == NULL
+      && (cache->k[layer] = lp_ctensor_new (be, LP_DTYPE_F32, 2, shape, "kv_cache.k", error)) == NULL)
+    return FALSE;
+  if (cache->v[layer] == NULL
+      && (cache->v[layer] = lp_ctensor_new (be, LP_DTYPE_F32, 2, shape, "kv_cache.v", error)) == NULL)
+    return FALSE;
+  return TRUE;
+}
+
+/* The first `n` rows of a cache tensor: the same buffer, a shorter shape
+ * (attention reads the keys and values written so far). */
+static void
+kv_prefix (LpCTensor *view, const LpCTensor *t, int n)
+{
+  *view = *t;
+  view->shape[0] = n;
+  view->n_bytes = (gsize) n * t->shape[1] * sizeof (float);
 }
 
 float *
@@ -201,6 +407,257 @@ lp_rope_inv_freq (LpModel *model, GError **error)
   return f;
 }
 
+/* ---- recording ---- */
+
+/* A graph being recorded: once an error is set, every step below does
+ * nothing and returns NULL, so a block reads as the sequence of its ops. */
+typedef struct {
+  LpForward *fw;
+  LpCGraph *g;
+  GError *error;
+} Rec;
+
+static LpCNode *
+rec_op (Rec *r, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
+{
+  if (r->error != NULL || a == NULL)
+    return NULL;
+  LpCTensor *src[3] = { a, b, c };
+  return lp_cgraph_add (r->g, op, src, c ? 3 : b ? 2 : 1, NULL, 0, &r->error);
+}
+
+static LpCTensor *
+rec_rmsnorm (Rec *r, LpCTensor *x, const Weight *w)
+{
+  LpCNode *n = rec_op (r, LP_COP_RMSNORM, x, w->t, NULL);
+  if (n == NULL)
+    return NULL;
+  n->f[0] = (float) r->fw->c.norm_eps;
+  return n->dst[0];
+}
+
+/* x[T, K] W^T (+ acc[T, N]). */
+static LpCTensor *
+rec_linear (Rec *r, LpCTensor *x, const Weight *w, LpCTensor *acc)
+{
+  if (r->error != NULL || x == NULL)
+    return NULL;
+  if (w->t != NULL)
+    {
+      LpCNode *n = rec_op (r, LP_COP_MATMUL, x, w->t, acc);
+      return n ? n->dst[0] : NULL;
+    }
+  LpCTensor *src[6] = { x, w->grid[0], w->grid[1], w->grid[2], w->grid[3], acc };
+  LpCNode *n = lp_cgraph_add (r->g, LP_COP_MATMUL_GRID, src, acc ? 6 : 5, NULL, 0, &r->error);
+  if (n == NULL)
+    return NULL;
+  n->i[0] = w->bits;
+  n->i[1] = w->group;
+  return n->dst[0];
+}
+
+static LpCTensor *
+rec_bias (Rec *r, LpCTensor *x, const Weight *b)
+{
+  if (b->src == NULL)
+    return x;
+  LpCNode *n = rec_op (r, LP_COP_ADD, x, b->t, NULL);
+  return n ? n->dst[0] : NULL;
+}
+
+static LpCTensor *
+rec_rope (Rec *r, LpCTensor *x, int heads, int pos0)
+{
+  LpCNode *n = rec_op (r, LP_COP_ROPE, x, r->fw->inv_freq_t, NULL);
+  if (n == NULL)
+    return NULL;
+  n->i[0] = lp_arch_info (r->fw->c.arch)->rope_style;
+  n->i[1] = heads;
+  n->i[2] = r->fw->c.head_dim;
+  n->i[3] = pos0;
+  return n->dst[0];
+}
+
+/* x written into rows pos0.. of a cache tensor. */
+static void
+rec_set_rows (Rec *r, LpCTensor *x, LpCTensor *cache, int pos0)
+{
+  LpCNode *n = rec_op (r, LP_COP_SET_ROWS, x, cache, NULL);
+  if (n != NULL)
+    n->i[0] = pos0;
+}
+
+static LpCTensor *
+rec_attention (Rec *r, LpCTensor *q, LpCTensor *k, LpCTensor *v)
+{
+  LpCNode *n = rec_op (r, LP_COP_ATTENTION, q, k, v);
+  if (n == NULL)
+    return NULL;
+  n->i[0] = r->fw->c.n_heads;
+  n->i[1] = r->fw->c.n_kv_heads;
+  n->i[2] = r->fw->c.head_dim;
+  return n->dst[0];
+}
+
+static LpCTensor *
+rec_swiglu (Rec *r, LpCTensor *gate, LpCTensor *up)
+{
+  LpCNode *n = rec_op (r, LP_COP_SWIGLU, gate, up, NULL);
+  return n ? n->dst[0] : NULL;
+}
+
+/* The hook sees X[T, n]: the graph so far is computed and X read back
+ * (borrowed where it is host memory already). */
+static void
+rec_hook (Rec *r, const LpForwardHooks *hooks, int layer, LpLinearInput which, LpCTensor *X)
+{
+  if (hooks == NULL || hooks->linear_input == NULL || r->error != NULL || X == NULL
+      || !lp_cgraph_compute (r->g, &r->error))
+    return;
+  const float *host = lp_ctensor_host (X);
+  g_autofree float *copy = NULL;
+  if (host == NULL)
+    {
+      copy = g_new (float, lp_ctensor_n_elements (X));
+      lp_ctensor_read (X, 0, copy, X->n_bytes);
+      host = copy;
+    }
+  hooks->linear_input (hooks->user_data, layer, which, host, (int) lp_ctensor_rows (X), (int) lp_ctensor_cols (X));
+}
+
+/* x[T, D] (a graph tensor or borrowed) through block `layer`; returns the
+ * new residual stream, a tensor of r's graph.  With a cache, the block's
+ * keys and values go into it at positions cache->n .. cache->n + T - 1. */
+static LpCTensor *
+rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHooks *hooks)
+{
+  LpForward *fw = r->fw;
+  int T = (int) lp_ctensor_rows (x), past = cache ? cache->n : 0;
+  if (cache && past + T > cache->max_tokens)
+    {
+      lp_set_error (&r->error, LP_ERROR_INVALID, "KV cache: expected at most %d tokens, found %d", cache->max_tokens,
+                    past + T);
+      return NULL;
+    }
+  const Weight *w = layer_weights (fw, layer, &r->error);
+  if (w == NULL || (cache && !kv_cache_layer (cache, fw->be, layer, &r->error)))
+    return NULL;
+
+  /* Attention. */
+  LpCTensor *h = rec_rmsnorm (r, x, &w[W_ATTN_NORM]);
+  rec_hook (r, hooks, layer, LP_LINEAR_IN_QKV, h);
+  LpCTensor *q = rec_bias (r, rec_linear (r, h, &w[W_Q], NULL), &w[W_QB]);
+  LpCTensor *k = rec_bias (r, rec_linear (r, h, &w[W_K], NULL), &w[W_KB]);
+  LpCTensor *v = rec_bias (r, rec_linear (r, h, &w[W_V], NULL), &w[W_VB]);
+  q = rec_rope (r, q, (int) fw->c.n_heads, past);
+  k = rec_rope (r, k, (int) fw->c.n_kv_heads, past);
+  if (cache)
+    {
+      rec_set_rows (r, k, cache->k[layer], past);
+      rec_set_rows (r, v, cache->v[layer], past);
+      kv_prefix (&cache->k_used[layer], cache->k[layer], past + T);
+      kv_prefix (&cache->v_used[layer], cache->v[layer], past + T);
+      k = &cache->k_used[layer];
+      v = &cache->v_used[layer];
+    }
+  LpCTensor *attn = rec_attention (r, q, k, v);
+  rec_hook (r, hooks, layer, LP_LINEAR_IN_ATTN_OUT, attn);
+  x = rec_linear (r, attn, &w[W_O], x); /* x + attn Wo^T */
+
+  /* Feed-forward. */
+  h = rec_rmsnorm (r, x, &w[W_FFN_NORM]);
+  rec_hook (r, hooks, layer, LP_LINEAR_IN_FFN, h);
+  LpCTensor *s = rec_swiglu (r, rec_linear (r, h, &w[W_GATE], NULL), rec_linear (r, h, &w[W_UP], NULL));
+  rec_hook (r, hooks, layer, LP_LINEAR_IN_DOWN, s);
+  return rec_linear (r, s, &w[W_DOWN], x); /* x + ffn Wd^T */
+}
+
+/* Token ids checked and put in a graph tensor; the embedding rows of them. */
+static LpCTensor *
+rec_embed (Rec *r, const gint32 *tokens, int T)
+{
+  for (int t = 0; t < T; t++)
+    if (tokens[t] < 0 || tokens[t] >= r->fw->c.n_vocab)
+      {
+        lp_set_error (&r->error, LP_ERROR_INVALID, "token %d at position %d: expected an id in 0..%" G_GINT64_FORMAT,
+                      tokens[t], t, r->fw->c.n_vocab - 1);
+        return NULL;
+      }
+  const Weight *top = top_weights (r->fw, FALSE, &r->error);
+  LpCTensor *ids = top ? lp_cgraph_tensor (r->g, LP_DTYPE_I32, 1, (gint64[]){ T }, "tokens", &r->error) : NULL;
+  if (ids == NULL)
+    return NULL;
+  lp_ctensor_write (ids, 0, tokens, (gsize) T * sizeof (gint32));
+  LpCNode *n = rec_op (r, LP_COP_EMBED, top[TOP_EMBED].t, ids, NULL);
+  return n ? n->dst[0] : NULL;
+}
+
+/* logits[T, V] of the residual stream x. */
+static LpCTensor *
+rec_head (Rec *r, LpCTensor *x)
+{
+  const Weight *top = top_weights (r->fw, TRUE, &r->error);
+  if (top == NULL)
+    return NULL;
+  return rec_linear (r, rec_rmsnorm (r, x, &top[TOP_NORM]), head_weight (top), NULL);
+}
+
+static void
+rec_begin (Rec *r, LpForward *fw)
+{
+  r->fw = fw;
+  r->g = lp_cgraph_new (fw->be);
+  r->error = NULL;
+}
+
+/* Compute what is recorded; FALSE with the error (moved to `error`) when
+ * recording or computing failed. */
+static gboolean
+rec_compute (Rec *r, GError **error)
+{
+  if (r->error == NULL)
+    lp_cgraph_compute (r->g, &r->error);
+  if (r->error != NULL)
+    {
+      g_propagate_error (error, r->error);
+      r->error = NULL;
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+rec_end (Rec *r)
+{
+  g_clear_pointer (&r->g, lp_cgraph_free);
+  g_clear_error (&r->error);
+}
+
+/* Compute, read y back into out (host memory), free the graph. */
+static gboolean
+rec_finish (Rec *r, LpCTensor *y, void *out, GError **error)
+{
+  gboolean ok = rec_compute (r, error);
+  if (ok)
+    lp_ctensor_read (y, 0, out, y->n_bytes);
+  rec_end (r);
+  return ok;
+}
+
+/* A graph tensor holding host x[T, D]. */
+static LpCTensor *
+rec_input (Rec *r, const float *x, int T)
+{
+  if (r->error != NULL)
+    return NULL;
+  LpCTensor *t = lp_cgraph_tensor (r->g, LP_DTYPE_F32, 2, (gint64[]){ T, r->fw->c.dim }, "x", &r->error);
+  if (t != NULL)
+    lp_ctensor_write (t, 0, x, t->n_bytes);
+  return t;
+}
+
+/* ---- the forward pass ---- */
+
 LpForward *
 lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
 {
@@ -208,16 +665,21 @@ lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
     return NULL;
   g_autoptr (LpForward) fw = g_new0 (LpForward, 1);
   fw->model = lp_model_ref (model);
-  fw->be = backend ? lp_backend_ref (backend) : lp_backend_cpu_new ();
   fw->c = *lp_model_config (model);
-  fw->cur_layer = -1;
+  fw->slots = g_new0 (Slot, fw->c.n_layers + 1);
+  /* Weights go where the graphs run (a backend without graphs hands them
+   * to its fallback, the CPU). */
+  g_autoptr (LpBackend) be = backend ? lp_backend_ref (backend) : lp_backend_cpu_new ();
+  g_autoptr (LpCGraph) probe = lp_cgraph_new (be);
+  fw->be = lp_backend_ref (lp_cgraph_backend (probe));
   fw->inv_freq = lp_rope_inv_freq (model, error);
   if (fw->inv_freq == NULL)
     return NULL;
-  LpTensor *head = lp_model_tensor (model, fw->c.tied_embeddings ? "token_embd.weight" : "output.weight");
-  if (!weight_load_matrix (&fw->head, head, fw->be, error)
-      || !weight_load (&fw->final_norm, lp_model_tensor (model, "output_norm.weight"), error))
+  gint64 half = fw->c.head_dim / 2;
+  fw->inv_freq_t = lp_ctensor_new (fw->be, LP_DTYPE_F32, 1, &half, "rope.inv_freq", error);
+  if (fw->inv_freq_t == NULL)
     return NULL;
+  lp_ctensor_write (fw->inv_freq_t, 0, fw->inv_freq, fw->inv_freq_t->n_bytes);
   return g_steal_pointer (&fw);
 }
 
@@ -226,10 +688,11 @@ lp_forward_free (LpForward *fw)
 {
   if (fw == NULL)
     return;
-  for (int i = 0; i < W_COUNT; i++)
-    weight_clear (&fw->layer_w[i]);
-  weight_clear (&fw->head);
-  weight_clear (&fw->final_norm);
+  if (fw->slots)
+    for (int l = 0; l <= fw->c.n_layers; l++)
+      slot_clear (fw, &fw->slots[l]);
+  g_free (fw->slots);
+  lp_ctensor_free (fw->inv_freq_t);
   g_free (fw->inv_freq);
   if (fw->be)
     lp_backend_unref (fw->be);
@@ -243,154 +706,93 @@ lp_forward_model (LpForward *fw)
   return fw->model;
 }
 
-/* Materialize one layer's weights (dropping the previous layer's). */
-static gboolean
-load_layer (LpForward *fw, int layer, GError **error)
+void
+lp_forward_set_device_memory (LpForward *fw, guint64 bytes)
 {
-  if (fw->cur_layer == layer)
-    return TRUE;
-  gboolean bias = lp_arch_info (fw->c.arch)->qkv_bias;
-  for (int i = 0; i < W_COUNT; i++)
-    {
-      weight_clear (&fw->layer_w[i]);
-      if ((i == W_QB || i == W_KB || i == W_VB) && !bias)
-        continue;
-      g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
-      gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
-      LpTensor *t = lp_model_tensor (fw->model, name);
-      if (!(matrix ? weight_load_matrix (&fw->layer_w[i], t, fw->be, error) : weight_load (&fw->layer_w[i], t, error)))
-        {
-          fw->cur_layer = -1;
-          return FALSE;
-        }
-    }
-  fw->cur_layer = layer;
-  return TRUE;
+  fw->budget = bytes;
+  budget_enforce (fw, -1);
+}
+
+void
+lp_forward_weight_stats (LpForward *fw, guint64 *resident_bytes, guint64 *uploads)
+{
+  if (resident_bytes)
+    *resident_bytes = fw->resident;
+  if (uploads)
+    *uploads = fw->uploads;
+}
+
+void
+lp_forward_invalidate (LpForward *fw)
+{
+  for (int l = 0; l <= fw->c.n_layers; l++)
+    slot_clear (fw, &fw->slots[l]);
+}
+
+char *
+lp_forward_describe (LpForward *fw, GError **error)
+{
+  /* The ops of one token through the embedding, a block and the head,
+   * recorded, not run: lp_cgraph_describe names those the backend declines. */
+  Rec r;
+  rec_begin (&r, fw);
+  gint32 token = 0;
+  rec_head (&r, rec_block (&r, 0, rec_embed (&r, &token, 1), NULL, NULL));
+  char *s = r.error == NULL ? lp_cgraph_describe (r.g) : NULL;
+  if (r.error != NULL)
+    g_propagate_error (error, g_steal_pointer (&r.error));
+  rec_end (&r);
+  return s;
 }
 
 gboolean
 lp_forward_embed (LpForward *fw, const gint32 *tokens, int T, float *x, GError **error)
 {
-  LpTensor *emb = lp_model_tensor (fw->model, "token_embd.weight");
-  gint64 D = fw->c.dim;
-  guint64 row_bytes;
-  if (!lp_dtype_row_bytes (emb->dtype, D, &row_bytes, error))
-    return FALSE;
-  const guint8 *base = lp_tensor_data (emb);
-  for (int t = 0; t < T; t++)
-    {
-      if (tokens[t] < 0 || tokens[t] >= fw->c.n_vocab)
-        {
-          lp_set_error (error, LP_ERROR_INVALID, "token %d at position %d: expected an id in 0..%" G_GINT64_FORMAT,
-                        tokens[t], t, fw->c.n_vocab - 1);
-          return FALSE;
-        }
-      if (!lp_dtype_to_f32 (emb->dtype, base + (gsize) tokens[t] * row_bytes, x + (gsize) t * D, D, error))
-        return FALSE;
-    }
-  return TRUE;
-}
-
-static void
-add_bias (float *y, const float *b, int T, int n)
-{
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < n; i++)
-      y[(gsize) t * n + i] += b[i];
+  Rec r;
+  rec_begin (&r, fw);
+  return rec_finish (&r, rec_embed (&r, tokens, T), x, error);
 }
 
 gboolean
 lp_forward_block (LpForward *fw, int layer, float *x, int T, LpKVCache *cache, const LpForwardHooks *hooks,
                   GError **error)
 {
-  if (!load_layer (fw, layer, error))
-    return FALSE;
-  const LpModelConfig *c = &fw->c;
-  LpBackend *be = fw->be;
-  int D = (int) c->dim, F = (int) c->ffn_dim, H = (int) c->n_heads, Hkv = (int) c->n_kv_heads;
-  int hd = (int) c->head_dim, qd = H * hd, kvd = Hkv * hd;
-  const Weight *w = fw->layer_w;
-  int past = cache ? cache->n : 0;
-  if (cache && past + T > cache->max_tokens)
-    {
-      lp_set_error (error, LP_ERROR_INVALID, "KV cache: expected at most %d tokens, found %d", cache->max_tokens,
-                    past + T);
-      return FALSE;
-    }
-
-  g_autofree float *h = g_new (float, (gsize) T * MAX (D, qd));
-  g_autofree float *q = g_new (float, (gsize) T * qd);
-  g_autofree float *kbuf = cache ? NULL : g_new (float, (gsize) T * kvd);
-  g_autofree float *vbuf = cache ? NULL : g_new (float, (gsize) T * kvd);
-  float *k = cache ? cache->k + ((gsize) layer * cache->max_tokens + past) * kvd : kbuf;
-  float *v = cache ? cache->v + ((gsize) layer * cache->max_tokens + past) * kvd : vbuf;
-
-  /* Attention. */
-  lp_rmsnorm (be, T, D, x, w[W_ATTN_NORM].data, (float) c->norm_eps, h);
-  if (hooks && hooks->linear_input)
-    hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_QKV, h, T, D);
-  linear (be, T, qd, D, h, D, &w[W_Q], 0.0f, q);
-  linear (be, T, kvd, D, h, D, &w[W_K], 0.0f, k);
-  linear (be, T, kvd, D, h, D, &w[W_V], 0.0f, v);
-  if (w[W_QB].data)
-    {
-      add_bias (q, w[W_QB].data, T, qd);
-      add_bias (k, w[W_KB].data, T, kvd);
-      add_bias (v, w[W_VB].data, T, kvd);
-    }
-  LpRopeStyle style = lp_arch_info (c->arch)->rope_style;
-  lp_rope (be, style, T, H, hd, past, fw->inv_freq, q);
-  lp_rope (be, style, T, Hkv, hd, past, fw->inv_freq, k);
-  const float *k_all = cache ? cache->k + (gsize) layer * cache->max_tokens * kvd : k;
-  const float *v_all = cache ? cache->v + (gsize) layer * cache->max_tokens * kvd : v;
-  lp_attention (be, T, past + T, H, Hkv, hd, q, k_all, v_all, h);
-  if (hooks && hooks->linear_input)
-    hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_ATTN_OUT, h, T, qd);
-  linear (be, T, D, qd, h, qd, &w[W_O], 1.0f, x); /* x += attn Wo^T */
-
-  /* Feed-forward. */
-  g_autofree float *g = g_new (float, (gsize) T * F);
-  g_autofree float *u = g_new (float, (gsize) T * F);
-  lp_rmsnorm (be, T, D, x, w[W_FFN_NORM].data, (float) c->norm_eps, h);
-  if (hooks && hooks->linear_input)
-    hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_FFN, h, T, D);
-  linear (be, T, F, D, h, D, &w[W_GATE], 0.0f, g);
-  linear (be, T, F, D, h, D, &w[W_UP], 0.0f, u);
-  lp_swiglu (be, T * F, g, u, g);
-  if (hooks && hooks->linear_input)
-    hooks->linear_input (hooks->user_data, layer, LP_LINEAR_IN_DOWN, g, T, F);
-  linear (be, T, D, F, g, F, &w[W_DOWN], 1.0f, x); /* x += ffn Wd^T */
-  return TRUE;
+  Rec r;
+  rec_begin (&r, fw);
+  return rec_finish (&r, rec_block (&r, layer, rec_input (&r, x, T), cache, hooks), x, error);
 }
 
 gboolean
 lp_forward_head (LpForward *fw, const float *x, int T, float *logits, GError **error)
 {
-  int D = (int) fw->c.dim, V = (int) fw->c.n_vocab;
-  g_autofree float *h = g_new (float, (gsize) T * D);
-  lp_rmsnorm (fw->be, T, D, x, fw->final_norm.data, (float) fw->c.norm_eps, h);
-  linear (fw->be, T, V, D, h, D, &fw->head, 0.0f, logits);
-  return TRUE;
+  Rec r;
+  rec_begin (&r, fw);
+  return rec_finish (&r, rec_head (&r, rec_input (&r, x, T)), logits, error);
 }
 
 gboolean
 lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache, float *logits, GError **error)
 {
-  g_autofree float *x = g_new (float, (gsize) T * fw->c.dim);
-  if (!lp_forward_embed (fw, tokens, T, x, error))
-    return FALSE;
-  for (int l = 0; l < fw->c.n_layers; l++)
-    if (!lp_forward_block (fw, l, x, T, cache, NULL, error))
-      return FALSE;
-  if (cache)
-    cache->n += T;
-  return lp_forward_head (fw, x, T, logits, error);
-}
-
-void
-lp_forward_invalidate (LpForward *fw)
-{
-  for (int i = 0; i < W_COUNT; i++)
-    weight_clear (&fw->layer_w[i]);
-  fw->cur_layer = -1;
+  /* One graph a stage; the residual stream passes from each graph to the
+   * next in backend memory, the previous graph freed once the next ran. */
+  Rec prev, cur;
+  rec_begin (&prev, fw);
+  LpCTensor *x = rec_embed (&prev, tokens, T);
+  gboolean ok = rec_compute (&prev, error);
+  for (int l = 0; ok && l <= fw->c.n_layers; l++)
+    {
+      rec_begin (&cur, fw);
+      x = l < fw->c.n_layers ? rec_block (&cur, l, x, cache, NULL) : rec_head (&cur, x);
+      ok = rec_compute (&cur, error);
+      rec_end (&prev);
+      prev = cur;
+    }
+  if (ok)
+    {
+      lp_ctensor_read (x, 0, logits, x->n_bytes);
+      if (cache)
+        cache->n += T;
+    }
+  rec_end (&prev);
+  return ok;
 }

@@ -1,11 +1,15 @@
 /* llmpress — the Llama-family forward pass (llama, mistral, qwen2):
  * RMSNorm, RoPE (theta, linear / llama3 scaling), GQA causal attention,
  * SwiGLU, tied or separate head, q/k/v biases — batched over a whole
- * sequence, every heavy op through the backend.
+ * sequence, recorded as compute graphs (compute.h) and run by the backend:
+ * one graph for the embedding, one a block, one for the head, activations
+ * kept in backend memory between them.
  *
- * Weights that are not f32 (f16, bf16, quantized) are materialized one layer
- * at a time; the model is never densified whole.  Shapes: T tokens, D model
- * dim, F ffn dim, V vocab. */
+ * Weights are uploaded to the backend once per LpForward, as stored (f16,
+ * bf16 and block types are decoded by the kernels a few rows at a time;
+ * integer grids go as codes where the backend multiplies them natively), and
+ * kept across calls under an optional byte budget.  Shapes: T tokens, D
+ * model dim, F ffn dim, V vocab. */
 #pragma once
 
 #include <glib.h>
@@ -43,6 +47,17 @@ void lp_kv_cache_free (LpKVCache *cache);
 LpForward *lp_forward_new (LpModel *model, LpBackend *backend, GError **error);
 void lp_forward_free (LpForward *fw);
 LpModel *lp_forward_model (LpForward *fw);
+
+/* Keep at most `bytes` of weights in backend memory (0: no limit, the
+ * default): past it, the least recently used layers' weights are dropped
+ * and uploaded again when next needed.  The layer in use is always kept,
+ * so the budget can be exceeded by one layer's weights. */
+void lp_forward_set_device_memory (LpForward *fw, guint64 bytes);
+/* Bytes of weights held now, and weights uploaded so far (either may be NULL). */
+void lp_forward_weight_stats (LpForward *fw, guint64 *resident_bytes, guint64 *uploads);
+/* One line for --explain: the device, and the forward pass's ops it
+ * declines, which run on the CPU ("... ; on the CPU: attention"). */
+char *lp_forward_describe (LpForward *fw, GError **error);
 
 /* logits[T, V] for tokens[T] at positions 0..T-1 (or after the cache's
  * positions, which then grows by T; cache may be NULL). */
