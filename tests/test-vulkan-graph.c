@@ -62,6 +62,10 @@ static const OpCase op_cases[] = {
   /* ---- forward ---- */
   { "/vulkan-graph/embed", LP_COP_EMBED, 2, { F32 (50, 24), IDS (7, 50) }, .tol = 0 },
   { "/vulkan-graph/matmul", LP_COP_MATMUL, 2, { F32 (9, 40), F32 (33, 40) }, .tol = 1e-5 },
+  /* K not a multiple of 4 (gemm_direct's scalar build), K past 256 (the
+   * tiled gemm.comp). */
+  { "/vulkan-graph/matmul-k37", LP_COP_MATMUL, 2, { F32 (9, 37), F32 (33, 37) }, .tol = 1e-5 },
+  { "/vulkan-graph/matmul-k300", LP_COP_MATMUL, 2, { F32 (70, 300), F32 (65, 300) }, .tol = 1e-5 },
   { "/vulkan-graph/matmul-acc", LP_COP_MATMUL, 3, { F32 (9, 40), F32 (33, 40), F32 (9, 33) }, .tol = 1e-5 },
   { "/vulkan-graph/matmul-f16", LP_COP_MATMUL, 2, { F32 (9, 40), TYPED (LP_DTYPE_F16, 33, 40) }, .tol = 1e-5 },
   { "/vulkan-graph/matmul-bf16", LP_COP_MATMUL, 2, { F32 (9, 40), TYPED (LP_DTYPE_BF16, 33, 40) }, .tol = 1e-5 },
@@ -69,9 +73,17 @@ static const OpCase op_cases[] = {
   { "/vulkan-graph/matmul-q4_k", LP_COP_MATMUL, 2, { F32 (5, 256), TYPED (LP_DTYPE_Q4_K, 7, 256) }, .tol = 1e-5 },
   { "/vulkan-graph/matmul_grid", LP_COP_MATMUL_GRID, 5, { F32 (9, 40), GRID_33x40 }, { 4, 16 }, .tol = 1e-5 },
   { "/vulkan-graph/rmsnorm", LP_COP_RMSNORM, 2, { F32 (9, 40), VEC (40) }, .f = 1e-5f, .tol = 1e-5 },
+  /* Rows past 256: a work group a row. */
+  { "/vulkan-graph/rmsnorm-wide", LP_COP_RMSNORM, 2, { F32 (9, 300), VEC (300) }, .f = 1e-5f, .tol = 1e-5 },
   { "/vulkan-graph/rope", LP_COP_ROPE, 2, { F32 (7, 24), FREQ (4) }, { LP_ROPE_NORMAL, 3, 8, 5 }, .tol = 1e-6 },
   { "/vulkan-graph/rope-neox", LP_COP_ROPE, 2, { F32 (7, 24), FREQ (4) }, { LP_ROPE_NEOX, 3, 8, 900 }, .tol = 1e-6 },
   { "/vulkan-graph/attention", LP_COP_ATTENTION, 3, { F32 (6, 32), F32 (10, 16), F32 (10, 16) }, { 4, 2, 8 },
+    .tol = 1e-5 },
+  /* More rows than one group of attention_rows.comp holds (128), a head of
+   * 12; a head of 40, past its 32: attention.comp. */
+  { "/vulkan-graph/attention-rows", LP_COP_ATTENTION, 3, { F32 (150, 24), F32 (160, 12), F32 (160, 12) }, { 2, 1, 12 },
+    .tol = 1e-5 },
+  { "/vulkan-graph/attention-hd40", LP_COP_ATTENTION, 3, { F32 (6, 80), F32 (10, 40), F32 (10, 40) }, { 2, 1, 40 },
     .tol = 1e-5 },
   { "/vulkan-graph/swiglu", LP_COP_SWIGLU, 2, { F32 (9, 40), F32 (9, 40) }, .tol = 1e-6 },
   { "/vulkan-graph/add", LP_COP_ADD, 2, { F32 (9, 40), F32 (9, 40) }, .tol = 0 },

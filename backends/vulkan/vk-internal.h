@@ -38,6 +38,7 @@ typedef enum {
   VK_SH_ATTENTION_BACK,
   VK_SH_ATTENTION_ROWS, /* small heads: an invocation per query row */
   VK_SH_GEMM_DIRECT,    /* gemm.comp's product without shared memory, for short K */
+  VK_SH_GEMM_DIRECT4,   /* the same reading rows as vec4 (x W^T, K a multiple of 4) */
   VK_SH_COUNT,
 } VkShaderId;
 
@@ -193,8 +194,9 @@ typedef struct {
 /* The attention shader keeps 4 output dims per thread. */
 #define LP_VK_ATTN_WG 64
 #define LP_VK_ATTN_MAX_HD (4 * LP_VK_ATTN_WG)
-/* Heads up to this size go to attention_rows.comp (registers per invocation). */
-#define LP_VK_ATTN_ROWS_MAX_HD 32
+/* Heads up to this size (a multiple of 4) go to attention_rows.comp
+ * (registers per invocation). */
+#define LP_VK_ATTN_ROWS_MAX_HD 32 /* attention_rows.comp MAX_HD4 * 4 */
 /* 1-D work groups of ctx->wg_size for n elements (at most max_groups_x). */
 guint32 lp_vk_groups (LpVkCtx *ctx, gsize n);
 /* C = alpha op(A) op(B) + beta C with abc = { A, B, C }. */

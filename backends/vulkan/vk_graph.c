@@ -234,16 +234,28 @@ record_matmul (Run *r, const LpCNode *n)
 typedef struct {
   guint32 D, row0;
   float eps;
+  guint32 n_rows;
 } NormPush;
+
+/* Rows up to this long are normalized one an invocation (rmsnorm.comp's
+ * ROWS). */
+#define NORM_ROWS_MAX_D 256
 
 static gboolean
 record_rmsnorm (Run *r, const LpCNode *n)
 {
   const LpCTensor *x = n->src[0], *dst = n->dst[0];
-  guint32 spec[1] = { r->ctx->wg_size };
-  NormPush p = { (guint32) cols_of (x), 0, n->f[0] };
+  guint32 T = (guint32) rows_of (x);
+  NormPush p = { (guint32) cols_of (x), 0, n->f[0], T };
   const LpVkBuf *bufs[3] = { BUF (x), BUF (n->src[1]), BUF (dst) };
-  dispatch (r, VK_SH_RMSNORM, spec, 1, bufs, 3, 1u << 2, &p, sizeof p, (guint32) rows_of (x), 1);
+  if (p.D <= NORM_ROWS_MAX_D)
+    {
+      guint32 spec[2] = { 64, TRUE };
+      dispatch (r, VK_SH_RMSNORM, spec, 2, bufs, 3, 1u << 2, &p, sizeof p, (T + 63) / 64, 1);
+      return TRUE;
+    }
+  guint32 spec[1] = { r->ctx->wg_size };
+  dispatch (r, VK_SH_RMSNORM, spec, 1, bufs, 3, 1u << 2, &p, sizeof p, T, 1);
   return TRUE;
 }
 
@@ -316,11 +328,11 @@ record_attention (Run *r, const LpCNode *n)
   guint32 hd = (guint32) n->i[2];
   LpVkAttnPush p = { T, T_kv, H, (guint32) n->i[1], hd, (float) (1.0 / sqrt ((double) hd)) };
   const LpVkBuf *bufs[4] = { BUF (q), BUF (k), BUF (v), BUF (dst) };
-  if (hd <= LP_VK_ATTN_ROWS_MAX_HD)
+  if (hd <= LP_VK_ATTN_ROWS_MAX_HD && hd % 4 == 0)
     {
-      guint32 spec[2] = { LP_VK_ATTN_WG, hd };
-      dispatch (r, VK_SH_ATTENTION_ROWS, spec, 2, bufs, 4, 1u << 3, &p, sizeof p,
-                (T * H + LP_VK_ATTN_WG - 1) / LP_VK_ATTN_WG, 1);
+      /* 16 invocations of 8 rows (attention_rows.comp's R) a group. */
+      guint32 spec[2] = { 16, hd / 4 };
+      dispatch (r, VK_SH_ATTENTION_ROWS, spec, 2, bufs, 4, 1u << 3, &p, sizeof p, (T + 127) / 128, H);
       return TRUE;
     }
   guint32 spec[1] = { LP_VK_ATTN_WG };

@@ -59,9 +59,16 @@ void
 lp_vk_gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, const LpVkBuf *const *abc, const LpVkGemmPush *p)
 {
   if (shader == VK_SH_GEMM && p->K <= GEMM_DIRECT_MAX_K)
-    shader = VK_SH_GEMM_DIRECT;
+    shader = !p->trans_a && p->trans_b && p->K % 4 == 0 && p->lda % 4 == 0 && p->ldb % 4 == 0 ? VK_SH_GEMM_DIRECT4
+                                                                                              : VK_SH_GEMM_DIRECT;
   guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, ctx->gemm_bk };
   guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
+  if (shader == VK_SH_GEMM_DIRECT4)
+    {
+      /* 8 x 8 sums an invocation: half the threads a side, the same tile. */
+      spec[0] /= 2;
+      spec[1] /= 2;
+    }
   lp_vk_dispatch_bufs (ctx, shader, spec, 3, abc, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);
 }
 

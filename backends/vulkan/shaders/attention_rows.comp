@@ -1,19 +1,24 @@
 #version 450
-// Causal GQA attention for small heads (hd <= 32), one invocation per
-// (head h, query row t): the keys one after another with the softmax
-// computed online (running max m and sum l, the accumulator rescaled when
-// the max grows), q and the accumulator in registers.  No shared memory and
-// no barriers: with heads this small attention.comp's work group per row
-// spends its time synchronizing (on lavapipe a barrier switches between
-// the group's SIMD slices), while here neighbouring invocations (the same
-// head, neighbouring rows) read the same keys at the same time.
+// Causal GQA attention for small heads (hd a multiple of 4, at most 32),
+// R query rows an invocation: work group (x, h) takes rows x*WG*R ..
+// (x+1)*WG*R - 1 of head h, invocation i the rows x*WG*R + j*WG + i.
+// The keys go one after another with the softmax computed online (running
+// max m and sum l, the accumulator rescaled when the max grows), q and the
+// accumulators in registers as vec4s: each key and value loaded serves R
+// rows (loads, not arithmetic, are what such small heads cost).  Every
+// invocation runs to the group's last visible key, rows past their own
+// causal limit adding nothing, so the key addresses are the same across
+// the group.  No shared memory and no barriers: with heads this small
+// attention.comp's work group per row spends its time synchronizing.
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint HD = 8;
+layout(constant_id = 1) const uint HD4 = 2; // hd / 4
+#define WG gl_WorkGroupSize.x
+#define R 8
 
-layout(std430, binding = 0) readonly buffer QBuf { float q[]; };
-layout(std430, binding = 1) readonly buffer KBuf { float k[]; };
-layout(std430, binding = 2) readonly buffer VBuf { float v[]; };
-layout(std430, binding = 3) writeonly buffer OBuf { float o[]; };
+layout(std430, binding = 0) readonly buffer QBuf { vec4 q[]; };
+layout(std430, binding = 1) readonly buffer KBuf { vec4 k[]; };
+layout(std430, binding = 2) readonly buffer VBuf { vec4 v[]; };
+layout(std430, binding = 3) writeonly buffer OBuf { vec4 o[]; };
 
 layout(push_constant) uniform Params {
   uint T, T_kv, H, Hkv, hd;
@@ -22,35 +27,55 @@ layout(push_constant) uniform Params {
 
 void main ()
 {
-  uint i = gl_GlobalInvocationID.x;
-  if (i >= p.T * p.H)
-    return;
-  uint h = i / p.T, t = i % p.T;
-  uint kh = h / (p.H / p.Hkv), last = p.T_kv - p.T + t;
-  uint qbase = (t * p.H + h) * HD, kstride = p.Hkv * HD;
-  float qr[HD], acc[HD];
-  for (uint d = 0; d < HD; d++)
+  uint h = gl_WorkGroupID.y, past = p.T_kv - p.T, tid = gl_LocalInvocationID.x;
+  uint t0 = gl_WorkGroupID.x * WG * R;
+  uint t_last = min (t0 + WG * R, p.T) - 1u;
+  uint kh = h / (p.H / p.Hkv), group_last = past + t_last, kstride = p.Hkv * HD4;
+  vec4 qr[R][HD4], acc[R][HD4];
+  float m[R], l[R];
+  uint last[R];
+  for (uint j = 0; j < R; j++)
     {
-      qr[d] = q[qbase + d] * p.scale;
-      acc[d] = 0.0;
+      uint t = min (t0 + j * WG + tid, t_last);
+      last[j] = past + min (t0 + j * WG + tid, t_last);
+      for (uint d = 0; d < HD4; d++)
+        {
+          qr[j][d] = q[(t * p.H + h) * HD4 + d] * p.scale;
+          acc[j][d] = vec4 (0.0);
+        }
+      m[j] = -3.0e38;
+      l[j] = 0.0;
     }
-  float m = -3.0e38, l = 0.0;
-  for (uint s = 0; s <= last; s++)
+  for (uint s = 0; s <= group_last; s++)
     {
-      uint kb = s * kstride + kh * HD;
-      float score = 0.0;
-      for (uint d = 0; d < HD; d++)
-        score = fma (qr[d], k[kb + d], score);
-      // One exp a key: e = exp (-|score - m|) is the old terms' rescale
-      // when the max grows, else the new key's weight.
-      float e = exp (-abs (score - m));
-      bool grows = score > m;
-      float corr = grows ? e : 1.0, pr = grows ? 1.0 : e;
-      l = l * corr + pr;
-      for (uint d = 0; d < HD; d++)
-        acc[d] = fma (pr, v[kb + d], acc[d] * corr);
-      m = max (m, score);
+      uint kb = s * kstride + kh * HD4;
+      vec4 kr[HD4], vr[HD4];
+      for (uint d = 0; d < HD4; d++)
+        {
+          kr[d] = k[kb + d];
+          vr[d] = v[kb + d];
+        }
+      for (uint j = 0; j < R; j++)
+        {
+          float score = 0.0;
+          for (uint d = 0; d < HD4; d++)
+            score += dot (qr[j][d], kr[d]);
+          // One exp a key: e = exp (-|score - m|) is the old terms'
+          // rescale when the max grows, else the new key's weight.
+          bool visible = s <= last[j], grows = visible && score > m[j];
+          float e = exp (-abs (score - m[j]));
+          float corr = grows ? e : 1.0, pr = grows ? 1.0 : (visible ? e : 0.0);
+          l[j] = l[j] * corr + pr;
+          for (uint d = 0; d < HD4; d++)
+            acc[j][d] = pr * vr[d] + acc[j][d] * corr;
+          m[j] = grows ? score : m[j];
+        }
     }
-  for (uint d = 0; d < HD; d++)
-    o[qbase + d] = acc[d] / l;
+  for (uint j = 0; j < R; j++)
+    {
+      uint t = t0 + j * WG + tid;
+      if (t <= t_last)
+        for (uint d = 0; d < HD4; d++)
+          o[(t * p.H + h) * HD4 + d] = acc[j][d] / l[j];
+    }
 }

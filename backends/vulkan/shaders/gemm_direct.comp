@@ -6,12 +6,30 @@
 // where staging BK-deep slices through shared memory costs two barriers a
 // slice for little reuse; the caches serve the neighbours' repeated reads.
 // The sums run over k in order with one fma a term, as gemm.comp's do.
+//
+// Built twice (Makefile.inc): with VEC4 defined, for op(A) = A, op(B) = B^T
+// (x W^T, the forward's product) with K, lda and ldb multiples of 4, rows
+// are read 4 floats at a time and each invocation keeps 8 x 8 sums (an
+// eighth of the loads a product: on lavapipe loads, not arithmetic, are
+// the cost); the terms and their order are the same.
 layout(local_size_x_id = 0, local_size_y_id = 1) in;
+#ifdef VEC4
+// 8 x 8 sums an invocation (the host halves the group's sides: the same
+// 64 x 64 tile): a vec4 of A or B loaded serves 32 products.
+#define TM 8
+#define TN 8
+#else
 #define TM 4
 #define TN 4
+#endif
 
+#ifdef VEC4
+layout(std430, binding = 0) readonly buffer ABuf { vec4 a[]; };
+layout(std430, binding = 1) readonly buffer BBuf { vec4 b[]; };
+#else
 layout(std430, binding = 0) readonly buffer ABuf { float a[]; };
 layout(std430, binding = 1) readonly buffer BBuf { float b[]; };
+#endif
 layout(std430, binding = 2) buffer CBuf { float c[]; };
 
 layout(push_constant) uniform Params {
@@ -35,6 +53,21 @@ void main ()
   for (uint i = 0; i < TM; i++)
     for (uint j = 0; j < TN; j++)
       acc[i][j] = 0.0;
+#ifdef VEC4
+  uint lda4 = p.lda / 4, ldb4 = p.ldb / 4;
+  for (uint k4 = 0; k4 < p.K / 4; k4++)
+    {
+      vec4 ar[TM], br[TN];
+      for (uint i = 0; i < TM; i++)
+        ar[i] = a[mi[i] * lda4 + k4];
+      for (uint j = 0; j < TN; j++)
+        br[j] = b[nj[j] * ldb4 + k4];
+      for (uint kk = 0; kk < 4; kk++)
+        for (uint i = 0; i < TM; i++)
+          for (uint j = 0; j < TN; j++)
+            acc[i][j] = fma (ar[i][kk], br[j][kk], acc[i][j]);
+    }
+#else
   for (uint k = 0; k < p.K; k++)
     {
       float ar[TM], br[TN];
@@ -46,6 +79,7 @@ void main ()
         for (uint j = 0; j < TN; j++)
           acc[i][j] = fma (ar[i], br[j], acc[i][j]);
     }
+#endif
   for (uint i = 0; i < TM; i++)
     {
       uint gm = m0 + i;
