@@ -525,8 +525,18 @@ record_attention_back (Run *r, const LpCNode *n)
   if (st == NULL)
     return FALSE;
   AttnBackPush p = { T, T_kv, H, Hkv, hd, (float) (1.0 / sqrt ((double) hd)), 0 };
-  guint32 spec[1] = { LP_VK_ATTN_WG };
   const LpVkBuf *bufs[8] = { BUF (dy), BUF (q), BUF (k), BUF (v), BUF (n->dst[0]), BUF (n->dst[1]), BUF (n->dst[2]), st };
+  if (hd <= LP_VK_ATTN_ROWS_MAX_HD && hd % 4 == 0)
+    {
+      /* 16 invocations of 4 rows (attention_back_rows.comp's R) a group. */
+      guint32 spec[2] = { 16, hd / 4 };
+      dispatch (r, VK_SH_ATTENTION_BACK_ROWS, spec, 2, bufs, 8, 1u << 4 | 1u << 7, &p, sizeof p, (T + 63) / 64, H);
+      p.pass = 1;
+      dispatch (r, VK_SH_ATTENTION_BACK_ROWS, spec, 2, bufs, 8, 1u << 5 | 1u << 6, &p, sizeof p, (T_kv + 63) / 64,
+                Hkv);
+      return TRUE;
+    }
+  guint32 spec[1] = { LP_VK_ATTN_WG };
   dispatch (r, VK_SH_ATTENTION_BACK, spec, 1, bufs, 8, 1u << 4 | 1u << 7, &p, sizeof p, H, T);
   p.pass = 1;
   dispatch (r, VK_SH_ATTENTION_BACK, spec, 1, bufs, 8, 1u << 5 | 1u << 6, &p, sizeof p, Hkv, T_kv);
