@@ -65,8 +65,7 @@ lp_vk_gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, const LpVkBuf *const *abc,
   guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
   if (shader == VK_SH_GEMM_DIRECT4)
     {
-      /* 8 x 8 sums an invocation: half the threads a side, the same tile. */
-      spec[0] /= 2;
+      /* 8 rows of sums an invocation: half the threads down, the same tile. */
       spec[1] /= 2;
     }
   lp_vk_dispatch_bufs (ctx, shader, spec, 3, abc, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);

@@ -9,15 +9,17 @@
 //
 // Built twice (Makefile.inc): with VEC4 defined, for op(A) = A, op(B) = B^T
 // (x W^T, the forward's product) with K, lda and ldb multiples of 4, rows
-// are read 4 floats at a time and each invocation keeps 8 x 8 sums (an
-// eighth of the loads a product: on lavapipe loads, not arithmetic, are
-// the cost); the terms and their order are the same.
+// are read 4 floats at a time and each invocation keeps 8 x 4 sums (a
+// sixth of the loads a product: on lavapipe loads, not arithmetic, are the
+// cost); the terms and their order are the same.
 layout(local_size_x_id = 0, local_size_y_id = 1) in;
 #ifdef VEC4
-// 8 x 8 sums an invocation (the host halves the group's sides: the same
-// 64 x 64 tile): a vec4 of A or B loaded serves 32 products.
+// 8 x 4 sums an invocation (the host halves the group's height: the same
+// 64 x 64 tile): a vec4 of A loaded serves 16 products, one of B 32.  (8 x 8
+// is faster still on lavapipe but takes twice as long to compile, which
+// every process without a shader cache pays.)
 #define TM 8
-#define TN 8
+#define TN 4
 #else
 #define TM 4
 #define TN 4
