@@ -391,7 +391,7 @@ test_declines (void)
 }
 
 /* stories260K's perplexity with the forward pass on graphs on the device,
- * against the CPU's. */
+ * every op of it there, against the CPU's. */
 static void
 test_stories_ppl (void)
 {
@@ -407,6 +407,13 @@ test_stories_ppl (void)
   g_assert_no_error (error);
   g_autoptr (GArray) toks = lp_tokens_load (dp, m, &error);
   g_assert_no_error (error);
+  /* Every op of the forward pass on the device. */
+  g_autoptr (LpForward) fw = lp_forward_new (m, vk, &error);
+  g_assert_no_error (error);
+  g_autofree char *where = lp_forward_describe (fw, &error);
+  g_assert_no_error (error);
+  g_test_message ("forward: %s", where);
+  g_assert_null (strstr (where, "on the CPU"));
   LpEvalOptions o = { .ctx = 512, .max_windows = 4, .backend = vk };
   LpEvalResult rv, rc;
   g_assert_true (lp_eval_run (m, (gint32 *) toks->data, toks->len, &o, &rv, &error));
