@@ -51,6 +51,14 @@ gboolean lp_cli_save_model (LpModel *model, const char *path, const LpSaveOption
 /* "512M", "8G", "1.5GiB", "4096" in bytes; FALSE for anything else, a
  * negative or non-finite number, or 2^64 bytes and more (numbers.c). */
 gboolean lp_cli_parse_size (const char *text, guint64 *out);
+/* The option every command that runs the forward pass takes: the bytes of
+ * weights it keeps on the backend (lp_forward_set_device_memory). */
+#define LP_CLI_DEVICE_MEMORY_ENTRY(var)                                                               \
+  { "device-memory", 0, 0, G_OPTION_ARG_STRING, &(var),                                             \
+    "keep at most SIZE of weights on the backend (512M, 8G; default: no limit)", "SIZE" }
+/* *out = --device-memory's value (0 when text is NULL); a usage error for
+ * `command` and FALSE when text is no size. */
+gboolean lp_cli_parse_device_memory (const char *command, const char *text, guint64 *out);
 /* The pass registry, with refused plugins reported on stderr when asked. */
 struct _LpRegistry *lp_cli_registry (gboolean report_rejects);
 

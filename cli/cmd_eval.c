@@ -7,7 +7,7 @@
 #include "cli.h"
 #include "lp-internal.h"
 
-static char *opt_data, *opt_reference, *opt_backend, *opt_tokenizer;
+static char *opt_data, *opt_reference, *opt_backend, *opt_tokenizer, *opt_device_memory;
 static int opt_ctx, opt_max_windows;
 static gboolean opt_json, opt_llama_cpp, opt_quiet;
 
@@ -21,6 +21,7 @@ static const GOptionEntry entries[] = {
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
   { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print the result as JSON", NULL },
   { "quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "No progress output", NULL },
+  LP_CLI_DEVICE_MEMORY_ENTRY (opt_device_memory),
   { NULL }
 };
 
@@ -80,6 +81,9 @@ lp_cmd_eval (int argc, char **argv)
     return LP_EXIT_USAGE;
   if (argc != 2)
     return lp_cli_usage_error ("eval", "expected one MODEL, found %d arguments", argc - 1);
+  guint64 device_memory = 0;
+  if (!lp_cli_parse_device_memory ("eval", opt_device_memory, &device_memory))
+    return LP_EXIT_USAGE;
   if (opt_data == NULL)
     return lp_cli_usage_error ("eval", "--data FILE is required");
   lp_progress_set_quiet (opt_quiet);
@@ -97,7 +101,7 @@ lp_cmd_eval (int argc, char **argv)
   g_autoptr (GArray) tokens = lp_tokens_load (opt_data, model, &error);
   if (tokens == NULL)
     return lp_cli_fail (error);
-  LpEvalOptions eo = { opt_ctx, opt_llama_cpp, opt_max_windows, reference, be };
+  LpEvalOptions eo = { opt_ctx, opt_llama_cpp, opt_max_windows, reference, be, device_memory };
   LpEvalResult r;
   if (!lp_eval_run (model, (const gint32 *) tokens->data, tokens->len, &eo, &r, &error))
     return lp_cli_fail (error);
@@ -127,7 +131,10 @@ lp_cmd_eval (int argc, char **argv)
         }
       printf ("size         %" G_GUINT64_FORMAT " bytes, %" G_GINT64_FORMAT " parameters, %.3f bits/weight\n", r.n_bytes,
               r.n_params, r.bits_per_weight);
-      printf ("speed        %.0f tokens/s (%s)\n", r.tokens_per_s, be->device_name);
+      /* Where the forward pass ran: the device, and its ops that ran on the CPU. */
+      g_autoptr (LpForward) fw = lp_forward_new (model, be, NULL);
+      g_autofree char *where = fw ? lp_forward_describe (fw, NULL) : NULL;
+      printf ("speed        %.0f tokens/s (%s)\n", r.tokens_per_s, where ? where : be->device_name);
     }
   return LP_EXIT_OK;
 }

@@ -7,7 +7,7 @@
 
 #include "cli.h"
 
-static char *opt_prompt, *opt_tokenizer, *opt_backend;
+static char *opt_prompt, *opt_tokenizer, *opt_backend, *opt_device_memory;
 static int opt_n = 64, opt_top_k = 40;
 static double opt_temp = 0.8, opt_top_p = 0.95;
 static gint64 opt_seed = -1;
@@ -21,6 +21,7 @@ static const GOptionEntry entries[] = {
   { "seed", 's', 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed (default: from the clock, printed)", "S" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
+  LP_CLI_DEVICE_MEMORY_ENTRY (opt_device_memory),
   { NULL }
 };
 
@@ -91,6 +92,9 @@ lp_cmd_generate (int argc, char **argv)
     return lp_cli_usage_error ("generate", "expected one MODEL, found %d arguments", argc - 1);
   if (opt_n < 0)
     return lp_cli_usage_error ("generate", "-n: expected a count >= 0, found %d", opt_n);
+  guint64 device_memory = 0;
+  if (!lp_cli_parse_device_memory ("generate", opt_device_memory, &device_memory))
+    return LP_EXIT_USAGE;
   GError *error = NULL;
   LpLoadOptions lo = { opt_tokenizer };
   g_autoptr (LpModel) model = lp_model_load (argv[1], &lo, &error);
@@ -105,6 +109,7 @@ lp_cmd_generate (int argc, char **argv)
   g_autoptr (LpForward) fw = lp_forward_new (model, be, &error);
   if (fw == NULL)
     return lp_cli_fail (error);
+  lp_forward_set_device_memory (fw, device_memory);
 
   const LpModelConfig *c = lp_model_config (model);
   g_autoptr (GArray) ids = NULL;

@@ -90,7 +90,8 @@ int
 lp_cmd_run (int argc, char **argv)
 {
   SpecArgs a = { 0 };
-  g_autofree char *out_dir = NULL, *backend = NULL, *scheduler = NULL, *mem = NULL, *cache_dir = NULL, *calib = NULL;
+  g_autofree char *out_dir = NULL, *backend = NULL, *scheduler = NULL, *mem = NULL, *cache_dir = NULL, *calib = NULL,
+                   *device_mem = NULL;
   int jobs = 1;
   gboolean explain = FALSE, dry_run = FALSE, no_cache = FALSE, quiet = FALSE;
   GOptionEntry entries[] = {
@@ -106,6 +107,7 @@ lp_cmd_run (int argc, char **argv)
     { "explain", 0, 0, G_OPTION_ARG_NONE, &explain, "say why each node runs or is reused", NULL },
     { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run, "plan and explain, run nothing", NULL },
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress or log lines on stderr", NULL },
+    LP_CLI_DEVICE_MEMORY_ENTRY (device_mem),
     { NULL }
   };
   if (!lp_cli_parse ("run", "SPEC", "Run a pipeline spec.",
@@ -116,6 +118,9 @@ lp_cmd_run (int argc, char **argv)
   guint64 memory_limit = 0;
   if (mem != NULL && !lp_cli_parse_size (mem, &memory_limit))
     return (spec_args_clear (&a), lp_cli_usage_error ("run", "--memory-limit: expected a size below 16 EiB such as 512M or 8G, found '%s'", mem));
+  guint64 device_memory = 0;
+  if (!lp_cli_parse_device_memory ("run", device_mem, &device_memory))
+    return (spec_args_clear (&a), LP_EXIT_USAGE);
   if (jobs < 1)
     return (spec_args_clear (&a), lp_cli_usage_error ("run", "--jobs %d: expected at least 1", jobs));
   g_autoptr (LpRegistry) reg = lp_cli_registry (!quiet);
@@ -128,6 +133,7 @@ lp_cmd_run (int argc, char **argv)
   opts.scheduler = scheduler;
   opts.jobs = (guint) jobs;
   opts.memory_limit = memory_limit;
+  opts.device_memory = device_memory;
   opts.cache_dir = cache_dir;
   opts.no_cache = no_cache;
   opts.explain = explain;

@@ -85,6 +85,16 @@ lp_cli_number_entries (const GOptionEntry *entries)
 }
 
 gboolean
+lp_cli_parse_device_memory (const char *command, const char *text, guint64 *out)
+{
+  *out = 0;
+  if (text == NULL || lp_cli_parse_size (text, out))
+    return TRUE;
+  lp_cli_usage_error (command, "--device-memory: expected a size below 16 EiB such as 512M or 8G, found '%s'", text);
+  return FALSE;
+}
+
+gboolean
 lp_cli_parse_size (const char *text, guint64 *out)
 {
   char *end = NULL;

@@ -463,6 +463,13 @@ lp_cgraph_backward (LpCGraph *g, LpCTensor *y, LpCTensor *dy, GError **error)
       LpCTensor *dsrc[LP_CNODE_MAX_SRC] = { NULL };
       if (!info->backward (g, node, dys, need, dsrc, error))
         return FALSE;
+      /* A result written in place over an operand (set_rows' cache) is the
+       * same tensor before and after the node: from here back its gradient
+       * is the operand's, which replaces the result's rather than adds to it. */
+      for (int j = 0; j < node->n_dst; j++)
+        for (int i = 0; i < node->n_src; i++)
+          if (node->dst[j] == node->src[i])
+            g_hash_table_remove (g->grads, node->src[i]);
       for (int i = 0; i < node->n_src; i++)
         if (need[i] && dsrc[i] != NULL && !grad_accumulate (g, node->src[i], dsrc[i], error))
           return FALSE;

@@ -96,6 +96,14 @@ void lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpInt
                        int ldc);
 void lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v,
                        float *out);
+/* Row t of one head's attention probabilities, in place: the scaled scores
+ * row[0 .. last] replaced by their softmax (max-subtracted), row[last + 1 ..
+ * T_kv - 1] (the causal mask) by 0.  Attention forward and backward. */
+void lp_cpu_softmax_causal_row (float *row, int last, int T_kv);
+/* The grid operands of a matmul_grid or matmul_back_x node (src1 codes,
+ * src2 scales, src3 zeros, src4 g_idx; i[0] bits, i[1] group size) seen as
+ * an LpIntGrid borrowing their memory. */
+LpIntGrid lp_cop_node_grid (const LpCNode *node);
 /* log-softmax of one row of logits[V] into out[V], in double. */
 void lp_log_softmax (const float *logits, int V, double *out);
 

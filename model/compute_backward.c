@@ -1,7 +1,7 @@
 /* llmpress — the compute graph's backward half: each backward op's plain C
- * reference (lp_cop_X_ref, the definition, accumulating in double) and CPU
- * kernel (lp_cop_X_cpu: OpenBLAS for the products, float loops for the
- * rest), and each forward op's lp_cop_X_backward, which records the nodes
+ * reference (lp_cop_X_ref, the definition, in double, rounded once to f32)
+ * and CPU kernel (lp_cop_X_cpu: OpenBLAS for the products, float loops
+ * for the rest), and each forward op's lp_cop_X_backward, which records the nodes
  * computing its operands' gradients (compute.h lists every op's operands).
  *
  * Kernels read and write their tensors' host memory: they run on the CPU
@@ -17,19 +17,7 @@
 
 #include "compute-internal.h"
 
-/* ---- shapes and host memory ---- */
-
-static gint64
-n_cols (const LpCTensor *t)
-{
-  return t->shape[t->n_dims - 1];
-}
-
-static gint64
-n_rows (const LpCTensor *t)
-{
-  return lp_ctensor_n_elements (t) / MAX (n_cols (t), 1);
-}
+/* ---- host memory ---- */
 
 static float *
 fdata (const LpCTensor *t)
@@ -46,10 +34,7 @@ idata (const LpCTensor *t)
 /* ---- the weight of matmul_back_x, a few rows at a time ---- */
 
 /* W[N,K] as a matmul reads it: dense (src1 in f32, f16, bf16 or a block
- * type) or the integer grid (src1 codes, src2 scales, src3 zeros, src4
- * g_idx; i[0] bits, i[1] group size), which this views in place as an
- * LpIntGrid so that lp_int_grid_dequantize_rows defines its weights here as
- * everywhere else. */
+ * type) or the integer grid (src1 .. src4, as matmul_grid takes them). */
 typedef struct {
   const LpCTensor *dense; /* NULL for the grid */
   LpIntGrid grid;
@@ -60,26 +45,14 @@ static void
 weight_rows_init (WeightRows *w, const LpCNode *node)
 {
   const LpCTensor *src1 = node->src[1];
-  memset (w, 0, sizeof *w);
-  w->N = n_rows (src1);
-  w->K = n_cols (src1);
-  if (node->n_src < 3 || node->src[2] == NULL)
-    {
-      w->dense = src1;
-      return;
-    }
-  w->grid.bits = (int) node->i[0];
-  w->grid.group_size = (int) node->i[1];
-  w->grid.rows = w->N;
-  w->grid.cols = w->K;
-  w->grid.n_groups = (int) n_cols (node->src[2]);
-  w->grid.codes = src1->buf;
-  w->grid.scales = node->src[2]->buf;
-  w->grid.zeros = node->src[3]->buf;
-  w->grid.g_idx = node->src[4]->buf;
+  gboolean grid = node->n_src >= 3 && node->src[2] != NULL;
+  *w = (WeightRows) { .dense = grid ? NULL : src1, .N = lp_ctensor_rows (src1), .K = lp_ctensor_cols (src1) };
+  if (grid)
+    w->grid = lp_cop_node_grid (node);
 }
 
-/* Rows j0 .. j0 + n - 1 of W into out[n, K] as f32. */
+/* Rows j0 .. j0 + n - 1 of W into out[n, K] as f32 (lp_int_grid_dequantize_rows
+ * and lp_dtype_to_f32 define the weights, as for the forward). */
 static void
 weight_rows_decode (const WeightRows *w, gint64 j0, gint64 n, float *out)
 {
@@ -96,30 +69,37 @@ weight_rows_decode (const WeightRows *w, gint64 j0, gint64 n, float *out)
 
 /* ---- embed_back: dst[V,D] = scatter-add of dy[T,D] rows at ids[T] ---- */
 
-/* Float sums in token order: the definition, and as fast as a scatter gets
- * (memory-bound), so the CPU kernel is the reference itself. */
 void
 lp_cop_embed_back_ref (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]);
   const gint32 *ids = idata (node->src[1]);
-  float *dst = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[0]), D = n_cols (node->src[0]), V = node->i[0];
-  memset (dst, 0, (gsize) (V * D) * sizeof (float));
+  gint64 T = lp_ctensor_rows (node->src[0]), D = lp_ctensor_cols (node->src[0]), V = node->i[0];
+  g_autofree double *acc = g_new0 (double, (gsize) (V * D));
   for (gint64 t = 0; t < T; t++)
-    {
-      if (ids[t] < 0 || ids[t] >= V) /* the forward refused such an id: nothing flowed */
-        continue;
-      float *row = dst + (gsize) ids[t] * D;
+    if (ids[t] >= 0 && ids[t] < V) /* the forward refused any other id: nothing flowed */
       for (gint64 d = 0; d < D; d++)
-        row[d] += dy[t * D + d];
-    }
+        acc[ids[t] * D + d] += dy[t * D + d];
+  for (gint64 e = 0; e < V * D; e++)
+    fdata (node->dst[0])[e] = (float) acc[e];
 }
 
+/* Float sums in token order, straight into the result. */
 void
 lp_cop_embed_back_cpu (const LpCNode *node)
 {
-  lp_cop_embed_back_ref (node);
+  const float *dy = fdata (node->src[0]);
+  const gint32 *ids = idata (node->src[1]);
+  float *dst = fdata (node->dst[0]);
+  gint64 T = lp_ctensor_rows (node->src[0]), D = lp_ctensor_cols (node->src[0]), V = node->i[0];
+  memset (dst, 0, (gsize) (V * D) * sizeof (float));
+  for (gint64 t = 0; t < T; t++)
+    if (ids[t] >= 0 && ids[t] < V)
+      {
+        float *row = dst + (gsize) ids[t] * D;
+        for (gint64 d = 0; d < D; d++)
+          row[d] += dy[t * D + d];
+      }
 }
 
 /* ---- matmul_back_x: dst[T,K] = dy[T,N] W[N,K] ---- */
@@ -131,7 +111,7 @@ lp_cop_matmul_back_x_ref (const LpCNode *node)
   weight_rows_init (&w, node);
   const float *dy = fdata (node->src[0]);
   float *dx = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[0]), N = w.N, K = w.K;
+  gint64 T = lp_ctensor_rows (node->src[0]), N = w.N, K = w.K;
   g_autofree float *W = g_new (float, (gsize) (N * K)); /* whole in f32: the definition */
   weight_rows_decode (&w, 0, N, W);
   for (gint64 t = 0; t < T; t++)
@@ -154,7 +134,7 @@ lp_cop_matmul_back_x_cpu (const LpCNode *node)
   weight_rows_init (&w, node);
   const float *dy = fdata (node->src[0]);
   float *dx = fdata (node->dst[0]);
-  int T = (int) n_rows (node->src[0]), N = (int) w.N, K = (int) w.K;
+  int T = (int) lp_ctensor_rows (node->src[0]), N = (int) w.N, K = (int) w.K;
   if (w.dense != NULL && w.dense->dtype == LP_DTYPE_F32)
     {
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w.dense->buf, K, 0.0f, dx, K);
@@ -178,7 +158,7 @@ lp_cop_matmul_back_w_ref (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *x = fdata (node->src[1]);
   float *dw = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[0]), N = n_cols (node->src[0]), K = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[0]), N = lp_ctensor_cols (node->src[0]), K = lp_ctensor_cols (node->src[1]);
   for (gint64 j = 0; j < N; j++)
     for (gint64 k = 0; k < K; k++)
       {
@@ -192,7 +172,7 @@ lp_cop_matmul_back_w_ref (const LpCNode *node)
 void
 lp_cop_matmul_back_w_cpu (const LpCNode *node)
 {
-  int T = (int) n_rows (node->src[0]), N = (int) n_cols (node->src[0]), K = (int) n_cols (node->src[1]);
+  int T = (int) lp_ctensor_rows (node->src[0]), N = (int) lp_ctensor_cols (node->src[0]), K = (int) lp_ctensor_cols (node->src[1]);
   cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, fdata (node->src[0]), N,
                fdata (node->src[1]), K, 0.0f, fdata (node->dst[0]), K);
 }
@@ -206,7 +186,7 @@ lp_cop_rmsnorm_back_ref (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *x = fdata (node->src[1]), *w = fdata (node->src[2]);
   float *dx = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), D = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), D = lp_ctensor_cols (node->src[1]);
   for (gint64 t = 0; t < T; t++)
     {
       const float *xr = x + t * D, *dyr = dy + t * D;
@@ -229,7 +209,7 @@ lp_cop_rmsnorm_back_cpu (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *x = fdata (node->src[1]), *w = fdata (node->src[2]);
   float *dx = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), D = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), D = lp_ctensor_cols (node->src[1]);
   for (gint64 t = 0; t < T; t++)
     {
       const float *xr = x + t * D, *dyr = dy + t * D;
@@ -252,7 +232,7 @@ lp_cop_rmsnorm_back_w_ref (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *x = fdata (node->src[1]);
   float *dw = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), D = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), D = lp_ctensor_cols (node->src[1]);
   g_autofree double *acc = g_new0 (double, D);
   for (gint64 t = 0; t < T; t++)
     {
@@ -273,7 +253,7 @@ lp_cop_rmsnorm_back_w_cpu (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *x = fdata (node->src[1]);
   float *dw = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), D = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), D = lp_ctensor_cols (node->src[1]);
   memset (dw, 0, (gsize) D * sizeof (float));
   for (gint64 t = 0; t < T; t++)
     {
@@ -300,7 +280,7 @@ lp_cop_rope_back_ref (const LpCNode *node)
   for (int i = 0; i < half; i++)
     neg[i] = -fdata (node->src[1])[i];
   memcpy (fdata (node->dst[0]), fdata (dy), (gsize) lp_ctensor_n_elements (dy) * sizeof (float));
-  lp_ref_rope ((LpRopeStyle) node->i[0], (int) n_rows (dy), (int) node->i[1], (int) node->i[2], (int) node->i[3], neg,
+  lp_ref_rope ((LpRopeStyle) node->i[0], (int) lp_ctensor_rows (dy), (int) node->i[1], (int) node->i[2], (int) node->i[3], neg,
                fdata (node->dst[0]));
 }
 
@@ -313,7 +293,7 @@ lp_cop_rope_back_cpu (const LpCNode *node)
   float *dx = fdata (node->dst[0]);
   gboolean normal = node->i[0] == LP_ROPE_NORMAL;
   int n_heads = (int) node->i[1], hd = (int) node->i[2], pos0 = (int) node->i[3], half = hd / 2;
-  gint64 T = n_rows (node->src[0]);
+  gint64 T = lp_ctensor_rows (node->src[0]);
   g_autofree float *cs = g_new (float, 2 * (gsize) half);
   for (gint64 t = 0; t < T; t++)
     {
@@ -351,7 +331,7 @@ lp_cop_attention_back_ref (const LpCNode *node)
               *v = fdata (node->src[3]);
   float *dq = fdata (node->dst[0]), *dk = fdata (node->dst[1]), *dv = fdata (node->dst[2]);
   int H = (int) node->i[0], Hkv = (int) node->i[1], hd = (int) node->i[2], group = H / Hkv;
-  gint64 T = n_rows (node->src[1]), T_kv = n_rows (node->src[2]), past = T_kv - T;
+  gint64 T = lp_ctensor_rows (node->src[1]), T_kv = lp_ctensor_rows (node->src[2]), past = T_kv - T;
   double scale = 1.0 / sqrt ((double) hd);
   gsize n_kv = (gsize) (T_kv * Hkv * hd);
   g_autofree double *p = g_new (double, T_kv), *dp = g_new (double, T_kv);
@@ -404,23 +384,6 @@ lp_cop_attention_back_ref (const LpCNode *node)
     }
 }
 
-/* Row t of a head's probabilities P[T, T_kv] (softmax of the scaled
- * scores in place, causal: zero past key `last`). */
-static void
-softmax_causal_row (float *row, gint64 last, gint64 T_kv)
-{
-  float mx = -INFINITY, sum = 0.0f;
-  for (gint64 s = 0; s <= last; s++)
-    mx = MAX (mx, row[s]);
-  for (gint64 s = 0; s <= last; s++)
-    sum += (row[s] = expf (row[s] - mx));
-  float inv = 1.0f / sum;
-  for (gint64 s = 0; s <= last; s++)
-    row[s] *= inv;
-  for (gint64 s = last + 1; s < T_kv; s++)
-    row[s] = 0.0f;
-}
-
 /* Head by head with five GEMMs, as the forward runs two: the head's
  * probabilities P are recomputed from q and k (the forward kept none), so
  * only two T x T_kv matrices exist at a time, whatever the number of heads
@@ -432,7 +395,7 @@ lp_cop_attention_back_cpu (const LpCNode *node)
               *v = fdata (node->src[3]);
   float *dq = fdata (node->dst[0]), *dk = fdata (node->dst[1]), *dv = fdata (node->dst[2]);
   int H = (int) node->i[0], Hkv = (int) node->i[1], hd = (int) node->i[2], group = H / Hkv;
-  int T = (int) n_rows (node->src[1]), T_kv = (int) n_rows (node->src[2]), past = T_kv - T;
+  int T = (int) lp_ctensor_rows (node->src[1]), T_kv = (int) lp_ctensor_rows (node->src[2]), past = T_kv - T;
   int ldq = H * hd, ldk = Hkv * hd;
   float scale = 1.0f / sqrtf ((float) hd);
   g_autofree float *P = g_new (float, (gsize) T * T_kv), *dS = g_new (float, (gsize) T * T_kv);
@@ -450,7 +413,7 @@ lp_cop_attention_back_cpu (const LpCNode *node)
         {
           float *pr = P + (gsize) t * T_kv, *dr = dS + (gsize) t * T_kv;
           int last = past + t;
-          softmax_causal_row (pr, last, T_kv);
+          lp_cpu_softmax_causal_row (pr, last, T_kv);
           float dot = 0.0f;
           for (int s = 0; s <= last; s++)
             dot += pr[s] * dr[s];
@@ -504,7 +467,7 @@ lp_cop_row_sum_ref (const LpCNode *node)
 {
   const float *x = fdata (node->src[0]);
   float *dst = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[0]), n = n_cols (node->src[0]);
+  gint64 T = lp_ctensor_rows (node->src[0]), n = lp_ctensor_cols (node->src[0]);
   for (gint64 j = 0; j < n; j++)
     {
       double acc = 0.0;
@@ -520,7 +483,7 @@ lp_cop_row_sum_cpu (const LpCNode *node)
 {
   const float *x = fdata (node->src[0]);
   float *dst = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[0]), n = n_cols (node->src[0]);
+  gint64 T = lp_ctensor_rows (node->src[0]), n = lp_ctensor_cols (node->src[0]);
   memset (dst, 0, (gsize) n * sizeof (float));
   for (gint64 t = 0; t < T; t++)
     for (gint64 j = 0; j < n; j++)
@@ -529,17 +492,17 @@ lp_cop_row_sum_cpu (const LpCNode *node)
 
 /* ---- softmax of one row, max-subtracted (so exp never overflows) ---- */
 
-/* p[n] = softmax (z / tau) in double. */
+/* p[V] = softmax (z / tau) in double: z / tau rounded to f32 first, as the
+ * forward (lp_cop_kl_ref) computes it, then the forward's lp_log_softmax
+ * (max-subtracted).  scaled[V] is scratch. */
 static void
-softmax_ref (const float *z, gint64 n, double tau, double *p)
+softmax_ref (const float *z, int V, float tau, float *scaled, double *p)
 {
-  double mx = -INFINITY, sum = 0.0;
-  for (gint64 j = 0; j < n; j++)
-    mx = MAX (mx, z[j] / tau);
-  for (gint64 j = 0; j < n; j++)
-    sum += (p[j] = exp (z[j] / tau - mx));
-  for (gint64 j = 0; j < n; j++)
-    p[j] /= sum;
+  for (int j = 0; j < V; j++)
+    scaled[j] = z[j] / tau;
+  lp_log_softmax (scaled, V, p);
+  for (int j = 0; j < V; j++)
+    p[j] = exp (p[j]);
 }
 
 /* The same in float: exp of values <= 0, sums of terms <= 1. */
@@ -558,8 +521,9 @@ softmax_cpu (const float *z, gint64 n, float tau, float *p)
 
 /* ---- cross_entropy_back: dst[t] = dy[t] (softmax (logits[t]) - onehot (target[t])) ---- */
 
-/* Whether row t is scored: targets < 0 are not (nor, defensively, any id
- * past the vocabulary: the forward scores it 0 too). */
+/* Whether row t is scored: targets < 0 are not.  Ids past the vocabulary
+ * are refused where targets come in; should one reach here it gets no
+ * gradient rather than a write out of bounds. */
 static gboolean
 target_scored (gint32 target, gint64 V)
 {
@@ -572,7 +536,9 @@ lp_cop_cross_entropy_back_ref (const LpCNode *node)
   const float *dy = fdata (node->src[0]), *logits = fdata (node->src[1]);
   const gint32 *target = idata (node->src[2]);
   float *dst = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), V = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]);
+  int V = (int) lp_ctensor_cols (node->src[1]);
+  g_autofree float *scaled = g_new (float, V);
   g_autofree double *p = g_new (double, V);
   for (gint64 t = 0; t < T; t++)
     {
@@ -582,9 +548,9 @@ lp_cop_cross_entropy_back_ref (const LpCNode *node)
           memset (row, 0, (gsize) V * sizeof (float));
           continue;
         }
-      softmax_ref (logits + t * V, V, 1.0, p);
+      softmax_ref (logits + t * V, V, 1.0f, scaled, p);
       p[target[t]] -= 1.0;
-      for (gint64 j = 0; j < V; j++)
+      for (int j = 0; j < V; j++)
         row[j] = (float) (dy[t] * p[j]);
     }
 }
@@ -595,7 +561,7 @@ lp_cop_cross_entropy_back_cpu (const LpCNode *node)
   const float *dy = fdata (node->src[0]), *logits = fdata (node->src[1]);
   const gint32 *target = idata (node->src[2]);
   float *dst = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), V = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), V = lp_ctensor_cols (node->src[1]);
   for (gint64 t = 0; t < T; t++)
     {
       float *row = dst + t * V;
@@ -619,15 +585,17 @@ lp_cop_kl_back_ref (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *student = fdata (node->src[1]), *teacher = fdata (node->src[2]);
   float *dst = fdata (node->dst[0]);
-  double tau = node->f[0];
-  gint64 T = n_rows (node->src[1]), V = n_cols (node->src[1]);
+  float tau = node->f[0];
+  gint64 T = lp_ctensor_rows (node->src[1]);
+  int V = (int) lp_ctensor_cols (node->src[1]);
+  g_autofree float *scaled = g_new (float, V);
   g_autofree double *ps = g_new (double, V), *pt = g_new (double, V);
   for (gint64 t = 0; t < T; t++)
     {
-      softmax_ref (student + t * V, V, tau, ps);
-      softmax_ref (teacher + t * V, V, tau, pt);
-      for (gint64 j = 0; j < V; j++)
-        dst[t * V + j] = (float) (dy[t] * tau * (ps[j] - pt[j]));
+      softmax_ref (student + t * V, V, tau, scaled, ps);
+      softmax_ref (teacher + t * V, V, tau, scaled, pt);
+      for (int j = 0; j < V; j++)
+        dst[t * V + j] = (float) (dy[t] * (double) tau * (ps[j] - pt[j]));
     }
 }
 
@@ -637,7 +605,7 @@ lp_cop_kl_back_cpu (const LpCNode *node)
   const float *dy = fdata (node->src[0]), *student = fdata (node->src[1]), *teacher = fdata (node->src[2]);
   float *dst = fdata (node->dst[0]);
   float tau = node->f[0];
-  gint64 T = n_rows (node->src[1]), V = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), V = lp_ctensor_cols (node->src[1]);
   g_autofree float *pt = g_new (float, V);
   for (gint64 t = 0; t < T; t++)
     {
@@ -651,25 +619,29 @@ lp_cop_kl_back_cpu (const LpCNode *node)
 
 /* ---- mse_back: dst[T,n] = dy[t] 2 (a - b) / n (the gradient w.r.t. a) ---- */
 
-/* Element-wise in float: the definition is also the fastest loop. */
 void
 lp_cop_mse_back_ref (const LpCNode *node)
 {
   const float *dy = fdata (node->src[0]), *a = fdata (node->src[1]), *b = fdata (node->src[2]);
   float *dst = fdata (node->dst[0]);
-  gint64 T = n_rows (node->src[1]), n = n_cols (node->src[1]);
+  gint64 T = lp_ctensor_rows (node->src[1]), n = lp_ctensor_cols (node->src[1]);
+  for (gint64 t = 0; t < T; t++)
+    for (gint64 j = 0; j < n; j++)
+      dst[t * n + j] = (float) (2.0 * dy[t] * ((double) a[t * n + j] - b[t * n + j]) / n);
+}
+
+void
+lp_cop_mse_back_cpu (const LpCNode *node)
+{
+  const float *dy = fdata (node->src[0]), *a = fdata (node->src[1]), *b = fdata (node->src[2]);
+  float *dst = fdata (node->dst[0]);
+  gint64 T = lp_ctensor_rows (node->src[1]), n = lp_ctensor_cols (node->src[1]);
   for (gint64 t = 0; t < T; t++)
     {
       float c = 2.0f * dy[t] / (float) n;
       for (gint64 j = 0; j < n; j++)
         dst[t * n + j] = c * (a[t * n + j] - b[t * n + j]);
     }
-}
-
-void
-lp_cop_mse_back_cpu (const LpCNode *node)
-{
-  lp_cop_mse_back_ref (node);
 }
 
 /* ---- recording the backward nodes ---- */
@@ -895,7 +867,7 @@ lp_cop_set_rows_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy
                           LpCTensor **dsrc, GError **error)
 {
   NO_DY_NO_GRADIENT (dy[0]);
-  gint64 T = n_rows (node->src[0]), n = n_cols (node->src[0]);
+  gint64 T = lp_ctensor_rows (node->src[0]), n = lp_ctensor_cols (node->src[0]);
   if (need[0])
     {
       g_autofree gint32 *rows = g_new (gint32, T);
@@ -908,8 +880,9 @@ lp_cop_set_rows_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy
     }
   if (need[1])
     {
-      LpCNode scale1 = { .f = { 1.0f } };
-      LpCTensor *copy = record1 (g, LP_COP_SCALE, &scale1, &dy[0], 1, node->src[1], error);
+      /* A copy of dy (scale by 1: record copies f[] from the node given). */
+      const LpCNode by_one = { .op = LP_COP_SCALE, .f = { 1.0f } };
+      LpCTensor *copy = record1 (g, LP_COP_SCALE, &by_one, &dy[0], 1, node->src[1], error);
       if (copy == NULL)
         return FALSE;
       g_autofree float *zeros = g_new0 (float, (gsize) (T * n));

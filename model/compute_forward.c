@@ -102,6 +102,22 @@ lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid 
   gemm_decoded (M, N, K, A, lda, decode_grid_rows, W, beta, C, ldc);
 }
 
+void
+lp_cpu_softmax_causal_row (float *row, int last, int T_kv)
+{
+  float mx = -INFINITY;
+  for (int j = 0; j <= last; j++)
+    mx = MAX (mx, row[j]);
+  float sum = 0.0f;
+  for (int j = 0; j <= last; j++)
+    sum += (row[j] = expf (row[j] - mx));
+  float inv = 1.0f / sum;
+  for (int j = 0; j <= last; j++)
+    row[j] *= inv;
+  for (int j = last + 1; j < T_kv; j++)
+    row[j] = 0.0f;
+}
+
 /* Attention as two GEMMs per head (scores, then weighted values), so the
  * quadratic part runs at BLAS speed. */
 void
@@ -116,21 +132,7 @@ lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, T_kv, hd, scale, q + (gsize) h * hd, H * hd,
                    k + (gsize) kh * hd, Hkv * hd, 0.0f, s, T_kv);
       for (int t = 0; t < T; t++)
-        {
-          float *row = s + (gsize) t * T_kv;
-          int last = past + t;
-          float mx = -INFINITY;
-          for (int j = 0; j <= last; j++)
-            mx = MAX (mx, row[j]);
-          float sum = 0.0f;
-          for (int j = 0; j <= last; j++)
-            sum += (row[j] = expf (row[j] - mx));
-          float inv = 1.0f / sum;
-          for (int j = 0; j <= last; j++)
-            row[j] *= inv;
-          for (int j = last + 1; j < T_kv; j++)
-            row[j] = 0.0f;
-        }
+        lp_cpu_softmax_causal_row (s + (gsize) t * T_kv, past + t, T_kv);
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T_kv, 1.0f, s, T_kv, v + (gsize) kh * hd,
                    Hkv * hd, 0.0f, out + (gsize) h * hd, H * hd);
     }
@@ -200,9 +202,8 @@ lp_cop_matmul_ref (const LpCNode *node)
 
 /* ---- matmul_grid: the same with W an integer grid ---- */
 
-/* The node's grid operands seen as an LpIntGrid (borrowing their memory). */
-static LpIntGrid
-node_grid (const LpCNode *node)
+LpIntGrid
+lp_cop_node_grid (const LpCNode *node)
 {
   const LpCTensor *codes = node->src[1], *scales = node->src[2];
   LpIntGrid g = {
@@ -223,7 +224,7 @@ void
 lp_cop_matmul_grid_cpu (const LpCNode *node)
 {
   const LpCTensor *x = node->src[0], *acc = node->src[5], *y = node->dst[0];
-  LpIntGrid g = node_grid (node);
+  LpIntGrid g = lp_cop_node_grid (node);
   if (acc != NULL)
     copy_into (y, acc);
   int M = (int) lp_ctensor_rows (x), N = (int) g.rows, K = (int) g.cols;
@@ -234,7 +235,7 @@ void
 lp_cop_matmul_grid_ref (const LpCNode *node)
 {
   const LpCTensor *x = node->src[0], *acc = node->src[5], *y = node->dst[0];
-  LpIntGrid g = node_grid (node);
+  LpIntGrid g = lp_cop_node_grid (node);
   if (acc != NULL)
     copy_into (y, acc);
   int M = (int) lp_ctensor_rows (x), N = (int) g.rows, K = (int) g.cols;

@@ -21,6 +21,7 @@ struct _LpPassContext {
   LpArtifact *output;     /* owned */
   const char *backend_name;
   LpBackend *backend;
+  guint64 device_memory;     /* --device-memory: bytes of weights a forward pass keeps on the backend (0: no limit) */
   const char *calibration_path;
   const LpPipelineSettings *settings; /* calibration sampling */
   LpCalibration *calibration;         /* built on first use (owned) */

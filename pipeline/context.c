@@ -156,6 +156,12 @@ lp_pass_context_get_backend (LpPassContext *ctx)
   return ctx->backend;
 }
 
+guint64
+lp_pass_context_get_device_memory (LpPassContext *ctx)
+{
+  return ctx->device_memory;
+}
+
 const char *
 lp_pass_context_get_backend_name (LpPassContext *ctx)
 {

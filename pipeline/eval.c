@@ -82,6 +82,7 @@ typedef struct {
 typedef struct {
   LpForward *fw, *ref;     /* the first worker's; others make their own */
   LpBackend *backend;
+  guint64 device_memory;   /* each forward pass's weight budget (0: none) */
   const gint32 *tokens;
   gsize stride;
   int ctx, first, n_windows, V;
@@ -94,6 +95,15 @@ typedef struct {
   GMutex lock;             /* guards error and progress */
   GError *error;
 } WindowJob;
+
+static void
+forward_set_budget (LpForward *fw, LpForward *ref, guint64 bytes)
+{
+  if (fw)
+    lp_forward_set_device_memory (fw, bytes);
+  if (ref)
+    lp_forward_set_device_memory (ref, bytes);
+}
 
 static gboolean
 eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, float *logits, float *ref_logits,
@@ -172,6 +182,7 @@ window_worker (gpointer data)
   GError *error = NULL;
   LpForward *fw = lp_forward_new (lp_forward_model (job->fw), job->backend, &error);
   LpForward *ref = fw && job->ref ? lp_forward_new (lp_forward_model (job->ref), job->backend, &error) : NULL;
+  forward_set_budget (fw, ref, job->device_memory);
   run_windows (job, fw, ref, error);
   lp_forward_free (fw);
   lp_forward_free (ref);
@@ -234,12 +245,14 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
         return FALSE;
     }
 
+  forward_set_budget (fw, ref, o.device_memory);
+
   /* Windows are independent: spread them over the cores, each worker with
    * its own forward state, and reduce per-window sums in window order so the
    * result does not depend on scheduling. */
   WindowJob job = { .fw = fw, .ref = ref, .tokens = tokens, .stride = stride, .ctx = ctx, .first = first,
                     .bos = bos, .llama_cpp = o.llama_cpp, .n_windows = n_windows, .V = (int) c->n_vocab,
-                    .backend = o.backend };
+                    .backend = o.backend, .device_memory = o.device_memory };
   job.per_window = g_new0 (WindowSums, n_windows);
   job.prog = lp_progress_new ("eval", "windows", n_windows);
   /* Small models: one window per core, BLAS single-threaded (its threads

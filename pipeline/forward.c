@@ -7,13 +7,8 @@
  * touched for token ids, logits, the activations a hook asks for and the
  * stage-wise API's inputs and outputs.
  *
- * Weights are uploaded once per LpForward into per-layer slots and kept
- * across calls, under a byte budget (lp_forward_set_device_memory): when
- * over it, the least recently used layers' weights are dropped and uploaded
- * again when next needed.  A slot keeps a reference to the model tensor it
- * was uploaded from, so a tensor replaced in the model is uploaded again.
- * On the CPU, weights the kernels read as stored are not copied: the slot
- * wraps the model tensor's memory. */
+ * Weights are uploaded once per LpForward and kept across calls under a
+ * byte budget (forward_weights.c). */
 #include "config.h"
 
 #include <math.h>
@@ -23,51 +18,7 @@
 #include <llmpress/forward.h>
 
 #include "compute-internal.h"
-
-typedef enum {
-  W_ATTN_NORM, W_Q, W_K, W_V, W_O, W_QB, W_KB, W_VB, W_FFN_NORM, W_GATE, W_UP, W_DOWN, W_COUNT
-} LayerWeight;
-
-static const char *const layer_weight_names[W_COUNT] = {
-  "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-  "attn_q.bias", "attn_k.bias", "attn_v.bias",
-  "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
-};
-
-/* The weights outside the blocks, kept in one more slot after the layers'. */
-typedef enum { TOP_EMBED, TOP_NORM, TOP_HEAD } TopWeight;
-
-/* How a weight is uploaded: f32 (norms, biases); as stored, for the
- * embedding lookup; as stored or as an integer grid, for a matrix. */
-typedef enum { KIND_VECTOR, KIND_TABLE, KIND_MATRIX } WeightKind;
-
-/* One weight in backend memory. */
-typedef struct {
-  LpTensor *src;            /* the model tensor it was uploaded from (ref) */
-  LpCTensor *t;             /* [N, K] as stored or f32; NULL for a grid */
-  LpCTensor *grid[4];       /* codes [N,K], scales [N,G], zeros [N,G], g_idx [K] */
-  int bits, group;
-  gboolean borrowed;        /* t wraps src's memory (the CPU): only the struct is ours */
-  gsize bytes;
-} Weight;
-
-typedef struct {
-  Weight w[W_COUNT];
-  guint64 last_use;         /* fw->clock when last used */
-} Slot;
-
-struct _LpForward {
-  LpModel *model;
-  LpBackend *be;            /* the backend the graphs run on */
-  LpModelConfig c;
-  float *inv_freq;          /* [hd/2] */
-  LpCTensor *inv_freq_t;    /* the same, in backend memory */
-  Slot *slots;              /* [n_layers + 1]: each layer's weights, then TopWeight's */
-  guint64 clock;
-  guint64 budget;           /* bytes of weights to keep; 0: no limit */
-  guint64 resident;         /* bytes of weights held */
-  guint64 uploads;          /* weights uploaded so far */
-};
+#include "forward-internal.h"
 
 const char *const *
 lp_linear_input_consumers (LpLinearInput which)
@@ -79,200 +30,6 @@ lp_linear_input_consumers (LpLinearInput which)
   static const char *const *const table[LP_LINEAR_IN_COUNT] = { qkv, out, ffn, down };
   g_return_val_if_fail (which < LP_LINEAR_IN_COUNT, NULL);
   return table[which];
-}
-
-/* ---- weights ---- */
-
-static void
-weight_clear (LpForward *fw, Weight *w)
-{
-  if (w->t != NULL && w->borrowed)
-    {
-      g_free (w->t->name);
-      g_free (w->t);
-    }
-  else
-    lp_ctensor_free (w->t);
-  for (int i = 0; i < 4; i++)
-    lp_ctensor_free (w->grid[i]);
-  if (w->src != NULL)
-    lp_tensor_unref (w->src);
-  fw->resident -= w->bytes;
-  memset (w, 0, sizeof *w);
-}
-
-static void
-slot_clear (LpForward *fw, Slot *s)
-{
-  for (int i = 0; i < W_COUNT; i++)
-    weight_clear (fw, &s->w[i]);
-}
-
-/* The integer grid a backend multiplies natively instead of t's f32
- * values, or NULL: the CPU keeps the f32 path (the one place this file
- * looks at a tensor's grid). */
-static const LpIntGrid *
-weight_grid (const LpTensor *t, LpBackend *be)
-{
-  if (t->grid == NULL || lp_backend_is_cpu (be) || !be->ops->supports_op (be, LP_OP_GEMM_GRID))
-    return NULL;
-  return t->grid;
-}
-
-static gboolean
-upload_grid (LpForward *fw, Weight *w, const LpIntGrid *grid, GError **error)
-{
-  const gint64 N = grid->rows, K = grid->cols, G = grid->n_groups;
-  const struct {
-    LpDType dtype;
-    int n_dims;
-    gint64 shape[2];
-    const void *data;
-  } parts[4] = {
-    { LP_DTYPE_I8, 2, { N, K }, grid->codes },
-    { LP_DTYPE_I16, 2, { N, G }, grid->scales },
-    { LP_DTYPE_I8, 2, { N, G }, grid->zeros },
-    { LP_DTYPE_I32, 1, { K }, grid->g_idx },
-  };
-  for (int i = 0; i < 4; i++)
-    {
-      w->grid[i] = lp_ctensor_new (fw->be, parts[i].dtype, parts[i].n_dims, parts[i].shape, w->src->name, error);
-      if (w->grid[i] == NULL)
-        return FALSE;
-      lp_ctensor_write (w->grid[i], 0, parts[i].data, w->grid[i]->n_bytes);
-      w->bytes += w->grid[i]->n_bytes;
-    }
-  w->bits = grid->bits;
-  w->group = grid->group_size;
-  return TRUE;
-}
-
-/* t's values as stored (f32 or any type the kernels decode), or as f32. */
-static gboolean
-upload_tensor (LpForward *fw, Weight *w, LpTensor *t, gboolean as_stored, GError **error)
-{
-  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
-  if (t->dtype != LP_DTYPE_F32 && (!as_stored || info == NULL || !info->supported))
-    {
-      g_autofree float *x = lp_tensor_dup_f32 (t, error);
-      if (x == NULL || (w->t = lp_ctensor_new (fw->be, LP_DTYPE_F32, t->n_dims, t->shape, t->name, error)) == NULL)
-        return FALSE;
-      lp_ctensor_write (w->t, 0, x, w->t->n_bytes);
-    }
-  else if (lp_backend_is_cpu (fw->be))
-    {
-      w->t = g_new0 (LpCTensor, 1);
-      *w->t = (LpCTensor) { .dtype = t->dtype, .n_dims = t->n_dims, .n_bytes = lp_tensor_n_bytes (t), .be = fw->be,
-                            .buf = (gpointer) lp_tensor_data (t), .name = g_strdup (t->name) };
-      memcpy (w->t->shape, t->shape, sizeof t->shape);
-      w->borrowed = TRUE;
-    }
-  else if ((w->t = lp_ctensor_from_tensor (fw->be, t, error)) == NULL)
-    return FALSE;
-  w->bytes = w->t->n_bytes;
-  return TRUE;
-}
-
-/* w holds the model's tensor `name`, uploaded as `kind` asks (again when
- * the model's tensor is not the one uploaded). */
-static gboolean
-weight_ensure (LpForward *fw, Weight *w, const char *name, WeightKind kind, GError **error)
-{
-  LpTensor *t = lp_model_tensor (fw->model, name);
-  if (t != NULL && w->src == t)
-    return TRUE;
-  weight_clear (fw, w);
-  if (t == NULL)
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: expected a tensor %s, found none",
-                    lp_model_source (fw->model) ? lp_model_source (fw->model) : "model", name);
-      return FALSE;
-    }
-  w->src = lp_tensor_ref (t);
-  const LpIntGrid *grid = kind == KIND_MATRIX ? weight_grid (t, fw->be) : NULL;
-  gboolean ok = grid != NULL ? upload_grid (fw, w, grid, error) : upload_tensor (fw, w, t, kind != KIND_VECTOR, error);
-  fw->resident += w->bytes;
-  fw->uploads++;
-  if (!ok)
-    weight_clear (fw, w);
-  return ok;
-}
-
-/* Drop the least recently used slots (never `keep`) while over the budget. */
-static void
-budget_enforce (LpForward *fw, int keep)
-{
-  while (fw->budget > 0 && fw->resident > fw->budget)
-    {
-      int lru = -1;
-      for (int l = 0; l <= fw->c.n_layers; l++)
-        {
-          gboolean held = FALSE;
-          for (int i = 0; i < W_COUNT; i++)
-            held |= fw->slots[l].w[i].bytes > 0;
-          if (l != keep && held && (lru < 0 || fw->slots[l].last_use < fw->slots[lru].last_use))
-            lru = l;
-        }
-      if (lru < 0)
-        return;
-      slot_clear (fw, &fw->slots[lru]);
-    }
-}
-
-static void
-slot_touch (LpForward *fw, int slot)
-{
-  fw->slots[slot].last_use = ++fw->clock;
-  budget_enforce (fw, slot);
-}
-
-/* Layer `layer`'s weights in backend memory (W_QB.. only with q/k/v biases). */
-static Weight *
-layer_weights (LpForward *fw, int layer, GError **error)
-{
-  gboolean bias = lp_arch_info (fw->c.arch)->qkv_bias;
-  Weight *w = fw->slots[layer].w;
-  for (int i = 0; i < W_COUNT; i++)
-    {
-      if ((i == W_QB || i == W_KB || i == W_VB) && !bias)
-        continue;
-      g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, layer_weight_names[i]);
-      gboolean matrix = i == W_Q || i == W_K || i == W_V || i == W_O || i == W_GATE || i == W_UP || i == W_DOWN;
-      if (!weight_ensure (fw, &w[i], name, matrix ? KIND_MATRIX : KIND_VECTOR, error))
-        return NULL;
-    }
-  slot_touch (fw, layer);
-  return w;
-}
-
-/* The weights outside the blocks: the embedding table, or the final norm
- * and the head (the embedding table itself when tied and read as stored). */
-static Weight *
-top_weights (LpForward *fw, gboolean head, GError **error)
-{
-  Weight *w = fw->slots[fw->c.n_layers].w;
-  if (!head && !weight_ensure (fw, &w[TOP_EMBED], "token_embd.weight", KIND_TABLE, error))
-    return NULL;
-  if (head)
-    {
-      LpTensor *emb = lp_model_tensor (fw->model, "token_embd.weight");
-      gboolean share = fw->c.tied_embeddings && emb != NULL && weight_grid (emb, fw->be) == NULL;
-      if (!weight_ensure (fw, &w[TOP_NORM], "output_norm.weight", KIND_VECTOR, error)
-          || (share && !weight_ensure (fw, &w[TOP_EMBED], "token_embd.weight", KIND_TABLE, error))
-          || (!share && !weight_ensure (fw, &w[TOP_HEAD], fw->c.tied_embeddings ? "token_embd.weight" : "output.weight",
-                                        KIND_MATRIX, error)))
-        return NULL;
-      if (share)
-        weight_clear (fw, &w[TOP_HEAD]);
-    }
-  slot_touch (fw, fw->c.n_layers);
-  return w;
-}
-
-static const Weight *
-head_weight (const Weight *top)
-{
-  return top[TOP_HEAD].src != NULL ? &top[TOP_HEAD] : &top[TOP_EMBED];
 }
 
 /* ---- KV cache ---- */
@@ -427,7 +184,7 @@ rec_op (Rec *r, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
 }
 
 static LpCTensor *
-rec_rmsnorm (Rec *r, LpCTensor *x, const Weight *w)
+rec_rmsnorm (Rec *r, LpCTensor *x, const LpForwardWeight *w)
 {
   LpCNode *n = rec_op (r, LP_COP_RMSNORM, x, w->t, NULL);
   if (n == NULL)
@@ -438,7 +195,7 @@ rec_rmsnorm (Rec *r, LpCTensor *x, const Weight *w)
 
 /* x[T, K] W^T (+ acc[T, N]). */
 static LpCTensor *
-rec_linear (Rec *r, LpCTensor *x, const Weight *w, LpCTensor *acc)
+rec_linear (Rec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
 {
   if (r->error != NULL || x == NULL)
     return NULL;
@@ -457,7 +214,7 @@ rec_linear (Rec *r, LpCTensor *x, const Weight *w, LpCTensor *acc)
 }
 
 static LpCTensor *
-rec_bias (Rec *r, LpCTensor *x, const Weight *b)
+rec_bias (Rec *r, LpCTensor *x, const LpForwardWeight *b)
 {
   if (b->src == NULL)
     return x;
@@ -539,16 +296,16 @@ rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHoo
                     past + T);
       return NULL;
     }
-  const Weight *w = layer_weights (fw, layer, &r->error);
+  const LpForwardWeight *w = lp_forward_layer_weights (fw, layer, &r->error);
   if (w == NULL || (cache && !kv_cache_layer (cache, fw->be, layer, &r->error)))
     return NULL;
 
   /* Attention. */
-  LpCTensor *h = rec_rmsnorm (r, x, &w[W_ATTN_NORM]);
+  LpCTensor *h = rec_rmsnorm (r, x, &w[LP_FW_ATTN_NORM]);
   rec_hook (r, hooks, layer, LP_LINEAR_IN_QKV, h);
-  LpCTensor *q = rec_bias (r, rec_linear (r, h, &w[W_Q], NULL), &w[W_QB]);
-  LpCTensor *k = rec_bias (r, rec_linear (r, h, &w[W_K], NULL), &w[W_KB]);
-  LpCTensor *v = rec_bias (r, rec_linear (r, h, &w[W_V], NULL), &w[W_VB]);
+  LpCTensor *q = rec_bias (r, rec_linear (r, h, &w[LP_FW_Q], NULL), &w[LP_FW_QB]);
+  LpCTensor *k = rec_bias (r, rec_linear (r, h, &w[LP_FW_K], NULL), &w[LP_FW_KB]);
+  LpCTensor *v = rec_bias (r, rec_linear (r, h, &w[LP_FW_V], NULL), &w[LP_FW_VB]);
   q = rec_rope (r, q, (int) fw->c.n_heads, past);
   k = rec_rope (r, k, (int) fw->c.n_kv_heads, past);
   if (cache)
@@ -562,14 +319,14 @@ rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHoo
     }
   LpCTensor *attn = rec_attention (r, q, k, v);
   rec_hook (r, hooks, layer, LP_LINEAR_IN_ATTN_OUT, attn);
-  x = rec_linear (r, attn, &w[W_O], x); /* x + attn Wo^T */
+  x = rec_linear (r, attn, &w[LP_FW_O], x); /* x + attn Wo^T */
 
   /* Feed-forward. */
-  h = rec_rmsnorm (r, x, &w[W_FFN_NORM]);
+  h = rec_rmsnorm (r, x, &w[LP_FW_FFN_NORM]);
   rec_hook (r, hooks, layer, LP_LINEAR_IN_FFN, h);
-  LpCTensor *s = rec_swiglu (r, rec_linear (r, h, &w[W_GATE], NULL), rec_linear (r, h, &w[W_UP], NULL));
+  LpCTensor *s = rec_swiglu (r, rec_linear (r, h, &w[LP_FW_GATE], NULL), rec_linear (r, h, &w[LP_FW_UP], NULL));
   rec_hook (r, hooks, layer, LP_LINEAR_IN_DOWN, s);
-  return rec_linear (r, s, &w[W_DOWN], x); /* x + ffn Wd^T */
+  return rec_linear (r, s, &w[LP_FW_DOWN], x); /* x + ffn Wd^T */
 }
 
 /* Token ids checked and put in a graph tensor; the embedding rows of them. */
@@ -583,12 +340,12 @@ rec_embed (Rec *r, const gint32 *tokens, int T)
                       tokens[t], t, r->fw->c.n_vocab - 1);
         return NULL;
       }
-  const Weight *top = top_weights (r->fw, FALSE, &r->error);
+  const LpForwardWeight *top = lp_forward_top_weights (r->fw, FALSE, &r->error);
   LpCTensor *ids = top ? lp_cgraph_tensor (r->g, LP_DTYPE_I32, 1, (gint64[]){ T }, "tokens", &r->error) : NULL;
   if (ids == NULL)
     return NULL;
   lp_ctensor_write (ids, 0, tokens, (gsize) T * sizeof (gint32));
-  LpCNode *n = rec_op (r, LP_COP_EMBED, top[TOP_EMBED].t, ids, NULL);
+  LpCNode *n = rec_op (r, LP_COP_EMBED, top[LP_FW_TOP_EMBED].t, ids, NULL);
   return n ? n->dst[0] : NULL;
 }
 
@@ -596,10 +353,10 @@ rec_embed (Rec *r, const gint32 *tokens, int T)
 static LpCTensor *
 rec_head (Rec *r, LpCTensor *x)
 {
-  const Weight *top = top_weights (r->fw, TRUE, &r->error);
+  const LpForwardWeight *top = lp_forward_top_weights (r->fw, TRUE, &r->error);
   if (top == NULL)
     return NULL;
-  return rec_linear (r, rec_rmsnorm (r, x, &top[TOP_NORM]), head_weight (top), NULL);
+  return rec_linear (r, rec_rmsnorm (r, x, &top[LP_FW_TOP_NORM]), lp_forward_head_weight (top), NULL);
 }
 
 static void
@@ -666,7 +423,7 @@ lp_forward_new (LpModel *model, LpBackend *backend, GError **error)
   g_autoptr (LpForward) fw = g_new0 (LpForward, 1);
   fw->model = lp_model_ref (model);
   fw->c = *lp_model_config (model);
-  fw->slots = g_new0 (Slot, fw->c.n_layers + 1);
+  fw->slots = g_new0 (LpForwardSlot, fw->c.n_layers + 1);
   /* Weights go where the graphs run (a backend without graphs hands them
    * to its fallback, the CPU). */
   g_autoptr (LpBackend) be = backend ? lp_backend_ref (backend) : lp_backend_cpu_new ();
@@ -689,8 +446,7 @@ lp_forward_free (LpForward *fw)
   if (fw == NULL)
     return;
   if (fw->slots)
-    for (int l = 0; l <= fw->c.n_layers; l++)
-      slot_clear (fw, &fw->slots[l]);
+    lp_forward_weights_clear (fw);
   g_free (fw->slots);
   lp_ctensor_free (fw->inv_freq_t);
   g_free (fw->inv_freq);
@@ -704,29 +460,6 @@ LpModel *
 lp_forward_model (LpForward *fw)
 {
   return fw->model;
-}
-
-void
-lp_forward_set_device_memory (LpForward *fw, guint64 bytes)
-{
-  fw->budget = bytes;
-  budget_enforce (fw, -1);
-}
-
-void
-lp_forward_weight_stats (LpForward *fw, guint64 *resident_bytes, guint64 *uploads)
-{
-  if (resident_bytes)
-    *resident_bytes = fw->resident;
-  if (uploads)
-    *uploads = fw->uploads;
-}
-
-void
-lp_forward_invalidate (LpForward *fw)
-{
-  for (int l = 0; l <= fw->c.n_layers; l++)
-    slot_clear (fw, &fw->slots[l]);
 }
 
 char *

@@ -525,12 +525,27 @@ plan (LpRun *run)
     }
 }
 
+/* Where the forward pass's ops run on this backend: the graph of a small
+ * synthetic model of the same ops recorded and described. */
+static char *
+forward_describe (LpBackend *be)
+{
+  LpSynthOptions so = LP_SYNTH_OPTIONS_INIT;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_synth (&so, &error);
+  g_autoptr (LpForward) fw = m ? lp_forward_new (m, be, &error) : NULL;
+  char *s = fw ? lp_forward_describe (fw, &error) : NULL;
+  return s ? s : g_strdup_printf ("%s (%s)", be->device_name, error->message);
+}
+
 static void
 explain (LpRun *run)
 {
   /* Which device runs the ops, and which ops fall back to the CPU. */
   g_autofree char *be = lp_backend_describe (run->be);
   fprintf (run->out, "backend: %s = %s\n", run->backend, be);
+  g_autofree char *fwd = forward_describe (run->be);
+  fprintf (run->out, "forward pass: %s\n", fwd);
   for (guint i = 0; i < run->order->len; i++)
     {
       NodeRun *nr = &run->nodes[((LpNode *) run->order->pdata[i])->index];
@@ -585,6 +600,7 @@ run_node (LpRun *run, NodeRun *nr, GError **error)
   ctx.calibration_path = run->calibration;
   ctx.settings = lp_graph_settings (run->graph);
   ctx.backend = run->be;
+  ctx.device_memory = run->opts.device_memory;
   ctx.seed = nr->seed;
   GError *e = NULL;
   gboolean ok = info->run (&ctx, &e);

@@ -13,6 +13,7 @@ typedef struct {
   const char *scheduler;     /* "sequential" | "parallel"; NULL: parallel when jobs > 1 */
   guint jobs;                /* 0: 1 */
   guint64 memory_limit;      /* bytes; 0: none */
+  guint64 device_memory;     /* bytes of weights a forward pass keeps on the backend; 0: no limit */
   const char *cache_dir;     /* NULL: lp_cache_default_dir () */
   gboolean no_cache;
   gboolean explain;          /* print why each node ran or was reused */

@@ -1,9 +1,10 @@
 /* The compute graph's backward ops (model/compute_backward.c): for every
  * op, the reference backward against central finite differences of the
  * forward computed in float64 (small double versions of each forward's
- * definition below), and the CPU kernel against the reference; then a
- * block-shaped graph's loss differentiated by lp_cgraph_backward against
- * finite differences of the whole graph.
+ * definition below), and the CPU kernel against the reference; then two
+ * graphs differentiated by lp_cgraph_backward (a transformer block with a
+ * KV cache and a cross-entropy head; the distillation losses) against
+ * finite differences of the whole graph's loss (GRAPH_TOL, below).
  *
  * Tolerances (each check says which it uses):
  * - FD_TOL, reference backward vs float64 finite differences: the
@@ -14,18 +15,20 @@
  *   1e-16 |loss| / h ~ 1e-12; 1e-5 relative to the largest gradient leaves
  *   a factor of 100.
  * - CPU_TOL, CPU kernel vs reference: the CPU sums in f32 (sgemm, float
- *   loops): about sqrt (n) 6e-8 relative for n terms, a few 1e-6 for the
- *   few hundred terms here; 1e-4 leaves room for cancellation. */
+ *   loops): about sqrt (n) 6e-8 relative for n terms, 2e-6 for the 1200
+ *   terms of the largest case (5e-7 seen); 1e-5 leaves room for
+ *   cancellation, and a wrong term shows far above it. */
 #include "config.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "testutil.h"
 #include <llmpress/compute.h>
 
 #define FD_TOL 1e-5
-#define CPU_TOL 1e-4
+#define CPU_TOL 1e-5
 
 /* ---- tensors ---- */
 
@@ -136,9 +139,9 @@ node_new (LpCOp op)
 typedef double (*LossFn) (gconstpointer ctx);
 
 /* d loss / d x[i] for every i (x perturbed in place and restored) against
- * grad[n] within FD_TOL of the largest difference quotient. */
+ * grad[n] within tol of the largest difference quotient. */
 static void
-assert_fd (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n, const float *grad)
+assert_fd_tol (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n, const float *grad, double tol)
 {
   g_autofree double *fd = g_new (double, n);
   for (gsize i = 0; i < n; i++)
@@ -152,7 +155,13 @@ assert_fd (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n,
       fd[i] = (up - down) / (2 * h);
     }
   g_autofree char *msg = g_strdup_printf ("%s vs finite differences", what);
-  assert_close (msg, grad, fd, n, FD_TOL);
+  assert_close (msg, grad, fd, n, tol);
+}
+
+static void
+assert_fd (const char *what, LossFn loss, gconstpointer ctx, double *x, gsize n, const float *grad)
+{
+  assert_fd_tol (what, loss, ctx, x, n, grad, FD_TOL);
 }
 
 static double *
@@ -599,39 +608,44 @@ attention_loss (gconstpointer p)
   return dot (c->r, y, n);
 }
 
+/* Shapes {T, T_kv, H, Hkv, hd, fd}: the small one against finite
+ * differences too; a larger one (T_kv - T = 13 cached positions, 3 query
+ * heads a key/value head) only CPU vs reference. */
 static void
 test_attention_back (void)
 {
-  AttnCase c = { .T = 4, .T_kv = 7, .H = 4, .Hkv = 2, .hd = 8 };
-  LpCTensor *q = random_tensor2 (c.T, c.H * c.hd, 70, 1.0, &c.q);
-  LpCTensor *k = random_tensor2 (c.T_kv, c.Hkv * c.hd, 71, 1.0, &c.k);
-  LpCTensor *v = random_tensor2 (c.T_kv, c.Hkv * c.hd, 72, 1.0, &c.v);
-  LpCTensor *dy = random_tensor2 (c.T, c.H * c.hd, 73, 1.0, &c.r);
-  LpCNode n = node_new (LP_COP_ATTENTION_BACK);
-  n.src[0] = dy;
-  n.src[1] = q;
-  n.src[2] = k;
-  n.src[3] = v;
-  n.i[0] = c.H;
-  n.i[1] = c.Hkv;
-  n.i[2] = c.hd;
-  n.dst[0] = tensor2 (LP_DTYPE_F32, c.T, c.H * c.hd);
-  n.dst[1] = tensor2 (LP_DTYPE_F32, c.T_kv, c.Hkv * c.hd);
-  n.dst[2] = tensor2 (LP_DTYPE_F32, c.T_kv, c.Hkv * c.hd);
-  run_ref_and_cpu (&n);
-  assert_fd ("attention_back dq", attention_loss, &c, c.q, (gsize) c.T * c.H * c.hd, fdata (n.dst[0]));
-  assert_fd ("attention_back dk", attention_loss, &c, c.k, (gsize) c.T_kv * c.Hkv * c.hd, fdata (n.dst[1]));
-  assert_fd ("attention_back dv", attention_loss, &c, c.v, (gsize) c.T_kv * c.Hkv * c.hd, fdata (n.dst[2]));
-  for (int j = 0; j < 3; j++)
-    lp_ctensor_free (n.dst[j]);
-  lp_ctensor_free (q);
-  lp_ctensor_free (k);
-  lp_ctensor_free (v);
-  lp_ctensor_free (dy);
-  g_free (c.q);
-  g_free (c.k);
-  g_free (c.v);
-  g_free (c.r);
+  static const int shapes[][6] = { { 4, 7, 4, 2, 8, TRUE }, { 37, 50, 6, 2, 16, FALSE } };
+  for (gsize i = 0; i < G_N_ELEMENTS (shapes); i++)
+    {
+      AttnCase c = { .T = shapes[i][0], .T_kv = shapes[i][1], .H = shapes[i][2], .Hkv = shapes[i][3], .hd = shapes[i][4] };
+      gsize nq = (gsize) c.T * c.H * c.hd, nkv = (gsize) c.T_kv * c.Hkv * c.hd;
+      LpCNode n = node_new (LP_COP_ATTENTION_BACK);
+      n.src[0] = random_tensor2 (c.T, c.H * c.hd, 73, 1.0, &c.r);
+      n.src[1] = random_tensor2 (c.T, c.H * c.hd, 70, 1.0, &c.q);
+      n.src[2] = random_tensor2 (c.T_kv, c.Hkv * c.hd, 71, 1.0, &c.k);
+      n.src[3] = random_tensor2 (c.T_kv, c.Hkv * c.hd, 72, 1.0, &c.v);
+      n.i[0] = c.H;
+      n.i[1] = c.Hkv;
+      n.i[2] = c.hd;
+      n.dst[0] = tensor2 (LP_DTYPE_F32, c.T, c.H * c.hd);
+      n.dst[1] = tensor2 (LP_DTYPE_F32, c.T_kv, c.Hkv * c.hd);
+      n.dst[2] = tensor2 (LP_DTYPE_F32, c.T_kv, c.Hkv * c.hd);
+      run_ref_and_cpu (&n);
+      if (shapes[i][5])
+        {
+          assert_fd ("attention_back dq", attention_loss, &c, c.q, nq, fdata (n.dst[0]));
+          assert_fd ("attention_back dk", attention_loss, &c, c.k, nkv, fdata (n.dst[1]));
+          assert_fd ("attention_back dv", attention_loss, &c, c.v, nkv, fdata (n.dst[2]));
+        }
+      for (int j = 0; j < 4; j++)
+        lp_ctensor_free (n.src[j]);
+      for (int j = 0; j < 3; j++)
+        lp_ctensor_free (n.dst[j]);
+      g_free (c.q);
+      g_free (c.k);
+      g_free (c.v);
+      g_free (c.r);
+    }
 }
 
 /* ---- swiglu ---- */
@@ -840,6 +854,356 @@ test_mse_back (void)
   g_free (c.r);
 }
 
+/* ---- graph level: lp_cgraph_backward over a block-shaped graph ---- */
+
+/* GRAPH_TOL: the graph computes forward and backward in f32 through about
+ * twenty ops (sgemm, float softmaxes, f16 and grid weights decoded to f32),
+ * each adding about 1e-7 relative to its operands: the gradients come out
+ * within 3e-7 of the largest (seen); 2e-5 leaves a factor of 50 while a
+ * wrong term (a missing path, a transposed product) is off by far more. */
+#define GRAPH_TOL 2e-5
+
+/* A node of `op` over the given operands (NULL for an absent optional one),
+ * its results allocated by the graph. */
+static LpCNode *
+graph_add (LpCGraph *g, LpCOp op, int n_src, ...)
+{
+  LpCTensor *src[LP_CNODE_MAX_SRC] = { NULL };
+  va_list ap;
+  va_start (ap, n_src);
+  for (int i = 0; i < n_src; i++)
+    src[i] = va_arg (ap, LpCTensor *);
+  va_end (ap);
+  g_autoptr (GError) error = NULL;
+  LpCNode *n = lp_cgraph_add (g, op, src, n_src, NULL, 0, &error);
+  g_assert_no_error (error);
+  return n;
+}
+
+static void
+graph_run (LpCGraph *g)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_cgraph_compute (g, &error));
+  g_assert_no_error (error);
+}
+
+/* The gradient the graph holds for t, read to the host (t must have one). */
+static float *
+graph_grad (LpCGraph *g, const LpCTensor *t)
+{
+  LpCTensor *d = lp_cgraph_grad (g, t);
+  if (d == NULL)
+    g_error ("graph: no gradient for %s", t->name);
+  g_assert_cmpint (lp_ctensor_n_elements (d), ==, lp_ctensor_n_elements (t));
+  float *x = g_new (float, lp_ctensor_n_elements (d));
+  lp_ctensor_read (d, 0, x, d->n_bytes);
+  return x;
+}
+
+/* The trainable parameters of the block; wk (f16) and w3 (an integer grid)
+ * are frozen weights of other forms that the gradient flows through. */
+enum { P_TABLE, P_NORM1, P_WQ, P_WV, P_WO, P_NORM2, P_W1, P_W2, P_HEAD, N_PARAMS };
+static const char *const param_names[N_PARAMS] = { "table", "attn_norm", "wq", "wv", "wo",
+                                                   "ffn_norm", "w1", "w2", "head" };
+
+typedef struct {
+  int T, past, V, D, F, H, Hkv, hd;
+  double eps;
+  const gint32 *ids, *targets;
+  float inv_freq[8];
+  gint64 shape[N_PARAMS][2];
+  double *p[N_PARAMS];      /* the parameters, as the graph holds them in f32 */
+  double *wk, *w3;          /* the frozen weights' effective values [Hkv*hd, D], [F, D] */
+  double *k_past, *v_past;  /* the cache's earlier rows [past, Hkv*hd] */
+  double *dy;               /* [T]: the loss is sum_t dy[t] ce[t] */
+} Block;
+
+/* The block in float64: embed, attention with a cache of `past` positions
+ * (rope at positions past ..), the SwiGLU FFN, the head, cross-entropy. */
+static double
+block_loss (gconstpointer p)
+{
+  const Block *b = p;
+  int T = b->T, D = b->D, F = b->F, V = b->V, nq = b->H * b->hd, nkv = b->Hkv * b->hd, T_kv = b->past + T;
+  g_autofree double *x = g_new (double, T * D), *h = g_new (double, T * D), *q0 = g_new (double, T * nq),
+                    *q = g_new (double, T * nq), *k0 = g_new (double, T * nkv), *K = g_new (double, T_kv * nkv),
+                    *Vv = g_new (double, T_kv * nkv), *a = g_new (double, T * nq), *o = g_new (double, T * D),
+                    *gg = g_new (double, T * F), *u = g_new (double, T * F), *f = g_new (double, T * D),
+                    *logits = g_new (double, T * V), *ce = g_new (double, T);
+  for (int t = 0; t < T; t++)
+    memcpy (x + t * D, b->p[P_TABLE] + b->ids[t] * D, sizeof (double) * D);
+  d_rmsnorm (T, D, x, b->p[P_NORM1], b->eps, h);
+  d_matmul (T, nq, D, h, b->p[P_WQ], q0);
+  d_rope (LP_ROPE_NORMAL, T, b->H, b->hd, b->past, b->inv_freq, q0, q);
+  d_matmul (T, nkv, D, h, b->wk, k0);
+  memcpy (K, b->k_past, sizeof (double) * b->past * nkv);
+  d_rope (LP_ROPE_NORMAL, T, b->Hkv, b->hd, b->past, b->inv_freq, k0, K + b->past * nkv);
+  memcpy (Vv, b->v_past, sizeof (double) * b->past * nkv);
+  d_matmul (T, nkv, D, h, b->p[P_WV], Vv + b->past * nkv);
+  d_attention (T, T_kv, b->H, b->Hkv, b->hd, q, K, Vv, a);
+  d_matmul (T, D, nq, a, b->p[P_WO], o);
+  for (int e = 0; e < T * D; e++)
+    x[e] += o[e];
+  d_rmsnorm (T, D, x, b->p[P_NORM2], b->eps, h);
+  d_matmul (T, F, D, h, b->p[P_W1], gg);
+  d_matmul (T, F, D, h, b->w3, u);
+  for (int e = 0; e < T * F; e++)
+    gg[e] = gg[e] / (1.0 + exp (-gg[e])) * u[e];
+  d_matmul (T, D, F, gg, b->p[P_W2], f);
+  for (int e = 0; e < T * D; e++)
+    x[e] += f[e];
+  d_matmul (T, V, D, x, b->p[P_HEAD], logits);
+  d_cross_entropy (T, V, logits, b->targets, ce);
+  return dot (b->dy, ce, T);
+}
+
+/* A parameter tensor [rows, cols] of values 1 + [-spread, spread) (offset
+ * 1: a norm's weights) or [-spread, spread), named, and its double copy. */
+static LpCTensor *
+param_tensor (const char *name, gint64 rows, gint64 cols, guint32 seed, double offset, double spread, double **as_double)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 shape[2] = { rows, cols };
+  LpCTensor *t = lp_ctensor_new (cpu, LP_DTYPE_F32, 2, shape, name, &error);
+  g_assert_no_error (error);
+  lp_test_fill (fdata (t), (gsize) (rows * cols), seed, spread);
+  for (gint64 e = 0; e < rows * cols; e++)
+    fdata (t)[e] += (float) offset;
+  *as_double = to_double (fdata (t), (gsize) (rows * cols));
+  return t;
+}
+
+/* embed -> rmsnorm -> q, k (f16), v -> rope -> set_rows into a KV cache
+ * holding 3 earlier positions -> GQA attention -> wo -> add -> rmsnorm ->
+ * w1, w3 (an integer grid) -> swiglu -> w2 -> add -> head ->
+ * cross_entropy (one target ignored), differentiated by lp_cgraph_backward:
+ * every trainable parameter's gradient against float64 finite differences
+ * of the whole block's loss; frozen weights, ids and targets get none. */
+static void
+test_graph_block (void)
+{
+  static const gint32 ids[] = { 5, 2, 5, 11, 0 }, targets[] = { 2, 5, -1, 0, 15 };
+  Block b = { .T = 5, .past = 3, .V = 16, .D = 16, .F = 24, .H = 4, .Hkv = 2, .hd = 4, .eps = 1e-5,
+              .ids = ids, .targets = targets };
+  int T = b.T, D = b.D, F = b.F, nq = b.H * b.hd, nkv = b.Hkv * b.hd, T_kv = b.past + T;
+  for (int i = 0; i < b.hd / 2; i++)
+    b.inv_freq[i] = (float) pow (10000.0, -2.0 * i / b.hd);
+  const gint64 shapes[N_PARAMS][2] = { { b.V, D }, { 1, D }, { nq, D }, { nkv, D }, { D, nq },
+                                       { 1, D },   { F, D }, { D, F },  { b.V, D } };
+  LpCTensor *p[N_PARAMS];
+  for (int i = 0; i < N_PARAMS; i++)
+    {
+      gboolean norm = i == P_NORM1 || i == P_NORM2;
+      p[i] = param_tensor (param_names[i], shapes[i][0], shapes[i][1], 200 + i, norm ? 1.0 : 0.0,
+                           norm ? 0.2 : i == P_TABLE ? 1.0 : 0.4, &b.p[i]);
+      lp_ctensor_set_trainable (p[i], TRUE);
+    }
+  /* wk stored in f16: its effective weights are the f16 values. */
+  g_autofree float *wk32 = g_new (float, nkv * D);
+  g_autofree guint16 *wk16 = g_new (guint16, nkv * D);
+  lp_test_fill (wk32, (gsize) nkv * D, 220, 0.4);
+  g_assert_true (lp_dtype_from_f32 (LP_DTYPE_F16, wk32, wk16, (gsize) nkv * D, NULL));
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_F16, wk16, wk32, (gsize) nkv * D, NULL));
+  b.wk = to_double (wk32, (gsize) nkv * D);
+  LpCTensor *wk = tensor2_from (LP_DTYPE_F16, nkv, D, wk16);
+  /* w3 an integer grid: 4 bits, groups of 8, act-order. */
+  g_autoptr (LpIntGrid) grid = lp_test_int_grid (F, D, 4, 8, 221);
+  for (gsize e = 0; e < (gsize) F * grid->n_groups; e++)
+    grid->scales[e] = lp_f32_to_f16 (0.05f); /* weights of the order of the others' */
+  g_autofree float *w3f = g_new (float, F * D);
+  lp_int_grid_dequantize (grid, w3f);
+  b.w3 = to_double (w3f, (gsize) F * D);
+  LpCTensor *w3[4] = { tensor2_from (LP_DTYPE_I8, F, D, grid->codes),
+                       tensor2_from (LP_DTYPE_I16, F, grid->n_groups, grid->scales),
+                       tensor2_from (LP_DTYPE_I8, F, grid->n_groups, grid->zeros), ids_tensor (grid->g_idx, D) };
+  /* The cache: `past` earlier rows, the rest written by set_rows. */
+  LpCTensor *kc = random_tensor2 (T_kv, nkv, 222, 1.0, NULL), *vc = random_tensor2 (T_kv, nkv, 223, 1.0, NULL);
+  b.k_past = to_double (fdata (kc), (gsize) b.past * nkv);
+  b.v_past = to_double (fdata (vc), (gsize) b.past * nkv);
+  LpCTensor *id_t = ids_tensor (ids, T), *tg_t = ids_tensor (targets, T);
+  LpCTensor *freq = tensor2_from (LP_DTYPE_F32, 1, b.hd / 2, b.inv_freq);
+  LpCTensor *dy = random_tensor2 (T, 1, 224, 1.0, &b.dy);
+
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  LpCTensor *x = graph_add (g, LP_COP_EMBED, 2, p[P_TABLE], id_t)->dst[0];
+  LpCNode *n = graph_add (g, LP_COP_RMSNORM, 2, x, p[P_NORM1]);
+  n->f[0] = (float) b.eps;
+  LpCTensor *h = n->dst[0];
+  LpCTensor *rot[2] = { graph_add (g, LP_COP_MATMUL, 2, h, p[P_WQ])->dst[0], graph_add (g, LP_COP_MATMUL, 2, h, wk)->dst[0] };
+  for (int j = 0; j < 2; j++)
+    {
+      n = graph_add (g, LP_COP_ROPE, 2, rot[j], freq);
+      n->i[0] = LP_ROPE_NORMAL, n->i[1] = j == 0 ? b.H : b.Hkv, n->i[2] = b.hd, n->i[3] = b.past;
+      rot[j] = n->dst[0];
+    }
+  graph_add (g, LP_COP_SET_ROWS, 2, rot[1], kc)->i[0] = b.past;
+  graph_add (g, LP_COP_SET_ROWS, 2, graph_add (g, LP_COP_MATMUL, 2, h, p[P_WV])->dst[0], vc)->i[0] = b.past;
+  n = graph_add (g, LP_COP_ATTENTION, 3, rot[0], kc, vc);
+  n->i[0] = b.H, n->i[1] = b.Hkv, n->i[2] = b.hd;
+  LpCTensor *o = graph_add (g, LP_COP_MATMUL, 2, n->dst[0], p[P_WO])->dst[0];
+  LpCTensor *x2 = graph_add (g, LP_COP_ADD, 2, x, o)->dst[0];
+  n = graph_add (g, LP_COP_RMSNORM, 2, x2, p[P_NORM2]);
+  n->f[0] = (float) b.eps;
+  LpCTensor *h2 = n->dst[0];
+  LpCTensor *gate = graph_add (g, LP_COP_MATMUL, 2, h2, p[P_W1])->dst[0];
+  n = graph_add (g, LP_COP_MATMUL_GRID, 5, h2, w3[0], w3[1], w3[2], w3[3]);
+  n->i[0] = grid->bits, n->i[1] = grid->group_size;
+  LpCTensor *s = graph_add (g, LP_COP_SWIGLU, 2, gate, n->dst[0])->dst[0];
+  LpCTensor *x3 = graph_add (g, LP_COP_ADD, 2, x2, graph_add (g, LP_COP_MATMUL, 2, s, p[P_W2])->dst[0])->dst[0];
+  LpCTensor *logits = graph_add (g, LP_COP_MATMUL, 2, x3, p[P_HEAD])->dst[0];
+  LpCTensor *ce = graph_add (g, LP_COP_CROSS_ENTROPY, 2, logits, tg_t)->dst[0];
+  graph_run (g);
+
+  /* The f32 graph's forward is the float64 block's. */
+  g_autofree float *ce_host = g_new (float, T);
+  lp_ctensor_read (ce, 0, ce_host, ce->n_bytes);
+  g_autofree double *ce_d = to_double (ce_host, T);
+  double loss = block_loss (&b);
+  g_assert_cmpfloat (fabs (dot (b.dy, ce_d, T) - loss), <=, 1e-5 * MAX (1.0, fabs (loss)));
+
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_cgraph_backward (g, ce, dy, &error));
+  g_assert_no_error (error);
+  graph_run (g);
+  for (int i = 0; i < N_PARAMS; i++)
+    {
+      g_autofree float *grad = graph_grad (g, p[i]);
+      g_autofree char *what = g_strdup_printf ("graph: d%s", param_names[i]);
+      assert_fd_tol (what, block_loss, &b, b.p[i], (gsize) (shapes[i][0] * shapes[i][1]), grad, GRAPH_TOL);
+    }
+  /* The cache's gradient is its earlier rows' (set_rows wrote over the
+   * others: their old contents reached nothing). */
+  g_autofree float *dkc = graph_grad (g, kc), *dvc = graph_grad (g, vc);
+  for (int side = 0; side < 2; side++)
+    {
+      const float *d = side == 0 ? dkc : dvc;
+      assert_fd_tol (side == 0 ? "graph: d(k cache)" : "graph: d(v cache)", block_loss, &b,
+                     side == 0 ? b.k_past : b.v_past, (gsize) b.past * nkv, d, GRAPH_TOL);
+      for (int e = b.past * nkv; e < T_kv * nkv; e++)
+        g_assert_cmpfloat (d[e], ==, 0.0f);
+    }
+  /* Frozen weights, ids, targets and the frequencies: no gradient. */
+  const LpCTensor *none[] = { wk, w3[0], w3[1], w3[2], w3[3], id_t, tg_t, freq };
+  for (gsize i = 0; i < G_N_ELEMENTS (none); i++)
+    g_assert_null (lp_cgraph_grad (g, none[i]));
+
+  for (int i = 0; i < N_PARAMS; i++)
+    {
+      lp_ctensor_free (p[i]);
+      g_free (b.p[i]);
+    }
+  for (int j = 0; j < 4; j++)
+    lp_ctensor_free (w3[j]);
+  LpCTensor *rest[] = { wk, kc, vc, id_t, tg_t, freq, dy };
+  for (gsize i = 0; i < G_N_ELEMENTS (rest); i++)
+    lp_ctensor_free (rest[i]);
+  g_free (b.wk);
+  g_free (b.w3);
+  g_free (b.k_past);
+  g_free (b.v_past);
+  g_free (b.dy);
+}
+
+/* The losses' graph: s = 0.5 (x W^T + r0 + bias) with r0 matmul's added
+ * term and bias one row broadcast over T; loss_t = KL (s, teacher) at
+ * temperature 2 + MSE (s, goal).  s feeds both losses (its gradients sum). */
+enum { L_W, L_R0, L_BIAS, L_GOAL, N_LOSS_PARAMS };
+static const char *const loss_param_names[N_LOSS_PARAMS] = { "W", "r0", "bias", "goal" };
+
+typedef struct {
+  int T, N, K;
+  double tau;
+  double *x, *teacher, *dy;
+  double *p[N_LOSS_PARAMS];
+} LossGraph;
+
+static double
+loss_graph_loss (gconstpointer p)
+{
+  const LossGraph *c = p;
+  int T = c->T, N = c->N;
+  g_autofree double *s = g_new (double, T * N), *kl = g_new (double, T);
+  d_matmul (T, N, c->K, c->x, c->p[L_W], s);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < N; j++)
+      s[t * N + j] = 0.5 * (s[t * N + j] + c->p[L_R0][t * N + j] + c->p[L_BIAS][j]);
+  d_kl (T, N, s, c->teacher, c->tau, kl);
+  double loss = dot (c->dy, kl, T);
+  for (int t = 0; t < T; t++)
+    {
+      double m = 0.0;
+      for (int j = 0; j < N; j++)
+        m += (s[t * N + j] - c->p[L_GOAL][t * N + j]) * (s[t * N + j] - c->p[L_GOAL][t * N + j]);
+      loss += c->dy[t] * m / N;
+    }
+  return loss;
+}
+
+/* Matmul's added term, a broadcast bias (row_sum), scale, KL at a
+ * temperature and MSE on both sides, summed: each trainable tensor's
+ * gradient against float64 finite differences.  A teacher marked
+ * trainable is refused with one clear error. */
+static void
+test_graph_losses (void)
+{
+  LossGraph c = { .T = 4, .N = 6, .K = 5, .tau = 2.0 };
+  const gint64 shapes[N_LOSS_PARAMS][2] = { { c.N, c.K }, { c.T, c.N }, { 1, c.N }, { c.T, c.N } };
+  LpCTensor *p[N_LOSS_PARAMS];
+  for (int i = 0; i < N_LOSS_PARAMS; i++)
+    {
+      p[i] = param_tensor (loss_param_names[i], shapes[i][0], shapes[i][1], 300 + i, 0.0, 1.0, &c.p[i]);
+      lp_ctensor_set_trainable (p[i], TRUE);
+    }
+  LpCTensor *x = random_tensor2 (c.T, c.K, 310, 1.0, &c.x);
+  LpCTensor *teacher = random_tensor2 (c.T, c.N, 311, 3.0, &c.teacher);
+  LpCTensor *dy = random_tensor2 (c.T, 1, 312, 1.0, &c.dy);
+  for (int attempt = 0; attempt < 2; attempt++)
+    {
+      /* The second time the teacher is trainable: an error, no gradients. */
+      lp_ctensor_set_trainable (teacher, attempt == 1);
+      g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+      LpCTensor *h = graph_add (g, LP_COP_MATMUL, 3, x, p[L_W], p[L_R0])->dst[0];
+      LpCNode *n = graph_add (g, LP_COP_SCALE, 1, graph_add (g, LP_COP_ADD, 2, h, p[L_BIAS])->dst[0]);
+      n->f[0] = 0.5f;
+      LpCTensor *s = n->dst[0];
+      n = graph_add (g, LP_COP_KL, 2, s, teacher);
+      n->f[0] = (float) c.tau;
+      LpCTensor *loss = graph_add (g, LP_COP_ADD, 2, n->dst[0], graph_add (g, LP_COP_MSE, 2, s, p[L_GOAL])->dst[0])->dst[0];
+      graph_run (g);
+      g_autoptr (GError) error = NULL;
+      gboolean ok = lp_cgraph_backward (g, loss, dy, &error);
+      if (attempt == 1)
+        {
+          g_assert_false (ok);
+          lp_test_assert_error_contains (error, "kl", "teacher", NULL);
+          g_assert_null (strchr (error->message, '\n'));
+          break;
+        }
+      g_assert_no_error (error);
+      graph_run (g);
+      for (int i = 0; i < N_LOSS_PARAMS; i++)
+        {
+          g_autofree float *grad = graph_grad (g, p[i]);
+          g_autofree char *what = g_strdup_printf ("graph: d%s", loss_param_names[i]);
+          assert_fd_tol (what, loss_graph_loss, &c, c.p[i], (gsize) (shapes[i][0] * shapes[i][1]), grad, GRAPH_TOL);
+        }
+      g_assert_null (lp_cgraph_grad (g, x));
+      g_assert_null (lp_cgraph_grad (g, teacher));
+    }
+  for (int i = 0; i < N_LOSS_PARAMS; i++)
+    {
+      lp_ctensor_free (p[i]);
+      g_free (c.p[i]);
+    }
+  lp_ctensor_free (x);
+  lp_ctensor_free (teacher);
+  lp_ctensor_free (dy);
+  g_free (c.x);
+  g_free (c.teacher);
+  g_free (c.dy);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -857,6 +1221,8 @@ main (int argc, char **argv)
   g_test_add_func ("/backward/cross-entropy", test_cross_entropy_back);
   g_test_add_func ("/backward/kl", test_kl_back);
   g_test_add_func ("/backward/mse", test_mse_back);
+  g_test_add_func ("/backward/graph-block", test_graph_block);
+  g_test_add_func ("/backward/graph-losses", test_graph_losses);
   int rc = g_test_run ();
   lp_backend_unref (cpu);
   return rc;

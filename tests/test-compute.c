@@ -484,6 +484,93 @@ test_fallback (void)
     g_assert_true (isfinite (la[t]));
 }
 
+/* ---- the forward pass's weights ---- */
+
+static void
+logits_of (LpForward *fw, const gint32 *toks, int T, float *out)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_forward_logits (fw, toks, T, NULL, out, &error));
+  g_assert_no_error (error);
+}
+
+/* A budget smaller than the model's weights: layers are dropped and
+ * uploaded again, and the logits are the same bits. */
+static void
+test_weight_budget (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (7);
+  const int T = 10, V = 64;
+  gint32 toks[10] = { 1, 4, 9, 16, 25, 36, 49, 0, 11, 63 };
+  g_autofree float *a = g_new (float, T * V), *b = g_new (float, T * V);
+  g_autoptr (LpForward) fa = lp_forward_new (m, NULL, NULL);
+  logits_of (fa, toks, T, a);
+  guint64 all_bytes = 0, all_uploads = 0, bytes = 0, uploads = 0;
+  lp_forward_weight_stats (fa, &all_bytes, &all_uploads);
+  /* Kept across calls: a second window uploads nothing. */
+  logits_of (fa, toks, T, b);
+  lp_forward_weight_stats (fa, &bytes, &uploads);
+  g_assert_cmpuint (uploads, ==, all_uploads);
+  g_assert_cmpuint (bytes, ==, all_bytes);
+  g_assert_cmpmem (a, T * V * sizeof (float), b, T * V * sizeof (float));
+
+  g_autoptr (LpForward) fb = lp_forward_new (m, NULL, NULL);
+  guint64 budget = all_bytes / 3;
+  lp_forward_set_device_memory (fb, budget);
+  for (int window = 0; window < 2; window++)
+    {
+      memset (b, 0, T * V * sizeof (float));
+      logits_of (fb, toks, T, b);
+      g_assert_cmpmem (a, T * V * sizeof (float), b, T * V * sizeof (float));
+    }
+  lp_forward_weight_stats (fb, &bytes, &uploads);
+  g_assert_cmpuint (bytes, <=, budget + all_bytes / 2);
+  g_assert_cmpuint (bytes, <, all_bytes);
+  g_assert_cmpuint (uploads, >, 2 * all_uploads - 2); /* every layer again in the second window */
+  /* Lifting the budget keeps what is there; shrinking it drops to within it. */
+  lp_forward_set_device_memory (fb, 1);
+  lp_forward_weight_stats (fb, &bytes, NULL);
+  g_assert_cmpuint (bytes, <, all_bytes / 2);
+}
+
+/* The forward pass on a backend whose buffers are not host memory and
+ * which runs few ops: weights uploaded, the KV cache in its memory, the
+ * other ops on the CPU with their operands copied across; the same bits as
+ * on the CPU, in full and incrementally, and the same under a budget. */
+static void
+test_forward_on_test_backend (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (8);
+  g_autoptr (LpBackend) tb = test_backend_new ();
+  const int T = 9, V = 64;
+  gint32 toks[9] = { 2, 3, 5, 7, 11, 13, 17, 19, 23 };
+  g_autofree float *a = g_new (float, T * V), *b = g_new (float, T * V), *c = g_new (float, T * V);
+  g_autoptr (LpForward) fc = lp_forward_new (m, NULL, NULL);
+  g_autoptr (LpForward) ft = lp_forward_new (m, tb, NULL);
+  logits_of (fc, toks, T, a);
+  logits_of (ft, toks, T, b);
+  g_assert_cmpmem (a, T * V * sizeof (float), b, T * V * sizeof (float));
+  g_assert_cmpint (((TestPriv *) tb->priv)->nodes_run, >, 0);
+  g_autoptr (LpKVCache) cache = lp_kv_cache_new (lp_model_config (m), T + 1);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_forward_logits (ft, toks, 4, cache, c, &error));
+  for (int t = 4; t < T; t++)
+    g_assert_true (lp_forward_logits (ft, toks + t, 1, cache, c + t * V, &error));
+  g_assert_no_error (error);
+  lp_test_assert_close (c, a, T * V, 1e-5);
+  /* The cache lives on the backend it was first used with. */
+  g_assert_false (lp_forward_logits (fc, toks, 1, cache, c, &error));
+  lp_test_assert_error_contains (error, "KV cache", "test device", NULL);
+  g_clear_error (&error);
+  /* The description names the ops the device declines. */
+  g_autofree char *d = lp_forward_describe (ft, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (d, ==, "test device; on the CPU: embed, matmul, rope, attention, swiglu");
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autofree char *dc = lp_forward_describe (fc, &error);
+  g_assert_cmpstr (dc, ==, cpu->device_name);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -496,5 +583,7 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/embed-losses", test_embed_and_losses);
   g_test_add_func ("/compute/ctensor-round-trip", test_ctensor_round_trip);
   g_test_add_func ("/compute/fallback", test_fallback);
+  g_test_add_func ("/compute/weight-budget", test_weight_budget);
+  g_test_add_func ("/compute/forward-on-test-backend", test_forward_on_test_backend);
   return g_test_run ();
 }

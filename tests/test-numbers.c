@@ -49,6 +49,8 @@ test_cli_numbers (void)
     { "run", "--memory-limit", "16E" },  { "run", "--memory-limit", "nanG" },
     { "run", "--memory-limit", "-1M" },  { "synth", "--dim", "-64" },
     { "synth", "--layers", " 2" },       { "cache", "--max-age", "-inf" },
+    { "eval", "--device-memory", "16E" },  { "generate", "--device-memory", "-1M" },
+    { "run", "--device-memory", "lots" },
   };
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
     {

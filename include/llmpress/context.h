@@ -53,6 +53,9 @@ void lp_pass_context_set_output_metrics (LpPassContext *ctx, LpMeta *metrics);
 /* The backend the run was given (NULL: none yet) and its name ("cpu"). */
 LpBackend *lp_pass_context_get_backend (LpPassContext *ctx);
 const char *lp_pass_context_get_backend_name (LpPassContext *ctx);
+/* Bytes of weights a forward pass may keep on the backend (--device-memory;
+ * 0: no limit): for lp_forward_set_device_memory and LpEvalOptions. */
+guint64 lp_pass_context_get_device_memory (LpPassContext *ctx);
 /* The calibration samples: cut from the calibration data ([pipeline]
  * calibration= / --calib) as [pipeline] calibration_samples, _seq_len,
  * _range and _mode say, tokenized with the "input" model's vocabulary when

@@ -15,6 +15,7 @@ typedef struct {
   int max_windows;      /* 0 = every window */
   LpModel *reference;   /* optional: KL(reference || model) and top-1 agreement */
   LpBackend *backend;   /* NULL = CPU */
+  guint64 device_memory;/* bytes of weights each forward pass keeps on the backend; 0: no limit */
 } LpEvalOptions;
 
 typedef struct {

@@ -94,6 +94,7 @@ measure_perplexity (LpPassContext *ctx, LpModel *model, LpModel *ref, LpMeta *m,
   o.llama_cpp = lp_pass_context_get_bool (ctx, "llama_cpp");
   o.reference = ref;
   o.backend = lp_pass_context_get_backend (ctx);
+  o.device_memory = lp_pass_context_get_device_memory (ctx);
   LpEvalResult r;
   if (!lp_eval_run (model, (const gint32 *) tokens->data + start, end - start, &o, &r, error))
     return FALSE;

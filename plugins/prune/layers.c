@@ -40,6 +40,7 @@ block_influence (LpPassContext *ctx, LpModel *model, double *bi, GError **error)
   g_autoptr (LpForward) fw = lp_forward_new (model, lp_pass_context_get_backend (ctx), error);
   if (fw == NULL)
     return FALSE;
+  lp_forward_set_device_memory (fw, lp_pass_context_get_device_memory (ctx));
   const LpModelConfig *c = lp_model_config (model);
   int L = lp_calibration_seq_len (cal), D = (int) c->dim, N = lp_calibration_n_samples (cal);
   g_autofree float *x = g_new (float, (gsize) L * D), *prev = g_new (float, (gsize) L * D);
