@@ -91,6 +91,8 @@ static const OpCase op_cases[] = {
   { "/vulkan-graph/scale", LP_COP_SCALE, 1, { F32 (9, 40) }, .f = 0.37f, .tol = 0 },
   { "/vulkan-graph/set_rows", LP_COP_SET_ROWS, 2, { F32 (3, 16), F32 (12, 16) }, { 4 }, .tol = 0 },
   { "/vulkan-graph/cross_entropy", LP_COP_CROSS_ENTROPY, 2, { F32 (7, 50), TARGETS (7, 50) }, .tol = 1e-5 },
+  /* Rows past 1024: a work group a row. */
+  { "/vulkan-graph/cross_entropy-wide", LP_COP_CROSS_ENTROPY, 2, { F32 (5, 1500), TARGETS (5, 1500) }, .tol = 1e-5 },
   { "/vulkan-graph/kl", LP_COP_KL, 2, { F32 (7, 50), F32 (7, 50) }, .f = 2.0f, .tol = 1e-5 },
   { "/vulkan-graph/mse", LP_COP_MSE, 2, { F32 (7, 50), F32 (7, 50) }, .tol = 1e-5 },
   /* ---- backward ---- */
@@ -104,6 +106,9 @@ static const OpCase op_cases[] = {
   { "/vulkan-graph/matmul_back_w", LP_COP_MATMUL_BACK_W, 2, { F32 (9, 33), F32 (9, 40) }, .tol = 1e-5 },
   { "/vulkan-graph/rmsnorm_back", LP_COP_RMSNORM_BACK, 3, { F32 (9, 40), F32 (9, 40), VEC (40) }, .f = 1e-5f,
     .tol = 1e-5 },
+  { "/vulkan-graph/rmsnorm_back-wide", LP_COP_RMSNORM_BACK, 3, { F32 (9, 300), F32 (9, 300), VEC (300) }, .f = 1e-5f,
+    .tol = 1e-5 },
+  { "/vulkan-graph/kl_back-wide", LP_COP_KL_BACK, 3, { VEC (5), F32 (5, 1500), F32 (5, 1500) }, .f = 2.0f, .tol = 1e-5 },
   { "/vulkan-graph/rmsnorm_back_w", LP_COP_RMSNORM_BACK_W, 2, { F32 (9, 40), F32 (9, 40) }, .f = 1e-5f,
     .tol = 1e-5 },
   { "/vulkan-graph/rope_back", LP_COP_ROPE_BACK, 2, { F32 (7, 24), FREQ (4) }, { LP_ROPE_NORMAL, 3, 8, 5 },

@@ -403,7 +403,11 @@ enum { LOSS_CE, LOSS_KL, LOSS_MSE, LOSS_CE_BACK, LOSS_KL_BACK, LOSS_MSE_BACK };
 typedef struct {
   guint32 V, mode;
   float f;
+  guint32 n_rows;
 } LossPush;
+
+/* Rows up to this long are a loss.comp invocation each (its ROWS). */
+#define LOSS_ROWS_MAX_V 1024
 
 static gboolean
 record_loss (Run *r, const LpCNode *n)
@@ -411,7 +415,8 @@ record_loss (Run *r, const LpCNode *n)
   gboolean back = n->op == LP_COP_CROSS_ENTROPY_BACK || n->op == LP_COP_KL_BACK || n->op == LP_COP_MSE_BACK;
   /* The backward ops take dy first, then the forward op's operands. */
   const LpCTensor *a = n->src[back ? 1 : 0], *b = n->src[back ? 2 : 1];
-  LossPush p = { (guint32) cols_of (a), 0, n->f[0] };
+  guint32 T = (guint32) rows_of (a);
+  LossPush p = { (guint32) cols_of (a), 0, n->f[0], T };
   const LpVkBuf *ba = BUF (a), *bb = ba, *tg = ba, *dy = back ? BUF (n->src[0]) : ba;
   switch (n->op)
     {
@@ -430,9 +435,15 @@ record_loss (Run *r, const LpCNode *n)
       bb = BUF (b);
       break;
     }
-  guint32 spec[1] = { r->ctx->wg_size };
   const LpVkBuf *bufs[5] = { ba, bb, tg, dy, BUF (n->dst[0]) };
-  dispatch (r, VK_SH_LOSS, spec, 1, bufs, 5, 1u << 4, &p, sizeof p, (guint32) rows_of (a), 1);
+  if (p.V <= LOSS_ROWS_MAX_V)
+    {
+      guint32 spec[2] = { 64, TRUE };
+      dispatch (r, VK_SH_LOSS, spec, 2, bufs, 5, 1u << 4, &p, sizeof p, (T + 63) / 64, 1);
+      return TRUE;
+    }
+  guint32 spec[1] = { r->ctx->wg_size };
+  dispatch (r, VK_SH_LOSS, spec, 1, bufs, 5, 1u << 4, &p, sizeof p, T, 1);
   return TRUE;
 }
 
@@ -467,6 +478,7 @@ record_matmul_back_w (Run *r, const LpCNode *n)
 typedef struct {
   guint32 D, mode;
   float eps;
+  guint32 n_rows;
 } NormBackPush;
 
 typedef struct {
@@ -478,21 +490,22 @@ record_rmsnorm_back (Run *r, const LpCNode *n)
 {
   const LpCTensor *dy = n->src[0], *x = n->src[1];
   guint32 T = (guint32) rows_of (x), D = (guint32) cols_of (x);
-  guint32 spec[1] = { r->ctx->wg_size };
+  /* A row an invocation for short rows (rmsnorm_back.comp's ROWS). */
+  gboolean rows = D <= NORM_ROWS_MAX_D;
+  guint32 spec[2] = { rows ? 64 : r->ctx->wg_size, rows }, groups = rows ? (T + 63) / 64 : T;
+  NormBackPush p = { D, n->op == LP_COP_RMSNORM_BACK ? 0 : 1, n->f[0], T };
   if (n->op == LP_COP_RMSNORM_BACK)
     {
-      NormBackPush p = { D, 0, n->f[0] };
       const LpVkBuf *bufs[4] = { BUF (dy), BUF (x), BUF (n->src[2]), BUF (n->dst[0]) };
-      dispatch (r, VK_SH_RMSNORM_BACK, spec, 1, bufs, 4, 1u << 3, &p, sizeof p, T, 1);
+      dispatch (r, VK_SH_RMSNORM_BACK, spec, 2, bufs, 4, 1u << 3, &p, sizeof p, groups, 1);
       return TRUE;
     }
   /* The weight's gradient: each row's 1 / rms, then the column sums. */
   LpVkBuf *rs = scratch (r, (gsize) T * F4);
   if (rs == NULL)
     return FALSE;
-  NormBackPush p = { D, 1, n->f[0] };
   const LpVkBuf *bufs[4] = { BUF (dy), BUF (x), BUF (x), rs };
-  dispatch (r, VK_SH_RMSNORM_BACK, spec, 1, bufs, 4, 1u << 3, &p, sizeof p, T, 1);
+  dispatch (r, VK_SH_RMSNORM_BACK, spec, 2, bufs, 4, 1u << 3, &p, sizeof p, groups, 1);
   ColSumPush c = { T, D, 1 };
   const LpVkBuf *cbufs[4] = { BUF (dy), BUF (x), rs, BUF (n->dst[0]) };
   dispatch_1d (r, VK_SH_COLSUM, cbufs, 4, 1u << 3, &c, sizeof c, D);

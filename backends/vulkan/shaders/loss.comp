@@ -7,8 +7,13 @@
 //   4 KL_BACK             dst[t, v] = dy[t] f (softmax (a[t]/f) - softmax (b[t]/f))[v]
 //   5 MSE_BACK            dst[t, v] = dy[t] 2 (a - b)[t, v] / V
 // a: logits or the student, b: the teacher or the second operand, tg: targets.
+// With ROWS, one row an invocation instead (rows up to a few thousand,
+// where a group's reductions would be mostly barriers).
 layout(local_size_x_id = 0) in;
-#define WG gl_WorkGroupSize.x
+layout(constant_id = 1) const bool ROWS = false;
+// The threads that share a row, and this one's place among them.
+#define WG (ROWS ? 1u : gl_WorkGroupSize.x)
+#define TID (ROWS ? 0u : gl_LocalInvocationID.x)
 
 layout(std430, binding = 0) readonly buffer ABuf { float a[]; };
 layout(std430, binding = 1) readonly buffer BBuf { float b[]; };
@@ -19,12 +24,15 @@ layout(std430, binding = 4) writeonly buffer DBuf { float dst[]; };
 layout(push_constant) uniform Params {
   uint V, mode;
   float f;
+  uint n_rows; // with ROWS
 } p;
 
-shared float red[WG];
+shared float red[gl_WorkGroupSize.x];
 
 float reduce_max (float v)
 {
+  if (ROWS)
+    return v;
   uint tid = gl_LocalInvocationID.x;
   red[tid] = v;
   barrier ();
@@ -41,6 +49,8 @@ float reduce_max (float v)
 
 float reduce_sum (float v)
 {
+  if (ROWS)
+    return v;
   uint tid = gl_LocalInvocationID.x;
   red[tid] = v;
   barrier ();
@@ -58,7 +68,7 @@ float reduce_sum (float v)
 // The row's max and log of the sum of exp (x - max) for x = src / scale.
 vec2 row_lse (uint base, bool of_b, float scale)
 {
-  uint tid = gl_LocalInvocationID.x;
+  uint tid = TID;
   float m = -3.0e38;
   for (uint v = tid; v < p.V; v += WG)
     m = max (m, (of_b ? b[base + v] : a[base + v]) / scale);
@@ -71,7 +81,9 @@ vec2 row_lse (uint base, bool of_b, float scale)
 
 void main ()
 {
-  uint t = gl_WorkGroupID.x, tid = gl_LocalInvocationID.x;
+  uint t = ROWS ? gl_GlobalInvocationID.x : gl_WorkGroupID.x, tid = TID;
+  if (ROWS && t >= p.n_rows)
+    return;
   uint base = t * p.V;
   float f = p.f;
   if (p.mode == 0u || p.mode == 3u)
