@@ -103,6 +103,18 @@ dispatch_1d (Run *r, VkShaderId shader, const LpVkBuf *const *bufs, int n, guint
   dispatch (r, shader, spec, 1, bufs, n, writes, push, push_size, lp_vk_groups (r->ctx, n_elements), 1);
 }
 
+/* A row-wise shader over T rows: a work group a row (its reductions in
+ * shared memory), or, with one_each (the shader's ROWS specialization),
+ * an invocation a row, for rows short enough that the group's reductions
+ * would be mostly barriers. */
+static void
+dispatch_rows (Run *r, VkShaderId shader, gboolean one_each, const LpVkBuf *const *bufs, int n, guint32 writes,
+               const void *push, gsize push_size, guint32 T)
+{
+  guint32 spec[2] = { one_each ? 64 : r->ctx->wg_size, one_each };
+  dispatch (r, shader, spec, 2, bufs, n, writes, push, push_size, one_each ? (T + 63) / 64 : T, 1);
+}
+
 static void
 copy (Run *r, LpVkBuf *src, VkDeviceSize src_off, LpVkBuf *dst, VkDeviceSize dst_off, gsize n)
 {
@@ -248,14 +260,7 @@ record_rmsnorm (Run *r, const LpCNode *n)
   guint32 T = (guint32) rows_of (x);
   NormPush p = { (guint32) cols_of (x), 0, n->f[0], T };
   const LpVkBuf *bufs[3] = { BUF (x), BUF (n->src[1]), BUF (dst) };
-  if (p.D <= NORM_ROWS_MAX_D)
-    {
-      guint32 spec[2] = { 64, TRUE };
-      dispatch (r, VK_SH_RMSNORM, spec, 2, bufs, 3, 1u << 2, &p, sizeof p, (T + 63) / 64, 1);
-      return TRUE;
-    }
-  guint32 spec[1] = { r->ctx->wg_size };
-  dispatch (r, VK_SH_RMSNORM, spec, 1, bufs, 3, 1u << 2, &p, sizeof p, T, 1);
+  dispatch_rows (r, VK_SH_RMSNORM, p.D <= NORM_ROWS_MAX_D, bufs, 3, 1u << 2, &p, sizeof p, T);
   return TRUE;
 }
 
@@ -436,14 +441,7 @@ record_loss (Run *r, const LpCNode *n)
       break;
     }
   const LpVkBuf *bufs[5] = { ba, bb, tg, dy, BUF (n->dst[0]) };
-  if (p.V <= LOSS_ROWS_MAX_V)
-    {
-      guint32 spec[2] = { 64, TRUE };
-      dispatch (r, VK_SH_LOSS, spec, 2, bufs, 5, 1u << 4, &p, sizeof p, (T + 63) / 64, 1);
-      return TRUE;
-    }
-  guint32 spec[1] = { r->ctx->wg_size };
-  dispatch (r, VK_SH_LOSS, spec, 1, bufs, 5, 1u << 4, &p, sizeof p, T, 1);
+  dispatch_rows (r, VK_SH_LOSS, p.V <= LOSS_ROWS_MAX_V, bufs, 5, 1u << 4, &p, sizeof p, T);
   return TRUE;
 }
 
@@ -490,14 +488,12 @@ record_rmsnorm_back (Run *r, const LpCNode *n)
 {
   const LpCTensor *dy = n->src[0], *x = n->src[1];
   guint32 T = (guint32) rows_of (x), D = (guint32) cols_of (x);
-  /* A row an invocation for short rows (rmsnorm_back.comp's ROWS). */
-  gboolean rows = D <= NORM_ROWS_MAX_D;
-  guint32 spec[2] = { rows ? 64 : r->ctx->wg_size, rows }, groups = rows ? (T + 63) / 64 : T;
+  gboolean one_each = D <= NORM_ROWS_MAX_D;
   NormBackPush p = { D, n->op == LP_COP_RMSNORM_BACK ? 0 : 1, n->f[0], T };
   if (n->op == LP_COP_RMSNORM_BACK)
     {
       const LpVkBuf *bufs[4] = { BUF (dy), BUF (x), BUF (n->src[2]), BUF (n->dst[0]) };
-      dispatch (r, VK_SH_RMSNORM_BACK, spec, 2, bufs, 4, 1u << 3, &p, sizeof p, groups, 1);
+      dispatch_rows (r, VK_SH_RMSNORM_BACK, one_each, bufs, 4, 1u << 3, &p, sizeof p, T);
       return TRUE;
     }
   /* The weight's gradient: each row's 1 / rms, then the column sums. */
@@ -505,7 +501,7 @@ record_rmsnorm_back (Run *r, const LpCNode *n)
   if (rs == NULL)
     return FALSE;
   const LpVkBuf *bufs[4] = { BUF (dy), BUF (x), BUF (x), rs };
-  dispatch (r, VK_SH_RMSNORM_BACK, spec, 2, bufs, 4, 1u << 3, &p, sizeof p, groups, 1);
+  dispatch_rows (r, VK_SH_RMSNORM_BACK, one_each, bufs, 4, 1u << 3, &p, sizeof p, T);
   ColSumPush c = { T, D, 1 };
   const LpVkBuf *cbufs[4] = { BUF (dy), BUF (x), rs, BUF (n->dst[0]) };
   dispatch_1d (r, VK_SH_COLSUM, cbufs, 4, 1u << 3, &c, sizeof c, D);
