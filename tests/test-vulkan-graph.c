@@ -99,6 +99,8 @@ static const OpCase op_cases[] = {
   { "/vulkan-graph/embed_back", LP_COP_EMBED_BACK, 2, { F32 (7, 24), IDS (7, 4) }, { 10 }, .tol = 1e-6,
     .dst = F32 (10, 24) },
   { "/vulkan-graph/matmul_back_x", LP_COP_MATMUL_BACK_X, 2, { F32 (9, 33), F32 (33, 40) }, .tol = 1e-5 },
+  /* Every dimension a multiple of 4: gemm_direct's VEC4 B_ROWS build. */
+  { "/vulkan-graph/matmul_back_x-vec4", LP_COP_MATMUL_BACK_X, 2, { F32 (9, 32), F32 (32, 40) }, .tol = 1e-5 },
   { "/vulkan-graph/matmul_back_x-f16", LP_COP_MATMUL_BACK_X, 2, { F32 (9, 33), TYPED (LP_DTYPE_F16, 33, 40) },
     .tol = 1e-5 },
   { "/vulkan-graph/matmul_back_x-grid", LP_COP_MATMUL_BACK_X, 5, { F32 (9, 33), GRID_33x40 }, { 4, 16 },

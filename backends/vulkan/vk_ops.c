@@ -59,11 +59,16 @@ void
 lp_vk_gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, const LpVkBuf *const *abc, const LpVkGemmPush *p)
 {
   if (shader == VK_SH_GEMM && p->K <= GEMM_DIRECT_MAX_K)
-    shader = !p->trans_a && p->trans_b && p->K % 4 == 0 && p->lda % 4 == 0 && p->ldb % 4 == 0 ? VK_SH_GEMM_DIRECT4
-                                                                                              : VK_SH_GEMM_DIRECT;
+    {
+      /* Rows of A and B as vec4s where they line up (gemm_direct.comp's VEC4). */
+      gboolean vec4 = !p->trans_a && p->K % 4 == 0 && p->lda % 4 == 0 && p->ldb % 4 == 0;
+      shader = vec4 && p->trans_b                 ? VK_SH_GEMM_DIRECT4
+               : vec4 && !p->trans_b && p->N % 4 == 0 ? VK_SH_GEMM_DIRECT4_BROWS
+                                                      : VK_SH_GEMM_DIRECT;
+    }
   guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, ctx->gemm_bk };
   guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
-  if (shader == VK_SH_GEMM_DIRECT4)
+  if (shader == VK_SH_GEMM_DIRECT4 || shader == VK_SH_GEMM_DIRECT4_BROWS)
     {
       /* 8 rows of sums an invocation: half the threads down, the same tile. */
       spec[1] /= 2;

@@ -11,7 +11,9 @@
 // (x W^T, the forward's product) with K, lda and ldb multiples of 4, rows
 // are read 4 floats at a time and each invocation keeps 8 x 4 sums (a
 // sixth of the loads a product: on lavapipe loads, not arithmetic, are the
-// cost); the terms and their order are the same.
+// cost); the terms and their order are the same.  With B_ROWS as well, the
+// same for op(B) = B (dy W, the backward's product; N a multiple of 4 too):
+// row k of B gives the invocation's 4 columns in one vec4.
 layout(local_size_x_id = 0, local_size_y_id = 1) in;
 #ifdef VEC4
 // 8 x 4 sums an invocation (the host halves the group's height: the same
@@ -59,15 +61,27 @@ void main ()
   uint lda4 = p.lda / 4, ldb4 = p.ldb / 4;
   for (uint k4 = 0; k4 < p.K / 4; k4++)
     {
-      vec4 ar[TM], br[TN];
+      vec4 ar[TM];
       for (uint i = 0; i < TM; i++)
         ar[i] = a[mi[i] * lda4 + k4];
+#ifdef B_ROWS
+      // op(B) = B: row k's 4 columns n0 .. n0+3 in one vec4.
+      for (uint kk = 0; kk < 4; kk++)
+        {
+          vec4 bk = b[(k4 * 4 + kk) * ldb4 + n0 / 4];
+          for (uint i = 0; i < TM; i++)
+            for (uint j = 0; j < TN; j++)
+              acc[i][j] = fma (ar[i][kk], bk[j], acc[i][j]);
+        }
+#else
+      vec4 br[TN];
       for (uint j = 0; j < TN; j++)
         br[j] = b[nj[j] * ldb4 + k4];
       for (uint kk = 0; kk < 4; kk++)
         for (uint i = 0; i < TM; i++)
           for (uint j = 0; j < TN; j++)
             acc[i][j] = fma (ar[i][kk], br[j][kk], acc[i][j]);
+#endif
     }
 #else
   for (uint k = 0; k < p.K; k++)
