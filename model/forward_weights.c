@@ -53,7 +53,8 @@ slot_clear (LpForward *fw, LpForwardSlot *s)
 static const LpIntGrid *
 weight_grid (const LpTensor *t, LpBackend *be)
 {
-  if (t->grid == NULL || lp_backend_is_cpu (be) || !be->ops->supports_op (be, LP_OP_GEMM_GRID))
+  if (t->grid == NULL || lp_backend_is_cpu (be) || be->ops->supports_op == NULL
+      || !be->ops->supports_op (be, LP_OP_GEMM_GRID))
     return NULL;
   return t->grid;
 }

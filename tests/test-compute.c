@@ -338,6 +338,14 @@ tb_read (LpBackend *be, gpointer buf, gsize offset, void *dst, gsize n)
   memcpy (dst, b->data + offset, n);
 }
 
+/* Of the op-by-op API, only the integer grid's product: the forward pass
+ * then hands it grids' codes (a device's path) rather than f32 weights. */
+static gboolean
+tb_supports_op (LpBackend *be, LpOp op)
+{
+  return op == LP_OP_GEMM_GRID;
+}
+
 static gboolean
 tb_supports_node (LpBackend *be, const LpCNode *node)
 {
@@ -386,6 +394,7 @@ tb_destroy (LpBackend *be)
 static const LpBackendOps test_ops = {
   .api_version = LP_BACKEND_API_VERSION,
   .name = "test",
+  .supports_op = tb_supports_op,
   .buffer_new = tb_new,
   .buffer_free = tb_free,
   .buffer_write = tb_write,
@@ -571,6 +580,41 @@ test_forward_on_test_backend (void)
   g_assert_cmpstr (dc, ==, cpu->device_name);
 }
 
+/* Integer-grid weights: on the CPU the f32 values they carry, on a backend
+ * that multiplies grids the codes (matmul_grid, here run on the CPU with
+ * its operands copied across); the same logits within rounding. */
+static void
+test_forward_grid_weights (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (9);
+  static const struct {
+    const char *name;
+    int N, K, bits, group;
+  } grids[] = { { "blk.0.attn_q.weight", 32, 32, 4, 16 }, { "blk.1.ffn_down.weight", 32, 48, 3, 32 } };
+  for (guint i = 0; i < G_N_ELEMENTS (grids); i++)
+    {
+      g_autoptr (LpIntGrid) grid = lp_test_int_grid (grids[i].N, grids[i].K, grids[i].bits, grids[i].group, 90 + i);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpTensor) t = lp_tensor_new_int_grid (grids[i].name, 2, (gint64[]){ grids[i].N, grids[i].K }, grid,
+                                                       NULL, &error);
+      g_assert_no_error (error);
+      lp_model_set_tensor (m, t);
+    }
+  g_autoptr (LpBackend) tb = test_backend_new ();
+  const int T = 7, V = 64;
+  gint32 toks[7] = { 5, 10, 15, 20, 25, 30, 35 };
+  g_autofree float *a = g_new (float, T * V), *b = g_new (float, T * V);
+  g_autoptr (LpForward) fc = lp_forward_new (m, NULL, NULL);
+  g_autoptr (LpForward) ft = lp_forward_new (m, tb, NULL);
+  logits_of (fc, toks, T, a);
+  logits_of (ft, toks, T, b);
+  lp_test_assert_close (b, a, T * V, 1e-5);
+  g_autoptr (GError) error = NULL;
+  g_autofree char *d = lp_forward_describe (ft, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (strstr (d, "matmul_grid"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -585,5 +629,6 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/fallback", test_fallback);
   g_test_add_func ("/compute/weight-budget", test_weight_budget);
   g_test_add_func ("/compute/forward-on-test-backend", test_forward_on_test_backend);
+  g_test_add_func ("/compute/forward-grid-weights", test_forward_grid_weights);
   return g_test_run ();
 }
