@@ -10,6 +10,7 @@
  *     the 2 T n^2 the device computes (the CPU's ssyrk computes half).
  *  3. Group-wise RTN (quantize_groups, int4 groups of 128) as GB/s of f32
  *     weights read, with and without the clip search (81 ranges a group).
+ *  4. A whole model's forward and forward+backward tokens/s (bench-model.c).
  * The device: argv[1] ("vulkan", "vulkan:N"), else LLMPRESS_DEVICE, else the
  * first usable Vulkan device.  On a CPU device (lavapipe) the shapes are
  * scaled down 4x unless LLMPRESS_BENCH_FULL=1: it is a correctness device.
@@ -220,5 +221,6 @@ main (int argc, char **argv)
         printf ("%-24s %16s %12.4f %12s\n", label, shape, c, "-");
       fflush (stdout);
     }
+  bench_model (cpu, vk);
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <cblas.h>
 #include <glib.h>
+#include <llmpress/backend.h>
 
 static int
 bench_cmp_double (const void *a, const void *b)
@@ -49,3 +50,7 @@ bench_peak_sgemm (int n, int reps)
   g_free (c);
   return 2.0 * n * n * (double) n / median (t, reps) / 1e9;
 }
+
+/* bench-vulkan's model section (bench-model.c): forward and forward+backward
+ * tokens/s on the CPU and on the device (NULL: CPU figures only). */
+void bench_model (LpBackend *cpu, LpBackend *vk);

@@ -354,8 +354,8 @@ memory_type (LpVkCtx *ctx, guint32 type_bits, VkMemoryPropertyFlags want)
   return -1;
 }
 
-static void
-buf_free (LpVkCtx *ctx, LpVkBuf *b)
+void
+lp_vk_buf_free (LpVkCtx *ctx, LpVkBuf *b)
 {
   if (b->buf != VK_NULL_HANDLE)
     vkDestroyBuffer (ctx->dev, b->buf, NULL);
@@ -366,8 +366,8 @@ buf_free (LpVkCtx *ctx, LpVkBuf *b)
 
 /* A buffer of `size` bytes: device-local (and mapped when `direct` memory is
  * also host-visible), or host-visible for staging. */
-static void
-buf_alloc (LpVkCtx *ctx, LpVkBuf *b, VkDeviceSize size, gboolean staging)
+gboolean
+lp_vk_buf_alloc (LpVkCtx *ctx, LpVkBuf *b, VkDeviceSize size, gboolean staging, GError **error)
 {
   size = (size + 255) & ~(VkDeviceSize) 255;
   VkBufferCreateInfo bi = {
@@ -378,8 +378,14 @@ buf_alloc (LpVkCtx *ctx, LpVkBuf *b, VkDeviceSize size, gboolean staging)
                            | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
     .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
   };
+  memset (b, 0, sizeof *b);
   if (vkCreateBuffer (ctx->dev, &bi, NULL, &b->buf) != VK_SUCCESS)
-    g_error ("Vulkan: cannot create a buffer of %" G_GUINT64_FORMAT " bytes", (guint64) size);
+    {
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: cannot create a buffer of %" G_GUINT64_FORMAT " bytes",
+                   (guint64) size);
+      b->buf = VK_NULL_HANDLE;
+      return FALSE;
+    }
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements (ctx->dev, b->buf, &req);
   const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
@@ -399,12 +405,32 @@ buf_alloc (LpVkCtx *ctx, LpVkBuf *b, VkDeviceSize size, gboolean staging)
     .memoryTypeIndex = (guint32) type,
   };
   if (type < 0 || vkAllocateMemory (ctx->dev, &ai, NULL, &b->mem) != VK_SUCCESS)
-    g_error ("Vulkan: cannot allocate %" G_GUINT64_FORMAT " bytes of %s memory", (guint64) req.size,
-             staging ? "staging" : "device");
+    {
+      b->mem = VK_NULL_HANDLE;
+      lp_vk_buf_free (ctx, b);
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: cannot allocate %" G_GUINT64_FORMAT " bytes of %s memory",
+                   (guint64) req.size, staging ? "staging" : "device");
+      return FALSE;
+    }
   vkBindBufferMemory (ctx->dev, b->buf, b->mem, 0);
   if (mapped && vkMapMemory (ctx->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map) != VK_SUCCESS)
-    g_error ("Vulkan: cannot map %" G_GUINT64_FORMAT " bytes", (guint64) req.size);
+    {
+      lp_vk_buf_free (ctx, b);
+      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "Vulkan: cannot map %" G_GUINT64_FORMAT " bytes",
+                   (guint64) req.size);
+      return FALSE;
+    }
   b->size = size;
+  return TRUE;
+}
+
+/* The op paths' buffers: running out of memory there is fatal, as before. */
+static void
+buf_alloc (LpVkCtx *ctx, LpVkBuf *b, VkDeviceSize size, gboolean staging)
+{
+  GError *error = NULL;
+  if (!lp_vk_buf_alloc (ctx, b, size, staging, &error))
+    g_error ("%s", error->message);
 }
 
 /* ---- the context of one open device ---- */
@@ -439,19 +465,45 @@ pow2_at_most (guint n, guint cap)
   return p;
 }
 
+/* One more descriptor pool for the frame: a graph may dispatch hundreds of
+ * times in one run. */
+static gboolean
+desc_pool_add (LpVkCtx *ctx, LpVkFrame *fr)
+{
+  const guint32 sets = 256;
+  VkDescriptorPoolSize size = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, sets * LP_VK_MAX_BINDINGS };
+  VkDescriptorPoolCreateInfo dpi = {
+    .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+    .maxSets = sets,
+    .poolSizeCount = 1,
+    .pPoolSizes = &size,
+  };
+  VkDescriptorPool pool;
+  if (vkCreateDescriptorPool (ctx->dev, &dpi, NULL, &pool) != VK_SUCCESS)
+    return FALSE;
+  g_ptr_array_add (fr->desc_pools, pool);
+  return TRUE;
+}
+
 LpVkCtx *
 lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **error)
 {
   LpVkCtx *ctx = g_new0 (LpVkCtx, 1);
   g_mutex_init (&ctx->lock);
   for (int f = 0; f < LP_VK_FRAMES; f++)
-    ctx->frames[f].downloads = g_array_new (FALSE, FALSE, sizeof (LpVkDownload));
+    {
+      ctx->frames[f].downloads = g_array_new (FALSE, FALSE, sizeof (LpVkDownload));
+      ctx->frames[f].desc_pools = g_ptr_array_new ();
+    }
   ctx->fr = &ctx->frames[0];
   gboolean validation = env_flag ("LLMPRESS_VULKAN_VALIDATION");
   if (!instance_new (validation, &ctx->instance, &ctx->messenger, error))
     {
       for (int f = 0; f < LP_VK_FRAMES; f++)
-        g_array_unref (ctx->frames[f].downloads);
+        {
+          g_array_unref (ctx->frames[f].downloads);
+          g_ptr_array_unref (ctx->frames[f].desc_pools);
+        }
       g_free (ctx);
       return NULL;
     }
@@ -590,13 +642,6 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
     .pBindings = bindings,
   };
   VkPushConstantRange push = { .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = LP_VK_PUSH_BYTES };
-  VkDescriptorPoolSize pool_size = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 64 * LP_VK_MAX_BINDINGS };
-  VkDescriptorPoolCreateInfo dpi = {
-    .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-    .maxSets = 64,
-    .poolSizeCount = 1,
-    .pPoolSizes = &pool_size,
-  };
   VkPipelineCacheCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO };
   gboolean made = vkCreateCommandPool (ctx->dev, &pi, NULL, &ctx->cmd_pool) == VK_SUCCESS
                   && vkCreateDescriptorSetLayout (ctx->dev, &li, NULL, &ctx->set_layout) == VK_SUCCESS
@@ -606,8 +651,7 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
     {
       LpVkFrame *fr = &ctx->frames[f];
       made = vkAllocateCommandBuffers (ctx->dev, &ci, &fr->cmd) == VK_SUCCESS
-             && vkCreateFence (ctx->dev, &fi, NULL, &fr->fence) == VK_SUCCESS
-             && vkCreateDescriptorPool (ctx->dev, &dpi, NULL, &fr->desc_pool) == VK_SUCCESS;
+             && vkCreateFence (ctx->dev, &fi, NULL, &fr->fence) == VK_SUCCESS && desc_pool_add (ctx, fr);
     }
   if (!made)
     {
@@ -646,6 +690,7 @@ lp_vk_ctx_new (int index, char **device_name, char **numeric_class, GError **err
         }
     }
   ctx->pipelines = g_hash_table_new_full (pipe_key_hash, pipe_key_equal, g_free, NULL);
+  ctx->pool = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
 
   GString *fast = g_string_new (NULL);
   for (gsize k = 0; k < G_N_ELEMENTS (fast_names); k++)
@@ -674,6 +719,11 @@ lp_vk_ctx_free (LpVkCtx *ctx)
   if (ctx->dev != VK_NULL_HANDLE)
     {
       vkDeviceWaitIdle (ctx->dev);
+      if (ctx->pool)
+        {
+          lp_vk_pool_drain (ctx);
+          g_hash_table_unref (ctx->pool);
+        }
       if (ctx->pipelines)
         {
           GHashTableIter it;
@@ -690,10 +740,10 @@ lp_vk_ctx_free (LpVkCtx *ctx)
         {
           LpVkFrame *fr = &ctx->frames[f];
           for (int i = 0; i < LP_VK_SLOTS; i++)
-            buf_free (ctx, &fr->slots[i]);
-          buf_free (ctx, &fr->staging);
-          if (fr->desc_pool)
-            vkDestroyDescriptorPool (ctx->dev, fr->desc_pool, NULL);
+            lp_vk_buf_free (ctx, &fr->slots[i]);
+          lp_vk_buf_free (ctx, &fr->staging);
+          for (guint i = 0; i < fr->desc_pools->len; i++)
+            vkDestroyDescriptorPool (ctx->dev, (VkDescriptorPool) fr->desc_pools->pdata[i], NULL);
           if (fr->fence)
             vkDestroyFence (ctx->dev, fr->fence, NULL);
         }
@@ -709,7 +759,10 @@ lp_vk_ctx_free (LpVkCtx *ctx)
     }
   instance_free (ctx->instance, ctx->messenger);
   for (int f = 0; f < LP_VK_FRAMES; f++)
-    g_array_unref (ctx->frames[f].downloads);
+    {
+      g_array_unref (ctx->frames[f].downloads);
+      g_ptr_array_unref (ctx->frames[f].desc_pools);
+    }
   g_mutex_clear (&ctx->lock);
   g_free (ctx);
 }
@@ -779,12 +832,14 @@ lp_vk_run_begin (LpVkCtx *ctx, VkDeviceSize staging_bytes)
   frame_wait (ctx, ctx->fr);
   if (!ctx->direct && ctx->fr->staging.size < staging_bytes)
     {
-      buf_free (ctx, &ctx->fr->staging);
+      lp_vk_buf_free (ctx, &ctx->fr->staging);
       buf_alloc (ctx, &ctx->fr->staging, staging_bytes, TRUE);
     }
   ctx->fr->staging_used = 0;
   g_array_set_size (ctx->fr->downloads, 0);
-  vkResetDescriptorPool (ctx->dev, ctx->fr->desc_pool, 0);
+  for (guint i = 0; i < ctx->fr->desc_pools->len; i++)
+    vkResetDescriptorPool (ctx->dev, (VkDescriptorPool) ctx->fr->desc_pools->pdata[i], 0);
+  ctx->fr->desc_pool = 0;
   vkResetCommandBuffer (ctx->fr->cmd, 0);
   VkCommandBufferBeginInfo bi = {
     .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
@@ -801,7 +856,7 @@ lp_vk_slot (LpVkCtx *ctx, int slot, VkDeviceSize bytes)
   LpVkBuf *b = &ctx->fr->slots[slot];
   if (b->size >= bytes)
     return;
-  buf_free (ctx, b);
+  lp_vk_buf_free (ctx, b);
   /* Grow with headroom: the next op is often a little larger. */
   buf_alloc (ctx, b, MIN (ctx->max_binding, MAX (bytes, b->size + b->size / 2)), FALSE);
 }
@@ -896,26 +951,52 @@ void
 lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec, const int *bindings, int n_bindings,
                 const void *push, gsize push_size, guint32 gx, guint32 gy)
 {
-  g_assert (n_bindings >= 1 && n_bindings <= LP_VK_MAX_BINDINGS && push_size <= LP_VK_PUSH_BYTES);
-  g_assert (n_spec <= LP_VK_MAX_SPEC);
-  VkPipeline pipe = pipeline_get (ctx, shader, spec, n_spec);
+  g_assert (n_bindings >= 1 && n_bindings <= LP_VK_MAX_BINDINGS);
+  const LpVkBuf *bufs[LP_VK_MAX_BINDINGS];
+  for (int i = 0; i < n_bindings; i++)
+    bufs[i] = &ctx->fr->slots[bindings[i]];
+  lp_vk_dispatch_bufs (ctx, shader, spec, n_spec, bufs, n_bindings, push, push_size, gx, gy);
+}
+
+static VkDescriptorSet
+desc_set_take (LpVkCtx *ctx)
+{
+  LpVkFrame *fr = ctx->fr;
   VkDescriptorSetAllocateInfo ai = {
     .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-    .descriptorPool = ctx->fr->desc_pool,
     .descriptorSetCount = 1,
     .pSetLayouts = &ctx->set_layout,
   };
   VkDescriptorSet set;
-  if (vkAllocateDescriptorSets (ctx->dev, &ai, &set) != VK_SUCCESS)
-    g_error ("Vulkan: descriptor pool exhausted (more than 64 dispatches in one run)");
-  /* Every binding of the layout gets a buffer: unused ones repeat the first. */
+  for (;;)
+    {
+      if (fr->desc_pool == fr->desc_pools->len && !desc_pool_add (ctx, fr))
+        g_error ("Vulkan: cannot create a descriptor pool");
+      ai.descriptorPool = (VkDescriptorPool) fr->desc_pools->pdata[fr->desc_pool];
+      if (vkAllocateDescriptorSets (ctx->dev, &ai, &set) == VK_SUCCESS)
+        return set;
+      fr->desc_pool++; /* this pool is full: the next (new or reset) one */
+    }
+}
+
+void
+lp_vk_dispatch_bufs (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec, const LpVkBuf *const *bufs,
+                     int n_bufs, const void *push, gsize push_size, guint32 gx, guint32 gy)
+{
+  g_assert (n_bufs >= 1 && n_bufs <= LP_VK_MAX_BINDINGS && push_size <= LP_VK_PUSH_BYTES);
+  g_assert (n_spec <= LP_VK_MAX_SPEC);
+  VkPipeline pipe = pipeline_get (ctx, shader, spec, n_spec);
+  VkDescriptorSet set = desc_set_take (ctx);
+  /* Every binding of the layout gets a buffer: unused ones repeat the first.
+   * A binding spans at most max_binding bytes (a pooled buffer may be
+   * larger than its tensor). */
   VkDescriptorBufferInfo infos[LP_VK_MAX_BINDINGS];
   VkWriteDescriptorSet writes[LP_VK_MAX_BINDINGS];
   for (int i = 0; i < LP_VK_MAX_BINDINGS; i++)
     {
-      const LpVkBuf *b = &ctx->fr->slots[bindings[i < n_bindings ? i : 0]];
+      const LpVkBuf *b = bufs[i < n_bufs ? i : 0];
       g_assert (b->buf != VK_NULL_HANDLE);
-      infos[i] = (VkDescriptorBufferInfo) { b->buf, 0, VK_WHOLE_SIZE };
+      infos[i] = (VkDescriptorBufferInfo) { b->buf, 0, MIN (b->size, ctx->max_binding) };
       writes[i] = (VkWriteDescriptorSet) {
         .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
         .dstSet = set,
@@ -932,6 +1013,47 @@ lp_vk_dispatch (LpVkCtx *ctx, VkShaderId shader, const guint32 *spec, int n_spec
   memcpy (pc, push, push_size);
   vkCmdPushConstants (ctx->fr->cmd, ctx->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, LP_VK_PUSH_BYTES, pc);
   vkCmdDispatch (ctx->fr->cmd, gx, gy, 1);
+}
+
+VkCommandBuffer
+lp_vk_cmd (LpVkCtx *ctx)
+{
+  return ctx->fr->cmd;
+}
+
+/* Staging runs move at most this much at a time. */
+#define COPY_CHUNK ((gsize) 64 << 20)
+
+void
+lp_vk_copy_in (LpVkCtx *ctx, LpVkBuf *dst, VkDeviceSize offset, const void *src, gsize n)
+{
+  for (gsize done = 0; done < n; done += COPY_CHUNK)
+    {
+      gsize c = MIN (COPY_CHUNK, n - done);
+      lp_vk_run_begin (ctx, c + 16);
+      VkDeviceSize off = staging_take (ctx, c);
+      memcpy ((guint8 *) ctx->fr->staging.map + off, (const guint8 *) src + done, c);
+      VkBufferCopy region = { .srcOffset = off, .dstOffset = offset + done, .size = c };
+      vkCmdCopyBuffer (ctx->fr->cmd, ctx->fr->staging.buf, dst->buf, 1, &region);
+      lp_vk_run_end (ctx);
+    }
+}
+
+void
+lp_vk_copy_out (LpVkCtx *ctx, LpVkBuf *src, VkDeviceSize offset, void *dst, gsize n)
+{
+  for (gsize done = 0; done < n; done += COPY_CHUNK)
+    {
+      gsize c = MIN (COPY_CHUNK, n - done);
+      lp_vk_run_begin (ctx, c + 16);
+      VkDeviceSize off = staging_take (ctx, c);
+      VkBufferCopy region = { .srcOffset = offset + done, .dstOffset = off, .size = c };
+      vkCmdCopyBuffer (ctx->fr->cmd, src->buf, ctx->fr->staging.buf, 1, &region);
+      LpVkDownload d = { .src = (const guint8 *) ctx->fr->staging.map + off, .dst = (guint8 *) dst + done,
+                         .rows = 1, .row_bytes = c, .dst_stride = c };
+      g_array_append_val (ctx->fr->downloads, d);
+      lp_vk_run_end (ctx);
+    }
 }
 
 void

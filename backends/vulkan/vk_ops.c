@@ -16,8 +16,6 @@
 #define CTX(be) ((LpVkCtx *) (be)->priv)
 #define F4 sizeof (float)
 /* The attention shader keeps 4 output dims per thread. */
-#define ATTN_WG 64
-#define ATTN_MAX_HD (4 * ATTN_WG)
 /* gemm_i8's K slice in shared memory: 8 packed words, 32 int8. */
 #define GEMM_I8_BK4 8
 
@@ -27,8 +25,8 @@ floats_per_binding (LpVkCtx *ctx)
   return (gsize) (ctx->max_binding / F4);
 }
 
-static guint32
-groups_for (LpVkCtx *ctx, gsize n)
+guint32
+lp_vk_groups (LpVkCtx *ctx, gsize n)
 {
   return (guint32) MAX (1, MIN ((n + ctx->wg_size - 1) / ctx->wg_size, ctx->max_groups_x));
 }
@@ -43,21 +41,39 @@ vk_supports_op (LpBackend *be, LpOp op)
 
 /* ---- GEMM ---- */
 
-typedef struct {
-  guint32 M, N, K, lda, ldb, ldc, trans_a, trans_b;
-  float alpha, beta;
-} GemmPush;
-
 enum { SLOT_A, SLOT_B, SLOT_C, SLOT_RAW, SLOT_D, SLOT_E };
 
 /* shader: VK_SH_GEMM, or VK_SH_GEMM_F16 with B in f16 (the same push). */
 static void
-gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, int a, int b, int c, const GemmPush *p)
+gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, int a, int b, int c, const LpVkGemmPush *p)
 {
+  const LpVkBuf *bufs[3] = { &ctx->fr->slots[a], &ctx->fr->slots[b], &ctx->fr->slots[c] };
+  lp_vk_gemm_dispatch (ctx, shader, bufs, p);
+}
+
+/* Below this K, f32 products skip shared memory (gemm_direct.comp): the
+ * same sums in the same order, so the same bits. */
+#define GEMM_DIRECT_MAX_K 256
+
+void
+lp_vk_gemm_dispatch (LpVkCtx *ctx, VkShaderId shader, const LpVkBuf *const *abc, const LpVkGemmPush *p)
+{
+  if (shader == VK_SH_GEMM && p->K <= GEMM_DIRECT_MAX_K)
+    {
+      /* Rows of A and B as vec4s where they line up (gemm_direct.comp's VEC4). */
+      gboolean vec4 = !p->trans_a && p->K % 4 == 0 && p->lda % 4 == 0 && p->ldb % 4 == 0;
+      shader = vec4 && p->trans_b                 ? VK_SH_GEMM_DIRECT4
+               : vec4 && !p->trans_b && p->N % 4 == 0 ? VK_SH_GEMM_DIRECT4_BROWS
+                                                      : VK_SH_GEMM_DIRECT;
+    }
   guint32 spec[3] = { ctx->gemm_wx, ctx->gemm_wy, ctx->gemm_bk };
-  int bindings[3] = { a, b, c };
   guint32 bm = ctx->gemm_wy * 4, bn = ctx->gemm_wx * 4;
-  lp_vk_dispatch (ctx, shader, spec, 3, bindings, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);
+  if (shader == VK_SH_GEMM_DIRECT4 || shader == VK_SH_GEMM_DIRECT4_BROWS)
+    {
+      /* 8 rows of sums an invocation: half the threads down, the same tile. */
+      spec[1] /= 2;
+    }
+  lp_vk_dispatch_bufs (ctx, shader, spec, 3, abc, 3, p, sizeof *p, (p->N + bn - 1) / bn, (p->M + bm - 1) / bm);
 }
 
 typedef struct {
@@ -71,14 +87,14 @@ dequant_dispatch (LpVkCtx *ctx, LpDType type, gsize n, int dst)
   guint32 spec[2] = { ctx->wg_size, (guint32) type };
   int bindings[2] = { SLOT_RAW, dst };
   CountPush p = { (guint32) n };
-  lp_vk_dispatch (ctx, VK_SH_DEQUANT, spec, 2, bindings, 2, &p, sizeof p, groups_for (ctx, n), 1);
+  lp_vk_dispatch (ctx, VK_SH_DEQUANT, spec, 2, bindings, 2, &p, sizeof p, lp_vk_groups (ctx, n), 1);
 }
 
 /* The types shaders/dequant.comp decodes: every 16-bit float and block
  * type lp_dtype_to_f32 reads, bit for bit.  The plain f32/f64/integer types
  * are left to the CPU (nothing to decode, or no 64-bit types in core). */
-static gboolean
-device_reads (LpDType t)
+gboolean
+lp_vk_device_reads (LpDType t)
 {
   switch (t)
     {
@@ -177,7 +193,7 @@ grid_decode (LpVkCtx *ctx, const LpIntGrid *g, int j0, int nb, int dst)
   guint32 spec[1] = { ctx->wg_size };
   int bindings[4] = { SLOT_RAW, SLOT_D, SLOT_E, dst };
   GridPush p = { (guint32) nb, (guint32) K, (guint32) G };
-  lp_vk_dispatch (ctx, VK_SH_DEQUANT_GRID, spec, 1, bindings, 4, &p, sizeof p, groups_for (ctx, code_bytes), 1);
+  lp_vk_dispatch (ctx, VK_SH_DEQUANT_GRID, spec, 1, bindings, 4, &p, sizeof p, lp_vk_groups (ctx, code_bytes), 1);
 }
 
 /* C[i0:i0+mb, j0:j0+nb], submitted without waiting (gemm_run waits); B's
@@ -232,7 +248,7 @@ gemm_tile (LpVkCtx *ctx, const GemmJob *j, int i0, int mb, int j0, int nb, gbool
     lp_vk_upload (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
   lp_vk_barrier (ctx);
   gboolean tb = j->trans_b || j->wtype != LP_DTYPE_F32;
-  GemmPush p = { (guint32) mb, (guint32) nb, (guint32) K, (guint32) K, tb ? (guint32) K : (guint32) nb,
+  LpVkGemmPush p = { (guint32) mb, (guint32) nb, (guint32) K, (guint32) K, tb ? (guint32) K : (guint32) nb,
                  (guint32) nb, 0, tb, j->alpha, j->beta };
   gemm_dispatch (ctx, f16 ? VK_SH_GEMM_F16 : VK_SH_GEMM, SLOT_A, SLOT_B, SLOT_C, &p);
   lp_vk_download (ctx, SLOT_C, c, mb, nb * F4, (gsize) j->ldc * F4);
@@ -274,7 +290,7 @@ vk_gemm_w (LpBackend *be, int M, int N, int K, const float *A, int lda, LpDType 
            float *C, int ldc)
 {
   GemmJob j = { M, N, K, 1.0f, beta, A, lda, TRUE, W, K, wtype, C, ldc };
-  if ((wtype != LP_DTYPE_F32 && !device_reads (wtype)) || !gemm_run (CTX (be), &j))
+  if ((wtype != LP_DTYPE_F32 && !lp_vk_device_reads (wtype)) || !gemm_run (CTX (be), &j))
     be->fallback->ops->gemm_w (be->fallback, M, N, K, A, lda, wtype, W, beta, C, ldc);
 }
 
@@ -410,7 +426,7 @@ vk_syrk (LpBackend *be, int T, int n, const float *X, int ldx, float *H)
       lp_vk_slot (ctx, SLOT_A, (gsize) rows * n * F4);
       lp_vk_upload (ctx, SLOT_A, X + (gsize) t0 * ldx, rows, n * F4, (gsize) ldx * F4);
       lp_vk_barrier (ctx);
-      GemmPush p = { (guint32) n, (guint32) n, (guint32) rows, (guint32) n, (guint32) n, (guint32) n, 1, 0, 1.0f, 1.0f };
+      LpVkGemmPush p = { (guint32) n, (guint32) n, (guint32) rows, (guint32) n, (guint32) n, (guint32) n, 1, 0, 1.0f, 1.0f };
       gemm_dispatch (ctx, VK_SH_GEMM, SLOT_A, SLOT_A, SLOT_C, &p);
       if (last)
         lp_vk_download (ctx, SLOT_C, H, 1, h_bytes, h_bytes);
@@ -462,9 +478,6 @@ vk_rmsnorm (LpBackend *be, int T, int D, const float *x, const float *w, float e
   g_mutex_unlock (&ctx->lock);
 }
 
-typedef struct {
-  guint32 T, n_heads, hd, style;
-} RopePush;
 
 static void
 vk_rope (LpBackend *be, LpRopeStyle style, int T, int n_heads, int hd, int pos0, const float *inv_freq, float *x)
@@ -500,19 +513,15 @@ vk_rope (LpBackend *be, LpRopeStyle style, int T, int n_heads, int hd, int pos0,
       lp_vk_upload (ctx, SLOT_B, cs, 1, cs_bytes, cs_bytes);
       lp_vk_barrier (ctx);
       guint32 spec[1] = { ctx->wg_size };
-      int bindings[2] = { SLOT_A, SLOT_B };
-      RopePush p = { (guint32) rr, (guint32) n_heads, (guint32) hd, style == LP_ROPE_NEOX ? 1 : 0 };
-      lp_vk_dispatch (ctx, VK_SH_ROPE, spec, 1, bindings, 2, &p, sizeof p, groups_for (ctx, (gsize) rr * n_heads * half), 1);
+      int bindings[3] = { SLOT_A, SLOT_B, SLOT_A };
+      LpVkRopePush p = { (guint32) rr, (guint32) n_heads, (guint32) hd, style == LP_ROPE_NEOX ? 1 : 0, 0, 0 };
+      lp_vk_dispatch (ctx, VK_SH_ROPE, spec, 1, bindings, 3, &p, sizeof p, lp_vk_groups (ctx, (gsize) rr * n_heads * half), 1);
       lp_vk_download (ctx, SLOT_A, x + (gsize) r0 * row, 1, x_bytes, x_bytes);
       lp_vk_run_end (ctx);
     }
   g_mutex_unlock (&ctx->lock);
 }
 
-typedef struct {
-  guint32 T, T_kv, H, Hkv, hd;
-  float scale;
-} AttnPush;
 
 /* Query rows in chunks; keys and values uploaded once.  A chunk of rows
  * t0..t0+tc-1 sees T_kv - T + t0 + tc keys at most. */
@@ -523,7 +532,7 @@ vk_attention (LpBackend *be, int T, int T_kv, int H, int Hkv, int hd, const floa
   LpVkCtx *ctx = CTX (be);
   gsize lim = floats_per_binding (ctx);
   gsize qrow = (gsize) H * hd, kvrow = (gsize) Hkv * hd;
-  if (hd <= 0 || hd > ATTN_MAX_HD || Hkv <= 0 || H % Hkv != 0 || (guint) H > ctx->max_groups_x || qrow > lim
+  if (hd <= 0 || hd > LP_VK_ATTN_MAX_HD || Hkv <= 0 || H % Hkv != 0 || (guint) H > ctx->max_groups_x || qrow > lim
       || (gsize) T_kv * kvrow > lim || T <= 0)
     {
       be->fallback->ops->attention (be->fallback, T, T_kv, H, Hkv, hd, q, k, v, out);
@@ -548,9 +557,9 @@ vk_attention (LpBackend *be, int T, int T_kv, int H, int Hkv, int hd, const floa
         }
       lp_vk_slot (ctx, SLOT_D, q_bytes);
       lp_vk_barrier (ctx);
-      guint32 spec[1] = { ATTN_WG };
+      guint32 spec[1] = { LP_VK_ATTN_WG };
       int bindings[4] = { SLOT_A, SLOT_B, SLOT_C, SLOT_D };
-      AttnPush p = { (guint32) rr, (guint32) (T_kv - T + t0 + rr), (guint32) H, (guint32) Hkv, (guint32) hd,
+      LpVkAttnPush p = { (guint32) rr, (guint32) (T_kv - T + t0 + rr), (guint32) H, (guint32) Hkv, (guint32) hd,
                      (float) (1.0 / sqrt ((double) hd)) };
       lp_vk_dispatch (ctx, VK_SH_ATTENTION, spec, 1, bindings, 4, &p, sizeof p, (guint32) H, (guint32) rr);
       lp_vk_download (ctx, SLOT_D, out + (gsize) t0 * qrow, 1, q_bytes, q_bytes);
@@ -578,7 +587,7 @@ vk_swiglu (LpBackend *be, int n, const float *gate, const float *up, float *out)
       guint32 spec[1] = { ctx->wg_size };
       int bindings[3] = { SLOT_A, SLOT_B, SLOT_C };
       CountPush p = { (guint32) c };
-      lp_vk_dispatch (ctx, VK_SH_SWIGLU, spec, 1, bindings, 3, &p, sizeof p, groups_for (ctx, c), 1);
+      lp_vk_dispatch (ctx, VK_SH_SWIGLU, spec, 1, bindings, 3, &p, sizeof p, lp_vk_groups (ctx, c), 1);
       lp_vk_download (ctx, SLOT_C, out + i0, 1, bytes, bytes);
       lp_vk_run_end (ctx);
     }
@@ -590,7 +599,7 @@ vk_dequantize (LpBackend *be, LpDType type, const void *src, gsize n, float *dst
 {
   LpVkCtx *ctx = CTX (be);
   const LpDTypeInfo *info = lp_dtype_info (type);
-  if (!device_reads (type) || info == NULL || n % info->block_size != 0)
+  if (!lp_vk_device_reads (type) || info == NULL || n % info->block_size != 0)
     return be->fallback->ops->dequantize (be->fallback, type, src, n, dst);
   gsize lim = floats_per_binding (ctx);
   gsize blocks = MIN (lim / info->block_size, (gsize) ctx->max_binding / info->type_size);
@@ -667,7 +676,7 @@ vk_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, 
       QuantPush p = { (guint32) rr, (guint32) cols, (guint32) G, (guint32) q->group, (guint32) q->bits,
                       q->symmetric ? 1 : 0, q->clip_search ? 1 : 0 };
       lp_vk_dispatch (ctx, VK_SH_QUANTIZE_GROUPS, spec, 1, bindings, 4, &p, sizeof p,
-                      groups_for (ctx, (gsize) rr * G), 1);
+                      lp_vk_groups (ctx, (gsize) rr * G), 1);
       lp_vk_download (ctx, SLOT_C, tcodes, 1, w_bytes, w_bytes);
       lp_vk_download (ctx, SLOT_D, tparams, 1, p_bytes, p_bytes);
       lp_vk_run_end (ctx);
@@ -712,6 +721,12 @@ static const LpBackendOps vk_ops = {
   .gemm_i8 = vk_gemm_i8,
   .quantize_groups = vk_quantize_groups,
   .gemm_grid = vk_gemm_grid,
+  .buffer_new = lp_vk_buffer_new,
+  .buffer_free = lp_vk_buffer_free,
+  .buffer_write = lp_vk_buffer_write,
+  .buffer_read = lp_vk_buffer_read,
+  .supports_node = lp_vk_supports_node,
+  .graph_compute = lp_vk_graph_compute,
   .destroy = vk_destroy,
 };
 

@@ -38,6 +38,45 @@ static const guint32 gemm_i8_spv[] =
 static const guint32 gemm_i8_dot_spv[] =
 #include "gemm_i8_dot.spv.inc"
     ;
+static const guint32 dequant_grid_split_spv[] =
+#include "dequant_grid_split.spv.inc"
+    ;
+static const guint32 embed_spv[] =
+#include "embed.spv.inc"
+    ;
+static const guint32 eltwise_spv[] =
+#include "eltwise.spv.inc"
+    ;
+static const guint32 loss_spv[] =
+#include "loss.spv.inc"
+    ;
+static const guint32 rmsnorm_back_spv[] =
+#include "rmsnorm_back.spv.inc"
+    ;
+static const guint32 colsum_spv[] =
+#include "colsum.spv.inc"
+    ;
+static const guint32 embed_back_spv[] =
+#include "embed_back.spv.inc"
+    ;
+static const guint32 attention_back_spv[] =
+#include "attention_back.spv.inc"
+    ;
+static const guint32 attention_rows_spv[] =
+#include "attention_rows.spv.inc"
+    ;
+static const guint32 gemm_direct_spv[] =
+#include "gemm_direct.spv.inc"
+    ;
+static const guint32 gemm_direct4_spv[] =
+#include "gemm_direct4.spv.inc"
+    ;
+static const guint32 attention_back_rows_spv[] =
+#include "attention_back_rows.spv.inc"
+    ;
+static const guint32 gemm_direct4_brows_spv[] =
+#include "gemm_direct4_brows.spv.inc"
+    ;
 
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
@@ -51,6 +90,19 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM_I8_DOT] = { gemm_i8_dot_spv, sizeof gemm_i8_dot_spv, "gemm_i8_dot", LP_VK_FAST_INT_DOT },
   [VK_SH_QUANTIZE_GROUPS] = { quantize_groups_spv, sizeof quantize_groups_spv, "quantize_groups" },
   [VK_SH_DEQUANT_GRID] = { dequant_grid_spv, sizeof dequant_grid_spv, "dequant_grid" },
+  [VK_SH_DEQUANT_GRID_SPLIT] = { dequant_grid_split_spv, sizeof dequant_grid_split_spv, "dequant_grid_split" },
+  [VK_SH_EMBED] = { embed_spv, sizeof embed_spv, "embed" },
+  [VK_SH_ELTWISE] = { eltwise_spv, sizeof eltwise_spv, "eltwise" },
+  [VK_SH_LOSS] = { loss_spv, sizeof loss_spv, "loss" },
+  [VK_SH_RMSNORM_BACK] = { rmsnorm_back_spv, sizeof rmsnorm_back_spv, "rmsnorm_back" },
+  [VK_SH_COLSUM] = { colsum_spv, sizeof colsum_spv, "colsum" },
+  [VK_SH_EMBED_BACK] = { embed_back_spv, sizeof embed_back_spv, "embed_back" },
+  [VK_SH_ATTENTION_BACK] = { attention_back_spv, sizeof attention_back_spv, "attention_back" },
+  [VK_SH_ATTENTION_ROWS] = { attention_rows_spv, sizeof attention_rows_spv, "attention_rows" },
+  [VK_SH_GEMM_DIRECT] = { gemm_direct_spv, sizeof gemm_direct_spv, "gemm_direct" },
+  [VK_SH_GEMM_DIRECT4] = { gemm_direct4_spv, sizeof gemm_direct4_spv, "gemm_direct4" },
+  [VK_SH_ATTENTION_BACK_ROWS] = { attention_back_rows_spv, sizeof attention_back_rows_spv, "attention_back_rows" },
+  [VK_SH_GEMM_DIRECT4_BROWS] = { gemm_direct4_brows_spv, sizeof gemm_direct4_brows_spv, "gemm_direct4_brows" },
 };
 
 const VkShaderCode *

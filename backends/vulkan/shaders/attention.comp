@@ -93,6 +93,9 @@ void main ()
     }
   if (lanes == 1u)
     {
+      // With WG / 2 < hd < WG the threads past hd hold no sums.
+      if (lane != 0u)
+        return;
       for (uint r = 0; r < MAX_PER_THREAD; r++)
         {
           uint d = d0 + r * WG;

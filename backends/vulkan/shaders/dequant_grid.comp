@@ -12,16 +12,36 @@
 // for bit: unpackHalf2x16 is exact, the difference of two small integers
 // is exact in f32, and the one product rounds once; `precise` keeps the
 // compiler from reassociating or contracting it with anything else.
+//
+// Built twice (Makefile.inc): with SPLIT_PARAMS defined, for the compute
+// graph, the scales (f16 bits, two to a word) and the zeros (bytes, four to
+// a word) are the model's own tensors, bound as they are, and without
+// g_idx (has_g_idx 0) column c is in group c / group.
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer CodeBuf { uint codes[]; };   // [rows, cols] bytes
-layout(std430, binding = 1) readonly buffer ParamBuf { uint params[]; }; // [rows, G]
+layout(std430, binding = 1) readonly buffer ParamBuf { uint params[]; }; // [rows, G] (split: scales, 2 a word)
 layout(std430, binding = 2) readonly buffer GIdxBuf { int g_idx[]; };    // [cols]
 layout(std430, binding = 3) writeonly buffer WBuf { float w[]; };        // [rows, cols]
+#ifdef SPLIT_PARAMS
+layout(std430, binding = 4) readonly buffer ZeroBuf { uint zeros[]; };  // [rows, G] bytes
 
+layout(push_constant) uniform Params {
+  uint rows, cols, G, group, has_g_idx;
+} p;
+
+// The scale | zero << 16 word of the unsplit layout.
+uint param_at (uint j)
+{
+  uint scale = (params[j >> 1] >> ((j & 1u) * 16u)) & 0xffffu;
+  uint zero = (zeros[j >> 2] >> ((j & 3u) * 8u)) & 0xffu;
+  return scale | zero << 16;
+}
+#else
 layout(push_constant) uniform Params {
   uint rows, cols, G;
 } p;
+#endif
 
 void main ()
 {
@@ -30,7 +50,11 @@ void main ()
     {
       uint r = i / p.cols, c = i % p.cols;
       uint code = (codes[i >> 2] >> ((i & 3u) * 8u)) & 0xffu;
+#ifdef SPLIT_PARAMS
+      uint param = param_at (r * p.G + (p.has_g_idx != 0u ? uint (g_idx[c]) : c / p.group));
+#else
       uint param = params[r * p.G + uint (g_idx[c])];
+#endif
       float scale = unpackHalf2x16 (param & 0xffffu).x;
       precise float v = scale * float (int (code) - int (param >> 16));
       w[i] = v;
