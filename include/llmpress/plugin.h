@@ -72,10 +72,13 @@ typedef const LpPluginInfo *(*LpPluginEntryFunc) (void);
   G_MODULE_EXPORT const LpPluginInfo *lp_plugin_get_info (void);                        \
   G_MODULE_EXPORT const LpPluginInfo *lp_plugin_get_info (void)                         \
   {                                                                                     \
-    static const LpPluginInfo info = { LP_PLUGIN_ABI_MAJOR, LP_PLUGIN_ABI_MINOR,        \
-                                       sizeof (LpPluginInfo), plugin_name,              \
-                                       plugin_version, plugin_license, pass_list,       \
-                                       { NULL } };                                      \
+    static const LpPluginInfo info = { .abi_major = LP_PLUGIN_ABI_MAJOR,                \
+                                       .abi_minor = LP_PLUGIN_ABI_MINOR,                \
+                                       .info_size = sizeof (LpPluginInfo),              \
+                                       .name = plugin_name,                             \
+                                       .version = plugin_version,                       \
+                                       .license = plugin_license,                       \
+                                       .passes = pass_list };                           \
     return &info;                                                                       \
   }
 
