@@ -364,9 +364,12 @@ make_components (LpRun *run, NodeRun *nr)
       g_string_append_printf (c, "input %s=%s %s\n", in->spec->name, in->source->name,
                               run->nodes[in->source->index].key);
     }
+  /* The calibration data only where the pass reads it: the nodes downstream
+   * inherit it through their input keys, the others never see it. */
   const LpPipelineSettings *set = lp_graph_settings (run->graph);
-  g_string_append_printf (c, "calibration %s", run->calib_hash ? run->calib_hash : "none");
-  if (run->calib_hash)
+  gboolean calibrated = lp_pass_uses_calibration (pe);
+  g_string_append_printf (c, "calibration %s", !calibrated ? "unused" : run->calib_hash ? run->calib_hash : "none");
+  if (calibrated && run->calib_hash)
     g_string_append_printf (c, " samples %" G_GINT64_FORMAT " len %" G_GINT64_FORMAT " range %" G_GINT64_FORMAT ":%" G_GINT64_FORMAT " mode %s",
                             set->calib_samples, set->calib_seq_len, set->calib_start, set->calib_end,
                             set->calib_independent ? "independent" : "sequential");

@@ -226,6 +226,7 @@ static const LpPassInfo calibrate_pass = {
   .params = calibrate_params,
   .inputs = calibrate_inputs,
   .output = LP_ARTIFACT_STATS,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = calibrate_run,
 };
 

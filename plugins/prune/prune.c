@@ -29,6 +29,7 @@ static const LpPassInfo magnitude_pass = {
   .params = magnitude_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_magnitude_run,
 };
 
@@ -45,6 +46,7 @@ static const LpPassInfo wanda_pass = {
   .params = wanda_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_wanda_run,
 };
 
@@ -66,6 +68,7 @@ static const LpPassInfo sparsegpt_pass = {
   .params = sparsegpt_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_sparsegpt_run,
 };
 
@@ -83,6 +86,7 @@ static const LpPassInfo layers_pass = {
   .params = layers_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_layers_run,
 };
 
@@ -101,6 +105,7 @@ static const LpPassInfo channels_pass = {
   .params = channels_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_channels_run,
 };
 

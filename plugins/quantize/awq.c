@@ -304,5 +304,6 @@ const LpPassInfo q_awq_pass = {
   .params = awq_params,
   .inputs = awq_inputs,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = awq_run,
 };

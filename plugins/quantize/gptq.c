@@ -208,5 +208,6 @@ const LpPassInfo q_gptq_pass = {
   .params = gptq_params,
   .inputs = gptq_inputs,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = gptq_run,
 };

@@ -179,5 +179,6 @@ const LpPassInfo q_rtn_pass = {
   .params = rtn_params,
   .inputs = rtn_inputs,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = rtn_run,
 };
