@@ -4,6 +4,7 @@
 
 #include <glib.h>
 #include <llmpress/backend.h>
+#include <llmpress/data.h>
 #include <llmpress/model.h>
 
 G_BEGIN_DECLS
@@ -34,13 +35,9 @@ typedef struct {
   double bits_per_weight;
 } LpEvalResult;
 
-/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one). */
+/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one,
+ * lp_tokens_window). */
 gboolean lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options,
                       LpEvalResult *result, GError **error);
-
-/* Evaluation/calibration data: a uint16 (.u16) or uint32 (.u32) little-endian
- * token file, or text tokenized with the model's vocabulary (any other
- * extension).  Token ids are checked against the model's vocabulary size. */
-GArray *lp_tokens_load (const char *path, LpModel *model, GError **error);
 
 G_END_DECLS
