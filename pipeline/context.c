@@ -237,11 +237,11 @@ emit (LpPassContext *ctx, const char *level, const char *msg, gboolean progress)
   if (sh == NULL || sh->quiet)
     return;
   double t = (g_get_monotonic_time () - sh->t0) / 1e6;
-  g_mutex_lock (&sh->lock);
+  lp_stderr_lock ();
   fprintf (stderr, "%s[%7.2fs] %s: %s%s%s", sh->tty ? "\r\033[K" : "", t, ctx->node->name, level, msg,
            progress && sh->tty ? "" : "\n");
   fflush (stderr);
-  g_mutex_unlock (&sh->lock);
+  lp_stderr_unlock ();
 }
 
 void

@@ -137,6 +137,12 @@ window_worker (gpointer data)
   return NULL;
 }
 
+int
+lp_eval_blas_threads (const LpModel *model)
+{
+  return lp_model_config (model)->dim <= 1024 ? 1 : 0;
+}
+
 gboolean
 lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options, LpEvalResult *res,
              GError **error)
@@ -201,12 +207,12 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
                     .backend = o.backend };
   job.per_window = g_new0 (WindowSums, n_windows);
   job.prog = lp_progress_new ("eval", "windows", n_windows);
-  /* Small models: one window per core, BLAS single-threaded (its threads
-   * cost more than they give on tiny GEMMs).  Large models: one window at a
-   * time, BLAS on every core. */
-  gboolean per_core = c->dim <= 1024 && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
+  /* One window per core when BLAS is single-threaded in this process (see
+   * lp_eval_blas_threads; the count is never changed here: it is
+   * process-wide); else one window at a time, each GEMM on BLAS's threads. */
+  gboolean per_core = lp_cpu_blas_threads () == 1
+                      && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
   int n_workers = per_core ? (int) MIN ((guint) n_windows, g_get_num_processors ()) : 1;
-  int blas_threads = per_core && n_workers > 1 ? lp_cpu_blas_set_threads (1) : 0;
   gint64 t0 = g_get_monotonic_time ();
   GThread *workers[64];
   n_workers = MIN (n_workers, (int) G_N_ELEMENTS (workers));
@@ -216,8 +222,6 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
   for (int i = 1; i < n_workers; i++)
     g_thread_join (workers[i]);
   gint64 t_model = g_get_monotonic_time () - t0;
-  if (blas_threads > 0)
-    lp_cpu_blas_set_threads (blas_threads);
   lp_progress_finish (job.prog);
   if (job.error != NULL)
     {

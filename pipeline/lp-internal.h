@@ -8,6 +8,11 @@
 #define LP_API __attribute__ ((visibility ("default")))
 
 /* lp_set_error (error.h) is the SDK's; the rest is the library's own. */
+
+/* Held while writing a line to stderr (progress.c): warnings, progress and
+ * a run's node lines, from any thread, one line at a time. */
+void lp_stderr_lock (void);
+void lp_stderr_unlock (void);
 /* For a list of problems, one a line: each line escaped, the newlines kept. */
 void lp_error_set_lines (GError **error, int code, const char *lines);
 /* `text` with newlines, other control characters, bytes that are not UTF-8
