@@ -95,6 +95,11 @@ lp_cmd_eval (int argc, char **argv)
   g_autoptr (LpModel) reference = NULL;
   if (opt_reference && (reference = lp_model_load (opt_reference, &lo, &error)) == NULL)
     return lp_cli_fail (error);
+  /* Evaluating is all this process does: it chooses OpenBLAS's threads for
+   * that, once, before any backend or worker exists. */
+  int blas_threads = lp_eval_blas_threads (model);
+  if (blas_threads > 0)
+    lp_cpu_blas_threads_init (blas_threads);
   g_autoptr (LpBackend) be = lp_backend_new (opt_backend, &error);
   if (be == NULL)
     return lp_cli_fail (error);

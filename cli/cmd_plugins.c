@@ -79,6 +79,8 @@ lp_cmd_describe (int argc, char **argv)
   const LpPassInfo *p = e->info;
   printf ("%s — %s\n  plugin: %s %s (%s), %s\n  output: %s\n", p->name, p->summary, e->plugin->name,
           e->plugin->version, e->plugin->license, e->file, lp_artifact_kind_name (p->output));
+  if (lp_pass_uses_calibration (e))
+    printf ("  reads the calibration data ([pipeline] calibration= or --calib)\n");
   printf ("\ninputs:\n");
   if (p->inputs == NULL || p->inputs->name == NULL)
     printf ("  (none: a source)\n");

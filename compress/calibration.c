@@ -61,11 +61,7 @@ lp_calibration_new (const gint32 *tokens, gsize n, gint32 bos, const LpCalibOpti
   cal->samples = g_new (gint32, (gsize) o.n_samples * o.seq_len);
   GChecksum *sum = g_checksum_new (G_CHECKSUM_SHA256);
   for (int i = 0; i < o.n_samples; i++)
-    {
-      gint32 *s = cal->samples + (gsize) i * o.seq_len;
-      s[0] = bos;
-      memcpy (s + 1, tokens + slot[i] * stride, stride * sizeof (gint32));
-    }
+    lp_tokens_window (tokens, slot[i] * stride, o.seq_len, bos, cal->samples + (gsize) i * o.seq_len);
   g_checksum_update (sum, (const guchar *) cal->samples, (gsize) o.n_samples * o.seq_len * sizeof (gint32));
   g_checksum_update (sum, (const guchar *) &o.mode, sizeof o.mode);
   cal->digest = g_strdup (g_checksum_get_string (sum));

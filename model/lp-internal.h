@@ -7,10 +7,12 @@
 /* Symbols the SDK exports; everything else in the library stays hidden. */
 #define LP_API __attribute__ ((visibility ("default")))
 
-/* g_set_error in LP_ERROR, with the message passed through lp_error_escape:
- * one line, no byte a terminal would act on, whatever a file held. */
-#define lp_set_error(err, code, ...) lp_error_set ((err), (code), __VA_ARGS__)
-void lp_error_set (GError **error, int code, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+/* lp_set_error (error.h) is the SDK's; the rest is the library's own. */
+
+/* Held while writing a line to stderr (progress.c): warnings, progress and
+ * a run's node lines, from any thread, one line at a time. */
+void lp_stderr_lock (void);
+void lp_stderr_unlock (void);
 /* For a list of problems, one a line: each line escaped, the newlines kept. */
 void lp_error_set_lines (GError **error, int code, const char *lines);
 /* `text` with newlines, other control characters, bytes that are not UTF-8

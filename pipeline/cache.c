@@ -378,6 +378,17 @@ write_artifact (const char *tmp, LpArtifact *artifact, const char **name, char *
   return *digest != NULL;
 }
 
+/* entry.ini in dir: kf's text sealed with its CRC-32. */
+static gboolean
+write_entry_ini (const char *dir, GKeyFile *kf, GError **error)
+{
+  gsize len = 0;
+  g_autofree char *text = g_key_file_to_data (kf, &len, NULL);
+  g_autofree char *sealed = g_strdup_printf ("%s" SEAL_FMT, text, (guint) lp_crc32 (0, text, len));
+  g_autofree char *ini = g_build_filename (dir, "entry.ini", NULL);
+  return write_small_file (ini, sealed, strlen (sealed), NULL, error);
+}
+
 gboolean
 lp_cache_store (LpCache *cache, const char *key, LpArtifact *artifact, GHashTable *fields, GError **error)
 {
@@ -409,20 +420,30 @@ lp_cache_store (LpCache *cache, const char *key, LpArtifact *artifact, GHashTabl
   if (ok && name != NULL)
     g_key_file_set_string (kf, "files", name, digest);
   if (ok)
-    {
-      gsize len = 0;
-      g_autofree char *text = g_key_file_to_data (kf, &len, NULL);
-      g_autofree char *sealed = g_strdup_printf ("%s" SEAL_FMT, text, (guint) lp_crc32 (0, text, len));
-      g_autofree char *ini = g_build_filename (tmp, "entry.ini", NULL);
-      ok = write_small_file (ini, sealed, strlen (sealed), NULL, error);
-    }
+    ok = write_entry_ini (tmp, kf, error);
   if (!ok)
     {
       lp_atomic_dir_abort (ad);
       return FALSE;
     }
   gboolean existed;
-  return lp_atomic_dir_commit_new (ad, &existed, error);
+  if (!lp_atomic_dir_commit_new (ad, &existed, error))
+    return FALSE;
+  /* The entry was there (the node ran again because a file it writes was
+   * removed or changed): it keeps its artifact, but takes the fingerprint
+   * of the files just written, or the node would run on every run. */
+  const char *outputs = fields ? g_hash_table_lookup (fields, "outputs") : NULL;
+  if (existed && outputs != NULL)
+    {
+      EntryState state;
+      g_autoptr (GKeyFile) old = read_entry (cache, key, &state, NULL);
+      if (old != NULL)
+        {
+          g_key_file_set_string (old, "entry", "outputs", outputs);
+          return write_entry_ini (dir, old, error);
+        }
+    }
+  return TRUE;
 }
 
 void

@@ -5,9 +5,9 @@
 #include <llmpress/context.h>
 #include "graph.h"
 
-/* Shared by every context of one run: where messages go. */
+/* Shared by every context of one run: where messages go (written under
+ * lp_stderr_lock, one line at a time). */
 typedef struct {
-  GMutex lock;            /* one line at a time on stderr */
   gboolean quiet;
   gboolean tty;
   gint cancelled;         /* atomic */

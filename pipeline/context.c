@@ -173,6 +173,15 @@ lp_pass_context_get_calibration (LpPassContext *ctx, GError **error)
 {
   if (ctx->calibration != NULL)
     return ctx->calibration;
+  /* Its cache key leaves the calibration data out: reading it would let a
+   * stale result be reused. */
+  if (!lp_pass_uses_calibration (ctx->node->pass))
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "%s: pass %s reads the calibration data but does not declare LP_PASS_USES_CALIBRATION in its "
+                    "flags (a plugin bug)", ctx->node->name, ctx->node->pass->info->name);
+      return NULL;
+    }
   if (ctx->calibration_path == NULL)
     {
       lp_set_error (error, LP_ERROR_MISSING,
@@ -216,7 +225,7 @@ lp_pass_context_get_calibration (LpPassContext *ctx, GError **error)
 const char *
 lp_pass_context_get_calibration_path (LpPassContext *ctx)
 {
-  return ctx->calibration_path;
+  return lp_pass_uses_calibration (ctx->node->pass) ? ctx->calibration_path : NULL;
 }
 
 guint64
@@ -234,11 +243,11 @@ emit (LpPassContext *ctx, const char *level, const char *msg, gboolean progress)
   if (sh == NULL || sh->quiet)
     return;
   double t = (g_get_monotonic_time () - sh->t0) / 1e6;
-  g_mutex_lock (&sh->lock);
+  lp_stderr_lock ();
   fprintf (stderr, "%s[%7.2fs] %s: %s%s%s", sh->tty ? "\r\033[K" : "", t, ctx->node->name, level, msg,
            progress && sh->tty ? "" : "\n");
   fflush (stderr);
-  g_mutex_unlock (&sh->lock);
+  lp_stderr_unlock ();
 }
 
 void

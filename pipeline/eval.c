@@ -5,64 +5,10 @@
 #include <string.h>
 
 #include "lp-internal.h"
-#include "outputs.h"
 #include <llmpress/eval.h>
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
 #include "compute-internal.h"
-
-GArray *
-lp_tokens_load (const char *path, LpModel *model, GError **error)
-{
-  gsize width = g_str_has_suffix (path, ".u16") ? 2 : g_str_has_suffix (path, ".u32") ? 4 : 0;
-  gint64 n_vocab = lp_model_config (model)->n_vocab;
-  g_autofree char *contents = NULL;
-  gsize len = 0;
-  GError *local = NULL;
-  if (!lp_input_check (path, FALSE, error))
-    return NULL;
-  if (!g_file_get_contents (path, &contents, &len, &local))
-    {
-      lp_set_error (error, LP_ERROR_IO, "%s: cannot read: %s", path, local->message);
-      g_error_free (local);
-      return NULL;
-    }
-  if (width == 0)
-    {
-      g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), error);
-      if (tok == NULL)
-        {
-          lp_error_prefix (error, path);
-          return NULL;
-        }
-      GArray *ids = lp_tokenizer_encode (tok, contents, len, FALSE, error);
-      if (ids == NULL)
-        lp_error_prefix (error, path);
-      return ids;
-    }
-  if (len % width != 0)
-    {
-      lp_set_error (error, LP_ERROR_FORMAT, "%s: size %" G_GSIZE_FORMAT ": expected a multiple of %" G_GSIZE_FORMAT " bytes (uint%" G_GSIZE_FORMAT " tokens)",
-                    path, len, width, width * 8);
-      return NULL;
-    }
-  GArray *ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), len / width);
-  for (gsize i = 0; i < len / width; i++)
-    {
-      const guint8 *p = (const guint8 *) contents + i * width;
-      guint32 id = width == 2 ? (guint32) (p[0] | p[1] << 8) : (guint32) (p[0] | p[1] << 8 | p[2] << 16 | (guint32) p[3] << 24);
-      if (id >= (guint64) n_vocab)
-        {
-          lp_set_error (error, LP_ERROR_FORMAT, "%s: offset %" G_GSIZE_FORMAT ": expected a token id below the vocabulary size %" G_GINT64_FORMAT ", found %u",
-                        path, i * width, n_vocab, id);
-          g_array_unref (ids);
-          return NULL;
-        }
-      gint32 v = (gint32) id;
-      g_array_append_val (ids, v);
-    }
-  return ids;
-}
 
 static int
 argmax (const float *x, int n)
@@ -110,9 +56,8 @@ eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, 
              double *lp, double *lq, GError **error)
 {
   int ctx = job->ctx, V = job->V;
-  const gint32 *src = job->tokens + (gsize) w * job->stride;
-  win[0] = job->bos;
-  memcpy (win + 1, job->llama_cpp ? src + 1 : src, (ctx - 1) * sizeof (gint32));
+  /* llama.cpp's chunk starts with the token its BOS replaces. */
+  lp_tokens_window (job->tokens, (gsize) w * job->stride + (job->llama_cpp ? 1 : 0), ctx, job->bos, win);
   if (!lp_forward_logits (fw, win, ctx, NULL, logits, error))
     return FALSE;
   if (ref && !lp_forward_logits (ref, win, ctx, NULL, ref_logits, error))
@@ -189,6 +134,12 @@ window_worker (gpointer data)
   return NULL;
 }
 
+int
+lp_eval_blas_threads (const LpModel *model)
+{
+  return lp_model_config (model)->dim <= 1024 ? 1 : 0;
+}
+
 gboolean
 lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options, LpEvalResult *res,
              GError **error)
@@ -255,12 +206,12 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
                     .backend = o.backend, .device_memory = o.device_memory };
   job.per_window = g_new0 (WindowSums, n_windows);
   job.prog = lp_progress_new ("eval", "windows", n_windows);
-  /* Small models: one window per core, BLAS single-threaded (its threads
-   * cost more than they give on tiny GEMMs).  Large models: one window at a
-   * time, BLAS on every core. */
-  gboolean per_core = c->dim <= 1024 && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
+  /* One window per core when BLAS is single-threaded in this process (see
+   * lp_eval_blas_threads; the count is never changed here: it is
+   * process-wide); else one window at a time, each GEMM on BLAS's threads. */
+  gboolean per_core = lp_cpu_blas_threads () == 1
+                      && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
   int n_workers = per_core ? (int) MIN ((guint) n_windows, g_get_num_processors ()) : 1;
-  int blas_threads = per_core && n_workers > 1 ? lp_cpu_blas_set_threads (1) : 0;
   gint64 t0 = g_get_monotonic_time ();
   GThread *workers[64];
   n_workers = MIN (n_workers, (int) G_N_ELEMENTS (workers));
@@ -270,8 +221,6 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
   for (int i = 1; i < n_workers; i++)
     g_thread_join (workers[i]);
   gint64 t_model = g_get_monotonic_time () - t0;
-  if (blas_threads > 0)
-    lp_cpu_blas_set_threads (blas_threads);
   lp_progress_finish (job.prog);
   if (job.error != NULL)
     {

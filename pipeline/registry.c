@@ -504,6 +504,13 @@ lp_pass_family (const LpPassEntry *entry)
   return dot ? g_strndup (entry->info->name, dot - entry->info->name) : g_strdup (entry->plugin->name);
 }
 
+gboolean
+lp_pass_uses_calibration (const LpPassEntry *entry)
+{
+  return (entry->info->flags & LP_PASS_USES_CALIBRATION) != 0
+         || entry->plugin->abi_minor < LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG;
+}
+
 const LpParamSpec *
 lp_pass_info_find_param (const LpPassInfo *info, const char *name)
 {

@@ -56,6 +56,9 @@ char *lp_plugin_reject_line (const LpPluginReject *reject);
 /* Print "llmpress: warning: plugin refused: FILE: REASON" for each refusal
  * not yet printed by this process. */
 void lp_registry_warn_rejects (const LpRegistry *reg, FILE *out);
+/* Whether the pass reads the calibration data: it declares
+ * LP_PASS_USES_CALIBRATION, or its plugin predates that flag and might. */
+gboolean lp_pass_uses_calibration (const LpPassEntry *entry);
 /* The family of a pass: the part before '.', or the plugin's name. */
 char *lp_pass_family (const LpPassEntry *entry);
 

@@ -57,6 +57,7 @@ struct _LpRun {
   LpCache *cache;
   gint cache_unwritable;   /* a store failed: no more tries, one warning (atomic) */
   GHashTable *lost;        /* keys of entries found when planning, then damaged or gone when loaded */
+  GMutex lost_lock;        /* guards lost while nodes run */
   GPtrArray *order;        /* LpNode *, topological */
   NodeRun *nodes;          /* by node->index */
   guint n_nodes;
@@ -106,6 +107,7 @@ lp_run_free (LpRun *run)
   g_clear_pointer (&run->order, g_ptr_array_unref);
   lp_cache_free (run->cache);
   g_clear_pointer (&run->lost, g_hash_table_unref);
+  g_mutex_clear (&run->lost_lock);
   g_free (run->output_dir);
   g_free (run->backend);
   if (run->be)
@@ -114,7 +116,6 @@ lp_run_free (LpRun *run)
   g_free (run->calib_hash);
   g_free (run->scheduler);
   g_clear_pointer (&run->started, g_date_time_unref);
-  g_mutex_clear (&run->shared.lock);
   g_free (run);
 }
 
@@ -252,8 +253,8 @@ LpRun *
 lp_run_new (LpGraph *graph, const LpRunOptions *options, GError **error)
 {
   g_autoptr (LpRun) run = g_new0 (LpRun, 1);
-  g_mutex_init (&run->shared.lock);
   run->lost = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_mutex_init (&run->lost_lock);
   run->graph = graph;
   if (options)
     run->opts = *options;
@@ -365,9 +366,12 @@ make_components (LpRun *run, NodeRun *nr)
       g_string_append_printf (c, "input %s=%s %s\n", in->spec->name, in->source->name,
                               run->nodes[in->source->index].key);
     }
+  /* The calibration data only where the pass reads it: the nodes downstream
+   * inherit it through their input keys, the others never see it. */
   const LpPipelineSettings *set = lp_graph_settings (run->graph);
-  g_string_append_printf (c, "calibration %s", run->calib_hash ? run->calib_hash : "none");
-  if (run->calib_hash)
+  gboolean calibrated = lp_pass_uses_calibration (pe);
+  g_string_append_printf (c, "calibration %s", !calibrated ? "unused" : run->calib_hash ? run->calib_hash : "none");
+  if (calibrated && run->calib_hash)
     g_string_append_printf (c, " samples %" G_GINT64_FORMAT " len %" G_GINT64_FORMAT " range %" G_GINT64_FORMAT ":%" G_GINT64_FORMAT " mode %s",
                             set->calib_samples, set->calib_seq_len, set->calib_start, set->calib_end,
                             set->calib_independent ? "independent" : "sequential");
@@ -703,9 +707,9 @@ exec_job (gpointer user_data, guint job, GError **error)
         {
           /* Damaged (and discarded) or removed since planning: plan again,
            * and it runs. */
-          g_mutex_lock (&run->shared.lock);
+          g_mutex_lock (&run->lost_lock);
           g_hash_table_add (run->lost, g_strdup (nr->key));
-          g_mutex_unlock (&run->shared.lock);
+          g_mutex_unlock (&run->lost_lock);
           lp_set_error (error, LP_ERROR_MISSING, "%s: %s", nr->node->name, e->message);
           g_error_free (e);
         }
@@ -736,10 +740,10 @@ exec_job (gpointer user_data, guint job, GError **error)
   nr->executed = TRUE;
   if (ok && !run->opts.quiet && nr->action == ACTION_RUN)
     {
-      g_mutex_lock (&run->shared.lock);
+      lp_stderr_lock ();
       fprintf (stderr, "%s[%7.2fs] %s: done in %.2fs\n", run->shared.tty ? "\r\033[K" : "", nr->t_end,
                nr->node->name, nr->t_end - nr->t_start);
-      g_mutex_unlock (&run->shared.lock);
+      lp_stderr_unlock ();
     }
   return ok;
 }

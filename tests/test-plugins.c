@@ -83,6 +83,31 @@ test_wrong_abi (void)
   check_refused ("bad-abi." G_MODULE_SUFFIX, "plugin ABI 99.0, expected 1.x");
 }
 
+/* A plugin of an older ABI minor loads; its passes predate
+ * LP_PASS_USES_CALIBRATION and are taken to read the calibration data.
+ * Today's passes say it themselves. */
+static void
+test_older_minor (void)
+{
+  const char *dir = g_getenv ("LLMPRESS_BAD_PLUGIN_DIR");
+  g_assert_nonnull (dir);
+  g_autofree char *path = g_build_filename (dir, "..", "..", "old-plugins", ".libs", "old-abi." G_MODULE_SUFFIX, NULL);
+  g_autoptr (LpRegistry) reg = lp_registry_new ();
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_registry_load_file (reg, path, &error));
+  g_assert_no_error (error);
+  const LpPassEntry *old = lp_registry_lookup (reg, "old.abi");
+  g_assert_nonnull (old);
+  g_assert_cmpuint (old->plugin->abi_minor, <, LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG);
+  g_assert_true (lp_pass_uses_calibration (old));
+
+  lp_registry_load_default (reg);
+  g_assert_true (lp_pass_uses_calibration (lp_registry_lookup (reg, "calibrate")));
+  g_assert_true (lp_pass_uses_calibration (lp_registry_lookup (reg, "prune.wanda")));
+  g_assert_false (lp_pass_uses_calibration (lp_registry_lookup (reg, "load")));
+  g_assert_false (lp_pass_uses_calibration (lp_registry_lookup (reg, "save")));
+}
+
 static void
 test_missing_entry (void)
 {
@@ -420,6 +445,7 @@ main (int argc, char **argv)
   g_test_add_func ("/plugins/shipped", test_shipped);
   g_test_add_func ("/plugins/visibility", test_visibility);
   g_test_add_func ("/plugins/refuse/wrong-abi", test_wrong_abi);
+  g_test_add_func ("/plugins/older-abi-minor", test_older_minor);
   g_test_add_func ("/plugins/refuse/missing-entry-point", test_missing_entry);
   g_test_add_func ("/plugins/refuse/duplicate-pass", test_duplicate_pass);
   g_test_add_func ("/plugins/refuse/missing-field", test_missing_field);

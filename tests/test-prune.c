@@ -862,6 +862,9 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  /* Evaluations of small models, as llmpress eval runs them: BLAS on one
+   * thread, one window per core (chosen once, before any work). */
+  lp_cpu_blas_threads_init (1);
   g_test_add_func ("/prune/pattern", test_pattern_parse);
   g_test_add_func ("/prune/select/unstructured", test_select_unstructured);
   g_test_add_func ("/prune/select/nm", test_select_nm);

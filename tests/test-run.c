@@ -216,21 +216,69 @@ test_cache_reuse (void)
   assert_actions (h4, ran4, kept4);
   g_assert_true (g_file_test (b_out, G_FILE_TEST_IS_REGULAR));
 
-  /* The calibration data's content is part of every key. */
+  /* The calibration data is in the keys of the passes that read it only
+   * (test_cache_calibration): no pass here does, so giving it, or a new
+   * one, reruns nothing. */
   g_autofree char *calib = lp_test_write_file ("calib.txt", "once upon a time", 16);
   g_autofree char *o6 = NULL, *o7 = NULL;
   g_assert_cmpint (run_spec (spec2, out, cache, &o6, "--explain", "--calib", calib, NULL), ==, 0);
-  g_assert_nonnull (strstr (o6, "explain: load: run: calibration data changed"));
+  g_autoptr (GHashTable) h6 = parse_explain (o6);
+  assert_actions (h6, none, all);
   g_autofree char *calib2 = lp_test_write_file ("calib.txt", "there was a cat", 15);
   g_assert_cmpint (run_spec (spec2, out, cache, &o7, "--explain", "--calib", calib2, NULL), ==, 0);
   g_autoptr (GHashTable) h7 = parse_explain (o7);
-  assert_actions (h7, all, none);
+  assert_actions (h7, none, all);
 
   /* --no-cache runs everything and stores nothing new. */
   g_autofree char *o5 = NULL;
   g_assert_cmpint (run_spec (spec2, out, cache, &o5, "--explain", "--no-cache", NULL), ==, 0);
   g_autoptr (GHashTable) h5 = parse_explain (o5);
   assert_actions (h5, all, none);
+}
+
+/* load -> calibrate -> save_stats, and load -> save, on `samples`
+ * calibration samples of 8 tokens. */
+static char *
+calib_spec (int samples)
+{
+  g_autofree char *model = lp_test_demo_model ();
+  return write_spec ("calib.ini",
+                     "[pipeline]\ncalibration_samples=%d\ncalibration_seq_len=8\n"
+                     "[load]\npath=%s\n"
+                     "[stats]\npass=calibrate\ninput=load\n"
+                     "[save_stats]\npass=save_stats\ninput=stats\npath=stats.gguf\n"
+                     "[save]\npass=save\ninput=load\npath=m.gguf\n",
+                     samples, model);
+}
+
+/* A new calibration file reruns the passes that declare
+ * LP_PASS_USES_CALIBRATION and what depends on them, never load or save. */
+static void
+test_cache_calibration (void)
+{
+  const char *text1 = "once upon a time there was a little cat who liked to play in the sun every day";
+  const char *text2 = "there was a big dog that ran to the park and found a red ball under a tree";
+  g_autofree char *calib1 = lp_test_write_file ("calib1.txt", text1, strlen (text1));
+  g_autofree char *calib2 = lp_test_write_file ("calib2.txt", text2, strlen (text2));
+  g_autofree char *spec = calib_spec (2);
+  g_autofree char *out = tmp_path ("calib-out"), *cache = tmp_path ("calib-cache");
+  g_autofree char *o1 = NULL, *o2 = NULL, *o3 = NULL;
+  const char *all[] = { "load", "stats", "save_stats", "save", NULL }, *none[] = { NULL };
+  g_assert_cmpint (run_spec (spec, out, cache, &o1, "--explain", "--calib", calib1, NULL), ==, 0);
+  g_autoptr (GHashTable) h1 = parse_explain (o1);
+  assert_actions (h1, all, none);
+
+  g_assert_cmpint (run_spec (spec, out, cache, &o2, "--explain", "--calib", calib2, NULL), ==, 0);
+  g_autoptr (GHashTable) h2 = parse_explain (o2);
+  const char *ran[] = { "stats", "save_stats", NULL }, *kept[] = { "load", "save", NULL };
+  assert_actions (h2, ran, kept);
+  g_assert_nonnull (strstr (o2, "explain: stats: run: calibration data changed"));
+
+  /* The calibration settings belong to the same keys. */
+  g_autofree char *spec3 = calib_spec (3);
+  g_assert_cmpint (run_spec (spec3, out, cache, &o3, "--explain", "--calib", calib2, NULL), ==, 0);
+  g_autoptr (GHashTable) h3 = parse_explain (o3);
+  assert_actions (h3, ran, kept);
 }
 
 static gboolean
@@ -429,6 +477,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sched/priority-and-failure", test_sched_priority_and_failure);
   g_test_add_func ("/run/diamond-parallel", test_diamond_parallel);
   g_test_add_func ("/run/cache-reuse", test_cache_reuse);
+  g_test_add_func ("/run/cache-calibration", test_cache_calibration);
   g_test_add_func ("/run/sigkill-resume", test_sigkill_resume);
   g_test_add_func ("/run/dry-run-and-errors", test_dry_run_and_errors);
   return g_test_run ();

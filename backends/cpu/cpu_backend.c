@@ -236,10 +236,19 @@ lp_backend_cpu_new (void)
   return be;
 }
 
-int
-lp_cpu_blas_set_threads (int n)
+gboolean
+lp_cpu_blas_threads_init (int n)
 {
-  int prev = openblas_get_num_threads ();
+  static gint chosen;
+  g_return_val_if_fail (n > 0, FALSE);
+  if (!g_atomic_int_compare_and_exchange (&chosen, 0, 1))
+    return FALSE;
   openblas_set_num_threads (n);
-  return prev;
+  return TRUE;
+}
+
+int
+lp_cpu_blas_threads (void)
+{
+  return openblas_get_num_threads ();
 }

@@ -11,14 +11,16 @@
 #include <llmpress/llmpress.h>
 
 static const LpParamSpec round_params[] = {
-  { "bits", LP_PARAM_INT, "10", 0, 23, NULL, "mantissa bits kept (f16 keeps 10, bf16 7)", LP_PARAM_RANGE },
-  { "targets", LP_PARAM_TENSORS, "blk.*", 0, 0, NULL, "tensors to round (globs, comma-separated)" },
-  { NULL }
+  { .name = "bits", .type = LP_PARAM_INT, .default_value = "10", .min = 0, .max = 23,
+    .help = "mantissa bits kept (f16 keeps 10, bf16 7)", .flags = LP_PARAM_RANGE },
+  { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "blk.*",
+    .help = "tensors to round (globs, comma-separated)" },
+  { .name = NULL }
 };
 
 static const LpInputSpec round_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model" },
+  { .name = NULL }
 };
 
 static float

@@ -190,11 +190,18 @@ GPtrArray *lp_backend_list_devices (const char *module, GError **error);
 
 /* The CPU backend (OpenBLAS/LAPACKE); a new reference each call. */
 LpBackend *lp_backend_cpu_new (void);
-/* Threads OpenBLAS may use for one call; returns the previous count.  Work
- * split into many small independent jobs (evaluation windows of a small
- * model) runs faster one job per core with single-threaded BLAS than with
- * every tiny GEMM split across cores.  Process-wide. */
-int lp_cpu_blas_set_threads (int n);
+/* OpenBLAS's thread count is process-wide (OpenBLAS 0.3 has no per-thread
+ * setting), so it is chosen once per process and never changed while work
+ * runs: two nodes of the parallel scheduler would race on it.  The first
+ * lp_cpu_blas_threads_init (n > 0) before any BLAS call sets it and returns
+ * TRUE; later calls change nothing and return FALSE.  Without one it stays
+ * OpenBLAS's own choice (OPENBLAS_NUM_THREADS, else every core).  A program
+ * that mostly runs many small independent jobs (evaluation windows of a
+ * small model: lp_eval_blas_threads) asks for 1 and lets the library spread
+ * the jobs over the cores instead. */
+gboolean lp_cpu_blas_threads_init (int n);
+/* The count in force. */
+int lp_cpu_blas_threads (void);
 
 /* By name: "cpu", "auto" (first GPU if any, else CPU: a device that is
  * itself a CPU, such as lavapipe, is never chosen), "vulkan" (the first

@@ -62,7 +62,8 @@ guint64 lp_pass_context_get_device_memory (LpPassContext *ctx);
  * the data is text.  NULL with an error when no calibration data was given
  * or it cannot be read.  Built on first use; borrowed. */
 LpCalibration *lp_pass_context_get_calibration (LpPassContext *ctx, GError **error);
-/* The calibration data path (NULL when not given). */
+/* The calibration data path (NULL when not given, or when the pass does not
+ * declare LP_PASS_USES_CALIBRATION). */
 const char *lp_pass_context_get_calibration_path (LpPassContext *ctx);
 /* A seed for this node: the pipeline's seed mixed with the node name, so a
  * node gets the same one whatever the schedule. */

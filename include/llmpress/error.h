@@ -20,4 +20,13 @@ typedef enum {
   LP_ERROR_MISSING,      /* a required tensor, key or file is absent */
 } LpErrorCode;
 
+/* Set *error (when error is not NULL) to a GError in LP_ERROR with `code`
+ * and the printf-formatted message, made safe to print on one line:
+ * newlines, other control characters, bytes that are not UTF-8 and
+ * line-breaking or bidi-reordering characters are written as \n, \xNN or
+ * \uNNNN, so a name read from a file cannot fake a second message.  How
+ * passes report errors: lp_set_error (error, LP_ERROR_INVALID, "...", ...). */
+void lp_error_set (GError **error, int code, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+#define lp_set_error(err, code, ...) lp_error_set ((err), (code), __VA_ARGS__)
+
 G_END_DECLS

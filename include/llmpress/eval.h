@@ -4,6 +4,7 @@
 
 #include <glib.h>
 #include <llmpress/backend.h>
+#include <llmpress/data.h>
 #include <llmpress/model.h>
 
 G_BEGIN_DECLS
@@ -35,13 +36,16 @@ typedef struct {
   double bits_per_weight;
 } LpEvalResult;
 
-/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one). */
+/* The OpenBLAS threads (lp_cpu_blas_threads_init) evaluating `model` on the
+ * CPU runs fastest with: 1 for a small model (dim <= 1024): lp_eval_run then
+ * evaluates one window per core, which beats splitting every small GEMM
+ * across the cores; 0 (any: one window at a time, each GEMM on every core)
+ * for a larger one. */
+int lp_eval_blas_threads (const LpModel *model);
+
+/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one,
+ * lp_tokens_window). */
 gboolean lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options,
                       LpEvalResult *result, GError **error);
-
-/* Evaluation/calibration data: a uint16 (.u16) or uint32 (.u32) little-endian
- * token file, or text tokenized with the model's vocabulary (any other
- * extension).  Token ids are checked against the model's vocabulary size. */
-GArray *lp_tokens_load (const char *path, LpModel *model, GError **error);
 
 G_END_DECLS

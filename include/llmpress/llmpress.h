@@ -17,6 +17,7 @@
 #include <llmpress/compute.h>
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
+#include <llmpress/data.h>
 #include <llmpress/eval.h>
 #include <llmpress/calibration.h>
 #include <llmpress/stats.h>

@@ -38,7 +38,15 @@ typedef struct {
 typedef enum {
   LP_PASS_FLAG_NONE = 0,
   LP_PASS_USES_DEVICE = 1 << 0,  /* holds an accelerator while it runs (one job per device) */
+  /* Reads the calibration data (lp_pass_context_get_calibration, which
+   * refuses a pass without it).  Only such passes carry the calibration
+   * data in their cache keys (and so everything downstream of them): a new
+   * calibration file reruns them, never a load or a save.  Since ABI minor
+   * 4; a pass of a plugin built before is taken to have it. */
+  LP_PASS_USES_CALIBRATION = 1 << 1,
 } LpPassFlags;
+/* The first ABI minor whose passes declare LP_PASS_USES_CALIBRATION. */
+#define LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG 4
 
 /* One pass.  `name` is "family.method" (prune.magnitude) or, for the io and
  * eval passes, a bare word (load, save, eval).  `run` reads its inputs and
@@ -72,10 +80,13 @@ typedef const LpPluginInfo *(*LpPluginEntryFunc) (void);
   G_MODULE_EXPORT const LpPluginInfo *lp_plugin_get_info (void);                        \
   G_MODULE_EXPORT const LpPluginInfo *lp_plugin_get_info (void)                         \
   {                                                                                     \
-    static const LpPluginInfo info = { LP_PLUGIN_ABI_MAJOR, LP_PLUGIN_ABI_MINOR,        \
-                                       sizeof (LpPluginInfo), plugin_name,              \
-                                       plugin_version, plugin_license, pass_list,       \
-                                       { NULL } };                                      \
+    static const LpPluginInfo info = { .abi_major = LP_PLUGIN_ABI_MAJOR,                \
+                                       .abi_minor = LP_PLUGIN_ABI_MINOR,                \
+                                       .info_size = sizeof (LpPluginInfo),              \
+                                       .name = plugin_name,                             \
+                                       .version = plugin_version,                       \
+                                       .license = plugin_license,                       \
+                                       .passes = pass_list };                           \
     return &info;                                                                       \
   }
 

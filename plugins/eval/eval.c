@@ -9,30 +9,29 @@
 #include <llmpress/llmpress.h>
 
 static const LpParamSpec eval_params[] = {
-  { "targets", LP_PARAM_TENSORS, "*", 0, 0, NULL,
-    "tensors the weight statistics (weights.*) cover: globs, comma-separated" },
-  { "ignore", LP_PARAM_TENSORS, "", 0, 0, NULL,
-    "tensors left out of the weight statistics" },
-  { "data", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "evaluation data: text (tokenized with the model's vocabulary) or a .u16/.u32 token file; "
+  { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "*",
+    .help = "tensors the weight statistics (weights.*) cover: globs, comma-separated" },
+  { .name = "ignore", .type = LP_PARAM_TENSORS, .default_value = "", .help = "tensors left out of the weight statistics" },
+  { .name = "data", .type = LP_PARAM_PATH,
+    .help = "evaluation data: text (tokenized with the model's vocabulary) or a .u16/.u32 token file; "
     "without it no perplexity is measured" },
-  { "data_range", LP_PARAM_STRING, ":", 0, 0, NULL,
-    "token range START:END of the data to evaluate on (either side may be empty), e.g. to keep it "
+  { .name = "data_range", .type = LP_PARAM_STRING, .default_value = ":",
+    .help = "token range START:END of the data to evaluate on (either side may be empty), e.g. to keep it "
     "disjoint from the calibration range" },
-  { "ctx", LP_PARAM_INT, "0", 0, 1 << 20, NULL,
-    "window length including BOS; 0 = the model's context length, at most 512", LP_PARAM_RANGE },
-  { "max_windows", LP_PARAM_INT, "0", 0, G_MAXINT32, NULL, "evaluate at most this many windows; 0 = all",
-    LP_PARAM_RANGE },
-  { "llama_cpp", LP_PARAM_BOOL, "false", 0, 0, NULL,
-    "llama-perplexity's convention: chunks of ctx tokens, the first replaced by BOS, only the second half scored" },
-  { NULL }
+  { .name = "ctx", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = 1 << 20,
+    .help = "window length including BOS; 0 = the model's context length, at most 512", .flags = LP_PARAM_RANGE },
+  { .name = "max_windows", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = G_MAXINT32,
+    .help = "evaluate at most this many windows; 0 = all", .flags = LP_PARAM_RANGE },
+  { .name = "llama_cpp", .type = LP_PARAM_BOOL, .default_value = "false",
+    .help = "llama-perplexity's convention: chunks of ctx tokens, the first replaced by BOS, only the second half scored" },
+  { .name = NULL }
 };
 
 static const LpInputSpec eval_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to measure" },
-  { "reference", LP_ARTIFACT_MODEL, TRUE,
-    "the uncompressed model: adds the size ratio, and with data= KL divergence and top-1 agreement" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model to measure" },
+  { .name = "reference", .kind = LP_ARTIFACT_MODEL, .optional = TRUE,
+    .help = "the uncompressed model: adds the size ratio, and with data= KL divergence and top-1 agreement" },
+  { .name = NULL }
 };
 
 static void
@@ -67,8 +66,8 @@ parse_range (const char *text, gsize n, gsize *start, gsize *end, GError **error
                 && (!*parts[1] || g_ascii_string_to_unsigned (parts[1], 10, 0, n, &b, NULL)) && a < b;
   if (!ok)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                   "data_range: expected START:END with 0 <= START < END <= %" G_GSIZE_FORMAT " (the data's tokens), found '%s'", n, text);
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "data_range: expected START:END with 0 <= START < END <= %" G_GSIZE_FORMAT " (the data's tokens), found '%s'", n, text);
       return FALSE;
     }
   *start = a;
@@ -156,7 +155,7 @@ eval_run (LpPassContext *ctx, GError **error)
       lp_pass_context_progress (ctx, i + 1, n, "tensors");
       if (lp_pass_context_cancelled (ctx))
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
+          lp_set_error (error, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
           return FALSE;
         }
     }
@@ -196,14 +195,14 @@ static const LpPassInfo eval_pass = {
 /* calibrate: activation statistics of the input model on the pipeline's
  * calibration data, as an artifact that several passes can share. */
 static const LpParamSpec calibrate_params[] = {
-  { "hessians", LP_PARAM_BOOL, "false", 0, 0, NULL,
-    "also keep each linear input's Hessian X^T X (large: n^2 floats per input)" },
-  { NULL }
+  { .name = "hessians", .type = LP_PARAM_BOOL, .default_value = "false",
+    .help = "also keep each linear input's Hessian X^T X (large: n^2 floats per input)" },
+  { .name = NULL }
 };
 
 static const LpInputSpec calibrate_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to run the calibration samples through" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model to run the calibration samples through" },
+  { .name = NULL }
 };
 
 static gboolean
@@ -228,6 +227,7 @@ static const LpPassInfo calibrate_pass = {
   .params = calibrate_params,
   .inputs = calibrate_inputs,
   .output = LP_ARTIFACT_STATS,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = calibrate_run,
 };
 

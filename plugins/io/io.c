@@ -5,12 +5,12 @@
 #include <llmpress/llmpress.h>
 
 static const LpParamSpec load_params[] = {
-  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "the model: a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c checkpoint",
-    LP_PARAM_REQUIRED },
-  { "tokenizer", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "llama2.c only: the tokenizer.bin to use (default: <stem>.tokenizer.bin, tokenizer.bin or tok<V>.bin beside the checkpoint)" },
-  { NULL }
+  { .name = "path", .type = LP_PARAM_PATH,
+    .help = "the model: a GGUF file, a Hugging Face directory (config.json + *.safetensors) or a llama2.c checkpoint",
+    .flags = LP_PARAM_REQUIRED },
+  { .name = "tokenizer", .type = LP_PARAM_PATH,
+    .help = "llama2.c only: the tokenizer.bin to use (default: <stem>.tokenizer.bin, tokenizer.bin or tok<V>.bin beside the checkpoint)" },
+  { .name = NULL }
 };
 
 static gboolean
@@ -42,24 +42,25 @@ static const char *const save_quant_formats[] = { "gptq", "compressed-tensors", 
 static const char *const save_overflows[] = { "error", "clamp", NULL };
 
 static const LpParamSpec save_params[] = {
-  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "where to write (relative to the run's output directory); written atomically", LP_PARAM_REQUIRED | LP_PARAM_OUTPUT },
-  { "format", LP_PARAM_ENUM, "auto", 0, 0, save_formats,
-    "file format; auto: from the name (.gguf, .bin = llama2.c, a directory = safetensors)" },
-  { "dtype", LP_PARAM_ENUM, "keep", 0, 0, save_dtypes,
-    "type of the float tensors; keep: as they are (compressed tensors are never converted)" },
-  { "quant_format", LP_PARAM_ENUM, "gptq", 0, 0, save_quant_formats,
-    "how a safetensors directory holds integer-grid layers: AutoGPTQ's qweight/qzeros/scales/g_idx, or "
+  { .name = "path", .type = LP_PARAM_PATH,
+    .help = "where to write (relative to the run's output directory); written atomically",
+    .flags = LP_PARAM_REQUIRED | LP_PARAM_OUTPUT },
+  { .name = "format", .type = LP_PARAM_ENUM, .default_value = "auto", .choices = save_formats,
+    .help = "file format; auto: from the name (.gguf, .bin = llama2.c, a directory = safetensors)" },
+  { .name = "dtype", .type = LP_PARAM_ENUM, .default_value = "keep", .choices = save_dtypes,
+    .help = "type of the float tensors; keep: as they are (compressed tensors are never converted)" },
+  { .name = "quant_format", .type = LP_PARAM_ENUM, .default_value = "gptq", .choices = save_quant_formats,
+    .help = "how a safetensors directory holds integer-grid layers: AutoGPTQ's qweight/qzeros/scales/g_idx, or "
     "compressed-tensors pack-quantized (llm-compressor, vLLM; 4 or 8 bits)" },
-  { "f16_overflow", LP_PARAM_ENUM, "error", 0, 0, save_overflows,
-    "dtype f16 (or bf16) and a finite value beyond its range (|x| > 65504 for f16): error names the tensor, "
+  { .name = "f16_overflow", .type = LP_PARAM_ENUM, .default_value = "error", .choices = save_overflows,
+    .help = "dtype f16 (or bf16) and a finite value beyond its range (|x| > 65504 for f16): error names the tensor, "
     "element and value; clamp writes the largest finite value and says how many were clamped" },
-  { NULL }
+  { .name = NULL }
 };
 
 static const LpInputSpec model_input[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model" },
+  { .name = NULL }
 };
 
 static gboolean
@@ -92,9 +93,10 @@ static const LpPassInfo save_pass = {
 /* Activation statistics to and from files: our GGUF (which llama.cpp reads
  * as an imatrix) and llama.cpp's imatrix files. */
 static const LpParamSpec load_stats_params[] = {
-  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "statistics: an llmpress stats GGUF, a llama.cpp imatrix GGUF or a legacy imatrix.dat", LP_PARAM_REQUIRED },
-  { NULL }
+  { .name = "path", .type = LP_PARAM_PATH,
+    .help = "statistics: an llmpress stats GGUF, a llama.cpp imatrix GGUF or a legacy imatrix.dat",
+    .flags = LP_PARAM_REQUIRED },
+  { .name = NULL }
 };
 
 static gboolean
@@ -118,15 +120,15 @@ static const LpPassInfo load_stats_pass = {
 };
 
 static const LpParamSpec save_stats_params[] = {
-  { "path", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "where to write the statistics as GGUF (also a llama.cpp imatrix: llama-quantize --imatrix reads it)",
-    LP_PARAM_REQUIRED | LP_PARAM_OUTPUT },
-  { NULL }
+  { .name = "path", .type = LP_PARAM_PATH,
+    .help = "where to write the statistics as GGUF (also a llama.cpp imatrix: llama-quantize --imatrix reads it)",
+    .flags = LP_PARAM_REQUIRED | LP_PARAM_OUTPUT },
+  { .name = NULL }
 };
 
 static const LpInputSpec stats_input[] = {
-  { "input", LP_ARTIFACT_STATS, FALSE, "the statistics" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_STATS, .help = "the statistics" },
+  { .name = NULL }
 };
 
 static gboolean

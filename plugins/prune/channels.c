@@ -27,8 +27,8 @@ column_importance (LpModel *model, LpStats *stats, int l, const char *suffix, do
   const LpStatsEntry *e = lp_stats_lookup (stats, name);
   if (t == NULL || e == NULL || t->n_dims != 2 || e->n != t->shape[1])
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_MISSING, "%s: expected a matrix with calibration "
-                   "statistics, found %s", name, t == NULL ? "no tensor" : "no statistics");
+      lp_set_error (error, LP_ERROR_MISSING, "%s: expected a matrix with calibration "
+                    "statistics, found %s", name, t == NULL ? "no tensor" : "no statistics");
       return FALSE;
     }
   g_autofree float *w = lp_tensor_dup_f32 (t, error);
@@ -120,8 +120,8 @@ count_removed (const char *what, double ratio, gint64 total, gint64 *removed, GE
   *removed = lp_sparsity_count (ratio, total);
   if (*removed >= total)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "%s=%g removes all %" G_GINT64_FORMAT ": expected at least one kept",
-                   what, ratio, total);
+      lp_set_error (error, LP_ERROR_INVALID, "%s=%g removes all %" G_GINT64_FORMAT ": expected at least one kept",
+                    what, ratio, total);
       return FALSE;
     }
   return TRUE;
@@ -138,9 +138,9 @@ prune_channels_run (LpPassContext *ctx, GError **error)
     return FALSE;
   if (ffn_out == 0 && kv_out == 0)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "ffn_ratio and kv_ratio remove nothing (ffn_dim %"
-                   G_GINT64_FORMAT ", %" G_GINT64_FORMAT " KV groups): expected at least one channel or group removed",
-                   c->ffn_dim, c->n_kv_heads);
+      lp_set_error (error, LP_ERROR_INVALID, "ffn_ratio and kv_ratio remove nothing (ffn_dim %"
+                    G_GINT64_FORMAT ", %" G_GINT64_FORMAT " KV groups): expected at least one channel or group removed",
+                    c->ffn_dim, c->n_kv_heads);
       return FALSE;
     }
   LpCalibration *cal = lp_pass_context_get_calibration (ctx, error);

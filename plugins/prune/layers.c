@@ -75,17 +75,17 @@ layers_to_remove (LpPassContext *ctx, gint64 n_layers, int *out, GError **error)
   gboolean has_n = lp_pass_context_param_is_set (ctx, "n"), has_ratio = lp_pass_context_param_is_set (ctx, "ratio");
   if (has_n && has_ratio)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "expected one of n= or ratio=, found both");
+      lp_set_error (error, LP_ERROR_INVALID, "expected one of n= or ratio=, found both");
       return FALSE;
     }
   if (has_ratio)
     n = llround (ratio * (double) n_layers);
   if (n < 1 || n >= n_layers)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                   "%s removes %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " blocks: expected at least 1 "
-                   "and at most %" G_GINT64_FORMAT " (a model keeps one block)", has_ratio ? "ratio" : "n", n, n_layers,
-                   n_layers - 1);
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "%s removes %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " blocks: expected at least 1 "
+                    "and at most %" G_GINT64_FORMAT " (a model keeps one block)", has_ratio ? "ratio" : "n", n, n_layers,
+                    n_layers - 1);
       return FALSE;
     }
   *out = (int) n;

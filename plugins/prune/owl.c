@@ -12,8 +12,8 @@ owl_score (gpointer user_data, const LpTensor *t, const float *values, float *sc
   const LpStatsEntry *e = lp_stats_lookup (user_data, t->name);
   if (e == NULL)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_MISSING, "owl: tensor %s: expected a linear weight with calibration "
-                   "statistics, found none (hint: targets= linear weights only)", t->name);
+      lp_set_error (error, LP_ERROR_MISSING, "owl: tensor %s: expected a linear weight with calibration "
+                    "statistics, found none (hint: targets= linear weights only)", t->name);
       return FALSE;
     }
   g_autofree double *sum_sq = g_new (double, e->n);

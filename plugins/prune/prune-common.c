@@ -23,7 +23,7 @@ prune_check_cancelled (LpPassContext *ctx, GError **error)
 {
   if (!lp_pass_context_cancelled (ctx))
     return FALSE;
-  g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
+  lp_set_error (error, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
   return TRUE;
 }
 
@@ -45,17 +45,17 @@ prune_job_init (PruneJob *job, LpPassContext *ctx, const char *method, GError **
       double implied = lp_sparsity_pattern_fraction (&job->pattern, job->sparsity);
       if (lp_pass_context_param_is_set (ctx, "sparsity") && fabs (job->sparsity - implied) > 1e-9)
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "sparsity=%g with pattern=%d:%d: expected no sparsity= or %g (the pattern's own)",
-                       job->sparsity, job->pattern.n, job->pattern.m, implied);
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "sparsity=%g with pattern=%d:%d: expected no sparsity= or %g (the pattern's own)",
+                        job->sparsity, job->pattern.n, job->pattern.m, implied);
           return FALSE;
         }
       job->sparsity = implied;
       if (lp_pass_context_get_enum (ctx, "profile") != 0)
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "profile=owl with pattern=%d:%d: expected profile=uniform (an N:M pattern fixes every "
-                       "layer's sparsity)", job->pattern.n, job->pattern.m);
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "profile=owl with pattern=%d:%d: expected profile=uniform (an N:M pattern fixes every "
+                        "layer's sparsity)", job->pattern.n, job->pattern.m);
           return FALSE;
         }
     }
@@ -178,8 +178,8 @@ prune_job_publish (PruneJob *job, GError **error)
 {
   if (job->n_total == 0)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "targets=%s ignore=%s: expected at least one tensor to prune, found none",
-                   lp_tensor_pattern_text (job->targets), lp_tensor_pattern_text (job->ignore));
+      lp_set_error (error, LP_ERROR_INVALID, "targets=%s ignore=%s: expected at least one tensor to prune, found none",
+                    lp_tensor_pattern_text (job->targets), lp_tensor_pattern_text (job->ignore));
       return FALSE;
     }
   double fraction = job->n_total ? (double) job->n_pruned / (double) job->n_total : 0.0;

@@ -11,22 +11,23 @@
   "blk.*.attn_q.weight,blk.*.attn_k.weight,blk.*.attn_v.weight,blk.*.attn_output.weight,"     \
   "blk.*.ffn_gate.weight,blk.*.ffn_up.weight,blk.*.ffn_down.weight"
 
-#define PRUNE_COMMON_PARAMS                                                                     \
-  { "sparsity", LP_PARAM_FLOAT, "0.5", 0, 1, NULL,                                              \
-    "fraction of each targeted tensor's weights to prune, in [0, 1) (unstructured only; N:M "   \
-    "implies 1 - N/M)", LP_PARAM_RANGE },                                                       \
-  { "pattern", LP_PARAM_STRING, "unstructured", 0, 0, NULL,                                     \
-    "unstructured, or N:M: at most N of every M consecutive weights of a row kept (2:4, 4:8)" }, \
-  { "targets", LP_PARAM_TENSORS, PRUNE_DEFAULT_TARGETS, 0, 0, NULL,                             \
-    "tensors to prune: globs, comma-separated (default: every linear weight of the blocks)" },  \
-  { "ignore", LP_PARAM_TENSORS, "", 0, 0, NULL, "tensors left dense" },                         \
-  { "profile", LP_PARAM_ENUM, "uniform", 0, 0, prune_profiles,                                  \
-    "per-layer sparsity: uniform, or owl (outlier-weighted: layers with more outlier scores "   \
-    "keep more weights, the mean stays `sparsity`)" },                                          \
-  { "owl_m", LP_PARAM_FLOAT, "5", 1, 1000, NULL,                                                \
-    "owl: a score is an outlier above this many times its layer's mean score", LP_PARAM_RANGE }, \
-  { "owl_lambda", LP_PARAM_FLOAT, "0.08", 0, 0.5, NULL,                                         \
-    "owl: layer sparsities spread over sparsity +- this", LP_PARAM_RANGE }
+#define PRUNE_COMMON_PARAMS                                                                                       \
+  { .name = "sparsity", .type = LP_PARAM_FLOAT, .default_value = "0.5", .min = 0, .max = 1,                       \
+    .help = "fraction of each targeted tensor's weights to prune, in [0, 1) (unstructured only; N:M "             \
+    "implies 1 - N/M)",                                                                                           \
+    .flags = LP_PARAM_RANGE },                                                                                    \
+  { .name = "pattern", .type = LP_PARAM_STRING, .default_value = "unstructured",                                  \
+    .help = "unstructured, or N:M: at most N of every M consecutive weights of a row kept (2:4, 4:8)" },          \
+  { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = PRUNE_DEFAULT_TARGETS,                          \
+    .help = "tensors to prune: globs, comma-separated (default: every linear weight of the blocks)" },            \
+  { .name = "ignore", .type = LP_PARAM_TENSORS, .default_value = "", .help = "tensors left dense" },              \
+  { .name = "profile", .type = LP_PARAM_ENUM, .default_value = "uniform", .choices = prune_profiles,              \
+    .help = "per-layer sparsity: uniform, or owl (outlier-weighted: layers with more outlier scores "             \
+    "keep more weights, the mean stays `sparsity`)" },                                                            \
+  { .name = "owl_m", .type = LP_PARAM_FLOAT, .default_value = "5", .min = 1, .max = 1000,                         \
+    .help = "owl: a score is an outlier above this many times its layer's mean score", .flags = LP_PARAM_RANGE }, \
+  { .name = "owl_lambda", .type = LP_PARAM_FLOAT, .default_value = "0.08", .min = 0, .max = 0.5,                  \
+    .help = "owl: layer sparsities spread over sparsity +- this", .flags = LP_PARAM_RANGE }
 
 extern const char *const prune_profiles[];
 

@@ -12,15 +12,15 @@
 static const char *const scopes[] = { "tensor", "row", NULL };
 
 static const LpInputSpec model_input[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to prune" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model to prune" },
+  { .name = NULL }
 };
 
 static const LpParamSpec magnitude_params[] = {
   PRUNE_COMMON_PARAMS,
-  { "scope", LP_PARAM_ENUM, "tensor", 0, 0, scopes,
-    "unstructured quota: over the whole tensor, or the same in every row" },
-  { NULL }
+  { .name = "scope", .type = LP_PARAM_ENUM, .default_value = "tensor", .choices = scopes,
+    .help = "unstructured quota: over the whole tensor, or the same in every row" },
+  { .name = NULL }
 };
 
 static const LpPassInfo magnitude_pass = {
@@ -29,14 +29,15 @@ static const LpPassInfo magnitude_pass = {
   .params = magnitude_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_magnitude_run,
 };
 
 static const LpParamSpec wanda_params[] = {
   PRUNE_COMMON_PARAMS,
-  { "scope", LP_PARAM_ENUM, "row", 0, 0, scopes,
-    "unstructured quota: the same in every output row (the paper's choice), or over the whole tensor" },
-  { NULL }
+  { .name = "scope", .type = LP_PARAM_ENUM, .default_value = "row", .choices = scopes,
+    .help = "unstructured quota: the same in every output row (the paper's choice), or over the whole tensor" },
+  { .name = NULL }
 };
 
 static const LpPassInfo wanda_pass = {
@@ -45,18 +46,20 @@ static const LpPassInfo wanda_pass = {
   .params = wanda_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_wanda_run,
 };
 
 static const LpParamSpec sparsegpt_params[] = {
   PRUNE_COMMON_PARAMS,
-  { "block_size", LP_PARAM_INT, "128", 1, 1 << 20, NULL,
-    "columns per lazy-update block (the unstructured mask is chosen per block; rounded up to a multiple of M)",
-    LP_PARAM_RANGE },
-  { "damp", LP_PARAM_FLOAT, "0.01", 1e-6, 1, NULL,
-    "dampening: this fraction of the Hessian's mean diagonal is added to its diagonal (raised tenfold, up to "
-    "three times, when that is not enough)", LP_PARAM_RANGE },
-  { NULL }
+  { .name = "block_size", .type = LP_PARAM_INT, .default_value = "128", .min = 1, .max = 1 << 20,
+    .help = "columns per lazy-update block (the unstructured mask is chosen per block; rounded up to a multiple of M)",
+    .flags = LP_PARAM_RANGE },
+  { .name = "damp", .type = LP_PARAM_FLOAT, .default_value = "0.01", .min = 1e-6, .max = 1,
+    .help = "dampening: this fraction of the Hessian's mean diagonal is added to its diagonal (raised tenfold, up to "
+    "three times, when that is not enough)",
+    .flags = LP_PARAM_RANGE },
+  { .name = NULL }
 };
 
 static const LpPassInfo sparsegpt_pass = {
@@ -65,14 +68,16 @@ static const LpPassInfo sparsegpt_pass = {
   .params = sparsegpt_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_sparsegpt_run,
 };
 
 static const LpParamSpec layers_params[] = {
-  { "n", LP_PARAM_INT, "1", 1, 1 << 20, NULL, "blocks to remove (unless ratio= is given)", LP_PARAM_RANGE },
-  { "ratio", LP_PARAM_FLOAT, "0", 0, 1, NULL, "fraction of the blocks to remove, rounded (instead of n=)",
-    LP_PARAM_RANGE },
-  { NULL }
+  { .name = "n", .type = LP_PARAM_INT, .default_value = "1", .min = 1, .max = 1 << 20,
+    .help = "blocks to remove (unless ratio= is given)", .flags = LP_PARAM_RANGE },
+  { .name = "ratio", .type = LP_PARAM_FLOAT, .default_value = "0", .min = 0, .max = 1,
+    .help = "fraction of the blocks to remove, rounded (instead of n=)", .flags = LP_PARAM_RANGE },
+  { .name = NULL }
 };
 
 static const LpPassInfo layers_pass = {
@@ -81,16 +86,17 @@ static const LpPassInfo layers_pass = {
   .params = layers_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_layers_run,
 };
 
 static const LpParamSpec channels_params[] = {
-  { "ffn_ratio", LP_PARAM_FLOAT, "0.25", 0, 1, NULL,
-    "fraction of the FFN intermediate channels removed in every block, in [0, 1)", LP_PARAM_RANGE },
-  { "kv_ratio", LP_PARAM_FLOAT, "0", 0, 1, NULL,
-    "fraction of the key/value groups (a KV head and the query heads reading it) removed in every block, in [0, 1)",
-    LP_PARAM_RANGE },
-  { NULL }
+  { .name = "ffn_ratio", .type = LP_PARAM_FLOAT, .default_value = "0.25", .min = 0, .max = 1,
+    .help = "fraction of the FFN intermediate channels removed in every block, in [0, 1)", .flags = LP_PARAM_RANGE },
+  { .name = "kv_ratio", .type = LP_PARAM_FLOAT, .default_value = "0", .min = 0, .max = 1,
+    .help = "fraction of the key/value groups (a KV head and the query heads reading it) removed in every block, in [0, 1)",
+    .flags = LP_PARAM_RANGE },
+  { .name = NULL }
 };
 
 static const LpPassInfo channels_pass = {
@@ -99,6 +105,7 @@ static const LpPassInfo channels_pass = {
   .params = channels_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = prune_channels_run,
 };
 

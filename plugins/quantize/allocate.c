@@ -126,10 +126,10 @@ q_allocate (LpPassContext *ctx, const QOptions *o, LpModel *model, LpStats *stat
       const LpStatsEntry *e = lp_stats_lookup (stats, t->name);
       if (e == NULL || e->hessian == NULL || e->n != lp_tensor_row_length (t))
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_MISSING,
-                       "%s: target_bpw: expected the input Hessian of every selected tensor, found none for it "
-                       "(only linear weights of blocks have one: narrow targets=)",
-                       t->name);
+          lp_set_error (error, LP_ERROR_MISSING,
+                        "%s: target_bpw: expected the input Hessian of every selected tensor, found none for it "
+                        "(only linear weights of blocks have one: narrow targets=)",
+                        t->name);
           return NULL;
         }
       Cand c = { t };
@@ -149,10 +149,10 @@ q_allocate (LpPassContext *ctx, const QOptions *o, LpModel *model, LpStats *stat
   guint64 budget = (guint64) (target_bpw * (double) params / 8.0);
   if (budget < floor_bytes)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                   "target_bpw: expected at least %.3f bits per weight (every selected tensor on the cheapest grid), "
-                   "found %g",
-                   8.0 * (double) floor_bytes / (double) MAX (params, 1), target_bpw);
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "target_bpw: expected at least %.3f bits per weight (every selected tensor on the cheapest grid), "
+                    "found %g",
+                    8.0 * (double) floor_bytes / (double) MAX (params, 1), target_bpw);
       return NULL;
     }
   allocate (c, cands->len, budget);

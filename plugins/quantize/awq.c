@@ -27,17 +27,17 @@ static const char *const awq_quantizers[] = { "rtn", "gptq", NULL };
 
 static const LpParamSpec awq_params[] = {
   Q_COMMON_PARAMS,
-  { "grid", LP_PARAM_INT, "20", 1, 1000, NULL, "scale exponents tried: a = 0, 1/grid, ..., (grid-1)/grid",
-    LP_PARAM_RANGE },
-  { "quantizer", LP_PARAM_ENUM, "rtn", 0, 0, awq_quantizers,
-    "how the scaled weights are quantized: rtn (as llm-awq) or gptq (with the GPTQ parameters below)" },
+  { .name = "grid", .type = LP_PARAM_INT, .default_value = "20", .min = 1, .max = 1000,
+    .help = "scale exponents tried: a = 0, 1/grid, ..., (grid-1)/grid", .flags = LP_PARAM_RANGE },
+  { .name = "quantizer", .type = LP_PARAM_ENUM, .default_value = "rtn", .choices = awq_quantizers,
+    .help = "how the scaled weights are quantized: rtn (as llm-awq) or gptq (with the GPTQ parameters below)" },
   Q_GPTQ_PARAMS,
-  { NULL }
+  { .name = NULL }
 };
 
 static const LpInputSpec awq_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to quantize" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model to quantize" },
+  { .name = NULL }
 };
 
 typedef struct {
@@ -304,5 +304,6 @@ const LpPassInfo q_awq_pass = {
   .params = awq_params,
   .inputs = awq_inputs,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = awq_run,
 };

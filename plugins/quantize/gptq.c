@@ -26,12 +26,12 @@
 static const LpParamSpec gptq_params[] = {
   Q_COMMON_PARAMS,
   Q_GPTQ_PARAMS,
-  { NULL }
+  { .name = NULL }
 };
 
 static const LpInputSpec gptq_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to quantize" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model to quantize" },
+  { .name = NULL }
 };
 
 typedef struct {
@@ -143,7 +143,7 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
   gint64 cols = lp_tensor_row_length (t);
   if (n != cols)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID, "Hessian of %d inputs, expected %" G_GINT64_FORMAT, n, cols);
+      lp_set_error (error, LP_ERROR_INVALID, "Hessian of %d inputs, expected %" G_GINT64_FORMAT, n, cols);
       return NULL;
     }
   g_autofree float *W = lp_tensor_dup_f32 (t, error);
@@ -176,7 +176,7 @@ on_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *stats, LpT
   Gptq *g = user_data;
   if (stats->hessian == NULL)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "no Hessian from the calibration");
+      lp_set_error (error, LP_ERROR_FAILED, "no Hessian from the calibration");
       return FALSE;
     }
   *replacement = q_gptq_weight (g->ctx, &g->o, &g->s, weight, stats->hessian, stats->n, &g->loss, error);
@@ -208,5 +208,6 @@ const LpPassInfo q_gptq_pass = {
   .params = gptq_params,
   .inputs = gptq_inputs,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = gptq_run,
 };

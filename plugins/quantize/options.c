@@ -37,9 +37,9 @@ parse_overrides (const char *text, QOptions *o, GError **error)
         }
       if (!ok)
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "overrides: expected GLOB=BITS (2..8) or GLOB=TYPE (q8_0 ... q6_k), at most %d, found '%s'",
-                       Q_MAX_OVERRIDES, item);
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "overrides: expected GLOB=BITS (2..8) or GLOB=TYPE (q8_0 ... q6_k), at most %d, found '%s'",
+                        Q_MAX_OVERRIDES, item);
           return FALSE;
         }
       memcpy (v->glob, item, eq - item);
@@ -91,9 +91,9 @@ q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
     for (guint i = 0; i < G_N_ELEMENTS (int_only); i++)
       if (lp_pass_context_param_is_set (ctx, int_only[i]))
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "%s: only applies to format=int; format=%s fixes its own grid (expected no %s, found one)",
-                       int_only[i], q_format_names[f], int_only[i]);
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "%s: only applies to format=int; format=%s fixes its own grid (expected no %s, found one)",
+                        int_only[i], q_format_names[f], int_only[i]);
           return FALSE;
         }
   return TRUE;
@@ -151,10 +151,10 @@ q_check_model (const QOptions *o, LpModel *model, GError **error)
       LpTensor *t = lp_model_tensor_at (model, i);
       if (q_selected (o, t) && lp_tensor_is_quantized (t))
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "%s: already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize "
-                       "its dequantized values again",
-                       t->name, lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "%s: already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize "
+                        "its dequantized values again",
+                        t->name, lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
           return FALSE;
         }
     }
@@ -166,10 +166,10 @@ q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **er
 {
   if (lp_tensor_is_quantized (t) && !o->allow_requantize)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                   "already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize its "
-                   "dequantized values again",
-                   lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "already quantized (%s%s): expected a float tensor; set allow_requantize=true to quantize its "
+                    "dequantized values again",
+                    lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
       return FALSE;
     }
   gint64 n = lp_tensor_n_elements (t);
@@ -177,9 +177,9 @@ q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **er
     if (!isfinite (w[i]))
       {
         gint64 cols = lp_tensor_row_length (t);
-        g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                     "element [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]: expected a finite weight, found %g",
-                     i / cols, i % cols, (double) w[i]);
+        lp_set_error (error, LP_ERROR_INVALID,
+                      "element [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]: expected a finite weight, found %g",
+                      i / cols, i % cols, (double) w[i]);
         return FALSE;
       }
   return TRUE;

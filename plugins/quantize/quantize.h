@@ -47,44 +47,45 @@ typedef struct {
 } QOptions;
 
 /* Parameter table entries every quantize pass has (quantize.c). */
-#define Q_COMMON_PARAMS                                                                                        \
-  { "format", LP_PARAM_ENUM, "int", 0, 0, q_format_names,                                                      \
-    "the grid: int (a plain integer grid: bits, group_size, symmetric; GPTQ / compressed-tensors) or one of "  \
-    "llama.cpp's block types, which fix the group size and the scale/min encoding; a tensor whose rows the "   \
-    "block does not divide falls back as llama-quantize does (reported)" },                                   \
-  { "bits", LP_PARAM_INT, "4", 2, 8, NULL, "integer grid: bits per weight (2..8)", LP_PARAM_RANGE },          \
-  { "group_size", LP_PARAM_INT, "128", -1, 1 << 20, NULL,                                                      \
-    "integer grid: input columns sharing a scale and zero; 0 = one group per row (per channel), -1 = one "     \
-    "for the whole tensor; a last group of a row may be shorter when it does not divide the row (reported)",   \
-    LP_PARAM_RANGE },                                                                                          \
-  { "symmetric", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                           \
-    "integer grid: zero point fixed at the middle code (else fitted per group)" },                             \
-  { "clip_search", LP_PARAM_BOOL, "true", 0, 0, NULL,                                                          \
-    "integer grid: search the clipping range that minimises the (importance-weighted) squared error, as "      \
-    "GPTQ's mse option, instead of min/max" },                                                                 \
-  { "targets", LP_PARAM_TENSORS, "blk.*", 0, 0, NULL,                                                          \
-    "tensors to quantize (2-D weights only: norms and other vectors stay as they are)" },                     \
-  { "ignore", LP_PARAM_TENSORS, "", 0, 0, NULL, "tensors left as they are" },                                 \
-  { "allow_requantize", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                    \
-    "quantize tensors that are already quantized (from their dequantized values; quality suffers)" },          \
-  { "overrides", LP_PARAM_STRING, "", 0, 0, NULL,                                                              \
-    "mixed precision: comma-separated GLOB=BITS (integer grid of that many bits) or GLOB=TYPE (a block type), " \
-    "the last match winning; a glob matches the full name or the short one (attn_v for blk.N.attn_v.weight): "\
+#define Q_COMMON_PARAMS                                                                                                 \
+  { .name = "format", .type = LP_PARAM_ENUM, .default_value = "int", .choices = q_format_names,                         \
+    .help = "the grid: int (a plain integer grid: bits, group_size, symmetric; GPTQ / compressed-tensors) or one of "   \
+    "llama.cpp's block types, which fix the group size and the scale/min encoding; a tensor whose rows the "            \
+    "block does not divide falls back as llama-quantize does (reported)" },                                             \
+  { .name = "bits", .type = LP_PARAM_INT, .default_value = "4", .min = 2, .max = 8,                                     \
+    .help = "integer grid: bits per weight (2..8)", .flags = LP_PARAM_RANGE },                                          \
+  { .name = "group_size", .type = LP_PARAM_INT, .default_value = "128", .min = -1, .max = 1 << 20,                      \
+    .help = "integer grid: input columns sharing a scale and zero; 0 = one group per row (per channel), -1 = one "      \
+    "for the whole tensor; a last group of a row may be shorter when it does not divide the row (reported)",            \
+    .flags = LP_PARAM_RANGE },                                                                                          \
+  { .name = "symmetric", .type = LP_PARAM_BOOL, .default_value = "false",                                               \
+    .help = "integer grid: zero point fixed at the middle code (else fitted per group)" },                              \
+  { .name = "clip_search", .type = LP_PARAM_BOOL, .default_value = "true",                                              \
+    .help = "integer grid: search the clipping range that minimises the (importance-weighted) squared error, as "       \
+    "GPTQ's mse option, instead of min/max" },                                                                          \
+  { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "blk.*",                                              \
+    .help = "tensors to quantize (2-D weights only: norms and other vectors stay as they are)" },                       \
+  { .name = "ignore", .type = LP_PARAM_TENSORS, .default_value = "", .help = "tensors left as they are" },              \
+  { .name = "allow_requantize", .type = LP_PARAM_BOOL, .default_value = "false",                                        \
+    .help = "quantize tensors that are already quantized (from their dequantized values; quality suffers)" },           \
+  { .name = "overrides", .type = LP_PARAM_STRING, .default_value = "",                                                  \
+    .help = "mixed precision: comma-separated GLOB=BITS (integer grid of that many bits) or GLOB=TYPE (a block type), " \
+    "the last match winning; a glob matches the full name or the short one (attn_v for blk.N.attn_v.weight): "          \
     "overrides=attn_v=6,ffn_down=q6_k" }
 
 /* GPTQ's own parameters (quantize.gptq, and quantize.awq quantizer=gptq). */
-#define Q_GPTQ_PARAMS                                                                                          \
-  { "damp", LP_PARAM_FLOAT, "0.01", 0, 1, NULL,                                                                \
-    "GPTQ damping: this fraction of the mean Hessian diagonal is added to the diagonal (raised tenfold, up "  \
-    "to three times, when the Hessian is still not positive definite)",                                       \
-    LP_PARAM_RANGE },                                                                                          \
-  { "block_size", LP_PARAM_INT, "128", 1, 1 << 16, NULL,                                                       \
-    "GPTQ: columns per lazy-update block (rounded up to a multiple of the group)", LP_PARAM_RANGE },          \
-  { "act_order", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                           \
-    "GPTQ: quantize columns in order of decreasing Hessian diagonal (desc_act); the integer grid then "       \
-    "records each column's group in g_idx unless static_groups; block types always use static groups" },     \
-  { "static_groups", LP_PARAM_BOOL, "false", 0, 0, NULL,                                                       \
-    "GPTQ: fit every group's grid from the original weights before the sweep (groups stay runs of columns "   \
+#define Q_GPTQ_PARAMS                                                                                                 \
+  { .name = "damp", .type = LP_PARAM_FLOAT, .default_value = "0.01", .min = 0, .max = 1,                              \
+    .help = "GPTQ damping: this fraction of the mean Hessian diagonal is added to the diagonal (raised tenfold, up "  \
+    "to three times, when the Hessian is still not positive definite)",                                               \
+    .flags = LP_PARAM_RANGE },                                                                                        \
+  { .name = "block_size", .type = LP_PARAM_INT, .default_value = "128", .min = 1, .max = 1 << 16,                     \
+    .help = "GPTQ: columns per lazy-update block (rounded up to a multiple of the group)", .flags = LP_PARAM_RANGE }, \
+  { .name = "act_order", .type = LP_PARAM_BOOL, .default_value = "false",                                             \
+    .help = "GPTQ: quantize columns in order of decreasing Hessian diagonal (desc_act); the integer grid then "       \
+    "records each column's group in g_idx unless static_groups; block types always use static groups" },              \
+  { .name = "static_groups", .type = LP_PARAM_BOOL, .default_value = "false",                                         \
+    .help = "GPTQ: fit every group's grid from the original weights before the sweep (groups stay runs of columns "   \
     "with act_order)" }
 
 typedef struct {

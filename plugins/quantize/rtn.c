@@ -9,21 +9,22 @@
 
 static const LpParamSpec rtn_params[] = {
   Q_COMMON_PARAMS,
-  { "imatrix", LP_PARAM_PATH, NULL, 0, 0, NULL,
-    "importance matrix: a llama.cpp imatrix (GGUF or .dat) or our statistics file (save_stats); "
+  { .name = "imatrix", .type = LP_PARAM_PATH,
+    .help = "importance matrix: a llama.cpp imatrix (GGUF or .dat) or our statistics file (save_stats); "
     "the mean squared activation of each input channel weighs the fits" },
-  { "target_bpw", LP_PARAM_FLOAT, "0", 0, 32, NULL,
-    "mixed precision: choose each selected tensor's grid (int 2..8 bits, or q2_k ... q8_0 for a block-type "
+  { .name = "target_bpw", .type = LP_PARAM_FLOAT, .default_value = "0", .min = 0, .max = 32,
+    .help = "mixed precision: choose each selected tensor's grid (int 2..8 bits, or q2_k ... q8_0 for a block-type "
     "format) so that they take this many bits per weight, spending bits where the output error on the "
     "calibration data drops most; 0 = off (needs calibration data or a stats input with Hessians)",
-    LP_PARAM_RANGE },
-  { NULL }
+    .flags = LP_PARAM_RANGE },
+  { .name = NULL }
 };
 
 static const LpInputSpec rtn_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model to quantize" },
-  { "stats", LP_ARTIFACT_STATS, TRUE, "activation statistics (calibrate): the importance matrix, as imatrix=" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model to quantize" },
+  { .name = "stats", .kind = LP_ARTIFACT_STATS, .optional = TRUE,
+    .help = "activation statistics (calibrate): the importance matrix, as imatrix=" },
+  { .name = NULL }
 };
 
 /* The importance statistics: the connected input, else imatrix=, else none. */
@@ -36,7 +37,7 @@ rtn_stats (LpPassContext *ctx, GError **error)
   const char *path = lp_pass_context_get_string (ctx, "imatrix");
   if (path == NULL)
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_MISSING, "no statistics");
+      lp_set_error (error, LP_ERROR_MISSING, "no statistics");
       return NULL;
     }
   return lp_stats_load (path, error);
@@ -51,9 +52,9 @@ rtn_importance (LpStats *stats, const LpTensor *t, GError **error)
     return NULL;
   if (e->n != lp_tensor_row_length (t))
     {
-      g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                   "%s: statistics have %d input channels, expected %" G_GINT64_FORMAT " (the row length)", t->name,
-                   e->n, lp_tensor_row_length (t));
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "%s: statistics have %d input channels, expected %" G_GINT64_FORMAT " (the row length)", t->name,
+                    e->n, lp_tensor_row_length (t));
       return NULL;
     }
   float *imp = g_new (float, e->n);
@@ -139,9 +140,9 @@ rtn_run (LpPassContext *ctx, GError **error)
     {
       if (o.n_overrides > 0)
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_INVALID,
-                       "target_bpw: expected no overrides= with it (the allocator chooses every grid), found '%s'",
-                       lp_pass_context_get_string (ctx, "overrides"));
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "target_bpw: expected no overrides= with it (the allocator chooses every grid), found '%s'",
+                        lp_pass_context_get_string (ctx, "overrides"));
           return FALSE;
         }
       if ((assigned = rtn_allocate (ctx, &o, in, stats, target, error)) == NULL)
@@ -161,7 +162,7 @@ rtn_run (LpPassContext *ctx, GError **error)
       lp_pass_context_progress (ctx, i + 1, n, "tensors");
       if (lp_pass_context_cancelled (ctx))
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
+          lp_set_error (error, LP_ERROR_FAILED, "%s: cancelled", lp_pass_context_node_name (ctx));
           return FALSE;
         }
     }
@@ -178,5 +179,6 @@ const LpPassInfo q_rtn_pass = {
   .params = rtn_params,
   .inputs = rtn_inputs,
   .output = LP_ARTIFACT_MODEL,
+  .flags = LP_PASS_USES_CALIBRATION,
   .run = rtn_run,
 };

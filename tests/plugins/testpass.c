@@ -9,16 +9,19 @@
 #include <llmpress/llmpress.h>
 
 static const LpParamSpec scale_params[] = {
-  { "factor", LP_PARAM_FLOAT, "1", -1000, 1000, NULL, "what every f32 weight is multiplied by", LP_PARAM_RANGE },
-  { "sleep_ms", LP_PARAM_INT, "0", 0, 60000, NULL, "sleep this long first", LP_PARAM_RANGE },
-  { "targets", LP_PARAM_TENSORS, "*", 0, 0, NULL, "tensors to scale" },
-  { "note", LP_PARAM_STRING, NULL, 0, 0, NULL, "free text (does not change the result)", LP_PARAM_NO_CACHE_KEY },
-  { NULL }
+  { .name = "factor", .type = LP_PARAM_FLOAT, .default_value = "1", .min = -1000, .max = 1000,
+    .help = "what every f32 weight is multiplied by", .flags = LP_PARAM_RANGE },
+  { .name = "sleep_ms", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = 60000,
+    .help = "sleep this long first", .flags = LP_PARAM_RANGE },
+  { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "*", .help = "tensors to scale" },
+  { .name = "note", .type = LP_PARAM_STRING, .help = "free text (does not change the result)",
+    .flags = LP_PARAM_NO_CACHE_KEY },
+  { .name = NULL }
 };
 
 static const LpInputSpec scale_inputs[] = {
-  { "input", LP_ARTIFACT_MODEL, FALSE, "the model" },
-  { NULL }
+  { .name = "input", .kind = LP_ARTIFACT_MODEL, .help = "the model" },
+  { .name = NULL }
 };
 
 static gboolean
@@ -32,7 +35,7 @@ scale_run (LpPassContext *ctx, GError **error)
     {
       if (lp_pass_context_cancelled (ctx))
         {
-          g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "cancelled");
+          lp_set_error (error, LP_ERROR_FAILED, "cancelled");
           return FALSE;
         }
       g_usleep (10000);
@@ -70,8 +73,8 @@ static const LpPassInfo scale_pass = {
 /* test.mask: prune every other element (even flat index) of the 2-D f32
  * targets, with a keep-mask, as a pruning pass leaves them. */
 static const LpParamSpec mask_params[] = {
-  { "targets", LP_PARAM_TENSORS, "blk.*", 0, 0, NULL, "tensors to prune" },
-  { NULL }
+  { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "blk.*", .help = "tensors to prune" },
+  { .name = NULL }
 };
 
 static gboolean
@@ -114,8 +117,9 @@ static const LpPassInfo mask_pass = {
 /* test.crash: dies of a signal, as a buggy plugin would, so the tests can
  * check that the run names the node and leaves the cache sound. */
 static const LpParamSpec crash_params[] = {
-  { "signal", LP_PARAM_STRING, "segv", 0, 0, NULL, "segv (a NULL write), abrt (abort()) or fpe (raise SIGFPE)" },
-  { NULL }
+  { .name = "signal", .type = LP_PARAM_STRING, .default_value = "segv",
+    .help = "segv (a NULL write), abrt (abort()) or fpe (raise SIGFPE)" },
+  { .name = NULL }
 };
 
 /* Not instrumented by UBSan: under --enable-sanitizers the NULL write must
@@ -130,7 +134,7 @@ crash_run (LpPassContext *ctx, GError **error)
     raise (SIGFPE);
   volatile int *volatile nowhere = NULL;
   *nowhere = 1;
-  g_set_error (error, LP_ERROR, LP_ERROR_FAILED, "survived signal=%s", how);
+  lp_set_error (error, LP_ERROR_FAILED, "survived signal=%s", how);
   return FALSE;
 }
 
