@@ -1,4 +1,4 @@
-/* llmpress — evaluation and calibration data (model/data.c). */
+/* llmpress — evaluation and calibration data (formats/data.c). */
 #pragma once
 
 #include <glib.h>
