@@ -105,7 +105,7 @@ lp_calibration_digest (const LpCalibration *cal)
 }
 
 typedef struct {
-  LpLinearStats *stats; /* [LP_LINEAR_IN_COUNT] */
+  LpActStats *stats; /* [LP_LINEAR_IN_COUNT] */
   LpCalibWhat what;
   LpBackend *be;
   gint64 capture_row[LP_LINEAR_IN_COUNT];
@@ -115,7 +115,7 @@ static void
 collect (gpointer user_data, int layer, LpLinearInput which, const float *X, int T, int n)
 {
   Collector *c = user_data;
-  LpLinearStats *s = &c->stats[which];
+  LpActStats *s = &c->stats[which];
   if (c->what & LP_CALIB_HESSIAN)
     lp_syrk (c->be, T, n, X, n, s->hessian);
   if (c->what & LP_CALIB_CHANNEL_STATS)
@@ -135,12 +135,12 @@ collect (gpointer user_data, int layer, LpLinearInput which, const float *X, int
 }
 
 static void
-stats_init (LpLinearStats *stats, const LpModelConfig *c, int layer, LpCalibWhat what, gint64 total_tokens)
+stats_init (LpActStats *stats, const LpModelConfig *c, int layer, LpCalibWhat what, gint64 total_tokens)
 {
   int dims[LP_LINEAR_IN_COUNT] = { (int) c->dim, (int) (c->n_heads * c->head_dim), (int) c->dim, (int) c->ffn_dim };
   for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
     {
-      LpLinearStats *s = &stats[w];
+      LpActStats *s = &stats[w];
       memset (s, 0, sizeof *s);
       s->layer = layer;
       s->which = (LpLinearInput) w;
@@ -158,7 +158,7 @@ stats_init (LpLinearStats *stats, const LpModelConfig *c, int layer, LpCalibWhat
 }
 
 static void
-stats_clear (LpLinearStats *stats)
+stats_clear (LpActStats *stats)
 {
   for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
     {
@@ -196,7 +196,7 @@ lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBack
     if (!lp_forward_embed (fw, lp_calibration_sample (cal, i), L, x + (gsize) i * L * D, error))
       return FALSE;
 
-  LpLinearStats stats[LP_LINEAR_IN_COUNT];
+  LpActStats stats[LP_LINEAR_IN_COUNT];
   g_autoptr (LpProgress) prog = lp_progress_new ("calibration", "blocks", c->n_layers);
   for (int l = 0; l < c->n_layers; l++)
     {

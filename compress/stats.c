@@ -11,7 +11,7 @@
 
 /* Entries are refcounted because weights sharing an input share one. */
 typedef struct {
-  LpStatsEntry e;
+  LpActStats e;
   gint ref_count;
 } Entry;
 
@@ -26,7 +26,7 @@ entry_new (int n)
   Entry *en = g_new0 (Entry, 1);
   en->ref_count = 1;
   en->e.n = n;
-  en->e.sum_sq = g_new0 (float, n);
+  en->e.sum_sq = g_new0 (double, n);
   return en;
 }
 
@@ -74,7 +74,7 @@ lp_stats_unref (LpStats *stats)
   g_free (stats);
 }
 
-const LpStatsEntry *
+const LpActStats *
 lp_stats_lookup (const LpStats *stats, const char *weight_name)
 {
   Entry *en = g_hash_table_lookup (stats->by_weight, weight_name);
@@ -101,7 +101,7 @@ lp_stats_names (const LpStats *stats)
 }
 
 void
-lp_stats_mean_sq (const LpStatsEntry *e, float *out)
+lp_stats_mean_sq (const LpActStats *e, float *out)
 {
   double inv = e->n_tokens > 0 ? 1.0 / e->n_tokens : 0.0;
   for (int j = 0; j < e->n; j++)
@@ -109,19 +109,21 @@ lp_stats_mean_sq (const LpStatsEntry *e, float *out)
 }
 
 void
-lp_stats_add_block (LpStats *stats, const LpLinearStats *block)
+lp_stats_add_block (LpStats *stats, const LpActStats *block)
 {
   for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
     {
-      const LpLinearStats *s = &block[w];
+      const LpActStats *s = &block[w];
       Entry *en = entry_new (s->n);
-      en->e.n_tokens = (double) s->n_tokens;
+      en->e.n_tokens = s->n_tokens;
+      /* Stored rounded to float, as the file holds them, so a plugin reads
+       * the same values from a fresh run as from a reloaded file. */
       if (s->sum_sq)
         for (int j = 0; j < s->n; j++)
           en->e.sum_sq[j] = (float) s->sum_sq[j];
       if (s->sum_abs)
         {
-          en->e.sum_abs = g_new (float, s->n);
+          en->e.sum_abs = g_new (double, s->n);
           for (int j = 0; j < s->n; j++)
             en->e.sum_abs[j] = (float) s->sum_abs[j];
         }
@@ -134,7 +136,7 @@ lp_stats_add_block (LpStats *stats, const LpLinearStats *block)
 }
 
 static gboolean
-collect_block (gpointer user_data, int layer, LpLinearStats *stats, GError **error)
+collect_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
 {
   lp_stats_add_block (user_data, stats);
   return TRUE;
@@ -151,10 +153,23 @@ lp_stats_collect (LpModel *model, LpCalibration *cal, LpBackend *backend, gboole
 }
 
 static LpTensor *
-vector_tensor (const char *weight, const char *suffix, const float *v, gint64 n)
+vector_tensor (const char *weight, const char *suffix, const double *v, gint64 n)
 {
   g_autofree char *name = g_strdup_printf ("%s.%s", weight, suffix);
-  return lp_tensor_new_f32 (name, 1, &n, v, NULL);
+  g_autofree float *f = g_new (float, n);
+  for (gint64 j = 0; j < n; j++)
+    f[j] = (float) v[j];
+  return lp_tensor_new_f32 (name, 1, &n, f, NULL);
+}
+
+/* v[n] (float) as doubles. */
+static double *
+widen (const float *v, gint64 n)
+{
+  double *d = g_new (double, n);
+  for (gint64 j = 0; j < n; j++)
+    d[j] = v[j];
+  return d;
 }
 
 gboolean
@@ -244,7 +259,8 @@ load_gguf (const char *path, GError **error)
         if (pass == 0)
           {
             en = entry_new ((int) n);
-            memcpy (en->e.sum_sq, v, n * sizeof (float));
+            for (gint64 j = 0; j < n; j++)
+              en->e.sum_sq[j] = v[j];
             g_hash_table_replace (stats->by_weight, g_strdup (weight), en);
             continue;
           }
@@ -271,7 +287,7 @@ load_gguf (const char *path, GError **error)
             en->e.n_tokens = n ? c / n : 0;
           }
         else if (strcmp (suffix, "in_sum_abs") == 0)
-          en->e.sum_abs = g_steal_pointer (&v);
+          en->e.sum_abs = widen (v, n);
         else
           en->e.hessian = g_steal_pointer (&v);
       }
@@ -302,7 +318,7 @@ load_gguf (const char *path, GError **error)
                 {
                   en->e.hessian = g_memdup2 (m->e.hessian, (gsize) m->e.n * m->e.n * sizeof (float));
                   if (m->e.sum_abs && !en->e.sum_abs)
-                    en->e.sum_abs = g_memdup2 (m->e.sum_abs, m->e.n * sizeof (float));
+                    en->e.sum_abs = g_memdup2 (m->e.sum_abs, m->e.n * sizeof (double));
                   break;
                 }
             }
@@ -357,7 +373,12 @@ load_legacy (const char *path, GError **error)
       if (!lp_byte_reader_bytes (&r, (gsize) nval * 4, &vals, "f32 values", error))
         return NULL;
       Entry *en = entry_new (nval);
-      memcpy (en->e.sum_sq, vals, (gsize) nval * 4);
+      for (int j = 0; j < nval; j++)
+        {
+          float f;
+          memcpy (&f, vals + (gsize) j * 4, 4);
+          en->e.sum_sq[j] = f;
+        }
       en->e.n_tokens = ncall > 0 ? ncall : 1;
       g_hash_table_replace (stats->by_weight, g_strndup ((const char *) name, len), en);
     }

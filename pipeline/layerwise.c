@@ -39,7 +39,7 @@ block_weights (const Walk *w, int l, LpLinearInput which)
 }
 
 static gboolean
-on_block (gpointer user_data, int layer, LpLinearStats *stats, GError **error)
+on_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
 {
   Walk *w = user_data;
   for (int in = 0; in < LP_LINEAR_IN_COUNT; in++)

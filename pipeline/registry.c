@@ -507,8 +507,7 @@ lp_pass_family (const LpPassEntry *entry)
 gboolean
 lp_pass_uses_calibration (const LpPassEntry *entry)
 {
-  return (entry->info->flags & LP_PASS_USES_CALIBRATION) != 0
-         || entry->plugin->abi_minor < LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG;
+  return (entry->info->flags & LP_PASS_USES_CALIBRATION) != 0;
 }
 
 const LpParamSpec *

@@ -350,12 +350,12 @@ typedef struct {
 
 /* The streamed Hessian equals X^T X of the captured inputs (float64 here). */
 static gboolean
-check_block (gpointer user_data, int layer, LpLinearStats *stats, GError **error)
+check_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
 {
   HessCheck *hc = user_data;
   for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
     {
-      LpLinearStats *s = &stats[w];
+      LpActStats *s = &stats[w];
       g_assert_nonnull (s->inputs);
       double num = 0, den = 0;
       for (int i = 0; i < s->n; i++)
@@ -460,8 +460,8 @@ test_stats_roundtrip (void)
   g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
   g_autoptr (LpStats) st = lp_stats_collect (m, cal, NULL, TRUE, &error);
   g_assert_no_error (error);
-  const LpStatsEntry *q = lp_stats_lookup (st, "blk.1.attn_q.weight");
-  const LpStatsEntry *k = lp_stats_lookup (st, "blk.1.attn_k.weight");
+  const LpActStats *q = lp_stats_lookup (st, "blk.1.attn_q.weight");
+  const LpActStats *k = lp_stats_lookup (st, "blk.1.attn_k.weight");
   g_assert_nonnull (q);
   g_assert_true (q == k); /* q/k/v share one input */
   g_assert_cmpfloat (q->n_tokens, ==, 3 * 17);
@@ -478,11 +478,11 @@ test_stats_roundtrip (void)
   g_assert_cmpuint (a->len, ==, 2 * 7);
   for (guint i = 0; i < a->len; i++)
     {
-      const LpStatsEntry *x = lp_stats_lookup (st, a->pdata[i]), *y = lp_stats_lookup (back, a->pdata[i]);
+      const LpActStats *x = lp_stats_lookup (st, a->pdata[i]), *y = lp_stats_lookup (back, a->pdata[i]);
       g_assert_nonnull (y);
       g_assert_cmpint (x->n, ==, y->n);
       g_assert_cmpfloat (x->n_tokens, ==, y->n_tokens);
-      g_assert_cmpmem (x->sum_sq, x->n * 4, y->sum_sq, y->n * 4);
+      g_assert_cmpmem (x->sum_sq, x->n * sizeof (double), y->sum_sq, y->n * sizeof (double));
       g_assert_nonnull (y->hessian);
       g_assert_cmpmem (x->hessian, x->n * x->n * 4, y->hessian, y->n * y->n * 4);
     }
@@ -508,7 +508,7 @@ test_stats_roundtrip (void)
   g_autofree char *dpath = lp_test_write_file ("legacy.dat", dat->data, dat->len);
   g_autoptr (LpStats) legacy = lp_stats_load (dpath, &error);
   g_assert_no_error (error);
-  const LpStatsEntry *u = lp_stats_lookup (legacy, "blk.0.ffn_up.weight");
+  const LpActStats *u = lp_stats_lookup (legacy, "blk.0.ffn_up.weight");
   float mean[2];
   lp_stats_mean_sq (u, mean);
   g_assert_cmpfloat (mean[0], ==, 2.0f);
@@ -582,7 +582,7 @@ test_pipeline_calibrate (void)
   g_autoptr (GError) error = NULL;
   g_autoptr (LpStats) stats = lp_stats_load (path, &error);
   g_assert_no_error (error);
-  const LpStatsEntry *d = lp_stats_lookup (stats, "blk.1.ffn_down.weight");
+  const LpActStats *d = lp_stats_lookup (stats, "blk.1.ffn_down.weight");
   g_assert_nonnull (d);
   g_assert_cmpfloat (d->n_tokens, ==, 3 * 40);
   g_assert_nonnull (d->hessian);

@@ -80,26 +80,25 @@ check_refused (const char *file, const char *fragment)
 static void
 test_wrong_abi (void)
 {
-  check_refused ("bad-abi." G_MODULE_SUFFIX, "plugin ABI 99.0, expected 1.x");
+  check_refused ("bad-abi." G_MODULE_SUFFIX, "plugin ABI 99.0, expected 2.x");
 }
 
-/* A plugin of an older ABI minor loads; its passes predate
- * LP_PASS_USES_CALIBRATION and are taken to read the calibration data.
- * Today's passes say it themselves. */
+/* A plugin of the older ABI major (1.4, built before the statistics struct
+ * changed layout) is refused with one line naming both versions, never
+ * loaded; today's passes declare LP_PASS_USES_CALIBRATION themselves. */
 static void
-test_older_minor (void)
+test_older_major (void)
 {
   const char *dir = g_getenv ("LLMPRESS_BAD_PLUGIN_DIR");
   g_assert_nonnull (dir);
   g_autofree char *path = g_build_filename (dir, "..", "..", "old-plugins", ".libs", "old-abi." G_MODULE_SUFFIX, NULL);
   g_autoptr (LpRegistry) reg = lp_registry_new ();
   g_autoptr (GError) error = NULL;
-  g_assert_true (lp_registry_load_file (reg, path, &error));
-  g_assert_no_error (error);
-  const LpPassEntry *old = lp_registry_lookup (reg, "old.abi");
-  g_assert_nonnull (old);
-  g_assert_cmpuint (old->plugin->abi_minor, <, LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG);
-  g_assert_true (lp_pass_uses_calibration (old));
+  g_assert_false (lp_registry_load_file (reg, path, &error));
+  lp_test_assert_error_contains (error, path, "plugin ABI 1.4, expected 2.x", NULL);
+  g_assert_null (strchr (error->message, '\n'));
+  g_assert_cmpuint (lp_registry_rejects (reg)->len, ==, 1);
+  g_assert_null (lp_registry_lookup (reg, "old.abi"));
 
   lp_registry_load_default (reg);
   g_assert_true (lp_pass_uses_calibration (lp_registry_lookup (reg, "calibrate")));
@@ -445,7 +444,7 @@ main (int argc, char **argv)
   g_test_add_func ("/plugins/shipped", test_shipped);
   g_test_add_func ("/plugins/visibility", test_visibility);
   g_test_add_func ("/plugins/refuse/wrong-abi", test_wrong_abi);
-  g_test_add_func ("/plugins/older-abi-minor", test_older_minor);
+  g_test_add_func ("/plugins/older-abi-major", test_older_major);
   g_test_add_func ("/plugins/refuse/missing-entry-point", test_missing_entry);
   g_test_add_func ("/plugins/refuse/duplicate-pass", test_duplicate_pass);
   g_test_add_func ("/plugins/refuse/missing-field", test_missing_field);

@@ -49,22 +49,27 @@ typedef struct {
 
 typedef struct _LpCalibration LpCalibration;
 
-/* Statistics of one linear-input group of one block. */
+/* Activation statistics of one linear input: the calibration service hands
+ * one per linear-input group of a block to its callback, and LpStats keeps
+ * one per weight (there layer/which/inputs are unused and the arrays hold
+ * float-rounded values, as in its files).  n_tokens is a double because
+ * llama.cpp's imatrix files carry mean (fractional) counts. */
 typedef struct {
-  int layer;
-  LpLinearInput which;
   int n;              /* input dimension */
-  gint64 n_tokens;
-  float *hessian;     /* [n, n] or NULL */
+  double n_tokens;    /* tokens accumulated */
   double *sum_sq;     /* [n] or NULL */
   double *sum_abs;    /* [n] or NULL */
+  float *hessian;     /* [n, n] or NULL */
+  /* Per block, from the calibration service only: */
+  int layer;
+  LpLinearInput which;
   float *inputs;      /* [n_tokens, n] or NULL */
-} LpLinearStats;
+} LpActStats;
 
 /* Called once per block after its statistics are complete.  The callback may
  * replace the block's tensors in `work` (lp_model_set_tensor); in sequential
  * mode the next block then sees the replaced weights' outputs. */
-typedef gboolean (*LpCalibBlockFunc) (gpointer user_data, int layer, LpLinearStats *stats /* [LP_LINEAR_IN_COUNT] */,
+typedef gboolean (*LpCalibBlockFunc) (gpointer user_data, int layer, LpActStats *stats /* [LP_LINEAR_IN_COUNT] */,
                                       GError **error);
 
 /* Samples from a token stream (no BOS in it). */

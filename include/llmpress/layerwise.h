@@ -21,7 +21,7 @@ G_BEGIN_DECLS
 /* `weight` is the tensor as it stands in work (borrowed); `stats` describes
  * its input (the Hessian, channel sums or captured rows asked for with
  * `what`).  Set *replacement (owned) to change the tensor, or leave it NULL. */
-typedef gboolean (*LpLayerwiseFunc) (gpointer user_data, LpTensor *weight, const LpLinearStats *stats,
+typedef gboolean (*LpLayerwiseFunc) (gpointer user_data, LpTensor *weight, const LpActStats *stats,
                                      LpTensor **replacement, GError **error);
 
 /* Run the pass context's calibration over `work` (a model the pass derived

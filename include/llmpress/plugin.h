@@ -10,7 +10,8 @@
  *
  * The loader checks abi_major (equal), abi_minor (not newer than the
  * library's) and info_size before it reads anything else, so a plugin built
- * against another SDK is refused, never run. */
+ * against another SDK is refused, never run.  ABI 2 merged the calibration
+ * and stats structs into LpActStats (other layout): 1.x plugins are refused. */
 #pragma once
 
 #include <glib.h>
@@ -41,12 +42,9 @@ typedef enum {
   /* Reads the calibration data (lp_pass_context_get_calibration, which
    * refuses a pass without it).  Only such passes carry the calibration
    * data in their cache keys (and so everything downstream of them): a new
-   * calibration file reruns them, never a load or a save.  Since ABI minor
-   * 4; a pass of a plugin built before is taken to have it. */
+   * calibration file reruns them, never a load or a save. */
   LP_PASS_USES_CALIBRATION = 1 << 1,
 } LpPassFlags;
-/* The first ABI minor whose passes declare LP_PASS_USES_CALIBRATION. */
-#define LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG 4
 
 /* One pass.  `name` is "family.method" (prune.magnitude) or, for the io and
  * eval passes, a bare word (load, save, eval).  `run` reads its inputs and

@@ -21,14 +21,6 @@
 
 G_BEGIN_DECLS
 
-typedef struct {
-  int n;            /* input channels */
-  double n_tokens;  /* tokens accumulated */
-  float *sum_sq;    /* [n] */
-  float *sum_abs;   /* [n] or NULL (imatrix files lack it) */
-  float *hessian;   /* [n, n] or NULL */
-} LpStatsEntry;
-
 typedef struct _LpStats LpStats;
 
 LpStats *lp_stats_new (void);
@@ -36,14 +28,14 @@ LpStats *lp_stats_ref (LpStats *stats);
 void lp_stats_unref (LpStats *stats);
 
 /* Entry of a weight, or NULL. */
-const LpStatsEntry *lp_stats_lookup (const LpStats *stats, const char *weight_name);
+const LpActStats *lp_stats_lookup (const LpStats *stats, const char *weight_name);
 /* Weight names with an entry, sorted. g_ptr_array_unref() it. */
 GPtrArray *lp_stats_names (const LpStats *stats);
 /* Mean of x^2 per channel into out[n] (what importance-weighted quantizers use). */
-void lp_stats_mean_sq (const LpStatsEntry *e, float *out);
+void lp_stats_mean_sq (const LpActStats *e, float *out);
 
 /* Add one block's statistics (from the calibration service). */
-void lp_stats_add_block (LpStats *stats, const LpLinearStats *block /* [LP_LINEAR_IN_COUNT] */);
+void lp_stats_add_block (LpStats *stats, const LpActStats *block /* [LP_LINEAR_IN_COUNT] */);
 
 /* Run the calibration over `model` in independent mode and collect every
  * block's statistics (with Hessians when `hessians`). */

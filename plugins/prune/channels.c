@@ -24,7 +24,7 @@ column_importance (LpModel *model, LpStats *stats, int l, const char *suffix, do
 {
   g_autofree char *name = g_strdup_printf ("blk.%d.%s", l, suffix);
   LpTensor *t = lp_model_tensor (model, name);
-  const LpStatsEntry *e = lp_stats_lookup (stats, name);
+  const LpActStats *e = lp_stats_lookup (stats, name);
   if (t == NULL || e == NULL || t->n_dims != 2 || e->n != t->shape[1])
     {
       lp_set_error (error, LP_ERROR_MISSING, "%s: expected a matrix with calibration "

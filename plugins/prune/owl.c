@@ -9,17 +9,14 @@
 static gboolean
 owl_score (gpointer user_data, const LpTensor *t, const float *values, float *scores, GError **error)
 {
-  const LpStatsEntry *e = lp_stats_lookup (user_data, t->name);
+  const LpActStats *e = lp_stats_lookup (user_data, t->name);
   if (e == NULL)
     {
       lp_set_error (error, LP_ERROR_MISSING, "owl: tensor %s: expected a linear weight with calibration "
                     "statistics, found none (hint: targets= linear weights only)", t->name);
       return FALSE;
     }
-  g_autofree double *sum_sq = g_new (double, e->n);
-  for (int j = 0; j < e->n; j++)
-    sum_sq[j] = e->sum_sq[j];
-  lp_wanda_scores (values, lp_tensor_n_rows (t), lp_tensor_row_length (t), sum_sq, scores);
+  lp_wanda_scores (values, lp_tensor_n_rows (t), lp_tensor_row_length (t), e->sum_sq, scores);
   return TRUE;
 }
 

@@ -16,7 +16,7 @@ typedef struct {
 } SparseGPTPass;
 
 static gboolean
-sparsegpt_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *stats, LpTensor **replacement,
+sparsegpt_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTensor **replacement,
                   GError **error)
 {
   SparseGPTPass *p = user_data;

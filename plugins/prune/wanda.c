@@ -13,7 +13,7 @@ typedef struct {
 } Wanda;
 
 static gboolean
-wanda_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *stats, LpTensor **replacement,
+wanda_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTensor **replacement,
               GError **error)
 {
   Wanda *w = user_data;

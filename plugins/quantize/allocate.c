@@ -42,7 +42,7 @@ rung_override (const QOptions *o, int k)
 
 /* err and bytes of every rung for one tensor. */
 static gboolean
-measure (LpPassContext *ctx, const QOptions *o, Cand *c, const LpStatsEntry *e, GError **error)
+measure (LpPassContext *ctx, const QOptions *o, Cand *c, const LpActStats *e, GError **error)
 {
   LpTensor *t = c->t;
   gint64 rows = lp_tensor_n_rows (t);
@@ -123,7 +123,7 @@ q_allocate (LpPassContext *ctx, const QOptions *o, LpModel *model, LpStats *stat
       LpTensor *t = lp_model_tensor_at (model, i);
       if (!q_selected (o, t))
         continue;
-      const LpStatsEntry *e = lp_stats_lookup (stats, t->name);
+      const LpActStats *e = lp_stats_lookup (stats, t->name);
       if (e == NULL || e->hessian == NULL || e->n != lp_tensor_row_length (t))
         {
           lp_set_error (error, LP_ERROR_MISSING,

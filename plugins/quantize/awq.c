@@ -139,7 +139,7 @@ set_scaled (Awq *a, const LpTensor *like, const float *w, gint64 rows, gint64 co
  * them into the members and into prev (a norm weight [n] or a linear whose
  * rows are the n channels), and rescale st's Hessian to the scaled input. */
 static gboolean
-awq_search_fold (Awq *a, Member *m, int n_members, const LpLinearStats *st, LpTensor *prev, GError **error)
+awq_search_fold (Awq *a, Member *m, int n_members, const LpActStats *st, LpTensor *prev, GError **error)
 {
   int n = st->n;
   g_autofree double *mean_abs = g_new (double, n);
@@ -181,7 +181,7 @@ awq_search_fold (Awq *a, Member *m, int n_members, const LpLinearStats *st, LpTe
 
 /* One group: its selected weights, and the layer before it (prev_name). */
 static gboolean
-awq_group (Awq *a, int layer, const LpLinearStats *st, const char *prev_name, GError **error)
+awq_group (Awq *a, int layer, const LpActStats *st, const char *prev_name, GError **error)
 {
   Member m[3];
   int n_members = 0;
@@ -214,7 +214,7 @@ awq_group (Awq *a, int layer, const LpLinearStats *st, const char *prev_name, GE
 
 /* Quantize the block's selected weights as scaled (RTN or GPTQ). */
 static gboolean
-awq_quantize_block (Awq *a, int layer, const LpLinearStats *stats, GError **error)
+awq_quantize_block (Awq *a, int layer, const LpActStats *stats, GError **error)
 {
   for (int in = 0; in < LP_LINEAR_IN_COUNT; in++)
     for (const char *const *c = lp_linear_input_consumers ((LpLinearInput) in); *c; c++)
@@ -251,7 +251,7 @@ awq_quantize_block (Awq *a, int layer, const LpLinearStats *stats, GError **erro
 }
 
 static gboolean
-on_block (gpointer user_data, int layer, LpLinearStats *stats, GError **error)
+on_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
 {
   Awq *a = user_data;
   const LpModelConfig *cfg = lp_model_config (a->work);

@@ -171,7 +171,7 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
 }
 
 static gboolean
-on_weight (gpointer user_data, LpTensor *weight, const LpLinearStats *stats, LpTensor **replacement, GError **error)
+on_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTensor **replacement, GError **error)
 {
   Gptq *g = user_data;
   if (stats->hessian == NULL)

@@ -47,7 +47,7 @@ rtn_stats (LpPassContext *ctx, GError **error)
 static float *
 rtn_importance (LpStats *stats, const LpTensor *t, GError **error)
 {
-  const LpStatsEntry *e = stats ? lp_stats_lookup (stats, t->name) : NULL;
+  const LpActStats *e = stats ? lp_stats_lookup (stats, t->name) : NULL;
   if (e == NULL)
     return NULL;
   if (e->n != lp_tensor_row_length (t))
@@ -73,7 +73,7 @@ rtn_allocate (LpPassContext *ctx, const QOptions *o, LpModel *in, LpStats *given
   if (given != NULL)
     for (guint i = 0; !have && i < lp_model_n_tensors (in); i++)
       {
-        const LpStatsEntry *e = lp_stats_lookup (given, lp_model_tensor_at (in, i)->name);
+        const LpActStats *e = lp_stats_lookup (given, lp_model_tensor_at (in, i)->name);
         have = e != NULL && e->hessian != NULL;
       }
   if (!have)

@@ -114,7 +114,7 @@ static gboolean
 write_stats (const char *dir, GError **error)
 {
   g_autoptr (LpStats) stats = lp_stats_new ();
-  LpLinearStats block[LP_LINEAR_IN_COUNT];
+  LpActStats block[LP_LINEAR_IN_COUNT];
   double sq[32], ab[32];
   float h[32 * 32];
   for (int j = 0; j < 32; j++)
@@ -124,7 +124,7 @@ write_stats (const char *dir, GError **error)
   for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
     {
       int n = w == LP_LINEAR_IN_DOWN ? 32 : 16;
-      block[w] = (LpLinearStats) { .layer = 0, .which = w, .n = n, .n_tokens = 7, .sum_sq = sq, .sum_abs = ab,
+      block[w] = (LpActStats) { .layer = 0, .which = w, .n = n, .n_tokens = 7, .sum_sq = sq, .sum_abs = ab,
                                    .hessian = w == LP_LINEAR_IN_QKV ? h : NULL };
     }
   lp_stats_add_block (stats, block);

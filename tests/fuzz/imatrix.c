@@ -14,7 +14,7 @@ LP_FUZZ_TARGET (imatrix)
   g_autoptr (GPtrArray) names = lp_stats_names (stats);
   for (guint i = 0; i < names->len; i++)
     {
-      const LpStatsEntry *e = lp_stats_lookup (stats, g_ptr_array_index (names, i));
+      const LpActStats *e = lp_stats_lookup (stats, g_ptr_array_index (names, i));
       if (e == NULL || e->n <= 0 || e->n > (1 << 20))
         continue;
       g_autofree float *m = g_new (float, e->n);

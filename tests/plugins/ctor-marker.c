@@ -37,7 +37,7 @@ G_MODULE_EXPORT const LpPluginInfo *lp_plugin_get_info (void);
 G_MODULE_EXPORT const LpPluginInfo *
 lp_plugin_get_info (void)
 {
-  static const LpPluginInfo info = { LP_PLUGIN_ABI_MAJOR + 98, 0, sizeof (LpPluginInfo), "ctorentry", "1", "MIT", passes };
+  static const LpPluginInfo info = { 99, 0, sizeof (LpPluginInfo), "ctorentry", "1", "MIT", passes };
   return &info;
 }
 #endif

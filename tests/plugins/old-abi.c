@@ -1,6 +1,6 @@
-/* Test-only plugin built for plugin ABI 1.3, before passes declared
- * LP_PASS_USES_CALIBRATION: it loads, and its pass is taken to read the
- * calibration data (so the data stays in its cache key). */
+/* Test-only plugin that declares plugin ABI 1.4, the last of major 1 (before
+ * LpActStats replaced LpLinearStats and LpStatsEntry): the loader must
+ * refuse it with one line rather than let it misread the new layout. */
 #include "config.h"
 
 #include <llmpress/llmpress.h>
@@ -13,7 +13,7 @@ nop_run (LpPassContext *ctx, GError **error)
 
 static const LpPassInfo nop = {
   .name = "old.abi",
-  .summary = "a pass of an ABI 1.3 plugin",
+  .summary = "a pass of an ABI 1.4 plugin",
   .output = LP_ARTIFACT_NONE,
   .run = nop_run,
 };
@@ -26,7 +26,7 @@ lp_plugin_get_info (void)
 {
   static const LpPluginInfo info = {
     .abi_major = 1,
-    .abi_minor = LP_PLUGIN_ABI_MINOR_CALIBRATION_FLAG - 1,
+    .abi_minor = 4,
     .info_size = sizeof (LpPluginInfo),
     .name = "oldabi",
     .version = "1",
