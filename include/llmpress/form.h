@@ -30,6 +30,12 @@
 G_BEGIN_DECLS
 
 typedef struct _LpFormClass LpFormClass;
+
+/* What a quantized form trains: its values (latent f32 weights, the
+ * forward reading them through the form's grid: a straight-through
+ * estimator), or its scales alone (codes and zeros fixed).  Forms that are
+ * not quantized train their parameters either way. */
+typedef enum { LP_FORM_TRAIN_VALUES, LP_FORM_TRAIN_SCALES } LpFormTrain;
 typedef struct _LpFormWeights LpFormWeights;
 
 #define LP_FORM_MAX_PARAMS 6
@@ -51,6 +57,12 @@ struct _LpFormWeights {
   LpFormWeights *base;        /* the wrapped form's own (an adapter's base), or NULL */
   gint64 i[2];                /* integer parameters of the form's nodes (a grid's bits and group size) */
   gsize bytes;                /* backend bytes held (borrowed host memory included) */
+  /* Training: params[i]'s keep-mask, f32 0/1 of its shape, or NULL (the
+   * masked form sets it; the optimizer multiplies the gradient by it, so
+   * pruned entries never move). */
+  LpCTensor *keep[LP_FORM_MAX_PARAMS];
+  /* Training: what the form trains (read by upload when train is TRUE). */
+  LpFormTrain how;
   /*< private >*/
   gboolean borrowed[LP_FORM_MAX_PARAMS]; /* params[i] wraps src's host memory (the CPU) */
 };
@@ -104,6 +116,14 @@ struct _LpFormClass {
   GPtrArray *(*save_tensors) (const LpForm *form, LpTensor *t, GError **error);
   /* Keys a reader needs to rebuild the form, into a file's metadata. */
   void (*save_meta) (const LpForm *form, const LpTensor *t, LpMeta *meta);
+  /* After training: a new tensor of this form holding w's trained
+   * parameters (read back from the backend), on the same mask and grid (a
+   * grid's latent values rounded onto it; scales stored as the grid stores
+   * them).  A block type's latent values come back as an f32 tensor in
+   * the same form otherwise: the trainer converts it to t's type, since
+   * quantizers sit above model/.  NULL method: the values form's
+   * (lp_form_values_trained). */
+  LpTensor *(*trained) (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error);
   /* After reading a file: rebuild this form's tensors of `model` from
    * their parts and metadata (parts removed). */
   gboolean (*restore) (LpModel *model, GError **error);
@@ -143,6 +163,10 @@ LpFormWeights *lp_form_weights_new (LpTensor *t, LpBackend *be, gboolean train, 
  * as stored (f32 when they are not a type the kernels decode, or with
  * as_stored FALSE) in w->values; no product, nothing trainable. */
 LpFormWeights *lp_form_weights_new_values (LpTensor *t, LpBackend *be, gboolean as_stored, GError **error);
+/* The same, for training with `how` (lp_form_weights_new with train TRUE is `how` VALUES). */
+LpFormWeights *lp_form_weights_new_train (LpTensor *t, LpBackend *be, LpFormTrain how, GError **error);
+/* After training: t rebuilt from w's trained parameters (the form's trained method). */
+LpTensor *lp_form_weights_trained (const LpFormWeights *w, GError **error);
 void lp_form_weights_free (LpFormWeights *w);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpFormWeights, lp_form_weights_free)
 /* Record y[T, N] = x[T, K] W^T (+ acc) in g: the form's nodes. */
