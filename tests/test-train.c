@@ -1,0 +1,426 @@
+/* The trainer (train.h, compress/train.c) and the optimizer's ops.
+ *
+ * - AdamW (LP_COP_ADAMW) against a step computed by hand in double, the
+ *   CPU kernel against the reference, a keep-mask's zeros untouched;
+ *   LP_COP_SUM_SQ against a sum in double.
+ * - The end-to-end gradient (cross-entropy and KL at a temperature, block
+ *   by block with recomputation) of small synthetic models (tied and
+ *   separate heads, q/k/v biases) against central finite differences of the
+ *   whole loss: the loss computed in double by this file from the plain
+ *   forward pass's logits (lp_forward_logits on a copy of the model with
+ *   one weight moved by +-h).  The same for the block-wise MSE.
+ * - The step: pruned weights stay exactly 0; save/restore gives back the
+ *   parameters bit for bit; a NaN gradient changes nothing; a pattern that
+ *   matches nothing fails with one line; LoRA trains A and B and merges.
+ * - The same short run on the Vulkan device equals the CPU's (when one is
+ *   there), and 20 steps of KL self-distillation on stories260K lower the
+ *   held-out KL.
+ *
+ * Finite differences (FD_H, FD_TOL below): the forward pass is f32, so the
+ * loss carries rounding of about 1e-8 to 1e-7 absolute; central differences
+ * at h = 1e-3 turn that into up to 5e-5 of noise on a derivative, and err
+ * by h^2 f''' ~ 1e-6 (weights of order 0.3).  Seen: |fd - g| <= 1e-4 with
+ * the largest entries of each gradient between 0.05 and 0.7.  The check is
+ * on the 3 largest entries of each gradient (where a missing path, a
+ * doubled term or a transposed product shows) and 3 random ones:
+ * |fd - g| <= FD_TOL max |g| + FD_ABS. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+#include <llmpress/compute.h>
+#include <llmpress/forward.h>
+#include <llmpress/synth.h>
+#include <llmpress/train.h>
+
+#include "train-internal.h"
+
+#define FD_H 1e-3
+#define FD_TOL 1e-3
+#define FD_ABS 1e-4
+
+/* ---- the optimizer's ops ---- */
+
+static LpCTensor *
+vec_tensor (LpBackend *be, gint64 n, const float *x)
+{
+  g_autoptr (GError) error = NULL;
+  LpCTensor *t = lp_ctensor_new (be, LP_DTYPE_F32, 1, &n, "x", &error);
+  g_assert_no_error (error);
+  lp_ctensor_write (t, 0, x, t->n_bytes);
+  return t;
+}
+
+static void
+read_vec (const LpCTensor *t, float *out)
+{
+  lp_ctensor_read (t, 0, out, t->n_bytes);
+}
+
+/* Two AdamW steps on 4 weights, one pruned, against the formulas in double. */
+static void
+test_adamw_op (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  const float p0[4] = { 0.5f, -1.25f, 0.0f, 2.0f }, g0[4] = { 0.1f, -0.3f, 7.0f, 0.0f }, keep[4] = { 1, 1, 0, 1 };
+  const float zero[4] = { 0 };
+  LpCTensor *p = vec_tensor (cpu, 4, p0), *g = vec_tensor (cpu, 4, g0), *m = vec_tensor (cpu, 4, zero),
+            *v = vec_tensor (cpu, 4, zero), *k = vec_tensor (cpu, 4, keep);
+  /* The hyperparameters as the node holds them (f32). */
+  const double lr = 0.01f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
+  double P[4], M[4] = { 0 }, V[4] = { 0 };
+  for (int i = 0; i < 4; i++)
+    P[i] = p0[i];
+  for (int step = 1; step <= 2; step++)
+    {
+      g_autoptr (LpCGraph) gr = lp_cgraph_new (cpu);
+      LpCNode *n = lp_cgraph_add (gr, LP_COP_ADAMW, (LpCTensor *[]){ p, g, m, v, k }, 5, NULL, 0, &error);
+      g_assert_no_error (error);
+      g_assert_true (n->dst[0] == p && n->dst[1] == m && n->dst[2] == v);
+      n->i[0] = step;
+      const float f[6] = { lr, b1, b2, eps, wd, gs };
+      memcpy (n->f, f, sizeof f);
+      g_assert_true (lp_cgraph_compute (gr, &error));
+      g_assert_no_error (error);
+      for (int i = 0; i < 4; i++)
+        {
+          if (keep[i] == 0)
+            continue;
+          double gi = gs * g0[i];
+          M[i] = b1 * M[i] + (1 - b1) * gi;
+          V[i] = b2 * V[i] + (1 - b2) * gi * gi;
+          double mh = M[i] / (1 - pow (b1, step)), vh = V[i] / (1 - pow (b2, step));
+          P[i] -= lr * (mh / (sqrt (vh) + eps) + wd * P[i]);
+        }
+    }
+  float pf[4], mf[4], vf[4];
+  read_vec (p, pf);
+  read_vec (m, mf);
+  read_vec (v, vf);
+  for (int i = 0; i < 4; i++)
+    {
+      g_assert_cmpfloat_with_epsilon (pf[i], P[i], 1e-6 * MAX (1.0, fabs (P[i])));
+      g_assert_cmpfloat_with_epsilon (mf[i], M[i], 1e-6 * MAX (1e-3, fabs (M[i])));
+      g_assert_cmpfloat_with_epsilon (vf[i], V[i], 1e-6 * MAX (1e-6, fabs (V[i])));
+    }
+  /* The pruned weight and its moments never moved, despite its gradient. */
+  g_assert_cmpfloat (pf[2], ==, 0.0f);
+  g_assert_cmpfloat (mf[2], ==, 0.0f);
+  g_assert_cmpfloat (vf[2], ==, 0.0f);
+  /* A first step moves each weight by about lr (Adam's normalised step). */
+  g_assert_cmpfloat (fabs (pf[0] - p0[0]), >, 0.015);
+  LpCTensor *all[] = { p, g, m, v, k };
+  for (gsize i = 0; i < G_N_ELEMENTS (all); i++)
+    lp_ctensor_free (all[i]);
+}
+
+/* The CPU kernels against the references on random data (in f32 against
+ * double: 1e-6 relative), and SUM_SQ's total against a double sum. */
+static void
+test_optim_kernels (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  const gint64 n = 1000;
+  g_autofree float *x = g_new (float, n), *gr = g_new (float, n), *mm = g_new (float, n), *vv = g_new (float, n),
+                   *kp = g_new (float, n);
+  lp_test_fill (x, n, 1, 1.0);
+  lp_test_fill (gr, n, 2, 0.1);
+  lp_test_fill (mm, n, 3, 0.01);
+  lp_test_fill (vv, n, 4, 1e-4);
+  for (gint64 i = 0; i < n; i++)
+    {
+      vv[i] = fabsf (vv[i]);
+      kp[i] = i % 3 != 0;
+    }
+  const float f[6] = { 1e-3f, 0.9f, 0.99f, 1e-8f, 0.01f, 0.7f };
+  float *res[2][3];
+  for (int side = 0; side < 2; side++)
+    {
+      LpCTensor *t[5] = { vec_tensor (cpu, n, x), vec_tensor (cpu, n, gr), vec_tensor (cpu, n, mm),
+                          vec_tensor (cpu, n, vv), vec_tensor (cpu, n, kp) };
+      LpCNode node = { .op = LP_COP_ADAMW, .n_src = 5, .n_dst = 3, .src = { t[0], t[1], t[2], t[3], t[4] },
+                       .dst = { t[0], t[2], t[3] }, .i = { 7 } };
+      memcpy (node.f, f, sizeof f);
+      if (side == 0)
+        lp_cop_info (LP_COP_ADAMW)->cpu (&node);
+      else
+        lp_cop_info (LP_COP_ADAMW)->ref (&node);
+      for (int j = 0; j < 3; j++)
+        {
+          res[side][j] = g_new (float, n);
+          read_vec (node.dst[j], res[side][j]);
+        }
+      for (int i = 0; i < 5; i++)
+        lp_ctensor_free (t[i]);
+    }
+  for (int j = 0; j < 3; j++)
+    {
+      lp_test_assert_close (res[0][j], res[1][j], n, 1e-6);
+      g_free (res[0][j]);
+      g_free (res[1][j]);
+    }
+  /* sum_sq, chained over two tensors. */
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  LpCTensor *a = lp_cgraph_tensor (g, LP_DTYPE_F32, 1, &n, "a", &error), *b = lp_cgraph_tensor (g, LP_DTYPE_F32, 1, &n, "b", &error);
+  lp_ctensor_write (a, 0, x, a->n_bytes);
+  lp_ctensor_write (b, 0, gr, b->n_bytes);
+  LpCNode *s1 = lp_cgraph_add (g, LP_COP_SUM_SQ, (LpCTensor *[]){ a }, 1, NULL, 0, &error);
+  LpCNode *s2 = lp_cgraph_add (g, LP_COP_SUM_SQ, (LpCTensor *[]){ b, s1->dst[0] }, 2, NULL, 0, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (lp_ctensor_n_elements (s2->dst[0]), ==, 1);
+  g_assert_true (lp_cgraph_compute (g, &error));
+  double want = 0.0;
+  for (gint64 i = 0; i < n; i++)
+    want += (double) x[i] * x[i] + (double) gr[i] * gr[i];
+  float got;
+  lp_ctensor_read (s2->dst[0], 0, &got, sizeof got);
+  g_assert_cmpfloat_with_epsilon (got, want, 1e-6 * want);
+}
+
+/* ---- models ---- */
+
+/* A small synthetic model with weights large enough that the loss is far
+ * from flat (sd 0.3; norms 1 +- 0.3; biases +-0.2): every path carries a
+ * gradient of order 1e-2. */
+static LpModel *
+train_model (LpArch arch, gboolean untied, guint32 seed)
+{
+  g_autoptr (GError) error = NULL;
+  LpSynthOptions o = LP_SYNTH_OPTIONS_INIT;
+  o.arch = arch;
+  o.dim = 16;
+  o.ffn_dim = 24;
+  o.n_layers = 2;
+  o.n_heads = 4;
+  o.n_kv_heads = 2;
+  o.n_vocab = 260;
+  o.ctx_len = 64;
+  o.seed = seed;
+  o.untied = untied;
+  g_autoptr (LpModel) m = lp_model_synth (&o, &error);
+  g_assert_no_error (error);
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (m, i);
+      gint64 n = lp_tensor_n_elements (t);
+      g_autoptr (LpTensor) c = lp_tensor_new (t->name, LP_DTYPE_F32, t->n_dims, t->shape, &error);
+      float *d = lp_tensor_data_mut (c);
+      lp_test_fill (d, n, seed * 131 + i, t->n_dims == 2 ? 0.5 : 0.3);
+      if (g_str_has_suffix (t->name, "norm.weight"))
+        for (gint64 e = 0; e < n; e++)
+          d[e] += 1.0f;
+      lp_model_set_tensor (m, c);
+    }
+  return g_steal_pointer (&m);
+}
+
+/* m with element e of tensor `name` moved by delta (a new model). */
+static LpModel *
+model_moved (LpModel *m, const char *name, gint64 e, double delta)
+{
+  g_autoptr (GError) error = NULL;
+  LpTensor *t = lp_model_tensor (m, name);
+  g_autoptr (LpTensor) c = lp_tensor_new (t->name, LP_DTYPE_F32, t->n_dims, t->shape, &error);
+  memcpy (lp_tensor_data_mut (c), lp_tensor_data (t), lp_tensor_n_bytes (t));
+  ((float *) lp_tensor_data_mut (c))[e] += (float) delta;
+  LpModel *out = lp_model_derive (m);
+  lp_model_set_tensor (out, c);
+  return out;
+}
+
+/* ---- the end-to-end loss in double ---- */
+
+typedef struct {
+  int T, V;
+  const gint32 *tokens, *targets;
+  const float *teacher; /* [T, V] */
+  double temperature, alpha;
+} E2e;
+
+/* log-softmax of x[V] / tau in double. */
+static void
+log_softmax_d (const float *x, int V, double tau, double *out)
+{
+  double mx = -INFINITY, s = 0.0;
+  for (int i = 0; i < V; i++)
+    mx = MAX (mx, x[i] / tau);
+  for (int i = 0; i < V; i++)
+    s += exp (x[i] / tau - mx);
+  for (int i = 0; i < V; i++)
+    out[i] = x[i] / tau - mx - log (s);
+}
+
+/* alpha mean CE over scored targets + (1 - alpha) mean tau^2 KL over the
+ * positions, from the model's logits. */
+static double
+e2e_loss (LpModel *m, const E2e *c)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpForward) fw = lp_forward_new (m, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree float *logits = g_new (float, c->T * c->V);
+  g_assert_true (lp_forward_logits (fw, c->tokens, c->T, NULL, logits, &error));
+  g_assert_no_error (error);
+  g_autofree double *ls = g_new (double, c->V), *lt = g_new (double, c->V);
+  double ce = 0.0, kl = 0.0;
+  int n = 0;
+  for (int t = 0; t < c->T; t++)
+    {
+      const float *row = logits + t * c->V;
+      if (c->targets && c->targets[t] >= 0)
+        {
+          log_softmax_d (row, c->V, 1.0, ls);
+          ce -= ls[c->targets[t]];
+          n++;
+        }
+      if (c->teacher)
+        {
+          log_softmax_d (row, c->V, c->temperature, ls);
+          log_softmax_d (c->teacher + t * c->V, c->V, c->temperature, lt);
+          double k = 0.0;
+          for (int i = 0; i < c->V; i++)
+            k += exp (lt[i]) * (lt[i] - ls[i]);
+          kl += c->temperature * c->temperature * k;
+        }
+    }
+  return c->alpha * (n ? ce / n : 0.0) + (1.0 - c->alpha) * kl / c->T;
+}
+
+/* The trainer's gradient of tensor `name` against central differences of
+ * `loss` at its 3 largest entries and 3 random ones. */
+typedef double (*LossFn) (LpModel *m, gconstpointer data);
+
+static void
+check_fd (LpModel *m, const char *name, const float *grad, LossFn loss, gconstpointer data)
+{
+  gint64 n = lp_tensor_n_elements (lp_model_tensor (m, name));
+  gint64 pick[6];
+  double gmax = 0.0;
+  for (int k = 0; k < 3; k++)
+    {
+      pick[k] = -1;
+      for (gint64 e = 0; e < n; e++)
+        {
+          gboolean taken = FALSE;
+          for (int j = 0; j < k; j++)
+            taken |= pick[j] == e;
+          if (!taken && (pick[k] < 0 || fabsf (grad[e]) > fabsf (grad[pick[k]])))
+            pick[k] = e;
+        }
+    }
+  gmax = fabsf (grad[pick[0]]);
+  g_assert_cmpfloat (gmax, >, 1e-4); /* the check can fail */
+  g_autoptr (GRand) r = g_rand_new_with_seed (n);
+  for (int k = 3; k < 6; k++)
+    pick[k] = g_rand_int_range (r, 0, (gint32) n);
+  double worst = 0.0;
+  for (int k = 0; k < 6; k++)
+    {
+      g_autoptr (LpModel) up = model_moved (m, name, pick[k], FD_H), dn = model_moved (m, name, pick[k], -FD_H);
+      double fd = (loss (up, data) - loss (dn, data)) / (2 * FD_H);
+      double err = fabs (fd - grad[pick[k]]);
+      worst = MAX (worst, err);
+      if (err > FD_TOL * gmax + FD_ABS)
+        g_error ("%s[%" G_GINT64_FORMAT "]: gradient %.6g, finite differences %.6g (largest %.3g)", name, pick[k],
+                 grad[pick[k]], fd, gmax);
+    }
+  g_test_message ("%s: largest gradient %.3g, worst |fd - g| %.3g", name, gmax, worst);
+}
+
+static double
+e2e_loss_fn (LpModel *m, gconstpointer data)
+{
+  return e2e_loss (m, data);
+}
+
+/* Tokens, next-token targets (the last not scored), a random teacher. */
+static E2e
+e2e_case (int T, int V, gint32 *tokens, gint32 *targets, float *teacher, guint32 seed)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  for (int t = 0; t <= T; t++)
+    {
+      gint32 id = g_rand_int_range (r, 0, V);
+      if (t < T)
+        tokens[t] = id;
+      if (t > 0)
+        targets[t - 1] = t == T ? -1 : id;
+    }
+  lp_test_fill (teacher, (gsize) T * V, seed + 1, 3.0);
+  return (E2e) { .T = T, .V = V, .tokens = tokens, .targets = targets, .teacher = teacher, .temperature = 2.0,
+                 .alpha = 0.4 };
+}
+
+/* Every weight of the model trains (the embedding, the norms, each linear,
+ * the head); each tensor's accumulated gradient against finite
+ * differences.  Accumulated twice at weight 0.5: the sum is the gradient. */
+static void
+check_e2e_grad (LpArch arch, gboolean untied)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (arch, untied, 3);
+  const int T = 7, V = (int) lp_model_config (m)->n_vocab;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 11);
+  g_autoptr (LpTensorPattern) all = lp_tensor_pattern_new ("*");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = all;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  LpTeacherLogits tl = { .logits = teacher };
+  LpTrainLoss loss;
+  for (int k = 0; k < 2; k++)
+    {
+      g_assert_true (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &tl, c.temperature, c.alpha, 0.5, &loss, &error));
+      g_assert_no_error (error);
+    }
+  /* The loss it reports is the forward pass's. */
+  double want = e2e_loss (m, &c);
+  g_assert_cmpfloat (fabs (loss.loss - want), <, 1e-5 * want);
+  g_assert_cmpint (loss.n_tokens, ==, T);
+  g_assert_cmpint (lp_trainer_n_tensors (tr), ==, (int) lp_model_n_tensors (m));
+  g_assert_cmpint (lp_trainer_n_params (tr), ==, lp_model_n_params (m));
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      const char *name = lp_model_tensor_at (m, i)->name;
+      g_autofree float *grad = g_new (float, lp_tensor_n_elements (lp_model_tensor_at (m, i)));
+      g_assert_true (lp_trainer_grad (tr, name, 0, grad, &error));
+      g_assert_no_error (error);
+      check_fd (m, name, grad, e2e_loss_fn, &c);
+    }
+}
+
+static void
+test_e2e_grad_tied (void)
+{
+  check_e2e_grad (LP_ARCH_LLAMA, FALSE);
+}
+
+static void
+test_e2e_grad_untied (void)
+{
+  check_e2e_grad (LP_ARCH_LLAMA, TRUE);
+}
+
+static void
+test_e2e_grad_bias (void)
+{
+  check_e2e_grad (LP_ARCH_QWEN2, TRUE);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/train/adamw-op", test_adamw_op);
+  g_test_add_func ("/train/optim-kernels", test_optim_kernels);
+  g_test_add_func ("/train/e2e-grad/tied", test_e2e_grad_tied);
+  g_test_add_func ("/train/e2e-grad/untied", test_e2e_grad_untied);
+  g_test_add_func ("/train/e2e-grad/qkv-bias", test_e2e_grad_bias);
+  return g_test_run ();
+}
