@@ -413,6 +413,289 @@ test_e2e_grad_bias (void)
   check_e2e_grad (LP_ARCH_QWEN2, TRUE);
 }
 
+
+/* ---- block-wise ---- */
+
+typedef struct {
+  int layer, T, D;
+  const float *x, *y; /* [T, D] */
+} BlockCase;
+
+/* mean over tokens of the rows' mean squared error of block(x) against y. */
+static double
+block_loss_fn (LpModel *m, gconstpointer data)
+{
+  const BlockCase *c = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpForward) fw = lp_forward_new (m, NULL, &error);
+  g_autofree float *out = g_memdup2 (c->x, (gsize) c->T * c->D * sizeof (float));
+  g_assert_true (lp_forward_block (fw, c->layer, out, c->T, NULL, NULL, &error));
+  g_assert_no_error (error);
+  double s = 0.0;
+  for (int e = 0; e < c->T * c->D; e++)
+    s += ((double) out[e] - c->y[e]) * ((double) out[e] - c->y[e]);
+  return s / (c->T * c->D);
+}
+
+/* Block 1's weights (the default choice with layer = 1) against finite
+ * differences of the block's MSE; block 0 trains nothing. */
+static void
+test_block_grad (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_QWEN2, TRUE, 5);
+  const int T = 6, D = 16;
+  float x[6 * 16], y[6 * 16];
+  lp_test_fill (x, T * D, 21, 1.0);
+  lp_test_fill (y, T * D, 22, 1.0);
+  BlockCase c = { 1, T, D, x, y };
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.layer = 1;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (lp_trainer_n_tensors (tr), ==, 12); /* 2 norms, 7 matrices, 3 biases */
+  LpTrainLoss loss;
+  g_assert_true (lp_trainer_accumulate_block (tr, 1, x, y, T, 1.0, &loss, &error));
+  g_assert_no_error (error);
+  g_assert_cmpfloat (fabs (loss.mse - block_loss_fn (m, &c)), <, 1e-6 * loss.mse);
+  g_assert_cmpfloat (loss.loss, ==, loss.mse);
+  float out[6 * 16];
+  g_assert_true (lp_trainer_block (tr, 1, x, out, T, &error));
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      const char *name = lp_model_tensor_at (m, i)->name;
+      if (!g_str_has_prefix (name, "blk.1."))
+        {
+          g_assert_null (lp_trainer_weights (tr, name));
+          continue;
+        }
+      g_autofree float *grad = g_new (float, lp_tensor_n_elements (lp_model_tensor_at (m, i)));
+      g_assert_true (lp_trainer_grad (tr, name, 0, grad, &error));
+      check_fd (m, name, grad, block_loss_fn, &c);
+    }
+}
+
+/* ---- the step ---- */
+
+static void
+read_param (LpTrainer *tr, const char *name, float *out)
+{
+  LpFormWeights *w = lp_trainer_weights (tr, name);
+  g_assert_nonnull (w);
+  lp_ctensor_read (w->params[0], 0, out, w->params[0]->n_bytes);
+}
+
+/* A few steps of e2e training of everything on a fixed batch: the losses. */
+static void
+train_steps (LpTrainer *tr, const E2e *c, int steps, double lr, double *losses)
+{
+  g_autoptr (GError) error = NULL;
+  LpTeacherLogits tl = { .logits = c->teacher };
+  for (int s = 0; s < steps; s++)
+    {
+      LpTrainLoss loss;
+      g_assert_true (lp_trainer_accumulate_e2e (tr, c->tokens, c->targets, c->T, &tl, c->temperature, c->alpha, 1.0,
+                                                &loss, &error));
+      g_assert_no_error (error);
+      double norm = 0.0;
+      g_assert_true (lp_trainer_step (tr, lr, 1.0, &norm, &error));
+      g_assert_no_error (error);
+      g_assert_cmpfloat (norm, >, 0.0);
+      if (losses)
+        losses[s] = loss.loss;
+    }
+}
+
+/* A pruned linear weight (the masked form) trains with its zeros kept
+ * exactly, and comes back masked; the loss goes down. */
+static void
+test_keep_mask (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, FALSE, 7);
+  const char *name = "blk.0.ffn_up.weight";
+  LpTensor *t = lp_model_tensor (m, name);
+  gint64 n = lp_tensor_n_elements (t);
+  g_autoptr (LpTensor) c = lp_tensor_new (name, LP_DTYPE_F32, t->n_dims, t->shape, &error);
+  float *d = lp_tensor_data_mut (c);
+  memcpy (d, lp_tensor_data (t), lp_tensor_n_bytes (t));
+  for (gint64 e = 0; e < n; e += 2)
+    d[e] = 0.0f; /* half pruned, 2:4-like */
+  g_autoptr (GBytes) mask = lp_mask_from_nonzero (d, n);
+  g_autoptr (LpTensor) masked = lp_tensor_with_mask (c, mask, &error);
+  g_assert_no_error (error);
+  lp_model_set_tensor (m, masked);
+
+  const int T = 7, V = 260;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e ec = e2e_case (T, V, tokens, targets, teacher, 12);
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (lp_trainer_weights (tr, name)->keep[0]);
+  double losses[5];
+  train_steps (tr, &ec, 5, 1e-2, losses);
+  g_assert_cmpfloat (losses[4], <, losses[0]);
+  g_autofree float *p = g_new (float, n);
+  read_param (tr, name, p);
+  gint64 moved = 0;
+  for (gint64 e = 0; e < n; e++)
+    {
+      if (e % 2 == 0)
+        g_assert_cmpfloat (p[e], ==, 0.0f);
+      else
+        moved += p[e] != d[e];
+    }
+  g_assert_cmpint (moved, >, n / 4);
+  g_autoptr (LpModel) out = lp_trainer_model (tr, TRUE, &error);
+  g_assert_no_error (error);
+  LpTensor *back = lp_model_tensor (out, name);
+  g_assert_nonnull (lp_tensor_mask (back));
+  g_assert_cmpfloat (lp_tensor_sparsity (back), ==, 0.5);
+  const float *bv = lp_tensor_data (back);
+  for (gint64 e = 0; e < n; e += 2)
+    g_assert_cmpfloat (bv[e], ==, 0.0f);
+  /* The student itself never changed. */
+  g_assert_true (lp_model_tensor (m, name) == masked);
+  g_assert_cmpmem (lp_tensor_data (masked), lp_tensor_n_bytes (masked), d, n * sizeof (float));
+}
+
+/* save_state, two steps, restore_state: the parameters bit for bit as
+ * saved; and the step after the restore is the step after the save. */
+static void
+test_save_restore (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, TRUE, 8);
+  const int T = 7, V = 260;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e ec = e2e_case (T, V, tokens, targets, teacher, 13);
+  g_autoptr (LpTensorPattern) all = lp_tensor_pattern_new ("*");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = all;
+  o.weight_decay = 0.01;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  g_assert_false (lp_trainer_restore_state (tr, &error)); /* nothing saved yet */
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+  g_clear_error (&error);
+  train_steps (tr, &ec, 1, 1e-2, NULL);
+  const char *names[] = { "token_embd.weight", "blk.1.attn_v.weight", "output.weight", "blk.0.ffn_norm.weight" };
+  const int N = G_N_ELEMENTS (names);
+  float *saved[4], *after[4];
+  g_assert_true (lp_trainer_save_state (tr, &error));
+  for (int i = 0; i < N; i++)
+    {
+      saved[i] = g_new (float, lp_tensor_n_elements (lp_model_tensor (m, names[i])));
+      read_param (tr, names[i], saved[i]);
+    }
+  train_steps (tr, &ec, 1, 1e-2, NULL);
+  for (int i = 0; i < N; i++)
+    {
+      after[i] = g_new (float, lp_tensor_n_elements (lp_model_tensor (m, names[i])));
+      read_param (tr, names[i], after[i]);
+    }
+  train_steps (tr, &ec, 1, 1e-2, NULL);
+  g_assert_true (lp_trainer_restore_state (tr, &error));
+  g_assert_no_error (error);
+  for (int i = 0; i < N; i++)
+    {
+      gsize bytes = lp_tensor_n_elements (lp_model_tensor (m, names[i])) * sizeof (float);
+      g_autofree float *now = g_malloc (bytes);
+      read_param (tr, names[i], now);
+      g_assert_cmpmem (now, bytes, saved[i], bytes);
+      g_assert_true (memcmp (after[i], saved[i], bytes) != 0);
+    }
+  /* Moments and step count came back too: the same step again. */
+  train_steps (tr, &ec, 1, 1e-2, NULL);
+  for (int i = 0; i < N; i++)
+    {
+      gsize bytes = lp_tensor_n_elements (lp_model_tensor (m, names[i])) * sizeof (float);
+      g_autofree float *now = g_malloc (bytes);
+      read_param (tr, names[i], now);
+      g_assert_cmpmem (now, bytes, after[i], bytes);
+      g_free (saved[i]);
+      g_free (after[i]);
+    }
+}
+
+/* A NaN in the teacher makes the gradient NaN: the step refuses, says so,
+ * leaves every weight as it was; the next good batch steps. */
+static void
+test_nan_step (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, FALSE, 9);
+  const int T = 7, V = 260;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e ec = e2e_case (T, V, tokens, targets, teacher, 14);
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  train_steps (tr, &ec, 1, 1e-2, NULL);
+  const char *name = "blk.1.ffn_gate.weight";
+  gsize bytes = lp_tensor_n_bytes (lp_model_tensor (m, name));
+  g_autofree float *before = g_malloc (bytes), *now = g_malloc (bytes);
+  read_param (tr, name, before);
+  teacher[3 * V + 5] = NAN;
+  LpTeacherLogits tl = { .logits = teacher };
+  LpTrainLoss loss;
+  g_assert_true (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &tl, 2.0, 0.4, 1.0, &loss, &error));
+  g_assert_true (isnan (loss.kl));
+  double norm = 0.0;
+  g_assert_false (lp_trainer_step (tr, 1e-2, 1.0, &norm, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_FAILED);
+  g_assert_false (isfinite (norm));
+  g_test_message ("%s", error->message);
+  g_assert_null (strchr (error->message, '\n'));
+  g_clear_error (&error);
+  read_param (tr, name, now);
+  g_assert_cmpmem (now, bytes, before, bytes);
+  teacher[3 * V + 5] = 0.0f;
+  train_steps (tr, &ec, 1, 1e-2, NULL);
+  read_param (tr, name, now);
+  g_assert_true (memcmp (now, before, bytes) != 0);
+}
+
+/* Bad input: one line each. */
+static void
+test_bad_input (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, FALSE, 10);
+  g_autoptr (LpTensorPattern) none = lp_tensor_pattern_new ("blk.*.attn_qq.weight");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = none;
+  g_assert_null (lp_trainer_new (m, NULL, &o, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+  g_test_message ("%s", error->message);
+  g_assert_null (strchr (error->message, '\n'));
+  g_assert_nonnull (strstr (error->message, "blk.*.attn_qq.weight"));
+  g_clear_error (&error);
+  o.trainable = NULL;
+  o.layer = 5;
+  g_assert_null (lp_trainer_new (m, NULL, &o, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+  g_clear_error (&error);
+  o.layer = -1;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  gint32 tokens[2] = { 1, 2 };
+  /* alpha 0 without a teacher; a token out of the vocabulary. */
+  g_assert_false (lp_trainer_accumulate_e2e (tr, tokens, tokens, 2, NULL, 1.0, 0.0, 1.0, NULL, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+  g_clear_error (&error);
+  tokens[1] = 999;
+  g_assert_false (lp_trainer_accumulate_e2e (tr, tokens, tokens, 2, NULL, 1.0, 1.0, 1.0, NULL, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+  g_clear_error (&error);
+  g_assert_false (lp_trainer_step (tr, -1.0, 0.0, NULL, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -422,5 +705,10 @@ main (int argc, char **argv)
   g_test_add_func ("/train/e2e-grad/tied", test_e2e_grad_tied);
   g_test_add_func ("/train/e2e-grad/untied", test_e2e_grad_untied);
   g_test_add_func ("/train/e2e-grad/qkv-bias", test_e2e_grad_bias);
+  g_test_add_func ("/train/block-grad", test_block_grad);
+  g_test_add_func ("/train/keep-mask", test_keep_mask);
+  g_test_add_func ("/train/save-restore", test_save_restore);
+  g_test_add_func ("/train/nan-step", test_nan_step);
+  g_test_add_func ("/train/bad-input", test_bad_input);
   return g_test_run ();
 }
