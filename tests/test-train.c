@@ -293,11 +293,13 @@ e2e_loss (LpModel *m, const E2e *c)
 /* The trainer's gradient of tensor `name` against central differences of
  * `loss` at its 3 largest entries and 3 random ones. */
 typedef double (*LossFn) (LpModel *m, gconstpointer data);
+/* m with element e of what tensor `name` trains moved by delta (a new model). */
+typedef LpModel *(*MoveFn) (LpModel *m, const char *name, gint64 e, double delta);
 
 static void
-check_fd (LpModel *m, const char *name, const float *grad, LossFn loss, gconstpointer data)
+check_fd_moved (LpModel *m, const char *name, gint64 n, const float *grad, MoveFn move, LossFn loss,
+                gconstpointer data)
 {
-  gint64 n = lp_tensor_n_elements (lp_model_tensor (m, name));
   gint64 pick[6];
   double gmax = 0.0;
   for (int k = 0; k < 3; k++)
@@ -320,7 +322,7 @@ check_fd (LpModel *m, const char *name, const float *grad, LossFn loss, gconstpo
   double worst = 0.0;
   for (int k = 0; k < 6; k++)
     {
-      g_autoptr (LpModel) up = model_moved (m, name, pick[k], FD_H), dn = model_moved (m, name, pick[k], -FD_H);
+      g_autoptr (LpModel) up = move (m, name, pick[k], FD_H), dn = move (m, name, pick[k], -FD_H);
       double fd = (loss (up, data) - loss (dn, data)) / (2 * FD_H);
       double err = fabs (fd - grad[pick[k]]);
       worst = MAX (worst, err);
@@ -329,6 +331,13 @@ check_fd (LpModel *m, const char *name, const float *grad, LossFn loss, gconstpo
                  grad[pick[k]], fd, gmax);
     }
   g_test_message ("%s: largest gradient %.3g, worst |fd - g| %.3g", name, gmax, worst);
+}
+
+/* The same for a tensor's own values. */
+static void
+check_fd (LpModel *m, const char *name, const float *grad, LossFn loss, gconstpointer data)
+{
+  check_fd_moved (m, name, lp_tensor_n_elements (lp_model_tensor (m, name)), grad, model_moved, loss, data);
 }
 
 static double
@@ -696,6 +705,97 @@ test_bad_input (void)
   g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
 }
 
+/* ---- LoRA ---- */
+
+/* m with element e of adapter `name`'s B moved by delta. */
+static LpModel *
+lora_b_moved (LpModel *m, const char *name, gint64 e, double delta)
+{
+  g_autoptr (GError) error = NULL;
+  LpTensor *t = lp_model_tensor (m, name);
+  g_autoptr (GPtrArray) parts = lp_tensor_save_tensors (t, &error); /* base, lora_a, lora_b */
+  g_assert_no_error (error);
+  g_assert_cmpuint (parts->len, ==, 3);
+  LpTensor *b = parts->pdata[2];
+  g_autofree float *bv = lp_tensor_dup_f32 (b, &error);
+  bv[e] += (float) delta;
+  g_autoptr (LpTensor) nb = lp_tensor_new_f32 (b->name, 2, b->shape, bv, &error);
+  g_autoptr (LpTensor) base = lp_tensor_rename (parts->pdata[0], name);
+  g_autoptr (LpTensor) moved = lp_tensor_new_adapter (base, parts->pdata[1], nb, 4.0 / 2, &error);
+  g_assert_no_error (error);
+  LpModel *out = lp_model_derive (m);
+  lp_model_set_tensor (out, moved);
+  return out;
+}
+
+/* Rank-2 adapters over two kinds of linear weight: at the start (B = 0)
+ * the model is the student's and A gets no gradient; B's gradient against
+ * finite differences; a few steps lower the loss; kept as adapters the
+ * trained model computes what the trainer does, merged (f32 base) too. */
+static void
+test_lora (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, TRUE, 17);
+  const int T = 7, V = 260;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 18);
+  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new ("blk.*.attn_q.weight, blk.*.ffn_down.weight, blk.*.attn_norm.weight");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = pat;
+  o.lora_rank = 2;
+  o.lora_alpha = 4.0;
+  o.seed = 5;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  /* Norms do not train under LoRA; per layer q: 2 x 16 + 16 x 2, down: 2 x 24 + 16 x 2. */
+  g_assert_cmpint (lp_trainer_n_tensors (tr), ==, 4);
+  g_assert_cmpint (lp_trainer_n_params (tr), ==, 2 * (64 + 80));
+  g_autofree float *l0 = g_new (float, T * V), *l1 = g_new (float, T * V);
+  g_autoptr (LpForward) fw = lp_forward_new (m, NULL, &error);
+  g_assert_true (lp_forward_logits (fw, tokens, T, NULL, l0, &error));
+  g_assert_true (lp_trainer_logits (tr, tokens, T, l1, &error));
+  g_assert_cmpmem (l0, T * V * sizeof (float), l1, T * V * sizeof (float));
+
+  LpTeacherLogits tl = { .logits = teacher };
+  g_assert_true (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &tl, c.temperature, c.alpha, 1.0, NULL, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpModel) start = lp_trainer_model (tr, FALSE, &error);
+  g_assert_no_error (error);
+  const char *names[] = { "blk.0.attn_q.weight", "blk.1.ffn_down.weight" };
+  for (int k = 0; k < 2; k++)
+    {
+      LpFormWeights *w = lp_trainer_weights (tr, names[k]);
+      g_assert_cmpint (w->n_trainable, ==, 2);
+      gint64 na = lp_ctensor_n_elements (w->params[0]), nb = lp_ctensor_n_elements (w->params[1]);
+      g_autofree float *ga = g_new (float, na), *gb = g_new (float, nb);
+      g_assert_true (lp_trainer_grad (tr, names[k], 0, ga, &error));
+      g_assert_true (lp_trainer_grad (tr, names[k], 1, gb, &error));
+      for (gint64 e = 0; e < na; e++)
+        g_assert_cmpfloat (ga[e], ==, 0.0f);
+      check_fd_moved (start, names[k], nb, gb, lora_b_moved, e2e_loss_fn, &c);
+    }
+  g_assert_true (lp_trainer_step (tr, 1e-2, 0.0, NULL, &error));
+  double losses[4];
+  train_steps (tr, &c, 4, 1e-2, losses);
+  g_assert_cmpfloat (losses[3], <, losses[0]);
+
+  g_assert_true (lp_trainer_logits (tr, tokens, T, l1, &error));
+  for (int merge = 0; merge < 2; merge++)
+    {
+      g_autoptr (LpModel) out = lp_trainer_model (tr, merge, &error);
+      g_assert_no_error (error);
+      LpTensor *q = lp_model_tensor (out, names[0]);
+      g_assert_cmpstr (lp_form_name (lp_tensor_form (q)), ==, merge ? "dense" : "adapter");
+      g_assert_true (lp_model_tensor (out, "blk.0.attn_k.weight") == lp_model_tensor (m, "blk.0.attn_k.weight"));
+      g_autoptr (LpForward) fo = lp_forward_new (out, NULL, &error);
+      g_assert_true (lp_forward_logits (fo, tokens, T, NULL, l0, &error));
+      g_assert_no_error (error);
+      lp_test_assert_close (l0, l1, T * V, 1e-6);
+    }
+}
+
 /* ---- on the Vulkan device ---- */
 
 /* A trainer of every weight on `be`: one accumulation's gradients of each
@@ -916,6 +1016,7 @@ main (int argc, char **argv)
   g_test_add_func ("/train/save-restore", test_save_restore);
   g_test_add_func ("/train/nan-step", test_nan_step);
   g_test_add_func ("/train/bad-input", test_bad_input);
+  g_test_add_func ("/train/lora", test_lora);
   g_test_add_func ("/train/vulkan", test_vulkan_train);
   g_test_add_func ("/train/stories260K-distill", test_stories_distill);
   return g_test_run ();
