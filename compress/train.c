@@ -320,15 +320,16 @@ rec_accumulate (LpTrainer *tr, LpForwardRec *r)
     }
 }
 
-/* dst = x, on the backend (a scale by 1: exact). */
+/* dst = x (same shape) on the backend, bit for bit: set_rows from row 0. */
 static void
 rec_copy (LpForwardRec *r, LpCTensor *x, LpCTensor *dst)
 {
   if (r->error != NULL || x == NULL)
     return;
-  LpCNode *n = lp_cgraph_add (r->g, LP_COP_SCALE, &x, 1, &dst, 1, &r->error);
+  LpCTensor *src[2] = { x, dst };
+  LpCNode *n = lp_cgraph_add (r->g, LP_COP_SET_ROWS, src, 2, NULL, 0, &r->error);
   if (n != NULL)
-    n->f[0] = 1.0f;
+    n->i[0] = 0;
 }
 
 /* x * f (a new graph tensor). */
