@@ -493,8 +493,15 @@ lp_cop_row_sum_cpu (const LpCNode *node)
 /* ---- fake_quant_back: the clipped straight-through estimator ---- */
 
 /* round (x / s) + z is lp_int_round, the code fake_quant clamped: the
- * gradient passes where it was not clamped and stops where it was (the
- * weight sits beyond the grid's range, where the forward is flat). */
+ * gradient passes where it was not clamped and stops where it was.  Only
+ * the rounding is treated as the identity (Bengio, Leonard and Courville
+ * 2013, the straight-through estimator); where the clamp acted the
+ * forward really is flat in x, so 0 is its true derivative, not an
+ * estimate.  The mask tests the rounded code, as PyTorch's
+ * fake_quantize_per_channel_affine backward does (TensorFlow's
+ * FakeQuantWithMinMaxVarsGradient tests the unrounded value against the
+ * range, which differs only within half a step of its ends): it is then
+ * exactly "the clamp did nothing", the same test the forward made. */
 void
 lp_cop_fake_quant_back_ref (const LpCNode *node)
 {
