@@ -760,43 +760,51 @@ lp_trainer_restore_state (LpTrainer *tr, GError **error)
 
 /* ---- the trained model ---- */
 
-/* f32 values [N, K] (a merged adapter's) in the form of `base`: its mask
- * applied and kept, its block type re-quantized, f16 / bf16 rounded. */
+/* A trained tensor (its form rebuilt by lp_form_weights_trained) in
+ * orig's type: a block type's latent values come back as f32 and are
+ * quantized to it again, on orig's mask. */
 static LpTensor *
-values_in_form (LpTensor *values, LpTensor *base, GError **error)
+requantized (LpTensor *t, LpTensor *orig, GError **error)
 {
-  GBytes *mask = lp_tensor_mask (base);
-  g_autoptr (LpTensor) v = lp_tensor_with_form (values, NULL);
-  if (mask != NULL)
+  const LpDTypeInfo *info = lp_dtype_info (orig->dtype);
+  if (t->dtype == orig->dtype || info == NULL || info->block_size <= 1)
+    return lp_tensor_ref (t);
+  LpTensor *q = NULL;
+  if (!lp_quantize_tensor (t, orig->dtype, NULL, &q, error))
+    return NULL;
+  g_autoptr (LpTensor) owned = q;
+  GBytes *mask = lp_tensor_mask (orig);
+  return mask ? lp_tensor_with_mask (owned, mask, error) : g_steal_pointer (&owned);
+}
+
+/* A merged adapter's values (base + scale B A, f32) in the form of its
+ * base: the base's form given these values as its trained ones (a mask's
+ * zeros kept, rounded onto the same grid, re-quantized to the same block
+ * type, f16 / bf16 rounded). */
+static LpTensor *
+merged_in_form (LpTensor *merged, LpTensor *base, GError **error)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (LpFormWeights) w = lp_form_weights_new_train (base, cpu, LP_FORM_TRAIN_VALUES, error);
+  if (w == NULL)
+    return NULL;
+  gint64 n = lp_tensor_n_elements (base);
+  if (w->n_trainable < 1 || lp_ctensor_n_elements (w->params[0]) != n)
     {
-      g_autoptr (LpTensor) copy = lp_tensor_new (base->name, LP_DTYPE_F32, v->n_dims, v->shape, error);
-      if (copy == NULL)
-        return NULL;
-      float *d = lp_tensor_data_mut (copy);
-      memcpy (d, lp_tensor_data (v), lp_tensor_n_bytes (v));
-      for (gint64 e = 0; e < lp_tensor_n_elements (copy); e++)
-        if (!lp_tensor_mask_keeps (base, e))
-          d[e] = 0.0f;
-      g_clear_pointer (&v, lp_tensor_unref);
-      v = g_steal_pointer (&copy);
-    }
-  if (lp_tensor_int_grid (base) != NULL || (base->form != NULL && mask == NULL))
-    {
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "tensor %s: merging an adapter into its %s base: not supported (keep it as an adapter: merge=false)",
+      lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                    "tensor %s: merging an adapter into its %s base: not possible (its form holds no values to merge into: keep the adapter, merge=false)",
                     base->name, lp_form_name (lp_tensor_form (base)));
       return NULL;
     }
-  LpTensor *out = NULL;
-  const LpDTypeInfo *info = lp_dtype_info (base->dtype);
-  if (info != NULL && info->block_size > 1)
-    {
-      if (!lp_quantize_tensor (v, base->dtype, NULL, &out, error))
-        return NULL;
-    }
-  else if ((out = lp_tensor_convert_range (v, base->dtype, LP_OVERFLOW_ERROR, NULL, error)) == NULL)
+  g_autofree float *v = lp_tensor_dup_f32 (merged, error);
+  if (v == NULL)
     return NULL;
-  g_autoptr (LpTensor) owned = out;
-  return mask ? lp_tensor_with_mask (owned, mask, error) : g_steal_pointer (&owned);
+  for (gint64 e = 0; e < n; e++)
+    if (!lp_tensor_mask_keeps (base, e))
+      v[e] = 0.0f;
+  lp_ctensor_write (w->params[0], 0, v, w->params[0]->n_bytes);
+  g_autoptr (LpTensor) t = lp_form_weights_trained (w, error);
+  return t ? requantized (t, base, error) : NULL;
 }
 
 /* One trained tensor as the new model holds it. */
@@ -808,18 +816,8 @@ tensor_trained (LpTrainer *tr, const TrainTensor *tt, gboolean merge, GError **e
     return NULL;
   LpTensor *orig = lp_model_tensor (tr->student, tt->name);
   if (tt->lora)
-    return merge ? values_in_form (t, orig, error) : g_steal_pointer (&t);
-  /* A block type's latent values come back as f32: quantized again to
-   * the type, on the same mask. */
-  const LpDTypeInfo *info = lp_dtype_info (orig->dtype);
-  if (t->dtype == orig->dtype || info == NULL || info->block_size <= 1)
-    return g_steal_pointer (&t);
-  LpTensor *q = NULL;
-  if (!lp_quantize_tensor (t, orig->dtype, NULL, &q, error))
-    return NULL;
-  g_autoptr (LpTensor) owned = q;
-  GBytes *mask = lp_tensor_mask (orig);
-  return mask ? lp_tensor_with_mask (owned, mask, error) : g_steal_pointer (&owned);
+    return merge ? merged_in_form (t, orig, error) : g_steal_pointer (&t);
+  return requantized (t, orig, error);
 }
 
 LpModel *

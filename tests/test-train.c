@@ -187,13 +187,13 @@ test_optim_kernels (void)
  * from flat (sd 0.3; norms 1 +- 0.3; biases +-0.2): every path carries a
  * gradient of order 1e-2. */
 static LpModel *
-train_model (LpArch arch, gboolean untied, guint32 seed)
+train_model_sized (LpArch arch, gboolean untied, guint32 seed, gint64 dim, gint64 ffn_dim)
 {
   g_autoptr (GError) error = NULL;
   LpSynthOptions o = LP_SYNTH_OPTIONS_INIT;
   o.arch = arch;
-  o.dim = 16;
-  o.ffn_dim = 24;
+  o.dim = dim;
+  o.ffn_dim = ffn_dim;
   o.n_layers = 2;
   o.n_heads = 4;
   o.n_kv_heads = 2;
@@ -216,6 +216,12 @@ train_model (LpArch arch, gboolean untied, guint32 seed)
       lp_model_set_tensor (m, c);
     }
   return g_steal_pointer (&m);
+}
+
+static LpModel *
+train_model (LpArch arch, gboolean untied, guint32 seed)
+{
+  return train_model_sized (arch, untied, seed, 16, 24);
 }
 
 /* m with element e of tensor `name` moved by delta (a new model). */
@@ -705,6 +711,87 @@ test_bad_input (void)
   g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
 }
 
+/* ---- quantized weights ---- */
+
+/* t rounded to nearest on a 4-bit asymmetric grid, groups of 16. */
+static LpTensor *
+rtn_grid (LpTensor *t)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 N = t->shape[0], K = t->shape[1];
+  g_autoptr (LpIntGrid) grid = lp_int_grid_new (N, K, 4, 16, FALSE, &error);
+  const float *x = lp_tensor_data (t);
+  for (gint64 n = 0; n < N; n++)
+    for (int g = 0; g < grid->n_groups; g++)
+      {
+        guint16 *scale = &grid->scales[n * grid->n_groups + g];
+        guint8 *zero = &grid->zeros[n * grid->n_groups + g];
+        lp_int_fit (x + n * K + g * 16, K, 1, 16, NULL, 4, FALSE, FALSE, scale, zero);
+        for (int k = g * 16; k < (g + 1) * 16; k++)
+          lp_int_quantize (lp_f16_to_f32 (*scale), *zero, 15, x[n * K + k], &grid->codes[n * K + k]);
+      }
+  LpTensor *q = lp_tensor_new_int_grid (t->name, 2, t->shape, grid, NULL, &error);
+  g_assert_no_error (error);
+  return q;
+}
+
+/* An integer-grid weight and a q8_0 one train (the grid's latent values
+ * through the straight-through estimator, or its scales alone): the loss
+ * goes down, the grid comes back with the same bits, groups and zeros
+ * (and scales, or codes), the q8_0 weight as q8_0. */
+static void
+check_quantized (LpTrainQuantMode mode)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model_sized (LP_ARCH_LLAMA, TRUE, 19, 32, 64);
+  const char *gname = "blk.0.ffn_gate.weight", *qname = "blk.1.attn_v.weight";
+  g_autoptr (LpTensor) grid = rtn_grid (lp_model_tensor (m, gname));
+  LpTensor *q8 = NULL;
+  g_assert_true (lp_quantize_tensor (lp_model_tensor (m, qname), LP_DTYPE_Q8_0, NULL, &q8, &error));
+  g_autoptr (LpTensor) q8_owned = q8;
+  lp_model_set_tensor (m, grid);
+  lp_model_set_tensor (m, q8);
+  const int T = 9, V = 260;
+  gint32 tokens[9], targets[9];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 20);
+  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new ("blk.0.ffn_gate.weight,blk.1.attn_v.weight");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = pat;
+  o.quantized = mode;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  double losses[6];
+  train_steps (tr, &c, 6, 3e-2, losses);
+  g_test_message ("%s: loss %.5f -> %.5f", mode == LP_TRAIN_QUANT_STE ? "ste" : "scales", losses[0], losses[5]);
+  g_assert_cmpfloat (losses[5], <, losses[0]);
+  g_autoptr (LpModel) out = lp_trainer_model (tr, TRUE, &error);
+  g_assert_no_error (error);
+  const LpIntGrid *g0 = lp_tensor_int_grid (grid), *g1 = lp_tensor_int_grid (lp_model_tensor (out, gname));
+  g_assert_nonnull (g1);
+  g_assert_cmpint (g1->bits, ==, 4);
+  g_assert_cmpint (g1->group_size, ==, 16);
+  gsize nk = (gsize) (g0->rows * g0->cols), ng = (gsize) (g0->rows * g0->n_groups);
+  g_assert_cmpmem (g1->zeros, ng, g0->zeros, ng);
+  gboolean same_scales = memcmp (g1->scales, g0->scales, ng * 2) == 0, same_codes = memcmp (g1->codes, g0->codes, nk) == 0;
+  g_assert_true (mode == LP_TRAIN_QUANT_STE ? same_scales && !same_codes : same_codes && !same_scales);
+  LpTensor *q1 = lp_model_tensor (out, qname);
+  g_assert_cmpint (q1->dtype, ==, LP_DTYPE_Q8_0);
+  g_assert_true (memcmp (lp_tensor_data (q1), lp_tensor_data (q8), lp_tensor_n_bytes (q8)) != 0);
+}
+
+static void
+test_quantized_ste (void)
+{
+  check_quantized (LP_TRAIN_QUANT_STE);
+}
+
+static void
+test_quantized_scales (void)
+{
+  check_quantized (LP_TRAIN_QUANT_SCALES);
+}
+
 /* ---- LoRA ---- */
 
 /* m with element e of adapter `name`'s B moved by delta. */
@@ -793,6 +880,52 @@ test_lora (void)
       g_assert_true (lp_forward_logits (fo, tokens, T, NULL, l0, &error));
       g_assert_no_error (error);
       lp_test_assert_close (l0, l1, T * V, 1e-6);
+    }
+}
+
+/* QLoRA: adapters over a grid and a q8_0 weight (frozen); merged, each
+ * comes back in its base's form (the grid's bits, groups, scales and
+ * zeros; q8_0), kept, as adapters over the untouched bases. */
+static void
+test_lora_quantized (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model_sized (LP_ARCH_LLAMA, TRUE, 21, 32, 64);
+  const char *gname = "blk.0.ffn_gate.weight", *qname = "blk.1.attn_v.weight";
+  g_autoptr (LpTensor) grid = rtn_grid (lp_model_tensor (m, gname));
+  LpTensor *q8 = NULL;
+  g_assert_true (lp_quantize_tensor (lp_model_tensor (m, qname), LP_DTYPE_Q8_0, NULL, &q8, &error));
+  g_autoptr (LpTensor) q8_owned = q8;
+  lp_model_set_tensor (m, grid);
+  lp_model_set_tensor (m, q8);
+  const int T = 9, V = 260;
+  gint32 tokens[9], targets[9];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 22);
+  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new ("blk.0.ffn_gate.weight,blk.1.attn_v.weight");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = pat;
+  o.lora_rank = 4;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  double losses[4];
+  train_steps (tr, &c, 4, 1e-2, losses);
+  g_assert_cmpfloat (losses[3], <, losses[0]);
+  g_autoptr (LpModel) merged = lp_trainer_model (tr, TRUE, &error);
+  g_assert_no_error (error);
+  const LpIntGrid *g0 = lp_tensor_int_grid (grid), *g1 = lp_tensor_int_grid (lp_model_tensor (merged, gname));
+  g_assert_nonnull (g1);
+  gsize ng = (gsize) (g0->rows * g0->n_groups);
+  g_assert_cmpmem (g1->scales, ng * 2, g0->scales, ng * 2);
+  g_assert_true (memcmp (g1->codes, g0->codes, (gsize) (g0->rows * g0->cols)) != 0);
+  g_assert_cmpint (lp_model_tensor (merged, qname)->dtype, ==, LP_DTYPE_Q8_0);
+  g_autoptr (LpModel) kept = lp_trainer_model (tr, FALSE, &error);
+  g_assert_no_error (error);
+  for (int k = 0; k < 2; k++)
+    {
+      LpTensor *a = lp_model_tensor (kept, k ? qname : gname);
+      g_assert_cmpstr (lp_form_name (lp_tensor_form (a)), ==, "adapter");
+      g_assert_true (lp_tensor_is_quantized (a));
     }
 }
 
@@ -1016,7 +1149,10 @@ main (int argc, char **argv)
   g_test_add_func ("/train/save-restore", test_save_restore);
   g_test_add_func ("/train/nan-step", test_nan_step);
   g_test_add_func ("/train/bad-input", test_bad_input);
+  g_test_add_func ("/train/quantized/ste", test_quantized_ste);
+  g_test_add_func ("/train/quantized/scales", test_quantized_scales);
   g_test_add_func ("/train/lora", test_lora);
+  g_test_add_func ("/train/lora-quantized", test_lora_quantized);
   g_test_add_func ("/train/vulkan", test_vulkan_train);
   g_test_add_func ("/train/stories260K-distill", test_stories_distill);
   return g_test_run ();
