@@ -735,6 +735,35 @@ rtn_grid (LpTensor *t)
   return q;
 }
 
+/* The two quantized weights of the tests below. */
+#define GRID_NAME "blk.0.ffn_gate.weight"
+#define Q8_NAME "blk.1.attn_v.weight"
+
+/* A model (D 32, F 64: rows of whole q8_0 blocks) with GRID_NAME rounded
+ * onto rtn_grid's grid and Q8_NAME in q8_0 (both returned, borrowed from
+ * the model), and a trainer of those two with `o` (its pattern set here). */
+static LpTrainer *
+quantized_trainer (guint32 seed, LpTrainOptions *o, LpModel **model, LpTensor **grid, LpTensor **q8)
+{
+  g_autoptr (GError) error = NULL;
+  LpModel *m = train_model_sized (LP_ARCH_LLAMA, TRUE, seed, 32, 64);
+  g_autoptr (LpTensor) g = rtn_grid (lp_model_tensor (m, GRID_NAME));
+  LpTensor *q = NULL;
+  g_assert_true (lp_quantize_tensor (lp_model_tensor (m, Q8_NAME), LP_DTYPE_Q8_0, NULL, &q, &error));
+  lp_model_set_tensor (m, g);
+  lp_model_set_tensor (m, q);
+  lp_tensor_unref (q);
+  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new (GRID_NAME "," Q8_NAME);
+  o->trainable = pat;
+  LpTrainer *tr = lp_trainer_new (m, NULL, o, &error);
+  g_assert_no_error (error);
+  o->trainable = NULL;
+  *model = m;
+  *grid = lp_model_tensor (m, GRID_NAME);
+  *q8 = lp_model_tensor (m, Q8_NAME);
+  return tr;
+}
+
 /* An integer-grid weight and a q8_0 one train (the grid's latent values
  * through the straight-through estimator, or its scales alone): the loss
  * goes down, the grid comes back with the same bits, groups and zeros
@@ -743,24 +772,16 @@ static void
 check_quantized (LpTrainQuantMode mode)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (LpModel) m = train_model_sized (LP_ARCH_LLAMA, TRUE, 19, 32, 64);
-  const char *gname = "blk.0.ffn_gate.weight", *qname = "blk.1.attn_v.weight";
-  g_autoptr (LpTensor) grid = rtn_grid (lp_model_tensor (m, gname));
-  LpTensor *q8 = NULL;
-  g_assert_true (lp_quantize_tensor (lp_model_tensor (m, qname), LP_DTYPE_Q8_0, NULL, &q8, &error));
-  g_autoptr (LpTensor) q8_owned = q8;
-  lp_model_set_tensor (m, grid);
-  lp_model_set_tensor (m, q8);
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.quantized = mode;
+  g_autoptr (LpModel) m = NULL;
+  LpTensor *grid, *q8;
+  g_autoptr (LpTrainer) tr = quantized_trainer (19, &o, &m, &grid, &q8);
   const int T = 9, V = 260;
   gint32 tokens[9], targets[9];
   g_autofree float *teacher = g_new (float, T * V);
   E2e c = e2e_case (T, V, tokens, targets, teacher, 20);
-  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new ("blk.0.ffn_gate.weight,blk.1.attn_v.weight");
-  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
-  o.trainable = pat;
-  o.quantized = mode;
-  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
-  g_assert_no_error (error);
+  const char *gname = GRID_NAME, *qname = Q8_NAME;
   double losses[6];
   train_steps (tr, &c, 6, 3e-2, losses);
   g_test_message ("%s: loss %.5f -> %.5f", mode == LP_TRAIN_QUANT_STE ? "ste" : "scales", losses[0], losses[5]);
@@ -890,24 +911,16 @@ static void
 test_lora_quantized (void)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (LpModel) m = train_model_sized (LP_ARCH_LLAMA, TRUE, 21, 32, 64);
-  const char *gname = "blk.0.ffn_gate.weight", *qname = "blk.1.attn_v.weight";
-  g_autoptr (LpTensor) grid = rtn_grid (lp_model_tensor (m, gname));
-  LpTensor *q8 = NULL;
-  g_assert_true (lp_quantize_tensor (lp_model_tensor (m, qname), LP_DTYPE_Q8_0, NULL, &q8, &error));
-  g_autoptr (LpTensor) q8_owned = q8;
-  lp_model_set_tensor (m, grid);
-  lp_model_set_tensor (m, q8);
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.lora_rank = 4;
+  g_autoptr (LpModel) m = NULL;
+  LpTensor *grid, *q8;
+  g_autoptr (LpTrainer) tr = quantized_trainer (21, &o, &m, &grid, &q8);
   const int T = 9, V = 260;
   gint32 tokens[9], targets[9];
   g_autofree float *teacher = g_new (float, T * V);
   E2e c = e2e_case (T, V, tokens, targets, teacher, 22);
-  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new ("blk.0.ffn_gate.weight,blk.1.attn_v.weight");
-  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
-  o.trainable = pat;
-  o.lora_rank = 4;
-  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
-  g_assert_no_error (error);
+  const char *gname = GRID_NAME, *qname = Q8_NAME;
   double losses[4];
   train_steps (tr, &c, 4, 1e-2, losses);
   g_assert_cmpfloat (losses[3], <, losses[0]);
