@@ -429,6 +429,42 @@ test_e2e_grad_bias (void)
 }
 
 
+/* End to end with only block 1 trained (layer = 1): the backward stops
+ * there, and its gradients are those of the whole model's trainer, bit for
+ * bit (the same graphs above it). */
+static void
+test_e2e_layer (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, FALSE, 23);
+  const int T = 7, V = 260;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 24);
+  LpTeacherLogits tl = { .logits = teacher };
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  g_autoptr (LpTrainer) all = lp_trainer_new (m, NULL, &o, &error);
+  o.layer = 1;
+  g_autoptr (LpTrainer) one = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (lp_trainer_n_tensors (all), ==, 2 * lp_trainer_n_tensors (one));
+  LpTrainer *trs[2] = { all, one };
+  for (int k = 0; k < 2; k++)
+    g_assert_true (lp_trainer_accumulate_e2e (trs[k], tokens, targets, T, &tl, c.temperature, c.alpha, 1.0, NULL, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (m, i);
+      if (!g_str_has_prefix (t->name, "blk.1."))
+        continue;
+      gsize bytes = lp_tensor_n_bytes (t);
+      g_autofree float *ga = g_malloc (bytes), *g1 = g_malloc (bytes);
+      g_assert_true (lp_trainer_grad (all, t->name, 0, ga, &error));
+      g_assert_true (lp_trainer_grad (one, t->name, 0, g1, &error));
+      g_assert_cmpmem (ga, bytes, g1, bytes);
+    }
+}
+
 /* ---- block-wise ---- */
 
 typedef struct {
@@ -1157,6 +1193,7 @@ main (int argc, char **argv)
   g_test_add_func ("/train/e2e-grad/tied", test_e2e_grad_tied);
   g_test_add_func ("/train/e2e-grad/untied", test_e2e_grad_untied);
   g_test_add_func ("/train/e2e-grad/qkv-bias", test_e2e_grad_bias);
+  g_test_add_func ("/train/e2e-layer", test_e2e_layer);
   g_test_add_func ("/train/block-grad", test_block_grad);
   g_test_add_func ("/train/keep-mask", test_keep_mask);
   g_test_add_func ("/train/save-restore", test_save_restore);
