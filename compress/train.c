@@ -591,31 +591,17 @@ lp_trainer_accumulate_block (LpTrainer *tr, int layer, const float *x, const flo
 
 /* ---- the step ---- */
 
-/* Every accumulator zeroed: by a scale by 0 on the backend, or (`host`)
- * written from the host, which also clears a NaN or an infinity. */
-static gboolean
-grads_zero (LpTrainer *tr, gboolean host, GError **error)
+/* Every accumulator zeroed from the host (which also clears a NaN or an
+ * infinity a scale by 0 would keep). */
+static void
+grads_clear (LpTrainer *tr)
 {
-  LpForwardRec r;
-  lp_forward_rec_begin (&r, tr->fw);
   for (guint i = 0; i < tr->params->len; i++)
     {
       TrainParam *tp = &g_array_index (tr->params, TrainParam, i);
-      if (host)
-        {
-          g_autofree float *zero = g_new0 (float, MAX (lp_ctensor_n_elements (tp->grad), 1));
-          lp_ctensor_write (tp->grad, 0, zero, tp->grad->n_bytes);
-        }
-      else if (r.error == NULL)
-        {
-          LpCNode *n = lp_cgraph_add (r.g, LP_COP_SCALE, &tp->grad, 1, &tp->grad, 1, &r.error);
-          if (n != NULL)
-            n->f[0] = 0.0f;
-        }
+      g_autofree float *zero = g_new0 (float, MAX (lp_ctensor_n_elements (tp->grad), 1));
+      lp_ctensor_write (tp->grad, 0, zero, tp->grad->n_bytes);
     }
-  gboolean ok = lp_forward_rec_compute (&r, error);
-  lp_forward_rec_end (&r);
-  return ok;
 }
 
 /* The global norm of the accumulated gradients: SUM_SQ nodes chained over
@@ -659,8 +645,7 @@ lp_trainer_step (LpTrainer *tr, double lr, double clip, double *grad_norm, GErro
   if (!isfinite (norm))
     {
       /* Nothing applied; the accumulators start again from zero. */
-      if (!grads_zero (tr, TRUE, error))
-        return FALSE;
+      grads_clear (tr);
       lp_set_error (error, LP_ERROR_FAILED, "trainer: step %" G_GINT64_FORMAT ": the gradient norm is %g: no weight changed",
                     tr->step + 1, norm);
       return FALSE;
@@ -680,10 +665,14 @@ lp_trainer_step (LpTrainer *tr, double lr, double clip, double *grad_norm, GErro
       const float f[6] = { (float) lr, (float) tr->opt.beta1, (float) tr->opt.beta2, (float) tr->opt.eps,
                            (float) tr->opt.weight_decay, (float) scale };
       memcpy (n->f, f, sizeof f);
+      /* The accumulator, read, starts again from zero (finite here). */
+      n = lp_cgraph_add (r.g, LP_COP_SCALE, &tp->grad, 1, &tp->grad, 1, &r.error);
+      if (n != NULL)
+        n->f[0] = 0.0f;
     }
   gboolean ok = lp_forward_rec_compute (&r, error);
   lp_forward_rec_end (&r);
-  return ok && grads_zero (tr, FALSE, error);
+  return ok;
 }
 
 /* ---- the current weights ---- */
@@ -755,7 +744,8 @@ lp_trainer_restore_state (LpTrainer *tr, GError **error)
   if (!state_copy (tr, FALSE, error))
     return FALSE;
   tr->step = tr->saved_step;
-  return grads_zero (tr, TRUE, error);
+  grads_clear (tr);
+  return TRUE;
 }
 
 /* ---- the trained model ---- */
