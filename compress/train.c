@@ -249,16 +249,17 @@ lp_trainer_new (LpModel *student, LpBackend *be, const LpTrainOptions *options, 
       LpTensor *t = lp_model_tensor_at (tr->model, i);
       if (!tensor_chosen (options, t->name))
         continue;
+      /* LoRA wraps the matrices the forward pass multiplies by (not the lookup's table). */
+      if (options->lora_rank > 0 && (t->n_dims != 2 || strcmp (t->name, "token_embd.weight") == 0))
+        continue;
+      g_ptr_array_add (chosen, g_strdup (t->name));
       if (options->lora_rank > 0)
         {
-          if (t->n_dims != 2 || strcmp (t->name, "token_embd.weight") == 0)
-            continue;
           g_autoptr (LpTensor) a = lora_wrap (t, options, rng, error);
           if (a == NULL)
             return NULL;
-          lp_model_set_tensor (tr->model, a);
+          lp_model_set_tensor (tr->model, a); /* t goes (the student keeps its own) */
         }
-      g_ptr_array_add (chosen, g_strdup (t->name));
     }
   if (chosen->len == 0)
     {
