@@ -67,6 +67,19 @@ masked (LpTensor *t)
   return m;
 }
 
+/* The same over a block type: the pruned zeros are exact in Q8_0. */
+static LpTensor *
+masked_blocks (LpTensor *t)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) m = masked (t);
+  g_autoptr (LpTensor) q = lp_tensor_convert (m, LP_DTYPE_Q8_0, &error);
+  g_assert_no_error (error);
+  LpTensor *out = lp_tensor_with_mask (q, lp_tensor_mask (m), &error);
+  g_assert_no_error (error);
+  return out;
+}
+
 /* A 4-bit grid, groups of 8, its g_idx permuted (act-order), some scales
  * tiny (weights far outside their range: clamped codes), with its mask
  * when `with_mask` (the grid's own zeros: codes equal to the zero point). */
@@ -311,7 +324,7 @@ check_same_form (const Case *c, LpTensor *u)
     {
       /* A block type comes back as f32 latent values (the trainer quantizes). */
       g_assert_cmpint (u->dtype, ==, LP_DTYPE_F32);
-      g_assert_cmpstr (lp_form_name (lp_tensor_form (u)), ==, "dense");
+      g_assert_cmpstr (lp_form_name (lp_tensor_form (u)), ==, lp_tensor_mask (c->t) ? "masked" : "dense");
     }
   else
     {
@@ -633,6 +646,7 @@ main (int argc, char **argv)
     { "grid values", grid (FALSE), LP_FORM_TRAIN_VALUES, W_STE, 1, 1e-6 },
     { "grid scales", grid (FALSE), LP_FORM_TRAIN_SCALES, W_SCALES, 1, 2e-3 },
     { "masked", masked (f32), LP_FORM_TRAIN_VALUES, W_IS_P0, 1, 1e-6 },
+    { "masked q8_0", masked_blocks (f32), LP_FORM_TRAIN_VALUES, W_IS_P0, 1, 1e-6 },
     { "masked grid values", grid (TRUE), LP_FORM_TRAIN_VALUES, W_STE, 1, 1e-6 },
     { "masked grid scales", grid (TRUE), LP_FORM_TRAIN_SCALES, W_SCALES, 1, 2e-3 },
     { "low-rank", lp_tensor_new_low_rank (NAME, lr_a, lr_b, &error), LP_FORM_TRAIN_VALUES, W_LOW_RANK, 2, 1e-6 },
