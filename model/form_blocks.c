@@ -4,9 +4,12 @@
  * A tensor of a block type without a form of its own has this one.
  * Materialize: dequantized blocks; matmul: one LP_COP_MATMUL node over the
  * blocks, which the kernels decode themselves (a device receives the
- * compressed bytes); bytes: the blocks'; quantized; training: f32 latent
- * weights through a straight-through estimator; written as its blocks
- * (GGUF keeps them, the Hugging Face writer refuses them by name). */
+ * compressed bytes); bytes: the blocks'; quantized; training: the decoded
+ * values as f32 latent weights, multiplied as they are (the block
+ * quantizers live in compress/, above model/, so no graph op rounds onto
+ * a block type), rebuilt as f32 values without a form that the trainer
+ * quantizes back to the type; written as its blocks (GGUF keeps them, the
+ * Hugging Face writer refuses them by name). */
 #include "config.h"
 
 #include "lp-internal.h"

@@ -3,7 +3,8 @@
  * A tensor without a form of its own (t->form == NULL) of a float type has
  * this one.  Materialize: the stored values; matmul: one LP_COP_MATMUL node
  * over the stored bytes (the kernels read f16/bf16 themselves); bytes: the
- * stored ones; training: W itself; written as its values (a writer may
+ * stored ones; training: W as an f32 copy, rebuilt in the tensor's own type
+ * (f16 / bf16 rounded to nearest); written as its values (a writer may
  * convert the type). */
 #include "config.h"
 

@@ -2,8 +2,10 @@
  *
  * The mask holds one bit an element, row-major, bit (i % 8) of byte i / 8;
  * a 0 bit marks a pruned element, which is 0 in the values and stays 0
- * through later passes (a quantizer keeps it exactly; training multiplies
- * the base's gradient by the mask).  Everything else is the base's: its
+ * through later passes (a quantizer keeps it exactly; training gets the
+ * mask as the keep-mask of the base's W-shaped parameter, which the
+ * optimizer multiplies the gradient by, and the trained tensor must come
+ * back with every pruned weight exactly 0, on the same mask).  Everything else is the base's: its
  * materialization (already zero where pruned), its matmul, its bytes.
  * Written as the base writes itself (files hold the zeros densely) plus
  * llmpress.sparsity.tensor.<name> = the pruned fraction; a reader rebuilds

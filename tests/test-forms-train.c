@@ -67,6 +67,19 @@ masked (LpTensor *t)
   return m;
 }
 
+/* The same over a block type: the pruned zeros are exact in Q8_0. */
+static LpTensor *
+masked_blocks (LpTensor *t)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) m = masked (t);
+  g_autoptr (LpTensor) q = lp_tensor_convert (m, LP_DTYPE_Q8_0, &error);
+  g_assert_no_error (error);
+  LpTensor *out = lp_tensor_with_mask (q, lp_tensor_mask (m), &error);
+  g_assert_no_error (error);
+  return out;
+}
+
 /* A 4-bit grid, groups of 8, its g_idx permuted (act-order), some scales
  * tiny (weights far outside their range: clamped codes), with its mask
  * when `with_mask` (the grid's own zeros: codes equal to the zero point). */
@@ -311,7 +324,7 @@ check_same_form (const Case *c, LpTensor *u)
     {
       /* A block type comes back as f32 latent values (the trainer quantizes). */
       g_assert_cmpint (u->dtype, ==, LP_DTYPE_F32);
-      g_assert_cmpstr (lp_form_name (lp_tensor_form (u)), ==, "dense");
+      g_assert_cmpstr (lp_form_name (lp_tensor_form (u)), ==, lp_tensor_mask (c->t) ? "masked" : "dense");
     }
   else
     {
@@ -403,6 +416,20 @@ product (LpTensor *t, LpBackend *be, const float *x)
   return out;
 }
 
+/* Rebuilt before any step, the weight is what it was: its values bit for
+ * bit (a block type's as its f32 latent values). */
+static void
+check_untrained (const Case *c, LpFormWeights *w)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) u = lp_form_weights_trained (w, &error);
+  g_assert_no_error (error);
+  g_autofree float *a = lp_tensor_dup_f32 (c->t, &error), *b = lp_tensor_dup_f32 (u, &error);
+  g_assert_cmpmem (a, N * K * sizeof (float), b, N * K * sizeof (float));
+  if (lp_dtype_info (c->t->dtype)->block_size == 1)
+    g_assert_true (g_bytes_equal (u->data, c->t->data));
+}
+
 /* An adapter's base is frozen: the rebuilt W less s B A (its trained
  * factors) is the base's values. */
 static void
@@ -462,6 +489,7 @@ run_case (gconstpointer data)
   lp_ctensor_read (s0.y, 0, y0, s0.y->n_bytes);
   lp_cgraph_free (s0.g);
   lp_test_assert_close (y0, ref0, T * N, 1e-6);
+  check_untrained (c, w);
   if (c->kind == W_STE)
     latent_beyond_grid (w, lp_tensor_int_grid (c->t));
   Step s = record_step (w, be, x, target, TRUE);
@@ -485,6 +513,83 @@ run_case (gconstpointer data)
   lp_test_assert_close (y1, ref1, T * N, c->tol);
   g_assert_true (memcmp (y0, y1, sizeof y0[0] * T * N) != 0);
   check_gguf (c, u);
+}
+
+/* Every case's trainable upload on the Vulkan device (lavapipe under the
+ * validation layer): the loss, the product and each parameter's gradient
+ * against the CPU's (1e-5: f32 sums in another order), the keep-masks
+ * the same. */
+static void
+test_vulkan (gconstpointer data)
+{
+  const GPtrArray *cases = data;
+  if (!lp_test_have_vulkan ())
+    return;
+  g_autoptr (GError) error = NULL;
+  /* Under the Khronos validation layer, its synchronization checks on. */
+  g_setenv ("LLMPRESS_VULKAN_VALIDATION", "1", TRUE);
+  g_setenv ("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT", FALSE);
+  g_autoptr (LpBackend) vk = lp_backend_new ("vulkan", &error);
+  g_unsetenv ("LLMPRESS_VULKAN_VALIDATION");
+  if (vk == NULL && g_error_matches (error, LP_ERROR, LP_ERROR_MISSING))
+    {
+      g_test_skip (error->message);
+      return;
+    }
+  g_assert_no_error (error);
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  float x[T * K], target[T * N];
+  lp_test_fill (x, T * K, 83, 1.0);
+  lp_test_fill (target, T * N, 84, 0.3);
+  for (guint i = 0; i < cases->len; i++)
+    {
+      const Case *c = cases->pdata[i];
+      LpBackend *be[2] = { vk, cpu };
+      LpFormWeights *w[2];
+      Step s[2];
+      float *y[2], *loss[2];
+      for (int b = 0; b < 2; b++)
+        {
+          w[b] = lp_form_weights_new_train (c->t, be[b], c->how, &error);
+          g_assert_no_error (error);
+          if (c->kind == W_STE)
+            latent_beyond_grid (w[b], lp_tensor_int_grid (c->t));
+          s[b] = record_step (w[b], be[b], x, target, TRUE);
+          y[b] = g_new (float, T * N);
+          loss[b] = g_new (float, T);
+          lp_ctensor_read (s[b].y, 0, y[b], s[b].y->n_bytes);
+          lp_ctensor_read (s[b].loss, 0, loss[b], s[b].loss->n_bytes);
+          /* The device ran the grid's training ops itself. */
+          g_autofree char *described = lp_cgraph_describe (s[b].g);
+          if (b == 0)
+            g_assert_true (strstr (described, "fake_quant") == NULL && strstr (described, "dequant_grid") == NULL);
+        }
+      lp_test_assert_close (y[0], y[1], T * N, 1e-5);
+      lp_test_assert_close (loss[0], loss[1], T, 1e-5);
+      for (int p = 0; p < w[1]->n_trainable; p++)
+        {
+          gint64 n = lp_ctensor_n_elements (w[1]->params[p]);
+          g_autofree float *gv = g_new (float, n), *gc = g_new (float, n);
+          g_assert_true (lp_form_weights_grad (w[0], s[0].g, p, gv, &error));
+          g_assert_true (lp_form_weights_grad (w[1], s[1].g, p, gc, &error));
+          g_assert_no_error (error);
+          lp_test_assert_close (gv, gc, n, 1e-5);
+          g_assert_true ((w[0]->keep[p] == NULL) == (w[1]->keep[p] == NULL));
+          if (w[0]->keep[p] != NULL)
+            {
+              lp_ctensor_read (w[0]->keep[p], 0, gv, w[0]->keep[p]->n_bytes);
+              lp_ctensor_read (w[1]->keep[p], 0, gc, w[1]->keep[p]->n_bytes);
+              g_assert_cmpmem (gv, n * 4, gc, n * 4);
+            }
+        }
+      for (int b = 0; b < 2; b++)
+        {
+          lp_cgraph_free (s[b].g);
+          lp_form_weights_free (w[b]);
+          g_free (y[b]);
+          g_free (loss[b]);
+        }
+    }
 }
 
 /* A masked weight whose pruned entry moved (an optimizer that ignored the
@@ -541,6 +646,7 @@ main (int argc, char **argv)
     { "grid values", grid (FALSE), LP_FORM_TRAIN_VALUES, W_STE, 1, 1e-6 },
     { "grid scales", grid (FALSE), LP_FORM_TRAIN_SCALES, W_SCALES, 1, 2e-3 },
     { "masked", masked (f32), LP_FORM_TRAIN_VALUES, W_IS_P0, 1, 1e-6 },
+    { "masked q8_0", masked_blocks (f32), LP_FORM_TRAIN_VALUES, W_IS_P0, 1, 1e-6 },
     { "masked grid values", grid (TRUE), LP_FORM_TRAIN_VALUES, W_STE, 1, 1e-6 },
     { "masked grid scales", grid (TRUE), LP_FORM_TRAIN_SCALES, W_SCALES, 1, 2e-3 },
     { "low-rank", lp_tensor_new_low_rank (NAME, lr_a, lr_b, &error), LP_FORM_TRAIN_VALUES, W_LOW_RANK, 2, 1e-6 },
@@ -559,5 +665,6 @@ main (int argc, char **argv)
       g_test_add_data_func (path, c, run_case);
     }
   g_test_add_func ("/forms-train/refusals", test_refusals);
+  g_test_add_data_func ("/forms-train/vulkan", cases, test_vulkan);
   return g_test_run ();
 }

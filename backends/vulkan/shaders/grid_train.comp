@@ -14,7 +14,12 @@
 // a thread a (row, group), over the group's own columns when g_idx is the
 // plain k / group (group > 0), else over every column asking g_idx.
 // `precise` keeps the compiler from contracting or reassociating: the
-// products round once, as the C code's do.
+// products round once, as the C code's do.  x / s is the one operation
+// Vulkan does not require to be correctly rounded (OpFDiv: 2.5 ULP):
+// lavapipe's is, so there the codes are the CPU's bit for bit; a device
+// whose division is looser may put a latent weight lying within a few ULP
+// of a rounding boundary on the neighbouring code (the trained tensor is
+// rounded by the CPU's lp_int_quantize either way, form_grid.c).
 layout(local_size_x_id = 0) in;
 
 layout(std430, binding = 0) readonly buffer ABuf { float a[]; };      // latent x (mode 0) or dy (1, 3)
