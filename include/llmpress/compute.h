@@ -60,6 +60,13 @@ typedef enum {
   LP_COP_CROSS_ENTROPY_BACK,/* dst[T,V] = dy[t] (softmax (logits[t]) - onehot (target[t])); src0 dy [T], src1 logits, src2 targets */
   LP_COP_KL_BACK,           /* dst[T,V] = d/d(student); src0 dy [T], src1 student, src2 teacher; f[0] temperature */
   LP_COP_MSE_BACK,          /* dst[T,n] = dy[t] * 2 (src0 - src1) / n; src0 dy [T], src1 a, src2 b (gradient w.r.t. a) */
+  /* ---- appended for distillation from an offline teacher (its top-k, LpLogits in logits.h) ---- */
+  LP_COP_KL_TOPK,       /* dst[T] = f[0]^2 sum over the k + 1 buckets b of p_b (log p_b - log q_b); src0 student logits
+                         * [T,V]; the teacher: src1 ids i32 [T,k] (distinct, < V), src2 their log p [T,k], src3 log p of
+                         * the rest bucket [T] (every other token together); q = softmax (src0[t] / f[0]), q_rest = its
+                         * mass off the row's ids; a bucket with p = 0 adds 0 */
+  LP_COP_KL_TOPK_BACK,  /* dst[T,V] = d/d(student) of kl_topk times dy; src0 dy [T], src1 student, src2 ids, src3 log p,
+                         * src4 log p rest; f[0] temperature */
   LP_COP_COUNT,
 } LpCOp;
 
