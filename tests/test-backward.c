@@ -1236,7 +1236,8 @@ test_graph_block (void)
 
 /* The losses' graph: s = 0.5 (x W^T + r0 + bias) with r0 matmul's added
  * term and bias one row broadcast over T; loss_t = KL (s, teacher) at
- * temperature 2 + MSE (s, goal).  s feeds both losses (its gradients sum). */
+ * temperature 2 + MSE (s, goal) + KL_TOPK (s, the teacher's top 2 at
+ * temperature 2).  s feeds every loss (its gradients sum). */
 enum { L_W, L_R0, L_BIAS, L_GOAL, N_LOSS_PARAMS };
 static const char *const loss_param_names[N_LOSS_PARAMS] = { "W", "r0", "bias", "goal" };
 
@@ -1245,6 +1246,7 @@ typedef struct {
   double tau;
   double *x, *teacher, *dy;
   double *p[N_LOSS_PARAMS];
+  TopkCase topk; /* its ids, log p and rest; student and r set per call */
 } LossGraph;
 
 static double
@@ -1259,6 +1261,10 @@ loss_graph_loss (gconstpointer p)
       s[t * N + j] = 0.5 * (s[t * N + j] + c->p[L_R0][t * N + j] + c->p[L_BIAS][j]);
   d_kl (T, N, s, c->teacher, c->tau, kl);
   double loss = dot (c->dy, kl, T);
+  TopkCase topk = c->topk;
+  topk.student = s;
+  topk.r = c->dy;
+  loss += topk_loss (&topk);
   for (int t = 0; t < T; t++)
     {
       double m = 0.0;
@@ -1287,10 +1293,22 @@ test_graph_losses (void)
   LpCTensor *x = random_tensor2 (c.T, c.K, 310, 1.0, &c.x);
   LpCTensor *teacher = random_tensor2 (c.T, c.N, 311, 3.0, &c.teacher);
   LpCTensor *dy = random_tensor2 (c.T, 1, 312, 1.0, &c.dy);
-  for (int attempt = 0; attempt < 2; attempt++)
+  /* The teacher's top 2 at tau, from its logits (as doubles, as d_kl sees them). */
+  enum { K = 2 };
+  gint32 ids[4 * K];
+  float logp[4 * K], rest[4];
+  g_assert_cmpint (c.T, ==, 4);
+  lp_logits_topk (fdata (teacher), c.T, c.N, K, c.tau, ids, logp, rest);
+  c.topk = (TopkCase) { .T = c.T, .V = c.N, .k = K, .tau = c.tau, .ids = ids, .logp = logp, .rest = rest };
+  LpCTensor *id_t = tensor2 (LP_DTYPE_I32, c.T, K), *lp_t = tensor2_from (LP_DTYPE_F32, c.T, K, logp);
+  LpCTensor *rest_t = tensor2_from (LP_DTYPE_F32, c.T, 1, rest);
+  lp_ctensor_write (id_t, 0, ids, sizeof ids);
+  for (int attempt = 0; attempt < 3; attempt++)
     {
-      /* The second time the teacher is trainable: an error, no gradients. */
+      /* The second time the teacher is trainable, the third its top-k's
+       * log p: an error, no gradients. */
       lp_ctensor_set_trainable (teacher, attempt == 1);
+      lp_ctensor_set_trainable (lp_t, attempt == 2);
       g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
       LpCTensor *h = graph_add (g, LP_COP_MATMUL, 3, x, p[L_W], p[L_R0])->dst[0];
       LpCNode *n = graph_add (g, LP_COP_SCALE, 1, graph_add (g, LP_COP_ADD, 2, h, p[L_BIAS])->dst[0]);
@@ -1299,15 +1317,18 @@ test_graph_losses (void)
       n = graph_add (g, LP_COP_KL, 2, s, teacher);
       n->f[0] = (float) c.tau;
       LpCTensor *loss = graph_add (g, LP_COP_ADD, 2, n->dst[0], graph_add (g, LP_COP_MSE, 2, s, p[L_GOAL])->dst[0])->dst[0];
+      n = graph_add (g, LP_COP_KL_TOPK, 4, s, id_t, lp_t, rest_t);
+      n->f[0] = (float) c.tau;
+      loss = graph_add (g, LP_COP_ADD, 2, loss, n->dst[0])->dst[0];
       graph_run (g);
       g_autoptr (GError) error = NULL;
       gboolean ok = lp_cgraph_backward (g, loss, dy, &error);
-      if (attempt == 1)
+      if (attempt > 0)
         {
           g_assert_false (ok);
-          lp_test_assert_error_contains (error, "kl", "teacher", NULL);
+          lp_test_assert_error_contains (error, attempt == 1 ? "op kl:" : "op kl_topk:", "teacher", NULL);
           g_assert_null (strchr (error->message, '\n'));
-          break;
+          continue;
         }
       g_assert_no_error (error);
       graph_run (g);
@@ -1328,6 +1349,9 @@ test_graph_losses (void)
   lp_ctensor_free (x);
   lp_ctensor_free (teacher);
   lp_ctensor_free (dy);
+  lp_ctensor_free (id_t);
+  lp_ctensor_free (lp_t);
+  lp_ctensor_free (rest_t);
   g_free (c.x);
   g_free (c.teacher);
   g_free (c.dy);
