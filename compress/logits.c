@@ -406,8 +406,9 @@ read_keys (const LpMeta *meta, const char *path, GError **error)
     return NULL;
   if (!lp_meta_get_float (meta, KEY_TEMPERATURE, &tau, &e) || !(isfinite (tau) && tau > 0.0))
     {
+      g_autofree char *found = e ? g_strdup (e->message) : g_strdup_printf ("%g", tau);
       lp_set_error (error, LP_ERROR_FORMAT, "%s: key %s: expected a finite number above 0, found %s", path,
-                    KEY_TEMPERATURE, e ? e->message : "a value outside that");
+                    KEY_TEMPERATURE, lp_meta_has (meta, KEY_TEMPERATURE) ? found : "none");
       g_clear_error (&e);
       return NULL;
     }
