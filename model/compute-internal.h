@@ -84,6 +84,10 @@ void lp_cop_kl_back_cpu (const LpCNode *node);
 void lp_cop_kl_back_ref (const LpCNode *node);
 void lp_cop_mse_back_cpu (const LpCNode *node);
 void lp_cop_mse_back_ref (const LpCNode *node);
+void lp_cop_adamw_cpu (const LpCNode *node);
+void lp_cop_adamw_ref (const LpCNode *node);
+void lp_cop_sum_sq_cpu (const LpCNode *node);
+void lp_cop_sum_sq_ref (const LpCNode *node);
 void lp_cop_kl_topk_cpu (const LpCNode *node);
 void lp_cop_kl_topk_ref (const LpCNode *node);
 gboolean lp_cop_kl_topk_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
