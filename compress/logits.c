@@ -293,6 +293,11 @@ lp_logits_set_window (LpLogits *lg, int window, const gint32 *tokens, const floa
 
 /* ---- vocabularies and windows ---- */
 
+/* The keys that define what a token id means (the distill plugin's
+ * teacher check compares the same ones). */
+static const char *const vocab_keys[] = { "tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                                          "tokenizer.ggml.bos_token_id", NULL };
+
 char *
 lp_model_vocab_digest (LpModel *model)
 {
@@ -301,12 +306,24 @@ lp_model_vocab_digest (LpModel *model)
   if (tokens == NULL || tokens->type != LP_VALUE_ARRAY || tokens->elem_type != LP_VALUE_STRING)
     return g_strdup ("none");
   g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
-  const char *kind = lp_meta_get_string (meta, "tokenizer.ggml.model");
-  /* Each string with its NUL, so no two lists hash alike by shifting a boundary. */
-  g_checksum_update (sum, (const guchar *) (kind ? kind : ""), (gssize) strlen (kind ? kind : "") + 1);
-  char *const *strs = tokens->array;
-  for (guint64 i = 0; i < tokens->n_elems; i++)
-    g_checksum_update (sum, (const guchar *) strs[i], (gssize) strlen (strs[i]) + 1);
+  /* Each key, then its value: strings each with their NUL (no two lists
+   * hash alike by moving a boundary), anything else as printed whole. */
+  for (const char *const *k = vocab_keys; *k; k++)
+    {
+      const LpValue *v = lp_meta_get (meta, *k);
+      g_checksum_update (sum, (const guchar *) *k, (gssize) strlen (*k) + 1);
+      if (v == NULL)
+        continue;
+      if (v->type == LP_VALUE_ARRAY && v->elem_type == LP_VALUE_STRING)
+        for (guint64 i = 0; i < v->n_elems; i++)
+          g_checksum_update (sum, (const guchar *) ((char *const *) v->array)[i],
+                             (gssize) strlen (((char *const *) v->array)[i]) + 1);
+      else
+        {
+          g_autofree char *text = lp_value_to_string (v, G_MAXUINT);
+          g_checksum_update (sum, (const guchar *) text, (gssize) strlen (text) + 1);
+        }
+    }
   return g_strdup (g_checksum_get_string (sum));
 }
 

@@ -185,6 +185,12 @@ test_checks (void)
   lp_test_assert_error_contains (error, "teacher logits: vocabulary: expected the student's (digest", "the same ids name other tokens", NULL);
   g_assert_null (strchr (error->message, '\n'));
   g_clear_error (&error);
+  /* Another BOS id: the windows would start with another token. */
+  g_autoptr (LpModel) other_bos = lp_model_derive (m);
+  lp_meta_set_u32 (lp_model_meta (other_bos), "tokenizer.ggml.bos_token_id", 2);
+  g_assert_false (lp_logits_check_student (lg, other_bos, &error));
+  lp_test_assert_error_contains (error, "teacher logits: vocabulary: expected the student's (digest", NULL);
+  g_clear_error (&error);
   g_autoptr (LpModel) tiny = lp_test_tiny_model (1);
   g_assert_false (lp_logits_check_student (lg, tiny, &error));
   lp_test_assert_error_contains (error, "vocabulary size: expected the student's 64, found the teacher's", NULL);

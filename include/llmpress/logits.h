@@ -70,9 +70,10 @@ gboolean lp_logits_set_window (LpLogits *lg, int window, const gint32 *tokens, c
 void lp_logits_topk (const float *logits, int T, gint64 V, int k, double temperature, gint32 *ids, float *logp,
                      float *rest_logp);
 
-/* A digest of a model's vocabulary: SHA-256 over tokenizer.ggml.model and
- * every token's text, in order; "none" for a model that carries no
- * vocabulary (then only the vocabulary size can be compared).  g_free it. */
+/* A digest of a model's vocabulary: SHA-256 over the tokenizer.ggml keys
+ * that say what an id means (model, tokens in order, merges, bos_token_id);
+ * "none" for a model that carries no vocabulary (then only the vocabulary
+ * size can be compared).  g_free it. */
 char *lp_model_vocab_digest (LpModel *model);
 /* A student can learn from these when its vocabulary is the teacher's
  * (size and digest); otherwise one line saying which differs. */
