@@ -420,15 +420,33 @@ digest_of (const char *out, const char *name)
   return g_strdup (json_object_get_string_member (m, "digest"));
 }
 
+/* Run a spec on the demo model, the specs' README its calibration text,
+ * with the definitions defs (NULL-terminated "NAME=VALUE"), the cache in
+ * `cache` (NULL: none), --explain; its exit status (its output, errors
+ * in *o, *e; on failure the errors go to the test's log). */
 static int
-run_spec (const char *spec, const char *model, const char *calib, const char *cache, const char *out, int salt,
-          char **stdout_text, char **stderr_text)
+run_spec (const char *spec, const char *cache, const char *out, const char *const *defs, char **o, char **e)
 {
+  g_autofree char *model = lp_test_demo_model ();
+  g_autofree char *calib = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
   g_autofree char *md = g_strdup_printf ("model=%s", model), *cd = g_strdup_printf ("calib=%s", calib);
-  g_autofree char *sa = g_strdup_printf ("salt_a=%d", salt), *sb = g_strdup_printf ("salt_b=%d", salt + 1);
-  const char *args[] = { "run", spec, "-D", md, "-D", cd, "-D", sa, "-D", sb, "-o", out, "--cache-dir", cache,
-                         "--explain", "-q", NULL };
-  return lp_test_run_cliv (stdout_text, stderr_text, args);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
+  const char *fixed[] = { "run", spec, "-D", md, "-D", cd, "-o", out, "--explain", "-q" };
+  for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
+    g_ptr_array_add (args, (gpointer) fixed[i]);
+  for (const char *const *d = defs; *d; d++)
+    {
+      g_ptr_array_add (args, (gpointer) "-D");
+      g_ptr_array_add (args, (gpointer) *d);
+    }
+  g_ptr_array_add (args, (gpointer) (cache ? "--cache-dir" : "--no-cache"));
+  if (cache)
+    g_ptr_array_add (args, (gpointer) cache);
+  g_ptr_array_add (args, NULL);
+  int status = lp_test_run_cliv (o, e, (const char *const *) args->pdata);
+  if (status != 0 && e != NULL)
+    g_test_message ("%s", *e);
+  return status;
 }
 
 static const char spec_text[] =
@@ -459,16 +477,11 @@ static const char spec_text[] =
 static void
 test_spec_once (void)
 {
-  g_autofree char *model = lp_test_demo_model ();
-  g_autofree char *calib = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
   g_autofree char *spec = lp_test_write_file ("teacher.ini", spec_text, strlen (spec_text));
   g_autofree char *cache = lp_test_mkdir ("teacher-cache");
   g_autofree char *out1 = g_build_filename (lp_test_tmpdir (), "teacher-out1", NULL);
   g_autofree char *o1 = NULL, *e1 = NULL;
-  int status = run_spec (spec, model, calib, cache, out1, 1, &o1, &e1);
-  if (status != 0)
-    g_test_message ("%s", e1);
-  g_assert_cmpint (status, ==, 0);
+  g_assert_cmpint (run_spec (spec, cache, out1, (const char *[]){ "salt_a=1", "salt_b=2", NULL }, &o1, &e1), ==, 0);
   g_autofree char *x1 = executed (out1, "teacher"), *xa = executed (out1, "a"), *xb = executed (out1, "b");
   g_assert_cmpstr (x1, ==, "ran");
   g_assert_cmpstr (xa, ==, "ran");
@@ -485,7 +498,7 @@ test_spec_once (void)
    * every byte checked), and read the same. */
   g_autofree char *out2 = g_build_filename (lp_test_tmpdir (), "teacher-out2", NULL);
   g_autofree char *o2 = NULL, *e2 = NULL;
-  g_assert_cmpint (run_spec (spec, model, calib, cache, out2, 10, &o2, &e2), ==, 0);
+  g_assert_cmpint (run_spec (spec, cache, out2, (const char *[]){ "salt_a=10", "salt_b=11", NULL }, &o2, &e2), ==, 0);
   g_autofree char *y1 = executed (out2, "teacher"), *ya = executed (out2, "a");
   g_assert_cmpstr (y1, ==, "fetched from cache");
   g_assert_cmpstr (ya, ==, "ran");
@@ -512,7 +525,7 @@ test_spec_once (void)
   g_assert_true (g_file_set_contents (file, data, (gssize) n, NULL));
   g_autofree char *out3 = g_build_filename (lp_test_tmpdir (), "teacher-out3", NULL);
   g_autofree char *o3 = NULL, *e3 = NULL;
-  g_assert_cmpint (run_spec (spec, model, calib, cache, out3, 20, &o3, &e3), ==, 0);
+  g_assert_cmpint (run_spec (spec, cache, out3, (const char *[]){ "salt_a=20", "salt_b=21", NULL }, &o3, &e3), ==, 0);
   g_assert_nonnull (strstr (e3, "damaged cache entry"));
   g_autofree char *z1 = executed (out3, "teacher");
   g_assert_cmpstr (z1, ==, "ran");
@@ -520,19 +533,15 @@ test_spec_once (void)
   g_assert_cmpstr (da3, ==, da);
 }
 
-/* topk above the vocabulary: one line, exit 1, nothing written. */
+/* topk above the vocabulary: one line, exit 1. */
 static void
 test_spec_bad_topk (void)
 {
-  g_autofree char *model = lp_test_demo_model ();
-  g_autofree char *calib = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
   g_autofree char *spec = lp_test_write_file ("teacher-bad.ini", spec_text, strlen (spec_text));
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), "teacher-bad-out", NULL);
-  g_autofree char *md = g_strdup_printf ("model=%s", model), *cd = g_strdup_printf ("calib=%s", calib);
   g_autofree char *e = NULL;
-  const char *args[] = { "run", spec, "-D", md, "-D", cd, "-D", "salt_a=1", "-D", "salt_b=2", "-D", "topk=513",
-                         "-o", out, "--no-cache", "-q", NULL };
-  g_assert_cmpint (lp_test_run_cliv (NULL, &e, args), ==, 1);
+  const char *defs[] = { "salt_a=1", "salt_b=2", "topk=513", NULL };
+  g_assert_cmpint (run_spec (spec, NULL, out, defs, NULL, &e), ==, 1);
   g_assert_nonnull (strstr (e, "teacher: topk: expected at most the teacher's vocabulary size 512, found 513"));
   g_assert_cmpuint (lp_test_count_lines (e), ==, 1);
 }
@@ -580,17 +589,6 @@ static const char students_text[] =
   "input=b\n"
   "path=b.gguf\n";
 
-static int
-run_students (const char *spec, const char *model, const char *calib, const char *cache, const char *out, int steps_a,
-              char **stdout_text, char **stderr_text)
-{
-  g_autofree char *md = g_strdup_printf ("model=%s", model), *cd = g_strdup_printf ("calib=%s", calib);
-  g_autofree char *sa = g_strdup_printf ("steps_a=%d", steps_a);
-  const char *args[] = { "run", spec, "-D", md, "-D", cd, "-D", sa, "-o", out, "--cache-dir", cache, "--explain", "-q",
-                         NULL };
-  return lp_test_run_cliv (stdout_text, stderr_text, args);
-}
-
 /* The issue's story: two students distilled from one teacher in the same
  * spec compute the teacher's logits once.  Run 1: the teacher node runs
  * once and both students train from its top-k; run 2, one student's
@@ -607,16 +605,11 @@ test_two_students (void)
       g_test_skip ("distill.recover takes no teacher_logits= input in this build");
       return;
     }
-  g_autofree char *model = lp_test_demo_model ();
-  g_autofree char *calib = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "README.md", NULL);
   g_autofree char *spec = lp_test_write_file ("students.ini", students_text, strlen (students_text));
   g_autofree char *cache = lp_test_mkdir ("students-cache");
   g_autofree char *out1 = g_build_filename (lp_test_tmpdir (), "students-out1", NULL);
   g_autofree char *o1 = NULL, *e1 = NULL;
-  int status = run_students (spec, model, calib, cache, out1, 2, &o1, &e1);
-  if (status != 0)
-    g_test_message ("%s", e1);
-  g_assert_cmpint (status, ==, 0);
+  g_assert_cmpint (run_spec (spec, cache, out1, (const char *[]){ "steps_a=2", NULL }, &o1, &e1), ==, 0);
   const char *ran1[] = { "teacher", "a", "b" };
   for (guint i = 0; i < G_N_ELEMENTS (ran1); i++)
     {
@@ -629,7 +622,7 @@ test_two_students (void)
 
   g_autofree char *out2 = g_build_filename (lp_test_tmpdir (), "students-out2", NULL);
   g_autofree char *o2 = NULL, *e2 = NULL;
-  g_assert_cmpint (run_students (spec, model, calib, cache, out2, 3, &o2, &e2), ==, 0);
+  g_assert_cmpint (run_spec (spec, cache, out2, (const char *[]){ "steps_a=3", NULL }, &o2, &e2), ==, 0);
   g_autofree char *t2 = executed (out2, "teacher"), *a2 = executed (out2, "a"), *b2 = executed (out2, "b");
   g_assert_cmpstr (t2, ==, "fetched from cache");
   g_assert_cmpstr (a2, ==, "ran");
