@@ -153,6 +153,15 @@ lp_logits_vocab_digest (const LpLogits *lg)
   return lg->vocab_digest;
 }
 
+guint64
+lp_logits_n_bytes (const LpLogits *lg)
+{
+  guint64 n = 0;
+  for (int i = 0; i < N_ARRAYS; i++)
+    n += lp_tensor_n_bytes (lg->a[i]);
+  return n;
+}
+
 const gint32 *
 lp_logits_tokens (const LpLogits *lg, int window)
 {

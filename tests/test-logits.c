@@ -493,6 +493,9 @@ test_spec_once (void)
   g_assert_cmpfloat (lp_test_report_metric (out1, "a", "windows"), ==, 4);
   g_assert_cmpfloat (lp_test_report_metric (out1, "a", "seq_len"), ==, 32);
   g_assert_cmpfloat (lp_test_report_metric (out1, "a", "temperature"), ==, 2);
+  /* The table's size: 4 windows x 32 positions x (8 ids + 8 log p + a token + the rest) x 4 bytes. */
+  g_autoptr (JsonParser) p = NULL;
+  g_assert_cmpint (json_object_get_int_member (node_of (out1, "teacher", &p), "output_bytes"), ==, 4 * 32 * 18 * 4);
 
   /* New readers: the teacher's logits come from the cache (logits.gguf,
    * every byte checked), and read the same. */

@@ -51,6 +51,8 @@ int lp_logits_k (const LpLogits *lg);
 gint64 lp_logits_n_vocab (const LpLogits *lg);
 double lp_logits_temperature (const LpLogits *lg);
 const char *lp_logits_vocab_digest (const LpLogits *lg);
+/* Bytes of the four arrays: N L (2 k + 2) 4. */
+guint64 lp_logits_n_bytes (const LpLogits *lg);
 /* Window i's tokens [L]. */
 const gint32 *lp_logits_tokens (const LpLogits *lg, int window);
 /* Window i's top-k, as train.h's LpTeacherLogits takes it: ids [L, k],

@@ -63,8 +63,7 @@ teacher_run (LpPassContext *ctx, GError **error)
       lp_pass_context_progress (ctx, (guint64) i + 1, (guint64) N, "teacher logits");
     }
   lp_pass_context_log (ctx, LP_LOG_INFO, "teacher logits: %d windows of %d tokens, top %" G_GINT64_FORMAT
-                       " at temperature %g: %.1f MiB", N, L, k, tau,
-                       (double) N * L * (2.0 * k + 2.0) * 4.0 / (1 << 20));
+                       " at temperature %g: %.1f MiB", N, L, k, tau, (double) lp_logits_n_bytes (lg) / (1 << 20));
   g_autoptr (LpArtifact) a = lp_artifact_new_logits (lg);
   lp_pass_context_set_output (ctx, a);
   return TRUE;
