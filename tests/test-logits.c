@@ -581,6 +581,7 @@ static const char students_text[] =
   "steps=3\n"
   "warmup=0\n"
   "lr=0.003\n"
+  "temperature=${temp_b:-1}\n"
   "micro_batch=2\n"
   "holdout=2\n"
   "[save_a]\n"
@@ -596,8 +597,9 @@ static const char students_text[] =
  * spec compute the teacher's logits once.  Run 1: the teacher node runs
  * once and both students train from its top-k; run 2, one student's
  * steps changed: the teacher's logits are fetched from the cache, that
- * student trains again, the other is reused.  The students differ (two
- * trainings), and the pruned weights stay zero. */
+ * student trains again, the other is reused.  Each student trained its
+ * own steps, the pruned weights stay zero, and a student at another
+ * temperature than the logits' is refused. */
 static void
 test_two_students (void)
 {
@@ -632,25 +634,34 @@ test_two_students (void)
   g_assert_cmpstr (b2, !=, "ran");
   g_assert_nonnull (strstr (o2, "explain: teacher: reused: cache entry"));
 
-  /* Two trainings, two models; every weight magnitude pruned is still 0. */
+  /* Two trainings (their own steps), two models; every weight magnitude
+   * pruned is still 0 in both. */
   g_autoptr (GError) error = NULL;
   g_autofree char *pa = g_build_filename (out1, "a.gguf", NULL), *pb = g_build_filename (out1, "b.gguf", NULL);
   g_autoptr (LpModel) ma = lp_model_load (pa, NULL, &error);
   g_autoptr (LpModel) mb = ma ? lp_model_load (pb, NULL, &error) : NULL;
   g_assert_no_error (error);
+  gint64 sa = 0, sb = 0;
+  g_assert_true (lp_meta_get_int (lp_model_meta (ma), "llmpress.distill.steps", &sa, NULL));
+  g_assert_true (lp_meta_get_int (lp_model_meta (mb), "llmpress.distill.steps", &sb, NULL));
+  g_assert_cmpint (sa, ==, 2);
+  g_assert_cmpint (sb, ==, 3);
   LpTensor *qa = lp_model_tensor (ma, "blk.0.attn_q.weight"), *qb = lp_model_tensor (mb, "blk.0.attn_q.weight");
   g_autofree float *fa = lp_tensor_dup_f32 (qa, &error), *fb = lp_tensor_dup_f32 (qb, &error);
-  gint64 n = lp_tensor_n_elements (qa), zeros = 0, differ = 0;
+  gint64 n = lp_tensor_n_elements (qa), zeros = 0;
   for (gint64 e = 0; e < n; e++)
     {
       zeros += fa[e] == 0.0f;
-      differ += fa[e] != fb[e];
       g_assert_true ((fa[e] == 0.0f) == (fb[e] == 0.0f));
     }
-  g_test_message ("blk.0.attn_q.weight: %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " zero in both students, %"
-                  G_GINT64_FORMAT " differ", zeros, n, differ);
+  g_test_message ("blk.0.attn_q.weight: %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " zero in both students", zeros, n);
   g_assert_cmpint (zeros, >=, n / 2);
-  g_assert_cmpint (differ, >, 0);
+
+  /* A student at another temperature than the logits': one line, exit 1. */
+  g_autofree char *out3 = g_build_filename (lp_test_tmpdir (), "students-out3", NULL);
+  g_autofree char *e3 = NULL;
+  g_assert_cmpint (run_spec (spec, cache, out3, (const char *[]){ "steps_a=3", "temp_b=3", NULL }, NULL, &e3), ==, 1);
+  g_assert_nonnull (strstr (e3, "b: temperature=3: expected the teacher logits' 1 (distill.teacher's temperature=)"));
 }
 
 int

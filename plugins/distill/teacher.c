@@ -6,8 +6,11 @@
  *
  * The samples are the pipeline's calibration samples, the same windows a
  * student's recover trains on (lp_logits_check_calibration says so there);
- * the temperature is stored with them, and a student must train at it. */
+ * the temperature is stored with them, and a student must train at it.
+ * Below the pass, what a student's pass calls to take them as an input. */
 #include "config.h"
+
+#include <math.h>
 
 #include "teacher-pass.h"
 
@@ -67,6 +70,41 @@ teacher_run (LpPassContext *ctx, GError **error)
   g_autoptr (LpArtifact) a = lp_artifact_new_logits (lg);
   lp_pass_context_set_output (ctx, a);
   return TRUE;
+}
+
+gboolean
+distill_teacher_logits_input (LpPassContext *ctx, LpModel *student, LpCalibration *cal, gboolean e2e,
+                              gboolean temperature_set, double *temperature, LpLogits **out, GError **error)
+{
+  LpLogits *lg = lp_artifact_get_logits (lp_pass_context_get_input (ctx, "teacher_logits"));
+  *out = NULL;
+  if (lg == NULL)
+    return TRUE;
+  double tau = lp_logits_temperature (lg);
+  if (!e2e)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "teacher_logits: expected objective=e2e (block-wise reads the teacher's "
+                    "blocks), found objective=blockwise");
+      return FALSE;
+    }
+  if (temperature_set && fabs (*temperature - tau) > 1e-6 * tau)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "temperature=%g: expected the teacher logits' %g (distill.teacher's "
+                    "temperature=), found another", *temperature, tau);
+      return FALSE;
+    }
+  if (!lp_logits_check_student (lg, student, error) || !lp_logits_check_calibration (lg, cal, error))
+    return FALSE;
+  *temperature = tau;
+  *out = lg;
+  return TRUE;
+}
+
+void
+distill_teacher_logits_sample (LpLogits *lg, int sample, LpTeacherLogits *out)
+{
+  *out = (LpTeacherLogits) { .k = lp_logits_k (lg) };
+  lp_logits_window (lg, sample, &out->topk_ids, &out->topk_logp, &out->rest_logp);
 }
 
 const LpPassInfo lp_distill_teacher_pass = {
