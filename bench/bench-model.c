@@ -6,7 +6,12 @@
  *   forward+backward   one graph of the whole model with its cross-entropy
  *                      loss and every weight trainable, differentiated by
  *                      lp_cgraph_backward (a training step's work, less the
- *                      update): on the device one submission.
+ *                      update): on the device one submission;
+ *   train step         the trainer (train.h) on every block weight:
+ *                      lp_trainer_accumulate_e2e (cross-entropy and KL
+ *                      against the model's own logits, alpha 0.5: a graph
+ *                      a block forward, then a graph a block recomputed and
+ *                      differentiated) and lp_trainer_step (AdamW).
  * Median of 3 runs after a warm-up (pipelines compiled, weights uploaded). */
 #include "config.h"
 
@@ -195,6 +200,34 @@ train_tps (LpBackend *be, LpModel *m, const gint32 *toks, int T)
   return T / median (t, REPS);
 }
 
+/* Median tokens/s of the trainer's step (accumulate_e2e + AdamW) over T tokens. */
+static double
+trainer_tps (LpBackend *be, LpModel *m, const gint32 *toks, int T)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 V = lp_model_config (m)->n_vocab;
+  g_autofree float *teacher = g_new (float, (gsize) T * V);
+  g_autoptr (LpForward) fw = lp_forward_new (m, be, &error);
+  if (fw == NULL || !lp_forward_logits (fw, toks, T, NULL, teacher, &error))
+    g_error ("teacher: %s", error->message);
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, be, &o, &error);
+  if (tr == NULL)
+    g_error ("trainer: %s", error->message);
+  LpTeacherLogits tl = { .logits = teacher };
+  double t[REPS];
+  for (int r = -1; r < REPS; r++)
+    {
+      double t0 = now ();
+      if (!lp_trainer_accumulate_e2e (tr, toks, toks + 1, T, &tl, 1.0, 0.5, 1.0, NULL, &error)
+          || !lp_trainer_step (tr, 1e-4, 1.0, NULL, &error))
+        g_error ("train step: %s", error->message);
+      if (r >= 0)
+        t[r] = now () - t0;
+    }
+  return T / median (t, REPS);
+}
+
 typedef double (*TokensPerS) (LpBackend *be, LpModel *m, const gint32 *toks, int T);
 
 /* One line: the pass's tokens/s on the CPU and on the device. */
@@ -240,4 +273,5 @@ bench_model (LpBackend *cpu, LpBackend *vk)
   printf ("%-24s %12s %12s   (tokens/s)\n", "pass", "CPU", "Vulkan");
   print_row ("forward", forward_tps, cpu, vk, m, toks, T);
   print_row ("forward+backward", train_tps, cpu, vk, m, toks, T);
+  print_row ("train step", trainer_tps, cpu, vk, m, toks, T);
 }

@@ -226,7 +226,12 @@ infer_shape (const LpCNode *n, int j, int *n_dims, gint64 *shape)
       shape[0] = 1;
       shape[1] = s0->shape[s0->n_dims - 1];
       return TRUE;
+    case LP_COP_SUM_SQ:
+      *n_dims = 1;
+      shape[0] = 1;
+      return TRUE;
     case LP_COP_EMBED_BACK:
+    case LP_COP_ADAMW:
     case LP_COP_COUNT:
       return FALSE;
     }
@@ -258,9 +263,10 @@ lp_cgraph_add (LpCGraph *g, LpCOp op, LpCTensor *const *src, int n_src, LpCTenso
           n->dst[j] = dst[j];
           continue;
         }
-      if (op == LP_COP_SET_ROWS)
+      if (op == LP_COP_SET_ROWS || op == LP_COP_ADAMW)
         {
-          n->dst[j] = n->src[1]; /* written in place */
+          /* Written in place: set_rows' cache; AdamW's param, m and v. */
+          n->dst[j] = n->src[op == LP_COP_SET_ROWS ? 1 : j == 0 ? 0 : j + 1];
           continue;
         }
       int n_dims = 0;

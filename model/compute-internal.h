@@ -84,6 +84,10 @@ void lp_cop_kl_back_cpu (const LpCNode *node);
 void lp_cop_kl_back_ref (const LpCNode *node);
 void lp_cop_mse_back_cpu (const LpCNode *node);
 void lp_cop_mse_back_ref (const LpCNode *node);
+void lp_cop_adamw_cpu (const LpCNode *node);
+void lp_cop_adamw_ref (const LpCNode *node);
+void lp_cop_sum_sq_cpu (const LpCNode *node);
+void lp_cop_sum_sq_ref (const LpCNode *node);
 
 /* The CPU's matrix kernels, shared by the ops above and the CPU backend's
  * op-by-op entry points (cpu_backend.c), so both compute the same sums.

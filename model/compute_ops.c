@@ -29,6 +29,8 @@ static const LpCOpInfo op_table[LP_COP_COUNT] = {
   [LP_COP_CROSS_ENTROPY_BACK] = { "cross_entropy_back", 3, 1, lp_cop_cross_entropy_back_cpu, lp_cop_cross_entropy_back_ref, NULL },
   [LP_COP_KL_BACK] = { "kl_back", 3, 1, lp_cop_kl_back_cpu, lp_cop_kl_back_ref, NULL },
   [LP_COP_MSE_BACK] = { "mse_back", 3, 1, lp_cop_mse_back_cpu, lp_cop_mse_back_ref, NULL },
+  [LP_COP_ADAMW] = { "adamw", 5, 3, lp_cop_adamw_cpu, lp_cop_adamw_ref, NULL },
+  [LP_COP_SUM_SQ] = { "sum_sq", 2, 1, lp_cop_sum_sq_cpu, lp_cop_sum_sq_ref, NULL },
 };
 
 const LpCOpInfo *

@@ -305,13 +305,15 @@ lp_model_form_rebuilt (LpModel *model, const LpFormClass *klass, LpTensor *t)
 
 /* ---- graphs ---- */
 
-LpFormWeights *
-lp_form_weights_new (LpTensor *t, LpBackend *be, gboolean train, GError **error)
+/* t's form uploaded to be, trainable as `how` says when `train`. */
+static LpFormWeights *
+weights_new (LpTensor *t, LpBackend *be, gboolean train, LpFormTrain how, GError **error)
 {
   const LpForm *f = lp_tensor_form (t);
   LpFormWeights *w = g_new0 (LpFormWeights, 1);
   w->src = lp_tensor_ref (t);
   w->be = be;
+  w->how = how;
   if (!f->klass->upload (f, t, w, train, error))
     {
       lp_form_weights_free (w);
@@ -322,6 +324,31 @@ lp_form_weights_new (LpTensor *t, LpBackend *be, gboolean train, GError **error)
   for (int i = 0; i < w->n_trainable; i++)
     lp_ctensor_set_trainable (w->params[i], TRUE);
   return w;
+}
+
+LpFormWeights *
+lp_form_weights_new (LpTensor *t, LpBackend *be, gboolean train, GError **error)
+{
+  return weights_new (t, be, train, LP_FORM_TRAIN_VALUES, error);
+}
+
+LpFormWeights *
+lp_form_weights_new_train (LpTensor *t, LpBackend *be, LpFormTrain how, GError **error)
+{
+  return weights_new (t, be, TRUE, how, error);
+}
+
+LpTensor *
+lp_form_weights_trained (const LpFormWeights *w, GError **error)
+{
+  if (w->n_trainable == 0)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "tensor %s: expected weights uploaded for training, found none trainable",
+                    w->src->name);
+      return NULL;
+    }
+  const LpForm *f = lp_tensor_form (w->src);
+  return f->klass->trained ? f->klass->trained (f, w->src, w, error) : lp_form_values_trained (f, w->src, w, error);
 }
 
 LpFormWeights *
@@ -344,6 +371,8 @@ lp_form_weights_free (LpFormWeights *w)
 {
   if (w == NULL)
     return;
+  for (int i = 0; i < w->n_params; i++)
+    lp_ctensor_free (w->keep[i]);
   for (int i = 0; i < w->n_params; i++)
     if (w->borrowed[i])
       {
@@ -430,13 +459,45 @@ lp_form_matmul_node (LpCGraph *g, LpCTensor *x, LpCTensor *W, LpCTensor *acc, GE
   return n ? n->dst[0] : NULL;
 }
 
+LpCTensor *
+lp_form_weights_add_trainable (LpFormWeights *w, const LpTensor *t, GError **error)
+{
+  g_autofree float *x = lp_tensor_dup_f32 (t, error);
+  return x ? lp_form_weights_add (w, LP_DTYPE_F32, t->n_dims, t->shape, x, error) : NULL;
+}
+
 gboolean
 lp_form_values_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
-  /* Trained, a block type is decoded to f32 latent weights (a straight-through estimator). */
-  w->values = lp_form_weights_add_values (w, t, !train || !lp_tensor_is_quantized (t), error);
+  /* Trained: f32 (a block type's decoded values are its latent weights,
+   * a straight-through estimator; the requantization is the trainer's). */
+  w->values = train ? lp_form_weights_add_trainable (w, t, error) : lp_form_weights_add_values (w, t, TRUE, error);
   w->n_trainable = 1;
   return w->values != NULL;
+}
+
+LpTensor *
+lp_form_weights_read_param (const LpFormWeights *w, int i, const LpTensor *like, GError **error)
+{
+  const LpCTensor *p = w->params[i];
+  g_return_val_if_fail (p->dtype == LP_DTYPE_F32 && lp_ctensor_n_elements (p) == lp_tensor_n_elements (like), NULL);
+  LpTensor *t = lp_tensor_new (like->name, LP_DTYPE_F32, like->n_dims, like->shape, error);
+  if (t != NULL)
+    lp_ctensor_read (p, 0, lp_tensor_data_mut (t), p->n_bytes);
+  return t;
+}
+
+LpTensor *
+lp_form_values_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
+{
+  g_autoptr (LpTensor) latent = lp_form_weights_read_param (w, 0, t, error);
+  if (latent == NULL)
+    return NULL;
+  const LpDTypeInfo *info = lp_dtype_info (t->dtype);
+  if (info != NULL && info->block_size > 1)
+    return g_steal_pointer (&latent); /* the trainer quantizes to t->dtype (quantizers sit above model/) */
+  /* f16 / bf16 rounded; a value beyond their range is refused by name. */
+  return lp_tensor_convert_range (latent, t->dtype, LP_OVERFLOW_ERROR, NULL, error);
 }
 
 LpCTensor *

@@ -82,8 +82,21 @@ adapter_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolea
     return FALSE;
   w->bytes += w->base->bytes;
   w->n_trainable = 2;
+  if (train)
+    return lp_form_weights_add_trainable (w, f->a, error) != NULL
+           && lp_form_weights_add_trainable (w, f->b, error) != NULL;
   return lp_form_weights_add_values (w, f->a, TRUE, error) != NULL
          && lp_form_weights_add_values (w, f->b, TRUE, error) != NULL;
+}
+
+/* The same base (its own form, untouched) with the new A and B, same scale. */
+static LpTensor *
+adapter_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
+{
+  const AdapterForm *f = AD (form);
+  g_autoptr (LpTensor) a = lp_form_weights_read_param (w, 0, f->a, error);
+  g_autoptr (LpTensor) b = a ? lp_form_weights_read_param (w, 1, f->b, error) : NULL;
+  return b ? lp_tensor_new_adapter (f->base, a, b, f->scale, error) : NULL;
 }
 
 /* y = x base^T (+ acc) + (scale x A^T) B^T. */
@@ -171,6 +184,7 @@ const LpFormClass lp_form_adapter_class = {
   .restore = adapter_restore,
   .upload = adapter_upload,
   .matmul = adapter_matmul,
+  .trained = adapter_trained,
 };
 
 LpTensor *

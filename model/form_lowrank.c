@@ -64,8 +64,20 @@ static gboolean
 low_rank_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   w->n_trainable = 2;
+  if (train)
+    return lp_form_weights_add_trainable (w, LR (form)->a, error) != NULL
+           && lp_form_weights_add_trainable (w, LR (form)->b, error) != NULL;
   return lp_form_weights_add_values (w, LR (form)->a, TRUE, error) != NULL
          && lp_form_weights_add_values (w, LR (form)->b, TRUE, error) != NULL;
+}
+
+/* The new factors A and B. */
+static LpTensor *
+low_rank_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
+{
+  g_autoptr (LpTensor) a = lp_form_weights_read_param (w, 0, LR (form)->a, error);
+  g_autoptr (LpTensor) b = a ? lp_form_weights_read_param (w, 1, LR (form)->b, error) : NULL;
+  return b ? lp_tensor_new_low_rank (t->name, a, b, error) : NULL;
 }
 
 /* y = (x B^T) A^T (+ acc): two nodes, W never formed. */
@@ -125,6 +137,7 @@ const LpFormClass lp_form_low_rank_class = {
   .restore = low_rank_restore,
   .upload = low_rank_upload,
   .matmul = low_rank_matmul,
+  .trained = low_rank_trained,
 };
 
 LpTensor *

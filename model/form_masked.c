@@ -80,9 +80,69 @@ masked_with_mask (LpForm *form, GBytes *mask)
 }
 
 static gboolean
+mask_keeps (const MaskedForm *f, gint64 e)
+{
+  const guint8 *m = g_bytes_get_data (f->mask, NULL);
+  return (m[e / 8] >> (e % 8)) & 1;
+}
+
+/* Whether trainable parameter i of w holds W's values (W-shaped): the
+ * dense, block or grid latent weights.  A quantized base training its
+ * scales has none (the fixed codes keep a pruned weight at 0). */
+static gboolean
+param_is_weight (const LpFormWeights *w, int i)
+{
+  return (w->how == LP_FORM_TRAIN_VALUES || !lp_tensor_is_quantized (w->src))
+         && lp_ctensor_n_elements (w->params[i]) == lp_tensor_n_elements (w->src);
+}
+
+/* The base's parameters; trained, the weight-shaped one gets the mask as
+ * its keep-mask (f32 0/1), which the optimizer multiplies the gradient by. */
+static gboolean
 masked_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
-  return BASE (form)->klass->upload (BASE (form), t, w, train, error);
+  if (!BASE (form)->klass->upload (BASE (form), t, w, train, error))
+    return FALSE;
+  if (!train)
+    return TRUE;
+  gint64 n = lp_tensor_n_elements (t);
+  g_autofree float *keep = g_new (float, n);
+  for (gint64 e = 0; e < n; e++)
+    keep[e] = mask_keeps ((const MaskedForm *) form, e) ? 1.0f : 0.0f;
+  for (int i = 0; i < w->n_trainable; i++)
+    if (param_is_weight (w, i))
+      {
+        w->keep[i] = lp_ctensor_new (w->be, LP_DTYPE_F32, t->n_dims, t->shape, t->name, error);
+        if (w->keep[i] == NULL)
+          return FALSE;
+        lp_ctensor_write (w->keep[i], 0, keep, w->keep[i]->n_bytes);
+        w->bytes += w->keep[i]->n_bytes;
+      }
+  return TRUE;
+}
+
+/* The base's trained tensor on the same mask.  Every pruned weight must
+ * have come back exactly 0 (the optimizer multiplied by the keep-mask): a
+ * weight that moved is an error, never silently re-pruned. */
+static LpTensor *
+masked_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
+{
+  const LpForm *base = BASE (form);
+  g_autoptr (LpTensor) trained = base->klass->trained ? base->klass->trained (base, t, w, error)
+                                                      : lp_form_values_trained (base, t, w, error);
+  g_autofree float *v = trained ? lp_tensor_dup_f32 (trained, error) : NULL;
+  if (v == NULL)
+    return NULL;
+  gint64 n = lp_tensor_n_elements (t);
+  for (gint64 e = 0; e < n; e++)
+    if (v[e] != 0.0f && !mask_keeps ((const MaskedForm *) form, e))
+      {
+        lp_set_error (error, LP_ERROR_INVALID,
+                      "tensor %s: trained: pruned element %" G_GINT64_FORMAT " is %g, expected exactly 0 (the keep-mask not applied?)",
+                      t->name, e, (double) v[e]);
+        return NULL;
+      }
+  return lp_tensor_with_mask (trained, ((const MaskedForm *) form)->mask, error);
 }
 
 static LpCTensor *
@@ -99,12 +159,11 @@ masked_map_grad (const LpForm *form, const LpFormWeights *w, int i, float *grad)
   const LpFormClass *k = BASE (form)->klass;
   if (k->map_grad)
     k->map_grad (BASE (form), w, i, grad);
-  gint64 n = lp_tensor_n_elements (w->src);
-  if (lp_ctensor_n_elements (w->params[i]) != n)
+  if (!param_is_weight (w, i))
     return;
-  const guint8 *m = g_bytes_get_data (((const MaskedForm *) form)->mask, NULL);
+  gint64 n = lp_tensor_n_elements (w->src);
   for (gint64 e = 0; e < n; e++)
-    if (!((m[e / 8] >> (e % 8)) & 1))
+    if (!mask_keeps ((const MaskedForm *) form, e))
       grad[e] = 0.0f;
 }
 
@@ -181,4 +240,5 @@ const LpFormClass lp_form_masked_class = {
   .upload = masked_upload,
   .matmul = masked_matmul,
   .map_grad = masked_map_grad,
+  .trained = masked_trained,
 };

@@ -26,6 +26,7 @@ typedef struct {
   LpFormWeights *form;      /* its tensors on the backend: a matrix's form, or its values alone */
   LpCTensor *t;             /* its values as stored or f32 (form->values), or NULL (a matrix held otherwise) */
   gsize bytes;
+  gboolean train;           /* uploaded trainable (lp_forward_weight_train): never dropped */
 } LpForwardWeight;
 
 typedef struct {
@@ -46,6 +47,39 @@ struct _LpForward {
   guint64 uploads;          /* weights uploaded so far */
 };
 
+/* ---- recording (forward.c) ----
+ * The forward pass's stages recorded into a caller's graph: lp_forward_*
+ * run them, and the trainer (compress/train.c) records the same stages and
+ * then their backward into its graphs, so there is one forward. */
+
+/* A graph being recorded: once an error is set, every step does nothing
+ * and returns NULL. */
+typedef struct {
+  LpForward *fw;
+  LpCGraph *g;
+  GError *error;
+} LpForwardRec;
+
+/* A new graph on fw's backend. */
+void lp_forward_rec_begin (LpForwardRec *r, LpForward *fw);
+/* Compute what is recorded (the nodes not run yet); FALSE with the error
+ * (moved to `error`) when recording or computing failed. */
+gboolean lp_forward_rec_compute (LpForwardRec *r, GError **error);
+/* Free the graph (and an error not taken). */
+void lp_forward_rec_end (LpForwardRec *r);
+/* A graph tensor holding host x[T, D]. */
+LpCTensor *lp_forward_rec_input (LpForwardRec *r, const float *x, int T);
+/* The embedding rows x[T, D] of tokens[T] (ids checked). */
+LpCTensor *lp_forward_rec_embed (LpForwardRec *r, const gint32 *tokens, int T);
+/* x[T, D] (a graph tensor or borrowed) through block `layer`: the new
+ * residual stream [T, D].  cache and hooks may be NULL. */
+LpCTensor *lp_forward_rec_block (LpForwardRec *r, int layer, LpCTensor *x, LpKVCache *cache,
+                                 const LpForwardHooks *hooks);
+/* logits[T, V] of the residual stream x: final norm, head. */
+LpCTensor *lp_forward_rec_head (LpForwardRec *r, LpCTensor *x);
+
+/* ---- weights (forward_weights.c) ---- */
+
 /* Layer `layer`'s weights, uploaded where needed (LP_FW_QB.. only with
  * q/k/v biases), and marked as just used. */
 LpForwardWeight *lp_forward_layer_weights (LpForward *fw, int layer, GError **error);
@@ -55,5 +89,10 @@ LpForwardWeight *lp_forward_top_weights (LpForward *fw, gboolean head, GError **
 /* The embedding table among those: the head's values themselves when tied
  * and its form holds them as stored. */
 LpCTensor *lp_forward_embed_table (const LpForwardWeight *top);
+/* Model tensor `name` uploaded trainable (lp_form_weights_new_train with
+ * `how`) where the forward pass reads it from, and kept there (a budget
+ * never drops it): its weights (borrowed), or NULL with an error naming
+ * the tensor when the forward pass reads no such tensor. */
+LpFormWeights *lp_forward_weight_train (LpForward *fw, const char *name, LpFormTrain how, GError **error);
 /* Drop every weight held. */
 void lp_forward_weights_clear (LpForward *fw);

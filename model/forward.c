@@ -166,16 +166,12 @@ lp_rope_inv_freq (LpModel *model, GError **error)
 
 /* ---- recording ---- */
 
-/* A graph being recorded: once an error is set, every step below does
+/* Every recording step below takes the graph being recorded
+ * (forward-internal.h's LpForwardRec): once an error is set, each does
  * nothing and returns NULL, so a block reads as the sequence of its ops. */
-typedef struct {
-  LpForward *fw;
-  LpCGraph *g;
-  GError *error;
-} Rec;
 
 static LpCNode *
-rec_op (Rec *r, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
+rec_op (LpForwardRec *r, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
 {
   if (r->error != NULL || a == NULL)
     return NULL;
@@ -184,7 +180,7 @@ rec_op (Rec *r, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
 }
 
 static LpCTensor *
-rec_rmsnorm (Rec *r, LpCTensor *x, const LpForwardWeight *w)
+rec_rmsnorm (LpForwardRec *r, LpCTensor *x, const LpForwardWeight *w)
 {
   LpCNode *n = rec_op (r, LP_COP_RMSNORM, x, w->t, NULL);
   if (n == NULL)
@@ -195,7 +191,7 @@ rec_rmsnorm (Rec *r, LpCTensor *x, const LpForwardWeight *w)
 
 /* x[T, K] W^T (+ acc[T, N]): the nodes of W's form (form.h), whatever it is. */
 static LpCTensor *
-rec_linear (Rec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
+rec_linear (LpForwardRec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
 {
   if (r->error != NULL || x == NULL)
     return NULL;
@@ -203,7 +199,7 @@ rec_linear (Rec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
 }
 
 static LpCTensor *
-rec_bias (Rec *r, LpCTensor *x, const LpForwardWeight *b)
+rec_bias (LpForwardRec *r, LpCTensor *x, const LpForwardWeight *b)
 {
   if (b->src == NULL)
     return x;
@@ -212,7 +208,7 @@ rec_bias (Rec *r, LpCTensor *x, const LpForwardWeight *b)
 }
 
 static LpCTensor *
-rec_rope (Rec *r, LpCTensor *x, int heads, int pos0)
+rec_rope (LpForwardRec *r, LpCTensor *x, int heads, int pos0)
 {
   LpCNode *n = rec_op (r, LP_COP_ROPE, x, r->fw->inv_freq_t, NULL);
   if (n == NULL)
@@ -226,7 +222,7 @@ rec_rope (Rec *r, LpCTensor *x, int heads, int pos0)
 
 /* x written into rows pos0.. of a cache tensor. */
 static void
-rec_set_rows (Rec *r, LpCTensor *x, LpCTensor *cache, int pos0)
+rec_set_rows (LpForwardRec *r, LpCTensor *x, LpCTensor *cache, int pos0)
 {
   LpCNode *n = rec_op (r, LP_COP_SET_ROWS, x, cache, NULL);
   if (n != NULL)
@@ -234,7 +230,7 @@ rec_set_rows (Rec *r, LpCTensor *x, LpCTensor *cache, int pos0)
 }
 
 static LpCTensor *
-rec_attention (Rec *r, LpCTensor *q, LpCTensor *k, LpCTensor *v)
+rec_attention (LpForwardRec *r, LpCTensor *q, LpCTensor *k, LpCTensor *v)
 {
   LpCNode *n = rec_op (r, LP_COP_ATTENTION, q, k, v);
   if (n == NULL)
@@ -246,7 +242,7 @@ rec_attention (Rec *r, LpCTensor *q, LpCTensor *k, LpCTensor *v)
 }
 
 static LpCTensor *
-rec_swiglu (Rec *r, LpCTensor *gate, LpCTensor *up)
+rec_swiglu (LpForwardRec *r, LpCTensor *gate, LpCTensor *up)
 {
   LpCNode *n = rec_op (r, LP_COP_SWIGLU, gate, up, NULL);
   return n ? n->dst[0] : NULL;
@@ -255,7 +251,7 @@ rec_swiglu (Rec *r, LpCTensor *gate, LpCTensor *up)
 /* The hook sees X[T, n]: the graph so far is computed and X read back
  * (borrowed where it is host memory already). */
 static void
-rec_hook (Rec *r, const LpForwardHooks *hooks, int layer, LpLinearInput which, LpCTensor *X)
+rec_hook (LpForwardRec *r, const LpForwardHooks *hooks, int layer, LpLinearInput which, LpCTensor *X)
 {
   if (hooks == NULL || hooks->linear_input == NULL || r->error != NULL || X == NULL
       || !lp_cgraph_compute (r->g, &r->error))
@@ -274,8 +270,8 @@ rec_hook (Rec *r, const LpForwardHooks *hooks, int layer, LpLinearInput which, L
 /* x[T, D] (a graph tensor or borrowed) through block `layer`; returns the
  * new residual stream, a tensor of r's graph.  With a cache, the block's
  * keys and values go into it at positions cache->n .. cache->n + T - 1. */
-static LpCTensor *
-rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHooks *hooks)
+LpCTensor *
+lp_forward_rec_block (LpForwardRec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHooks *hooks)
 {
   LpForward *fw = r->fw;
   int T = (int) lp_ctensor_rows (x), past = cache ? cache->n : 0;
@@ -319,8 +315,8 @@ rec_block (Rec *r, int layer, LpCTensor *x, LpKVCache *cache, const LpForwardHoo
 }
 
 /* Token ids checked and put in a graph tensor; the embedding rows of them. */
-static LpCTensor *
-rec_embed (Rec *r, const gint32 *tokens, int T)
+LpCTensor *
+lp_forward_rec_embed (LpForwardRec *r, const gint32 *tokens, int T)
 {
   for (int t = 0; t < T; t++)
     if (tokens[t] < 0 || tokens[t] >= r->fw->c.n_vocab)
@@ -339,8 +335,8 @@ rec_embed (Rec *r, const gint32 *tokens, int T)
 }
 
 /* logits[T, V] of the residual stream x. */
-static LpCTensor *
-rec_head (Rec *r, LpCTensor *x)
+LpCTensor *
+lp_forward_rec_head (LpForwardRec *r, LpCTensor *x)
 {
   const LpForwardWeight *top = lp_forward_top_weights (r->fw, TRUE, &r->error);
   if (top == NULL)
@@ -348,8 +344,8 @@ rec_head (Rec *r, LpCTensor *x)
   return rec_linear (r, rec_rmsnorm (r, x, &top[LP_FW_TOP_NORM]), &top[LP_FW_TOP_HEAD], NULL);
 }
 
-static void
-rec_begin (Rec *r, LpForward *fw)
+void
+lp_forward_rec_begin (LpForwardRec *r, LpForward *fw)
 {
   r->fw = fw;
   r->g = lp_cgraph_new (fw->be);
@@ -358,8 +354,8 @@ rec_begin (Rec *r, LpForward *fw)
 
 /* Compute what is recorded; FALSE with the error (moved to `error`) when
  * recording or computing failed. */
-static gboolean
-rec_compute (Rec *r, GError **error)
+gboolean
+lp_forward_rec_compute (LpForwardRec *r, GError **error)
 {
   if (r->error == NULL)
     lp_cgraph_compute (r->g, &r->error);
@@ -372,8 +368,8 @@ rec_compute (Rec *r, GError **error)
   return TRUE;
 }
 
-static void
-rec_end (Rec *r)
+void
+lp_forward_rec_end (LpForwardRec *r)
 {
   g_clear_pointer (&r->g, lp_cgraph_free);
   g_clear_error (&r->error);
@@ -381,18 +377,18 @@ rec_end (Rec *r)
 
 /* Compute, read y back into out (host memory), free the graph. */
 static gboolean
-rec_finish (Rec *r, LpCTensor *y, void *out, GError **error)
+rec_finish (LpForwardRec *r, LpCTensor *y, void *out, GError **error)
 {
-  gboolean ok = rec_compute (r, error);
+  gboolean ok = lp_forward_rec_compute (r, error);
   if (ok)
     lp_ctensor_read (y, 0, out, y->n_bytes);
-  rec_end (r);
+  lp_forward_rec_end (r);
   return ok;
 }
 
 /* A graph tensor holding host x[T, D]. */
-static LpCTensor *
-rec_input (Rec *r, const float *x, int T)
+LpCTensor *
+lp_forward_rec_input (LpForwardRec *r, const float *x, int T)
 {
   if (r->error != NULL)
     return NULL;
@@ -456,40 +452,40 @@ lp_forward_describe (LpForward *fw, GError **error)
 {
   /* The ops of one token through the embedding, a block and the head,
    * recorded, not run: lp_cgraph_describe names those the backend declines. */
-  Rec r;
-  rec_begin (&r, fw);
+  LpForwardRec r;
+  lp_forward_rec_begin (&r, fw);
   gint32 token = 0;
-  rec_head (&r, rec_block (&r, 0, rec_embed (&r, &token, 1), NULL, NULL));
+  lp_forward_rec_head (&r, lp_forward_rec_block (&r, 0, lp_forward_rec_embed (&r, &token, 1), NULL, NULL));
   char *s = r.error == NULL ? lp_cgraph_describe (r.g) : NULL;
   if (r.error != NULL)
     g_propagate_error (error, g_steal_pointer (&r.error));
-  rec_end (&r);
+  lp_forward_rec_end (&r);
   return s;
 }
 
 gboolean
 lp_forward_embed (LpForward *fw, const gint32 *tokens, int T, float *x, GError **error)
 {
-  Rec r;
-  rec_begin (&r, fw);
-  return rec_finish (&r, rec_embed (&r, tokens, T), x, error);
+  LpForwardRec r;
+  lp_forward_rec_begin (&r, fw);
+  return rec_finish (&r, lp_forward_rec_embed (&r, tokens, T), x, error);
 }
 
 gboolean
 lp_forward_block (LpForward *fw, int layer, float *x, int T, LpKVCache *cache, const LpForwardHooks *hooks,
                   GError **error)
 {
-  Rec r;
-  rec_begin (&r, fw);
-  return rec_finish (&r, rec_block (&r, layer, rec_input (&r, x, T), cache, hooks), x, error);
+  LpForwardRec r;
+  lp_forward_rec_begin (&r, fw);
+  return rec_finish (&r, lp_forward_rec_block (&r, layer, lp_forward_rec_input (&r, x, T), cache, hooks), x, error);
 }
 
 gboolean
 lp_forward_head (LpForward *fw, const float *x, int T, float *logits, GError **error)
 {
-  Rec r;
-  rec_begin (&r, fw);
-  return rec_finish (&r, rec_head (&r, rec_input (&r, x, T)), logits, error);
+  LpForwardRec r;
+  lp_forward_rec_begin (&r, fw);
+  return rec_finish (&r, lp_forward_rec_head (&r, lp_forward_rec_input (&r, x, T)), logits, error);
 }
 
 gboolean
@@ -497,16 +493,16 @@ lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache,
 {
   /* One graph a stage; the residual stream passes from each graph to the
    * next in backend memory, the previous graph freed once the next ran. */
-  Rec prev, cur;
-  rec_begin (&prev, fw);
-  LpCTensor *x = rec_embed (&prev, tokens, T);
-  gboolean ok = rec_compute (&prev, error);
+  LpForwardRec prev, cur;
+  lp_forward_rec_begin (&prev, fw);
+  LpCTensor *x = lp_forward_rec_embed (&prev, tokens, T);
+  gboolean ok = lp_forward_rec_compute (&prev, error);
   for (int l = 0; ok && l <= fw->c.n_layers; l++)
     {
-      rec_begin (&cur, fw);
-      x = l < fw->c.n_layers ? rec_block (&cur, l, x, cache, NULL) : rec_head (&cur, x);
-      ok = rec_compute (&cur, error);
-      rec_end (&prev);
+      lp_forward_rec_begin (&cur, fw);
+      x = l < fw->c.n_layers ? lp_forward_rec_block (&cur, l, x, cache, NULL) : lp_forward_rec_head (&cur, x);
+      ok = lp_forward_rec_compute (&cur, error);
+      lp_forward_rec_end (&prev);
       prev = cur;
     }
   if (ok)
@@ -515,6 +511,6 @@ lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache,
       if (cache)
         cache->n += T;
     }
-  rec_end (&prev);
+  lp_forward_rec_end (&prev);
   return ok;
 }

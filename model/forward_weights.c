@@ -80,10 +80,14 @@ budget_enforce (LpForward *fw, int keep)
       int lru = -1;
       for (int l = 0; l <= fw->c.n_layers; l++)
         {
-          gboolean held = FALSE;
+          gboolean held = FALSE, train = FALSE;
           for (int i = 0; i < LP_FW_COUNT; i++)
-            held |= fw->slots[l].w[i].bytes > 0;
-          if (l != keep && held && (lru < 0 || fw->slots[l].last_use < fw->slots[lru].last_use))
+            {
+              held |= fw->slots[l].w[i].bytes > 0;
+              train |= fw->slots[l].w[i].train;
+            }
+          /* Trained weights are the trainer's state: never dropped. */
+          if (l != keep && held && !train && (lru < 0 || fw->slots[l].last_use < fw->slots[lru].last_use))
             lru = l;
         }
       if (lru < 0)
@@ -137,6 +141,56 @@ lp_forward_top_weights (LpForward *fw, gboolean head, GError **error)
     return NULL;
   slot_touch (fw, fw->c.n_layers);
   return w;
+}
+
+/* Where the forward pass reads model tensor `name` from (its slot's
+ * weight), or NULL. */
+static LpForwardWeight *
+weight_of (LpForward *fw, const char *name)
+{
+  LpForwardWeight *top = fw->slots[fw->c.n_layers].w;
+  int layer, end = 0;
+  if (strcmp (name, "output_norm.weight") == 0)
+    return &top[LP_FW_TOP_NORM];
+  if (strcmp (name, "output.weight") == 0 && !fw->c.tied_embeddings)
+    return &top[LP_FW_TOP_HEAD];
+  /* Tied, the embedding table is the head's matrix, which the lookup reads too. */
+  if (strcmp (name, "token_embd.weight") == 0)
+    return &top[fw->c.tied_embeddings ? LP_FW_TOP_HEAD : LP_FW_TOP_EMBED];
+  if (sscanf (name, "blk.%d.%n", &layer, &end) != 1 || end == 0 || layer < 0 || layer >= fw->c.n_layers)
+    return NULL;
+  gboolean bias = lp_arch_info (fw->c.arch)->qkv_bias;
+  for (int i = 0; i < LP_FW_COUNT; i++)
+    if (strcmp (name + end, layer_weight_names[i]) == 0
+        && (bias || (i != LP_FW_QB && i != LP_FW_KB && i != LP_FW_VB)))
+      return &fw->slots[layer].w[i];
+  return NULL;
+}
+
+LpFormWeights *
+lp_forward_weight_train (LpForward *fw, const char *name, LpFormTrain how, GError **error)
+{
+  LpForwardWeight *w = weight_of (fw, name);
+  LpTensor *t = lp_model_tensor (fw->model, name);
+  if (w == NULL || t == NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "tensor %s: expected a weight the forward pass reads, found %s", name,
+                    t == NULL ? "no such tensor" : "one it does not read");
+      return NULL;
+    }
+  if (w->train && w->src == t)
+    return w->form;
+  weight_clear (fw, w);
+  w->form = lp_form_weights_new_train (t, fw->be, how, error);
+  if (w->form == NULL)
+    return NULL;
+  w->src = lp_tensor_ref (t);
+  w->t = w->form->values;
+  w->bytes = w->form->bytes;
+  w->train = TRUE;
+  fw->resident += w->bytes;
+  fw->uploads++;
+  return w->form;
 }
 
 LpCTensor *

@@ -222,3 +222,18 @@ lp_model_n_bytes (const LpModel *model)
     n += lp_tensor_storage_bytes (model->tensors->pdata[i]);
   return n;
 }
+
+LpModel *
+lp_model_derive (LpModel *src)
+{
+  g_return_val_if_fail (src != NULL, NULL);
+  LpModel *m = lp_model_new (lp_model_config (src));
+  const LpMeta *meta = lp_model_meta (src);
+  for (guint i = 0; i < lp_meta_n_keys (meta); i++)
+    lp_meta_set (lp_model_meta (m), lp_meta_key (meta, i), lp_value_copy (lp_meta_get (meta, lp_meta_key (meta, i))));
+  for (guint i = 0; i < lp_model_n_tensors (src); i++)
+    lp_model_set_tensor (m, lp_model_tensor_at (src, i));
+  /* Keeps the input's origin: saving over the file a model came from is refused. */
+  lp_model_set_source (m, lp_model_source (src), lp_model_source_format (src));
+  return m;
+}

@@ -1,5 +1,5 @@
-/* llmpress — typed pass parameters: parsing, range checks, canonical text,
- * and tensor-name patterns. */
+/* llmpress — typed pass parameters: parsing, range checks, canonical text
+ * (tensor-name patterns are model/tensor_pattern.c's). */
 #include "config.h"
 
 #include <math.h>
@@ -17,11 +17,6 @@ struct _LpParamValue {
   char *s;
   LpTensorPattern *pattern;
   char *canonical;
-};
-
-struct _LpTensorPattern {
-  char *text;
-  GPtrArray *globs; /* GPatternSpec * */
 };
 
 static const char *const type_names[] = {
@@ -225,49 +220,4 @@ const LpTensorPattern *
 lp_param_value_get_tensors (const LpParamValue *value)
 {
   return value ? value->pattern : NULL;
-}
-
-LpTensorPattern *
-lp_tensor_pattern_new (const char *globs)
-{
-  LpTensorPattern *p = g_new0 (LpTensorPattern, 1);
-  p->globs = g_ptr_array_new_with_free_func ((GDestroyNotify) g_pattern_spec_free);
-  g_auto (GStrv) parts = g_strsplit (globs ? globs : "", ",", -1);
-  g_autoptr (GPtrArray) kept = g_ptr_array_new ();
-  for (char **s = parts; *s; s++)
-    {
-      g_strstrip (*s);
-      if (**s == '\0')
-        continue;
-      g_ptr_array_add (p->globs, g_pattern_spec_new (*s));
-      g_ptr_array_add (kept, *s);
-    }
-  g_ptr_array_add (kept, NULL);
-  p->text = g_strjoinv (",", (char **) kept->pdata);
-  return p;
-}
-
-void
-lp_tensor_pattern_free (LpTensorPattern *pattern)
-{
-  if (pattern == NULL)
-    return;
-  g_ptr_array_unref (pattern->globs);
-  g_free (pattern->text);
-  g_free (pattern);
-}
-
-gboolean
-lp_tensor_pattern_match (const LpTensorPattern *pattern, const char *name)
-{
-  for (guint i = 0; i < pattern->globs->len; i++)
-    if (g_pattern_spec_match_string (pattern->globs->pdata[i], name))
-      return TRUE;
-  return FALSE;
-}
-
-const char *
-lp_tensor_pattern_text (const LpTensorPattern *pattern)
-{
-  return pattern->text;
 }

@@ -177,7 +177,7 @@ test_elementwise (void)
   LpCTensor *w = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ D }, 82, 1));
   LpCTensor *bias = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ 1, D }, 83, 1));
   LpCTensor *inv_freq = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ hd / 2 }, 84, 0.5));
-  check_op (LP_COP_RMSNORM, (LpCTensor *[]){ x, w }, 2, NULL, (float[4]){ 1e-5f }, 1e-6);
+  check_op (LP_COP_RMSNORM, (LpCTensor *[]){ x, w }, 2, NULL, (float[8]){ 1e-5f }, 1e-6);
   for (int style = 0; style < 2; style++)
     for (int pos0 = 0; pos0 < 20; pos0 += 17)
       check_op (LP_COP_ROPE, (LpCTensor *[]){ x, inv_freq }, 2,
@@ -185,7 +185,7 @@ test_elementwise (void)
   check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 1e-6);
   check_op (LP_COP_ADD, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 0);
   check_op (LP_COP_ADD, (LpCTensor *[]){ x, bias }, 2, NULL, NULL, 0);
-  check_op (LP_COP_SCALE, (LpCTensor *[]){ x }, 1, NULL, (float[4]){ -0.75f }, 0);
+  check_op (LP_COP_SCALE, (LpCTensor *[]){ x }, 1, NULL, (float[8]){ -0.75f }, 0);
   LpCTensor *cache = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ 3 * T, D }, 85, 1));
   check_op (LP_COP_SET_ROWS, (LpCTensor *[]){ x, cache }, 2, (gint64[8]){ T + 2 }, NULL, 0);
 }
@@ -233,7 +233,7 @@ test_embed_and_losses (void)
   gint32 targets[9] = { 3, -1, 0, 39, 5, 5, -1, 17, 2 };
   LpCTensor *tt = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I32, 1, (gint64[]){ T }, targets));
   check_op (LP_COP_CROSS_ENTROPY, (LpCTensor *[]){ logits, tt }, 2, NULL, NULL, 0);
-  check_op (LP_COP_KL, (LpCTensor *[]){ logits, teacher }, 2, NULL, (float[4]){ 2.0f }, 0);
+  check_op (LP_COP_KL, (LpCTensor *[]){ logits, teacher }, 2, NULL, (float[8]){ 2.0f }, 0);
   check_op (LP_COP_MSE, (LpCTensor *[]){ logits, teacher }, 2, NULL, NULL, 0);
 
   /* Values worked out here: a row of equal logits scores log V; a target

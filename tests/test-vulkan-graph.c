@@ -10,7 +10,9 @@
  *   products and attention 1e-5 (f32 sums in another order; the CPU's in
  *   double for some), row-wise reductions 1e-5, element-wise ops 1e-6,
  *   copies and gathers exact; the losses 1e-5 (the CPU's log-softmax is in
- *   double, the device's in f32); stories260K perplexity within 1e-3. */
+ *   double, the device's in f32); AdamW 1e-6 (element-wise, the bias
+ *   corrections from the host on both), the sum of squares 1e-5 (the CPU's
+ *   in double); stories260K perplexity within 1e-3. */
 #include "config.h"
 
 #include <math.h>
@@ -27,6 +29,8 @@ typedef enum {
   FILL_BYTES,  /* i8 in [0, range): grid codes and zeros */
   FILL_SCALES, /* i16: f16 bits of values in [0.01, 0.1] */
   FILL_FREQ,   /* RoPE's inv_freq: 10000^(-2i / (2n)) */
+  FILL_ABS,    /* |uniform in [-1, 1]| (AdamW's second moments) */
+  FILL_MASK,   /* f32 0 or 1 (a keep-mask), about one in three 0 */
 } Fill;
 
 typedef struct {
@@ -46,6 +50,7 @@ typedef struct {
   float f;
   double tol;
   Operand dst; /* given (embed_back: V is a parameter) when n_dims > 0 */
+  const float *fv; /* all of f[] when given (AdamW's six) */
 } OpCase;
 
 #define F32(...) { LP_DTYPE_F32, 2, { __VA_ARGS__ }, FILL_RANDOM, 0 }
@@ -54,6 +59,10 @@ typedef struct {
 #define IDS(n, range) { LP_DTYPE_I32, 1, { n }, FILL_IDS, range }
 #define TARGETS(n, range) { LP_DTYPE_I32, 1, { n }, FILL_TARGETS, range }
 #define FREQ(n) { LP_DTYPE_F32, 1, { n }, FILL_FREQ, 0 }
+#define ABSV(n) { LP_DTYPE_F32, 1, { n }, FILL_ABS, 0 }
+#define MASK(n) { LP_DTYPE_F32, 1, { n }, FILL_MASK, 0 }
+/* AdamW's lr, beta1, beta2, eps, weight decay, gradient scale. */
+static const float adamw_f[8] = { 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.5f };
 /* An integer grid of 33 rows, 40 columns, groups of 16 (3 a row), 4 bits. */
 #define GRID_33x40 { LP_DTYPE_I8, 2, { 33, 40 }, FILL_BYTES, 16 }, { LP_DTYPE_I16, 2, { 33, 3 }, FILL_SCALES, 0 }, \
                    { LP_DTYPE_I8, 2, { 33, 3 }, FILL_BYTES, 16 }, { LP_DTYPE_I32, 1, { 40 }, FILL_IDS, 3 }
@@ -127,6 +136,14 @@ static const OpCase op_cases[] = {
     .tol = 1e-5 },
   { "/vulkan-graph/kl_back", LP_COP_KL_BACK, 3, { VEC (7), F32 (7, 50), F32 (7, 50) }, .f = 2.0f, .tol = 1e-5 },
   { "/vulkan-graph/mse_back", LP_COP_MSE_BACK, 3, { VEC (7), F32 (7, 50), F32 (7, 50) }, .tol = 1e-5 },
+  /* ---- the optimizer ---- */
+  { "/vulkan-graph/adamw", LP_COP_ADAMW, 4, { VEC (1000), VEC (1000), VEC (1000), ABSV (1000) }, { 3 }, .tol = 1e-6,
+    .fv = adamw_f },
+  { "/vulkan-graph/adamw-keep", LP_COP_ADAMW, 5, { VEC (1000), VEC (1000), VEC (1000), ABSV (1000), MASK (1000) }, { 1 },
+    .tol = 1e-6, .fv = adamw_f },
+  /* More elements than one work group's pass covers; a running total. */
+  { "/vulkan-graph/sum_sq", LP_COP_SUM_SQ, 1, { VEC (100000) }, .tol = 1e-5 },
+  { "/vulkan-graph/sum_sq-acc", LP_COP_SUM_SQ, 2, { VEC (777), ABSV (1) }, .tol = 1e-5 },
 };
 
 /* The device under validation, or NULL after g_test_skip with the reason. */
@@ -192,6 +209,15 @@ operand_bytes (const Operand *o, guint32 seed, gsize *n_bytes)
       for (gint64 i = 0; i < n; i++)
         ((float *) out)[i] = (float) pow (10000.0, -(double) i / (double) n);
       break;
+    case FILL_ABS:
+      lp_test_fill ((float *) out, (gsize) n, seed, 1.0);
+      for (gint64 i = 0; i < n; i++)
+        ((float *) out)[i] = fabsf (((float *) out)[i]);
+      break;
+    case FILL_MASK:
+      for (gint64 i = 0; i < n; i++)
+        ((float *) out)[i] = g_rand_int_range (r, 0, 3) != 0;
+      break;
     }
   return out;
 }
@@ -225,6 +251,8 @@ run_case (LpBackend *be, const OpCase *c, float **res, gsize *n_res, int *n_dst)
   g_assert_no_error (error);
   memcpy (n->i, c->i, sizeof c->i);
   n->f[0] = c->f;
+  if (c->fv != NULL)
+    memcpy (n->f, c->fv, sizeof n->f);
   /* The device must run it, not hand it to the CPU. */
   if (be->fallback != NULL)
     g_assert_true (be->ops->supports_node (be, n));

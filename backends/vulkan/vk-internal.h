@@ -41,6 +41,8 @@ typedef enum {
   VK_SH_GEMM_DIRECT,    /* gemm.comp's product without shared memory, for short K */
   VK_SH_GEMM_DIRECT4,   /* the same reading rows as vec4 (x W^T, K a multiple of 4) */
   VK_SH_GEMM_DIRECT4_BROWS, /* ... and for op(B) = B (dy W) */
+  VK_SH_ADAMW,
+  VK_SH_SUM_SQ,
   VK_SH_COUNT,
 } VkShaderId;
 

@@ -552,6 +552,52 @@ record_attention_back (Run *r, const LpCNode *n)
   return TRUE;
 }
 
+/* ---- the optimizer ---- */
+
+typedef struct {
+  guint32 n, has_keep;
+  float lr, b1, b2, eps, wd, gs, c1, c2;
+} AdamWPush;
+
+/* In place over param, m and v; the bias corrections from the host in
+ * double, as the CPU kernel takes them. */
+static gboolean
+record_adamw (Run *r, const LpCNode *n)
+{
+  const LpCTensor *keep = n->src[4];
+  double step = (double) MAX (n->i[0], 1);
+  AdamWPush p = { (guint32) n_elements (n->src[0]), keep != NULL, n->f[0], n->f[1], n->f[2], n->f[3], n->f[4],
+                  n->f[5], (float) (1.0 / (1.0 - pow (n->f[1], step))), (float) (1.0 / (1.0 - pow (n->f[2], step))) };
+  const LpVkBuf *bufs[5] = { BUF (n->src[0]), BUF (n->src[1]), BUF (n->src[2]), BUF (n->src[3]),
+                             keep ? BUF (keep) : BUF (n->src[1]) };
+  dispatch_1d (r, VK_SH_ADAMW, bufs, 5, 1u << 0 | 1u << 2 | 1u << 3, &p, sizeof p, p.n);
+  return TRUE;
+}
+
+typedef struct {
+  guint32 n, pass, has_acc;
+} SumSqPush;
+
+/* Work groups' partial sums into a scratch buffer, then one group adds them. */
+static gboolean
+record_sum_sq (Run *r, const LpCNode *n)
+{
+  const LpCTensor *x = n->src[0], *acc = n->src[1];
+  gsize count = (gsize) n_elements (x);
+  guint32 groups = lp_vk_groups (r->ctx, count);
+  LpVkBuf *part = scratch (r, (gsize) groups * F4);
+  if (part == NULL)
+    return FALSE;
+  SumSqPush p = { (guint32) count, 0, acc != NULL };
+  const LpVkBuf *bufs[4] = { BUF (x), acc ? BUF (acc) : BUF (x), part, BUF (n->dst[0]) };
+  dispatch_1d (r, VK_SH_SUM_SQ, bufs, 4, 1u << 2, &p, sizeof p, count);
+  p.pass = 1;
+  p.n = groups;
+  guint32 spec[1] = { r->ctx->wg_size };
+  dispatch (r, VK_SH_SUM_SQ, spec, 1, bufs, 4, 1u << 3, &p, sizeof p, 1, 1);
+  return TRUE;
+}
+
 /* ---- the op table of this backend ---- */
 
 typedef gboolean (*RecordFn) (Run *r, const LpCNode *n);
@@ -582,6 +628,8 @@ static const RecordFn records[LP_COP_COUNT] = {
   [LP_COP_CROSS_ENTROPY_BACK] = record_loss,
   [LP_COP_KL_BACK] = record_loss,
   [LP_COP_MSE_BACK] = record_loss,
+  [LP_COP_ADAMW] = record_adamw,
+  [LP_COP_SUM_SQ] = record_sum_sq,
 };
 
 /* ---- which nodes the device runs ---- */
@@ -673,6 +721,13 @@ node_shapes_ok (LpVkCtx *ctx, const LpCNode *n)
              && s[0]->dtype == s[1]->dtype && d->n_bytes == s[1]->n_bytes;
     case LP_COP_EMBED_BACK:
       return s[1]->dtype == LP_DTYPE_I32;
+    case LP_COP_ADAMW:
+      for (int i = 0; i < 5; i++)
+        if (s[i] != NULL && (!is_f32 (s[i]) || n_elements (s[i]) != n_elements (s[0])))
+          return FALSE;
+      return TRUE;
+    case LP_COP_SUM_SQ:
+      return is_f32 (s[0]) && (s[1] == NULL || is_f32 (s[1]));
     default:
       return TRUE;
     }

@@ -77,6 +77,12 @@ static const guint32 attention_back_rows_spv[] =
 static const guint32 gemm_direct4_brows_spv[] =
 #include "gemm_direct4_brows.spv.inc"
     ;
+static const guint32 adamw_spv[] =
+#include "adamw.spv.inc"
+    ;
+static const guint32 sum_sq_spv[] =
+#include "sum_sq.spv.inc"
+    ;
 
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
@@ -103,6 +109,8 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM_DIRECT4] = { gemm_direct4_spv, sizeof gemm_direct4_spv, "gemm_direct4" },
   [VK_SH_ATTENTION_BACK_ROWS] = { attention_back_rows_spv, sizeof attention_back_rows_spv, "attention_back_rows" },
   [VK_SH_GEMM_DIRECT4_BROWS] = { gemm_direct4_brows_spv, sizeof gemm_direct4_brows_spv, "gemm_direct4_brows" },
+  [VK_SH_ADAMW] = { adamw_spv, sizeof adamw_spv, "adamw" },
+  [VK_SH_SUM_SQ] = { sum_sq_spv, sizeof sum_sq_spv, "sum_sq" },
 };
 
 const VkShaderCode *

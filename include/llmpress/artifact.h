@@ -41,12 +41,6 @@ LpModel *lp_artifact_get_model (const LpArtifact *artifact);
 LpStats *lp_artifact_get_stats (const LpArtifact *artifact);
 const LpMeta *lp_artifact_get_metrics (const LpArtifact *artifact);
 
-/* What a pass that changes a model starts from: a new model with src's
- * config, a copy of its metadata and the same tensors (shared, refcounted),
- * so replacing some tensors never touches src.  It keeps src's source
- * path, so saving over the file the model came from stays refused. */
-LpModel *lp_model_derive (LpModel *src);
-
 /* Average storage bits per parameter over every tensor (0 for an empty model). */
 double lp_model_bits_per_weight (const LpModel *model);
 

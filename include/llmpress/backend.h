@@ -17,7 +17,7 @@
 
 G_BEGIN_DECLS
 
-#define LP_BACKEND_API_VERSION 5
+#define LP_BACKEND_API_VERSION 6
 
 typedef enum {
   LP_OP_GEMM,        /* C = alpha * A * op(B) + beta * C */

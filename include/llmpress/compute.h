@@ -60,6 +60,13 @@ typedef enum {
   LP_COP_CROSS_ENTROPY_BACK,/* dst[T,V] = dy[t] (softmax (logits[t]) - onehot (target[t])); src0 dy [T], src1 logits, src2 targets */
   LP_COP_KL_BACK,           /* dst[T,V] = d/d(student); src0 dy [T], src1 student, src2 teacher; f[0] temperature */
   LP_COP_MSE_BACK,          /* dst[T,n] = dy[t] * 2 (src0 - src1) / n; src0 dy [T], src1 a, src2 b (gradient w.r.t. a) */
+  /* ---- the optimizer (train.h; not differentiated) ---- */
+  LP_COP_ADAMW,             /* one AdamW step in place: src0 param, src1 grad, src2 m, src3 v (f32, one shape), src4
+                             * keep-mask (f32 0/1, optional: where 0 nothing moves); dst0 = src0, dst1 = src2, dst2 =
+                             * src3.  g = f[5] grad; m = f[1] m + (1 - f[1]) g; v = f[2] v + (1 - f[2]) g^2;
+                             * param -= f[0] (m / (1 - f[1]^i[0]) / (sqrt (v / (1 - f[2]^i[0])) + f[3]) + f[4] param)
+                             * (f: lr, beta1, beta2, eps, weight decay (decoupled), grad scale; i[0] step >= 1) */
+  LP_COP_SUM_SQ,            /* dst[1] = sum of src0's squares (+ src1[0] when given: a running total) */
   LP_COP_COUNT,
 } LpCOp;
 
@@ -89,7 +96,7 @@ struct _LpCNode {
   LpCTensor *src[LP_CNODE_MAX_SRC]; /* NULL for an absent optional operand */
   LpCTensor *dst[LP_CNODE_MAX_DST];
   gint64 i[8];                      /* integer parameters, as each op documents */
-  float f[4];                       /* float parameters */
+  float f[8];                       /* float parameters */
 };
 
 /* One op's description: the table every backend and lp_cgraph_backward read. */

@@ -150,6 +150,11 @@ guint64 lp_form_values_bytes (const LpForm *form, const LpTensor *t);
 /* ... uploaded as stored (as f32 latent weights when trained and quantized), one trainable parameter ... */
 gboolean lp_form_values_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train,
                                 GError **error);
+/* ... trained: rebuilt from parameter 0 (f32 [t's shape]) in t's dtype
+ * (f16 / bf16 rounded to nearest), or, for a block type, as f32 latent
+ * values without a form (the trainer quantizes them to t->dtype: the
+ * quantizers sit above model/) ... */
+LpTensor *lp_form_values_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error);
 /* ... and multiplied by one LP_COP_MATMUL node over them. */
 LpCTensor *lp_form_values_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x,
                                   LpCTensor *acc, GError **error);
@@ -180,6 +185,12 @@ gboolean lp_form_weights_grad (const LpFormWeights *w, LpCGraph *g, int i, float
  * type the kernels decode) or as f32 (as_stored FALSE, or a type they do
  * not); on the CPU an f32 or stored tensor wraps t's memory. */
 LpCTensor *lp_form_weights_add_values (LpFormWeights *w, const LpTensor *t, gboolean as_stored, GError **error);
+/* For a form's upload with train: t's values as a new f32 parameter of w,
+ * a copy (the optimizer updates it in place, never t). */
+LpCTensor *lp_form_weights_add_trainable (LpFormWeights *w, const LpTensor *t, GError **error);
+/* For a form's trained: parameter i of w (f32, as many elements as
+ * `like`) read back as a new f32 tensor of like's name and shape. */
+LpTensor *lp_form_weights_read_param (const LpFormWeights *w, int i, const LpTensor *like, GError **error);
 /* For a form's upload: a new parameter of w, of `dtype` and `shape`, holding `data`. */
 LpCTensor *lp_form_weights_add (LpFormWeights *w, LpDType dtype, int n_dims, const gint64 *shape, const void *data,
                                 GError **error);

@@ -29,3 +29,4 @@
 #include <llmpress/obs.h>
 #include <llmpress/layerwise.h>
 #include <llmpress/sparsity.h>
+#include <llmpress/train.h>

@@ -55,6 +55,11 @@ gboolean lp_model_validate (const LpModel *model, GError **error);
 gint64 lp_model_n_params (const LpModel *model);
 /* Total tensor bytes. */
 guint64 lp_model_n_bytes (const LpModel *model);
+/* What a pass that changes a model starts from: a new model with src's
+ * config, a copy of its metadata and the same tensors (shared, refcounted),
+ * so replacing some tensors never touches src.  It keeps src's source
+ * path, so saving over the file the model came from stays refused. */
+LpModel *lp_model_derive (LpModel *src);
 
 /* Options for reading. */
 typedef struct {
