@@ -207,6 +207,16 @@ infer_shape (const LpCNode *n, int j, int *n_dims, gint64 *shape)
       shape[0] = s0->shape[s0->n_dims - 1];
       shape[1] = s1->shape[s1->n_dims - 1];
       return TRUE;
+    case LP_COP_FAKE_QUANT:
+    case LP_COP_DEQUANT_GRID:
+      like = s0; /* W [N,K] like the latent weights or the codes */
+      break;
+    case LP_COP_FAKE_QUANT_BACK:
+      like = s1;
+      break;
+    case LP_COP_DEQUANT_GRID_BACK:
+      like = n->src[2]; /* [N,G] like the scales */
+      break;
     case LP_COP_RMSNORM_BACK:
     case LP_COP_CROSS_ENTROPY_BACK:
     case LP_COP_KL_BACK:

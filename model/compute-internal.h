@@ -88,6 +88,18 @@ void lp_cop_adamw_cpu (const LpCNode *node);
 void lp_cop_adamw_ref (const LpCNode *node);
 void lp_cop_sum_sq_cpu (const LpCNode *node);
 void lp_cop_sum_sq_ref (const LpCNode *node);
+void lp_cop_fake_quant_cpu (const LpCNode *node);
+void lp_cop_fake_quant_ref (const LpCNode *node);
+gboolean lp_cop_fake_quant_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                                     LpCTensor **dsrc, GError **error);
+void lp_cop_fake_quant_back_cpu (const LpCNode *node);
+void lp_cop_fake_quant_back_ref (const LpCNode *node);
+void lp_cop_dequant_grid_cpu (const LpCNode *node);
+void lp_cop_dequant_grid_ref (const LpCNode *node);
+gboolean lp_cop_dequant_grid_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                                       LpCTensor **dsrc, GError **error);
+void lp_cop_dequant_grid_back_cpu (const LpCNode *node);
+void lp_cop_dequant_grid_back_ref (const LpCNode *node);
 
 /* The CPU's matrix kernels, shared by the ops above and the CPU backend's
  * op-by-op entry points (cpu_backend.c), so both compute the same sums.
@@ -110,6 +122,27 @@ void lp_cpu_softmax_causal_row (float *row, int last, int T_kv);
 LpIntGrid lp_cop_node_grid (const LpCNode *node);
 /* log-softmax of one row of logits[V] into out[V], in double. */
 void lp_log_softmax (const float *logits, int V, double *out);
+
+/* The operands of fake_quant, fake_quant_back, dequant_grid and
+ * dequant_grid_back (from src[first]: values or codes [N,K], scales f32
+ * [N,G], zeros [N,G], g_idx [K]) as flat arrays. */
+typedef struct {
+  gint64 N, K, G;
+  int maxq;
+  const void *w;       /* latent f32 or codes u8 [N,K] */
+  const float *scales; /* [N,G] */
+  const guint8 *zeros; /* [N,G] */
+  const gint32 *g_idx; /* [K] */
+} LpCGridArgs;
+
+static inline LpCGridArgs
+lp_cgrid_args (const LpCNode *node, int first)
+{
+  const LpCTensor *w = node->src[first], *s = node->src[first + 1];
+  LpCGridArgs a = { w->shape[0], w->shape[w->n_dims - 1], s->shape[s->n_dims - 1], (1 << node->i[0]) - 1,
+                    w->buf, s->buf, node->src[first + 2]->buf, node->src[first + 3]->buf };
+  return a;
+}
 
 /* A tensor's innermost dimension, and the number of rows above it. */
 static inline gint64

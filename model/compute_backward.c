@@ -490,6 +490,79 @@ lp_cop_row_sum_cpu (const LpCNode *node)
       dst[j] += x[t * n + j];
 }
 
+/* ---- fake_quant_back: the clipped straight-through estimator ---- */
+
+/* round (x / s) + z is lp_int_round, the code fake_quant clamped: the
+ * gradient passes where it was not clamped and stops where it was.  Only
+ * the rounding is treated as the identity (Bengio, Leonard and Courville
+ * 2013, the straight-through estimator); where the clamp acted the
+ * forward really is flat in x, so 0 is its true derivative, not an
+ * estimate.  The mask tests the rounded code, as PyTorch's
+ * fake_quantize_per_channel_affine backward does (TensorFlow's
+ * FakeQuantWithMinMaxVarsGradient tests the unrounded value against the
+ * range, which differs only within half a step of its ends): it is then
+ * exactly "the clamp did nothing", the same test the forward made. */
+void
+lp_cop_fake_quant_back_ref (const LpCNode *node)
+{
+  LpCGridArgs a = lp_cgrid_args (node, 1);
+  const float *dy = fdata (node->src[0]), *x = a.w;
+  float *dst = fdata (node->dst[0]);
+  for (gint64 n = 0; n < a.N; n++)
+    for (gint64 k = 0; k < a.K; k++)
+      {
+        gint64 e = n * a.K + k, j = n * a.G + a.g_idx[k];
+        int c = lp_int_round (a.scales[j], a.zeros[j], x[e]);
+        dst[e] = c >= 0 && c <= a.maxq ? dy[e] : 0.0f;
+      }
+}
+
+void
+lp_cop_fake_quant_back_cpu (const LpCNode *node)
+{
+  lp_cop_fake_quant_back_ref (node);
+}
+
+/* ---- dequant_grid_back: dst[N,G] = sum over group g's columns of dy (code - z) ---- */
+
+void
+lp_cop_dequant_grid_back_ref (const LpCNode *node)
+{
+  LpCGridArgs a = lp_cgrid_args (node, 1);
+  const float *dy = fdata (node->src[0]);
+  const guint8 *codes = a.w;
+  float *dst = fdata (node->dst[0]);
+  g_autofree double *acc = g_new (double, a.G);
+  for (gint64 n = 0; n < a.N; n++)
+    {
+      memset (acc, 0, (gsize) a.G * sizeof (double));
+      for (gint64 k = 0; k < a.K; k++)
+        {
+          gint64 g = a.g_idx[k];
+          acc[g] += (double) dy[n * a.K + k] * ((int) codes[n * a.K + k] - (int) a.zeros[n * a.G + g]);
+        }
+      for (gint64 g = 0; g < a.G; g++)
+        dst[n * a.G + g] = (float) acc[g];
+    }
+}
+
+/* Float sums, column after column of each row. */
+void
+lp_cop_dequant_grid_back_cpu (const LpCNode *node)
+{
+  LpCGridArgs a = lp_cgrid_args (node, 1);
+  const float *dy = fdata (node->src[0]);
+  const guint8 *codes = a.w;
+  float *dst = fdata (node->dst[0]);
+  memset (dst, 0, (gsize) (a.N * a.G) * sizeof (float));
+  for (gint64 n = 0; n < a.N; n++)
+    for (gint64 k = 0; k < a.K; k++)
+      {
+        gint64 j = n * a.G + a.g_idx[k];
+        dst[j] += dy[n * a.K + k] * (float) ((int) codes[n * a.K + k] - (int) a.zeros[j]);
+      }
+}
+
 /* ---- softmax of one row, max-subtracted (so exp never overflows) ---- */
 
 /* p[V] = softmax (z / tau) in double: z / tau rounded to f32 first, as the
@@ -946,4 +1019,36 @@ lp_cop_mse_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, con
           return FALSE;
       }
   return TRUE;
+}
+
+/* The latent weights' gradient through the straight-through estimator.
+ * The grid's scales are constants here (a grid trains its latent values
+ * or its scales, never both); asking for theirs is an error. */
+gboolean
+lp_cop_fake_quant_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                            LpCTensor **dsrc, GError **error)
+{
+  NO_DY_NO_GRADIENT (dy[0]);
+  if (need[1])
+    {
+      lp_set_error (error, LP_ERROR_UNSUPPORTED, "op fake_quant: no gradient for the scales (%s): train them with dequant_grid",
+                    node->src[1]->name ? node->src[1]->name : "src1");
+      return FALSE;
+    }
+  if (!need[0])
+    return TRUE;
+  LpCTensor *src[5] = { dy[0], node->src[0], node->src[1], node->src[2], node->src[3] };
+  return (dsrc[0] = record1 (g, LP_COP_FAKE_QUANT_BACK, node, src, 5, node->src[0], error)) != NULL;
+}
+
+/* The scales' gradient; the codes, zeros and g_idx are integers. */
+gboolean
+lp_cop_dequant_grid_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                              LpCTensor **dsrc, GError **error)
+{
+  NO_DY_NO_GRADIENT (dy[0]);
+  if (!need[1])
+    return TRUE;
+  LpCTensor *src[5] = { dy[0], node->src[0], node->src[1], node->src[2], node->src[3] };
+  return (dsrc[1] = record1 (g, LP_COP_DEQUANT_GRID_BACK, node, src, 5, node->src[1], error)) != NULL;
 }

@@ -449,3 +449,49 @@ lp_cop_mse_cpu (const LpCNode *node)
 {
   lp_cop_mse_ref (node);
 }
+
+/* ---- fake_quant and dequant_grid: W [N,K] from a grid's scales and zeros ---- */
+
+/* latent: the latent weights rounded onto the grid, by lp_int_quantize
+ * itself, so that the forward computes exactly the values the trained
+ * weights are rounded to at the end (form_grid.c); else (code - z) s. */
+static void
+grid_weights (const LpCNode *node, gboolean latent)
+{
+  LpCGridArgs a = lp_cgrid_args (node, 0);
+  const float *x = a.w;
+  const guint8 *codes = a.w;
+  float *dst = f32 (node->dst[0]);
+  guint8 code;
+  for (gint64 n = 0; n < a.N; n++)
+    for (gint64 k = 0; k < a.K; k++)
+      {
+        gint64 e = n * a.K + k, j = n * a.G + a.g_idx[k];
+        dst[e] = latent ? lp_int_quantize (a.scales[j], a.zeros[j], a.maxq, x[e], &code)
+                        : a.scales[j] * (float) ((int) codes[e] - (int) a.zeros[j]);
+      }
+}
+
+void
+lp_cop_fake_quant_ref (const LpCNode *node)
+{
+  grid_weights (node, TRUE);
+}
+
+void
+lp_cop_fake_quant_cpu (const LpCNode *node)
+{
+  grid_weights (node, TRUE);
+}
+
+void
+lp_cop_dequant_grid_ref (const LpCNode *node)
+{
+  grid_weights (node, FALSE);
+}
+
+void
+lp_cop_dequant_grid_cpu (const LpCNode *node)
+{
+  grid_weights (node, FALSE);
+}

@@ -31,6 +31,10 @@ static const LpCOpInfo op_table[LP_COP_COUNT] = {
   [LP_COP_MSE_BACK] = { "mse_back", 3, 1, lp_cop_mse_back_cpu, lp_cop_mse_back_ref, NULL },
   [LP_COP_ADAMW] = { "adamw", 5, 3, lp_cop_adamw_cpu, lp_cop_adamw_ref, NULL },
   [LP_COP_SUM_SQ] = { "sum_sq", 2, 1, lp_cop_sum_sq_cpu, lp_cop_sum_sq_ref, NULL },
+  [LP_COP_FAKE_QUANT] = { "fake_quant", 4, 1, lp_cop_fake_quant_cpu, lp_cop_fake_quant_ref, lp_cop_fake_quant_backward },
+  [LP_COP_FAKE_QUANT_BACK] = { "fake_quant_back", 5, 1, lp_cop_fake_quant_back_cpu, lp_cop_fake_quant_back_ref, NULL },
+  [LP_COP_DEQUANT_GRID] = { "dequant_grid", 4, 1, lp_cop_dequant_grid_cpu, lp_cop_dequant_grid_ref, lp_cop_dequant_grid_backward },
+  [LP_COP_DEQUANT_GRID_BACK] = { "dequant_grid_back", 5, 1, lp_cop_dequant_grid_back_cpu, lp_cop_dequant_grid_back_ref, NULL },
 };
 
 const LpCOpInfo *

@@ -10,9 +10,14 @@
  * Face writer packs the grid as GPTQ or compressed-tensors (gptq_pack.c,
  * asking lp_tensor_int_grid); GGUF, which has no such type, gets the f32
  * values, and a reader sees a dense weight.  Training: the latent f32
- * weights through a straight-through estimator (the gradient of the values
- * is the gradient of the latent weights; requantizing is the quantizer's). */
+ * weights read through the grid (fake_quant: rounded onto the same
+ * scales and zeros, the clipped straight-through estimator's gradient),
+ * or the scales alone with the codes fixed (dequant_grid); rebuilt after
+ * training on the same grid (bits, group size, zeros, g_idx): the latent
+ * values rounded onto it, or the new scales stored as f16. */
 #include "config.h"
+
+#include <string.h>
 
 #include "lp-internal.h"
 
@@ -52,15 +57,42 @@ grid_int_grid (const LpForm *form)
   return ((const GridForm *) form)->grid;
 }
 
+/* Trained: the grid's fixed parts for a fake_quant or dequant_grid node,
+ * after w's trainable parameter 0 (the latent values or the scales): the
+ * scales as f32 [N, G] unless they train (exact: they are f16), the zeros
+ * [N, G], g_idx [K]; i[0] bits, i[1] the group size when g_idx is the
+ * plain c / group_size (a device then sums a group's columns alone). */
+static gboolean
+grid_upload_train (const LpIntGrid *g, const LpTensor *t, LpFormWeights *w, GError **error)
+{
+  const gint64 N = g->rows, K = g->cols, G = g->n_groups;
+  g_autofree float *scales = g_new (float, N * G);
+  for (gint64 j = 0; j < N * G; j++)
+    scales[j] = lp_f16_to_f32 (g->scales[j]);
+  gboolean plain = TRUE;
+  for (gint64 k = 0; k < K && plain; k++)
+    plain = g->g_idx[k] == k / g->group_size;
+  w->i[0] = g->bits;
+  w->i[1] = plain ? g->group_size : 0;
+  w->n_trainable = 1;
+  gboolean ok = w->how == LP_FORM_TRAIN_SCALES
+                ? lp_form_weights_add (w, LP_DTYPE_F32, 2, (gint64[]){ N, G }, scales, error)
+                  && lp_form_weights_add (w, LP_DTYPE_I8, 2, (gint64[]){ N, K }, g->codes, error)
+                : lp_form_weights_add_trainable (w, t, error)
+                  && lp_form_weights_add (w, LP_DTYPE_F32, 2, (gint64[]){ N, G }, scales, error);
+  return ok && lp_form_weights_add (w, LP_DTYPE_I8, 2, (gint64[]){ N, G }, g->zeros, error)
+         && lp_form_weights_add (w, LP_DTYPE_I32, 1, (gint64[]){ K }, g->g_idx, error);
+}
+
 /* A device with a grid product of its own gets the codes, scales, zeros
- * and g_idx; the CPU, and training (latent weights through a
- * straight-through estimator), the f32 values. */
+ * and g_idx; the CPU the f32 values.  Trained, see grid_upload_train. */
 static gboolean
 grid_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   const LpIntGrid *g = ((const GridForm *) form)->grid;
-  if (train || lp_backend_is_cpu (w->be) || w->be->ops->supports_op == NULL
-      || !w->be->ops->supports_op (w->be, LP_OP_GEMM_GRID))
+  if (train)
+    return grid_upload_train (g, t, w, error);
+  if (lp_backend_is_cpu (w->be) || w->be->ops->supports_op == NULL || !w->be->ops->supports_op (w->be, LP_OP_GEMM_GRID))
     {
       w->values = lp_form_weights_add_values (w, t, TRUE, error);
       w->n_trainable = 1;
@@ -75,9 +107,28 @@ grid_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean t
          && lp_form_weights_add (w, LP_DTYPE_I32, 1, (gint64[]){ K }, g->g_idx, error);
 }
 
+/* Trained: W [N, K] through the grid, then one product.  Values: the
+ * latent weights rounded onto the grid (fake_quant; their gradient is the
+ * straight-through estimator's); scales: (code - zero) scale
+ * (dequant_grid; the scales' gradient). */
+static LpCTensor *
+grid_matmul_trained (const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc, GError **error)
+{
+  gboolean scales = w->how == LP_FORM_TRAIN_SCALES;
+  LpCTensor *src[4] = { w->params[scales ? 1 : 0], w->params[scales ? 0 : 1], w->params[2], w->params[3] };
+  LpCNode *n = lp_cgraph_add (g, scales ? LP_COP_DEQUANT_GRID : LP_COP_FAKE_QUANT, src, 4, NULL, 0, error);
+  if (n == NULL)
+    return NULL;
+  n->i[0] = w->i[0];
+  n->i[1] = w->i[1];
+  return lp_form_matmul_node (g, x, n->dst[0], acc, error);
+}
+
 static LpCTensor *
 grid_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc, GError **error)
 {
+  if (w->n_trainable > 0 && w->values == NULL)
+    return grid_matmul_trained (w, g, x, acc, error);
   if (w->values != NULL)
     return lp_form_matmul_node (g, x, w->values, acc, error);
   LpCTensor *src[6] = { x, w->params[0], w->params[1], w->params[2], w->params[3], acc };
@@ -89,6 +140,37 @@ grid_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor 
   return n->dst[0];
 }
 
+/* The same grid (bits, group size, zeros, g_idx) with w's trained values
+ * rounded onto it (lp_int_quantize, as fake_quant rounded them), or with
+ * its trained scales stored as f16 and the same codes. */
+static LpTensor *
+grid_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
+{
+  const LpIntGrid *g = ((const GridForm *) form)->grid;
+  const gint64 N = g->rows, K = g->cols, G = g->n_groups;
+  g_autoptr (LpIntGrid) ng = lp_int_grid_new (N, K, g->bits, g->group_size, g->symmetric, error);
+  if (ng == NULL)
+    return NULL;
+  memcpy (ng->codes, g->codes, (gsize) (N * K));
+  memcpy (ng->scales, g->scales, (gsize) (N * G) * sizeof (guint16));
+  memcpy (ng->zeros, g->zeros, (gsize) (N * G));
+  memcpy (ng->g_idx, g->g_idx, (gsize) K * sizeof (gint32));
+  g_autofree float *p = g_new (float, lp_ctensor_n_elements (w->params[0]));
+  lp_ctensor_read (w->params[0], 0, p, w->params[0]->n_bytes);
+  if (w->how == LP_FORM_TRAIN_SCALES)
+    for (gint64 j = 0; j < N * G; j++)
+      ng->scales[j] = lp_f32_to_f16 (p[j]);
+  else
+    for (gint64 n = 0; n < N; n++)
+      for (gint64 k = 0; k < K; k++)
+        {
+          gint64 j = n * G + g->g_idx[k];
+          lp_int_quantize (lp_f16_to_f32 (g->scales[j]), g->zeros[j], (1 << g->bits) - 1, p[n * K + k],
+                           &ng->codes[n * K + k]);
+        }
+  return lp_tensor_new_int_grid (t->name, t->n_dims, t->shape, ng, NULL, error);
+}
+
 const LpFormClass lp_form_grid_class = {
   .name = "grid",
   .finalize = grid_finalize,
@@ -98,6 +180,7 @@ const LpFormClass lp_form_grid_class = {
   .int_grid = grid_int_grid,
   .upload = grid_upload,
   .matmul = grid_matmul,
+  .trained = grid_trained,
 };
 
 LpTensor *

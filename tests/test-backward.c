@@ -730,6 +730,169 @@ test_row_sum (void)
   g_free (c.r);
 }
 
+/* ---- training an integer grid: dequant_grid (the scales' gradient) and
+ * fake_quant (the latent weights' straight-through gradient) ---- */
+
+/* Act-order g_idx with a short last group; 3 and 4 bits. */
+static const int grid_train_shapes[][4] = { /* N, K, bits, group */ { 6, 40, 4, 16 }, { 9, 64, 3, 32 } };
+
+typedef struct {
+  const LpIntGrid *grid;
+  double *s; /* scales [N,G] */
+  double *r; /* dy [N,K] */
+} GridCase;
+
+/* sum r W with W = (code - z) s: linear in the scales. */
+static double
+dequant_grid_loss (gconstpointer p)
+{
+  const GridCase *c = p;
+  const LpIntGrid *g = c->grid;
+  double L = 0.0;
+  for (gint64 n = 0; n < g->rows; n++)
+    for (gint64 k = 0; k < g->cols; k++)
+      {
+        gint64 j = n * g->n_groups + g->g_idx[k];
+        L += c->r[n * g->cols + k] * ((int) g->codes[n * g->cols + k] - (int) g->zeros[j]) * c->s[j];
+      }
+  return L;
+}
+
+/* The training ops' operands: src[0] the latent weights or codes (left to
+ * the caller), src[1] the scales as f32, src[2] the zeros, src[3] g_idx. */
+static void
+grid_train_node (LpCNode *n, const LpIntGrid *g, int first)
+{
+  gint64 N = g->rows, G = g->n_groups;
+  LpCTensor *scales = tensor2 (LP_DTYPE_F32, N, G);
+  for (gint64 j = 0; j < N * G; j++)
+    fdata (scales)[j] = lp_f16_to_f32 (g->scales[j]);
+  n->src[first + 1] = scales;
+  n->src[first + 2] = tensor2_from (LP_DTYPE_I8, N, G, g->zeros);
+  n->src[first + 3] = ids_tensor (g->g_idx, g->cols);
+  n->i[0] = g->bits;
+}
+
+static void
+grid_train_node_free (LpCNode *n)
+{
+  for (int i = 0; i < n->n_src; i++)
+    lp_ctensor_free (n->src[i]);
+  lp_ctensor_free (n->dst[0]);
+}
+
+/* dequant_grid is lp_int_grid_dequantize bit for bit; dequant_grid_back
+ * (the scales' gradient) against finite differences. */
+static void
+test_dequant_grid (void)
+{
+  for (gsize s = 0; s < G_N_ELEMENTS (grid_train_shapes); s++)
+    {
+      const int N = grid_train_shapes[s][0], K = grid_train_shapes[s][1];
+      g_autoptr (LpIntGrid) g = lp_test_int_grid (N, K, grid_train_shapes[s][2], grid_train_shapes[s][3], 130 + s);
+      LpCNode fwd = node_new (LP_COP_DEQUANT_GRID);
+      grid_train_node (&fwd, g, 0);
+      fwd.src[0] = tensor2_from (LP_DTYPE_I8, N, K, g->codes);
+      fwd.dst[0] = tensor2 (LP_DTYPE_F32, N, K);
+      run_ref_and_cpu (&fwd);
+      g_autofree float *w = g_new (float, N * K);
+      lp_int_grid_dequantize (g, w);
+      g_assert_cmpmem (fdata (fwd.dst[0]), N * K * sizeof (float), w, N * K * sizeof (float));
+
+      LpCNode back = node_new (LP_COP_DEQUANT_GRID_BACK);
+      GridCase c = { g };
+      back.src[0] = random_tensor2 (N, K, 131 + s, 1.0, &c.r);
+      grid_train_node (&back, g, 1);
+      back.src[1] = tensor2_from (LP_DTYPE_I8, N, K, g->codes);
+      back.dst[0] = tensor2 (LP_DTYPE_F32, N, g->n_groups);
+      run_ref_and_cpu (&back);
+      c.s = to_double (fdata (back.src[2]), (gsize) N * g->n_groups);
+      assert_fd ("dequant_grid_back", dequant_grid_loss, &c, c.s, (gsize) N * g->n_groups, fdata (back.dst[0]));
+      grid_train_node_free (&fwd);
+      grid_train_node_free (&back);
+      g_free (c.s);
+      g_free (c.r);
+    }
+}
+
+/* fake_quant: the latent weights rounded onto the grid as written out here
+ * (x / s rounded half to even, plus z, clamped to [0, 2^bits - 1], times
+ * s after subtracting z), which gives the grid's own weights back from
+ * them; fake_quant_back: the clipped straight-through estimator, dy where
+ * the code was not clamped and 0 where it was.  The forward is flat
+ * between rounding steps, so finite differences would give 0: the
+ * estimator is a definition (Bengio et al. 2013), checked as one; the
+ * forms' tests check it against finite differences of the loss in W. */
+static void
+test_fake_quant (void)
+{
+  for (gsize s = 0; s < G_N_ELEMENTS (grid_train_shapes); s++)
+    {
+      const int N = grid_train_shapes[s][0], K = grid_train_shapes[s][1], maxq = (1 << grid_train_shapes[s][2]) - 1;
+      g_autoptr (LpIntGrid) g = lp_test_int_grid (N, K, grid_train_shapes[s][2], grid_train_shapes[s][3], 140 + s);
+      /* The grid's weights moved by up to 3 steps: some codes clamp. */
+      g_autofree float *x = g_new (float, N * K), *u = g_new (float, N * K);
+      lp_int_grid_dequantize (g, x);
+      lp_test_fill (u, N * K, 141 + s, 3.0);
+      LpCNode fwd = node_new (LP_COP_FAKE_QUANT);
+      grid_train_node (&fwd, g, 0);
+      fwd.src[0] = tensor2_from (LP_DTYPE_F32, N, K, x);
+      fwd.dst[0] = tensor2 (LP_DTYPE_F32, N, K);
+      run_ref_and_cpu (&fwd);
+      g_assert_cmpmem (fdata (fwd.dst[0]), N * K * sizeof (float), x, N * K * sizeof (float));
+      const float *sc = fdata (fwd.src[1]);
+      for (int e = 0; e < N * K; e++)
+        x[e] += u[e] * sc[(e / K) * g->n_groups + g->g_idx[e % K]];
+      lp_ctensor_write (fwd.src[0], 0, x, sizeof (float) * N * K);
+      run_ref_and_cpu (&fwd);
+
+      LpCNode back = node_new (LP_COP_FAKE_QUANT_BACK);
+      grid_train_node (&back, g, 1);
+      back.src[0] = random_tensor2 (N, K, 142 + s, 1.0, NULL);
+      back.src[1] = tensor2_from (LP_DTYPE_F32, N, K, x);
+      back.dst[0] = tensor2 (LP_DTYPE_F32, N, K);
+      run_ref_and_cpu (&back);
+      int inside = 0, clamped = 0;
+      for (int e = 0; e < N * K; e++)
+        {
+          int j = (e / K) * g->n_groups + g->g_idx[e % K], z = g->zeros[j];
+          float v = sc[j] > 0 ? x[e] / sc[j] : 0.0f;
+          int c = (int) nearbyintf (v) + z, cc = CLAMP (c, 0, maxq);
+          g_assert_cmpfloat (fdata (fwd.dst[0])[e], ==, sc[j] * (float) (cc - z));
+          g_assert_cmpfloat (fdata (back.dst[0])[e], ==, c == cc ? fdata (back.src[0])[e] : 0.0f);
+          inside += c == cc;
+          clamped += c != cc;
+        }
+      g_assert_cmpint (inside, >, 0);
+      g_assert_cmpint (clamped, >, 0);
+      grid_train_node_free (&fwd);
+      grid_train_node_free (&back);
+    }
+}
+
+/* A grid trains its latent values or its scales, not both: asking
+ * fake_quant for the scales' gradient is refused by name. */
+static void
+test_fake_quant_scales_refused (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpIntGrid) g = lp_test_int_grid (4, 16, 4, 8, 150);
+  g_autoptr (LpCGraph) graph = lp_cgraph_new (cpu);
+  LpCNode n = node_new (LP_COP_FAKE_QUANT);
+  grid_train_node (&n, g, 0);
+  n.src[0] = random_tensor2 (4, 16, 151, 0.1, NULL);
+  lp_ctensor_set_trainable (n.src[0], TRUE);
+  lp_ctensor_set_trainable (n.src[1], TRUE);
+  LpCNode *f = lp_cgraph_add (graph, LP_COP_FAKE_QUANT, n.src, 4, NULL, 0, &error);
+  g_assert_no_error (error);
+  f->i[0] = 4;
+  LpCTensor *dy = lp_cgraph_tensor (graph, LP_DTYPE_F32, 2, f->dst[0]->shape, "dy", &error);
+  g_assert_false (lp_cgraph_backward (graph, f->dst[0], dy, &error));
+  lp_test_assert_error_contains (error, "op fake_quant: no gradient for the scales", NULL);
+  n.n_src = 4;
+  grid_train_node_free (&n);
+}
+
 /* ---- losses: per-row values [T], their upstream gradient dy [T] ---- */
 
 typedef struct {
@@ -1221,6 +1384,9 @@ main (int argc, char **argv)
   g_test_add_func ("/backward/cross-entropy", test_cross_entropy_back);
   g_test_add_func ("/backward/kl", test_kl_back);
   g_test_add_func ("/backward/mse", test_mse_back);
+  g_test_add_func ("/backward/dequant-grid", test_dequant_grid);
+  g_test_add_func ("/backward/fake-quant", test_fake_quant);
+  g_test_add_func ("/backward/fake-quant-scales-refused", test_fake_quant_scales_refused);
   g_test_add_func ("/backward/graph-block", test_graph_block);
   g_test_add_func ("/backward/graph-losses", test_graph_losses);
   int rc = g_test_run ();

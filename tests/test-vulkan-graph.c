@@ -27,10 +27,11 @@ typedef enum {
   FILL_IDS,    /* i32 in [0, range) */
   FILL_TARGETS,/* i32 in [0, range), every fourth -1 (not scored) */
   FILL_BYTES,  /* i8 in [0, range): grid codes and zeros */
-  FILL_SCALES, /* i16: f16 bits of values in [0.01, 0.1] */
+  FILL_SCALES, /* i16: f16 bits of values in [0.01, 0.1]; f32: those values */
   FILL_FREQ,   /* RoPE's inv_freq: 10000^(-2i / (2n)) */
   FILL_ABS,    /* |uniform in [-1, 1]| (AdamW's second moments) */
   FILL_MASK,   /* f32 0 or 1 (a keep-mask), about one in three 0 */
+  FILL_GROUPS, /* i32 g_idx: i / range (the plain groups) */
 } Fill;
 
 typedef struct {
@@ -66,6 +67,14 @@ static const float adamw_f[8] = { 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.5f };
 /* An integer grid of 33 rows, 40 columns, groups of 16 (3 a row), 4 bits. */
 #define GRID_33x40 { LP_DTYPE_I8, 2, { 33, 40 }, FILL_BYTES, 16 }, { LP_DTYPE_I16, 2, { 33, 3 }, FILL_SCALES, 0 }, \
                    { LP_DTYPE_I8, 2, { 33, 3 }, FILL_BYTES, 16 }, { LP_DTYPE_I32, 1, { 40 }, FILL_IDS, 3 }
+
+/* The same grid trained (fake_quant, dequant_grid): its scales as f32;
+ * g_idx arbitrary, or the plain groups of 16. */
+#define TRAIN_GRID_33x40 { LP_DTYPE_F32, 2, { 33, 3 }, FILL_SCALES, 0 }, { LP_DTYPE_I8, 2, { 33, 3 }, FILL_BYTES, 16 }, \
+                         { LP_DTYPE_I32, 1, { 40 }, FILL_IDS, 3 }
+#define TRAIN_GRID_33x40_PLAIN { LP_DTYPE_F32, 2, { 33, 3 }, FILL_SCALES, 0 }, \
+                               { LP_DTYPE_I8, 2, { 33, 3 }, FILL_BYTES, 16 }, { LP_DTYPE_I32, 1, { 40 }, FILL_GROUPS, 16 }
+#define CODES_33x40 { LP_DTYPE_I8, 2, { 33, 40 }, FILL_BYTES, 16 }
 
 static const OpCase op_cases[] = {
   /* ---- forward ---- */
@@ -144,6 +153,17 @@ static const OpCase op_cases[] = {
   /* More elements than one work group's pass covers; a running total. */
   { "/vulkan-graph/sum_sq", LP_COP_SUM_SQ, 1, { VEC (100000) }, .tol = 1e-5 },
   { "/vulkan-graph/sum_sq-acc", LP_COP_SUM_SQ, 2, { VEC (777), ABSV (1) }, .tol = 1e-5 },
+  /* ---- training an integer grid: latent weights in [-1, 1] over scales
+   * in [0.01, 0.1] and zeros in [0, 16) at 4 bits, so that some codes
+   * clamp and some do not ---- */
+  { "/vulkan-graph/fake_quant", LP_COP_FAKE_QUANT, 4, { F32 (33, 40), TRAIN_GRID_33x40 }, { 4, 0 }, .tol = 0 },
+  { "/vulkan-graph/fake_quant_back", LP_COP_FAKE_QUANT_BACK, 5, { F32 (33, 40), F32 (33, 40), TRAIN_GRID_33x40 },
+    { 4, 0 }, .tol = 0 },
+  { "/vulkan-graph/dequant_grid", LP_COP_DEQUANT_GRID, 4, { CODES_33x40, TRAIN_GRID_33x40 }, { 4, 0 }, .tol = 0 },
+  { "/vulkan-graph/dequant_grid_back", LP_COP_DEQUANT_GRID_BACK, 5, { F32 (33, 40), CODES_33x40, TRAIN_GRID_33x40 },
+    { 4, 0 }, .tol = 1e-6 },
+  { "/vulkan-graph/dequant_grid_back-plain", LP_COP_DEQUANT_GRID_BACK, 5,
+    { F32 (33, 40), CODES_33x40, TRAIN_GRID_33x40_PLAIN }, { 4, 16 }, .tol = 1e-6 },
 };
 
 /* The device under validation, or NULL after g_test_skip with the reason. */
@@ -203,7 +223,17 @@ operand_bytes (const Operand *o, guint32 seed, gsize *n_bytes)
       break;
     case FILL_SCALES:
       for (gint64 i = 0; i < n; i++)
-        ((guint16 *) out)[i] = lp_f32_to_f16 ((float) g_rand_double_range (r, 0.01, 0.1));
+        {
+          guint16 h = lp_f32_to_f16 ((float) g_rand_double_range (r, 0.01, 0.1));
+          if (o->dtype == LP_DTYPE_F32)
+            ((float *) out)[i] = lp_f16_to_f32 (h);
+          else
+            ((guint16 *) out)[i] = h;
+        }
+      break;
+    case FILL_GROUPS:
+      for (gint64 i = 0; i < n; i++)
+        ((gint32 *) out)[i] = (gint32) (i / o->range);
       break;
     case FILL_FREQ:
       for (gint64 i = 0; i < n; i++)

@@ -43,6 +43,7 @@ typedef enum {
   VK_SH_GEMM_DIRECT4_BROWS, /* ... and for op(B) = B (dy W) */
   VK_SH_ADAMW,
   VK_SH_SUM_SQ,
+  VK_SH_GRID_TRAIN,     /* fake_quant, dequant_grid and their backward ops */
   VK_SH_COUNT,
 } VkShaderId;
 

@@ -598,6 +598,32 @@ record_sum_sq (Run *r, const LpCNode *n)
   return TRUE;
 }
 
+/* ---- training an integer grid ---- */
+
+typedef struct {
+  guint32 N, K, G, maxq, group, mode;
+} GridTrainPush;
+
+/* grid_train.comp's modes, in the order of the ops. */
+static gboolean
+record_grid_train (Run *r, const LpCNode *n)
+{
+  static const LpCOp modes[] = { LP_COP_FAKE_QUANT, LP_COP_FAKE_QUANT_BACK, LP_COP_DEQUANT_GRID,
+                                 LP_COP_DEQUANT_GRID_BACK };
+  guint32 mode = 0;
+  while (modes[mode] != n->op)
+    mode++;
+  /* The grid's operands from src[first]: latent or codes, scales, zeros, g_idx. */
+  int first = mode == 0 || mode == 2 ? 0 : 1;
+  const LpCTensor *w = n->src[first], *scales = n->src[first + 1], *dst = n->dst[0];
+  GridTrainPush p = { (guint32) rows_of (w), (guint32) cols_of (w), (guint32) cols_of (scales),
+                      (guint32) ((1 << n->i[0]) - 1), (guint32) n->i[1], mode };
+  const LpVkBuf *a = BUF (n->src[0]), *bx = mode == 1 ? BUF (w) : a, *codes = mode >= 2 ? BUF (w) : a;
+  const LpVkBuf *bufs[7] = { a, bx, codes, BUF (scales), BUF (n->src[first + 2]), BUF (n->src[first + 3]), BUF (dst) };
+  dispatch_1d (r, VK_SH_GRID_TRAIN, bufs, 7, 1u << 6, &p, sizeof p, mode == 3 ? (gsize) p.N * p.G : (gsize) p.N * p.K);
+  return TRUE;
+}
+
 /* ---- the op table of this backend ---- */
 
 typedef gboolean (*RecordFn) (Run *r, const LpCNode *n);
@@ -630,6 +656,10 @@ static const RecordFn records[LP_COP_COUNT] = {
   [LP_COP_MSE_BACK] = record_loss,
   [LP_COP_ADAMW] = record_adamw,
   [LP_COP_SUM_SQ] = record_sum_sq,
+  [LP_COP_FAKE_QUANT] = record_grid_train,
+  [LP_COP_FAKE_QUANT_BACK] = record_grid_train,
+  [LP_COP_DEQUANT_GRID] = record_grid_train,
+  [LP_COP_DEQUANT_GRID_BACK] = record_grid_train,
 };
 
 /* ---- which nodes the device runs ---- */
@@ -728,6 +758,19 @@ node_shapes_ok (LpVkCtx *ctx, const LpCNode *n)
       return TRUE;
     case LP_COP_SUM_SQ:
       return is_f32 (s[0]) && (s[1] == NULL || is_f32 (s[1]));
+    case LP_COP_FAKE_QUANT:
+    case LP_COP_FAKE_QUANT_BACK:
+    case LP_COP_DEQUANT_GRID:
+    case LP_COP_DEQUANT_GRID_BACK:
+      {
+        /* dy first for the backward ops; the grid's operands after it. */
+        int f = n->op == LP_COP_FAKE_QUANT || n->op == LP_COP_DEQUANT_GRID ? 0 : 1;
+        gboolean codes = n->op == LP_COP_DEQUANT_GRID || n->op == LP_COP_DEQUANT_GRID_BACK;
+        return (f == 0 || is_f32 (s[0])) && s[f]->dtype == (codes ? LP_DTYPE_I8 : LP_DTYPE_F32) && is_f32 (s[f + 1])
+               && s[f + 2]->dtype == LP_DTYPE_I8 && s[f + 3]->dtype == LP_DTYPE_I32 && n->i[0] >= 1 && n->i[0] <= 8
+               && n_elements (s[f + 2]) == n_elements (s[f + 1]) && rows_of (s[f + 1]) == rows_of (s[f])
+               && n_elements (s[f + 3]) == cols_of (s[f]);
+      }
     default:
       return TRUE;
     }

@@ -83,6 +83,9 @@ static const guint32 adamw_spv[] =
 static const guint32 sum_sq_spv[] =
 #include "sum_sq.spv.inc"
     ;
+static const guint32 grid_train_spv[] =
+#include "grid_train.spv.inc"
+    ;
 
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
@@ -111,6 +114,7 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM_DIRECT4_BROWS] = { gemm_direct4_brows_spv, sizeof gemm_direct4_brows_spv, "gemm_direct4_brows" },
   [VK_SH_ADAMW] = { adamw_spv, sizeof adamw_spv, "adamw" },
   [VK_SH_SUM_SQ] = { sum_sq_spv, sizeof sum_sq_spv, "sum_sq" },
+  [VK_SH_GRID_TRAIN] = { grid_train_spv, sizeof grid_train_spv, "grid_train" },
 };
 
 const VkShaderCode *

@@ -67,6 +67,18 @@ typedef enum {
                              * param -= f[0] (m / (1 - f[1]^i[0]) / (sqrt (v / (1 - f[2]^i[0])) + f[3]) + f[4] param)
                              * (f: lr, beta1, beta2, eps, weight decay (decoupled), grad scale; i[0] step >= 1) */
   LP_COP_SUM_SQ,            /* dst[1] = sum of src0's squares (+ src1[0] when given: a running total) */
+  /* ---- training an integer-grid weight (model/form_grid.c), appended after the rest ---- */
+  LP_COP_FAKE_QUANT,        /* dst[N,K] = (clamp (round (src0 / s) + z, 0, 2^i[0] - 1) - z) s with s = src1[n, g_idx[k]],
+                             * z = src2[n, g_idx[k]] (lp_int_quantize's rounding): src0 latent f32 [N,K], src1 scales f32
+                             * [N,G], src2 zeros u8 as i8 [N,G], src3 g_idx i32 [K]; i[0] bits, i[1] group size when
+                             * g_idx[k] = k / group for every k (else 0).  Differentiated w.r.t. the latent only
+                             * (straight-through: fake_quant_back) */
+  LP_COP_FAKE_QUANT_BACK,   /* dst[N,K] = dy where round (src1 / s) + z lies in [0, 2^i[0] - 1], else 0 (the clipped
+                             * straight-through estimator); src0 dy, src1 .. src4 as fake_quant's src0 .. src3 */
+  LP_COP_DEQUANT_GRID,      /* dst[N,K] = (src0 - z) s: src0 codes u8 as i8 [N,K], src1 scales f32 [N,G], src2 zeros,
+                             * src3 g_idx, i[] as fake_quant's.  Differentiated w.r.t. the scales (dequant_grid_back) */
+  LP_COP_DEQUANT_GRID_BACK, /* dst[N,G] = sum over the columns k of group g of dy[n,k] (code[n,k] - z[n,g]); src0 dy
+                             * [N,K], src1 .. src4 as dequant_grid's src0 .. src3 (the scales unread but for G) */
   LP_COP_COUNT,
 } LpCOp;
 

@@ -45,8 +45,16 @@ typedef struct _LpFormWeights LpFormWeights;
  * params are the form's tensors on the backend (dense: W as stored; grid:
  * codes, scales, zeros, g_idx, or its f32 values; low-rank: A, B; adapter:
  * A, B over its base's weights).  With `train`, params[0 .. n_trainable-1]
- * are marked trainable: lp_cgraph_backward computes their gradients, and
- * lp_form_weights_grad maps them back to the form's parameters. */
+ * are marked trainable, f32 copies the optimizer may update in place (the
+ * model's tensor is never written): dense and block types W as f32 (a
+ * block type's decoded values are its latent weights); grid, `how` VALUES:
+ * the latent f32 W [N, K] read through the grid (LP_COP_FAKE_QUANT), then
+ * its f32 scales, zeros, g_idx; `how` SCALES: the f32 scales [N, G]
+ * (LP_COP_DEQUANT_GRID), then the codes, zeros, g_idx; masked: its base's,
+ * with keep[] for the W-shaped one; low-rank: A, B; adapter: A, B (its
+ * base frozen in w->base).  lp_cgraph_backward computes their gradients,
+ * lp_form_weights_grad maps them back to the form's parameters, and
+ * lp_form_weights_trained rebuilds the tensor from them. */
 struct _LpFormWeights {
   /*< public, read-only >*/
   LpTensor *src;              /* the tensor uploaded (ref) */

@@ -114,12 +114,19 @@ void lp_int_grid_dequantize_rows (const LpIntGrid *grid, gint64 r0, gint64 n, fl
  * the shrink of that range with the least weighted squared error. */
 void lp_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, int bits, gboolean symmetric,
                  gboolean clip_search, guint16 *scale, guint8 *zero);
+/* The code of x on (scale, zero) before clamping to the grid's range
+ * (what a straight-through estimator asks: was x inside the grid?). */
+static inline int
+lp_int_round (float scale, int zero, float x)
+{
+  float v = scale > 0 ? x / scale : 0.f;
+  return (int) nearbyintf (v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v) + zero;
+}
 /* The code of x on (scale, zero) (maxq = 2^bits - 1) and its value. */
 static inline float
 lp_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
 {
-  float v = scale > 0 ? x / scale : 0.f;
-  int c = (int) nearbyintf (v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v) + zero;
+  int c = lp_int_round (scale, zero, x);
   c = c < 0 ? 0 : c > maxq ? maxq : c;
   *code = (guint8) c;
   return scale * (float) (c - zero);
