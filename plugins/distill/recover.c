@@ -67,7 +67,7 @@ typedef struct {
   /* Progress over the whole run. */
   gint64 t0;
   gint64 steps_done, steps_total;
-  double holdout_before, holdout_after;
+  double holdout_before, holdout_after; /* e2e: held-out perplexity before training and of the state kept */
 } Recover;
 
 /* ---- parameters ---- */
@@ -451,9 +451,11 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
   if (measure)
     lp_pass_context_log (r->ctx, LP_LOG_INFO, "%sheld-out %s %.6g -> %.6g (the state of step %d of %d)", where,
                          obj->measure, before, best, best_step, last);
-  if (layer <= 0 && isnan (r->holdout_before))
-    r->holdout_before = before;
-  r->holdout_after = best;
+  if (layer < 0)
+    {
+      r->holdout_before = before;
+      r->holdout_after = best;
+    }
   return TRUE;
 }
 
@@ -585,10 +587,10 @@ recover_record (Recover *r, LpModel *out)
   lp_meta_set_string (m, "llmpress.distill.objective", r->objective == OBJECTIVE_E2E ? "e2e" : "blockwise");
   lp_meta_set_u64 (m, "llmpress.distill.steps", (guint64) r->steps);
   lp_meta_set_u64 (m, "llmpress.distill.seq_len", (guint64) r->T);
-  if (r->n_hold > 0)
+  if (r->n_hold > 0 && r->objective == OBJECTIVE_E2E)
     {
-      lp_meta_set_f32 (m, "llmpress.distill.holdout_before", (float) r->holdout_before);
-      lp_meta_set_f32 (m, "llmpress.distill.holdout_after", (float) r->holdout_after);
+      lp_meta_set_f32 (m, "llmpress.distill.holdout_perplexity_before", (float) r->holdout_before);
+      lp_meta_set_f32 (m, "llmpress.distill.holdout_perplexity_after", (float) r->holdout_after);
     }
 }
 
