@@ -329,10 +329,11 @@ recover_report_step (Recover *r, int layer, int step, const LpTrainLoss *sum, do
 }
 
 /* One optimizer step: micro_batch x accumulate samples' gradients, then
- * AdamW.  *bad: the loss (or the gradient norm) is not finite or exploded. */
+ * AdamW.  *bad (owned), when the loss or the gradient norm is not finite or
+ * the loss exploded: what happened (no weight changed unless it exploded). */
 static gboolean
 recover_step (Recover *r, LpTrainer *tr, const Objective *obj, int layer, double lr, double first_loss,
-              LpTrainLoss *sum, gboolean *bad, GError **error)
+              LpTrainLoss *sum, char **bad, GError **error)
 {
   int n = r->micro_batch * r->accumulate;
   memset (sum, 0, sizeof *sum);
@@ -355,7 +356,10 @@ recover_step (Recover *r, LpTrainer *tr, const Objective *obj, int layer, double
       g_propagate_error (error, g_steal_pointer (&step_error));
       return FALSE;
     }
-  *bad = !stepped || !isfinite (sum->loss) || (isfinite (first_loss) && sum->loss > RECOVER_EXPLODE_FACTOR * first_loss);
+  if (!isfinite (sum->loss) || !stepped)
+    *bad = g_strdup_printf ("loss %g, gradient norm %g", sum->loss, norm);
+  else if (isfinite (first_loss) && sum->loss > RECOVER_EXPLODE_FACTOR * first_loss)
+    *bad = g_strdup_printf ("loss %g, over %g times the first step's %g", sum->loss, RECOVER_EXPLODE_FACTOR, first_loss);
   return TRUE;
 }
 
@@ -382,7 +386,7 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
         return FALSE;
       double lr = lr_scale * recover_lr (r, step);
       LpTrainLoss sum;
-      gboolean bad = FALSE;
+      g_autofree char *bad = NULL;
       if (!recover_step (r, tr, obj, layer, lr, first_loss, &sum, &bad, error))
         return FALSE;
       last = step;
@@ -391,8 +395,8 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
           if (halved)
             {
               lp_set_error (error, LP_ERROR_FAILED,
-                            "lr=%g: %straining diverged again at step %d (loss %g) after the learning rate was halved; "
-                            "expected a smaller lr=", r->lr, where, step, sum.loss);
+                            "lr=%g: %straining diverged again at step %d (%s) after the learning rate was halved; "
+                            "expected a smaller lr=", r->lr, where, step, bad);
               return FALSE;
             }
           if (!lp_trainer_restore_state (tr, error))
@@ -401,9 +405,8 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
           halved = TRUE;
           at_best = TRUE;
           lp_pass_context_log (r->ctx, LP_LOG_WARNING,
-                               "%sstep %d: loss %g (%s): restored the weights of step %d and halved the learning rate "
-                               "to %g", where, step, sum.loss, isfinite (sum.loss) ? "exploding" : "not finite",
-                               best_step, r->lr * lr_scale);
+                               "%sstep %d: training diverged (%s): restored the weights of step %d and halved the "
+                               "learning rate to %g", where, step, bad, best_step, r->lr * lr_scale);
           recover_report_step (r, layer, step, &sum, lr);
           continue;
         }
