@@ -233,7 +233,9 @@ test_recover_spec (void)
 
 /* A short recovery after magnitude 50% on lavapipe (under the validation
  * layer) and on the CPU: both improve on the pruned model, to the same
- * perplexity within 1e-2 (f32 sums in another order over a few steps). */
+ * perplexity within 1e-3 relative (f32 sums in another order over a few
+ * steps; measured 33.1972 and 33.1973).  seed= is given: a node's default
+ * seed comes from its cache key, which names the backend. */
 static void
 test_recover_vulkan (void)
 {
@@ -246,7 +248,7 @@ test_recover_vulkan (void)
                                       "calibration_range=300000:\n[load]\npath=${model}\n[mag50]\npass=prune.magnitude\n"
                                       "sparsity=0.5\n[before]\npass=eval\ndata=${data}\ndata_range=:300000\nctx=64\n"
                                       "max_windows=4\n[rec]\npass=distill.recover\ninput=mag50\nteacher=load\nsteps=4\n"
-                                      "warmup=0\nlr=0.002\nmicro_batch=2\nholdout=2\neval_every=2\n"
+                                      "warmup=0\nlr=0.002\nmicro_batch=2\nholdout=2\neval_every=2\nseed=1\n"
                                       "[after]\npass=eval\ninput=rec\ndata=${data}\ndata_range=:300000\nctx=64\nmax_windows=4\n",
                                       NULL);
   g_autofree char *dm = g_strdup_printf ("model=%s", model), *dd = g_strdup_printf ("data=%s", data);
@@ -266,7 +268,7 @@ test_recover_vulkan (void)
                   "%.4f -> %.4f on Vulkan", before[0], after[0], before[1], after[1]);
   g_assert_cmpfloat (after[0], <, before[0]);
   g_assert_cmpfloat (after[1], <, before[1]);
-  g_assert_cmpfloat (fabs (after[0] - after[1]), <, 1e-2 * after[0]);
+  g_assert_cmpfloat (fabs (after[0] - after[1]), <, 1e-3 * after[0]);
 }
 
 /* --- bad input --------------------------------------------------------------- */
