@@ -229,6 +229,42 @@ test_recover_spec (void)
                      lp_test_report_node_double (out, "gptq3", "bits_per_weight"));
 }
 
+/* --- block-wise reconstruction ------------------------------------------- */
+
+/* objective=blockwise after magnitude 50%: every block trained in turn
+ * toward the teacher block's output lowers the perplexity, and the pruned
+ * weights stay zero. */
+static void
+test_recover_blockwise (void)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *data = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || data == NULL)
+    return;
+  g_autofree char *spec = write_spec ("recover-blockwise.ini",
+                                      "[pipeline]\ncalibration=${data}\ncalibration_samples=24\ncalibration_seq_len=128\n"
+                                      "calibration_range=300000:\n[load]\npath=${model}\n[mag50]\npass=prune.magnitude\n"
+                                      "sparsity=0.5\n[mag50-save]\npass=save\npath=mag50.gguf\n[before]\npass=eval\n"
+                                      "input=mag50\ndata=${data}\ndata_range=:300000\nctx=128\nmax_windows=16\n"
+                                      "[rec]\npass=distill.recover\ninput=mag50\nteacher=load\nobjective=blockwise\n"
+                                      "steps=10\nwarmup=2\nmicro_batch=2\nholdout=4\neval_every=5\n"
+                                      "[rec-save]\npass=save\npath=rec.gguf\n[after]\npass=eval\ninput=rec\ndata=${data}\n"
+                                      "data_range=:300000\nctx=128\nmax_windows=16\n", NULL);
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "rec-blockwise", NULL);
+  g_autofree char *dm = g_strdup_printf ("model=%s", model), *dd = g_strdup_printf ("data=%s", data);
+  const char *defs[] = { dm, dd, NULL };
+  g_free (run_spec (spec, out, "cpu", defs));
+  double before = lp_test_report_metric (out, "before", "perplexity");
+  double after = lp_test_report_metric (out, "after", "perplexity");
+  g_test_message ("magnitude 50%% then 10 block-wise steps a block, 16 windows of 128: perplexity %.4f -> %.4f", before,
+                  after);
+  g_assert_cmpfloat (after, <, before);
+  g_autoptr (LpModel) pruned = load_model (out, "mag50.gguf");
+  g_autoptr (LpModel) rec = load_model (out, "rec.gguf");
+  assert_zeros_kept (pruned, rec, (int) lp_model_config (rec)->n_layers);
+  g_assert_cmpstr (lp_meta_get_string (lp_model_meta (rec), "llmpress.distill.objective"), ==, "blockwise");
+}
+
 /* --- the same recovery on the Vulkan backend ------------------------------- */
 
 /* A short recovery after magnitude 50% on lavapipe (under the validation
@@ -395,6 +431,7 @@ main (int argc, char **argv)
   g_test_add_func ("/distill/bad/short-data", test_bad_short_data);
   g_test_add_func ("/distill/bad/trainable", test_bad_trainable);
   g_test_add_func ("/distill/recover-spec", test_recover_spec);
+  g_test_add_func ("/distill/recover-blockwise", test_recover_blockwise);
   g_test_add_func ("/distill/recover-vulkan", test_recover_vulkan);
   return g_test_run ();
 }
