@@ -249,16 +249,17 @@ lp_trainer_new (LpModel *student, LpBackend *be, const LpTrainOptions *options, 
       LpTensor *t = lp_model_tensor_at (tr->model, i);
       if (!tensor_chosen (options, t->name))
         continue;
+      /* LoRA wraps the matrices the forward pass multiplies by (not the lookup's table). */
+      if (options->lora_rank > 0 && (t->n_dims != 2 || strcmp (t->name, "token_embd.weight") == 0))
+        continue;
+      g_ptr_array_add (chosen, g_strdup (t->name));
       if (options->lora_rank > 0)
         {
-          if (t->n_dims != 2 || strcmp (t->name, "token_embd.weight") == 0)
-            continue;
           g_autoptr (LpTensor) a = lora_wrap (t, options, rng, error);
           if (a == NULL)
             return NULL;
-          lp_model_set_tensor (tr->model, a);
+          lp_model_set_tensor (tr->model, a); /* t goes (the student keeps its own) */
         }
-      g_ptr_array_add (chosen, g_strdup (t->name));
     }
   if (chosen->len == 0)
     {
@@ -591,31 +592,17 @@ lp_trainer_accumulate_block (LpTrainer *tr, int layer, const float *x, const flo
 
 /* ---- the step ---- */
 
-/* Every accumulator zeroed: by a scale by 0 on the backend, or (`host`)
- * written from the host, which also clears a NaN or an infinity. */
-static gboolean
-grads_zero (LpTrainer *tr, gboolean host, GError **error)
+/* Every accumulator zeroed from the host (which also clears a NaN or an
+ * infinity a scale by 0 would keep). */
+static void
+grads_clear (LpTrainer *tr)
 {
-  LpForwardRec r;
-  lp_forward_rec_begin (&r, tr->fw);
   for (guint i = 0; i < tr->params->len; i++)
     {
       TrainParam *tp = &g_array_index (tr->params, TrainParam, i);
-      if (host)
-        {
-          g_autofree float *zero = g_new0 (float, MAX (lp_ctensor_n_elements (tp->grad), 1));
-          lp_ctensor_write (tp->grad, 0, zero, tp->grad->n_bytes);
-        }
-      else if (r.error == NULL)
-        {
-          LpCNode *n = lp_cgraph_add (r.g, LP_COP_SCALE, &tp->grad, 1, &tp->grad, 1, &r.error);
-          if (n != NULL)
-            n->f[0] = 0.0f;
-        }
+      g_autofree float *zero = g_new0 (float, MAX (lp_ctensor_n_elements (tp->grad), 1));
+      lp_ctensor_write (tp->grad, 0, zero, tp->grad->n_bytes);
     }
-  gboolean ok = lp_forward_rec_compute (&r, error);
-  lp_forward_rec_end (&r);
-  return ok;
 }
 
 /* The global norm of the accumulated gradients: SUM_SQ nodes chained over
@@ -659,8 +646,7 @@ lp_trainer_step (LpTrainer *tr, double lr, double clip, double *grad_norm, GErro
   if (!isfinite (norm))
     {
       /* Nothing applied; the accumulators start again from zero. */
-      if (!grads_zero (tr, TRUE, error))
-        return FALSE;
+      grads_clear (tr);
       lp_set_error (error, LP_ERROR_FAILED, "trainer: step %" G_GINT64_FORMAT ": the gradient norm is %g: no weight changed",
                     tr->step + 1, norm);
       return FALSE;
@@ -680,10 +666,14 @@ lp_trainer_step (LpTrainer *tr, double lr, double clip, double *grad_norm, GErro
       const float f[6] = { (float) lr, (float) tr->opt.beta1, (float) tr->opt.beta2, (float) tr->opt.eps,
                            (float) tr->opt.weight_decay, (float) scale };
       memcpy (n->f, f, sizeof f);
+      /* The accumulator, read, starts again from zero (finite here). */
+      n = lp_cgraph_add (r.g, LP_COP_SCALE, &tp->grad, 1, &tp->grad, 1, &r.error);
+      if (n != NULL)
+        n->f[0] = 0.0f;
     }
   gboolean ok = lp_forward_rec_compute (&r, error);
   lp_forward_rec_end (&r);
-  return ok && grads_zero (tr, FALSE, error);
+  return ok;
 }
 
 /* ---- the current weights ---- */
@@ -755,48 +745,57 @@ lp_trainer_restore_state (LpTrainer *tr, GError **error)
   if (!state_copy (tr, FALSE, error))
     return FALSE;
   tr->step = tr->saved_step;
-  return grads_zero (tr, TRUE, error);
+  grads_clear (tr);
+  return TRUE;
 }
 
 /* ---- the trained model ---- */
 
-/* f32 values [N, K] (a merged adapter's) in the form of `base`: its mask
- * applied and kept, its block type re-quantized, f16 / bf16 rounded. */
+/* A trained tensor (its form rebuilt by lp_form_weights_trained) in
+ * orig's type: a block type's latent values come back as f32 and are
+ * quantized to it again, on orig's mask. */
 static LpTensor *
-values_in_form (LpTensor *values, LpTensor *base, GError **error)
+requantized (LpTensor *t, LpTensor *orig, GError **error)
 {
-  GBytes *mask = lp_tensor_mask (base);
-  g_autoptr (LpTensor) v = lp_tensor_with_form (values, NULL);
-  if (mask != NULL)
+  const LpDTypeInfo *info = lp_dtype_info (orig->dtype);
+  if (t->dtype == orig->dtype || info == NULL || info->block_size <= 1)
+    return lp_tensor_ref (t);
+  LpTensor *q = NULL;
+  if (!lp_quantize_tensor (t, orig->dtype, NULL, &q, error))
+    return NULL;
+  g_autoptr (LpTensor) owned = q;
+  GBytes *mask = lp_tensor_mask (orig);
+  return mask ? lp_tensor_with_mask (owned, mask, error) : g_steal_pointer (&owned);
+}
+
+/* A merged adapter's values (base + scale B A, f32) in the form of its
+ * base: the base's form given these values as its trained ones (a mask's
+ * zeros kept, rounded onto the same grid, re-quantized to the same block
+ * type, f16 / bf16 rounded). */
+static LpTensor *
+merged_in_form (LpTensor *merged, LpTensor *base, GError **error)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (LpFormWeights) w = lp_form_weights_new_train (base, cpu, LP_FORM_TRAIN_VALUES, error);
+  if (w == NULL)
+    return NULL;
+  gint64 n = lp_tensor_n_elements (base);
+  if (w->n_trainable < 1 || lp_ctensor_n_elements (w->params[0]) != n)
     {
-      g_autoptr (LpTensor) copy = lp_tensor_new (base->name, LP_DTYPE_F32, v->n_dims, v->shape, error);
-      if (copy == NULL)
-        return NULL;
-      float *d = lp_tensor_data_mut (copy);
-      memcpy (d, lp_tensor_data (v), lp_tensor_n_bytes (v));
-      for (gint64 e = 0; e < lp_tensor_n_elements (copy); e++)
-        if (!lp_tensor_mask_keeps (base, e))
-          d[e] = 0.0f;
-      g_clear_pointer (&v, lp_tensor_unref);
-      v = g_steal_pointer (&copy);
-    }
-  if (lp_tensor_int_grid (base) != NULL || (base->form != NULL && mask == NULL))
-    {
-      lp_set_error (error, LP_ERROR_UNSUPPORTED, "tensor %s: merging an adapter into its %s base: not supported (keep it as an adapter: merge=false)",
+      lp_set_error (error, LP_ERROR_UNSUPPORTED,
+                    "tensor %s: merging an adapter into its %s base: not possible (its form holds no values to merge into: keep the adapter, merge=false)",
                     base->name, lp_form_name (lp_tensor_form (base)));
       return NULL;
     }
-  LpTensor *out = NULL;
-  const LpDTypeInfo *info = lp_dtype_info (base->dtype);
-  if (info != NULL && info->block_size > 1)
-    {
-      if (!lp_quantize_tensor (v, base->dtype, NULL, &out, error))
-        return NULL;
-    }
-  else if ((out = lp_tensor_convert_range (v, base->dtype, LP_OVERFLOW_ERROR, NULL, error)) == NULL)
+  g_autofree float *v = lp_tensor_dup_f32 (merged, error);
+  if (v == NULL)
     return NULL;
-  g_autoptr (LpTensor) owned = out;
-  return mask ? lp_tensor_with_mask (owned, mask, error) : g_steal_pointer (&owned);
+  for (gint64 e = 0; e < n; e++)
+    if (!lp_tensor_mask_keeps (base, e))
+      v[e] = 0.0f;
+  lp_ctensor_write (w->params[0], 0, v, w->params[0]->n_bytes);
+  g_autoptr (LpTensor) t = lp_form_weights_trained (w, error);
+  return t ? requantized (t, base, error) : NULL;
 }
 
 /* One trained tensor as the new model holds it. */
@@ -808,18 +807,8 @@ tensor_trained (LpTrainer *tr, const TrainTensor *tt, gboolean merge, GError **e
     return NULL;
   LpTensor *orig = lp_model_tensor (tr->student, tt->name);
   if (tt->lora)
-    return merge ? values_in_form (t, orig, error) : g_steal_pointer (&t);
-  /* A block type's latent values come back as f32: quantized again to
-   * the type, on the same mask. */
-  const LpDTypeInfo *info = lp_dtype_info (orig->dtype);
-  if (t->dtype == orig->dtype || info == NULL || info->block_size <= 1)
-    return g_steal_pointer (&t);
-  LpTensor *q = NULL;
-  if (!lp_quantize_tensor (t, orig->dtype, NULL, &q, error))
-    return NULL;
-  g_autoptr (LpTensor) owned = q;
-  GBytes *mask = lp_tensor_mask (orig);
-  return mask ? lp_tensor_with_mask (owned, mask, error) : g_steal_pointer (&owned);
+    return merge ? merged_in_form (t, orig, error) : g_steal_pointer (&t);
+  return requantized (t, orig, error);
 }
 
 LpModel *

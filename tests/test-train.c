@@ -187,13 +187,13 @@ test_optim_kernels (void)
  * from flat (sd 0.3; norms 1 +- 0.3; biases +-0.2): every path carries a
  * gradient of order 1e-2. */
 static LpModel *
-train_model (LpArch arch, gboolean untied, guint32 seed)
+train_model_sized (LpArch arch, gboolean untied, guint32 seed, gint64 dim, gint64 ffn_dim)
 {
   g_autoptr (GError) error = NULL;
   LpSynthOptions o = LP_SYNTH_OPTIONS_INIT;
   o.arch = arch;
-  o.dim = 16;
-  o.ffn_dim = 24;
+  o.dim = dim;
+  o.ffn_dim = ffn_dim;
   o.n_layers = 2;
   o.n_heads = 4;
   o.n_kv_heads = 2;
@@ -216,6 +216,12 @@ train_model (LpArch arch, gboolean untied, guint32 seed)
       lp_model_set_tensor (m, c);
     }
   return g_steal_pointer (&m);
+}
+
+static LpModel *
+train_model (LpArch arch, gboolean untied, guint32 seed)
+{
+  return train_model_sized (arch, untied, seed, 16, 24);
 }
 
 /* m with element e of tensor `name` moved by delta (a new model). */
@@ -423,6 +429,42 @@ test_e2e_grad_bias (void)
 }
 
 
+/* End to end with only block 1 trained (layer = 1): the backward stops
+ * there, and its gradients are those of the whole model's trainer, bit for
+ * bit (the same graphs above it). */
+static void
+test_e2e_layer (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, FALSE, 23);
+  const int T = 7, V = 260;
+  gint32 tokens[7], targets[7];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 24);
+  LpTeacherLogits tl = { .logits = teacher };
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  g_autoptr (LpTrainer) all = lp_trainer_new (m, NULL, &o, &error);
+  o.layer = 1;
+  g_autoptr (LpTrainer) one = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (lp_trainer_n_tensors (all), ==, 2 * lp_trainer_n_tensors (one));
+  LpTrainer *trs[2] = { all, one };
+  for (int k = 0; k < 2; k++)
+    g_assert_true (lp_trainer_accumulate_e2e (trs[k], tokens, targets, T, &tl, c.temperature, c.alpha, 1.0, NULL, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (m, i);
+      if (!g_str_has_prefix (t->name, "blk.1."))
+        continue;
+      gsize bytes = lp_tensor_n_bytes (t);
+      g_autofree float *ga = g_malloc (bytes), *g1 = g_malloc (bytes);
+      g_assert_true (lp_trainer_grad (all, t->name, 0, ga, &error));
+      g_assert_true (lp_trainer_grad (one, t->name, 0, g1, &error));
+      g_assert_cmpmem (ga, bytes, g1, bytes);
+    }
+}
+
 /* ---- block-wise ---- */
 
 typedef struct {
@@ -515,6 +557,26 @@ train_steps (LpTrainer *tr, const E2e *c, int steps, double lr, double *losses)
     }
 }
 
+/* Tensor `name` of m with its even elements pruned (the masked form, a
+ * mask kept); the masked tensor, borrowed from m. */
+static LpTensor *
+prune_even (LpModel *m, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  LpTensor *t = lp_model_tensor (m, name);
+  gint64 n = lp_tensor_n_elements (t);
+  g_autoptr (LpTensor) c = lp_tensor_new (name, LP_DTYPE_F32, t->n_dims, t->shape, &error);
+  float *d = lp_tensor_data_mut (c);
+  memcpy (d, lp_tensor_data (t), lp_tensor_n_bytes (t));
+  for (gint64 e = 0; e < n; e += 2)
+    d[e] = 0.0f;
+  g_autoptr (GBytes) mask = lp_mask_from_nonzero (d, n);
+  g_autoptr (LpTensor) masked = lp_tensor_with_mask (c, mask, &error);
+  g_assert_no_error (error);
+  lp_model_set_tensor (m, masked);
+  return lp_model_tensor (m, name);
+}
+
 /* A pruned linear weight (the masked form) trains with its zeros kept
  * exactly, and comes back masked; the loss goes down. */
 static void
@@ -523,17 +585,9 @@ test_keep_mask (void)
   g_autoptr (GError) error = NULL;
   g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, FALSE, 7);
   const char *name = "blk.0.ffn_up.weight";
-  LpTensor *t = lp_model_tensor (m, name);
-  gint64 n = lp_tensor_n_elements (t);
-  g_autoptr (LpTensor) c = lp_tensor_new (name, LP_DTYPE_F32, t->n_dims, t->shape, &error);
-  float *d = lp_tensor_data_mut (c);
-  memcpy (d, lp_tensor_data (t), lp_tensor_n_bytes (t));
-  for (gint64 e = 0; e < n; e += 2)
-    d[e] = 0.0f; /* half pruned, 2:4-like */
-  g_autoptr (GBytes) mask = lp_mask_from_nonzero (d, n);
-  g_autoptr (LpTensor) masked = lp_tensor_with_mask (c, mask, &error);
-  g_assert_no_error (error);
-  lp_model_set_tensor (m, masked);
+  LpTensor *masked = prune_even (m, name);
+  gint64 n = lp_tensor_n_elements (masked);
+  g_autofree float *d = g_memdup2 (lp_tensor_data (masked), lp_tensor_n_bytes (masked));
 
   const int T = 7, V = 260;
   gint32 tokens[7], targets[7];
@@ -705,6 +759,108 @@ test_bad_input (void)
   g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
 }
 
+/* ---- quantized weights ---- */
+
+/* t rounded to nearest on a 4-bit asymmetric grid, groups of 16. */
+static LpTensor *
+rtn_grid (LpTensor *t)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 N = t->shape[0], K = t->shape[1];
+  g_autoptr (LpIntGrid) grid = lp_int_grid_new (N, K, 4, 16, FALSE, &error);
+  const float *x = lp_tensor_data (t);
+  for (gint64 n = 0; n < N; n++)
+    for (int g = 0; g < grid->n_groups; g++)
+      {
+        guint16 *scale = &grid->scales[n * grid->n_groups + g];
+        guint8 *zero = &grid->zeros[n * grid->n_groups + g];
+        lp_int_fit (x + n * K + g * 16, K, 1, 16, NULL, 4, FALSE, FALSE, scale, zero);
+        for (int k = g * 16; k < (g + 1) * 16; k++)
+          lp_int_quantize (lp_f16_to_f32 (*scale), *zero, 15, x[n * K + k], &grid->codes[n * K + k]);
+      }
+  LpTensor *q = lp_tensor_new_int_grid (t->name, 2, t->shape, grid, NULL, &error);
+  g_assert_no_error (error);
+  return q;
+}
+
+/* The two quantized weights of the tests below. */
+#define GRID_NAME "blk.0.ffn_gate.weight"
+#define Q8_NAME "blk.1.attn_v.weight"
+
+/* A model (D 32, F 64: rows of whole q8_0 blocks) with GRID_NAME rounded
+ * onto rtn_grid's grid and Q8_NAME in q8_0 (both returned, borrowed from
+ * the model), and a trainer of those two with `o` (its pattern set here). */
+static LpTrainer *
+quantized_trainer (guint32 seed, LpTrainOptions *o, LpModel **model, LpTensor **grid, LpTensor **q8)
+{
+  g_autoptr (GError) error = NULL;
+  LpModel *m = train_model_sized (LP_ARCH_LLAMA, TRUE, seed, 32, 64);
+  g_autoptr (LpTensor) g = rtn_grid (lp_model_tensor (m, GRID_NAME));
+  LpTensor *q = NULL;
+  g_assert_true (lp_quantize_tensor (lp_model_tensor (m, Q8_NAME), LP_DTYPE_Q8_0, NULL, &q, &error));
+  lp_model_set_tensor (m, g);
+  lp_model_set_tensor (m, q);
+  lp_tensor_unref (q);
+  g_autoptr (LpTensorPattern) pat = lp_tensor_pattern_new (GRID_NAME "," Q8_NAME);
+  o->trainable = pat;
+  LpTrainer *tr = lp_trainer_new (m, NULL, o, &error);
+  g_assert_no_error (error);
+  o->trainable = NULL;
+  *model = m;
+  *grid = lp_model_tensor (m, GRID_NAME);
+  *q8 = lp_model_tensor (m, Q8_NAME);
+  return tr;
+}
+
+/* An integer-grid weight and a q8_0 one train (the grid's latent values
+ * through the straight-through estimator, or its scales alone): the loss
+ * goes down, the grid comes back with the same bits, groups and zeros
+ * (and scales, or codes), the q8_0 weight as q8_0. */
+static void
+check_quantized (LpTrainQuantMode mode)
+{
+  g_autoptr (GError) error = NULL;
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.quantized = mode;
+  g_autoptr (LpModel) m = NULL;
+  LpTensor *grid, *q8;
+  g_autoptr (LpTrainer) tr = quantized_trainer (19, &o, &m, &grid, &q8);
+  const int T = 9, V = 260;
+  gint32 tokens[9], targets[9];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 20);
+  const char *gname = GRID_NAME, *qname = Q8_NAME;
+  double losses[6];
+  train_steps (tr, &c, 6, 3e-2, losses);
+  g_test_message ("%s: loss %.5f -> %.5f", mode == LP_TRAIN_QUANT_STE ? "ste" : "scales", losses[0], losses[5]);
+  g_assert_cmpfloat (losses[5], <, losses[0]);
+  g_autoptr (LpModel) out = lp_trainer_model (tr, TRUE, &error);
+  g_assert_no_error (error);
+  const LpIntGrid *g0 = lp_tensor_int_grid (grid), *g1 = lp_tensor_int_grid (lp_model_tensor (out, gname));
+  g_assert_nonnull (g1);
+  g_assert_cmpint (g1->bits, ==, 4);
+  g_assert_cmpint (g1->group_size, ==, 16);
+  gsize nk = (gsize) (g0->rows * g0->cols), ng = (gsize) (g0->rows * g0->n_groups);
+  g_assert_cmpmem (g1->zeros, ng, g0->zeros, ng);
+  gboolean same_scales = memcmp (g1->scales, g0->scales, ng * 2) == 0, same_codes = memcmp (g1->codes, g0->codes, nk) == 0;
+  g_assert_true (mode == LP_TRAIN_QUANT_STE ? same_scales && !same_codes : same_codes && !same_scales);
+  LpTensor *q1 = lp_model_tensor (out, qname);
+  g_assert_cmpint (q1->dtype, ==, LP_DTYPE_Q8_0);
+  g_assert_true (memcmp (lp_tensor_data (q1), lp_tensor_data (q8), lp_tensor_n_bytes (q8)) != 0);
+}
+
+static void
+test_quantized_ste (void)
+{
+  check_quantized (LP_TRAIN_QUANT_STE);
+}
+
+static void
+test_quantized_scales (void)
+{
+  check_quantized (LP_TRAIN_QUANT_SCALES);
+}
+
 /* ---- LoRA ---- */
 
 /* m with element e of adapter `name`'s B moved by delta. */
@@ -796,6 +952,44 @@ test_lora (void)
     }
 }
 
+/* QLoRA: adapters over a grid and a q8_0 weight (frozen); merged, each
+ * comes back in its base's form (the grid's bits, groups, scales and
+ * zeros; q8_0), kept, as adapters over the untouched bases. */
+static void
+test_lora_quantized (void)
+{
+  g_autoptr (GError) error = NULL;
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.lora_rank = 4;
+  g_autoptr (LpModel) m = NULL;
+  LpTensor *grid, *q8;
+  g_autoptr (LpTrainer) tr = quantized_trainer (21, &o, &m, &grid, &q8);
+  const int T = 9, V = 260;
+  gint32 tokens[9], targets[9];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 22);
+  const char *gname = GRID_NAME, *qname = Q8_NAME;
+  double losses[4];
+  train_steps (tr, &c, 4, 1e-2, losses);
+  g_assert_cmpfloat (losses[3], <, losses[0]);
+  g_autoptr (LpModel) merged = lp_trainer_model (tr, TRUE, &error);
+  g_assert_no_error (error);
+  const LpIntGrid *g0 = lp_tensor_int_grid (grid), *g1 = lp_tensor_int_grid (lp_model_tensor (merged, gname));
+  g_assert_nonnull (g1);
+  gsize ng = (gsize) (g0->rows * g0->n_groups);
+  g_assert_cmpmem (g1->scales, ng * 2, g0->scales, ng * 2);
+  g_assert_true (memcmp (g1->codes, g0->codes, (gsize) (g0->rows * g0->cols)) != 0);
+  g_assert_cmpint (lp_model_tensor (merged, qname)->dtype, ==, LP_DTYPE_Q8_0);
+  g_autoptr (LpModel) kept = lp_trainer_model (tr, FALSE, &error);
+  g_assert_no_error (error);
+  for (int k = 0; k < 2; k++)
+    {
+      LpTensor *a = lp_model_tensor (kept, k ? qname : gname);
+      g_assert_cmpstr (lp_form_name (lp_tensor_form (a)), ==, "adapter");
+      g_assert_true (lp_tensor_is_quantized (a));
+    }
+}
+
 /* ---- on the Vulkan device ---- */
 
 /* A trainer of every weight on `be`: one accumulation's gradients of each
@@ -835,7 +1029,8 @@ vk_run (LpBackend *be, LpModel *m, const E2e *c, RunResult *out)
     }
 }
 
-/* The same training on the device and on the CPU: gradients within 1e-4
+/* The same training on the device and on the CPU (one weight pruned: its
+ * zeros stay exactly 0 there too): gradients within 1e-4
  * (relative Frobenius: each block's f32 sums in another order, through
  * two blocks and the head), losses within 1e-5 relative, and after 4 AdamW
  * steps of 1e-2 the parameters within 1e-4 relative (Adam's step is m /
@@ -855,6 +1050,7 @@ test_vulkan_train (void)
     }
   g_assert_no_error (error);
   g_autoptr (LpModel) m = train_model (LP_ARCH_QWEN2, TRUE, 15);
+  LpTensor *masked = prune_even (m, "blk.1.ffn_up.weight"); /* its keep-mask on the device */
   const int T = 9, V = 260;
   gint32 tokens[9], targets[9];
   g_autofree float *teacher = g_new (float, T * V);
@@ -865,6 +1061,9 @@ test_vulkan_train (void)
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
     {
       gint64 n = lp_tensor_n_elements (lp_model_tensor_at (m, i));
+      if (lp_model_tensor_at (m, i) == masked)
+        for (gint64 e = 0; e < n; e += 2)
+          g_assert_cmpfloat (rv.param[i][e], ==, 0.0f);
       lp_test_assert_close (rv.grad[i], rc.grad[i], n, 1e-4);
       lp_test_assert_close (rv.param[i], rc.param[i], n, 1e-4);
       g_free (rv.grad[i]);
@@ -1011,12 +1210,16 @@ main (int argc, char **argv)
   g_test_add_func ("/train/e2e-grad/tied", test_e2e_grad_tied);
   g_test_add_func ("/train/e2e-grad/untied", test_e2e_grad_untied);
   g_test_add_func ("/train/e2e-grad/qkv-bias", test_e2e_grad_bias);
+  g_test_add_func ("/train/e2e-layer", test_e2e_layer);
   g_test_add_func ("/train/block-grad", test_block_grad);
   g_test_add_func ("/train/keep-mask", test_keep_mask);
   g_test_add_func ("/train/save-restore", test_save_restore);
   g_test_add_func ("/train/nan-step", test_nan_step);
   g_test_add_func ("/train/bad-input", test_bad_input);
+  g_test_add_func ("/train/quantized/ste", test_quantized_ste);
+  g_test_add_func ("/train/quantized/scales", test_quantized_scales);
   g_test_add_func ("/train/lora", test_lora);
+  g_test_add_func ("/train/lora-quantized", test_lora_quantized);
   g_test_add_func ("/train/vulkan", test_vulkan_train);
   g_test_add_func ("/train/stories260K-distill", test_stories_distill);
   return g_test_run ();
