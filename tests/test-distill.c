@@ -392,6 +392,7 @@ static void
 test_bad_steps (void)
 {
   g_free (assert_bad ("steps", NULL, NULL, "steps=0", "steps", "0", NULL));
+  g_free (assert_bad ("steps-tokens", NULL, NULL, "steps=3\ntokens=1000", "steps= and tokens=", "found both", NULL));
 }
 
 /* A learning rate that diverges even halved: the loss explodes, the
