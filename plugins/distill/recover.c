@@ -105,7 +105,7 @@ recover_read_params (Recover *r, GError **error)
   o.weight_decay = lp_pass_context_get_float (ctx, "weight_decay");
   r->topt = o;
 
-  if (lp_pass_context_param_is_set (ctx, "tokens") && lp_pass_context_param_is_set (ctx, "steps"))
+  if (lp_pass_context_get_int (ctx, "tokens") > 0 && lp_pass_context_param_is_set (ctx, "steps"))
     {
       lp_set_error (error, LP_ERROR_INVALID, "steps= and tokens=: expected one of them, found both");
       return FALSE;
