@@ -51,6 +51,7 @@ typedef struct {
   int T, N, n_train, n_hold;   /* sequence length, samples, of which trained and held out */
   int steps, warmup, schedule, micro_batch, accumulate, eval_every, patience;
   double lr, clip, temperature, alpha;
+  gboolean lr_halved;          /* once in the run (the blocks after it keep the halved rate) */
   gboolean merge;
   /* Sample order: a seeded shuffle of the training samples, redrawn each epoch. */
   GRand *rng;
@@ -368,9 +369,9 @@ static gboolean
 recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GError **error)
 {
   gboolean measure = r->n_hold > 0;
-  double best = INFINITY, first_loss = NAN, lr_scale = 1.0;
+  double best = INFINITY, first_loss = NAN;
   int best_step = 0, since_best = 0, last = 0;
-  gboolean at_best = TRUE, halved = FALSE;
+  gboolean at_best = TRUE;
   g_autofree char *where = layer >= 0 ? g_strdup_printf ("block %d: ", layer) : g_strdup ("");
   if (measure && !obj->holdout (r, tr, layer, &best, error))
     return FALSE;
@@ -384,7 +385,7 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
     {
       if (recover_cancelled (r, error))
         return FALSE;
-      double lr = lr_scale * recover_lr (r, step);
+      double lr = (r->lr_halved ? 0.5 : 1.0) * recover_lr (r, step);
       LpTrainLoss sum;
       g_autofree char *bad = NULL;
       if (!recover_step (r, tr, obj, layer, lr, first_loss, &sum, &bad, error))
@@ -392,7 +393,7 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
       last = step;
       if (bad)
         {
-          if (halved)
+          if (r->lr_halved)
             {
               lp_set_error (error, LP_ERROR_FAILED,
                             "lr=%g: %straining diverged again at step %d (%s) after the learning rate was halved; "
@@ -401,12 +402,11 @@ recover_train (Recover *r, LpTrainer *tr, const Objective *obj, int layer, GErro
             }
           if (!lp_trainer_restore_state (tr, error))
             return FALSE;
-          lr_scale = 0.5;
-          halved = TRUE;
+          r->lr_halved = TRUE;
           at_best = TRUE;
           lp_pass_context_log (r->ctx, LP_LOG_WARNING,
                                "%sstep %d: training diverged (%s): restored the weights of step %d and halved the "
-                               "learning rate to %g", where, step, bad, best_step, r->lr * lr_scale);
+                               "learning rate to %g", where, step, bad, best_step, r->lr * 0.5);
           recover_report_step (r, layer, step, &sum, lr);
           continue;
         }
