@@ -71,6 +71,20 @@ run_spec (const char *spec, const char *out, const char *backend, const char *co
   return o;
 }
 
+/* stories260K and the TinyStories tokens as -D definitions (model=, data=);
+ * FALSE after g_test_skip when they are absent. */
+static gboolean
+stories_defs (char **model_def, char **data_def)
+{
+  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  g_autofree char *data = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
+  if (model == NULL || data == NULL)
+    return FALSE;
+  *model_def = g_strdup_printf ("model=%s", model);
+  *data_def = g_strdup_printf ("data=%s", data);
+  return TRUE;
+}
+
 /* --- specs/recover.ini on stories260K ------------------------------------- */
 
 /* Every weight that is zero in `pruned` is zero in `recovered`, and some
@@ -168,14 +182,12 @@ assert_grid (LpModel *m, LpModel *same, int n_layers)
 static void
 test_recover_spec (void)
 {
-  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
-  g_autofree char *data = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
-  if (model == NULL || data == NULL)
+  g_autofree char *dm = NULL, *dd = NULL;
+  if (!stories_defs (&dm, &dd))
     return;
   g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "recover.ini", NULL);
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), "recover", NULL);
-  g_autofree char *dm = g_strdup_printf ("model=%s", model), *dd = g_strdup_printf ("data=%s", data);
-  g_autofree char *dc = g_strdup_printf ("calib=%s", data);
+  g_autofree char *dc = g_strdup_printf ("calib=%s", dd + strlen ("data="));
   const char *defs[] = { dm, dd, dc, NULL };
   g_autofree char *table = run_spec (spec, out, "cpu", defs);
   g_test_message ("specs/recover.ini on stories260K:\n%s", table);
@@ -237,9 +249,8 @@ test_recover_spec (void)
 static void
 test_recover_blockwise (void)
 {
-  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
-  g_autofree char *data = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
-  if (model == NULL || data == NULL)
+  g_autofree char *dm = NULL, *dd = NULL;
+  if (!stories_defs (&dm, &dd))
     return;
   g_autofree char *spec = write_spec ("recover-blockwise.ini",
                                       "[pipeline]\ncalibration=${data}\ncalibration_samples=24\ncalibration_seq_len=128\n"
@@ -251,7 +262,6 @@ test_recover_blockwise (void)
                                       "[rec-save]\npass=save\npath=rec.gguf\n[after]\npass=eval\ninput=rec\ndata=${data}\n"
                                       "data_range=:300000\nctx=128\nmax_windows=16\n", NULL);
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), "rec-blockwise", NULL);
-  g_autofree char *dm = g_strdup_printf ("model=%s", model), *dd = g_strdup_printf ("data=%s", data);
   const char *defs[] = { dm, dd, NULL };
   g_free (run_spec (spec, out, "cpu", defs));
   double before = lp_test_report_metric (out, "before", "perplexity");
@@ -275,9 +285,8 @@ test_recover_blockwise (void)
 static void
 test_recover_vulkan (void)
 {
-  g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
-  g_autofree char *data = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
-  if (model == NULL || data == NULL || !lp_test_have_vulkan ())
+  g_autofree char *dm = NULL, *dd = NULL;
+  if (!stories_defs (&dm, &dd) || !lp_test_have_vulkan ())
     return;
   g_autofree char *spec = write_spec ("recover-vulkan.ini",
                                       "[pipeline]\ncalibration=${data}\ncalibration_samples=6\ncalibration_seq_len=64\n"
@@ -287,7 +296,6 @@ test_recover_vulkan (void)
                                       "warmup=0\nlr=0.002\nmicro_batch=2\nholdout=2\neval_every=2\nseed=1\n"
                                       "[after]\npass=eval\ninput=rec\ndata=${data}\ndata_range=:300000\nctx=64\nmax_windows=4\n",
                                       NULL);
-  g_autofree char *dm = g_strdup_printf ("model=%s", model), *dd = g_strdup_printf ("data=%s", data);
   const char *defs[] = { dm, dd, NULL };
   const char *backends[2] = { "cpu", "vulkan" };
   double before[2], after[2];
