@@ -33,6 +33,20 @@ lp_adapter_pair_free (gpointer ptr)
 }
 
 LpTensor *
+lp_adapter_pair_b_at (const LpAdapterPair *p, double scale, GError **error)
+{
+  double ratio = p->scale / scale;
+  if (ratio == 1.0)
+    return lp_tensor_ref (p->b);
+  g_autofree float *v = lp_tensor_dup_f32 (p->b, error);
+  if (v == NULL)
+    return NULL;
+  for (gint64 i = 0; i < lp_tensor_n_elements (p->b); i++)
+    v[i] = (float) (v[i] * ratio);
+  return lp_tensor_new_f32 (p->b->name, p->b->n_dims, p->b->shape, v, error);
+}
+
+LpTensor *
 lp_adapter_factor_out (LpTensor *t, int dtype, const char *path, GError **error)
 {
   if (dtype < 0)

@@ -44,6 +44,9 @@ GPtrArray *lp_lora_gguf_read (const char *path, LpModel *base, GError **error);
 gboolean lp_lora_peft_write (LpModel *model, GPtrArray *pairs, const char *path, int dtype, const char *base_path,
                              GError **error);
 GPtrArray *lp_lora_peft_read (const char *path, LpModel *base, GError **error);
+/* p's B for a file that scales B A by `scale`: B times p->scale / scale
+ * (one f32 rounding), or p's own B when the scales are equal. */
+LpTensor *lp_adapter_pair_b_at (const LpAdapterPair *p, double scale, GError **error);
 /* A factor in `dtype` (-1: as held) for a file: f32, f16 or bf16 only. */
 LpTensor *lp_adapter_factor_out (LpTensor *t, int dtype, const char *path, GError **error);
 

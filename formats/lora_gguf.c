@@ -21,20 +21,6 @@
 #include "lp-internal.h"
 #include "formats-internal.h"
 
-/* B times `ratio` (a new f32 tensor), or a ref of B when ratio is 1. */
-static LpTensor *
-scaled_b (LpTensor *b, double ratio, GError **error)
-{
-  if (ratio == 1.0)
-    return lp_tensor_ref (b);
-  g_autofree float *v = lp_tensor_dup_f32 (b, error);
-  if (v == NULL)
-    return NULL;
-  for (gint64 i = 0; i < lp_tensor_n_elements (b); i++)
-    v[i] = (float) (v[i] * ratio);
-  return lp_tensor_new_f32 (b->name, b->n_dims, b->shape, v, error);
-}
-
 gboolean
 lp_lora_gguf_write (LpModel *model, GPtrArray *pairs, const char *path, int dtype, GError **error)
 {
@@ -59,7 +45,7 @@ lp_lora_gguf_write (LpModel *model, GPtrArray *pairs, const char *path, int dtyp
       double rank = (double) p->a->shape[0];
       /* What llama.cpp will scale by, in its float arithmetic. */
       double applied = (double) (alpha / (float) rank);
-      g_autoptr (LpTensor) b = scaled_b (p->b, p->scale / applied, error);
+      g_autoptr (LpTensor) b = lp_adapter_pair_b_at (p, applied, error);
       g_autoptr (LpTensor) a_out = b ? lp_adapter_factor_out (p->a, dtype, path, error) : NULL;
       g_autoptr (LpTensor) b_out = a_out ? lp_adapter_factor_out (b, dtype, path, error) : NULL;
       if (b_out == NULL)

@@ -9,7 +9,12 @@
  *                              base_model.model.<module>.lora_B.weight [N, R]
  * <module> is the transformers module of the base weight
  * ("model.layers.0.self_attn.q_proj", "lm_head"); PEFT scales B A by
- * lora_alpha / r (lora_alpha / sqrt(r) with use_rslora).  transformers
+ * lora_alpha / r (lora_alpha / sqrt(r) with use_rslora), with alpha and r
+ * per module from the patterns; vLLM (PEFTHelper) reads neither pattern
+ * and scales every module by lora_alpha / r.  So one scale serves all: the
+ * first weight's; a weight whose scale differs has the ratio folded into its
+ * B (as in the GGUF LoRA), and a module of another rank gets the alpha that
+ * gives the same alpha / r in alpha_pattern.  transformers
  * holds q_proj and k_proj rows in rotate-half order (hf.c): B's rows are the
  * weight's rows and are permuted with them; A's columns are the inputs and
  * are not.  The pattern keys we write are full module names; on reading, a
@@ -104,19 +109,32 @@ add_pattern (JsonBuilder *b, const char *key, GPtrArray *modules, const double *
   json_builder_end_object (b);
 }
 
+/* The scale every module's B A is written for (PEFT: lora_alpha / r): the
+ * first weight's, with alpha through f32 as our form holds its scale. */
+static double
+file_scale (GPtrArray *pairs, double *alpha0, double *r0)
+{
+  const LpAdapterPair *first = pairs->pdata[0];
+  *r0 = (double) first->a->shape[0];
+  *alpha0 = (double) (float) (first->scale * *r0);
+  if (*alpha0 == 0 || !isfinite (*alpha0))
+    *alpha0 = *r0;
+  return *alpha0 / *r0;
+}
+
 static gboolean
 write_config (LpModel *model, GPtrArray *pairs, GPtrArray *modules, const char *base_path, const char *file,
               GError **error)
 {
-  /* The first weight's rank and alpha are the defaults; the others differ by pattern. */
+  /* The first module's rank and alpha are the defaults; a module of another
+   * rank has the alpha that keeps alpha / r (rank_pattern, alpha_pattern). */
+  double alpha0, r0, scale = file_scale (pairs, &alpha0, &r0);
   g_autofree double *ranks = g_new (double, pairs->len);
   g_autofree double *alphas = g_new (double, pairs->len);
   for (guint i = 0; i < pairs->len; i++)
     {
-      const LpAdapterPair *p = pairs->pdata[i];
-      ranks[i] = (double) p->a->shape[0];
-      /* Through f32, as our form holds the scale: alpha / r gives it back. */
-      alphas[i] = (double) (float) (p->scale * ranks[i]);
+      ranks[i] = (double) ((const LpAdapterPair *) pairs->pdata[i])->a->shape[0];
+      alphas[i] = ranks[i] == r0 ? alpha0 : scale * ranks[i];
     }
   const char *base = base_path ? base_path : lp_model_source (model);
   if (base == NULL)
@@ -174,6 +192,7 @@ plan_tensors (LpModel *model, GPtrArray *pairs, const char *path, int dtype, GPt
 {
   const LpModelConfig *c = lp_model_config (model);
   g_autoptr (GHashTable) permuted = lp_hf_permuted_names (c);
+  double alpha0, r0, scale = file_scale (pairs, &alpha0, &r0);
   for (guint i = 0; i < pairs->len; i++)
     {
       const LpAdapterPair *p = pairs->pdata[i];
@@ -186,8 +205,9 @@ plan_tensors (LpModel *model, GPtrArray *pairs, const char *path, int dtype, GPt
           return FALSE;
         }
       g_ptr_array_add (modules, module);
-      g_autoptr (LpTensor) a = lp_adapter_factor_out (p->a, dtype, path, error);
-      g_autoptr (LpTensor) b = a ? lp_adapter_factor_out (p->b, dtype, path, error) : NULL;
+      g_autoptr (LpTensor) b_at = lp_adapter_pair_b_at (p, scale, error);
+      g_autoptr (LpTensor) a = b_at ? lp_adapter_factor_out (p->a, dtype, path, error) : NULL;
+      g_autoptr (LpTensor) b = a ? lp_adapter_factor_out (b_at, dtype, path, error) : NULL;
       g_autoptr (LpTensor) b_hf = b == NULL                                   ? NULL
                                   : g_hash_table_contains (permuted, p->name) ? lp_hf_permute_qk (c, b, p->name, TRUE, path, error)
                                                                               : lp_tensor_ref (b);
