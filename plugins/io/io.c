@@ -127,7 +127,7 @@ save_run (LpPassContext *ctx, GError **error)
 
 static const LpPassInfo save_pass = {
   .name = "save",
-  .summary = "write a model as GGUF, a safetensors directory or a llama2.c checkpoint",
+  .summary = "write a model as GGUF, a safetensors directory or a llama2.c checkpoint, and/or its LoRA adapters (GGUF LoRA, PEFT)",
   .params = save_params,
   .inputs = model_input,
   .output = LP_ARTIFACT_NONE,
