@@ -370,6 +370,55 @@ test_peft_python (void)
   python_check ("safetensors, numpy", script, args);
 }
 
+/* A GGUF LoRA written by gguf-py's GGUFWriter (what convert_lora_to_gguf.py
+ * writes with): f16 factors on two weights, alpha 6 at rank 3, read onto
+ * stories260K: each weight is base + 2 B A. */
+static void
+test_gguf_from_python (void)
+{
+  g_autoptr (LpModel) base = stories ();
+  if (base == NULL)
+    return;
+  g_autofree char *path = tmp_path ("from-gguf-py.gguf");
+  const char *script =
+    "import sys, numpy as np, gguf\n"
+    "w = gguf.GGUFWriter(sys.argv[1], 'llama')\n"
+    "w.add_type('adapter'); w.add_string('adapter.type', 'lora'); w.add_float32('adapter.lora.alpha', 6.0)\n"
+    "for name, n in (('blk.0.attn_q.weight', 64), ('blk.3.ffn_down.weight', 64)):\n"
+    "    k = 64 if 'attn' in name else 172\n"
+    "    a = np.array([[((i * 7 + j) % 5 - 2) / 8 for j in range(k)] for i in range(3)], dtype=np.float16)\n"
+    "    b = np.array([[((i * 3 + j) % 7 - 3) / 16 for j in range(3)] for i in range(n)], dtype=np.float16)\n"
+    "    w.add_tensor(name + '.lora_a', a); w.add_tensor(name + '.lora_b', b)\n"
+    "w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()\n"
+    "print('wrote', sys.argv[1])\n";
+  const char *args[] = { path, NULL };
+  if (!python_check ("gguf, numpy", script, args))
+    return;
+  g_autoptr (GError) error = NULL;
+  guint n = 0;
+  g_autoptr (LpModel) m = lp_model_apply_adapter (base, path, &n, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (n, ==, 2);
+  const char *names[2] = { "blk.0.attn_q.weight", "blk.3.ffn_down.weight" };
+  for (int t = 0; t < 2; t++)
+    {
+      LpTensor *w = lp_model_tensor (base, names[t]), *got = lp_model_tensor (m, names[t]);
+      double scale;
+      g_assert_true (lp_tensor_adapter_parts (got, NULL, NULL, NULL, &scale));
+      g_assert_cmpfloat (scale, ==, 2.0);
+      gint64 N = w->shape[0], K = w->shape[1];
+      const float *bw = lp_tensor_data (w), *gw = lp_tensor_data (got);
+      for (gint64 i = 0; i < N; i++)
+        for (gint64 j = 0; j < K; j++)
+          {
+            double d = 0;
+            for (int r = 0; r < 3; r++)
+              d += (((i * 3 + r) % 7 - 3) / 16.0) * (((r * 7 + j) % 5 - 2) / 8.0);
+            g_assert_cmpfloat (fabs (gw[i * K + j] - (bw[i * K + j] + 2.0 * d)), <, 1e-6);
+          }
+    }
+}
+
 /* An adapter file with the tensors named rename_from* renamed rename_to*,
  * or one A given extra columns, by hand. */
 static char *
@@ -450,6 +499,24 @@ test_bad_adapters (void)
   g_assert_no_error (error);
   g_autoptr (LpModel) tiny = lp_test_tiny_model (3);
   assert_apply_fails (tiny, peft, "self_attn", "wrong base model");
+  /* A config PEFT writes for what we do not apply: refused by name. */
+  g_autofree char *cfg = g_build_filename (peft, "adapter_config.json", NULL);
+  g_autofree char *cfg_text = lp_test_read_text (cfg);
+  const char *edits[][3] = {
+    { "\"fan_in_fan_out\" : false", "\"fan_in_fan_out\" : true", "fan_in_fan_out" },
+    { "\"use_dora\" : false", "\"use_dora\" : true", "use_dora" },
+    { "\"peft_type\" : \"LORA\"", "\"peft_type\" : \"IA3\"", "peft_type" },
+    { "\"r\" : 4", "\"r\" : 8", "expected rank 8" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (edits); i++)
+    {
+      g_assert_nonnull (strstr (cfg_text, edits[i][0]));
+      g_auto (GStrv) parts = g_strsplit (cfg_text, edits[i][0], 2);
+      g_autofree char *edited = g_strjoinv (edits[i][1], parts);
+      lp_test_write_text (cfg, edited);
+      assert_apply_fails (base, peft, edits[i][2], NULL);
+    }
+  lp_test_write_text (cfg, cfg_text);
   /* An adapter over weights that have one already. */
   assert_apply_fails (m, peft, "has one already", "merge it first");
   /* Never over the model's own input. */
@@ -561,6 +628,7 @@ main (int argc, char **argv)
   g_test_add_func ("/adapter/merge-ppl", test_merge_ppl);
   g_test_add_func ("/adapter/gguf-python", test_gguf_python);
   g_test_add_func ("/adapter/peft-python", test_peft_python);
+  g_test_add_func ("/adapter/gguf-from-python", test_gguf_from_python);
   g_test_add_func ("/adapter/bad", test_bad_adapters);
   g_test_add_func ("/adapter/pipeline", test_pipeline);
   return g_test_run ();
