@@ -24,6 +24,11 @@ void lp_read_set_add_model (LpReadSet *rs, const char *path, const char *tokeniz
  * a file the model was read from. */
 gboolean lp_model_check_output (LpModel *model, const char *path, GError **error);
 
+/* lp_gguf_read_tensors, and where each tensor's data starts in the file
+ * (*offsets: guint64, one a tensor, in order; g_array_unref it), for
+ * messages that point at a bad value. */
+GPtrArray *lp_gguf_read_tensors_at (const char *path, LpMeta *meta, GArray **offsets, GError **error);
+
 /* One adapter as the adapter files hold it: the base weight's GGUF name,
  * A [R, K] and B [N, R] (refs), and the scale of B A; `what` names it in
  * messages (the file's tensor name, or the weight's). */
