@@ -31,3 +31,4 @@
 #include <llmpress/layerwise.h>
 #include <llmpress/sparsity.h>
 #include <llmpress/train.h>
+#include <llmpress/adapter.h>
