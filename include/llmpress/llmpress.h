@@ -29,4 +29,5 @@
 #include <llmpress/obs.h>
 #include <llmpress/layerwise.h>
 #include <llmpress/sparsity.h>
+#include <llmpress/lowrank.h>
 #include <llmpress/train.h>
