@@ -30,4 +30,5 @@
 #include <llmpress/compensate.h>
 #include <llmpress/layerwise.h>
 #include <llmpress/sparsity.h>
+#include <llmpress/lowrank.h>
 #include <llmpress/train.h>
