@@ -6,7 +6,7 @@
  * the tensor's data holds exactly that in f32.  Matmul: a backend with a
  * grid product of its own (a device) is handed the codes; the CPU multiplies
  * the f32 values, which keeps its results bit for bit those of the dense
- * weights.  Bytes: the grid packed as GPTQ stores it.  Written: the Hugging
+ * weights.  Bytes: the grid packed (lp_int_grid_n_bytes).  Written: the Hugging
  * Face writer packs the grid as GPTQ or compressed-tensors (gptq_pack.c,
  * asking lp_tensor_int_grid); GGUF, which has no such type, gets the f32
  * values, and a reader sees a dense weight.  Training: the latent f32
