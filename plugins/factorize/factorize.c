@@ -2,6 +2,8 @@
  *   factorize.svd   truncated SVD, W ≈ A B (no data)
  *   factorize.asvd  activation-aware SVD (SVD-LLM): truncation whitened by the
  *                   calibration Hessian, a global rank allocation, optional update
+ *   factorize.compensate  CALDERA: a compressed model's error compensated by
+ *                   quantized low-rank factors, W = Q + L R (compensate.c)
  * The factorized weights are low-rank tensors (form.h): saved as
  * <name>.lr_a / <name>.lr_b, run by the forward pass as two products. */
 #include "config.h"
@@ -53,7 +55,6 @@ static const LpPassInfo asvd_pass = {
   .run = factorize_asvd_run,
 };
 
-/* factorize.compensate (plugins/factorize/compensate.c) is added here when it lands. */
-static const LpPassInfo *const passes[] = { &svd_pass, &asvd_pass, NULL };
+static const LpPassInfo *const passes[] = { &svd_pass, &asvd_pass, &fz_compensate_pass, NULL };
 
 LP_PLUGIN_DEFINE ("factorize", PACKAGE_VERSION, "MIT", passes)
