@@ -120,9 +120,9 @@ least_squares_right (int n, int k, int r, const float *M, const float *E, float 
           G[i * r + j] = s / d;
         }
     }
+  g_autofree double *y = g_new (double, r);
   for (int c = 0; c < k; c++)
     {
-      double y[r];
       for (int i = 0; i < r; i++)
         {
           double s = B[(gsize) i * k + c];
