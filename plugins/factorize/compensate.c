@@ -45,8 +45,8 @@ static const LpParamSpec compensate_params[] = {
     .flags = LP_PARAM_RANGE },
   { .name = "requantize", .type = LP_PARAM_BOOL, .default_value = "true",
     .help = "alternate re-quantization of Q from W - LR onto Q's own grid (bits, groups, zero rule) by a GPTQ "
-    "sweep with the Hessian, groups fitted first (static); Q not on a plain integer grid (pruned, a block type) "
-    "stays as it is" },
+    "sweep with the Hessian, groups fitted first (static); Q not on an integer grid (a block type, dense) or "
+    "masked (pruned) stays as it is" },
   { .name = "damp", .type = LP_PARAM_FLOAT, .default_value = "0.01", .min = 0, .max = 1,
     .help = "this fraction of the mean Hessian diagonal is added to its diagonal (whitening and sweep); a Hessian "
     "still not positive definite is an error", .flags = LP_PARAM_RANGE },
