@@ -331,6 +331,188 @@ test_allocate (void)
   g_assert_cmpfloat (used, ==, 2 * 2048);
 }
 
+/* --- the passes on stories260K, through the CLI ---------------------------- */
+
+/* The TinyStories split of specs/README.md, fewer and shorter samples. */
+#define CALIB_SETTINGS "calibration_samples=16\ncalibration_seq_len=256\ncalibration_range=300000:\n"
+
+typedef LpTestStories Shared;
+#define shared_get lp_test_stories_get
+#define shared_clear lp_test_stories_clear
+
+/* Run [load] of `model` (NULL: stories260K) then `nodes`, calibrated on the split. */
+static char *
+run_nodes (const Shared *sh, const char *name, const char *model, const char *nodes, int *status, char **err)
+{
+  return lp_test_run_nodes (sh->data, CALIB_SETTINGS, model ? model : sh->model, name, nodes, status, err);
+}
+
+static double
+eval_ppl (const Shared *sh, LpModel *m)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) toks = lp_tokens_load (sh->data, m, &error);
+  g_assert_no_error (error);
+  LpEvalOptions eo = { .ctx = 512, .max_windows = 8 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, 300000, &eo, &r, &error));
+  g_assert_no_error (error);
+  return r.ppl;
+}
+
+/* Both passes save low-rank models (GGUF and safetensors) that load back
+ * as low-rank tensors of the ranks chosen, with the same perplexity as the
+ * pass's own eval; asvd with update=true too. */
+static void
+test_save_load (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  int st;
+  g_autofree char *err = NULL;
+  g_autofree char *nodes = g_strdup_printf ("[factorize.svd]\nrank=12\nignore=blk.4.*\n[save]\npath=svd.gguf\n"
+                                            "[e-svd]\npass=eval\ninput=factorize.svd\ndata=%s\ndata_range=:300000\nctx=512\nmax_windows=8\n"
+                                            "[factorize.asvd]\ninput=load\nratio=0.9\nupdate=true\n[st]\npass=save\npath=asvd.safetensors\n",
+                                            sh.data);
+  g_autofree char *dir = run_nodes (&sh, "saved", NULL, nodes, &st, &err);
+  if (st != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (st, ==, 0);
+  g_autofree char *svd_path = g_build_filename (dir, "svd.gguf", NULL);
+  g_autofree char *asvd_path = g_build_filename (dir, "asvd.safetensors", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) svd = lp_model_load (svd_path, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) asvd = lp_model_load (asvd_path, NULL, &error);
+  g_assert_no_error (error);
+  guint low_rank = 0;
+  for (guint i = 0; i < lp_model_n_tensors (svd); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (svd, i), *a, *b;
+      if (!lp_tensor_low_rank_factors (t, &a, &b))
+        continue;
+      g_assert_true (g_str_has_prefix (t->name, "blk.") && !g_str_has_prefix (t->name, "blk.4."));
+      g_assert_cmpint (a->shape[1], ==, 12);
+      g_assert_cmpint (b->shape[0], ==, 12);
+      g_autofree char *key = g_strdup_printf ("llmpress.lowrank.rank.%s", t->name);
+      const LpValue *v = lp_meta_get (lp_model_meta (svd), key);
+      g_assert_nonnull (v);
+      low_rank++;
+    }
+  /* q, o, gate, up, down of 4 blocks (k and v [32, 64] at rank 12 save too). */
+  g_assert_cmpuint (low_rank, ==, 28);
+  g_assert_nonnull (lp_meta_get_string (lp_model_meta (svd), "llmpress.lowrank.ranks"));
+  double reported = lp_test_report_metric (dir, "e-svd", "perplexity");
+  double loaded = eval_ppl (&sh, svd);
+  g_test_message ("svd rank 12: perplexity %.4f in the run, %.4f loaded from GGUF", reported, loaded);
+  g_assert_cmpfloat (fabs (reported - loaded), <, 1e-4 * reported);
+  guint asvd_low_rank = 0;
+  for (guint i = 0; i < lp_model_n_tensors (asvd); i++)
+    {
+      LpTensor *a, *b;
+      asvd_low_rank += lp_tensor_low_rank_factors (lp_model_tensor_at (asvd, i), &a, &b);
+    }
+  g_assert_cmpuint (asvd_low_rank, >, 0);
+  double p = eval_ppl (&sh, asvd);
+  g_test_message ("asvd ratio 0.9 update=true, from safetensors: perplexity %.4f", p);
+  g_assert_true (isfinite (p));
+  shared_clear (&sh);
+}
+
+/* stories260K with input channel 5 of block 0's attention dead (its norm
+ * weight 0): the q/k/v Hessian is singular without damping. */
+static char *
+dead_channel_model (const Shared *sh)
+{
+  char *path = g_build_filename (lp_test_tmpdir (), "dead.gguf", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (sh->model, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) d = lp_model_derive (m);
+  LpTensor *t = lp_model_tensor (m, "blk.0.attn_norm.weight");
+  g_autofree float *v = lp_tensor_dup_f32 (t, &error);
+  v[5] = 0.0f;
+  g_autoptr (LpTensor) dead = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, v, &error);
+  lp_model_set_tensor (d, dead);
+  g_assert_true (lp_model_save (d, path, NULL, &error));
+  return path;
+}
+
+/* Bad requests: a non-zero exit, one line naming the problem, no model. */
+static void
+test_bad_input (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autofree char *dead = dead_channel_model (&sh);
+  struct {
+    const char *nodes;
+    gboolean dead;
+    const char *fragments[4];
+  } cases[] = {
+    { "[factorize.svd]\nrank=0\n", FALSE, { "rank=0", "1 <= rank <= 64", "blk.0.attn_q.weight [64, 64]" } },
+    { "[factorize.svd]\nrank=40\n", FALSE, { "rank=40", "1 <= rank <= 32", "min(rows, cols)", "blk.0.attn_k.weight" } },
+    { "[factorize.asvd]\nrank=65\n", FALSE, { "rank=65", "1 <= rank <= 64" } },
+    { "[factorize.svd]\nratio=0.02\n", FALSE, { "ratio=0.02", "cannot be met", "rank 1" } },
+    { "[factorize.asvd]\nratio=0.02\n", FALSE, { "ratio=0.02", "cannot be met", "35 weights" } },
+    { "[factorize.svd]\nrank=8\nratio=0.5\n", FALSE, { "one of them", "rank= and ratio=" } },
+    { "[factorize.svd]\ntargets=output.weight\n", FALSE, { "targets=output.weight", "found none" } },
+    { "[factorize.asvd]\ndamp=0\n", TRUE, { "blk.0.attn_q.weight", "not positive definite after damping", "damp=0" } },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      int st;
+      g_autofree char *err = NULL;
+      g_autofree char *nodes = g_strdup_printf ("%s[save]\npath=never.gguf\n", cases[i].nodes);
+      g_autofree char *name = g_strdup_printf ("bad-%u", i);
+      g_autofree char *out = run_nodes (&sh, name, cases[i].dead ? dead : NULL, nodes, &st, &err);
+      g_test_message ("%s -> %s", cases[i].nodes, err);
+      g_assert_cmpint (st, ==, 1);
+      for (int f = 0; f < 4 && cases[i].fragments[f]; f++)
+        g_assert_nonnull (strstr (err, cases[i].fragments[f]));
+      g_autofree char *never = g_build_filename (out, "never.gguf", NULL);
+      g_assert_false (g_file_test (never, G_FILE_TEST_EXISTS));
+    }
+  shared_clear (&sh);
+}
+
+/* specs/factorize.ini on stories260K: at the same budget (80% of the linear
+ * weights' parameters) asvd's perplexity is below svd's, and each eval row
+ * carries the ranks.  Fewer calibration samples and windows than the spec's
+ * defaults keep it quick. */
+static void
+test_spec (void)
+{
+  Shared sh;
+  if (!shared_get (&sh))
+    return;
+  g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "factorize.ini", NULL);
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "spec", NULL);
+  g_autofree char *dm = g_strdup_printf ("model=%s", sh.model), *dd = g_strdup_printf ("data=%s", sh.data);
+  g_autofree char *dc = g_strdup_printf ("calib=%s", sh.data);
+  g_autofree char *o = NULL, *e = NULL;
+  int st = lp_test_run_cli (&o, &e, "run", spec, "-D", dm, "-D", dd, "-D", dc, "-D", "calib_samples=16", "-D",
+                            "windows=16", "-o", out, "--no-cache", "-q", NULL);
+  if (st != 0)
+    g_test_message ("%s", e);
+  g_assert_cmpint (st, ==, 0);
+  double dense = lp_test_report_metric (out, "dense", "perplexity");
+  double svd = lp_test_report_metric (out, "eval-svd", "perplexity");
+  double asvd = lp_test_report_metric (out, "eval-asvd", "perplexity");
+  g_test_message ("stories260K, 16 windows of 512 from :300000, calibration 16 x 512 from 300000:, 80%% of the "
+                  "parameters: dense %.4f, svd %.4f, asvd %.4f", dense, svd, asvd);
+  g_assert_cmpfloat (dense, <, asvd);
+  g_assert_cmpfloat (asvd, <, svd);
+  /* The table shows the ranks: every layer of both. */
+  g_assert_nonnull (strstr (o, "ranks=\"0:q25,k17,v17,o25,g37,u37,d37 1:"));
+  g_autofree char *path = g_build_filename (out, "report.json", NULL);
+  g_autofree char *report = lp_test_read_text (path);
+  g_assert_nonnull (strstr (report, "\"ranks\""));
+  shared_clear (&sh);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -344,5 +526,8 @@ main (int argc, char **argv)
   g_test_add_func ("/factorize/asvd/not-pd", test_not_pd);
   g_test_add_func ("/factorize/rank/choose", test_choose_rank);
   g_test_add_func ("/factorize/rank/allocate", test_allocate);
+  g_test_add_func ("/factorize/save-load", test_save_load);
+  g_test_add_func ("/factorize/bad-input", test_bad_input);
+  g_test_add_func ("/factorize/spec", test_spec);
   return g_test_run ();
 }

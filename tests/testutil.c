@@ -482,3 +482,31 @@ lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries)
         (*(name[0] == '.' ? temporaries : entries))++;
     }
 }
+
+gboolean
+lp_test_stories_get (LpTestStories *s)
+{
+  s->model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  s->data = s->model ? lp_test_shared_path ("data/tinystories-valid-head.tok512.u16") : NULL;
+  return s->data != NULL;
+}
+
+void
+lp_test_stories_clear (LpTestStories *s)
+{
+  g_clear_pointer (&s->model, g_free);
+  g_clear_pointer (&s->data, g_free);
+}
+
+char *
+lp_test_run_nodes (const char *calib, const char *settings, const char *model, const char *name, const char *nodes,
+                   int *status, char **err)
+{
+  g_autofree char *ini = g_strdup_printf ("[pipeline]\ncalibration=%s\n%s\n[load]\npath=%s\n\n%s", calib, settings,
+                                          model, nodes);
+  g_autofree char *file = g_strdup_printf ("%s.ini", name);
+  g_autofree char *spec = lp_test_write_file (file, ini, strlen (ini));
+  char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
+  *status = lp_test_run_cli (NULL, err, "run", spec, "-o", out, "--no-cache", "-q", NULL);
+  return out;
+}

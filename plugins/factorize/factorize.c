@@ -2,8 +2,8 @@
  *   factorize.svd   truncated SVD, W ≈ A B (no data)
  *   factorize.asvd  activation-aware SVD (SVD-LLM): truncation whitened by the
  *                   calibration Hessian, a global rank allocation, optional update
- *   factorize.compensate  CALDERA: a compressed model's error compensated by
- *                   quantized low-rank factors, W = Q + L R (compensate.c)
+ *   factorize.compensate  CALDERA: a compressed model plus quantized low-rank
+ *                   factors fitted to the reference's outputs (base + adapter)
  * The factorized weights are low-rank tensors (form.h): saved as
  * <name>.lr_a / <name>.lr_b, run by the forward pass as two products. */
 #include "config.h"
