@@ -26,6 +26,8 @@ factor_is_f16 (int bits)
 guint64
 lp_compensate_factor_bytes (gint64 n, gint64 k, int rank, int bits, int group)
 {
+  if (rank <= 0)
+    return 0;
   if (factor_is_f16 (bits))
     return (guint64) (n * rank + rank * k) * 2;
   /* A grid's bytes depend only on its shape, bits and group size. */
@@ -118,9 +120,9 @@ least_squares_right (int n, int k, int r, const float *M, const float *E, float 
           G[i * r + j] = s / d;
         }
     }
+  g_autofree double *y = g_new (double, r);
   for (int c = 0; c < k; c++)
     {
-      double y[r];
       for (int i = 0; i < r; i++)
         {
           double s = B[(gsize) i * k + c];

@@ -69,9 +69,7 @@ grid_upload_train (const LpIntGrid *g, const LpTensor *t, LpFormWeights *w, GErr
   g_autofree float *scales = g_new (float, N * G);
   for (gint64 j = 0; j < N * G; j++)
     scales[j] = lp_f16_to_f32 (g->scales[j]);
-  gboolean plain = TRUE;
-  for (gint64 k = 0; k < K && plain; k++)
-    plain = g->g_idx[k] == k / g->group_size;
+  gboolean plain = lp_int_grid_plain_g_idx (g);
   w->i[0] = g->bits;
   w->i[1] = plain ? g->group_size : 0;
   w->n_trainable = 1;

@@ -435,6 +435,19 @@ report_node (const char *out_dir, const char *name, JsonParser **keep)
   g_error ("%s: no node %s", path, name);
 }
 
+float *
+lp_test_logits (LpModel *m, const gint32 *tokens, int T)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  g_autoptr (LpForward) fw = lp_forward_new (m, be, &error);
+  g_assert_no_error (error);
+  float *logits = g_new (float, (gsize) T * lp_model_config (m)->n_vocab);
+  g_assert_true (lp_forward_logits (fw, tokens, T, NULL, logits, &error));
+  g_assert_no_error (error);
+  return logits;
+}
+
 double
 lp_test_report_metric (const char *out_dir, const char *node, const char *metric)
 {

@@ -78,6 +78,9 @@ void lp_test_check_gemm_grid (LpBackend *be);
 /* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
 void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);
 
+/* The logits [T, V] of m's forward pass over tokens[T] on the CPU (g_free() them). */
+float *lp_test_logits (LpModel *m, const gint32 *tokens, int T);
+
 /* From OUT_DIR/report.json of a run: a node's metric, a node's cache key
  * (g_free() it).  Fails the test when the node or the value is absent. */
 double lp_test_report_metric (const char *out_dir, const char *node, const char *metric);

@@ -136,6 +136,9 @@ lp_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
  * compressed-tensors stores it, which writes g_idx only after act-order; a
  * plain one is implied by the group size). */
 guint64 lp_int_grid_n_bytes (const LpIntGrid *grid);
+/* Whether g_idx is the plain c / group_size (no act-order): implied by the
+ * group size, so formats need not store it. */
+gboolean lp_int_grid_plain_g_idx (const LpIntGrid *grid);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpIntGrid, lp_int_grid_unref)
 

@@ -8,9 +8,11 @@
  * the Hessian) plus L R, L [N, R] and R [R, K] on an integer grid of
  * factor_bits bits (or f16), fitted layer by layer to the reference's
  * output on the calibration data (sequential calibration: each block sees
- * the blocks already compensated).  The rank is rank=, or the largest that
- * keeps each weight within bpw= bits per weight, Q, L, R and all their
- * scales and zeros counted (lp_tensor_bits_per_weight of the result).
+ * the blocks already compensated).  The rank is rank=, or with bpw= the
+ * largest one rank (capped at each weight's min(N, K)) that keeps the
+ * selected weights together within bpw bits per weight, Q, L, R and all
+ * their scales and zeros counted (as lp_tensor_bits_per_weight counts the
+ * result).
  *
  * Everything that can be checked before calibration is: the reference's
  * tensors and shapes, the rank against each shape, the budget. */
@@ -27,8 +29,9 @@ static const LpParamSpec compensate_params[] = {
     .help = "rank R of the compensation L [N, R] R [R, K] of every selected weight (1 .. min(N, K)); 0 = from bpw=",
     .flags = LP_PARAM_RANGE },
   { .name = "bpw", .type = LP_PARAM_FLOAT, .default_value = "0", .min = 0, .max = 64,
-    .help = "bits per weight budget instead of rank=: each weight gets the largest rank whose Q, L, R and their "
-    "scales and zeros together take at most this many bits per weight; 0 = use rank=",
+    .help = "bits per weight budget instead of rank=: the largest rank (capped at each weight's min(N, K)) with "
+    "which the selected weights' Q, L, R and their scales and zeros together take at most this many bits per "
+    "weight; 0 = use rank=",
     .flags = LP_PARAM_RANGE },
   { .name = "iterations", .type = LP_PARAM_INT, .default_value = "3", .min = 1, .max = 100,
     .help = "alternations: an activation-aware LR fit of the residual, then (requantize) Q re-quantized from "
@@ -42,8 +45,8 @@ static const LpParamSpec compensate_params[] = {
     .flags = LP_PARAM_RANGE },
   { .name = "requantize", .type = LP_PARAM_BOOL, .default_value = "true",
     .help = "alternate re-quantization of Q from W - LR onto Q's own grid (bits, groups, zero rule) by a GPTQ "
-    "sweep with the Hessian, groups fitted first (static); Q not on a plain integer grid (pruned, a block type) "
-    "stays as it is" },
+    "sweep with the Hessian, groups fitted first (static); Q not on an integer grid (a block type, dense) or "
+    "masked (pruned) stays as it is" },
   { .name = "damp", .type = LP_PARAM_FLOAT, .default_value = "0.01", .min = 0, .max = 1,
     .help = "this fraction of the mean Hessian diagonal is added to its diagonal (whitening and sweep); a Hessian "
     "still not positive definite is an error", .flags = LP_PARAM_RANGE },
@@ -74,16 +77,40 @@ selected (const LpTensorPattern *targets, const LpTensorPattern *ignore, const L
   return t->n_dims == 2 && lp_tensor_pattern_match (targets, t->name) && !lp_tensor_pattern_match (ignore, t->name);
 }
 
-/* The largest rank keeping t within bpw bits per weight, or 0. */
-static int
-budget_rank (const LpTensor *t, double bpw, const LpCompensateOptions *o)
+/* Bits the selected weights take compensated at rank r (each capped at its
+ * min(N, K)), Q's own bits included. */
+static double
+planned_bits (GPtrArray *sel, int r, const LpCompensateOptions *o)
 {
-  gint64 n = t->shape[0], k = t->shape[1];
-  double have = bpw * (double) (n * k), base = 8.0 * (double) lp_tensor_storage_bytes (t);
+  double bits = 0;
+  for (guint i = 0; i < sel->len; i++)
+    {
+      const LpTensor *t = sel->pdata[i];
+      gint64 n = t->shape[0], k = t->shape[1];
+      int rt = (int) MIN (r, MIN (n, k));
+      bits += 8.0 * (double) (lp_tensor_storage_bytes (t)
+                              + lp_compensate_factor_bytes (n, k, rt, o->factor_bits, o->factor_group));
+    }
+  return bits;
+}
+
+/* bpw=: one rank for every selected weight (capped at its min(N, K)), the
+ * largest keeping them all together within the budget; 0 when rank 1 does
+ * not fit. */
+static int
+budget_rank (GPtrArray *sel, double bpw, const LpCompensateOptions *o, double *elements)
+{
+  int max_rank = 0;
+  *elements = 0;
+  for (guint i = 0; i < sel->len; i++)
+    {
+      const LpTensor *t = sel->pdata[i];
+      max_rank = MAX (max_rank, (int) MIN (t->shape[0], t->shape[1]));
+      *elements += (double) lp_tensor_n_elements (t);
+    }
   int best = 0;
-  for (int r = 1; r <= MIN (n, k); r++)
-    if (base + 8.0 * (double) lp_compensate_factor_bytes (n, k, r, o->factor_bits, o->factor_group) <= have)
-      best = r;
+  for (int r = 1; r <= max_rank && planned_bits (sel, r, o) <= bpw * *elements; r++)
+    best = r;
   return best;
 }
 
@@ -92,6 +119,7 @@ static gboolean
 plan (Compensate *c, LpModel *in, const LpTensorPattern *targets, const LpTensorPattern *ignore, double bpw,
       int rank, GError **error)
 {
+  g_autoptr (GPtrArray) sel = g_ptr_array_new ();
   for (guint i = 0; i < lp_model_n_tensors (in); i++)
     {
       LpTensor *t = lp_model_tensor_at (in, i);
@@ -107,36 +135,40 @@ plan (Compensate *c, LpModel *in, const LpTensorPattern *targets, const LpTensor
           return FALSE;
         }
       gint64 max_rank = MIN (t->shape[0], t->shape[1]);
-      int r = rank;
-      if (bpw > 0)
+      if (bpw == 0 && (rank < 1 || rank > max_rank))
         {
-          r = budget_rank (t, bpw, &c->o);
-          if (r == 0)
-            {
-              double base = lp_tensor_bits_per_weight (t);
-              double one = 8.0 * (double) lp_compensate_factor_bytes (t->shape[0], t->shape[1], 1, c->o.factor_bits,
-                                                                      c->o.factor_group)
-                           / (double) lp_tensor_n_elements (t);
-              lp_set_error (error, LP_ERROR_INVALID,
-                            "bpw=%g cannot be met: tensor %s (%s) takes %.4f bits per weight compressed and a rank-1 "
-                            "compensation adds %.4f",
-                            bpw, t->name, shape, base, one);
-              return FALSE;
-            }
-        }
-      else if (r < 1 || r > max_rank)
-        {
-          lp_set_error (error, LP_ERROR_INVALID, "rank=%d: expected 1..%" G_GINT64_FORMAT " for tensor %s (%s)%s", r,
-                        max_rank, t->name, shape, r == 0 ? " (rank=0 needs bpw=)" : "");
+          lp_set_error (error, LP_ERROR_INVALID, "rank=%d: expected 1..%" G_GINT64_FORMAT " for tensor %s (%s)%s",
+                        rank, max_rank, t->name, shape, rank == 0 ? " (rank=0 needs bpw=)" : "");
           return FALSE;
         }
-      g_hash_table_insert (c->ranks, g_strdup (t->name), GINT_TO_POINTER (r));
+      g_ptr_array_add (sel, t);
     }
-  if (g_hash_table_size (c->ranks) == 0)
+  if (sel->len == 0)
     {
       lp_set_error (error, LP_ERROR_INVALID, "targets=%s: no 2-D weight of the input selected",
                     lp_tensor_pattern_text (targets));
       return FALSE;
+    }
+  if (bpw > 0)
+    {
+      double elements;
+      rank = budget_rank (sel, bpw, &c->o, &elements);
+      if (rank == 0)
+        {
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "bpw=%g cannot be met: the %u selected weights take %.4f bits per weight compressed, %.4f "
+                        "with a rank-1 compensation",
+                        bpw, sel->len, planned_bits (sel, 0, &c->o) / elements, planned_bits (sel, 1, &c->o) / elements);
+          return FALSE;
+        }
+      lp_pass_context_log (c->ctx, LP_LOG_INFO, "bpw=%g: rank %d, %.4f bits per weight planned", bpw, rank,
+                           planned_bits (sel, rank, &c->o) / elements);
+    }
+  for (guint i = 0; i < sel->len; i++)
+    {
+      const LpTensor *t = sel->pdata[i];
+      int r = (int) MIN (rank, MIN (t->shape[0], t->shape[1]));
+      g_hash_table_insert (c->ranks, g_strdup (t->name), GINT_TO_POINTER (r));
     }
   return TRUE;
 }

@@ -55,9 +55,6 @@ static const LpPassInfo asvd_pass = {
   .run = factorize_asvd_run,
 };
 
-/* factorize.compensate: plugins/factorize/compensate.c. */
-extern const LpPassInfo fz_compensate_pass;
-
 static const LpPassInfo *const passes[] = { &svd_pass, &asvd_pass, &fz_compensate_pass, NULL };
 
 LP_PLUGIN_DEFINE ("factorize", PACKAGE_VERSION, "MIT", passes)

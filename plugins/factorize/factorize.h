@@ -90,3 +90,6 @@ gboolean factorize_job_publish (FactorizeJob *job, GError **error);
 
 gboolean factorize_svd_run (LpPassContext *ctx, GError **error);
 gboolean factorize_asvd_run (LpPassContext *ctx, GError **error);
+
+/* factorize.compensate (compensate.c). */
+extern const LpPassInfo fz_compensate_pass;
