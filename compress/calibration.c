@@ -14,15 +14,6 @@ struct _LpCalibration {
   char *digest;
 };
 
-static guint64
-splitmix64 (guint64 *state)
-{
-  guint64 z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 LpCalibration *
 lp_calibration_new (const gint32 *tokens, gsize n, gint32 bos, const LpCalibOptions *options, GError **error)
 {
@@ -51,7 +42,7 @@ lp_calibration_new (const gint32 *tokens, gsize n, gint32 bos, const LpCalibOpti
   guint64 state = o.seed;
   for (int i = 0; i < o.n_samples; i++)
     {
-      gsize j = i + splitmix64 (&state) % (slots - i);
+      gsize j = i + lp_random_next (&state) % (slots - i);
       gsize tmp = slot[i];
       slot[i] = slot[j];
       slot[j] = tmp;

@@ -221,15 +221,6 @@ lp_int_grid_permute_rows (const LpIntGrid *g, gint64 n_heads, gint64 head_dim, g
  * codes c and zero points z (w = s * (c - z)) the words hold c and z as they
  * are; a symmetric grid's zero point is 2^(b-1), a signed zero point of 0. */
 
-static gboolean
-ct_identity_groups (const LpIntGrid *g)
-{
-  for (gint64 k = 0; k < g->cols; k++)
-    if (g->g_idx[k] != k / g->group_size)
-      return FALSE;
-  return TRUE;
-}
-
 gboolean
 lp_ct_packable (const LpIntGrid *g, const char *name, GError **error)
 {
@@ -294,7 +285,7 @@ lp_ct_pack (const LpIntGrid *g, const char *prefix, GPtrArray *out, GError **err
   sh[0] = N;
   sh[1] = K;
 
-  if (!ct_identity_groups (g))
+  if (!lp_int_grid_plain_g_idx (g))
     {
       LpTensor *gidx = new_tensor (prefix, ".weight_g_idx", LP_DTYPE_I32, K, 0, error);
       if (gidx == NULL)

@@ -4,11 +4,14 @@
  * The base keeps its own form (dense, quantized, masked): QLoRA is an
  * adapter over a grid.  Materialize: the base's rows plus scale B A (the
  * tensor's data holds that sum in f32).  Matmul: the base's own product
- * plus scale (x A^T) B^T.  Bytes: the base's plus the two factors'.
- * Training: A and B are the parameters; the base is frozen.
+ * plus scale (x A^T) B^T.  Bytes: the base's plus the two factors' as
+ * given (an f16 factor counts 2 bytes a value, a factor on an integer grid
+ * its packed grid: CALDERA's quantized L and R).  Training: A and B are the
+ * parameters (as f32); the base is frozen.
  *
  * Written as the base writes itself under <name>, plus <name>.lora_a [R, K]
- * and <name>.lora_b [N, R] with llmpress.form.<name> = "adapter" and
+ * and <name>.lora_b [N, R] as given (f16 stays f16; a grid factor writes
+ * itself as the grid form does) with llmpress.form.<name> = "adapter" and
  * llmpress.form.<name>.scale; a Hugging Face writer reorders B's rows as it
  * reorders W's (Q/K).  A runtime that knows no adapters reads the base
  * alone (the update is lost, the file still loads); readers rebuild the
@@ -26,6 +29,8 @@ typedef struct {
   LpTensor *base; /* [N, K], its own form */
   LpTensor *a;    /* [R, K] f32 */
   LpTensor *b;    /* [N, R] f32 */
+  LpTensor *a_in; /* A and B as given (f16, f32, an integer grid): what is stored and written */
+  LpTensor *b_in;
   float scale;
 } AdapterForm;
 
@@ -44,6 +49,8 @@ adapter_finalize (LpForm *form)
   lp_tensor_unref (f->base);
   lp_tensor_unref (f->a);
   lp_tensor_unref (f->b);
+  lp_tensor_unref (f->a_in);
+  lp_tensor_unref (f->b_in);
 }
 
 /* out[n, K] = base rows + scale B[r0 .. r0 + n, R] A[R, K]. */
@@ -63,7 +70,7 @@ static guint64
 adapter_storage_bytes (const LpForm *form, const LpTensor *t)
 {
   const AdapterForm *f = AD (form);
-  return lp_tensor_storage_bytes (f->base) + lp_tensor_n_bytes (f->a) + lp_tensor_n_bytes (f->b);
+  return lp_tensor_storage_bytes (f->base) + lp_tensor_storage_bytes (f->a_in) + lp_tensor_storage_bytes (f->b_in);
 }
 
 static gboolean
@@ -120,8 +127,8 @@ adapter_save_tensors (const LpForm *form, LpTensor *t, GError **error)
   GPtrArray *out = lp_tensor_save_tensors (f->base, error);
   if (out == NULL)
     return NULL;
-  g_ptr_array_add (out, lp_form_part_tensor (&lp_form_adapter_class, 0, t->name, f->a));
-  g_ptr_array_add (out, lp_form_part_tensor (&lp_form_adapter_class, 1, t->name, f->b));
+  g_ptr_array_add (out, lp_form_part_tensor (&lp_form_adapter_class, 0, t->name, f->a_in));
+  g_ptr_array_add (out, lp_form_part_tensor (&lp_form_adapter_class, 1, t->name, f->b_in));
   return out;
 }
 
@@ -207,6 +214,8 @@ lp_tensor_new_adapter (LpTensor *base, LpTensor *a_in, LpTensor *b_in, double sc
   f->base = lp_tensor_ref (base);
   f->a = g_steal_pointer (&a);
   f->b = g_steal_pointer (&b);
+  f->a_in = lp_tensor_ref (a_in);
+  f->b_in = lp_tensor_ref (b_in);
   f->scale = (float) scale;
   g_autoptr (LpForm) form = &f->parent;
   g_autoptr (LpTensor) t = lp_tensor_new (base->name, LP_DTYPE_F32, 2, base->shape, error);

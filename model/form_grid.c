@@ -6,7 +6,7 @@
  * the tensor's data holds exactly that in f32.  Matmul: a backend with a
  * grid product of its own (a device) is handed the codes; the CPU multiplies
  * the f32 values, which keeps its results bit for bit those of the dense
- * weights.  Bytes: the grid packed as GPTQ stores it.  Written: the Hugging
+ * weights.  Bytes: the grid packed (lp_int_grid_n_bytes).  Written: the Hugging
  * Face writer packs the grid as GPTQ or compressed-tensors (gptq_pack.c,
  * asking lp_tensor_int_grid); GGUF, which has no such type, gets the f32
  * values, and a reader sees a dense weight.  Training: the latent f32
@@ -69,9 +69,7 @@ grid_upload_train (const LpIntGrid *g, const LpTensor *t, LpFormWeights *w, GErr
   g_autofree float *scales = g_new (float, N * G);
   for (gint64 j = 0; j < N * G; j++)
     scales[j] = lp_f16_to_f32 (g->scales[j]);
-  gboolean plain = TRUE;
-  for (gint64 k = 0; k < K && plain; k++)
-    plain = g->g_idx[k] == k / g->group_size;
+  gboolean plain = lp_int_grid_plain_g_idx (g);
   w->i[0] = g->bits;
   w->i[1] = plain ? g->group_size : 0;
   w->n_trainable = 1;

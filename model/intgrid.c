@@ -86,13 +86,22 @@ lp_int_grid_dequantize (const LpIntGrid *grid, float *out)
   lp_int_grid_dequantize_rows (grid, 0, grid->rows, out);
 }
 
+gboolean
+lp_int_grid_plain_g_idx (const LpIntGrid *grid)
+{
+  for (gint64 c = 0; c < grid->cols; c++)
+    if (grid->g_idx[c] != c / grid->group_size)
+      return FALSE;
+  return TRUE;
+}
+
 guint64
 lp_int_grid_n_bytes (const LpIntGrid *grid)
 {
   guint64 n_codes = (guint64) grid->rows * (guint64) grid->cols;
   guint64 n_groups = (guint64) grid->rows * (guint64) grid->n_groups;
   return (n_codes * grid->bits + 7) / 8 + n_groups * 2 + (n_groups * grid->bits + 7) / 8
-         + (guint64) grid->cols * 4;
+         + (lp_int_grid_plain_g_idx (grid) ? 0 : (guint64) grid->cols * 4);
 }
 
 /* ---- group-wise round-to-nearest: the definition of quantize_groups ---- */

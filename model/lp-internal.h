@@ -125,3 +125,9 @@ guint32 lp_crc32 (guint32 crc, const void *data, gsize n);
 
 /* Whether `be` is the CPU backend (its buffers are host memory). */
 gboolean lp_backend_is_cpu (const LpBackend *be);
+
+/* splitmix64 (model/random.c): the next 64 bits of `state`; a uniform draw
+ * in (0, 1]; a standard normal (Box-Muller, one of the pair). */
+guint64 lp_random_next (guint64 *state);
+double lp_random_uniform (guint64 *state);
+double lp_random_normal (guint64 *state);

@@ -7,31 +7,6 @@
 #include "lp-internal.h"
 #include <llmpress/synth.h>
 
-/* splitmix64: tiny, well-mixed, and the same everywhere. */
-static guint64
-splitmix64 (guint64 *state)
-{
-  guint64 z = (*state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1]. */
-static double
-uniform (guint64 *state)
-{
-  return ((splitmix64 (state) >> 11) + 1) * 0x1p-53;
-}
-
-/* Standard normal by Box-Muller (one of the pair). */
-static double
-normal (guint64 *state)
-{
-  double u1 = uniform (state), u2 = uniform (state);
-  return sqrt (-2.0 * log (u1)) * cos (2.0 * G_PI * u2);
-}
-
 static void
 synth_vocab (LpMeta *meta, gint64 n_vocab)
 {
@@ -134,7 +109,7 @@ lp_model_synth (const LpSynthOptions *options, GError **error)
       gboolean is_out = strstr (s->name, "attn_output") || strstr (s->name, "ffn_down");
       double sd = 0.02 * (is_out ? out_scale : 1.0);
       for (gint64 j = 0; j < n; j++)
-        v[j] = is_norm ? 1.0f : s->n_dims == 1 ? 0.0f : (float) (sd * normal (&state));
+        v[j] = is_norm ? 1.0f : s->n_dims == 1 ? 0.0f : (float) (sd * lp_random_normal (&state));
       lp_model_set_tensor (model, t);
     }
   return g_steal_pointer (&model);

@@ -63,19 +63,6 @@ model_with_low_rank (const char *const *names, LpModel **dense)
   return lr;
 }
 
-static float *
-logits_of (LpModel *m, const gint32 *tokens, int T)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
-  g_autoptr (LpForward) fw = lp_forward_new (m, be, &error);
-  g_assert_no_error (error);
-  float *logits = g_new (float, (gsize) T * lp_model_config (m)->n_vocab);
-  g_assert_true (lp_forward_logits (fw, tokens, T, NULL, logits, &error));
-  g_assert_no_error (error);
-  return logits;
-}
-
 /* y[T, N] = x[T, K] W^T (+ acc) through t's form, on a CPU graph. */
 static float *
 form_product (LpTensor *t, const float *x, int T, const float *acc)
@@ -208,8 +195,8 @@ test_low_rank_forward (void)
   static const char *const names[] = { "blk.0.ffn_up.weight", "blk.1.attn_q.weight", "blk.1.ffn_down.weight", NULL };
   g_autoptr (LpModel) dense = NULL;
   g_autoptr (LpModel) lr = model_with_low_rank (names, &dense);
-  g_autofree float *x = logits_of (lr, tokens, N_TOKENS);
-  g_autofree float *y = logits_of (dense, tokens, N_TOKENS);
+  g_autofree float *x = lp_test_logits (lr, tokens, N_TOKENS);
+  g_autofree float *y = lp_test_logits (dense, tokens, N_TOKENS);
   gsize n = (gsize) N_TOKENS * lp_model_config (lr)->n_vocab;
   lp_test_assert_close (x, y, n, 1e-5);
   /* And the product itself, against float64. */
@@ -292,8 +279,8 @@ test_low_rank_gguf (void)
   g_assert_no_error (error);
   assert_same_tensors (lr, back);
   g_assert_null (lp_meta_get (lp_model_meta (back), "llmpress.form.blk.0.ffn_up.weight"));
-  g_autofree float *x = logits_of (lr, tokens, N_TOKENS);
-  g_autofree float *y = logits_of (back, tokens, N_TOKENS);
+  g_autofree float *x = lp_test_logits (lr, tokens, N_TOKENS);
+  g_autofree float *y = lp_test_logits (back, tokens, N_TOKENS);
   g_assert_cmpmem (x, N_TOKENS * 64 * sizeof (float), y, N_TOKENS * 64 * sizeof (float));
 
   /* Written as f16: the factors are converted as any float matrix is. */
@@ -366,8 +353,8 @@ test_low_rank_hf (void)
       g_assert_true (g_bytes_equal (t->data, u->data));
     }
   g_assert_null (lp_model_tensor (back, "blk.0.attn_q.weight.lr_a"));
-  g_autofree float *x = logits_of (lr, tokens, N_TOKENS);
-  g_autofree float *y = logits_of (back, tokens, N_TOKENS);
+  g_autofree float *x = lp_test_logits (lr, tokens, N_TOKENS);
+  g_autofree float *y = lp_test_logits (back, tokens, N_TOKENS);
   g_assert_cmpmem (x, N_TOKENS * 64 * sizeof (float), y, N_TOKENS * 64 * sizeof (float));
 }
 

@@ -429,39 +429,15 @@ test_sparsegpt_dead_and_nan (void)
  * tokens 300000: of the TinyStories token file, evaluation on :300000. */
 #define CALIB_SETTINGS "calibration_samples=16\ncalibration_seq_len=256\ncalibration_range=300000:\n"
 
-typedef struct {
-  char *model, *data;
-} Shared;
+typedef LpTestStories Shared;
+#define shared_get lp_test_stories_get
+#define shared_clear lp_test_stories_clear
 
-static gboolean
-shared_get (Shared *s)
-{
-  s->model = lp_test_shared_path ("models/stories260K/stories260K.bin");
-  s->data = s->model ? lp_test_shared_path ("data/tinystories-valid-head.tok512.u16") : NULL;
-  return s->data != NULL;
-}
-
-static void
-shared_clear (Shared *s)
-{
-  g_clear_pointer (&s->model, g_free);
-  g_clear_pointer (&s->data, g_free);
-}
-
-/* Run a spec of `nodes` after a [pipeline] group with the calibration data
- * and `settings`, and a [load] of stories260K; outputs in a directory named
- * `name` (returned).  *err gets stderr; returns the exit status in *status. */
+/* Run `nodes` after the calibration data and `settings` and a [load] of stories260K (lp_test_run_nodes). */
 static char *
 run_nodes (const Shared *sh, const char *name, const char *settings, const char *nodes, int *status, char **err)
 {
-  g_autofree char *ini = g_strdup_printf ("[pipeline]\ncalibration=%s\n%s\n[load]\npath=%s\n\n%s", sh->data, settings,
-                                          sh->model, nodes);
-  g_autofree char *file = g_strdup_printf ("%s.ini", name);
-  g_autofree char *spec = lp_test_write_file (file, ini, strlen (ini));
-  char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
-  g_autofree char *o = NULL;
-  *status = lp_test_run_cli (&o, err, "run", spec, "-o", out, "--no-cache", "-q", NULL);
-  return out;
+  return lp_test_run_nodes (sh->data, settings, sh->model, name, nodes, status, err);
 }
 
 static LpModel *

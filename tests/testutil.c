@@ -435,6 +435,19 @@ report_node (const char *out_dir, const char *name, JsonParser **keep)
   g_error ("%s: no node %s", path, name);
 }
 
+float *
+lp_test_logits (LpModel *m, const gint32 *tokens, int T)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  g_autoptr (LpForward) fw = lp_forward_new (m, be, &error);
+  g_assert_no_error (error);
+  float *logits = g_new (float, (gsize) T * lp_model_config (m)->n_vocab);
+  g_assert_true (lp_forward_logits (fw, tokens, T, NULL, logits, &error));
+  g_assert_no_error (error);
+  return logits;
+}
+
 double
 lp_test_report_metric (const char *out_dir, const char *node, const char *metric)
 {
@@ -477,4 +490,32 @@ lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries)
       while (s && (name = g_dir_read_name (s)) != NULL)
         (*(name[0] == '.' ? temporaries : entries))++;
     }
+}
+
+gboolean
+lp_test_stories_get (LpTestStories *s)
+{
+  s->model = lp_test_shared_path ("models/stories260K/stories260K.bin");
+  s->data = s->model ? lp_test_shared_path ("data/tinystories-valid-head.tok512.u16") : NULL;
+  return s->data != NULL;
+}
+
+void
+lp_test_stories_clear (LpTestStories *s)
+{
+  g_clear_pointer (&s->model, g_free);
+  g_clear_pointer (&s->data, g_free);
+}
+
+char *
+lp_test_run_nodes (const char *calib, const char *settings, const char *model, const char *name, const char *nodes,
+                   int *status, char **err)
+{
+  g_autofree char *ini = g_strdup_printf ("[pipeline]\ncalibration=%s\n%s\n[load]\npath=%s\n\n%s", calib, settings,
+                                          model, nodes);
+  g_autofree char *file = g_strdup_printf ("%s.ini", name);
+  g_autofree char *spec = lp_test_write_file (file, ini, strlen (ini));
+  char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
+  *status = lp_test_run_cli (NULL, err, "run", spec, "-o", out, "--no-cache", "-q", NULL);
+  return out;
 }

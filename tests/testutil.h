@@ -31,6 +31,19 @@ LpModel *lp_test_tiny_model (guint32 seed);
 /* The demo model (lp_model_synth, default options) written once as GGUF in
  * the temporary directory; returns its path (g_free() it). */
 char *lp_test_demo_model (void);
+/* stories260K and the TinyStories token file from ../shared (both owned),
+ * or FALSE after g_test_skip() when either is absent. */
+typedef struct {
+  char *model, *data;
+} LpTestStories;
+gboolean lp_test_stories_get (LpTestStories *s);
+void lp_test_stories_clear (LpTestStories *s);
+/* Run a spec of `nodes` after a [pipeline] group with calibration=`calib`
+ * and `settings`, and a [load] of `model`; outputs in a directory `name` of
+ * the temporary directory (returned).  *err gets stderr (may be NULL); the
+ * exit status goes to *status. */
+char *lp_test_run_nodes (const char *calib, const char *settings, const char *model, const char *name,
+                         const char *nodes, int *status, char **err);
 /* Run the CLI with an argv vector (NULL-terminated, without the program). */
 int lp_test_run_cliv (char **out, char **err, const char *const *args);
 
@@ -64,6 +77,9 @@ LpIntGrid *lp_test_int_grid (int rows, int cols, int bits, int group, guint32 se
 void lp_test_check_gemm_grid (LpBackend *be);
 /* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
 void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);
+
+/* The logits [T, V] of m's forward pass over tokens[T] on the CPU (g_free() them). */
+float *lp_test_logits (LpModel *m, const gint32 *tokens, int T);
 
 /* From OUT_DIR/report.json of a run: a node's metric, a node's cache key
  * (g_free() it).  Fails the test when the node or the value is absent. */

@@ -28,7 +28,9 @@
 #include <llmpress/plugin.h>
 #include <llmpress/quant.h>
 #include <llmpress/obs.h>
+#include <llmpress/compensate.h>
 #include <llmpress/layerwise.h>
 #include <llmpress/sparsity.h>
+#include <llmpress/lowrank.h>
 #include <llmpress/train.h>
 #include <llmpress/adapter.h>

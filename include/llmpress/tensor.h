@@ -131,9 +131,14 @@ lp_int_quantize (float scale, int zero, int maxq, float x, guint8 *code)
   *code = (guint8) c;
   return scale * (float) (c - zero);
 }
-/* Bytes the grid takes packed as GPTQ stores it (codes and zeros at `bits`
- * bits, f16 scales, int32 g_idx). */
+/* Bytes the grid takes packed (codes and zeros at `bits` bits, f16 scales,
+ * and an int32 g_idx when it is not the plain c / group_size: as
+ * compressed-tensors stores it, which writes g_idx only after act-order; a
+ * plain one is implied by the group size). */
 guint64 lp_int_grid_n_bytes (const LpIntGrid *grid);
+/* Whether g_idx is the plain c / group_size (no act-order): implied by the
+ * group size, so formats need not store it. */
+gboolean lp_int_grid_plain_g_idx (const LpIntGrid *grid);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpIntGrid, lp_int_grid_unref)
 

@@ -75,6 +75,16 @@ parse_range (const char *text, gsize n, gsize *start, gsize *end, GError **error
   return TRUE;
 }
 
+/* A factorized model's per-layer ranks (llmpress.lowrank.ranks, written by
+ * the factorize passes), next to its perplexity in the run's table. */
+static void
+add_ranks (LpModel *model, LpMeta *m)
+{
+  const char *ranks = lp_meta_get_string (lp_model_meta (model), "llmpress.lowrank.ranks");
+  if (ranks != NULL && lp_meta_get (m, "ranks") == NULL)
+    lp_meta_set_string (m, "ranks", ranks);
+}
+
 static gboolean
 measure_perplexity (LpPassContext *ctx, LpModel *model, LpModel *ref, LpMeta *m, GError **error)
 {
@@ -98,6 +108,7 @@ measure_perplexity (LpPassContext *ctx, LpModel *model, LpModel *ref, LpMeta *m,
   if (!lp_eval_run (model, (const gint32 *) tokens->data + start, end - start, &o, &r, error))
     return FALSE;
   set_f64 (m, "perplexity", r.ppl);
+  add_ranks (model, m);
   set_f64 (m, "nll", r.nll);
   set_f64 (m, "nll_stderr", r.nll_stderr);
   lp_meta_set_u64 (m, "windows", (guint64) r.n_windows);
@@ -124,6 +135,7 @@ eval_run (LpPassContext *ctx, GError **error)
   /* Quality first: the run's table shows the leading metrics. */
   if (!measure_perplexity (ctx, model, ref, m, error))
     return FALSE;
+  add_ranks (model, m);
   lp_meta_set_u64 (m, "params", (guint64) lp_model_n_params (model));
   lp_meta_set_u64 (m, "bytes", lp_model_n_bytes (model));
   set_f64 (m, "bits_per_weight", lp_model_bits_per_weight (model));
