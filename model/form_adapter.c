@@ -259,5 +259,7 @@ lp_tensor_adapter_merged (LpTensor *t, gboolean *dequantized, GError **error)
   g_autoptr (LpTensor) values = lp_tensor_new_from_bytes (t->name, LP_DTYPE_F32, t->n_dims, t->shape, t->data, error);
   if (values == NULL)
     return NULL;
-  return plain ? lp_tensor_convert (values, base->dtype, error) : g_steal_pointer (&values);
+  if (!plain)
+    return g_steal_pointer (&values);
+  return lp_tensor_convert_range (values, base->dtype, LP_OVERFLOW_ERROR, NULL, error);
 }
