@@ -1,13 +1,15 @@
-/* make bench: training-step speed of one transformer block on the compute
- * graph (model/cgraph.c), on the CPU and any backend named.
+/* make bench: training-step speed of one transformer block, through the
+ * trainer (train.h) and so the forward pass's own graph, on the CPU and any
+ * backend named.
  *  1. Peak sgemm of this machine's OpenBLAS (2048^3), measured in the same run.
- *  2. One Llama-shaped block (D 2048, F 5632, 32 heads, 4 kv heads, T 512)
- *     recorded as a graph: the forward alone, then forward + backward
- *     (lp_cgraph_backward; every weight and the block's input trainable, a
- *     random gradient for its output): tokens/s, achieved GFLOP/s and the
- *     fraction of the measured peak.
- * Times lp_cgraph_compute only (recording a graph allocates its tensors);
- * medians of several repetitions.  Usage: bench-backward [BACKEND...]
+ *  2. A one-block synthetic Llama model with a 7B-like block (D 2048, F 5632,
+ *     32 heads, 4 kv heads, T 512), every block weight trainable: the forward
+ *     alone (lp_trainer_block), then forward + backward
+ *     (lp_trainer_accumulate_block: the block, its MSE against a target, the
+ *     backward, the gradients added into the accumulators): tokens/s,
+ *     achieved GFLOP/s and the fraction of the measured peak.  Both include
+ *     writing the block's input and reading its output or loss ([T, D]).
+ * Medians of several repetitions.  Usage: bench-backward [BACKEND...]
  * (lp_backend_new's names, "cpu" when none: "cpu vulkan" prints both).
  * Prints figures; never fails on time. */
 #include "config.h"
@@ -18,7 +20,6 @@
 #include <cblas.h>
 
 #include <llmpress/llmpress.h>
-#include <llmpress/compute.h>
 
 #include "benchutil.h"
 
@@ -26,141 +27,35 @@ typedef struct {
   int T, D, F, H, Hkv, hd;
 } BlockShape;
 
-enum { W_NORM1, W_Q, W_K, W_V, W_O, W_NORM2, W_1, W_3, W_2, N_WEIGHTS };
-
-/* The block's weights, its input and the rope frequencies: made once. */
-typedef struct {
-  LpCTensor *w[N_WEIGHTS], *x, *freq, *dy;
-} BlockTensors;
-
-static LpCTensor *
-filled (LpBackend *be, gint64 rows, gint64 cols, guint32 seed, float offset, float scale)
-{
-  gint64 shape[2] = { rows, cols };
-  LpCTensor *t = lp_ctensor_new (be, LP_DTYPE_F32, 2, shape, NULL, NULL);
-  if (t == NULL)
-    {
-      fprintf (stderr, "bench-backward: out of memory for a %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " tensor\n",
-               rows, cols);
-      exit (1);
-    }
-  float *x = g_new (float, rows * cols);
-  GRand *r = g_rand_new_with_seed (seed);
-  for (gint64 e = 0; e < rows * cols; e++)
-    x[e] = offset + scale * (float) g_rand_double_range (r, -1, 1);
-  g_rand_free (r);
-  lp_ctensor_write (t, 0, x, t->n_bytes);
-  g_free (x);
-  return t;
-}
-
 static void
-block_tensors_init (BlockTensors *b, LpBackend *be, const BlockShape *s)
+die (const char *what, GError *error)
 {
-  int D = s->D, nq = s->H * s->hd, nkv = s->Hkv * s->hd;
-  const gint64 shapes[N_WEIGHTS][2] = { { 1, D }, { nq, D }, { nkv, D }, { nkv, D }, { D, nq },
-                                        { 1, D }, { s->F, D }, { s->F, D }, { D, s->F } };
-  for (int i = 0; i < N_WEIGHTS; i++)
-    {
-      gboolean norm = i == W_NORM1 || i == W_NORM2;
-      b->w[i] = filled (be, shapes[i][0], shapes[i][1], 10 + i, norm ? 1.0f : 0.0f, norm ? 0.1f : 0.02f);
-      lp_ctensor_set_trainable (b->w[i], TRUE);
-    }
-  b->x = filled (be, s->T, D, 1, 0.0f, 1.0f);
-  lp_ctensor_set_trainable (b->x, TRUE);
-  b->dy = filled (be, s->T, D, 2, 0.0f, 1e-3f);
-  float *f = g_new (float, s->hd / 2);
-  for (int i = 0; i < s->hd / 2; i++)
-    f[i] = (float) pow (10000.0, -2.0 * i / s->hd);
-  gint64 fshape[1] = { s->hd / 2 };
-  b->freq = lp_ctensor_new (be, LP_DTYPE_F32, 1, fshape, NULL, NULL);
-  lp_ctensor_write (b->freq, 0, f, b->freq->n_bytes);
-  g_free (f);
+  fprintf (stderr, "bench-backward: %s: %s\n", what, error->message);
+  exit (1);
 }
 
-static void
-block_tensors_clear (BlockTensors *b)
-{
-  for (int i = 0; i < N_WEIGHTS; i++)
-    lp_ctensor_free (b->w[i]);
-  lp_ctensor_free (b->x);
-  lp_ctensor_free (b->dy);
-  lp_ctensor_free (b->freq);
-}
-
-static LpCNode *
-add (LpCGraph *g, LpCOp op, LpCTensor *a, LpCTensor *b, LpCTensor *c)
-{
-  LpCTensor *src[3] = { a, b, c };
-  GError *error = NULL;
-  LpCNode *n = lp_cgraph_add (g, op, src, c ? 3 : b ? 2 : 1, NULL, 0, &error);
-  if (n == NULL)
-    {
-      fprintf (stderr, "bench-backward: %s\n", error->message);
-      exit (1);
-    }
-  return n;
-}
-
-/* x + attention (rmsnorm (x)) then + ffn (rmsnorm (.)): a Llama block;
- * returns its output. */
-static LpCTensor *
-block_record (LpCGraph *g, const BlockTensors *b, const BlockShape *s)
-{
-  LpCNode *n = add (g, LP_COP_RMSNORM, b->x, b->w[W_NORM1], NULL);
-  n->f[0] = 1e-5f;
-  LpCTensor *h = n->dst[0];
-  LpCTensor *qk[2] = { add (g, LP_COP_MATMUL, h, b->w[W_Q], NULL)->dst[0], add (g, LP_COP_MATMUL, h, b->w[W_K], NULL)->dst[0] };
-  for (int j = 0; j < 2; j++)
-    {
-      n = add (g, LP_COP_ROPE, qk[j], b->freq, NULL);
-      n->i[0] = LP_ROPE_NORMAL, n->i[1] = j == 0 ? s->H : s->Hkv, n->i[2] = s->hd, n->i[3] = 0;
-      qk[j] = n->dst[0];
-    }
-  n = add (g, LP_COP_ATTENTION, qk[0], qk[1], add (g, LP_COP_MATMUL, h, b->w[W_V], NULL)->dst[0]);
-  n->i[0] = s->H, n->i[1] = s->Hkv, n->i[2] = s->hd;
-  LpCTensor *x2 = add (g, LP_COP_ADD, b->x, add (g, LP_COP_MATMUL, n->dst[0], b->w[W_O], NULL)->dst[0], NULL)->dst[0];
-  n = add (g, LP_COP_RMSNORM, x2, b->w[W_NORM2], NULL);
-  n->f[0] = 1e-5f;
-  h = n->dst[0];
-  LpCTensor *act = add (g, LP_COP_SWIGLU, add (g, LP_COP_MATMUL, h, b->w[W_1], NULL)->dst[0],
-                        add (g, LP_COP_MATMUL, h, b->w[W_3], NULL)->dst[0], NULL)->dst[0];
-  return add (g, LP_COP_ADD, x2, add (g, LP_COP_MATMUL, act, b->w[W_2], NULL)->dst[0], NULL)->dst[0];
-}
-
-/* Seconds of lp_cgraph_compute over a freshly recorded block, with its
- * backward recorded too when `backward`. */
+/* Seconds of one forward (backward FALSE) or forward + backward of block 0. */
 static double
-block_time (LpBackend *be, const BlockTensors *b, const BlockShape *s, gboolean backward)
+block_time (LpTrainer *tr, const float *x, float *y, const BlockShape *s, gboolean backward)
 {
   GError *error = NULL;
-  LpCGraph *g = lp_cgraph_new (be);
-  LpCTensor *y = block_record (g, b, s);
-  if (backward && !lp_cgraph_backward (g, y, b->dy, &error))
-    {
-      fprintf (stderr, "bench-backward: %s\n", error->message);
-      exit (1);
-    }
   double t0 = now ();
-  if (!lp_cgraph_compute (g, &error))
-    {
-      fprintf (stderr, "bench-backward: %s\n", error->message);
-      exit (1);
-    }
-  double secs = now () - t0;
-  lp_cgraph_free (g);
-  return secs;
+  gboolean ok = backward ? lp_trainer_accumulate_block (tr, 0, x, y, s->T, 1.0, NULL, &error)
+                         : lp_trainer_block (tr, 0, x, y, s->T, &error);
+  if (!ok)
+    die (backward ? "forward + backward" : "forward", error);
+  return now () - t0;
 }
 
 /* Median seconds of `reps` runs after a warm-up. */
 static double
-block_median (LpBackend *be, const BlockTensors *b, const BlockShape *s, gboolean backward, int reps)
+block_median (LpTrainer *tr, const float *x, float *y, const BlockShape *s, gboolean backward, int reps)
 {
   double t[16];
   reps = MIN (reps, 16);
-  block_time (be, b, s, backward);
+  block_time (tr, x, y, s, backward);
   for (int r = 0; r < reps; r++)
-    t[r] = block_time (be, b, s, backward);
+    t[r] = block_time (tr, x, y, s, backward);
   return median (t, reps);
 }
 
@@ -198,17 +93,31 @@ main (int argc, char **argv)
           g_clear_error (&error);
           continue;
         }
-      BlockTensors b;
-      block_tensors_init (&b, be, &s);
-      double fwd = block_median (be, &b, &s, FALSE, reps);
-      double both = block_median (be, &b, &s, TRUE, reps);
+      LpSynthOptions so = LP_SYNTH_OPTIONS_INIT;
+      so.dim = s.D, so.ffn_dim = s.F, so.n_layers = 1, so.n_heads = s.H, so.n_kv_heads = s.Hkv;
+      LpModel *m = lp_model_synth (&so, &error);
+      LpTrainOptions to = LP_TRAIN_OPTIONS_INIT;
+      to.layer = 0;
+      LpTrainer *tr = m ? lp_trainer_new (m, be, &to, &error) : NULL;
+      if (tr == NULL)
+        die ("one-block model", error);
+      float *x = g_new (float, (gsize) s.T * s.D), *y = g_new (float, (gsize) s.T * s.D);
+      GRand *r = g_rand_new_with_seed (1);
+      for (gint64 e = 0; e < (gint64) s.T * s.D; e++)
+        x[e] = (float) g_rand_double_range (r, -1, 1);
+      g_rand_free (r);
+      double fwd = block_median (tr, x, y, &s, FALSE, reps);
+      double both = block_median (tr, x, y, &s, TRUE, reps);
       printf ("block (D %d, F %d, %d heads, %d kv heads, T %d) on %s, median of %d:\n", s.D, s.F, s.H, s.Hkv, s.T,
               be->device_name, reps);
       printf ("  forward:            %8.0f tokens/s  %.3f s  %6.1f GFLOP/s = %3.0f%% of peak sgemm\n", T / fwd, fwd,
               fwd_flops / fwd / 1e9, 100.0 * fwd_flops / fwd / 1e9 / peak);
       printf ("  forward + backward: %8.0f tokens/s  %.3f s  %6.1f GFLOP/s = %3.0f%% of peak sgemm\n", T / both, both,
               (fwd_flops + bwd_flops) / both / 1e9, 100.0 * (fwd_flops + bwd_flops) / both / 1e9 / peak);
-      block_tensors_clear (&b);
+      g_free (x);
+      g_free (y);
+      lp_trainer_free (tr);
+      lp_model_unref (m);
       lp_backend_unref (be);
     }
   return 0;

@@ -413,24 +413,65 @@ resid_ensure (LpTrainer *tr, int T, GError **error)
 
 /* ---- end to end ---- */
 
+/* An offline teacher's top-k for T positions is usable: k in 1 .. V, and
+ * each position's ids distinct tokens (kl_topk's buckets must not overlap).
+ * One line naming the first bad id otherwise. */
+static gboolean
+topk_ok (const LpTeacherLogits *teacher, int T, gint64 V, GError **error)
+{
+  if (teacher->k < 1 || teacher->k > V || teacher->topk_ids == NULL || teacher->topk_logp == NULL
+      || teacher->rest_logp == NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID, "trainer: teacher top-k: expected k from 1 to %" G_GINT64_FORMAT
+                    " with ids, log-probabilities and the rest's, found k %d%s", V, teacher->k,
+                    teacher->topk_ids && teacher->topk_logp && teacher->rest_logp ? "" : " and arrays missing");
+      return FALSE;
+    }
+  g_autofree guint8 *seen = g_new0 (guint8, V);
+  gboolean ok = TRUE;
+  for (int t = 0; t < T && ok; t++)
+    {
+      const gint32 *ids = teacher->topk_ids + (gsize) t * teacher->k;
+      int i = 0;
+      for (; i < teacher->k && ok; i++)
+        {
+          ok = ids[i] >= 0 && ids[i] < V && !seen[ids[i]];
+          if (!ok)
+            lp_set_error (error, LP_ERROR_INVALID, "trainer: teacher top-k: position %d, id %d: expected a token below "
+                          "%" G_GINT64_FORMAT " not already among the position's, found %d", t, i, V, ids[i]);
+          else
+            seen[ids[i]] = 1;
+        }
+      for (int j = 0; ok && j < teacher->k; j++) /* cleared for the next position */
+        seen[ids[j]] = 0;
+    }
+  return ok;
+}
+
 /* The distillation term recorded on the student's logits [T, V]: the
- * per-token temperature^2 KL (teacher || student) [T]. */
+ * per-token temperature^2 KL (teacher || student) [T], against the
+ * teacher's logits (online) or its top-k and rest bucket (offline:
+ * kl_topk, the log-probabilities taken at `temperature`). */
 static LpCTensor *
 rec_teacher_kl (LpForwardRec *r, LpCTensor *logits, const LpTeacherLogits *teacher, double temperature, int T)
 {
   if (r->error != NULL || logits == NULL)
     return NULL;
-  if (teacher->logits == NULL)
+  gint64 V = logits->shape[1];
+  LpCNode *n = NULL;
+  if (teacher->logits != NULL)
     {
-      /* The offline teacher's top-k (ids, log-probabilities, rest bucket):
-       * its KL op records here. */
-      lp_set_error (&r->error, LP_ERROR_UNSUPPORTED, "trainer: a teacher given as its top-%d logits: not supported yet",
-                    teacher->k);
-      return NULL;
+      LpCTensor *src[2] = { logits, rec_const (r, LP_DTYPE_F32, 2, (gint64[]){ T, V }, teacher->logits, "teacher") };
+      n = src[1] ? lp_cgraph_add (r->g, LP_COP_KL, src, 2, NULL, 0, &r->error) : NULL;
     }
-  LpCTensor *tl = rec_const (r, LP_DTYPE_F32, 2, (gint64[]){ T, logits->shape[1] }, teacher->logits, "teacher");
-  LpCTensor *src[2] = { logits, tl };
-  LpCNode *n = tl ? lp_cgraph_add (r->g, LP_COP_KL, src, 2, NULL, 0, &r->error) : NULL;
+  else if (topk_ok (teacher, T, V, &r->error))
+    {
+      gint64 k = teacher->k;
+      LpCTensor *src[4] = { logits, rec_const (r, LP_DTYPE_I32, 2, (gint64[]){ T, k }, teacher->topk_ids, "teacher ids"),
+                            rec_const (r, LP_DTYPE_F32, 2, (gint64[]){ T, k }, teacher->topk_logp, "teacher log p"),
+                            rec_const (r, LP_DTYPE_F32, 1, (gint64[]){ T }, teacher->rest_logp, "teacher rest") };
+      n = src[1] && src[2] && src[3] ? lp_cgraph_add (r->g, LP_COP_KL_TOPK, src, 4, NULL, 0, &r->error) : NULL;
+    }
   if (n == NULL)
     return NULL;
   n->f[0] = (float) temperature;

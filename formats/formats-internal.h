@@ -24,4 +24,9 @@ void lp_read_set_add_model (LpReadSet *rs, const char *path, const char *tokeniz
  * a file the model was read from. */
 gboolean lp_model_check_output (LpModel *model, const char *path, GError **error);
 
+/* lp_gguf_read_tensors, and where each tensor's data starts in the file
+ * (*offsets: guint64, one a tensor, in order; g_array_unref it), for
+ * messages that point at a bad value. */
+GPtrArray *lp_gguf_read_tensors_at (const char *path, LpMeta *meta, GArray **offsets, GError **error);
+
 G_END_DECLS

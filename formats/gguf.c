@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "gguf-format.h"
-#include "lp-internal.h"
+#include "formats-internal.h"
 
 /* Nested arrays deeper than this are refused (the stack, not the spec, sets
  * the limit: llama.cpp itself never writes nesting beyond one level). */
@@ -580,6 +580,12 @@ lp_gguf_load (const char *path, GError **error)
 GPtrArray *
 lp_gguf_read_tensors (const char *path, LpMeta *meta, GError **error)
 {
+  return lp_gguf_read_tensors_at (path, meta, NULL, error);
+}
+
+GPtrArray *
+lp_gguf_read_tensors_at (const char *path, LpMeta *meta, GArray **offsets, GError **error)
+{
   g_autoptr (GBytes) all = map_bytes (path, error);
   if (all == NULL)
     return NULL;
@@ -589,14 +595,23 @@ lp_gguf_read_tensors (const char *path, LpMeta *meta, GError **error)
   if (gguf_parse (&g, TRUE, error))
     {
       out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+      if (offsets != NULL)
+        *offsets = g_array_sized_new (FALSE, FALSE, sizeof (guint64), g.tensors->len);
       for (guint i = 0; i < g.tensors->len; i++)
         {
           const GgufTensorInfo *ti = &g_array_index (g.tensors, GgufTensorInfo, i);
+          if (offsets != NULL)
+            {
+              guint64 at = g.data_start + ti->offset; /* check_extents made sure it fits */
+              g_array_append_val (*offsets, at);
+            }
           g_autoptr (GBytes) slice = g_bytes_new_from_bytes (all, g.data_start + ti->offset, ti->n_bytes);
           LpTensor *t = lp_tensor_new_from_bytes (ti->name, ti->dtype, ti->n_dims, ti->shape, slice, error);
           if (t == NULL)
             {
               g_clear_pointer (&out, g_ptr_array_unref);
+              if (offsets != NULL)
+                g_clear_pointer (offsets, g_array_unref);
               break;
             }
           g_ptr_array_add (out, t);

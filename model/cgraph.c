@@ -194,6 +194,7 @@ infer_shape (const LpCNode *n, int j, int *n_dims, gint64 *shape)
     case LP_COP_CROSS_ENTROPY:
     case LP_COP_KL:
     case LP_COP_MSE:
+    case LP_COP_KL_TOPK:
       *n_dims = 1;
       shape[0] = lp_ctensor_rows (s0);
       return TRUE;
@@ -221,6 +222,7 @@ infer_shape (const LpCNode *n, int j, int *n_dims, gint64 *shape)
     case LP_COP_CROSS_ENTROPY_BACK:
     case LP_COP_KL_BACK:
     case LP_COP_MSE_BACK:
+    case LP_COP_KL_TOPK_BACK:
       like = s1;
       break;
     case LP_COP_RMSNORM_BACK_W:

@@ -100,6 +100,12 @@ gboolean lp_cop_dequant_grid_backward (LpCGraph *g, const LpCNode *node, LpCTens
                                        LpCTensor **dsrc, GError **error);
 void lp_cop_dequant_grid_back_cpu (const LpCNode *node);
 void lp_cop_dequant_grid_back_ref (const LpCNode *node);
+void lp_cop_kl_topk_cpu (const LpCNode *node);
+void lp_cop_kl_topk_ref (const LpCNode *node);
+gboolean lp_cop_kl_topk_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                                  LpCTensor **dsrc, GError **error);
+void lp_cop_kl_topk_back_cpu (const LpCNode *node);
+void lp_cop_kl_topk_back_ref (const LpCNode *node);
 
 /* The CPU's matrix kernels, shared by the ops above and the CPU backend's
  * op-by-op entry points (cpu_backend.c), so both compute the same sums.
@@ -143,6 +149,12 @@ lp_cgrid_args (const LpCNode *node, int first)
                     w->buf, s->buf, node->src[first + 2]->buf, node->src[first + 3]->buf };
   return a;
 }
+/* kl_topk's rest bucket: mark[v] = value for each of a row's k teacher ids
+ * that is a token (0 <= id < V; the others name no token and are left out
+ * of every bucket), and, of a student's log q[V] (double), the log of the
+ * mass of the tokens not marked (-inf when every token is). */
+void lp_topk_mark (const gint32 *ids, gint64 k, gint64 V, guint8 *mark, guint8 value);
+double lp_topk_log_rest (const double *log_q, const guint8 *mark, gint64 V);
 
 /* A tensor's innermost dimension, and the number of rows above it. */
 static inline gint64

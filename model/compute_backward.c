@@ -690,6 +690,96 @@ lp_cop_kl_back_cpu (const LpCNode *node)
     }
 }
 
+/* ---- kl_topk_back: the gradient of kl_topk w.r.t. the student's logits z.
+ * With q = softmax (z / tau), P = sum_b p_b over the k + 1 buckets (1 up to
+ * rounding), d log q_i / dz_j = (delta_ij - q_j) / tau for a top-k id i and
+ * d log q_rest / dz_j = ([j in rest] q_j / q_rest - q_j) / tau, so
+ *   dL/dz_j = tau (P q_j - p_j)                  for j one of the ids,
+ *   dL/dz_j = tau q_j (P - p_rest / q_rest)      for j in the rest,
+ * times dy[t].  q_j / q_rest is taken as exp (log q_j - log q_rest), so a
+ * rest mass that underflows in q alone does not divide 0 by 0. ---- */
+
+void
+lp_cop_kl_topk_back_ref (const LpCNode *node)
+{
+  const float *dy = fdata (node->src[0]), *student = fdata (node->src[1]), *logp = fdata (node->src[3]);
+  const float *rest_logp = fdata (node->src[4]);
+  const gint32 *all_ids = idata (node->src[2]);
+  float *dst = fdata (node->dst[0]);
+  float tau = node->f[0];
+  gint64 T = lp_ctensor_rows (node->src[1]), k = lp_ctensor_cols (node->src[2]);
+  int V = (int) lp_ctensor_cols (node->src[1]);
+  g_autofree float *scaled = g_new (float, V);
+  g_autofree double *lq = g_new (double, V), *g = g_new (double, V);
+  g_autofree guint8 *mark = g_new0 (guint8, V);
+  for (gint64 t = 0; t < T; t++)
+    {
+      const gint32 *ids = all_ids + t * k;
+      const float *lp = logp + t * k;
+      for (int j = 0; j < V; j++)
+        scaled[j] = student[t * V + j] / tau;
+      lp_log_softmax (scaled, V, lq);
+      lp_topk_mark (ids, k, V, mark, 1);
+      double l_rest = lp_topk_log_rest (lq, mark, V), p_rest = exp (rest_logp[t]), P = p_rest;
+      for (gint64 i = 0; i < k; i++)
+        if (ids[i] >= 0 && ids[i] < V)
+          P += exp (lp[i]);
+      for (int j = 0; j < V; j++)
+        {
+          double q = exp (lq[j]);
+          g[j] = P * q - (mark[j] || p_rest == 0.0 ? 0.0 : p_rest * exp (lq[j] - l_rest));
+        }
+      for (gint64 i = 0; i < k; i++)
+        if (ids[i] >= 0 && ids[i] < V)
+          g[ids[i]] -= exp (lp[i]);
+      lp_topk_mark (ids, k, V, mark, 0);
+      for (int j = 0; j < V; j++)
+        dst[t * V + j] = (float) (dy[t] * (double) tau * g[j]);
+    }
+}
+
+/* In float: the row's exp (z / tau - max) written into dst, its sums over
+ * all tokens and over the rest, then each entry scaled in place. */
+void
+lp_cop_kl_topk_back_cpu (const LpCNode *node)
+{
+  const float *dy = fdata (node->src[0]), *student = fdata (node->src[1]), *logp = fdata (node->src[3]);
+  const float *rest_logp = fdata (node->src[4]);
+  const gint32 *all_ids = idata (node->src[2]);
+  float *dst = fdata (node->dst[0]);
+  float tau = node->f[0], inv_tau = 1.0f / tau;
+  gint64 T = lp_ctensor_rows (node->src[1]), V = lp_ctensor_cols (node->src[1]), k = lp_ctensor_cols (node->src[2]);
+  g_autofree guint8 *mark = g_new0 (guint8, V);
+  for (gint64 t = 0; t < T; t++)
+    {
+      const float *z = student + t * V;
+      const gint32 *ids = all_ids + t * k;
+      const float *lp = logp + t * k;
+      float *row = dst + t * V, mx = -INFINITY, sum = 0.0f, rest = 0.0f;
+      for (gint64 j = 0; j < V; j++)
+        mx = MAX (mx, z[j] * inv_tau);
+      lp_topk_mark (ids, k, V, mark, 1);
+      for (gint64 j = 0; j < V; j++)
+        {
+          row[j] = expf (z[j] * inv_tau - mx);
+          sum += row[j];
+          rest += mark[j] ? 0.0f : row[j];
+        }
+      float p_rest = expf (rest_logp[t]), P = p_rest, c = dy[t] * tau;
+      for (gint64 i = 0; i < k; i++)
+        if (ids[i] >= 0 && ids[i] < V)
+          P += expf (lp[i]);
+      /* Every entry as a rest token's, then the ids' put right. */
+      float a = c * P / sum, b = rest > 0.0f ? c * p_rest / rest : 0.0f;
+      for (gint64 j = 0; j < V; j++)
+        row[j] *= mark[j] ? a : a - b;
+      for (gint64 i = 0; i < k; i++)
+        if (ids[i] >= 0 && ids[i] < V)
+          row[ids[i]] -= c * expf (lp[i]);
+      lp_topk_mark (ids, k, V, mark, 0);
+    }
+}
+
 /* ---- mse_back: dst[T,n] = dy[t] 2 (a - b) / n (the gradient w.r.t. a) ---- */
 
 void
@@ -1003,6 +1093,26 @@ lp_cop_kl_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, cons
     return TRUE;
   LpCTensor *src[3] = { dy[0], node->src[0], node->src[1] };
   return (dsrc[0] = record1 (g, LP_COP_KL_BACK, node, src, 3, node->src[0], error)) != NULL;
+}
+
+/* The student's gradient; the teacher's top-k (ids, log-probabilities, the
+ * rest) is a target, as for kl. */
+gboolean
+lp_cop_kl_topk_backward (LpCGraph *g, const LpCNode *node, LpCTensor *const *dy, const gboolean *need,
+                         LpCTensor **dsrc, GError **error)
+{
+  NO_DY_NO_GRADIENT (dy[0]);
+  for (int i = 1; i < 4; i++)
+    if (need[i])
+      {
+        lp_set_error (error, LP_ERROR_UNSUPPORTED, "op kl_topk: no gradient for the teacher (%s): it is a target",
+                      node->src[i]->name ? node->src[i]->name : "its top-k");
+        return FALSE;
+      }
+  if (!need[0])
+    return TRUE;
+  LpCTensor *src[5] = { dy[0], node->src[0], node->src[1], node->src[2], node->src[3] };
+  return (dsrc[0] = record1 (g, LP_COP_KL_TOPK_BACK, node, src, 5, node->src[0], error)) != NULL;
 }
 
 /* (a - b)^2 is symmetric: b's gradient is mse_back with the two swapped. */

@@ -425,6 +425,101 @@ lp_cop_kl_cpu (const LpCNode *node)
   lp_cop_kl_ref (node);
 }
 
+/* ---- kl_topk: dst[t] = tau^2 sum_b p_b (log p_b - log q_b) over the teacher's
+ * k ids and the rest bucket ---- */
+
+void
+lp_topk_mark (const gint32 *ids, gint64 k, gint64 V, guint8 *mark, guint8 value)
+{
+  for (gint64 i = 0; i < k; i++)
+    if (ids[i] >= 0 && ids[i] < V)
+      mark[ids[i]] = value;
+}
+
+double
+lp_topk_log_rest (const double *log_q, const guint8 *mark, gint64 V)
+{
+  double mx = -INFINITY, sum = 0.0;
+  for (gint64 v = 0; v < V; v++)
+    if (!mark[v])
+      mx = MAX (mx, log_q[v]);
+  if (mx == -INFINITY)
+    return -INFINITY;
+  for (gint64 v = 0; v < V; v++)
+    if (!mark[v])
+      sum += exp (log_q[v] - mx);
+  return mx + log (sum);
+}
+
+/* One bucket's p (log p - log q); 0 when p = 0 (the limit of p log p). */
+static double
+kl_term (double log_p, double log_q)
+{
+  return log_p == -INFINITY ? 0.0 : exp (log_p) * (log_p - log_q);
+}
+
+void
+lp_cop_kl_topk_ref (const LpCNode *node)
+{
+  const LpCTensor *student = node->src[0];
+  gint64 T = lp_ctensor_rows (student), k = lp_ctensor_cols (node->src[1]);
+  int V = (int) lp_ctensor_cols (student);
+  float tau = node->f[0];
+  g_autofree float *s = g_new (float, V);
+  g_autofree double *lq = g_new (double, V);
+  g_autofree guint8 *mark = g_new0 (guint8, V);
+  for (gint64 t = 0; t < T; t++)
+    {
+      const gint32 *ids = i32 (node->src[1]) + t * k;
+      const float *lp = f32 (node->src[2]) + t * k;
+      for (int v = 0; v < V; v++)
+        s[v] = f32 (student)[(gsize) t * V + v] / tau;
+      lp_log_softmax (s, V, lq);
+      lp_topk_mark (ids, k, V, mark, 1);
+      double kl = kl_term (f32 (node->src[3])[t], lp_topk_log_rest (lq, mark, V));
+      for (gint64 i = 0; i < k; i++)
+        if (ids[i] >= 0 && ids[i] < V)
+          kl += kl_term (lp[i], lq[ids[i]]);
+      lp_topk_mark (ids, k, V, mark, 0);
+      f32 (node->dst[0])[t] = (float) ((double) tau * tau * kl);
+    }
+}
+
+/* In float: one pass for the max, one for exp and the sums of all tokens
+ * and of the rest (summed directly, not as 1 - the top-k's mass, which
+ * cancels when the top-k hold nearly all of it). */
+void
+lp_cop_kl_topk_cpu (const LpCNode *node)
+{
+  const LpCTensor *student = node->src[0];
+  gint64 T = lp_ctensor_rows (student), V = lp_ctensor_cols (student), k = lp_ctensor_cols (node->src[1]);
+  float tau = node->f[0], inv_tau = 1.0f / tau;
+  g_autofree guint8 *mark = g_new0 (guint8, V);
+  for (gint64 t = 0; t < T; t++)
+    {
+      const float *z = f32 (student) + t * V;
+      const gint32 *ids = i32 (node->src[1]) + t * k;
+      const float *lp = f32 (node->src[2]) + t * k;
+      float mx = -INFINITY, sum = 0.0f, rest = 0.0f;
+      for (gint64 v = 0; v < V; v++)
+        mx = MAX (mx, z[v] * inv_tau);
+      lp_topk_mark (ids, k, V, mark, 1);
+      for (gint64 v = 0; v < V; v++)
+        {
+          float e = expf (z[v] * inv_tau - mx);
+          sum += e;
+          rest += mark[v] ? 0.0f : e;
+        }
+      lp_topk_mark (ids, k, V, mark, 0);
+      float lse = mx + logf (sum), lr = f32 (node->src[3])[t];
+      float kl = lr == -INFINITY ? 0.0f : expf (lr) * (lr - (logf (rest) - logf (sum)));
+      for (gint64 i = 0; i < k; i++)
+        if (ids[i] >= 0 && ids[i] < V && lp[i] != -INFINITY)
+          kl += expf (lp[i]) * (lp[i] - (z[ids[i]] * inv_tau - lse));
+      f32 (node->dst[0])[t] = tau * tau * kl;
+    }
+}
+
 /* ---- mse: dst[t] = mean over the row of (a - b)^2 ---- */
 
 void

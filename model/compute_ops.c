@@ -35,6 +35,8 @@ static const LpCOpInfo op_table[LP_COP_COUNT] = {
   [LP_COP_FAKE_QUANT_BACK] = { "fake_quant_back", 5, 1, lp_cop_fake_quant_back_cpu, lp_cop_fake_quant_back_ref, NULL },
   [LP_COP_DEQUANT_GRID] = { "dequant_grid", 4, 1, lp_cop_dequant_grid_cpu, lp_cop_dequant_grid_ref, lp_cop_dequant_grid_backward },
   [LP_COP_DEQUANT_GRID_BACK] = { "dequant_grid_back", 5, 1, lp_cop_dequant_grid_back_cpu, lp_cop_dequant_grid_back_ref, NULL },
+  [LP_COP_KL_TOPK] = { "kl_topk", 4, 1, lp_cop_kl_topk_cpu, lp_cop_kl_topk_ref, lp_cop_kl_topk_backward },
+  [LP_COP_KL_TOPK_BACK] = { "kl_topk_back", 5, 1, lp_cop_kl_topk_back_cpu, lp_cop_kl_topk_back_ref, NULL },
 };
 
 const LpCOpInfo *

@@ -1,4 +1,4 @@
-/* llmpress — artifacts: a model or metrics, refcounted. */
+/* llmpress — artifacts: a model, metrics, statistics or teacher logits, refcounted. */
 #include "config.h"
 
 #include "lp-internal.h"
@@ -9,6 +9,7 @@ struct _LpArtifact {
   LpModel *model;
   LpMeta *metrics;
   LpStats *stats;
+  LpLogits *logits;
 };
 
 const char *
@@ -22,18 +23,28 @@ lp_artifact_kind_name (LpArtifactKind kind)
       return "metrics";
     case LP_ARTIFACT_STATS:
       return "stats";
+    case LP_ARTIFACT_LOGITS:
+      return "logits";
     default:
       return "nothing";
     }
+}
+
+/* A new artifact of `kind`, its content still to be set. */
+static LpArtifact *
+artifact_new (LpArtifactKind kind)
+{
+  LpArtifact *a = g_new0 (LpArtifact, 1);
+  a->ref_count = 1;
+  a->kind = kind;
+  return a;
 }
 
 LpArtifact *
 lp_artifact_new_model (LpModel *model)
 {
   g_return_val_if_fail (model != NULL, NULL);
-  LpArtifact *a = g_new0 (LpArtifact, 1);
-  a->ref_count = 1;
-  a->kind = LP_ARTIFACT_MODEL;
+  LpArtifact *a = artifact_new (LP_ARTIFACT_MODEL);
   a->model = lp_model_ref (model);
   return a;
 }
@@ -42,9 +53,7 @@ LpArtifact *
 lp_artifact_new_metrics (LpMeta *metrics)
 {
   g_return_val_if_fail (metrics != NULL, NULL);
-  LpArtifact *a = g_new0 (LpArtifact, 1);
-  a->ref_count = 1;
-  a->kind = LP_ARTIFACT_METRICS;
+  LpArtifact *a = artifact_new (LP_ARTIFACT_METRICS);
   a->metrics = metrics;
   return a;
 }
@@ -53,9 +62,7 @@ LpArtifact *
 lp_artifact_new_stats (LpStats *stats)
 {
   g_return_val_if_fail (stats != NULL, NULL);
-  LpArtifact *a = g_new0 (LpArtifact, 1);
-  a->ref_count = 1;
-  a->kind = LP_ARTIFACT_STATS;
+  LpArtifact *a = artifact_new (LP_ARTIFACT_STATS);
   a->stats = lp_stats_ref (stats);
   return a;
 }
@@ -64,6 +71,21 @@ LpStats *
 lp_artifact_get_stats (const LpArtifact *artifact)
 {
   return artifact ? artifact->stats : NULL;
+}
+
+LpArtifact *
+lp_artifact_new_logits (LpLogits *logits)
+{
+  g_return_val_if_fail (logits != NULL, NULL);
+  LpArtifact *a = artifact_new (LP_ARTIFACT_LOGITS);
+  a->logits = lp_logits_ref (logits);
+  return a;
+}
+
+LpLogits *
+lp_artifact_get_logits (const LpArtifact *artifact)
+{
+  return artifact ? artifact->logits : NULL;
 }
 
 LpArtifact *
@@ -85,6 +107,8 @@ lp_artifact_unref (LpArtifact *artifact)
     lp_meta_free (artifact->metrics);
   if (artifact->stats)
     lp_stats_unref (artifact->stats);
+  if (artifact->logits)
+    lp_logits_unref (artifact->logits);
   g_free (artifact);
 }
 

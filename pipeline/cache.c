@@ -1,7 +1,8 @@
 /* llmpress — the artifact cache.  Entries are directories renamed into place
  * complete by their first writer (LpAtomicDir), so readers never see a
  * partial one and concurrent runs never replace one another's; models are
- * stored as GGUF, which keeps every metadata key.
+ * stored as GGUF, which keeps every metadata key, and so are statistics
+ * (stats.gguf) and teacher logits (logits.gguf), each in a file of its own.
  *
  * Every file of an entry is listed in entry.ini's [files] with its CRC-32
  * and size, computed as it was written, and entry.ini ends with a seal, the
@@ -98,6 +99,8 @@ artifact_file (const char *kind)
     return "metrics.ini";
   if (g_strcmp0 (kind, "stats") == 0)
     return "stats.gguf";
+  if (g_strcmp0 (kind, "logits") == 0)
+    return "logits.gguf";
   return NULL;
 }
 
@@ -187,7 +190,7 @@ verify_files (LpCache *cache, const char *key, GKeyFile *kf, gboolean full, char
   const char *needed = artifact_file (kind);
   if (needed == NULL && g_strcmp0 (kind, "none") != 0)
     {
-      *why = g_strdup_printf ("entry.ini: kind: expected model, metrics, stats or none, found '%s'",
+      *why = g_strdup_printf ("entry.ini: kind: expected model, metrics, stats, logits or none, found '%s'",
                               kind ? kind : "nothing");
       return FALSE;
     }
@@ -287,6 +290,11 @@ load_artifact (const char *dir, const char *kind, GError **error)
       g_autoptr (LpStats) st = lp_stats_load (path, error);
       return st ? lp_artifact_new_stats (st) : NULL;
     }
+  if (strcmp (kind, "logits") == 0)
+    {
+      g_autoptr (LpLogits) lg = lp_logits_load (path, error);
+      return lg ? lp_artifact_new_logits (lg) : NULL;
+    }
   g_autofree char *data = NULL;
   GError *e = NULL;
   if (!g_file_get_contents (path, &data, NULL, &e))
@@ -367,8 +375,10 @@ write_artifact (const char *tmp, LpArtifact *artifact, const char **name, char *
       opts.format = LP_FORMAT_GGUF;
       ok = lp_model_save (lp_artifact_get_model (artifact), path, &opts, error);
     }
-  else
+  else if (lp_artifact_kind (artifact) == LP_ARTIFACT_STATS)
     ok = lp_stats_save (lp_artifact_get_stats (artifact), path, error);
+  else
+    ok = lp_logits_save (lp_artifact_get_logits (artifact), path, error);
   lp_atomic_file_log_commits (NULL);
   if (!ok)
     return FALSE;

@@ -127,7 +127,7 @@ check_pass (const LpPassInfo *p)
     return g_strdup_printf ("pass %s: missing required field 'summary'", p->name);
   if (p->run == NULL)
     return g_strdup_printf ("pass %s: missing required field 'run'", p->name);
-  if ((guint) p->output > LP_ARTIFACT_STATS)
+  if ((guint) p->output > LP_ARTIFACT_LOGITS)
     return g_strdup_printf ("pass %s: output kind %d is not a known artifact kind", p->name, p->output);
   for (const LpParamSpec *s = p->params; s && s->name; s++)
     {
@@ -152,8 +152,8 @@ check_pass (const LpPassInfo *p)
         }
     }
   for (const LpInputSpec *in = p->inputs; in && in->name; in++)
-    if (in->kind != LP_ARTIFACT_MODEL && in->kind != LP_ARTIFACT_METRICS && in->kind != LP_ARTIFACT_STATS)
-      return g_strdup_printf ("pass %s: input %s: kind must be a model or metrics", p->name, in->name);
+    if (in->kind < LP_ARTIFACT_MODEL || in->kind > LP_ARTIFACT_LOGITS)
+      return g_strdup_printf ("pass %s: input %s: kind must be a model, metrics, stats or logits", p->name, in->name);
   return NULL;
 }
 

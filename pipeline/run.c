@@ -570,12 +570,18 @@ static void
 record_size (NodeRun *nr)
 {
   LpModel *m = lp_artifact_get_model (nr->artifact);
+  LpLogits *lg = lp_artifact_get_logits (nr->artifact);
   if (m != NULL)
     {
       nr->have_size = TRUE;
       nr->out_bytes = lp_model_n_bytes (m);
       nr->out_params = lp_model_n_params (m);
       nr->out_bpw = lp_model_bits_per_weight (m);
+    }
+  else if (lg != NULL)
+    {
+      nr->have_size = TRUE;
+      nr->out_bytes = lp_logits_n_bytes (lg);
     }
 }
 

@@ -974,6 +974,135 @@ test_kl_back (void)
   g_free (c.r);
 }
 
+/* ---- kl_topk: the teacher as top-k ids, their log p and the rest's ---- */
+
+typedef struct {
+  int T, V, k;
+  double tau;
+  const gint32 *ids;          /* [T, k] */
+  const float *logp, *rest;   /* [T, k], [T] */
+  double *student, *r;
+} TopkCase;
+
+/* The op's definition (compute.h) in double. */
+static double
+topk_loss (gconstpointer p)
+{
+  const TopkCase *c = p;
+  g_autofree double *ls = g_new (double, c->V);
+  g_autofree gboolean *top = g_new (gboolean, c->V);
+  double total = 0.0;
+  for (int t = 0; t < c->T; t++)
+    {
+      d_log_softmax (c->student + (gsize) t * c->V, c->V, c->tau, ls);
+      double rest = 0.0, kl = 0.0;
+      for (int j = 0; j < c->V; j++)
+        top[j] = FALSE;
+      for (int i = 0; i < c->k; i++)
+        top[c->ids[t * c->k + i]] = TRUE;
+      for (int j = 0; j < c->V; j++)
+        rest += top[j] ? 0.0 : exp (ls[j]);
+      for (int i = 0; i < c->k; i++)
+        {
+          double lp = c->logp[t * c->k + i];
+          kl += lp == -INFINITY ? 0.0 : exp (lp) * (lp - ls[c->ids[t * c->k + i]]);
+        }
+      if (c->rest[t] != -INFINITY)
+        kl += exp (c->rest[t]) * (c->rest[t] - log (rest));
+      total += c->r[t] * c->tau * c->tau * kl;
+    }
+  return total;
+}
+
+/* kl_topk_back (reference and CPU kernel) against finite differences, at
+ * temperature 2.5: row 0 a teacher's true top-k (masses summing to 1),
+ * row 1 the same with logits near 300 (the max subtracted), row 2 log p
+ * that do not sum to 1 (the sum P in the gradient shows), row 3 a rest of
+ * no mass (p_rest = 0) and a bucket of no mass (log p = -inf). */
+static void
+test_kl_topk_back (void)
+{
+  enum { T = 4, V = 9, K = 3 };
+  const gint32 ids[T * K] = { 4, 0, 7, 8, 2, 5, 1, 3, 6, 2, 4, 0 };
+  float logp[T * K], rest[T];
+  /* Row 0 and 1: a teacher distribution over V at 2.5. */
+  g_autofree float *teacher = g_new (float, V);
+  lp_test_fill (teacher, V, 120, 4.0);
+  double lt[V];
+  double mx = -INFINITY, sum = 0.0;
+  for (int j = 0; j < V; j++)
+    mx = MAX (mx, teacher[j] / 2.5);
+  for (int j = 0; j < V; j++)
+    sum += exp (teacher[j] / 2.5 - mx);
+  for (int j = 0; j < V; j++)
+    lt[j] = teacher[j] / 2.5 - mx - log (sum);
+  for (int t = 0; t < 2; t++)
+    {
+      double in_top = 0.0;
+      for (int i = 0; i < K; i++)
+        {
+          logp[t * K + i] = (float) lt[ids[t * K + i]];
+          in_top += exp (lt[ids[t * K + i]]);
+        }
+      rest[t] = (float) log1p (-in_top);
+    }
+  const float odd[K] = { -0.3f, -1.9f, -0.8f };
+  memcpy (logp + 2 * K, odd, sizeof odd);
+  rest[2] = -0.2f;
+  const float none[K] = { -0.1f, -INFINITY, -2.4f };
+  memcpy (logp + 3 * K, none, sizeof none);
+  rest[3] = -INFINITY;
+
+  TopkCase c = { .T = T, .V = V, .k = K, .tau = 2.5, .ids = ids, .logp = logp, .rest = rest };
+  LpCTensor *student = random_tensor2 (T, V, 121, 4.0, NULL);
+  for (int j = 0; j < V; j++)
+    fdata (student)[1 * V + j] += 300.0f;
+  c.student = to_double (fdata (student), (gsize) T * V);
+  LpCTensor *dy = random_tensor2 (T, 1, 122, 1.0, &c.r);
+  LpCTensor *id_t = tensor2 (LP_DTYPE_I32, T, K), *lp_t = tensor2_from (LP_DTYPE_F32, T, K, logp);
+  lp_ctensor_write (id_t, 0, ids, sizeof ids);
+  LpCTensor *rest_t = tensor (LP_DTYPE_F32, 1, (gint64[]){ T });
+  lp_ctensor_write (rest_t, 0, rest, sizeof rest);
+  LpCNode n = node_new (LP_COP_KL_TOPK_BACK);
+  n.src[0] = dy;
+  n.src[1] = student;
+  n.src[2] = id_t;
+  n.src[3] = lp_t;
+  n.src[4] = rest_t;
+  n.f[0] = (float) c.tau;
+  n.dst[0] = tensor2 (LP_DTYPE_F32, T, V);
+  run_ref_and_cpu (&n);
+  assert_fd ("kl_topk_back", topk_loss, &c, c.student, (gsize) T * V, fdata (n.dst[0]));
+  /* The forward's value against the definition, per row (dy one-hot).  The
+   * reference rounds z / tau to f32 first (as kl's does): near 120 (row 1)
+   * by up to 3.8e-6, times tau^2 = 6.25 in the loss: 3e-5 bounds it. */
+  LpCNode f = node_new (LP_COP_KL_TOPK);
+  f.n_src = 4, f.n_dst = 1;
+  f.src[0] = student, f.src[1] = id_t, f.src[2] = lp_t, f.src[3] = rest_t;
+  f.f[0] = (float) c.tau;
+  f.dst[0] = tensor (LP_DTYPE_F32, 1, (gint64[]){ T });
+  lp_cop_info (LP_COP_KL_TOPK)->ref (&f);
+  double *r = c.r;
+  for (int t = 0; t < T; t++)
+    {
+      double one[T] = { 0 };
+      one[t] = 1.0;
+      c.r = one;
+      double want = topk_loss (&c);
+      g_assert_cmpfloat (fabs (fdata (f.dst[0])[t] - want), <=, 3e-5 * MAX (1.0, fabs (want)));
+    }
+  c.r = r;
+  lp_ctensor_free (f.dst[0]);
+  lp_ctensor_free (student);
+  lp_ctensor_free (dy);
+  lp_ctensor_free (id_t);
+  lp_ctensor_free (lp_t);
+  lp_ctensor_free (rest_t);
+  lp_ctensor_free (n.dst[0]);
+  g_free (c.student);
+  g_free (c.r);
+}
+
 static double
 mse_loss (gconstpointer p)
 {
@@ -1270,7 +1399,8 @@ test_graph_block (void)
 
 /* The losses' graph: s = 0.5 (x W^T + r0 + bias) with r0 matmul's added
  * term and bias one row broadcast over T; loss_t = KL (s, teacher) at
- * temperature 2 + MSE (s, goal).  s feeds both losses (its gradients sum). */
+ * temperature 2 + MSE (s, goal) + KL_TOPK (s, the teacher's top 2 at
+ * temperature 2).  s feeds every loss (its gradients sum). */
 enum { L_W, L_R0, L_BIAS, L_GOAL, N_LOSS_PARAMS };
 static const char *const loss_param_names[N_LOSS_PARAMS] = { "W", "r0", "bias", "goal" };
 
@@ -1279,6 +1409,7 @@ typedef struct {
   double tau;
   double *x, *teacher, *dy;
   double *p[N_LOSS_PARAMS];
+  TopkCase topk; /* its ids, log p and rest; student and r set per call */
 } LossGraph;
 
 static double
@@ -1293,6 +1424,10 @@ loss_graph_loss (gconstpointer p)
       s[t * N + j] = 0.5 * (s[t * N + j] + c->p[L_R0][t * N + j] + c->p[L_BIAS][j]);
   d_kl (T, N, s, c->teacher, c->tau, kl);
   double loss = dot (c->dy, kl, T);
+  TopkCase topk = c->topk;
+  topk.student = s;
+  topk.r = c->dy;
+  loss += topk_loss (&topk);
   for (int t = 0; t < T; t++)
     {
       double m = 0.0;
@@ -1321,10 +1456,22 @@ test_graph_losses (void)
   LpCTensor *x = random_tensor2 (c.T, c.K, 310, 1.0, &c.x);
   LpCTensor *teacher = random_tensor2 (c.T, c.N, 311, 3.0, &c.teacher);
   LpCTensor *dy = random_tensor2 (c.T, 1, 312, 1.0, &c.dy);
-  for (int attempt = 0; attempt < 2; attempt++)
+  /* The teacher's top 2 at tau, from its logits (as doubles, as d_kl sees them). */
+  enum { K = 2 };
+  gint32 ids[4 * K];
+  float logp[4 * K], rest[4];
+  g_assert_cmpint (c.T, ==, 4);
+  lp_logits_topk (fdata (teacher), c.T, c.N, K, c.tau, ids, logp, rest);
+  c.topk = (TopkCase) { .T = c.T, .V = c.N, .k = K, .tau = c.tau, .ids = ids, .logp = logp, .rest = rest };
+  LpCTensor *id_t = tensor2 (LP_DTYPE_I32, c.T, K), *lp_t = tensor2_from (LP_DTYPE_F32, c.T, K, logp);
+  LpCTensor *rest_t = tensor2_from (LP_DTYPE_F32, c.T, 1, rest);
+  lp_ctensor_write (id_t, 0, ids, sizeof ids);
+  for (int attempt = 0; attempt < 3; attempt++)
     {
-      /* The second time the teacher is trainable: an error, no gradients. */
+      /* The second time the teacher is trainable, the third its top-k's
+       * log p: an error, no gradients. */
       lp_ctensor_set_trainable (teacher, attempt == 1);
+      lp_ctensor_set_trainable (lp_t, attempt == 2);
       g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
       LpCTensor *h = graph_add (g, LP_COP_MATMUL, 3, x, p[L_W], p[L_R0])->dst[0];
       LpCNode *n = graph_add (g, LP_COP_SCALE, 1, graph_add (g, LP_COP_ADD, 2, h, p[L_BIAS])->dst[0]);
@@ -1333,15 +1480,18 @@ test_graph_losses (void)
       n = graph_add (g, LP_COP_KL, 2, s, teacher);
       n->f[0] = (float) c.tau;
       LpCTensor *loss = graph_add (g, LP_COP_ADD, 2, n->dst[0], graph_add (g, LP_COP_MSE, 2, s, p[L_GOAL])->dst[0])->dst[0];
+      n = graph_add (g, LP_COP_KL_TOPK, 4, s, id_t, lp_t, rest_t);
+      n->f[0] = (float) c.tau;
+      loss = graph_add (g, LP_COP_ADD, 2, loss, n->dst[0])->dst[0];
       graph_run (g);
       g_autoptr (GError) error = NULL;
       gboolean ok = lp_cgraph_backward (g, loss, dy, &error);
-      if (attempt == 1)
+      if (attempt > 0)
         {
           g_assert_false (ok);
-          lp_test_assert_error_contains (error, "kl", "teacher", NULL);
+          lp_test_assert_error_contains (error, attempt == 1 ? "op kl:" : "op kl_topk:", "teacher", NULL);
           g_assert_null (strchr (error->message, '\n'));
-          break;
+          continue;
         }
       g_assert_no_error (error);
       graph_run (g);
@@ -1362,6 +1512,9 @@ test_graph_losses (void)
   lp_ctensor_free (x);
   lp_ctensor_free (teacher);
   lp_ctensor_free (dy);
+  lp_ctensor_free (id_t);
+  lp_ctensor_free (lp_t);
+  lp_ctensor_free (rest_t);
   g_free (c.x);
   g_free (c.teacher);
   g_free (c.dy);
@@ -1383,6 +1536,7 @@ main (int argc, char **argv)
   g_test_add_func ("/backward/row-sum", test_row_sum);
   g_test_add_func ("/backward/cross-entropy", test_cross_entropy_back);
   g_test_add_func ("/backward/kl", test_kl_back);
+  g_test_add_func ("/backward/kl-topk", test_kl_topk_back);
   g_test_add_func ("/backward/mse", test_mse_back);
   g_test_add_func ("/backward/dequant-grid", test_dequant_grid);
   g_test_add_func ("/backward/fake-quant", test_fake_quant);

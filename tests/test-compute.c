@@ -258,6 +258,96 @@ test_embed_and_losses (void)
     g_assert_cmpfloat_with_epsilon (k[t], 0.0, 1e-7);
 }
 
+/* One node of `op` over src on the CPU; its result [n] read back. */
+static float *
+run_node (LpBackend *cpu, LpCOp op, LpCTensor *const *src, int n_src, float tau)
+{
+  g_autoptr (LpCGraph) g = lp_cgraph_new (cpu);
+  g_autoptr (GError) error = NULL;
+  LpCNode *n = lp_cgraph_add (g, op, src, n_src, NULL, 0, &error);
+  g_assert_no_error (error);
+  n->f[0] = tau;
+  g_assert_true (lp_cgraph_compute (g, &error));
+  g_assert_no_error (error);
+  return read_f32 (n->dst[0]);
+}
+
+/* kl_topk: the CPU kernel against the reference (forward and backward),
+ * for a teacher reduced to its top-k by lp_logits_topk at several k; with
+ * k = V - 1 (the rest one token) and k = V (no rest) the buckets are the
+ * tokens, so loss and gradient equal kl's; with fewer, the buckets merge
+ * tokens, and KL over a coarser partition is never larger (it grows with
+ * k). */
+static void
+test_kl_topk (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GPtrArray) pool = pool_new ();
+  enum { T = 9, V = 40 };
+  const float tau = 2.0f;
+  LpCTensor *student = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, V }, 95, 4));
+  LpCTensor *teacher = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, V }, 96, 4));
+  LpCTensor *dy = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ T }, 97, 1));
+  g_autofree float *tl = read_f32 (teacher);
+  g_autofree float *kl = run_node (cpu, LP_COP_KL, (LpCTensor *[]){ student, teacher }, 2, tau);
+  g_autofree float *kl_back = run_node (cpu, LP_COP_KL_BACK, (LpCTensor *[]){ dy, student, teacher }, 3, tau);
+  const int ks[] = { 1, 2, 5, 20, V - 1, V };
+  float last[T];
+  for (int t = 0; t < T; t++)
+    last[t] = 0.0f;
+  for (guint c = 0; c < G_N_ELEMENTS (ks); c++)
+    {
+      int k = ks[c];
+      g_autofree gint32 *ids = g_new (gint32, T * k);
+      g_autofree float *logp = g_new (float, T * k), *rest = g_new (float, T);
+      lp_logits_topk (tl, T, V, k, tau, ids, logp, rest);
+      LpCTensor *id_t = pooled (pool, tensor_bytes (cpu, LP_DTYPE_I32, 2, (gint64[]){ T, k }, ids));
+      LpCTensor *lp_t = pooled (pool, tensor_bytes (cpu, LP_DTYPE_F32, 2, (gint64[]){ T, k }, logp));
+      LpCTensor *rest_t = pooled (pool, tensor_bytes (cpu, LP_DTYPE_F32, 1, (gint64[]){ T }, rest));
+      LpCTensor *src[5] = { dy, student, id_t, lp_t, rest_t };
+      check_op (LP_COP_KL_TOPK, src + 1, 4, NULL, (float[4]){ tau }, 1e-5);
+      check_op (LP_COP_KL_TOPK_BACK, src, 5, NULL, (float[4]){ tau }, 1e-5);
+      g_autofree float *loss = run_node (cpu, LP_COP_KL_TOPK, src + 1, 4, tau);
+      g_autofree float *grad = run_node (cpu, LP_COP_KL_TOPK_BACK, src, 5, tau);
+      g_test_message ("k = %d: kl_topk row 0 %.6f, kl %.6f", k, loss[0], kl[0]);
+      for (int t = 0; t < T; t++)
+        {
+          g_assert_cmpfloat (loss[t], >=, last[t] - 1e-5f);
+          g_assert_cmpfloat (loss[t], <=, kl[t] + 1e-5f * MAX (1.0f, kl[t]));
+          last[t] = loss[t];
+        }
+      if (k >= V - 1)
+        {
+          lp_test_assert_close (loss, kl, T, 1e-5);
+          lp_test_assert_close (grad, kl_back, T * V, 1e-5);
+        }
+    }
+  /* The top-k's order and masses: decreasing log p, and with the rest they sum to 1. */
+  enum { K = 5 };
+  gint32 ids[T * K];
+  float logp[T * K], rest[T];
+  lp_logits_topk (tl, T, V, K, tau, ids, logp, rest);
+  for (int t = 0; t < T; t++)
+    {
+      double mass = exp (rest[t]);
+      for (int i = 0; i < K; i++)
+        {
+          mass += exp (logp[t * K + i]);
+          if (i > 0)
+            g_assert_cmpfloat (logp[t * K + i], <=, logp[t * K + i - 1]);
+          for (int j = 0; j < V; j++)
+            if (tl[t * V + j] > tl[t * V + ids[t * K + i]])
+              {
+                gboolean kept = FALSE;
+                for (int m = 0; m < i; m++)
+                  kept |= ids[t * K + m] == j;
+                g_assert_true (kept); /* every likelier token came before */
+              }
+        }
+      g_assert_cmpfloat (fabs (mass - 1.0), <, 1e-6);
+    }
+}
+
 static void
 test_ctensor_round_trip (void)
 {
@@ -625,6 +715,7 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/elementwise", test_elementwise);
   g_test_add_func ("/compute/add-broadcast", test_add_broadcast_values);
   g_test_add_func ("/compute/embed-losses", test_embed_and_losses);
+  g_test_add_func ("/compute/kl-topk", test_kl_topk);
   g_test_add_func ("/compute/ctensor-round-trip", test_ctensor_round_trip);
   g_test_add_func ("/compute/fallback", test_fallback);
   g_test_add_func ("/compute/weight-budget", test_weight_budget);

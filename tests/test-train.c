@@ -245,6 +245,11 @@ typedef struct {
   const gint32 *tokens, *targets;
   const float *teacher; /* [T, V] */
   double temperature, alpha;
+  /* k > 0: the teacher as its top-k at the temperature instead (ids [T, k],
+   * log p [T, k], the rest's log p [T]), the loss over the k + 1 buckets. */
+  int k;
+  const gint32 *ids;
+  const float *logp, *rest;
 } E2e;
 
 /* log-softmax of x[V] / tau in double. */
@@ -283,7 +288,27 @@ e2e_loss (LpModel *m, const E2e *c)
           ce -= ls[c->targets[t]];
           n++;
         }
-      if (c->teacher)
+      if (c->k > 0)
+        {
+          /* The buckets: each id, and every other token together. */
+          log_softmax_d (row, c->V, c->temperature, ls);
+          double rest = 0.0, k = 0.0;
+          for (int i = 0; i < c->V; i++)
+            {
+              gboolean top = FALSE;
+              for (int j = 0; j < c->k; j++)
+                top |= c->ids[t * c->k + j] == i;
+              rest += top ? 0.0 : exp (ls[i]);
+            }
+          for (int j = 0; j < c->k; j++)
+            {
+              double lp = c->logp[t * c->k + j];
+              k += exp (lp) * (lp - ls[c->ids[t * c->k + j]]);
+            }
+          k += exp (c->rest[t]) * (c->rest[t] - log (rest));
+          kl += c->temperature * c->temperature * k;
+        }
+      else if (c->teacher)
         {
           log_softmax_d (row, c->V, c->temperature, ls);
           log_softmax_d (c->teacher + t * c->V, c->V, c->temperature, lt);
@@ -352,6 +377,30 @@ e2e_loss_fn (LpModel *m, gconstpointer data)
   return e2e_loss (m, data);
 }
 
+/* The case's teacher as the trainer takes it: its logits, or its top-k. */
+static LpTeacherLogits
+e2e_teacher (const E2e *c)
+{
+  if (c->k > 0)
+    return (LpTeacherLogits) { .k = c->k, .topk_ids = c->ids, .topk_logp = c->logp, .rest_logp = c->rest };
+  return (LpTeacherLogits) { .logits = c->teacher };
+}
+
+/* Every tensor's accumulated gradient in tr against finite differences of c's loss. */
+static void
+check_e2e_fd_all (LpTrainer *tr, LpModel *m, const E2e *c)
+{
+  g_autoptr (GError) error = NULL;
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      const char *name = lp_model_tensor_at (m, i)->name;
+      g_autofree float *grad = g_new (float, lp_tensor_n_elements (lp_model_tensor_at (m, i)));
+      g_assert_true (lp_trainer_grad (tr, name, 0, grad, &error));
+      g_assert_no_error (error);
+      check_fd (m, name, grad, e2e_loss_fn, c);
+    }
+}
+
 /* Tokens, next-token targets (the last not scored), a random teacher. */
 static E2e
 e2e_case (int T, int V, gint32 *tokens, gint32 *targets, float *teacher, guint32 seed)
@@ -400,14 +449,59 @@ check_e2e_grad (LpArch arch, gboolean untied)
   g_assert_cmpint (loss.n_tokens, ==, T);
   g_assert_cmpint (lp_trainer_n_tensors (tr), ==, (int) lp_model_n_tensors (m));
   g_assert_cmpint (lp_trainer_n_params (tr), ==, lp_model_n_params (m));
-  for (guint i = 0; i < lp_model_n_tensors (m); i++)
-    {
-      const char *name = lp_model_tensor_at (m, i)->name;
-      g_autofree float *grad = g_new (float, lp_tensor_n_elements (lp_model_tensor_at (m, i)));
-      g_assert_true (lp_trainer_grad (tr, name, 0, grad, &error));
-      g_assert_no_error (error);
-      check_fd (m, name, grad, e2e_loss_fn, &c);
-    }
+  check_e2e_fd_all (tr, m, &c);
+}
+
+/* An offline teacher (its top 16 of 260 at temperature 2, as distill.teacher
+ * keeps it): every tensor's gradient against finite differences of the
+ * loss over the buckets; with k = V - 1 the buckets are the tokens and the
+ * loss is the full teacher's; ids repeated in a position are refused. */
+static void
+test_e2e_grad_topk (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = train_model (LP_ARCH_LLAMA, TRUE, 4);
+  enum { T = 7, K = 16 };
+  const int V = (int) lp_model_config (m)->n_vocab;
+  gint32 tokens[T], targets[T], ids[T * K];
+  float logp[T * K], rest[T];
+  g_autofree float *teacher = g_new (float, T * V);
+  E2e c = e2e_case (T, V, tokens, targets, teacher, 13);
+  lp_logits_topk (teacher, T, V, K, c.temperature, ids, logp, rest);
+  c.k = K, c.ids = ids, c.logp = logp, c.rest = rest;
+  g_autoptr (LpTensorPattern) all = lp_tensor_pattern_new ("*");
+  LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
+  o.trainable = all;
+  g_autoptr (LpTrainer) tr = lp_trainer_new (m, NULL, &o, &error);
+  g_assert_no_error (error);
+  LpTeacherLogits tl = e2e_teacher (&c);
+  LpTrainLoss loss;
+  g_assert_true (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &tl, c.temperature, c.alpha, 1.0, &loss, &error));
+  g_assert_no_error (error);
+  double want = e2e_loss (m, &c);
+  g_assert_cmpfloat (fabs (loss.loss - want), <, 1e-5 * want);
+  check_e2e_fd_all (tr, m, &c);
+
+  /* k = V - 1: the full teacher's loss. */
+  g_autofree gint32 *all_ids = g_new (gint32, T * (V - 1));
+  g_autofree float *all_logp = g_new (float, T * (V - 1));
+  lp_logits_topk (teacher, T, V, V - 1, c.temperature, all_ids, all_logp, rest);
+  LpTeacherLogits full = { .logits = teacher }, nearly = { .k = V - 1, .topk_ids = all_ids, .topk_logp = all_logp,
+                                                           .rest_logp = rest };
+  LpTrainLoss lf, ln;
+  g_assert_true (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &full, c.temperature, 0.0, 1.0, &lf, &error));
+  g_assert_true (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &nearly, c.temperature, 0.0, 1.0, &ln, &error));
+  g_assert_no_error (error);
+  g_test_message ("KL: full teacher %.7f, top %d of %d %.7f, top %d %.7f", lf.kl, V - 1, V, ln.kl, K, loss.kl);
+  g_assert_cmpfloat (fabs (lf.kl - ln.kl), <, 1e-5 * lf.kl);
+  g_assert_cmpfloat (loss.kl, <, lf.kl); /* merged buckets: never more */
+
+  /* A position whose ids repeat one. */
+  ids[3 * K + 5] = ids[3 * K + 2];
+  g_assert_false (lp_trainer_accumulate_e2e (tr, tokens, targets, T, &tl, c.temperature, c.alpha, 1.0, &loss, &error));
+  lp_test_assert_error_contains (error, "trainer: teacher top-k: position 3, id 5: expected a token below 260 not already "
+                                 "among the position's, found", NULL);
+  g_assert_null (strchr (error->message, '\n'));
 }
 
 static void
@@ -541,7 +635,7 @@ static void
 train_steps (LpTrainer *tr, const E2e *c, int steps, double lr, double *losses)
 {
   g_autoptr (GError) error = NULL;
-  LpTeacherLogits tl = { .logits = c->teacher };
+  LpTeacherLogits tl = e2e_teacher (c);
   for (int s = 0; s < steps; s++)
     {
       LpTrainLoss loss;
@@ -1008,7 +1102,7 @@ vk_run (LpBackend *be, LpModel *m, const E2e *c, RunResult *out)
   o.trainable = all;
   g_autoptr (LpTrainer) tr = lp_trainer_new (m, be, &o, &error);
   g_assert_no_error (error);
-  LpTeacherLogits tl = { .logits = c->teacher };
+  LpTeacherLogits tl = e2e_teacher (c);
   g_assert_true (lp_trainer_accumulate_e2e (tr, c->tokens, c->targets, c->T, &tl, c->temperature, c->alpha, 1.0, NULL,
                                             &error));
   g_assert_no_error (error);
@@ -1030,7 +1124,8 @@ vk_run (LpBackend *be, LpModel *m, const E2e *c, RunResult *out)
 }
 
 /* The same training on the device and on the CPU (one weight pruned: its
- * zeros stay exactly 0 there too): gradients within 1e-4
+ * zeros stay exactly 0 there too), with the teacher's logits and with its
+ * top 16 (kl_topk): gradients within 1e-4
  * (relative Frobenius: each block's f32 sums in another order, through
  * two blocks and the head), losses within 1e-5 relative, and after 4 AdamW
  * steps of 1e-2 the parameters within 1e-4 relative (Adam's step is m /
@@ -1055,26 +1150,36 @@ test_vulkan_train (void)
   gint32 tokens[9], targets[9];
   g_autofree float *teacher = g_new (float, T * V);
   E2e c = e2e_case (T, V, tokens, targets, teacher, 16);
-  RunResult rv = { 0 }, rc = { 0 };
-  vk_run (vk, m, &c, &rv);
-  vk_run (NULL, m, &c, &rc);
-  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+  enum { K = 16 };
+  gint32 ids[9 * K];
+  float logp[9 * K], rest[9];
+  lp_logits_topk (teacher, T, V, K, c.temperature, ids, logp, rest);
+  for (int topk = 0; topk < 2; topk++)
     {
-      gint64 n = lp_tensor_n_elements (lp_model_tensor_at (m, i));
-      if (lp_model_tensor_at (m, i) == masked)
-        for (gint64 e = 0; e < n; e += 2)
-          g_assert_cmpfloat (rv.param[i][e], ==, 0.0f);
-      lp_test_assert_close (rv.grad[i], rc.grad[i], n, 1e-4);
-      lp_test_assert_close (rv.param[i], rc.param[i], n, 1e-4);
-      g_free (rv.grad[i]);
-      g_free (rc.grad[i]);
-      g_free (rv.param[i]);
-      g_free (rc.param[i]);
+      if (topk)
+        c.k = K, c.ids = ids, c.logp = logp, c.rest = rest;
+      RunResult rv = { 0 }, rc = { 0 };
+      vk_run (vk, m, &c, &rv);
+      vk_run (NULL, m, &c, &rc);
+      for (guint i = 0; i < lp_model_n_tensors (m); i++)
+        {
+          gint64 n = lp_tensor_n_elements (lp_model_tensor_at (m, i));
+          if (lp_model_tensor_at (m, i) == masked)
+            for (gint64 e = 0; e < n; e += 2)
+              g_assert_cmpfloat (rv.param[i][e], ==, 0.0f);
+          lp_test_assert_close (rv.grad[i], rc.grad[i], n, 1e-4);
+          lp_test_assert_close (rv.param[i], rc.param[i], n, 1e-4);
+          g_free (rv.grad[i]);
+          g_free (rc.grad[i]);
+          g_free (rv.param[i]);
+          g_free (rc.param[i]);
+        }
+      for (int s = 0; s < 3; s++)
+        g_assert_cmpfloat (fabs (rv.losses[s] - rc.losses[s]), <=, 1e-5 * rc.losses[s]);
+      g_test_message ("%s: losses on %s: %.7f %.7f %.7f; on the CPU %.7f %.7f %.7f",
+                      topk ? "the teacher's top 16" : "the teacher's logits", vk->device_name, rv.losses[0],
+                      rv.losses[1], rv.losses[2], rc.losses[0], rc.losses[1], rc.losses[2]);
     }
-  for (int s = 0; s < 3; s++)
-    g_assert_cmpfloat (fabs (rv.losses[s] - rc.losses[s]), <=, 1e-5 * rc.losses[s]);
-  g_test_message ("losses on %s: %.7f %.7f %.7f; on the CPU %.7f %.7f %.7f", vk->device_name, rv.losses[0],
-                  rv.losses[1], rv.losses[2], rc.losses[0], rc.losses[1], rc.losses[2]);
 }
 
 /* ---- stories260K ---- */
@@ -1210,6 +1315,7 @@ main (int argc, char **argv)
   g_test_add_func ("/train/e2e-grad/tied", test_e2e_grad_tied);
   g_test_add_func ("/train/e2e-grad/untied", test_e2e_grad_untied);
   g_test_add_func ("/train/e2e-grad/qkv-bias", test_e2e_grad_bias);
+  g_test_add_func ("/train/e2e-grad/teacher-topk", test_e2e_grad_topk);
   g_test_add_func ("/train/e2e-layer", test_e2e_layer);
   g_test_add_func ("/train/block-grad", test_block_grad);
   g_test_add_func ("/train/keep-mask", test_keep_mask);

@@ -32,6 +32,7 @@ typedef enum {
   FILL_ABS,    /* |uniform in [-1, 1]| (AdamW's second moments) */
   FILL_MASK,   /* f32 0 or 1 (a keep-mask), about one in three 0 */
   FILL_GROUPS, /* i32 g_idx: i / range (the plain groups) */
+  FILL_TOPK,   /* i32 rows of distinct ids in [0, range): a teacher's top-k */
 } Fill;
 
 typedef struct {
@@ -64,6 +65,7 @@ typedef struct {
 #define MASK(n) { LP_DTYPE_F32, 1, { n }, FILL_MASK, 0 }
 /* AdamW's lr, beta1, beta2, eps, weight decay, gradient scale. */
 static const float adamw_f[8] = { 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.5f };
+#define TOPK(rows, k, range) { LP_DTYPE_I32, 2, { rows, k }, FILL_TOPK, range }
 /* An integer grid of 33 rows, 40 columns, groups of 16 (3 a row), 4 bits. */
 #define GRID_33x40 { LP_DTYPE_I8, 2, { 33, 40 }, FILL_BYTES, 16 }, { LP_DTYPE_I16, 2, { 33, 3 }, FILL_SCALES, 0 }, \
                    { LP_DTYPE_I8, 2, { 33, 3 }, FILL_BYTES, 16 }, { LP_DTYPE_I32, 1, { 40 }, FILL_IDS, 3 }
@@ -113,6 +115,14 @@ static const OpCase op_cases[] = {
   { "/vulkan-graph/cross_entropy-wide", LP_COP_CROSS_ENTROPY, 2, { F32 (5, 1500), TARGETS (5, 1500) }, .tol = 1e-5 },
   { "/vulkan-graph/kl", LP_COP_KL, 2, { F32 (7, 50), F32 (7, 50) }, .f = 2.0f, .tol = 1e-5 },
   { "/vulkan-graph/mse", LP_COP_MSE, 2, { F32 (7, 50), F32 (7, 50) }, .tol = 1e-5 },
+  /* A teacher's top-k: short rows (an invocation a row), rows past 1024 (a
+   * work group a row), and k = V - 1 (the rest one token). */
+  { "/vulkan-graph/kl_topk", LP_COP_KL_TOPK, 4, { F32 (7, 50), TOPK (7, 5, 50), F32 (7, 5), VEC (7) }, .f = 2.0f,
+    .tol = 1e-5 },
+  { "/vulkan-graph/kl_topk-wide", LP_COP_KL_TOPK, 4, { F32 (5, 1500), TOPK (5, 64, 1500), F32 (5, 64), VEC (5) },
+    .f = 2.0f, .tol = 1e-5 },
+  { "/vulkan-graph/kl_topk-all-but-one", LP_COP_KL_TOPK, 4, { F32 (7, 50), TOPK (7, 49, 50), F32 (7, 49), VEC (7) },
+    .f = 0.5f, .tol = 1e-5 },
   /* ---- backward ---- */
   { "/vulkan-graph/embed_back", LP_COP_EMBED_BACK, 2, { F32 (7, 24), IDS (7, 4) }, { 10 }, .tol = 1e-6,
     .dst = F32 (10, 24) },
@@ -164,6 +174,12 @@ static const OpCase op_cases[] = {
     { 4, 0 }, .tol = 1e-6 },
   { "/vulkan-graph/dequant_grid_back-plain", LP_COP_DEQUANT_GRID_BACK, 5,
     { F32 (33, 40), CODES_33x40, TRAIN_GRID_33x40_PLAIN }, { 4, 16 }, .tol = 1e-6 },
+  { "/vulkan-graph/kl_topk_back", LP_COP_KL_TOPK_BACK, 5, { VEC (7), F32 (7, 50), TOPK (7, 5, 50), F32 (7, 5), VEC (7) },
+    .f = 2.0f, .tol = 1e-5 },
+  { "/vulkan-graph/kl_topk_back-wide", LP_COP_KL_TOPK_BACK, 5,
+    { VEC (5), F32 (5, 1500), TOPK (5, 64, 1500), F32 (5, 64), VEC (5) }, .f = 2.0f, .tol = 1e-5 },
+  { "/vulkan-graph/kl_topk_back-all-but-one", LP_COP_KL_TOPK_BACK, 5,
+    { VEC (7), F32 (7, 50), TOPK (7, 49, 50), F32 (7, 49), VEC (7) }, .f = 0.5f, .tol = 1e-5 },
 };
 
 /* The device under validation, or NULL after g_test_skip with the reason. */
@@ -235,6 +251,25 @@ operand_bytes (const Operand *o, guint32 seed, gsize *n_bytes)
       for (gint64 i = 0; i < n; i++)
         ((gint32 *) out)[i] = (gint32) (i / o->range);
       break;
+    case FILL_TOPK:
+      {
+        /* A partial Fisher-Yates shuffle of 0 .. range - 1 a row. */
+        g_autofree gint32 *perm = g_new (gint32, o->range);
+        for (gint64 row = 0; row < o->shape[0]; row++)
+          {
+            for (gint64 v = 0; v < o->range; v++)
+              perm[v] = (gint32) v;
+            for (gint64 i = 0; i < o->shape[1]; i++)
+              {
+                gint64 j = g_rand_int_range (r, (gint32) i, (gint32) o->range);
+                gint32 t = perm[i];
+                perm[i] = perm[j];
+                perm[j] = t;
+                ((gint32 *) out)[row * o->shape[1] + i] = perm[i];
+              }
+          }
+        break;
+      }
     case FILL_FREQ:
       for (gint64 i = 0; i < n; i++)
         ((float *) out)[i] = (float) pow (10000.0, -(double) i / (double) n);

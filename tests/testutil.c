@@ -457,6 +457,15 @@ lp_test_report_metric (const char *out_dir, const char *node, const char *metric
   return json_object_get_double_member (json_object_get_object_member (n, "metrics"), metric);
 }
 
+double
+lp_test_report_node_double (const char *out_dir, const char *node, const char *member)
+{
+  g_autoptr (JsonParser) p = NULL;
+  JsonObject *n = report_node (out_dir, node, &p);
+  g_assert_true (json_object_has_member (n, member));
+  return json_object_get_double_member (n, member);
+}
+
 char *
 lp_test_report_key (const char *out_dir, const char *node)
 {

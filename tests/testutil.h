@@ -85,6 +85,8 @@ float *lp_test_logits (LpModel *m, const gint32 *tokens, int T);
  * (g_free() it).  Fails the test when the node or the value is absent. */
 double lp_test_report_metric (const char *out_dir, const char *node, const char *metric);
 char *lp_test_report_key (const char *out_dir, const char *node);
+/* A number the report gives a node itself (bits_per_weight, output_bytes, duration). */
+double lp_test_report_node_double (const char *out_dir, const char *node, const char *member);
 /* Entries, and temporaries a writer left (names starting with '.'), in a
  * cache directory. */
 void lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries);

@@ -44,6 +44,7 @@ typedef enum {
   VK_SH_ADAMW,
   VK_SH_SUM_SQ,
   VK_SH_GRID_TRAIN,     /* fake_quant, dequant_grid and their backward ops */
+  VK_SH_KL_TOPK,        /* kl_topk and its backward */
   VK_SH_COUNT,
 } VkShaderId;
 

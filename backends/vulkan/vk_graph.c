@@ -445,6 +445,33 @@ record_loss (Run *r, const LpCNode *n)
   return TRUE;
 }
 
+/* kl_topk.comp's push constants; its modes. */
+typedef struct {
+  guint32 V, k, mode;
+  float f;
+  guint32 n_rows, W;
+} KlTopkPush;
+
+enum { KL_TOPK_FORWARD, KL_TOPK_BACKWARD };
+
+/* kl_topk and its backward: one dispatch, the ids' bit mask [T, W] in a
+ * scratch buffer the shader builds. */
+static gboolean
+record_kl_topk (Run *r, const LpCNode *n)
+{
+  gboolean back = n->op == LP_COP_KL_TOPK_BACK;
+  LpCTensor *const *s = n->src + (back ? 1 : 0); /* student, ids, log p, rest */
+  guint32 T = (guint32) rows_of (s[0]), V = (guint32) cols_of (s[0]);
+  KlTopkPush p = { V, (guint32) cols_of (s[1]), back ? KL_TOPK_BACKWARD : KL_TOPK_FORWARD, n->f[0], T, (V + 31) / 32 };
+  LpVkBuf *mark = scratch (r, (gsize) T * p.W * sizeof (guint32));
+  if (mark == NULL)
+    return FALSE;
+  const LpVkBuf *dy = back ? BUF (n->src[0]) : BUF (s[3]); /* the forward reads none: any buffer */
+  const LpVkBuf *bufs[7] = { BUF (s[0]), BUF (s[1]), BUF (s[2]), BUF (s[3]), dy, BUF (n->dst[0]), mark };
+  dispatch_rows (r, VK_SH_KL_TOPK, V <= LOSS_ROWS_MAX_V, bufs, 7, 1u << 5 | 1u << 6, &p, sizeof p, T);
+  return TRUE;
+}
+
 /* ---- backward ops ---- */
 
 /* dx[T,K] = dy[T,N] W[N,K]: the gemm with B not transposed. */
@@ -660,6 +687,8 @@ static const RecordFn records[LP_COP_COUNT] = {
   [LP_COP_FAKE_QUANT_BACK] = record_grid_train,
   [LP_COP_DEQUANT_GRID] = record_grid_train,
   [LP_COP_DEQUANT_GRID_BACK] = record_grid_train,
+  [LP_COP_KL_TOPK] = record_kl_topk,
+  [LP_COP_KL_TOPK_BACK] = record_kl_topk,
 };
 
 /* ---- which nodes the device runs ---- */
@@ -770,6 +799,15 @@ node_shapes_ok (LpVkCtx *ctx, const LpCNode *n)
                && s[f + 2]->dtype == LP_DTYPE_I8 && s[f + 3]->dtype == LP_DTYPE_I32 && n->i[0] >= 1 && n->i[0] <= 8
                && n_elements (s[f + 2]) == n_elements (s[f + 1]) && rows_of (s[f + 1]) == rows_of (s[f])
                && n_elements (s[f + 3]) == cols_of (s[f]);
+      }
+    case LP_COP_KL_TOPK:
+    case LP_COP_KL_TOPK_BACK:
+      {
+        /* The student, then ids (i32), log p and the rest's (f32); the mask within a binding. */
+        const LpCTensor *const *t = s + (n->op == LP_COP_KL_TOPK_BACK ? 1 : 0);
+        gint64 T = rows_of (t[0]), V = cols_of (t[0]);
+        return is_f32 (t[0]) && t[1]->dtype == LP_DTYPE_I32 && is_f32 (t[2]) && is_f32 (t[3]) && rows_of (t[1]) == T
+               && n_elements (t[3]) == T && T <= groups && (guint64) T * ((V + 31) / 32) * 4 <= ctx->max_binding;
       }
     default:
       return TRUE;

@@ -86,6 +86,9 @@ static const guint32 sum_sq_spv[] =
 static const guint32 grid_train_spv[] =
 #include "grid_train.spv.inc"
     ;
+static const guint32 kl_topk_spv[] =
+#include "kl_topk.spv.inc"
+    ;
 
 static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_GEMM] = { gemm_spv, sizeof gemm_spv, "gemm" },
@@ -115,6 +118,7 @@ static const VkShaderCode shaders[VK_SH_COUNT] = {
   [VK_SH_ADAMW] = { adamw_spv, sizeof adamw_spv, "adamw" },
   [VK_SH_SUM_SQ] = { sum_sq_spv, sizeof sum_sq_spv, "sum_sq" },
   [VK_SH_GRID_TRAIN] = { grid_train_spv, sizeof grid_train_spv, "grid_train" },
+  [VK_SH_KL_TOPK] = { kl_topk_spv, sizeof kl_topk_spv, "kl_topk" },
 };
 
 const VkShaderCode *

@@ -79,6 +79,13 @@ typedef enum {
                              * src3 g_idx, i[] as fake_quant's.  Differentiated w.r.t. the scales (dequant_grid_back) */
   LP_COP_DEQUANT_GRID_BACK, /* dst[N,G] = sum over the columns k of group g of dy[n,k] (code[n,k] - z[n,g]); src0 dy
                              * [N,K], src1 .. src4 as dequant_grid's src0 .. src3 (the scales unread but for G) */
+  /* ---- appended for distillation from an offline teacher (its top-k, LpLogits in logits.h) ---- */
+  LP_COP_KL_TOPK,       /* dst[T] = f[0]^2 sum over the k + 1 buckets b of p_b (log p_b - log q_b); src0 student logits
+                         * [T,V]; the teacher: src1 ids i32 [T,k] (distinct, < V), src2 their log p [T,k], src3 log p of
+                         * the rest bucket [T] (every other token together); q = softmax (src0[t] / f[0]), q_rest = its
+                         * mass off the row's ids; a bucket with p = 0 adds 0 */
+  LP_COP_KL_TOPK_BACK,  /* dst[T,V] = d/d(student) of kl_topk times dy; src0 dy [T], src1 student, src2 ids, src3 log p,
+                         * src4 log p rest; f[0] temperature */
   LP_COP_COUNT,
 } LpCOp;
 

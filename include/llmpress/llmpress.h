@@ -21,6 +21,7 @@
 #include <llmpress/eval.h>
 #include <llmpress/calibration.h>
 #include <llmpress/stats.h>
+#include <llmpress/logits.h>
 #include <llmpress/artifact.h>
 #include <llmpress/params.h>
 #include <llmpress/context.h>

@@ -132,6 +132,32 @@ write_stats (const char *dir, GError **error)
   return lp_stats_save (stats, to, error);
 }
 
+/* Teacher logits of the tiny model's vocabulary: 2 windows of 5 tokens,
+ * its top 4 of made-up logits, and a set with k = V (no rest: -inf). */
+static gboolean
+write_logits (LpModel *model, const char *dir, GError **error)
+{
+  gint64 V = lp_model_config (model)->n_vocab;
+  g_autofree char *digest = lp_model_vocab_digest (model);
+  g_autofree float *logits = g_new (float, 5 * V);
+  for (gint64 e = 0; e < 5 * V; e++)
+    logits[e] = (float) ((e * 7919) % 101) / 10.0f;
+  const gint32 tokens[5] = { 1, 40, 41, 259, 3 };
+  const int ks[2] = { 4, (int) V };
+  for (int c = 0; c < 2; c++)
+    {
+      g_autoptr (LpLogits) lg = lp_logits_new (2, 5, ks[c], V, 1.5, digest, error);
+      if (lg == NULL || !lp_logits_set_window (lg, 0, tokens, logits, error)
+          || !lp_logits_set_window (lg, 1, tokens, logits, error))
+        return FALSE;
+      g_autofree char *name = g_strdup_printf ("top%d.gguf", ks[c]);
+      g_autofree char *to = g_build_filename (dir, name, NULL);
+      if (!lp_logits_save (lg, to, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
 /* Specs in the tree (specs/ and the tests' examples come from the seeds
  * folder; these reach every pass family). */
 static const char *const inline_seeds[] = {
@@ -195,6 +221,8 @@ lp_fuzz_make_seeds (const char *target, const char *dir, GError **error)
     }
   if (strcmp (target, "imatrix") == 0)
     return write_legacy_imatrix (dir, error) && write_stats (dir, error);
+  if (strcmp (target, "logits") == 0)
+    return write_logits (model, dir, error);
   if (strcmp (target, "spec-ini") == 0)
     {
       const char *specs = g_getenv ("LLMPRESS_SPECS_DIR");

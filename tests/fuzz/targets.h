@@ -15,6 +15,7 @@ LP_FUZZ_DECLARE (tokenizer_model)
 LP_FUZZ_DECLARE (tokenizer_bin)
 LP_FUZZ_DECLARE (llama2c)
 LP_FUZZ_DECLARE (imatrix)
+LP_FUZZ_DECLARE (logits)
 LP_FUZZ_DECLARE (spec_ini)
 LP_FUZZ_DECLARE (spec_inline)
 
@@ -33,6 +34,7 @@ static const LpFuzzTarget lp_fuzz_targets[] = {
   { "tokenizer-bin", lp_fuzz_tokenizer_bin },
   { "llama2c", lp_fuzz_llama2c },
   { "imatrix", lp_fuzz_imatrix },
+  { "logits", lp_fuzz_logits },
   { "spec-ini", lp_fuzz_spec_ini },
   { "spec-inline", lp_fuzz_spec_inline },
 };

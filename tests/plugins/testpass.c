@@ -1,7 +1,7 @@
 /* Test-only plugin: test.scale multiplies every f32 tensor by a factor,
  * optionally after sleeping, so the scheduler tests can see two branches
  * overlap and compare outputs byte for byte; test.mask prunes; test.crash
- * dies of a signal. */
+ * dies of a signal; test.logits digests teacher logits. */
 #include "config.h"
 
 #include <signal.h>
@@ -147,6 +147,59 @@ static const LpPassInfo crash_pass = {
   .run = crash_run,
 };
 
-static const LpPassInfo *const passes[] = { &scale_pass, &mask_pass, &crash_pass, NULL };
+/* test.logits reads teacher logits (LP_ARTIFACT_LOGITS) and reports what
+ * it was given: the sizes, the temperature, and a SHA-256 of every array's
+ * bytes, so a test can see two readers (and a second run, from the cache)
+ * got the same bits.  `salt` changes the cache key, not the result. */
+static const LpParamSpec logits_params[] = {
+  { .name = "salt", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = 1000000,
+    .help = "any number: a new one makes the node run again", .flags = LP_PARAM_RANGE },
+  { .name = NULL }
+};
+
+static const LpInputSpec logits_inputs[] = {
+  { .name = "input", .kind = LP_ARTIFACT_LOGITS, .help = "the teacher logits" },
+  { .name = NULL }
+};
+
+static gboolean
+logits_run (LpPassContext *ctx, GError **error)
+{
+  LpLogits *lg = lp_artifact_get_logits (lp_pass_context_get_input (ctx, "input"));
+  int N = lp_logits_n_windows (lg), L = lp_logits_seq_len (lg), k = lp_logits_k (lg);
+  g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+  for (int i = 0; i < N; i++)
+    {
+      const gint32 *ids;
+      const float *logp, *rest;
+      lp_logits_window (lg, i, &ids, &logp, &rest);
+      g_checksum_update (sum, (const guchar *) lp_logits_tokens (lg, i), (gssize) L * 4);
+      g_checksum_update (sum, (const guchar *) ids, (gssize) L * k * 4);
+      g_checksum_update (sum, (const guchar *) logp, (gssize) L * k * 4);
+      g_checksum_update (sum, (const guchar *) rest, (gssize) L * 4);
+    }
+  LpMeta *m = lp_meta_new ();
+  lp_meta_set_u64 (m, "windows", (guint64) N);
+  lp_meta_set_u64 (m, "seq_len", (guint64) L);
+  lp_meta_set_u64 (m, "k", (guint64) k);
+  lp_meta_set_u64 (m, "n_vocab", (guint64) lp_logits_n_vocab (lg));
+  lp_meta_set_f32 (m, "temperature", (float) lp_logits_temperature (lg));
+  lp_meta_set_string (m, "digest", g_checksum_get_string (sum));
+  lp_meta_set_string (m, "vocab_digest", lp_logits_vocab_digest (lg));
+  lp_pass_context_set_output_metrics (ctx, m);
+  (void) error;
+  return TRUE;
+}
+
+static const LpPassInfo logits_pass = {
+  .name = "test.logits",
+  .summary = "report teacher logits' sizes and a digest of their bytes",
+  .params = logits_params,
+  .inputs = logits_inputs,
+  .output = LP_ARTIFACT_METRICS,
+  .run = logits_run,
+};
+
+static const LpPassInfo *const passes[] = { &scale_pass, &mask_pass, &crash_pass, &logits_pass, NULL };
 
 LP_PLUGIN_DEFINE ("testpass", "1.0", "MIT", passes)
