@@ -372,9 +372,12 @@ lp_form_weights_free (LpFormWeights *w)
   if (w == NULL)
     return;
   for (int i = 0; i < w->n_params; i++)
-    lp_ctensor_free (w->keep[i]);
+    if (!w->shared[i])
+      lp_ctensor_free (w->keep[i]);
   for (int i = 0; i < w->n_params; i++)
-    if (w->borrowed[i])
+    if (w->shared[i])
+      continue;
+    else if (w->borrowed[i])
       {
         g_free (w->params[i]->name);
         g_free (w->params[i]);
@@ -382,6 +385,8 @@ lp_form_weights_free (LpFormWeights *w)
     else
       lp_ctensor_free (w->params[i]);
   lp_form_weights_free (w->base);
+  for (int i = 0; i < 2; i++)
+    lp_form_weights_free (w->parts[i]);
   lp_tensor_unref (w->src);
   g_free (w);
 }
@@ -464,6 +469,26 @@ lp_form_weights_add_trainable (LpFormWeights *w, const LpTensor *t, GError **err
 {
   g_autofree float *x = lp_tensor_dup_f32 (t, error);
   return x ? lp_form_weights_add (w, LP_DTYPE_F32, t->n_dims, t->shape, x, error) : NULL;
+}
+
+LpFormWeights *
+lp_form_weights_add_part (LpFormWeights *w, LpTensor *part, GError **error)
+{
+  int slot = w->parts[0] == NULL ? 0 : 1;
+  g_return_val_if_fail (w->parts[slot] == NULL, NULL);
+  LpFormWeights *p = weights_new (part, w->be, TRUE, w->how, error);
+  if (p == NULL)
+    return NULL;
+  w->parts[slot] = p;
+  w->bytes += p->bytes;
+  for (int i = 0; i < p->n_trainable; i++)
+    {
+      g_return_val_if_fail (w->n_params < LP_FORM_MAX_PARAMS, NULL);
+      w->shared[w->n_params] = TRUE;
+      w->keep[w->n_params] = p->keep[i];
+      w->params[w->n_params++] = p->params[i];
+    }
+  return p;
 }
 
 gboolean
