@@ -313,7 +313,8 @@ weights_new (LpTensor *t, LpBackend *be, gboolean train, LpFormTrain how, GError
   LpFormWeights *w = g_new0 (LpFormWeights, 1);
   w->src = lp_tensor_ref (t);
   w->be = be;
-  w->how = how;
+  w->how = how & ~LP_FORM_TRAIN_BASE;
+  w->train_base = (how & LP_FORM_TRAIN_BASE) != 0;
   if (!f->klass->upload (f, t, w, train, error))
     {
       lp_form_weights_free (w);
@@ -385,7 +386,7 @@ lp_form_weights_free (LpFormWeights *w)
     else
       lp_ctensor_free (w->params[i]);
   lp_form_weights_free (w->base);
-  for (int i = 0; i < 2; i++)
+  for (guint i = 0; i < G_N_ELEMENTS (w->parts); i++)
     lp_form_weights_free (w->parts[i]);
   lp_tensor_unref (w->src);
   g_free (w);
@@ -474,8 +475,10 @@ lp_form_weights_add_trainable (LpFormWeights *w, const LpTensor *t, GError **err
 LpFormWeights *
 lp_form_weights_add_part (LpFormWeights *w, LpTensor *part, GError **error)
 {
-  int slot = w->parts[0] == NULL ? 0 : 1;
-  g_return_val_if_fail (w->parts[slot] == NULL, NULL);
+  int slot = 0;
+  while (slot < (int) G_N_ELEMENTS (w->parts) && w->parts[slot] != NULL)
+    slot++;
+  g_return_val_if_fail (slot < (int) G_N_ELEMENTS (w->parts), NULL);
   LpFormWeights *p = weights_new (part, w->be, TRUE, w->how, error);
   if (p == NULL)
     return NULL;

@@ -9,7 +9,7 @@
  * its packed grid: CALDERA's quantized L and R).  Training: A and B are the
  * parameters, each trained in its own form (a grid factor by its latent
  * values through the grid, straight-through; rebuilt on the same grid);
- * the base is frozen.
+ * the base is frozen unless LP_FORM_TRAIN_BASE says it trains too.
  *
  * Written as the base writes itself under <name>, plus <name>.lora_a [R, K]
  * and <name>.lora_b [N, R] as given (f16 stays f16; a grid factor writes
@@ -89,23 +89,27 @@ static gboolean
 adapter_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   const AdapterForm *f = AD (form);
+  if (train)
+    {
+      if (lp_form_weights_add_part (w, f->a_in, error) == NULL || lp_form_weights_add_part (w, f->b_in, error) == NULL
+          || (w->train_base && lp_form_weights_add_part (w, f->base, error) == NULL))
+        return FALSE;
+      w->n_trainable = w->n_params;
+      if (w->train_base)
+        return TRUE;
+    }
   w->base = lp_form_weights_new (f->base, w->be, FALSE, error);
   if (w->base == NULL)
     return FALSE;
   w->bytes += w->base->bytes;
   if (train)
-    {
-      if (lp_form_weights_add_part (w, f->a_in, error) == NULL || lp_form_weights_add_part (w, f->b_in, error) == NULL)
-        return FALSE;
-      w->n_trainable = w->n_params;
-      return TRUE;
-    }
+    return TRUE;
   w->n_trainable = 2;
   return lp_form_weights_add_values (w, f->a, TRUE, error) != NULL
          && lp_form_weights_add_values (w, f->b, TRUE, error) != NULL;
 }
 
-/* The same base (its own form, untouched) with A and B rebuilt in their
+/* The same base (its own form, untouched, or rebuilt in it when it trained) with A and B rebuilt in their
  * own forms (the same grid, or dtype), same scale. */
 static LpTensor *
 adapter_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
@@ -113,7 +117,9 @@ adapter_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError
   const AdapterForm *f = AD (form);
   g_autoptr (LpTensor) a = lp_form_weights_trained (w->parts[0], error);
   g_autoptr (LpTensor) b = a ? lp_form_weights_trained (w->parts[1], error) : NULL;
-  return b ? lp_tensor_new_adapter (f->base, a, b, f->scale, error) : NULL;
+  g_autoptr (LpTensor) base = b && w->parts[2] ? lp_form_weights_trained (w->parts[2], error)
+                                               : b ? lp_tensor_ref (f->base) : NULL;
+  return base ? lp_tensor_new_adapter (base, a, b, f->scale, error) : NULL;
 }
 
 /* Factor i's product y = x F^T (+ acc): through its own form when trained. */
@@ -129,7 +135,7 @@ static LpCTensor *
 adapter_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
                 GError **error)
 {
-  LpCTensor *y = lp_form_weights_matmul (w->base, g, x, acc, error);
+  LpCTensor *y = lp_form_weights_matmul (w->base ? w->base : w->parts[2], g, x, acc, error);
   LpCTensor *xa = y ? factor_matmul (w, 0, g, x, NULL, error) : NULL;
   LpCNode *s = xa ? lp_cgraph_add (g, LP_COP_SCALE, &xa, 1, NULL, 0, error) : NULL;
   if (s == NULL)

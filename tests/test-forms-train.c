@@ -138,7 +138,8 @@ build_w (const Case *c, double *const *p, double *W)
     case W_LOW_RANK:
     case W_ADAPTER:
       {
-        /* low-rank: p0 [N, R] p1 [R, K]; adapter: base + s p1 [N, R] p0 [R, K] */
+        /* low-rank: p0 [N, R] p1 [R, K]; adapter: base + s p1 [N, R] p0 [R, K],
+         * its base p2 when it trains */
         gboolean lr = c->kind == W_LOW_RANK;
         const double *a = lr ? p[0] : p[1], *b = lr ? p[1] : p[0];
         for (int n = 0; n < N; n++)
@@ -147,7 +148,7 @@ build_w (const Case *c, double *const *p, double *W)
               double v = 0;
               for (int r = 0; r < RANK; r++)
                 v += a[n * RANK + r] * b[r * K + k];
-              W[n * K + k] = lr ? v : c->base[n * K + k] + c->adapter_scale * v;
+              W[n * K + k] = lr ? v : (c->n_trainable == 3 ? p[2][n * K + k] : c->base[n * K + k]) + c->adapter_scale * v;
             }
         break;
       }
@@ -219,7 +220,7 @@ static void
 check_gradients (const Case *c, LpFormWeights *w, Step *s, const float *x, const float *target)
 {
   g_autoptr (GError) error = NULL;
-  double *p[2] = { NULL, NULL };
+  double *p[3] = { NULL, NULL, NULL };
   double x64[T * K], t64[T * N];
   for (int e = 0; e < T * K; e++)
     x64[e] = x[e];
@@ -279,7 +280,7 @@ check_gradients (const Case *c, LpFormWeights *w, Step *s, const float *x, const
   /* The cases meant to exercise pruned or clamped weights do. */
   if ((mask != NULL && c->kind == W_IS_P0) || c->kind == W_STE)
     g_assert_cmpint (n_zero, >, 0);
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 3; i++)
     g_free (p[i]);
 }
 
@@ -450,10 +451,11 @@ check_adapter_base (const Case *c, LpFormWeights *w, LpTensor *u)
 }
 
 /* An adapter whose factors lie on integer grids keeps them: the rebuilt
- * factors (as the adapter writes them) are grids of the same bits, group,
- * scales, zeros and g_idx, their codes moved (the straight-through step
- * rounded onto the grid), the same bytes in all, and W = base + s B A of
- * those rounded factors, the base frozen. */
+ * parts (as the adapter writes them: its base, A, B) are grids of the same
+ * bits, group, scales, zeros and g_idx, the factors' codes moved (the
+ * straight-through step rounded onto the grid), the base's too when it
+ * trains, else the same; the same bytes in all, and W = base + s B A of
+ * those rounded parts. */
 static void
 check_adapter_grids (const Case *c, LpTensor *u)
 {
@@ -461,13 +463,14 @@ check_adapter_grids (const Case *c, LpTensor *u)
   g_autoptr (GPtrArray) before = lp_tensor_save_tensors (c->t, &error);
   g_autoptr (GPtrArray) after = lp_tensor_save_tensors (u, &error);
   g_assert_no_error (error);
-  g_assert_cmpuint (before->len, ==, after->len);
+  g_assert_cmpuint (before->len, ==, 3);
+  g_assert_cmpuint (after->len, ==, 3);
   g_assert_cmpuint (lp_tensor_storage_bytes (u), ==, lp_tensor_storage_bytes (c->t));
-  double *f[2];
-  for (int i = 0; i < 2; i++)
+  double *f[3];
+  for (int i = 0; i < 3; i++)
     {
-      LpTensor *t0 = before->pdata[before->len - 2 + i], *t1 = after->pdata[after->len - 2 + i];
-      g_assert_true (g_str_has_suffix (t1->name, i == 0 ? ".lora_a" : ".lora_b"));
+      /* Saved as base, A, B; build_w takes A, B, base. */
+      LpTensor *t0 = before->pdata[i], *t1 = after->pdata[i];
       const LpIntGrid *g0 = lp_tensor_int_grid (t0), *g1 = lp_tensor_int_grid (t1);
       g_assert_nonnull (g0);
       g_assert_nonnull (g1);
@@ -477,20 +480,22 @@ check_adapter_grids (const Case *c, LpTensor *u)
       g_assert_cmpmem (g1->scales, rows * G * 2, g0->scales, rows * G * 2);
       g_assert_cmpmem (g1->zeros, rows * G, g0->zeros, rows * G);
       g_assert_cmpmem (g1->g_idx, cols * 4, g0->g_idx, cols * 4);
-      g_assert_true (memcmp (g1->codes, g0->codes, rows * cols) != 0);
+      gboolean moved = memcmp (g1->codes, g0->codes, rows * cols) != 0;
+      g_assert_true (moved == (i > 0 || c->n_trainable == 3));
       g_autofree float *v = lp_tensor_dup_f32 (t1, &error);
-      f[i] = g_new (double, rows * cols);
+      double *d = f[(i + 2) % 3] = g_new (double, rows * cols);
       for (gint64 e = 0; e < rows * cols; e++)
-        f[i][e] = v[e];
+        d[e] = v[e];
     }
-  /* build_w's adapter: p0 = A [R, K], p1 = B [N, R]. */
+  Case trained = *c;
+  trained.n_trainable = 3;
   g_autofree double *W = g_new (double, N * K);
-  build_w (c, f, W);
+  build_w (&trained, f, W);
   g_autofree float *v = lp_tensor_dup_f32 (u, &error);
   for (int e = 0; e < N * K; e++)
     g_assert_cmpfloat (fabs (v[e] - W[e]), <, 1e-6);
-  g_free (f[0]);
-  g_free (f[1]);
+  for (int i = 0; i < 3; i++)
+    g_free (f[i]);
 }
 
 /* Some latent weights (not pruned ones) moved beyond the grid's range,
@@ -705,6 +710,9 @@ main (int argc, char **argv)
     /* CALDERA's Q + L R: the factors on 3-bit grids train through them. */
     { "adapter grid factors", lp_tensor_new_adapter (base, ga, gb, 0.5, &error), LP_FORM_TRAIN_VALUES, W_ADAPTER, 2, 1e-6,
       TRUE },
+    /* ... and Q trains too, straight-through on its own grid. */
+    { "adapter grid factors and base", lp_tensor_new_adapter (base, ga, gb, 0.5, &error),
+      LP_FORM_TRAIN_VALUES | LP_FORM_TRAIN_BASE, W_ADAPTER, 3, 1e-6, TRUE },
   };
   g_assert_no_error (error);
   g_autofree float *base_values = lp_tensor_dup_f32 (base, &error);

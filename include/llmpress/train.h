@@ -43,6 +43,9 @@ typedef struct {
    * its weights are uploaded trainable), or the whole model (-1). */
   int layer;
   LpTrainQuantMode quantized;
+  /* An adapter's base (CALDERA's Q) trains too, in its own form as
+   * `quantized` says, beside A and B; FALSE: frozen. */
+  gboolean adapter_base;
   /* > 0: the chosen linear weights become base (frozen) + LoRA adapter of
    * this rank (A ~ U(-1/sqrt K, 1/sqrt K) from `seed`, B = 0, scale
    * lora_alpha / lora_rank), and only A and B train. */
