@@ -16,7 +16,9 @@
  * scales with the codes fixed (LP_TRAIN_QUANT_SCALES), and is rebuilt on the
  * same grid; a ggml block type trains f32 latent weights and is
  * re-quantized to the same type; low-rank factors train as factors; an
- * adapter trains A and B over its frozen base.
+ * adapter trains A and B, each in its own form (factors on a grid stay on
+ * it: CALDERA's quantized L and R), over its frozen base (or the base
+ * too, in its form, with adapter_base).
  *
  * Shapes: T tokens, D model dim, V vocab, k teacher top-k. */
 #pragma once
