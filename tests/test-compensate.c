@@ -349,7 +349,7 @@ test_stories_spec (void)
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), "compensate-spec", NULL);
   g_autofree char *o = NULL, *err = NULL;
   int status = lp_test_run_cli (&o, &err, "run", spec, "-q", "-D", dm, "-D", dd, "-D", dc, "-D", "steps=30", "-D",
-                                "windows=16", "-o", out, "--no-cache", NULL);
+                                "adapter_steps=30", "-D", "windows=16", "-o", out, "--no-cache", NULL);
   if (status != 0)
     g_test_message ("%s", err);
   g_assert_cmpint (status, ==, 0);
