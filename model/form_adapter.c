@@ -81,8 +81,8 @@ adapter_is_quantized (const LpForm *form, const LpTensor *t)
   return lp_tensor_is_quantized (AD (form)->base);
 }
 
-/* The base's own weights (frozen), then A [R, K] and B [N, R]: trained,
- * each in its own form (w->parts), so a factor on an integer grid trains
+/* The base's own weights (frozen, unless w->train_base: then parts[2]),
+ * and A [R, K], B [N, R]: trained, each in its own form (w->parts), so a factor on an integer grid trains
  * through it (its latent values read through fake_quant, or its scales)
  * and an f16 one comes back f16: the factors keep their bytes. */
 static gboolean
@@ -109,8 +109,9 @@ adapter_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolea
          && lp_form_weights_add_values (w, f->b, TRUE, error) != NULL;
 }
 
-/* The same base (its own form, untouched, or rebuilt in it when it trained) with A and B rebuilt in their
- * own forms (the same grid, or dtype), same scale. */
+/* The same base (untouched, or rebuilt in its own form when it trained)
+ * with A and B rebuilt in their own forms (the same grid, or dtype), the
+ * same scale. */
 static LpTensor *
 adapter_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
 {

@@ -333,7 +333,8 @@ test_pass_bad (void)
 
 /* specs/compensate.ini on stories260K (the TinyStories split): the table of
  * method, bits per weight, perplexity, each compressed model before and
- * after distill.recover (kept short here: 30 steps, 16 windows; the
+ * after distill.recover (kept short here: 32 calibration samples, 30
+ * steps, 16 windows; the
  * spec's header gives the full run's figures). */
 static void
 test_stories_spec (void)
@@ -349,7 +350,7 @@ test_stories_spec (void)
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), "compensate-spec", NULL);
   g_autofree char *o = NULL, *err = NULL;
   int status = lp_test_run_cli (&o, &err, "run", spec, "-q", "-D", dm, "-D", dd, "-D", dc, "-D", "steps=30", "-D",
-                                "adapter_steps=30", "-D", "windows=16", "-o", out, "--no-cache", NULL);
+                                "adapter_steps=30", "-D", "windows=16", "-D", "calib_samples=32", "-o", out, "--no-cache", NULL);
   if (status != 0)
     g_test_message ("%s", err);
   g_assert_cmpint (status, ==, 0);
