@@ -7,7 +7,10 @@
  *     output error against plain SVD's at that rank;
  *   - randomized (R + 10 columns, 2 power iterations) against exact SVD at
  *     ranks N/16 and N/4: time and the truncation error relative to the
- *     optimum, on the CPU and on the Vulkan device when one is available.
+ *     optimum, on the CPU and on the Vulkan device when one is available;
+ *   - the forward product of 512 tokens through the layer as the low-rank
+ *     form runs it (two products, x B^T then A^T) beside the dense weight's
+ *     one product, on the CPU.
  * The weight has a decaying spectrum (G1 diag(0.999^i) G2 of Gaussians);
  * the Hessian is X^T X of N tokens with correlated columns.  Prints
  * figures; never fails on time. */
@@ -117,6 +120,60 @@ randomized_vs_exact (LpBackend *be, const char *where, int n, const float *W, co
     }
 }
 
+/* Median seconds of y = x W^T for x [T, N] through t's form (dense: one
+ * product; low-rank: two), on be. */
+static double
+time_form_matmul (LpBackend *be, LpTensor *t, int T, const float *x)
+{
+  GError *error = NULL;
+  LpFormWeights *w = lp_form_weights_new (t, be, FALSE, &error);
+  if (w == NULL)
+    die (error);
+  gint64 shape[2] = { T, t->shape[1] };
+  double times[5];
+  for (int rep = 0; rep < 5; rep++)
+    {
+      LpCGraph *g = lp_cgraph_new (be);
+      LpCTensor *xt = lp_cgraph_tensor (g, LP_DTYPE_F32, 2, shape, "x", &error);
+      if (xt == NULL)
+        die (error);
+      lp_ctensor_write (xt, 0, x, sizeof (float) * T * t->shape[1]);
+      double t0 = now ();
+      if (lp_form_weights_matmul (w, g, xt, NULL, &error) == NULL || !lp_cgraph_compute (g, &error))
+        die (error);
+      times[rep] = now () - t0;
+      lp_cgraph_free (g);
+    }
+  lp_form_weights_free (w);
+  return median (times, 5);
+}
+
+static void
+forward_speed (LpBackend *be, int n, const float *W, const LpSvd *svd, int r)
+{
+  const int T = 512;
+  GError *error = NULL;
+  gint64 sw[2] = { n, n }, sa[2] = { n, r }, sb[2] = { r, n };
+  LpTensor *dense = lp_tensor_new_f32 ("w", 2, sw, W, &error);
+  LpTensor *a = lp_tensor_new ("w", LP_DTYPE_F32, 2, sa, &error), *b = lp_tensor_new ("w", LP_DTYPE_F32, 2, sb, &error);
+  if (dense == NULL || a == NULL || b == NULL)
+    die (error);
+  lp_svd_factors (svd, r, lp_tensor_data_mut (a), lp_tensor_data_mut (b));
+  LpTensor *lr = lp_tensor_new_low_rank ("w", a, b, &error);
+  if (lr == NULL)
+    die (error);
+  float *x = g_new (float, (gsize) T * n);
+  gaussian (x, (gsize) T * n, 9);
+  double t_dense = time_form_matmul (be, dense, T, x), t_lr = time_form_matmul (be, lr, T, x);
+  printf ("forward %d tokens through the %dx%d layer: dense %.4f s, low-rank rank %d (two products, %.0f%% of the "
+          "FLOPs) %.4f s: %.2fx faster\n", T, n, n, t_dense, r, 100.0 * 2.0 * r / n, t_lr, t_dense / t_lr);
+  g_free (x);
+  lp_tensor_unref (dense);
+  lp_tensor_unref (a);
+  lp_tensor_unref (b);
+  lp_tensor_unref (lr);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -161,6 +218,7 @@ main (int argc, char **argv)
   printf ("factorize.asvd exact %dx%d at rank %d: %.3f s (whitening %.3f s; %.2fx LAPACK's sgesdd); output error "
           "%.6g of plain SVD's at the same rank\n", n, n, r, t_asvd, t_white, t_asvd / t_lapack, e_asvd / e_svd);
 
+  forward_speed (cpu, n, W, exact, r);
   randomized_vs_exact (cpu, "the CPU", n, W, exact, t_exact);
   LpBackend *vk = lp_backend_new ("vulkan", &error);
   if (vk == NULL)

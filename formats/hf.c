@@ -16,7 +16,7 @@
 
 #include "lp-internal.h"
 #include "gptq-pack.h"
-#include "outputs.h"
+#include "formats-internal.h"
 
 /* ---- config.json ---- */
 
@@ -297,9 +297,8 @@ cfg_special_ids (const char *path, JsonObject *o, const LpModelConfig *c, LpMeta
 
 /* ---- weights ---- */
 
-/* Q/K between HF's rotate-half row order and GGUF's interleaved one: a copy. */
-static LpTensor *
-hf_permute_qk (const LpModelConfig *c, const LpTensor *t, const char *name, gboolean to_hf,
+LpTensor *
+lp_hf_permute_qk (const LpModelConfig *c, const LpTensor *t, const char *name, gboolean to_hf,
                const char *where, GError **error)
 {
   gint64 heads = strstr (name, ".attn_q.") != NULL ? c->n_heads : c->n_kv_heads;
@@ -320,8 +319,8 @@ hf_permute_qk (const LpModelConfig *c, const LpTensor *t, const char *name, gboo
   return out;
 }
 
-static GHashTable *
-permuted_names (const LpModelConfig *c)
+GHashTable *
+lp_hf_permuted_names (const LpModelConfig *c)
 {
   GHashTable *set = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_autoptr (GPtrArray) specs = lp_arch_tensor_specs (c);
@@ -389,7 +388,7 @@ hf_take_tensor (LpModel *model, GHashTable *permute, GHashTable *pending, LpTens
       return FALSE;
     }
   g_autoptr (LpTensor) out = g_hash_table_contains (permute, weight) && (part == NULL || part->weight_rows)
-                             ? hf_permute_qk (c, t, name, FALSE, file, error)
+                             ? lp_hf_permute_qk (c, t, name, FALSE, file, error)
                              : lp_tensor_rename (t, name);
   if (out == NULL)
     return FALSE;
@@ -624,7 +623,7 @@ hf_load_weights (LpModel *model, const char *dir, const HfGptq *gptq, GError **e
       return FALSE;
     }
 
-  g_autoptr (GHashTable) permute = permuted_names (lp_model_config (model));
+  g_autoptr (GHashTable) permute = lp_hf_permuted_names (lp_model_config (model));
   g_autoptr (GHashTable) found = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_autoptr (GHashTable) pending = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) lp_tensor_unref);
   for (guint f = 0; f < files->len; f++)
@@ -873,8 +872,8 @@ meta_token_id (LpMeta *meta, const char *key, gint64 n_vocab, gint64 *id)
   return lp_meta_get_int (meta, key, id, NULL) && *id >= 0 && *id < n_vocab;
 }
 
-static gboolean
-write_json (const char *path, JsonBuilder *b, GError **error)
+gboolean
+lp_hf_write_json (const char *path, JsonBuilder *b, GError **error)
 {
   g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = json_builder_get_root (b);
@@ -1084,7 +1083,7 @@ write_config (LpModel *model, const char *path, LpDType torch_dtype, const PlanG
     add_bool (b, "use_sliding_window", FALSE);
   add_int (b, "vocab_size", c->n_vocab);
   json_builder_end_object (b);
-  return write_json (path, b, error);
+  return lp_hf_write_json (path, b, error);
 }
 
 static gboolean
@@ -1095,7 +1094,7 @@ write_generation_config (LpModel *model, const char *path, GError **error)
   add_bool (b, "_from_model_config", TRUE);
   add_special_ids (b, model);
   json_builder_end_object (b);
-  return write_json (path, b, error);
+  return lp_hf_write_json (path, b, error);
 }
 
 /* One tensor to write: where it comes from and what it becomes. */
@@ -1222,7 +1221,7 @@ static GPtrArray *
 plan_tensors (LpModel *model, const char *dir, int want, PlanGptq *gptq, GError **error)
 {
   const LpModelConfig *c = lp_model_config (model);
-  g_autoptr (GHashTable) permute = permuted_names (c);
+  g_autoptr (GHashTable) permute = lp_hf_permuted_names (c);
   g_autoptr (GPtrArray) plan = g_ptr_array_new_with_free_func (plan_item_free);
   for (guint i = 0; i < lp_model_n_tensors (model); i++)
     {
@@ -1314,7 +1313,7 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
       if (conv == NULL)
         return FALSE;
       g_autoptr (LpTensor) perm = it->permute
-                                  ? hf_permute_qk (c, conv, it->src->name, TRUE, dir, error)
+                                  ? lp_hf_permute_qk (c, conv, it->src->name, TRUE, dir, error)
                                   : lp_tensor_ref (conv);
       if (perm == NULL)
         return FALSE;
@@ -1347,7 +1346,7 @@ write_index (GPtrArray *plan, guint n_shards, const char *path, GError **error)
     }
   json_builder_end_object (b);
   json_builder_end_object (b);
-  return write_json (path, b, error);
+  return lp_hf_write_json (path, b, error);
 }
 
 gboolean

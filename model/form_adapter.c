@@ -249,3 +249,40 @@ lp_tensor_new_adapter (LpTensor *base, LpTensor *a_in, LpTensor *b_in, double sc
   t->form = g_steal_pointer (&form);
   return g_steal_pointer (&t);
 }
+
+gboolean
+lp_tensor_adapter_parts (const LpTensor *t, LpTensor **base, LpTensor **a, LpTensor **b, double *scale)
+{
+  if (t->form == NULL || t->form->klass != &lp_form_adapter_class)
+    return FALSE;
+  const AdapterForm *f = AD (t->form);
+  if (base)
+    *base = f->base;
+  if (a)
+    *a = f->a;
+  if (b)
+    *b = f->b;
+  if (scale)
+    *scale = f->scale;
+  return TRUE;
+}
+
+/* The sum t's data already holds (base + scale B A in f32), in the base's
+ * float type when the base is a plain float tensor (f32 stays exact; f16 and
+ * bf16 round once), else f32: a quantized or grid base is not re-quantized
+ * here (that would undo the correction; a quantize pass may follow).  A
+ * masked base loses its mask: B A fills the pruned entries. */
+LpTensor *
+lp_tensor_adapter_merged (LpTensor *t, gboolean *dequantized, GError **error)
+{
+  LpTensor *base;
+  g_return_val_if_fail (lp_tensor_adapter_parts (t, &base, NULL, NULL, NULL), NULL);
+  gboolean plain = !lp_tensor_is_quantized (base)
+                   && (base->dtype == LP_DTYPE_F32 || base->dtype == LP_DTYPE_F16 || base->dtype == LP_DTYPE_BF16);
+  if (dequantized)
+    *dequantized = !plain;
+  g_autoptr (LpTensor) values = lp_tensor_new_from_bytes (t->name, LP_DTYPE_F32, t->n_dims, t->shape, t->data, error);
+  if (values == NULL)
+    return NULL;
+  return plain ? lp_tensor_convert (values, base->dtype, error) : g_steal_pointer (&values);
+}

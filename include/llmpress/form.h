@@ -262,6 +262,13 @@ gboolean lp_tensor_low_rank_factors (const LpTensor *t, LpTensor **a, LpTensor *
  * Written as the base's tensors plus <name>.lora_a and <name>.lora_b, with
  * llmpress.form.<name> = "adapter" and llmpress.form.<name>.scale. */
 LpTensor *lp_tensor_new_adapter (LpTensor *base, LpTensor *a, LpTensor *b, double scale, GError **error);
+/* t's base (its own form), A [R, K], B [N, R] (borrowed) and scale; FALSE
+ * when t is not an adapter (any out pointer may be NULL). */
+gboolean lp_tensor_adapter_parts (const LpTensor *t, LpTensor **base, LpTensor **a, LpTensor **b, double *scale);
+/* An adapter folded into one dense tensor of t's name: base + scale B A, in
+ * the base's type when it is plain f32/f16/bf16 (*dequantized FALSE), else
+ * f32 (*dequantized TRUE: a quantized or grid base is not re-quantized). */
+LpTensor *lp_tensor_adapter_merged (LpTensor *t, gboolean *dequantized, GError **error);
 
 /* ---- the registration table and what writers and readers call ---- */
 /* Every registered class, NULL-terminated, in restore order. */

@@ -33,3 +33,4 @@
 #include <llmpress/sparsity.h>
 #include <llmpress/lowrank.h>
 #include <llmpress/train.h>
+#include <llmpress/adapter.h>

@@ -168,16 +168,18 @@ allocate (AsvdPass *p, LpCalibration *cal, LpModel *input, double budget, GError
   g_autofree LpRankLayer *layers = g_new (LpRankLayer, n);
   g_autofree int *rank = g_new (int, n);
   for (guint i = 0; i < n; i++)
-    layers[i] = ((FactorizeTask *) p->spectra->pdata[i])->spectrum;
-  if (p->allocation == ALLOCATION_RELATIVE)
-    for (guint i = 0; i < n; i++)
-      {
-        float *s = (float *) layers[i].s;
-        double f = 1.0 / sqrt (layers[i].total_sq);
-        for (int j = 0; j < layers[i].m; j++)
-          s[j] *= f;
-        layers[i].total_sq = 1.0;
-      }
+    {
+      FactorizeTask *t = p->spectra->pdata[i];
+      /* relative: σ^2 as a fraction of the layer's output energy (a zero weight has none to lose) */
+      if (p->allocation == ALLOCATION_RELATIVE && t->spectrum.total_sq > 0)
+        {
+          double f = 1.0 / sqrt (t->spectrum.total_sq);
+          for (int j = 0; j < t->spectrum.m; j++)
+            t->spectrum_s[j] *= (float) f;
+          t->spectrum.total_sq = 1.0;
+        }
+      layers[i] = t->spectrum;
+    }
   double used = 0.0;
   if (!lp_lowrank_allocate (layers, (int) n, budget, rank, &used, error))
     return FALSE;
