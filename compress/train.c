@@ -181,6 +181,8 @@ static gboolean
 tensor_add (LpTrainer *tr, const char *name, gboolean lora, GError **error)
 {
   LpFormTrain how = tr->opt.quantized == LP_TRAIN_QUANT_SCALES ? LP_FORM_TRAIN_SCALES : LP_FORM_TRAIN_VALUES;
+  if (tr->opt.adapter_base && !lora)
+    how |= LP_FORM_TRAIN_BASE;
   LpFormWeights *w = lp_forward_weight_train (tr->fw, name, how, error);
   if (w == NULL)
     return FALSE;

@@ -313,7 +313,8 @@ weights_new (LpTensor *t, LpBackend *be, gboolean train, LpFormTrain how, GError
   LpFormWeights *w = g_new0 (LpFormWeights, 1);
   w->src = lp_tensor_ref (t);
   w->be = be;
-  w->how = how;
+  w->how = how & ~LP_FORM_TRAIN_BASE;
+  w->train_base = (how & LP_FORM_TRAIN_BASE) != 0;
   if (!f->klass->upload (f, t, w, train, error))
     {
       lp_form_weights_free (w);
@@ -372,9 +373,12 @@ lp_form_weights_free (LpFormWeights *w)
   if (w == NULL)
     return;
   for (int i = 0; i < w->n_params; i++)
-    lp_ctensor_free (w->keep[i]);
+    if (!w->shared[i])
+      lp_ctensor_free (w->keep[i]);
   for (int i = 0; i < w->n_params; i++)
-    if (w->borrowed[i])
+    if (w->shared[i])
+      continue;
+    else if (w->borrowed[i])
       {
         g_free (w->params[i]->name);
         g_free (w->params[i]);
@@ -382,6 +386,8 @@ lp_form_weights_free (LpFormWeights *w)
     else
       lp_ctensor_free (w->params[i]);
   lp_form_weights_free (w->base);
+  for (guint i = 0; i < G_N_ELEMENTS (w->parts); i++)
+    lp_form_weights_free (w->parts[i]);
   lp_tensor_unref (w->src);
   g_free (w);
 }
@@ -464,6 +470,28 @@ lp_form_weights_add_trainable (LpFormWeights *w, const LpTensor *t, GError **err
 {
   g_autofree float *x = lp_tensor_dup_f32 (t, error);
   return x ? lp_form_weights_add (w, LP_DTYPE_F32, t->n_dims, t->shape, x, error) : NULL;
+}
+
+LpFormWeights *
+lp_form_weights_add_part (LpFormWeights *w, LpTensor *part, GError **error)
+{
+  int slot = 0;
+  while (slot < (int) G_N_ELEMENTS (w->parts) && w->parts[slot] != NULL)
+    slot++;
+  g_return_val_if_fail (slot < (int) G_N_ELEMENTS (w->parts), NULL);
+  LpFormWeights *p = weights_new (part, w->be, TRUE, w->how, error);
+  if (p == NULL)
+    return NULL;
+  w->parts[slot] = p;
+  w->bytes += p->bytes;
+  for (int i = 0; i < p->n_trainable; i++)
+    {
+      g_return_val_if_fail (w->n_params < LP_FORM_MAX_PARAMS, NULL);
+      w->shared[w->n_params] = TRUE;
+      w->keep[w->n_params] = p->keep[i];
+      w->params[w->n_params++] = p->params[i];
+    }
+  return p;
 }
 
 gboolean

@@ -7,7 +7,9 @@
  * plus scale (x A^T) B^T.  Bytes: the base's plus the two factors' as
  * given (an f16 factor counts 2 bytes a value, a factor on an integer grid
  * its packed grid: CALDERA's quantized L and R).  Training: A and B are the
- * parameters (as f32); the base is frozen.
+ * parameters, each trained in its own form (a grid factor by its latent
+ * values through the grid, straight-through; rebuilt on the same grid);
+ * the base is frozen unless LP_FORM_TRAIN_BASE says it trains too.
  *
  * Written as the base writes itself under <name>, plus <name>.lora_a [R, K]
  * and <name>.lora_b [N, R] as given (f16 stays f16; a grid factor writes
@@ -79,31 +81,54 @@ adapter_is_quantized (const LpForm *form, const LpTensor *t)
   return lp_tensor_is_quantized (AD (form)->base);
 }
 
-/* The base's own weights (frozen), then A [R, K] and B [N, R], trainable. */
+/* The base's own weights (frozen, unless w->train_base: then parts[2]),
+ * and A [R, K], B [N, R]: trained, each in its own form (w->parts), so a factor on an integer grid trains
+ * through it (its latent values read through fake_quant, or its scales)
+ * and an f16 one comes back f16: the factors keep their bytes. */
 static gboolean
 adapter_upload (const LpForm *form, const LpTensor *t, LpFormWeights *w, gboolean train, GError **error)
 {
   const AdapterForm *f = AD (form);
+  if (train)
+    {
+      if (lp_form_weights_add_part (w, f->a_in, error) == NULL || lp_form_weights_add_part (w, f->b_in, error) == NULL
+          || (w->train_base && lp_form_weights_add_part (w, f->base, error) == NULL))
+        return FALSE;
+      w->n_trainable = w->n_params;
+      if (w->train_base)
+        return TRUE;
+    }
   w->base = lp_form_weights_new (f->base, w->be, FALSE, error);
   if (w->base == NULL)
     return FALSE;
   w->bytes += w->base->bytes;
-  w->n_trainable = 2;
   if (train)
-    return lp_form_weights_add_trainable (w, f->a, error) != NULL
-           && lp_form_weights_add_trainable (w, f->b, error) != NULL;
+    return TRUE;
+  w->n_trainable = 2;
   return lp_form_weights_add_values (w, f->a, TRUE, error) != NULL
          && lp_form_weights_add_values (w, f->b, TRUE, error) != NULL;
 }
 
-/* The same base (its own form, untouched) with the new A and B, same scale. */
+/* The same base (untouched, or rebuilt in its own form when it trained)
+ * with A and B rebuilt in their own forms (the same grid, or dtype), the
+ * same scale. */
 static LpTensor *
 adapter_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **error)
 {
   const AdapterForm *f = AD (form);
-  g_autoptr (LpTensor) a = lp_form_weights_read_param (w, 0, f->a, error);
-  g_autoptr (LpTensor) b = a ? lp_form_weights_read_param (w, 1, f->b, error) : NULL;
-  return b ? lp_tensor_new_adapter (f->base, a, b, f->scale, error) : NULL;
+  g_autoptr (LpTensor) a = lp_form_weights_trained (w->parts[0], error);
+  g_autoptr (LpTensor) b = a ? lp_form_weights_trained (w->parts[1], error) : NULL;
+  g_autoptr (LpTensor) base = b && w->parts[2] ? lp_form_weights_trained (w->parts[2], error)
+                                               : b ? lp_tensor_ref (f->base) : NULL;
+  return base ? lp_tensor_new_adapter (base, a, b, f->scale, error) : NULL;
+}
+
+/* Factor i's product y = x F^T (+ acc): through its own form when trained. */
+static LpCTensor *
+factor_matmul (const LpFormWeights *w, int i, LpCGraph *g, LpCTensor *x, LpCTensor *acc, GError **error)
+{
+  return w->parts[i] ? lp_form_weights_matmul (w->parts[i], g, x, acc, error)
+                     : lp_form_matmul_node (g, x, w->params[i], acc, error);
 }
 
 /* y = x base^T (+ acc) + (scale x A^T) B^T. */
@@ -111,13 +136,13 @@ static LpCTensor *
 adapter_matmul (const LpForm *form, const LpFormWeights *w, LpCGraph *g, LpCTensor *x, LpCTensor *acc,
                 GError **error)
 {
-  LpCTensor *y = lp_form_weights_matmul (w->base, g, x, acc, error);
-  LpCTensor *xa = y ? lp_form_matmul_node (g, x, w->params[0], NULL, error) : NULL;
+  LpCTensor *y = lp_form_weights_matmul (w->base ? w->base : w->parts[2], g, x, acc, error);
+  LpCTensor *xa = y ? factor_matmul (w, 0, g, x, NULL, error) : NULL;
   LpCNode *s = xa ? lp_cgraph_add (g, LP_COP_SCALE, &xa, 1, NULL, 0, error) : NULL;
   if (s == NULL)
     return NULL;
   s->f[0] = AD (form)->scale;
-  return lp_form_matmul_node (g, s->dst[0], w->params[1], y, error);
+  return factor_matmul (w, 1, g, s->dst[0], y, error);
 }
 
 static GPtrArray *

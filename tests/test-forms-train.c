@@ -39,6 +39,7 @@ typedef struct {
   double tol;         /* the trained graph's product against the rebuilt tensor's */
   double adapter_scale;
   const float *base;  /* an adapter's base values [N, K] */
+  gboolean factor_grids; /* an adapter's A and B on integer grids */
 } Case;
 
 static LpTensor *
@@ -137,7 +138,8 @@ build_w (const Case *c, double *const *p, double *W)
     case W_LOW_RANK:
     case W_ADAPTER:
       {
-        /* low-rank: p0 [N, R] p1 [R, K]; adapter: base + s p1 [N, R] p0 [R, K] */
+        /* low-rank: p0 [N, R] p1 [R, K]; adapter: base + s p1 [N, R] p0 [R, K],
+         * its base p2 when it trains */
         gboolean lr = c->kind == W_LOW_RANK;
         const double *a = lr ? p[0] : p[1], *b = lr ? p[1] : p[0];
         for (int n = 0; n < N; n++)
@@ -146,7 +148,7 @@ build_w (const Case *c, double *const *p, double *W)
               double v = 0;
               for (int r = 0; r < RANK; r++)
                 v += a[n * RANK + r] * b[r * K + k];
-              W[n * K + k] = lr ? v : c->base[n * K + k] + c->adapter_scale * v;
+              W[n * K + k] = lr ? v : (c->n_trainable == 3 ? p[2][n * K + k] : c->base[n * K + k]) + c->adapter_scale * v;
             }
         break;
       }
@@ -218,7 +220,7 @@ static void
 check_gradients (const Case *c, LpFormWeights *w, Step *s, const float *x, const float *target)
 {
   g_autoptr (GError) error = NULL;
-  double *p[2] = { NULL, NULL };
+  double *p[3] = { NULL, NULL, NULL };
   double x64[T * K], t64[T * N];
   for (int e = 0; e < T * K; e++)
     x64[e] = x[e];
@@ -278,7 +280,7 @@ check_gradients (const Case *c, LpFormWeights *w, Step *s, const float *x, const
   /* The cases meant to exercise pruned or clamped weights do. */
   if ((mask != NULL && c->kind == W_IS_P0) || c->kind == W_STE)
     g_assert_cmpint (n_zero, >, 0);
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 3; i++)
     g_free (p[i]);
 }
 
@@ -448,6 +450,54 @@ check_adapter_base (const Case *c, LpFormWeights *w, LpTensor *u)
   g_free (p[1]);
 }
 
+/* An adapter whose factors lie on integer grids keeps them: the rebuilt
+ * parts (as the adapter writes them: its base, A, B) are grids of the same
+ * bits, group, scales, zeros and g_idx, the factors' codes moved (the
+ * straight-through step rounded onto the grid), the base's too when it
+ * trains, else the same; the same bytes in all, and W = base + s B A of
+ * those rounded parts. */
+static void
+check_adapter_grids (const Case *c, LpTensor *u)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) before = lp_tensor_save_tensors (c->t, &error);
+  g_autoptr (GPtrArray) after = lp_tensor_save_tensors (u, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (before->len, ==, 3);
+  g_assert_cmpuint (after->len, ==, 3);
+  g_assert_cmpuint (lp_tensor_storage_bytes (u), ==, lp_tensor_storage_bytes (c->t));
+  double *f[3];
+  for (int i = 0; i < 3; i++)
+    {
+      /* Saved as base, A, B; build_w takes A, B, base. */
+      LpTensor *t0 = before->pdata[i], *t1 = after->pdata[i];
+      const LpIntGrid *g0 = lp_tensor_int_grid (t0), *g1 = lp_tensor_int_grid (t1);
+      g_assert_nonnull (g0);
+      g_assert_nonnull (g1);
+      gint64 rows = g0->rows, cols = g0->cols, G = g0->n_groups;
+      g_assert_cmpint (g1->bits, ==, g0->bits);
+      g_assert_cmpint (g1->group_size, ==, g0->group_size);
+      g_assert_cmpmem (g1->scales, rows * G * 2, g0->scales, rows * G * 2);
+      g_assert_cmpmem (g1->zeros, rows * G, g0->zeros, rows * G);
+      g_assert_cmpmem (g1->g_idx, cols * 4, g0->g_idx, cols * 4);
+      gboolean moved = memcmp (g1->codes, g0->codes, rows * cols) != 0;
+      g_assert_true (moved == (i > 0 || c->n_trainable == 3));
+      g_autofree float *v = lp_tensor_dup_f32 (t1, &error);
+      double *d = f[(i + 2) % 3] = g_new (double, rows * cols);
+      for (gint64 e = 0; e < rows * cols; e++)
+        d[e] = v[e];
+    }
+  Case trained = *c;
+  trained.n_trainable = 3;
+  g_autofree double *W = g_new (double, N * K);
+  build_w (&trained, f, W);
+  g_autofree float *v = lp_tensor_dup_f32 (u, &error);
+  for (int e = 0; e < N * K; e++)
+    g_assert_cmpfloat (fabs (v[e] - W[e]), <, 1e-6);
+  for (int i = 0; i < 3; i++)
+    g_free (f[i]);
+}
+
 /* Some latent weights (not pruned ones) moved beyond the grid's range,
  * above and below, as training may move them: their codes clamp. */
 static void
@@ -500,7 +550,9 @@ run_case (gconstpointer data)
   g_autoptr (LpTensor) u = lp_form_weights_trained (w, &error);
   g_assert_no_error (error);
   check_same_form (c, u);
-  if (c->kind == W_ADAPTER)
+  if (c->kind == W_ADAPTER && c->factor_grids)
+    check_adapter_grids (c, u);
+  else if (c->kind == W_ADAPTER)
     check_adapter_base (c, w, u);
   /* The model's tensor is untouched: the parameters were copies. */
   g_autofree float *after = lp_tensor_dup_f32 (c->t, &error);
@@ -631,6 +683,9 @@ main (int argc, char **argv)
   g_autoptr (LpTensor) base = grid (TRUE);
   g_autoptr (LpTensor) lr_a = random_f32 ("a", N, RANK, 62, 0.5), lr_b = random_f32 ("b", RANK, K, 63, 0.5);
   g_autoptr (LpTensor) ad_a = random_f32 ("a", RANK, K, 64, 0.3), ad_b = random_f32 ("b", N, RANK, 65, 0.3);
+  g_autoptr (LpIntGrid) ga_grid = lp_test_int_grid (RANK, K, 3, GROUP, 66), gb_grid = lp_test_int_grid (N, RANK, 3, RANK, 67);
+  g_autoptr (LpTensor) ga = lp_tensor_new_int_grid ("a", 2, (gint64[]){ RANK, K }, ga_grid, NULL, &error);
+  g_autoptr (LpTensor) gb = lp_tensor_new_int_grid ("b", 2, (gint64[]){ N, RANK }, gb_grid, NULL, &error);
   struct {
     const char *what;
     LpTensor *t;
@@ -638,6 +693,7 @@ main (int argc, char **argv)
     WKind kind;
     int n_trainable;
     double tol;
+    gboolean factor_grids;
   } table[] = {
     { "dense f32", lp_tensor_ref (f32), LP_FORM_TRAIN_VALUES, W_IS_P0, 1, 1e-6 },
     { "dense f16", lp_tensor_convert (f32, LP_DTYPE_F16, &error), LP_FORM_TRAIN_VALUES, W_IS_P0, 1, 2e-3 },
@@ -651,6 +707,12 @@ main (int argc, char **argv)
     { "masked grid scales", grid (TRUE), LP_FORM_TRAIN_SCALES, W_SCALES, 1, 2e-3 },
     { "low-rank", lp_tensor_new_low_rank (NAME, lr_a, lr_b, &error), LP_FORM_TRAIN_VALUES, W_LOW_RANK, 2, 1e-6 },
     { "adapter", lp_tensor_new_adapter (base, ad_a, ad_b, 0.5, &error), LP_FORM_TRAIN_VALUES, W_ADAPTER, 2, 1e-6 },
+    /* CALDERA's Q + L R: the factors on 3-bit grids train through them. */
+    { "adapter grid factors", lp_tensor_new_adapter (base, ga, gb, 0.5, &error), LP_FORM_TRAIN_VALUES, W_ADAPTER, 2, 1e-6,
+      TRUE },
+    /* ... and Q trains too, straight-through on its own grid. */
+    { "adapter grid factors and base", lp_tensor_new_adapter (base, ga, gb, 0.5, &error),
+      LP_FORM_TRAIN_VALUES | LP_FORM_TRAIN_BASE, W_ADAPTER, 3, 1e-6, TRUE },
   };
   g_assert_no_error (error);
   g_autofree float *base_values = lp_tensor_dup_f32 (base, &error);
@@ -658,7 +720,7 @@ main (int argc, char **argv)
     {
       Case *c = g_new0 (Case, 1);
       *c = (Case) { table[i].what, table[i].t, table[i].how, table[i].kind, table[i].n_trainable, table[i].tol, 0.5,
-                    base_values };
+                    base_values, table[i].factor_grids };
       g_ptr_array_add (cases, c);
       g_autofree char *path = g_strconcat ("/forms-train/", c->what, NULL);
       g_strdelimit (path + 13, " ", '-');

@@ -36,6 +36,9 @@ typedef struct _LpFormClass LpFormClass;
  * estimator), or its scales alone (codes and zeros fixed).  Forms that are
  * not quantized train their parameters either way. */
 typedef enum { LP_FORM_TRAIN_VALUES, LP_FORM_TRAIN_SCALES } LpFormTrain;
+/* OR'ed into `how`: a wrapped base (an adapter's: CALDERA's Q under L R)
+ * trains too, as `how` says, instead of staying frozen. */
+#define LP_FORM_TRAIN_BASE 0x100
 typedef struct _LpFormWeights LpFormWeights;
 
 #define LP_FORM_MAX_PARAMS 6
@@ -52,7 +55,10 @@ typedef struct _LpFormWeights LpFormWeights;
  * its f32 scales, zeros, g_idx; `how` SCALES: the f32 scales [N, G]
  * (LP_COP_DEQUANT_GRID), then the codes, zeros, g_idx; masked: its base's,
  * with keep[] for the W-shaped one; low-rank: A, B; adapter: A, B (its
- * base frozen in w->base).  lp_cgraph_backward computes their gradients,
+ * base frozen in w->base), each uploaded for training in its own form
+ * (w->parts: a factor on an integer grid trains as the grid does, so it
+ * stays on it), params[0], params[1] being theirs; with LP_FORM_TRAIN_BASE
+ * its base trains too, in its own form (parts[2], params[2]).  lp_cgraph_backward computes their gradients,
  * lp_form_weights_grad maps them back to the form's parameters, and
  * lp_form_weights_trained rebuilds the tensor from them. */
 struct _LpFormWeights {
@@ -63,16 +69,20 @@ struct _LpFormWeights {
   LpCTensor *params[LP_FORM_MAX_PARAMS];
   LpCTensor *values;          /* W's values as stored in one tensor (one of params, or base's), or NULL */
   LpFormWeights *base;        /* the wrapped form's own (an adapter's base), or NULL */
+  LpFormWeights *parts[3];    /* trained: sub-tensors in their own forms (an adapter's A, B, base), or NULL */
   gint64 i[2];                /* integer parameters of the form's nodes (a grid's bits and group size) */
   gsize bytes;                /* backend bytes held (borrowed host memory included) */
   /* Training: params[i]'s keep-mask, f32 0/1 of its shape, or NULL (the
    * masked form sets it; the optimizer multiplies the gradient by it, so
    * pruned entries never move). */
   LpCTensor *keep[LP_FORM_MAX_PARAMS];
-  /* Training: what the form trains (read by upload when train is TRUE). */
+  /* Training: what the form trains (read by upload when train is TRUE),
+   * and whether a wrapped base trains too (LP_FORM_TRAIN_BASE given). */
   LpFormTrain how;
+  gboolean train_base;
   /*< private >*/
   gboolean borrowed[LP_FORM_MAX_PARAMS]; /* params[i] wraps src's host memory (the CPU) */
+  gboolean shared[LP_FORM_MAX_PARAMS];   /* params[i] is one of parts[]' (freed with it) */
 };
 
 /* An instance: each form's own struct begins with this. */
@@ -196,6 +206,11 @@ LpCTensor *lp_form_weights_add_values (LpFormWeights *w, const LpTensor *t, gboo
 /* For a form's upload with train: t's values as a new f32 parameter of w,
  * a copy (the optimizer updates it in place, never t). */
 LpCTensor *lp_form_weights_add_trainable (LpFormWeights *w, const LpTensor *t, GError **error);
+/* For a form's upload with train: `part` (a tensor of the form's, say an
+ * adapter's factor) uploaded for training in its own form, as w's next
+ * part; its trainable parameters become w's next parameters (shared, not
+ * copied: the optimizer's updates are the part's).  Returns the part. */
+LpFormWeights *lp_form_weights_add_part (LpFormWeights *w, LpTensor *part, GError **error);
 /* For a form's trained: parameter i of w (f32, as many elements as
  * `like`) read back as a new f32 tensor of like's name and shape. */
 LpTensor *lp_form_weights_read_param (const LpFormWeights *w, int i, const LpTensor *like, GError **error);

@@ -16,7 +16,9 @@
  * scales with the codes fixed (LP_TRAIN_QUANT_SCALES), and is rebuilt on the
  * same grid; a ggml block type trains f32 latent weights and is
  * re-quantized to the same type; low-rank factors train as factors; an
- * adapter trains A and B over its frozen base.
+ * adapter trains A and B, each in its own form (factors on a grid stay on
+ * it: CALDERA's quantized L and R), over its frozen base (or the base
+ * too, in its form, with adapter_base).
  *
  * Shapes: T tokens, D model dim, V vocab, k teacher top-k. */
 #pragma once
@@ -43,6 +45,9 @@ typedef struct {
    * its weights are uploaded trainable), or the whole model (-1). */
   int layer;
   LpTrainQuantMode quantized;
+  /* An adapter's base (CALDERA's Q) trains too, in its own form as
+   * `quantized` says, beside A and B; FALSE: frozen. */
+  gboolean adapter_base;
   /* > 0: the chosen linear weights become base (frozen) + LoRA adapter of
    * this rank (A ~ U(-1/sqrt K, 1/sqrt K) from `seed`, B = 0, scale
    * lora_alpha / lora_rank), and only A and B train. */

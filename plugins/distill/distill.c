@@ -37,6 +37,9 @@ static const LpParamSpec recover_params[] = {
   { .name = "quantized", .type = LP_PARAM_ENUM, .default_value = "ste", .choices = quantized_modes,
     .help = "a quantized tensor trains its latent weights through a straight-through estimator (ste) or its "
     "scales only (scales); either way it ends on the same grid" },
+  { .name = "adapter_base", .type = LP_PARAM_BOOL, .default_value = "false",
+    .help = "a student's adapters (base + B A, e.g. factorize.compensate's Q + L R) train their base too, in "
+    "its own form as quantized= says; false: A and B alone" },
   { .name = "lora_rank", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = 1 << 16,
     .help = "> 0: train LoRA adapters of this rank over the frozen trainable weights instead of the weights",
     .flags = LP_PARAM_RANGE },

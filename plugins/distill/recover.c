@@ -97,6 +97,7 @@ recover_read_params (Recover *r, GError **error)
   LpTrainOptions o = LP_TRAIN_OPTIONS_INIT;
   o.trainable = r->trainable;
   o.quantized = lp_pass_context_get_enum (ctx, "quantized") == 0 ? LP_TRAIN_QUANT_STE : LP_TRAIN_QUANT_SCALES;
+  o.adapter_base = lp_pass_context_get_bool (ctx, "adapter_base");
   o.lora_rank = (int) lp_pass_context_get_int (ctx, "lora_rank");
   o.lora_alpha = lp_pass_context_get_float (ctx, "lora_alpha");
   o.seed = lp_pass_context_param_is_set (ctx, "seed") ? (guint64) lp_pass_context_get_int (ctx, "seed")
