@@ -305,8 +305,8 @@ test_kl_topk (void)
       LpCTensor *lp_t = pooled (pool, tensor_bytes (cpu, LP_DTYPE_F32, 2, (gint64[]){ T, k }, logp));
       LpCTensor *rest_t = pooled (pool, tensor_bytes (cpu, LP_DTYPE_F32, 1, (gint64[]){ T }, rest));
       LpCTensor *src[5] = { dy, student, id_t, lp_t, rest_t };
-      check_op (LP_COP_KL_TOPK, src + 1, 4, NULL, (float[4]){ tau }, 1e-5);
-      check_op (LP_COP_KL_TOPK_BACK, src, 5, NULL, (float[4]){ tau }, 1e-5);
+      check_op (LP_COP_KL_TOPK, src + 1, 4, NULL, (float[8]){ tau }, 1e-5);
+      check_op (LP_COP_KL_TOPK_BACK, src, 5, NULL, (float[8]){ tau }, 1e-5);
       g_autofree float *loss = run_node (cpu, LP_COP_KL_TOPK, src + 1, 4, tau);
       g_autofree float *grad = run_node (cpu, LP_COP_KL_TOPK_BACK, src, 5, tau);
       g_test_message ("k = %d: kl_topk row 0 %.6f, kl %.6f", k, loss[0], kl[0]);
