@@ -16,33 +16,11 @@
 #include "benchutil.h"
 
 
-static double
-triad_gbs (gsize n, int reps)
-{
-  double *a = g_new (double, n), *b = g_new (double, n), *c = g_new (double, n);
-  for (gsize i = 0; i < n; i++)
-    a[i] = 0, b[i] = 1.0 + (double) (i % 5), c[i] = 2.0 - (double) (i % 3);
-  double t[16], s = 3.0;
-  for (int r = 0; r < reps; r++)
-    {
-      double t0 = now ();
-      for (gsize i = 0; i < n; i++)
-        a[i] = b[i] + s * c[i];
-      t[r] = now () - t0;
-    }
-  volatile double sink = a[n / 2];
-  (void) sink;
-  g_free (a);
-  g_free (b);
-  g_free (c);
-  return 3.0 * n * sizeof (double) / median (t, reps) / 1e9;
-}
-
 int
 main (int argc, char **argv)
 {
   const int reps = 5;
-  double bw = triad_gbs ((gsize) 8 << 20, reps);
+  double bw = bench_triad_gbs ((gsize) 8 << 20, reps);
   printf ("memory bandwidth (triad, 3 x 64 MiB, 1 thread): %.2f GB/s (median of %d)\n", bw, reps);
 
   const gint64 n = 4096;

@@ -51,6 +51,32 @@ bench_peak_sgemm (int n, int reps)
   return 2.0 * n * n * (double) n / median (t, reps) / 1e9;
 }
 
+/* Memory bandwidth in GB/s: a STREAM-like triad a[i] = b[i] + s*c[i] over
+ * three arrays of n doubles (the 3 streams counted: 2 read, 1 written),
+ * one thread, median of `reps` (at most 16). */
+static inline double
+bench_triad_gbs (gsize n, int reps)
+{
+  double *a = g_new (double, n), *b = g_new (double, n), *c = g_new (double, n);
+  for (gsize i = 0; i < n; i++)
+    a[i] = 0, b[i] = 1.0 + (double) (i % 5), c[i] = 2.0 - (double) (i % 3);
+  double t[16], s = 3.0;
+  reps = MIN (reps, 16);
+  for (int r = 0; r < reps; r++)
+    {
+      double t0 = now ();
+      for (gsize i = 0; i < n; i++)
+        a[i] = b[i] + s * c[i];
+      t[r] = now () - t0;
+    }
+  volatile double sink = a[n / 2];
+  (void) sink;
+  g_free (a);
+  g_free (b);
+  g_free (c);
+  return 3.0 * n * sizeof (double) / median (t, reps) / 1e9;
+}
+
 /* bench-vulkan's model section (bench-model.c): forward and forward+backward
  * tokens/s on the CPU and on the device (NULL: CPU figures only). */
 void bench_model (LpBackend *cpu, LpBackend *vk);

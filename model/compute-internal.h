@@ -118,6 +118,24 @@ void lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpInt
                        int ldc);
 void lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v,
                        float *out);
+/* C[M,N] = A[M,K] W[N,K]^T + beta C for M <= LP_GEMV_MAX_ROWS (gemv.c):
+ * each row of W read once, as stored, and dotted with the M rows of A
+ * (AVX2 where the CPU has it, over the worker threads); beta = 0 ignores C.
+ * _ref: the plain C row kernels, one thread, the same sums' definition.
+ * lp_cpu_gemv_supports: M and wtype (f32, f16, Q8_0, Q4_0, Q4_1; K a
+ * multiple of their block) are ones it takes. */
+#define LP_GEMV_MAX_ROWS 8
+gboolean lp_cpu_gemv_supports (int M, int K, LpDType wtype);
+void lp_cpu_gemv_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
+                    int ldc);
+void lp_cpu_gemv_w_ref (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
+                        float *C, int ldc);
+/* fn (data, i0, i1) over [0, n) split into lp_cpu_threads () ranges of at
+ * least `grain` items, on the CPU worker threads (parallel.c) and the
+ * caller; serially in the caller when n is small or the workers are busy.
+ * Returns when every range is done. */
+typedef void (*LpRangeFn) (void *data, int i0, int i1);
+void lp_cpu_parallel_for (int n, int grain, LpRangeFn fn, void *data);
 /* Row t of one head's attention probabilities, in place: the scaled scores
  * row[0 .. last] replaced by their softmax (max-subtracted), row[last + 1 ..
  * T_kv - 1] (the causal mask) by 0.  Attention forward and backward. */

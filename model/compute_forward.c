@@ -81,6 +81,12 @@ void
 lp_cpu_gemm_w (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
                int ldc)
 {
+  /* A few rows (decoding): W read once as stored, no GEMM set-up. */
+  if (lp_cpu_gemv_supports (M, K, wtype))
+    {
+      lp_cpu_gemv_w (M, N, K, A, lda, wtype, W, beta, C, ldc);
+      return;
+    }
   if (wtype == LP_DTYPE_F32)
     {
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc);
@@ -118,11 +124,50 @@ lp_cpu_softmax_causal_row (float *row, int last, int T_kv)
     row[j] = 0.0f;
 }
 
+/* Attention of a few queries (decoding: T = 1 against the KV cache): each
+ * score a dot product, each output row a sum of value rows.  Two GEMMs of
+ * one row per head would cost more in BLAS set-up than in arithmetic. */
+static void
+attention_rows (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v, float *out)
+{
+  int group = H / Hkv, past = T_kv - T;
+  float scale = 1.0f / sqrtf ((float) hd);
+  g_autofree float *s = g_new (float, T_kv);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++)
+      {
+        const float *qr = q + ((gsize) t * H + h) * hd;
+        int kh = h / group, last = past + t;
+        for (int j = 0; j <= last; j++)
+          {
+            const float *kr = k + ((gsize) j * Hkv + kh) * hd;
+            float dot = 0.0f;
+            for (int d = 0; d < hd; d++)
+              dot += qr[d] * kr[d];
+            s[j] = dot * scale;
+          }
+        lp_cpu_softmax_causal_row (s, last, last + 1);
+        float *o = out + ((gsize) t * H + h) * hd;
+        memset (o, 0, sizeof (float) * hd);
+        for (int j = 0; j <= last; j++)
+          {
+            const float *vr = v + ((gsize) j * Hkv + kh) * hd;
+            for (int d = 0; d < hd; d++)
+              o[d] += s[j] * vr[d];
+          }
+      }
+}
+
 /* Attention as two GEMMs per head (scores, then weighted values), so the
- * quadratic part runs at BLAS speed. */
+ * quadratic part runs at BLAS speed; a few queries by attention_rows. */
 void
 lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v, float *out)
 {
+  if (T <= LP_GEMV_MAX_ROWS)
+    {
+      attention_rows (T, T_kv, H, Hkv, hd, q, k, v, out);
+      return;
+    }
   int group = H / Hkv, past = T_kv - T;
   float scale = 1.0f / sqrtf ((float) hd);
   g_autofree float *s = g_new (float, (gsize) T * T_kv);

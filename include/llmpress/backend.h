@@ -203,6 +203,13 @@ gboolean lp_cpu_blas_threads_init (int n);
 /* The count in force. */
 int lp_cpu_blas_threads (void);
 
+/* Threads of the CPU kernels (matrix-vector products of decoding, ...):
+ * lp_cpu_threads_set (n), else the LLMPRESS_THREADS environment variable,
+ * else every core.  lp_cpu_threads_set also asks OpenBLAS for n
+ * (lp_cpu_blas_threads_init: only before its first use). */
+int lp_cpu_threads (void);
+void lp_cpu_threads_set (int n);
+
 /* By name: "cpu", "auto" (first GPU if any, else CPU: a device that is
  * itself a CPU, such as lavapipe, is never chosen), "vulkan" (the first
  * usable Vulkan device, CPU devices included), "vulkan:N".  NULL: the

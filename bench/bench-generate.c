@@ -1,0 +1,104 @@
+/* make bench: single-token decoding speed (what `llmpress generate` does).
+ *  1. Memory bandwidth of this machine, measured in the same run (triad).
+ *  2. SmolLM2-135M-Instruct Q4_1 (when ../shared has it): a prompt of
+ *     PROMPT token ids through lp_forward_logits with a KV cache, then STEPS
+ *     single-token steps, each timed; decode tokens/s from the median step.
+ *  3. The bound those steps have on this machine: a step reads every weight
+ *     once (the blocks' matrices and norms, the head; the embedding only a
+ *     row) and the KV cache so far, so tokens/s cannot exceed
+ *     bandwidth / bytes per step.  Printed with the ratio achieved / bound.
+ * Prints figures; never fails on time. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <llmpress/llmpress.h>
+
+#include "benchutil.h"
+
+enum { PROMPT = 16, STEPS = 32 };
+
+/* Bytes of weights one decoding step reads. */
+static double
+step_weight_bytes (LpModel *m)
+{
+  const LpModelConfig *c = lp_model_config (m);
+  double bytes = 0;
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (m, i);
+      /* An untied embedding table is only looked up: one row a token. */
+      if (!c->tied_embeddings && strcmp (t->name, "token_embd.weight") == 0)
+        continue;
+      bytes += (double) lp_tensor_n_bytes (t);
+    }
+  return bytes;
+}
+
+int
+main (void)
+{
+  const int reps = 5;
+  double bw = bench_triad_gbs ((gsize) 8 << 20, reps);
+  printf ("memory bandwidth (triad, 3 x 64 MiB, 1 thread): %.2f GB/s (median of %d)\n", bw, reps);
+
+  const char *shared = g_getenv ("LLMPRESS_SHARED_DIR");
+  g_autofree char *path
+    = g_build_filename (shared ? shared : "../shared", "models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf", NULL);
+  if (!g_file_test (path, G_FILE_TEST_EXISTS))
+    {
+      printf ("decode SmolLM2-135M: skipped (%s absent)\n", path);
+      return 0;
+    }
+  GError *error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+  g_autoptr (LpForward) fw = m ? lp_forward_new (m, NULL, &error) : NULL;
+  if (fw == NULL)
+    {
+      fprintf (stderr, "bench-generate: %s\n", error->message);
+      return 1;
+    }
+  const LpModelConfig *c = lp_model_config (m);
+  int V = (int) c->n_vocab;
+  g_autoptr (LpKVCache) cache = lp_kv_cache_new (c, PROMPT + STEPS + 1);
+  g_autofree float *logits = g_new (float, (gsize) PROMPT * V);
+  gint32 prompt[PROMPT];
+  for (int i = 0; i < PROMPT; i++)
+    prompt[i] = (gint32) ((1 + i * 7919) % V);
+  double t0 = now ();
+  if (!lp_forward_logits (fw, prompt, PROMPT, cache, logits, &error))
+    {
+      fprintf (stderr, "bench-generate: %s\n", error->message);
+      return 1;
+    }
+  double prefill = now () - t0;
+  const float *last = logits + (gsize) (PROMPT - 1) * V;
+  double t[STEPS];
+  for (int s = 0; s < STEPS; s++)
+    {
+      gint32 next = 0; /* greedy, as generate --temp 0 */
+      for (int i = 1; i < V; i++)
+        if (last[i] > last[next])
+          next = i;
+      t0 = now ();
+      if (!lp_forward_logits (fw, &next, 1, cache, logits, &error))
+        {
+          fprintf (stderr, "bench-generate: %s\n", error->message);
+          return 1;
+        }
+      t[s] = now () - t0;
+      last = logits;
+    }
+  double step = median (t, STEPS);
+  /* The KV cache read at the median step: keys and values of every layer. */
+  double kv = 2.0 * c->n_layers * (PROMPT + STEPS / 2) * c->n_kv_heads * c->head_dim * sizeof (float);
+  double bytes = step_weight_bytes (m) + kv;
+  double bound = bw * 1e9 / bytes;
+  printf ("prefill SmolLM2-135M Q4_1, %d tokens: %.1f ms (%.0f tokens/s)\n", PROMPT, prefill * 1e3,
+          PROMPT / prefill);
+  printf ("decode SmolLM2-135M Q4_1: %.1f tokens/s (median of %d steps, %.1f ms), bound %.0f tokens/s "
+          "(%.1f MB a step at the triad bandwidth): %.0f%% of it\n",
+          1.0 / step, STEPS, step * 1e3, bound, bytes / 1e6, 100.0 / step / bound);
+  return 0;
+}

@@ -1,0 +1,158 @@
+/* The decoding kernels (model/gemv.c, model/parallel.c): the matrix-vector
+ * product for a few rows of activations, AVX2 over the worker threads
+ * (lp_cpu_gemv_w) against its plain C row kernels (lp_cpu_gemv_w_ref) and
+ * against the reference product of the decoded weights (lp_ref_gemm_w), for
+ * every weight type it takes; and the worker threads' ranges. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#include "compute-internal.h"
+
+/* W[N, K] of type `type` from random f32 values (blocks quantized by the
+ * library's quantizer). */
+static guint8 *
+random_weight (LpDType type, int N, int K, GRand *r)
+{
+  g_autofree float *w = g_new (float, (gsize) N * K);
+  for (gsize i = 0; i < (gsize) N * K; i++)
+    w[i] = (float) g_rand_double_range (r, -1.0, 1.0);
+  gint64 shape[2] = { N, K };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) f = lp_tensor_new_f32 ("w", 2, shape, w, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpTensor) t = NULL;
+  if (type == LP_DTYPE_F32 || type == LP_DTYPE_F16)
+    t = lp_tensor_convert (f, type, &error);
+  else
+    g_assert_true (lp_quantize_tensor (f, type, NULL, &t, &error));
+  g_assert_no_error (error);
+  return g_memdup2 (lp_tensor_data (t), lp_tensor_n_bytes (t));
+}
+
+static void
+check_type (LpDType type, int M, int N, int K, float beta)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed ((guint32) (type * 1000 + M * 100 + N + K));
+  g_autofree guint8 *W = random_weight (type, N, K, r);
+  int lda = K + 3, ldc = N + 5; /* strides wider than the rows */
+  g_autofree float *A = g_new (float, (gsize) M * lda);
+  g_autofree float *c0 = g_new (float, (gsize) M * ldc);
+  for (gsize i = 0; i < (gsize) M * lda; i++)
+    A[i] = (float) g_rand_double_range (r, -2.0, 2.0);
+  for (gsize i = 0; i < (gsize) M * ldc; i++)
+    c0[i] = (float) g_rand_double_range (r, -1.0, 1.0);
+  g_autofree float *fast = g_memdup2 (c0, sizeof (float) * M * ldc);
+  g_autofree float *plain = g_memdup2 (c0, sizeof (float) * M * ldc);
+  g_autofree float *ref = g_memdup2 (c0, sizeof (float) * M * ldc);
+  g_assert_true (lp_cpu_gemv_supports (M, K, type));
+  lp_cpu_gemv_w (M, N, K, A, lda, type, W, beta, fast, ldc);
+  lp_cpu_gemv_w_ref (M, N, K, A, lda, type, W, beta, plain, ldc);
+  lp_ref_gemm_w (M, N, K, A, lda, type, W, beta, ref, ldc);
+  for (int m = 0; m < M; m++)
+    {
+      /* Sums of K products of size ~1 in f32, in three orders. */
+      lp_test_assert_close (fast + (gsize) m * ldc, ref + (gsize) m * ldc, N, 1e-4);
+      lp_test_assert_close (plain + (gsize) m * ldc, ref + (gsize) m * ldc, N, 1e-4);
+      /* The padding between rows of C is never written. */
+      for (int j = N; j < ldc; j++)
+        g_assert_cmpfloat (fast[(gsize) m * ldc + j], ==, c0[(gsize) m * ldc + j]);
+    }
+}
+
+static void
+test_gemv_types (void)
+{
+  const LpDType types[] = { LP_DTYPE_F32, LP_DTYPE_F16, LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q4_1 };
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      if (g_test_verbose ())
+        g_test_message ("%s", lp_dtype_name (types[i]));
+      /* One row (decoding), a few, the most; a matrix large enough to be
+       * split over the threads, and a K past the stack buffer of Q4_1's
+       * block sums. */
+      check_type (types[i], 1, 37, 64, 0.0f);
+      check_type (types[i], 3, 50, 96, 1.0f);
+      check_type (types[i], LP_GEMV_MAX_ROWS, 29, 32, 0.5f);
+      check_type (types[i], 1, 1500, 576, 1.0f);
+      check_type (types[i], 2, 64, 4096, 0.0f);
+    }
+}
+
+static void
+test_gemv_supports (void)
+{
+  g_assert_true (lp_cpu_gemv_supports (1, 576, LP_DTYPE_Q4_1));
+  g_assert_false (lp_cpu_gemv_supports (LP_GEMV_MAX_ROWS + 1, 576, LP_DTYPE_Q4_1));
+  g_assert_false (lp_cpu_gemv_supports (0, 576, LP_DTYPE_F32));
+  g_assert_false (lp_cpu_gemv_supports (1, 48, LP_DTYPE_Q8_0)); /* not whole blocks */
+  g_assert_true (lp_cpu_gemv_supports (1, 47, LP_DTYPE_F32));
+  g_assert_false (lp_cpu_gemv_supports (1, 256, LP_DTYPE_Q4_K)); /* decoded by the GEMM path */
+}
+
+/* Each index marked once, by whichever thread ran its range. */
+static void
+mark_range (void *data, int i0, int i1)
+{
+  int *hits = data;
+  for (int i = i0; i < i1; i++)
+    g_atomic_int_inc (&hits[i]);
+}
+
+static void
+test_parallel_for_covers (void)
+{
+  const int sizes[] = { 0, 1, 7, 100, 1001 };
+  for (guint s = 0; s < G_N_ELEMENTS (sizes); s++)
+    for (int grain = 1; grain <= 64; grain *= 8)
+      for (int rep = 0; rep < 3; rep++)
+        {
+          int n = sizes[s];
+          g_autofree int *hits = g_new0 (int, MAX (n, 1));
+          lp_cpu_parallel_for (n, grain, mark_range, hits);
+          for (int i = 0; i < n; i++)
+            g_assert_cmpint (hits[i], ==, 1);
+        }
+  g_assert_cmpint (lp_cpu_threads (), >=, 1);
+}
+
+/* Calls from several threads at once: one runs on the workers, the others
+ * in their own thread; every range still done once. */
+static gpointer
+parallel_caller (gpointer data)
+{
+  for (int rep = 0; rep < 50; rep++)
+    {
+      int hits[257] = { 0 };
+      lp_cpu_parallel_for (257, 1, mark_range, hits);
+      for (int i = 0; i < 257; i++)
+        g_assert_cmpint (hits[i], ==, 1);
+    }
+  return data;
+}
+
+static void
+test_parallel_for_concurrent (void)
+{
+  GThread *t[4];
+  for (int i = 0; i < 4; i++)
+    t[i] = g_thread_new ("caller", parallel_caller, NULL);
+  for (int i = 0; i < 4; i++)
+    g_thread_join (t[i]);
+}
+
+int
+main (int argc, char **argv)
+{
+  /* Two worker shares at least, whatever the machine's cores. */
+  g_setenv ("LLMPRESS_THREADS", "3", TRUE);
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/gemv/types", test_gemv_types);
+  g_test_add_func ("/gemv/supports", test_gemv_supports);
+  g_test_add_func ("/parallel/covers", test_parallel_for_covers);
+  g_test_add_func ("/parallel/concurrent", test_parallel_for_concurrent);
+  return g_test_run ();
+}
