@@ -6,18 +6,31 @@
  *  3. The bound those steps have on this machine: a step reads every weight
  *     once (the blocks' matrices and norms, the head; the embedding only a
  *     row) and the KV cache so far, so tokens/s cannot exceed
- *     bandwidth / bytes per step.  Printed with the ratio achieved / bound.
+ *     bandwidth / bytes per step.  Printed with the ratio achieved / bound,
+ *     and the CPU time of a step (on a shared machine, wall time includes
+ *     the wait for a core).
  * Prints figures; never fails on time. */
 #include "config.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <llmpress/llmpress.h>
 
 #include "benchutil.h"
 
 enum { PROMPT = 16, STEPS = 32 };
+
+/* Seconds of CPU time this process has used, all its threads: on a shared
+ * machine a step's wall time includes waiting for a core, its CPU time not. */
+static double
+cpu_now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 /* Bytes of weights one decoding step reads. */
 static double
@@ -74,7 +87,7 @@ main (void)
     }
   double prefill = now () - t0;
   const float *last = logits + (gsize) (PROMPT - 1) * V;
-  double t[STEPS];
+  double t[STEPS], cpu[STEPS];
   for (int s = 0; s < STEPS; s++)
     {
       gint32 next = 0; /* greedy, as generate --temp 0 */
@@ -82,15 +95,17 @@ main (void)
         if (last[i] > last[next])
           next = i;
       t0 = now ();
+      double c0 = cpu_now ();
       if (!lp_forward_logits (fw, &next, 1, cache, logits, &error))
         {
           fprintf (stderr, "bench-generate: %s\n", error->message);
           return 1;
         }
       t[s] = now () - t0;
+      cpu[s] = cpu_now () - c0;
       last = logits;
     }
-  double step = median (t, STEPS);
+  double step = median (t, STEPS), step_cpu = median (cpu, STEPS);
   /* The KV cache read at the median step: keys and values of every layer. */
   double kv = 2.0 * c->n_layers * (PROMPT + STEPS / 2) * c->n_kv_heads * c->head_dim * sizeof (float);
   double bytes = step_weight_bytes (m) + kv;
@@ -100,5 +115,7 @@ main (void)
   printf ("decode SmolLM2-135M Q4_1: %.1f tokens/s (median of %d steps, %.1f ms), bound %.0f tokens/s "
           "(%.1f MB a step at the triad bandwidth): %.0f%% of it\n",
           1.0 / step, STEPS, step * 1e3, bound, bytes / 1e6, 100.0 / step / bound);
+  printf ("decode SmolLM2-135M Q4_1: %.1f ms of CPU time a step (median, all %d threads; %.1f tokens/s per CPU second)\n",
+          step_cpu * 1e3, lp_cpu_threads (), 1.0 / step_cpu);
   return 0;
 }

@@ -144,6 +144,51 @@ test_parallel_for_concurrent (void)
     g_thread_join (t[i]);
 }
 
+/* SmolLM2-135M (Q4_1 blocks, a Q8_0 head: the real kernels): the logits of
+ * decoding token by token with a KV cache (the matrix-vector path) equal
+ * those of the whole sequence at once (the batched GEMM path) closely. */
+static void
+test_smollm2_incremental_matches_full (void)
+{
+  g_autofree char *path = lp_test_shared_path ("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+  if (path == NULL)
+    return;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpForward) fw = lp_forward_new (m, NULL, &error);
+  g_assert_no_error (error);
+  const LpModelConfig *c = lp_model_config (m);
+  enum { T = LP_GEMV_MAX_ROWS + 4 };
+  int V = (int) c->n_vocab;
+  gint32 toks[T];
+  for (int i = 0; i < T; i++)
+    toks[i] = (gint32) ((1 + i * 7919) % V);
+  g_autofree float *full = g_new (float, (gsize) T * V), *inc = g_new (float, (gsize) T * V);
+  g_assert_true (lp_forward_logits (fw, toks, T, NULL, full, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpKVCache) cache = lp_kv_cache_new (c, T);
+  for (int t = 0; t < T; t++)
+    {
+      g_assert_true (lp_forward_logits (fw, toks + t, 1, cache, inc + (gsize) t * V, &error));
+      g_assert_no_error (error);
+    }
+  g_assert_cmpint (lp_kv_cache_length (cache), ==, T);
+  for (int t = 0; t < T; t++)
+    {
+      /* f32 sums in other orders through 30 layers: agreement to about
+       * 1e-5 of the logits' norm; a wrong block or position is far off. */
+      lp_test_assert_close (inc + (gsize) t * V, full + (gsize) t * V, V, 5e-5);
+      int a = 0, b = 0;
+      for (int i = 1; i < V; i++)
+        {
+          a = inc[(gsize) t * V + i] > inc[(gsize) t * V + a] ? i : a;
+          b = full[(gsize) t * V + i] > full[(gsize) t * V + b] ? i : b;
+        }
+      g_assert_cmpint (a, ==, b);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -154,5 +199,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gemv/supports", test_gemv_supports);
   g_test_add_func ("/parallel/covers", test_parallel_for_covers);
   g_test_add_func ("/parallel/concurrent", test_parallel_for_concurrent);
+  g_test_add_func ("/gemv/smollm2-incremental-matches-full", test_smollm2_incremental_matches_full);
   return g_test_run ();
 }

@@ -4,6 +4,8 @@
  * tested against (after lp_ref_* which defines each op). */
 #include "config.h"
 
+#include <stdlib.h>
+
 #include <math.h>
 #include <string.h>
 #include <cblas.h>
@@ -227,6 +229,9 @@ lp_backend_is_cpu (const LpBackend *be)
 LpBackend *
 lp_backend_cpu_new (void)
 {
+  /* LLMPRESS_THREADS sets OpenBLAS's threads too (where nothing chose them yet). */
+  if (g_getenv ("LLMPRESS_THREADS") != NULL && atoi (g_getenv ("LLMPRESS_THREADS")) > 0)
+    lp_cpu_blas_threads_init (lp_cpu_threads ());
   LpBackend *be = g_new0 (LpBackend, 1);
   be->ops = &cpu_ops;
   be->ref_count = 1;
