@@ -7,7 +7,7 @@
  * product, and decoding a quantized W to f32 first moves 4-8 times the bytes
  * of W: a step is bound by reading W once, so each row of W is read once
  * and dotted with the M rows of A while its block is in registers.  The
- * rows of W are split over the CPU worker threads (parallel.c).
+ * rows of W are split over the CPU worker threads (cpu_threads.c).
  *
  * Each block type has two row kernels: a plain C one (the reference, and
  * what runs where AVX2 is absent) and an AVX2/FMA one chosen at run time.
@@ -154,23 +154,6 @@ f16_x86 (const guint8 *p)
   return _cvtsh_ss (h);
 }
 
-/* The 32 codes of a block as 4 x 8 floats (elements 0-7, 8-15, 16-31),
- * dotted with the M rows of A at block b, scaled by d, into acc[m]. */
-X86_TARGET static inline void
-block_fma (const Gemv *g, int b, __m256 w0, __m256 w1, __m256 w2, __m256 w3, float d, __m256 *acc)
-{
-  __m256 vd = _mm256_set1_ps (d);
-  for (int m = 0; m < g->M; m++)
-    {
-      const float *x = g->A + (gsize) m * g->lda + (gsize) b * QK;
-      __m256 s = _mm256_mul_ps (w0, _mm256_loadu_ps (x));
-      s = _mm256_fmadd_ps (w1, _mm256_loadu_ps (x + 8), s);
-      s = _mm256_fmadd_ps (w2, _mm256_loadu_ps (x + 16), s);
-      s = _mm256_fmadd_ps (w3, _mm256_loadu_ps (x + 24), s);
-      acc[m] = _mm256_fmadd_ps (vd, s, acc[m]);
-    }
-}
-
 X86_TARGET static void
 row_f32_x86 (const Gemv *g, const guint8 *row, float *out)
 {
@@ -210,53 +193,90 @@ row_f16_x86 (const Gemv *g, const guint8 *row, float *out)
     }
 }
 
-X86_TARGET static void
-row_q8_0_x86 (const Gemv *g, const guint8 *row, float *out)
+/* A block's 32 codes as 4 x 8 floats (elements 0-7, 8-15, 16-23, 24-31). */
+#define X86_INLINE X86_TARGET static inline __attribute__ ((always_inline))
+
+X86_INLINE void
+decode_block (LpDType type, const guint8 *blk, __m256 *w)
 {
-  int nb = g->K / QK;
-  __m256 acc[MAX_M];
-  for (int m = 0; m < g->M; m++)
-    acc[m] = _mm256_setzero_ps ();
-  for (int b = 0; b < nb; b++)
+  if (type == LP_DTYPE_Q8_0)
     {
-      const guint8 *blk = row + (gsize) b * 34, *q = blk + 2;
-      __m256 w0 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_loadl_epi64 ((const __m128i *) q)));
-      __m256 w1 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_loadl_epi64 ((const __m128i *) (q + 8))));
-      __m256 w2 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_loadl_epi64 ((const __m128i *) (q + 16))));
-      __m256 w3 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_loadl_epi64 ((const __m128i *) (q + 24))));
-      block_fma (g, b, w0, w1, w2, w3, f16_x86 (blk), acc);
+      const guint8 *q = blk + 2;
+      for (int i = 0; i < 4; i++)
+        w[i] = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_loadl_epi64 ((const __m128i *) (q + 8 * i))));
+      return;
     }
-  for (int m = 0; m < g->M; m++)
-    out[m] = hsum (acc[m]);
+  /* Q4_0's codes - 8 are signed, Q4_1's unsigned: both fit int8. */
+  const __m128i low = _mm_set1_epi8 (0x0f);
+  __m128i raw = _mm_loadu_si128 ((const __m128i *) (blk + (type == LP_DTYPE_Q4_1 ? 4 : 2)));
+  __m128i lo = _mm_and_si128 (raw, low), hi = _mm_and_si128 (_mm_srli_epi16 (raw, 4), low);
+  if (type == LP_DTYPE_Q4_0)
+    {
+      lo = _mm_sub_epi8 (lo, _mm_set1_epi8 (8));
+      hi = _mm_sub_epi8 (hi, _mm_set1_epi8 (8));
+    }
+  w[0] = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (lo));
+  w[1] = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_srli_si128 (lo, 8)));
+  w[2] = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (hi));
+  w[3] = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_srli_si128 (hi, 8)));
 }
 
-/* Q4_0 (with_min FALSE: codes - 8) and Q4_1 (codes, + min * sum x). */
-X86_TARGET static inline void
-row_q4_x86 (const Gemv *g, const guint8 *row, float *out, const gboolean with_min)
+static inline gsize
+block_size (LpDType type)
+{
+  return type == LP_DTYPE_Q8_0 ? 34 : type == LP_DTYPE_Q4_1 ? 20 : 18;
+}
+
+/* The codes' dot product with x[32]: two independent chains. */
+X86_INLINE __m256
+block_dot (const __m256 *w, const float *x)
+{
+  __m256 s0 = _mm256_mul_ps (w[0], _mm256_loadu_ps (x));
+  __m256 s1 = _mm256_mul_ps (w[1], _mm256_loadu_ps (x + 8));
+  s0 = _mm256_fmadd_ps (w[2], _mm256_loadu_ps (x + 16), s0);
+  s1 = _mm256_fmadd_ps (w[3], _mm256_loadu_ps (x + 24), s1);
+  return _mm256_add_ps (s0, s1);
+}
+
+/* One row of blocks against the M rows of A.  M = 1 (decoding) keeps its
+ * sums in registers; more rows keep one sum per row of A. */
+X86_INLINE void
+row_blocks_x86 (const Gemv *g, const guint8 *row, float *out, const LpDType type)
 {
   int nb = g->K / QK;
-  gsize size = with_min ? 20 : 18;
+  gsize size = block_size (type);
+  gboolean with_min = type == LP_DTYPE_Q4_1;
+  __m256 w[4];
+  if (g->M == 1)
+    {
+      __m256 acc = _mm256_setzero_ps ();
+      float mins = 0.0f;
+      const float *x = g->A;
+      for (int b = 0; b < nb; b++, x += QK)
+        {
+          const guint8 *blk = row + (gsize) b * size;
+          decode_block (type, blk, w);
+          acc = _mm256_fmadd_ps (_mm256_set1_ps (f16_x86 (blk)), block_dot (w, x), acc);
+          if (with_min)
+            mins += f16_x86 (blk + 2) * g->xsum[b];
+        }
+      out[0] = hsum (acc) + mins;
+      return;
+    }
   __m256 acc[MAX_M];
   float mins[MAX_M] = { 0 };
   for (int m = 0; m < g->M; m++)
     acc[m] = _mm256_setzero_ps ();
-  const __m128i low = _mm_set1_epi8 (0x0f), eight = _mm_set1_epi8 (with_min ? 0 : 8);
   for (int b = 0; b < nb; b++)
     {
       const guint8 *blk = row + (gsize) b * size;
-      __m128i raw = _mm_loadu_si128 ((const __m128i *) (blk + size - 16));
-      /* Q4_0's codes - 8 are signed, Q4_1's unsigned: both fit int8. */
-      __m128i lo = _mm_sub_epi8 (_mm_and_si128 (raw, low), eight);
-      __m128i hi = _mm_sub_epi8 (_mm_and_si128 (_mm_srli_epi16 (raw, 4), low), eight);
-      __m256 w0 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (lo));
-      __m256 w1 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_srli_si128 (lo, 8)));
-      __m256 w2 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (hi));
-      __m256 w3 = _mm256_cvtepi32_ps (_mm256_cvtepi8_epi32 (_mm_srli_si128 (hi, 8)));
-      block_fma (g, b, w0, w1, w2, w3, f16_x86 (blk), acc);
-      if (with_min)
+      decode_block (type, blk, w);
+      __m256 d = _mm256_set1_ps (f16_x86 (blk));
+      float mn = with_min ? f16_x86 (blk + 2) : 0.0f;
+      for (int m = 0; m < g->M; m++)
         {
-          float mn = f16_x86 (blk + 2);
-          for (int m = 0; m < g->M; m++)
+          acc[m] = _mm256_fmadd_ps (d, block_dot (w, g->A + (gsize) m * g->lda + (gsize) b * QK), acc[m]);
+          if (with_min)
             mins[m] += mn * g->xsum[m * nb + b];
         }
     }
@@ -265,15 +285,21 @@ row_q4_x86 (const Gemv *g, const guint8 *row, float *out, const gboolean with_mi
 }
 
 X86_TARGET static void
+row_q8_0_x86 (const Gemv *g, const guint8 *row, float *out)
+{
+  row_blocks_x86 (g, row, out, LP_DTYPE_Q8_0);
+}
+
+X86_TARGET static void
 row_q4_0_x86 (const Gemv *g, const guint8 *row, float *out)
 {
-  row_q4_x86 (g, row, out, FALSE);
+  row_blocks_x86 (g, row, out, LP_DTYPE_Q4_0);
 }
 
 X86_TARGET static void
 row_q4_1_x86 (const Gemv *g, const guint8 *row, float *out)
 {
-  row_q4_x86 (g, row, out, TRUE);
+  row_blocks_x86 (g, row, out, LP_DTYPE_Q4_1);
 }
 
 static gboolean

@@ -1,4 +1,4 @@
-/* The decoding kernels (model/gemv.c, model/parallel.c): the matrix-vector
+/* The decoding kernels (model/gemv.c, model/cpu_threads.c): the matrix-vector
  * product for a few rows of activations, AVX2 over the worker threads
  * (lp_cpu_gemv_w) against its plain C row kernels (lp_cpu_gemv_w_ref) and
  * against the reference product of the decoded weights (lp_ref_gemm_w), for
