@@ -20,7 +20,7 @@ static const GOptionEntry entries[] = {
   { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Nucleus sampling threshold (default 0.95)", "P" },
   { "seed", 's', 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed (default: from the clock, printed)", "S" },
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads,
-    "CPU threads for the kernels and OpenBLAS (default: LLMPRESS_THREADS, else every core)", "N" },
+    "CPU threads for the kernels and OpenBLAS (default or 0: LLMPRESS_THREADS, else every core)", "N" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
   LP_CLI_DEVICE_MEMORY_ENTRY (opt_device_memory),
@@ -94,8 +94,6 @@ lp_cmd_generate (int argc, char **argv)
     return lp_cli_usage_error ("generate", "expected one MODEL, found %d arguments", argc - 1);
   if (opt_n < 0)
     return lp_cli_usage_error ("generate", "-n: expected a count >= 0, found %d", opt_n);
-  if (opt_threads < 0)
-    return lp_cli_usage_error ("generate", "-t: expected a thread count >= 1, found %d", opt_threads);
   if (opt_threads > 0)
     lp_cpu_threads_set (opt_threads);
   guint64 device_memory = 0;
