@@ -95,6 +95,9 @@ typedef struct {
  * n regexes -> the name of the pre-tokenizer that is that list (NULL when none). */
 const LpTokPre *lp_tok_bpe_pre_find (const char *pre);
 const char *lp_tok_bpe_pre_name (const char *const *regexes, guint n);
+/* llama.cpp's default for tokenizer.ggml.add_bos_token: yes for "llama"
+ * (SentencePiece), for "gpt2" the pre-tokenizer's. */
+gboolean lp_tok_default_adds_bos (const LpMeta *meta);
 /* "a, b, ..." of every known name (free with g_free). */
 char *lp_tok_bpe_pre_known (void);
 /* GPT-2's byte -> unicode mapping. */

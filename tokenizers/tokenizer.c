@@ -237,9 +237,8 @@ lp_tokenizer_new_from_meta (const LpMeta *meta, GError **error)
     return NULL;
 
   /* BOS/EOS as the model says; unsaid, llama.cpp's default for the kind
-   * (SentencePiece: BOS; byte-level: the pre-tokenizer's, set above). */
-  if (tok->kind == LP_TOK_SPM)
-    tok->add_bos = TRUE;
+   * (SentencePiece: BOS; byte-level: the pre-tokenizer's). */
+  tok->add_bos = lp_tok_default_adds_bos (meta);
   if ((!lp_meta_get_bool (meta, "tokenizer.ggml.add_bos_token", &tok->add_bos, &e) && e != NULL)
       || (!lp_meta_get_bool (meta, "tokenizer.ggml.add_eos_token", &tok->add_eos, &e) && e != NULL))
     {

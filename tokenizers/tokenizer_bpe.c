@@ -123,6 +123,16 @@ lp_tok_bpe_pre_name (const char *const *regexes, guint n)
   return NULL;
 }
 
+gboolean
+lp_tok_default_adds_bos (const LpMeta *meta)
+{
+  if (g_strcmp0 (lp_meta_get_string (meta, "tokenizer.ggml.model"), "llama") == 0)
+    return TRUE;
+  const char *name = lp_meta_get_string (meta, "tokenizer.ggml.pre");
+  const LpTokPre *pre = lp_tok_bpe_pre_find (name ? name : "default");
+  return pre != NULL && pre->add_bos;
+}
+
 char *
 lp_tok_bpe_pre_known (void)
 {
@@ -241,7 +251,6 @@ lp_tok_bpe_init (LpTokenizer *tok, const LpMeta *meta, GError **error)
         return FALSE;
     }
   tok->ignore_merges = pre->ignore_merges;
-  tok->add_bos = pre->add_bos;
 
   GError *e = NULL;
   const LpValue *merges = lp_meta_get_array (meta, "tokenizer.ggml.merges", LP_VALUE_STRING, &e);

@@ -555,7 +555,7 @@ write_tokenizer_json (const char *dir, const LpMeta *meta, const LpTokVocab *v, 
     }
   gint32 bos = lp_tok_meta_id (meta, "tokenizer.ggml.bos_token_id", v->n);
   gint32 unk = lp_tok_meta_id (meta, "tokenizer.ggml.unknown_token_id", v->n);
-  gboolean add_bos = spm, prefix = TRUE;
+  gboolean add_bos = lp_tok_default_adds_bos (meta), prefix = TRUE;
   lp_meta_get_bool (meta, "tokenizer.ggml.add_bos_token", &add_bos, NULL);
   lp_meta_get_bool (meta, "tokenizer.ggml.add_space_prefix", &prefix, NULL);
   gboolean byte_fallback = FALSE;
@@ -669,7 +669,7 @@ write_tokenizer_json (const char *dir, const LpMeta *meta, const LpTokVocab *v, 
     }
 
   json_builder_set_member_name (b, "post_processor");
-  if (spm && add_bos && bos >= 0)
+  if (add_bos && bos >= 0)
     {
       /* <s> $A, and <s> $A <s> $B for pairs. */
       add_type (b, "TemplateProcessing");
@@ -847,7 +847,7 @@ lp_tokenizer_write_hf (const LpMeta *meta, const char *dir, GError **error)
 
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
-  gboolean add_bos = spm, add_eos = FALSE;
+  gboolean add_bos = lp_tok_default_adds_bos (meta), add_eos = FALSE;
   lp_meta_get_bool (meta, "tokenizer.ggml.add_bos_token", &add_bos, NULL);
   lp_meta_get_bool (meta, "tokenizer.ggml.add_eos_token", &add_eos, NULL);
   json_builder_set_member_name (b, "add_bos_token");
