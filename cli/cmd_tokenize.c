@@ -51,7 +51,7 @@ lp_cmd_tokenize (int argc, char **argv)
   g_autofree char *file = NULL, *tokenizer = NULL;
   const GOptionEntry entries[] = {
     { "ids", 'i', 0, G_OPTION_ARG_NONE, &ids, "Print only the ids, space-separated on one line", NULL },
-    { "no-bos", 0, 0, G_OPTION_ARG_NONE, &no_bos, "Do not start with the beginning-of-sequence token, even where the model adds it", NULL },
+    { "no-bos", 0, 0, G_OPTION_ARG_NONE, &no_bos, "Do not start with the beginning-of-sequence token", NULL },
     { "file", 'f', 0, G_OPTION_ARG_FILENAME, &file, "Encode the contents of FILE instead of TEXT", "FILE" },
     LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
