@@ -67,7 +67,7 @@ struct _LpRegistry *lp_cli_registry (gboolean report_rejects);
  * options of the very tables --help prints. */
 typedef struct {
   GPtrArray *options;  /* "--name" for a flag, "--name=" for an option taking a value; "-x" for short names */
-  GPtrArray *value_options;  /* the options above that take a value, without "=", short and long */
+  GHashTable *value_options;  /* each option taking a value, "-x" and "--name", to its long name */
   char *params;        /* the positional synopsis: "MODEL", "gc|verify|dir" */
 } LpCliSynopsis;
 

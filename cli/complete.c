@@ -125,18 +125,6 @@ complete_pipeline (const char *lead, const char *text)
     offer_pass_keys (reg, pass, typed, head, p);
 }
 
-static gboolean
-is_pipeline_option (const char *option)
-{
-  return strcmp (option, "-p") == 0 || strcmp (option, "--pipeline") == 0;
-}
-
-static gboolean
-contains (GPtrArray *strings, const char *s)
-{
-  return g_ptr_array_find_with_equal_func (strings, s, g_str_equal, NULL);
-}
-
 /* words[0] is the command, words[n - 1] the word under the cursor. */
 static void
 complete_command (const LpCliCommand *command, char **words, int n)
@@ -144,8 +132,8 @@ complete_command (const LpCliCommand *command, char **words, int n)
   LpCliSynopsis syn;
   lp_cli_synopsis (command, &syn);
   const char *typed = words[n - 1];
-  /* Count the positional arguments before the cursor; note an option
-   * whose value is being typed. */
+  /* Count the positional arguments before the cursor; note the option
+   * (its long name) whose value is being typed. */
   int positional = 0;
   gboolean options_done = FALSE;
   const char *value_of = NULL;
@@ -156,19 +144,19 @@ complete_command (const LpCliCommand *command, char **words, int n)
         positional++;
       else if (strcmp (w, "--") == 0)
         options_done = TRUE;
-      else if (strchr (w, '=') == NULL && contains (syn.value_options, w))
+      else if (strchr (w, '=') == NULL && g_hash_table_contains (syn.value_options, w))
         {
           if (i == n - 2)
-            value_of = w;
+            value_of = g_hash_table_lookup (syn.value_options, w);
           i++;
         }
     }
   if (value_of != NULL)
     {
-      if (is_pipeline_option (value_of))
+      if (strcmp (value_of, "pipeline") == 0)
         complete_pipeline ("", typed);
     }
-  else if (!options_done && g_str_has_prefix (typed, "--pipeline=") && contains (syn.value_options, "--pipeline"))
+  else if (!options_done && g_str_has_prefix (typed, "--pipeline=") && g_hash_table_contains (syn.value_options, "--pipeline"))
     complete_pipeline ("--pipeline=", typed + strlen ("--pipeline="));
   else if (!options_done && typed[0] == '-')
     {

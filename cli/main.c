@@ -61,9 +61,9 @@ synopsis_record (const char *params, const GOptionEntry *entries)
         g_ptr_array_add (out->options, g_strdup_printf ("-%c", e->short_name));
       if (!takes_value)
         continue;
-      g_ptr_array_add (out->value_options, g_strdup_printf ("--%s", e->long_name));
+      g_hash_table_insert (out->value_options, g_strdup_printf ("--%s", e->long_name), g_strdup (e->long_name));
       if (e->short_name)
-        g_ptr_array_add (out->value_options, g_strdup_printf ("-%c", e->short_name));
+        g_hash_table_insert (out->value_options, g_strdup_printf ("-%c", e->short_name), g_strdup (e->long_name));
     }
 }
 
@@ -71,7 +71,7 @@ void
 lp_cli_synopsis (const LpCliCommand *command, LpCliSynopsis *out)
 {
   out->options = g_ptr_array_new_with_free_func (g_free);
-  out->value_options = g_ptr_array_new_with_free_func (g_free);
+  out->value_options = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   out->params = NULL;
   char *argv[] = { (char *) command->name, NULL };
   synopsis_capture = out;
@@ -85,7 +85,7 @@ void
 lp_cli_synopsis_clear (LpCliSynopsis *synopsis)
 {
   g_clear_pointer (&synopsis->options, g_ptr_array_unref);
-  g_clear_pointer (&synopsis->value_options, g_ptr_array_unref);
+  g_clear_pointer (&synopsis->value_options, g_hash_table_unref);
   g_clear_pointer (&synopsis->params, g_free);
 }
 

@@ -40,7 +40,7 @@ check() {
     failed=1
   fi
 }
-echo "1..10"
+echo "1..11"
 check "a command from its prefix" "eval" "ev" ev
 check "the commands starting with g" "generate|graph" "g" g
 check "an option of eval" "--llama-cpp" "--ll" eval --ll
@@ -58,5 +58,7 @@ check "enum values of format" "quantize.rtn format=q4_0|quantize.rtn format=q4_1
 check "enum values after --pipeline=" "quantize.rtn format=q8_0|quantize.rtn format=q8_0 " "quantize.rtn format=q8" \
   run --pipeline = "'quantize.rtn format=q8"
 check "the words cache takes" "gc" "g" cache g
+# generate's -p is its prompt, not a pipeline: no pass names there.
+check "no pass names in generate's prompt" "" "quant" generate -p quant
 exit $failed
 EOF
