@@ -163,8 +163,9 @@ complete_command (const LpCliCommand *command, char **words, int n)
       for (guint i = 0; i < syn.options->len; i++)
         offer (typed, "", syn.options->pdata[i], "");
     }
-  else if (positional == 0 && strcmp (command->name, "describe") == 0)
+  else if (positional == 0 && strcmp (syn.params, "PASS") == 0)
     {
+      /* describe PASS */
       g_autoptr (LpRegistry) reg = lp_cli_registry (FALSE);
       offer_passes (reg, typed, "");
     }
