@@ -62,6 +62,25 @@ gboolean lp_cli_parse_device_memory (const char *command, const char *text, guin
 /* The pass registry, with refused plugins reported on stderr when asked. */
 struct _LpRegistry *lp_cli_registry (gboolean report_rejects);
 
+/* What a command's lp_cli_parse call declares, read without running the
+ * command (lp_cli_synopsis): completion asks for it, so it lists the
+ * options of the very tables --help prints. */
+typedef struct {
+  GPtrArray *options;  /* "--name" for a flag, "--name=" for an option taking a value; "-x" for short names */
+  GHashTable *value_options;  /* each option taking a value, "-x" and "--name", to its long name */
+  char *params;        /* the positional synopsis: "MODEL", "gc|verify|dir" */
+} LpCliSynopsis;
+
+/* Every command of `llmpress` (main.c), *n of them. */
+const LpCliCommand *lp_cli_commands (gsize *n);
+/* The command named `name`, or NULL. */
+const LpCliCommand *lp_cli_find_command (const char *name);
+/* Fill `out` with what `command` passes to lp_cli_parse; the command itself
+ * stops there and does nothing.  Clear it with lp_cli_synopsis_clear. */
+void lp_cli_synopsis (const LpCliCommand *command, LpCliSynopsis *out);
+void lp_cli_synopsis_clear (LpCliSynopsis *synopsis);
+
+int lp_cmd_complete (int argc, char **argv);
 int lp_cmd_inspect (int argc, char **argv);
 int lp_cmd_convert (int argc, char **argv);
 int lp_cmd_tokenize (int argc, char **argv);

@@ -86,7 +86,10 @@ lp_cmd_tokenize (int argc, char **argv)
   g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), &error);
   if (tok == NULL)
     return lp_cli_fail (error);
-  g_autoptr (GArray) tokens = lp_tokenizer_encode (tok, text, text_len, !no_bos, &error);
+  /* BOS and EOS as the model says (tokenizer.ggml.add_bos_token, ...). */
+  LpTokenizeFlags flags = (lp_tokenizer_adds_bos (tok) && !no_bos ? LP_TOKENIZE_BOS : 0)
+                          | (lp_tokenizer_adds_eos (tok) ? LP_TOKENIZE_EOS : 0);
+  g_autoptr (GArray) tokens = lp_tokenizer_encode_full (tok, text, text_len, flags, &error);
   if (tokens == NULL)
     return lp_cli_fail (error);
 

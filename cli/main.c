@@ -24,6 +24,71 @@ static const LpCliCommand commands[] = {
   { "devices", "list the compute devices (Vulkan, CPU) and the one 'auto' picks", lp_cmd_devices },
 };
 
+const LpCliCommand *
+lp_cli_commands (gsize *n)
+{
+  *n = G_N_ELEMENTS (commands);
+  return commands;
+}
+
+const LpCliCommand *
+lp_cli_find_command (const char *name)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    if (strcmp (name, commands[i].name) == 0)
+      return &commands[i];
+  return NULL;
+}
+
+/* Set while lp_cli_synopsis runs a command: lp_cli_parse records what it
+ * was given here instead of parsing. */
+static LpCliSynopsis *synopsis_capture;
+
+static void
+synopsis_record (const char *params, const GOptionEntry *entries)
+{
+  LpCliSynopsis *out = synopsis_capture;
+  out->params = g_strdup (params ? params : "");
+  g_ptr_array_add (out->options, g_strdup ("--help"));
+  g_ptr_array_add (out->options, g_strdup ("-h"));
+  for (const GOptionEntry *e = entries; e && e->long_name; e++)
+    {
+      if (e->flags & G_OPTION_FLAG_HIDDEN)
+        continue;
+      gboolean takes_value = e->arg != G_OPTION_ARG_NONE && !(e->flags & G_OPTION_FLAG_NO_ARG);
+      g_ptr_array_add (out->options, g_strdup_printf ("--%s%s", e->long_name, takes_value ? "=" : ""));
+      if (e->short_name)
+        g_ptr_array_add (out->options, g_strdup_printf ("-%c", e->short_name));
+      if (!takes_value)
+        continue;
+      g_hash_table_insert (out->value_options, g_strdup_printf ("--%s", e->long_name), g_strdup (e->long_name));
+      if (e->short_name)
+        g_hash_table_insert (out->value_options, g_strdup_printf ("-%c", e->short_name), g_strdup (e->long_name));
+    }
+}
+
+void
+lp_cli_synopsis (const LpCliCommand *command, LpCliSynopsis *out)
+{
+  out->options = g_ptr_array_new_with_free_func (g_free);
+  out->value_options = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  out->params = NULL;
+  char *argv[] = { (char *) command->name, NULL };
+  synopsis_capture = out;
+  command->run (1, argv);
+  synopsis_capture = NULL;
+  if (out->params == NULL)
+    out->params = g_strdup ("");
+}
+
+void
+lp_cli_synopsis_clear (LpCliSynopsis *synopsis)
+{
+  g_clear_pointer (&synopsis->options, g_ptr_array_unref);
+  g_clear_pointer (&synopsis->value_options, g_hash_table_unref);
+  g_clear_pointer (&synopsis->params, g_free);
+}
+
 static void
 print_help (FILE *out)
 {
@@ -31,7 +96,7 @@ print_help (FILE *out)
                 "llmpress compresses large language models.\n\nCommands:\n");
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     fprintf (out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-  fprintf (out, "\n'llmpress COMMAND --help' describes a command.\n"
+  fprintf (out, "\n'llmpress COMMAND --help' describes a command.\n\n"
                 "Options:\n  -h, --help     show this help\n  --version      show the version\n");
 }
 
@@ -39,6 +104,11 @@ gboolean
 lp_cli_parse (const char *command, const char *params, const char *summary, const char *description,
               const GOptionEntry *entries, int *argc, char ***argv)
 {
+  if (synopsis_capture != NULL)
+    {
+      synopsis_record (params, entries);
+      return FALSE;
+    }
   g_autofree char *ctx_params = g_strdup_printf ("%s", params ? params : "");
   g_autoptr (GOptionContext) ctx = g_option_context_new (ctx_params);
   g_autofree char *prog = g_strdup_printf ("llmpress %s", command);
@@ -117,9 +187,12 @@ main (int argc, char **argv)
       printf ("llmpress %s\n", lp_version ());
       return LP_EXIT_OK;
     }
-  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-    if (strcmp (cmd, commands[i].name) == 0)
-      return commands[i].run (argc - 1, argv + 1);
+  /* Hidden: the candidates the bash completion (cli/bash-completion/llmpress) offers. */
+  if (strcmp (cmd, "__complete") == 0)
+    return lp_cmd_complete (argc - 1, argv + 1);
+  const LpCliCommand *command = lp_cli_find_command (cmd);
+  if (command != NULL)
+    return command->run (argc - 1, argv + 1);
   fprintf (stderr, "llmpress: unknown command '%s'\nTry 'llmpress --help'.\n", cmd);
   return LP_EXIT_USAGE;
 }

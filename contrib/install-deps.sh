@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(build-essential autoconf automake libtool pkg-config autoconf-archive
       libglib2.0-dev libjson-glib-dev zlib1g-dev libopenblas-dev liblapacke-dev
       libvulkan-dev mesa-vulkan-drivers vulkan-tools glslc spirv-tools vulkan-validationlayers
-      python3 python3-pip)
+      python3 python3-pip help2man)
 # The packages among the arguments that are not installed yet.
 not_installed() {
   for p in "$@"; do

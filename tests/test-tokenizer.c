@@ -448,9 +448,10 @@ test_bpe_small (void)
   assert_encodes (tq, "12345", digits_llama3, G_N_ELEMENTS (digits_llama3));
 
   /* Unknown pre-tokenizer: say which are known. */
-  g_autoptr (LpMeta) bad = small_bpe_meta ("falcon");
+  g_autoptr (LpMeta) bad = small_bpe_meta ("no-such-pre");
   g_assert_null (lp_tokenizer_new_from_meta (bad, &error));
-  lp_test_assert_error_contains (error, "tokenizer.ggml.pre", "\"falcon\"", "gpt2", "llama-bpe", "qwen2", NULL);
+  lp_test_assert_error_contains (error, "tokenizer.ggml.pre", "\"no-such-pre\"", "gpt2", "llama-bpe", "qwen2", "smollm",
+                                 "falcon", "deepseek-coder", "tekken", NULL);
   g_clear_error (&error);
   /* A merge whose parts are not tokens. */
   g_autoptr (LpMeta) badm = small_bpe_meta ("gpt2");
@@ -582,10 +583,13 @@ static void
 test_roundtrip_hf_bpe (void)
 {
   g_autoptr (GError) error = NULL;
-  static const char *const pres[] = { "gpt-2", "llama-bpe", "qwen2" }; /* the names llama.cpp writes */
+  /* The names llama.cpp writes; lists of several regexes go as Splits in sequence. */
+  static const char *const pres[] = { "gpt-2", "llama-bpe", "qwen2", "smollm", "falcon", "deepseek-llm", "tekken" };
   for (gsize p = 0; p < G_N_ELEMENTS (pres); p++)
     {
       g_autoptr (LpMeta) meta = small_bpe_meta (pres[p]);
+      if (p == 2)
+        lp_meta_set_bool (meta, "tokenizer.ggml.add_eos_token", TRUE);
       g_autofree char *dir = g_strdup_printf ("%s/hf-bpe-%s", lp_test_tmpdir (), pres[p]);
       g_assert_true (lp_tokenizer_write_hf (meta, dir, &error));
       g_assert_no_error (error);
@@ -599,7 +603,40 @@ test_roundtrip_hf_bpe (void)
       for (gsize k = 0; k < G_N_ELEMENTS (same); k++)
         g_assert_true (lp_value_equal (lp_meta_get (meta, same[k]), lp_meta_get (back, same[k])));
       assert_same_encoding (meta, back, "Hello world<|end|> h\xc3\xa9llo 12345\n", -1);
+      /* tokenizer_config.json's add_bos_token / add_eos_token carry what the model adds. */
+      g_autoptr (LpTokenizer) ta = lp_tokenizer_new_from_meta (meta, &error);
+      g_autoptr (LpTokenizer) tb = lp_tokenizer_new_from_meta (back, &error);
+      g_assert_no_error (error);
+      g_assert_cmpint (lp_tokenizer_adds_bos (ta), ==, lp_tokenizer_adds_bos (tb));
+      g_assert_cmpint (lp_tokenizer_adds_eos (tb), ==, p == 2);
     }
+
+  /* SmolLM2's own pre_tokenizer (Digits one by one, then ByteLevel's regex)
+   * is "smollm"; tokenizer_config.json's add_bos_token = false is kept. */
+  g_autoptr (LpMeta) meta = small_bpe_meta ("gpt-2");
+  g_autofree char *dir = g_strdup_printf ("%s/hf-bpe-smollm2", lp_test_tmpdir ());
+  g_assert_true (lp_tokenizer_write_hf (meta, dir, &error));
+  g_autofree char *json_path = g_build_filename (dir, "tokenizer.json", NULL);
+  g_autofree char *json = lp_test_read_text (json_path);
+  g_autoptr (GString) edited = g_string_new (json);
+  /* The ByteLevel object we wrote is left under a name nobody reads. */
+  g_assert_cmpuint (g_string_replace (edited, "\"pre_tokenizer\" : {",
+                                      "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+                                      "{\"type\":\"Digits\",\"individual_digits\":true},"
+                                      "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}]},"
+                                      "\"unread\":{", 1), ==, 1);
+  lp_test_write_text (json_path, edited->str);
+  g_autofree char *config_path = g_build_filename (dir, "tokenizer_config.json", NULL);
+  lp_test_write_text (config_path, "{\"add_bos_token\": true, \"bos_token\": \"H\", \"eos_token\": \"<|end|>\"}");
+  g_autoptr (LpMeta) back = lp_meta_new ();
+  g_assert_true (lp_tokenizer_read_hf (dir, back, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (lp_meta_get_string (back, "tokenizer.ggml.pre"), ==, "smollm");
+  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (back, &error);
+  g_assert_no_error (error);
+  g_assert_true (lp_tokenizer_adds_bos (tok));
+  g_autoptr (GArray) ids = lp_tokenizer_encode_full (tok, "ab", -1, LP_TOKENIZE_MODEL, &error);
+  g_assert_cmpint (g_array_index (ids, gint32, 0), ==, 'H');
 }
 
 static void
