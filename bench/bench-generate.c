@@ -8,7 +8,9 @@
  *     row) and the KV cache so far, so tokens/s cannot exceed
  *     bandwidth / bytes per step.  Printed with the ratio achieved / bound,
  *     and the CPU time of a step (on a shared machine, wall time includes
- *     the wait for a core).
+ *     the wait for a core).  The triad runs on one thread and the steps on
+ *     lp_cpu_threads () (LLMPRESS_THREADS): on a machine whose one core
+ *     cannot draw all of its bandwidth the bound is low by that much.
  * Prints figures; never fails on time. */
 #include "config.h"
 
