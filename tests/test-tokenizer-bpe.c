@@ -4,7 +4,7 @@
  * SmolLM2 vocabulary with tokenizer.ggml.pre replaced), and the BOS/EOS the
  * model asks for.  The expected ids in tokenizer-bpe-expected.h are
  * llama.cpp's, measured with contrib/tokenizer-oracle.py (llama-cpp-python);
- * the test needs no Python.  With LLMPRESS_TEST_ORACLE=1 and llama_cpp
+ * the test needs no Python.  Under make check-slow, with llama_cpp
  * importable, a last case runs the oracle live on a few strings besides. */
 #include "config.h"
 
@@ -165,17 +165,14 @@ test_add_bos_eos (void)
   g_assert_cmpstr (out, ==, "19556\n");
 }
 
-/* The oracle itself, when asked (LLMPRESS_TEST_ORACLE=1: it takes half a
- * minute or more) and llama-cpp-python is there: a few strings under three
+/* The oracle itself, under make check-slow (it takes half a minute or
+ * more) when llama-cpp-python is there: a few strings under three
  * pre-tokenizers, ours against llama.cpp's now. */
 static void
 test_live (void)
 {
-  if (g_strcmp0 (g_getenv ("LLMPRESS_TEST_ORACLE"), "1") != 0)
-    {
-      g_test_skip ("set LLMPRESS_TEST_ORACLE=1 to run llama.cpp live (slow)");
-      return;
-    }
+  if (!lp_test_slow ())
+    return;
   g_autofree char *model = lp_test_shared_path (SMOLLM2);
   if (model == NULL)
     return;
