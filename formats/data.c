@@ -1,5 +1,6 @@
 /* llmpress — evaluation and calibration data: token files and text read
- * into token ids, and the BOS-led windows both cut from them. */
+ * into token ids, and the windows (BOS-led when the model adds BOS) both cut
+ * from them. */
 #include "config.h"
 
 #include <string.h>
@@ -64,6 +65,8 @@ lp_tokens_load (const char *path, LpModel *model, GError **error)
 void
 lp_tokens_window (const gint32 *tokens, gsize start, int len, gint32 bos, gint32 *out)
 {
-  out[0] = bos;
-  memcpy (out + 1, tokens + start, (gsize) (len - 1) * sizeof (gint32));
+  int lead = bos >= 0 ? 1 : 0;
+  if (lead)
+    out[0] = bos;
+  memcpy (out + lead, tokens + start, (gsize) (len - lead) * sizeof (gint32));
 }
