@@ -114,7 +114,7 @@ lp_cmd_generate (int argc, char **argv)
   const LpModelConfig *c = lp_model_config (model);
   g_autoptr (GArray) ids = NULL;
   if (opt_prompt && *opt_prompt)
-    ids = lp_tokenizer_encode (tok, opt_prompt, -1, TRUE, &error);
+    ids = lp_tokenizer_encode (tok, opt_prompt, -1, lp_tokenizer_adds_bos (tok), &error); /* BOS as the model says */
   else
     {
       ids = g_array_new (FALSE, FALSE, sizeof (gint32));

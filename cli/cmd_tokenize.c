@@ -51,7 +51,7 @@ lp_cmd_tokenize (int argc, char **argv)
   g_autofree char *file = NULL, *tokenizer = NULL;
   const GOptionEntry entries[] = {
     { "ids", 'i', 0, G_OPTION_ARG_NONE, &ids, "Print only the ids, space-separated on one line", NULL },
-    { "no-bos", 0, 0, G_OPTION_ARG_NONE, &no_bos, "Do not start with the beginning-of-sequence token", NULL },
+    { "no-bos", 0, 0, G_OPTION_ARG_NONE, &no_bos, "Do not start with the beginning-of-sequence token, even where the model adds it", NULL },
     { "file", 'f', 0, G_OPTION_ARG_FILENAME, &file, "Encode the contents of FILE instead of TEXT", "FILE" },
     LP_CLI_TOKENIZER_ENTRY (tokenizer),
     { NULL },
@@ -86,7 +86,10 @@ lp_cmd_tokenize (int argc, char **argv)
   g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), &error);
   if (tok == NULL)
     return lp_cli_fail (error);
-  g_autoptr (GArray) tokens = lp_tokenizer_encode (tok, text, text_len, !no_bos, &error);
+  /* BOS and EOS as the model says (tokenizer.ggml.add_bos_token, ...). */
+  LpTokenizeFlags flags = (lp_tokenizer_adds_bos (tok) && !no_bos ? LP_TOKENIZE_BOS : 0)
+                          | (lp_tokenizer_adds_eos (tok) ? LP_TOKENIZE_EOS : 0);
+  g_autoptr (GArray) tokens = lp_tokenizer_encode_full (tok, text, text_len, flags, &error);
   if (tokens == NULL)
     return lp_cli_fail (error);
 

@@ -26,7 +26,7 @@ lp_calibration_new (const gint32 *tokens, gsize n, gint32 bos, const LpCalibOpti
                     o.n_samples, o.seq_len);
       return NULL;
     }
-  gsize stride = (gsize) o.seq_len - 1;
+  gsize stride = bos >= 0 ? (gsize) o.seq_len - 1 : (gsize) o.seq_len; /* data tokens per sample */
   gsize slots = n / stride;
   if (slots < (gsize) o.n_samples)
     {

@@ -1,6 +1,6 @@
 /* llmpress — evaluation and calibration data: token files and text read
- * into token ids, and the windows (BOS-led when the model adds BOS) both cut
- * from them. */
+ * into token ids, and the windows both cut from them (BOS-led when the
+ * model's tokenizer adds BOS). */
 #include "config.h"
 
 #include <string.h>
@@ -65,8 +65,20 @@ lp_tokens_load (const char *path, LpModel *model, GError **error)
 void
 lp_tokens_window (const gint32 *tokens, gsize start, int len, gint32 bos, gint32 *out)
 {
-  int lead = bos >= 0 ? 1 : 0;
-  if (lead)
-    out[0] = bos;
-  memcpy (out + lead, tokens + start, (gsize) (len - lead) * sizeof (gint32));
+  if (bos < 0)
+    {
+      memcpy (out, tokens + start, (gsize) len * sizeof (gint32));
+      return;
+    }
+  out[0] = bos;
+  memcpy (out + 1, tokens + start, (gsize) (len - 1) * sizeof (gint32));
+}
+
+gint32
+lp_tokens_bos (LpModel *model)
+{
+  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), NULL);
+  if (tok == NULL)
+    return 1; /* no vocabulary to ask: llama2.c's BOS */
+  return lp_tokenizer_adds_bos (tok) ? lp_tokenizer_bos (tok) : -1;
 }

@@ -206,8 +206,7 @@ lp_pass_context_get_calibration (LpPassContext *ctx, GError **error)
                     ctx->calibration_path, tokens->len, end);
       return NULL;
     }
-  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), NULL);
-  gint32 bos = tok && lp_tokenizer_bos (tok) >= 0 ? lp_tokenizer_bos (tok) : 1;
+  gint32 bos = lp_tokens_bos (model); /* BOS-led samples when the model adds BOS */
   LpCalibOptions o = LP_CALIB_OPTIONS_INIT;
   if (s)
     {

@@ -132,22 +132,6 @@ window_worker (gpointer data)
   return NULL;
 }
 
-/* The token each window starts with: the model's BOS when its tokenizer adds
- * one, -1 when it adds none (tokenizer.ggml.add_bos_token = false); a model
- * without a tokenizer gets 1, llama2.c's BOS. */
-static gint32
-eval_bos (LpModel *model)
-{
-  const LpMeta *meta = lp_model_meta (model);
-  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (meta, NULL);
-  gboolean add_bos = TRUE;
-  lp_meta_get_bool (meta, "tokenizer.ggml.add_bos_token", &add_bos, NULL);
-  if (!add_bos)
-    return -1;
-  gint32 bos = tok ? lp_tokenizer_bos (tok) : 1;
-  return bos >= 0 ? bos : 1;
-}
-
 int
 lp_eval_blas_threads (const LpModel *model)
 {
@@ -172,7 +156,7 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
   if (ctx > c->ctx_len)
     lp_warn ("%s declares a context length of %" G_GINT64_FORMAT "; evaluating at %d as asked",
                lp_model_source (model) ? lp_model_source (model) : "the model", c->ctx_len, ctx);
-  gint32 bos = eval_bos (model);
+  gint32 bos = lp_tokens_bos (model);
   int lead = bos >= 0 ? 1 : 0; /* BOS tokens in a window */
 
   /* A window is BOS (when the model adds one) and then data tokens: ctx -

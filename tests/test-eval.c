@@ -60,6 +60,23 @@ llama_perplexity_nll (LpModel *m, const gint32 *data, gsize n, int ctx, gint32 b
   return nll / count;
 }
 
+/* A small model with a SentencePiece vocabulary (BOS 1), which adds BOS as
+ * "llama" vocabularies do unless told otherwise. */
+static LpModel *
+small_model (guint64 seed, gboolean add_bos)
+{
+  LpSynthOptions so = LP_SYNTH_OPTIONS_INIT;
+  so.n_layers = 1;
+  so.seed = seed;
+  g_autoptr (GError) error = NULL;
+  LpModel *m = lp_model_synth (&so, &error);
+  g_assert_no_error (error);
+  if (!add_bos)
+    lp_meta_set_bool (lp_model_meta (m), "tokenizer.ggml.add_bos_token", FALSE);
+  g_assert_cmpint (lp_tokens_bos (m), ==, add_bos ? 1 : -1);
+  return m;
+}
+
 static GArray *
 random_tokens (gsize n, int V, guint32 seed)
 {
@@ -83,20 +100,17 @@ eval_checked (LpModel *m, const GArray *tokens, const LpEvalOptions *o, LpEvalRe
 }
 
 /* eval --llama-cpp scores exactly llama-perplexity's tokens: for a model that
- * adds BOS (no tokenizer: BOS 1, as llama2.c) and for one that does not
- * (tokenizer.ggml.add_bos_token = false), on every chunk count the data
+ * adds BOS and for one that does not (tokenizer.ggml.add_bos_token = false), on every chunk count the data
  * allows, including (n + 1) / ctx chunks when BOS leads the stream. */
 static void
 test_llama_cpp_convention (void)
 {
   const int ctx = 32;
   /* 32 * 7 - 1 tokens: with BOS in front, exactly 7 chunks; without, 6. */
-  g_autoptr (GArray) tokens = random_tokens (32 * 7 - 1, 64, 7);
+  g_autoptr (GArray) tokens = random_tokens (32 * 7 - 1, 512, 7);
   for (int add_bos = 1; add_bos >= 0; add_bos--)
     {
-      g_autoptr (LpModel) m = lp_test_tiny_model (3);
-      if (!add_bos)
-        lp_meta_set_bool (lp_model_meta (m), "tokenizer.ggml.add_bos_token", FALSE);
+      g_autoptr (LpModel) m = small_model (3, add_bos);
       LpEvalOptions o = { .ctx = ctx, .llama_cpp = TRUE };
       LpEvalResult r;
       eval_checked (m, tokens, &o, &r);
@@ -126,12 +140,10 @@ static void
 test_own_convention (void)
 {
   const int ctx = 16;
-  g_autoptr (GArray) tokens = random_tokens (100, 64, 11);
+  g_autoptr (GArray) tokens = random_tokens (100, 512, 11);
   for (int add_bos = 1; add_bos >= 0; add_bos--)
     {
-      g_autoptr (LpModel) m = lp_test_tiny_model (5);
-      if (!add_bos)
-        lp_meta_set_bool (lp_model_meta (m), "tokenizer.ggml.add_bos_token", FALSE);
+      g_autoptr (LpModel) m = small_model (5, add_bos);
       LpEvalOptions o = { .ctx = ctx };
       LpEvalResult r;
       eval_checked (m, tokens, &o, &r);
@@ -147,7 +159,7 @@ test_own_convention (void)
           memcpy (win + lead, (const gint32 *) tokens->data + w * stride, (gsize) stride * sizeof (gint32));
           g_autofree float *logits = lp_test_logits (m, win, ctx);
           for (int t = 0; t < ctx - 1; t++)
-            nll += row_nll (logits + t * 64, 64, win[t + 1]);
+            nll += row_nll (logits + t * 512, 512, win[t + 1]);
         }
       nll /= (double) n_win * (ctx - 1);
       g_assert_cmpfloat_with_epsilon (r.nll, nll, 1e-9 * nll);

@@ -46,7 +46,10 @@ struct _LpTokenizer {
   GHashTable *merges;           /* (left << 32 | right) -> LpTokMerge* */
   LpTokMerge *merge_list;
   guint n_merges;
-  GRegex *pre;
+  GRegex **pre;                 /* [n_pre] split regexes, applied in sequence */
+  guint n_pre;
+  gboolean ignore_merges;       /* a word that is a token is that token */
+  gboolean add_bos, add_eos;    /* what the model says encoding adds */
   char byte_char[256][4];       /* GPT-2's byte -> printable character (UTF-8, NUL-terminated) */
   GHashTable *char_byte;        /* gunichar -> byte + 1 */
 };
@@ -80,9 +83,20 @@ gboolean lp_tok_bpe_encode (const LpTokenizer *tok, const char *text, gsize len,
                             GError **error);
 /* Byte-level BPE setup: byte alphabet, merges, pre-tokenizer. */
 gboolean lp_tok_bpe_init (LpTokenizer *tok, const LpMeta *meta, GError **error);
-/* tokenizer.ggml.pre name -> regex, and back (NULL when unknown). */
-const char *lp_tok_bpe_pre_regex (const char *pre);
-const char *lp_tok_bpe_pre_name (const char *regex);
+/* A byte-level pre-tokenizer as llama.cpp has it: its split regexes
+ * (NULL-terminated, applied in sequence) and flags. */
+typedef struct {
+  const char *name;
+  const char *const *regexes;
+  gboolean ignore_merges;
+  gboolean add_bos;     /* llama.cpp's default for tokenizer.ggml.add_bos_token */
+} LpTokPre;
+/* tokenizer.ggml.pre name -> pre-tokenizer (NULL when unknown); a list of
+ * n regexes -> the name of the pre-tokenizer that is that list (NULL when none). */
+const LpTokPre *lp_tok_bpe_pre_find (const char *pre);
+const char *lp_tok_bpe_pre_name (const char *const *regexes, guint n);
+/* "a, b, ..." of every known name (free with g_free). */
+char *lp_tok_bpe_pre_known (void);
 /* GPT-2's byte -> unicode mapping. */
 gunichar lp_tok_byte_to_unichar (guint8 b);
 

@@ -235,6 +235,19 @@ lp_tokenizer_new_from_meta (const LpMeta *meta, GError **error)
     }
   else if (!lp_tok_bpe_init (tok, meta, error))
     return NULL;
+
+  /* BOS/EOS as the model says; unsaid, llama.cpp's default for the kind
+   * (SentencePiece: BOS; byte-level: the pre-tokenizer's, set above). */
+  if (tok->kind == LP_TOK_SPM)
+    tok->add_bos = TRUE;
+  if ((!lp_meta_get_bool (meta, "tokenizer.ggml.add_bos_token", &tok->add_bos, &e) && e != NULL)
+      || (!lp_meta_get_bool (meta, "tokenizer.ggml.add_eos_token", &tok->add_eos, &e) && e != NULL))
+    {
+      g_propagate_prefixed_error (error, e, "tokenizer: ");
+      return NULL;
+    }
+  tok->add_bos = tok->add_bos && tok->bos >= 0;
+  tok->add_eos = tok->add_eos && tok->eos >= 0;
   return g_steal_pointer (&tok);
 }
 
@@ -253,8 +266,10 @@ lp_tokenizer_free (LpTokenizer *tok)
   if (tok->merges)
     g_hash_table_unref (tok->merges);
   g_free (tok->merge_list);
-  if (tok->pre)
-    g_regex_unref (tok->pre);
+  for (guint i = 0; i < tok->n_pre; i++)
+    if (tok->pre[i])
+      g_regex_unref (tok->pre[i]);
+  g_free (tok->pre);
   if (tok->char_byte)
     g_hash_table_unref (tok->char_byte);
   g_free (tok);
@@ -263,6 +278,8 @@ lp_tokenizer_free (LpTokenizer *tok)
 gint32 lp_tokenizer_n_vocab (const LpTokenizer *tok) { return tok->n_vocab; }
 gint32 lp_tokenizer_bos (const LpTokenizer *tok) { return tok->bos; }
 gint32 lp_tokenizer_eos (const LpTokenizer *tok) { return tok->eos; }
+gboolean lp_tokenizer_adds_bos (const LpTokenizer *tok) { return tok->add_bos; }
+gboolean lp_tokenizer_adds_eos (const LpTokenizer *tok) { return tok->add_eos; }
 
 const char *
 lp_tokenizer_token_text (const LpTokenizer *tok, gint32 id)
@@ -305,6 +322,13 @@ GArray *
 lp_tokenizer_encode (const LpTokenizer *tok, const char *text, gssize len, gboolean add_bos,
                      GError **error)
 {
+  return lp_tokenizer_encode_full (tok, text, len, add_bos ? LP_TOKENIZE_BOS : 0, error);
+}
+
+GArray *
+lp_tokenizer_encode_full (const LpTokenizer *tok, const char *text, gssize len, LpTokenizeFlags flags,
+                          GError **error)
+{
   g_return_val_if_fail (tok != NULL && text != NULL, NULL);
   gsize n = len < 0 ? strlen (text) : (gsize) len;
   const char *bad;
@@ -315,7 +339,9 @@ lp_tokenizer_encode (const LpTokenizer *tok, const char *text, gssize len, gbool
       return NULL;
     }
   g_autoptr (GArray) out = g_array_sized_new (FALSE, FALSE, sizeof (gint32), n / 2 + 2);
-  if (add_bos && tok->bos >= 0)
+  if (flags & LP_TOKENIZE_MODEL)
+    flags |= (tok->add_bos ? LP_TOKENIZE_BOS : 0) | (tok->add_eos ? LP_TOKENIZE_EOS : 0);
+  if ((flags & LP_TOKENIZE_BOS) && tok->bos >= 0)
     g_array_append_val (out, tok->bos);
   guint8 first[256] = { 0 };
   for (guint k = 0; k < tok->n_specials; k++)
@@ -336,6 +362,8 @@ lp_tokenizer_encode (const LpTokenizer *tok, const char *text, gssize len, gbool
     }
   if (!encode_fragment (tok, text + start, n - start, start == 0, out, error))
     return NULL;
+  if ((flags & LP_TOKENIZE_EOS) && tok->eos >= 0)
+    g_array_append_val (out, tok->eos);
   return g_steal_pointer (&out);
 }
 

@@ -129,22 +129,22 @@ adds_prefix (JsonObject *c, gpointer user)
   return FALSE;
 }
 
-/* The split regex of a byte-level pre-tokenizer: ByteLevel's own (GPT-2's)
- * when use_regex, else a Split's pattern. */
+/* The split regexes of a byte-level pre-tokenizer, in order: ByteLevel's
+ * own (GPT-2's) when use_regex, a Split's pattern, Digits' one-by-one. */
 static gboolean
 find_regex (JsonObject *c, gpointer user)
 {
-  const char **out = user;
+  GPtrArray *out = user;
   if (is_type (c, "ByteLevel") && member_bool (c, "use_regex", TRUE))
-    *out = lp_tok_bpe_pre_regex ("gpt2");
+    g_ptr_array_add (out, (gpointer) lp_tok_bpe_pre_find ("gpt2")->regexes[0]);
+  else if (is_type (c, "Digits") && member_bool (c, "individual_digits", FALSE))
+    g_ptr_array_add (out, (gpointer) "\\p{N}");
   else if (is_type (c, "Split"))
     {
       JsonObject *p = member_object (c, "pattern");
-      *out = member_string (p, "Regex") ? member_string (p, "Regex") : "(a string pattern)";
+      g_ptr_array_add (out, (gpointer) (member_string (p, "Regex") ? member_string (p, "Regex") : "(a string pattern)"));
     }
-  else
-    return FALSE;
-  return TRUE;
+  return FALSE; /* visit them all */
 }
 
 /* The text of a special token in tokenizer_config.json: a string or an
@@ -380,13 +380,16 @@ lp_tokenizer_read_hf (const char *path_in, LpMeta *meta, GError **error)
     }
   else
     {
-      const char *regex = NULL;
-      any_component (pre, find_regex, &regex);
-      const char *pre_name = regex ? lp_tok_bpe_pre_name (regex) : NULL;
+      g_autoptr (GPtrArray) regexes = g_ptr_array_new ();
+      any_component (pre, find_regex, regexes);
+      const char *pre_name = lp_tok_bpe_pre_name ((const char *const *) regexes->pdata, regexes->len);
       if (pre_name == NULL)
         {
-          lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: key pre_tokenizer: expected the split regex of gpt2, llama3 (llama-bpe) or qwen2, found %s",
-                        path, regex ? regex : "none");
+          g_autofree char *known = lp_tok_bpe_pre_known ();
+          g_ptr_array_add (regexes, NULL);
+          g_autofree char *found = regexes->len > 1 ? g_strjoinv ("\", then ", (char **) regexes->pdata) : g_strdup ("none");
+          lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: key pre_tokenizer: expected the split regexes of one of %s (as llama.cpp has them), found %s%s%s",
+                        path, known, regexes->len > 1 ? "\"" : "", found, regexes->len > 1 ? "\"" : "");
           goto out;
         }
       lp_tok_meta_set_vocab (meta, "gpt2", n, (char **) v.tokens->pdata, NULL, (gint32 *) v.types->data);
@@ -635,27 +638,31 @@ write_tokenizer_json (const char *dir, const LpMeta *meta, const LpTokVocab *v, 
 
   json_builder_set_member_name (b, "pre_tokenizer");
   const char *pre = spm ? NULL : lp_meta_get_string (meta, "tokenizer.ggml.pre");
-  const char *regex = spm ? NULL : lp_tok_bpe_pre_regex (pre ? pre : "default");
+  const LpTokPre *split = spm ? NULL : lp_tok_bpe_pre_find (pre ? pre : "default");
   if (spm)
     json_builder_add_null_value (b);
-  else if (strcmp (regex, lp_tok_bpe_pre_regex ("gpt2")) == 0)
+  else if (split->regexes == lp_tok_bpe_pre_find ("gpt2")->regexes)
     add_byte_level (b, TRUE);
   else
     {
+      /* Each regex an isolating Split, in llama.cpp's order. */
       add_type (b, "Sequence");
       json_builder_set_member_name (b, "pretokenizers");
       json_builder_begin_array (b);
-      add_type (b, "Split");
-      json_builder_set_member_name (b, "pattern");
-      json_builder_begin_object (b);
-      json_builder_set_member_name (b, "Regex");
-      json_builder_add_string_value (b, regex);
-      json_builder_end_object (b);
-      json_builder_set_member_name (b, "behavior");
-      json_builder_add_string_value (b, "Isolated");
-      json_builder_set_member_name (b, "invert");
-      json_builder_add_boolean_value (b, FALSE);
-      json_builder_end_object (b);
+      for (const char *const *re = split->regexes; *re; re++)
+        {
+          add_type (b, "Split");
+          json_builder_set_member_name (b, "pattern");
+          json_builder_begin_object (b);
+          json_builder_set_member_name (b, "Regex");
+          json_builder_add_string_value (b, *re);
+          json_builder_end_object (b);
+          json_builder_set_member_name (b, "behavior");
+          json_builder_add_string_value (b, "Isolated");
+          json_builder_set_member_name (b, "invert");
+          json_builder_add_boolean_value (b, FALSE);
+          json_builder_end_object (b);
+        }
       add_byte_level (b, FALSE);
       json_builder_end_array (b);
       json_builder_end_object (b);
@@ -824,7 +831,7 @@ lp_tokenizer_write_hf (const LpMeta *meta, const char *dir, GError **error)
       return FALSE;
     }
   const char *pre = lp_meta_get_string (meta, "tokenizer.ggml.pre");
-  if (!spm && lp_tok_bpe_pre_regex (pre ? pre : "default") == NULL)
+  if (!spm && lp_tok_bpe_pre_find (pre ? pre : "default") == NULL)
     {
       lp_set_error (error, LP_ERROR_UNSUPPORTED, "%s: key tokenizer.ggml.pre: no known split regex for \"%s\"", dir, pre);
       return FALSE;
@@ -860,7 +867,7 @@ lp_tokenizer_write_hf (const LpMeta *meta, const char *dir, GError **error)
     }
   json_builder_set_member_name (b, "tokenizer_class");
   json_builder_add_string_value (b, spm ? "LlamaTokenizer"
-                                    : g_strcmp0 (lp_tok_bpe_pre_regex (pre ? pre : "default"), lp_tok_bpe_pre_regex ("gpt2")) == 0
+                                    : lp_tok_bpe_pre_find (pre ? pre : "default")->regexes == lp_tok_bpe_pre_find ("gpt2")->regexes
                                       ? "GPT2Tokenizer" : "PreTrainedTokenizerFast");
   json_builder_end_object (b);
   if (!write_json (dir, "tokenizer_config.json", b, error))

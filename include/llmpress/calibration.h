@@ -72,7 +72,7 @@ typedef struct {
 typedef gboolean (*LpCalibBlockFunc) (gpointer user_data, int layer, LpActStats *stats /* [LP_LINEAR_IN_COUNT] */,
                                       GError **error);
 
-/* Samples from a token stream (no BOS in it). */
+/* Samples from a token stream (no BOS in it), each led by bos (none when bos < 0). */
 LpCalibration *lp_calibration_new (const gint32 *tokens, gsize n, gint32 bos, const LpCalibOptions *options,
                                    GError **error);
 void lp_calibration_free (LpCalibration *cal);

@@ -5,12 +5,17 @@
  * readers translate into it):
  *   tokenizer.ggml.model = "llama": SentencePiece-style BPE with scores and
  *       byte fallback (<0xXX> tokens), "▁" for spaces, a leading space added;
- *   tokenizer.ggml.model = "gpt2": byte-level BPE with merges and a
- *       pre-tokenizer regex (tokenizer.ggml.pre names which: gpt-2/gpt2/default,
- *       llama-bpe/llama3/smaug-bpe, qwen2).
+ *   tokenizer.ggml.model = "gpt2": byte-level BPE with merges and
+ *       llama.cpp's pre-tokenizer regexes (tokenizer.ggml.pre names which:
+ *       default, gpt-2/gpt2, llama-bpe/llama3, qwen2, smollm, starcoder,
+ *       refact, command-r, falcon, deepseek-llm, deepseek-coder, olmo, dbrx,
+ *       tekken, ... and llama.cpp's other aliases of these).
  * Also honoured: tokenizer.ggml.add_space_prefix (SPM's dummy prefix, default
  * true) and tokenizer.ggml.remove_extra_whitespaces (SentencePiece's
- * whitespace collapsing, default false as in llama.cpp).  User-defined tokens
+ * whitespace collapsing, default false as in llama.cpp), and
+ * tokenizer.ggml.add_bos_token / add_eos_token (what encoding adds "as the
+ * model says"; unsaid: BOS for "llama", for "gpt2" llama.cpp's default of
+ * the pre-tokenizer, e.g. yes for llama3, no for smollm; EOS never).  User-defined tokens
  * (and, for "gpt2", control tokens) are matched verbatim in the text. */
 #pragma once
 
@@ -30,8 +35,22 @@ gint32 lp_tokenizer_eos (const LpTokenizer *tok); /* -1 when none */
 /* The token's stored text (with "▁" / byte-level characters); borrowed. */
 const char *lp_tokenizer_token_text (const LpTokenizer *tok, gint32 id);
 
+/* Whether encoding "as the model says" adds BOS in front / EOS at the end
+ * (FALSE when the vocabulary has no such token). */
+gboolean lp_tokenizer_adds_bos (const LpTokenizer *tok);
+gboolean lp_tokenizer_adds_eos (const LpTokenizer *tok);
+
+typedef enum {
+  LP_TOKENIZE_BOS = 1 << 0,   /* BOS in front (when the vocabulary has one) */
+  LP_TOKENIZE_EOS = 1 << 1,   /* EOS at the end (likewise) */
+  LP_TOKENIZE_MODEL = 1 << 2, /* and whatever the model adds (adds_bos/adds_eos) */
+} LpTokenizeFlags;
+
 /* Encode UTF-8 text (len < 0: NUL-terminated).  Returns a GArray of gint32.
  * Fails on invalid UTF-8 (naming the byte offset). */
+GArray *lp_tokenizer_encode_full (const LpTokenizer *tok, const char *text, gssize len,
+                                  LpTokenizeFlags flags, GError **error);
+/* The same with add_bos: LP_TOKENIZE_BOS, else nothing. */
 GArray *lp_tokenizer_encode (const LpTokenizer *tok, const char *text, gssize len,
                              gboolean add_bos, GError **error);
 /* Decode ids into text; *out_len gets its length (the text may hold NULs).
