@@ -28,6 +28,16 @@ lp_test_shared_path (const char *relative)
   return path;
 }
 
+gboolean
+lp_test_slow (void)
+{
+  const char *slow = g_getenv ("LLMPRESS_SLOW");
+  if (slow != NULL && strcmp (slow, "1") == 0)
+    return TRUE;
+  g_test_skip ("slow: runs under make check-slow (LLMPRESS_SLOW=1)");
+  return FALSE;
+}
+
 static char *tmpdir;
 
 gboolean

@@ -5,11 +5,15 @@
 #include <json-glib/json-glib.h>
 #include <llmpress/llmpress.h>
 
-/* Path of a file in ../shared (LLMPRESS_SHARED_DIR), or NULL after calling
- * g_test_skip() with a reason when it is absent.  g_free() it. */
 /* TRUE when the Vulkan module is built and sees a usable device; else
  * g_test_skip with the reason and FALSE. */
 gboolean lp_test_have_vulkan (void);
+/* TRUE under `make check-slow` (LLMPRESS_SLOW=1); else g_test_skip with the
+ * reason and FALSE.  Slow cases are the real-scale runs (SmolLM2-135M) that
+ * would push CI, which runs the suite twice, past its time budget. */
+gboolean lp_test_slow (void);
+/* Path of a file in ../shared (LLMPRESS_SHARED_DIR), or NULL after calling
+ * g_test_skip() with a reason when it is absent.  g_free() it. */
 char *lp_test_shared_path (const char *relative);
 /* A fresh temporary directory, removed with its contents at exit. */
 const char *lp_test_tmpdir (void);
