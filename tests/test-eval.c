@@ -239,6 +239,89 @@ test_stories_llama_cpp (void)
   g_assert_cmpfloat_with_epsilon (lp_test_report_metric (dir, "eval", "perplexity"), ppl, 1e-6);
 }
 
+#define SMOLLM2 "models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* The first `bytes` of WikiText-2's test text, cut after a newline, in the
+ * temporary directory: its first thousands of tokens are the whole text's
+ * (byte-level BPE never merges across the pre-tokenizer's splits), and it
+ * tokenizes in a fraction of the time. */
+static char *
+wikitext_head (const char *wiki, gsize bytes)
+{
+  g_autofree char *text = lp_test_read_text (wiki);
+  gsize len = MIN (strlen (text), bytes);
+  while (len > 0 && text[len - 1] != '\n')
+    len--;
+  g_autofree char *name = g_strdup_printf ("wikitext-head-%" G_GSIZE_FORMAT ".txt", bytes);
+  return lp_test_write_file (name, text, len);
+}
+
+/* SmolLM2-135M (Q4_1; tokenizer.ggml.add_bos_token = false: no BOS anywhere)
+ * on WikiText-2, 2 chunks of 512: the same tokens llama-perplexity scores
+ * (see the slow case below for the whole figure). */
+static void
+test_smollm2_head (void)
+{
+  g_autofree char *model = lp_test_shared_path (SMOLLM2);
+  g_autofree char *wiki = model ? lp_test_shared_path ("data/wikitext-2-raw-test.txt") : NULL;
+  if (wiki == NULL)
+    return;
+  g_autofree char *head = wikitext_head (wiki, 40000);
+  double ppl = cli_llama_cpp_ppl (model, head, "512", "2", NULL, NULL);
+  g_assert_cmpfloat_with_epsilon (ppl, 21.37222, 5e-5);
+}
+
+/* The issue's figure: llama-perplexity on the shipped file, WikiText-2's
+ * whole test text, 20 chunks of 512: 28.7268. */
+static void
+test_smollm2_wikitext (void)
+{
+  if (!lp_test_slow ())
+    return;
+  g_autofree char *model = lp_test_shared_path (SMOLLM2);
+  g_autofree char *wiki = model ? lp_test_shared_path ("data/wikitext-2-raw-test.txt") : NULL;
+  if (wiki == NULL)
+    return;
+  const double llama_cpp = 28.7268;
+  double ppl = cli_llama_cpp_ppl (model, wiki, "512", "20", NULL, NULL);
+  g_assert_cmpfloat_with_epsilon (ppl, 28.6245, 5e-5);
+  g_assert_cmpfloat (fabs (ppl - llama_cpp) / llama_cpp, <, 5e-3);
+}
+
+/* SmolLM2's dense model (convert --type f32 of the Q4_1 file): every tensor
+ * f32, and the perplexity the quantized file gives (the same values). */
+static void
+test_smollm2_dequantized (void)
+{
+  if (!lp_test_slow ())
+    return;
+  g_autofree char *model = lp_test_shared_path (SMOLLM2);
+  g_autofree char *wiki = model ? lp_test_shared_path ("data/wikitext-2-raw-test.txt") : NULL;
+  if (wiki == NULL)
+    return;
+  g_autofree char *dense = g_build_filename (lp_test_tmpdir (), "smollm2-f32.gguf", NULL);
+  g_autofree char *err = NULL;
+  int rc = lp_test_run_cli (NULL, &err, "convert", model, dense, "--type", "f32", NULL);
+  if (rc != 0)
+    g_error ("convert --type f32: exit %d: %s", rc, err);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) q = lp_model_load (model, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) d = lp_model_load (dense, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (lp_model_n_tensors (d), ==, lp_model_n_tensors (q));
+  for (guint i = 0; i < lp_model_n_tensors (d); i++)
+    g_assert_cmpstr (lp_dtype_name (lp_model_tensor_at (d, i)->dtype), ==, "f32");
+  g_autofree char *head = wikitext_head (wiki, 40000);
+  g_autoptr (GArray) ids = lp_tokens_load (head, q, &error);
+  g_assert_no_error (error);
+  LpEvalOptions o = { .ctx = 128, .max_windows = 4 };
+  LpEvalResult rq, rd;
+  eval_checked (q, ids, &o, &rq);
+  eval_checked (d, ids, &o, &rd);
+  g_assert_cmpfloat (fabs (rd.ppl - rq.ppl), <=, 1e-4 * rq.ppl);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -246,5 +329,8 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/llama-cpp/convention", test_llama_cpp_convention);
   g_test_add_func ("/eval/own-convention", test_own_convention);
   g_test_add_func ("/eval/llama-cpp/stories260K", test_stories_llama_cpp);
+  g_test_add_func ("/eval/llama-cpp/smollm2-head", test_smollm2_head);
+  g_test_add_func ("/eval/llama-cpp/smollm2-wikitext", test_smollm2_wikitext);
+  g_test_add_func ("/eval/smollm2-dequantized", test_smollm2_dequantized);
   return g_test_run ();
 }
