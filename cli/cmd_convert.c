@@ -10,7 +10,7 @@ lp_cmd_convert (int argc, char **argv)
 {
   g_autofree char *type = NULL, *format = NULL, *tokenizer = NULL, *quant_format = NULL, *overflow = NULL;
   const GOptionEntry entries[] = {
-    { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Store float tensors as f32, f16 or bf16 (default: as read)", "TYPE" },
+    { "type", 't', 0, G_OPTION_ARG_STRING, &type, "Store weights as f32, f16 or bf16, quantized ones dequantized (default: as read)", "TYPE" },
     { "format", 'f', 0, G_OPTION_ARG_STRING, &format, "Output format: gguf, hf (safetensors) or llama2c (default: from OUT)", "FORMAT" },
     { "quant-format", 0, 0, G_OPTION_ARG_STRING, &quant_format,
       "Integer-grid layers in a safetensors directory: gptq (default) or compressed-tensors", "QFORMAT" },
@@ -24,8 +24,13 @@ lp_cmd_convert (int argc, char **argv)
                      "The input is never overwritten; the output appears only when complete.\n"
                      "Missing directories above OUT are created.  An existing directory is\n"
                      "written into only when empty or a previous llmpress output (other files\n"
-                     "in it are kept); a symlink at OUT is replaced, never followed.\n\n"
-                     "Example:\n  llmpress convert stories260K.bin stories260K-f16.gguf --type f16",
+                     "in it are kept); a symlink at OUT is replaced, never followed.\n"
+                     "--type dequantizes ggml block types (Q4_1, Q8_0, Q4_K, ...) too: that is how\n"
+                     "a quantized GGUF's dense model is made (norms and biases stay f32).  A Hugging\n"
+                     "Face directory cannot hold block types: they are written dequantized, as f32\n"
+                     "unless --type says otherwise.\n\n"
+                     "Example:\n  llmpress convert stories260K.bin stories260K-f16.gguf --type f16\n"
+                     "  llmpress convert SmolLM2-135M-Instruct.Q4_1.gguf smollm2-f32.gguf --type f32",
                      entries, &argc, &argv))
     return LP_EXIT_USAGE;
   if (argc != 3)

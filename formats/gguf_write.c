@@ -159,8 +159,10 @@ layout_tensors (GArray *out, const char *path, int dtype, GError **error)
                         path, t->name, (int) t->dtype);
           return FALSE;
         }
-      /* Norms and biases stay f32, as llama.cpp keeps them. */
-      if (dtype >= 0 && is_float (t->dtype))
+      /* An output type converts every weight: float tensors, and ggml block
+       * types dequantized (a quantized model's dense copy).  Norms and
+       * biases stay f32, as llama.cpp keeps them. */
+      if (dtype >= 0 && (is_float (t->dtype) || lp_dtype_info (t->dtype)->block_size > 1))
         o->dtype = t->n_dims >= 2 ? (LpDType) dtype : LP_DTYPE_F32;
       guint64 src_bytes;
       GError *local = NULL;

@@ -1180,6 +1180,18 @@ plan_gptq (const LpModelConfig *c, LpTensor *t, const char *hf_name, const char 
   return TRUE;
 }
 
+/* The type a tensor of `dtype` is written in: `want` (>= 0) for float
+ * tensors; a ggml block type, which safetensors cannot hold, dequantized to
+ * `want`, else to f32 (the values the model computes with, exactly); other
+ * types as they are. */
+static LpDType
+hf_dtype (LpDType dtype, int want)
+{
+  if (lp_dtype_info (dtype)->block_size > 1)
+    return want >= 0 ? (LpDType) want : LP_DTYPE_F32;
+  return want >= 0 && is_float (dtype) ? (LpDType) want : dtype;
+}
+
 /* What t's form writes (t itself, or its parts <name><suffix>, named
  * <hf_name><suffix>) as PlanItems; hf_name is taken. */
 static gboolean
@@ -1193,20 +1205,13 @@ plan_form_tensors (const LpModelConfig *c, LpTensor *t, char *hf_name, const cha
   for (guint i = 0; i < parts->len; i++)
     {
       LpTensor *p = parts->pdata[i];
-      if (lp_dtype_info (p->dtype)->block_size > 1)
-        {
-          lp_set_error (error, LP_ERROR_UNSUPPORTED,
-                        "%s: tensor %s: expected f32, f16 or bf16 weights, found quantized type %s (quantized Hugging Face export is not implemented yet)",
-                        dir, p->name, lp_dtype_name (p->dtype));
-          return FALSE;
-        }
       gsize weight_len;
       const LpFormPart *fp = p == t ? NULL : lp_form_part_find (p->name, &weight_len);
       PlanItem *it = g_new0 (PlanItem, 1);
       it->src = lp_tensor_ref (p);
       it->hf_name = g_strconcat (weight_hf, fp ? fp->suffix : "", NULL);
       it->permute = g_hash_table_contains (permute, t->name) && (fp == NULL || fp->weight_rows);
-      it->dtype = want >= 0 && is_float (p->dtype) ? (LpDType) want : p->dtype;
+      it->dtype = hf_dtype (p->dtype, want);
       g_ptr_array_add (plan, it);
       if (!lp_tensor_shape_bytes (p->name, it->dtype, p->n_dims, p->shape, &it->bytes, error))
         {
@@ -1311,7 +1316,10 @@ write_shard (LpModel *model, GPtrArray *plan, guint shard, const char *dir, cons
         }
       g_autoptr (LpTensor) conv = lp_tensor_convert_range (it->src, it->dtype, it->overflow, it->n_clamped, error);
       if (conv == NULL)
-        return FALSE;
+        {
+          lp_error_prefix (error, dir);
+          return FALSE;
+        }
       g_autoptr (LpTensor) perm = it->permute
                                   ? lp_hf_permute_qk (c, conv, it->src->name, TRUE, dir, error)
                                   : lp_tensor_ref (conv);

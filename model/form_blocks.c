@@ -8,8 +8,9 @@
  * values as f32 latent weights, multiplied as they are (the block
  * quantizers live in compress/, above model/, so no graph op rounds onto
  * a block type), rebuilt as f32 values without a form that the trainer
- * quantizes back to the type; written as its blocks (GGUF keeps them, the
- * Hugging Face writer refuses them by name). */
+ * quantizes back to the type; written as its blocks (GGUF keeps them
+ * unless an output type is asked for; the Hugging Face writer, whose
+ * safetensors cannot hold them, dequantizes them). */
 #include "config.h"
 
 #include "lp-internal.h"

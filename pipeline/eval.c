@@ -32,8 +32,7 @@ typedef struct {
   const gint32 *tokens;
   gsize stride;
   int ctx, first, n_windows, V;
-  gint32 bos;
-  gboolean llama_cpp;
+  gint32 bos;              /* each window's first token; -1: none (the model adds no BOS) */
   WindowSums *per_window;
   LpProgress *prog;
   gint next;               /* next window to take (atomic) */
@@ -56,8 +55,7 @@ eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, 
              double *lp, double *lq, GError **error)
 {
   int ctx = job->ctx, V = job->V;
-  /* llama.cpp's chunk starts with the token its BOS replaces. */
-  lp_tokens_window (job->tokens, (gsize) w * job->stride + (job->llama_cpp ? 1 : 0), ctx, job->bos, win);
+  lp_tokens_window (job->tokens, (gsize) w * job->stride, ctx, job->bos, win);
   if (!lp_forward_logits (fw, win, ctx, NULL, logits, error))
     return FALSE;
   if (ref && !lp_forward_logits (ref, win, ctx, NULL, ref_logits, error))
@@ -158,22 +156,26 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
   if (ctx > c->ctx_len)
     lp_warn ("%s declares a context length of %" G_GINT64_FORMAT "; evaluating at %d as asked",
                lp_model_source (model) ? lp_model_source (model) : "the model", c->ctx_len, ctx);
-  g_autoptr (LpTokenizer) tok = lp_tokenizer_new_from_meta (lp_model_meta (model), NULL);
-  gint32 bos = tok ? lp_tokenizer_bos (tok) : 1;
-  if (bos < 0)
-    bos = 1;
+  gint32 bos = lp_tokens_bos (model);
+  int lead = bos >= 0 ? 1 : 0; /* BOS tokens in a window */
 
-  /* Our convention: windows of BOS + (ctx-1) data tokens, all ctx-1 scored.
-   * llama.cpp's: chunks of ctx data tokens, the first replaced by BOS, the
-   * second half scored. */
-  gsize stride = o.llama_cpp ? (gsize) ctx : (gsize) ctx - 1;
-  int n_windows = (int) (n / stride);
+  /* A window is BOS (when the model adds one) and then data tokens: ctx -
+   * lead of them (lp_tokens_window).  Ours: windows follow each other in the
+   * data, every token after the first scored.  llama.cpp's (llama-perplexity's
+   * perplexity()): the text is tokenized once with BOS in front when the
+   * model adds BOS, that stream is cut into chunks of ctx and each chunk's
+   * first token is replaced by BOS (when the model adds BOS; else it stays),
+   * so chunk w holds data tokens from w*ctx on (the one before is the token
+   * BOS replaced); only logit rows ctx/2 .. ctx-2 are scored. */
+  gsize stride = o.llama_cpp ? (gsize) ctx : (gsize) (ctx - lead);
+  gsize need = (gsize) (ctx - lead); /* data tokens in one window */
+  int n_windows = n < need ? 0 : (int) MIN ((n - need) / stride + 1, (gsize) G_MAXINT);
   if (o.max_windows > 0)
     n_windows = MIN (n_windows, o.max_windows);
   if (n_windows == 0)
     {
       lp_set_error (error, LP_ERROR_INVALID, "eval: data: expected at least %" G_GSIZE_FORMAT " tokens for one window, found %" G_GSIZE_FORMAT,
-                    stride, n);
+                    need, n);
       return FALSE;
     }
   int first = o.llama_cpp ? ctx / 2 : 0; /* first logit row scored */
@@ -202,7 +204,7 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
    * its own forward state, and reduce per-window sums in window order so the
    * result does not depend on scheduling. */
   WindowJob job = { .fw = fw, .ref = ref, .tokens = tokens, .stride = stride, .ctx = ctx, .first = first,
-                    .bos = bos, .llama_cpp = o.llama_cpp, .n_windows = n_windows, .V = (int) c->n_vocab,
+                    .bos = bos, .n_windows = n_windows, .V = (int) c->n_vocab,
                     .backend = o.backend, .device_memory = o.device_memory };
   job.per_window = g_new0 (WindowSums, n_windows);
   job.prog = lp_progress_new ("eval", "windows", n_windows);

@@ -2,6 +2,7 @@
  * end to end through the built binary, and bad input. */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
@@ -489,6 +490,107 @@ test_convert_roundtrip_stories (void)
     convert_roundtrip (bin, tok, "rt-stories", FALSE);
 }
 
+/* A model whose weights are each on a different ggml block type (D 256 so
+ * the K-quants' 256-element blocks fit), saved as GGUF in `path`. */
+static LpModel *
+write_quantized_model (const char *path)
+{
+  LpSynthOptions so = LP_SYNTH_OPTIONS_INIT;
+  so.dim = 256;
+  so.ffn_dim = 512;
+  so.n_layers = 1;
+  so.n_heads = 4;
+  so.n_kv_heads = 2;
+  g_autoptr (GError) error = NULL;
+  LpModel *m = lp_model_synth (&so, &error);
+  g_assert_no_error (error);
+  static const struct {
+    const char *name;
+    LpDType type;
+  } q[] = { { "token_embd.weight", LP_DTYPE_Q3_K }, { "blk.0.attn_q.weight", LP_DTYPE_Q4_1 },
+            { "blk.0.attn_k.weight", LP_DTYPE_Q8_0 }, { "blk.0.attn_v.weight", LP_DTYPE_Q5_1 },
+            { "blk.0.attn_output.weight", LP_DTYPE_Q4_0 }, { "blk.0.ffn_gate.weight", LP_DTYPE_Q4_K },
+            { "blk.0.ffn_up.weight", LP_DTYPE_Q5_K }, { "blk.0.ffn_down.weight", LP_DTYPE_Q6_K } };
+  for (gsize i = 0; i < G_N_ELEMENTS (q); i++)
+    lp_test_quantize_tensor (m, q[i].name, q[i].type);
+  g_assert_true (lp_model_save (m, path, NULL, &error));
+  g_assert_no_error (error);
+  return m;
+}
+
+static double
+perplexity_of (LpModel *m, const gint32 *tokens, gsize n)
+{
+  g_autoptr (GError) error = NULL;
+  LpEvalOptions o = { .ctx = 64 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (m, tokens, n, &o, &r, &error));
+  g_assert_no_error (error);
+  return r.ppl;
+}
+
+/* convert --type f32 of a quantized GGUF dequantizes every tensor (that is
+ * how a user gets the dense model): every tensor f32, each the values the
+ * quantized model computes with, bit for bit, so the perplexity is the same;
+ * --type f16 rounds them to f16 (norms stay f32, as llama.cpp keeps them);
+ * a Hugging Face directory gets them dequantized too (safetensors holds no
+ * block type). */
+static void
+test_convert_dequantizes (void)
+{
+  g_autofree char *qpath = g_build_filename (lp_test_tmpdir (), "mixed-q.gguf", NULL);
+  g_autoptr (LpModel) qm = write_quantized_model (qpath);
+  gint32 tokens[4 * 63];
+  for (gsize i = 0; i < G_N_ELEMENTS (tokens); i++)
+    tokens[i] = (gint32) ((i * 2654435761u) % 509 + 3);
+  double ppl_q = perplexity_of (qm, tokens, G_N_ELEMENTS (tokens));
+  const char *types[] = { "f32", "f16" };
+  for (gsize k = 0; k < G_N_ELEMENTS (types); k++)
+    {
+      g_autofree char *name = g_strdup_printf ("mixed-%s.gguf", types[k]);
+      g_autofree char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
+      g_autofree char *err = NULL;
+      int rc = RUN (NULL, &err, "convert", qpath, out, "--type", types[k]);
+      if (rc != 0)
+        g_error ("convert --type %s: exit %d: %s", types[k], rc, err);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpModel) dm = lp_model_load (out, NULL, &error);
+      g_assert_no_error (error);
+      g_assert_cmpuint (lp_model_n_tensors (dm), ==, lp_model_n_tensors (qm));
+      for (guint i = 0; i < lp_model_n_tensors (dm); i++)
+        {
+          LpTensor *d = lp_model_tensor_at (dm, i);
+          LpDType want = k == 0 || d->n_dims == 1 ? LP_DTYPE_F32 : LP_DTYPE_F16;
+          if (d->dtype != want)
+            g_error ("convert --type %s: tensor %s: expected %s, found %s", types[k], d->name, lp_dtype_name (want),
+                     lp_dtype_name (d->dtype));
+          g_autofree float *fq = lp_tensor_dup_f32 (lp_model_tensor (qm, d->name), &error);
+          g_autofree float *fd = lp_tensor_dup_f32 (d, &error);
+          g_assert_no_error (error);
+          for (gint64 j = 0; j < lp_tensor_n_elements (d); j++)
+            if (k == 0 ? fd[j] != fq[j] : lp_f32_to_f16 (fq[j]) != lp_f32_to_f16 (fd[j]))
+              g_error ("convert --type %s: tensor %s: element %" G_GINT64_FORMAT ": expected %.9g, found %.9g", types[k],
+                       d->name, j, fq[j], fd[j]);
+        }
+      double ppl = perplexity_of (dm, tokens, G_N_ELEMENTS (tokens));
+      if (k == 0)
+        g_assert_cmpfloat (fabs (ppl - ppl_q), <=, 1e-6 * ppl_q);
+      else
+        g_assert_cmpfloat (fabs (ppl - ppl_q), <=, 1e-3 * ppl_q);
+    }
+  g_autofree char *hf = g_build_filename (lp_test_tmpdir (), "mixed-hf", NULL);
+  g_autofree char *err = NULL;
+  int rc = RUN (NULL, &err, "convert", qpath, hf);
+  if (rc != 0)
+    g_error ("convert to hf: exit %d: %s", rc, err);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) hm = lp_model_load (hf, NULL, &error);
+  g_assert_no_error (error);
+  for (guint i = 0; i < lp_model_n_tensors (hm); i++)
+    g_assert_cmpint (lp_model_tensor_at (hm, i)->dtype, ==, LP_DTYPE_F32);
+  g_assert_cmpfloat (fabs (perplexity_of (hm, tokens, G_N_ELEMENTS (tokens)) - ppl_q), <=, 1e-6 * ppl_q);
+}
+
 static void
 test_bad_input (void)
 {
@@ -657,6 +759,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/convert-llama2c", test_convert_llama2c);
   g_test_add_func ("/cli/convert-roundtrip-fixture", test_convert_roundtrip_fixture);
   g_test_add_func ("/cli/convert-roundtrip-stories", test_convert_roundtrip_stories);
+  g_test_add_func ("/cli/convert-dequantizes", test_convert_dequantizes);
   g_test_add_func ("/cli/bad-input", test_bad_input);
   g_test_add_func ("/cli/bad-gguf", test_bad_gguf);
   g_test_add_func ("/cli/tokenize-stories", test_tokenize_stories);

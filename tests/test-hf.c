@@ -754,23 +754,74 @@ test_hf_bad_tensors (void)
   lp_test_assert_error_contains (error, "corrupt/model.safetensors", "offset 0", "found end of file", NULL);
 }
 
+/* A quantized model goes out dequantized (safetensors holds no ggml block
+ * type): without a type to f32, the values the model computes with, bit for
+ * bit (Q and K too, through the head permutation), so the reloaded model's
+ * logits are the quantized model's; with f16 to f16, where a block value past
+ * f16's range is refused like any other (and nothing is left behind). */
 static void
-test_hf_refuses_quantized (void)
+test_hf_dequantizes (void)
 {
   g_autoptr (LpModel) m = lp_test_tiny_model (9);
-  gint64 shape[2] = { 48, 32 };
-  g_autoptr (LpTensor) q = lp_tensor_new ("blk.1.ffn_gate.weight", LP_DTYPE_Q8_0, 2, shape, NULL);
-  lp_model_set_tensor (m, q);
+  const char *names[] = { "blk.1.ffn_gate.weight", "blk.0.attn_q.weight", "blk.1.attn_k.weight" };
+  const LpDType types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_1, LP_DTYPE_Q5_0 };
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
+    lp_test_quantize_tensor (m, names[i], types[i]);
   g_autofree char *dir = test_dir ("quantized-hf");
   g_autoptr (GError) error = NULL;
-  g_assert_false (lp_hf_save (m, dir, NULL, &error));
-  lp_test_assert_error_contains (error, "quantized-hf", "tensor blk.1.ffn_gate.weight", "found quantized type q8_0", NULL);
-  g_assert_false (g_file_test (dir, G_FILE_TEST_EXISTS));
+  g_assert_true (lp_hf_save (m, dir, NULL, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpModel) back = lp_hf_load (dir, &error);
+  g_assert_no_error (error);
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
+    {
+      LpTensor *y = lp_model_tensor (back, names[i]);
+      g_assert_cmpint (y->dtype, ==, LP_DTYPE_F32);
+      g_autofree float *want = lp_tensor_dup_f32 (lp_model_tensor (m, names[i]), &error);
+      g_assert_no_error (error);
+      g_assert_cmpmem (lp_tensor_data (y), lp_tensor_n_bytes (y), want, lp_tensor_n_elements (y) * sizeof (float));
+    }
+  gint32 tokens[12] = { 1, 5, 9, 2, 33, 17, 8, 60, 41, 3, 3, 12 };
+  g_autofree float *lq = lp_test_logits (m, tokens, 12);
+  g_autofree float *lb = lp_test_logits (back, tokens, 12);
+  lp_test_assert_close (lb, lq, 12 * 64, 1e-6);
+
+  LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
+  opts.dtype = LP_DTYPE_F16;
+  g_autofree char *dir16 = test_dir ("quantized-hf-f16");
+  g_assert_true (lp_hf_save (m, dir16, &opts, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpModel) back16 = lp_hf_load (dir16, &error);
+  g_assert_no_error (error);
+  LpTensor *y = lp_model_tensor (back16, names[0]);
+  g_assert_cmpint (y->dtype, ==, LP_DTYPE_F16);
+  g_autofree float *want = lp_tensor_dup_f32 (lp_model_tensor (m, names[0]), &error);
+  const guint16 *h = lp_tensor_data (y);
+  for (gint64 j = 0; j < lp_tensor_n_elements (y); j++)
+    g_assert_cmpuint (h[j], ==, lp_f32_to_f16 (want[j]));
+
+  /* Q8_0 blocks of scale 60000 hold values up to 127 x 60000: past f16. */
+  LpTensor *g = lp_model_tensor (m, names[0]);
+  g_autoptr (LpTensor) big = lp_tensor_new (names[0], LP_DTYPE_Q8_0, g->n_dims, g->shape, NULL);
+  guint8 *b = lp_tensor_data_mut (big);
+  for (gsize k = 0; k < lp_tensor_n_bytes (big); k += 34)
+    {
+      guint16 d = lp_f32_to_f16 (60000.0f);
+      b[k] = d & 0xff;
+      b[k + 1] = d >> 8;
+      memset (b + k + 2, 127, 32);
+    }
+  lp_model_set_tensor (m, big);
+  g_autofree char *dir_big = test_dir ("quantized-hf-big");
+  g_assert_false (lp_hf_save (m, dir_big, &opts, &error));
+  lp_test_assert_error_contains (error, "quantized-hf-big", "tensor blk.1.ffn_gate.weight",
+                                 "expected a value within f16's range", NULL);
+  g_assert_false (g_file_test (dir_big, G_FILE_TEST_EXISTS));
   /* ... and leaves no temporary directory behind. */
   g_autoptr (GDir) d = g_dir_open (lp_test_tmpdir (), 0, NULL);
   const char *name;
   while ((name = g_dir_read_name (d)) != NULL)
-    g_assert_false (g_str_has_prefix (name, ".quantized-hf"));
+    g_assert_false (g_str_has_prefix (name, ".quantized-hf-big"));
 }
 
 static void
@@ -875,7 +926,7 @@ main (int argc, char **argv)
   g_test_add_func ("/hf/sharded-save", test_hf_save_sharded);
   g_test_add_func ("/hf/bad-config", test_hf_bad_config);
   g_test_add_func ("/hf/bad-tensors", test_hf_bad_tensors);
-  g_test_add_func ("/hf/refuses-quantized", test_hf_refuses_quantized);
+  g_test_add_func ("/hf/dequantizes", test_hf_dequantizes);
   g_test_add_func ("/hf/stories260K", test_hf_stories260k);
   g_test_add_func ("/hf/python-oracle", test_hf_python_oracle);
   return g_test_run ();

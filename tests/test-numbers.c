@@ -95,15 +95,6 @@ token_file (void)
   return lp_test_write_file ("tokens.u16", ids, sizeof ids);
 }
 
-static JsonObject *
-parse_object (JsonParser *p, const char *text)
-{
-  g_autoptr (GError) error = NULL;
-  if (!json_parser_load_from_data (p, text, -1, &error))
-    g_error ("not JSON (%s): %s", error->message, text);
-  return json_node_get_object (json_parser_get_root (p));
-}
-
 /* A model with a NaN (or infinite) weight: eval exits 1 with one line naming
  * the file and the metrics; --json still prints valid JSON, with null and an
  * error; a run's eval node fails naming the node and the metric. */
@@ -122,7 +113,7 @@ test_eval_nonfinite (void)
       g_assert_cmpint (lp_test_run_cli (&out, &err, "eval", model, "--data", data, "--ctx", "32", "-q", "--json", NULL), ==, 1);
       g_assert_nonnull (strstr (err, "perplexity=nan"));
       g_autoptr (JsonParser) p = json_parser_new ();
-      JsonObject *o = parse_object (p, out);
+      JsonObject *o = lp_test_parse_object (p, out);
       g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (o, "perplexity")));
       g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (o, "nll")));
       g_assert_nonnull (strstr (json_object_get_string_member (o, "error"), "perplexity=nan"));
@@ -141,7 +132,7 @@ test_eval_nonfinite (void)
   g_autofree char *out = NULL;
   g_assert_cmpint (lp_test_run_cli (&out, NULL, "eval", demo, "--data", data, "--ctx", "32", "-q", "--json", NULL), ==, 0);
   g_autoptr (JsonParser) p = json_parser_new ();
-  JsonObject *o = parse_object (p, out);
+  JsonObject *o = lp_test_parse_object (p, out);
   g_assert_true (isfinite (json_object_get_double_member (o, "perplexity")));
   g_assert_false (json_object_has_member (o, "error"));
   /* ... and a run's report.json with its metrics. */
@@ -152,7 +143,7 @@ test_eval_nonfinite (void)
   g_autofree char *report = NULL;
   g_assert_true (g_file_get_contents (report_path, &report, NULL, NULL));
   g_autoptr (JsonParser) rp = json_parser_new ();
-  JsonObject *r = parse_object (rp, report);
+  JsonObject *r = lp_test_parse_object (rp, report);
   JsonArray *nodes = json_object_get_array_member (r, "nodes");
   JsonObject *metrics = json_object_get_object_member (json_array_get_object_element (nodes, 1), "metrics");
   g_assert_true (isfinite (json_object_get_double_member (metrics, "perplexity")));
@@ -175,7 +166,7 @@ test_json_nonfinite (void)
   json_generator_set_root (gen, root);
   g_autofree char *text = json_generator_to_data (gen, NULL);
   g_autoptr (JsonParser) p = json_parser_new ();
-  JsonObject *o = parse_object (p, text);
+  JsonObject *o = lp_test_parse_object (p, text);
   g_assert_cmpfloat (json_object_get_double_member (o, "a"), ==, 1.5);
   g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (o, "b")));
   g_assert_cmpstr (json_object_get_string_member (o, "error"), ==, "not finite: b=nan, c=-inf");
@@ -409,7 +400,7 @@ test_token_ids (void)
                                               "below the vocabulary size 512 or 4294967295 (none), found 600; ignored\n", path);
   g_assert_cmpstr (err, ==, warning);
   g_autoptr (JsonParser) p = json_parser_new ();
-  JsonObject *o = parse_object (p, out);
+  JsonObject *o = lp_test_parse_object (p, out);
   g_assert_true (JSON_NODE_HOLDS_NULL (json_object_get_member (json_object_get_object_member (o, "tokenizer"), "bos_id")));
 
   /* config.json's ids alike, quoted as written (json-glib reads 2^64 as -1). */

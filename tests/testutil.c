@@ -445,6 +445,30 @@ report_node (const char *out_dir, const char *name, JsonParser **keep)
   g_error ("%s: no node %s", path, name);
 }
 
+void
+lp_test_quantize_tensor (LpModel *m, const char *name, LpDType dtype)
+{
+  g_autoptr (GError) error = NULL;
+  LpTensor *t = lp_model_tensor (m, name);
+  g_assert_nonnull (t);
+  g_autofree float *f = lp_tensor_dup_f32 (t, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpTensor) q = lp_tensor_new (name, dtype, t->n_dims, t->shape, &error);
+  g_assert_no_error (error);
+  g_assert_true (lp_dtype_from_f32 (dtype, f, lp_tensor_data_mut (q), lp_tensor_n_elements (t), &error));
+  g_assert_no_error (error);
+  lp_model_set_tensor (m, q);
+}
+
+JsonObject *
+lp_test_parse_object (JsonParser *p, const char *text)
+{
+  g_autoptr (GError) error = NULL;
+  if (!json_parser_load_from_data (p, text, -1, &error))
+    g_error ("not JSON (%s): %s", error->message, text);
+  return json_node_get_object (json_parser_get_root (p));
+}
+
 float *
 lp_test_logits (LpModel *m, const gint32 *tokens, int T)
 {

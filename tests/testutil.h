@@ -2,6 +2,7 @@
 #pragma once
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <llmpress/llmpress.h>
 
 /* TRUE when the Vulkan module is built and sees a usable device; else
@@ -57,6 +58,9 @@ int lp_test_run_cli_wrapped (char **out, char **err, const char *wrapper, const 
 /* A whole text file (asserting it reads), and writing one. */
 char *lp_test_read_text (const char *path);
 void lp_test_write_text (const char *path, const char *text);
+/* The JSON object `text` holds, parsed with p (fails the test with the text
+ * when it is not JSON); borrowed from p. */
+JsonObject *lp_test_parse_object (JsonParser *p, const char *text);
 /* Newlines in s. */
 guint lp_test_count_lines (const char *s);
 
@@ -81,6 +85,10 @@ LpIntGrid *lp_test_int_grid (int rows, int cols, int bits, int group, guint32 se
 void lp_test_check_gemm_grid (LpBackend *be);
 /* Fail unless every a[i] is finite and ||a - b|| / ||b|| <= rel_tol. */
 void lp_test_assert_close (const float *a, const float *b, gsize n, double rel_tol);
+
+/* Replace m's tensor `name` by its values rounded onto the block type `dtype`
+ * (lp_dtype_from_f32, ggml's reference quantizer). */
+void lp_test_quantize_tensor (LpModel *m, const char *name, LpDType dtype);
 
 /* The logits [T, V] of m's forward pass over tokens[T] on the CPU (g_free() them). */
 float *lp_test_logits (LpModel *m, const gint32 *tokens, int T);

@@ -11,8 +11,10 @@ G_BEGIN_DECLS
 
 typedef struct {
   int ctx;              /* window length including BOS; 0 = min(model context, 512) */
-  gboolean llama_cpp;   /* llama-perplexity's convention: chunks of ctx tokens, first
-                           replaced by BOS, only the second half scored */
+  gboolean llama_cpp;   /* llama-perplexity's convention: chunks of ctx tokens cut from
+                           the data with BOS in front, each chunk's first token replaced
+                           by BOS, only tokens from ctx/2 on scored (no BOS anywhere for
+                           a model that adds none) */
   int max_windows;      /* 0 = every window */
   LpModel *reference;   /* optional: KL(reference || model) and top-1 agreement */
   LpBackend *backend;   /* NULL = CPU */
@@ -43,8 +45,10 @@ typedef struct {
  * for a larger one. */
 int lp_eval_blas_threads (const LpModel *model);
 
-/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one,
- * lp_tokens_window). */
+/* Evaluate `model` on tokens[n] (no BOS in the data: each window gets one
+ * when the model's tokenizer adds BOS, lp_tokens_window).  Our windows:
+ * BOS + ctx-1 data tokens (ctx without BOS), one after the other, every token
+ * after the first scored. */
 gboolean lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options,
                       LpEvalResult *result, GError **error);
 

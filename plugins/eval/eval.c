@@ -23,7 +23,8 @@ static const LpParamSpec eval_params[] = {
   { .name = "max_windows", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = G_MAXINT32,
     .help = "evaluate at most this many windows; 0 = all", .flags = LP_PARAM_RANGE },
   { .name = "llama_cpp", .type = LP_PARAM_BOOL, .default_value = "false",
-    .help = "llama-perplexity's convention: chunks of ctx tokens, the first replaced by BOS, only the second half scored" },
+    .help = "llama-perplexity's convention: the data with BOS in front (when the model adds BOS) cut into chunks of ctx "
+    "tokens, each chunk's first token replaced by BOS, only tokens from ctx/2 on scored" },
   { .name = NULL }
 };
 
