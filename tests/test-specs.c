@@ -83,8 +83,9 @@ test_default_on_vulkan (void)
     {
       g_autofree char *out = g_build_filename (lp_test_tmpdir (), backends[b], NULL);
       g_autofree char *err = NULL;
-      const char *run[] = { "run", spec, "-D", mdef, "-D", ddef, "-D", "ctx=512", "-D", "windows=3", "-o", out,
-                            "--backend", backends[b], "--no-cache", "-q", NULL };
+      /* Few calibration windows too: GPTQ's calibration runs on the device. */
+      const char *run[] = { "run", spec, "-D", mdef, "-D", ddef, "-D", "ctx=512", "-D", "windows=3", "-D", "calib_samples=2",
+                            "-D", "calib_seq_len=128", "-o", out, "--backend", backends[b], "--no-cache", "-q", NULL };
       int status = lp_test_run_cliv (NULL, &err, run);
       if (status != 0)
         g_test_message ("%s", err);
