@@ -183,7 +183,7 @@ lp_cmd_graph (int argc, char **argv)
   SpecArgs a = { 0 };
   GOptionEntry entries[] = { SPEC_ENTRIES (a), { NULL } };
   if (!lp_cli_parse ("graph", "SPEC", "Print a pipeline spec as a Graphviz DOT graph.",
-                     "Example: llmpress graph specs/default.ini -D model=m.gguf | dot -Tsvg > g.svg", entries, &argc, &argv))
+                     "Example: llmpress graph specs/default.ini -D model=m.gguf -D data=t.txt | dot -Tsvg > g.svg", entries, &argc, &argv))
     return (spec_args_clear (&a), LP_EXIT_USAGE);
   g_autoptr (LpRegistry) reg = lp_cli_registry (TRUE);
   int status = LP_EXIT_OK;

@@ -126,8 +126,11 @@ lp_param_value_parse (const LpParamSpec *spec, const char *text, GError **error)
       {
         guint n = spec->choices ? g_strv_length ((char **) spec->choices) : 0;
         v->e = -1;
-        for (guint i = 0; i < n; i++)
-          if (strcmp (spec->choices[i], t) == 0)
+        /* Case-insensitively: format=Q4_K is what llama.cpp users type.  The
+         * value is held in the table's spelling, so the cache key does not
+         * depend on the case. */
+        for (guint i = 0; i < n && v->e < 0; i++)
+          if (g_ascii_strcasecmp (spec->choices[i], t) == 0)
             v->e = (int) i;
         if (v->e < 0)
           {
@@ -136,8 +139,8 @@ lp_param_value_parse (const LpParamSpec *spec, const char *text, GError **error)
             lp_set_error (error, LP_ERROR_INVALID, "expected one of %s, found '%s'%s", list, t, hint);
             return NULL;
           }
-        v->s = g_strdup (t);
-        v->canonical = g_strdup (t);
+        v->s = g_strdup (spec->choices[v->e]);
+        v->canonical = g_strdup (spec->choices[v->e]);
         break;
       }
     case LP_PARAM_PATH:

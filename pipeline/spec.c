@@ -92,7 +92,16 @@ expand (const char *value, GHashTable *vars, const LpRawEntry *e, const char *gr
           g_string_append_c (out, *p++);
           continue;
         }
-      const char *end = strchr (p, '}');
+      /* The matching brace: a default may hold ${...} itself
+       * (calibration=${calib:-${data}}). */
+      const char *end = p + 2;
+      for (int depth = 1; *end && (depth > 1 || *end != '}'); end++)
+        if (end[0] == '$' && end[1] == '{')
+          depth++, end++;
+        else if (*end == '}')
+          depth--;
+      if (*end != '}')
+        end = NULL;
       if (end == NULL)
         {
           lp_spec_add_error (errors, e->loc, "[%s] %s: unterminated '${' (hint: write ${name}, or $${ for a literal)",
@@ -104,8 +113,13 @@ expand (const char *value, GHashTable *vars, const LpRawEntry *e, const char *gr
       if (dflt)
         *dflt = '\0', dflt += 2;
       const char *v = vars ? g_hash_table_lookup (vars, inner) : NULL;
-      if (v == NULL)
-        v = dflt;
+      g_autofree char *dflt_value = NULL;
+      if (v == NULL && dflt != NULL)
+        {
+          if ((dflt_value = expand (dflt, vars, e, group, errors)) == NULL)
+            return g_string_free (out, TRUE), NULL;
+          v = dflt_value;
+        }
       if (v == NULL)
         {
           lp_spec_add_error (errors, e->loc,

@@ -123,6 +123,15 @@ test_variables (void)
   g_assert_no_error (error);
   g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g2, "load"), "path")), ==, "/x/m.gguf");
   g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g2, "save"), "path")), ==, "dflt.gguf");
+  /* A default may name another variable (default.ini: calibration=${calib:-${data}}),
+   * and an enum's value is taken in any case, held in the table's spelling. */
+  g_autoptr (LpGraph) g3 = parse ("[load]\npath=${m:-${model}}\n[save]\npath=${out:-${o:-x}.gguf}\nformat=GGUF\n", vars,
+                                  &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g3, "load"), "path")), ==, "/x/m.gguf");
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g3, "save"), "path")), ==, "x.gguf");
+  g_assert_cmpstr (lp_param_value_canonical (lp_node_param (lp_graph_find (g3, "save"), "format")), ==, "gguf");
+  assert_invalid ("[load]\npath=${m:-${model\n", "t.ini:2:", "unterminated '${'", NULL);
 }
 
 static void

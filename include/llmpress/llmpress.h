@@ -27,6 +27,7 @@
 #include <llmpress/context.h>
 #include <llmpress/plugin.h>
 #include <llmpress/quant.h>
+#include <llmpress/quant_mix.h>
 #include <llmpress/obs.h>
 #include <llmpress/compensate.h>
 #include <llmpress/layerwise.h>

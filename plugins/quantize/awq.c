@@ -288,8 +288,12 @@ awq_run (LpPassContext *ctx, GError **error)
     return FALSE;
   g_autoptr (LpModel) work = lp_model_derive (in);
   a.work = work;
+  g_autoptr (GHashTable) assigned = NULL;
+  if (a.o.has_preset)
+    a.o.assigned = assigned = q_preset_assign (ctx, &a.o, in, FALSE);
   if (!lp_calibration_run (cal, in, work, lp_pass_context_get_backend (ctx), LP_CALIB_HESSIAN | LP_CALIB_CHANNEL_STATS,
-                           on_block, &a, error))
+                           on_block, &a, error)
+      || !q_rtn_rest (ctx, &a.o, in, work, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "scales cut the summed output error of RTN by %.6g; %.3f bits per weight",
                        a.gain, lp_model_bits_per_weight (work));

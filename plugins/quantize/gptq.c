@@ -194,7 +194,11 @@ gptq_run (LpPassContext *ctx, GError **error)
   if (!q_check_model (&g.o, in, error))
     return FALSE;
   g_autoptr (LpModel) work = lp_model_derive (in);
-  if (!lp_layerwise_run (ctx, work, LP_CALIB_HESSIAN, g.o.targets, g.o.ignore, on_weight, &g, error))
+  g_autoptr (GHashTable) assigned = NULL;
+  if (g.o.has_preset)
+    g.o.assigned = assigned = q_preset_assign (ctx, &g.o, in, FALSE);
+  if (!lp_layerwise_run (ctx, work, LP_CALIB_HESSIAN, g.o.targets, g.o.ignore, on_weight, &g, error)
+      || !q_rtn_rest (ctx, &g.o, in, work, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "OBS loss %.6g over all weights, %.3f bits per weight", g.loss,
                        lp_model_bits_per_weight (work));

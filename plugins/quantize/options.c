@@ -10,6 +10,11 @@
 /* Index 0 is the integer grid; the others are block-type names. */
 const char *const q_format_names[] = { "int", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k",
                                        "q3_k", "q4_k", "q5_k", "q6_k", NULL };
+/* Index 0 is no preset; the others are llama-quantize's mixes
+ * (lp_quant_mix_from_name reads them; test-quant-mix checks the list). */
+const char *const q_preset_names[] = { "none",   "Q4_0",   "Q4_1",   "Q5_0",   "Q5_1",   "Q8_0",
+                                       "Q2_K",   "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
+                                       "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",   NULL };
 
 /* overrides=GLOB=VALUE,...: VALUE is 2..8 bits or a block-type name. */
 static gboolean
@@ -84,6 +89,26 @@ q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
   const char *ov = lp_pass_context_get_string (ctx, "overrides");
   if (!parse_overrides (ov ? ov : "", o, error))
     return FALSE;
+  int p = lp_pass_context_get_enum (ctx, "preset");
+  if (p > 0)
+    {
+      /* The mix chooses every type: a format= beside it would be ignored
+       * (quantize.rtn refuses target_bpw= with it too). */
+      if (lp_pass_context_param_is_set (ctx, "format"))
+        {
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "preset=%s chooses every tensor's type: expected no format= beside it, found one (use "
+                        "overrides= to change some tensors)",
+                        q_preset_names[p]);
+          return FALSE;
+        }
+      if (!lp_quant_mix_from_name (q_preset_names[p], &o->preset, NULL))
+        g_assert_not_reached ();
+      o->has_preset = TRUE;
+      o->format = lp_quant_mix_default_type (o->preset);
+      f = 1; /* a block type: the integer-grid settings are refused below */
+      o->all_targets = !lp_pass_context_param_is_set (ctx, "targets");
+    }
   /* A block type fixes bits, groups and the zero point: a value given for
    * them would be silently ignored, so it is refused. */
   static const char *const int_only[] = { "bits", "group_size", "symmetric", "clip_search" };
@@ -92,8 +117,9 @@ q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
       if (lp_pass_context_param_is_set (ctx, int_only[i]))
         {
           lp_set_error (error, LP_ERROR_INVALID,
-                        "%s: only applies to format=int; format=%s fixes its own grid (expected no %s, found one)",
-                        int_only[i], q_format_names[f], int_only[i]);
+                        "%s: only applies to format=int; %s=%s fixes its own grid (expected no %s, found one)",
+                        int_only[i], p > 0 ? "preset" : "format", p > 0 ? q_preset_names[p] : q_format_names[f],
+                        int_only[i]);
           return FALSE;
         }
   return TRUE;
@@ -138,7 +164,58 @@ q_grid_for (const QOptions *o, const char *name, gint64 cols, gboolean *fell_bac
 gboolean
 q_selected (const QOptions *o, const LpTensor *t)
 {
-  return t->n_dims == 2 && lp_tensor_pattern_match (o->targets, t->name) && !lp_tensor_pattern_match (o->ignore, t->name);
+  return t->n_dims == 2 && (o->all_targets || lp_tensor_pattern_match (o->targets, t->name))
+         && !lp_tensor_pattern_match (o->ignore, t->name);
+}
+
+/* A tensor some overrides= entry names. */
+static gboolean
+overridden (const QOptions *o, const char *name)
+{
+  g_autofree char *shortn = short_name (name);
+  for (int i = 0; i < o->n_overrides; i++)
+    if (g_pattern_match_simple (o->overrides[i].glob, name) || g_pattern_match_simple (o->overrides[i].glob, shortn))
+      return TRUE;
+  return FALSE;
+}
+
+/* The preset visits what the pass selects and no override names (an
+ * override is llama-quantize's --tensor-type: it takes the tensor out of the
+ * mix's layer counting). */
+static gboolean
+preset_visits (const LpTensor *t, gpointer user_data)
+{
+  const QOptions *o = user_data;
+  return q_selected (o, t) && !overridden (o, t->name);
+}
+
+GHashTable *
+q_preset_assign (LpPassContext *ctx, const QOptions *o, LpModel *model, gboolean has_imatrix)
+{
+  g_autoptr (GHashTable) types = lp_quant_mix_types (model, o->preset, has_imatrix, preset_visits, (gpointer) o);
+  GHashTable *assigned = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  int count[LP_DTYPE_COUNT] = { 0 };
+  GHashTableIter it;
+  gpointer key, value;
+  g_hash_table_iter_init (&it, types);
+  while (g_hash_table_iter_next (&it, &key, &value))
+    {
+      QOverride *v = g_new0 (QOverride, 1);
+      v->format = (LpDType) GPOINTER_TO_INT (value);
+      g_strlcpy (v->glob, key, sizeof v->glob);
+      g_hash_table_insert (assigned, g_strdup (key), v);
+      count[v->format]++;
+      lp_pass_context_log (ctx, LP_LOG_DEBUG, "%s: %s (preset %s)", (const char *) key, lp_dtype_name (v->format),
+                           lp_quant_mix_name (o->preset));
+    }
+  GString *summary = g_string_new (NULL);
+  for (int d = 0; d < LP_DTYPE_COUNT; d++)
+    if (count[d] > 0)
+      g_string_append_printf (summary, "%s%d %s", summary->len ? ", " : "", count[d], lp_dtype_name ((LpDType) d));
+  lp_pass_context_log (ctx, LP_LOG_INFO, "preset %s: %s%s", lp_quant_mix_name (o->preset),
+                       summary->len ? summary->str : "no tensor", has_imatrix ? " (with importance data)" : "");
+  g_string_free (summary, TRUE);
+  return assigned;
 }
 
 gboolean

@@ -13,6 +13,7 @@
 #include <llmpress/llmpress.h>
 #include <llmpress/obs.h>
 #include <llmpress/layerwise.h>
+#include <llmpress/quant_mix.h>
 
 /* The grid of one tensor. */
 typedef struct {
@@ -43,7 +44,10 @@ typedef struct {
   const LpTensorPattern *targets, *ignore;
   QOverride overrides[Q_MAX_OVERRIDES];
   int n_overrides;
-  GHashTable *assigned; /* tensor name -> QOverride from the allocator (wins), or NULL; borrowed */
+  GHashTable *assigned; /* tensor name -> QOverride from the allocator or the preset (wins), or NULL; borrowed */
+  gboolean has_preset;  /* preset=: llama-quantize's mix (format is its default type) */
+  LpQuantMix preset;
+  gboolean all_targets; /* preset= without targets=: every 2-D weight, token_embd and output too */
 } QOptions;
 
 /* Parameter table entries every quantize pass has (quantize.c). */
@@ -71,7 +75,13 @@ typedef struct {
   { .name = "overrides", .type = LP_PARAM_STRING, .default_value = "",                                                  \
     .help = "mixed precision: comma-separated GLOB=BITS (integer grid of that many bits) or GLOB=TYPE (a block type), " \
     "the last match winning; a glob matches the full name or the short one (attn_v for blk.N.attn_v.weight): "          \
-    "overrides=attn_v=6,ffn_down=q6_k" }
+    "overrides=attn_v=6,ffn_down=q6_k" },                                                                             \
+  { .name = "preset", .type = LP_PARAM_ENUM, .default_value = "none", .choices = q_preset_names,                        \
+    .help = "llama-quantize's mix (Q4_K_M is what `llama-quantize in.gguf out.gguf Q4_K_M` makes; any case): each "     \
+    "tensor's block type as llama-quantize chooses it (attn_v and ffn_down at more bits in some layers, the output "   \
+    "head or tied embeddings at q6_k or q8_0, fallbacks for rows the block does not divide); without targets= it "     \
+    "covers every 2-D weight, token_embd and output too (those by RTN); overrides= win over it; not with format= or "  \
+    "target_bpw=" }
 
 /* GPTQ's own parameters (quantize.gptq, and quantize.awq quantizer=gptq). */
 #define Q_GPTQ_PARAMS                                                                                                 \
@@ -95,6 +105,7 @@ typedef struct {
 } QGptqSettings;
 
 extern const char *const q_format_names[];
+extern const char *const q_preset_names[];
 
 /* Read the common parameters; fails when bits/group_size/symmetric are given
  * with a block-type format, which fixes them. */
@@ -103,6 +114,10 @@ gboolean q_options_read (LpPassContext *ctx, QOptions *o, GError **error);
  * override), its fallback when the block does not divide the row
  * (*fell_back set), or the integer grid with its group. */
 QGrid q_grid_for (const QOptions *o, const char *name, gint64 cols, gboolean *fell_back);
+/* With preset=: the preset's type for every selected tensor that no
+ * override names (name -> QOverride, for o->assigned), logged as a summary;
+ * has_imatrix: importance data is given (llama-quantize's rules depend on it). */
+GHashTable *q_preset_assign (LpPassContext *ctx, const QOptions *o, LpModel *model, gboolean has_imatrix);
 /* Whether a tensor is selected: 2-D, matched by targets and not by ignore. */
 gboolean q_selected (const QOptions *o, const LpTensor *t);
 /* Before any work (calibration): refuse a model whose selected tensors are
@@ -153,6 +168,15 @@ LpTensor *q_round (LpBackend *be, const QGrid *g, const LpTensor *like, const fl
 void q_log_grid (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gboolean fell_back);
 /* Log what happened to a mask (the format could not keep pruned weights at 0). */
 void q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gint64 lost);
+
+/* RTN of one selected tensor t of the input into work (with the importance
+ * of stats when it has an entry for t; stats may be NULL). */
+gboolean q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t,
+                       GError **error);
+/* With preset=: RTN of the selected tensors outside the blocks (token_embd,
+ * output), which the layer-wise passes (GPTQ, AWQ) do not reach, as
+ * llama-quantize quantizes them. */
+gboolean q_rtn_rest (LpPassContext *ctx, const QOptions *o, LpModel *in, LpModel *work, GError **error);
 
 /* ---- bits-per-weight allocator (allocate.c) ---- */
 

@@ -92,9 +92,8 @@ rtn_allocate (LpPassContext *ctx, const QOptions *o, LpModel *in, LpStats *given
   return q_allocate (ctx, o, in, stats, target, error);
 }
 
-/* Quantize one tensor of the model into work. */
-static gboolean
-rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t, GError **error)
+gboolean
+q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t, GError **error)
 {
   g_autofree float *w = lp_tensor_dup_f32 (t, error);
   if (w == NULL || !q_check_input (o, t, w, error))
@@ -121,6 +120,20 @@ rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work
   return TRUE;
 }
 
+gboolean
+q_rtn_rest (LpPassContext *ctx, const QOptions *o, LpModel *in, LpModel *work, GError **error)
+{
+  if (!o->has_preset)
+    return TRUE;
+  for (guint i = 0; i < lp_model_n_tensors (in); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (in, i);
+      if (!g_str_has_prefix (t->name, "blk.") && q_selected (o, t) && !q_rtn_tensor (ctx, o, NULL, work, t, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
 static gboolean
 rtn_run (LpPassContext *ctx, GError **error)
 {
@@ -138,6 +151,13 @@ rtn_run (LpPassContext *ctx, GError **error)
   double target = lp_pass_context_get_float (ctx, "target_bpw");
   if (target > 0)
     {
+      if (o.has_preset)
+        {
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "target_bpw: expected no preset= with it (the allocator chooses every grid), found '%s'",
+                        lp_quant_mix_name (o.preset));
+          return FALSE;
+        }
       if (o.n_overrides > 0)
         {
           lp_set_error (error, LP_ERROR_INVALID,
@@ -149,6 +169,8 @@ rtn_run (LpPassContext *ctx, GError **error)
         return FALSE;
       o.assigned = assigned;
     }
+  if (o.has_preset)
+    o.assigned = assigned = q_preset_assign (ctx, &o, in, stats != NULL);
   g_autoptr (LpModel) work = lp_model_derive (in);
   guint n = lp_model_n_tensors (in), done = 0;
   for (guint i = 0; i < n; i++)
@@ -156,7 +178,7 @@ rtn_run (LpPassContext *ctx, GError **error)
       LpTensor *t = lp_model_tensor_at (in, i);
       if (!q_selected (&o, t))
         continue;
-      if (!rtn_tensor (ctx, &o, stats, work, t, error))
+      if (!q_rtn_tensor (ctx, &o, stats, work, t, error))
         return FALSE;
       done++;
       lp_pass_context_progress (ctx, i + 1, n, "tensors");
