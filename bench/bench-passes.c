@@ -66,9 +66,17 @@ dense_of (LpModel *m, GError **error)
   return d;
 }
 
+/* The factor of one input's Hessian, made once for all its weights, as
+ * the passes do. */
+typedef struct {
+  QGptqFactor gptq;
+  float *U;          /* SparseGPT's: lp_obs_prepare of H */
+  gboolean *dead;
+} Factor;
+
 /* One weight, as quantize.gptq / prune.sparsegpt do it. */
 static LpTensor *
-compress_weight (Job *j, LpTensor *t, const LpActStats *s, GError **error)
+compress_weight (Job *j, LpTensor *t, const LpActStats *s, Factor *f, GError **error)
 {
   int rows = (int) lp_tensor_n_rows (t), n = (int) lp_tensor_row_length (t);
   g_autofree float *W = lp_tensor_dup_f32 (t, error);
@@ -78,16 +86,30 @@ compress_weight (Job *j, LpTensor *t, const LpActStats *s, GError **error)
     {
       QGrid grid = { LP_DTYPE_F32, 4, 128, FALSE, FALSE, FALSE };
       QGptqSettings st = { 0.01, 128, FALSE, FALSE };
-      double loss, damp;
+      double loss;
       gint64 lost;
-      return q_gptq_quantize (j->be, &grid, &st, t, W, s->hessian, &loss, &damp, &lost, error);
+      return q_gptq_quantize_shared (j->be, &grid, &st, t, W, s->hessian, &f->gptq, &loss, &lost, error);
     }
-  g_autofree float *H = g_memdup2 (s->hessian, (gsize) n * n * sizeof (float));
-  g_autofree guint8 *pruned = g_new (guint8, (gsize) rows * n);
   LpSparseGPTOptions o = LP_SPARSEGPT_OPTIONS_INIT;
-  if (!lp_sparsegpt_prune (j->be, rows, n, W, H, &o, pruned, NULL, error))
+  if (f->U == NULL)
+    {
+      f->U = g_memdup2 (s->hessian, (gsize) n * n * sizeof (float));
+      f->dead = g_new0 (gboolean, n);
+      if (!lp_obs_prepare (j->be, n, f->U, o.damp, f->dead, NULL, error))
+        return NULL;
+    }
+  g_autofree guint8 *pruned = g_new (guint8, (gsize) rows * n);
+  if (!lp_sparsegpt_prune_factored (j->be, rows, n, W, f->U, f->dead, &o, pruned, NULL, error))
     return NULL;
   return lp_tensor_new_pruned (t, W, pruned, error);
+}
+
+static void
+factor_clear (Factor *f)
+{
+  q_gptq_factor_clear (&f->gptq);
+  g_clear_pointer (&f->U, g_free);
+  g_clear_pointer (&f->dead, g_free);
 }
 
 static gboolean
@@ -96,15 +118,22 @@ on_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
   Job *j = user_data;
   double t0 = now ();
   for (int in = 0; in < LP_LINEAR_IN_COUNT; in++)
-    for (const char *const *c = lp_linear_input_consumers ((LpLinearInput) in); *c; c++)
-      {
-        g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, *c);
-        LpTensor *rep = compress_weight (j, lp_model_tensor (j->work, name), &stats[in], error);
-        if (rep == NULL)
-          return FALSE;
-        lp_model_set_tensor (j->work, rep);
-        lp_tensor_unref (rep);
-      }
+    {
+      Factor f = { { 0 } };
+      for (const char *const *c = lp_linear_input_consumers ((LpLinearInput) in); *c; c++)
+        {
+          g_autofree char *name = g_strdup_printf ("blk.%d.%s", layer, *c);
+          LpTensor *rep = compress_weight (j, lp_model_tensor (j->work, name), &stats[in], &f, error);
+          if (rep == NULL)
+            {
+              factor_clear (&f);
+              return FALSE;
+            }
+          lp_model_set_tensor (j->work, rep);
+          lp_tensor_unref (rep);
+        }
+      factor_clear (&f);
+    }
   j->obs_s += now () - t0;
   return TRUE;
 }
