@@ -3,7 +3,10 @@
  * in the same run.
  *
  *  1. Peak sgemm of this machine's OpenBLAS on a square product of the
- *     model's own size (F^3, F = 1536: its largest linear dimension).
+ *     model's own size (F^3, F = 1536: its largest linear dimension),
+ *     measured just before and just after each pass; its floor uses the
+ *     mean of the two (on a shared machine the load changes during a
+ *     pass of several minutes).
  *  2. GPTQ int4 g128 (damp 0.01, lazy blocks of 128) and SparseGPT 50%
  *     (block 128) of the dense model (the Q4_1 file dequantized) against
  *     N x L calibration tokens (default 32 x 512), sequential as the passes
@@ -171,8 +174,25 @@ obs_flops (const LpModelConfig *c)
   return factor + feedback;
 }
 
+/* Peak sgemm GFLOP/s on F^3 now (median of 5). */
+static double
+peak_now (const LpModelConfig *c)
+{
+  return bench_peak_sgemm ((int) c->ffn_dim, 5);
+}
+
+/* The mean of the peak before (*peak, updated to the one after) and after a pass. */
+static double
+peak_around (const LpModelConfig *c, double *peak)
+{
+  double before = *peak;
+  *peak = peak_now (c);
+  printf ("  peak sgemm before %.1f, after %.1f GFLOP/s: floor at their mean\n", before, *peak);
+  return 0.5 * (before + *peak);
+}
+
 static void
-run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBackend *be, double peak)
+run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBackend *be, double *peak_io)
 {
   const LpModelConfig *c = lp_model_config (dense);
   double L = c->n_layers, N = lp_calibration_n_samples (cal), T = lp_calibration_seq_len (cal);
@@ -180,6 +200,7 @@ run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBac
   double t0 = now ();
   gboolean ok = lp_calibration_run (cal, dense, j.work, be, LP_CALIB_HESSIAN, on_block, &j, &j.error);
   double wall = now () - t0;
+  double peak = peak_around (c, peak_io);
   if (!ok)
     {
       printf ("%s: %s\n", label, j.error->message);
@@ -202,7 +223,7 @@ run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBac
 }
 
 static void
-run_eval (LpModel *dense, const gint32 *ids, gsize n_ids, int windows, double peak)
+run_eval (LpModel *dense, const gint32 *ids, gsize n_ids, int windows, double *peak_io)
 {
   const LpModelConfig *c = lp_model_config (dense);
   LpEvalOptions eo = { .ctx = 512, .max_windows = windows };
@@ -216,6 +237,7 @@ run_eval (LpModel *dense, const gint32 *ids, gsize n_ids, int windows, double pe
       return;
     }
   double wall = now () - t0, T = r.ctx;
+  double peak = peak_around (c, peak_io);
   double per_window = c->n_layers * (block_linear_flops (c, T) + attention_flops (c, T))
                       + 2.0 * T * (double) c->n_vocab * (double) c->dim;
   double f = per_window * r.n_windows, floor_s = f / (peak * 1e9);
@@ -269,16 +291,13 @@ main (int argc, char **argv)
       fprintf (stderr, "bench-passes: %s\n", error->message);
       return 1;
     }
-  int F = (int) c->ffn_dim;
-  double peak = bench_peak_sgemm (F, 5);
-  printf ("OpenBLAS %s, %d threads: sgemm %d^3 peak %.1f GFLOP/s (median of %d)\n", openblas_get_corename (),
-          openblas_get_num_threads (), F, peak, 5);
+  double peak = peak_now (c);
+  printf ("OpenBLAS %s, %d threads: sgemm %" G_GINT64_FORMAT "^3 peak %.1f GFLOP/s (median of 5)\n",
+          openblas_get_corename (), openblas_get_num_threads (), c->ffn_dim, peak);
   fflush (stdout);
   g_autoptr (LpBackend) be = lp_backend_cpu_new ();
-  run_eval (dense, ids, n_ids, windows, peak);
-  run_pass ("GPTQ int4 g128", PASS_GPTQ, dense, cal, be, peak);
-  run_pass ("SparseGPT 50%", PASS_SPARSEGPT, dense, cal, be, peak);
-  double after = bench_peak_sgemm (F, 5);
-  printf ("sgemm %d^3 peak again at the end: %.1f GFLOP/s (the floors use the first figure)\n", F, after);
+  run_eval (dense, ids, n_ids, windows, &peak);
+  run_pass ("GPTQ int4 g128", PASS_GPTQ, dense, cal, be, &peak);
+  run_pass ("SparseGPT 50%", PASS_SPARSEGPT, dense, cal, be, &peak);
   return 0;
 }
