@@ -82,9 +82,8 @@ sgpt_column (gpointer user_data, int c, int r0, int r1, const float *W, int ldw,
   return TRUE;
 }
 
-gboolean
-lp_sparsegpt_prune (LpBackend *be, int rows, int n, float *W, float *H, const LpSparseGPTOptions *o, guint8 *pruned,
-                    double *loss, GError **error)
+static gboolean
+pattern_fits (const LpSparseGPTOptions *o, int n, GError **error)
 {
   int m = o->pattern.m;
   if (m > 0 && n % m != 0)
@@ -93,8 +92,15 @@ lp_sparsegpt_prune (LpBackend *be, int rows, int n, float *W, float *H, const Lp
                     o->pattern.n, m, m, n);
       return FALSE;
     }
-  g_autofree gboolean *dead = g_new0 (gboolean, n);
-  if (!lp_obs_prepare (be, n, H, o->damp, dead, NULL, error))
+  return TRUE;
+}
+
+gboolean
+lp_sparsegpt_prune_factored (LpBackend *be, int rows, int n, float *W, const float *U, const gboolean *dead,
+                             const LpSparseGPTOptions *o, guint8 *pruned, double *loss, GError **error)
+{
+  int m = o->pattern.m;
+  if (!pattern_fits (o, n, error))
     return FALSE;
   for (int j = 0; j < n; j++)
     if (dead[j])
@@ -111,5 +117,16 @@ lp_sparsegpt_prune (LpBackend *be, int rows, int n, float *W, float *H, const Lp
   memset (pruned, 0, (gsize) rows * n);
   SparseGPT s = { o, rows, n, pruned, NULL, scores, sel };
   LpObsSweep sweep = { sgpt_block_begin, sgpt_column, &s };
-  return lp_obs_sweep (be, rows, n, W, n, H, bs, &sweep, loss, error);
+  return lp_obs_sweep (be, rows, n, W, n, U, bs, &sweep, loss, error);
+}
+
+gboolean
+lp_sparsegpt_prune (LpBackend *be, int rows, int n, float *W, float *H, const LpSparseGPTOptions *o, guint8 *pruned,
+                    double *loss, GError **error)
+{
+  if (!pattern_fits (o, n, error))
+    return FALSE;
+  g_autofree gboolean *dead = g_new0 (gboolean, n);
+  return lp_obs_prepare (be, n, H, o->damp, dead, NULL, error)
+         && lp_sparsegpt_prune_factored (be, rows, n, W, H, dead, o, pruned, loss, error);
 }

@@ -422,6 +422,44 @@ test_sparsegpt_dead_and_nan (void)
   g_test_message ("NaN Hessian: %s", error->message);
 }
 
+/* The weights of one input share its factorization (the pass factors each
+ * input's Hessian once): W1 and W2 pruned with one U and dead[] from
+ * lp_obs_prepare come out exactly as from lp_sparsegpt_prune on fresh copies
+ * of H, dead channel included. */
+static void
+test_sparsegpt_shared_factor (void)
+{
+  const int rows = 12, n = 32, T = 64;
+  g_autofree float *W1 = g_new (float, rows * n), *W2 = g_new (float, rows * n), *X = g_new (float, T * n);
+  g_autofree float *H = g_new0 (float, n * n), *U = g_new (float, n * n), *Hc = g_new (float, n * n);
+  make_layer (rows, n, T, W1, X);
+  for (int i = 0; i < rows * n; i++)
+    W2[i] = -0.5f * W1[(i * 7) % (rows * n)];
+  for (int t = 0; t < T; t++)
+    X[t * n + 9] = 0.0f;
+  lp_ref_syrk (T, n, X, n, H);
+  g_autoptr (LpBackend) be = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  LpSparseGPTOptions o = LP_SPARSEGPT_OPTIONS_INIT;
+  g_autofree gboolean *dead = g_new0 (gboolean, n);
+  memcpy (U, H, n * n * sizeof (float));
+  g_assert_true (lp_obs_prepare (be, n, U, o.damp, dead, NULL, &error));
+  g_assert_true (dead[9]);
+  float *W[2] = { W1, W2 };
+  for (int w = 0; w < 2; w++)
+    {
+      g_autofree float *fresh = g_memdup2 (W[w], rows * n * sizeof (float));
+      g_autofree guint8 *p_shared = g_new (guint8, rows * n), *p_fresh = g_new (guint8, rows * n);
+      double loss_shared = 0, loss_fresh = 0;
+      memcpy (Hc, H, n * n * sizeof (float));
+      g_assert_true (lp_sparsegpt_prune (be, rows, n, fresh, Hc, &o, p_fresh, &loss_fresh, &error));
+      g_assert_true (lp_sparsegpt_prune_factored (be, rows, n, W[w], U, dead, &o, p_shared, &loss_shared, &error));
+      g_assert_no_error (error);
+      g_assert_cmpmem (W[w], rows * n * sizeof (float), fresh, rows * n * sizeof (float));
+      g_assert_cmpmem (p_shared, rows * n, p_fresh, rows * n);
+      g_assert_cmpfloat (loss_shared, ==, loss_fresh);
+    }
+}
 
 /* --- the passes on stories260K, through the CLI ---------------------------- */
 
@@ -849,6 +887,7 @@ main (int argc, char **argv)
   g_test_add_func ("/prune/sparsegpt/reference", test_sparsegpt_reference);
   g_test_add_func ("/prune/sparsegpt/reference-2:4", test_sparsegpt_reference_nm);
   g_test_add_func ("/prune/sparsegpt/dead-nan", test_sparsegpt_dead_and_nan);
+  g_test_add_func ("/prune/sparsegpt/shared-factor", test_sparsegpt_shared_factor);
   g_test_add_func ("/prune/saved-sparsity", test_saved_sparsity);
   g_test_add_func ("/prune/compare-spec", test_compare_spec);
   g_test_add_func ("/prune/layers", test_layers);

@@ -118,5 +118,11 @@ typedef struct {
  * zeroed, as in the reference code. */
 gboolean lp_sparsegpt_prune (LpBackend *be, int rows, int n, float *W, float *H, const LpSparseGPTOptions *options,
                              guint8 *pruned, double *loss, GError **error);
+/* The same with U and dead[n] already made by lp_obs_prepare (options->damp)
+ * from H and left unchanged: the weights of one input (q, k and v; gate and
+ * up) share one factorization. */
+gboolean lp_sparsegpt_prune_factored (LpBackend *be, int rows, int n, float *W, const float *U, const gboolean *dead,
+                                      const LpSparseGPTOptions *options, guint8 *pruned, double *loss,
+                                      GError **error);
 
 G_END_DECLS

@@ -225,7 +225,7 @@ awq_quantize_block (Awq *a, int layer, const LpActStats *stats, GError **error)
           continue;
         g_autoptr (LpTensor) q = NULL;
         if (a->use_gptq)
-          q = q_gptq_weight (a->ctx, &a->o, &a->gptq, t, stats[in].hessian, stats[in].n, NULL, error);
+          q = q_gptq_weight (a->ctx, &a->o, &a->gptq, t, stats[in].hessian, stats[in].n, NULL, NULL, error);
         else
           {
             g_autofree float *w = lp_tensor_dup_f32 (t, error);

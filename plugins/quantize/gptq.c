@@ -39,6 +39,8 @@ typedef struct {
   QOptions o;
   QGptqSettings s;
   double loss;      /* sum of the OBS loss estimates */
+  QGptqFactor factor;          /* of the input below, shared by its weights */
+  int factor_layer, factor_in;
 } Gptq;
 
 gboolean
@@ -98,12 +100,38 @@ permute_square (const float *H, int n, const int *perm)
   return P;
 }
 
+void
+q_gptq_factor_clear (QGptqFactor *f)
+{
+  g_clear_pointer (&f->perm, g_free);
+  g_clear_pointer (&f->U, g_free);
+  f->n = 0;
+}
+
+/* perm (act-order) and U of H_in[n, n] into f, once: the weights of one
+ * input (q, k and v; gate and up) share them. */
+static gboolean
+gptq_factor (LpBackend *be, const QGptqSettings *st, const float *H_in, int n, QGptqFactor *f, GError **error)
+{
+  if (f->U != NULL)
+    return TRUE;
+  f->n = n;
+  f->perm = st->act_order ? act_order_perm (H_in, n) : NULL;
+  f->U = f->perm ? permute_square (H_in, n, f->perm) : g_memdup2 (H_in, sizeof (float) * n * n);
+  f->damp_used = st->damp;
+  if (lp_obs_prepare (be, n, f->U, st->damp, NULL, &f->damp_used, error))
+    return TRUE;
+  q_gptq_factor_clear (f);
+  return FALSE;
+}
+
 LpTensor *
-q_gptq_quantize (LpBackend *be, const QGrid *grid, const QGptqSettings *st, const LpTensor *t, float *W,
-                 const float *H_in, double *loss, double *damp_used, gint64 *lost, GError **error)
+q_gptq_quantize_shared (LpBackend *be, const QGrid *grid, const QGptqSettings *st, const LpTensor *t, float *W,
+                        const float *H_in, QGptqFactor *f, double *loss, gint64 *lost, GError **error)
 {
   gint64 rows = lp_tensor_n_rows (t);
   int n = (int) lp_tensor_row_length (t);
+  g_return_val_if_fail (f->U == NULL || f->n == n, NULL);
   /* Dead inputs never fired: their weights cannot matter, GPTQ zeroes them. */
   g_autofree float *imp = g_new (float, n);
   for (int j = 0; j < n; j++)
@@ -113,32 +141,41 @@ q_gptq_quantize (LpBackend *be, const QGrid *grid, const QGptqSettings *st, cons
         for (gint64 r = 0; r < rows; r++)
           W[r * n + j] = 0.f;
     }
-  g_autofree int *perm = st->act_order ? act_order_perm (H_in, n) : NULL;
-  QCols *q = q_cols_new (grid, W, imp, t, perm, st->static_groups, error);
+  if (!gptq_factor (be, st, H_in, n, f, error))
+    return NULL;
+  QCols *q = q_cols_new (grid, W, imp, t, f->perm, st->static_groups, error);
   if (q == NULL)
     return NULL;
-  g_autofree float *H = perm ? permute_square (H_in, n, perm) : g_memdup2 (H_in, sizeof (float) * n * n);
   g_autofree float *Ws = NULL;
-  if (perm)
+  if (f->perm)
     {
       Ws = g_new (float, rows * n);
-      permute_columns (W, Ws, rows, n, perm);
+      permute_columns (W, Ws, rows, n, f->perm);
     }
-  float *S = perm ? Ws : W;
-  *damp_used = st->damp;
+  float *S = f->perm ? Ws : W;
   *loss = 0;
   LpTensor *out = NULL;
   LpObsSweep sweep = { NULL, sweep_column, q };
-  if (lp_obs_prepare (be, n, H, st->damp, NULL, damp_used, error)
-      && lp_obs_sweep (be, (int) rows, n, S, n, H, q_cols_block_size (q, st->block_size), &sweep, loss, error))
+  if (lp_obs_sweep (be, (int) rows, n, S, n, f->U, q_cols_block_size (q, st->block_size), &sweep, loss, error))
     out = q_cols_finish (q, lost, error);
   q_cols_free (q);
   return out;
 }
 
 LpTensor *
+q_gptq_quantize (LpBackend *be, const QGrid *grid, const QGptqSettings *st, const LpTensor *t, float *W,
+                 const float *H_in, double *loss, double *damp_used, gint64 *lost, GError **error)
+{
+  QGptqFactor f = { 0 };
+  LpTensor *out = q_gptq_quantize_shared (be, grid, st, t, W, H_in, &f, loss, lost, error);
+  *damp_used = f.U ? f.damp_used : st->damp;
+  q_gptq_factor_clear (&f);
+  return out;
+}
+
+LpTensor *
 q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, const LpTensor *t, const float *H,
-               int n, double *loss_out, GError **error)
+               int n, QGptqFactor *shared, double *loss_out, GError **error)
 {
   gint64 cols = lp_tensor_row_length (t);
   if (n != cols)
@@ -155,9 +192,13 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
   gint64 lost = 0;
   if (grid.type == LP_DTYPE_F16)
     return q_round (lp_pass_context_get_backend (ctx), &grid, t, W, NULL, &lost, error);
-  double loss, damp_used;
-  LpTensor *out = q_gptq_quantize (lp_pass_context_get_backend (ctx), &grid, st, t, W, H, &loss, &damp_used, &lost,
-                                   error);
+  double loss;
+  QGptqFactor own = { 0 };
+  QGptqFactor *f = shared ? shared : &own;
+  LpTensor *out = q_gptq_quantize_shared (lp_pass_context_get_backend (ctx), &grid, st, t, W, H, f, &loss, &lost,
+                                          error);
+  double damp_used = f->U ? f->damp_used : st->damp;
+  q_gptq_factor_clear (&own);
   if (out == NULL)
     return NULL;
   if (damp_used != st->damp)
@@ -179,14 +220,22 @@ on_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTens
       lp_set_error (error, LP_ERROR_FAILED, "no Hessian from the calibration");
       return FALSE;
     }
-  *replacement = q_gptq_weight (g->ctx, &g->o, &g->s, weight, stats->hessian, stats->n, &g->loss, error);
+  /* Weights of one input come one after another (lp_layerwise_run): the
+   * factor of their Hessian is made for the first and kept until the next input. */
+  if (g->factor_layer != stats->layer || g->factor_in != (int) stats->which)
+    {
+      q_gptq_factor_clear (&g->factor);
+      g->factor_layer = stats->layer;
+      g->factor_in = (int) stats->which;
+    }
+  *replacement = q_gptq_weight (g->ctx, &g->o, &g->s, weight, stats->hessian, stats->n, &g->factor, &g->loss, error);
   return *replacement != NULL;
 }
 
 static gboolean
 gptq_run (LpPassContext *ctx, GError **error)
 {
-  Gptq g = { ctx };
+  Gptq g = { ctx, .factor_layer = -1 };
   if (!q_options_read (ctx, &g.o, error))
     return FALSE;
   q_gptq_settings_read (ctx, &g.s);
@@ -197,8 +246,9 @@ gptq_run (LpPassContext *ctx, GError **error)
   g_autoptr (GHashTable) assigned = NULL;
   if (g.o.has_preset)
     g.o.assigned = assigned = q_preset_assign (ctx, &g.o, in, FALSE);
-  if (!lp_layerwise_run (ctx, work, LP_CALIB_HESSIAN, g.o.targets, g.o.ignore, on_weight, &g, error)
-      || !q_rtn_rest (ctx, &g.o, in, work, error))
+  gboolean ok = lp_layerwise_run (ctx, work, LP_CALIB_HESSIAN, g.o.targets, g.o.ignore, on_weight, &g, error);
+  q_gptq_factor_clear (&g.factor);
+  if (!ok || !q_rtn_rest (ctx, &g.o, in, work, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "OBS loss %.6g over all weights, %.3f bits per weight", g.loss,
                        lp_model_bits_per_weight (work));

@@ -195,10 +195,27 @@ gboolean q_gptq_settings_read (LpPassContext *ctx, QGptqSettings *s);
  * estimate and the pruned weights that could not stay 0 (*lost). */
 LpTensor *q_gptq_quantize (LpBackend *be, const QGrid *grid, const QGptqSettings *s, const LpTensor *t, float *W,
                            const float *H, double *loss, double *damp_used, gint64 *lost, GError **error);
+/* What GPTQ makes of an input's Hessian H[C, C] before any weight: the
+ * act-order permutation (NULL without) and U, lp_obs_prepare's factor of
+ * the permuted H; every weight of that input reuses them (one Cholesky per
+ * input, not per weight).  Zeroed: none made yet. */
+typedef struct {
+  int n;
+  int *perm;          /* [C] or NULL */
+  float *U;           /* [C, C] or NULL */
+  double damp_used;
+} QGptqFactor;
+void q_gptq_factor_clear (QGptqFactor *f);
+/* q_gptq_quantize with the factor f of H: made into f when f holds none
+ * (f->damp_used then says what damping held), else reused as it is. */
+LpTensor *q_gptq_quantize_shared (LpBackend *be, const QGrid *grid, const QGptqSettings *s, const LpTensor *t,
+                                  float *W, const float *H, QGptqFactor *f, double *loss, gint64 *lost,
+                                  GError **error);
 /* GPTQ on one weight t (W[R, C]) against its input Hessian H[C, C] (not
- * changed); the OBS loss estimate is added to *loss (may be NULL). */
+ * changed); shared (may be NULL): the factor of H, kept for the next weight
+ * of the same input; the OBS loss estimate is added to *loss (may be NULL). */
 LpTensor *q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *s, const LpTensor *t,
-                         const float *H, int n, double *loss, GError **error);
+                         const float *H, int n, QGptqFactor *shared, double *loss, GError **error);
 
 /* ---- passes ---- */
 
