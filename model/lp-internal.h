@@ -30,6 +30,10 @@ char *lp_path_describe (const char *path);
 void lp_model_set_tokenizer_source (LpModel *model, const char *path);
 const char *lp_model_tokenizer_source (const LpModel *model);
 
+/* OpenBLAS's threads follow lp_threads_set (threads.c) unless
+ * lp_cpu_blas_threads_init chose them (cpu_backend.c). */
+void lp_cpu_blas_threads_follow (int n);
+
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
 

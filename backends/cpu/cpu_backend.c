@@ -236,15 +236,23 @@ lp_backend_cpu_new (void)
   return be;
 }
 
+static gint blas_chosen;
+
 gboolean
 lp_cpu_blas_threads_init (int n)
 {
-  static gint chosen;
   g_return_val_if_fail (n > 0, FALSE);
-  if (!g_atomic_int_compare_and_exchange (&chosen, 0, 1))
+  if (!g_atomic_int_compare_and_exchange (&blas_chosen, 0, 1))
     return FALSE;
-  openblas_set_num_threads (n);
+  openblas_set_num_threads (MIN (n, lp_threads ()));
   return TRUE;
+}
+
+void
+lp_cpu_blas_threads_follow (int n)
+{
+  if (!g_atomic_int_get (&blas_chosen))
+    openblas_set_num_threads (n);
 }
 
 int
