@@ -140,7 +140,7 @@ static void
 cpu_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
                      const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros)
 {
-  lp_ref_quantize_groups (rows, cols, W, ldw, imp, q, codes, scales, zeros);
+  lp_cpu_quantize_groups (rows, cols, W, ldw, imp, q, codes, scales, zeros);
 }
 
 /* ---- buffers and graphs: host memory, each node's CPU kernel in order ---- */
