@@ -1,72 +1,112 @@
-/* make bench: block quantization throughput.
- *  1. Memory bandwidth of this machine, measured in the same run with a
- *     STREAM-like triad a[i] = b[i] + s*c[i] over 3 x 64 MiB arrays (counting
- *     the 3 streams: 2 read, 1 written).
- *  2. RTN conversion of a 4096x4096 f32 tensor (64 MiB) to Q8_0, Q4_0, Q4_K
- *     (and Q4_K with an importance vector) by lp_quantize_tensor, in GB/s of
- *     f32 input, next to the bandwidth.
- * Medians of 5.  Prints figures; never fails on time. */
+/* make bench: RTN throughput against this machine's memory bandwidth.
+ *  1. Memory bandwidth measured in the same run with a STREAM triad
+ *     a[i] = b[i] + s*c[i] over 3 x 64 MiB arrays (3 streams counted: 2
+ *     read, 1 written), on one thread and on lp_threads () threads (the
+ *     reference: RTN runs on all of them).
+ *  2. RTN of a SmolLM2-135M-shaped model (30 layers of attn_q/k/v/output
+ *     and ffn_gate/up/down at D = 576, F = 1536, 3 KV heads of 64: 106 M
+ *     weights, random values) tensor by tensor, as quantize.rtn does: to
+ *     Q8_0, Q4_0, Q4_K (lp_quantize_rows; rows of 576 take llama-quantize's
+ *     fallback Q5_0, so only ffn_down is Q4_K) and to the 4-bit integer grid in
+ *     groups of 128 with the clip search (the CPU backend's quantize_groups).
+ *     In GB/s of f32 input read, and as a share of the threaded triad
+ *     (target: at least 50%).
+ * Medians of 3 (triad: 5).  Prints figures; never fails on time. */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <llmpress/llmpress.h>
 
 #include "benchutil.h"
 
+/* SmolLM2-135M's linear weights of one layer: rows x columns. */
+static const struct {
+  int rows, cols;
+} layer[] = {
+  { 576, 576 }, { 192, 576 }, { 192, 576 }, { 576, 576 }, { 1536, 576 }, { 1536, 576 }, { 576, 1536 },
+};
+#define N_LAYERS 30
+
+static double
+cpu_seconds (void)
+{
+  struct rusage u;
+  getrusage (RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
+}
 
 int
 main (int argc, char **argv)
 {
-  const int reps = 5;
-  double bw = bench_triad_gbs ((gsize) 8 << 20, reps);
-  printf ("memory bandwidth (triad, 3 x 64 MiB, 1 thread): %.2f GB/s (median of %d)\n", bw, reps);
+  const int reps = 3;
+  setvbuf (stdout, NULL, _IOLBF, 0);
+  double bw1 = bench_triad_gbs ((gsize) 8 << 20, 5, FALSE);
+  double bw = bench_triad_gbs ((gsize) 8 << 20, 5, TRUE);
+  printf ("memory bandwidth (triad, 3 x 64 MiB): %.2f GB/s on 1 thread, %.2f GB/s on %d threads (median of 5)\n", bw1,
+          bw, lp_threads ());
 
-  const gint64 n = 4096;
-  gint64 shape[2] = { n, n };
-  float *x = g_new (float, n * n);
-  float *imp = g_new (float, n);
+  /* One buffer per distinct shape is enough: every layer is the same. */
+  float *w[G_N_ELEMENTS (layer)];
+  gint64 per_layer = 0, max_out = 0;
   GRand *r = g_rand_new_with_seed (1);
-  for (gint64 i = 0; i < n * n; i++)
-    x[i] = (float) g_rand_double_range (r, -0.05, 0.05);
-  for (gint64 i = 0; i < n; i++)
-    imp[i] = (float) g_rand_double_range (r, 0.1, 2);
-  g_rand_free (r);
-  GError *error = NULL;
-  LpTensor *src = lp_tensor_new_f32 ("bench.weight", 2, shape, x, &error);
-  g_free (x);
-  if (src == NULL)
+  for (guint k = 0; k < G_N_ELEMENTS (layer); k++)
     {
-      fprintf (stderr, "bench-quant: %s\n", error->message);
-      return 1;
+      gint64 n = (gint64) layer[k].rows * layer[k].cols;
+      w[k] = g_new (float, n);
+      for (gint64 i = 0; i < n; i++)
+        w[k][i] = (float) g_rand_double_range (r, -0.05, 0.05);
+      per_layer += n;
+      max_out = MAX (max_out, n);
     }
-  struct { LpDType type; gboolean imatrix; } runs[] = {
-    { LP_DTYPE_Q8_0, FALSE }, { LP_DTYPE_Q4_0, FALSE }, { LP_DTYPE_Q4_K, FALSE }, { LP_DTYPE_Q4_K, TRUE },
-  };
-  printf ("threads: %u\n", MIN (g_get_num_processors (), 8));
-  for (guint k = 0; k < G_N_ELEMENTS (runs); k++)
+  g_rand_free (r);
+  guint8 *out = g_malloc (max_out * 2);
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  guint16 *scales = g_new (guint16, max_out / 64); /* groups: at most 5 per 576 values */
+  guint8 *zeros = g_new (guint8, max_out / 64);
+  gint64 total = per_layer * N_LAYERS;
+  printf ("SmolLM2-135M-shaped model: %d layers, %.1f M weights, %.0f MB of f32, %d threads\n", N_LAYERS, total / 1e6,
+          total * 4 / 1e6, lp_threads ());
+
+  const char *names[] = { "q8_0", "q4_0", "q4_k (rows of 576: q5_0)", "int4 g128 (clip search)" };
+  LpDType types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q4_K, LP_DTYPE_F32 };
+  for (guint t = 0; t < G_N_ELEMENTS (types); t++)
     {
-      double t[16];
+      double wall[16], cpu_s[16];
       for (int rep = 0; rep < reps; rep++)
         {
-          LpTensor *q = NULL;
-          double t0 = now ();
-          if (!lp_quantize_tensor (src, runs[k].type, runs[k].imatrix ? imp : NULL, &q, &error))
-            {
-              fprintf (stderr, "bench-quant: %s\n", error->message);
-              return 1;
-            }
-          t[rep] = now () - t0;
-          lp_tensor_unref (q);
+          double t0 = now (), c0 = cpu_seconds ();
+          for (int l = 0; l < N_LAYERS; l++)
+            for (guint k = 0; k < G_N_ELEMENTS (layer); k++)
+              {
+                GError *error = NULL;
+                if (types[t] == LP_DTYPE_F32)
+                  {
+                    LpGroupQuant q = { 4, 128, FALSE, TRUE };
+                    lp_quantize_groups (cpu, layer[k].rows, layer[k].cols, w[k], layer[k].cols, NULL, &q, out, scales,
+                                        zeros);
+                  }
+                else if (!lp_quantize_rows (lp_quant_fallback_type (types[t], layer[k].cols), w[k], layer[k].rows,
+                                            layer[k].cols, NULL, out, &error))
+                  {
+                    fprintf (stderr, "bench-quant: %s\n", error->message);
+                    return 1;
+                  }
+              }
+          wall[rep] = now () - t0;
+          cpu_s[rep] = cpu_seconds () - c0;
         }
-      double s = median (t, reps);
-      double gbs = (double) n * n * sizeof (float) / s / 1e9;
-      printf ("%-5s%s 4096x4096 f32 -> blocks: %7.1f ms, %.2f GB/s of f32 input (%.0f%% of triad bandwidth)\n",
-              lp_dtype_name (runs[k].type), runs[k].imatrix ? " + imatrix" : "          ", s * 1e3, gbs,
-              100 * gbs / bw);
+      double s = median (wall, reps), c = median (cpu_s, reps);
+      double gbs = total * 4.0 / s / 1e9;
+      printf ("%-24s %7.2f s wall, %7.2f s CPU: %6.2f GB/s of f32 input, %5.1f%% of the threaded triad\n", names[t], s,
+              c, gbs, 100 * gbs / bw);
     }
-  lp_tensor_unref (src);
-  g_free (imp);
+  for (guint k = 0; k < G_N_ELEMENTS (layer); k++)
+    g_free (w[k]);
+  g_free (out);
+  g_free (scales);
+  g_free (zeros);
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <glib.h>
 #include <llmpress/backend.h>
+#include <llmpress/threads.h>
 
 static int
 bench_cmp_double (const void *a, const void *b)
@@ -51,30 +52,44 @@ bench_peak_sgemm (int n, int reps)
   return 2.0 * n * n * (double) n / median (t, reps) / 1e9;
 }
 
-/* Memory bandwidth in GB/s: a STREAM-like triad a[i] = b[i] + s*c[i] over
- * three arrays of n doubles (the 3 streams counted: 2 read, 1 written),
- * one thread, median of `reps` (at most 16). */
-static inline double
-bench_triad_gbs (gsize n, int reps)
+/* Memory bandwidth in GB/s: a STREAM-like triad a[i] = b[i] + 3 c[i] over
+ * three arrays of n doubles (the 3 streams counted: 2 read, 1 written), on
+ * one thread or on lp_threads () (threaded), median of `reps` (at most 16). */
+typedef struct {
+  double *a, *b, *c;
+} BenchTriad;
+
+static inline void
+bench_triad_range (gint64 i0, gint64 i1, gpointer data)
 {
-  double *a = g_new (double, n), *b = g_new (double, n), *c = g_new (double, n);
+  BenchTriad *t = data;
+  for (gint64 i = i0; i < i1; i++)
+    t->a[i] = t->b[i] + 3.0 * t->c[i];
+}
+
+static inline double
+bench_triad_gbs (gsize n, int reps, gboolean threaded)
+{
+  BenchTriad t = { g_new (double, n), g_new (double, n), g_new (double, n) };
   for (gsize i = 0; i < n; i++)
-    a[i] = 0, b[i] = 1.0 + (double) (i % 5), c[i] = 2.0 - (double) (i % 3);
-  double t[16], s = 3.0;
+    t.a[i] = 0, t.b[i] = 1.0 + (double) (i % 5), t.c[i] = 2.0 - (double) (i % 3);
+  double s[16];
   reps = MIN (reps, 16);
   for (int r = 0; r < reps; r++)
     {
       double t0 = now ();
-      for (gsize i = 0; i < n; i++)
-        a[i] = b[i] + s * c[i];
-      t[r] = now () - t0;
+      if (threaded)
+        lp_parallel_for ((gint64) n, 1 << 16, bench_triad_range, &t);
+      else
+        bench_triad_range (0, (gint64) n, &t);
+      s[r] = now () - t0;
     }
-  volatile double sink = a[n / 2];
+  volatile double sink = t.a[n / 2];
   (void) sink;
-  g_free (a);
-  g_free (b);
-  g_free (c);
-  return 3.0 * n * sizeof (double) / median (t, reps) / 1e9;
+  g_free (t.a);
+  g_free (t.b);
+  g_free (t.c);
+  return 3.0 * n * sizeof (double) / median (s, reps) / 1e9;
 }
 
 /* bench-vulkan's model section (bench-model.c): forward and forward+backward

@@ -8,7 +8,7 @@
 #include "cli.h"
 
 static char *opt_prompt, *opt_tokenizer, *opt_backend, *opt_device_memory;
-static int opt_n = 64, opt_top_k = 40, opt_threads;
+static int opt_n = 64, opt_top_k = 40;
 static double opt_temp = 0.8, opt_top_p = 0.95;
 static gint64 opt_seed = -1;
 
@@ -19,8 +19,6 @@ static const GOptionEntry entries[] = {
   { "top-k", 0, 0, G_OPTION_ARG_INT, &opt_top_k, "Sample among the K most likely tokens; 0 = all (default 40)", "K" },
   { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Nucleus sampling threshold (default 0.95)", "P" },
   { "seed", 's', 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed (default: from the clock, printed)", "S" },
-  { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads,
-    "CPU threads for the kernels and OpenBLAS (default or 0: LLMPRESS_THREADS, else every core)", "N" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
   LP_CLI_DEVICE_MEMORY_ENTRY (opt_device_memory),
@@ -94,8 +92,6 @@ lp_cmd_generate (int argc, char **argv)
     return lp_cli_usage_error ("generate", "expected one MODEL, found %d arguments", argc - 1);
   if (opt_n < 0)
     return lp_cli_usage_error ("generate", "-n: expected a count >= 0, found %d", opt_n);
-  if (opt_threads > 0)
-    lp_cpu_threads_set (opt_threads);
   guint64 device_memory = 0;
   if (!lp_cli_parse_device_memory ("generate", opt_device_memory, &device_memory))
     return LP_EXIT_USAGE;

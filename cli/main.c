@@ -97,7 +97,10 @@ print_help (FILE *out)
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     fprintf (out, "  %-10s %s\n", commands[i].name, commands[i].summary);
   fprintf (out, "\n'llmpress COMMAND --help' describes a command.\n\n"
-                "Options:\n  -h, --help     show this help\n  --version      show the version\n");
+                "Options (before COMMAND):\n"
+                "  -t, --threads N  use N threads in every parallel loop and in OpenBLAS (default:\n"
+                "                   LLMPRESS_THREADS, else every core; also accepted after COMMAND)\n"
+                "  -h, --help       show this help\n  --version        show the version\n");
 }
 
 gboolean
@@ -124,12 +127,30 @@ lp_cli_parse (const char *command, const char *params, const char *summary, cons
       g_option_group_add_entries (main_group, checked);
       g_option_context_set_main_group (ctx, main_group);
     }
+  /* --threads N, which every command accepts (as the global -t N). */
+  g_autofree char *threads = NULL;
+  GOptionEntry common[] = {
+    { "threads", 0, 0, G_OPTION_ARG_STRING, &threads, "use N threads (see 'llmpress --help')", "N" },
+    { NULL },
+  };
+  g_option_context_add_main_entries (ctx, common, NULL);
   GError *error = NULL;
   if (!g_option_context_parse (ctx, argc, argv, &error))
     {
       lp_cli_usage_error (command, "%s", error->message);
       g_error_free (error);
       return FALSE;
+    }
+  int n;
+  if (threads != NULL)
+    {
+      if (!lp_threads_parse ("--threads", threads, &n, &error))
+        {
+          lp_cli_usage_error (command, "%s", error->message);
+          g_error_free (error);
+          return FALSE;
+        }
+      lp_threads_set (n);
     }
   /* GOption keeps the "--" that ends the options: drop it, so that an
    * argument starting with '-' can follow it. */
@@ -167,10 +188,64 @@ lp_cli_usage_error (const char *command, const char *fmt, ...)
   return LP_EXIT_USAGE;
 }
 
+/* The thread count: LLMPRESS_THREADS, then a leading -t N / --threads N
+ * (removed from argv).  A bad count is a usage error. */
+static gboolean
+global_threads (int *argc, char ***argv)
+{
+  GError *error = NULL;
+  int n;
+  const char *env = g_getenv ("LLMPRESS_THREADS");
+  if (env != NULL)
+    {
+      if (!lp_threads_parse ("LLMPRESS_THREADS", env, &n, &error))
+        goto bad;
+      lp_threads_set (n);
+    }
+  char **v = *argv;
+  const char *text = NULL;
+  int used = 0;
+  if (*argc >= 2 && (strcmp (v[1], "-t") == 0 || strcmp (v[1], "--threads") == 0))
+    {
+      if (*argc < 3)
+        {
+          fprintf (stderr, "llmpress: %s: expected a thread count\nTry 'llmpress --help'.\n", v[1]);
+          return FALSE;
+        }
+      text = v[2];
+      used = 2;
+    }
+  else if (*argc >= 2 && g_str_has_prefix (v[1], "--threads="))
+    text = v[1] + strlen ("--threads="), used = 1;
+  if (text != NULL)
+    {
+      if (!lp_threads_parse (v[1][1] == 't' ? "-t" : "--threads", text, &n, &error))
+        goto bad;
+      lp_threads_set (n);
+      memmove (&v[1], &v[1 + used], (*argc - used) * sizeof (char *));
+      *argc -= used;
+    }
+  return TRUE;
+bad:
+  {
+    g_autofree char *msg = lp_error_escape (error->message, FALSE);
+    fprintf (stderr, "llmpress: %s\nTry 'llmpress --help'.\n", msg);
+    g_error_free (error);
+    return FALSE;
+  }
+}
+
 int
 main (int argc, char **argv)
 {
   setlocale (LC_ALL, "");
+  if (argc < 2)
+    {
+      print_help (stderr);
+      return LP_EXIT_USAGE;
+    }
+  if (!global_threads (&argc, &argv))
+    return LP_EXIT_USAGE;
   if (argc < 2)
     {
       print_help (stderr);

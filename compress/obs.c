@@ -234,7 +234,7 @@ lp_obs_sweep (LpBackend *be, int rows, int n, float *W, int ldw, const float *U,
   if (be == NULL)
     be = cpu;
   int B = MIN (block_size, n);
-  int n_workers = (int) g_get_num_processors ();
+  int n_workers = lp_threads ();
   g_autofree float *E = g_new (float, (gsize) rows * B);
   g_autofree double *row_loss = g_new0 (double, rows);
   for (int c0 = 0; c0 < n; c0 += B)

@@ -47,6 +47,13 @@ float lp_make_qp_quants (int n, int nmax, const float *x, guint8 *L, const float
 void lp_qfit_block32 (LpDType type, const float *x, const float *w, float sigma2, LpBlockParams *p,
                       int *codes);
 void lp_qfit_kblock (LpDType type, const float *x, const float *w, LpBlockParams *p, int *codes);
+/* Q4_K / Q5_K: the 8 sub-block scales and mins of a super-block onto 6-bit
+ * codes Ls, Lm under the f16 super-scales d, m: max / 63 without importance
+ * (sw NULL), make_qp_quants weighted by the sub-blocks' weight sums sw. */
+void lp_qk45_super_scales (const float *scales, const float *mins, const float *sw, guint8 *Ls, guint8 *Lm,
+                           guint16 *d, guint16 *m);
+/* Q4_K / Q5_K's 8 6-bit scales and 8 6-bit mins in 12 bytes. */
+void lp_qencode_scales_k4 (const guint8 *ls, const guint8 *lm, guint8 *dst);
 void lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst);
 void lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst);
 
@@ -56,3 +63,10 @@ lp_qwrite_u16 (guint8 *p, guint16 v)
   p[0] = v & 0xff;
   p[1] = v >> 8;
 }
+
+/* A row of n values (a multiple of the block size, checked finite) into dst:
+ * the reference (each block fitted and packed alone, quant.c), and the fast
+ * kernels (quant_fast.c), which write the same bytes for the cases they take
+ * and return FALSE for the others. */
+void lp_qref_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
+gboolean lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);

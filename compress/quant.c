@@ -72,6 +72,21 @@ lp_block_grid_pack (const LpBlockParams *p, const int *codes, void *dst)
     lp_qpack_kblock (p, codes, dst);
 }
 
+void
+lp_qref_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  const LpDTypeInfo *info = lp_dtype_info (type);
+  float sigma2 = importance != NULL && info->block_size == 32 ? lp_block_grid_row_sigma2 (x, n) : 0.f;
+  LpBlockParams p;
+  int codes[LP_BLOCK_MAX_VALUES];
+  for (gint64 b = 0; b < n / info->block_size; b++)
+    {
+      gint64 off = b * info->block_size;
+      fit_block (type, x + off, importance ? importance + off : NULL, sigma2, &p, codes);
+      lp_block_grid_pack (&p, codes, dst + b * info->type_size);
+    }
+}
+
 gboolean
 lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const float *importance,
                  GError **error)
@@ -101,17 +116,8 @@ lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const floa
   if (is_float_type (type))
     return lp_dtype_from_f32_plain (type, src, dst, n, error);
 
-  const LpDTypeInfo *info = lp_dtype_info (type);
-  float sigma2 = importance != NULL && info->block_size == 32 ? lp_block_grid_row_sigma2 (src, n) : 0.f;
-  guint8 *out = dst;
-  LpBlockParams p;
-  int codes[LP_BLOCK_MAX_VALUES];
-  for (gint64 b = 0; b < n / info->block_size; b++)
-    {
-      gint64 off = b * info->block_size;
-      fit_block (type, src + off, importance ? importance + off : NULL, sigma2, &p, codes);
-      lp_block_grid_pack (&p, codes, out + b * info->type_size);
-    }
+  if (!lp_qfast_row (type, src, n, importance, dst))
+    lp_qref_row (type, src, n, importance, dst);
   return TRUE;
 }
 
@@ -136,29 +142,64 @@ lp_tensor_convert (LpTensor *t, LpDType dtype, GError **error)
 
 typedef struct {
   LpDType type;
-  const float *src;
-  guint8 *dst;
-  const float *importance;
-  gint64 row_length;
+  const float *src;      /* [R, C] */
+  guint8 *dst;           /* [R, row_bytes] */
+  const float *importance; /* [C] or NULL */
+  gint64 row_length;     /* C */
   gsize row_bytes;
-  gint64 row0, row1;
-  gint64 bad_row; /* first failing row, or -1 */
+  gint64 bad_row;        /* the first failing row, or -1 */
   GError *error;
-} RowJob;
+  GMutex lock;
+} RowsJob;
 
-static gpointer
-quantize_rows (gpointer data)
+static void
+quantize_range (gint64 r0, gint64 r1, gpointer data)
 {
-  RowJob *job = data;
-  job->bad_row = -1;
-  for (gint64 r = job->row0; r < job->row1; r++)
-    if (!lp_quantize_row (job->type, job->src + r * job->row_length, job->dst + r * job->row_bytes,
-                          job->row_length, job->importance, &job->error))
-      {
-        job->bad_row = r;
-        break;
-      }
-  return NULL;
+  RowsJob *job = data;
+  for (gint64 r = r0; r < r1; r++)
+    {
+      GError *local = NULL;
+      if (!lp_quantize_row (job->type, job->src + r * job->row_length, job->dst + r * job->row_bytes,
+                            job->row_length, job->importance, &local))
+        {
+          /* keep the first row's error, as a serial loop would report it */
+          g_mutex_lock (&job->lock);
+          if (job->bad_row < 0 || r < job->bad_row)
+            {
+              g_clear_error (&job->error);
+              job->error = local;
+              job->bad_row = r;
+            }
+          else
+            g_error_free (local);
+          g_mutex_unlock (&job->lock);
+          return;
+        }
+    }
+}
+
+gboolean
+lp_quantize_rows (LpDType type, const float *src, gint64 n_rows, gint64 row_length, const float *importance,
+                  void *dst, GError **error)
+{
+  guint64 row_bytes;
+  if (n_rows < 0 || !lp_dtype_row_bytes (type, (guint64) MAX (row_length, 0), &row_bytes, error))
+    return FALSE;
+  /* Rows are independent and each is quantized alone, so splitting them
+   * between threads cannot change a byte.  A range is about 64 KiB of
+   * input: enough to amortise a hand-off. */
+  RowsJob job = { type, src, dst, importance, row_length, row_bytes, -1, NULL };
+  g_mutex_init (&job.lock);
+  lp_parallel_for (n_rows, MAX (1, 16384 / MAX (row_length, 1)), quantize_range, &job);
+  g_mutex_clear (&job.lock);
+  if (job.error != NULL)
+    {
+      g_autofree char *where = g_strdup_printf ("row %" G_GINT64_FORMAT, job.bad_row);
+      g_propagate_error (error, job.error);
+      lp_error_prefix (error, where);
+      return FALSE;
+    }
+  return TRUE;
 }
 
 gboolean
@@ -185,7 +226,7 @@ lp_quantize_tensor (LpTensor *src, LpDType type, const float *importance_per_col
   g_autoptr (LpTensor) q = lp_tensor_new (src->name, type, src->n_dims, src->shape, error);
   if (q == NULL)
     return FALSE;
-  float *owned = NULL;
+  g_autofree float *owned = NULL;
   const float *values = lp_tensor_data (src);
   if (src->dtype != LP_DTYPE_F32)
     {
@@ -194,44 +235,11 @@ lp_quantize_tensor (LpTensor *src, LpDType type, const float *importance_per_col
         return FALSE;
       values = owned;
     }
-
-  /* Rows are independent and each is quantized alone, so splitting them
-   * between threads cannot change a byte. */
-  int n_threads = 1;
-  if (lp_tensor_n_elements (src) >= (1 << 16))
-    n_threads = (int) MIN ((gint64) MIN (g_get_num_processors (), 8), n_rows);
-  RowJob jobs[8];
-  GThread *threads[8];
-  for (int t = 0; t < n_threads; t++)
+  if (!lp_quantize_rows (type, values, n_rows, row_length, importance_per_column, lp_tensor_data_mut (q), error))
     {
-      jobs[t] = (RowJob) { type, values, lp_tensor_data_mut (q), importance_per_column, row_length,
-                           lp_tensor_n_bytes (q) / MAX (n_rows, 1), n_rows * t / n_threads,
-                           n_rows * (t + 1) / n_threads, -1, NULL };
-      threads[t] = t == 0 ? NULL : g_thread_new ("quantize", quantize_rows, &jobs[t]);
+      lp_error_prefix (error, src->name);
+      return FALSE;
     }
-  if (n_threads > 0)
-    quantize_rows (&jobs[0]);
-  gboolean ok = TRUE;
-  for (int t = 0; t < n_threads; t++)
-    {
-      if (threads[t])
-        g_thread_join (threads[t]);
-      if (jobs[t].error != NULL)
-        {
-          if (ok)
-            {
-              g_autofree char *where = g_strdup_printf ("%s: row %" G_GINT64_FORMAT, src->name, jobs[t].bad_row);
-              g_propagate_error (error, jobs[t].error);
-              lp_error_prefix (error, where);
-              ok = FALSE;
-            }
-          else
-            g_error_free (jobs[t].error);
-        }
-    }
-  g_free (owned);
-  if (!ok)
-    return FALSE;
   *out = g_steal_pointer (&q);
   return TRUE;
 }

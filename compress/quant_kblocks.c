@@ -41,8 +41,8 @@ encode_scales_q3 (const guint8 *v, guint8 *s)
 }
 
 /* Q4_K / Q5_K: 8 6-bit scales and 8 6-bit mins in 12 bytes. */
-static void
-encode_scales_k4 (const guint8 *ls, const guint8 *lm, guint8 *s)
+void
+lp_qencode_scales_k4 (const guint8 *ls, const guint8 *lm, guint8 *s)
 {
   for (int j = 0; j < 8; ++j)
     {
@@ -246,29 +246,15 @@ fit_q3_k (const float *x, const float *qw, LpBlockParams *p, int *codes)
   requantize (p, x, first, codes);
 }
 
-static void
-fit_q45_k (const float *x, const float *qw, int nmax, LpBlockParams *p, int *codes)
+void
+lp_qk45_super_scales (const float *scales, const float *mins, const float *sw, guint8 *Ls, guint8 *Lm,
+                      guint16 *d, guint16 *m)
 {
-  guint8 L[QK_K], Laux[32], Ls[8], Lm[8];
-  float weights[32], mins[8], scales[8];
-  int first[QK_K];
-  if (qw == NULL)
+  if (sw == NULL)
     {
       float max_scale = 0, max_min = 0;
       for (int j = 0; j < 8; ++j)
         {
-          float sum_x2 = 0;
-          for (int l = 0; l < 32; ++l)
-            sum_x2 += x[32 * j + l] * x[32 * j + l];
-          float av_x = sqrtf (sum_x2 / 32);
-          for (int l = 0; l < 32; ++l)
-            weights[l] = av_x + fabsf (x[32 * j + l]);
-          if (nmax == 15)
-            scales[j] = lp_make_qkx2_quants (32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                             -1.f, 0.1f, 20, FALSE);
-          else
-            scales[j] = lp_make_qkx2_quants (32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                             -0.5f, 0.1f, 15, FALSE);
           if (scales[j] > max_scale)
             max_scale = scales[j];
           if (mins[j] > max_min)
@@ -283,12 +269,45 @@ fit_q45_k (const float *x, const float *qw, int nmax, LpBlockParams *p, int *cod
           Ls[j] = MIN (63, ls);
           Lm[j] = MIN (63, lm);
         }
-      p->d = lp_f32_to_f16 (max_scale / 63.f);
-      p->m = lp_f32_to_f16 (max_min / 63.f);
+      *d = lp_f32_to_f16 (max_scale / 63.f);
+      *m = lp_f32_to_f16 (max_min / 63.f);
+      return;
     }
+  float d_block = lp_make_qp_quants (8, 63, scales, Ls, sw);
+  float m_block = lp_make_qp_quants (8, 63, mins, Lm, sw);
+  for (int j = 0; j < 8; ++j)
+    {
+      Ls[j] = MIN (63, Ls[j]);
+      Lm[j] = MIN (63, Lm[j]);
+    }
+  *d = lp_f32_to_f16 (d_block);
+  *m = lp_f32_to_f16 (m_block);
+}
+
+static void
+fit_q45_k (const float *x, const float *qw, int nmax, LpBlockParams *p, int *codes)
+{
+  guint8 L[QK_K], Laux[32], Ls[8], Lm[8];
+  float weights[32], mins[8], scales[8], sw[8];
+  int first[QK_K];
+  if (qw == NULL)
+    for (int j = 0; j < 8; ++j)
+      {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; ++l)
+          sum_x2 += x[32 * j + l] * x[32 * j + l];
+        float av_x = sqrtf (sum_x2 / 32);
+        for (int l = 0; l < 32; ++l)
+          weights[l] = av_x + fabsf (x[32 * j + l]);
+        if (nmax == 15)
+          scales[j] = lp_make_qkx2_quants (32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
+                                           -1.f, 0.1f, 20, FALSE);
+        else
+          scales[j] = lp_make_qkx2_quants (32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
+                                           -0.5f, 0.1f, 15, FALSE);
+      }
   else
     {
-      float sw[8];
       float sum_x2 = 0;
       for (int l = 0; l < QK_K; ++l)
         sum_x2 += x[l] * x[l];
@@ -300,19 +319,11 @@ fit_q45_k (const float *x, const float *qw, int nmax, LpBlockParams *p, int *cod
           scales[j] = lp_make_qkx3_quants (32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
                                            -0.9f, 0.05f, 36, FALSE, &iscale_unused, &qmin_unused);
         }
-      float d_block = lp_make_qp_quants (8, 63, scales, Ls, sw);
-      float m_block = lp_make_qp_quants (8, 63, mins, Lm, sw);
-      for (int j = 0; j < 8; ++j)
-        {
-          Ls[j] = MIN (63, Ls[j]);
-          Lm[j] = MIN (63, Lm[j]);
-        }
-      p->d = lp_f32_to_f16 (d_block);
-      p->m = lp_f32_to_f16 (m_block);
     }
+  lp_qk45_super_scales (scales, mins, qw ? sw : NULL, Ls, Lm, &p->d, &p->m);
   /* what get_scale_min_k4 reads back from the 12 packed bytes */
   guint8 packed[12];
-  encode_scales_k4 (Ls, Lm, packed);
+  lp_qencode_scales_k4 (Ls, Lm, packed);
   for (int j = 0; j < 8; ++j)
     lp_get_scale_min_k4 (j, packed, &p->sub_scale[j], &p->sub_min[j]);
   for (int i = 0; i < QK_K; ++i)
@@ -440,7 +451,7 @@ lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst)
       {
         lp_qwrite_u16 (dst, p->d);
         lp_qwrite_u16 (dst + 2, p->m);
-        encode_scales_k4 (p->sub_scale, p->sub_min, dst + 4);
+        lp_qencode_scales_k4 (p->sub_scale, p->sub_min, dst + 4);
         guint8 *ql = dst + 16;
         if (p->type == LP_DTYPE_Q5_K)
           {

@@ -130,7 +130,7 @@ void lp_cpu_gemv_w (int M, int N, int K, const float *A, int lda, LpDType wtype,
                     int ldc);
 void lp_cpu_gemv_w_ref (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
                         float *C, int ldc);
-/* fn (data, i0, i1) over [0, n) split into lp_cpu_threads () ranges of at
+/* fn (data, i0, i1) over [0, n) split into lp_threads () ranges of at
  * least `grain` items, on the CPU worker threads (cpu_threads.c) and the
  * caller; serially in the caller when n is small or the workers are busy.
  * Returns when every range is done. */

@@ -18,8 +18,6 @@
 
 #include "compute-internal.h"
 
-enum { MAX_THREADS = 256 };
-
 static struct {
   GMutex lock;        /* the fields below */
   GCond wake, done;
@@ -32,31 +30,6 @@ static struct {
   LpRangeFn fn;
   void *data;
 } pool;
-
-static gint n_threads; /* 0: not chosen yet */
-
-int
-lp_cpu_threads (void)
-{
-  int n = g_atomic_int_get (&n_threads);
-  if (n > 0)
-    return n;
-  const char *env = g_getenv ("LLMPRESS_THREADS");
-  n = env ? atoi (env) : 0;
-  if (n <= 0)
-    n = (int) g_get_num_processors ();
-  n = CLAMP (n, 1, MAX_THREADS);
-  g_atomic_int_compare_and_exchange (&n_threads, 0, n);
-  return g_atomic_int_get (&n_threads);
-}
-
-void
-lp_cpu_threads_set (int n)
-{
-  g_return_if_fail (n > 0);
-  g_atomic_int_set (&n_threads, MIN (n, MAX_THREADS));
-  lp_cpu_blas_threads_init (MIN (n, MAX_THREADS));
-}
 
 typedef struct {
   int id;
@@ -90,7 +63,7 @@ worker_main (gpointer arg)
 void
 lp_cpu_parallel_for (int n, int grain, LpRangeFn fn, void *data)
 {
-  int parts = MIN (lp_cpu_threads (), n / MAX (grain, 1));
+  int parts = MIN (lp_threads (), n / MAX (grain, 1));
   if (parts <= 1 || !g_mutex_trylock (&pool.busy))
     {
       if (n > 0)

@@ -107,8 +107,8 @@ lp_int_grid_n_bytes (const LpIntGrid *grid)
 /* ---- group-wise round-to-nearest: the definition of quantize_groups ---- */
 
 /* Scale (rounded to f16, as stored) and zero for the range [lo, hi]. */
-static void
-range_params (float lo, float hi, int maxq, gboolean symmetric, guint16 *scale, guint8 *zero)
+void
+lp_int_range_params (float lo, float hi, int maxq, gboolean symmetric, guint16 *scale, guint8 *zero)
 {
   if (symmetric)
     {
@@ -147,7 +147,7 @@ group_error (const float *x, gint64 ldx, gint64 rows, int n, const float *w, int
 }
 
 void
-lp_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, int bits, gboolean symmetric,
+lp_ref_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, int bits, gboolean symmetric,
            gboolean clip_search, guint16 *scale, guint8 *zero)
 {
   int maxq = (1 << bits) - 1;
@@ -159,7 +159,7 @@ lp_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, in
         lo = MIN (lo, x[r * ldx + j]);
         hi = MAX (hi, x[r * ldx + j]);
       }
-  range_params (lo, hi, maxq, symmetric, scale, zero);
+  lp_int_range_params (lo, hi, maxq, symmetric, scale, zero);
   if (!clip_search)
     return;
   /* GPTQ's mse search: shrink the range by p = 1 - i/100 down to 0.2. */
@@ -169,7 +169,7 @@ lp_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, in
       float p = 1.f - (float) i / 100.f;
       guint16 s;
       guint8 z;
-      range_params (p * lo, p * hi, maxq, symmetric, &s, &z);
+      lp_int_range_params (p * lo, p * hi, maxq, symmetric, &s, &z);
       double e = group_error (x, ldx, rows, n, imp, maxq, s, z);
       if (e < best)
         best = e, *scale = s, *zero = z;
@@ -187,7 +187,8 @@ lp_ref_quantize_groups (int rows, int cols, const float *W, int ldw, const float
         int c0 = g * q->group, n = MIN (q->group, cols - c0);
         const float *x = W + (gsize) r * ldw + c0;
         gsize k = (gsize) r * G + g;
-        lp_int_fit (x, n, 1, n, imp ? imp + c0 : NULL, q->bits, q->symmetric, q->clip_search, &scales[k], &zeros[k]);
+        lp_ref_int_fit (x, n, 1, n, imp ? imp + c0 : NULL, q->bits, q->symmetric, q->clip_search, &scales[k],
+                        &zeros[k]);
         float s = lp_f16_to_f32 (scales[k]);
         for (int j = 0; j < n; j++)
           lp_int_quantize (s, zeros[k], maxq, x[j], &codes[(gsize) r * cols + c0 + j]);

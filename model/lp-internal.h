@@ -30,6 +30,19 @@ char *lp_path_describe (const char *path);
 void lp_model_set_tokenizer_source (LpModel *model, const char *path);
 const char *lp_model_tokenizer_source (const LpModel *model);
 
+/* Group-wise RTN onto the integer grid (intgrid.c, the definition; and
+ * intgrid_fit.c, the CPU backend's kernel): the scale and zero of a range,
+ * the reference lp_int_fit, and quantize_groups on every thread. */
+void lp_int_range_params (float lo, float hi, int maxq, gboolean symmetric, guint16 *scale, guint8 *zero);
+void lp_ref_int_fit (const float *x, gint64 ldx, gint64 rows, int n, const float *imp, int bits, gboolean symmetric,
+                     gboolean clip_search, guint16 *scale, guint8 *zero);
+void lp_cpu_quantize_groups (int rows, int cols, const float *W, int ldw, const float *imp, const LpGroupQuant *q,
+                             guint8 *codes, guint16 *scales, guint8 *zeros);
+
+/* OpenBLAS's threads follow lp_threads_set (threads.c) unless
+ * lp_cpu_blas_threads_init chose them (cpu_backend.c). */
+void lp_cpu_blas_threads_follow (int n);
+
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
 

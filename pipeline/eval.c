@@ -213,7 +213,7 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
    * process-wide); else one window at a time, each GEMM on BLAS's threads. */
   gboolean per_core = lp_cpu_blas_threads () == 1
                       && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
-  int n_workers = per_core ? (int) MIN ((guint) n_windows, g_get_num_processors ()) : 1;
+  int n_workers = per_core ? MIN (n_windows, lp_threads ()) : 1;
   gint64 t0 = g_get_monotonic_time ();
   GThread *workers[64];
   n_workers = MIN (n_workers, (int) G_N_ELEMENTS (workers));

@@ -746,6 +746,68 @@ test_tokenize_escapes (void)
   g_assert_true (g_str_has_prefix (dash, "1 "));
 }
 
+/* The thread count (-t N before the command, --threads N after it,
+ * LLMPRESS_THREADS): bad counts are usage errors, and quantize.rtn writes
+ * the same bytes with 1, 2 and 3 threads, into K blocks (the lane kernels),
+ * 32-value blocks and the integer grid with its clip search. */
+static void
+test_threads (void)
+{
+  g_autofree char *out = NULL, *err = NULL;
+  const char *bad[][4] = {
+    { "-t", "0", "inspect", "x" }, { "-t", "two", "inspect", "x" }, { "--threads=", "inspect", "x", NULL },
+    { "inspect", "--threads", "5000", "x" }, { "-t", NULL },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_clear_pointer (&out, g_free);
+      g_clear_pointer (&err, g_free);
+      int rc = RUN (&out, &err, bad[i][0], bad[i][1], bad[i][2], bad[i][3]);
+      assert_usage_error (rc, out, err, i == 4 ? "thread count" : "expected a thread count in [1, 4096]");
+    }
+  g_setenv ("LLMPRESS_THREADS", "many", TRUE);
+  g_clear_pointer (&err, g_free);
+  g_clear_pointer (&out, g_free);
+  int rc = RUN (&out, &err, "inspect", "x");
+  assert_usage_error (rc, out, err, "LLMPRESS_THREADS: expected a thread count");
+  g_unsetenv ("LLMPRESS_THREADS");
+
+  g_autofree char *model = model_path ("threads.gguf");
+  g_assert_cmpint (RUN (NULL, NULL, "synth", model, "--dim", "256", "--ffn", "512", "--layers", "2", "--heads", "4",
+                        "--kv-heads", "2", "--seed", "5"), ==, 0);
+  const char *formats[] = { "q4_k", "q8_0", "int" };
+  for (gsize f = 0; f < G_N_ELEMENTS (formats); f++)
+    {
+      char *paths[3];
+      for (int t = 0; t < 3; t++)
+        {
+          g_autofree char *name = g_strdup_printf ("threads-%s-%d.gguf", formats[f], t + 1);
+          paths[t] = tmp_path (name);
+          g_autofree char *pipe = g_strdup_printf ("load path=%s ! quantize.rtn format=%s ! save path=%s", model,
+                                                   formats[f], paths[t]);
+          g_autofree char *dir = tmp_subdir ("threads-out"), *count = g_strdup_printf ("%d", t + 1);
+          int status;
+          if (t == 0)
+            status = RUN (NULL, &err, "-t", count, "run", "--no-cache", "-q", "-o", dir, "-p", pipe);
+          else if (t == 1)
+            {
+              g_setenv ("LLMPRESS_THREADS", count, TRUE);
+              status = RUN (NULL, &err, "run", "--no-cache", "-q", "-o", dir, "-p", pipe);
+              g_unsetenv ("LLMPRESS_THREADS");
+            }
+          else
+            status = RUN (NULL, &err, "run", "--threads", count, "--no-cache", "-q", "-o", dir, "-p", pipe);
+          if (status != 0)
+            g_error ("%s with %d threads: exit %d: %s", formats[f], t + 1, status, err);
+          g_clear_pointer (&err, g_free);
+        }
+      assert_same_bytes (paths[0], paths[1]);
+      assert_same_bytes (paths[0], paths[2]);
+      for (int t = 0; t < 3; t++)
+        g_free (paths[t]);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -764,5 +826,6 @@ main (int argc, char **argv)
   g_test_add_func ("/cli/bad-gguf", test_bad_gguf);
   g_test_add_func ("/cli/tokenize-stories", test_tokenize_stories);
   g_test_add_func ("/cli/tokenize-escapes", test_tokenize_escapes);
+  g_test_add_func ("/cli/threads", test_threads);
   return g_test_run ();
 }

@@ -76,7 +76,8 @@ test_cpu_gemm_grid (void)
 }
 
 /* Group-wise RTN: the definition on hand-worked groups, then the CPU
- * backend equal to lp_ref_quantize_groups byte for byte. */
+ * backend (its fast kernel, intgrid_fit.c, on every thread) equal to
+ * lp_ref_quantize_groups byte for byte. */
 static void
 test_quantize_groups (void)
 {
@@ -164,6 +165,31 @@ test_quantize_groups (void)
           if (bits < 8)
             g_assert_cmpint (shrunk, >, 0);
         }
+
+  /* SmolLM2's shape class (rows of 576, groups of 128, a short last one of
+   * 64 when group = 256): enough rows that lp_parallel_for splits them. */
+  int R2 = 96, C2 = 576;
+  g_autofree float *W2 = g_new (float, (gsize) R2 * C2), *imp2 = g_new (float, C2);
+  lp_test_fill (W2, (gsize) R2 * C2, 62, 1);
+  for (gsize i = 0; i < (gsize) R2 * C2; i += 29)
+    W2[i] *= 6;
+  lp_test_fill (imp2, C2, 63, 1);
+  for (int c = 0; c < C2; c++)
+    imp2[c] = imp2[c] * imp2[c];
+  for (int v = 0; v < 8; v++)
+    {
+      LpGroupQuant g = { v & 4 ? 3 : 4, v & 1 ? 256 : 128, v & 2, TRUE };
+      const float *im = v & 1 ? imp2 : NULL;
+      int G = (C2 + g.group - 1) / g.group;
+      g_autofree guint8 *c1 = g_new (guint8, R2 * C2), *c2 = g_new (guint8, R2 * C2);
+      g_autofree guint16 *s1 = g_new (guint16, R2 * G), *s2 = g_new (guint16, R2 * G);
+      g_autofree guint8 *z1 = g_new (guint8, R2 * G), *z2 = g_new (guint8, R2 * G);
+      lp_quantize_groups (be, R2, C2, W2, C2, im, &g, c1, s1, z1);
+      lp_ref_quantize_groups (R2, C2, W2, C2, im, &g, c2, s2, z2);
+      g_assert_cmpmem (c1, R2 * C2, c2, R2 * C2);
+      g_assert_cmpmem (s1, R2 * G * 2, s2, R2 * G * 2);
+      g_assert_cmpmem (z1, R2 * G, z2, R2 * G);
+    }
 }
 
 static void

@@ -116,7 +116,7 @@ test_parallel_for_covers (void)
           for (int i = 0; i < n; i++)
             g_assert_cmpint (hits[i], ==, 1);
         }
-  g_assert_cmpint (lp_cpu_threads (), >=, 1);
+  g_assert_cmpint (lp_threads (), >=, 1);
 }
 
 /* Calls from several threads at once: one runs on the workers, the others

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "quant-internal.h"
 
 static const LpDType quant_types[] = {
   LP_DTYPE_Q2_K, LP_DTYPE_Q3_K, LP_DTYPE_Q4_0, LP_DTYPE_Q4_1, LP_DTYPE_Q4_K,
@@ -545,6 +546,58 @@ test_convert (void)
   lp_tensor_unref (q2);
 }
 
+/* The fast row kernels (quant_fast.c) against the reference fits, byte for
+ * byte: every type with and without importance (a type the fast code does
+ * not take falls to the reference inside lp_quantize_row, so it is compared
+ * with itself), on rows with the awkward blocks of test_values, rows of one
+ * value repeated, of a single non-zero, of large and tiny scales, and rows
+ * that make lanes of a K super-block flat while others are not. */
+static void
+test_fast_vs_reference (void)
+{
+  const gint64 n = 65536;
+  g_autofree float *x = test_values (n, 11);
+  g_autofree float *imp = test_importance (n, 12);
+  g_autofree float *y = g_new (float, n);
+  /* per 256: constant, single spike, scaled up, scaled down, mixed flat lanes */
+  for (gint64 i = 0; i < n; i++)
+    {
+      gint64 blk = i / 256, k = i % 256;
+      switch (blk % 8)
+        {
+        case 0: y[i] = 0.25f; break;
+        case 1: y[i] = k == 77 ? -3.f : 0.f; break;
+        case 2: y[i] = x[i] * 1e4f; break;
+        case 3: y[i] = x[i] * 1e-6f; break;
+        case 4: y[i] = (k / 32) % 2 ? x[i] : (float) (k / 32) * 0.01f; break;
+        case 5: y[i] = fabsf (x[i]); break;
+        case 6: y[i] = -fabsf (x[i]) - 0.01f; break;
+        default: y[i] = (float) ((k % 7) - 3) * 0.125f; break;
+        }
+    }
+  const float *rows[] = { x, y };
+  g_autofree guint8 *a = g_malloc (n * 2), *b = g_malloc (n * 2);
+  for (guint t = 0; t < G_N_ELEMENTS (quant_types); t++)
+    for (int weighted = 0; weighted < 2; weighted++)
+      for (guint r = 0; r < G_N_ELEMENTS (rows); r++)
+        {
+          LpDType type = quant_types[t];
+          guint64 bytes = 0;
+          g_assert_true (lp_dtype_row_bytes (type, n, &bytes, NULL));
+          memset (a, 0xa5, bytes);
+          memset (b, 0x5a, bytes);
+          const float *w = weighted ? imp : NULL;
+          lp_qref_row (type, rows[r], n, w, a);
+          if (!lp_qfast_row (type, rows[r], n, w, b))
+            continue;
+          for (guint64 i = 0; i < bytes; i++)
+            if (a[i] != b[i])
+              g_error ("%s%s, row %u: byte %" G_GUINT64_FORMAT " (block %" G_GUINT64_FORMAT "): reference %u, fast %u",
+                       lp_dtype_name (type), weighted ? " + importance" : "", r, i,
+                       i / lp_dtype_info (type)->type_size, a[i], b[i]);
+        }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -553,6 +606,7 @@ main (int argc, char **argv)
   g_test_add_func ("/quant/error-bounds", test_error_bounds);
   g_test_add_func ("/quant/gguf-roundtrip-oracle", test_gguf_roundtrip);
   g_test_add_func ("/quant/grid", test_grid);
+  g_test_add_func ("/quant/fast-vs-reference", test_fast_vs_reference);
   g_test_add_func ("/quant/fallback", test_fallback);
   g_test_add_func ("/quant/bad-input", test_bad_input);
   g_test_add_func ("/quant/convert", test_convert);

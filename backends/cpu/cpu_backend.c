@@ -142,7 +142,7 @@ static void
 cpu_quantize_groups (LpBackend *be, int rows, int cols, const float *W, int ldw, const float *imp,
                      const LpGroupQuant *q, guint8 *codes, guint16 *scales, guint8 *zeros)
 {
-  lp_ref_quantize_groups (rows, cols, W, ldw, imp, q, codes, scales, zeros);
+  lp_cpu_quantize_groups (rows, cols, W, ldw, imp, q, codes, scales, zeros);
 }
 
 /* ---- buffers and graphs: host memory, each node's CPU kernel in order ---- */
@@ -229,9 +229,10 @@ lp_backend_is_cpu (const LpBackend *be)
 LpBackend *
 lp_backend_cpu_new (void)
 {
-  /* LLMPRESS_THREADS sets OpenBLAS's threads too (where nothing chose them yet). */
-  if (g_getenv ("LLMPRESS_THREADS") != NULL && atoi (g_getenv ("LLMPRESS_THREADS")) > 0)
-    lp_cpu_blas_threads_init (lp_cpu_threads ());
+  /* LLMPRESS_THREADS sets OpenBLAS's threads too (where nothing chose them
+   * yet), for programs that never call lp_threads_set. */
+  if (g_getenv ("LLMPRESS_THREADS") != NULL)
+    lp_cpu_blas_threads_follow (lp_threads ());
   LpBackend *be = g_new0 (LpBackend, 1);
   be->ops = &cpu_ops;
   be->ref_count = 1;
@@ -241,15 +242,23 @@ lp_backend_cpu_new (void)
   return be;
 }
 
+static gint blas_chosen;
+
 gboolean
 lp_cpu_blas_threads_init (int n)
 {
-  static gint chosen;
   g_return_val_if_fail (n > 0, FALSE);
-  if (!g_atomic_int_compare_and_exchange (&chosen, 0, 1))
+  if (!g_atomic_int_compare_and_exchange (&blas_chosen, 0, 1))
     return FALSE;
-  openblas_set_num_threads (n);
+  openblas_set_num_threads (MIN (n, lp_threads ()));
   return TRUE;
+}
+
+void
+lp_cpu_blas_threads_follow (int n)
+{
+  if (!g_atomic_int_get (&blas_chosen))
+    openblas_set_num_threads (n);
 }
 
 int

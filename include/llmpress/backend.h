@@ -194,21 +194,16 @@ LpBackend *lp_backend_cpu_new (void);
  * setting), so it is chosen once per process and never changed while work
  * runs: two nodes of the parallel scheduler would race on it.  The first
  * lp_cpu_blas_threads_init (n > 0) before any BLAS call sets it and returns
- * TRUE; later calls change nothing and return FALSE.  Without one it stays
- * OpenBLAS's own choice (OPENBLAS_NUM_THREADS, else every core).  A program
+ * TRUE (capped to lp_threads (), threads.h); later calls change nothing and
+ * return FALSE.  Without one it is lp_threads_set's count (the CLI's -t N,
+ * LLMPRESS_THREADS) when that was called, else OpenBLAS's own choice
+ * (OPENBLAS_NUM_THREADS, else every core).  A program
  * that mostly runs many small independent jobs (evaluation windows of a
  * small model: lp_eval_blas_threads) asks for 1 and lets the library spread
  * the jobs over the cores instead. */
 gboolean lp_cpu_blas_threads_init (int n);
 /* The count in force. */
 int lp_cpu_blas_threads (void);
-
-/* Threads of the CPU kernels (matrix-vector products of decoding, ...):
- * lp_cpu_threads_set (n), else the LLMPRESS_THREADS environment variable,
- * else every core.  lp_cpu_threads_set also asks OpenBLAS for n
- * (lp_cpu_blas_threads_init: only before its first use). */
-int lp_cpu_threads (void);
-void lp_cpu_threads_set (int n);
 
 /* By name: "cpu", "auto" (first GPU if any, else CPU: a device that is
  * itself a CPU, such as lavapipe, is never chosen), "vulkan" (the first

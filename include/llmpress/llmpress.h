@@ -26,6 +26,7 @@
 #include <llmpress/params.h>
 #include <llmpress/context.h>
 #include <llmpress/plugin.h>
+#include <llmpress/threads.h>
 #include <llmpress/quant.h>
 #include <llmpress/quant_mix.h>
 #include <llmpress/obs.h>

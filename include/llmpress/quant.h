@@ -35,8 +35,15 @@ gboolean lp_quant_type_supported (LpDType type);
 gboolean lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n,
                           const float *importance, GError **error);
 
-/* A new tensor holding `src` in `type`, row by row (rows in parallel; the
- * result does not depend on the thread count).  `importance_per_column` has
+/* n_rows rows of row_length values (src [R, C]) into dst (R rows of
+ * lp_dtype_row_bytes each), the rows spread over lp_threads () threads
+ * (threads.h; the bytes do not depend on the count).  `importance` as in
+ * lp_quantize_row.  Fails naming the first bad row. */
+gboolean lp_quantize_rows (LpDType type, const float *src, gint64 n_rows, gint64 row_length,
+                           const float *importance, void *dst, GError **error);
+
+/* A new tensor holding `src` in `type`, row by row (lp_quantize_rows: rows
+ * in parallel; the result does not depend on the thread count).  `importance_per_column` has
  * one weight per element of a row, or is NULL.  The row length must be a
  * multiple of the block size: choose the type with lp_quant_fallback_type. */
 gboolean lp_quantize_tensor (LpTensor *src, LpDType type, const float *importance_per_column,

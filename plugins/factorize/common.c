@@ -137,7 +137,7 @@ factorize_run_tasks (FactorizeJob *job, GPtrArray *tasks, FactorizeTaskFunc func
                      GError **error)
 {
   PoolData p = { func, user_data };
-  int workers = MIN ((int) tasks->len, (int) g_get_num_processors ());
+  int workers = MIN ((int) tasks->len, lp_threads ());
   if (workers > 1)
     {
       GThreadPool *pool = g_thread_pool_new (pool_task, &p, workers, TRUE, error);

@@ -236,19 +236,34 @@ q_cols_column (QCols *q, int s, int r0, int r1, const float *W, int ldw, float *
   return TRUE;
 }
 
-/* Pruned weights whose effective value is not exactly 0. */
+/* Pruned weights of `like` whose effective value in t is not exactly 0. */
 static gint64
-count_lost (const QCols *q, const LpTensor *t, GError **error)
+count_lost (const LpTensor *like, const LpTensor *t, GError **error)
 {
-  if (lp_tensor_mask (q->like) == NULL)
+  if (lp_tensor_mask (like) == NULL)
     return 0;
   g_autofree float *v = lp_tensor_dup_f32 (t, error);
   if (v == NULL)
     return -1;
-  gint64 lost = 0;
-  for (gint64 i = 0; i < q->rows * q->cols; i++)
-    lost += !lp_tensor_mask_keeps (q->like, i) && v[i] != 0.f;
+  gint64 lost = 0, n = lp_tensor_n_elements (like);
+  for (gint64 i = 0; i < n; i++)
+    lost += !lp_tensor_mask_keeps (like, i) && v[i] != 0.f;
   return lost;
+}
+
+/* The quantized tensor t of `like`, with like's mask when every pruned
+ * weight stayed exactly 0 (else without; mask_lost says how many did not). */
+static LpTensor *
+keep_mask (const LpTensor *like, LpTensor *t, gint64 *mask_lost, GError **error)
+{
+  g_autoptr (LpTensor) owned = t;
+  gint64 lost = count_lost (like, t, error);
+  if (lost < 0)
+    return NULL;
+  *mask_lost = lost;
+  if (lp_tensor_mask (like) == NULL || lost > 0)
+    return g_steal_pointer (&owned);
+  return lp_tensor_with_mask (t, lp_tensor_mask (like), error);
 }
 
 LpTensor *
@@ -256,7 +271,7 @@ q_cols_finish (QCols *q, gint64 *mask_lost, GError **error)
 {
   const LpTensor *like = q->like;
   *mask_lost = 0;
-  g_autoptr (LpTensor) t = NULL;
+  LpTensor *t = NULL;
   if (!is_block (q))
     t = lp_tensor_new_int_grid (like->name, like->n_dims, like->shape, q->grid, NULL, error);
   else
@@ -270,13 +285,31 @@ q_cols_finish (QCols *q, gint64 *mask_lost, GError **error)
     }
   if (t == NULL)
     return NULL;
-  gint64 lost = count_lost (q, t, error);
-  if (lost < 0)
+  return keep_mask (like, t, mask_lost, error);
+}
+
+/* RTN into a block type: llama-quantize's bytes, which fitting every block
+ * and rounding each value through the grid view would also give, row by row
+ * on every thread (lp_quantize_rows), with no per-block state kept.  Pruned
+ * weights are 0 in W already (a mask's invariant). */
+static LpTensor *
+round_blocks (const QGrid *g, const LpTensor *like, const float *W, const float *importance, gint64 *mask_lost,
+              GError **error)
+{
+  gint64 rows = lp_tensor_n_rows (like), cols = lp_tensor_row_length (like);
+  guint64 row_bytes;
+  if (!lp_dtype_row_bytes (g->type, (guint64) cols, &row_bytes, error))
     return NULL;
-  *mask_lost = lost;
-  if (lp_tensor_mask (like) == NULL || lost > 0)
-    return g_steal_pointer (&t);
-  return lp_tensor_with_mask (t, lp_tensor_mask (like), error);
+  guint8 *bytes = g_malloc (row_bytes * rows);
+  if (!lp_quantize_rows (g->type, W, rows, cols, importance, bytes, error))
+    {
+      g_free (bytes);
+      g_prefix_error (error, "%s: ", like->name);
+      return NULL;
+    }
+  g_autoptr (GBytes) b = g_bytes_new_take (bytes, row_bytes * rows);
+  LpTensor *t = lp_tensor_new_from_bytes (like->name, g->type, like->n_dims, like->shape, b, error);
+  return t ? keep_mask (like, t, mask_lost, error) : NULL;
 }
 
 LpTensor *
@@ -310,9 +343,11 @@ q_round (LpBackend *be, const QGrid *g, const LpTensor *like, const float *W, co
       lp_quantize_groups (be, (int) q->rows, (int) q->cols, W, (int) q->cols, importance, &gq, q->grid->codes,
                           q->grid->scales, q->grid->zeros);
     }
+  else if (g->type != LP_DTYPE_F32)
+    return round_blocks (g, like, W, importance, mask_lost, error);
   else
     {
-      /* Every group fitted from W, then each value rounded. */
+      /* One range for the whole tensor, then each value rounded. */
       q = q_cols_new (g, W, importance, like, NULL, TRUE, error);
       if (q == NULL)
         return NULL;
