@@ -409,7 +409,7 @@ test_stories_spec (void)
  *  - int2 g32 RTN + L R, recovered, below int2 alone and below int3 g32 RTN
  *    alone, at no more bits than int3: asserted;
  *  - GPTQ int2 + quantized L R, recovered, at most 3.0 bits per weight,
- *    below GPTQ int3 g32 alone: not reached by the spec's recipe (7.51
+ *    below GPTQ int3 g32 alone: not reached by the spec's recipe (7.46
  *    against 5.75, see its header); the bits and the gains over int2 alone
  *    and over the compensation before recovery are asserted, and the target
  *    is reported as incomplete while it stays above. */
