@@ -331,39 +331,63 @@ test_pass_bad (void)
     }
 }
 
-/* specs/compensate.ini on stories260K (the TinyStories split): the table of
- * method, bits per weight, perplexity, each compressed model before and
- * after distill.recover (kept short here: 32 calibration samples, 30
- * steps, 16 windows; the
- * spec's header gives the full run's figures). */
-static void
-test_stories_spec (void)
+/* specs/compensate.ini's eval nodes, in the order of its table. */
+enum { RTN3, RTN3_REC, RTN2, RTN2_LR, RTN2_LR_REC, GPTQ3, GPTQ3_REC, GPTQ2, GPTQ2_LR, GPTQ2_LR_REC, N_NODES };
+static const char *const spec_nodes[N_NODES] = { "eval-rtn3", "eval-rtn3-rec", "eval-rtn2", "eval-rtn2-lr",
+                                                 "eval-rtn2-lr-rec", "eval-gptq3", "eval-gptq3-rec", "eval-gptq2",
+                                                 "eval-gptq2-lr", "eval-gptq2-lr-rec" };
+
+/* Runs specs/compensate.ini on stories260K (the TinyStories split) with
+ * the -D definitions `defines` (NULL-terminated) into the test directory's
+ * `name`, and reads each eval node's bits per weight and perplexity.
+ * FALSE: the shared model or data are missing (the test is skipped). */
+static gboolean
+run_stories_spec (const char *name, const char *const *defines, double *bpw, double *ppl)
 {
   g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
   g_autofree char *tokens = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
   if (model == NULL || tokens == NULL)
-    return;
+    return FALSE;
   g_autofree char *spec = g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "compensate.ini", NULL);
   g_autofree char *dm = g_strdup_printf ("model=%s", model);
   g_autofree char *dd = g_strdup_printf ("data=%s", tokens);
   g_autofree char *dc = g_strdup_printf ("calib=%s", tokens);
-  g_autofree char *out = g_build_filename (lp_test_tmpdir (), "compensate-spec", NULL);
+  g_autofree char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
+  const char *fixed[] = { "run", spec, "-q", "-j", "2", "-o", out, "--no-cache", "-D", dm, "-D", dd, "-D", dc };
+  for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
+    g_ptr_array_add (args, (gpointer) fixed[i]);
+  for (int i = 0; defines[i] != NULL; i++)
+    {
+      g_ptr_array_add (args, (gpointer) "-D");
+      g_ptr_array_add (args, (gpointer) defines[i]);
+    }
+  g_ptr_array_add (args, NULL);
   g_autofree char *o = NULL, *err = NULL;
-  int status = lp_test_run_cli (&o, &err, "run", spec, "-q", "-D", dm, "-D", dd, "-D", dc, "-D", "steps=30", "-D",
-                                "adapter_steps=30", "-D", "windows=16", "-D", "calib_samples=32", "-o", out, "--no-cache", NULL);
+  int status = lp_test_run_cliv (&o, &err, (const char *const *) args->pdata);
   if (status != 0)
     g_test_message ("%s", err);
   g_assert_cmpint (status, ==, 0);
-  enum { RTN3, RTN3_REC, RTN2, RTN2_LR, RTN2_LR_REC, GPTQ3, GPTQ3_REC, GPTQ2, GPTQ2_LR, GPTQ2_LR_REC, N_NODES };
-  const char *nodes[N_NODES] = { "eval-rtn3", "eval-rtn3-rec", "eval-rtn2", "eval-rtn2-lr", "eval-rtn2-lr-rec",
-                                 "eval-gptq3", "eval-gptq3-rec", "eval-gptq2", "eval-gptq2-lr", "eval-gptq2-lr-rec" };
-  double bpw[N_NODES], ppl[N_NODES];
   for (int i = 0; i < N_NODES; i++)
     {
-      bpw[i] = lp_test_report_metric (out, nodes[i], "weights.bits_per_weight");
-      ppl[i] = lp_test_report_metric (out, nodes[i], "perplexity");
-      g_test_message ("%-18s %.4f bits per weight, perplexity %.4f", nodes[i], bpw[i], ppl[i]);
+      bpw[i] = lp_test_report_metric (out, spec_nodes[i], "weights.bits_per_weight");
+      ppl[i] = lp_test_report_metric (out, spec_nodes[i], "perplexity");
+      g_test_message ("%-18s %.4f bits per weight, perplexity %.4f", spec_nodes[i], bpw[i], ppl[i]);
     }
+  return TRUE;
+}
+
+/* The spec's table, kept short here (32 calibration samples, 30 steps, 16
+ * windows; the spec's header gives the full run's figures): each
+ * compensation beats its base within its budget, and recovery improves
+ * each model at exactly its bits. */
+static void
+test_stories_spec (void)
+{
+  const char *const defines[] = { "steps=30", "adapter_steps=30", "windows=16", "calib_samples=32", NULL };
+  double bpw[N_NODES], ppl[N_NODES];
+  if (!run_stories_spec ("compensate-spec", defines, bpw, ppl))
+    return;
   /* The compensation beats its base, within the budget set. */
   g_assert_cmpfloat (ppl[RTN2_LR], <, ppl[RTN2]);
   g_assert_cmpfloat (bpw[RTN2_LR], <=, bpw[RTN3]);
@@ -377,6 +401,35 @@ test_stories_spec (void)
       g_assert_cmpfloat (ppl[rec[i][1]], <, ppl[rec[i][0]]);
       g_assert_cmpfloat (bpw[rec[i][1]], ==, bpw[rec[i][0]]);
     }
+}
+
+/* Issue 15's two targets on the spec's full run (slow: its recoveries take
+ * minutes), each against the baseline measured in the same run, bits per
+ * weight as eval counts them (Q, L, R, every scale and zero):
+ *  - int2 g32 RTN + L R, recovered, below int2 alone and below int3 g32 RTN
+ *    alone, at no more bits than int3: asserted;
+ *  - GPTQ int2 + quantized L R, recovered, at most 3.0 bits per weight,
+ *    below GPTQ int3 g32 alone: not reached by the spec's recipe (7.46
+ *    against 5.75, see its header); the bits and the gains over int2 alone
+ *    and over the compensation before recovery are asserted, and the target
+ *    is reported as incomplete while it stays above. */
+static void
+test_stories_targets (void)
+{
+  if (!lp_test_slow ())
+    return;
+  const char *const defines[] = { NULL };
+  double bpw[N_NODES], ppl[N_NODES];
+  if (!run_stories_spec ("compensate-targets", defines, bpw, ppl))
+    return;
+  g_assert_cmpfloat (bpw[RTN2_LR_REC], <=, bpw[RTN3]);
+  g_assert_cmpfloat (ppl[RTN2_LR_REC], <, ppl[RTN2]);
+  g_assert_cmpfloat (ppl[RTN2_LR_REC], <, ppl[RTN3]);
+  g_assert_cmpfloat (bpw[GPTQ2_LR_REC], <=, 3.0);
+  g_assert_cmpfloat (ppl[GPTQ2_LR_REC], <, ppl[GPTQ2_LR]);
+  g_assert_cmpfloat (ppl[GPTQ2_LR_REC], <, ppl[GPTQ2]);
+  if (ppl[GPTQ2_LR_REC] >= ppl[GPTQ3])
+    g_test_incomplete ("GPTQ int2 + L R at 3.0 bits per weight does not reach GPTQ int3 g32 alone yet");
 }
 
 int
@@ -397,5 +450,6 @@ main (int argc, char **argv)
   g_test_add_func ("/compensate/gguf", test_gguf_round_trip);
   g_test_add_func ("/compensate/pass-bad", test_pass_bad);
   g_test_add_func ("/compensate/stories", test_stories_spec);
+  g_test_add_func ("/compensate/stories-targets", test_stories_targets);
   return g_test_run ();
 }
