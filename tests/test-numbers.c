@@ -44,7 +44,7 @@ test_cli_numbers (void)
     { "generate", "-n", "-1" },          { "generate", "--temp", "nan" },
     { "generate", "--temp", "-0.5" },    { "generate", "--temp", "inf" },
     { "generate", "--top-p", "1e999" },  { "generate", "--seed", "-7" },
-    { "generate", "--seed", "99999999999999999999" }, { "generate", "-t", "-1" },
+    { "generate", "--seed", "99999999999999999999" }, { "generate", "--threads", "-1" },
     { "run", "-j", "-2" },               { "run", "--memory-limit", "99999999999T" },
     { "run", "--memory-limit", "16E" },  { "run", "--memory-limit", "nanG" },
     { "run", "--memory-limit", "-1M" },  { "synth", "--dim", "-64" },
