@@ -771,6 +771,7 @@ test_threads (void)
   int rc = RUN (&out, &err, "inspect", "x");
   assert_usage_error (rc, out, err, "LLMPRESS_THREADS: expected a thread count");
   g_unsetenv ("LLMPRESS_THREADS");
+  g_clear_pointer (&err, g_free);
 
   g_autofree char *model = model_path ("threads.gguf");
   g_assert_cmpint (RUN (NULL, NULL, "synth", model, "--dim", "256", "--ffn", "512", "--layers", "2", "--heads", "4",
