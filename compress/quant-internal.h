@@ -16,6 +16,7 @@ enum {
   LP_RULE_QKX3,         /* make_qkx3_quants codes: v = qa*(x - qb); v > 0 ? nearest (min (v, max)) : 0 */
   LP_RULE_DIV_MIN,      /* K types with a min: nearest ((x + qb)/qa) clamped */
   LP_RULE_DIV,          /* Q3_K/Q6_K: nearest (x/qa) clamped */
+  LP_RULE_LEVELS,       /* IQ4_NL: the level of lp_iq4nl_levels nearest qa*x; value = step * level */
 };
 
 #define LP_GROUP_MAX_EPS 1e-15f
@@ -42,6 +43,9 @@ float lp_make_qkx3_quants (int n, int nmax, const float *x, const float *weights
                            float *the_min, guint8 *Laux, float rmin, float rdelta, int nstep,
                            gboolean use_mad, float *out_iscale, float *out_qmin);
 float lp_make_qp_quants (int n, int nmax, const float *x, guint8 *L, const float *quant_weights);
+
+/* ggml's best_index_int8 over lp_iq4nl_levels: the nearest level's index. */
+int lp_iq4nl_nearest (float x);
 
 /* Fit one block as ggml does: parameters, and in `codes` the codes ggml writes. */
 void lp_qfit_block32 (LpDType type, const float *x, const float *w, float sigma2, LpBlockParams *p,

@@ -22,6 +22,7 @@ lp_quant_type_supported (LpDType type)
     case LP_DTYPE_Q4_K:
     case LP_DTYPE_Q5_K:
     case LP_DTYPE_Q6_K:
+    case LP_DTYPE_IQ4_NL:
       return TRUE;
     default:
       return FALSE;
@@ -313,6 +314,8 @@ float
 lp_block_grid_dequantize_code (const LpBlockParams *p, int idx, int code)
 {
   int s = idx / p->sub_size;
+  if (p->rule == LP_RULE_LEVELS)
+    return p->step[s] * lp_iq4nl_levels[code];
   float v = p->step[s] * (float) code;
   if (p->has_offset)
     v = v + p->offset[s];
@@ -369,6 +372,9 @@ lp_block_grid_quantize_value (const LpBlockParams *p, int idx, float x, int *cod
         break;
       case LP_RULE_DIV:
         c = lp_nearest_int (bounded (x / p->qa[s], lo, hi));
+        break;
+      case LP_RULE_LEVELS:
+        c = lp_iq4nl_nearest (p->qa[s] * x);
         break;
       default:
         g_assert_not_reached ();

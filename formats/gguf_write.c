@@ -56,6 +56,7 @@ ftype_of (LpDType t)
     case LP_DTYPE_Q4_K: return 15;
     case LP_DTYPE_Q5_K: return 17;
     case LP_DTYPE_Q6_K: return 18;
+    case LP_DTYPE_IQ4_NL: return 25;
     case LP_DTYPE_BF16: return 32;
     default: return -1;
     }

@@ -9,9 +9,13 @@
 #define QK_K 256
 
 /* Dequantize n_blocks blocks to f32; FALSE for a type that is not a
- * 32-value block (Q4_0 .. Q8_1), respectively not a K-quant (Q2_K .. Q8_K). */
+ * 32-value block (Q4_0 .. Q8_1, IQ4_NL), respectively not a K-quant (Q2_K .. Q8_K). */
 gboolean lp_dequant_block32 (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
 gboolean lp_dequant_kblock (LpDType type, const guint8 *src, float *dst, gsize n_blocks);
+
+/* IQ4_NL's 16 levels (ggml's kvalues_iq4nl): a block is an f16 d and 32
+ * 4-bit indexes into them, laid out as Q4_0's codes; value = d * level. */
+extern const gint8 lp_iq4nl_levels[16];
 
 /* Q4_K / Q5_K: sub-block j's 6-bit scale and min out of the 12 packed bytes q. */
 void lp_get_scale_min_k4 (int j, const guint8 *q, guint8 *d, guint8 *m);

@@ -24,6 +24,7 @@ static const LpDTypeInfo dtype_table[LP_DTYPE_COUNT] = {
   [LP_DTYPE_Q5_K] = { "q5_k", 256, 176, TRUE },
   [LP_DTYPE_Q6_K] = { "q6_k", 256, 210, TRUE },
   [LP_DTYPE_Q8_K] = { "q8_k", 256, 292, TRUE },
+  [LP_DTYPE_IQ4_NL] = { "iq4_nl", 32, 18, TRUE },
   [LP_DTYPE_I8] = { "i8", 1, 1, TRUE },
   [LP_DTYPE_I16] = { "i16", 1, 2, TRUE },
   [LP_DTYPE_I32] = { "i32", 1, 4, TRUE },

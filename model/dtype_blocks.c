@@ -6,7 +6,9 @@
  * Layouts: see those files' heads (ggml-common.h), little-endian; a block
  * of Q8_0 is an f16 scale then 32 int8 codes; a block of Q4_0 is an f16
  * scale then 16 bytes holding 32 4-bit codes, element j in the low nibble of
- * byte j and element j+16 in its high nibble, value = (code - 8) * scale. */
+ * byte j and element j+16 in its high nibble, value = (code - 8) * scale;
+ * IQ4_NL is Q4_0's layout with the code an index into a fixed non-uniform
+ * table, value = scale * lp_iq4nl_levels[code]. */
 #include "config.h"
 
 #include <string.h>
@@ -27,8 +29,15 @@ dequant_q8_0 (const guint8 *src, float *dst, gsize n_blocks)
     }
 }
 
+/* ggml-common.h's kvalues_iq4nl: denser near zero, where most weights lie. */
+const gint8 lp_iq4nl_levels[16] = { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 };
+
+/* Q4_0's codes as levels: code - 8. */
+static const gint8 q4_0_levels[16] = { -8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7 };
+
+/* Q4_0 and IQ4_NL (18 bytes): f16 d, 16 bytes of nibbles; d * levels[q]. */
 static void
-dequant_q4_0 (const guint8 *src, float *dst, gsize n_blocks)
+dequant_nibbles (const guint8 *src, float *dst, gsize n_blocks, const gint8 *levels)
 {
   for (gsize b = 0; b < n_blocks; b++, src += 18, dst += 32)
     {
@@ -36,8 +45,8 @@ dequant_q4_0 (const guint8 *src, float *dst, gsize n_blocks)
       const guint8 *q = src + 2;
       for (int j = 0; j < 16; j++)
         {
-          dst[j] = ((int) (q[j] & 0x0f) - 8) * d;
-          dst[j + 16] = ((int) (q[j] >> 4) - 8) * d;
+          dst[j] = d * levels[q[j] & 0x0f];
+          dst[j + 16] = d * levels[q[j] >> 4];
         }
     }
 }
@@ -57,7 +66,10 @@ lp_dequant_block32 (LpDType type, const guint8 *src, float *dst, gsize n_blocks)
       dequant_q8_0 (src, dst, n_blocks);
       return TRUE;
     case LP_DTYPE_Q4_0:
-      dequant_q4_0 (src, dst, n_blocks);
+      dequant_nibbles (src, dst, n_blocks, q4_0_levels);
+      return TRUE;
+    case LP_DTYPE_IQ4_NL:
+      dequant_nibbles (src, dst, n_blocks, lp_iq4nl_levels);
       return TRUE;
     case LP_DTYPE_Q4_1:
       for (gsize b = 0; b < n_blocks; b++, src += 20, dst += 32)

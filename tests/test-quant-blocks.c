@@ -11,7 +11,7 @@
 
 static const LpDType quant_types[] = {
   LP_DTYPE_Q2_K, LP_DTYPE_Q3_K, LP_DTYPE_Q4_0, LP_DTYPE_Q4_1, LP_DTYPE_Q4_K,
-  LP_DTYPE_Q5_0, LP_DTYPE_Q5_1, LP_DTYPE_Q5_K, LP_DTYPE_Q6_K, LP_DTYPE_Q8_0,
+  LP_DTYPE_Q5_0, LP_DTYPE_Q5_1, LP_DTYPE_Q5_K, LP_DTYPE_Q6_K, LP_DTYPE_Q8_0, LP_DTYPE_IQ4_NL,
 };
 
 /* Deterministic Gaussian-ish values with a few awkward blocks: all zero,
@@ -238,7 +238,7 @@ test_error_bounds (void)
     { LP_DTYPE_Q2_K, 0.20, 0.36 }, { LP_DTYPE_Q3_K, 0.10, 0.19 }, { LP_DTYPE_Q4_0, 0.06, 0.11 },
     { LP_DTYPE_Q4_1, 0.05, 0.10 }, { LP_DTYPE_Q4_K, 0.05, 0.09 }, { LP_DTYPE_Q5_0, 0.03, 0.055 },
     { LP_DTYPE_Q5_1, 0.025, 0.05 }, { LP_DTYPE_Q5_K, 0.025, 0.045 }, { LP_DTYPE_Q6_K, 0.01, 0.025 },
-    { LP_DTYPE_Q8_0, 0.002, 0.008 },
+    { LP_DTYPE_Q8_0, 0.002, 0.008 }, { LP_DTYPE_IQ4_NL, 0.05, 0.10 },
   };
   double prev = 1;
   for (guint i = 0; i < G_N_ELEMENTS (bounds); i++)

@@ -21,6 +21,7 @@ typedef enum {
   LP_DTYPE_Q5_K = 13,
   LP_DTYPE_Q6_K = 14,
   LP_DTYPE_Q8_K = 15,
+  LP_DTYPE_IQ4_NL = 20,
   LP_DTYPE_I8 = 24,
   LP_DTYPE_I16 = 25,
   LP_DTYPE_I32 = 26,

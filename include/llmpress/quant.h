@@ -1,4 +1,4 @@
-/* llmpress — llama.cpp's block quantization formats (Q4_0 ... Q8_0, Q2_K ... Q6_K).
+/* llmpress — llama.cpp's block quantization formats (Q4_0 ... Q8_0, Q2_K ... Q6_K, IQ4_NL).
  *
  * Quantizers produce exactly the bytes ggml produces: without importance the
  * blocks of quantize_row_<type>_ref (what llama-quantize writes without an
@@ -62,7 +62,8 @@ LpDType lp_quant_fallback_type (LpDType wanted, gint64 row_length);
 /* One block's parameters.  Value i of the block lies in sub-block
  * s = i / sub_size and dequantizes to step[s] * code (+ offset[s] when
  * has_offset), code in [code_min, code_max], bit-identical to
- * lp_dtype_to_f32 on the packed block. */
+ * lp_dtype_to_f32 on the packed block; IQ4_NL's codes 0..15 index its
+ * non-uniform levels instead: value = step[s] * level[code]. */
 typedef struct {
   LpDType type;
   int n_values;    /* 32 or 256 */

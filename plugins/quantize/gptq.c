@@ -211,10 +211,9 @@ q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSettings *st, c
   return out;
 }
 
-static gboolean
-on_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTensor **replacement, GError **error)
+gboolean
+q_gptq_factor_follow (QGptqFactor *f, int *layer, int *in, const LpActStats *stats, GError **error)
 {
-  Gptq *g = user_data;
   if (stats->hessian == NULL)
     {
       lp_set_error (error, LP_ERROR_FAILED, "no Hessian from the calibration");
@@ -222,12 +221,21 @@ on_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTens
     }
   /* Weights of one input come one after another (lp_layerwise_run): the
    * factor of their Hessian is made for the first and kept until the next input. */
-  if (g->factor_layer != stats->layer || g->factor_in != (int) stats->which)
+  if (*layer != stats->layer || *in != (int) stats->which)
     {
-      q_gptq_factor_clear (&g->factor);
-      g->factor_layer = stats->layer;
-      g->factor_in = (int) stats->which;
+      q_gptq_factor_clear (f);
+      *layer = stats->layer;
+      *in = (int) stats->which;
     }
+  return TRUE;
+}
+
+static gboolean
+on_weight (gpointer user_data, LpTensor *weight, const LpActStats *stats, LpTensor **replacement, GError **error)
+{
+  Gptq *g = user_data;
+  if (!q_gptq_factor_follow (&g->factor, &g->factor_layer, &g->factor_in, stats, error))
+    return FALSE;
   *replacement = q_gptq_weight (g->ctx, &g->o, &g->s, weight, stats->hessian, stats->n, &g->factor, &g->loss, error);
   return *replacement != NULL;
 }

@@ -206,6 +206,10 @@ typedef struct {
   double damp_used;
 } QGptqFactor;
 void q_gptq_factor_clear (QGptqFactor *f);
+/* In a layer-wise callback: f stays the factor of the Hessian of input
+ * (*layer, *in) while stats are for that input's weights, else it is
+ * cleared for the next (*layer, *in updated); fails when stats has no Hessian. */
+gboolean q_gptq_factor_follow (QGptqFactor *f, int *layer, int *in, const LpActStats *stats, GError **error);
 /* q_gptq_quantize with the factor f of H: made into f when f holds none
  * (f->damp_used then says what damping held), else reused as it is. */
 LpTensor *q_gptq_quantize_shared (LpBackend *be, const QGrid *grid, const QGptqSettings *s, const LpTensor *t,
@@ -219,4 +223,4 @@ LpTensor *q_gptq_weight (LpPassContext *ctx, const QOptions *o, const QGptqSetti
 
 /* ---- passes ---- */
 
-extern const LpPassInfo q_rtn_pass, q_gptq_pass, q_awq_pass;
+extern const LpPassInfo q_rtn_pass, q_gptq_pass, q_awq_pass, q_codebook_pass;
