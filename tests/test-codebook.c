@@ -1,0 +1,344 @@
+/* Weight sharing through codebooks: llama.cpp's IQ4_NL (16 fixed
+ * non-uniform levels under a per-block f16 scale) and quantize.codebook.
+ * - a hand-made block decodes to d * level, the name reads in any case;
+ * - our IQ4_NL bytes are ggml's own (quantize_iq4_nl through
+ *   llama-cpp-python's libggml-base, with and without an imatrix);
+ * - on stories260K (TinyStories split of specs/README: calibration
+ *   300000:, eval :300000) quantize.codebook format=iq4_nl beats
+ *   quantize.rtn format=q4_0 on the same tensors at the same 4.5 bits, the
+ *   saved GGUF loads back with the same perplexity, and gguf-py decodes its
+ *   IQ4_NL tensors to our values;
+ * - (slow) llama.cpp loads and runs a quantize.codebook GGUF, agreeing
+ *   with `llmpress eval` on a window. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static void
+test_layout (void)
+{
+  static const gint8 levels[16] = { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 };
+  const LpDTypeInfo *info = lp_dtype_info (LP_DTYPE_IQ4_NL);
+  g_assert_nonnull (info);
+  g_assert_cmpint (LP_DTYPE_IQ4_NL, ==, 20); /* ggml's GGML_TYPE_IQ4_NL */
+  g_assert_cmpstr (info->name, ==, "iq4_nl");
+  g_assert_cmpuint (info->block_size, ==, 32);
+  g_assert_cmpuint (info->type_size, ==, 18);
+  g_assert_cmpfloat (lp_dtype_bits_per_weight (LP_DTYPE_IQ4_NL), ==, 4.5);
+  LpDType t;
+  g_assert_true (lp_dtype_from_name ("IQ4_NL", &t) && t == LP_DTYPE_IQ4_NL);
+  g_assert_true (lp_dtype_from_name ("iq4_nl", &t) && t == LP_DTYPE_IQ4_NL);
+  /* d = 0.5 (f16 0x3800); byte j holds code j (element j) and 15 - j (element j + 16). */
+  guint8 block[18] = { 0x00, 0x38 };
+  for (int j = 0; j < 16; j++)
+    block[2 + j] = (guint8) (j | ((15 - j) << 4));
+  float v[32];
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_IQ4_NL, block, v, 32, NULL));
+  for (int j = 0; j < 16; j++)
+    {
+      g_assert_cmpfloat (v[j], ==, 0.5f * levels[j]);
+      g_assert_cmpfloat (v[j + 16], ==, 0.5f * levels[15 - j]);
+    }
+  /* Quantizing lands every value on d * level, and a block of levels times
+   * a power of two comes back exactly. */
+  float x[64], y[64];
+  for (int j = 0; j < 64; j++)
+    x[j] = 0.25f * levels[(j * 7) % 16];
+  guint8 q[36];
+  g_assert_true (lp_quantize_row (LP_DTYPE_IQ4_NL, x, q, 64, NULL, NULL));
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_IQ4_NL, q, y, 64, NULL));
+  for (int j = 0; j < 64; j++)
+    g_assert_cmpfloat (y[j], ==, x[j]);
+}
+
+/* python3 importing `modules`, or skip with the reason. */
+static gboolean
+have_python (const char *modules, const char *why)
+{
+  g_autofree char *code = g_strdup_printf ("import %s", modules);
+  gchar *probe[] = { "python3", "-c", code, NULL };
+  int status = 0;
+  if (!g_spawn_sync (NULL, probe, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                     NULL, NULL, NULL, NULL, &status, NULL)
+      || !g_spawn_check_wait_status (status, NULL))
+    {
+      g_autofree char *msg = g_strdup_printf ("python3 with %s is not installed: %s", modules, why);
+      g_test_skip (msg);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Run python3 -c script args...; its stdout; fails the test on a non-zero exit. */
+static char *
+run_python (const char *script, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, "python3");
+  g_ptr_array_add (argv, "-c");
+  g_ptr_array_add (argv, (gpointer) script);
+  for (; *args; args++)
+    g_ptr_array_add (argv, (gpointer) *args);
+  g_ptr_array_add (argv, NULL);
+  char *out = NULL;
+  g_autofree char *err = NULL;
+  int status = 0;
+  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                               NULL));
+  g_test_message ("python: %s", out);
+  if (!g_spawn_check_wait_status (status, NULL))
+    g_error ("python: %s%s", out, err);
+  return out;
+}
+
+/* ggml's quantize_iq4_nl (what llama-quantize calls, through
+ * ggml_quantize_chunk) on the same rows, with and without an imatrix. */
+static const char ggml_oracle[] =
+  "import sys, os, ctypes, numpy as np, llama_cpp\n"
+  "rows, n = int(sys.argv[1]), int(sys.argv[2])\n"
+  "lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), 'lib', 'libggml-base.so'))\n"
+  "f = lib.ggml_quantize_chunk\n"
+  "f.restype = ctypes.c_size_t\n"
+  "f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, "
+  "ctypes.c_void_p]\n"
+  "x = np.fromfile(sys.argv[3], dtype=np.float32)\n"
+  "imp = np.fromfile(sys.argv[4], dtype=np.float32)\n"
+  "bad = 0\n"
+  "for k, w in enumerate([None, imp]):\n"
+  "    ours = np.fromfile(sys.argv[5 + k], dtype=np.uint8)\n"
+  "    dst = np.zeros(rows * n // 32 * 18, dtype=np.uint8)\n"
+  "    f(20, x.ctypes.data, dst.ctypes.data, 0, rows, n, None if w is None else w.ctypes.data)\n"
+  "    diff = int(np.count_nonzero(dst.reshape(-1, 18) != ours.reshape(-1, 18)))\n"
+  "    print('imatrix' if k else 'plain', 'blocks', rows * n // 32, 'differing bytes', diff)\n"
+  "    bad += diff\n"
+  "sys.exit(1 if bad else 0)\n";
+
+static void
+test_matches_ggml (void)
+{
+  if (!have_python ("llama_cpp, numpy", "no ggml to compare IQ4_NL bytes with"))
+    return;
+  const int rows = 48, n = 256;
+  g_autofree float *x = g_new (float, rows * n);
+  g_autofree float *imp = g_new (float, n);
+  lp_test_fill (x, rows * n, 5, 0.05);
+  lp_test_fill (imp, n, 6, 1.0);
+  for (int j = 0; j < n; j++)
+    imp[j] = imp[j] * imp[j] + 1e-3f;
+  /* awkward blocks: all zero, tiny (f16 underflow), one outlier, constant */
+  memset (x, 0, 32 * sizeof (float));
+  for (int j = 32; j < 64; j++)
+    x[j] = 1e-9f * (j - 40);
+  x[100] = 0.9f;
+  for (int j = 128; j < 160; j++)
+    x[j] = -0.03f;
+  guint8 *q[2];
+  for (int k = 0; k < 2; k++)
+    {
+      q[k] = g_malloc ((gsize) rows * n / 32 * 18);
+      g_assert_true (lp_quantize_rows (LP_DTYPE_IQ4_NL, x, rows, n, k ? imp : NULL, q[k], NULL));
+    }
+  g_autofree char *xs = lp_test_write_file ("iq4nl-x.f32", x, sizeof (float) * rows * n);
+  g_autofree char *is = lp_test_write_file ("iq4nl-imp.f32", imp, sizeof (float) * n);
+  g_autofree char *p0 = lp_test_write_file ("iq4nl-plain.bin", q[0], (gsize) rows * n / 32 * 18);
+  g_autofree char *p1 = lp_test_write_file ("iq4nl-imatrix.bin", q[1], (gsize) rows * n / 32 * 18);
+  g_free (q[0]);
+  g_free (q[1]);
+  g_autofree char *r = g_strdup_printf ("%d", rows), *c = g_strdup_printf ("%d", n);
+  const char *args[] = { r, c, xs, is, p0, p1, NULL };
+  g_autofree char *out = run_python (ggml_oracle, args);
+  g_assert_nonnull (strstr (out, "plain blocks 384 differing bytes 0"));
+  g_assert_nonnull (strstr (out, "imatrix blocks 384 differing bytes 0"));
+}
+
+/* --- stories260K ------------------------------------------------------------- */
+
+#define CALIB_SETTINGS "calibration_samples=16\ncalibration_seq_len=256\ncalibration_range=300000:\n"
+#define EVAL_SETTINGS "data_range=:300000\nctx=512\nmax_windows=8\n"
+
+static double
+eval_ppl (const LpTestStories *sh, LpModel *m)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) toks = lp_tokens_load (sh->data, m, &error);
+  g_assert_no_error (error);
+  LpEvalOptions eo = { .ctx = 512, .max_windows = 8 };
+  LpEvalResult r;
+  g_assert_true (lp_eval_run (m, (gint32 *) toks->data, 300000, &eo, &r, &error));
+  g_assert_no_error (error);
+  return r.ppl;
+}
+
+/* gguf-py's decoding of every IQ4_NL tensor of a GGUF against ours (one f32
+ * file per tensor, named after it, in a directory). */
+static const char gguf_oracle[] =
+  "import sys, os, numpy as np\n"
+  "from gguf import GGUFReader, GGMLQuantizationType, quants\n"
+  "n = bad = 0\n"
+  "for t in GGUFReader(sys.argv[1]).tensors:\n"
+  "    if t.tensor_type != GGMLQuantizationType.IQ4_NL: continue\n"
+  "    d = quants.dequantize(t.data, t.tensor_type).reshape(-1).astype(np.float32)\n"
+  "    ours = np.fromfile(os.path.join(sys.argv[2], t.name), dtype=np.float32)\n"
+  "    n += 1\n"
+  "    if not np.array_equal(d.view(np.uint32), ours.view(np.uint32)): print('differs:', t.name); bad += 1\n"
+  "print('iq4_nl tensors', n, 'bad', bad)\n"
+  "sys.exit(1 if bad or not n else 0)\n";
+
+static void
+check_with_gguf_py (const char *path, LpModel *m)
+{
+  if (!have_python ("gguf, numpy", "no gguf-py to decode IQ4_NL with"))
+    return;
+  g_autofree char *dir = lp_test_mkdir ("codebook-ours");
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *t = lp_model_tensor_at (m, i);
+      if (t->dtype != LP_DTYPE_IQ4_NL)
+        continue;
+      g_autoptr (GError) error = NULL;
+      g_autofree float *v = lp_tensor_dup_f32 (t, &error);
+      g_assert_no_error (error);
+      g_autofree char *file = g_build_filename (dir, t->name, NULL);
+      g_assert_true (g_file_set_contents (file, (const char *) v, sizeof (float) * lp_tensor_n_elements (t), NULL));
+    }
+  const char *args[] = { path, dir, NULL };
+  g_autofree char *out = run_python (gguf_oracle, args);
+  g_assert_nonnull (strstr (out, " bad 0"));
+}
+
+static void
+test_stories (void)
+{
+  LpTestStories sh;
+  if (!lp_test_stories_get (&sh))
+    return;
+  g_autofree char *nodes = g_strdup_printf (
+    "[cb]\npass=quantize.codebook\nformat=iq4_nl\n[e-cb]\npass=eval\ninput=cb\ndata=%s\n" EVAL_SETTINGS
+    "[save]\ninput=cb\npath=codebook.gguf\n"
+    "[rtn]\npass=quantize.rtn\ninput=load\nformat=q4_0\n[e-rtn]\npass=eval\ninput=rtn\ndata=%s\n" EVAL_SETTINGS
+    "[save-rtn]\npass=save\ninput=rtn\npath=rtn.gguf\n"
+    "[gptq]\npass=quantize.gptq\ninput=load\nformat=q4_0\n[e-gptq]\npass=eval\ninput=gptq\ndata=%s\n" EVAL_SETTINGS,
+    sh.data, sh.data, sh.data);
+  int st;
+  g_autofree char *err = NULL;
+  g_autofree char *dir = lp_test_run_nodes (sh.data, CALIB_SETTINGS, sh.model, "codebook", nodes, &st, &err);
+  if (st != 0)
+    g_test_message ("%s", err);
+  g_assert_cmpint (st, ==, 0);
+  double cb = lp_test_report_metric (dir, "e-cb", "perplexity");
+  double rtn = lp_test_report_metric (dir, "e-rtn", "perplexity");
+  double gptq = lp_test_report_metric (dir, "e-gptq", "perplexity");
+  double bpw_cb = lp_test_report_node_double (dir, "cb", "bits_per_weight");
+  double bpw_rtn = lp_test_report_node_double (dir, "rtn", "bits_per_weight");
+  g_test_message ("stories260K: quantize.codebook iq4_nl %.4f, quantize.rtn q4_0 %.4f, quantize.gptq q4_0 %.4f "
+                  "(bits per weight %.3f, %.3f)", cb, rtn, gptq, bpw_cb, bpw_rtn);
+  g_assert_cmpfloat (bpw_cb, ==, bpw_rtn);
+  g_assert_cmpfloat (cb, <, rtn);
+
+  /* The same tensors quantized: iq4_nl exactly where q4_0 is. */
+  g_autofree char *path = g_build_filename (dir, "codebook.gguf", NULL);
+  g_autofree char *rtn_path = g_build_filename (dir, "rtn.gguf", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (LpModel) r = lp_model_load (rtn_path, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (lp_model_n_tensors (m), ==, lp_model_n_tensors (r));
+  guint n_iq4 = 0;
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *a = lp_model_tensor_at (m, i);
+      LpTensor *b = lp_model_tensor (r, a->name);
+      g_assert_nonnull (b);
+      if (b->dtype == LP_DTYPE_Q4_0)
+        {
+          g_assert_cmpint (a->dtype, ==, LP_DTYPE_IQ4_NL);
+          n_iq4++;
+        }
+      else
+        g_assert_cmpint (a->dtype, ==, b->dtype);
+    }
+  g_assert_cmpuint (n_iq4, >, 0);
+
+  /* Loaded back from GGUF: the perplexity of the run. */
+  double loaded = eval_ppl (&sh, m);
+  g_test_message ("quantize.codebook GGUF loaded back: perplexity %.6f (run %.6f)", loaded, cb);
+  g_assert_cmpfloat (fabs (loaded - cb), <, 1e-5 * cb);
+  check_with_gguf_py (path, m);
+  lp_test_stories_clear (&sh);
+}
+
+/* --- llama.cpp ------------------------------------------------------------ */
+
+static const char llama_oracle[] =
+  "import sys, numpy as np, llama_cpp\n"
+  "model, text, n, toks = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]\n"
+  "llm = llama_cpp.Llama(model_path=model, n_ctx=n, logits_all=True, verbose=False)\n"
+  "ids = llm.tokenize(open(text, 'rb').read(), add_bos=True)[:n]\n"
+  "np.array(ids[1:], dtype='<u4').tofile(toks)\n"
+  "llm.eval(ids)\n"
+  "logits = np.asarray(llm.scores[:n], dtype=np.float64)\n"
+  "logits -= logits.max(axis=1, keepdims=True)\n"
+  "logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))\n"
+  "print('ppl %.6f' % np.exp(-np.mean([logp[i, ids[i + 1]] for i in range(n - 1)])))\n";
+
+static char *
+demo_path (const char *name)
+{
+  return g_build_filename (g_getenv ("LLMPRESS_SPECS_DIR"), "..", "contrib", "demo", name, NULL);
+}
+
+/* The demo model through quantize.codebook into GGUF: llama.cpp loads it, and
+ * its perplexity over one window of 128 tokens agrees with `llmpress eval`
+ * (llama.cpp multiplies IQ4_NL rows by 8-bit activations where we
+ * dequantize to f32: 0.5%). */
+static void
+test_llama_cpp (void)
+{
+  if (!lp_test_slow () || !have_python ("llama_cpp, numpy", "no llama.cpp to run the file"))
+    return;
+  g_autofree char *model = demo_path ("stories260K.gguf");
+  g_autofree char *text = demo_path ("tinystories-eval.txt");
+  g_autofree char *calib = demo_path ("tinystories-calib.txt");
+  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "codebook-llama", NULL);
+  g_autofree char *err = NULL;
+  g_autofree char *ini = g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=8\ncalibration_seq_len=128\n"
+                                          "[load]\npath=%s\n[cb]\npass=quantize.codebook\nformat=iq4_nl\n"
+                                          "[save]\npath=model.gguf\n", calib, model);
+  g_autofree char *spec = lp_test_write_file ("codebook-llama.ini", ini, strlen (ini));
+  const char *argv[] = { "run", spec, "-o", dir, "--no-cache", "-q", NULL };
+  if (lp_test_run_cliv (NULL, &err, argv) != 0)
+    g_error ("%s", err);
+  g_autofree char *saved = g_build_filename (dir, "model.gguf", NULL);
+  g_autofree char *toks = g_build_filename (dir, "window.u32", NULL);
+  const char *args[] = { saved, text, "128", toks, NULL };
+  g_autofree char *out = run_python (llama_oracle, args);
+  double theirs = 0;
+  g_assert_cmpint (sscanf (out, "ppl %lf", &theirs), ==, 1);
+  g_autofree char *json = NULL;
+  g_clear_pointer (&err, g_free);
+  const char *eval[] = { "eval", saved, "--data", toks, "--ctx", "128", NULL };
+  if (lp_test_run_cliv (&json, &err, eval) != 0)
+    g_error ("%s", err);
+  const char *at = strstr (json, "perplexity");
+  g_assert_nonnull (at);
+  double ours = 0;
+  g_assert_cmpint (sscanf (at + strcspn (at, "0123456789"), "%lf", &ours), ==, 1);
+  g_test_message ("quantize.codebook iq4_nl GGUF, one window of 128 tokens: perplexity %.5f in llama.cpp, %.5f in "
+                  "llmpress eval", theirs, ours);
+  g_assert_cmpfloat (fabs (theirs - ours) / ours, <, 5e-3);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/codebook/iq4nl-layout", test_layout);
+  g_test_add_func ("/codebook/iq4nl-matches-ggml", test_matches_ggml);
+  g_test_add_func ("/codebook/stories", test_stories);
+  g_test_add_func ("/codebook/llama-cpp", test_llama_cpp);
+  return g_test_run ();
+}
