@@ -45,7 +45,7 @@ check "a command from its prefix" "eval" "ev" ev
 check "the commands starting with g" "generate|graph" "g" g
 check "an option of eval" "--llama-cpp" "--ll" eval --ll
 check "an option of eval taking a value" "--max-windows=" "--max" eval --max
-check "pass names (describe)" "quantize.awq|quantize.gptq|quantize.rtn" "quantize." describe quantize.
+check "pass names (describe)" "quantize.awq|quantize.codebook|quantize.gptq|quantize.rtn" "quantize." describe quantize.
 # In an open quote a sole match comes twice, with and without a blank,
 # so that readline inserts it without closing the quote.
 check "a pass name in an inline pipeline" "load path=m ! quantize.rtn|load path=m ! quantize.rtn " "load path=m ! quantize.r" \

@@ -137,6 +137,7 @@ static const ScaleFields scale_fields[] = {
   { LP_DTYPE_Q5_1, { 0, 2 }, -1 },    { LP_DTYPE_Q8_0, { 0, -1 }, -1 },   { LP_DTYPE_Q8_1, { 0, 2 }, -1 },
   { LP_DTYPE_Q2_K, { 80, 82 }, -1 },  { LP_DTYPE_Q3_K, { 108, -1 }, -1 }, { LP_DTYPE_Q4_K, { 0, 2 }, -1 },
   { LP_DTYPE_Q5_K, { 0, 2 }, -1 },    { LP_DTYPE_Q6_K, { 208, -1 }, -1 }, { LP_DTYPE_Q8_K, { -1, -1 }, 0 },
+  { LP_DTYPE_IQ4_NL, { 0, -1 }, -1 },
 };
 
 /* Random bytes for `n_blocks` blocks of `type`, every code value possible,
@@ -204,7 +205,7 @@ check_gemm_w (LpBackend *be)
   static const LpDType types[] = {
     LP_DTYPE_F32,  LP_DTYPE_F16,  LP_DTYPE_BF16, LP_DTYPE_Q4_0, LP_DTYPE_Q4_1, LP_DTYPE_Q5_0,
     LP_DTYPE_Q5_1, LP_DTYPE_Q8_0, LP_DTYPE_Q8_1, LP_DTYPE_Q2_K, LP_DTYPE_Q3_K, LP_DTYPE_Q4_K,
-    LP_DTYPE_Q5_K, LP_DTYPE_Q6_K, LP_DTYPE_Q8_K,
+    LP_DTYPE_Q5_K, LP_DTYPE_Q6_K, LP_DTYPE_Q8_K, LP_DTYPE_IQ4_NL,
   };
   int M = 19, N = 45, K = 256;
   for (gsize t = 0; t < G_N_ELEMENTS (types); t++)

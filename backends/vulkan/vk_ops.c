@@ -112,6 +112,7 @@ lp_vk_device_reads (LpDType t)
     case LP_DTYPE_Q5_K:
     case LP_DTYPE_Q6_K:
     case LP_DTYPE_Q8_K:
+    case LP_DTYPE_IQ4_NL:
       return TRUE;
     default:
       return FALSE;

@@ -15,7 +15,7 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint TYPE = 1;
 
 const uint F16 = 1u, Q4_0 = 2u, Q4_1 = 3u, Q5_0 = 6u, Q5_1 = 7u, Q8_0 = 8u, Q8_1 = 9u, Q2_K = 10u,
-           Q3_K = 11u, Q4_K = 12u, Q5_K = 13u, Q6_K = 14u, Q8_K = 15u, BF16 = 30u;
+           Q3_K = 11u, Q4_K = 12u, Q5_K = 13u, Q6_K = 14u, Q8_K = 15u, IQ4_NL = 20u, BF16 = 30u;
 
 layout(std430, binding = 0) readonly buffer SBuf { uint src[]; };
 layout(std430, binding = 1) writeonly buffer DBuf { float dst[]; };
@@ -73,6 +73,16 @@ float q4_0 (uint i)
 {
   uint blk = (i / 32u) * 18u;
   return float (int (nibble (blk + 2u, i % 32u)) - 8) * f16_at (blk);
+}
+
+// iq4_nl (18 bytes): f16 d, 16 bytes of nibbles indexing ggml's fixed
+// non-uniform levels (model/dtype_blocks.c's lp_iq4nl_levels); d * level.
+const int IQ4NL_LEVELS[16] = int[16] (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+
+float iq4_nl (uint i)
+{
+  uint blk = (i / 32u) * 18u;
+  return f16_at (blk) * float (IQ4NL_LEVELS[nibble (blk + 2u, i % 32u)]);
 }
 
 // q4_1 (20 bytes): f16 d, f16 m, 16 bytes of nibbles; q * d + m.
@@ -198,6 +208,8 @@ float element (uint i)
       return q4_0 (i);
     case Q4_1:
       return q4_1 (i);
+    case IQ4_NL:
+      return iq4_nl (i);
     case Q5_0:
       return q5_0 (i);
     case Q5_1:
