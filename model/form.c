@@ -18,6 +18,7 @@ extern const LpFormClass lp_form_grid_class;
 extern const LpFormClass lp_form_masked_class;
 extern const LpFormClass lp_form_low_rank_class;
 extern const LpFormClass lp_form_adapter_class;
+extern const LpFormClass lp_form_codebook_class;
 
 static const LpFormClass *const form_classes[] = {
   &lp_form_dense_class,
@@ -26,6 +27,7 @@ static const LpFormClass *const form_classes[] = {
   &lp_form_masked_class,
   &lp_form_low_rank_class,
   &lp_form_adapter_class,
+  &lp_form_codebook_class,
   NULL,
 };
 

@@ -209,6 +209,18 @@ check_with_gguf_py (const char *path, LpModel *m)
   g_assert_nonnull (strstr (out, " bad 0"));
 }
 
+/* `nodes` after [load] of stories260K, calibrated on the split: its output directory. */
+static char *
+run_split (const LpTestStories *sh, const char *name, const char *nodes)
+{
+  int st;
+  g_autofree char *err = NULL;
+  char *dir = lp_test_run_nodes (sh->data, CALIB_SETTINGS, sh->model, name, nodes, &st, &err);
+  if (st != 0)
+    g_error ("%s", err);
+  return dir;
+}
+
 static void
 test_stories (void)
 {
@@ -222,12 +234,7 @@ test_stories (void)
     "[save-rtn]\npass=save\ninput=rtn\npath=rtn.gguf\n"
     "[gptq]\npass=quantize.gptq\ninput=load\nformat=q4_0\n[e-gptq]\npass=eval\ninput=gptq\ndata=%s\n" EVAL_SETTINGS,
     sh.data, sh.data, sh.data);
-  int st;
-  g_autofree char *err = NULL;
-  g_autofree char *dir = lp_test_run_nodes (sh.data, CALIB_SETTINGS, sh.model, "codebook", nodes, &st, &err);
-  if (st != 0)
-    g_test_message ("%s", err);
-  g_assert_cmpint (st, ==, 0);
+  g_autofree char *dir = run_split (&sh, "codebook", nodes);
   double cb = lp_test_report_metric (dir, "e-cb", "perplexity");
   double rtn = lp_test_report_metric (dir, "e-rtn", "perplexity");
   double gptq = lp_test_report_metric (dir, "e-gptq", "perplexity");
@@ -332,6 +339,145 @@ test_llama_cpp (void)
   g_assert_cmpfloat (fabs (theirs - ours) / ours, <, 5e-3);
 }
 
+/* --- learned codebooks ---------------------------------------------------- */
+
+static void
+test_kmeans (void)
+{
+  /* Four exact clusters (f16 values) come back as the four levels. */
+  static const float centres[4] = { -1.0f, -0.25f, 0.5f, 2.0f };
+  float x[40], w[40], lv[4];
+  for (int i = 0; i < 40; i++)
+    x[i] = centres[(i * 3) % 4], w[i] = 1.0f + (float) (i % 5);
+  lp_kmeans_1d (x, w, 40, 4, 50, lv);
+  for (int i = 0; i < 4; i++)
+    g_assert_cmpfloat (lv[i], ==, centres[i]);
+  for (int i = 0; i < 40; i++)
+    g_assert_cmpfloat (lv[lp_levels_nearest (lv, 4, x[i])], ==, x[i]);
+  /* Weights pull a level onto the heavy value: with two levels for
+   * {0, 0.5, 1, 3}, a heavy 1 gets a level to itself. */
+  float y[4] = { 0.0f, 0.5f, 1.0f, 3.0f }, wy[4] = { 1, 1, 1000, 1 };
+  lp_kmeans_1d (y, wy, 4, 2, 50, lv);
+  g_assert_true (lv[0] < lv[1]);
+  g_assert_cmpfloat (fabsf (lv[lp_levels_nearest (lv, 2, 1.0f)] - 1.0f), <, 2e-3);
+  /* Nearest: ends clamp, ties go to the lower level. */
+  float l3[3] = { -1.0f, 0.0f, 1.0f };
+  g_assert_cmpint (lp_levels_nearest (l3, 3, -5.0f), ==, 0);
+  g_assert_cmpint (lp_levels_nearest (l3, 3, 5.0f), ==, 2);
+  g_assert_cmpint (lp_levels_nearest (l3, 3, 0.5f), ==, 1);
+  g_assert_cmpint (lp_levels_nearest (l3, 3, 0.51f), ==, 2);
+}
+
+/* 3-bit codes (straddling bytes), groups of 8: values, bytes, and a GGUF
+ * round trip in a model that keeps the form. */
+static void
+test_form (void)
+{
+  const int rows = 5, cols = 24, bits = 3, group = 8, G = cols / group, L = 1 << bits;
+  guint8 codes[5 * 24];
+  guint16 levels[5 * 3 * 8];
+  for (int i = 0; i < rows * cols; i++)
+    codes[i] = (guint8) ((i * 5 + i / 7) % L);
+  for (int i = 0; i < rows * G * L; i++)
+    levels[i] = lp_f32_to_f16 (0.125f * (i % 37) - 2.0f);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpTensor) t = lp_tensor_new_codebook ("blk.0.ffn_up.weight", rows, cols, bits, group, codes, levels,
+                                                   &error);
+  g_assert_no_error (error);
+  const float *v = lp_tensor_data (t);
+  for (int r = 0; r < rows; r++)
+    for (int k = 0; k < cols; k++)
+      g_assert_cmpfloat (v[r * cols + k], ==, lp_f16_to_f32 (levels[(r * G + k / group) * L + codes[r * cols + k]]));
+  g_assert_true (lp_tensor_is_quantized (t));
+  /* 9 bytes of codes and 3 x 8 f16 levels a row */
+  g_assert_cmpuint (lp_tensor_storage_bytes (t), ==, rows * (9 + 2 * G * L));
+  int b, g;
+  g_assert_true (lp_tensor_codebook_info (t, &b, &g) && b == bits && g == group);
+  g_assert_null (lp_tensor_new_codebook ("w", rows, cols, bits, 7, codes, levels, &error));
+  g_assert_error (error, LP_ERROR, LP_ERROR_INVALID);
+  g_clear_error (&error);
+
+  /* In a model of that shape: saved as GGUF, read back in the form. */
+  g_autoptr (LpModel) m = lp_test_tiny_model (3);
+  LpTensor *like = NULL;
+  for (guint i = 0; i < lp_model_n_tensors (m) && like == NULL; i++)
+    if (lp_model_tensor_at (m, i)->n_dims == 2 && g_str_has_prefix (lp_model_tensor_at (m, i)->name, "blk.0."))
+      like = lp_model_tensor_at (m, i);
+  g_assert_nonnull (like);
+  gint64 R = like->shape[0], C = like->shape[1];
+  int grp = C % 8 == 0 ? 8 : (int) C;
+  g_autofree guint8 *mc = g_new (guint8, R * C);
+  g_autofree guint16 *ml = g_new (guint16, R * (C / grp) * L);
+  for (gint64 i = 0; i < R * C; i++)
+    mc[i] = (guint8) (i * 3 % L);
+  for (gint64 i = 0; i < R * (C / grp) * L; i++)
+    ml[i] = lp_f32_to_f16 (0.01f * (float) (i % 101) - 0.5f);
+  g_autoptr (LpTensor) q = lp_tensor_new_codebook (like->name, R, C, bits, grp, mc, ml, &error);
+  g_assert_no_error (error);
+  lp_model_set_tensor (m, q);
+  g_autofree char *path = g_build_filename (lp_test_tmpdir (), "codebook-form.gguf", NULL);
+  g_assert_true (lp_model_save (m, path, NULL, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpModel) back = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  LpTensor *r = lp_model_tensor (back, q->name);
+  g_assert_nonnull (r);
+  g_assert_true (lp_tensor_codebook_info (r, &b, &g) && b == bits && g == grp);
+  g_assert_cmpint (memcmp (lp_tensor_data (r), lp_tensor_data (q), sizeof (float) * R * C), ==, 0);
+  g_assert_cmpuint (lp_tensor_storage_bytes (r), ==, lp_tensor_storage_bytes (q));
+  g_autofree char *part = g_strconcat (q->name, ".cb_codes", NULL);
+  g_assert_null (lp_model_tensor (back, part));
+}
+
+/* format=kmeans on stories260K: GPTQ's feedback beats nearest levels, and
+ * the saved GGUF comes back in the codebook form with the same perplexity. */
+static void
+test_stories_kmeans (void)
+{
+  LpTestStories sh;
+  if (!lp_test_stories_get (&sh))
+    return;
+  g_autofree char *nodes = g_strdup_printf (
+    "[km]\npass=quantize.codebook\nformat=kmeans\nbits=4\n[e-km]\npass=eval\ninput=km\ndata=%s\n" EVAL_SETTINGS
+    "[save]\ninput=km\npath=kmeans.gguf\n"
+    "[kmr]\npass=quantize.codebook\ninput=load\ngptq=false\n[e-kmr]\npass=eval\ninput=kmr\ndata=%s\n" EVAL_SETTINGS,
+    sh.data, sh.data);
+  g_autofree char *dir = run_split (&sh, "kmeans", nodes);
+  double km = lp_test_report_metric (dir, "e-km", "perplexity");
+  double kmr = lp_test_report_metric (dir, "e-kmr", "perplexity");
+  g_test_message ("stories260K, k-means 4-bit codebooks per row (%.3f bits per weight over the model): GPTQ %.4f, "
+                  "nearest level %.4f", lp_test_report_node_double (dir, "km", "bits_per_weight"), km, kmr);
+  g_assert_cmpfloat (km, <, kmr);
+  g_autofree char *path = g_build_filename (dir, "kmeans.gguf", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  guint n_cb = 0;
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      int b, g;
+      LpTensor *t = lp_model_tensor_at (m, i);
+      if (lp_tensor_codebook_info (t, &b, &g))
+        {
+          g_assert_cmpint (b, ==, 4);
+          g_assert_cmpint (g, ==, t->shape[1]);
+          n_cb++;
+        }
+    }
+  g_assert_cmpuint (n_cb, ==, 35); /* 7 weights in each of 5 blocks */
+  double loaded = eval_ppl (&sh, m);
+  g_test_message ("k-means codebook GGUF loaded back: perplexity %.6f (run %.6f)", loaded, km);
+  g_assert_cmpfloat (fabs (loaded - km), <, 1e-5 * km);
+  /* bits= belongs to format=kmeans */
+  int st;
+  g_autofree char *err = NULL;
+  g_autofree char *bad = lp_test_run_nodes (sh.data, CALIB_SETTINGS, sh.model, "kmeans-bad",
+                                            "[cb]\npass=quantize.codebook\nformat=iq4_nl\nbits=3\n", &st, &err);
+  g_assert_cmpint (st, !=, 0);
+  g_assert_nonnull (strstr (err, "bits: only applies to format=kmeans"));
+  lp_test_stories_clear (&sh);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -340,5 +486,8 @@ main (int argc, char **argv)
   g_test_add_func ("/codebook/iq4nl-matches-ggml", test_matches_ggml);
   g_test_add_func ("/codebook/stories", test_stories);
   g_test_add_func ("/codebook/llama-cpp", test_llama_cpp);
+  g_test_add_func ("/codebook/kmeans", test_kmeans);
+  g_test_add_func ("/codebook/form", test_form);
+  g_test_add_func ("/codebook/stories-kmeans", test_stories_kmeans);
   return g_test_run ();
 }

@@ -257,6 +257,18 @@ LpTensor *lp_form_factor_f32 (LpTensor *t, const char *what, GError **error);
 /* t's factors (borrowed), FALSE when t is not low-rank. */
 gboolean lp_tensor_low_rank_factors (const LpTensor *t, LpTensor **a, LpTensor **b);
 
+/* ---- learned codebooks (form_codebook.c) ----
+ * W [N, K] = levels[r, k / group, code (r, k)]: each group of `group`
+ * inputs of a row (group divides K) has its own 2^bits f16 levels.  codes
+ * [N, K] one byte each (below 2^bits), levels [N, K / group, 2^bits] f16
+ * bits.  Held and written packed: <name>.cb_codes (i8 [N, ceil (K bits / 8)],
+ * bits LSB first) and <name>.cb_levels (f16 [N, K / group * 2^bits]), with
+ * llmpress.form.<name> = "codebook", .bits and .group in the metadata. */
+LpTensor *lp_tensor_new_codebook (const char *name, gint64 rows, gint64 cols, int bits, int group,
+                                  const guint8 *codes, const guint16 *levels, GError **error);
+/* t's bits and group, FALSE when t is not in the codebook form. */
+gboolean lp_tensor_codebook_info (const LpTensor *t, int *bits, int *group);
+
 /* ---- base + adapter (form_adapter.c) ----
  * W = base + scale B A with A [R, K], B [N, R] (LoRA's lora_A, lora_B).
  * Written as the base's tensors plus <name>.lora_a and <name>.lora_b, with

@@ -102,4 +102,15 @@ float lp_block_grid_dequantize_code (const LpBlockParams *p, int idx, int code);
 /* Write the block (type_size bytes); codes are clamped to the range. */
 void lp_block_grid_pack (const LpBlockParams *p, const int *codes, void *dst);
 
+/* ---- learned codebooks (quant_codebook.c) ---- */
+
+/* k levels (ascending, each an f16 value) for the n values x by weighted
+ * k-means (Lloyd, at most iters rounds, from the weighted quantiles): they
+ * minimise sum w[i] (x[i] - nearest level)^2 locally.  w: one non-negative
+ * weight per value (the Hessian diagonal: SqueezeLLM), or NULL for equal
+ * weights (also used when every weight is 0). */
+void lp_kmeans_1d (const float *x, const float *w, int n, int k, int iters, float *levels);
+/* The index of the level nearest x among ascending levels[k] (ties: the lower). */
+int lp_levels_nearest (const float *levels, int k, float x);
+
 G_END_DECLS

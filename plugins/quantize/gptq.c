@@ -125,24 +125,30 @@ gptq_factor (LpBackend *be, const QGptqSettings *st, const float *H_in, int n, Q
   return FALSE;
 }
 
+gboolean
+q_gptq_prepare (LpBackend *be, const QGptqSettings *st, gint64 rows, int n, float *W, const float *H_in,
+                QGptqFactor *f, GError **error)
+{
+  g_return_val_if_fail (n > 0 && (f->U == NULL || f->n == n), FALSE);
+  /* Dead inputs never fired: their weights cannot matter, GPTQ zeroes them. */
+  for (int j = 0; j < n; j++)
+    if (H_in[(gsize) j * n + j] == 0.f)
+      for (gint64 r = 0; r < rows; r++)
+        W[r * n + j] = 0.f;
+  return gptq_factor (be, st, H_in, n, f, error);
+}
+
 LpTensor *
 q_gptq_quantize_shared (LpBackend *be, const QGrid *grid, const QGptqSettings *st, const LpTensor *t, float *W,
                         const float *H_in, QGptqFactor *f, double *loss, gint64 *lost, GError **error)
 {
   gint64 rows = lp_tensor_n_rows (t);
   int n = (int) lp_tensor_row_length (t);
-  g_return_val_if_fail (f->U == NULL || f->n == n, NULL);
-  /* Dead inputs never fired: their weights cannot matter, GPTQ zeroes them. */
+  if (!q_gptq_prepare (be, st, rows, n, W, H_in, f, error))
+    return NULL;
   g_autofree float *imp = g_new (float, n);
   for (int j = 0; j < n; j++)
-    {
-      imp[j] = H_in[(gsize) j * n + j];
-      if (imp[j] == 0.f)
-        for (gint64 r = 0; r < rows; r++)
-          W[r * n + j] = 0.f;
-    }
-  if (!gptq_factor (be, st, H_in, n, f, error))
-    return NULL;
+    imp[j] = H_in[(gsize) j * n + j];
   QCols *q = q_cols_new (grid, W, imp, t, f->perm, st->static_groups, error);
   if (q == NULL)
     return NULL;

@@ -210,6 +210,13 @@ void q_gptq_factor_clear (QGptqFactor *f);
  * (*layer, *in) while stats are for that input's weights, else it is
  * cleared for the next (*layer, *in updated); fails when stats has no Hessian. */
 gboolean q_gptq_factor_follow (QGptqFactor *f, int *layer, int *in, const LpActStats *stats, GError **error);
+/* Before a GPTQ sweep of W[R, C] (original order) against H[C, C]: dead
+ * inputs' columns zeroed, and the factor f of H made when f holds none
+ * (act-order: f->perm).  A quantizer with its own grid then runs
+ * lp_obs_sweep over W (permuted by f->perm, if any) with f->U and its own
+ * column callback (quantize.codebook's learned codebooks). */
+gboolean q_gptq_prepare (LpBackend *be, const QGptqSettings *s, gint64 rows, int n, float *W, const float *H,
+                         QGptqFactor *f, GError **error);
 /* q_gptq_quantize with the factor f of H: made into f when f holds none
  * (f->damp_used then says what damping held), else reused as it is. */
 LpTensor *q_gptq_quantize_shared (LpBackend *be, const QGrid *grid, const QGptqSettings *s, const LpTensor *t,
