@@ -114,8 +114,9 @@ test_registration (void)
           g_assert_true (g_hash_table_add (suffixes, (gpointer) p->suffix));
         }
     }
-  g_assert_cmpuint (n, ==, 6);
+  g_assert_cmpuint (n, ==, 7);
   g_assert_true (g_hash_table_contains (names, "low-rank"));
+  g_assert_true (g_hash_table_contains (names, "codebook"));
   gsize len;
   const LpFormPart *p = lp_form_part_find ("blk.0.ffn_up.weight.lr_a", &len);
   g_assert_nonnull (p);
