@@ -45,7 +45,7 @@ static const LpParamSpec codebook_params[] = {
     .help = "kmeans: at most this many k-means rounds per group", .flags = LP_PARAM_RANGE },
   { .name = "gptq", .type = LP_PARAM_BOOL, .default_value = "true",
     .help = "choose the codes with GPTQ's error feedback across columns (else each value rounds to its nearest "
-    "level); the block scales are searched against the Hessian diagonal either way" },
+    "level); the levels (kmeans) or block scales (iq4_nl) are fitted against the Hessian diagonal either way" },
   { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "blk.*",
     .help = "tensors to quantize (2-D weights only: norms and other vectors stay as they are)" },
   { .name = "ignore", .type = LP_PARAM_TENSORS, .default_value = "", .help = "tensors left as they are" },
