@@ -167,6 +167,10 @@ gboolean lp_spill_enabled (void);
 LpTensor *lp_tensor_spill (LpTensor *t, LpSpill *s);
 /* Copy of t (name, type, shape, form) over other bytes of the same size. */
 LpTensor *lp_tensor_with_data (LpTensor *t, GBytes *data);
+/* lp_model_synth with the tensors in dtype (f32, f16, bf16), each moved
+ * to `spill` (may be NULL) as soon as it is made: a synthetic model larger
+ * than memory. */
+LpModel *lp_model_synth_spilled (const LpSynthOptions *options, LpDType dtype, LpSpill *spill, GError **error);
 /* The spill file of the model and of the models derived from it (NULL: none). */
 void lp_model_set_spill (LpModel *model, LpSpill *spill);
 LpSpill *lp_model_get_spill (LpModel *model);
