@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "cli.h"
+#include "lp-internal.h"
 
 #include <llmpress/synth.h>
 
@@ -50,7 +51,12 @@ lp_cmd_synth (int argc, char **argv)
   if (!lp_cli_save_options ("synth", type, format, NULL, &save))
     return LP_EXIT_USAGE;
   GError *error = NULL;
-  g_autoptr (LpModel) model = lp_model_synth (&o, &error);
+  /* Tensors made in the output type go to a spill file beside the output
+   * (none: in memory), so a model larger than memory can be written. */
+  g_autofree char *dir = g_path_get_dirname (argv[1]);
+  g_autoptr (LpSpill) spill = lp_spill_enabled () ? lp_spill_new (dir, NULL) : NULL;
+  g_autoptr (LpModel) model = lp_model_synth_spilled (&o, save.dtype >= 0 ? (LpDType) save.dtype : LP_DTYPE_F32,
+                                                      spill, &error);
   if (model == NULL || !lp_cli_save_model (model, argv[1], &save, &error))
     return lp_cli_fail (error);
   return LP_EXIT_OK;

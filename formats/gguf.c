@@ -491,12 +491,12 @@ gguf_parse_init (GgufParse *g, const char *path, GBytes *all, LpMeta *meta)
   g_array_set_clear_func (g->tensors, tensor_info_clear);
 }
 
-/* The whole file, mapped; the GBytes keeps the mapping alive. */
+/* The whole file, mapped; the GBytes keeps the mapping alive, and its
+ * pages can be released tensor by tensor (lp_tensor_release_pages). */
 static GBytes *
 map_bytes (const char *path, GError **error)
 {
-  g_autoptr (GMappedFile) mf = lp_map_file (path, error);
-  return mf != NULL ? g_mapped_file_get_bytes (mf) : NULL;
+  return lp_map_file_bytes (path, error);
 }
 
 LpMeta *

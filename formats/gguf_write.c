@@ -442,8 +442,12 @@ write_file (const char *path, const LpMeta *meta, const char *arch, const GArray
     goto fail;
   guint64 pos = 0;
   for (guint i = 0; i < tensors->len; i++)
-    if (!write_tensor (af, path, &g_array_index (tensors, OutTensor, i), &pos, error))
-      goto fail;
+    {
+      if (!write_tensor (af, path, &g_array_index (tensors, OutTensor, i), &pos, error))
+        goto fail;
+      /* Written: its mapped pages need not stay (a model larger than memory). */
+      lp_tensor_release_pages (g_array_index (tensors, OutTensor, i).src);
+    }
   return lp_atomic_file_commit (af, error);
 
 fail:

@@ -74,12 +74,14 @@ lp_crc32 (guint32 crc, const void *data, gsize n)
   return crc;
 }
 
-static gboolean
-write_all (int fd, const guint8 *p, gsize n, int *err)
+gboolean
+lp_write_all (int fd, const void *data, gsize n, gint64 at, int *err)
 {
+  const guint8 *p = data;
   while (n > 0)
     {
-      ssize_t w = write (fd, p, MIN (n, (gsize) 1 << 30));
+      gsize chunk = MIN (n, (gsize) 1 << 30);
+      ssize_t w = at < 0 ? write (fd, p, chunk) : pwrite (fd, p, chunk, (off_t) at);
       if (w < 0 && errno == EINTR)
         continue;
       if (w <= 0)
@@ -89,6 +91,8 @@ write_all (int fd, const guint8 *p, gsize n, int *err)
         }
       p += w;
       n -= (gsize) w;
+      if (at >= 0)
+        at += w;
     }
   return TRUE;
 }
@@ -96,7 +100,7 @@ write_all (int fd, const guint8 *p, gsize n, int *err)
 static gboolean
 flush_buf (LpAtomicFile *af, int *err)
 {
-  gboolean ok = write_all (af->fd, af->buf, af->buf_len, err);
+  gboolean ok = lp_write_all (af->fd, af->buf, af->buf_len, -1, err);
   af->buf_len = 0;
   return ok;
 }
@@ -116,7 +120,7 @@ lp_atomic_file_write (LpAtomicFile *af, const void *data, gsize n, GError **erro
       af->buf_len += n;
       return TRUE;
     }
-  if (!flush_buf (af, &err) || (n >= ATOMIC_FILE_BUF && !write_all (af->fd, p, n, &err)))
+  if (!flush_buf (af, &err) || (n >= ATOMIC_FILE_BUF && !lp_write_all (af->fd, p, n, -1, &err)))
     {
       set_errno_error (error, err, af->path, "write failed");
       return FALSE;

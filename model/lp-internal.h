@@ -133,8 +133,47 @@ void lp_atomic_file_log_commits (GHashTable *log);
 /* Commit, unless the target already exists: then ours is discarded,
  * *existed is set, and that counts as success (first complete writer wins). */
 gboolean lp_atomic_dir_commit_new (LpAtomicDir *ad, gboolean *existed, GError **error);
+/* All n bytes to fd, at offset `at` (pwrite), or at its position when at
+ * < 0; on failure the errno in *err. */
+gboolean lp_write_all (int fd, const void *data, gsize n, gint64 at, int *err);
 /* CRC-32 (zlib's) of n bytes continuing crc (0 to start). */
 guint32 lp_crc32 (guint32 crc, const void *data, gsize n);
+
+/* Resident pages that can be given back (pages.c: the memory design).
+ * Register a read-only file mapping [start, start + n) (unregister before
+ * unmapping); lp_pages_release drops the pages around [p, p + n) when they
+ * lie in one, and does nothing otherwise. */
+void lp_pages_register (const void *start, gsize n);
+void lp_pages_unregister (const void *start, gsize n);
+gboolean lp_pages_releasable (const void *p, gsize n);
+void lp_pages_release (const void *p, gsize n);
+/* The whole file mapped read-only and registered; the GBytes keeps the
+ * mapping alive and its slices are releasable. */
+GBytes *lp_map_file_bytes (const char *path, GError **error);
+
+/* The spill file new tensor data moves to (spill.c).  lp_spill_new creates
+ * it, unlinked, in dir. */
+typedef struct _LpSpill LpSpill;
+LpSpill *lp_spill_new (const char *dir, GError **error);
+LpSpill *lp_spill_ref (LpSpill *s);
+void lp_spill_unref (LpSpill *s);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpSpill, lp_spill_unref)
+/* Whether spilling is on: LLMPRESS_SPILL=0 turns it off (the results are
+ * the same bytes either way). */
+gboolean lp_spill_enabled (void);
+/* t with its data moved to s (a new tensor, same name, type, shape and
+ * form), or a ref of t when s is NULL, t is small or already file-backed,
+ * or the write failed (warned once). */
+LpTensor *lp_tensor_spill (LpTensor *t, LpSpill *s);
+/* Copy of t (name, type, shape, form) over other bytes of the same size. */
+LpTensor *lp_tensor_with_data (LpTensor *t, GBytes *data);
+/* lp_model_synth with the tensors in dtype (f32, f16, bf16), each moved
+ * to `spill` (may be NULL) as soon as it is made: a synthetic model larger
+ * than memory. */
+LpModel *lp_model_synth_spilled (const LpSynthOptions *options, LpDType dtype, LpSpill *spill, GError **error);
+/* The spill file of the model and of the models derived from it (NULL: none). */
+void lp_model_set_spill (LpModel *model, LpSpill *spill);
+LpSpill *lp_model_get_spill (LpModel *model);
 
 /* Whether `be` is the CPU backend (its buffers are host memory). */
 gboolean lp_backend_is_cpu (const LpBackend *be);

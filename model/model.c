@@ -14,6 +14,7 @@ struct _LpModel {
   char *source;
   LpFormat source_format;
   char *tokenizer_source; /* a tokenizer file read beside the source, or NULL */
+  LpSpill *spill;         /* where lp_model_set_tensor_spill moves data, or NULL */
 };
 
 LpModel *
@@ -46,6 +47,7 @@ lp_model_unref (LpModel *model)
   lp_meta_free (model->meta);
   g_free (model->source);
   g_free (model->tokenizer_source);
+  lp_spill_unref (model->spill);
   g_free (model);
 }
 
@@ -117,6 +119,28 @@ lp_model_set_tensor (LpModel *model, LpTensor *tensor)
     }
   g_ptr_array_add (model->tensors, tensor);
   g_hash_table_insert (model->by_name, tensor->name, GUINT_TO_POINTER (model->tensors->len - 1));
+}
+
+void
+lp_model_set_tensor_spill (LpModel *model, LpTensor *tensor)
+{
+  g_autoptr (LpTensor) t = lp_tensor_spill (tensor, model->spill);
+  lp_model_set_tensor (model, t);
+}
+
+void
+lp_model_set_spill (LpModel *model, LpSpill *spill)
+{
+  if (spill != NULL)
+    lp_spill_ref (spill);
+  lp_spill_unref (model->spill);
+  model->spill = spill;
+}
+
+LpSpill *
+lp_model_get_spill (LpModel *model)
+{
+  return model->spill;
 }
 
 void
@@ -235,5 +259,6 @@ lp_model_derive (LpModel *src)
     lp_model_set_tensor (m, lp_model_tensor_at (src, i));
   /* Keeps the input's origin: saving over the file a model came from is refused. */
   lp_model_set_source (m, lp_model_source (src), lp_model_source_format (src));
+  lp_model_set_spill (m, src->spill);
   return m;
 }

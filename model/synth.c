@@ -56,8 +56,35 @@ synth_vocab (LpMeta *meta, gint64 n_vocab)
   g_array_unref (types);
 }
 
+/* Each normal draw takes two splitmix64 steps, and a splitmix64 step adds
+ * a constant to the state: the draw for element j starts at state + j *
+ * SYNTH_DRAW_STEP, so the elements are filled in parallel with the same
+ * values as one sequential stream. */
+#define SYNTH_DRAW_STEP (2 * 0x9e3779b97f4a7c15ull)
+
+typedef struct {
+  float *v;
+  guint64 state; /* before element 0 */
+  double sd;
+} SynthFill;
+
+static void
+synth_fill (gint64 begin, gint64 end, gpointer data)
+{
+  const SynthFill *f = data;
+  guint64 state = f->state + (guint64) begin * SYNTH_DRAW_STEP;
+  for (gint64 j = begin; j < end; j++)
+    f->v[j] = (float) (f->sd * lp_random_normal (&state));
+}
+
 LpModel *
 lp_model_synth (const LpSynthOptions *options, GError **error)
+{
+  return lp_model_synth_spilled (options, LP_DTYPE_F32, NULL, error);
+}
+
+LpModel *
+lp_model_synth_spilled (const LpSynthOptions *options, LpDType dtype, LpSpill *spill, GError **error)
 {
   LpSynthOptions o = LP_SYNTH_OPTIONS_INIT;
   if (options != NULL)
@@ -89,6 +116,7 @@ lp_model_synth (const LpSynthOptions *options, GError **error)
     return NULL;
 
   g_autoptr (LpModel) model = lp_model_new (&c);
+  lp_model_set_spill (model, spill);
   LpMeta *meta = lp_model_meta (model);
   lp_meta_set_string (meta, "general.architecture", lp_arch_info (o.arch)->name);
   lp_meta_set_string (meta, "general.name", "llmpress-synth");
@@ -107,10 +135,21 @@ lp_model_synth (const LpSynthOptions *options, GError **error)
       gint64 n = lp_tensor_n_elements (t);
       gboolean is_norm = s->n_dims == 1 && g_str_has_suffix (s->name, "norm.weight");
       gboolean is_out = strstr (s->name, "attn_output") || strstr (s->name, "ffn_down");
-      double sd = 0.02 * (is_out ? out_scale : 1.0);
-      for (gint64 j = 0; j < n; j++)
-        v[j] = is_norm ? 1.0f : s->n_dims == 1 ? 0.0f : (float) (sd * lp_random_normal (&state));
-      lp_model_set_tensor (model, t);
+      if (s->n_dims == 1)
+        for (gint64 j = 0; j < n; j++)
+          v[j] = is_norm ? 1.0f : 0.0f;
+      else
+        {
+          SynthFill f = { v, state, 0.02 * (is_out ? out_scale : 1.0) };
+          lp_parallel_for (n, 1 << 16, synth_fill, &f);
+          state += (guint64) n * SYNTH_DRAW_STEP;
+        }
+      /* Each tensor in its final type and out of memory as it is made: how
+       * a model larger than memory is made (|values| << 65504: no overflow). */
+      g_autoptr (LpTensor) typed = lp_tensor_convert (t, dtype, error);
+      if (typed == NULL)
+        return NULL;
+      lp_model_set_tensor_spill (model, typed);
     }
   return g_steal_pointer (&model);
 }

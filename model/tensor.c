@@ -283,6 +283,15 @@ lp_tensor_rename (LpTensor *t, const char *name)
 }
 
 LpTensor *
+lp_tensor_with_data (LpTensor *t, GBytes *data)
+{
+  g_return_val_if_fail (g_bytes_get_size (data) == g_bytes_get_size (t->data), NULL);
+  LpTensor *r = tensor_alloc (t->name, t->dtype, t->n_dims, t->shape, g_bytes_ref (data));
+  r->form = t->form ? lp_form_ref (t->form) : NULL;
+  return r;
+}
+
+LpTensor *
 lp_tensor_with_form (LpTensor *t, LpForm *form)
 {
   LpTensor *r = tensor_alloc (t->name, t->dtype, t->n_dims, t->shape, g_bytes_ref (t->data));

@@ -172,12 +172,21 @@ read_entry (LpCache *cache, const char *key, EntryState *state, char **why)
 static char *
 file_digest (const char *path, GError **error)
 {
-  g_autoptr (GMappedFile) mf = lp_map_file (path, error);
-  if (mf == NULL)
+  g_autoptr (GBytes) all = lp_map_file_bytes (path, error);
+  if (all == NULL)
     return NULL;
-  gsize n = g_mapped_file_get_length (mf);
-  return g_strdup_printf ("crc32:%08x size=%" G_GSIZE_FORMAT,
-                          (guint) lp_crc32 (0, g_mapped_file_get_contents (mf), n), n);
+  gsize n = 0;
+  const guint8 *p = g_bytes_get_data (all, &n);
+  guint32 crc = 0;
+  /* In chunks whose pages are dropped once summed: a model's entry may be
+   * larger than memory. */
+  for (gsize at = 0, step = 64 << 20; at < n; at += step)
+    {
+      gsize len = MIN (step, n - at);
+      crc = lp_crc32 (crc, p + at, len);
+      lp_pages_release (p + at, len);
+    }
+  return g_strdup_printf ("crc32:%08x size=%" G_GSIZE_FORMAT, (guint) crc, n);
 }
 
 /* The files entry.ini lists are there with their recorded size, and with

@@ -55,6 +55,7 @@ struct _LpRun {
   char *calib_hash;
   char *scheduler;
   LpCache *cache;
+  LpSpill *spill;          /* where the models made in the run put new tensors (NULL: memory) */
   gint cache_unwritable;   /* a store failed: no more tries, one warning (atomic) */
   GHashTable *lost;        /* keys of entries found when planning, then damaged or gone when loaded */
   GMutex lost_lock;        /* guards lost while nodes run */
@@ -106,6 +107,7 @@ lp_run_free (LpRun *run)
   g_free (run->nodes);
   g_clear_pointer (&run->order, g_ptr_array_unref);
   lp_cache_free (run->cache);
+  lp_spill_unref (run->spill);
   g_clear_pointer (&run->lost, g_hash_table_unref);
   g_mutex_clear (&run->lost_lock);
   g_free (run->output_dir);
@@ -597,6 +599,16 @@ release_inputs (LpRun *run, NodeRun *nr)
     }
 }
 
+/* A model made or fetched in the run gets the run's spill file, for the
+ * models passes derive from it (spill.c); set before any reader runs. */
+static void
+give_spill (LpRun *run, LpArtifact *a)
+{
+  LpModel *m = a ? lp_artifact_get_model (a) : NULL;
+  if (m != NULL && run->spill != NULL && lp_model_get_spill (m) == NULL)
+    lp_model_set_spill (m, run->spill);
+}
+
 static gboolean
 run_node (LpRun *run, NodeRun *nr, GError **error)
 {
@@ -628,7 +640,10 @@ run_node (LpRun *run, NodeRun *nr, GError **error)
   else if (ok && lp_artifact_get_metrics (ctx.output) != NULL)
     ok = lp_meta_check_finite (lp_artifact_get_metrics (ctx.output), &e);
   if (ok && ctx.output)
-    nr->artifact = lp_artifact_ref (ctx.output);
+    {
+      nr->artifact = lp_artifact_ref (ctx.output);
+      give_spill (run, nr->artifact);
+    }
   lp_pass_context_clear (&ctx);
   if (!ok)
     {
@@ -728,6 +743,7 @@ exec_job (gpointer user_data, guint job, GError **error)
         }
       else
         {
+          give_spill (run, nr->artifact);
           record_size (nr);
           lp_cache_touch (run->cache, nr->key);
         }
@@ -972,6 +988,23 @@ write_report (LpRun *run, GError **error)
   return lp_atomic_file_commit (af, error);
 }
 
+/* The spill file, in the output directory (on the disk the results go to,
+ * unlike a TMPDIR that may be memory); without one, new tensors stay in
+ * memory, which only costs memory. */
+static void
+open_spill (LpRun *run)
+{
+  if (!lp_spill_enabled ())
+    return;
+  GError *e = NULL;
+  run->spill = lp_spill_new (run->output_dir, &e);
+  if (run->spill == NULL)
+    {
+      lp_warn ("%s; keeping new tensors in memory", e->message);
+      g_error_free (e);
+    }
+}
+
 gboolean
 lp_run_execute (LpRun *run, GError **error)
 {
@@ -996,6 +1029,8 @@ lp_run_execute (LpRun *run, GError **error)
           lp_set_error (error, LP_ERROR_IO, "%s: cannot create the output directory", run->output_dir);
           return FALSE;
         }
+      if (attempt == 0)
+        open_spill (run);
       LpSchedule s = { 0 };
       build_schedule (run, &s);
       ok = lp_schedule_run (run->scheduler, &s, error);

@@ -41,6 +41,11 @@ LpTensor *lp_model_tensor_at (const LpModel *model, guint i);      /* borrowed *
 LpTensor *lp_model_tensor (const LpModel *model, const char *name); /* borrowed or NULL */
 /* Add or replace (by name, keeping the position); takes a ref. */
 void lp_model_set_tensor (LpModel *model, LpTensor *tensor);
+/* lp_model_set_tensor for a finished tensor the caller will not write
+ * again: when the model has a spill file (a pipeline run gives one to the
+ * models it makes), its bytes move there, so a pass making a deep model
+ * tensor by tensor does not hold them all in memory.  The same bytes. */
+void lp_model_set_tensor_spill (LpModel *model, LpTensor *tensor);
 void lp_model_remove_tensor (LpModel *model, const char *name);
 
 /* Where it came from, for messages (borrowed; may be NULL). */

@@ -64,6 +64,13 @@ const void *lp_tensor_data (const LpTensor *t);
 /* Writable data: only valid for tensors made by lp_tensor_new*() and not shared. */
 void *lp_tensor_data_mut (LpTensor *t);
 
+/* Done reading t for now: when its data is a slice of a read-only file
+ * mapping (a loaded or spilled model), drop its resident pages (read back
+ * from the file if touched again), so a pass streaming through a model
+ * larger than memory does not end up holding it all.  Does nothing for
+ * memory that is not file-backed. */
+void lp_tensor_release_pages (LpTensor *t);
+
 /* Dense f32 copy of the values (dequantizing if needed); g_free() it. */
 float *lp_tensor_dup_f32 (const LpTensor *t, GError **error);
 /* The same values in another type (f32/f16/bf16 targets); a ref of t if equal. */

@@ -101,6 +101,7 @@ q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *wo
       g_prefix_error (error, "%s: ", t->name);
       return FALSE;
     }
+  lp_tensor_release_pages (t); /* w is the copy this reads */
   gboolean odd;
   QGrid g = q_grid_for (o, t->name, lp_tensor_row_length (t), &odd);
   q_log_grid (ctx, t, &g, odd);
@@ -116,7 +117,7 @@ q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *wo
   if (q == NULL)
     return FALSE;
   q_log_mask_lost (ctx, t, &g, lost);
-  lp_model_set_tensor (work, q);
+  lp_model_set_tensor_spill (work, q);
   return TRUE;
 }
 
