@@ -105,21 +105,20 @@ static gboolean layout_tensors (GArray *out, const char *path, int dtype, GError
 
 /* An integer grid goes out as the ggml block type that holds its weights
  * (grid_blocks.c) unless an output type is asked for (then its values, as
- * every weight); one it does not fit keeps its f32 values, and `kept`
- * gets its name and why. */
+ * every weight); one no block type fits keeps its f32 values.  `other`
+ * gets the name, type and reason of each grid not in the smallest type. */
 static void
-plan_grid (OutTensor *o, int dtype, GString *kept)
+plan_grid (OutTensor *o, int dtype, GString *other)
 {
   const LpIntGrid *g = lp_tensor_int_grid (o->src);
   if (g == NULL || dtype >= 0)
     return;
   const char *why = NULL;
-  LpDType type = lp_grid_block_type (g, &why);
+  LpDType type = lp_grid_block_type (g, lp_tensor_mask (o->src) != NULL, &why);
+  if (why != NULL)
+    g_string_append_printf (other, "%s%s as %s (%s)", other->len ? ", " : "", o->src->name, lp_dtype_name (type), why);
   if (type == LP_DTYPE_F32)
-    {
-      g_string_append_printf (kept, "%s%s (%s)", kept->len ? ", " : "", o->src->name, why);
-      return;
-    }
+    return;
   o->dtype = type;
   o->grid = g;
 }
@@ -127,7 +126,7 @@ plan_grid (OutTensor *o, int dtype, GString *kept)
 static GArray *
 plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
 {
-  g_autoptr (GString) kept = g_string_new (NULL);
+  g_autoptr (GString) other = g_string_new (NULL);
   const LpModelConfig *c = lp_model_config (model);
   GArray *out = g_array_new (FALSE, TRUE, sizeof (OutTensor));
   g_array_set_clear_func (out, out_tensor_clear);
@@ -152,12 +151,12 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
         {
           LpTensor *t = parts->pdata[j];
           OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
-          plan_grid (&o, dtype, kept);
+          plan_grid (&o, dtype, other);
           g_array_append_val (out, o);
         }
     }
-  if (kept->len > 0)
-    lp_warn ("%s: integer grids no ggml block type holds, written as f32: %s", path, kept->str);
+  if (other->len > 0)
+    lp_warn ("%s: integer grids not in their smallest ggml block type: %s", path, other->str);
   if (layout_tensors (out, path, dtype, error))
     return out;
 

@@ -20,9 +20,11 @@
  *                        most half an f16 step of m (counted).
  * The smallest that fits is taken: a symmetric 4-bit grid (zero 8) and
  * every grid of 3 bits or fewer are Q4_0; an asymmetric 4-bit one Q4_1; 8
- * bits Q8_0 while code - zero fits int8.  None fits (rows not a multiple of
- * 32, a group boundary inside a block, 8-bit asymmetric codes past int8, an
- * offset beyond f16) and the caller keeps the f32 values. */
+ * bits Q8_0 while code - zero fits int8.  A pruned tensor (a keep-mask)
+ * takes Q4_1 / Q5_1 only when every offset is exact, so that its zeros stay
+ * 0; else the next exact type (Q5_0 for 4 bits).  None fits (rows not a
+ * multiple of 32, a group boundary inside a block, 8-bit asymmetric codes
+ * past int8, an offset beyond f16) and the caller keeps the f32 values. */
 #include "config.h"
 
 #include <math.h>
@@ -71,19 +73,23 @@ group_offset (guint16 scale, int zero)
   return lp_f32_to_f16 (-lp_f16_to_f32 (scale) * (float) zero);
 }
 
-/* Whether every group's offset is finite in f16. */
-static gboolean
-offsets_finite (const LpIntGrid *g)
+/* Whether every group's offset is finite in f16, and whether it is exact. */
+static void
+check_offsets (const LpIntGrid *g, gboolean *finite, gboolean *exact)
 {
+  *finite = *exact = TRUE;
   for (gint64 j = 0; j < g->rows * g->n_groups; j++)
-    if (!isfinite (lp_f16_to_f32 (group_offset (g->scales[j], g->zeros[j]))))
-      return FALSE;
-  return TRUE;
+    {
+      float m = lp_f16_to_f32 (group_offset (g->scales[j], g->zeros[j]));
+      *finite &= isfinite (m);
+      *exact &= m == -lp_f16_to_f32 (g->scales[j]) * (float) g->zeros[j];
+    }
 }
 
 LpDType
-lp_grid_block_type (const LpIntGrid *g, const char **why)
+lp_grid_block_type (const LpIntGrid *g, gboolean keep_zeros, const char **why)
 {
+  *why = NULL;
   if (g->cols % 32 != 0)
     {
       *why = "rows not a multiple of 32 columns";
@@ -104,14 +110,18 @@ lp_grid_block_type (const LpIntGrid *g, const char **why)
         hi = MAX (hi, d);
         top = MAX (top, code);
       }
-  gboolean finite = offsets_finite (g);
+  gboolean finite, exact;
+  check_offsets (g, &finite, &exact);
   for (guint i = 0; i < G_N_ELEMENTS (kinds); i++)
     {
       const Kind *k = &kinds[i];
-      if (k->has_min ? top < k->levels && finite : lo >= -k->levels / 2 && hi < k->levels / 2)
+      if (k->has_min && top < k->levels && finite && keep_zeros && !exact)
+        *why = "pruned: zeros kept exact, which the f16 offset of q4_1 / q5_1 would move";
+      else if (k->has_min ? top < k->levels && finite : lo >= -k->levels / 2 && hi < k->levels / 2)
         return k->type;
     }
-  *why = finite ? "codes minus zero points beyond int8" : "offsets beyond f16";
+  if (*why == NULL)
+    *why = finite ? "codes minus zero points beyond int8" : "offsets beyond f16";
   return LP_DTYPE_F32;
 }
 

@@ -5,7 +5,8 @@
  *    act-order with static groups by repeating the scale per 32-block), or
  *    f32 with the reason where no block type holds it; the blocks decode to
  *    the grid's very values but for Q4_1's f16 offset, whose changes are
- *    counted and bounded by half an f16 step;
+ *    counted and bounded by half an f16 step; a pruned grid keeps its zeros
+ *    exact (Q5_0 where Q4_1's offsets are not);
  *  - GPTQ int4 g32 on stories260K (TinyStories split, ../shared): the GGUF is at most 0.6x the
  *    dense-f32 file, reads back to the in-memory perplexity within 1e-3,
  *    reports how many weights the offset moved; GPTQ and compressed-tensors
@@ -119,7 +120,7 @@ test_types (void)
       const GridCase *k = &cases[i];
       g_autoptr (LpIntGrid) g = make_grid (k->rows, k->cols, k->bits, k->group, k->symmetric, k->pow2, k->zero_near, 7 + i);
       const char *why = NULL;
-      LpDType type = lp_grid_block_type (g, &why);
+      LpDType type = lp_grid_block_type (g, FALSE, &why);
       g_test_message ("%s: %s%s%s", k->what, lp_dtype_name (type), why ? ", " : "", why ? why : "");
       g_assert_cmpstr (lp_dtype_name (type), ==, lp_dtype_name (k->type));
       if (type == LP_DTYPE_F32)
@@ -145,13 +146,31 @@ test_act_order (void)
   for (int c = 0; c < 128; c++)
     g->g_idx[c] = order[c / 32];
   const char *why = NULL;
-  g_assert_cmpint (lp_grid_block_type (g, &why), ==, LP_DTYPE_Q4_1);
+  g_assert_cmpint (lp_grid_block_type (g, FALSE, &why), ==, LP_DTYPE_Q4_1);
   check_encode (g, LP_DTYPE_Q4_1);
   int t = g->g_idx[5];
   g->g_idx[5] = g->g_idx[40];
   g->g_idx[40] = t;
-  g_assert_cmpint (lp_grid_block_type (g, &why), ==, LP_DTYPE_F32);
+  g_assert_cmpint (lp_grid_block_type (g, FALSE, &why), ==, LP_DTYPE_F32);
   g_assert_nonnull (strstr (why, "act-order"));
+}
+
+/* A pruned grid (keep_zeros) keeps its zeros exact: Q4_1 only when every
+ * offset is exact in f16, else Q5_0 (4 bits) with the reason. */
+static void
+test_pruned (void)
+{
+  g_autoptr (LpIntGrid) g = make_grid (8, 64, 4, 32, FALSE, FALSE, FALSE, 5);
+  const char *why = NULL;
+  g_assert_cmpint (lp_grid_block_type (g, TRUE, &why), ==, LP_DTYPE_Q5_0);
+  g_assert_nonnull (strstr (why, "pruned"));
+  g_assert_cmpuint (check_encode (g, LP_DTYPE_Q5_0), ==, 0);
+  g_autoptr (LpIntGrid) p2 = make_grid (8, 64, 4, 32, FALSE, TRUE, FALSE, 5);
+  g_assert_cmpint (lp_grid_block_type (p2, TRUE, &why), ==, LP_DTYPE_Q4_1);
+  g_assert_null (why);
+  g_autoptr (LpIntGrid) g5 = make_grid (8, 64, 5, 32, FALSE, FALSE, FALSE, 6);
+  g_assert_cmpint (lp_grid_block_type (g5, TRUE, &why), ==, LP_DTYPE_Q8_0);
+  g_assert_cmpuint (check_encode (g5, LP_DTYPE_Q8_0), ==, 0);
 }
 
 /* ---- stories260K through the CLI ---- */
@@ -294,7 +313,7 @@ test_stories_gptq (void)
   g_autofree char *gptq_line = g_strconcat (blocks, ": integer grids as ggml blocks: ", NULL);
   g_assert_nonnull (strstr (log, gptq_line));
   g_assert_nonnull (strstr (log, "weights changed, by at most"));
-  g_assert_nonnull (strstr (log, "blk.0.ffn_down.weight (rows not a multiple of 32 columns)"));
+  g_assert_nonnull (strstr (log, "blk.0.ffn_down.weight as f32 (rows not a multiple of 32 columns)"));
   /* The symmetric grids are exact: no such line for them, and the same
    * perplexity as their f32 values to ~1e-6 (the block kernels sum in
    * another order). */
@@ -467,6 +486,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/grid-gguf/types", test_types);
   g_test_add_func ("/grid-gguf/act-order", test_act_order);
+  g_test_add_func ("/grid-gguf/pruned", test_pruned);
   g_test_add_func ("/grid-gguf/stories-gptq", test_stories_gptq);
   g_test_add_func ("/grid-gguf/checkpoints-convert", test_checkpoints_convert);
   g_test_add_func ("/grid-gguf/gguf-py", test_gguf_py);
