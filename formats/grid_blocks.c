@@ -16,8 +16,11 @@
  *                        below 16 / 32): d * q and m are multiples of the
  *                        scale's last bit, so their sum is exact when m is;
  *                        but m needs up to 15 significant bits and f16 has
- *                        11, so it is rounded, and a weight moves by at
- *                        most half an f16 step of m (counted).
+ *                        11.  Where a block's codes leave room, they all
+ *                        move by the same count and m with them to an
+ *                        offset f16 holds exactly (block_offset); else m is
+ *                        rounded, and a weight moves by at most half an f16
+ *                        step of m (counted).
  * The smallest that fits is taken: a symmetric 4-bit grid (zero 8) and
  * every grid of 3 bits or fewer are Q4_0; an asymmetric 4-bit one Q4_1; 8
  * bits Q8_0 while code - zero fits int8.  A pruned tensor (a keep-mask)
@@ -66,24 +69,48 @@ blocks_whole (const LpIntGrid *g)
   return TRUE;
 }
 
-/* The f16 offset of a group: -scale * zero (exact in f32) rounded once. */
+/* A block's offset for Q4_1 / Q5_1.  Its codes may all move by the same
+ * count (q = code - zero + t, offset -scale * t: the same weights) while
+ * they stay in [0, levels - 1]; the t whose offset f16 holds best is taken,
+ * t = zero unless another is better (t = 8, or any t with few significant
+ * bits, is exact, when the block's codes leave room).  Returns the offset's
+ * f16 bits; *t the count, *err how far the f16 offset is from -scale * t. */
 static guint16
-group_offset (guint16 scale, int zero)
+block_offset (guint16 scale, int zero, const guint8 *code, int levels, int *t, double *err)
 {
-  return lp_f32_to_f16 (-lp_f16_to_f32 (scale) * (float) zero);
+  int cmin = levels - 1, cmax = 0;
+  for (int i = 0; i < 32; i++)
+    cmin = MIN (cmin, code[i]), cmax = MAX (cmax, code[i]);
+  double s = lp_f16_to_f32 (scale);
+  /* zero first, then every other t that keeps the codes in range */
+  guint16 best = lp_f32_to_f16 ((float) (-s * zero));
+  *t = zero;
+  *err = fabs ((double) lp_f16_to_f32 (best) + s * zero);
+  for (int c = MAX (0, zero - cmin); c <= levels - 1 + zero - cmax && *err > 0; c++)
+    {
+      guint16 m = lp_f32_to_f16 ((float) (-s * c));
+      double e = fabs ((double) lp_f16_to_f32 (m) + s * c);
+      if (e < *err)
+        best = m, *err = e, *t = c;
+    }
+  return best;
 }
 
-/* Whether every group's offset is finite in f16, and whether it is exact. */
+/* Over every block: whether the offsets are finite in f16, and exact. */
 static void
-check_offsets (const LpIntGrid *g, gboolean *finite, gboolean *exact)
+check_offsets (const LpIntGrid *g, int levels, gboolean *finite, gboolean *exact)
 {
   *finite = *exact = TRUE;
-  for (gint64 j = 0; j < g->rows * g->n_groups; j++)
-    {
-      float m = lp_f16_to_f32 (group_offset (g->scales[j], g->zeros[j]));
-      *finite &= isfinite (m);
-      *exact &= m == -lp_f16_to_f32 (g->scales[j]) * (float) g->zeros[j];
-    }
+  for (gint64 r = 0; r < g->rows; r++)
+    for (gint64 b = 0; b < g->cols / 32; b++)
+      {
+        gint64 j = r * g->n_groups + g->g_idx[b * 32];
+        int t;
+        double err;
+        block_offset (g->scales[j], g->zeros[j], g->codes + r * g->cols + b * 32, levels, &t, &err);
+        *finite &= isfinite (err);
+        *exact &= err == 0;
+      }
 }
 
 LpDType
@@ -111,7 +138,7 @@ lp_grid_block_type (const LpIntGrid *g, gboolean keep_zeros, const char **why)
         top = MAX (top, code);
       }
   gboolean finite, exact;
-  check_offsets (g, &finite, &exact);
+  check_offsets (g, top < 16 ? 16 : 32, &finite, &exact);
   for (guint i = 0; i < G_N_ELEMENTS (kinds); i++)
     {
       const Kind *k = &kinds[i];
@@ -147,11 +174,12 @@ lp_grid_blocks_encode (const LpIntGrid *g, LpDType type, guint8 *dst, LpGridBloc
         {
           gint64 j = r * g->n_groups + g->g_idx[b * 32];
           const guint8 *code = g->codes + r * g->cols + b * 32;
-          int zero = g->zeros[j];
+          int zero = g->zeros[j], t = zero;
+          double err;
           p.d = g->scales[j];
-          p.m = k->has_min ? group_offset (p.d, zero) : 0;
+          p.m = k->has_min ? block_offset (p.d, zero, code, k->levels, &t, &err) : 0;
           for (int i = 0; i < 32; i++)
-            q[i] = k->has_min ? code[i] : code[i] - zero;
+            q[i] = k->has_min ? code[i] - zero + t : code[i] - zero;
           lp_block_grid_pack (&p, q, row + b * type_size);
         }
       /* Read back as every reader decodes it, against the grid's values. */
