@@ -11,6 +11,9 @@
  *    dense-f32 file, reads back to the in-memory perplexity within 1e-3,
  *    reports how many weights the offset moved; GPTQ and compressed-tensors
  *    directories from our Hugging Face writer convert to the same GGUF;
+ *  - a checkpoint in AutoGPTQ's layout written by a tiny numpy writer
+ *    converts to Q4_1 holding the writer's values (skips without numpy /
+ *    safetensors / gguf);
  *  - gguf-py reads the types and dequantizes to the f32 file's values (the
  *    same count of changed weights), and llama.cpp loads the file (both skip
  *    without python3's gguf / llama_cpp). */
@@ -384,6 +387,54 @@ static const char oracle[] =
   "        d = np.abs(got.astype(np.float64) - want)\n"
   "        changed += int((got != want).sum()); most = max(most, float(d.max()))\n"
   "    print('types', ','.join(sorted(types)), 'changed', changed, 'max %.6g' % most)\n"
+  "elif cmd == 'autogptq':\n"
+  "    # a tiny AutoGPTQ writer: RTN asymmetric int4 g32 of every *_proj of a\n"
+  "    # dense Hugging Face directory whose shape AutoGPTQ packs, as\n"
+  "    # qweight / qzeros (zero - 1) / scales / g_idx and quantization_config\n"
+  "    import json, os\n"
+  "    from safetensors.numpy import load_file, save_file\n"
+  "    d = sys.argv[2]\n"
+  "    st, out, n = load_file(os.path.join(d, 'model.safetensors')), {}, 0\n"
+  "    for name, w in st.items():\n"
+  "        if not name.endswith('_proj.weight') or w.shape[0] % 8 or w.shape[1] % 32:\n"
+  "            out[name] = w; continue\n"
+  "        N, K = w.shape; G = K // 32\n"
+  "        x = w.astype(np.float32).reshape(N, G, 32)\n"
+  "        lo, hi = np.minimum(x.min(axis=2), 0), np.maximum(x.max(axis=2), 0)\n"
+  "        scale = ((hi - lo) / 15).astype(np.float16); scale[scale == 0] = 1e-3\n"
+  "        s = scale.astype(np.float32)\n"
+  "        zero = np.clip(np.round(-lo / s), 1, 15).astype(np.int64)\n"
+  "        q = np.clip(np.round(x / s[..., None]) + zero[..., None], 0, 15).astype(np.uint32)\n"
+  "        qk = q.reshape(N, K)\n"
+  "        qw = np.zeros((K // 8, N), np.uint32)\n"
+  "        for j in range(8): qw |= qk[:, j::8].T << np.uint32(4 * j)\n"
+  "        zs = (zero - 1).astype(np.uint32).T\n"
+  "        qz = np.zeros((G, N // 8), np.uint32)\n"
+  "        for j in range(8): qz |= zs[:, j::8] << np.uint32(4 * j)\n"
+  "        p = name[:-len('weight')]\n"
+  "        out[p + 'qweight'], out[p + 'qzeros'] = qw.view(np.int32), qz.view(np.int32)\n"
+  "        out[p + 'scales'], out[p + 'g_idx'] = scale.T.copy(), (np.arange(K) // 32).astype(np.int32)\n"
+  "        if name == 'model.layers.0.self_attn.v_proj.weight':\n"
+  "            np.save(os.path.join(d, 'v_proj.npy'), (s[..., None] * (q.astype(np.float32) - zero[..., None])).reshape(N, K))\n"
+  "            np.save(os.path.join(d, 'v_proj_m.npy'), np.repeat(s * zero, 32, axis=1))\n"
+  "        n += 1\n"
+  "    os.remove(os.path.join(d, 'model.safetensors'))\n"
+  "    save_file(out, os.path.join(d, 'model.safetensors'), metadata={'format': 'pt'})\n"
+  "    cfg = json.load(open(os.path.join(d, 'config.json')))\n"
+  "    cfg['quantization_config'] = {'quant_method': 'gptq', 'bits': 4, 'group_size': 32, 'desc_act': False,\n"
+  "                                  'sym': False, 'checkpoint_format': 'gptq'}\n"
+  "    json.dump(cfg, open(os.path.join(d, 'config.json'), 'w'), indent=2)\n"
+  "    print('quantized', n)\n"
+  "elif cmd == 'autogptq-check':\n"
+  "    # the GGUF's v_proj (not row-permuted) against the writer's own values:\n"
+  "    # equal but for Q4_1's f16 offset, within half an f16 step of it\n"
+  "    d, f = sys.argv[2], sys.argv[3]\n"
+  "    t = [t for t in GGUFReader(f).tensors if t.name == 'blk.0.attn_v.weight'][0]\n"
+  "    got = quants.dequantize(t.data, t.tensor_type).astype(np.float64)\n"
+  "    want = np.load(d + '/v_proj.npy').astype(np.float64)\n"
+  "    bound = np.load(d + '/v_proj_m.npy').astype(np.float64) * 2.0 ** -11\n"
+  "    diff = np.abs(got - want)\n"
+  "    print(t.tensor_type.name, 'changed', int((diff > 0).sum()), 'of', diff.size, 'within', bool((diff <= bound).all()))\n"
   "elif cmd == 'load':\n"
   "    import llama_cpp\n"
   "    llm = llama_cpp.Llama(model_path=sys.argv[2], n_ctx=64, verbose=False)\n"
@@ -465,6 +516,43 @@ test_gguf_py (void)
     }
 }
 
+/* A checkpoint made outside llmpress: a dense Hugging Face directory of
+ * stories260K turned into AutoGPTQ's layout by a tiny numpy writer
+ * (RTN int4 g32), converted to GGUF: Q4_1 whose values are the writer's
+ * own but for the f16 offset, and the directory's perplexity. */
+static void
+test_autogptq_fixture (void)
+{
+  if (!have_python ("numpy, safetensors, gguf"))
+    return;
+  const LpTestStories *s = stories ();
+  if (s == NULL)
+    return;
+  const char *dir = out_file ("autogptq"), *gguf = out_file ("autogptq.gguf");
+  g_autofree char *o = NULL, *err = NULL;
+  const char *to_hf[] = { "convert", s->model, dir, "--format", "hf", NULL };
+  if (lp_test_run_cliv (&o, &err, to_hf) != 0)
+    g_error ("%s", err);
+  const char *make[] = { "autogptq", dir, NULL };
+  g_autofree char *made = run_oracle (make);
+  g_assert_nonnull (strstr (made, "quantized 20"));
+  g_clear_pointer (&o, g_free);
+  g_clear_pointer (&err, g_free);
+  const char *convert[] = { "convert", dir, gguf, NULL };
+  if (lp_test_run_cliv (&o, &err, convert) != 0)
+    g_error ("%s", err);
+  g_assert_nonnull (strstr (err, "weights changed, by at most"));
+  const char *check[] = { "autogptq-check", dir, gguf, NULL };
+  g_autofree char *checked = run_oracle (check);
+  g_assert_true (g_str_has_prefix (checked, "Q4_1 "));
+  g_assert_nonnull (strstr (checked, "within True"));
+  const char *files[] = { dir, gguf, NULL };
+  double ppl[2];
+  eval_files (files, ppl);
+  g_test_message ("AutoGPTQ-layout checkpoint: perplexity %.6f from the directory, %.6f from its GGUF", ppl[0], ppl[1]);
+  g_assert_cmpfloat (fabs (ppl[0] - ppl[1]), <=, 1e-3);
+}
+
 /* llama.cpp loads the Q4_1 file and runs it. */
 static void
 test_llama_cpp_loads (void)
@@ -490,6 +578,7 @@ main (int argc, char **argv)
   g_test_add_func ("/grid-gguf/stories-gptq", test_stories_gptq);
   g_test_add_func ("/grid-gguf/checkpoints-convert", test_checkpoints_convert);
   g_test_add_func ("/grid-gguf/gguf-py", test_gguf_py);
+  g_test_add_func ("/grid-gguf/autogptq", test_autogptq_fixture);
   g_test_add_func ("/grid-gguf/llama-cpp", test_llama_cpp_loads);
   return g_test_run ();
 }
