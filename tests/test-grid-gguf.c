@@ -390,7 +390,7 @@ static const char oracle[] =
   "elif cmd == 'autogptq':\n"
   "    # a tiny AutoGPTQ writer: RTN asymmetric int4 g32 of every *_proj of a\n"
   "    # dense Hugging Face directory whose shape AutoGPTQ packs, as\n"
-  "    # qweight / qzeros (zero - 1) / scales / g_idx and quantization_config\n"
+  "    # qweight / qzeros (zero - 1) / scales / g_idx and quantize_config.json\n"
   "    import json, os\n"
   "    from safetensors.numpy import load_file, save_file\n"
   "    d = sys.argv[2]\n"
@@ -420,10 +420,10 @@ static const char oracle[] =
   "        n += 1\n"
   "    os.remove(os.path.join(d, 'model.safetensors'))\n"
   "    save_file(out, os.path.join(d, 'model.safetensors'), metadata={'format': 'pt'})\n"
-  "    cfg = json.load(open(os.path.join(d, 'config.json')))\n"
-  "    cfg['quantization_config'] = {'quant_method': 'gptq', 'bits': 4, 'group_size': 32, 'desc_act': False,\n"
-  "                                  'sym': False, 'checkpoint_format': 'gptq'}\n"
-  "    json.dump(cfg, open(os.path.join(d, 'config.json'), 'w'), indent=2)\n"
+  "    # AutoGPTQ's own quantize_config.json (no quant_method), not config.json's\n"
+  "    json.dump({'bits': 4, 'group_size': 32, 'damp_percent': 0.01, 'desc_act': False, 'static_groups': False,\n"
+  "               'sym': False, 'true_sequential': True, 'model_name_or_path': None, 'model_file_base_name': 'model'},\n"
+  "              open(os.path.join(d, 'quantize_config.json'), 'w'), indent=2)\n"
   "    print('quantized', n)\n"
   "elif cmd == 'autogptq-check':\n"
   "    # the GGUF's v_proj (not row-permuted) against the writer's own values:\n"
@@ -518,7 +518,8 @@ test_gguf_py (void)
 
 /* A checkpoint made outside llmpress: a dense Hugging Face directory of
  * stories260K turned into AutoGPTQ's layout by a tiny numpy writer
- * (RTN int4 g32), converted to GGUF: Q4_1 whose values are the writer's
+ * (RTN int4 g32, quantize_config.json as AutoGPTQ writes it beside
+ * config.json), converted to GGUF: Q4_1 whose values are the writer's
  * own but for the f16 offset, and the directory's perplexity. */
 static void
 test_autogptq_fixture (void)
