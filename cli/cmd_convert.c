@@ -26,11 +26,15 @@ lp_cmd_convert (int argc, char **argv)
                      "written into only when empty or a previous llmpress output (other files\n"
                      "in it are kept); a symlink at OUT is replaced, never followed.\n"
                      "--type dequantizes ggml block types (Q4_1, Q8_0, Q4_K, ...) too: that is how\n"
-                     "a quantized GGUF's dense model is made (norms and biases stay f32).  A Hugging\n"
-                     "Face directory cannot hold block types: they are written dequantized, as f32\n"
-                     "unless --type says otherwise.\n\n"
+                     "a quantized GGUF's dense model is made (norms and biases stay f32).  Without\n"
+                     "it, integer grids (GPTQ, AWQ, compressed-tensors) go into GGUF as the block\n"
+                     "type holding the same weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; f32 where none\n"
+                     "does, reported); --type f32 keeps them dense.  A Hugging Face directory\n"
+                     "cannot hold block types: they are written dequantized, as f32 unless --type\n"
+                     "says otherwise.\n\n"
                      "Example:\n  llmpress convert stories260K.bin stories260K-f16.gguf --type f16\n"
-                     "  llmpress convert SmolLM2-135M-Instruct.Q4_1.gguf smollm2-f32.gguf --type f32",
+                     "  llmpress convert SmolLM2-135M-Instruct.Q4_1.gguf smollm2-f32.gguf --type f32\n"
+                     "  llmpress convert gptq-checkpoint/ model.gguf",
                      entries, &argc, &argv))
     return LP_EXIT_USAGE;
   if (argc != 3)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gguf-format.h"
+#include "grid-blocks.h"
 #include "lp-internal.h"
 
 /* llama.cpp refuses tensor names of GGML_MAX_NAME (64) bytes or more. */
@@ -22,6 +23,8 @@ typedef struct {
   guint64 offset;   /* from the start of the data section */
   LpOverflow overflow;  /* converting to f16/bf16 */
   guint64 *n_clamped;   /* counts values clamped (may be NULL) */
+  const LpIntGrid *grid;       /* written as dtype's blocks (src's form holds it), or NULL */
+  LpGridBlockChange *change;   /* what encoding the grid changed */
 } OutTensor;
 
 static void
@@ -101,9 +104,30 @@ llama3_rope_freqs (const LpModelConfig *c, const char *path, GError **error)
 /* Decide every tensor's output type and place it in the data section. */
 static gboolean layout_tensors (GArray *out, const char *path, int dtype, GError **error);
 
+/* An integer grid goes out as the ggml block type that holds its weights
+ * (grid_blocks.c) unless an output type is asked for (then its values, as
+ * every weight); one no block type fits keeps its f32 values.  `other`
+ * gets the name, type and reason of each grid not in the smallest type. */
+static void
+plan_grid (OutTensor *o, int dtype, GString *other)
+{
+  const LpIntGrid *g = lp_tensor_int_grid (o->src);
+  if (g == NULL || dtype >= 0)
+    return;
+  const char *why = NULL;
+  LpDType type = lp_grid_block_type (g, lp_tensor_mask (o->src) != NULL, &why);
+  if (why != NULL)
+    g_string_append_printf (other, "%s%s as %s (%s)", other->len ? ", " : "", o->src->name, lp_dtype_name (type), why);
+  if (type == LP_DTYPE_F32)
+    return;
+  o->dtype = type;
+  o->grid = g;
+}
+
 static GArray *
 plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
 {
+  g_autoptr (GString) other = g_string_new (NULL);
   const LpModelConfig *c = lp_model_config (model);
   GArray *out = g_array_new (FALSE, TRUE, sizeof (OutTensor));
   g_array_set_clear_func (out, out_tensor_clear);
@@ -128,9 +152,12 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
         {
           LpTensor *t = parts->pdata[j];
           OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
+          plan_grid (&o, dtype, other);
           g_array_append_val (out, o);
         }
     }
+  if (other->len > 0)
+    lp_warn ("%s: integer grids not in their smallest ggml block type: %s", path, other->str);
   if (layout_tensors (out, path, dtype, error))
     return out;
 
@@ -374,21 +401,46 @@ build_header (const LpMeta *meta, const char *arch, const GArray *tensors)
   return b;
 }
 
+/* A grid's blocks, logged per tensor at debug level (G_MESSAGES_DEBUG). */
+static guint8 *
+grid_blocks (const OutTensor *o)
+{
+  guint8 *blocks = g_malloc (o->n_bytes);
+  LpGridBlockChange c = { 0 };
+  lp_grid_blocks_encode (o->grid, o->dtype, blocks, &c);
+  g_debug ("%s: %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " weights changed, by at most %.3g", o->src->name,
+           lp_dtype_name (o->dtype), c.n_changed, c.n_weights, c.max_change);
+  o->change->n_weights += c.n_weights;
+  o->change->n_changed += c.n_changed;
+  o->change->max_change = MAX (o->change->max_change, c.max_change);
+  return blocks;
+}
+
 static gboolean
 write_tensor (LpAtomicFile *af, const char *path, const OutTensor *o, guint64 *pos, GError **error)
 {
   static const guint8 zeros[LP_GGUF_DEFAULT_ALIGNMENT] = { 0 };
-  /* Converted one at a time, so an f16 copy of the whole model never exists. */
-  g_autoptr (LpTensor) t = lp_tensor_convert_range (o->src, o->dtype, o->overflow, o->n_clamped, error);
-  if (t == NULL)
+  g_autofree guint8 *blocks = NULL;
+  g_autoptr (LpTensor) t = NULL;
+  const void *data;
+  gsize n = o->n_bytes;
+  if (o->grid != NULL)
+    data = blocks = grid_blocks (o);
+  else
     {
-      lp_error_prefix (error, path);
-      return FALSE;
+      /* Converted one at a time, so an f16 copy of the whole model never exists. */
+      t = lp_tensor_convert_range (o->src, o->dtype, o->overflow, o->n_clamped, error);
+      if (t == NULL)
+        {
+          lp_error_prefix (error, path);
+          return FALSE;
+        }
+      n = lp_tensor_n_bytes (t);
+      data = lp_tensor_data (t);
     }
-  gsize n = lp_tensor_n_bytes (t);
   gsize pad = (LP_GGUF_DEFAULT_ALIGNMENT - n % LP_GGUF_DEFAULT_ALIGNMENT) % LP_GGUF_DEFAULT_ALIGNMENT;
   g_assert (*pos == o->offset && n == o->n_bytes);
-  if (!lp_atomic_file_write (af, lp_tensor_data (t), n, error) || !lp_atomic_file_write (af, zeros, pad, error))
+  if (!lp_atomic_file_write (af, data, n, error) || !lp_atomic_file_write (af, zeros, pad, error))
     return FALSE;
   *pos += n + pad;
   return TRUE;
@@ -411,15 +463,21 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
   if (tensors == NULL)
     return FALSE;
   guint64 clamped = 0;
+  LpGridBlockChange change = { 0 };
   for (guint i = 0; i < tensors->len; i++)
     {
       g_array_index (tensors, OutTensor, i).overflow = options != NULL ? options->overflow : LP_OVERFLOW_ERROR;
       g_array_index (tensors, OutTensor, i).n_clamped = &clamped;
+      g_array_index (tensors, OutTensor, i).change = &change;
     }
   g_autoptr (LpMeta) meta = file_meta (model, tensors);
   if (!write_file (path, meta, lp_arch_info (lp_model_config (model)->arch)->name, tensors, error))
     return FALSE;
   lp_warn_clamped (path, (LpDType) dtype, clamped);
+  if (change.n_changed > 0)
+    lp_warn ("%s: integer grids as ggml blocks: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+             " weights changed, by at most %.3g (the offset m = -scale * zero of Q4_1 / Q5_1 rounded to f16)",
+             path, change.n_changed, change.n_weights, change.max_change);
   return TRUE;
 }
 

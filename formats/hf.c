@@ -722,16 +722,34 @@ cfg_compressed_tensors (const char *path, JsonObject *o, HfGptq *q, GError **err
   return TRUE;
 }
 
-/* quantization_config of a GPTQ checkpoint (absent: not quantized). */
+static gboolean cfg_gptq_object (const char *path, JsonObject *o, gboolean implied, HfGptq *q, GError **error);
+
+/* quantization_config of a GPTQ checkpoint, or AutoGPTQ's own
+ * quantize_config.json beside config.json (checkpoints written before
+ * transformers read GPTQ: no quant_method, GPTQ implied); neither: not
+ * quantized. */
 static gboolean
 cfg_gptq (const char *path, JsonObject *cfg, HfGptq *q, GError **error)
 {
   memset (q, 0, sizeof *q);
   JsonNode *n = json_object_get_member (cfg, "quantization_config");
-  if (n == NULL || !JSON_NODE_HOLDS_OBJECT (n))
+  if (n != NULL && JSON_NODE_HOLDS_OBJECT (n))
+    return cfg_gptq_object (path, json_node_get_object (n), FALSE, q, error);
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *qc_path = g_build_filename (dir, "quantize_config.json", NULL);
+  if (!g_file_test (qc_path, G_FILE_TEST_EXISTS))
     return TRUE;
-  JsonObject *o = json_node_get_object (n);
+  g_autoptr (JsonNode) root = lp_json_load_object (qc_path, error);
+  return root != NULL && cfg_gptq_object (qc_path, json_node_get_object (root), TRUE, q, error);
+}
+
+/* One quantization_config object (implied: quant_method may be absent, GPTQ). */
+static gboolean
+cfg_gptq_object (const char *path, JsonObject *o, gboolean implied, HfGptq *q, GError **error)
+{
   const char *method = cfg_string (o, "quant_method");
+  if (implied && method == NULL)
+    method = "gptq";
   if (method != NULL && strcmp (method, "compressed-tensors") == 0)
     return cfg_compressed_tensors (path, o, q, error);
   const char *format = cfg_string (o, "checkpoint_format");

@@ -8,8 +8,19 @@
  * the f32 values, which keeps its results bit for bit those of the dense
  * weights.  Bytes: the grid packed (lp_int_grid_n_bytes).  Written: the Hugging
  * Face writer packs the grid as GPTQ or compressed-tensors (gptq_pack.c,
- * asking lp_tensor_int_grid); GGUF, which has no such type, gets the f32
- * values, and a reader sees a dense weight.  Training: the latent f32
+ * asking lp_tensor_int_grid); the GGUF writer as the ggml block type that
+ * holds the same weights (formats/grid_blocks.c): Q4_0 for symmetric 4-bit
+ * and any grid of 3 bits or fewer, Q4_1 for asymmetric 4-bit (d = scale,
+ * m = -scale * zero: m rounded to f16 moves some weights by at most half an
+ * f16 step of m, counted and reported; a pruned grid takes Q5_0 instead
+ * unless every m is exact), Q5_0 / Q5_1 for 5 bits, Q8_0 for 8 bits while
+ * code - zero fits int8; groups larger than 32 repeat their scale in each
+ * 32-block, act-order only where every 32-block lies in one group.  Where
+ * none fits (rows or groups not a multiple of 32, a group boundary inside a
+ * block, 8-bit asymmetric codes past int8) the f32 values are written, and
+ * one line names the tensors and why.  An output type (convert --type f32,
+ * save dtype=f32) writes the values instead: a reader then sees a dense
+ * weight.  A GGUF reader sees block types, not a grid.  Training: the latent f32
  * weights read through the grid (fake_quant: rounded onto the same
  * scales and zeros, the clipped straight-through estimator's gradient),
  * or the scales alone with the codes fixed (dequant_grid); rebuilt after
