@@ -17,9 +17,12 @@
  *     value rows linearly, so its output is o H and Wo undoes it; one H for
  *     every head of a layer makes this exact whatever the GQA grouping.
  * The head is then E diag(g_out) Q while the embedding is E Q: a tied model
- * gets its own output.weight (untied, and logged).  Every weight written is
+ * gets its own output.weight (untied, and logged) unless output_norm is all
+ * ones.  Every weight written is
  * f32; norms, RoPE and the architecture are unchanged, so llama.cpp and
- * transformers run the result as it is. */
+ * transformers run the result as it is.  The metadata records what was
+ * done: llmpress.rotate.params, .residual and .heads (which matrices; every
+ * layer's heads draw their own of the same construction). */
 #include "config.h"
 
 #include <string.h>
@@ -302,7 +305,16 @@ rotate_ends (Rotate *r, GError **error)
   g_autofree float *g = NULL;
   if (!take_norm (r, "output_norm.weight", &g, error))
     return FALSE;
+  /* With output_norm all ones the head is still the embedding: it stays tied. */
+  gboolean ones = TRUE;
+  for (int i = 0; i < r->D; i++)
+    ones = ones && g[i] == 1.0f;
   gboolean tied = r->c->tied_embeddings;
+  if (tied && ones)
+    {
+      float *e = rotate_reader (r, "token_embd.weight", NULL, error);
+      return e != NULL && write_f32 (r, "token_embd.weight", "token_embd.weight", e, error);
+    }
   const char *head = tied ? "token_embd.weight" : "output.weight";
   float *e = rotate_reader (r, "token_embd.weight", NULL, error);
   if (e == NULL || !write_f32 (r, "token_embd.weight", "token_embd.weight", e, error))
@@ -323,8 +335,10 @@ rotate_ends (Rotate *r, GError **error)
 
 /* --- the pass ---------------------------------------------------------------- */
 
+/* Q [n, n] and its transpose; `key` (NULL after the first layer's heads)
+ * names the metadata entry that records which matrix it is, and logs it. */
 static gboolean
-draw_rotation (Rotate *r, RotationKind kind, GRand *rng, int n, const char *what, float **q, float **qt,
+draw_rotation (Rotate *r, RotationKind kind, GRand *rng, int n, const char *key, float **q, float **qt,
                GError **error)
 {
   g_autofree char *how = NULL;
@@ -332,20 +346,25 @@ draw_rotation (Rotate *r, RotationKind kind, GRand *rng, int n, const char *what
   if (*q == NULL)
     return FALSE;
   *qt = transpose_new (*q, n);
-  lp_pass_context_log (r->ctx, what ? LP_LOG_INFO : LP_LOG_DEBUG, "%s: %s", what ? what : "head rotation", how);
+  if (key != NULL)
+    {
+      g_autofree char *full = g_strdup_printf ("llmpress.rotate.%s", key);
+      lp_meta_set_string (lp_model_meta (r->work), full, how);
+      lp_pass_context_log (r->ctx, LP_LOG_INFO, "%s [%d, %d]: %s", key, n, n, how);
+    }
   return TRUE;
 }
 
 static gboolean
 rotate_model (Rotate *r, RotationKind kind, GRand *rng, gboolean heads, GError **error)
 {
-  if (!draw_rotation (r, kind, rng, r->D, "residual stream", &r->q, &r->qt, error))
+  if (!draw_rotation (r, kind, rng, r->D, "residual", &r->q, &r->qt, error))
     return FALSE;
   for (int l = 0; l < (int) r->c->n_layers; l++)
     {
       g_clear_pointer (&r->h, g_free);
       g_clear_pointer (&r->ht, g_free);
-      if (heads && !draw_rotation (r, kind, rng, r->hd, l == 0 ? "heads (each layer its own)" : NULL, &r->h, &r->ht,
+      if (heads && !draw_rotation (r, kind, rng, r->hd, l == 0 ? "heads" : NULL, &r->h, &r->ht,
                                    error))
         return FALSE;
       if (!rotate_attention (r, l, error) || !rotate_ffn (r, l, error))
@@ -384,7 +403,7 @@ rotate_run (LpPassContext *ctx, GError **error)
     {
       g_autofree char *desc = g_strdup_printf ("kind=%s seed=%" G_GUINT64_FORMAT " heads=%s", rotation_kinds[kind],
                                                seed, heads ? "true" : "false");
-      lp_meta_set_string (lp_model_meta (r.work), "llmpress.rotate", desc);
+      lp_meta_set_string (lp_model_meta (r.work), "llmpress.rotate.params", desc);
       lp_pass_context_log (ctx, LP_LOG_INFO, "rotated (%s): norms folded, residual stream D=%d, heads hd=%d%s",
                            desc, r.D, r.hd, heads ? "" : " left alone");
       lp_pass_context_set_output_model (ctx, r.work);
