@@ -138,21 +138,23 @@ test_exact_stories (void)
   lp_test_stories_clear (&sh);
 }
 
-/* Every norm weight of m drawn from [0.5, 1.5) (synth's are 1): the fold
- * has something to do, and a tied head must be untied. */
+/* Every norm weight of m drawn from [0.5, 1.5) and every bias from
+ * [-0.1, 0.1) (synth's are 1 and 0): the fold and the value bias's turn
+ * have something to do, and a tied head must be untied. */
 static void
-randomize_norms (LpModel *m, guint32 seed)
+randomize_vectors (LpModel *m, guint32 seed)
 {
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
     {
       LpTensor *t = lp_model_tensor_at (m, i);
-      if (!g_str_has_suffix (t->name, "norm.weight"))
+      gboolean norm = g_str_has_suffix (t->name, "norm.weight");
+      if (!norm && !g_str_has_suffix (t->name, ".bias"))
         continue;
       g_autoptr (GError) error = NULL;
       gint64 n = lp_tensor_n_elements (t);
       g_autofree float *g = g_new (float, n);
-      lp_test_fill (g, n, seed * 100 + i, 0.5);
-      for (gint64 j = 0; j < n; j++)
+      lp_test_fill (g, n, seed * 100 + i, norm ? 0.5 : 0.1);
+      for (gint64 j = 0; norm && j < n; j++)
         g[j] += 1.0f;
       g_autoptr (LpTensor) r = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, g, &error);
       g_assert_no_error (error);
@@ -163,7 +165,8 @@ randomize_norms (LpModel *m, guint32 seed)
 /* Widths whose Hadamard matrices are built otherwise than by Sylvester alone
  * (and one with none): a model of that width rotated stays the same
  * function, which it would not be unless each Q were orthogonal.  Qwen2's
- * q/k/v biases (the value bias turns with the heads) and an untied head. */
+ * q/k/v biases (the value bias turns with the heads), f16 weights and an
+ * untied head. */
 static void
 test_orders (void)
 {
@@ -195,10 +198,13 @@ test_orders (void)
       so.seed = i;
       g_autoptr (LpModel) m = lp_model_synth (&so, &error);
       g_assert_no_error (error);
-      randomize_norms (m, i);
+      randomize_vectors (m, i);
       g_autofree char *name = g_strdup_printf ("order-%d.gguf", cases[i].dim);
       g_autofree char *path = g_build_filename (lp_test_tmpdir (), name, NULL);
-      g_assert_true (lp_model_save (m, path, NULL, &error));
+      /* The qwen2 case from f16 weights (rotated in f32, written f32). */
+      LpSaveOptions save = LP_SAVE_OPTIONS_INIT;
+      save.dtype = cases[i].arch == LP_ARCH_QWEN2 ? LP_DTYPE_F16 : -1;
+      g_assert_true (lp_model_save (m, path, &save, &error));
       g_autofree char *dirname = g_strdup_printf ("order-%d", cases[i].dim);
       g_autofree char *dir = run_ok (path, path, dirname, "[transform.rotate]\nseed=3\n[save]\npath=rot.gguf\n");
       g_autoptr (LpModel) orig = lp_model_load (path, NULL, &error);
@@ -206,6 +212,8 @@ test_orders (void)
       g_autoptr (LpModel) rot = load (dir, "rot.gguf");
       assert_rotated_shape (rot);
       assert_same_function (orig, rot, 1e-5);
+      g_assert_cmpint (lp_model_tensor (orig, "blk.0.attn_q.weight")->dtype, ==, save.dtype < 0 ? LP_DTYPE_F32 : LP_DTYPE_F16);
+      g_assert_cmpint (lp_model_tensor (rot, "blk.0.attn_q.weight")->dtype, ==, LP_DTYPE_F32);
       LpMeta *meta = lp_model_meta (rot);
       g_test_message ("%s dim %d: %s; heads %s", lp_arch_info (cases[i].arch)->name, cases[i].dim,
                       lp_meta_get_string (meta, "llmpress.rotate.residual"),
