@@ -305,20 +305,17 @@ rotate_ends (Rotate *r, GError **error)
   g_autofree float *g = NULL;
   if (!take_norm (r, "output_norm.weight", &g, error))
     return FALSE;
-  /* With output_norm all ones the head is still the embedding: it stays tied. */
+  float *e = rotate_reader (r, "token_embd.weight", NULL, error);
+  if (e == NULL || !write_f32 (r, "token_embd.weight", "token_embd.weight", e, error))
+    return FALSE;
+  /* With output_norm all ones a tied head is still the embedding: it stays tied. */
   gboolean ones = TRUE;
   for (int i = 0; i < r->D; i++)
     ones = ones && g[i] == 1.0f;
   gboolean tied = r->c->tied_embeddings;
   if (tied && ones)
-    {
-      float *e = rotate_reader (r, "token_embd.weight", NULL, error);
-      return e != NULL && write_f32 (r, "token_embd.weight", "token_embd.weight", e, error);
-    }
+    return TRUE;
   const char *head = tied ? "token_embd.weight" : "output.weight";
-  float *e = rotate_reader (r, "token_embd.weight", NULL, error);
-  if (e == NULL || !write_f32 (r, "token_embd.weight", "token_embd.weight", e, error))
-    return FALSE;
   float *w = rotate_reader (r, head, g, error);
   if (w == NULL || !write_f32 (r, "output.weight", head, w, error))
     return FALSE;
