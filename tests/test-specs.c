@@ -37,6 +37,13 @@ test_spec (gconstpointer data)
   g_assert_cmpint (status, ==, 0);
   g_autofree char *report = g_build_filename (out, "report.json", NULL);
   g_assert_true (g_file_test (report, G_FILE_TEST_IS_REGULAR));
+  /* Every spec evaluates something: llmpress report draws it. */
+  g_autofree char *o4 = NULL, *e4 = NULL;
+  const char *draw[] = { "report", out, NULL };
+  g_assert_cmpint (lp_test_run_cliv (&o4, &e4, draw), ==, 0);
+  g_assert_nonnull (strstr (o4, "best at <= 3.2 bits/weight"));
+  g_autofree char *frontier = g_build_filename (out, "frontier.svg", NULL);
+  g_assert_true (g_file_test (frontier, G_FILE_TEST_IS_REGULAR));
   g_autofree char *o3 = NULL;
   const char *graph[] = { "graph", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8",
                           "-D", "eval_range=:", "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3", NULL };
