@@ -213,7 +213,12 @@ parse_list (const LpRawGroup *grp, const LpRawEntry *e, const LpParamSpec *s, co
         }
       else
         {
-          const char *canon = lp_param_value_canonical (v);
+          /* A float by its shortest faithful text (2.8, not the canonical
+           * 2.7999999999999998): it names the branch, and reads back as the
+           * same double. */
+          char buf[G_ASCII_DTOSTR_BUF_SIZE];
+          const char *canon = s->type == LP_PARAM_FLOAT ? g_ascii_formatd (buf, sizeof buf, "%.15g", lp_param_value_get_float (v))
+                                                        : lp_param_value_canonical (v);
           for (guint j = 0; j < items->len; j++)
             if (strcmp (items->pdata[j], canon) == 0)
               {

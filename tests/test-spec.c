@@ -291,6 +291,14 @@ test_sweep_chained (void)
   g_assert_cmpstr (input_name (s, "eval[factor=2]", 1), ==, "a[factor=1]");
   g_assert_cmpstr (input_name (s, "save", 0), ==, "a[factor=2]");
   g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (s, "save"), "path")), ==, "x.gguf");
+
+  /* A float names its branch by its shortest text, and the branch holds
+   * the same double a plain factor=2.8 gives. */
+  g_autoptr (LpGraph) f = parse ("[load]\npath=m.gguf\n[a]\npass=test.scale\nfactor=0.1,2.8\n", NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *fnames = node_names (f);
+  g_assert_cmpstr (fnames, ==, "load a[factor=0.1] a[factor=2.8]");
+  g_assert_cmpfloat (lp_param_value_get_float (lp_node_param (lp_graph_find (f, "a[factor=2.8]"), "factor")), ==, 2.8);
 }
 
 static void
