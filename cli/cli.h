@@ -89,6 +89,7 @@ int lp_cmd_eval (int argc, char **argv);
 int lp_cmd_generate (int argc, char **argv);
 int lp_cmd_run (int argc, char **argv);
 int lp_cmd_validate (int argc, char **argv);
+int lp_cmd_report (int argc, char **argv);
 int lp_cmd_graph (int argc, char **argv);
 int lp_cmd_plugins (int argc, char **argv);
 int lp_cmd_describe (int argc, char **argv);

@@ -174,6 +174,10 @@ lp_cmd_validate (int argc, char **argv)
   if (g == NULL)
     return status;
   printf ("%s: valid, %u nodes\n", lp_graph_source (g), lp_graph_n_nodes (g));
+  /* A sweep's branches, by the names the run and its report will use. */
+  for (guint i = 0; i < lp_graph_n_nodes (g); i++)
+    if (strchr (lp_graph_node (g, i)->name, '[') != NULL)
+      printf ("  %s\n", lp_graph_node (g, i)->name);
   return LP_EXIT_OK;
 }
 

@@ -17,6 +17,7 @@ static const LpCliCommand commands[] = {
   { "generate", "generate text from a model", lp_cmd_generate },
   { "run", "run a pipeline spec (cached, optionally in parallel)", lp_cmd_run },
   { "validate", "check a pipeline spec without running it", lp_cmd_validate },
+  { "report", "draw a run's size-quality frontier and per-layer errors (SVG, HTML)", lp_cmd_report },
   { "graph", "print a pipeline spec as a Graphviz DOT graph", lp_cmd_graph },
   { "plugins", "list the pass plugins and their passes", lp_cmd_plugins },
   { "describe", "show a pass's inputs and parameters", lp_cmd_describe },

@@ -2,7 +2,7 @@
 # Quick start: install what is missing, build, and run the main job
 # (specs/default.ini: GPTQ into llama-quantize's Q4_K_M mix, evaluated before
 # and after, saved as GGUF) on a model, then print the before/after table
-# from the run's report.json.
+# from the run's report.json (llmpress report, which draws it too).
 #   bash contrib/quickstart.sh                       # contrib/demo: stories260K on TinyStories
 #   bash contrib/quickstart.sh MODEL [DATA [CALIB]]
 #   MODEL=m.gguf DATA=eval.txt [CALIB=calib.txt] bash contrib/quickstart.sh
@@ -41,5 +41,6 @@ defs=(-D model="$model" -D data="$data" -D ctx="$ctx" -D windows="${WINDOWS:-64}
       -D calib_samples="${SAMPLES:-32}" -D preset="${PRESET:-Q4_K_M}" -D out=model.gguf)
 [ -n "$calib" ] && defs+=(-D calib="$calib")
 ./cli/llmpress run specs/default.ini "${defs[@]}" -o "$out"
-python3 contrib/report-table.py "$out/report.json"
+./cli/llmpress report "$out"
+echo "pictures: $out/report.html ($out/frontier.svg, $out/heatmap.svg)"
 echo "compressed model: $out/model.gguf (llama.cpp: llama-cli -m $out/model.gguf)"

@@ -22,6 +22,30 @@ typedef struct {
   const LpRawEntry *entry;  /* input=NAME as written */
 } PendingInput;
 
+/* A list-valued parameter of a spec node (bits=2,3,4): one branch per item. */
+typedef struct {
+  LpNode *node;       /* the spec node, as written */
+  guint param;        /* index in its pass's parameter table */
+  GPtrArray *items;   /* char *: the items' canonical texts, in the list's order */
+} Axis;
+
+static Axis *
+axis_new (LpNode *node, guint param)
+{
+  Axis *a = g_new0 (Axis, 1);
+  a->node = node;
+  a->param = param;
+  a->items = g_ptr_array_new_with_free_func (g_free);
+  return a;
+}
+
+static void
+axis_free (Axis *a)
+{
+  g_ptr_array_unref (a->items);
+  g_free (a);
+}
+
 static void
 node_free (LpNode *n)
 {
@@ -155,11 +179,75 @@ key_suggestion (const LpPassInfo *info, const char *key)
   return lp_did_you_mean (key, (const char *const *) names->pdata, names->len);
 }
 
+/* A comma can be part of a string, a path or a tensor list, never of an int,
+ * a float, a bool or an enum choice: only those parameters may be lists. */
+static gboolean
+sweepable (const LpParamSpec *s)
+{
+  return s->type == LP_PARAM_INT || s->type == LP_PARAM_FLOAT || s->type == LP_PARAM_BOOL || s->type == LP_PARAM_ENUM;
+}
+
+/* bits=2,3,4: each item checked on its own (the message names the item);
+ * the axis gets the items' canonical texts.  Returns the first item's value
+ * for the spec node, NULL when an item is wrong. */
+static LpParamValue *
+parse_list (const LpRawGroup *grp, const LpRawEntry *e, const LpParamSpec *s, const char *pass, GPtrArray *items,
+            GString *errors)
+{
+  g_auto (GStrv) parts = g_strsplit (e->value, ",", -1);
+  LpParamValue *first = NULL;
+  gboolean ok = TRUE;
+  for (guint i = 0; parts[i]; i++)
+    {
+      const char *item = g_strstrip (parts[i]);
+      GError *err = NULL;
+      LpParamValue *v = *item ? lp_param_value_parse (s, item, &err) : NULL;
+      if (*item == '\0')
+        lp_spec_add_error (errors, e->loc, "[%s] %s: item %u of the list is empty (hint: a list is VALUE,VALUE,...)",
+                           grp->name, e->text, i + 1);
+      else if (v == NULL)
+        {
+          lp_spec_add_error (errors, e->loc, "[%s] %s: %s: item %u '%s': %s (hint: 'llmpress describe %s' lists its parameters)",
+                             grp->name, e->text, s->name, i + 1, item, err->message, pass);
+          g_error_free (err);
+        }
+      else
+        {
+          /* A float by its shortest faithful text (2.8, not the canonical
+           * 2.7999999999999998): it names the branch, and reads back as the
+           * same double. */
+          char buf[G_ASCII_DTOSTR_BUF_SIZE];
+          const char *canon = s->type == LP_PARAM_FLOAT ? g_ascii_formatd (buf, sizeof buf, "%.15g", lp_param_value_get_float (v))
+                                                        : lp_param_value_canonical (v);
+          for (guint j = 0; j < items->len; j++)
+            if (strcmp (items->pdata[j], canon) == 0)
+              {
+                lp_spec_add_error (errors, e->loc, "[%s] %s: item %u '%s' repeats item %u (hint: list each value once)",
+                                   grp->name, e->text, i + 1, item, j + 1);
+                ok = FALSE;
+              }
+          g_ptr_array_add (items, g_strdup (canon));
+        }
+      ok = ok && v != NULL;
+      if (first == NULL)
+        first = v;
+      else
+        lp_param_value_free (v);
+    }
+  if (!ok)
+    g_clear_pointer (&first, lp_param_value_free);
+  return first;
+}
+
+/* A spec node is built once as written (values: a list's first item; the
+ * lists go to axes), then, when sweeps reach it, once per branch with
+ * `items` (one text per parameter, NULL: as written) and its branch name. */
 static LpNode *
-build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending, GString *errors)
+build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending, GPtrArray *axes,
+            const char *const *items, const char *name, GString *errors)
 {
   LpNode *n = g_new0 (LpNode, 1);
-  n->name = g_strdup (grp->name);
+  n->name = g_strdup (name ? name : grp->name);
   n->location = g_strdup (grp->loc);
   n->index = g->nodes->len;
   n->inputs = g_ptr_array_new_with_free_func (g_free);
@@ -201,7 +289,8 @@ build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending,
       if (in != NULL)
         {
           PendingInput p = { in, e };
-          g_array_append_val (pending, p);
+          if (pending != NULL)
+            g_array_append_val (pending, p);
           continue;
         }
       guint k = 0;
@@ -216,7 +305,22 @@ build_node (LpGraph *g, const LpRawGroup *grp, LpRegistry *reg, GArray *pending,
           continue;
         }
       GError *err = NULL;
-      n->values[k] = lp_param_value_parse (s, e->value, &err);
+      if (items != NULL && items[k] != NULL)
+        n->values[k] = lp_param_value_parse (s, items[k], &err);
+      else if (axes != NULL && sweepable (s) && strchr (e->value, ',') != NULL)
+        {
+          Axis *a = axis_new (n, k);
+          if ((n->values[k] = parse_list (grp, e, s, info->name, a->items, errors)) == NULL)
+            {
+              axis_free (a);
+              continue;
+            }
+          g_ptr_array_add (axes, a);
+          n->given[k] = TRUE;
+          continue;
+        }
+      else
+        n->values[k] = lp_param_value_parse (s, e->value, &err);
       if (n->values[k] == NULL)
         {
           lp_spec_add_error (errors, e->loc, "[%s] %s: %s: %s (hint: 'llmpress describe %s' lists its parameters)",
@@ -278,12 +382,14 @@ resolve_inputs (LpGraph *g, LpNode *n, GArray *pending, GString *errors)
       LpNode *src = NULL;
       if (e != NULL)
         {
-          src = g_hash_table_lookup (g->by_name, e->value);
+          /* input=gptq[bits=3] reads one branch of a sweep: the node is gptq. */
+          g_autofree char *base = g_strndup (e->value, strcspn (e->value, "["));
+          src = g_hash_table_lookup (g->by_name, base);
           if (src == NULL)
             {
-              g_autofree char *hint = lp_did_you_mean (e->value, names, g->nodes->len);
+              g_autofree char *hint = lp_did_you_mean (base, names, g->nodes->len);
               lp_spec_add_error (errors, e->loc, "[%s] %s: missing input: no node named '%s'%s", n->name, e->text,
-                                 e->value, hint);
+                                 base, hint);
               continue;
             }
           if (src == n)
@@ -462,6 +568,283 @@ check_outputs (LpGraph *g, GString *errors)
     }
 }
 
+/* Sweeps.  A branch is a spec node with one item chosen on every axis that
+ * reaches it: its own lists and those of the nodes above it.  A node that
+ * reads two swept nodes gets the branches that agree on the axes the two
+ * share (bits=3 reached by two paths stays bits=3) and the cross product
+ * of the others (two independent sweeps). */
+
+typedef struct {
+  LpNode *node;  /* the branch, a node of the final graph */
+  int *pick;     /* per axis: the item chosen, -1 where the axis does not reach */
+} Branch;
+
+static void
+branch_free (Branch *b)
+{
+  g_free (b->pick);
+  g_free (b);
+}
+
+/* The most nodes a spec may sweep into: a typo (bits=2,3,4 on five nodes
+ * of a chain is 3^5 = 243) should not fill the disk. */
+#define MAX_BRANCHES 4096
+
+static const char *
+axis_param (const Axis *a)
+{
+  return a->node->pass->info->params[a->param].name;
+}
+
+/* The key an axis has in a branch's name: the parameter, or NODE.param
+ * where another axis of the branch has a parameter of the same name. */
+static char *
+axis_key (GPtrArray *axes, const int *pick, guint i)
+{
+  const Axis *a = axes->pdata[i];
+  for (guint j = 0; j < axes->len; j++)
+    if (j != i && pick[j] >= 0 && strcmp (axis_param (axes->pdata[j]), axis_param (a)) == 0)
+      return g_strdup_printf ("%s.%s", a->node->name, axis_param (a));
+  return g_strdup (axis_param (a));
+}
+
+/* "bits=3,group_size=32" (axes in spec order), "" when no axis reaches. */
+static char *
+branch_label (GPtrArray *axes, const int *pick, const char *sep)
+{
+  GString *s = g_string_new (NULL);
+  for (guint i = 0; i < axes->len; i++)
+    if (pick[i] >= 0)
+      {
+        g_autofree char *key = axis_key (axes, pick, i);
+        const Axis *a = axes->pdata[i];
+        g_string_append_printf (s, "%s%s=%s", s->len ? sep : "", key, (char *) a->items->pdata[pick[i]]);
+      }
+  return g_string_free (s, FALSE);
+}
+
+/* Does the branch pick what sel ("bits=3,group_size=32") names?  Marks the
+ * axes it names in fixed[]. */
+static gboolean
+branch_selected (GPtrArray *axes, const int *pick, const char *sel, gboolean *fixed)
+{
+  g_auto (GStrv) parts = g_strsplit (sel, ",", -1);
+  for (guint p = 0; parts[p]; p++)
+    {
+      const char *eq = strchr (parts[p], '=');
+      if (eq == NULL)
+        return FALSE;
+      g_autofree char *key = g_strstrip (g_strndup (parts[p], eq - parts[p]));
+      gboolean found = FALSE;
+      for (guint i = 0; i < axes->len && !found; i++)
+        {
+          g_autofree char *k = pick[i] >= 0 ? axis_key (axes, pick, i) : NULL;
+          if (k == NULL || strcmp (k, key) != 0)
+            continue;
+          const Axis *a = axes->pdata[i];
+          g_autoptr (LpParamValue) v = lp_param_value_parse (&a->node->pass->info->params[a->param], eq + 1, NULL);
+          if (v == NULL || strcmp (lp_param_value_canonical (v), a->items->pdata[pick[i]]) != 0)
+            return FALSE;
+          found = fixed[i] = TRUE;
+        }
+      if (!found)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* out.gguf -> out.bits=3.gguf, card/ -> card.bits=3: each branch of a sink
+ * writes its own file. */
+static char *
+branch_path (const char *path, const char *label)
+{
+  g_autofree char *p = g_strdup (path);
+  gsize len = strlen (p);
+  while (len > 1 && p[len - 1] == '/')
+    p[--len] = '\0';
+  const char *slash = strrchr (p, '/');
+  const char *base = slash ? slash + 1 : p;
+  const char *dot = strrchr (base, '.');
+  if (dot == NULL || dot == base)
+    return g_strdup_printf ("%s.%s", p, label);
+  return g_strdup_printf ("%.*s.%s%s", (int) (dot - p), p, label, dot);
+}
+
+static const char *
+input_selector (GArray *pending, const LpInputSpec *spec)
+{
+  for (guint i = 0; i < pending->len; i++)
+    if (g_array_index (pending, PendingInput, i).spec == spec)
+      return strchr (g_array_index (pending, PendingInput, i).entry->value, '[');
+  return NULL;
+}
+
+/* One spec node's branches from its inputs' (all built already). */
+static void
+expand_node (LpGraph *g, LpNode *t, const LpRawGroup *grp, GArray *pending, GPtrArray *axes, GHashTable *branches,
+             LpRegistry *reg, guint *n_made, GString *errors)
+{
+  guint n_axes = axes->len;
+  g_autoptr (GPtrArray) picks = g_ptr_array_new_with_free_func (g_free);  /* int[n_axes] */
+  g_autoptr (GPtrArray) srcs = g_ptr_array_new_with_free_func (g_free);   /* LpNode *[n_inputs] */
+  int *p0 = g_new (int, n_axes);
+  for (guint i = 0; i < n_axes; i++)
+    p0[i] = -1;
+  g_ptr_array_add (picks, p0);
+  g_ptr_array_add (srcs, g_new0 (LpNode *, t->inputs->len + 1));
+  for (guint j = 0; j < t->inputs->len; j++)
+    {
+      LpNodeInput *in = t->inputs->pdata[j];
+      GPtrArray *from = g_hash_table_lookup (branches, in->source);
+      const char *sel = input_selector (pending, in->spec);
+      g_autofree char *sel_body = sel ? g_strndup (sel + 1, strcspn (sel + 1, "]")) : NULL;
+      g_autoptr (GPtrArray) np = g_ptr_array_new_with_free_func (g_free);
+      g_autoptr (GPtrArray) ns = g_ptr_array_new_with_free_func (g_free);
+      gboolean any = FALSE;
+      for (guint c = 0; c < picks->len; c++)
+        for (guint b = 0; b < from->len; b++)
+          {
+            const Branch *br = from->pdata[b];
+            g_autofree gboolean *fixed = g_new0 (gboolean, n_axes);
+            if (sel_body && !branch_selected (axes, br->pick, sel_body, fixed))
+              continue;
+            any = TRUE;
+            const int *cp = picks->pdata[c];
+            int *merged = g_memdup2 (cp, n_axes * sizeof (int));
+            gboolean agree = TRUE;
+            /* A branch named by input=NODE[...] passes on none of the axes it fixes. */
+            for (guint i = 0; i < n_axes && agree; i++)
+              {
+                int bp = fixed[i] ? -1 : br->pick[i];
+                if (bp >= 0 && cp[i] >= 0 && bp != cp[i])
+                  agree = FALSE;
+                else if (bp >= 0)
+                  merged[i] = bp;
+              }
+            if (!agree)
+              {
+                g_free (merged);
+                continue;
+              }
+            LpNode **s = g_memdup2 (srcs->pdata[c], (t->inputs->len + 1) * sizeof (LpNode *));
+            s[j] = br->node;
+            g_ptr_array_add (np, merged);
+            g_ptr_array_add (ns, s);
+          }
+      if (sel_body && !any)
+        {
+          g_autoptr (GString) names = g_string_new (NULL);
+          for (guint b = 0; b < from->len; b++)
+            g_string_append_printf (names, "%s%s", b ? ", " : "", ((Branch *) from->pdata[b])->node->name);
+          const PendingInput *pi = NULL;
+          for (guint i = 0; i < pending->len; i++)
+            if (g_array_index (pending, PendingInput, i).spec == in->spec)
+              pi = &g_array_index (pending, PendingInput, i);
+          lp_spec_add_error (errors, pi->entry->loc, "[%s] %s: node %s has no branch %s (its branches: %s)", t->name,
+                             pi->entry->text, in->source->name, sel, names->str);
+          return;
+        }
+      g_ptr_array_unref (picks);
+      g_ptr_array_unref (srcs);
+      picks = g_ptr_array_ref (np);
+      srcs = g_ptr_array_ref (ns);
+    }
+  /* The node's own lists: every item on every branch so far. */
+  for (guint i = 0; i < n_axes; i++)
+    {
+      const Axis *a = axes->pdata[i];
+      if (a->node != t)
+        continue;
+      g_autoptr (GPtrArray) np = g_ptr_array_new_with_free_func (g_free);
+      g_autoptr (GPtrArray) ns = g_ptr_array_new_with_free_func (g_free);
+      for (guint c = 0; c < picks->len; c++)
+        for (guint k = 0; k < a->items->len; k++)
+          {
+            int *pk = g_memdup2 (picks->pdata[c], n_axes * sizeof (int));
+            pk[i] = (int) k;
+            g_ptr_array_add (np, pk);
+            g_ptr_array_add (ns, g_memdup2 (srcs->pdata[c], (t->inputs->len + 1) * sizeof (LpNode *)));
+          }
+      g_ptr_array_unref (picks);
+      g_ptr_array_unref (srcs);
+      picks = g_ptr_array_ref (np);
+      srcs = g_ptr_array_ref (ns);
+    }
+  *n_made += picks->len;
+  if (*n_made > MAX_BRANCHES)
+    {
+      lp_spec_add_error (errors, t->location, "[%s]: the sweeps make more than %d nodes (hint: shorten the lists)", t->name,
+                         MAX_BRANCHES);
+      return;
+    }
+  GPtrArray *mine = g_ptr_array_new_with_free_func ((GDestroyNotify) branch_free);
+  g_hash_table_insert (branches, t, mine);
+  g_autofree const char **items = g_new0 (const char *, MAX (t->n_params, 1));
+  for (guint c = 0; c < picks->len; c++)
+    {
+      const int *pk = picks->pdata[c];
+      for (guint i = 0; i < n_axes; i++)
+        if (((Axis *) axes->pdata[i])->node == t)
+          items[((Axis *) axes->pdata[i])->param] = ((Axis *) axes->pdata[i])->items->pdata[pk[i]];
+      g_autofree char *label = branch_label (axes, pk, ",");
+      g_autofree char *name = *label ? g_strdup_printf ("%s[%s]", t->name, label) : g_strdup (t->name);
+      LpNode *n = build_node (g, grp, reg, NULL, NULL, items, name, errors);
+      LpNode **s = srcs->pdata[c];
+      for (guint j = 0; j < t->inputs->len; j++)
+        add_edge (n, ((LpNodeInput *) t->inputs->pdata[j])->spec, s[j]);
+      guint k = 0;
+      for (const LpParamSpec *sp = n->pass->info->params; *label && sp->name; sp++, k++)
+        if ((sp->flags & LP_PARAM_OUTPUT) && n->values[k] != NULL)
+          {
+            g_autofree char *suffix = branch_label (axes, pk, ".");
+            g_autofree char *path = branch_path (lp_param_value_get_string (n->values[k]), suffix);
+            lp_param_value_free (n->values[k]);
+            n->values[k] = lp_param_value_parse (sp, path, NULL);
+          }
+      Branch *b = g_new0 (Branch, 1);
+      b->node = n;
+      b->pick = g_memdup2 (pk, n_axes * sizeof (int));
+      g_ptr_array_add (mine, b);
+    }
+}
+
+/* Replaces the spec's nodes by their branches, each spec node's branches
+ * where it stood. */
+static void
+expand_sweeps (LpGraph *g, LpRawSpec *raw, GPtrArray *pendings, GPtrArray *axes, LpRegistry *reg, GString *errors)
+{
+  g_autoptr (GHashTable) branches = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) g_ptr_array_unref);
+  g_autoptr (GPtrArray) order = topo_order (g, NULL);
+  guint n_made = 0;
+  for (guint i = 0; i < order->len && errors->len == 0; i++)
+    {
+      LpNode *t = order->pdata[i];
+      expand_node (g, t, raw->groups->pdata[t->index], pendings->pdata[t->index], axes, branches, reg, &n_made, errors);
+    }
+  GPtrArray *nodes = g_ptr_array_new_with_free_func ((GDestroyNotify) node_free);
+  for (guint i = 0; i < g->nodes->len; i++)
+    {
+      GPtrArray *mine = g_hash_table_lookup (branches, g->nodes->pdata[i]);
+      for (guint b = 0; mine && b < mine->len; b++)
+        g_ptr_array_add (nodes, ((Branch *) mine->pdata[b])->node);
+    }
+  if (errors->len > 0)
+    {
+      /* Nothing is kept: free the branches built so far. */
+      g_ptr_array_unref (nodes);
+      return;
+    }
+  g_hash_table_remove_all (g->by_name);
+  g_ptr_array_unref (g->nodes);
+  g->nodes = nodes;
+  for (guint i = 0; i < nodes->len; i++)
+    {
+      LpNode *n = nodes->pdata[i];
+      n->index = i;
+      g_hash_table_insert (g->by_name, n->name, n);
+    }
+}
+
 static LpGraph *
 build (LpRawSpec *raw, LpRegistry *reg, GString *errors, GError **error)
 {
@@ -471,17 +854,23 @@ build (LpRawSpec *raw, LpRegistry *reg, GString *errors, GError **error)
   g->by_name = g_hash_table_new (g_str_hash, g_str_equal);
   read_settings (g, raw->settings, errors);
   g_autoptr (GPtrArray) pendings = g_ptr_array_new_with_free_func ((GDestroyNotify) g_array_unref);
+  g_autoptr (GPtrArray) axes = g_ptr_array_new_with_free_func ((GDestroyNotify) axis_free);
+  gboolean selectors = FALSE;
   for (guint i = 0; i < raw->groups->len; i++)
     {
       GArray *pending = g_array_new (FALSE, FALSE, sizeof (PendingInput));
-      LpNode *n = build_node (g, raw->groups->pdata[i], reg, pending, errors);
+      LpNode *n = build_node (g, raw->groups->pdata[i], reg, pending, axes, NULL, NULL, errors);
       g_ptr_array_add (g->nodes, n);
       g_hash_table_insert (g->by_name, n->name, n);
       g_ptr_array_add (pendings, pending);
+      for (guint k = 0; k < pending->len; k++)
+        selectors |= strchr (g_array_index (pending, PendingInput, k).entry->value, '[') != NULL;
     }
   for (guint i = 0; i < g->nodes->len; i++)
     resolve_inputs (g, g->nodes->pdata[i], pendings->pdata[i], errors);
   check_cycles (g, errors);
+  if (errors->len == 0 && (axes->len > 0 || selectors))
+    expand_sweeps (g, raw, pendings, axes, reg, errors);
   check_outputs (g, errors);
   if (errors->len > 0)
     {

@@ -929,6 +929,17 @@ write_report (LpRun *run, GError **error)
       json_builder_add_string_value (b, nr->node->pass->info->name);
       json_builder_set_member_name (b, "plugin");
       json_builder_add_string_value (b, nr->node->pass->plugin->name);
+      /* Which node each input read (llmpress report pairs an eval with the
+       * model it measured). */
+      json_builder_set_member_name (b, "inputs");
+      json_builder_begin_object (b);
+      for (guint j = 0; j < nr->node->inputs->len; j++)
+        {
+          const LpNodeInput *in = nr->node->inputs->pdata[j];
+          json_builder_set_member_name (b, in->spec->name);
+          json_builder_add_string_value (b, in->source->name);
+        }
+      json_builder_end_object (b);
       json_builder_set_member_name (b, "cache_hit");
       json_builder_add_boolean_value (b, nr->action != ACTION_RUN);
       json_builder_set_member_name (b, "reason");

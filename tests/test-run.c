@@ -236,6 +236,43 @@ test_cache_reuse (void)
   assert_actions (h5, all, none);
 }
 
+/* A sweep's branches run and are cached one by one: each branch has the
+ * key the same node written without a list has, and lengthening the list
+ * runs the new branch only. */
+static void
+test_sweep_cache (void)
+{
+  g_autofree char *model = lp_test_demo_model ();
+#define SWEEP_SPEC "[load]\npath=%s\n[s]\npass=test.scale\nfactor=%s\n[eval]\nreference=load\n[save]\ninput=s\npath=s.gguf\n"
+  g_autofree char *spec = write_spec ("sweep.ini", SWEEP_SPEC, model, "0.5,2");
+  g_autofree char *out = tmp_path ("sweep-out"), *cache = tmp_path ("sweep-cache");
+  g_autofree char *o1 = NULL, *o2 = NULL, *o3 = NULL;
+  g_assert_cmpint (run_spec (spec, out, cache, &o1, "--explain", "-j", "2", NULL), ==, 0);
+  g_autoptr (GHashTable) h1 = parse_explain (o1);
+  const char *all[] = { "load", "s[factor=0.5]", "s[factor=2]", "eval[factor=0.5]", "eval[factor=2]",
+                        "save[factor=0.5]", "save[factor=2]", NULL }, *none[] = { NULL };
+  assert_actions (h1, all, none);
+  g_autoptr (JsonParser) k1 = NULL;
+  JsonObject *r1 = read_report (out, &k1);
+  JsonObject *m = json_object_get_object_member (report_node (r1, "eval[factor=2]"), "metrics");
+  g_assert_cmpfloat (json_object_get_double_member (m, "compression_ratio"), ==, 1.0);
+  g_autofree char *f05 = g_build_filename (out, "s.factor=0.5.gguf", NULL), *f2 = g_build_filename (out, "s.factor=2.gguf", NULL);
+  g_assert_true (g_file_test (f05, G_FILE_TEST_IS_REGULAR) && g_file_test (f2, G_FILE_TEST_IS_REGULAR));
+
+  /* The same node without a list is the branch's cache entry. */
+  g_autofree char *plain = write_spec ("plain.ini", "[load]\npath=%s\n[s]\npass=test.scale\nfactor=2\n", model);
+  g_assert_cmpint (run_spec (plain, out, cache, &o2, "--explain", NULL), ==, 0);
+  g_autoptr (GHashTable) h2 = parse_explain (o2);
+  const char *plain_nodes[] = { "load", "s", NULL };
+  assert_actions (h2, none, plain_nodes);
+
+  g_autofree char *spec3 = write_spec ("sweep.ini", SWEEP_SPEC, model, "0.5,2,4");
+  g_assert_cmpint (run_spec (spec3, out, cache, &o3, "--explain", NULL), ==, 0);
+  g_autoptr (GHashTable) h3 = parse_explain (o3);
+  const char *ran[] = { "s[factor=4]", "eval[factor=4]", "save[factor=4]", NULL };
+  assert_actions (h3, ran, all);
+}
+
 /* load -> calibrate -> save_stats, and load -> save, on `samples`
  * calibration samples of 8 tokens. */
 static char *
@@ -477,6 +514,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sched/priority-and-failure", test_sched_priority_and_failure);
   g_test_add_func ("/run/diamond-parallel", test_diamond_parallel);
   g_test_add_func ("/run/cache-reuse", test_cache_reuse);
+  g_test_add_func ("/run/sweep-cache", test_sweep_cache);
   g_test_add_func ("/run/cache-calibration", test_cache_calibration);
   g_test_add_func ("/run/sigkill-resume", test_sigkill_resume);
   g_test_add_func ("/run/dry-run-and-errors", test_dry_run_and_errors);

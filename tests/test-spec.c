@@ -201,6 +201,124 @@ test_cli_validate (void)
   g_assert_nonnull (strstr (err2, "1 problem found"));
 }
 
+/* Names of the graph's nodes, in order, joined by spaces. */
+static char *
+node_names (LpGraph *g)
+{
+  GString *s = g_string_new (NULL);
+  for (guint i = 0; i < lp_graph_n_nodes (g); i++)
+    g_string_append_printf (s, "%s%s", i ? " " : "", lp_graph_node (g, i)->name);
+  return g_string_free (s, FALSE);
+}
+
+static const char *
+input_name (LpGraph *g, const char *node, guint i)
+{
+  LpNode *n = lp_graph_find (g, node);
+  g_assert_nonnull (n);
+  return ((LpNodeInput *) n->inputs->pdata[i])->source->name;
+}
+
+/* factor=0.5,2 fans the node out, and every node below it; a string or
+ * tensor list keeps its commas. */
+static void
+test_sweep_fanout (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpGraph) g = parse ("[load]\npath=m.gguf\n[s]\npass=test.scale\nfactor=0.5, 2\ntargets=blk.*,output.weight\n"
+                                 "note=a,b\n[eval]\nreference=load\n[save]\npath=out/s.gguf\n",
+                                 NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *names = node_names (g);
+  g_assert_cmpstr (names, ==, "load s[factor=0.5] s[factor=2] eval[factor=0.5] eval[factor=2] save[factor=0.5] save[factor=2]");
+  g_assert_cmpfloat (lp_param_value_get_float (lp_node_param (lp_graph_find (g, "s[factor=2]"), "factor")), ==, 2.0);
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g, "s[factor=2]"), "note")), ==, "a,b");
+  g_assert_cmpstr (lp_tensor_pattern_text (lp_param_value_get_tensors (lp_node_param (lp_graph_find (g, "s[factor=2]"), "targets"))),
+                   ==, "blk.*,output.weight");
+  g_assert_cmpstr (input_name (g, "eval[factor=2]", 0), ==, "s[factor=2]");
+  g_assert_cmpstr (input_name (g, "eval[factor=2]", 1), ==, "load");
+  g_assert_cmpstr (input_name (g, "save[factor=0.5]", 0), ==, "s[factor=0.5]");
+  /* Each branch of a sink writes its own file. */
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (g, "save[factor=0.5]"), "path")), ==,
+                   "out/s.factor=0.5.gguf");
+  g_assert_cmpuint (lp_graph_find (g, "load")->consumers->len, ==, 4);
+  /* The inline form sweeps the same way. */
+  g_autoptr (LpGraph) i = lp_graph_parse_inline ("load path=m.gguf ! s:test.scale factor=0.5,2 targets=blk.*,output.weight note=a,b "
+                                                 "! eval reference=load ! save path=out/s.gguf", reg, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *da = lp_graph_to_dot (g), *db = lp_graph_to_dot (i);
+  g_assert_cmpstr (da, ==, db);
+}
+
+/* A sweep below a sweep multiplies; two sweeps read by one node cross;
+ * the same sweep reached by two paths stays one. */
+static void
+test_sweep_chained (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpGraph) g = parse ("[load]\npath=m.gguf\n[a]\npass=test.scale\nfactor=1,2\n"
+                                 "[b]\npass=test.scale\ninput=a\nsleep_ms=0,1,2\n[eval]\ninput=b\nreference=a\n",
+                                 NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (lp_graph_n_nodes (g), ==, 1 + 2 + 6 + 6);
+  g_assert_nonnull (lp_graph_find (g, "b[factor=2,sleep_ms=1]"));
+  /* eval reads b and a: the branches agree on factor. */
+  g_assert_cmpstr (input_name (g, "eval[factor=2,sleep_ms=1]", 0), ==, "b[factor=2,sleep_ms=1]");
+  g_assert_cmpstr (input_name (g, "eval[factor=2,sleep_ms=1]", 1), ==, "a[factor=2]");
+  g_autoptr (GPtrArray) order = lp_graph_topo_order (g);
+  g_assert_cmpuint (order->len, ==, lp_graph_n_nodes (g));
+
+  /* Two independent sweeps read by one node: the cross product, and a
+   * parameter name both share is qualified by its node. */
+  g_autoptr (LpGraph) x = parse ("[load]\npath=m.gguf\n[a]\npass=test.scale\nfactor=1,2\n"
+                                 "[b]\npass=test.scale\ninput=load\nfactor=3,4\n[eval]\ninput=a\nreference=b\n",
+                                 NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *names = node_names (x);
+  g_assert_cmpstr (names, ==, "load a[factor=1] a[factor=2] b[factor=3] b[factor=4] "
+                              "eval[a.factor=1,b.factor=3] eval[a.factor=1,b.factor=4] "
+                              "eval[a.factor=2,b.factor=3] eval[a.factor=2,b.factor=4]");
+  g_assert_cmpstr (input_name (x, "eval[a.factor=2,b.factor=3]", 0), ==, "a[factor=2]");
+  g_assert_cmpstr (input_name (x, "eval[a.factor=2,b.factor=3]", 1), ==, "b[factor=3]");
+
+  /* input=NODE[...] reads one branch: no fan-out from it. */
+  g_autoptr (LpGraph) s = parse ("[load]\npath=m.gguf\n[a]\npass=test.scale\nfactor=1,2\n"
+                                 "[eval]\ninput=a\nreference=a[factor=1]\n[save]\ninput=a[factor=2.0]\npath=x.gguf\n",
+                                 NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *snames = node_names (s);
+  g_assert_cmpstr (snames, ==, "load a[factor=1] a[factor=2] eval[factor=1] eval[factor=2] save");
+  g_assert_cmpstr (input_name (s, "eval[factor=2]", 1), ==, "a[factor=1]");
+  g_assert_cmpstr (input_name (s, "save", 0), ==, "a[factor=2]");
+  g_assert_cmpstr (lp_param_value_get_string (lp_node_param (lp_graph_find (s, "save"), "path")), ==, "x.gguf");
+
+  /* A float names its branch by its shortest text, and the branch holds
+   * the same double a plain factor=2.8 gives. */
+  g_autoptr (LpGraph) f = parse ("[load]\npath=m.gguf\n[a]\npass=test.scale\nfactor=0.1,2.8\n", NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *fnames = node_names (f);
+  g_assert_cmpstr (fnames, ==, "load a[factor=0.1] a[factor=2.8]");
+  g_assert_cmpfloat (lp_param_value_get_float (lp_node_param (lp_graph_find (f, "a[factor=2.8]"), "factor")), ==, 2.8);
+}
+
+static void
+test_sweep_errors (void)
+{
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nfactor=1,,2\n", "t.ini:5:", "[s] factor=1,,2",
+                  "item 2 of the list is empty");
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nfactor=1,x,2\n", "t.ini:5:", "item 2 'x'", "expected a number");
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nfactor=1,2000\n", "t.ini:5:", "item 2 '2000'",
+                  "in [-1000, 1000]");
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nfactor=1,1.0\n", "t.ini:5:", "item 2 '1.0' repeats item 1");
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nfactor=1,2\n[eval]\ninput=s[factor=3]\n", "t.ini:7:",
+                  "input=s[factor=3]", "node s has no branch [factor=3]", "s[factor=1], s[factor=2]");
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nfactor=1,2\n[eval]\ninput=load[factor=1]\n", "t.ini:7:",
+                  "node load has no branch");
+  /* A list where a list is not a value: a path keeps its comma, an int
+   * with a bad item says which. */
+  assert_invalid ("[load]\npath=m\n[s]\npass=test.scale\nsleep_ms=1,2.5\n", "t.ini:5:", "item 2 '2.5'", "expected an integer");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -222,6 +340,9 @@ main (int argc, char **argv)
   g_test_add_func ("/spec/error/all-reported", test_all_errors_reported);
   g_test_add_func ("/spec/inline", test_inline_equals_ini);
   g_test_add_func ("/spec/cli-validate", test_cli_validate);
+  g_test_add_func ("/spec/sweep/fan-out", test_sweep_fanout);
+  g_test_add_func ("/spec/sweep/chained", test_sweep_chained);
+  g_test_add_func ("/spec/sweep/errors", test_sweep_errors);
   int status = g_test_run ();
   lp_registry_free (reg);
   return status;

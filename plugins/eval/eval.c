@@ -4,6 +4,7 @@
  * KL divergence and top-1 agreement (lp_eval_run, eval.h). */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include <llmpress/llmpress.h>
@@ -44,9 +45,11 @@ set_f64 (LpMeta *m, const char *key, double v)
   lp_meta_set (m, key, val);
 }
 
-/* Exact zeros in the effective (dequantized) values. */
+/* Exact zeros in the effective (dequantized) values, and where the
+ * reference holds the same tensor, the relative weight error
+ * ||W - W_ref|| / ||W_ref|| (Frobenius; -1 when there is nothing to compare). */
 static gboolean
-count_zeros (const LpTensor *t, guint64 *zeros, GError **error)
+measure_tensor (const LpTensor *t, const LpTensor *rt, guint64 *zeros, double *rel_error, GError **error)
 {
   g_autofree float *v = lp_tensor_dup_f32 (t, error);
   if (v == NULL)
@@ -54,6 +57,21 @@ count_zeros (const LpTensor *t, guint64 *zeros, GError **error)
   gint64 n = lp_tensor_n_elements (t);
   for (gint64 j = 0; j < n; j++)
     *zeros += v[j] == 0.0f;
+  *rel_error = -1;
+  if (rt == NULL || lp_tensor_n_elements (rt) != n)
+    return TRUE;
+  g_autofree float *r = lp_tensor_dup_f32 (rt, error);
+  if (r == NULL)
+    return FALSE;
+  double d2 = 0, r2 = 0;
+  for (gint64 j = 0; j < n; j++)
+    {
+      double d = (double) v[j] - (double) r[j];
+      d2 += d * d;
+      r2 += (double) r[j] * (double) r[j];
+    }
+  if (r2 > 0)
+    *rel_error = sqrt (d2 / r2);
   return TRUE;
 }
 
@@ -149,6 +167,7 @@ eval_run (LpPassContext *ctx, GError **error)
   guint64 sel_params = 0, sel_bytes = 0, sel_zeros = 0;
   g_autoptr (GPtrArray) zero_names = g_ptr_array_new ();
   g_autoptr (GArray) zero_counts = g_array_new (FALSE, FALSE, sizeof (guint64));
+  g_autoptr (GArray) errors = g_array_new (FALSE, FALSE, sizeof (double));
   guint n = lp_model_n_tensors (model);
   for (guint i = 0; i < n; i++)
     {
@@ -160,11 +179,13 @@ eval_run (LpPassContext *ctx, GError **error)
       sel_params += (guint64) lp_tensor_n_elements (t);
       sel_bytes += lp_tensor_storage_bytes (t);
       guint64 zeros = 0;
-      if (!count_zeros (t, &zeros, error))
+      double rel_error = -1;
+      if (!measure_tensor (t, ref ? lp_model_tensor (ref, t->name) : NULL, &zeros, &rel_error, error))
         return FALSE;
       sel_zeros += zeros;
       g_ptr_array_add (zero_names, t->name);
       g_array_append_val (zero_counts, zeros);
+      g_array_append_val (errors, rel_error);
       lp_pass_context_progress (ctx, i + 1, n, "tensors");
       if (lp_pass_context_cancelled (ctx))
         {
@@ -192,13 +213,27 @@ eval_run (LpPassContext *ctx, GError **error)
       g_autofree char *key = g_strdup_printf ("sparsity.%s", t->name);
       set_f64 (m, key, (double) z / (double) lp_tensor_n_elements (t));
     }
+  /* Per matrix: its storage bits per weight, and with a reference its
+   * relative weight error (`llmpress report` draws them per layer). */
+  for (guint i = 0; i < zero_names->len; i++)
+    {
+      LpTensor *t = lp_model_tensor (model, zero_names->pdata[i]);
+      if (t->n_dims != 2)
+        continue;
+      g_autofree char *bkey = g_strdup_printf ("bpw.%s", t->name);
+      set_f64 (m, bkey, 8.0 * (double) lp_tensor_storage_bytes (t) / (double) lp_tensor_n_elements (t));
+      double e = g_array_index (errors, double, i);
+      g_autofree char *ekey = g_strdup_printf ("error.%s", t->name);
+      if (e >= 0)
+        set_f64 (m, ekey, e);
+    }
   lp_pass_context_set_output_metrics (ctx, g_steal_pointer (&m));
   return TRUE;
 }
 
 static const LpPassInfo eval_pass = {
   .name = "eval",
-  .summary = "measure a model: perplexity, KL and top-1 to a reference, parameters, bytes, bits per weight, zeros (per tensor where any)",
+  .summary = "measure a model: perplexity, KL and top-1 to a reference, parameters, bytes, bits per weight, zeros (per tensor where any), per-matrix bits per weight and relative weight error to the reference",
   .params = eval_params,
   .inputs = eval_inputs,
   .output = LP_ARTIFACT_METRICS,
