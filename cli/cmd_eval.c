@@ -15,7 +15,7 @@ static const GOptionEntry entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_data, "Text file, or a .u16/.u32 token file (required)", "FILE" },
   { "ctx", 'c', 0, G_OPTION_ARG_INT, &opt_ctx, "Window length, BOS included (default: model context, at most 512)", "N" },
   { "reference", 'r', 0, G_OPTION_ARG_FILENAME, &opt_reference, "Reference model for KL divergence and top-1 agreement", "MODEL" },
-  { "llama-cpp", 0, 0, G_OPTION_ARG_NONE, &opt_llama_cpp, "llama-perplexity's convention: chunks of ctx cut from BOS + data, second half scored", NULL },
+  { "llama-cpp", 0, 0, G_OPTION_ARG_NONE, &opt_llama_cpp, "llama-perplexity's convention (chunks of ctx cut from BOS + data, second half scored) and llama.cpp's CPU roundings", NULL },
   { "max-windows", 0, 0, G_OPTION_ARG_INT, &opt_max_windows, "Evaluate at most N windows", "N" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
@@ -76,7 +76,10 @@ lp_cmd_eval (int argc, char **argv)
                      "With --llama-cpp, llama-perplexity's convention: the data with BOS in front\n"
                      "(when the model adds BOS) is cut into chunks of ctx tokens, each chunk's first\n"
                      "token becomes BOS (when the model adds BOS) and tokens from ctx/2 on are scored;\n"
-                     "--max-windows is its --chunks.  A result that is NaN or infinite (a broken model)\n"
+                     "--max-windows is its --chunks; and the forward pass computes as llama.cpp's CPU\n"
+                     "backend does by default: activations rounded to 8 bits (Q8_0/Q8_1/Q8_K blocks)\n"
+                     "or f16 before a quantized or f16 weight, an f16 KV cache, f16 attention\n"
+                     "probabilities.  A result that is NaN or infinite (a broken model)\n"
                      "fails with exit status 1; --json then still prints JSON, with null for such\n"
                      "numbers and an \"error\" member naming them.\n\n"
                      "Example:\n  llmpress eval stories260K.bin --data valid.tok512.u16 --ctx 512",

@@ -45,6 +45,7 @@ struct _LpForward {
   guint64 budget;           /* bytes of weights to keep; 0: no limit */
   guint64 resident;         /* bytes of weights held */
   guint64 uploads;          /* weights uploaded so far */
+  gboolean llama_cpp;       /* round as ggml's CPU backend does (forward_ggml.c) */
 };
 
 /* ---- recording (forward.c) ----
@@ -96,3 +97,25 @@ LpCTensor *lp_forward_embed_table (const LpForwardWeight *top);
 LpFormWeights *lp_forward_weight_train (LpForward *fw, const char *name, LpFormTrain how, GError **error);
 /* Drop every weight held. */
 void lp_forward_weights_clear (LpForward *fw);
+
+/* ---- ggml's CPU roundings (forward_ggml.c) ---- */
+
+/* x[n] rounded to f16 and back. */
+void lp_ggml_round_f16 (float *x, gsize n);
+/* The rows x[T, K] rounded in place as ggml converts a matmul's f32
+ * activations for a weight of type `weight` (its vec_dot type); FALSE, x
+ * untouched, when ggml multiplies them as they are (f32 weights).  s_err
+ * (NULL, or [T, K/32] for 32-value blocks) receives each block's Q8_1 sum
+ * error (for lp_ggml_min_correction). */
+gboolean lp_ggml_round_rows (LpDType weight, float *x, gsize T, gsize K, float *s_err);
+/* out[T, N] = what ggml's Q4_1 / Q5_1 dot products add to the product of
+ * the rounded rows with the weight w[N, K] (stored bytes): each block's
+ * minimum times its Q8_1 sum error s_err[T, K/32].  FALSE for another type
+ * (nothing to add). */
+gboolean lp_ggml_min_correction (LpDType weight, const void *w, gsize N, gsize K, const float *s_err, gsize T,
+                                 float *out);
+/* Attention as ggml's CPU backend computes it without flash attention:
+ * dst[T, H*hd] from q [T, H*hd], k, v [T_kv, Hkv*hd] (causal, the last T of
+ * the T_kv positions being q's), probabilities rounded to f16. */
+void lp_ggml_attention (const float *q, const float *k, const float *v, float *dst, int T, int T_kv, int H,
+                        int Hkv, int hd);

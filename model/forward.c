@@ -189,11 +189,105 @@ rec_rmsnorm (LpForwardRec *r, LpCTensor *x, const LpForwardWeight *w)
   return n->dst[0];
 }
 
+/* ---- llama.cpp's numerics (lp_forward_set_llama_cpp) ----
+ * ggml rounds some f32 values on the way into an op (forward_ggml.c).  To
+ * do the same, the graph so far is computed, the value read back, rounded
+ * on the host and put in the graph again: a sync per rounding, for eval
+ * --llama-cpp only. */
+
+/* x[T, n] computed and copied to the host; NULL once an error is set. */
+static float *
+rec_read (LpForwardRec *r, LpCTensor *x)
+{
+  if (r->error != NULL || x == NULL || !lp_cgraph_compute (r->g, &r->error))
+    return NULL;
+  float *host = g_new (float, lp_ctensor_n_elements (x));
+  lp_ctensor_read (x, 0, host, x->n_bytes);
+  return host;
+}
+
+/* A new graph tensor holding host[T, n] (x's shape). */
+static LpCTensor *
+rec_write (LpForwardRec *r, const LpCTensor *x, const float *host, const char *name)
+{
+  LpCTensor *t = lp_cgraph_tensor (r->g, LP_DTYPE_F32, 2, (gint64[]){ lp_ctensor_rows (x), lp_ctensor_cols (x) },
+                                   name, &r->error);
+  if (t != NULL)
+    lp_ctensor_write (t, 0, host, t->n_bytes);
+  return t;
+}
+
+/* rec_linear's operands as ggml's matmul with w sees them: *x replaced by
+ * the activations rounded to w's dot-product type (a new tensor), and
+ * *acc by acc plus what a Q4_1 / Q5_1 dot product adds with their Q8_1
+ * sums (lp_ggml_min_correction).  Nothing changes where ggml multiplies
+ * the activations as they are. */
+static void
+rec_ggml_activations (LpForwardRec *r, LpCTensor **x, const LpForwardWeight *w, LpCTensor **acc)
+{
+  if (!r->fw->llama_cpp || w->src == NULL)
+    return;
+  gsize T = lp_ctensor_rows (*x), K = lp_ctensor_cols (*x), N = (gsize) w->src->shape[0];
+  g_autofree float *host = rec_read (r, *x);
+  g_autofree float *s_err = g_new (float, T * (K / 32 + 1));
+  if (host == NULL || !lp_ggml_round_rows (w->src->dtype, host, T, K, s_err))
+    return;
+  *x = rec_write (r, *x, host, "ggml.activations");
+  g_autofree float *corr = g_new (float, T * N);
+  if (!lp_ggml_min_correction (w->src->dtype, lp_tensor_data (w->src), N, K, s_err, T, corr))
+    return;
+  LpCTensor *c = lp_cgraph_tensor (r->g, LP_DTYPE_F32, 2, (gint64[]){ T, N }, "ggml.min_correction", &r->error);
+  if (c == NULL)
+    return;
+  lp_ctensor_write (c, 0, corr, c->n_bytes);
+  LpCNode *sum = *acc ? rec_op (r, LP_COP_ADD, *acc, c, NULL) : NULL;
+  *acc = *acc ? (sum ? sum->dst[0] : NULL) : c;
+}
+
+/* k or v [T, n] rounded to f16 as ggml's KV cache stores them (in place:
+ * nothing else reads them unrounded). */
+static void
+rec_ggml_f16 (LpForwardRec *r, LpCTensor *x)
+{
+  if (!r->fw->llama_cpp)
+    return;
+  g_autofree float *host = rec_read (r, x);
+  if (host == NULL)
+    return;
+  lp_ggml_round_f16 (host, lp_ctensor_n_elements (x));
+  lp_ctensor_write (x, 0, host, x->n_bytes);
+}
+
+/* Attention computed on the host as ggml computes it (lp_ggml_attention). */
+static LpCTensor *
+rec_ggml_attention (LpForwardRec *r, LpCTensor *q, LpCTensor *k, LpCTensor *v)
+{
+  const LpModelConfig *c = &r->fw->c;
+  g_autofree float *hq = rec_read (r, q);
+  g_autofree float *hk = hq ? rec_read (r, k) : NULL;
+  g_autofree float *hv = hk ? rec_read (r, v) : NULL;
+  if (hv == NULL)
+    return NULL;
+  int T = (int) lp_ctensor_rows (q), T_kv = (int) lp_ctensor_rows (k);
+  g_autofree float *out = g_new (float, lp_ctensor_n_elements (q));
+  lp_ggml_attention (hq, hk, hv, out, T, T_kv, (int) c->n_heads, (int) c->n_kv_heads, (int) c->head_dim);
+  return rec_write (r, q, out, "ggml.attention");
+}
+
+void
+lp_forward_set_llama_cpp (LpForward *fw, gboolean on)
+{
+  fw->llama_cpp = on;
+}
+
 /* x[T, K] W^T (+ acc[T, N]): the nodes of W's form (form.h), whatever it is. */
 static LpCTensor *
 rec_linear (LpForwardRec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
 {
   if (r->error != NULL || x == NULL)
+    return NULL;
+  rec_ggml_activations (r, &x, w, &acc);
+  if (r->error != NULL)
     return NULL;
   return lp_form_weights_matmul (w->form, r->g, x, acc, &r->error);
 }
@@ -232,6 +326,8 @@ rec_set_rows (LpForwardRec *r, LpCTensor *x, LpCTensor *cache, int pos0)
 static LpCTensor *
 rec_attention (LpForwardRec *r, LpCTensor *q, LpCTensor *k, LpCTensor *v)
 {
+  if (r->fw->llama_cpp)
+    return rec_ggml_attention (r, q, k, v);
   LpCNode *n = rec_op (r, LP_COP_ATTENTION, q, k, v);
   if (n == NULL)
     return NULL;
@@ -293,6 +389,8 @@ lp_forward_rec_block (LpForwardRec *r, int layer, LpCTensor *x, LpKVCache *cache
   LpCTensor *v = rec_bias (r, rec_linear (r, h, &w[LP_FW_V], NULL), &w[LP_FW_VB]);
   q = rec_rope (r, q, (int) fw->c.n_heads, past);
   k = rec_rope (r, k, (int) fw->c.n_kv_heads, past);
+  rec_ggml_f16 (r, k); /* llama.cpp's KV cache holds f16 */
+  rec_ggml_f16 (r, v);
   if (cache)
     {
       rec_set_rows (r, k, cache->k[layer], past);

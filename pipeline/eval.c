@@ -29,6 +29,7 @@ typedef struct {
   LpForward *fw, *ref;     /* the first worker's; others make their own */
   LpBackend *backend;
   guint64 device_memory;   /* each forward pass's weight budget (0: none) */
+  gboolean llama_cpp;      /* each forward pass computes as llama.cpp's CPU backend */
   const gint32 *tokens;
   gsize stride;
   int ctx, first, n_windows, V;
@@ -41,13 +42,17 @@ typedef struct {
   GError *error;
 } WindowJob;
 
+/* The job's settings on a worker's forward passes (either may be NULL). */
 static void
-forward_set_budget (LpForward *fw, LpForward *ref, guint64 bytes)
+forward_setup (const WindowJob *job, LpForward *fw, LpForward *ref)
 {
-  if (fw)
-    lp_forward_set_device_memory (fw, bytes);
-  if (ref)
-    lp_forward_set_device_memory (ref, bytes);
+  LpForward *both[2] = { fw, ref };
+  for (int i = 0; i < 2; i++)
+    if (both[i])
+      {
+        lp_forward_set_device_memory (both[i], job->device_memory);
+        lp_forward_set_llama_cpp (both[i], job->llama_cpp);
+      }
 }
 
 static gboolean
@@ -125,7 +130,7 @@ window_worker (gpointer data)
   GError *error = NULL;
   LpForward *fw = lp_forward_new (lp_forward_model (job->fw), job->backend, &error);
   LpForward *ref = fw && job->ref ? lp_forward_new (lp_forward_model (job->ref), job->backend, &error) : NULL;
-  forward_set_budget (fw, ref, job->device_memory);
+  forward_setup (job, fw, ref);
   run_windows (job, fw, ref, error);
   lp_forward_free (fw);
   lp_forward_free (ref);
@@ -198,14 +203,13 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
         return FALSE;
     }
 
-  forward_set_budget (fw, ref, o.device_memory);
-
   /* Windows are independent: spread them over the cores, each worker with
    * its own forward state, and reduce per-window sums in window order so the
    * result does not depend on scheduling. */
   WindowJob job = { .fw = fw, .ref = ref, .tokens = tokens, .stride = stride, .ctx = ctx, .first = first,
                     .bos = bos, .n_windows = n_windows, .V = (int) c->n_vocab,
-                    .backend = o.backend, .device_memory = o.device_memory };
+                    .backend = o.backend, .device_memory = o.device_memory, .llama_cpp = o.llama_cpp };
+  forward_setup (&job, fw, ref);
   job.per_window = g_new0 (WindowSums, n_windows);
   job.prog = lp_progress_new ("eval", "windows", n_windows);
   /* One window per core when BLAS is single-threaded in this process (see

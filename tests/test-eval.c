@@ -10,6 +10,8 @@
 
 #include "testutil.h"
 #include "lp-internal.h"
+#include "dtype-blocks.h"
+#include "forward-internal.h"
 
 /* -log softmax(row)[target], in double. */
 static double
@@ -23,14 +25,30 @@ row_nll (const float *row, int V, gint32 target)
   return -(row[target] - mx - log (sum));
 }
 
+/* logits[T, V] computed as llama.cpp's CPU backend computes them
+ * (lp_forward_set_llama_cpp: what eval --llama-cpp runs). */
+static float *
+llama_cpp_logits (LpModel *m, const gint32 *tokens, int T)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpForward) fw = lp_forward_new (m, NULL, &error);
+  g_assert_no_error (error);
+  lp_forward_set_llama_cpp (fw, TRUE);
+  float *logits = g_new (float, (gsize) T * lp_model_config (m)->n_vocab);
+  g_assert_true (lp_forward_logits (fw, tokens, T, NULL, logits, &error));
+  g_assert_no_error (error);
+  return logits;
+}
+
 /* llama-perplexity's perplexity(), restated: the text tokenized once, BOS in
  * front when the model adds one; chunks of ctx cut from that stream; each
  * chunk's first token replaced by BOS (only when the model adds one); logit
- * rows ctx/2 .. ctx-2 scored against the stream's next token.  Returns the
- * mean NLL; *chunks and *scored get the counts. */
+ * rows ctx/2 .. ctx-2 scored against the stream's next token; logits with
+ * llama.cpp's roundings (ggml) or in f32.  Returns the mean NLL; *chunks
+ * and *scored get the counts. */
 static double
-llama_perplexity_nll (LpModel *m, const gint32 *data, gsize n, int ctx, gint32 bos, int max_chunks, int *chunks,
-                      gint64 *scored)
+llama_perplexity_nll (LpModel *m, const gint32 *data, gsize n, int ctx, gint32 bos, int max_chunks, gboolean ggml,
+                      int *chunks, gint64 *scored)
 {
   gboolean add_bos = bos >= 0;
   g_autoptr (GArray) stream = g_array_new (FALSE, FALSE, sizeof (gint32));
@@ -48,7 +66,7 @@ llama_perplexity_nll (LpModel *m, const gint32 *data, gsize n, int ctx, gint32 b
       memcpy (chunk, s + (gsize) i * ctx, (gsize) ctx * sizeof (gint32));
       if (add_bos)
         chunk[0] = bos;
-      g_autofree float *logits = lp_test_logits (m, chunk, ctx);
+      g_autofree float *logits = ggml ? llama_cpp_logits (m, chunk, ctx) : lp_test_logits (m, chunk, ctx);
       for (int j = ctx / 2; j < ctx - 1; j++)
         {
           nll += row_nll (logits + (gsize) j * V, V, s[(gsize) i * ctx + j + 1]);
@@ -117,7 +135,7 @@ test_llama_cpp_convention (void)
       int chunks;
       gint64 scored;
       double want = llama_perplexity_nll (m, (const gint32 *) tokens->data, tokens->len, ctx, add_bos ? 1 : -1,
-                                          G_MAXINT, &chunks, &scored);
+                                          G_MAXINT, TRUE, &chunks, &scored);
       g_assert_cmpint (chunks, ==, add_bos ? 7 : 6);
       g_assert_cmpint (r.n_windows, ==, chunks);
       g_assert_cmpint (r.n_scored, ==, scored);
@@ -126,8 +144,8 @@ test_llama_cpp_convention (void)
       /* --max-windows is llama-perplexity's --chunks. */
       o.max_windows = 2;
       eval_checked (m, tokens, &o, &r);
-      want = llama_perplexity_nll (m, (const gint32 *) tokens->data, tokens->len, ctx, add_bos ? 1 : -1, 2, &chunks,
-                                   &scored);
+      want = llama_perplexity_nll (m, (const gint32 *) tokens->data, tokens->len, ctx, add_bos ? 1 : -1, 2, TRUE,
+                                   &chunks, &scored);
       g_assert_cmpint (r.n_windows, ==, 2);
       g_assert_cmpfloat_with_epsilon (r.nll, want, 1e-9 * want);
     }
@@ -199,10 +217,16 @@ u32_file_of (const char *name, const GArray *ids)
   return lp_test_write_file (name, bytes, (gsize) ids->len * 4);
 }
 
-/* stories260K on TinyStories text, -c 128, 6 chunks: llama-perplexity printed
- * 3.8503 (its f16 KV cache; ours keeps f32, 3.8499).  The .bin with
- * tok512.bin, the GGUF llama.cpp converted, the token file of the same text
- * and the eval pass all agree. */
+/* stories260K on TinyStories text, -c 128, 6 chunks: llama.cpp (llama-cpp-python
+ * 0.3.36, perplexity() restated over its logits, defaults: f16 KV cache, no
+ * flash attention) 3.850261; ours with its roundings 3.850325 (f32
+ * weights: only the f16 ones apply), 3.849915 without them, as llama.cpp with
+ * an f32 KV cache.  The .bin with tok512.bin, the GGUF llama.cpp converted
+ * and the token file of the same text give the same figure; the eval pass
+ * (`run`, OpenBLAS on its default threads where `eval` asks for one) 3.850385:
+ * a different summation order moves a few values across an f16 rounding
+ * step, so figures with the roundings are compared to llama.cpp's within
+ * 5e-5, not pinned. */
 static void
 test_stories_llama_cpp (void)
 {
@@ -212,10 +236,9 @@ test_stories_llama_cpp (void)
   g_autofree char *text = gguf ? lp_test_shared_path ("data/tinystories-valid-head.txt") : NULL;
   if (text == NULL)
     return;
-  const double llama_cpp = 3.8503;
+  const double llama_cpp = 3.850261;
   double ppl = cli_llama_cpp_ppl (bin, text, "128", "6", "--tokenizer", tok);
-  g_assert_cmpfloat_with_epsilon (ppl, 3.8499, 5e-5);
-  g_assert_cmpfloat (fabs (ppl - llama_cpp) / llama_cpp, <, 1e-3);
+  g_assert_cmpfloat (fabs (ppl - llama_cpp) / llama_cpp, <, 5e-5);
   g_assert_cmpfloat_with_epsilon (cli_llama_cpp_ppl (gguf, text, "128", "6", NULL, NULL), ppl, 1e-9);
 
   g_autoptr (GError) error = NULL;
@@ -235,8 +258,8 @@ test_stories_llama_cpp (void)
   int rc = lp_test_run_cli (NULL, &err, "run", "-q", "--no-cache", "-o", dir, "-p", pipeline, NULL);
   if (rc != 0)
     g_error ("llmpress run: exit %d: %s", rc, err);
-  /* The report keeps fewer digits than the CLI prints. */
-  g_assert_cmpfloat_with_epsilon (lp_test_report_metric (dir, "eval", "perplexity"), ppl, 1e-6);
+  double pass = lp_test_report_metric (dir, "eval", "perplexity");
+  g_assert_cmpfloat (fabs (pass - llama_cpp) / llama_cpp, <, 5e-5);
 }
 
 #define SMOLLM2 "models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -269,14 +292,18 @@ wikitext_head (const char *wiki, gsize bytes)
 /* SmolLM2-135M (Q4_1; tokenizer.ggml.add_bos_token = false: no BOS anywhere)
  * on WikiText-2, 2 chunks of 512, against llama.cpp (llama-cpp-python 0.3.36,
  * perplexity() restated over its logits):
- *   - on this file's dense copy (convert --type f32) with an f32 KV cache
- *     (type_k = type_v = f32): 21.372229, ours 21.372222: the same tokens
- *     scored, the same forward pass;
- *   - on the Q4_1 file with an f32 KV cache: 21.396387 (+0.11%: ggml rounds
- *     the activations to 8 bits, Q8_1 blocks, for its Q4_1 dot products);
- *   - as llama-perplexity runs by default (f16 KV cache too): 21.448444
- *     (+0.36%).  Ours computes with the Q4_1 weights' exact values and an
- *     f32 cache, so it sits at the first figure. */
+ *   - as llama-perplexity runs by default (Q8_1 activations into its Q4_1
+ *     dot products, f16 KV cache, no flash attention): 21.448444; ours, with
+ *     those roundings (eval --llama-cpp): 21.423662 (-0.12%);
+ *   - on this file's dense copy (convert --type f32) with an f32 KV cache:
+ *     21.372229; ours in f32 (the slow test below): 21.372222.
+ * The roundings cannot agree flip for flip: a value that ggml's summation
+ * order puts on the other side of a rounding boundary changes an 8-bit
+ * activation by a whole step, and that difference spreads through the
+ * following layers and positions.  Our own figure moves as much with
+ * OpenBLAS's threads (chunk 1 with the activations rounded: 12.957 with
+ * its default threads, 13.134 with one), so the agreement is statistical:
+ * within 2e-3 here, not to the digits. */
 static void
 test_smollm2_head (void)
 {
@@ -284,29 +311,40 @@ test_smollm2_head (void)
   if (!smollm2_paths (&model, &wiki))
     return;
   g_autofree char *head = wikitext_head (wiki, 40000);
+  const double llama_cpp_default = 21.448444;
   double ppl = cli_llama_cpp_ppl (model, head, "512", "2", NULL, NULL);
-  g_assert_cmpfloat_with_epsilon (ppl, 21.37222, 5e-5);
-  const double llama_cpp_exact = 21.372229, llama_cpp_default = 21.448444;
-  g_assert_cmpfloat (fabs (ppl - llama_cpp_exact) / llama_cpp_exact, <, 1e-5);
-  g_assert_cmpfloat (fabs (ppl - llama_cpp_default) / llama_cpp_default, <, 5e-3);
+  g_assert_cmpfloat (fabs (ppl - llama_cpp_default) / llama_cpp_default, <, 2e-3);
 }
 
 /* The issue's figure: llama-perplexity on the shipped file, WikiText-2's
- * whole test text, 20 chunks of 512: 28.7268 with its defaults, 0.36% above
- * ours for the reasons above (Q8_1 activations, f16 KV cache); llama.cpp on
- * the dense copy with an f32 KV cache: 28.624468. */
+ * whole test text, 20 chunks of 512: 28.7268 with its defaults (28.726824
+ * over llama-cpp-python's logits); ours with its roundings 28.677768
+ * (-0.17%; 28.6245, -0.36%, before them).  In f32 both agree to the digits
+ * on the first two chunks (llama.cpp on the dense copy, f32 KV cache:
+ * 21.372229; over 20 chunks 28.624468). */
 static void
 test_smollm2_wikitext (void)
 {
   g_autofree char *model = NULL, *wiki = NULL;
   if (!lp_test_slow () || !smollm2_paths (&model, &wiki))
     return;
-  const double llama_cpp = 28.7268;
+  const double llama_cpp = 28.726824;
   double ppl = cli_llama_cpp_ppl (model, wiki, "512", "20", NULL, NULL);
-  g_assert_cmpfloat_with_epsilon (ppl, 28.6245, 5e-5);
-  const double llama_cpp_exact = 28.624468;
-  g_assert_cmpfloat (fabs (ppl - llama_cpp_exact) / llama_cpp_exact, <, 1e-5);
-  g_assert_cmpfloat (fabs (ppl - llama_cpp) / llama_cpp, <, 5e-3);
+  g_assert_cmpfloat (fabs (ppl - llama_cpp) / llama_cpp, <, 2e-3);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (model, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *head = wikitext_head (wiki, 40000);
+  g_autoptr (GArray) ids = lp_tokens_load (head, m, &error);
+  g_assert_no_error (error);
+  int chunks;
+  gint64 scored;
+  double f32 = exp (llama_perplexity_nll (m, (const gint32 *) ids->data, ids->len, 512, -1, 2, FALSE, &chunks,
+                                          &scored));
+  const double llama_cpp_exact = 21.372229;
+  g_assert_cmpint (chunks, ==, 2);
+  g_assert_cmpfloat (fabs (f32 - llama_cpp_exact) / llama_cpp_exact, <, 1e-5);
 }
 
 /* SmolLM2's dense model (convert --type f32 of the Q4_1 file): every tensor
@@ -340,11 +378,76 @@ test_smollm2_dequantized (void)
   g_assert_cmpfloat (fabs (rd.ppl - rq.ppl), <=, 1e-4 * rq.ppl);
 }
 
+/* eval --llama-cpp's roundings against ggml's arithmetic restated: Q8_0
+ * activations are the values ggml's reference quantizer (ours,
+ * lp_dtype_from_f32) gives, and a Q4_1 product of the rounded rows plus
+ * lp_ggml_min_correction is ggml's Q4_1 x Q8_1 dot product: per block
+ * d_w d_a sum (q_w q_a) + m_w s_a, s_a = f16 (d_a sum (q_a)) with d_a in f32. */
+static void
+test_ggml_rounding (void)
+{
+  enum { T = 3, K = 64, N = 5, NB = K / 32 };
+  g_autoptr (GRand) rng = g_rand_new_with_seed (11);
+  float x[T * K], w[N * K];
+  for (int i = 0; i < T * K; i++)
+    x[i] = (float) g_rand_double_range (rng, -1.0, 1.0) * (i % 29 == 0 ? 20.0f : 1.0f);
+  for (int i = 0; i < N * K; i++)
+    w[i] = (float) g_rand_double_range (rng, -0.5, 0.3);
+
+  /* Q8_0: the same quants as the reference quantizer. */
+  float q8[T * K], want[T * K];
+  guint8 blocks[T * NB * 34];
+  memcpy (q8, x, sizeof x);
+  g_assert_true (lp_ggml_round_rows (LP_DTYPE_Q8_0, q8, T, K, NULL));
+  g_assert_true (lp_dtype_from_f32 (LP_DTYPE_Q8_0, x, blocks, T * K, NULL));
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_Q8_0, blocks, want, T * K, NULL));
+  for (int i = 0; i < T * K; i++)
+    g_assert_cmpfloat (q8[i], ==, want[i]);
+  /* f32 weights: multiplied as they are. */
+  g_assert_false (lp_ggml_round_rows (LP_DTYPE_F32, q8, T, K, NULL));
+
+  /* Q4_1 x Q8_1. */
+  guint8 wq[N * NB * 20];
+  float wd[N * K], xr[T * K], s_err[T * NB], corr[T * N];
+  g_assert_true (lp_dtype_from_f32 (LP_DTYPE_Q4_1, w, wq, N * K, NULL));
+  g_assert_true (lp_dtype_to_f32 (LP_DTYPE_Q4_1, wq, wd, N * K, NULL));
+  memcpy (xr, x, sizeof x);
+  g_assert_true (lp_ggml_round_rows (LP_DTYPE_Q4_1, xr, T, K, s_err));
+  g_assert_true (lp_ggml_min_correction (LP_DTYPE_Q4_1, wq, N, K, s_err, T, corr));
+  g_assert_false (lp_ggml_min_correction (LP_DTYPE_Q8_0, wq, N, K, s_err, T, corr));
+  for (int t = 0; t < T; t++)
+    for (int n = 0; n < N; n++)
+      {
+        double ours = corr[t * N + n], ggml = 0.0;
+        for (int k = 0; k < K; k++)
+          ours += (double) xr[t * K + k] * wd[n * K + k];
+        for (int b = 0; b < NB; b++)
+          {
+            const float *xb = x + t * K + b * 32;
+            const guint8 *wb = wq + (n * NB + b) * 20;
+            float amax = 0.0f;
+            for (int i = 0; i < 32; i++)
+              amax = MAX (amax, fabsf (xb[i]));
+            float da = amax / 127.0f, id = 127.0f / amax;
+            int qa[32], sum = 0;
+            for (int i = 0; i < 32; i++)
+              sum += qa[i] = (int) nearbyintf (xb[i] * id);
+            double dw = lp_f16_to_f32 (lp_qread_u16 (wb)), mw = lp_f16_to_f32 (lp_qread_u16 (wb + 2));
+            long dot = 0;
+            for (int i = 0; i < 16; i++)
+              dot += (long) (wb[4 + i] & 15) * qa[i] + (long) (wb[4 + i] >> 4) * qa[i + 16];
+            ggml += dw * lp_f16_to_f32 (lp_f32_to_f16 (da)) * dot + mw * lp_f16_to_f32 (lp_f32_to_f16 (da * sum));
+          }
+        g_assert_cmpfloat (fabs (ours - ggml), <=, 1e-5 * MAX (1.0, fabs (ggml)));
+      }
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/eval/llama-cpp/convention", test_llama_cpp_convention);
+  g_test_add_func ("/eval/llama-cpp/ggml-rounding", test_ggml_rounding);
   g_test_add_func ("/eval/own-convention", test_own_convention);
   g_test_add_func ("/eval/llama-cpp/stories260K", test_stories_llama_cpp);
   g_test_add_func ("/eval/llama-cpp/smollm2-head", test_smollm2_head);

@@ -14,7 +14,8 @@ typedef struct {
   gboolean llama_cpp;   /* llama-perplexity's convention: chunks of ctx tokens cut from
                            the data with BOS in front, each chunk's first token replaced
                            by BOS, only tokens from ctx/2 on scored (no BOS anywhere for
-                           a model that adds none) */
+                           a model that adds none); the forward passes compute
+                           with llama.cpp's CPU roundings (lp_forward_set_llama_cpp) */
   int max_windows;      /* 0 = every window */
   LpModel *reference;   /* optional: KL(reference || model) and top-1 agreement */
   LpBackend *backend;   /* NULL = CPU */

@@ -53,6 +53,14 @@ LpModel *lp_forward_model (LpForward *fw);
  * and uploaded again when next needed.  The layer in use is always kept,
  * so the budget can be exceeded by one layer's weights. */
 void lp_forward_set_device_memory (LpForward *fw, guint64 bytes);
+/* Compute as llama.cpp's CPU backend does (eval --llama-cpp), for
+ * perplexities that agree with llama-perplexity's: activations rounded to
+ * the weight type's ggml dot-product type before each matmul (Q8_0 blocks
+ * for Q4_0 .. Q8_0 weights, Q8_1 for Q4_1 / Q5_1, Q8_K for K-quants, f16 for
+ * f16), queries, keys and values rounded to f16 (its f16 KV cache and the
+ * f16 product K Q^T), and the attention probabilities rounded to f16 before
+ * they weight V.  Off by default: then every value is computed in f32. */
+void lp_forward_set_llama_cpp (LpForward *fw, gboolean on);
 /* Bytes of weights held now, and weights uploaded so far (either may be NULL). */
 void lp_forward_weight_stats (LpForward *fw, guint64 *resident_bytes, guint64 *uploads);
 /* One line for --explain: the device, and the forward pass's ops it

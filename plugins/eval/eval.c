@@ -25,7 +25,8 @@ static const LpParamSpec eval_params[] = {
     .help = "evaluate at most this many windows; 0 = all", .flags = LP_PARAM_RANGE },
   { .name = "llama_cpp", .type = LP_PARAM_BOOL, .default_value = "false",
     .help = "llama-perplexity's convention: the data with BOS in front (when the model adds BOS) cut into chunks of ctx "
-    "tokens, each chunk's first token replaced by BOS, only tokens from ctx/2 on scored" },
+    "tokens, each chunk's first token replaced by BOS, only tokens from ctx/2 on scored; computed with llama.cpp's CPU "
+    "roundings (8-bit or f16 activations into quantized or f16 weights, f16 KV cache and attention probabilities)" },
   { .name = NULL }
 };
 
