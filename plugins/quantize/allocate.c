@@ -395,11 +395,6 @@ q_allocate (LpPassContext *ctx, const QOptions *o, const QBudget *b, LpModel *mo
   for (guint i = 0; i < cands->len; i++)
     floor_bytes += c[i].bytes[c[i].rung];
   guint64 fixed = probe_bytes - floor_bytes;
-  if (!kind_weights (ctx, model, c, cands->len, cal, error))
-    return NULL;
-  for (guint i = 0; i < cands->len; i++)
-    for (int k = 0; k < b->n_cand; k++)
-      c[i].err[k] *= c[i].alpha;
   gint64 params = lp_model_n_params (model);
   guint64 budget = b->target_size > 0 ? b->target_size : (guint64) (b->target_bpw * (double) params / 8.0);
   if (budget < probe_bytes)
@@ -411,6 +406,11 @@ q_allocate (LpPassContext *ctx, const QOptions *o, const QBudget *b, LpModel *mo
                     8.0 * (double) budget / (double) MAX (params, 1));
       return NULL;
     }
+  if (!kind_weights (ctx, model, c, cands->len, cal, error))
+    return NULL;
+  for (guint i = 0; i < cands->len; i++)
+    for (int k = 0; k < b->n_cand; k++)
+      c[i].err[k] *= c[i].alpha;
   guint64 used = allocate (c, cands->len, b->n_cand, budget - fixed);
   GHashTable *choice = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   int count[Q_MAX_CANDIDATES] = { 0 };

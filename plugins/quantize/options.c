@@ -158,9 +158,11 @@ q_budget_read (LpPassContext *ctx, QOptions *o, QBudget *b, GError **error)
                     b->target_bpw > 0 ? "target_bpw" : "target_size", clash);
       return FALSE;
     }
-  /* The default ladders (see allocate.c for why no two-bit grid). */
+  /* The default: block types whatever format= says, since a GGUF file holds
+   * an integer grid as its dense values (see allocate.c for why no two-bit
+   * grid). */
   if (text == NULL || *text == 0)
-    text = o->format == LP_DTYPE_F32 ? "3,4,5,6,8" : "q3_k,q4_k,q5_k,q6_k,q8_0";
+    text = Q_DEFAULT_CANDIDATES;
   g_auto (GStrv) items = g_strsplit (text, ",", -1);
   for (int i = 0; items[i]; i++)
     {

@@ -181,6 +181,7 @@ gboolean q_rtn_rest (LpPassContext *ctx, const QOptions *o, LpModel *in, LpModel
 /* ---- bit budget (allocate.c) ---- */
 
 #define Q_MAX_CANDIDATES 12
+#define Q_DEFAULT_CANDIDATES "q3_k,q4_k,q5_0,q5_k,q6_k,q8_0"
 /* target_bpw= / target_size= / candidates= of every quantize pass. */
 typedef struct {
   double target_bpw;    /* file bytes * 8 / parameters; 0: none */
@@ -200,8 +201,8 @@ typedef struct {
     .help = "bit budget in bytes of the whole saved GGUF file (as target_bpw=); 0 = off", .flags = LP_PARAM_RANGE },   \
   { .name = "candidates", .type = LP_PARAM_STRING, .default_value = "",                                              \
     .help = "the grids target_bpw/target_size choose among, comma-separated block types or integer bits "            \
-    "(candidates=q3_k,q4_k,q5_0,q5_k,q6_k,q8_0 or 3,4,8); default: q3_k,q4_k,q5_k,q6_k,q8_0 for a block-type "        \
-    "format, 3,4,5,6,8 for format=int (an integer grid is written to GGUF as its dense values)" }
+    "(candidates=q4_k,q6_k or 3,4,8; an integer grid is written to GGUF as its dense values, so it only pays in "      \
+    "memory); default: " Q_DEFAULT_CANDIDATES }
 
 /* Read target_bpw, target_size and candidates (o read first): refuses both
  * budgets at once, and a budget beside preset= or overrides=; with a budget
