@@ -421,10 +421,16 @@ q_allocate (LpPassContext *ctx, const QOptions *o, const QBudget *b, LpModel *mo
       g_strlcpy (v->glob, c[i].t->name, sizeof v->glob);
       g_hash_table_insert (choice, g_strdup (c[i].t->name), v);
       count[c[i].rung]++;
+      /* The grid as written (a block the rows do not fit falls back). */
+      QOptions oc = *o;
+      oc.assigned = choice;
+      gboolean odd;
+      QGrid g = q_grid_for (&oc, c[i].t->name, lp_tensor_row_length (c[i].t), &odd);
+      g_autofree char *grid = q_grid_describe (&g);
       char name[32];
-      lp_pass_context_log (ctx, LP_LOG_INFO, "%s: %s (weighted output error %.4g, %" G_GUINT64_FORMAT " bytes)",
-                           c[i].t->name, q_budget_name (v, name, sizeof name), c[i].err[c[i].rung],
-                           c[i].bytes[c[i].rung]);
+      lp_pass_context_log (ctx, LP_LOG_INFO, "%s: %s%s%s (weighted output error %.4g, %" G_GUINT64_FORMAT " bytes)",
+                           c[i].t->name, q_budget_name (v, name, sizeof name), odd ? " -> " : "", odd ? grid : "",
+                           c[i].err[c[i].rung], c[i].bytes[c[i].rung]);
     }
   GString *summary = g_string_new (NULL);
   for (int k = 0; k < b->n_cand; k++)
