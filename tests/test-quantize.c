@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
 #include "testutil.h"
@@ -211,8 +212,9 @@ test_stories_variants (void)
     }
 }
 
-/* Mixed precision: target_bpw at the size uniform int4 takes lands within it
- * and measures a lower perplexity than uniform int4. */
+/* Mixed precision: target_size= at the size of the file Q4_K_M (our
+ * preset, llama-quantize's choices) writes lands within it and measures a
+ * lower perplexity (the allocator is tested further in test-budget). */
 static void
 test_stories_target_bpw (void)
 {
@@ -221,18 +223,27 @@ test_stories_target_bpw (void)
   if (model == NULL || tokens == NULL)
     return;
   g_autofree char *head = stories_pipeline (tokens);
-  const char *eval = "pass=eval\ndata_range=:300000\nmax_windows=64\ntargets=blk.*\nignore=blk.*_norm.weight\n";
-  g_autofree char *uniform = g_strdup_printf ("%s[load]\npath=%s\n[q]\npass=quantize.rtn\nbits=4\ngroup_size=32\n"
-                                              "[e]\n%sdata=%s\n", head, model, eval, tokens);
+  const char *eval = "pass=eval\ndata_range=:300000\nmax_windows=64\n";
+  g_autofree char *uniform = g_strdup_printf ("%s[load]\npath=%s\n[q]\npass=quantize.rtn\npreset=Q4_K_M\n"
+                                              "[save]\npass=save\npath=q.gguf\n[e]\n%sdata=%s\n",
+                                              head, model, eval, tokens);
   const char *out = run_text ("uniform", uniform);
-  double bpw = metric (out, "e", "weights.bits_per_weight"), ppl = metric (out, "e", "perplexity");
-  g_autofree char *mixed = g_strdup_printf ("%s[load]\npath=%s\n[q]\npass=quantize.rtn\ngroup_size=32\ntarget_bpw=%.6f\n"
-                                            "[e]\n%sdata=%s\n", head, model, bpw, eval, tokens);
+  g_autofree char *path = g_build_filename (out, "q.gguf", NULL);
+  GStatBuf st;
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  guint64 size = (guint64) st.st_size;
+  double ppl = metric (out, "e", "perplexity");
+  g_autofree char *mixed = g_strdup_printf ("%s[load]\npath=%s\n[q]\npass=quantize.rtn\ntarget_size=%" G_GUINT64_FORMAT
+                                            "\n[save]\npass=save\npath=q.gguf\n[e]\n%sdata=%s\n",
+                                            head, model, size, eval, tokens);
   const char *out2 = run_text ("mixed", mixed);
-  double bpw2 = metric (out2, "e", "weights.bits_per_weight"), ppl2 = metric (out2, "e", "perplexity");
-  g_test_message ("uniform int4 g32: %.4f bits per weight, perplexity %.4f; target_bpw=%.4f: %.4f bits, perplexity %.4f",
-                  bpw, ppl, bpw, bpw2, ppl2);
-  g_assert_cmpfloat (bpw2, <=, bpw);
+  g_autofree char *path2 = g_build_filename (out2, "q.gguf", NULL);
+  g_assert_cmpint (g_stat (path2, &st), ==, 0);
+  double ppl2 = metric (out2, "e", "perplexity");
+  g_test_message ("Q4_K_M: %" G_GUINT64_FORMAT " bytes, perplexity %.4f; target_size=%" G_GUINT64_FORMAT
+                  ": %" G_GUINT64_FORMAT " bytes, perplexity %.4f",
+                  size, ppl, size, (guint64) st.st_size, ppl2);
+  g_assert_cmpuint ((guint64) st.st_size, <=, size);
   g_assert_cmpfloat (ppl2, <, ppl);
 }
 
@@ -349,7 +360,7 @@ test_bad_input (void)
   assert_fails ("format=q4_9", "quantize.rtn format=q4_9", NULL);
   assert_fails ("overrides: expected GLOB=BITS (2..8) or GLOB=TYPE (q8_0 ... q6_k), at most 32, found 'attn_v=9'",
                 "quantize.rtn overrides=attn_v=9", NULL);
-  assert_fails ("target_bpw: expected at least", "quantize.rtn target_bpw=2", NULL);
+  assert_fails ("budget: expected at least", "quantize.rtn target_bpw=2", NULL);
   assert_fails ("target_bpw: expected no overrides= with it", "quantize.rtn target_bpw=5 overrides=attn_v=8", NULL);
 }
 

@@ -32,6 +32,7 @@ static const LpParamSpec awq_params[] = {
   { .name = "quantizer", .type = LP_PARAM_ENUM, .default_value = "rtn", .choices = awq_quantizers,
     .help = "how the scaled weights are quantized: rtn (as llm-awq) or gptq (with the GPTQ parameters below)" },
   Q_GPTQ_PARAMS,
+  Q_BUDGET_PARAMS,
   { .name = NULL }
 };
 
@@ -275,7 +276,8 @@ static gboolean
 awq_run (LpPassContext *ctx, GError **error)
 {
   Awq a = { ctx };
-  if (!q_options_read (ctx, &a.o, error))
+  QBudget budget;
+  if (!q_options_read (ctx, &a.o, error) || !q_budget_read (ctx, &a.o, &budget, error))
     return FALSE;
   q_gptq_settings_read (ctx, &a.gptq);
   a.use_gptq = lp_pass_context_get_enum (ctx, "quantizer") == 1;
@@ -291,12 +293,16 @@ awq_run (LpPassContext *ctx, GError **error)
   g_autoptr (GHashTable) assigned = NULL;
   if (a.o.has_preset)
     a.o.assigned = assigned = q_preset_assign (ctx, &a.o, in, FALSE);
+  if (q_budget_active (&budget) && (a.o.assigned = assigned = q_budget_assign (ctx, &a.o, &budget, in, NULL, error)) == NULL)
+    return FALSE;
   if (!lp_calibration_run (cal, in, work, lp_pass_context_get_backend (ctx), LP_CALIB_HESSIAN | LP_CALIB_CHANNEL_STATS,
                            on_block, &a, error)
       || !q_rtn_rest (ctx, &a.o, in, work, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "scales cut the summed output error of RTN by %.6g; %.3f bits per weight",
                        a.gain, lp_model_bits_per_weight (work));
+  if (!q_budget_report (ctx, &budget, work, error))
+    return FALSE;
   lp_pass_context_set_output_model (ctx, work);
   return TRUE;
 }

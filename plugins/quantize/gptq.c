@@ -26,6 +26,7 @@
 static const LpParamSpec gptq_params[] = {
   Q_COMMON_PARAMS,
   Q_GPTQ_PARAMS,
+  Q_BUDGET_PARAMS,
   { .name = NULL }
 };
 
@@ -250,7 +251,8 @@ static gboolean
 gptq_run (LpPassContext *ctx, GError **error)
 {
   Gptq g = { ctx, .factor_layer = -1 };
-  if (!q_options_read (ctx, &g.o, error))
+  QBudget budget;
+  if (!q_options_read (ctx, &g.o, error) || !q_budget_read (ctx, &g.o, &budget, error))
     return FALSE;
   q_gptq_settings_read (ctx, &g.s);
   LpModel *in = lp_pass_context_get_input_model (ctx, "input");
@@ -260,12 +262,16 @@ gptq_run (LpPassContext *ctx, GError **error)
   g_autoptr (GHashTable) assigned = NULL;
   if (g.o.has_preset)
     g.o.assigned = assigned = q_preset_assign (ctx, &g.o, in, FALSE);
+  if (q_budget_active (&budget) && (g.o.assigned = assigned = q_budget_assign (ctx, &g.o, &budget, in, NULL, error)) == NULL)
+    return FALSE;
   gboolean ok = lp_layerwise_run (ctx, work, LP_CALIB_HESSIAN, g.o.targets, g.o.ignore, on_weight, &g, error);
   q_gptq_factor_clear (&g.factor);
   if (!ok || !q_rtn_rest (ctx, &g.o, in, work, error))
     return FALSE;
   lp_pass_context_log (ctx, LP_LOG_INFO, "OBS loss %.6g over all weights, %.3f bits per weight", g.loss,
                        lp_model_bits_per_weight (work));
+  if (!q_budget_report (ctx, &budget, work, error))
+    return FALSE;
   lp_pass_context_set_output_model (ctx, work);
   return TRUE;
 }

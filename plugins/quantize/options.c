@@ -16,6 +16,21 @@ const char *const q_preset_names[] = { "none",   "Q4_0",   "Q4_1",   "Q5_0",   "
                                        "Q2_K",   "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
                                        "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",   NULL };
 
+/* A grid named by 2..8 bits (the integer grid) or a block-type name. */
+static gboolean
+parse_grid (const char *text, QOverride *v)
+{
+  guint64 bits = 0;
+  v->format = LP_DTYPE_F32;
+  v->bits = 0;
+  if (g_ascii_string_to_unsigned (text, 10, 2, 8, &bits, NULL))
+    {
+      v->bits = (int) bits;
+      return TRUE;
+    }
+  return lp_dtype_from_name (text, &v->format) && lp_quant_type_supported (v->format);
+}
+
 /* overrides=GLOB=VALUE,...: VALUE is 2..8 bits or a block-type name. */
 static gboolean
 parse_overrides (const char *text, QOptions *o, GError **error)
@@ -29,17 +44,8 @@ parse_overrides (const char *text, QOptions *o, GError **error)
         continue;
       const char *eq = strrchr (item, '=');
       QOverride *v = &o->overrides[o->n_overrides];
-      guint64 bits = 0;
-      gboolean ok = eq != NULL && eq != item && (gsize) (eq - item) < sizeof v->glob && o->n_overrides < Q_MAX_OVERRIDES;
-      if (ok)
-        {
-          v->format = LP_DTYPE_F32;
-          v->bits = 0;
-          if (g_ascii_string_to_unsigned (eq + 1, 10, 2, 8, &bits, NULL))
-            v->bits = (int) bits;
-          else
-            ok = lp_dtype_from_name (eq + 1, &v->format) && lp_quant_type_supported (v->format);
-        }
+      gboolean ok = eq != NULL && eq != item && (gsize) (eq - item) < sizeof v->glob && o->n_overrides < Q_MAX_OVERRIDES
+                    && parse_grid (eq + 1, v);
       if (!ok)
         {
           lp_set_error (error, LP_ERROR_INVALID,
@@ -122,6 +128,56 @@ q_options_read (LpPassContext *ctx, QOptions *o, GError **error)
                         int_only[i]);
           return FALSE;
         }
+  return TRUE;
+}
+
+gboolean
+q_budget_read (LpPassContext *ctx, QOptions *o, QBudget *b, GError **error)
+{
+  memset (b, 0, sizeof *b);
+  b->target_bpw = lp_pass_context_get_float (ctx, "target_bpw");
+  b->target_size = (guint64) lp_pass_context_get_int (ctx, "target_size");
+  const char *text = lp_pass_context_get_string (ctx, "candidates");
+  if (!q_budget_active (b))
+    {
+      if (text != NULL && *text)
+        {
+          lp_set_error (error, LP_ERROR_INVALID, "candidates: expected target_bpw= or target_size= beside it, found neither");
+          return FALSE;
+        }
+      return TRUE;
+    }
+  const char *clash = b->target_bpw > 0 && b->target_size > 0 ? "target_size="
+                      : o->has_preset                          ? "preset="
+                      : o->n_overrides > 0                     ? "overrides="
+                                                               : NULL;
+  if (clash != NULL)
+    {
+      lp_set_error (error, LP_ERROR_INVALID,
+                    "%s: expected no %s with it (the allocator chooses every grid), found one",
+                    b->target_bpw > 0 ? "target_bpw" : "target_size", clash);
+      return FALSE;
+    }
+  /* The default: block types whatever format= says, since a GGUF file holds
+   * an integer grid as its dense values (see allocate.c for why no two-bit
+   * grid). */
+  if (text == NULL || *text == 0)
+    text = Q_DEFAULT_CANDIDATES;
+  g_auto (GStrv) items = g_strsplit (text, ",", -1);
+  for (int i = 0; items[i]; i++)
+    {
+      char *item = g_strstrip (items[i]);
+      if (b->n_cand >= Q_MAX_CANDIDATES || !parse_grid (item, &b->cand[b->n_cand]))
+        {
+          lp_set_error (error, LP_ERROR_INVALID,
+                        "candidates: expected at most %d of BITS (2..8) or TYPE (q8_0 ... q6_k), found '%s'",
+                        Q_MAX_CANDIDATES, item);
+          return FALSE;
+        }
+      g_strlcpy (b->cand[b->n_cand].glob, "*", sizeof b->cand[b->n_cand].glob);
+      b->n_cand++;
+    }
+  o->all_targets = !lp_pass_context_param_is_set (ctx, "targets");
   return TRUE;
 }
 

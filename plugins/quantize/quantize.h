@@ -173,18 +173,62 @@ void q_log_mask_lost (LpPassContext *ctx, const LpTensor *t, const QGrid *g, gin
  * of stats when it has an entry for t; stats may be NULL). */
 gboolean q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t,
                        GError **error);
-/* With preset=: RTN of the selected tensors outside the blocks (token_embd,
- * output), which the layer-wise passes (GPTQ, AWQ) do not reach, as
- * llama-quantize quantizes them. */
+/* With preset= or a budget (o->assigned): RTN of the selected tensors
+ * outside the blocks (token_embd, output), which the layer-wise passes
+ * (GPTQ, AWQ) do not reach, as llama-quantize quantizes them. */
 gboolean q_rtn_rest (LpPassContext *ctx, const QOptions *o, LpModel *in, LpModel *work, GError **error);
 
-/* ---- bits-per-weight allocator (allocate.c) ---- */
+/* ---- bit budget (allocate.c) ---- */
 
-/* A grid per selected tensor of model (name -> QOverride) so that their
- * storage reaches target_bpw, from the RTN output error each grid causes
- * against the input Hessians in stats (see allocate.c). */
-GHashTable *q_allocate (LpPassContext *ctx, const QOptions *o, LpModel *model, LpStats *stats, double target_bpw,
-                        GError **error);
+#define Q_MAX_CANDIDATES 12
+#define Q_DEFAULT_CANDIDATES "q3_k,q4_k,q5_0,q5_k,q6_k,q8_0"
+/* target_bpw= / target_size= / candidates= of every quantize pass. */
+typedef struct {
+  double target_bpw;    /* file bytes * 8 / parameters; 0: none */
+  guint64 target_size;  /* bytes of the whole GGUF file; 0: none */
+  QOverride cand[Q_MAX_CANDIDATES];
+  int n_cand;
+} QBudget;
+
+#define Q_BUDGET_PARAMS                                                                                               \
+  { .name = "target_bpw", .type = LP_PARAM_FLOAT, .default_value = "0", .min = 0, .max = 64,                          \
+    .help = "bit budget: choose each tensor's grid among candidates= so that the saved GGUF file takes at most this " \
+    "many bits per weight (file bytes * 8 / parameters; header, metadata, norms, scales and fallbacks counted), "    \
+    "spending bytes where the output error on the calibration data drops most; without targets= the embedding and " \
+    "output head are chosen too; 0 = off",                                                                          \
+    .flags = LP_PARAM_RANGE },                                                                                        \
+  { .name = "target_size", .type = LP_PARAM_INT, .default_value = "0", .min = 0, .max = 1e15,                         \
+    .help = "bit budget in bytes of the whole saved GGUF file (as target_bpw=); 0 = off", .flags = LP_PARAM_RANGE },   \
+  { .name = "candidates", .type = LP_PARAM_STRING, .default_value = "",                                              \
+    .help = "the grids target_bpw/target_size choose among, comma-separated block types or integer bits "            \
+    "(candidates=q4_k,q6_k or 3,4,8; an integer grid is written to GGUF as its dense values, so it only pays in "      \
+    "memory); default: " Q_DEFAULT_CANDIDATES }
+
+/* Read target_bpw, target_size and candidates (o read first): refuses both
+ * budgets at once, and a budget beside preset= or overrides=; with a budget
+ * and no targets= every 2-D weight is selected (o->all_targets). */
+gboolean q_budget_read (LpPassContext *ctx, QOptions *o, QBudget *b, GError **error);
+static inline gboolean
+q_budget_active (const QBudget *b)
+{
+  return b->target_bpw > 0 || b->target_size > 0;
+}
+/* A grid per selected tensor of model (name -> QOverride) so that the saved
+ * file meets the budget, from the RTN output error each candidate causes
+ * against the input Hessians in stats (see allocate.c); cal (may be NULL)
+ * gives the embedding's token counts. */
+GHashTable *q_allocate (LpPassContext *ctx, const QOptions *o, const QBudget *b, LpModel *model, LpStats *stats,
+                        LpCalibration *cal, GError **error);
+/* q_allocate with the Hessians of `given` (may be NULL) or, when it has
+ * none, measured now on the pass's calibration data. */
+GHashTable *q_budget_assign (LpPassContext *ctx, const QOptions *o, const QBudget *b, LpModel *in, LpStats *given,
+                             GError **error);
+/* Bytes of model saved as GGUF (written to a temporary file and measured). */
+gboolean q_file_bytes (LpModel *model, guint64 *out, GError **error);
+/* With a budget: log the bytes and bits per weight of out's GGUF file. */
+gboolean q_budget_report (LpPassContext *ctx, const QBudget *b, LpModel *out, GError **error);
+/* "q4_k" or "int4" into buf. */
+const char *q_budget_name (const QOverride *v, char *buf, gsize size);
 
 /* ---- GPTQ (gptq.c) ---- */
 

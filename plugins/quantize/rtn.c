@@ -12,11 +12,7 @@ static const LpParamSpec rtn_params[] = {
   { .name = "imatrix", .type = LP_PARAM_PATH,
     .help = "importance matrix: a llama.cpp imatrix (GGUF or .dat) or our statistics file (save_stats); "
     "the mean squared activation of each input channel weighs the fits" },
-  { .name = "target_bpw", .type = LP_PARAM_FLOAT, .default_value = "0", .min = 0, .max = 32,
-    .help = "mixed precision: choose each selected tensor's grid (int 2..8 bits, or q2_k ... q8_0 for a block-type "
-    "format) so that they take this many bits per weight, spending bits where the output error on the "
-    "calibration data drops most; 0 = off (needs calibration data or a stats input with Hessians)",
-    .flags = LP_PARAM_RANGE },
+  Q_BUDGET_PARAMS,
   { .name = NULL }
 };
 
@@ -62,36 +58,6 @@ rtn_importance (LpStats *stats, const LpTensor *t, GError **error)
   return imp;
 }
 
-/* The allocator's grids, from Hessians in the stats given or measured now on
- * the pass's calibration data. */
-static GHashTable *
-rtn_allocate (LpPassContext *ctx, const QOptions *o, LpModel *in, LpStats *given, double target, GError **error)
-{
-  g_autoptr (LpStats) measured = NULL;
-  LpStats *stats = given;
-  gboolean have = FALSE;
-  if (given != NULL)
-    for (guint i = 0; !have && i < lp_model_n_tensors (in); i++)
-      {
-        const LpActStats *e = lp_stats_lookup (given, lp_model_tensor_at (in, i)->name);
-        have = e != NULL && e->hessian != NULL;
-      }
-  if (!have)
-    {
-      LpCalibration *cal = lp_pass_context_get_calibration (ctx, error);
-      if (cal == NULL)
-        {
-          g_prefix_error (error, "target_bpw: ");
-          return NULL;
-        }
-      measured = lp_stats_collect (in, cal, lp_pass_context_get_backend (ctx), TRUE, error);
-      if (measured == NULL)
-        return NULL;
-      stats = measured;
-    }
-  return q_allocate (ctx, o, in, stats, target, error);
-}
-
 gboolean
 q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t, GError **error)
 {
@@ -124,7 +90,7 @@ q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *wo
 gboolean
 q_rtn_rest (LpPassContext *ctx, const QOptions *o, LpModel *in, LpModel *work, GError **error)
 {
-  if (!o->has_preset)
+  if (!o->has_preset && o->assigned == NULL)
     return TRUE;
   for (guint i = 0; i < lp_model_n_tensors (in); i++)
     {
@@ -139,7 +105,8 @@ static gboolean
 rtn_run (LpPassContext *ctx, GError **error)
 {
   QOptions o;
-  if (!q_options_read (ctx, &o, error))
+  QBudget budget;
+  if (!q_options_read (ctx, &o, error) || !q_budget_read (ctx, &o, &budget, error))
     return FALSE;
   g_autoptr (LpStats) stats = NULL;
   if (lp_pass_context_get_input (ctx, "stats") != NULL || lp_pass_context_get_string (ctx, "imatrix") != NULL)
@@ -149,24 +116,9 @@ rtn_run (LpPassContext *ctx, GError **error)
   if (!q_check_model (&o, in, error))
     return FALSE;
   g_autoptr (GHashTable) assigned = NULL;
-  double target = lp_pass_context_get_float (ctx, "target_bpw");
-  if (target > 0)
+  if (q_budget_active (&budget))
     {
-      if (o.has_preset)
-        {
-          lp_set_error (error, LP_ERROR_INVALID,
-                        "target_bpw: expected no preset= with it (the allocator chooses every grid), found '%s'",
-                        lp_quant_mix_name (o.preset));
-          return FALSE;
-        }
-      if (o.n_overrides > 0)
-        {
-          lp_set_error (error, LP_ERROR_INVALID,
-                        "target_bpw: expected no overrides= with it (the allocator chooses every grid), found '%s'",
-                        lp_pass_context_get_string (ctx, "overrides"));
-          return FALSE;
-        }
-      if ((assigned = rtn_allocate (ctx, &o, in, stats, target, error)) == NULL)
+      if ((assigned = q_budget_assign (ctx, &o, &budget, in, stats, error)) == NULL)
         return FALSE;
       o.assigned = assigned;
     }
@@ -191,6 +143,8 @@ rtn_run (LpPassContext *ctx, GError **error)
     }
   lp_pass_context_log (ctx, LP_LOG_INFO, "quantized %u tensors, %.3f bits per weight", done,
                        lp_model_bits_per_weight (work));
+  if (!q_budget_report (ctx, &budget, work, error))
+    return FALSE;
   lp_pass_context_set_output_model (ctx, work);
   return TRUE;
 }
