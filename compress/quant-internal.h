@@ -58,15 +58,8 @@ void lp_qk45_super_scales (const float *scales, const float *mins, const float *
                            guint16 *d, guint16 *m);
 /* Q4_K / Q5_K's 8 6-bit scales and 8 6-bit mins in 12 bytes. */
 void lp_qencode_scales_k4 (const guint8 *ls, const guint8 *lm, guint8 *dst);
-void lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst);
 void lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst);
 
-static inline void
-lp_qwrite_u16 (guint8 *p, guint16 v)
-{
-  p[0] = v & 0xff;
-  p[1] = v >> 8;
-}
 
 /* A row of n values (a multiple of the block size, checked finite) into dst:
  * the reference (each block fitted and packed alone, quant.c), and the fast

@@ -266,39 +266,3 @@ lp_qfit_block32 (LpDType type, const float *x, const float *w, float sigma2, LpB
   p->offset[0] = lp_f16_to_f32 (p->m);
 }
 
-void
-lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst)
-{
-  const Block32Kind *k = kind_of (p->type);
-  int L[32];
-  int bias = k->has_min ? 0 : -p->code_min;
-  for (int j = 0; j < 32; j++)
-    L[j] = CLAMP (codes[j], p->code_min, p->code_max) + bias;
-  lp_qwrite_u16 (dst, p->d);
-  dst += 2;
-  if (k->has_min)
-    {
-      lp_qwrite_u16 (dst, p->m);
-      dst += 2;
-    }
-  if (k->bits == 8)
-    {
-      for (int j = 0; j < 32; j++)
-        dst[j] = (guint8) (gint8) (L[j] - bias);
-      return;
-    }
-  if (k->bits == 5)
-    {
-      guint32 qh = 0;
-      for (int j = 0; j < 16; j++)
-        {
-          qh |= (guint32) ((L[j] & 0x10) >> 4) << j;
-          qh |= (guint32) ((L[j + 16] & 0x10) >> 4) << (j + 16);
-        }
-      for (int b = 0; b < 4; b++)
-        dst[b] = (qh >> (8 * b)) & 0xff;
-      dst += 4;
-    }
-  for (int j = 0; j < 16; j++)
-    dst[j] = (guint8) ((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
-}

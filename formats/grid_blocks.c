@@ -34,6 +34,7 @@
 
 #include <llmpress/quant.h>
 
+#include "dtype-blocks.h"
 #include "grid-blocks.h"
 #include "lp-internal.h"
 
@@ -180,7 +181,7 @@ lp_grid_blocks_encode (const LpIntGrid *g, LpDType type, guint8 *dst, LpGridBloc
           p.m = k->has_min ? block_offset (p.d, zero, code, k->levels, &t, &err) : 0;
           for (int i = 0; i < 32; i++)
             q[i] = k->has_min ? code[i] - zero + t : code[i] - zero;
-          lp_block_grid_pack (&p, q, row + b * type_size);
+          lp_qpack_block32 (&p, q, row + b * type_size);
         }
       /* Read back as every reader decodes it, against the grid's values. */
       lp_int_grid_dequantize_rows (g, r, 1, want);

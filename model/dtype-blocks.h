@@ -4,6 +4,7 @@
 
 #include <glib.h>
 #include <llmpress/dtype.h>
+#include <llmpress/quant.h>
 
 /* Values in a K-quant super-block (ggml's QK_K). */
 #define QK_K 256
@@ -19,6 +20,16 @@ extern const gint8 lp_iq4nl_levels[16];
 
 /* Q4_K / Q5_K: sub-block j's 6-bit scale and min out of the 12 packed bytes q. */
 void lp_get_scale_min_k4 (int j, const guint8 *q, guint8 *d, guint8 *m);
+
+/* One 32-value block (Q4_0 .. Q8_0, IQ4_NL) from its parameters and codes. */
+void lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst);
+
+static inline void
+lp_qwrite_u16 (guint8 *p, guint16 v)
+{
+  p[0] = v & 0xff;
+  p[1] = v >> 8;
+}
 
 static inline guint16
 lp_qread_u16 (const guint8 *p)

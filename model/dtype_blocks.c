@@ -253,3 +253,45 @@ lp_dequant_kblock (LpDType type, const guint8 *src, float *y, gsize n_blocks)
       return FALSE;
     }
 }
+
+/* The inverse of lp_dequant_block32's layouts: codes in [code_min,
+ * code_max] (offset-free types store them shifted by -code_min) written as
+ * ggml lays the block out.  Here, beside the reader, so that the GGUF writer
+ * (formats/) and the quantizers (compress/) share one packer. */
+void
+lp_qpack_block32 (const LpBlockParams *p, const int *codes, guint8 *dst)
+{
+  const int bits = p->type == LP_DTYPE_Q8_0 ? 8 : p->type == LP_DTYPE_Q5_0 || p->type == LP_DTYPE_Q5_1 ? 5 : 4;
+  const gboolean has_min = p->type == LP_DTYPE_Q4_1 || p->type == LP_DTYPE_Q5_1;
+  int L[32];
+  int bias = has_min ? 0 : -p->code_min;
+  for (int j = 0; j < 32; j++)
+    L[j] = CLAMP (codes[j], p->code_min, p->code_max) + bias;
+  lp_qwrite_u16 (dst, p->d);
+  dst += 2;
+  if (has_min)
+    {
+      lp_qwrite_u16 (dst, p->m);
+      dst += 2;
+    }
+  if (bits == 8)
+    {
+      for (int j = 0; j < 32; j++)
+        dst[j] = (guint8) (gint8) (L[j] - bias);
+      return;
+    }
+  if (bits == 5)
+    {
+      guint32 qh = 0;
+      for (int j = 0; j < 16; j++)
+        {
+          qh |= (guint32) ((L[j] & 0x10) >> 4) << j;
+          qh |= (guint32) ((L[j + 16] & 0x10) >> 4) << (j + 16);
+        }
+      for (int b = 0; b < 4; b++)
+        dst[b] = (qh >> (8 * b)) & 0xff;
+      dst += 4;
+    }
+  for (int j = 0; j < 16; j++)
+    dst[j] = (guint8) ((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
+}

@@ -145,8 +145,9 @@ lp_model_synth_spilled (const LpSynthOptions *options, LpDType dtype, LpSpill *s
           state += (guint64) n * SYNTH_DRAW_STEP;
         }
       /* Each tensor in its final type and out of memory as it is made: how
-       * a model larger than memory is made (|values| << 65504: no overflow). */
-      g_autoptr (LpTensor) typed = lp_tensor_convert (t, dtype, error);
+       * a model larger than memory is made (|values| << 65504: no overflow;
+       * only the plain types, so no call up into compress/'s quantizers). */
+      g_autoptr (LpTensor) typed = lp_tensor_convert_with (t, dtype, lp_dtype_from_f32_plain, LP_OVERFLOW_ERROR, NULL, error);
       if (typed == NULL)
         return NULL;
       lp_model_set_tensor_spill (model, typed);
