@@ -106,13 +106,14 @@ static gboolean layout_tensors (GArray *out, const char *path, int dtype, GError
 
 /* An integer grid goes out as the ggml block type that holds its weights
  * (grid_blocks.c) unless an output type is asked for (then its values, as
- * every weight); one no block type fits keeps its f32 values.  `other`
+ * every weight) or grid_values (its exact f32 values); one no block type
+ * fits keeps its f32 values.  `other`
  * gets the name, type and reason of each grid not in the smallest type. */
 static void
-plan_grid (OutTensor *o, int dtype, GString *other)
+plan_grid (OutTensor *o, gboolean grid_blocks, GString *other)
 {
   const LpIntGrid *g = lp_tensor_int_grid (o->src);
-  if (g == NULL || dtype >= 0)
+  if (g == NULL || !grid_blocks)
     return;
   const char *why = NULL;
   LpDType type = lp_grid_block_type (g, lp_tensor_mask (o->src) != NULL, &why);
@@ -125,7 +126,7 @@ plan_grid (OutTensor *o, int dtype, GString *other)
 }
 
 static GArray *
-plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
+plan_tensors (LpModel *model, const char *path, int dtype, gboolean grid_blocks, GError **error)
 {
   g_autoptr (GString) other = g_string_new (NULL);
   const LpModelConfig *c = lp_model_config (model);
@@ -152,7 +153,7 @@ plan_tensors (LpModel *model, const char *path, int dtype, GError **error)
         {
           LpTensor *t = parts->pdata[j];
           OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
-          plan_grid (&o, dtype, other);
+          plan_grid (&o, grid_blocks, other);
           g_array_append_val (out, o);
         }
     }
@@ -459,7 +460,8 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
                     path, lp_dtype_name ((LpDType) dtype));
       return FALSE;
     }
-  g_autoptr (GArray) tensors = plan_tensors (model, path, dtype, error);
+  gboolean grid_blocks = dtype < 0 && !(options != NULL && options->grid_values);
+  g_autoptr (GArray) tensors = plan_tensors (model, path, dtype, grid_blocks, error);
   if (tensors == NULL)
     return FALSE;
   guint64 clamped = 0;

@@ -382,6 +382,7 @@ write_artifact (const char *tmp, LpArtifact *artifact, const char **name, char *
     {
       LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
       opts.format = LP_FORMAT_GGUF;
+      opts.grid_values = TRUE;
       ok = lp_model_save (lp_artifact_get_model (artifact), path, &opts, error);
     }
   else if (lp_artifact_kind (artifact) == LP_ARTIFACT_STATS)

@@ -87,9 +87,13 @@ typedef struct {
    * pack-quantized (weight_packed/weight_scale/...). */
   gboolean compressed_tensors;
   LpOverflow overflow; /* converting to f16/bf16; NaN and inf are refused either way */
+  /* GGUF: integer grids as their exact f32 values instead of the ggml block
+   * type that holds them (whose f16 offset may move a weight slightly):
+   * what the cache writes, so that a cache hit gives the same values. */
+  gboolean grid_values;
 } LpSaveOptions;
 
-#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1, FALSE, LP_OVERFLOW_ERROR }
+#define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1, FALSE, LP_OVERFLOW_ERROR, FALSE }
 
 /* Read any supported format (detected). */
 LpModel *lp_model_load (const char *path, const LpLoadOptions *options, GError **error);
