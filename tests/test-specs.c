@@ -27,13 +27,13 @@ test_spec (gconstpointer data)
    * only (card.ini's default too), groups of 32 and one bit budget. */
   const char *validate[] = { "validate", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8",
                              "-D", "eval_range=:", "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3",
-                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=4", NULL };
+                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", NULL };
   g_assert_cmpint (lp_test_run_cliv (&o, &e, validate), ==, 0);
   g_assert_nonnull (strstr (o, "valid"));
   g_autofree char *o2 = NULL, *e2 = NULL;
   const char *run[] = { "run", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8", "-D", "eval_range=:",
                         "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3",
-                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=4", "-o", out, "--cache-dir", cache, "-q", NULL };
+                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", "-o", out, "--cache-dir", cache, "-q", NULL };
   int status = lp_test_run_cliv (&o2, &e2, run);
   if (status != 0)
     g_test_message ("%s", e2);
@@ -43,14 +43,23 @@ test_spec (gconstpointer data)
   /* Every spec evaluates something: llmpress report draws it. */
   g_autofree char *o4 = NULL, *e4 = NULL;
   const char *draw[] = { "report", out, NULL };
-  g_assert_cmpint (lp_test_run_cliv (&o4, &e4, draw), ==, 0);
-  g_assert_nonnull (strstr (o4, "best at <= 3.2 bits/weight"));
-  g_autofree char *frontier = g_build_filename (out, "frontier.svg", NULL);
-  g_assert_true (g_file_test (frontier, G_FILE_TEST_IS_REGULAR));
+  if (g_str_has_suffix (spec, "f16.ini"))
+    {
+      /* Its eval has no data=: sizes only, so nothing to draw, said in one line. */
+      g_assert_cmpint (lp_test_run_cliv (&o4, &e4, draw), ==, 1);
+      g_assert_nonnull (strstr (e4, "no node measured a perplexity"));
+    }
+  else
+    {
+      g_assert_cmpint (lp_test_run_cliv (&o4, &e4, draw), ==, 0);
+      g_assert_nonnull (strstr (o4, "best at <= 3.2 bits/weight"));
+      g_autofree char *frontier = g_build_filename (out, "frontier.svg", NULL);
+      g_assert_true (g_file_test (frontier, G_FILE_TEST_IS_REGULAR));
+    }
   g_autofree char *o3 = NULL;
   const char *graph[] = { "graph", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8",
                           "-D", "eval_range=:", "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3",
-                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=4", NULL };
+                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", NULL };
   g_assert_cmpint (lp_test_run_cliv (&o3, NULL, graph), ==, 0);
   g_assert_true (g_str_has_prefix (o3, "digraph"));
 }
