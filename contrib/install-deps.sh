@@ -37,6 +37,14 @@ if [ ${#fuzz_missing[@]} -gt 0 ]; then
     echo "install-deps: ${fuzz_missing[*]} missing (run as root to install them): make fuzz cannot run" >&2
   fi
 fi
+# Headless Chromium renders `llmpress report`'s page in tests/test-report;
+# without it that one case skips, so a failure here is not an error.
+mapfile -t web_missing < <(not_installed chromium)
+if [ ${#web_missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+    || echo "install-deps: chromium unavailable: the report page's rendering test skips" >&2
+fi
 # Optional oracles for the GGUF and safetensors tests; a failure here is not an error.
 for mod in gguf safetensors; do
   if ! python3 -c "import $mod" 2>/dev/null; then
