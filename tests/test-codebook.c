@@ -54,46 +54,6 @@ test_layout (void)
     g_assert_cmpfloat (y[j], ==, x[j]);
 }
 
-/* python3 importing `modules`, or skip with the reason. */
-static gboolean
-have_python (const char *modules, const char *why)
-{
-  g_autofree char *code = g_strdup_printf ("import %s", modules);
-  gchar *probe[] = { "python3", "-c", code, NULL };
-  int status = 0;
-  if (!g_spawn_sync (NULL, probe, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
-                     NULL, NULL, NULL, NULL, &status, NULL)
-      || !g_spawn_check_wait_status (status, NULL))
-    {
-      g_autofree char *msg = g_strdup_printf ("python3 with %s is not installed: %s", modules, why);
-      g_test_skip (msg);
-      return FALSE;
-    }
-  return TRUE;
-}
-
-/* Run python3 -c script args...; its stdout; fails the test on a non-zero exit. */
-static char *
-run_python (const char *script, const char *const *args)
-{
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, "python3");
-  g_ptr_array_add (argv, "-c");
-  g_ptr_array_add (argv, (gpointer) script);
-  for (; *args; args++)
-    g_ptr_array_add (argv, (gpointer) *args);
-  g_ptr_array_add (argv, NULL);
-  char *out = NULL;
-  g_autofree char *err = NULL;
-  int status = 0;
-  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
-                               NULL));
-  g_test_message ("python: %s", out);
-  if (!g_spawn_check_wait_status (status, NULL))
-    g_error ("python: %s%s", out, err);
-  return out;
-}
-
 /* ggml's quantize_iq4_nl (what llama-quantize calls, through
  * ggml_quantize_chunk) on the same rows, with and without an imatrix. */
 static const char ggml_oracle[] =
@@ -119,7 +79,7 @@ static const char ggml_oracle[] =
 static void
 test_matches_ggml (void)
 {
-  if (!have_python ("llama_cpp, numpy", "no ggml to compare IQ4_NL bytes with"))
+  if (!lp_test_python_has ("llama_cpp, numpy", "no ggml to compare IQ4_NL bytes with"))
     return;
   const int rows = 48, n = 256;
   g_autofree float *x = g_new (float, rows * n);
@@ -149,7 +109,7 @@ test_matches_ggml (void)
   g_free (q[1]);
   g_autofree char *r = g_strdup_printf ("%d", rows), *c = g_strdup_printf ("%d", n);
   const char *args[] = { r, c, xs, is, p0, p1, NULL };
-  g_autofree char *out = run_python (ggml_oracle, args);
+  g_autofree char *out = lp_test_python_run (ggml_oracle, args);
   g_assert_nonnull (strstr (out, "plain blocks 384 differing bytes 0"));
   g_assert_nonnull (strstr (out, "imatrix blocks 384 differing bytes 0"));
 }
@@ -190,7 +150,7 @@ static const char gguf_oracle[] =
 static void
 check_with_gguf_py (const char *path, LpModel *m)
 {
-  if (!have_python ("gguf, numpy", "no gguf-py to decode IQ4_NL with"))
+  if (!lp_test_python_has ("gguf, numpy", "no gguf-py to decode IQ4_NL with"))
     return;
   g_autofree char *dir = lp_test_mkdir ("codebook-ours");
   for (guint i = 0; i < lp_model_n_tensors (m); i++)
@@ -205,7 +165,7 @@ check_with_gguf_py (const char *path, LpModel *m)
       g_assert_true (g_file_set_contents (file, (const char *) v, sizeof (float) * lp_tensor_n_elements (t), NULL));
     }
   const char *args[] = { path, dir, NULL };
-  g_autofree char *out = run_python (gguf_oracle, args);
+  g_autofree char *out = lp_test_python_run (gguf_oracle, args);
   g_assert_nonnull (strstr (out, " bad 0"));
 }
 
@@ -305,7 +265,7 @@ demo_path (const char *name)
 static void
 test_llama_cpp (void)
 {
-  if (!lp_test_slow () || !have_python ("llama_cpp, numpy", "no llama.cpp to run the file"))
+  if (!lp_test_slow () || !lp_test_python_has ("llama_cpp, numpy", "no llama.cpp to run the file"))
     return;
   g_autofree char *model = demo_path ("stories260K.gguf");
   g_autofree char *text = demo_path ("tinystories-eval.txt");
@@ -322,7 +282,7 @@ test_llama_cpp (void)
   g_autofree char *saved = g_build_filename (dir, "model.gguf", NULL);
   g_autofree char *toks = g_build_filename (dir, "window.u32", NULL);
   const char *args[] = { saved, text, "128", toks, NULL };
-  g_autofree char *out = run_python (llama_oracle, args);
+  g_autofree char *out = lp_test_python_run (llama_oracle, args);
   double theirs = 0;
   g_assert_cmpint (sscanf (out, "ppl %lf", &theirs), ==, 1);
   g_autofree char *json = NULL;

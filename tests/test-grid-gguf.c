@@ -442,52 +442,13 @@ static const char oracle[] =
   "    llm.eval(ids)\n"
   "    print('loaded', llm.n_vocab(), 'tokens', len(ids), 'finite', bool(np.isfinite(np.asarray(llm.scores[:len(ids)])).all()))\n";
 
-/* python3 importing `modules`, or skip with the reason. */
-static gboolean
-have_python (const char *modules)
-{
-  g_autofree char *import = g_strdup_printf ("import %s", modules);
-  gchar *probe[] = { "python3", "-c", import, NULL };
-  int status = 0;
-  if (!g_spawn_sync (NULL, probe, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
-                     NULL, NULL, NULL, NULL, &status, NULL)
-      || !g_spawn_check_wait_status (status, NULL))
-    {
-      g_autofree char *why = g_strdup_printf ("python3 cannot import %s (e.g. PATH=/work/venv/bin:$PATH)", modules);
-      g_test_skip (why);
-      return FALSE;
-    }
-  return TRUE;
-}
-
-static char *
-run_oracle (const char *const *args)
-{
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, "python3");
-  g_ptr_array_add (argv, "-c");
-  g_ptr_array_add (argv, (gpointer) oracle);
-  for (; *args; args++)
-    g_ptr_array_add (argv, (gpointer) *args);
-  g_ptr_array_add (argv, NULL);
-  char *out = NULL;
-  g_autofree char *err = NULL;
-  int status = 0;
-  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
-                               NULL));
-  g_test_message ("oracle: %s", out);
-  if (!g_spawn_check_wait_status (status, NULL))
-    g_error ("oracle: %s%s", out, err);
-  return out;
-}
-
 /* gguf-py reads Q4_1, Q4_0 and Q8_0 and decodes them to the f32 file's
  * values: exactly for the symmetric grids, and for GPTQ's Q4_1 with as many
  * weights changed as the writer reported. */
 static void
 test_gguf_py (void)
 {
-  if (!have_python ("gguf, numpy"))
+  if (!lp_test_python_has ("gguf, numpy", "no gguf-py to decode the blocks with"))
     return;
   char *log = NULL;
   if (stories_run (&log) == NULL)
@@ -499,7 +460,7 @@ test_gguf_py (void)
     {
       g_autofree char *b = g_strdup_printf ("%s.gguf", want[i].node), *d = g_strdup_printf ("%s-f32.gguf", want[i].node);
       const char *args[] = { "compare", out_file (b), out_file (d), NULL };
-      g_autofree char *got = run_oracle (args);
+      g_autofree char *got = lp_test_python_run (oracle, args);
       char types[64];
       guint64 changed = 0;
       g_assert_cmpint (sscanf (got, "types %63s changed %" G_GUINT64_FORMAT, types, &changed), ==, 2);
@@ -524,7 +485,7 @@ test_gguf_py (void)
 static void
 test_autogptq_fixture (void)
 {
-  if (!have_python ("numpy, safetensors, gguf"))
+  if (!lp_test_python_has ("numpy, safetensors, gguf", "no AutoGPTQ-layout fixture"))
     return;
   const LpTestStories *s = stories ();
   if (s == NULL)
@@ -535,7 +496,7 @@ test_autogptq_fixture (void)
   if (lp_test_run_cliv (&o, &err, to_hf) != 0)
     g_error ("%s", err);
   const char *make[] = { "autogptq", dir, NULL };
-  g_autofree char *made = run_oracle (make);
+  g_autofree char *made = lp_test_python_run (oracle, make);
   g_assert_nonnull (strstr (made, "quantized 20"));
   g_clear_pointer (&o, g_free);
   g_clear_pointer (&err, g_free);
@@ -544,7 +505,7 @@ test_autogptq_fixture (void)
     g_error ("%s", err);
   g_assert_nonnull (strstr (err, "weights changed, by at most"));
   const char *check[] = { "autogptq-check", dir, gguf, NULL };
-  g_autofree char *checked = run_oracle (check);
+  g_autofree char *checked = lp_test_python_run (oracle, check);
   g_assert_true (g_str_has_prefix (checked, "Q4_1 "));
   g_assert_nonnull (strstr (checked, "within True"));
   const char *files[] = { dir, gguf, NULL };
@@ -558,13 +519,13 @@ test_autogptq_fixture (void)
 static void
 test_llama_cpp_loads (void)
 {
-  if (!have_python ("llama_cpp, gguf, numpy"))
+  if (!lp_test_python_has ("llama_cpp, gguf, numpy", "no llama.cpp to load the file"))
     return;
   char *log = NULL;
   if (stories_run (&log) == NULL)
     return;
   const char *args[] = { "load", out_file ("gptq.gguf"), NULL };
-  g_autofree char *got = run_oracle (args);
+  g_autofree char *got = lp_test_python_run (oracle, args);
   g_assert_nonnull (strstr (got, "loaded 512 "));
   g_assert_nonnull (strstr (got, "finite True"));
 }

@@ -48,44 +48,6 @@ static const char oracle[] =
   "    nll = -np.mean([logp[i, ids[i + 1]] for i in range(n - 1)])\n"
   "    print('ppl %.6f' % np.exp(nll))\n";
 
-/* python3 with llama_cpp, gguf and numpy, or skip. */
-static gboolean
-have_llama_cpp (void)
-{
-  gchar *probe[] = { "python3", "-c", "import llama_cpp, gguf, numpy", NULL };
-  int status = 0;
-  if (!g_spawn_sync (NULL, probe, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
-                     NULL, NULL, NULL, NULL, &status, NULL)
-      || !g_spawn_check_wait_status (status, NULL))
-    {
-      g_test_skip ("python3 with llama_cpp (llama-cpp-python), gguf and numpy is not installed: no llama.cpp oracle");
-      return FALSE;
-    }
-  return TRUE;
-}
-
-/* Run the oracle with args; its stdout (owned); fails the test on a non-zero exit. */
-static char *
-run_oracle (const char *const *args)
-{
-  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  g_ptr_array_add (argv, "python3");
-  g_ptr_array_add (argv, "-c");
-  g_ptr_array_add (argv, (gpointer) oracle);
-  for (; *args; args++)
-    g_ptr_array_add (argv, (gpointer) *args);
-  g_ptr_array_add (argv, NULL);
-  char *out = NULL;
-  g_autofree char *err = NULL;
-  int status = 0;
-  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
-                               NULL));
-  g_test_message ("llama.cpp oracle: %s", out);
-  if (!g_spawn_check_wait_status (status, NULL))
-    g_error ("llama.cpp oracle: %s%s", out, err);
-  return out;
-}
-
 /* contrib/demo/NAME in the source tree. */
 static char *
 demo_path (const char *name)
@@ -97,7 +59,7 @@ static void
 test_preset_matches_llama_quantize (gconstpointer data)
 {
   const char *mix = data;
-  if (!have_llama_cpp ())
+  if (!lp_test_python_has ("llama_cpp, gguf, numpy", "no llama.cpp oracle (llama-cpp-python)"))
     return;
   g_autofree char *demo = demo_path ("stories260K.gguf");
   g_autofree char *dir = g_build_filename (lp_test_tmpdir (), mix, NULL);
@@ -118,7 +80,7 @@ test_preset_matches_llama_quantize (gconstpointer data)
   g_autofree char *ours = g_build_filename (dir, "ours.gguf", NULL);
   g_autofree char *theirs = g_build_filename (dir, "llama-quantize.gguf", NULL);
   const char *args[] = { "quantize", model, theirs, mix, ours, NULL };
-  g_autofree char *out = run_oracle (args);
+  g_autofree char *out = lp_test_python_run (oracle, args);
   g_assert_nonnull (strstr (out, " bad 0"));
 }
 
@@ -130,7 +92,7 @@ test_preset_matches_llama_quantize (gconstpointer data)
 static void
 test_default_spec_runs_in_llama_cpp (void)
 {
-  if (!have_llama_cpp ())
+  if (!lp_test_python_has ("llama_cpp, gguf, numpy", "no llama.cpp oracle (llama-cpp-python)"))
     return;
   g_autofree char *model = demo_path ("stories260K.gguf");
   g_autofree char *text = demo_path ("tinystories-eval.txt");
@@ -147,7 +109,7 @@ test_default_spec_runs_in_llama_cpp (void)
   g_autofree char *saved = g_build_filename (dir, "model.gguf", NULL);
   g_autofree char *toks = g_build_filename (dir, "window.u32", NULL);
   const char *args[] = { "ppl", saved, text, "128", toks, NULL };
-  g_autofree char *out = run_oracle (args);
+  g_autofree char *out = lp_test_python_run (oracle, args);
   double theirs = 0;
   g_assert_cmpint (sscanf (out, "ppl %lf", &theirs), ==, 1);
   g_autofree char *json = NULL;

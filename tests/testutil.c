@@ -553,3 +553,41 @@ lp_test_run_nodes (const char *calib, const char *settings, const char *model, c
   *status = lp_test_run_cli (NULL, err, "run", spec, "-o", out, "--no-cache", "-q", NULL);
   return out;
 }
+
+gboolean
+lp_test_python_has (const char *modules, const char *why)
+{
+  g_autofree char *code = g_strdup_printf ("import %s", modules);
+  gchar *probe[] = { "python3", "-c", code, NULL };
+  int status = 0;
+  if (!g_spawn_sync (NULL, probe, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                     NULL, NULL, NULL, NULL, &status, NULL)
+      || !g_spawn_check_wait_status (status, NULL))
+    {
+      g_autofree char *msg = g_strdup_printf ("python3 cannot import %s (e.g. PATH=/work/venv/bin:$PATH): %s", modules, why);
+      g_test_skip (msg);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+char *
+lp_test_python_run (const char *script, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, "python3");
+  g_ptr_array_add (argv, "-c");
+  g_ptr_array_add (argv, (gpointer) script);
+  for (; *args; args++)
+    g_ptr_array_add (argv, (gpointer) *args);
+  g_ptr_array_add (argv, NULL);
+  char *out = NULL;
+  g_autofree char *err = NULL;
+  int status = 0;
+  g_assert_true (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                               NULL));
+  g_test_message ("python: %s", out);
+  if (!g_spawn_check_wait_status (status, NULL))
+    g_error ("python: %s%s", out, err);
+  return out;
+}

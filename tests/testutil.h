@@ -102,3 +102,10 @@ double lp_test_report_node_double (const char *out_dir, const char *node, const 
 /* Entries, and temporaries a writer left (names starting with '.'), in a
  * cache directory. */
 void lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries);
+
+/* Optional Python oracles: TRUE when python3 imports `modules` (e.g.
+ * "gguf, numpy"), else the test is skipped with `why` and FALSE returned. */
+gboolean lp_test_python_has (const char *modules, const char *why);
+/* python3 -c script args...: its stdout (g_free() it); fails the test on a
+ * non-zero exit, with the script's output. */
+char *lp_test_python_run (const char *script, const char *const *args);
