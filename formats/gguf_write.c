@@ -104,16 +104,19 @@ llama3_rope_freqs (const LpModelConfig *c, const char *path, GError **error)
 /* Decide every tensor's output type and place it in the data section. */
 static gboolean layout_tensors (GArray *out, const char *path, int dtype, GError **error);
 
-/* An integer grid goes out as the ggml block type that holds its weights
- * (grid_blocks.c) unless an output type is asked for (then its values, as
- * every weight) or grid_values (its exact f32 values); one no block type
- * fits keeps its f32 values.  `other`
- * gets the name, type and reason of each grid not in the smallest type. */
+/* How integer grids are written: as the ggml block type that holds their
+ * weights (grid_blocks.c; one no block type fits keeps its f32 values),
+ * as their values (an output type asked for: as every weight), or as
+ * their parts, masks written too (LpSaveOptions.exact_forms: the cache). */
+typedef enum { GRID_AS_BLOCKS, GRID_AS_VALUES, GRID_AS_PARTS } GridMode;
+
+/* A grid's block type, when GRID_AS_BLOCKS.  `other` gets the name, type
+ * and reason of each grid not in the smallest type. */
 static void
-plan_grid (OutTensor *o, gboolean grid_blocks, GString *other)
+plan_grid (OutTensor *o, GridMode mode, GString *other)
 {
   const LpIntGrid *g = lp_tensor_int_grid (o->src);
-  if (g == NULL || !grid_blocks)
+  if (g == NULL || mode != GRID_AS_BLOCKS)
     return;
   const char *why = NULL;
   LpDType type = lp_grid_block_type (g, lp_tensor_mask (o->src) != NULL, &why);
@@ -126,7 +129,7 @@ plan_grid (OutTensor *o, gboolean grid_blocks, GString *other)
 }
 
 static GArray *
-plan_tensors (LpModel *model, const char *path, int dtype, gboolean grid_blocks, GError **error)
+plan_tensors (LpModel *model, const char *path, int dtype, GridMode mode, LpMeta *grid_meta, GError **error)
 {
   g_autoptr (GString) other = g_string_new (NULL);
   const LpModelConfig *c = lp_model_config (model);
@@ -152,9 +155,22 @@ plan_tensors (LpModel *model, const char *path, int dtype, gboolean grid_blocks,
       for (guint j = 0; j < parts->len; j++)
         {
           LpTensor *t = parts->pdata[j];
-          OutTensor o = { lp_tensor_ref (t), t->dtype, 0, 0 };
-          plan_grid (&o, grid_blocks, other);
-          g_array_append_val (out, o);
+          g_autoptr (GPtrArray) exact = mode == GRID_AS_PARTS ? lp_tensor_grid_parts (t, grid_meta) : NULL;
+          if (exact == NULL)
+            {
+              exact = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+              g_ptr_array_add (exact, lp_tensor_ref (t));
+            }
+          LpTensor *mask = mode == GRID_AS_PARTS ? lp_tensor_mask_part (t) : NULL;
+          if (mask != NULL)
+            g_ptr_array_add (exact, mask);
+          for (guint k = 0; k < exact->len; k++)
+            {
+              LpTensor *p = exact->pdata[k];
+              OutTensor o = { lp_tensor_ref (p), p->dtype, 0, 0 };
+              plan_grid (&o, mode, other);
+              g_array_append_val (out, o);
+            }
         }
     }
   if (other->len > 0)
@@ -460,8 +476,9 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
                     path, lp_dtype_name ((LpDType) dtype));
       return FALSE;
     }
-  gboolean grid_blocks = dtype < 0 && !(options != NULL && options->grid_values);
-  g_autoptr (GArray) tensors = plan_tensors (model, path, dtype, grid_blocks, error);
+  GridMode mode = dtype >= 0 ? GRID_AS_VALUES : options != NULL && options->exact_forms ? GRID_AS_PARTS : GRID_AS_BLOCKS;
+  g_autoptr (LpMeta) grid_meta = lp_meta_new ();
+  g_autoptr (GArray) tensors = plan_tensors (model, path, dtype, mode, grid_meta, error);
   if (tensors == NULL)
     return FALSE;
   guint64 clamped = 0;
@@ -473,6 +490,8 @@ lp_gguf_save (LpModel *model, const char *path, const LpSaveOptions *options, GE
       g_array_index (tensors, OutTensor, i).change = &change;
     }
   g_autoptr (LpMeta) meta = file_meta (model, tensors);
+  for (guint i = 0; i < lp_meta_n_keys (grid_meta); i++)
+    lp_meta_set (meta, lp_meta_key (grid_meta, i), lp_value_copy (lp_meta_get (grid_meta, lp_meta_key (grid_meta, i))));
   if (!write_file (path, meta, lp_arch_info (lp_model_config (model)->arch)->name, tensors, error))
     return FALSE;
   lp_warn_clamped (path, (LpDType) dtype, clamped);

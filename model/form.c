@@ -295,7 +295,8 @@ lp_model_form_parts (LpModel *model, const LpFormClass *klass, const char *name,
 void
 lp_model_form_rebuilt (LpModel *model, const LpFormClass *klass, LpTensor *t)
 {
-  lp_model_set_tensor (model, t);
+  g_autofree char *first = g_strconcat (t->name, klass->parts[0].suffix, NULL);
+  lp_model_put_tensor_at (model, first, t);
   for (int i = 0; klass->parts[i].suffix != NULL; i++)
     {
       g_autofree char *part_name = g_strconcat (t->name, klass->parts[i].suffix, NULL);

@@ -180,8 +180,22 @@ grid_trained (const LpForm *form, LpTensor *t, const LpFormWeights *w, GError **
   return lp_tensor_new_int_grid (t->name, t->n_dims, t->shape, ng, NULL, error);
 }
 
+/* Written only where a reader must get the grid back exactly (the
+ * artifact cache: LpSaveOptions.grid_parts); other files hold its values
+ * or a ggml block type. */
+static const LpFormPart grid_parts[] = {
+  { ".grid_codes", TRUE },  /* i8 [R, C] */
+  { ".grid_scales", TRUE }, /* f16 [R, G] */
+  { ".grid_zeros", TRUE },  /* i8 [R, G] */
+  { ".grid_gidx", FALSE },  /* i32 [C] */
+  { NULL, FALSE },
+};
+
+static gboolean grid_restore (LpModel *model, GError **error);
+
 const LpFormClass lp_form_grid_class = {
   .name = "grid",
+  .parts = grid_parts,
   .finalize = grid_finalize,
   .materialize_rows = grid_materialize_rows,
   .storage_bytes = grid_storage_bytes,
@@ -190,6 +204,7 @@ const LpFormClass lp_form_grid_class = {
   .upload = grid_upload,
   .matmul = grid_matmul,
   .trained = grid_trained,
+  .restore = grid_restore,
 };
 
 LpTensor *
@@ -211,4 +226,177 @@ lp_tensor_new_int_grid (const char *name, int n_dims, const gint64 *shape, LpInt
   f->grid = lp_int_grid_ref (grid);
   t->form = &f->parent;
   return mask != NULL ? lp_tensor_with_mask (t, mask, error) : g_steal_pointer (&t);
+}
+
+/* ---- the grid as its parts (the cache's exact copy) ---- */
+
+/* llmpress.grid.<name>.<what>: its own keys, apart from llmpress.form.*
+ * (a grid may be the base of a form that marks the same name, an adapter). */
+static char *
+grid_key (const char *name, const char *what)
+{
+  return g_strconcat ("llmpress.grid.", name, ".", what, NULL);
+}
+
+/* Whether t's values are exactly its grid's (a mask over the grid may
+ * have zeroed codes the grid itself does not: the parts would lose that). */
+static gboolean
+grid_holds_values (const LpTensor *t, const LpIntGrid *g)
+{
+  if (t->dtype != LP_DTYPE_F32 || lp_tensor_n_elements (t) != g->rows * g->cols)
+    return FALSE;
+  const float *v = lp_tensor_data (t);
+  g_autofree float *row = g_new (float, g->cols);
+  for (gint64 r = 0; r < g->rows; r++)
+    {
+      lp_int_grid_dequantize_rows (g, r, 1, row);
+      if (memcmp (row, v + r * g->cols, (gsize) g->cols * sizeof (float)) != 0)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* A part of the grid: a tensor of its own holding a copy of `data`. */
+static LpTensor *
+grid_part (const char *name, int i, LpDType dtype, int n_dims, const gint64 *shape, const void *data, gsize n)
+{
+  g_autofree char *part = g_strconcat (name, grid_parts[i].suffix, NULL);
+  g_autoptr (GBytes) bytes = g_bytes_new (data, n);
+  return lp_tensor_new_from_bytes (part, dtype, n_dims, shape, bytes, NULL);
+}
+
+GPtrArray *
+lp_tensor_grid_parts (const LpTensor *t, LpMeta *meta)
+{
+  const LpIntGrid *g = lp_tensor_int_grid (t);
+  if (g == NULL || t->n_dims != 2 || !grid_holds_values (t, g))
+    return NULL;
+  const gint64 R = g->rows, C = g->cols, G = g->n_groups;
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_tensor_unref);
+  g_ptr_array_add (out, grid_part (t->name, 0, LP_DTYPE_I8, 2, (gint64[]){ R, C }, g->codes, (gsize) (R * C)));
+  g_ptr_array_add (out, grid_part (t->name, 1, LP_DTYPE_F16, 2, (gint64[]){ R, G }, g->scales,
+                                   (gsize) (R * G) * sizeof (guint16)));
+  g_ptr_array_add (out, grid_part (t->name, 2, LP_DTYPE_I8, 2, (gint64[]){ R, G }, g->zeros, (gsize) (R * G)));
+  g_ptr_array_add (out, grid_part (t->name, 3, LP_DTYPE_I32, 1, &C, g->g_idx, (gsize) C * sizeof (gint32)));
+  g_autofree char *bits = grid_key (t->name, "bits");
+  g_autofree char *group = grid_key (t->name, "group"), *sym = grid_key (t->name, "symmetric");
+  lp_meta_set_u32 (meta, bits, (guint32) g->bits);
+  lp_meta_set_u32 (meta, group, (guint32) g->group_size);
+  lp_meta_set_bool (meta, sym, g->symmetric);
+  return out;
+}
+
+/* The grid of `name` from its parts and keys, every field checked: codes
+ * and zeros on the grid, g_idx naming groups that exist. */
+static LpIntGrid *
+grid_from_parts (const char *src, const char *name, LpTensor **parts, gint64 bits, gint64 group, gboolean sym,
+                 GError **error)
+{
+  LpTensor *codes = parts[0], *scales = parts[1], *zeros = parts[2], *gidx = parts[3];
+  gboolean shapes = codes->dtype == LP_DTYPE_I8 && codes->n_dims == 2 && scales->dtype == LP_DTYPE_F16
+                    && scales->n_dims == 2 && zeros->dtype == LP_DTYPE_I8 && zeros->n_dims == 2
+                    && gidx->dtype == LP_DTYPE_I32 && gidx->n_dims == 1 && bits >= 2 && bits <= 8 && group >= 1
+                    && group <= codes->shape[1] && scales->shape[0] == codes->shape[0]
+                    && zeros->shape[0] == codes->shape[0] && gidx->shape[0] == codes->shape[1]
+                    && scales->shape[1] == (codes->shape[1] + group - 1) / group && zeros->shape[1] == scales->shape[1];
+  if (!shapes)
+    {
+      lp_set_error (error, LP_ERROR_FORMAT,
+                    "%s: tensor %s: grid: expected i8 codes [R, C], f16 scales and i8 zeros [R, ceil (C / group)], "
+                    "i32 g_idx [C], 2 <= bits <= 8, found bits %" G_GINT64_FORMAT ", group %" G_GINT64_FORMAT
+                    ", codes %s [%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT "], scales %s, zeros %s, g_idx %s",
+                    src, name, bits, group, lp_dtype_name (codes->dtype), codes->shape[0],
+                    codes->n_dims > 1 ? codes->shape[1] : 0, lp_dtype_name (scales->dtype),
+                    lp_dtype_name (zeros->dtype), lp_dtype_name (gidx->dtype));
+      return NULL;
+    }
+  g_autoptr (LpIntGrid) g = lp_int_grid_new (codes->shape[0], codes->shape[1], (int) bits, (int) group, sym, error);
+  if (g == NULL)
+    return NULL;
+  const gint64 R = g->rows, C = g->cols, G = g->n_groups;
+  memcpy (g->codes, lp_tensor_data (codes), (gsize) (R * C));
+  memcpy (g->scales, lp_tensor_data (scales), (gsize) (R * G) * sizeof (guint16));
+  memcpy (g->zeros, lp_tensor_data (zeros), (gsize) (R * G));
+  memcpy (g->g_idx, lp_tensor_data (gidx), (gsize) C * sizeof (gint32));
+  const int maxq = (1 << bits) - 1;
+  for (gint64 i = 0; i < R * C; i++)
+    if (g->codes[i] > maxq)
+      {
+        lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: grid: expected codes 0..%d, found %d at %" G_GINT64_FORMAT,
+                      src, name, maxq, g->codes[i], i);
+        return NULL;
+      }
+  for (gint64 i = 0; i < R * G; i++)
+    if (g->zeros[i] > maxq)
+      {
+        lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: grid: expected zeros 0..%d, found %d at %" G_GINT64_FORMAT,
+                      src, name, maxq, g->zeros[i], i);
+        return NULL;
+      }
+  for (gint64 c = 0; c < C; c++)
+    if (g->g_idx[c] < 0 || g->g_idx[c] >= G)
+      {
+        lp_set_error (error, LP_ERROR_FORMAT,
+                      "%s: tensor %s: grid: expected g_idx 0..%" G_GINT64_FORMAT ", found %d at %" G_GINT64_FORMAT, src,
+                      name, G - 1, g->g_idx[c], c);
+        return NULL;
+      }
+  return g_steal_pointer (&g);
+}
+
+/* Each grid written as parts comes back from them and its bits, group and
+ * symmetry, where its codes stood. */
+static gboolean
+grid_restore (LpModel *model, GError **error)
+{
+  const char *src = lp_model_source (model) ? lp_model_source (model) : "model";
+  LpMeta *meta = lp_model_meta (model);
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < lp_model_n_tensors (model); i++)
+    {
+      const char *part = lp_model_tensor_at (model, i)->name;
+      if (g_str_has_suffix (part, grid_parts[0].suffix))
+        g_ptr_array_add (names, g_strndup (part, strlen (part) - strlen (grid_parts[0].suffix)));
+    }
+  for (guint i = 0; i < names->len; i++)
+    {
+      const char *name = names->pdata[i];
+      g_autofree char *bk = grid_key (name, "bits"), *gk = grid_key (name, "group"), *sk = grid_key (name, "symmetric");
+      gint64 bits, group;
+      gboolean sym;
+      LpTensor *parts[4];
+      if (!lp_meta_get_int (meta, bk, &bits, error) || !lp_meta_get_int (meta, gk, &group, error)
+          || !lp_meta_get_bool (meta, sk, &sym, error))
+        {
+          lp_error_prefix (error, src);
+          return FALSE;
+        }
+      for (int p = 0; grid_parts[p].suffix != NULL; p++)
+        {
+          g_autofree char *part = g_strconcat (name, grid_parts[p].suffix, NULL);
+          if ((parts[p] = lp_model_tensor (model, part)) == NULL)
+            {
+              lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected every grid part beside %s%s, found %s missing",
+                            src, name, name, grid_parts[0].suffix, part);
+              return FALSE;
+            }
+        }
+      g_autoptr (LpIntGrid) g = grid_from_parts (src, name, parts, bits, group, sym, error);
+      if (g == NULL)
+        return FALSE;
+      g_autoptr (LpTensor) t = lp_tensor_new_int_grid (name, 2, (gint64[]){ g->rows, g->cols }, g, NULL, error);
+      if (t == NULL)
+        return FALSE;
+      g_autofree char *first = g_strconcat (name, grid_parts[0].suffix, NULL);
+      lp_model_put_tensor_at (model, first, t);
+      for (int p = 1; grid_parts[p].suffix != NULL; p++)
+        {
+          g_autofree char *part = g_strconcat (name, grid_parts[p].suffix, NULL);
+          lp_model_remove_tensor (model, part);
+        }
+      lp_meta_remove (meta, bk);
+      lp_meta_remove (meta, gk);
+      lp_meta_remove (meta, sk);
+    }
+  return TRUE;
 }

@@ -10,8 +10,13 @@
  * Written as the base writes itself (files hold the zeros densely) plus
  * llmpress.sparsity.tensor.<name> = the pruned fraction; a reader rebuilds
  * the mask from the zeros when at least that fraction is zero (a runtime
- * that knows no masks reads an ordinary dense weight). */
+ * that knows no masks reads an ordinary dense weight).  The artifact cache
+ * (LpSaveOptions.exact_forms) also writes the mask itself, as
+ * <name>.keep_mask (i8, the bits as held): weights a later quantizer
+ * rounded to 0 are zeros the mask keeps, which the zeros cannot tell. */
 #include "config.h"
+
+#include <string.h>
 
 #include "lp-internal.h"
 
@@ -199,10 +204,59 @@ lp_mask_from_nonzero (const float *values, gint64 n)
   return g_bytes_new_take (m, (n + 7) / 8);
 }
 
-/* Each tensor with a recorded sparsity gets its mask back from its zeros. */
+#define KEEP_MASK_SUFFIX ".keep_mask"
+
+LpTensor *
+lp_tensor_mask_part (const LpTensor *t)
+{
+  GBytes *mask = lp_tensor_mask (t);
+  if (mask == NULL)
+    return NULL;
+  g_autofree char *name = g_strconcat (t->name, KEEP_MASK_SUFFIX, NULL);
+  gint64 n = (gint64) g_bytes_get_size (mask);
+  return lp_tensor_new_from_bytes (name, LP_DTYPE_I8, 1, &n, mask, NULL);
+}
+
+/* Each <name>.keep_mask becomes <name>'s mask (and goes). */
+static gboolean
+restore_mask_parts (LpModel *model, GError **error)
+{
+  const char *src = lp_model_source (model) ? lp_model_source (model) : "model";
+  g_autoptr (GPtrArray) parts = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < lp_model_n_tensors (model); i++)
+    if (g_str_has_suffix (lp_model_tensor_at (model, i)->name, KEEP_MASK_SUFFIX))
+      g_ptr_array_add (parts, g_strdup (lp_model_tensor_at (model, i)->name));
+  for (guint i = 0; i < parts->len; i++)
+    {
+      const char *part = parts->pdata[i];
+      g_autofree char *name = g_strndup (part, strlen (part) - strlen (KEEP_MASK_SUFFIX));
+      LpTensor *t = lp_model_tensor (model, name), *m = lp_model_tensor (model, part);
+      if (t == NULL || m->dtype != LP_DTYPE_I8)
+        {
+          lp_set_error (error, LP_ERROR_FORMAT, "%s: tensor %s: expected an i8 keep-mask of tensor %s, found %s",
+                        src, part, name, t == NULL ? "no such tensor" : lp_dtype_name (m->dtype));
+          return FALSE;
+        }
+      g_autoptr (GBytes) mask = g_bytes_new (lp_tensor_data (m), lp_tensor_n_bytes (m));
+      g_autoptr (LpTensor) masked = lp_tensor_with_mask (t, mask, error);
+      if (masked == NULL)
+        {
+          lp_error_prefix (error, src);
+          return FALSE;
+        }
+      lp_model_set_tensor (model, masked);
+      lp_model_remove_tensor (model, part);
+    }
+  return TRUE;
+}
+
+/* Each tensor with a recorded sparsity gets its mask back: the one
+ * written, or from its zeros. */
 static gboolean
 masked_restore (LpModel *model, GError **error)
 {
+  if (!restore_mask_parts (model, error))
+    return FALSE;
   LpMeta *meta = lp_model_meta (model);
   for (guint i = 0; i < lp_model_n_tensors (model); i++)
     {

@@ -43,6 +43,11 @@ void lp_cpu_quantize_groups (int rows, int cols, const float *W, int ldw, const 
  * lp_cpu_blas_threads_init chose them (cpu_backend.c). */
 void lp_cpu_blas_threads_follow (int n);
 
+/* lp_model_set_tensor, but a tensor new to the model takes the place of
+ * tensor `at` (which goes): a form rebuilt from its parts stands where
+ * its first part stood, so a file read and written again keeps its order. */
+void lp_model_put_tensor_at (LpModel *model, const char *at, LpTensor *tensor);
+
 /* Prefix an existing error with "<what>: ". */
 void lp_error_prefix (GError **error, const char *what);
 

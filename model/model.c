@@ -122,6 +122,21 @@ lp_model_set_tensor (LpModel *model, LpTensor *tensor)
 }
 
 void
+lp_model_put_tensor_at (LpModel *model, const char *at, LpTensor *tensor)
+{
+  gpointer idx;
+  if (lp_model_tensor (model, tensor->name) != NULL || !g_hash_table_lookup_extended (model->by_name, at, NULL, &idx))
+    {
+      lp_model_set_tensor (model, tensor);
+      return;
+    }
+  guint i = GPOINTER_TO_UINT (idx);
+  lp_tensor_unref (model->tensors->pdata[i]);
+  model->tensors->pdata[i] = lp_tensor_ref (tensor);
+  reindex (model);
+}
+
+void
 lp_model_set_tensor_spill (LpModel *model, LpTensor *tensor)
 {
   g_autoptr (LpTensor) t = lp_tensor_spill (tensor, model->spill);

@@ -22,13 +22,16 @@
 #include "lp-internal.h"
 #include "cache.h"
 
-/* v1 entries carried no checksums; v2 is a fresh start (gc removes v1). */
-#define LAYOUT "v2"
+/* v1 entries carried no checksums; v2 held integer grids as their values
+ * and masks only as zeros, so a hit lost the forms a fresh run has (a
+ * GPTQ model saved as f32, not as its block types).  v3 is a fresh start:
+ * gc removes the older layouts. */
+#define LAYOUT "v3"
 #define SEAL_FMT "[seal]\ncrc32=%08x\n"
 #define SEAL_LEN 22
 
 struct _LpCache {
-  char *dir;   /* DIR/v2 */
+  char *dir;   /* DIR/v3 */
   char *root;  /* DIR */
 };
 
@@ -382,7 +385,7 @@ write_artifact (const char *tmp, LpArtifact *artifact, const char **name, char *
     {
       LpSaveOptions opts = LP_SAVE_OPTIONS_INIT;
       opts.format = LP_FORMAT_GGUF;
-      opts.grid_values = TRUE;
+      opts.exact_forms = TRUE;
       ok = lp_model_save (lp_artifact_get_model (artifact), path, &opts, error);
     }
   else if (lp_artifact_kind (artifact) == LP_ARTIFACT_STATS)
@@ -582,13 +585,16 @@ lp_cache_gc (LpCache *cache, gint64 max_age_s, guint64 max_bytes, guint *n_remov
 {
   g_autoptr (GPtrArray) entries = g_ptr_array_new_with_free_func ((GDestroyNotify) gc_entry_free);
   GcState gs = { g_get_real_time () / G_USEC_PER_SEC, max_age_s == 0, entries, 0, 0, 0 };
-  /* The older layout, whose entries carry no checksums, is never read. */
-  g_autofree char *v1 = g_build_filename (cache->root, "v1", NULL);
-  if (g_file_test (v1, G_FILE_TEST_IS_DIR))
+  /* The older layouts are never read. */
+  for (const char *const *old = (const char *const[]){ "v1", "v2", NULL }; *old; old++)
     {
-      gs.freed += lp_path_size (v1);
-      gs.removed++;
-      lp_remove_tree (v1);
+      g_autofree char *dir = g_build_filename (cache->root, *old, NULL);
+      if (g_file_test (dir, G_FILE_TEST_IS_DIR))
+        {
+          gs.freed += lp_path_size (dir);
+          gs.removed++;
+          lp_remove_tree (dir);
+        }
     }
   if (g_file_test (cache->dir, G_FILE_TEST_EXISTS) && access (cache->dir, R_OK | X_OK) != 0)
     {

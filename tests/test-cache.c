@@ -142,7 +142,7 @@ entry_of (const char *cache, const char *out, const char *node)
 {
   g_autofree char *key = lp_test_report_key (out, node);
   char shard[3] = { key[0], key[1], 0 };
-  return g_build_filename (cache, "v2", shard, key, NULL);
+  return g_build_filename (cache, "v3", shard, key, NULL);
 }
 
 /* Flip the bytes at the middle of a file. */
@@ -273,6 +273,60 @@ test_directory_input (void)
   g_assert_cmpint (run_spec (spec, out, cache, &changed, NULL, "-q", "--explain", NULL), ==, 0);
   g_autofree char *why = g_strdup_printf ("explain: load: run: input file of path changed: %s", config);
   g_assert_nonnull (strstr (changed, why));
+}
+
+/* The bytes of `name` in directory `dir` (g_free them). */
+static GBytes *
+file_bytes (const char *dir, const char *name)
+{
+  g_autofree char *path = g_build_filename (dir, name, NULL), *data = NULL;
+  gsize len = 0;
+  g_assert_true (g_file_get_contents (path, &data, &len, NULL));
+  return g_bytes_new_take (g_steal_pointer (&data), len);
+}
+
+/* A cache hit gives what the run that stored it gave: an integer grid
+ * (GPTQ), a pruned one and a quantized low-rank compensation come back as
+ * themselves, not as their values, so every output written after the hit
+ * (GGUF block types, a GPTQ safetensors directory) and the report's sizes
+ * are the same bytes as the first run's. */
+static void
+test_forms_exact (void)
+{
+  g_autofree char *text = g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=4\ncalibration_seq_len=64\n"
+                                           "[load]\npath=%s\n"
+                                           "[gptq]\npass=quantize.gptq\ninput=load\nbits=4\ngroup_size=32\n"
+                                           "[save-gguf]\npass=save\ninput=gptq\npath=gptq.gguf\n"
+                                           "[save-hf]\npass=save\ninput=gptq\npath=gptq-hf\n"
+                                           "[prune]\npass=prune.magnitude\ninput=load\nsparsity=0.5\n"
+                                           "[rtn]\npass=quantize.rtn\ninput=prune\nbits=4\ngroup_size=32\n"
+                                           "[save-pruned]\npass=save\ninput=rtn\npath=pruned.gguf\n"
+                                           "[rtn2]\npass=quantize.rtn\ninput=load\nbits=2\ngroup_size=32\n"
+                                           "[lr]\npass=factorize.compensate\ninput=rtn2\nreference=load\nrank=4\n"
+                                           "factor_bits=4\nfactor_group=32\niterations=1\n"
+                                           "[save-lr]\npass=save\ninput=lr\npath=lr.gguf\n",
+                                           data_path, model_path);
+  g_autofree char *spec = lp_test_write_file ("forms.ini", text, strlen (text));
+  g_autofree char *cache = fresh_dir ("forms-cache"), *first = fresh_dir ("forms-1"), *second = fresh_dir ("forms-2");
+  g_assert_cmpint (run_spec (spec, first, cache, NULL, NULL, "-q", NULL), ==, 0);
+  g_autofree char *again = NULL;
+  g_assert_cmpint (run_spec (spec, second, cache, &again, NULL, "-q", "--explain", NULL), ==, 0);
+  const char *nodes[] = { "gptq", "rtn", "lr" };
+  for (guint i = 0; i < G_N_ELEMENTS (nodes); i++)
+    {
+      g_autofree char *reused = g_strdup_printf ("explain: %s: reused", nodes[i]);
+      g_assert_nonnull (strstr (again, reused));
+      g_assert_cmpfloat (lp_test_report_node_double (second, nodes[i], "output_bytes"), ==,
+                         lp_test_report_node_double (first, nodes[i], "output_bytes"));
+    }
+  const char *files[] = { "gptq.gguf", "gptq-hf/model.safetensors", "pruned.gguf", "lr.gguf" };
+  for (guint i = 0; i < G_N_ELEMENTS (files); i++)
+    {
+      g_autoptr (GBytes) a = file_bytes (first, files[i]), b = file_bytes (second, files[i]);
+      g_test_message ("%s: %" G_GSIZE_FORMAT " and %" G_GSIZE_FORMAT " bytes", files[i], g_bytes_get_size (a),
+                      g_bytes_get_size (b));
+      g_assert_true (g_bytes_equal (a, b));
+    }
 }
 
 /* Eight runs of one spec at once into one fresh cache, while a gc removes
@@ -508,16 +562,23 @@ test_unwritable_cache (void)
   g_assert_nonnull (strstr (err, "expected a cache directory, found a file"));
   assert_same_file (out, ref, "out.gguf");
 
-  /* gc removes the older layout, whose entries carry no checksums. */
+  /* gc removes the older layouts: v1's entries carry no checksums, v2's
+   * lost integer grids and masks. */
   g_autofree char *old_cache = fresh_dir ("old-layout-cache");
-  g_autofree char *old_entry = g_build_filename (old_cache, "v1", "ab", "abcdef", NULL);
-  g_assert_cmpint (g_mkdir_with_parents (old_entry, 0755), ==, 0);
-  g_autofree char *old_file = g_build_filename (old_entry, "metrics.ini", NULL);
-  g_assert_true (g_file_set_contents (old_file, "[metrics]\n", -1, NULL));
+  for (const char *const *old = (const char *const[]){ "v1", "v2", NULL }; *old; old++)
+    {
+      g_autofree char *old_entry = g_build_filename (old_cache, *old, "ab", "abcdef", NULL);
+      g_assert_cmpint (g_mkdir_with_parents (old_entry, 0755), ==, 0);
+      g_autofree char *old_file = g_build_filename (old_entry, "metrics.ini", NULL);
+      g_assert_true (g_file_set_contents (old_file, "[metrics]\n", -1, NULL));
+    }
   const char *gc_old[] = { "cache", "gc", "--cache-dir", old_cache, NULL };
   g_assert_cmpint (lp_test_run_cliv (NULL, NULL, gc_old), ==, 0);
-  g_autofree char *v1 = g_build_filename (old_cache, "v1", NULL);
-  g_assert_false (g_file_test (v1, G_FILE_TEST_EXISTS));
+  for (const char *const *old = (const char *const[]){ "v1", "v2", NULL }; *old; old++)
+    {
+      g_autofree char *dir = g_build_filename (old_cache, *old, NULL);
+      g_assert_false (g_file_test (dir, G_FILE_TEST_EXISTS));
+    }
 
   /* gc and verify of a cache that does not exist create nothing. */
   g_autofree char *none = fresh_dir ("no-cache-here");
@@ -622,6 +683,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cache/implicit-tokenizer", test_implicit_tokenizer);
   g_test_add_func ("/cache/directory-input", test_directory_input);
   g_test_add_func ("/cache/concurrent-runs", test_concurrent_runs);
+  g_test_add_func ("/cache/forms-exact", test_forms_exact);
   g_test_add_func ("/cache/unwritable", test_unwritable_cache);
   g_test_add_func ("/fault/outputs", test_fault_outputs);
   g_test_add_func ("/fault/sigkill-random", test_sigkill_random);

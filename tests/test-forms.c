@@ -628,6 +628,115 @@ test_masked_grid (void)
   lp_test_assert_error_contains (error, "tensor w: mask: expected 12 bytes, found 1", NULL);
 }
 
+/* tensor `name` of `raw` replaced by a copy of itself whose byte 0 is `byte`. */
+static void
+poke_first_byte (GPtrArray *raw, const char *name, guint8 byte)
+{
+  for (guint i = 0; i < raw->len; i++)
+    {
+      LpTensor *t = raw->pdata[i];
+      if (strcmp (t->name, name) != 0)
+        continue;
+      guint8 *d = g_memdup2 (lp_tensor_data (t), lp_tensor_n_bytes (t));
+      d[0] = byte;
+      g_autoptr (GBytes) b = g_bytes_new_take (d, lp_tensor_n_bytes (t));
+      raw->pdata[i] = lp_tensor_new_from_bytes (t->name, t->dtype, t->n_dims, t->shape, b, NULL);
+      lp_tensor_unref (t);
+      return;
+    }
+  g_assert_not_reached ();
+}
+
+/* `raw` (with `meta`) written to `file` and loaded: refused with a message
+ * holding each of the NULL-terminated strings. */
+static void
+assert_load_fails (GPtrArray *raw, LpMeta *meta, const char *file, ...)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = g_build_filename (lp_test_tmpdir (), file, NULL);
+  g_assert_true (lp_gguf_write (path, meta, raw, &error));
+  g_assert_null (lp_model_load (path, NULL, &error));
+  g_assert_nonnull (error);
+  g_test_message ("%s", error->message);
+  va_list ap;
+  va_start (ap, file);
+  for (const char *want = va_arg (ap, const char *); want; want = va_arg (ap, const char *))
+    g_assert_nonnull (strstr (error->message, want));
+  va_end (ap);
+}
+
+/* What the cache writes (exact_forms): a grid as its codes, scales, zeros
+ * and g_idx, a mask as written (here one keeping every weight, zeros
+ * included, which the zeros alone would not say); read back as the same
+ * grid and mask, each tensor where it stood.  Damaged parts are refused by
+ * name. */
+static void
+test_grid_exact_gguf (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_test_tiny_model (7);
+  const char *names[] = { "blk.0.ffn_up.weight", "blk.1.attn_k.weight" };
+  for (int i = 0; i < 2; i++)
+    {
+      LpTensor *w = lp_model_tensor (m, names[i]);
+      g_autoptr (LpIntGrid) g = lp_test_int_grid (w->shape[0], w->shape[1], 3 + i, 16, 5 + i);
+      gint64 n = w->shape[0] * w->shape[1];
+      g_autofree guint8 *ones = g_malloc ((n + 7) / 8);
+      memset (ones, 0xff, (n + 7) / 8);
+      g_autoptr (GBytes) keep = g_bytes_new (ones, (n + 7) / 8);
+      g_autoptr (LpTensor) t = lp_tensor_new_int_grid (names[i], 2, w->shape, g, i == 1 ? keep : NULL, &error);
+      g_assert_no_error (error);
+      lp_model_set_tensor (m, t);
+    }
+  g_autofree char *path = g_build_filename (lp_test_tmpdir (), "grid-exact.gguf", NULL);
+  LpSaveOptions o = LP_SAVE_OPTIONS_INIT;
+  o.exact_forms = TRUE;
+  g_assert_true (lp_model_save (m, path, &o, &error));
+  g_assert_no_error (error);
+  g_autoptr (LpModel) back = lp_model_load (path, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (lp_model_n_tensors (back), ==, lp_model_n_tensors (m));
+  for (guint i = 0; i < lp_model_n_tensors (m); i++)
+    {
+      LpTensor *a = lp_model_tensor_at (m, i), *b = lp_model_tensor_at (back, i);
+      g_assert_cmpstr (a->name, ==, b->name);
+      g_assert_cmpstr (lp_form_name (lp_tensor_form (a)), ==, lp_form_name (lp_tensor_form (b)));
+      g_assert_true (g_bytes_equal (a->data, b->data));
+      g_assert_true ((lp_tensor_mask (a) == NULL) == (lp_tensor_mask (b) == NULL));
+      if (lp_tensor_mask (a) != NULL)
+        g_assert_true (g_bytes_equal (lp_tensor_mask (a), lp_tensor_mask (b)));
+      const LpIntGrid *ga = lp_tensor_int_grid (a), *gb = lp_tensor_int_grid (b);
+      g_assert_true ((ga == NULL) == (gb == NULL));
+      if (ga == NULL)
+        continue;
+      g_assert_cmpint (ga->bits, ==, gb->bits);
+      g_assert_cmpint (ga->group_size, ==, gb->group_size);
+      g_assert_cmpint (ga->symmetric, ==, gb->symmetric);
+      g_assert_cmpmem (ga->codes, ga->rows * ga->cols, gb->codes, gb->rows * gb->cols);
+      g_assert_cmpmem (ga->scales, ga->rows * ga->n_groups * 2, gb->scales, gb->rows * gb->n_groups * 2);
+      g_assert_cmpmem (ga->zeros, ga->rows * ga->n_groups, gb->zeros, gb->rows * gb->n_groups);
+      g_assert_cmpmem (ga->g_idx, ga->cols * 4, gb->g_idx, gb->cols * 4);
+    }
+  g_assert_cmpfloat (lp_tensor_sparsity (lp_model_tensor (back, names[1])), ==, 0.0);
+
+  g_autoptr (LpMeta) meta = lp_meta_new ();
+  g_autoptr (GPtrArray) raw = lp_gguf_read_tensors (path, meta, &error);
+  g_assert_no_error (error);
+  poke_first_byte (raw, "blk.0.ffn_up.weight.grid_codes", 200);
+  assert_load_fails (raw, meta, "grid-code.gguf", "grid-code.gguf", "tensor blk.0.ffn_up.weight",
+                     "grid: expected codes 0..7, found 200 at 0", NULL);
+  poke_first_byte (raw, "blk.0.ffn_up.weight.grid_codes", 0);
+  poke_first_byte (raw, "blk.0.ffn_up.weight.grid_gidx", 9);
+  assert_load_fails (raw, meta, "grid-gidx.gguf", "tensor blk.0.ffn_up.weight", "grid: expected g_idx 0..1, found 9 at 0",
+                     NULL);
+  for (guint i = 0; i < raw->len; i++)
+    if (strcmp (((LpTensor *) raw->pdata[i])->name, "blk.0.ffn_up.weight.grid_gidx") == 0)
+      g_ptr_array_remove_index (raw, i);
+  assert_load_fails (raw, meta, "grid-part.gguf", "tensor blk.0.ffn_up.weight",
+                     "expected every grid part beside blk.0.ffn_up.weight.grid_codes",
+                     "found blk.0.ffn_up.weight.grid_gidx missing", NULL);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -642,5 +751,6 @@ main (int argc, char **argv)
   g_test_add_func ("/forms/low-rank/hf", test_low_rank_hf);
   g_test_add_func ("/forms/adapter", test_adapter);
   g_test_add_func ("/forms/masked-grid", test_masked_grid);
+  g_test_add_func ("/forms/grid/exact-gguf", test_grid_exact_gguf);
   return g_test_run ();
 }

@@ -232,6 +232,10 @@ gboolean lp_tensor_mask_keeps (const LpTensor *t, gint64 i);
 double lp_tensor_sparsity (const LpTensor *t);
 /* A keep-mask for n values: kept where the value is non-zero. */
 GBytes *lp_mask_from_nonzero (const float *values, gint64 n);
+/* t's keep-mask as a tensor of its own, <name>.keep_mask (i8, the bytes
+ * of lp_tensor_mask), which a reader makes t's mask again: what the
+ * artifact cache writes beside t.  NULL when t has no mask. */
+LpTensor *lp_tensor_mask_part (const LpTensor *t);
 /* A masked form over base (NULL: the dense or block form of t's dtype). */
 LpForm *lp_form_masked_new (LpForm *base, GBytes *mask);
 
@@ -242,6 +246,13 @@ LpTensor *lp_tensor_new_int_grid (const char *name, int n_dims, const gint64 *sh
                                   GBytes *mask, GError **error);
 /* The integer grid t's values lie on, or NULL (borrowed). */
 const LpIntGrid *lp_tensor_int_grid (const LpTensor *t);
+/* t's integer grid as the tensors that hold it exactly, <name>.grid_codes
+ * (i8 [R, C]), .grid_scales (f16 [R, G]), .grid_zeros (i8 [R, G]),
+ * .grid_gidx (i32 [C]), with its keys (llmpress.grid.<name>.bits, .group,
+ * .symmetric) put into meta: what the artifact cache writes, so
+ * that a reader rebuilds the grid, not only its values.  NULL when t has
+ * no grid or its values are not exactly the grid's (a mask over it). */
+GPtrArray *lp_tensor_grid_parts (const LpTensor *t, LpMeta *meta);
 /* Whether a tensor is already quantized: a block type or an integer grid. */
 gboolean lp_tensor_is_quantized (const LpTensor *t);
 /* Bytes of the tensor's form: the grid's packed bytes, the factors', ...,

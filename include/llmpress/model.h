@@ -87,10 +87,13 @@ typedef struct {
    * pack-quantized (weight_packed/weight_scale/...). */
   gboolean compressed_tensors;
   LpOverflow overflow; /* converting to f16/bf16; NaN and inf are refused either way */
-  /* GGUF: integer grids as their exact f32 values instead of the ggml block
-   * type that holds them (whose f16 offset may move a weight slightly):
-   * what the cache writes, so that a cache hit gives the same values. */
-  gboolean grid_values;
+  /* GGUF: integer grids as their parts (codes, scales, zeros, g_idx;
+   * lp_tensor_grid_parts) instead of the ggml block type that holds them
+   * (whose f16 offset may move a weight slightly), and keep-masks written
+   * too (lp_tensor_mask_part): what the cache writes, so that a cache hit
+   * gives the same forms, and so the same outputs, as the run that stored
+   * it.  Only llmpress reads such a file back. */
+  gboolean exact_forms;
 } LpSaveOptions;
 
 #define LP_SAVE_OPTIONS_INIT { LP_FORMAT_UNKNOWN, -1, FALSE, LP_OVERFLOW_ERROR, FALSE }
