@@ -1,7 +1,7 @@
 /* llmpress — the artifact cache: node outputs stored under a key hashed from
  * everything that determines them.  Not part of the SDK.
  *
- * Layout: DIR/v2/XX/KEY/ holding entry.ini (what the key was made of, kind,
+ * Layout: DIR/v3/XX/KEY/ holding entry.ini (what the key was made of, kind,
  * size, and [files]: each file's CRC-32 and size; sealed by its own CRC-32)
  * and the artifact: model.gguf, stats.gguf or metrics.ini.  An entry is
  * built in a temporary directory beside it and renamed into place complete

@@ -513,7 +513,7 @@ test_spec_once (void)
   /* The entry's file on its own: loads, and is what the readers digested. */
   g_autofree char *key = lp_test_report_key (out1, "teacher");
   char shard[3] = { key[0], key[1], 0 };
-  g_autofree char *file = g_build_filename (cache, "v2", shard, key, "logits.gguf", NULL);
+  g_autofree char *file = g_build_filename (cache, "v3", shard, key, "logits.gguf", NULL);
   g_autoptr (GError) error = NULL;
   g_autoptr (LpLogits) lg = lp_logits_load (file, &error);
   g_assert_no_error (error);

@@ -511,14 +511,14 @@ void
 lp_test_cache_count (const char *cache_dir, guint *entries, guint *temporaries)
 {
   *entries = *temporaries = 0;
-  g_autofree char *v2 = g_build_filename (cache_dir, "v2", NULL);
-  g_autoptr (GDir) d = g_dir_open (v2, 0, NULL);
+  g_autofree char *v3 = g_build_filename (cache_dir, "v3", NULL);
+  g_autoptr (GDir) d = g_dir_open (v3, 0, NULL);
   const char *shard;
   while (d && (shard = g_dir_read_name (d)) != NULL)
     {
       if (strlen (shard) != 2)
         continue; /* history/ */
-      g_autofree char *sd = g_build_filename (v2, shard, NULL);
+      g_autofree char *sd = g_build_filename (v3, shard, NULL);
       g_autoptr (GDir) s = g_dir_open (sd, 0, NULL);
       const char *name;
       while (s && (name = g_dir_read_name (s)) != NULL)
