@@ -232,7 +232,10 @@ lp_cop_matmul_cpu (const LpCNode *node)
    * was computed before graphs: the same sums in the same order. */
   if (acc != NULL)
     copy_into (y, acc);
-  lp_cpu_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  if (node->i[0] && lp_cpu_gemm_q8_supports (K, w->dtype))
+    lp_cpu_gemm_q8 (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  else
+    lp_cpu_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
 }
 
 void
@@ -242,7 +245,10 @@ lp_cop_matmul_ref (const LpCNode *node)
   int M = (int) lp_ctensor_rows (x), K = (int) lp_ctensor_cols (x), N = (int) w->shape[0];
   if (acc != NULL)
     copy_into (y, acc);
-  lp_ref_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  if (node->i[0] && lp_cpu_gemm_q8_supports (K, w->dtype))
+    lp_cpu_gemm_q8_ref (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  else
+    lp_ref_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
 }
 
 /* ---- matmul_grid: the same with W an integer grid ---- */
