@@ -40,7 +40,7 @@ cpu_now (void)
 }
 
 /* llama.cpp's decoding of the same token ids: argv model, threads, prompt
- * length, steps; prints the median step's seconds. */
+ * length, steps; prints the median step's wall and CPU seconds. */
 static const char llama_cpp_script[] =
   "import sys, time\n"
   "import numpy as np\n"
@@ -50,18 +50,19 @@ static const char llama_cpp_script[] =
   "           verbose=False)\n"
   "V = m.n_vocab ()\n"
   "m.eval ([(1 + i * 7919) % V for i in range (P)])\n"
-  "t = []\n"
+  "t, c = [], []\n"
   "for s in range (S):\n"
   "    nxt = int (np.argmax (m.scores[m.n_tokens - 1]))\n"
-  "    t0 = time.perf_counter ()\n"
+  "    t0, c0 = time.perf_counter (), time.process_time ()\n"
   "    m.eval ([nxt])\n"
   "    t.append (time.perf_counter () - t0)\n"
-  "print (float (np.median (t)))\n";
+  "    c.append (time.process_time () - c0)\n"
+  "print (float (np.median (t)), float (np.median (c)))\n";
 
-/* llama.cpp's median decoding step in seconds, or 0 (why printed) when
- * python3 or llama_cpp is absent. */
+/* llama.cpp's median decoding step in seconds (and its CPU seconds in
+ * *cpu), or 0 (why printed) when python3 or llama_cpp is absent. */
 static double
-llama_cpp_step (const char *path)
+llama_cpp_step (const char *path, double *cpu)
 {
   g_autofree char *threads = g_strdup_printf ("%d", lp_threads ());
   g_autofree char *prompt = g_strdup_printf ("%d", PROMPT), *steps = g_strdup_printf ("%d", STEPS);
@@ -75,7 +76,10 @@ llama_cpp_step (const char *path)
               err && *err ? g_strstrip (err) : "not found");
       return 0.0;
     }
-  return g_ascii_strtod (out, NULL);
+  char *end = NULL;
+  double wall = g_ascii_strtod (out, &end);
+  *cpu = g_ascii_strtod (end, NULL);
+  return wall;
 }
 
 /* Prefill PROMPT token ids, then STEPS greedy single-token steps: the
@@ -163,7 +167,7 @@ main (void)
   double kv = 2.0 * c->n_layers * (PROMPT + STEPS / 2) * c->n_kv_heads * c->head_dim * sizeof (float);
   double bytes = step_weight_bytes (m) + kv;
   double bound = bw * 1e9 / bytes;
-  double ours = 0.0;
+  double ours = 0.0, ours_cpu = 0.0;
   for (int int8 = 0; int8 <= 1; int8++)
     {
       const char *how = int8 ? "8-bit activations" : "f32 activations";
@@ -182,11 +186,16 @@ main (void)
               "CPU second)\n",
               how, step_cpu * 1e3, lp_threads (), 1.0 / step_cpu);
       ours = 1.0 / step;
+      ours_cpu = step_cpu;
     }
-  double ref = llama_cpp_step (path);
+  double ref_cpu = 0.0, ref = llama_cpp_step (path, &ref_cpu);
   if (ref > 0.0)
-    printf ("decode SmolLM2-135M Q4_1, llama.cpp (llama-cpp-python, %d threads, same run): %.1f tokens/s "
-            "(median of %d steps); ours (8-bit) / llama.cpp: %.2f\n",
-            lp_threads (), 1.0 / ref, STEPS, ours * ref);
+    {
+      printf ("decode SmolLM2-135M Q4_1, llama.cpp (llama-cpp-python, %d threads, same run): %.1f tokens/s "
+              "(median of %d steps, %.1f ms), %.1f ms of CPU time a step\n",
+              lp_threads (), 1.0 / ref, STEPS, ref * 1e3, ref_cpu * 1e3);
+      printf ("decode SmolLM2-135M Q4_1, ours (8-bit) / llama.cpp: %.2f in tokens/s, %.2f in CPU time a step\n",
+              ours * ref, ref_cpu / ours_cpu);
+    }
   return 0;
 }
