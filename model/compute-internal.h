@@ -135,8 +135,17 @@ void lp_cpu_gemv_w_ref (int M, int N, int K, const float *A, int lda, LpDType wt
 void lp_cgraph_set_int8_matmul (LpCGraph *g, gboolean on);
 /* Whether this x86 CPU runs the AVX2 + FMA kernels (asked once). */
 gboolean lp_cpu_have_avx2 (void);
-/* Column j of C[M, ldc] = out[M] + beta C (beta = 0: C not read). */
-void lp_cpu_gemv_store (float *C, int ldc, int j, int M, const float *out, float beta);
+/* Column j of C[M, ldc] = out[M] + beta C (beta = 0: C not read); inline:
+ * the row kernels store every output through it. */
+static inline void
+lp_cpu_gemv_store (float *C, int ldc, int j, int M, const float *out, float beta)
+{
+  for (int m = 0; m < M; m++)
+    {
+      float *c = &C[(gsize) m * ldc + j];
+      *c = beta == 0.0f ? out[m] : out[m] + beta * *c;
+    }
+}
 /* One block of 32 activations rounded as ggml's quantize_row_q8_0 /
  * quantize_row_q8_1 do (gemv_q8.c): q = round (x 127 / amax) half to even,
  * d = f16 (amax / 127), s = f16 (d sum (q)) with d in f32 (Q8_1's stored

@@ -310,16 +310,6 @@ row_dot (LpDType wtype, gboolean ref)
   return wtype == LP_DTYPE_F32 ? row_f32_ref : wtype == LP_DTYPE_F16 ? row_f16_ref : row_block_ref;
 }
 
-void
-lp_cpu_gemv_store (float *C, int ldc, int j, int M, const float *out, float beta)
-{
-  for (int m = 0; m < M; m++)
-    {
-      float *c = &C[(gsize) m * ldc + j];
-      *c = beta == 0.0f ? out[m] : out[m] + beta * *c;
-    }
-}
-
 /* Rows j0 .. j1 - 1 of W. */
 static void
 gemv_rows (void *data, int j0, int j1)
