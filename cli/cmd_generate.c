@@ -11,6 +11,7 @@ static char *opt_prompt, *opt_tokenizer, *opt_backend, *opt_device_memory;
 static int opt_n = 64, opt_top_k = 40;
 static double opt_temp = 0.8, opt_top_p = 0.95;
 static gint64 opt_seed = -1;
+static gboolean opt_f32;
 
 static const GOptionEntry entries[] = {
   { "prompt", 'p', 0, G_OPTION_ARG_STRING, &opt_prompt, "Text to continue (default: start from BOS alone)", "TEXT" },
@@ -20,6 +21,8 @@ static const GOptionEntry entries[] = {
   { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Nucleus sampling threshold (default 0.95)", "P" },
   { "seed", 's', 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed (default: from the clock, printed)", "S" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
+  { "f32-activations", 0, 0, G_OPTION_ARG_NONE, &opt_f32,
+    "Multiply Q4_0/Q4_1/Q8_0 weights with f32 activations (slower) instead of 8-bit ones as llama.cpp does", NULL },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },
   LP_CLI_DEVICE_MEMORY_ENTRY (opt_device_memory),
   { NULL }
@@ -110,6 +113,8 @@ lp_cmd_generate (int argc, char **argv)
   if (fw == NULL)
     return lp_cli_fail (error);
   lp_forward_set_device_memory (fw, device_memory);
+  /* llama.cpp's numerics and speed: Q4_0/Q4_1/Q8_0 products in integers. */
+  lp_forward_set_int8_activations (fw, !opt_f32);
 
   const LpModelConfig *c = lp_model_config (model);
   g_autoptr (GArray) ids = NULL;

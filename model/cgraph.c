@@ -17,6 +17,7 @@ struct _LpCGraph {
   guint n_run;                     /* nodes[0 .. n_run-1] have run */
   gboolean on_cpu[LP_COP_COUNT];   /* ops that ran on the CPU instead of be */
   GHashTable *grads;               /* LpCTensor* -> its gradient (lp_cgraph_backward) */
+  gboolean int8_matmul;            /* matmul nodes recorded get i[0] = 1 (lp_cgraph_set_int8_matmul) */
 };
 
 /* ---- tensors ---- */
@@ -143,6 +144,12 @@ lp_cgraph_free (LpCGraph *g)
   g_free (g);
 }
 
+void
+lp_cgraph_set_int8_matmul (LpCGraph *g, gboolean on)
+{
+  g->int8_matmul = on;
+}
+
 LpBackend *
 lp_cgraph_backend (LpCGraph *g)
 {
@@ -264,6 +271,8 @@ lp_cgraph_add (LpCGraph *g, LpCOp op, LpCTensor *const *src, int n_src, LpCTenso
   g_return_val_if_fail (src[0] != NULL, NULL);
   LpCNode *n = g_new0 (LpCNode, 1);
   n->op = op;
+  if (op == LP_COP_MATMUL && g->int8_matmul)
+    n->i[0] = 1;
   n->n_src = info->n_src;
   n->n_dst = info->n_dst;
   for (int i = 0; i < n_src; i++)

@@ -130,12 +130,51 @@ void lp_cpu_gemv_w (int M, int N, int K, const float *A, int lda, LpDType wtype,
                     int ldc);
 void lp_cpu_gemv_w_ref (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
                         float *C, int ldc);
+/* Matmul nodes recorded into g from now on multiply activations rounded
+ * to 8 bits (compute.h's LP_COP_MATMUL i[0]; for the CPU backend). */
+void lp_cgraph_set_int8_matmul (LpCGraph *g, gboolean on);
+/* Whether this x86 CPU runs the AVX2 + FMA kernels (asked once). */
+gboolean lp_cpu_have_avx2 (void);
+/* Column j of C[M, ldc] = out[M] + beta C (beta = 0: C not read); inline:
+ * the row kernels store every output through it. */
+static inline void
+lp_cpu_gemv_store (float *C, int ldc, int j, int M, const float *out, float beta)
+{
+  for (int m = 0; m < M; m++)
+    {
+      float *c = &C[(gsize) m * ldc + j];
+      *c = beta == 0.0f ? out[m] : out[m] + beta * *c;
+    }
+}
+/* One block of 32 activations rounded as ggml's quantize_row_q8_0 /
+ * quantize_row_q8_1 do (gemv_q8.c): q = round (x 127 / amax) half to even,
+ * d = f16 (amax / 127), s = f16 (d sum (q)) with d in f32 (Q8_1's stored
+ * sum, which a Q4_1 weight's minimum multiplies), isum = sum (q). */
+typedef struct {
+  gint8 q[32];
+  float d, s;
+  int isum;
+} LpQ8Block;
+void lp_q8_block_quantize (const float *x, LpQ8Block *out);
+/* C[M,N] = q8(A)[M,K] W[N,K]^T + beta C (gemv_q8.c): A's rows rounded to
+ * LpQ8Block, W (Q8_0, Q4_0, Q4_1; K a multiple of 32) read as stored,
+ * integer dot products per block as llama.cpp's CPU backend computes them;
+ * beta = 0 ignores C.  Any M (LP_GEMV_MAX_ROWS rows of A a pass over W),
+ * AVX2 over the worker threads; _ref: the plain C row kernel, one thread. */
+gboolean lp_cpu_gemm_q8_supports (int K, LpDType wtype);
+void lp_cpu_gemm_q8 (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta, float *C,
+                     int ldc);
+void lp_cpu_gemm_q8_ref (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
+                         float *C, int ldc);
 /* fn (data, i0, i1) over [0, n) split into lp_threads () ranges of at
  * least `grain` items, on the CPU worker threads (cpu_threads.c) and the
  * caller; serially in the caller when n is small or the workers are busy.
  * Returns when every range is done. */
 typedef void (*LpRangeFn) (void *data, int i0, int i1);
 void lp_cpu_parallel_for (int n, int grain, LpRangeFn fn, void *data);
+/* rows (data, j0, j1) over the N rows of a weight [N, K]: split over the
+ * worker threads in shares worth a hand-off, or in the caller (serial). */
+void lp_cpu_gemv_split (int N, int K, LpRangeFn rows, void *data, gboolean serial);
 /* Row t of one head's attention probabilities, in place: the scaled scores
  * row[0 .. last] replaced by their softmax (max-subtracted), row[last + 1 ..
  * T_kv - 1] (the causal mask) by 0.  Attention forward and backward. */

@@ -19,6 +19,7 @@
 #include "lp-internal.h"
 
 #include "compute-internal.h"
+#include "gemv-x86.h"
 
 /* ---- operand access ---- */
 
@@ -124,6 +125,84 @@ lp_cpu_softmax_causal_row (float *row, int last, int T_kv)
     row[j] = 0.0f;
 }
 
+/* The two loops of attending with one query: its dot products with the
+ * key rows (scores[j] = q . k_j), and the value rows added with weights.
+ * Plain C, and AVX2 chosen at run time (decoding runs them for every
+ * cached position, head and layer).  The AVX2 loops compute each value
+ * with the plain loops' operations in their order (8 keys side by side;
+ * 8 elements of the output side by side; mul then add, no FMA: compiled
+ * without it), so both give the same bits and decoding the same text. */
+typedef struct {
+  void (*scores) (const float *q, const float *k, gsize stride, int n_keys, int hd, float scale, float *s);
+  void (*axpy) (float *y, float a, const float *x, int n);
+} RowOps;
+
+static float
+dot_plain (const float *a, const float *b, int n)
+{
+  float s = 0.0f;
+  for (int i = 0; i < n; i++)
+    s += a[i] * b[i];
+  return s;
+}
+
+static void
+scores_plain (const float *q, const float *k, gsize stride, int n_keys, int hd, float scale, float *s)
+{
+  for (int j = 0; j < n_keys; j++)
+    s[j] = dot_plain (q, k + (gsize) j * stride, hd) * scale;
+}
+
+static void
+axpy_plain (float *y, float a, const float *x, int n)
+{
+  for (int i = 0; i < n; i++)
+    y[i] += a * x[i];
+}
+
+#ifdef LP_GEMV_X86
+#define X86_EXACT __attribute__ ((target ("avx2")))
+
+X86_EXACT static void
+scores_x86 (const float *q, const float *k, gsize stride, int n_keys, int hd, float scale, float *s)
+{
+  int j = 0;
+  if (stride * 8 <= G_MAXINT32)
+    {
+      __m256i idx = _mm256_mullo_epi32 (_mm256_setr_epi32 (0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32 ((int) stride));
+      for (; j + 8 <= n_keys; j += 8)
+        {
+          const float *kj = k + (gsize) j * stride;
+          __m256 acc = _mm256_setzero_ps ();
+          for (int d = 0; d < hd; d++)
+            acc = _mm256_add_ps (acc, _mm256_mul_ps (_mm256_set1_ps (q[d]), _mm256_i32gather_ps (kj + d, idx, 4)));
+          _mm256_storeu_ps (s + j, _mm256_mul_ps (acc, _mm256_set1_ps (scale)));
+        }
+    }
+  scores_plain (q, k + (gsize) j * stride, stride, n_keys - j, hd, scale, s + j);
+}
+
+X86_EXACT static void
+axpy_x86 (float *y, float a, const float *x, int n)
+{
+  __m256 av = _mm256_set1_ps (a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps (y + i, _mm256_add_ps (_mm256_loadu_ps (y + i), _mm256_mul_ps (av, _mm256_loadu_ps (x + i))));
+  axpy_plain (y + i, a, x + i, n - i);
+}
+#endif
+
+static RowOps
+row_ops (void)
+{
+#ifdef LP_GEMV_X86
+  if (lp_cpu_have_avx2 ())
+    return (RowOps) { scores_x86, axpy_x86 };
+#endif
+  return (RowOps) { scores_plain, axpy_plain };
+}
+
 /* Attention of a few queries (decoding: T = 1 against the KV cache): each
  * score a dot product, each output row a sum of value rows.  Two GEMMs of
  * one row per head would cost more in BLAS set-up than in arithmetic. */
@@ -132,29 +211,19 @@ attention_rows (int T, int T_kv, int H, int Hkv, int hd, const float *q, const f
 {
   int group = H / Hkv, past = T_kv - T;
   float scale = 1.0f / sqrtf ((float) hd);
+  RowOps ops = row_ops ();
   g_autofree float *s = g_new (float, T_kv);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++)
       {
         const float *qr = q + ((gsize) t * H + h) * hd;
         int kh = h / group, last = past + t;
-        for (int j = 0; j <= last; j++)
-          {
-            const float *kr = k + ((gsize) j * Hkv + kh) * hd;
-            float dot = 0.0f;
-            for (int d = 0; d < hd; d++)
-              dot += qr[d] * kr[d];
-            s[j] = dot * scale;
-          }
+        ops.scores (qr, k + (gsize) kh * hd, (gsize) Hkv * hd, last + 1, hd, scale, s);
         lp_cpu_softmax_causal_row (s, last, last + 1);
         float *o = out + ((gsize) t * H + h) * hd;
         memset (o, 0, sizeof (float) * hd);
         for (int j = 0; j <= last; j++)
-          {
-            const float *vr = v + ((gsize) j * Hkv + kh) * hd;
-            for (int d = 0; d < hd; d++)
-              o[d] += s[j] * vr[d];
-          }
+          ops.axpy (o, s[j], v + ((gsize) j * Hkv + kh) * hd, hd);
       }
 }
 
@@ -232,7 +301,10 @@ lp_cop_matmul_cpu (const LpCNode *node)
    * was computed before graphs: the same sums in the same order. */
   if (acc != NULL)
     copy_into (y, acc);
-  lp_cpu_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  if (node->i[0] && lp_cpu_gemm_q8_supports (K, w->dtype))
+    lp_cpu_gemm_q8 (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  else
+    lp_cpu_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
 }
 
 void
@@ -242,7 +314,10 @@ lp_cop_matmul_ref (const LpCNode *node)
   int M = (int) lp_ctensor_rows (x), K = (int) lp_ctensor_cols (x), N = (int) w->shape[0];
   if (acc != NULL)
     copy_into (y, acc);
-  lp_ref_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  if (node->i[0] && lp_cpu_gemm_q8_supports (K, w->dtype))
+    lp_cpu_gemm_q8_ref (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
+  else
+    lp_ref_gemm_w (M, N, K, f32 (x), K, w->dtype, w->buf, acc != NULL ? 1.0f : 0.0f, f32 (y), N);
 }
 
 /* ---- matmul_grid: the same with W an integer grid ---- */

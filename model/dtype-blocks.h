@@ -36,3 +36,10 @@ lp_qread_u16 (const guint8 *p)
 {
   return (guint16) (p[0] | (p[1] << 8));
 }
+
+/* The little-endian f16 at p as a float. */
+static inline float
+lp_qread_f16 (const guint8 *p)
+{
+  return lp_f16_to_f32 (lp_qread_u16 (p));
+}

@@ -46,6 +46,7 @@ struct _LpForward {
   guint64 resident;         /* bytes of weights held */
   guint64 uploads;          /* weights uploaded so far */
   gboolean llama_cpp;       /* round as ggml's CPU backend does (forward_ggml.c) */
+  gboolean int8;            /* matmuls in integers (lp_forward_set_int8_activations) */
 };
 
 /* ---- recording (forward.c) ----

@@ -280,6 +280,12 @@ lp_forward_set_llama_cpp (LpForward *fw, gboolean on)
   fw->llama_cpp = on;
 }
 
+void
+lp_forward_set_int8_activations (LpForward *fw, gboolean on)
+{
+  fw->int8 = on;
+}
+
 /* x[T, K] W^T (+ acc[T, N]): the nodes of W's form (form.h), whatever it is. */
 static LpCTensor *
 rec_linear (LpForwardRec *r, LpCTensor *x, const LpForwardWeight *w, LpCTensor *acc)
@@ -448,6 +454,9 @@ lp_forward_rec_begin (LpForwardRec *r, LpForward *fw)
   r->fw = fw;
   r->g = lp_cgraph_new (fw->be);
   r->error = NULL;
+  /* llama_cpp rounds the activations itself, on the host (rec_ggml_activations). */
+  if (fw->int8 && !fw->llama_cpp && lp_backend_is_cpu (fw->be))
+    lp_cgraph_set_int8_matmul (r->g, TRUE);
 }
 
 /* Compute what is recorded; FALSE with the error (moved to `error`) when

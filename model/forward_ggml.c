@@ -20,26 +20,18 @@
 #include "dtype-blocks.h"
 #include "forward-internal.h"
 
-/* One block of n values as Q8_0 / Q8_1 (the same quants); returns what
+/* One block of 32 values as Q8_0 / Q8_1 (the same quants); returns what
  * Q8_1 stores beside them, s = f16 (d * sum (q)) with d in f32, less what
  * the rounded values sum to, f16 (d) * sum (q): a Q4_1 / Q5_1 dot product
  * multiplies s by the weight block's minimum. */
 static float
-round_block_q8 (float *x, int n)
+round_block_q8 (float *x)
 {
-  float amax = 0.0f;
-  for (int i = 0; i < n; i++)
-    amax = MAX (amax, fabsf (x[i]));
-  float d = amax / 127.0f, d16 = lp_f16_to_f32 (lp_f32_to_f16 (d));
-  float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-  int sum = 0;
-  for (int i = 0; i < n; i++)
-    {
-      float q = nearbyintf (x[i] * id);
-      sum += (int) q;
-      x[i] = d16 * q;
-    }
-  return lp_f16_to_f32 (lp_f32_to_f16 (d * (float) sum)) - d16 * (float) sum;
+  LpQ8Block b;
+  lp_q8_block_quantize (x, &b);
+  for (int i = 0; i < 32; i++)
+    x[i] = b.d * b.q[i];
+  return b.s - b.d * (float) b.isum;
 }
 
 /* One super-block of 256 values as Q8_K (quantize_row_q8_K_ref): the scale
@@ -104,7 +96,7 @@ lp_ggml_round_rows (LpDType weight, float *x, gsize T, gsize K, float *s_err)
       round_block_q8_k (x + b * block);
     else
       {
-        float e = round_block_q8 (x + b * block, block);
+        float e = round_block_q8 (x + b * block);
         if (s_err != NULL)
           s_err[b] = e;
       }

@@ -23,10 +23,7 @@
 #include "compute-internal.h"
 #include "dtype-blocks.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define LP_GEMV_X86 1
-#endif
+#include "gemv-x86.h"
 
 enum { QK = 32, MAX_M = LP_GEMV_MAX_ROWS };
 
@@ -48,12 +45,6 @@ typedef struct {
 
 /* out[m] = row . A[m] for m < M: one row of W against the M rows of A. */
 typedef void (*RowDot) (const Gemv *g, const guint8 *row, float *out);
-
-static float
-f16 (const guint8 *p)
-{
-  return lp_f16_to_f32 (lp_qread_u16 (p));
-}
 
 /* ---- plain C ---- */
 
@@ -79,7 +70,7 @@ row_f16_ref (const Gemv *g, const guint8 *row, float *out)
       const float *x = g->A + (gsize) m * g->lda;
       float acc = 0.0f;
       for (int k = 0; k < g->K; k++)
-        acc += f16 (row + 2 * k) * x[k];
+        acc += lp_qread_f16 (row + 2 * k) * x[k];
       out[m] = acc;
     }
 }
@@ -105,7 +96,7 @@ row_block_ref (const Gemv *g, const guint8 *row, float *out)
                 const gint8 *q = (const gint8 *) (blk + 2);
                 for (int j = 0; j < QK; j++)
                   s += q[j] * x[j];
-                acc += f16 (blk) * s;
+                acc += lp_qread_f16 (blk) * s;
                 break;
               }
             case LP_DTYPE_Q4_0:
@@ -113,7 +104,7 @@ row_block_ref (const Gemv *g, const guint8 *row, float *out)
                 const guint8 *blk = row + (gsize) b * 18, *q = blk + 2;
                 for (int j = 0; j < 16; j++)
                   s += ((int) (q[j] & 0x0f) - 8) * x[j] + ((int) (q[j] >> 4) - 8) * x[j + 16];
-                acc += f16 (blk) * s;
+                acc += lp_qread_f16 (blk) * s;
                 break;
               }
             case LP_DTYPE_Q4_1:
@@ -121,7 +112,7 @@ row_block_ref (const Gemv *g, const guint8 *row, float *out)
                 const guint8 *blk = row + (gsize) b * 20, *q = blk + 4;
                 for (int j = 0; j < 16; j++)
                   s += (q[j] & 0x0f) * x[j] + (q[j] >> 4) * x[j + 16];
-                acc += f16 (blk) * s + f16 (blk + 2) * g->xsum[m * nb + b];
+                acc += lp_qread_f16 (blk) * s + lp_qread_f16 (blk + 2) * g->xsum[m * nb + b];
                 break;
               }
             default:
@@ -135,25 +126,6 @@ row_block_ref (const Gemv *g, const guint8 *row, float *out)
 /* ---- AVX2 + FMA ---- */
 
 #ifdef LP_GEMV_X86
-#define X86_TARGET __attribute__ ((target ("avx2,fma,f16c")))
-
-X86_TARGET static inline float
-hsum (__m256 v)
-{
-  __m128 s = _mm_add_ps (_mm256_castps256_ps128 (v), _mm256_extractf128_ps (v, 1));
-  s = _mm_add_ps (s, _mm_movehl_ps (s, s));
-  s = _mm_add_ss (s, _mm_movehdup_ps (s));
-  return _mm_cvtss_f32 (s);
-}
-
-X86_TARGET static inline float
-f16_x86 (const guint8 *p)
-{
-  guint16 h;
-  memcpy (&h, p, 2);
-  return _cvtsh_ss (h);
-}
-
 X86_TARGET static void
 row_f32_x86 (const Gemv *g, const guint8 *row, float *out)
 {
@@ -168,7 +140,7 @@ row_f32_x86 (const Gemv *g, const guint8 *row, float *out)
           a0 = _mm256_fmadd_ps (_mm256_loadu_ps (w + k), _mm256_loadu_ps (x + k), a0);
           a1 = _mm256_fmadd_ps (_mm256_loadu_ps (w + k + 8), _mm256_loadu_ps (x + k + 8), a1);
         }
-      float acc = hsum (_mm256_add_ps (a0, a1));
+      float acc = lp_x86_hsum (_mm256_add_ps (a0, a1));
       for (; k < g->K; k++)
         acc += w[k] * x[k];
       out[m] = acc;
@@ -186,15 +158,14 @@ row_f16_x86 (const Gemv *g, const guint8 *row, float *out)
       for (; k + 8 <= g->K; k += 8)
         a = _mm256_fmadd_ps (_mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (row + 2 * k))),
                              _mm256_loadu_ps (x + k), a);
-      float acc = hsum (a);
+      float acc = lp_x86_hsum (a);
       for (; k < g->K; k++)
-        acc += f16_x86 (row + 2 * k) * x[k];
+        acc += lp_x86_f16 (row + 2 * k) * x[k];
       out[m] = acc;
     }
 }
 
 /* A block's 32 codes as 4 x 8 floats (elements 0-7, 8-15, 16-23, 24-31). */
-#define X86_INLINE X86_TARGET static inline __attribute__ ((always_inline))
 
 X86_INLINE void
 decode_block (LpDType type, const guint8 *blk, __m256 *w)
@@ -256,11 +227,11 @@ row_blocks_x86 (const Gemv *g, const guint8 *row, float *out, const LpDType type
         {
           const guint8 *blk = row + (gsize) b * size;
           decode_block (type, blk, w);
-          acc = _mm256_fmadd_ps (_mm256_set1_ps (f16_x86 (blk)), block_dot (w, x), acc);
+          acc = _mm256_fmadd_ps (_mm256_set1_ps (lp_x86_f16 (blk)), block_dot (w, x), acc);
           if (with_min)
-            mins += f16_x86 (blk + 2) * g->xsum[b];
+            mins += lp_x86_f16 (blk + 2) * g->xsum[b];
         }
-      out[0] = hsum (acc) + mins;
+      out[0] = lp_x86_hsum (acc) + mins;
       return;
     }
   __m256 acc[MAX_M];
@@ -271,8 +242,8 @@ row_blocks_x86 (const Gemv *g, const guint8 *row, float *out, const LpDType type
     {
       const guint8 *blk = row + (gsize) b * size;
       decode_block (type, blk, w);
-      __m256 d = _mm256_set1_ps (f16_x86 (blk));
-      float mn = with_min ? f16_x86 (blk + 2) : 0.0f;
+      __m256 d = _mm256_set1_ps (lp_x86_f16 (blk));
+      float mn = with_min ? lp_x86_f16 (blk + 2) : 0.0f;
       for (int m = 0; m < g->M; m++)
         {
           acc[m] = _mm256_fmadd_ps (d, block_dot (w, g->A + (gsize) m * g->lda + (gsize) b * QK), acc[m]);
@@ -281,7 +252,7 @@ row_blocks_x86 (const Gemv *g, const guint8 *row, float *out, const LpDType type
         }
     }
   for (int m = 0; m < g->M; m++)
-    out[m] = hsum (acc[m]) + mins[m];
+    out[m] = lp_x86_hsum (acc[m]) + mins[m];
 }
 
 X86_TARGET static void
@@ -302,8 +273,8 @@ row_q4_1_x86 (const Gemv *g, const guint8 *row, float *out)
   row_blocks_x86 (g, row, out, LP_DTYPE_Q4_1);
 }
 
-static gboolean
-have_x86 (void)
+gboolean
+lp_cpu_have_avx2 (void)
 {
   static gint have = -1;
   if (g_atomic_int_get (&have) < 0)
@@ -321,7 +292,7 @@ static RowDot
 row_dot (LpDType wtype, gboolean ref)
 {
 #ifdef LP_GEMV_X86
-  if (!ref && have_x86 ())
+  if (!ref && lp_cpu_have_avx2 ())
     switch (wtype)
       {
       case LP_DTYPE_F32:
@@ -349,11 +320,7 @@ gemv_rows (void *data, int j0, int j1)
   for (int j = j0; j < j1; j++)
     {
       dot (g, g->W + (gsize) j * g->row_bytes, out);
-      for (int m = 0; m < g->M; m++)
-        {
-          float *c = &g->C[(gsize) m * g->ldc + j];
-          *c = g->beta == 0.0f ? out[m] : out[m] + g->beta * *c;
-        }
+      lp_cpu_gemv_store (g->C, g->ldc, j, g->M, out, g->beta);
     }
 }
 
@@ -376,12 +343,15 @@ lp_cpu_gemv_supports (int M, int K, LpDType wtype)
     }
 }
 
-/* Rows of W per thread's share at least: below this a hand-off costs more
- * than the rows (about 64 Ki weights). */
-static int
-grain_rows (int K)
+void
+lp_cpu_gemv_split (int N, int K, LpRangeFn rows, void *data, gboolean serial)
 {
-  return MAX (1, (64 << 10) / MAX (K, 1));
+  /* A share of at least about 64 Ki weights: below this a hand-off costs
+   * more than the rows. */
+  if (serial)
+    rows (data, 0, N);
+  else
+    lp_cpu_parallel_for (N, MAX (1, (64 << 10) / MAX (K, 1)), rows, data);
 }
 
 /* The product, by the AVX2 row kernels over the worker threads, or (ref)
@@ -412,10 +382,7 @@ gemv_run (int M, int N, int K, const float *A, int lda, LpDType wtype, const voi
           }
     }
   Gemv g = { M, N, K, A, lda, wtype, W, (gsize) row_bytes, beta, C, ldc, xsum, ref };
-  if (ref)
-    gemv_rows (&g, 0, N);
-  else
-    lp_cpu_parallel_for (N, grain_rows (K), gemv_rows, &g);
+  lp_cpu_gemv_split (N, K, gemv_rows, &g, ref);
 }
 
 void

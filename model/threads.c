@@ -26,8 +26,20 @@ lp_threads_parse (const char *what, const char *text, int *n, GError **error)
   return TRUE;
 }
 
-/* LLMPRESS_THREADS when it holds a count, else every core (read each time:
- * cheap, and a test may set it). */
+/* The cores this process may run on, asked once: glib reads
+ * /sys/devices/system/cpu/online for it (an open, a read and a close), and
+ * decoding asks for the thread count a few hundred times a token. */
+static int
+cores (void)
+{
+  static gint n;
+  if (g_atomic_int_get (&n) == 0)
+    g_atomic_int_set (&n, (int) MAX (g_get_num_processors (), 1));
+  return g_atomic_int_get (&n);
+}
+
+/* LLMPRESS_THREADS when it holds a count, else every core (the variable
+ * read each time: cheap, and a test may set it). */
 static int
 default_threads (void)
 {
@@ -35,7 +47,7 @@ default_threads (void)
   const char *env = g_getenv ("LLMPRESS_THREADS");
   if (env != NULL && lp_threads_parse ("LLMPRESS_THREADS", env, &n, NULL))
     return n;
-  return (int) MAX (g_get_num_processors (), 1);
+  return cores ();
 }
 
 int

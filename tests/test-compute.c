@@ -154,7 +154,8 @@ test_attention (void)
 {
   g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
   /* T, T_kv (a KV cache of T_kv - T earlier positions), H, Hkv, hd: MHA, GQA, MQA. */
-  static const int shapes[][5] = { { 7, 7, 4, 4, 8 }, { 5, 9, 4, 2, 8 }, { 1, 12, 6, 1, 16 }, { 33, 40, 8, 4, 4 } };
+  static const int shapes[][5] = { { 7, 7, 4, 4, 8 }, { 5, 9, 4, 2, 8 }, { 1, 12, 6, 1, 16 }, { 33, 40, 8, 4, 4 },
+                                   { 1, 70, 9, 3, 64 }, { 2, 30, 4, 2, 20 } }; /* decoding SmolLM2; hd past the vectors */
   for (guint s = 0; s < G_N_ELEMENTS (shapes); s++)
     {
       int T = shapes[s][0], T_kv = shapes[s][1], H = shapes[s][2], Hkv = shapes[s][3], hd = shapes[s][4];

@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include "compute-internal.h"
+#include "forward-internal.h"
 
 /* W[N, K] of type `type` from random f32 values (blocks quantized by the
  * library's quantizer). */
@@ -33,18 +34,60 @@ random_weight (LpDType type, int N, int K, GRand *r)
   return g_memdup2 (lp_tensor_data (t), lp_tensor_n_bytes (t));
 }
 
+/* A product's random operands: W[N, K] of a type, A[M, lda] and the
+ * addend c0[M, ldc], with strides wider than the rows. */
+typedef struct {
+  guint8 *W;
+  float *A, *c0;
+  int lda, ldc;
+} Operands;
+
+static void
+operands_init (Operands *o, LpDType type, int M, int N, int K, guint32 seed)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  o->W = random_weight (type, N, K, r);
+  o->lda = K + 3;
+  o->ldc = N + 5;
+  o->A = g_new (float, (gsize) M * o->lda);
+  o->c0 = g_new (float, (gsize) M * o->ldc);
+  for (gsize i = 0; i < (gsize) M * o->lda; i++)
+    o->A[i] = (float) g_rand_double_range (r, -2.0, 2.0);
+  for (gsize i = 0; i < (gsize) M * o->ldc; i++)
+    o->c0[i] = (float) g_rand_double_range (r, -1.0, 1.0);
+}
+
+static void
+operands_clear (Operands *o)
+{
+  g_free (o->W);
+  g_free (o->A);
+  g_free (o->c0);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Operands, operands_clear)
+
+/* |a - b| / |b| over n values. */
+static double
+rel_error (const float *a, const float *b, gsize n)
+{
+  double num = 0, den = 0;
+  for (gsize i = 0; i < n; i++)
+    {
+      num += (double) (a[i] - b[i]) * (a[i] - b[i]);
+      den += (double) b[i] * b[i];
+    }
+  return sqrt (num / den);
+}
+
 static void
 check_type (LpDType type, int M, int N, int K, float beta)
 {
-  g_autoptr (GRand) r = g_rand_new_with_seed ((guint32) (type * 1000 + M * 100 + N + K));
-  g_autofree guint8 *W = random_weight (type, N, K, r);
-  int lda = K + 3, ldc = N + 5; /* strides wider than the rows */
-  g_autofree float *A = g_new (float, (gsize) M * lda);
-  g_autofree float *c0 = g_new (float, (gsize) M * ldc);
-  for (gsize i = 0; i < (gsize) M * lda; i++)
-    A[i] = (float) g_rand_double_range (r, -2.0, 2.0);
-  for (gsize i = 0; i < (gsize) M * ldc; i++)
-    c0[i] = (float) g_rand_double_range (r, -1.0, 1.0);
+  g_auto (Operands) o;
+  operands_init (&o, type, M, N, K, (guint32) (type * 1000 + M * 100 + N + K));
+  guint8 *W = o.W;
+  float *A = o.A, *c0 = o.c0;
+  int lda = o.lda, ldc = o.ldc;
   g_autofree float *fast = g_memdup2 (c0, sizeof (float) * M * ldc);
   g_autofree float *plain = g_memdup2 (c0, sizeof (float) * M * ldc);
   g_autofree float *ref = g_memdup2 (c0, sizeof (float) * M * ldc);
@@ -80,6 +123,73 @@ test_gemv_types (void)
       check_type (types[i], 1, 1500, 576, 1.0f);
       check_type (types[i], 2, 64, 4096, 0.0f);
     }
+}
+
+/* The integer product (lp_cpu_gemm_q8: AVX2 over the threads) against its
+ * plain C row kernel, and both against ggml's definition computed another
+ * way: A rounded by forward_ggml.c's lp_ggml_round_rows, times the decoded
+ * weights (lp_ref_gemm_w), plus lp_ggml_min_correction for Q4_1. */
+static void
+check_q8 (LpDType type, int M, int N, int K, float beta)
+{
+  g_auto (Operands) o;
+  operands_init (&o, type, M, N, K, (guint32) (type * 1000 + M * 100 + N + K + 7));
+  guint8 *W = o.W;
+  float *A = o.A, *c0 = o.c0;
+  int lda = o.lda, ldc = o.ldc;
+  g_autofree float *fast = g_memdup2 (c0, sizeof (float) * M * ldc);
+  g_autofree float *plain = g_memdup2 (c0, sizeof (float) * M * ldc);
+  g_autofree float *ref = g_memdup2 (c0, sizeof (float) * M * ldc);
+  g_assert_true (lp_cpu_gemm_q8_supports (K, type));
+  lp_cpu_gemm_q8 (M, N, K, A, lda, type, W, beta, fast, ldc);
+  lp_cpu_gemm_q8_ref (M, N, K, A, lda, type, W, beta, plain, ldc);
+
+  /* The definition: rounded rows (packed, lda = K), decoded weights. */
+  g_autofree float *Ar = g_new (float, (gsize) M * K), *s_err = g_new (float, (gsize) M * (K / 32));
+  for (int m = 0; m < M; m++)
+    memcpy (Ar + (gsize) m * K, A + (gsize) m * lda, sizeof (float) * K);
+  g_assert_true (lp_ggml_round_rows (type, Ar, M, K, s_err));
+  lp_ref_gemm_w (M, N, K, Ar, K, type, W, beta, ref, ldc);
+  g_autofree float *corr = g_new0 (float, (gsize) M * N);
+  g_assert_true (lp_ggml_min_correction (type, W, N, K, s_err, M, corr) == (type == LP_DTYPE_Q4_1));
+  for (int m = 0; m < M; m++)
+    for (int j = 0; j < N; j++)
+      ref[(gsize) m * ldc + j] += corr[(gsize) m * N + j];
+
+  g_autofree float *exact = g_memdup2 (c0, sizeof (float) * M * ldc);
+  lp_ref_gemm_w (M, N, K, A, lda, type, W, beta, exact, ldc);
+  for (int m = 0; m < M; m++)
+    {
+      /* The same integers per block, float sums in other orders. */
+      lp_test_assert_close (fast + (gsize) m * ldc, plain + (gsize) m * ldc, N, 1e-5);
+      lp_test_assert_close (plain + (gsize) m * ldc, ref + (gsize) m * ldc, N, 1e-5);
+      /* And not the f32 product: 8-bit activations are off by ~0.3% of a
+       * block's largest value each (this test fails if nothing is rounded). */
+      double e = rel_error (fast + (gsize) m * ldc, exact + (gsize) m * ldc, N);
+      g_assert_cmpfloat (e, >, 1e-5);
+      g_assert_cmpfloat (e, <, 2e-2);
+      for (int j = N; j < ldc; j++)
+        g_assert_cmpfloat (fast[(gsize) m * ldc + j], ==, c0[(gsize) m * ldc + j]);
+    }
+}
+
+static void
+test_gemm_q8_types (void)
+{
+  const LpDType types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q4_1 };
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      /* One row (decoding: its own kernel), odd block counts, a group of
+       * rows, more rows than a group (two passes over W), a matrix split
+       * over the threads. */
+      check_q8 (types[i], 1, 37, 96, 0.0f);
+      check_q8 (types[i], 1, 50, 64, 1.0f);
+      check_q8 (types[i], 3, 29, 160, 0.5f);
+      check_q8 (types[i], LP_GEMV_MAX_ROWS + 3, 33, 64, 1.0f);
+      check_q8 (types[i], 1, 1500, 576, 1.0f);
+    }
+  g_assert_false (lp_cpu_gemm_q8_supports (48, LP_DTYPE_Q4_1)); /* not whole blocks */
+  g_assert_false (lp_cpu_gemm_q8_supports (256, LP_DTYPE_Q4_K));
 }
 
 static void
@@ -144,6 +254,21 @@ test_parallel_for_concurrent (void)
     g_thread_join (t[i]);
 }
 
+/* logits[T, V] of tokens[T] decoded one at a time with a KV cache. */
+static void
+decode_each (LpForward *fw, const gint32 *toks, int T, float *logits)
+{
+  const LpModelConfig *c = lp_model_config (lp_forward_model (fw));
+  g_autoptr (LpKVCache) cache = lp_kv_cache_new (c, T);
+  g_autoptr (GError) error = NULL;
+  for (int t = 0; t < T; t++)
+    {
+      g_assert_true (lp_forward_logits (fw, toks + t, 1, cache, logits + (gsize) t * c->n_vocab, &error));
+      g_assert_no_error (error);
+    }
+  g_assert_cmpint (lp_kv_cache_length (cache), ==, T);
+}
+
 /* SmolLM2-135M (Q4_1 blocks, a Q8_0 head: the real kernels): the logits of
  * decoding token by token with a KV cache (the matrix-vector path) equal
  * those of the whole sequence at once (the batched GEMM path) closely. */
@@ -167,13 +292,7 @@ test_smollm2_incremental_matches_full (void)
   g_autofree float *full = g_new (float, (gsize) T * V), *inc = g_new (float, (gsize) T * V);
   g_assert_true (lp_forward_logits (fw, toks, T, NULL, full, &error));
   g_assert_no_error (error);
-  g_autoptr (LpKVCache) cache = lp_kv_cache_new (c, T);
-  for (int t = 0; t < T; t++)
-    {
-      g_assert_true (lp_forward_logits (fw, toks + t, 1, cache, inc + (gsize) t * V, &error));
-      g_assert_no_error (error);
-    }
-  g_assert_cmpint (lp_kv_cache_length (cache), ==, T);
+  decode_each (fw, toks, T, inc);
   for (int t = 0; t < T; t++)
     {
       /* f32 sums in other orders through 30 layers: agreement to about
@@ -187,6 +306,35 @@ test_smollm2_incremental_matches_full (void)
         }
       g_assert_cmpint (a, ==, b);
     }
+
+  /* 8-bit activations (generate's: the integer kernels through the graph's
+   * matmul nodes): token by token (one row a product) and the whole
+   * sequence (groups of rows) compute the same integers per block, summed
+   * in the same order; both are off the f32 logits by the rounding (a few
+   * percent on these random tokens). */
+  g_autoptr (LpForward) fw8 = lp_forward_new (m, NULL, &error);
+  g_assert_no_error (error);
+  lp_forward_set_int8_activations (fw8, TRUE);
+  g_autofree float *full8 = g_new (float, (gsize) T * V);
+  g_assert_true (lp_forward_logits (fw8, toks, T, NULL, full8, &error));
+  g_assert_no_error (error);
+  decode_each (fw8, toks, T, inc);
+  for (int t = 0; t < T; t++)
+    {
+      double e8 = rel_error (inc + (gsize) t * V, full8 + (gsize) t * V, V);
+      /* Position 0 attends to itself alone (exact on both paths): bit for
+       * bit.  Later, attention's last bits differ between the paths, and a
+       * rounding to 8 bits amplifies a last-bit difference now and then to
+       * a code's step (1/127 of a block's largest value). */
+      if (t == 0)
+        g_assert_cmpfloat (e8, ==, 0.0);
+      g_assert_cmpfloat (e8, <, 5e-2);
+      double e = rel_error (inc + (gsize) t * V, full + (gsize) t * V, V);
+      if (g_test_verbose ())
+        g_test_message ("position %d: 8-bit activations off the f32 logits by %.2e", t, e);
+      g_assert_cmpfloat (e, >, 1e-3);
+      g_assert_cmpfloat (e, <, 0.2);
+    }
 }
 
 int
@@ -197,6 +345,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/gemv/types", test_gemv_types);
   g_test_add_func ("/gemv/supports", test_gemv_supports);
+  g_test_add_func ("/gemv/q8-types", test_gemm_q8_types);
   g_test_add_func ("/parallel/covers", test_parallel_for_covers);
   g_test_add_func ("/parallel/concurrent", test_parallel_for_concurrent);
   g_test_add_func ("/gemv/smollm2-incremental-matches-full", test_smollm2_incremental_matches_full);

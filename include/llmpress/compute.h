@@ -33,7 +33,9 @@ typedef struct _LpCGraph LpCGraph;
 typedef enum {
   /* ---- forward ---- */
   LP_COP_EMBED,         /* dst[T,D] = src0[ids[t], :]; src0 table [V,D] (f32 or any type lp_dtype_to_f32 reads), src1 ids i32 [T] */
-  LP_COP_MATMUL,        /* dst[T,N] = src0[T,K] src1[N,K]^T (+ src2[T,N] when given); src1 f32, f16, bf16 or a block type */
+  LP_COP_MATMUL,        /* dst[T,N] = src0[T,K] src1[N,K]^T (+ src2[T,N] when given); src1 f32, f16, bf16 or a block type;
+                         * i[0] 1: src0 rounded to 8 bits a block first, as llama.cpp's CPU backend does, where src1 is
+                         * Q8_0, Q4_0 or Q4_1 (integer dot products; the CPU's kernels only) */
   LP_COP_MATMUL_GRID,   /* the same, W an integer grid: src1 codes u8 [N,K] as i8 bits, src2 scales f16 bits as i16 [N,G],
                          * src3 zeros u8 [N,G] as i8 bits, src4 g_idx i32 [K], src5 acc (optional); i[0] bits, i[1] group size */
   LP_COP_RMSNORM,       /* dst[T,D] = src0 / sqrt (mean (src0^2) + f[0]) * src1[D] */
