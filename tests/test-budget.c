@@ -198,11 +198,15 @@ test_smollm2_q4km_size (void)
   g_autofree char *data = dense ? lp_test_shared_path ("data/wikitext-2-raw-test.txt") : NULL;
   if (data == NULL)
     return;
-  /* Evaluated: the first 20 windows of 512 tokens; calibration: 8 samples of
-   * 512 after them (few: the GPTQ runs take minutes on a loaded CPU). */
+  /* Evaluated: the first 20 windows of 512 tokens; calibration: 64 samples
+   * of 64 after them (4096 tokens for the Hessians).  Short samples because
+   * the allocator measures each of the 211 tensors' KL on the first 4
+   * samples with a forward pass of the model and of the reference: with 8
+   * samples of 512 that phase alone was ~37 s a tensor on the loaded 2-core
+   * machine (over 2 h an arm), with 64 of 64 ~4 s (one arm: 18 min). */
   g_autofree char *eval = g_strdup_printf ("pass=eval\ndata=%s\nllama_cpp=true\nctx=512\nmax_windows=20\n", data);
-  g_autofree char *head = g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=8\n"
-                                           "calibration_seq_len=512\ncalibration_range=10240:\n[load]\npath=%s\n",
+  g_autofree char *head = g_strdup_printf ("[pipeline]\ncalibration=%s\ncalibration_samples=64\n"
+                                           "calibration_seq_len=64\ncalibration_range=10240:\n[load]\npath=%s\n",
                                            data, dense);
   /* The reference: llama-quantize's own file when python3 has llama.cpp. */
   gboolean llama = lp_test_python_has ("llama_cpp", "GPTQ is compared with our Q4_K_M preset only");
