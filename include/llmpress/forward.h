@@ -65,7 +65,7 @@ void lp_forward_set_llama_cpp (LpForward *fw, gboolean on);
  * rounded to 8 bits a block, in integers, as llama.cpp's CPU backend does
  * (the same rounding as lp_forward_set_llama_cpp's): about 3 times fewer
  * instructions a weight than f32 activations, for decoding (generate);
- * the logits move by that rounding (~1e-2 of their size).  Off by
+ * the logits move by that rounding (a few percent on SmolLM2).  Off by
  * default; no effect with lp_forward_set_llama_cpp on or on a device. */
 void lp_forward_set_int8_activations (LpForward *fw, gboolean on);
 /* Bytes of weights held now, and weights uploaded so far (either may be NULL). */
