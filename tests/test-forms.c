@@ -735,6 +735,36 @@ test_grid_exact_gguf (void)
   assert_load_fails (raw, meta, "grid-part.gguf", "tensor blk.0.ffn_up.weight",
                      "expected every grid part beside blk.0.ffn_up.weight.grid_codes",
                      "found blk.0.ffn_up.weight.grid_gidx missing", NULL);
+
+  /* The keep-mask part: one of a tensor that is not there, one a byte
+   * short, one of the wrong type. */
+  g_autoptr (LpMeta) meta2 = lp_meta_new ();
+  g_autoptr (GPtrArray) raw2 = lp_gguf_read_tensors (path, meta2, &error);
+  g_assert_no_error (error);
+  const char *part = "blk.1.attn_k.weight.keep_mask";
+  guint at = 0;
+  while (strcmp (((LpTensor *) raw2->pdata[at])->name, part) != 0)
+    at++;
+  LpTensor *orig = raw2->pdata[at];
+  gint64 len = lp_tensor_n_bytes (orig);
+  raw2->pdata[at] = lp_tensor_new_from_bytes ("blk.9.attn_k.weight.keep_mask", orig->dtype, orig->n_dims, orig->shape,
+                                              orig->data, NULL);
+  assert_load_fails (raw2, meta2, "mask-orphan.gguf", "tensor blk.9.attn_k.weight.keep_mask",
+                     "expected an i8 keep-mask of tensor blk.9.attn_k.weight, found no such tensor", NULL);
+  lp_tensor_unref (raw2->pdata[at]);
+  gint64 short_len = len - 1;
+  g_autoptr (GBytes) shorter = g_bytes_new_from_bytes (orig->data, 0, short_len);
+  raw2->pdata[at] = lp_tensor_new_from_bytes (part, LP_DTYPE_I8, 1, &short_len, shorter, NULL);
+  g_autofree char *sizes = g_strdup_printf ("expected %" G_GINT64_FORMAT " bytes, found %" G_GINT64_FORMAT, len, short_len);
+  assert_load_fails (raw2, meta2, "mask-short.gguf", "tensor blk.1.attn_k.weight: mask: ", sizes, NULL);
+  lp_tensor_unref (raw2->pdata[at]);
+  gint64 n_u8 = len / 2;
+  g_autoptr (GBytes) as_u16 = g_bytes_new_from_bytes (orig->data, 0, n_u8 * 2);
+  raw2->pdata[at] = lp_tensor_new_from_bytes (part, LP_DTYPE_F16, 1, &n_u8, as_u16, NULL);
+  assert_load_fails (raw2, meta2, "mask-type.gguf", "tensor blk.1.attn_k.weight.keep_mask",
+                     "expected an i8 keep-mask of tensor blk.1.attn_k.weight, found f16", NULL);
+  lp_tensor_unref (raw2->pdata[at]);
+  raw2->pdata[at] = orig;
 }
 
 int
