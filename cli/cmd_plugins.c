@@ -81,6 +81,8 @@ lp_cmd_describe (int argc, char **argv)
           e->plugin->version, e->plugin->license, e->file, lp_artifact_kind_name (p->output));
   if (lp_pass_uses_calibration (e))
     printf ("  reads the calibration data ([pipeline] calibration= or --calib)\n");
+  if (p->flags & LP_PASS_GATHERS)
+    printf ("  gathers a sweep: reads every branch of its input at once (nothing below it fans out)\n");
   printf ("\ninputs:\n");
   if (p->inputs == NULL || p->inputs->name == NULL)
     printf ("  (none: a source)\n");

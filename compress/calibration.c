@@ -11,6 +11,8 @@
 struct _LpCalibration {
   LpCalibOptions opt;
   gint32 *samples; /* [N, L] */
+  int n_heldout;    /* M: the slots the samples did not take */
+  gint32 *heldout;  /* [M, L], in stream order */
   char *digest;
 };
 
@@ -53,6 +55,16 @@ lp_calibration_new (const gint32 *tokens, gsize n, gint32 bos, const LpCalibOpti
   GChecksum *sum = g_checksum_new (G_CHECKSUM_SHA256);
   for (int i = 0; i < o.n_samples; i++)
     lp_tokens_window (tokens, slot[i] * stride, o.seq_len, bos, cal->samples + (gsize) i * o.seq_len);
+  /* The slots left over are the held-out windows: cut the same way from the
+   * same range, so a score on them is a fair check on what the samples fit. */
+  g_autofree gboolean *taken = g_new0 (gboolean, slots);
+  for (int i = 0; i < o.n_samples; i++)
+    taken[slot[i]] = TRUE;
+  cal->n_heldout = (int) MIN (slots - (gsize) o.n_samples, (gsize) G_MAXINT);
+  cal->heldout = g_new (gint32, (gsize) cal->n_heldout * o.seq_len);
+  for (gsize s = 0, k = 0; s < slots && k < (gsize) cal->n_heldout; s++)
+    if (!taken[s])
+      lp_tokens_window (tokens, s * stride, o.seq_len, bos, cal->heldout + k++ * o.seq_len);
   g_checksum_update (sum, (const guchar *) cal->samples, (gsize) o.n_samples * o.seq_len * sizeof (gint32));
   g_checksum_update (sum, (const guchar *) &o.mode, sizeof o.mode);
   cal->digest = g_strdup (g_checksum_get_string (sum));
@@ -66,6 +78,7 @@ lp_calibration_free (LpCalibration *cal)
   if (cal == NULL)
     return;
   g_free (cal->samples);
+  g_free (cal->heldout);
   g_free (cal->digest);
   g_free (cal);
 }
@@ -87,6 +100,19 @@ lp_calibration_sample (const LpCalibration *cal, int i)
 {
   g_return_val_if_fail (i >= 0 && i < cal->opt.n_samples, NULL);
   return cal->samples + (gsize) i * cal->opt.seq_len;
+}
+
+int
+lp_calibration_n_heldout (const LpCalibration *cal)
+{
+  return cal->n_heldout;
+}
+
+const gint32 *
+lp_calibration_heldout (const LpCalibration *cal, int i)
+{
+  g_return_val_if_fail (i >= 0 && i < cal->n_heldout, NULL);
+  return cal->heldout + (gsize) i * cal->opt.seq_len;
 }
 
 const char *

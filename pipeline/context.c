@@ -50,6 +50,42 @@ lp_pass_context_get_input (LpPassContext *ctx, const char *input)
   return NULL;
 }
 
+/* The index in node->inputs of branch i of a declared input, -1 if none. */
+static int
+branch_index (LpPassContext *ctx, const char *input, guint i)
+{
+  for (guint k = 0; k < ctx->node->inputs->len; k++)
+    {
+      LpNodeInput *in = ctx->node->inputs->pdata[k];
+      if (strcmp (in->spec->name, input) == 0 && i-- == 0)
+        return (int) k;
+    }
+  return -1;
+}
+
+guint
+lp_pass_context_get_n_branches (LpPassContext *ctx)
+{
+  guint n = 0;
+  for (guint k = 0; k < ctx->node->inputs->len; k++)
+    n += strcmp (((LpNodeInput *) ctx->node->inputs->pdata[k])->spec->name, "input") == 0;
+  return MAX (n, 1);
+}
+
+LpArtifact *
+lp_pass_context_get_input_branch (LpPassContext *ctx, const char *input, guint i)
+{
+  int k = branch_index (ctx, input, i);
+  return k < 0 ? NULL : ctx->inputs[k];
+}
+
+const char *
+lp_pass_context_get_input_branch_name (LpPassContext *ctx, const char *input, guint i)
+{
+  int k = branch_index (ctx, input, i);
+  return k < 0 ? NULL : ((LpNodeInput *) ctx->node->inputs->pdata[k])->source->name;
+}
+
 LpModel *
 lp_pass_context_get_input_model (LpPassContext *ctx, const char *input)
 {

@@ -679,12 +679,80 @@ input_selector (GArray *pending, const LpInputSpec *spec)
   return NULL;
 }
 
+/* Do two branches pick the same item on every axis both reach? */
+static gboolean
+branches_agree (const Branch *a, const Branch *b, guint n_axes)
+{
+  for (guint i = 0; i < n_axes; i++)
+    if (a->pick[i] >= 0 && b->pick[i] >= 0 && a->pick[i] != b->pick[i])
+      return FALSE;
+  return TRUE;
+}
+
+/* A gathering node's (LP_PASS_GATHERS) edges: every branch of its main
+ * input, then for each other input the one branch that agrees with each of
+ * those, in the same order, so branch i of every input belongs together.
+ * FALSE (an error added) when an input has none or several that agree. */
+static gboolean
+gather_edges (LpNode *n, LpNode *t, GArray *pending, GPtrArray *axes, GHashTable *branches, GString *errors)
+{
+  g_autoptr (GPtrArray) main = g_ptr_array_new ();  /* const Branch *: the main input's */
+  for (guint j = 0; j < t->inputs->len; j++)
+    {
+      LpNodeInput *in = t->inputs->pdata[j];
+      GPtrArray *from = g_hash_table_lookup (branches, in->source);
+      const char *sel = input_selector (pending, in->spec);
+      g_autofree char *sel_body = sel ? g_strndup (sel + 1, strcspn (sel + 1, "]")) : NULL;
+      g_autoptr (GPtrArray) mine = g_ptr_array_new ();
+      for (guint b = 0; b < from->len; b++)
+        {
+          const Branch *br = from->pdata[b];
+          g_autofree gboolean *fixed = g_new0 (gboolean, axes->len);
+          if (!sel_body || branch_selected (axes, br->pick, sel_body, fixed))
+            g_ptr_array_add (mine, (gpointer) br);
+        }
+      if (j == 0)
+        {
+          for (guint b = 0; b < mine->len; b++)
+            {
+              g_ptr_array_add (main, mine->pdata[b]);
+              add_edge (n, in->spec, ((const Branch *) mine->pdata[b])->node);
+            }
+          continue;
+        }
+      for (guint m = 0; m < main->len; m++)
+        {
+          const Branch *found = NULL;
+          guint n_found = 0;
+          for (guint b = 0; b < mine->len; b++)
+            if (branches_agree (main->pdata[m], mine->pdata[b], axes->len))
+              found = mine->pdata[b], n_found++;
+          if (n_found != 1)
+            {
+              const char *loc = t->location;
+              for (guint i = 0; i < pending->len; i++)
+                if (g_array_index (pending, PendingInput, i).spec == in->spec)
+                  loc = g_array_index (pending, PendingInput, i).entry->loc;
+              lp_spec_add_error (errors, loc, "[%s] %s=%s: expected one branch of %s for %s, found %u (hint: "
+                                 "%s gathers a sweep: its inputs must sweep the same lists)", t->name, in->spec->name,
+                                 in->source->name, in->source->name, ((const Branch *) main->pdata[m])->node->name,
+                                 n_found, t->pass->info->name);
+              return FALSE;
+            }
+          add_edge (n, in->spec, found->node);
+        }
+    }
+  return TRUE;
+}
+
 /* One spec node's branches from its inputs' (all built already). */
 static void
 expand_node (LpGraph *g, LpNode *t, const LpRawGroup *grp, GArray *pending, GPtrArray *axes, GHashTable *branches,
              LpRegistry *reg, guint *n_made, GString *errors)
 {
   guint n_axes = axes->len;
+  /* A gathering node reads every branch at once: it starts from no branch. */
+  gboolean gathers = (t->pass->info->flags & LP_PASS_GATHERS) != 0;
   g_autoptr (GPtrArray) picks = g_ptr_array_new_with_free_func (g_free);  /* int[n_axes] */
   g_autoptr (GPtrArray) srcs = g_ptr_array_new_with_free_func (g_free);   /* LpNode *[n_inputs] */
   int *p0 = g_new (int, n_axes);
@@ -692,7 +760,7 @@ expand_node (LpGraph *g, LpNode *t, const LpRawGroup *grp, GArray *pending, GPtr
     p0[i] = -1;
   g_ptr_array_add (picks, p0);
   g_ptr_array_add (srcs, g_new0 (LpNode *, t->inputs->len + 1));
-  for (guint j = 0; j < t->inputs->len; j++)
+  for (guint j = 0; j < t->inputs->len && !gathers; j++)
     {
       LpNodeInput *in = t->inputs->pdata[j];
       GPtrArray *from = g_hash_table_lookup (branches, in->source);
@@ -790,8 +858,13 @@ expand_node (LpGraph *g, LpNode *t, const LpRawGroup *grp, GArray *pending, GPtr
       g_autofree char *name = *label ? g_strdup_printf ("%s[%s]", t->name, label) : g_strdup (t->name);
       LpNode *n = build_node (g, grp, reg, NULL, NULL, items, name, errors);
       LpNode **s = srcs->pdata[c];
-      for (guint j = 0; j < t->inputs->len; j++)
-        add_edge (n, ((LpNodeInput *) t->inputs->pdata[j])->spec, s[j]);
+      /* On an error the node is still listed, so it is freed with the rest. */
+      gboolean ok = TRUE;
+      if (gathers)
+        ok = gather_edges (n, t, pending, axes, branches, errors);
+      else
+        for (guint j = 0; j < t->inputs->len; j++)
+          add_edge (n, ((LpNodeInput *) t->inputs->pdata[j])->spec, s[j]);
       guint k = 0;
       for (const LpParamSpec *sp = n->pass->info->params; *label && sp->name; sp++, k++)
         if ((sp->flags & LP_PARAM_OUTPUT) && n->values[k] != NULL)
@@ -805,6 +878,8 @@ expand_node (LpGraph *g, LpNode *t, const LpRawGroup *grp, GArray *pending, GPtr
       b->node = n;
       b->pick = g_memdup2 (pk, n_axes * sizeof (int));
       g_ptr_array_add (mine, b);
+      if (!ok)
+        return;
     }
 }
 

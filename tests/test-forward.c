@@ -471,6 +471,45 @@ test_calibration_hessian (void)
   lp_test_assert_error_contains (error, "expected at least", "found 400", NULL);
 }
 
+/* The held-out windows are the slots of the cut that no sample took:
+ * token i is its own position, so each window says where it came from.
+ * Samples and held-out windows together tile the slots exactly once, in
+ * stream order for the held-out ones, and none reads past the range. */
+static void
+test_calibration_heldout (void)
+{
+  enum { N = 1000, L = 33, SAMPLES = 5 };
+  g_autoptr (GArray) toks = g_array_new (FALSE, FALSE, sizeof (gint32));
+  for (gint32 i = 0; i < N; i++)
+    g_array_append_val (toks, i);
+  for (gint32 bos = -1; bos <= 7; bos += 8)
+    {
+      LpCalibOptions o = { SAMPLES, L, 9, LP_CALIB_SEQUENTIAL };
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, N, bos, &o, &error);
+      g_assert_no_error (error);
+      int lead = bos >= 0, stride = L - lead, slots = N / stride;
+      g_assert_cmpint (lp_calibration_n_heldout (cal), ==, slots - SAMPLES);
+      g_autofree int *seen = g_new0 (int, slots);
+      for (int k = 0; k < SAMPLES + lp_calibration_n_heldout (cal); k++)
+        {
+          const gint32 *w = k < SAMPLES ? lp_calibration_sample (cal, k) : lp_calibration_heldout (cal, k - SAMPLES);
+          if (lead)
+            g_assert_cmpint (w[0], ==, bos);
+          int first = w[lead];
+          g_assert_cmpint (first % stride, ==, 0);
+          for (int j = lead; j < L; j++)
+            g_assert_cmpint (w[j], ==, first + j - lead);
+          g_assert_cmpint (w[L - 1], <, N);
+          seen[first / stride]++;
+          if (k > SAMPLES)
+            g_assert_cmpint (first, >, lp_calibration_heldout (cal, k - SAMPLES - 1)[lead]);
+        }
+      for (int s = 0; s < slots; s++)
+        g_assert_cmpint (seen[s], ==, 1);
+    }
+}
+
 static void
 test_stats_roundtrip (void)
 {
@@ -640,6 +679,7 @@ main (int argc, char **argv)
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
   g_test_add_func ("/calibration/hessian-modes", test_calibration_hessian);
+  g_test_add_func ("/calibration/heldout", test_calibration_heldout);
   g_test_add_func ("/calibration/stats-gguf-imatrix", test_stats_roundtrip);
   g_test_add_func ("/pipeline/eval-pass", test_pipeline_eval);
   g_test_add_func ("/pipeline/calibrate-stats", test_pipeline_calibrate);

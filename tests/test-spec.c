@@ -301,6 +301,37 @@ test_sweep_chained (void)
   g_assert_cmpfloat (lp_param_value_get_float (lp_node_param (lp_graph_find (f, "a[factor=2.8]"), "factor")), ==, 2.8);
 }
 
+/* select gathers: one node reading every branch of its input, and by= the
+ * branch that agrees with each, in the same order; nothing below fans
+ * out.  Inputs that sweep other lists cannot be paired: an error. */
+static void
+test_sweep_gather (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpGraph) g = parse ("[load]\npath=m.gguf\n[a]\npass=test.scale\nfactor=1,2\n"
+                                 "[b]\npass=test.scale\ninput=a\nsleep_ms=0,1\n[e]\npass=eval\ninput=b\n"
+                                 "[best]\npass=select\ninput=b\nby=e\n[save]\npath=x.gguf\n", NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *names = node_names (g);
+  g_assert_cmpstr (names, ==, "load a[factor=1] a[factor=2] b[factor=1,sleep_ms=0] b[factor=1,sleep_ms=1] "
+                              "b[factor=2,sleep_ms=0] b[factor=2,sleep_ms=1] e[factor=1,sleep_ms=0] "
+                              "e[factor=1,sleep_ms=1] e[factor=2,sleep_ms=0] e[factor=2,sleep_ms=1] best save");
+  LpNode *best = lp_graph_find (g, "best");
+  g_assert_cmpuint (best->inputs->len, ==, 8);
+  for (guint i = 0; i < 4; i++)
+    {
+      const char *in = input_name (g, "best", i), *by = input_name (g, "best", 4 + i);
+      g_assert_true (g_str_has_prefix (in, "b[") && g_str_has_prefix (by, "e["));
+      g_assert_cmpstr (in + 1, ==, by + 1);
+      g_assert_cmpstr (((LpNodeInput *) best->inputs->pdata[4 + i])->spec->name, ==, "by");
+    }
+  g_assert_cmpstr (input_name (g, "save", 0), ==, "best");
+  /* by= sweeps a list input= does not: two branches agree with each. */
+  assert_invalid ("[load]\npath=m\n[a]\npass=test.scale\nfactor=1,2\n[e]\npass=eval\ninput=a\nmax_windows=1,2\n"
+                  "[best]\npass=select\ninput=a\nby=e\n", "t.ini:13:", "[best] by=e", "expected one branch of e for "
+                  "a[factor=1], found 2");
+}
+
 static void
 test_sweep_errors (void)
 {
@@ -343,6 +374,7 @@ main (int argc, char **argv)
   g_test_add_func ("/spec/sweep/fan-out", test_sweep_fanout);
   g_test_add_func ("/spec/sweep/chained", test_sweep_chained);
   g_test_add_func ("/spec/sweep/errors", test_sweep_errors);
+  g_test_add_func ("/spec/sweep/gather", test_sweep_gather);
   int status = g_test_run ();
   lp_registry_free (reg);
   return status;

@@ -24,16 +24,16 @@ test_spec (gconstpointer data)
   g_autofree char *o = NULL, *e = NULL;
   /* The specs' TinyStories token ranges and sample counts do not fit a small text: all of it, fewer samples
    * (and fewer held out and training steps for distill.recover, adapters too); frontier.ini sweeps 4 bits
-   * only (card.ini's default too), groups of 32 and one bit budget. */
+   * only (card.ini's default too), groups of 32 and one bit budget; rotate-select.ini two Hadamard draws. */
   const char *validate[] = { "validate", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8",
                              "-D", "eval_range=:", "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3",
-                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", NULL };
+                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", "-D", "kinds=hadamard", "-D", "seeds=0,1", NULL };
   g_assert_cmpint (lp_test_run_cliv (&o, &e, validate), ==, 0);
   g_assert_nonnull (strstr (o, "valid"));
   g_autofree char *o2 = NULL, *e2 = NULL;
   const char *run[] = { "run", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8", "-D", "eval_range=:",
                         "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3",
-                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", "-o", out, "--cache-dir", cache, "-q", NULL };
+                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", "-D", "kinds=hadamard", "-D", "seeds=0,1", "-o", out, "--cache-dir", cache, "-q", NULL };
   int status = lp_test_run_cliv (&o2, &e2, run);
   if (status != 0)
     g_test_message ("%s", e2);
@@ -59,7 +59,7 @@ test_spec (gconstpointer data)
   g_autofree char *o3 = NULL;
   const char *graph[] = { "graph", spec, "-D", def, "-D", data_def, "-D", calib, "-D", "calib_range=:", "-D", "calib_samples=8",
                           "-D", "eval_range=:", "-D", "holdout=2", "-D", "steps=3", "-D", "adapter_steps=3",
-                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", NULL };
+                             "-D", "bits=4", "-D", "groups=32", "-D", "budgets=304096", "-D", "kinds=hadamard", "-D", "seeds=0,1", NULL };
   g_assert_cmpint (lp_test_run_cliv (&o3, NULL, graph), ==, 0);
   g_assert_true (g_str_has_prefix (o3, "digraph"));
 }

@@ -79,6 +79,12 @@ void lp_calibration_free (LpCalibration *cal);
 int lp_calibration_n_samples (const LpCalibration *cal);
 int lp_calibration_seq_len (const LpCalibration *cal);
 const gint32 *lp_calibration_sample (const LpCalibration *cal, int i);
+/* The held-out windows: the M slots of the same cut that no sample took, in
+ * the order they stand in the data, each like a sample (bos, then L-1 or L
+ * tokens).  Scoring on them measures what the samples fit without reading a
+ * token they hold or one outside the calibration range. */
+int lp_calibration_n_heldout (const LpCalibration *cal);
+const gint32 *lp_calibration_heldout (const LpCalibration *cal, int i);
 /* A digest of the samples and options (for cache keys). */
 const char *lp_calibration_digest (const LpCalibration *cal);
 

@@ -30,6 +30,13 @@ LpArtifact *lp_pass_context_get_input (LpPassContext *ctx, const char *input);
 /* The same, as a model (NULL when absent). */
 LpModel *lp_pass_context_get_input_model (LpPassContext *ctx, const char *input);
 
+/* A gathering pass (LP_PASS_GATHERS): how many branches its inputs hold,
+ * the artifact of branch i (0 <= i < n) on a declared input, and that
+ * branch's node name ("gptq[bits=3]").  Any other pass holds one branch. */
+guint lp_pass_context_get_n_branches (LpPassContext *ctx);
+LpArtifact *lp_pass_context_get_input_branch (LpPassContext *ctx, const char *input, guint i);
+const char *lp_pass_context_get_input_branch_name (LpPassContext *ctx, const char *input, guint i);
+
 /* Parameter values, parsed and range-checked before the run started (from
  * the spec or the declared default).  Asking for an undeclared name or the
  * wrong type is a programming error. */

@@ -44,6 +44,13 @@ typedef enum {
    * data in their cache keys (and so everything downstream of them): a new
    * calibration file reruns them, never a load or a save. */
   LP_PASS_USES_CALIBRATION = 1 << 1,
+  /* Reads every branch of the sweeps above it in one run instead of fanning
+   * out (select keeps the best of a sweep): "input" holds one artifact per
+   * branch of the node it reads, each other input the branch that agrees
+   * with it on the lists the two share, in the same order
+   * (lp_pass_context_get_n_branches, _get_input_branch).  Nothing below it
+   * fans out over those lists.  ABI 2.1. */
+  LP_PASS_GATHERS = 1 << 2,
 } LpPassFlags;
 
 /* One pass.  `name` is "family.method" (prune.magnitude) or, for the io and

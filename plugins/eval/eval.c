@@ -7,7 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-#include <llmpress/llmpress.h>
+#include "eval.h"
 
 static const LpParamSpec eval_params[] = {
   { .name = "targets", .type = LP_PARAM_TENSORS, .default_value = "*",
@@ -37,13 +37,30 @@ static const LpInputSpec eval_inputs[] = {
   { .name = NULL }
 };
 
-static void
-set_f64 (LpMeta *m, const char *key, double v)
+void
+eval_set_f64 (LpMeta *m, const char *key, double v)
 {
   LpValue *val = g_new0 (LpValue, 1);
   val->type = LP_VALUE_F64;
   val->f = v;
   lp_meta_set (m, key, val);
+}
+
+void
+eval_result_to_meta (const LpEvalResult *r, LpMeta *m)
+{
+  eval_set_f64 (m, "perplexity", r->ppl);
+  eval_set_f64 (m, "nll", r->nll);
+  eval_set_f64 (m, "nll_stderr", r->nll_stderr);
+  lp_meta_set_u64 (m, "windows", (guint64) r->n_windows);
+  lp_meta_set_u64 (m, "ctx", (guint64) r->ctx);
+  lp_meta_set_u64 (m, "tokens_scored", (guint64) r->n_scored);
+  if (r->have_reference)
+    {
+      eval_set_f64 (m, "kl", r->kl);
+      eval_set_f64 (m, "top1", r->top1);
+    }
+  eval_set_f64 (m, "tokens_per_s", r->tokens_per_s);
 }
 
 /* Exact zeros in the effective (dequantized) values, and where the
@@ -127,19 +144,11 @@ measure_perplexity (LpPassContext *ctx, LpModel *model, LpModel *ref, LpMeta *m,
   LpEvalResult r;
   if (!lp_eval_run (model, (const gint32 *) tokens->data + start, end - start, &o, &r, error))
     return FALSE;
-  set_f64 (m, "perplexity", r.ppl);
+  /* The ranks right after the perplexity in the run's table (a key set
+   * again keeps its place). */
+  eval_set_f64 (m, "perplexity", r.ppl);
   add_ranks (model, m);
-  set_f64 (m, "nll", r.nll);
-  set_f64 (m, "nll_stderr", r.nll_stderr);
-  lp_meta_set_u64 (m, "windows", (guint64) r.n_windows);
-  lp_meta_set_u64 (m, "ctx", (guint64) r.ctx);
-  lp_meta_set_u64 (m, "tokens_scored", (guint64) r.n_scored);
-  if (r.have_reference)
-    {
-      set_f64 (m, "kl", r.kl);
-      set_f64 (m, "top1", r.top1);
-    }
-  set_f64 (m, "tokens_per_s", r.tokens_per_s);
+  eval_result_to_meta (&r, m);
   lp_pass_context_log (ctx, LP_LOG_INFO, "perplexity %.4f over %d windows of %d tokens", r.ppl, r.n_windows, r.ctx);
   return TRUE;
 }
@@ -158,10 +167,10 @@ eval_run (LpPassContext *ctx, GError **error)
   add_ranks (model, m);
   lp_meta_set_u64 (m, "params", (guint64) lp_model_n_params (model));
   lp_meta_set_u64 (m, "bytes", lp_model_n_bytes (model));
-  set_f64 (m, "bits_per_weight", lp_model_bits_per_weight (model));
+  eval_set_f64 (m, "bits_per_weight", lp_model_bits_per_weight (model));
   lp_meta_set_u64 (m, "tensors", lp_model_n_tensors (model));
   if (ref != NULL && lp_model_n_bytes (model) > 0)
-    set_f64 (m, "compression_ratio", (double) lp_model_n_bytes (ref) / (double) lp_model_n_bytes (model));
+    eval_set_f64 (m, "compression_ratio", (double) lp_model_n_bytes (ref) / (double) lp_model_n_bytes (model));
 
   /* Tensor count per storage type, in type order so the keys are stable. */
   guint counts[LP_DTYPE_COUNT] = { 0 };
@@ -202,8 +211,8 @@ eval_run (LpPassContext *ctx, GError **error)
       }
   lp_meta_set_u64 (m, "weights.params", sel_params);
   lp_meta_set_u64 (m, "weights.bytes", sel_bytes);
-  set_f64 (m, "weights.bits_per_weight", sel_params ? 8.0 * (double) sel_bytes / (double) sel_params : 0.0);
-  set_f64 (m, "weights.zero_fraction", sel_params ? (double) sel_zeros / (double) sel_params : 0.0);
+  eval_set_f64 (m, "weights.bits_per_weight", sel_params ? 8.0 * (double) sel_bytes / (double) sel_params : 0.0);
+  eval_set_f64 (m, "weights.zero_fraction", sel_params ? (double) sel_zeros / (double) sel_params : 0.0);
   /* Per-tensor sparsity of the tensors that have zeros (a pruned model's). */
   for (guint i = 0; i < zero_names->len; i++)
     {
@@ -212,7 +221,7 @@ eval_run (LpPassContext *ctx, GError **error)
       if (z == 0)
         continue;
       g_autofree char *key = g_strdup_printf ("sparsity.%s", t->name);
-      set_f64 (m, key, (double) z / (double) lp_tensor_n_elements (t));
+      eval_set_f64 (m, key, (double) z / (double) lp_tensor_n_elements (t));
     }
   /* Per matrix: its storage bits per weight, and with a reference its
    * relative weight error (`llmpress report` draws them per layer). */
@@ -222,11 +231,11 @@ eval_run (LpPassContext *ctx, GError **error)
       if (t->n_dims != 2)
         continue;
       g_autofree char *bkey = g_strdup_printf ("bpw.%s", t->name);
-      set_f64 (m, bkey, 8.0 * (double) lp_tensor_storage_bytes (t) / (double) lp_tensor_n_elements (t));
+      eval_set_f64 (m, bkey, 8.0 * (double) lp_tensor_storage_bytes (t) / (double) lp_tensor_n_elements (t));
       double e = g_array_index (errors, double, i);
       g_autofree char *ekey = g_strdup_printf ("error.%s", t->name);
       if (e >= 0)
-        set_f64 (m, ekey, e);
+        eval_set_f64 (m, ekey, e);
     }
   lp_pass_context_set_output_metrics (ctx, g_steal_pointer (&m));
   return TRUE;
@@ -280,6 +289,6 @@ static const LpPassInfo calibrate_pass = {
   .run = calibrate_run,
 };
 
-static const LpPassInfo *const passes[] = { &eval_pass, &calibrate_pass, NULL };
+static const LpPassInfo *const passes[] = { &eval_pass, &calibrate_pass, &eval_heldout_pass, &select_pass, NULL };
 
 LP_PLUGIN_DEFINE ("eval", PACKAGE_VERSION, "MIT", passes)
