@@ -125,16 +125,9 @@ static inline void
 block_q_0 (const float *x, int bits, guint8 *dst)
 {
   const int half = 1 << (bits - 1), nmax = (1 << bits) - 1;
-  float amax = absmax32 (x), max = 0;
-  /* the first value of largest magnitude, with its sign (0 when all are 0:
-   * a -0.0 must not slip in) */
-  if (amax > 0)
-    for (int j = 0; j < 32; j++)
-      if (fabsf (x[j]) == amax)
-        {
-          max = x[j];
-          break;
-        }
+  float min, max;
+  minmax32 (x, &min, &max);
+  max = lp_qsigned_absmax (x, 32, min, max);
   const float d = max / -half;
   const float id = d ? 1.0f / d : 0.0f;
   int L[32];
@@ -154,6 +147,7 @@ block_q_1 (const float *x, int bits, guint8 *dst)
   const int nmax = (1 << bits) - 1;
   float min, max;
   minmax32 (x, &min, &max);
+  lp_qfirst_zero_extremes (x, 32, &min, &max);
   const float d = (max - min) / nmax;
   const float id = d ? 1.0f / d : 0.0f;
   int L[32];
@@ -426,7 +420,7 @@ block_q45_k (const float *x, const float *qw, int nmax, guint8 *dst)
 __attribute__ ((target_clones ("avx2", "default")))
 #endif
 gboolean
-lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
 {
   const LpDTypeInfo *info = lp_dtype_info (type);
   gint64 nb = n / info->block_size;
@@ -461,4 +455,10 @@ lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, g
     default:
       return FALSE;
     }
+}
+
+gboolean
+lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  return lp_qx86_row (type, x, n, importance, dst) || lp_qfast_row_portable (type, x, n, importance, dst);
 }
