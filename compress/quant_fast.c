@@ -18,6 +18,7 @@
  *     order, and every branch of the search becomes a per-lane select. */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "quant-internal.h"
@@ -121,6 +122,14 @@ block_q8_0 (const float *x, guint8 *dst)
   const float d = absmax32 (x) / ((1 << 7) - 1);
   const float id = d ? 1.0f / d : 0.0f;
   lp_qwrite_u16 (dst, lp_f32_to_f16 (d));
+  if (!(id <= FLT_MAX))
+    {
+      /* a scale so small that 1/d overflows: every x * id is infinite or
+       * NaN, and (int8_t) roundf () of it is 0 on x86 (the low byte of
+       * cvttss2si's INT_MIN); round_away would move that by one */
+      memset (dst + 2, 0, 32);
+      return;
+    }
   for (int j = 0; j < 32; j++)
     dst[2 + j] = (guint8) (gint8) round_away (x[j] * id);
 }
