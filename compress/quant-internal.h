@@ -1,6 +1,7 @@
 /* llmpress — shared pieces of the block quantizers (quant*.c), not SDK. */
 #pragma once
 
+#include <math.h>
 #include <string.h>
 #include <glib.h>
 #include <llmpress/quant.h>
@@ -29,6 +30,39 @@ lp_nearest_int (float fval)
   int i;
   memcpy (&i, &val, sizeof (int));
   return (i & 0x007fffff) - 0x00400000;
+}
+
+/* ggml's scans keep the first extreme of a block (x[j] < min replaces,
+ * ties do not); an order-free min and max find the same values, but when
+ * an extreme is 0 it may be -0 for +0 or back, and Q4_1's stored min keeps
+ * the sign: such an extreme becomes the block's first zero. */
+static inline void
+lp_qfirst_zero_extremes (const float *x, int n, float *min, float *max)
+{
+  for (int j = 0; j < n && (*min == 0 || *max == 0); j++)
+    if (x[j] == 0)
+      {
+        *min = *min == 0 ? x[j] : *min;
+        *max = *max == 0 ? x[j] : *max;
+        break;
+      }
+}
+
+/* quantize_row_q{4,5}_0_ref's signed max: the first value of largest
+ * magnitude, with its sign (+0 when all are 0), from the block's min and
+ * max; only a tie of +max and -min needs the order. */
+static inline float
+lp_qsigned_absmax (const float *x, int n, float min, float max)
+{
+  if (max > -min)
+    return max;
+  if (-min > max)
+    return min;
+  if (max > 0)
+    for (int j = 0; j < n; j++)
+      if (fabsf (x[j]) == max)
+        return x[j];
+  return 0;
 }
 
 /* ggml's scale searches (ggml-quants.c), same arithmetic in the same order.
@@ -67,3 +101,8 @@ void lp_qpack_kblock (const LpBlockParams *p, const int *codes, guint8 *dst);
  * and return FALSE for the others. */
 void lp_qref_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
 gboolean lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
+/* The two behind lp_qfast_row: the 32-value types in AVX2 intrinsics
+ * (quant_fast_x86.c; FALSE on other CPUs and builds), and the kernels in
+ * plain C that the compiler vectorises (quant_fast.c). */
+gboolean lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
+gboolean lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);

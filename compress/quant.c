@@ -45,6 +45,34 @@ first_bad (const float *v, gint64 n, gboolean nonneg)
   return -1;
 }
 
+/* Whether all n values are finite: |v|'s bits plus 2^23 reach bit 31 only
+ * for an infinity or a NaN, so one OR over the row tells.  In blocks of 64
+ * that the compiler vectorises (an AVX2 copy beside the SSE2 one); a branch
+ * per value costs as much as the quantizing. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__ ((target_clones ("avx2", "default")))
+#endif
+static gboolean
+all_finite (const float *v, gint64 n)
+{
+  guint32 any = 0;
+  gint64 i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int k = 0; k < 64; k++)
+      {
+        guint32 a;
+        memcpy (&a, v + i + k, 4);
+        any |= (a & 0x7fffffffu) + 0x00800000u;
+      }
+  for (; i < n; i++)
+    {
+      guint32 a;
+      memcpy (&a, v + i, 4);
+      any |= (a & 0x7fffffffu) + 0x00800000u;
+    }
+  return (any & 0x80000000u) == 0;
+}
+
 float
 lp_block_grid_row_sigma2 (const float *row, gint64 n)
 {
@@ -100,7 +128,7 @@ lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const floa
   guint64 bytes;
   if (n < 0 || !lp_dtype_row_bytes (type, (guint64) n, &bytes, error))
     return FALSE;
-  gint64 bad = first_bad (src, n, FALSE);
+  gint64 bad = all_finite (src, n) ? -1 : first_bad (src, n, FALSE);
   if (bad >= 0)
     {
       lp_set_error (error, LP_ERROR_INVALID, "element %" G_GINT64_FORMAT ": expected a finite value, found %g",

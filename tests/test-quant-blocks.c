@@ -3,6 +3,7 @@
  * oracle (when installed), the grid view, the fallback table, bad input. */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -546,12 +547,67 @@ test_convert (void)
   lp_tensor_unref (q2);
 }
 
-/* The fast row kernels (quant_fast.c) against the reference fits, byte for
- * byte: every type with and without importance (a type the fast code does
- * not take falls to the reference inside lp_quantize_row, so it is compared
- * with itself), on rows with the awkward blocks of test_values, rows of one
- * value repeated, of a single non-zero, of large and tiny scales, and rows
- * that make lanes of a K super-block flat while others are not. */
+/* The edge blocks of 32: zeros and -0, a tie of +m and -m in either order,
+ * exact halves under each rule, huge values (1/d near the float range),
+ * scales so small that 1/d overflows (ggml's casts of infinities), one
+ * subnormal, 2^k steps, and a minimum of 0 met first as -0 or as +0 (the
+ * stored min of Q4_1 / Q5_1 keeps its sign). */
+static float *
+edge_values (gint64 n)
+{
+  float *z = g_new (float, n);
+  for (gint64 i = 0; i < n; i++)
+    {
+      gint64 blk = i / 32, k = i % 32;
+      float s = (float) ((k * 7) % 11) - 5; /* -5 .. 5 */
+      switch (blk % 14)
+        {
+        case 0: z[i] = 0.f; break;
+        case 1: z[i] = -0.f; break;
+        case 2: z[i] = k == 3 ? -2.f : k == 9 ? 2.f : 0.25f * s; break;
+        case 3: z[i] = k == 3 ? 2.f : k == 9 ? -2.f : 0.25f * s; break;
+        case 4: z[i] = k == 0 ? 127.f : (float) k - 16.5f; break;   /* q8_0: id 1, halves */
+        case 5: z[i] = k == 0 ? -8.f : 0.5f * (float) k - 8.f; break; /* q4_0: id -1, x + 8.5 */
+        case 6: z[i] = 6e37f * s; break;
+        case 7: z[i] = k == 5 ? FLT_MAX : -1e37f * (float) (k % 3); break;
+        case 8: z[i] = 1e-40f * s; break;
+        case 9: z[i] = k == 17 ? 1e-42f : 0.f; break;
+        case 10: z[i] = ldexpf (1.f, (int) (k % 9) - 4) * (k % 2 ? -1 : 1); break;
+        case 11: /* min 0: the first zero at p, of either sign, then zeros of both */
+        case 12:
+          {
+            gint64 p = (blk / 14) % 32;
+            float first = (blk / 14 / 32) % 2 ? -0.f : 0.f;
+            z[i] = k < p ? 0.1f * (float) (k + 1) : k == p ? first : k % 3 ? 0.1f * (float) k : (k % 2 ? -0.f : 0.f);
+            if (blk % 14 == 12 && k > p)
+              z[i] = k % 2 ? -0.f : 0.f;
+            break;
+          }
+        default: z[i] = 1e-30f * s; break;
+        }
+    }
+  return z;
+}
+
+/* One kernel's bytes against the reference's. */
+static void
+assert_same_bytes (const char *kernel, LpDType type, gboolean weighted, guint row, const guint8 *a, const guint8 *b,
+                   guint64 bytes)
+{
+  for (guint64 i = 0; i < bytes; i++)
+    if (a[i] != b[i])
+      g_error ("%s, %s%s, row %u: byte %" G_GUINT64_FORMAT " (block %" G_GUINT64_FORMAT "): reference %u, fast %u",
+               kernel, lp_dtype_name (type), weighted ? " + importance" : "", row, i,
+               i / lp_dtype_info (type)->type_size, a[i], b[i]);
+}
+
+/* The fast row kernels (quant_fast.c: portable; quant_fast_x86.c: AVX2,
+ * where the CPU has it) against the reference fits, byte for byte: every
+ * type with and without importance (a type a kernel does not take is
+ * skipped for it), on rows with the awkward blocks of test_values, rows of
+ * one value repeated, of a single non-zero, of large and tiny scales, rows
+ * that make lanes of a K super-block flat while others are not, and the
+ * edge blocks above. */
 static void
 test_fast_vs_reference (void)
 {
@@ -559,6 +615,7 @@ test_fast_vs_reference (void)
   g_autofree float *x = test_values (n, 11);
   g_autofree float *imp = test_importance (n, 12);
   g_autofree float *y = g_new (float, n);
+  g_autofree float *z = edge_values (n);
   /* per 256: constant, single spike, scaled up, scaled down, mixed flat lanes */
   for (gint64 i = 0; i < n; i++)
     {
@@ -575,27 +632,38 @@ test_fast_vs_reference (void)
         default: y[i] = (float) ((k % 7) - 3) * 0.125f; break;
         }
     }
-  const float *rows[] = { x, y };
+  const float *rows[] = { x, y, z };
+  gboolean (*kernels[]) (LpDType, const float *, gint64, const float *, guint8 *) = { lp_qfast_row_portable,
+                                                                                      lp_qx86_row };
+  const char *kernel_names[] = { "portable", "x86" };
   g_autofree guint8 *a = g_malloc (n * 2), *b = g_malloc (n * 2);
+  int x86_rows = 0;
+  /* whole rows, and rows of an odd count of super-blocks (the K kernels
+   * search two at a time), starting mid-row */
+  const gint64 lengths[] = { n, 3 * 256 }, offsets[] = { 0, 5 * 256 };
   for (guint t = 0; t < G_N_ELEMENTS (quant_types); t++)
     for (int weighted = 0; weighted < 2; weighted++)
-      for (guint r = 0; r < G_N_ELEMENTS (rows); r++)
+      for (guint r = 0; r < 2 * G_N_ELEMENTS (rows); r++)
         {
           LpDType type = quant_types[t];
+          const gint64 len = lengths[r % 2], off = offsets[r % 2];
+          const float *row = rows[r / 2] + off;
           guint64 bytes = 0;
-          g_assert_true (lp_dtype_row_bytes (type, n, &bytes, NULL));
+          g_assert_true (lp_dtype_row_bytes (type, len, &bytes, NULL));
           memset (a, 0xa5, bytes);
-          memset (b, 0x5a, bytes);
-          const float *w = weighted ? imp : NULL;
-          lp_qref_row (type, rows[r], n, w, a);
-          if (!lp_qfast_row (type, rows[r], n, w, b))
-            continue;
-          for (guint64 i = 0; i < bytes; i++)
-            if (a[i] != b[i])
-              g_error ("%s%s, row %u: byte %" G_GUINT64_FORMAT " (block %" G_GUINT64_FORMAT "): reference %u, fast %u",
-                       lp_dtype_name (type), weighted ? " + importance" : "", r, i,
-                       i / lp_dtype_info (type)->type_size, a[i], b[i]);
+          const float *w = weighted ? imp + off : NULL;
+          lp_qref_row (type, row, len, w, a);
+          for (guint k = 0; k < G_N_ELEMENTS (kernels); k++)
+            {
+              memset (b, 0x5a, bytes);
+              if (!kernels[k](type, row, len, w, b))
+                continue;
+              x86_rows += k == 1;
+              assert_same_bytes (kernel_names[k], type, weighted, r, a, b, bytes);
+            }
         }
+  if (x86_rows == 0)
+    g_test_message ("no AVX2 here (or not an x86-64 GCC build): the x86 kernels were not run");
 }
 
 int

@@ -1,0 +1,226 @@
+/* llmpress — the 32-value block quantizers (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1,
+ * without importance) in AVX2 intrinsics, one block to four registers.
+ * They write the bytes of the reference fits (quant_blocks.c, packed by
+ * lp_qref_row) and of the portable kernels (quant_fast.c): test-quant-blocks
+ * compares all three on random rows and on the edge blocks (zeros, -0,
+ * ties of +max and -max, huge, subnormal scales).
+ *
+ * Why each step gives the reference's value:
+ *   - min, max and max |x| are exact in any order;
+ *   - d and 1/d are the same scalar divisions as ggml's;
+ *   - the products and sums are one multiply or one add each: the target
+ *     has no FMA, so nothing is fused (the build's -ffp-contract=fast would
+ *     fuse a mul+add under an FMA target);
+ *   - f16 by F16C's round-to-nearest-even, which is lp_f32_to_f16 for every
+ *     finite float;
+ *   - truncation by cvttps2dq, which gives INT_MIN where ggml's (int8_t)
+ *     cast of an infinity or NaN (a block whose 1/d overflows) gives the
+ *     low byte of cvttss2si's INT_MIN: 0, and INT_MIN's low five bits are 0
+ *     too, so the nibble and high bit agree. */
+#include "config.h"
+
+#include "quant-internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <float.h>
+#include <math.h>
+#include <immintrin.h>
+
+#include "compute-internal.h"
+
+#define QX86 __attribute__ ((target ("avx2,f16c")))
+#define QX86_INLINE QX86 static inline __attribute__ ((always_inline))
+
+QX86_INLINE float
+hmax (__m256 v)
+{
+  __m128 s = _mm_max_ps (_mm256_castps256_ps128 (v), _mm256_extractf128_ps (v, 1));
+  s = _mm_max_ps (s, _mm_movehl_ps (s, s));
+  s = _mm_max_ss (s, _mm_movehdup_ps (s));
+  return _mm_cvtss_f32 (s);
+}
+
+/* The least lane (a zero's sign aside: callers settle it). */
+QX86_INLINE float
+hmin (__m256 v)
+{
+  return -hmax (_mm256_xor_ps (v, _mm256_set1_ps (-0.0f)));
+}
+
+QX86_INLINE void
+put_f16 (guint8 *dst, float f)
+{
+  lp_qwrite_u16 (dst, _cvtss_sh (f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+/* 32 codes (each in [0, 255] after masking) as 16 bytes of nibble pairs:
+ * element j low, j + 16 high. */
+QX86_INLINE void
+pack_nibbles (const __m256i q[4], guint8 *dst)
+{
+  const __m256i lo4 = _mm256_set1_epi32 (0x0f);
+  __m256i a = _mm256_or_si256 (_mm256_and_si256 (q[0], lo4), _mm256_slli_epi32 (_mm256_and_si256 (q[2], lo4), 4));
+  __m256i b = _mm256_or_si256 (_mm256_and_si256 (q[1], lo4), _mm256_slli_epi32 (_mm256_and_si256 (q[3], lo4), 4));
+  /* a0-3 b0-3 | a4-7 b4-7 as 16-bit, put back in order, then bytes */
+  __m256i p = _mm256_permute4x64_epi64 (_mm256_packs_epi32 (a, b), 0xd8);
+  __m128i bytes = _mm_packus_epi16 (_mm256_castsi256_si128 (p), _mm256_extracti128_si256 (p, 1));
+  _mm_storeu_si128 ((__m128i *) dst, bytes);
+}
+
+/* qh of Q5_0 / Q5_1: bit j is bit 4 of code j. */
+QX86_INLINE void
+pack_high_bits (const __m256i q[4], guint8 *dst)
+{
+  guint32 qh = 0;
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    qh |= (guint32) _mm256_movemask_ps (_mm256_castsi256_ps (_mm256_slli_epi32 (q[k], 27))) << (8 * k);
+  for (int b = 0; b < 4; b++)
+    dst[b] = (qh >> (8 * b)) & 0xff;
+}
+
+/* roundf (v) for |v| < 2^31 (half away from zero): the truncation, moved
+ * one up or down where the remainder (exact) reaches a half. */
+QX86_INLINE __m256i
+round_away (__m256 v)
+{
+  __m256i i = _mm256_cvttps_epi32 (v);
+  __m256 f = _mm256_sub_ps (v, _mm256_cvtepi32_ps (i));
+  __m256i up = _mm256_castps_si256 (_mm256_cmp_ps (f, _mm256_set1_ps (0.5f), _CMP_GE_OQ));
+  __m256i down = _mm256_castps_si256 (_mm256_cmp_ps (f, _mm256_set1_ps (-0.5f), _CMP_LE_OQ));
+  return _mm256_add_epi32 (_mm256_sub_epi32 (i, up), down);
+}
+
+/* quantize_row_q8_0_ref, one block. */
+QX86_INLINE void
+block_q8_0 (const float *x, guint8 *dst)
+{
+  const __m256 sign = _mm256_set1_ps (-0.0f);
+  __m256 v[4], m = _mm256_setzero_ps ();
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    {
+      v[k] = _mm256_loadu_ps (x + 8 * k);
+      m = _mm256_max_ps (m, _mm256_andnot_ps (sign, v[k]));
+    }
+  const float d = hmax (m) / ((1 << 7) - 1);
+  const float id = d ? 1.0f / d : 0.0f;
+  put_f16 (dst, d);
+  if (!(id <= FLT_MAX))
+    {
+      /* every x * id is infinite or NaN: (int8_t) roundf () of it is 0 */
+      memset (dst + 2, 0, 32);
+      return;
+    }
+  const __m256 vid = _mm256_set1_ps (id);
+  __m256i q[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    q[k] = round_away (_mm256_mul_ps (v[k], vid));
+  /* codes are in [-127, 127]: the saturating packs are exact */
+  __m256i p = _mm256_packs_epi16 (_mm256_packs_epi32 (q[0], q[1]), _mm256_packs_epi32 (q[2], q[3]));
+  p = _mm256_permutevar8x32_epi32 (p, _mm256_setr_epi32 (0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256 ((__m256i *) (dst + 2), p);
+}
+
+/* The codes (int) (x * a + b) capped at nmax: Q4_0 / Q5_0 with b = half +
+ * 0.5, Q4_1 / Q5_1 with x - min for x and b = 0.5. */
+QX86_INLINE void
+trunc_codes (const __m256 v[4], float a, float b, int nmax, __m256i q[4])
+{
+  const __m256 va = _mm256_set1_ps (a), vb = _mm256_set1_ps (b);
+  const __m256i vmax = _mm256_set1_epi32 (nmax);
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    q[k] = _mm256_min_epi32 (_mm256_cvttps_epi32 (_mm256_add_ps (_mm256_mul_ps (v[k], va), vb)), vmax);
+}
+
+/* A block's 32 values into four registers, and their min and max. */
+QX86_INLINE void
+load_block (const float *x, __m256 v[4], float *min, float *max)
+{
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    v[k] = _mm256_loadu_ps (x + 8 * k);
+  *min = hmin (_mm256_min_ps (_mm256_min_ps (v[0], v[1]), _mm256_min_ps (v[2], v[3])));
+  *max = hmax (_mm256_max_ps (_mm256_max_ps (v[0], v[1]), _mm256_max_ps (v[2], v[3])));
+}
+
+/* quantize_row_q{4,5}_0_ref, one block. */
+QX86_INLINE void
+block_q_0 (const float *x, int bits, guint8 *dst)
+{
+  const int half = 1 << (bits - 1);
+  __m256 v[4];
+  float min, max;
+  load_block (x, v, &min, &max);
+  max = lp_qsigned_absmax (x, 32, min, max);
+  const float d = max / -half;
+  const float id = d ? 1.0f / d : 0.0f;
+  __m256i q[4];
+  trunc_codes (v, id, half + 0.5f, (1 << bits) - 1, q);
+  put_f16 (dst, d);
+  if (bits == 5)
+    pack_high_bits (q, dst + 2);
+  pack_nibbles (q, dst + (bits == 5 ? 6 : 2));
+}
+
+/* quantize_row_q{4,5}_1_ref, one block. */
+QX86_INLINE void
+block_q_1 (const float *x, int bits, guint8 *dst)
+{
+  const int nmax = (1 << bits) - 1;
+  __m256 v[4];
+  float min, max;
+  load_block (x, v, &min, &max);
+  lp_qfirst_zero_extremes (x, 32, &min, &max);
+  const float d = (max - min) / nmax;
+  const float id = d ? 1.0f / d : 0.0f;
+  const __m256 vmin = _mm256_set1_ps (min);
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    v[k] = _mm256_sub_ps (v[k], vmin);
+  __m256i q[4];
+  trunc_codes (v, id, 0.5f, nmax, q);
+  put_f16 (dst, d);
+  put_f16 (dst + 2, min);
+  if (bits == 5)
+    pack_high_bits (q, dst + 4);
+  pack_nibbles (q, dst + (bits == 5 ? 8 : 4));
+}
+
+QX86 gboolean
+lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  if (!lp_cpu_have_avx2 ())
+    return FALSE;
+  const gint64 nb = n / 32;
+  const gsize ts = lp_dtype_info (type)->type_size;
+  if (type == LP_DTYPE_Q8_0) /* quantize_q8_0 ignores importance */
+    {
+      for (gint64 b = 0; b < nb; b++)
+        block_q8_0 (x + 32 * b, dst + ts * b);
+      return TRUE;
+    }
+  const gboolean q_0 = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q5_0;
+  const gboolean q_1 = type == LP_DTYPE_Q4_1 || type == LP_DTYPE_Q5_1;
+  if (importance != NULL || !(q_0 || q_1))
+    return FALSE;
+  const int bits = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q4_1 ? 4 : 5;
+  for (gint64 b = 0; b < nb; b++)
+    if (q_0)
+      block_q_0 (x + 32 * b, bits, dst + ts * b);
+    else
+      block_q_1 (x + 32 * b, bits, dst + ts * b);
+  return TRUE;
+}
+
+#else
+
+gboolean
+lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  return FALSE;
+}
+
+#endif
