@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "lp-internal.h"
-#include <llmpress/eval.h>
+#include "eval-internal.h"
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
 #include "compute-internal.h"
@@ -77,10 +77,7 @@ eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, 
         {
           const float *rrow = ref_logits + (gsize) t * V;
           lp_log_softmax (rrow, V, lp);
-          double k = 0.0;
-          for (int i = 0; i < V; i++)
-            k += exp (lp[i]) * (lp[i] - lq[i]);
-          s->kl += k;
+          s->kl += lp_eval_kl_row (lp, lq, V);
           s->agree += argmax (row, V) == argmax (rrow, V);
         }
       s->scored++;
@@ -143,16 +140,20 @@ lp_eval_blas_threads (const LpModel *model)
   return lp_model_config (model)->dim <= 1024 ? 1 : 0;
 }
 
-gboolean
-lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options, LpEvalResult *res,
-             GError **error)
+double
+lp_eval_kl_row (const double *lp, const double *lq, int V)
 {
-  LpEvalOptions o = { 0 };
-  if (options)
-    o = *options;
+  double k = 0.0;
+  for (int i = 0; i < V; i++)
+    k += exp (lp[i]) * (lp[i] - lq[i]);
+  return k;
+}
+
+gboolean
+lp_eval_windows (LpModel *model, gsize n, const LpEvalOptions *o, LpEvalWindows *w, GError **error)
+{
   const LpModelConfig *c = lp_model_config (model);
-  memset (res, 0, sizeof *res);
-  int ctx = o.ctx > 0 ? o.ctx : (int) MIN (c->ctx_len, 512);
+  int ctx = o->ctx > 0 ? o->ctx : (int) MIN (c->ctx_len, 512);
   if (ctx < 2)
     {
       lp_set_error (error, LP_ERROR_INVALID, "eval: context: expected at least 2 tokens, found %d", ctx);
@@ -172,18 +173,41 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
    * first token is replaced by BOS (when the model adds BOS; else it stays),
    * so chunk w holds data tokens from w*ctx on (the one before is the token
    * BOS replaced); only logit rows ctx/2 .. ctx-2 are scored. */
-  gsize stride = o.llama_cpp ? (gsize) ctx : (gsize) (ctx - lead);
+  gsize stride = o->llama_cpp ? (gsize) ctx : (gsize) (ctx - lead);
   gsize need = (gsize) (ctx - lead); /* data tokens in one window */
   int n_windows = n < need ? 0 : (int) MIN ((n - need) / stride + 1, (gsize) G_MAXINT);
-  if (o.max_windows > 0)
-    n_windows = MIN (n_windows, o.max_windows);
+  if (o->max_windows > 0)
+    n_windows = MIN (n_windows, o->max_windows);
   if (n_windows == 0)
     {
       lp_set_error (error, LP_ERROR_INVALID, "eval: data: expected at least %" G_GSIZE_FORMAT " tokens for one window, found %" G_GSIZE_FORMAT,
                     need, n);
       return FALSE;
     }
-  int first = o.llama_cpp ? ctx / 2 : 0; /* first logit row scored */
+  *w = (LpEvalWindows) { .ctx = ctx, .first = o->llama_cpp ? ctx / 2 : 0, .n_windows = n_windows,
+                         .stride = stride, .bos = bos };
+  return TRUE;
+}
+
+gboolean
+lp_eval_per_core (LpBackend *backend)
+{
+  return lp_cpu_blas_threads () == 1 && (backend == NULL || g_strcmp0 (backend->ops->name, "cpu") == 0);
+}
+
+gboolean
+lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options, LpEvalResult *res,
+             GError **error)
+{
+  LpEvalOptions o = { 0 };
+  if (options)
+    o = *options;
+  const LpModelConfig *c = lp_model_config (model);
+  memset (res, 0, sizeof *res);
+  LpEvalWindows win;
+  if (!lp_eval_windows (model, n, &o, &win, error))
+    return FALSE;
+  int ctx = win.ctx, n_windows = win.n_windows;
 
   g_autoptr (LpForward) fw = lp_forward_new (model, o.backend, error);
   if (fw == NULL)
@@ -206,8 +230,8 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
   /* Windows are independent: spread them over the cores, each worker with
    * its own forward state, and reduce per-window sums in window order so the
    * result does not depend on scheduling. */
-  WindowJob job = { .fw = fw, .ref = ref, .tokens = tokens, .stride = stride, .ctx = ctx, .first = first,
-                    .bos = bos, .n_windows = n_windows, .V = (int) c->n_vocab,
+  WindowJob job = { .fw = fw, .ref = ref, .tokens = tokens, .stride = win.stride, .ctx = ctx, .first = win.first,
+                    .bos = win.bos, .n_windows = n_windows, .V = (int) c->n_vocab,
                     .backend = o.backend, .device_memory = o.device_memory, .llama_cpp = o.llama_cpp };
   forward_setup (&job, fw, ref);
   job.per_window = g_new0 (WindowSums, n_windows);
@@ -215,8 +239,7 @@ lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions 
   /* One window per core when BLAS is single-threaded in this process (see
    * lp_eval_blas_threads; the count is never changed here: it is
    * process-wide); else one window at a time, each GEMM on BLAS's threads. */
-  gboolean per_core = lp_cpu_blas_threads () == 1
-                      && (o.backend == NULL || g_strcmp0 (o.backend->ops->name, "cpu") == 0);
+  gboolean per_core = lp_eval_per_core (o.backend);
   int n_workers = per_core ? MIN (n_windows, lp_threads ()) : 1;
   gint64 t0 = g_get_monotonic_time ();
   GThread *workers[64];

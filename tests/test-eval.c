@@ -184,6 +184,65 @@ test_own_convention (void)
     }
 }
 
+/* The cached reference (LpEvalReference) gives lp_eval_run's KL, the same
+ * double, whichever stage first reads the tensor a model does not share
+ * with the reference: a block (first, middle, last), the head's norm, the
+ * untied head, the embedding (tied: also the head), or none (KL 0); with
+ * and without BOS. */
+static void
+test_reference_kl (void)
+{
+  const char *names[] = { "blk.0.attn_q.weight", "blk.1.ffn_down.weight", "blk.2.attn_v.weight",
+                          "output_norm.weight", "output.weight", "token_embd.weight", NULL };
+  for (int untied = 0; untied <= 1; untied++)
+    {
+      LpSynthOptions so = LP_SYNTH_OPTIONS_INIT;
+      so.n_layers = 3;
+      so.seed = 9;
+      so.untied = untied;
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpModel) m = lp_model_synth (&so, &error);
+      g_assert_no_error (error);
+      /* Untied: a model that adds no BOS (windows of ctx data tokens). */
+      if (untied)
+        lp_meta_set_bool (lp_model_meta (m), "tokenizer.ggml.add_bos_token", FALSE);
+      g_autoptr (GArray) tokens = random_tokens (300, (int) lp_model_config (m)->n_vocab, 13);
+      LpEvalOptions o = { .ctx = 48, .reference = m };
+      g_autoptr (LpEvalReference) ref = lp_eval_reference_new (m, (gint32 *) tokens->data, tokens->len, &o, &error);
+      g_assert_no_error (error);
+      for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
+        {
+          g_autoptr (LpModel) d = lp_model_derive (m);
+          if (names[i] != NULL)
+            {
+              LpTensor *t = lp_model_tensor (m, names[i]);
+              if (t == NULL) /* output.weight of the tied model */
+                continue;
+              /* Its values moved by up to 10%, as a coarse grid would. */
+              g_autofree float *v = lp_tensor_dup_f32 (t, &error);
+              g_assert_no_error (error);
+              for (gint64 j = 0; j < lp_tensor_n_elements (t); j++)
+                v[j] *= 1.f + 0.1f * sinf ((float) j);
+              g_autoptr (LpTensor) b = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, v, &error);
+              g_assert_no_error (error);
+              lp_model_set_tensor (d, b);
+            }
+          LpEvalResult r;
+          eval_checked (d, tokens, &o, &r);
+          double kl = -1;
+          g_assert_true (lp_eval_reference_kl (ref, d, &kl, &error));
+          g_assert_no_error (error);
+          g_test_message ("%s, %s: KL %.6g", untied ? "untied, no BOS" : "tied, BOS", names[i] ? names[i] : "none",
+                          kl);
+          g_assert_cmpfloat (kl, ==, r.kl);
+          if (names[i] != NULL)
+            g_assert_cmpfloat (kl, >, 0);
+          else
+            g_assert_cmpfloat (kl, ==, 0);
+        }
+    }
+}
+
 /* `llmpress eval MODEL --data DATA --llama-cpp -c CTX --max-windows N --json`
  * (extra arguments after): its perplexity. */
 static double
@@ -604,6 +663,7 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/llama-cpp/convention", test_llama_cpp_convention);
   g_test_add_func ("/eval/llama-cpp/ggml-rounding", test_ggml_rounding);
   g_test_add_func ("/eval/own-convention", test_own_convention);
+  g_test_add_func ("/eval/reference-kl", test_reference_kl);
   g_test_add_func ("/eval/llama-cpp/stories260K", test_stories_llama_cpp);
   g_test_add_func ("/eval/llama-cpp/smollm2-head", test_smollm2_head);
   g_test_add_func ("/eval/llama-cpp/smollm2-ops", test_smollm2_ops);

@@ -53,4 +53,23 @@ int lp_eval_blas_threads (const LpModel *model);
 gboolean lp_eval_run (LpModel *model, const gint32 *tokens, gsize n, const LpEvalOptions *options,
                       LpEvalResult *result, GError **error);
 
+/* The reference's half of lp_eval_run's KL, computed once for many models
+ * that each differ from the reference in a few tensors (the bit-budget
+ * allocator measures one tensor at a time): the reference's logits and the
+ * input of each of its blocks and of its head on every window.  A model's KL
+ * then runs its forward pass from the first block (or the head) whose
+ * tensors are not the reference's own (the same LpTensor objects, as
+ * lp_model_derive shares them): the blocks before compute what they computed
+ * for the reference.  Our windows only (options->llama_cpp FALSE). */
+typedef struct _LpEvalReference LpEvalReference;
+
+LpEvalReference *lp_eval_reference_new (LpModel *reference, const gint32 *tokens, gsize n,
+                                        const LpEvalOptions *options, GError **error);
+/* *kl = what lp_eval_run (model, tokens, n, options with .reference) gives
+ * as its kl, the same value. */
+gboolean lp_eval_reference_kl (LpEvalReference *ref, LpModel *model, double *kl, GError **error);
+void lp_eval_reference_free (LpEvalReference *ref);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (LpEvalReference, lp_eval_reference_free)
+
 G_END_DECLS

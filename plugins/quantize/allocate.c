@@ -290,20 +290,13 @@ measure_tensor (LpPassContext *ctx, const QOptions *o, const QBudget *b, LpModel
 }
 
 /* The KL of the model with tensor c on its cheapest grid (the others as
- * they are) against the model, over the tokens' windows of L. */
+ * they are) against the reference's windows. */
 static gboolean
-tensor_kl (LpPassContext *ctx, LpModel *model, const Cand *c, const gint32 *tokens, gsize n_tok, int L, double *kl,
-           GError **error)
+tensor_kl (LpEvalReference *ref, LpModel *model, const Cand *c, double *kl, GError **error)
 {
   g_autoptr (LpModel) m = lp_model_derive (model);
   lp_model_set_tensor (m, c->cheapest);
-  LpEvalOptions eo = { .ctx = L, .reference = model, .backend = lp_pass_context_get_backend (ctx),
-                       .device_memory = lp_pass_context_get_device_memory (ctx) };
-  LpEvalResult r;
-  if (!lp_eval_run (m, tokens, n_tok, &eo, &r, error))
-    return FALSE;
-  *kl = r.kl;
-  return TRUE;
+  return lp_eval_reference_kl (ref, m, kl, error);
 }
 
 /* alpha of every tensor: the KL its cheapest grid causes on the first
@@ -312,6 +305,9 @@ tensor_kl (LpPassContext *ctx, LpModel *model, const Cand *c, const gint32 *toke
  * tied embedding is measured in both roles at once).  Measured per tensor:
  * on stories260K one weight per kind of tensor (attn_q of every block, ...)
  * left GPTQ at 4.9964 at Q4_K_M's size, one per tensor reached 4.9850.
+ * The unquantized model's logits and block inputs are computed once
+ * (LpEvalReference), and each tensor's forward pass starts at its block:
+ * the same KL as lp_eval_run's, for a fraction of its cost.
  * Without calibration data, or where the KL or error is 0, alpha is 1 (the
  * relative error itself). */
 static gboolean
@@ -326,10 +322,15 @@ tensor_weights (LpPassContext *ctx, LpModel *model, Cand *c, guint n, LpCalibrat
   g_autofree gint32 *tokens = g_new (gint32, (gsize) nw * (L - 1));
   for (int w = 0; w < nw; w++)
     memcpy (tokens + (gsize) w * (L - 1), lp_calibration_sample (cal, w) + 1, sizeof (gint32) * (L - 1));
+  LpEvalOptions eo = { .ctx = L, .backend = lp_pass_context_get_backend (ctx),
+                       .device_memory = lp_pass_context_get_device_memory (ctx) };
+  g_autoptr (LpEvalReference) ref = lp_eval_reference_new (model, tokens, (gsize) nw * (L - 1), &eo, error);
+  if (ref == NULL)
+    return FALSE;
   for (guint i = 0; i < n; i++)
     {
       double kl, err = c[i].err[c[i].rung];
-      if (!tensor_kl (ctx, model, &c[i], tokens, (gsize) nw * (L - 1), L, &kl, error))
+      if (!tensor_kl (ref, model, &c[i], &kl, error))
         return FALSE;
       c[i].alpha = kl > 0 && err > 0 ? kl / err : 1;
       lp_pass_context_log (ctx, LP_LOG_INFO, "%s: its cheapest grid costs KL %.4g nats/token (relative error %.4g): "
