@@ -30,29 +30,30 @@
 
 static const char *bin;
 
-/* llmpress synth PATH with the shape given; the seconds it took and its
- * peak RSS, or FALSE. */
+/* llmpress synth PATH with the shape given; its peak RSS and s[0] wall,
+ * s[1] CPU seconds (user + system), or FALSE. */
 static gboolean
-synth (const char *path, int dim, int ffn, int layers, int heads, int kv_heads, guint64 *peak, double *s)
+synth (const char *path, int dim, int ffn, int layers, int heads, int kv_heads, guint64 *peak, double s[2])
 {
   g_autofree char *d = g_strdup_printf ("%d", dim), *f = g_strdup_printf ("%d", ffn);
   g_autofree char *l = g_strdup_printf ("%d", layers), *h = g_strdup_printf ("%d", heads);
   g_autofree char *k = g_strdup_printf ("%d", kv_heads);
   const char *argv[] = { bin, "synth", path, "--dim", d, "--ffn", f, "--layers", l, "--heads", h,
                          "--kv-heads", k, "--vocab", "2048", "-t", "f16", NULL };
-  int rc = peak_rss_run (argv, NULL, peak, s);
+  int rc = peak_rss_run (argv, NULL, peak, &s[0], &s[1]);
   if (rc != 0)
     printf ("llmpress synth %s failed (status %d)\n", path, rc);
   return rc == 0;
 }
 
-/* load ! quantize.rtn format=FORMAT ! save into dir/out.gguf; FALSE on failure. */
+/* load ! quantize.rtn format=FORMAT ! save into dir/out.gguf; its peak RSS
+ * and s[0] wall, s[1] CPU seconds, or FALSE. */
 static gboolean
-chain (const char *in, const char *format, const char *dir, const char *cache, guint64 *peak, double *s)
+chain (const char *in, const char *format, const char *dir, const char *cache, guint64 *peak, double s[2])
 {
   g_autofree char *spec = g_strdup_printf ("load path=%s ! quantize.rtn format=%s ! save path=out.gguf", in, format);
   const char *argv[] = { bin, "run", "-q", "-p", spec, "-o", dir, cache ? "--cache-dir" : "--no-cache", cache, NULL };
-  int rc = peak_rss_run (argv, NULL, peak, s);
+  int rc = peak_rss_run (argv, NULL, peak, &s[0], &s[1]);
   if (rc != 0)
     printf ("llmpress run %s failed (status %d)\n", spec, rc);
   return rc == 0;
@@ -70,13 +71,13 @@ twins (const char *tmp)
       g_autofree char *out = g_strdup_printf ("%s/out%d", tmp, depth[i]);
       g_autofree char *cache = g_strdup_printf ("%s/cache%d", tmp, depth[i]);
       guint64 synth_peak;
-      double synth_s, s;
-      if (!synth (in, 512, 1376, depth[i], 8, 4, &synth_peak, &synth_s)
-          || !chain (in, "q8_0", out, cache, &rss[i], &s))
+      double synth_s[2], s[2];
+      if (!synth (in, 512, 1376, depth[i], 8, 4, &synth_peak, synth_s)
+          || !chain (in, "q8_0", out, cache, &rss[i], s))
         return;
       g_autofree char *path = g_build_filename (out, "out.gguf", NULL);
-      printf ("%2d layers: input %6.1f MB f16, output %6.1f MB q8_0: peak RSS %6.1f MB in %.2f s\n", depth[i],
-              lp_path_size (in) / 1e6, lp_path_size (path) / 1e6, rss[i] / 1e6, s);
+      printf ("%2d layers: input %6.1f MB f16, output %6.1f MB q8_0: peak RSS %6.1f MB in %.2f s (%.2f s CPU)\n",
+              depth[i], lp_path_size (in) / 1e6, lp_path_size (path) / 1e6, rss[i] / 1e6, s[0], s[1]);
     }
   if (rss[0] == 0)
     printf ("peak RSS: not reported by wait4 here\n");
@@ -113,21 +114,21 @@ big (const char *tmp)
   g_autofree char *in = g_build_filename (tmp, "big.gguf", NULL);
   g_autofree char *out = g_build_filename (tmp, "outbig", NULL);
   guint64 synth_peak, peak;
-  double synth_s, s;
-  if (!synth (in, (int) D, (int) F, layers, 64, 8, &synth_peak, &synth_s))
+  double synth_s[2], s[2];
+  if (!synth (in, (int) D, (int) F, layers, 64, 8, &synth_peak, synth_s))
     return;
   guint64 in_bytes = lp_path_size (in);
-  printf ("synth: %.1f GB written in %.1f s (%.0f MB/s): peak RSS %.2f GB\n", in_bytes / 1e9, synth_s,
-          in_bytes / 1e6 / synth_s, synth_peak / 1e9);
-  gboolean ok = chain (in, "q4_0", out, NULL, &peak, &s);
+  printf ("synth: %.1f GB written in %.1f s (%.1f s CPU, %.0f MB/s): peak RSS %.2f GB\n", in_bytes / 1e9,
+          synth_s[0], synth_s[1], in_bytes / 1e6 / synth_s[0], synth_peak / 1e9);
+  gboolean ok = chain (in, "q4_0", out, NULL, &peak, s);
   g_unlink (in);
   if (!ok)
     return;
   g_autofree char *path = g_build_filename (out, "out.gguf", NULL);
   guint64 out_bytes = lp_path_size (path);
-  printf ("load ! quantize.rtn q4_0 ! save: %.1f GB in, %.1f GB out in %.1f s: peak RSS %.2f GB (target < 4); "
-          "read %.0f MB/s, written %.0f MB/s (triad %.2f GB/s)\n", in_bytes / 1e9, out_bytes / 1e9, s, peak / 1e9,
-          in_bytes / 1e6 / s, out_bytes / 1e6 / s, bw);
+  printf ("load ! quantize.rtn q4_0 ! save: %.1f GB in, %.1f GB out in %.1f s (%.1f s CPU): peak RSS %.2f GB "
+          "(target < 4); read %.0f MB/s, written %.0f MB/s (triad %.2f GB/s)\n", in_bytes / 1e9, out_bytes / 1e9, s[0],
+          s[1], peak / 1e9, in_bytes / 1e6 / s[0], out_bytes / 1e6 / s[0], bw);
 }
 
 /* rm -r of the files this wrote (a flat tree of depth 3 at most). */

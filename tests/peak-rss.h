@@ -14,10 +14,12 @@
 /* argv[0] is a path; extra_env ("NAME=VALUE" strings, NULL-terminated, may
  * be NULL) is added to this process's environment.  stdout goes to
  * /dev/null.  Returns the exit status (-1: it could not run or was killed),
- * the peak RSS in bytes in *peak (0 where the system does not report it)
- * and the wall time in *seconds. */
+ * the peak RSS in bytes in *peak (0 where the system does not report it),
+ * the wall time in *seconds and, when cpu_seconds is not NULL, the child's
+ * user + system CPU time there (wall time on a shared machine says little). */
 static inline int
-peak_rss_run (const char *const *argv, const char *const *extra_env, guint64 *peak, double *seconds)
+peak_rss_run (const char *const *argv, const char *const *extra_env, guint64 *peak, double *seconds,
+              double *cpu_seconds)
 {
   *peak = 0;
   gint64 t0 = g_get_monotonic_time ();
@@ -41,5 +43,8 @@ peak_rss_run (const char *const *argv, const char *const *extra_env, guint64 *pe
       return -1;
   *seconds = (double) (g_get_monotonic_time () - t0) / 1e6;
   *peak = (guint64) ru.ru_maxrss * 1024; /* kilobytes on Linux */
+  if (cpu_seconds != NULL)
+    *cpu_seconds = (double) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec)
+                   + (double) (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   return WIFEXITED (status) ? WEXITSTATUS (status) : -1;
 }

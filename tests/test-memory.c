@@ -85,7 +85,7 @@ run_chain (const char *in, const char *out_dir, const char *const *env)
   const char *argv[] = { g_getenv ("LLMPRESS_BIN"), "run", "-q", "--no-cache", "-p", chain, "-o", out_dir, NULL };
   guint64 peak;
   double seconds;
-  g_assert_cmpint (peak_rss_run (argv, env, &peak, &seconds), ==, 0);
+  g_assert_cmpint (peak_rss_run (argv, env, &peak, &seconds, NULL), ==, 0);
   return peak;
 }
 
