@@ -105,4 +105,8 @@ gboolean lp_qfast_row (LpDType type, const float *x, gint64 n, const float *impo
  * (quant_fast_x86.c; FALSE on other CPUs and builds), and the kernels in
  * plain C that the compiler vectorises (quant_fast.c). */
 gboolean lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
+/* lp_qx86_row on a row not yet checked: -1 when it does not take the case,
+ * else 1 when every value was finite and 0 when one was not (dst then holds
+ * no meaningful bytes).  The check rides on the kernel's own loads. */
+int lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
 gboolean lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);

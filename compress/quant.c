@@ -128,6 +128,10 @@ lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const floa
   guint64 bytes;
   if (n < 0 || !lp_dtype_row_bytes (type, (guint64) n, &bytes, error))
     return FALSE;
+  /* The common case checks the values as it quantizes them, in one read;
+   * a row it finds not finite goes on to the error below. */
+  if (importance == NULL && !is_float_type (type) && lp_qx86_row_checked (type, src, n, NULL, dst) == 1)
+    return TRUE;
   gint64 bad = all_finite (src, n) ? -1 : first_bad (src, n, FALSE);
   if (bad >= 0)
     {

@@ -79,6 +79,21 @@ pack_high_bits (const __m256i q[4], guint8 *dst)
     dst[b] = (qh >> (8 * b)) & 0xff;
 }
 
+/* |v|'s bits, lane by lane the largest over four registers.  Bits of a
+ * non-negative float order as the float does, so this is max |x| for
+ * finite values, and an infinity or a NaN shows as bits above FLT_MAX's:
+ * the row's finiteness check rides on the block's own loads. */
+QX86_INLINE __m256i
+abs_bits_max (const __m256 v[4])
+{
+  const __m256i mag = _mm256_set1_epi32 (0x7fffffff);
+  __m256i m = _mm256_and_si256 (_mm256_castps_si256 (v[0]), mag);
+#pragma GCC unroll 3
+  for (int k = 1; k < 4; k++)
+    m = _mm256_max_epi32 (m, _mm256_and_si256 (_mm256_castps_si256 (v[k]), mag));
+  return m;
+}
+
 /* roundf (v) for |v| < 2^31 (half away from zero): the truncation, moved
  * one up or down where the remainder (exact) reaches a half. */
 QX86_INLINE __m256i
@@ -93,17 +108,15 @@ round_away (__m256 v)
 
 /* quantize_row_q8_0_ref, one block. */
 QX86_INLINE void
-block_q8_0 (const float *x, guint8 *dst)
+block_q8_0 (const float *x, guint8 *dst, __m256i *seen)
 {
-  const __m256 sign = _mm256_set1_ps (-0.0f);
-  __m256 v[4], m = _mm256_setzero_ps ();
+  __m256 v[4];
 #pragma GCC unroll 4
   for (int k = 0; k < 4; k++)
-    {
-      v[k] = _mm256_loadu_ps (x + 8 * k);
-      m = _mm256_max_ps (m, _mm256_andnot_ps (sign, v[k]));
-    }
-  const float d = hmax (m) / ((1 << 7) - 1);
+    v[k] = _mm256_loadu_ps (x + 8 * k);
+  const __m256i m = abs_bits_max (v);
+  *seen = _mm256_max_epi32 (*seen, m);
+  const float d = hmax (_mm256_castsi256_ps (m)) / ((1 << 7) - 1);
   const float id = d ? 1.0f / d : 0.0f;
   put_f16 (dst, d);
   if (!(id <= FLT_MAX))
@@ -137,23 +150,24 @@ trunc_codes (const __m256 v[4], float a, float b, int nmax, __m256i q[4])
 
 /* A block's 32 values into four registers, and their min and max. */
 QX86_INLINE void
-load_block (const float *x, __m256 v[4], float *min, float *max)
+load_block (const float *x, __m256 v[4], float *min, float *max, __m256i *seen)
 {
 #pragma GCC unroll 4
   for (int k = 0; k < 4; k++)
     v[k] = _mm256_loadu_ps (x + 8 * k);
+  *seen = _mm256_max_epi32 (*seen, abs_bits_max (v));
   *min = hmin (_mm256_min_ps (_mm256_min_ps (v[0], v[1]), _mm256_min_ps (v[2], v[3])));
   *max = hmax (_mm256_max_ps (_mm256_max_ps (v[0], v[1]), _mm256_max_ps (v[2], v[3])));
 }
 
 /* quantize_row_q{4,5}_0_ref, one block. */
 QX86_INLINE void
-block_q_0 (const float *x, int bits, guint8 *dst)
+block_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
 {
   const int half = 1 << (bits - 1);
   __m256 v[4];
   float min, max;
-  load_block (x, v, &min, &max);
+  load_block (x, v, &min, &max, seen);
   max = lp_qsigned_absmax (x, 32, min, max);
   const float d = max / -half;
   const float id = d ? 1.0f / d : 0.0f;
@@ -167,12 +181,12 @@ block_q_0 (const float *x, int bits, guint8 *dst)
 
 /* quantize_row_q{4,5}_1_ref, one block. */
 QX86_INLINE void
-block_q_1 (const float *x, int bits, guint8 *dst)
+block_q_1 (const float *x, int bits, guint8 *dst, __m256i *seen)
 {
   const int nmax = (1 << bits) - 1;
   __m256 v[4];
   float min, max;
-  load_block (x, v, &min, &max);
+  load_block (x, v, &min, &max, seen);
   lp_qfirst_zero_extremes (x, 32, &min, &max);
   const float d = (max - min) / nmax;
   const float id = d ? 1.0f / d : 0.0f;
@@ -189,33 +203,48 @@ block_q_1 (const float *x, int bits, guint8 *dst)
   pack_nibbles (q, dst + (bits == 5 ? 8 : 4));
 }
 
-QX86 gboolean
-lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+QX86 int
+lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
 {
   if (!lp_cpu_have_avx2 ())
-    return FALSE;
+    return -1;
   const gint64 nb = n / 32;
   const gsize ts = lp_dtype_info (type)->type_size;
+  __m256i seen = _mm256_setzero_si256 ();
   if (type == LP_DTYPE_Q8_0) /* quantize_q8_0 ignores importance */
+    for (gint64 b = 0; b < nb; b++)
+      block_q8_0 (x + 32 * b, dst + ts * b, &seen);
+  else
     {
+      const gboolean q_0 = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q5_0;
+      const gboolean q_1 = type == LP_DTYPE_Q4_1 || type == LP_DTYPE_Q5_1;
+      if (importance != NULL || !(q_0 || q_1))
+        return -1;
+      const int bits = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q4_1 ? 4 : 5;
       for (gint64 b = 0; b < nb; b++)
-        block_q8_0 (x + 32 * b, dst + ts * b);
-      return TRUE;
+        if (q_0)
+          block_q_0 (x + 32 * b, bits, dst + ts * b, &seen);
+        else
+          block_q_1 (x + 32 * b, bits, dst + ts * b, &seen);
     }
-  const gboolean q_0 = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q5_0;
-  const gboolean q_1 = type == LP_DTYPE_Q4_1 || type == LP_DTYPE_Q5_1;
-  if (importance != NULL || !(q_0 || q_1))
-    return FALSE;
-  const int bits = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q4_1 ? 4 : 5;
-  for (gint64 b = 0; b < nb; b++)
-    if (q_0)
-      block_q_0 (x + 32 * b, bits, dst + ts * b);
-    else
-      block_q_1 (x + 32 * b, bits, dst + ts * b);
-  return TRUE;
+  /* FLT_MAX's bits are 0x7f7fffff: a lane above them held an inf or NaN */
+  const __m256i over = _mm256_cmpgt_epi32 (seen, _mm256_set1_epi32 (0x7f7fffff));
+  return _mm256_testz_si256 (over, over);
+}
+
+gboolean
+lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  return lp_qx86_row_checked (type, x, n, importance, dst) >= 0;
 }
 
 #else
+
+int
+lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  return -1;
+}
 
 gboolean
 lp_qx86_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)

@@ -499,6 +499,23 @@ test_bad_input (void)
   g_assert_false (lp_quantize_row (LP_DTYPE_Q6_K, x + 256, buf, 256, NULL, &error));
   lp_test_assert_error_contains (error, "element 5", "inf", NULL);
   g_clear_error (&error);
+  x[256 + 5] = 0.5f;
+  /* the 32-value kernels check finiteness as they quantize: every kind of
+   * non-finite value, in the first and the last block */
+  const LpDType checked[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q5_0, LP_DTYPE_Q4_1, LP_DTYPE_Q5_1 };
+  const float bad[] = { INFINITY, -INFINITY, NAN, -NAN };
+  for (guint i = 0; i < G_N_ELEMENTS (checked); i++)
+    for (guint k = 0; k < G_N_ELEMENTS (bad); k++)
+      for (int at = 0; at < 256; at += 255)
+        {
+          float save = x[at];
+          x[at] = bad[k];
+          g_assert_false (lp_quantize_row (checked[i], x, buf, 256, NULL, &error));
+          g_autofree char *where = g_strdup_printf ("element %d:", at);
+          lp_test_assert_error_contains (error, where, isnan (bad[k]) ? "nan" : "inf", NULL);
+          g_clear_error (&error);
+          x[at] = save;
+        }
 
   /* a row the block does not divide: callers pick the type with the fallback helper */
   x[256 + 5] = 0.5f;

@@ -31,7 +31,8 @@ gboolean lp_quant_type_supported (LpDType type);
 /* Quantize one row of n values (n a multiple of the block size) into dst
  * (lp_dtype_row_bytes bytes).  `importance` is one non-negative weight per
  * value (an imatrix row: the mean squared activation of each input column) or
- * NULL.  Fails on a non-finite value, naming its index. */
+ * NULL.  Fails on a non-finite value, naming its index (dst's bytes are
+ * then unspecified). */
 gboolean lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n,
                           const float *importance, GError **error);
 
