@@ -168,7 +168,12 @@ block_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
   __m256 v[4];
   float min, max;
   load_block (x, v, &min, &max, seen);
-  max = lp_qsigned_absmax (x, 32, min, max);
+  /* lp_qsigned_absmax as a select: which of max and -min wins is a coin
+   * toss on real weights, and a branch mispredicted every other block
+   * costs more than the block; only a tie (rare, or an all-zero block)
+   * takes the scan */
+  const float larger = -min > max ? min : max;
+  max = max == -min ? lp_qsigned_absmax (x, 32, min, max) : larger;
   const float d = max / -half;
   const float id = d ? 1.0f / d : 0.0f;
   __m256i q[4];
@@ -211,22 +216,35 @@ lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *import
   const gint64 nb = n / 32;
   const gsize ts = lp_dtype_info (type)->type_size;
   __m256i seen = _mm256_setzero_si256 ();
-  if (type == LP_DTYPE_Q8_0) /* quantize_q8_0 ignores importance */
-    for (gint64 b = 0; b < nb; b++)
-      block_q8_0 (x + 32 * b, dst + ts * b, &seen);
-  else
-    {
-      const gboolean q_0 = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q5_0;
-      const gboolean q_1 = type == LP_DTYPE_Q4_1 || type == LP_DTYPE_Q5_1;
-      if (importance != NULL || !(q_0 || q_1))
-        return -1;
-      const int bits = type == LP_DTYPE_Q4_0 || type == LP_DTYPE_Q4_1 ? 4 : 5;
-      for (gint64 b = 0; b < nb; b++)
-        if (q_0)
-          block_q_0 (x + 32 * b, bits, dst + ts * b, &seen);
-        else
-          block_q_1 (x + 32 * b, bits, dst + ts * b, &seen);
+  if (importance != NULL && type != LP_DTYPE_Q8_0) /* quantize_q8_0 ignores importance */
+    return -1;
+  /* One loop per type, so that each block's bit width is a constant. */
+#define EACH_BLOCK(call)                                                           \
+  for (gint64 b = 0; b < nb; b++)                                                  \
+    {                                                                              \
+      call;                                                                        \
     }
+  switch (type)
+    {
+    case LP_DTYPE_Q8_0:
+      EACH_BLOCK (block_q8_0 (x + 32 * b, dst + ts * b, &seen));
+      break;
+    case LP_DTYPE_Q4_0:
+      EACH_BLOCK (block_q_0 (x + 32 * b, 4, dst + ts * b, &seen));
+      break;
+    case LP_DTYPE_Q5_0:
+      EACH_BLOCK (block_q_0 (x + 32 * b, 5, dst + ts * b, &seen));
+      break;
+    case LP_DTYPE_Q4_1:
+      EACH_BLOCK (block_q_1 (x + 32 * b, 4, dst + ts * b, &seen));
+      break;
+    case LP_DTYPE_Q5_1:
+      EACH_BLOCK (block_q_1 (x + 32 * b, 5, dst + ts * b, &seen));
+      break;
+    default:
+      return -1;
+    }
+#undef EACH_BLOCK
   /* FLT_MAX's bits are 0x7f7fffff: a lane above them held an inf or NaN */
   const __m256i over = _mm256_cmpgt_epi32 (seen, _mm256_set1_epi32 (0x7f7fffff));
   return _mm256_testz_si256 (over, over);
