@@ -47,6 +47,15 @@ hmin (__m256 v)
   return -hmax (_mm256_xor_ps (v, _mm256_set1_ps (-0.0f)));
 }
 
+/* A block's 32 values into four registers. */
+QX86_INLINE void
+load4 (const float *x, __m256 v[4])
+{
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; k++)
+    v[k] = _mm256_loadu_ps (x + 8 * k);
+}
+
 QX86_INLINE void
 put_f16 (guint8 *dst, float f)
 {
@@ -111,9 +120,7 @@ QX86_INLINE void
 block_q8_0 (const float *x, guint8 *dst, __m256i *seen)
 {
   __m256 v[4];
-#pragma GCC unroll 4
-  for (int k = 0; k < 4; k++)
-    v[k] = _mm256_loadu_ps (x + 8 * k);
+  load4 (x, v);
   const __m256i m = abs_bits_max (v);
   *seen = _mm256_max_epi32 (*seen, m);
   const float d = hmax (_mm256_castsi256_ps (m)) / ((1 << 7) - 1);
@@ -136,23 +143,38 @@ block_q8_0 (const float *x, guint8 *dst, __m256i *seen)
   _mm256_storeu_si256 ((__m256i *) (dst + 2), p);
 }
 
-/* Eight registers' lanes folded: lane b of the result is the largest
- * lane of m[b] (non-negative int32, e.g. the bits of |x|).  A transpose
- * with a max at each step: 21 instructions for eight blocks where a fold
- * per block takes seven each. */
-QX86_INLINE __m256i
-hmax8_epi32 (const __m256i m[8])
+/* Eight blocks' scales d: their f16 bits and d ? 1 / d : 0, each lane the
+ * scalar division's value; the inverses are returned too. */
+QX86_INLINE __m256
+scales8 (__m256 d, guint16 d16[8], float ids[8])
 {
-  __m256i b[2];
+  const __m256 id = _mm256_and_ps (_mm256_div_ps (_mm256_set1_ps (1.0f), d),
+                                   _mm256_cmp_ps (d, _mm256_setzero_ps (), _CMP_NEQ_UQ));
+  _mm_storeu_si128 ((__m128i *) d16, _mm256_cvtps_ph (d, _MM_FROUND_TO_NEAREST_INT));
+  _mm256_storeu_ps (ids, id);
+  return id;
+}
+
+/* Eight registers' lanes folded by min or by max: lane b of the result is
+ * the least or the largest lane of m[b] (a zero's sign aside).  A transpose
+ * with a min or max at each step: 21 instructions for eight blocks where a
+ * fold per block takes seven each. */
+QX86_INLINE __m256
+fold8_ps (const __m256 m[8], gboolean take_max)
+{
+#define FOLD(a, b) (take_max ? _mm256_max_ps (a, b) : _mm256_min_ps (a, b))
+  __m256 b[2];
 #pragma GCC unroll 2
   for (int h = 0; h < 2; h++)
     {
-      const __m256i *q = m + 4 * h;
-      __m256i a01 = _mm256_max_epi32 (_mm256_unpacklo_epi32 (q[0], q[1]), _mm256_unpackhi_epi32 (q[0], q[1]));
-      __m256i a23 = _mm256_max_epi32 (_mm256_unpacklo_epi32 (q[2], q[3]), _mm256_unpackhi_epi32 (q[2], q[3]));
-      b[h] = _mm256_max_epi32 (_mm256_unpacklo_epi64 (a01, a23), _mm256_unpackhi_epi64 (a01, a23));
+      const __m256 *q = m + 4 * h;
+      __m256 a01 = FOLD (_mm256_unpacklo_ps (q[0], q[1]), _mm256_unpackhi_ps (q[0], q[1]));
+      __m256 a23 = FOLD (_mm256_unpacklo_ps (q[2], q[3]), _mm256_unpackhi_ps (q[2], q[3]));
+      b[h] = FOLD (_mm256_castpd_ps (_mm256_unpacklo_pd (_mm256_castps_pd (a01), _mm256_castps_pd (a23))),
+                   _mm256_castpd_ps (_mm256_unpackhi_pd (_mm256_castps_pd (a01), _mm256_castps_pd (a23))));
     }
-  return _mm256_max_epi32 (_mm256_permute2x128_si256 (b[0], b[1], 0x20), _mm256_permute2x128_si256 (b[0], b[1], 0x31));
+  return FOLD (_mm256_permute2f128_ps (b[0], b[1], 0x20), _mm256_permute2f128_ps (b[0], b[1], 0x31));
+#undef FOLD
 }
 
 /* quantize_row_q8_0_ref, eight blocks: their scales d = max |x| / 127 and
@@ -162,28 +184,22 @@ hmax8_epi32 (const __m256i m[8])
 QX86_INLINE void
 blocks8_q8_0 (const float *x, guint8 *dst, __m256i *seen)
 {
-  __m256i m[8];
+  __m256 m[8];
 #pragma GCC unroll 8
   for (int b = 0; b < 8; b++)
     {
       __m256 v[4];
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; k++)
-        v[k] = _mm256_loadu_ps (x + 32 * b + 8 * k);
-      m[b] = abs_bits_max (v);
+      load4 (x + 32 * b, v);
+      const __m256i bits = abs_bits_max (v);
+      *seen = _mm256_max_epi32 (*seen, bits);
+      m[b] = _mm256_castsi256_ps (bits); /* max |x| of finite values as floats */
     }
-  const __m256i amax = hmax8_epi32 (m);
-  *seen = _mm256_max_epi32 (*seen, amax);
-  const __m256 d = _mm256_div_ps (_mm256_castsi256_ps (amax), _mm256_set1_ps ((1 << 7) - 1));
-  /* d ? 1 / d : 0 */
-  const __m256 id = _mm256_and_ps (_mm256_div_ps (_mm256_set1_ps (1.0f), d),
-                                   _mm256_cmp_ps (d, _mm256_setzero_ps (), _CMP_NEQ_UQ));
-  /* !(id <= FLT_MAX): every x * id is infinite or NaN, the codes 0 */
-  const int huge = _mm256_movemask_ps (_mm256_cmp_ps (id, _mm256_set1_ps (FLT_MAX), _CMP_NLE_UQ));
+  const __m256 d = _mm256_div_ps (fold8_ps (m, TRUE), _mm256_set1_ps ((1 << 7) - 1));
   guint16 d16[8];
   float ids[8];
-  _mm_storeu_si128 ((__m128i *) d16, _mm256_cvtps_ph (d, _MM_FROUND_TO_NEAREST_INT));
-  _mm256_storeu_ps (ids, id);
+  const __m256 id = scales8 (d, d16, ids);
+  /* !(id <= FLT_MAX): every x * id is infinite or NaN, the codes 0 */
+  const int huge = _mm256_movemask_ps (_mm256_cmp_ps (id, _mm256_set1_ps (FLT_MAX), _CMP_NLE_UQ));
   for (int b = 0; b < 8; b++)
     {
       guint8 *o = dst + 34 * b;
@@ -220,9 +236,7 @@ trunc_codes (const __m256 v[4], float a, float b, int nmax, __m256i q[4])
 QX86_INLINE void
 load_block (const float *x, __m256 v[4], float *min, float *max, __m256i *seen)
 {
-#pragma GCC unroll 4
-  for (int k = 0; k < 4; k++)
-    v[k] = _mm256_loadu_ps (x + 8 * k);
+  load4 (x, v);
   *seen = _mm256_max_epi32 (*seen, abs_bits_max (v));
   *min = hmin (_mm256_min_ps (_mm256_min_ps (v[0], v[1]), _mm256_min_ps (v[2], v[3])));
   *max = hmax (_mm256_max_ps (_mm256_max_ps (v[0], v[1]), _mm256_max_ps (v[2], v[3])));
@@ -250,6 +264,57 @@ block_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
   if (bits == 5)
     pack_high_bits (q, dst + 2);
   pack_nibbles (q, dst + (bits == 5 ? 6 : 2));
+}
+
+/* quantize_row_q{4,5}_0_ref, eight blocks: as block_q_0, with the signed
+ * maxima, scales and inverses of all eight as vectors (blocks8_q8_0). */
+QX86_INLINE void
+blocks8_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
+{
+  const int half = 1 << (bits - 1);
+  const gsize ts = bits == 5 ? 22 : 18;
+  __m256 lo[8], hi[8];
+#pragma GCC unroll 8
+  for (int b = 0; b < 8; b++)
+    {
+      __m256 v[4];
+      load4 (x + 32 * b, v);
+      *seen = _mm256_max_epi32 (*seen, abs_bits_max (v));
+      lo[b] = _mm256_min_ps (_mm256_min_ps (v[0], v[1]), _mm256_min_ps (v[2], v[3]));
+      hi[b] = _mm256_max_ps (_mm256_max_ps (v[0], v[1]), _mm256_max_ps (v[2], v[3]));
+    }
+  const __m256 mn = fold8_ps (lo, FALSE), mx = fold8_ps (hi, TRUE);
+  const __m256 neg_mn = _mm256_xor_ps (mn, _mm256_set1_ps (-0.0f));
+  /* lp_qsigned_absmax: -min > max ? min : max, and a tie by the scan */
+  __m256 smax = _mm256_blendv_ps (mx, mn, _mm256_cmp_ps (neg_mn, mx, _CMP_GT_OQ));
+  const int ties = _mm256_movemask_ps (_mm256_cmp_ps (mx, neg_mn, _CMP_EQ_OQ));
+  if (ties)
+    {
+      float mns[8], mxs[8], sm[8];
+      _mm256_storeu_ps (mns, mn);
+      _mm256_storeu_ps (mxs, mx);
+      _mm256_storeu_ps (sm, smax);
+      for (int b = 0; b < 8; b++)
+        if (ties & (1 << b))
+          sm[b] = lp_qsigned_absmax (x + 32 * b, 32, mns[b], mxs[b]);
+      smax = _mm256_loadu_ps (sm);
+    }
+  const __m256 d = _mm256_div_ps (smax, _mm256_set1_ps ((float) -half));
+  guint16 d16[8];
+  float ids[8];
+  scales8 (d, d16, ids);
+  for (int b = 0; b < 8; b++)
+    {
+      guint8 *o = dst + ts * b;
+      __m256 v[4];
+      load4 (x + 32 * b, v);
+      __m256i q[4];
+      trunc_codes (v, ids[b], half + 0.5f, (1 << bits) - 1, q);
+      lp_qwrite_u16 (o, d16[b]);
+      if (bits == 5)
+        pack_high_bits (q, o + 2);
+      pack_nibbles (q, o + (bits == 5 ? 6 : 2));
+    }
 }
 
 /* quantize_row_q{4,5}_1_ref, one block. */
@@ -301,9 +366,13 @@ lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *import
       EACH_BLOCK (block_q8_0 (x + 32 * b, dst + ts * b, &seen));
       break;
     case LP_DTYPE_Q4_0:
+      for (; nb - b0 >= 8; b0 += 8)
+        blocks8_q_0 (x + 32 * b0, 4, dst + ts * b0, &seen);
       EACH_BLOCK (block_q_0 (x + 32 * b, 4, dst + ts * b, &seen));
       break;
     case LP_DTYPE_Q5_0:
+      for (; nb - b0 >= 8; b0 += 8)
+        blocks8_q_0 (x + 32 * b0, 5, dst + ts * b0, &seen);
       EACH_BLOCK (block_q_0 (x + 32 * b, 5, dst + ts * b, &seen));
       break;
     case LP_DTYPE_Q4_1:
