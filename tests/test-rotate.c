@@ -438,6 +438,16 @@ test_select (void)
   g_autoptr (LpModel) best2 = load (dir2, "best.gguf");
   g_assert_cmpstr (lp_meta_get_string (lp_model_meta (best2), "llmpress.select"), ==,
                    lp_meta_get_string (lp_model_meta (best), "llmpress.select"));
+
+  /* A metric the by= node does not write: one line naming it, nothing saved. */
+  g_autofree char *bad_nodes = g_strconcat (nodes, "[best-bad]\npass=select\ninput=rot-gptq\nby=heldout\nmetric=nosuch\n"
+                                            "[save-bad]\npass=save\npath=bad.gguf\n", NULL);
+  g_autofree char *err3 = NULL;
+  g_autofree char *dir3 = lp_test_run_nodes (sh.data, CALIB_SETTINGS, sh.model, "select-bad", bad_nodes, &st, &err3);
+  g_assert_cmpint (st, !=, 0);
+  g_assert_nonnull (strstr (err3, "best-bad: metric=nosuch: expected a number in heldout[seed=0]'s metrics, found none"));
+  g_autofree char *bad = g_build_filename (dir3, "bad.gguf", NULL);
+  g_assert_false (g_file_test (bad, G_FILE_TEST_EXISTS));
   lp_test_stories_clear (&sh);
 }
 

@@ -38,23 +38,15 @@ branch_score (LpPassContext *ctx, guint i, const char *key, double *out, GError 
 {
   const char *node = lp_pass_context_get_input_branch_name (ctx, "by", i);
   const LpMeta *m = lp_artifact_get_metrics (lp_pass_context_get_input_branch (ctx, "by", i));
+  if (m != NULL && lp_meta_get_float (m, key, out, NULL))
+    return TRUE;
   const LpValue *v = m ? lp_meta_get (m, key) : NULL;
-  if (v != NULL && (v->type == LP_VALUE_F64 || v->type == LP_VALUE_F32))
-    *out = v->f;
-  else if (v != NULL && (v->type == LP_VALUE_U64 || v->type == LP_VALUE_U32))
-    *out = (double) v->u;
-  else if (v != NULL && (v->type == LP_VALUE_I64 || v->type == LP_VALUE_I32))
-    *out = (double) v->i;
-  else
-    {
-      g_autoptr (GString) keys = g_string_new (NULL);
-      for (guint k = 0; m && k < lp_meta_n_keys (m) && k < 12; k++)
-        g_string_append_printf (keys, "%s%s", k ? ", " : "", lp_meta_key (m, k));
-      lp_set_error (error, LP_ERROR_INVALID, "%s: metric=%s: expected a number in %s's metrics, found %s (it has: %s)",
-                    lp_pass_context_node_name (ctx), key, node, v ? lp_value_type_name (v->type) : "none", keys->str);
-      return FALSE;
-    }
-  return TRUE;
+  g_autoptr (GString) keys = g_string_new (NULL);
+  for (guint k = 0; m && k < lp_meta_n_keys (m) && k < 12; k++)
+    g_string_append_printf (keys, "%s%s", k ? ", " : "", lp_meta_key (m, k));
+  lp_set_error (error, LP_ERROR_INVALID, "%s: metric=%s: expected a number in %s's metrics, found %s (it has: %s)",
+                lp_pass_context_node_name (ctx), key, node, v ? lp_value_type_name (v->type) : "none", keys->str);
+  return FALSE;
 }
 
 static gboolean
