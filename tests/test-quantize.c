@@ -374,24 +374,50 @@ test_requantize_allowed (void)
   g_assert_cmpint (status, ==, 0);
 }
 
-/* A model with a NaN weight is refused with the tensor and element named. */
+/* A model with a NaN or an infinite weight is refused with the tensor and
+ * element named, in one line, exit 1, nothing written: on the integer grid
+ * (the values scanned first) and on block types (the kernels' own refusal,
+ * the element found after it), the latter's bad value in a later row too. */
 static void
 test_nan_weight (void)
 {
-  g_autoptr (LpModel) m = lp_test_tiny_model (7);
-  LpTensor *t = lp_model_tensor (m, "blk.1.ffn_up.weight");
-  g_autofree float *w = lp_tensor_dup_f32 (t, NULL);
-  w[3 * lp_tensor_row_length (t) + 5] = NAN;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (LpTensor) bad = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, w, &error);
-  lp_model_set_tensor (m, bad);
-  const char *path = tmp_path ("nan.gguf");
-  g_assert_true (lp_model_save (m, path, NULL, &error));
-  g_autofree char *p = g_strdup_printf ("load path=%s ! quantize.rtn", path);
-  g_autofree char *err = NULL;
-  const char *args[] = { "-p", p, "-q", NULL };
-  g_assert_cmpint (run (&err, tmp_path ("nan"), args), !=, 0);
-  g_assert_nonnull (strstr (err, "blk.1.ffn_up.weight: element [3, 5]: expected a finite weight, found nan"));
+  static const struct {
+    const char *format;
+    int row, col;
+    float value;
+    const char *found;
+  } cases[] = {
+    { "int", 3, 5, NAN, "nan" },
+    { "q8_0", 3, 5, NAN, "nan" },
+    { "q4_0", 40, 31, -INFINITY, "-inf" },
+    { "q4_k", 0, 0, INFINITY, "inf" },
+  };
+  for (guint k = 0; k < G_N_ELEMENTS (cases); k++)
+    {
+      g_autoptr (LpModel) m = lp_test_tiny_model (7);
+      LpTensor *t = lp_model_tensor (m, "blk.1.ffn_up.weight");
+      g_autofree float *w = lp_tensor_dup_f32 (t, NULL);
+      w[cases[k].row * lp_tensor_row_length (t) + cases[k].col] = cases[k].value;
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpTensor) bad = lp_tensor_new_f32 (t->name, t->n_dims, t->shape, w, &error);
+      lp_model_set_tensor (m, bad);
+      g_autofree char *file = g_strdup_printf ("nan-%s.gguf", cases[k].format);
+      const char *path = tmp_path (file);
+      g_assert_true (lp_model_save (m, path, NULL, &error));
+      g_autofree char *p = g_strdup_printf ("load path=%s ! quantize.rtn format=%s", path, cases[k].format);
+      g_autofree char *err = NULL, *name = g_strdup_printf ("nan-%s", cases[k].format);
+      g_autofree char *want = g_strdup_printf ("blk.1.ffn_up.weight: element [%d, %d]: expected a finite weight, found %s\n",
+                                               cases[k].row, cases[k].col, cases[k].found);
+      const char *args[] = { "-p", p, "-q", NULL };
+      const char *out = tmp_path (name);
+      g_assert_cmpint (run (&err, out, args), ==, 1);
+      const char *at = strstr (err, want);
+      if (at == NULL)
+        g_error ("%s: expected \"%s\" in \"%s\"", cases[k].format, want, err);
+      g_assert_null (strchr (at + strlen (want), '\n'));
+      g_autoptr (GDir) dir = g_dir_open (out, 0, NULL); /* the CLI makes it before running */
+      g_assert_null (dir ? g_dir_read_name (dir) : NULL);
+    }
 }
 
 /* Groups that do not divide a row: a shorter last group, reported. */

@@ -295,7 +295,7 @@ q_check_model (const QOptions *o, LpModel *model, GError **error)
 }
 
 gboolean
-q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error)
+q_check_requantize (const QOptions *o, const LpTensor *t, GError **error)
 {
   if (lp_tensor_is_quantized (t) && !o->allow_requantize)
     {
@@ -305,6 +305,12 @@ q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **er
                     lp_dtype_name (t->dtype), lp_tensor_int_grid (t) ? ", integer grid" : "");
       return FALSE;
     }
+  return TRUE;
+}
+
+gboolean
+q_check_finite (const LpTensor *t, const float *w, GError **error)
+{
   gint64 n = lp_tensor_n_elements (t);
   for (gint64 i = 0; i < n; i++)
     if (!isfinite (w[i]))
@@ -316,6 +322,12 @@ q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **er
         return FALSE;
       }
   return TRUE;
+}
+
+gboolean
+q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error)
+{
+  return q_check_requantize (o, t, error) && q_check_finite (t, w, error);
 }
 
 char *

@@ -126,6 +126,10 @@ gboolean q_check_model (const QOptions *o, LpModel *model, GError **error);
 /* Refuse an already-quantized tensor unless allow_requantize; refuse NaN/Inf
  * (the message does not name the tensor: callers prefix it). */
 gboolean q_check_input (const QOptions *o, const LpTensor *t, const float *w, GError **error);
+/* q_check_input's two halves: the already-quantized refusal, and the scan
+ * of w (t's values) naming the first non-finite element [row, column]. */
+gboolean q_check_requantize (const QOptions *o, const LpTensor *t, GError **error);
+gboolean q_check_finite (const LpTensor *t, const float *w, GError **error);
 /* One log line naming the grid a tensor got ("blk.0.ffn_down.weight: q4_k -> f16 (rows of 172)"). */
 char *q_grid_describe (const QGrid *g);
 

@@ -61,15 +61,19 @@ rtn_importance (LpStats *stats, const LpTensor *t, GError **error)
 gboolean
 q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *work, LpTensor *t, GError **error)
 {
+  gboolean odd;
+  QGrid g = q_grid_for (o, t->name, lp_tensor_row_length (t), &odd);
+  /* A block type's kernels refuse a NaN or an infinity as they read the
+   * rows, so the scan that names the element runs before only the other
+   * grids, and after a block type's refusal. */
+  gboolean kernel_checks = lp_quant_type_supported (g.type);
   g_autofree float *w = lp_tensor_dup_f32 (t, error);
-  if (w == NULL || !q_check_input (o, t, w, error))
+  if (w == NULL || !q_check_requantize (o, t, error) || (!kernel_checks && !q_check_finite (t, w, error)))
     {
       g_prefix_error (error, "%s: ", t->name);
       return FALSE;
     }
   lp_tensor_release_pages (t); /* w is the copy this reads */
-  gboolean odd;
-  QGrid g = q_grid_for (o, t->name, lp_tensor_row_length (t), &odd);
   q_log_grid (ctx, t, &g, odd);
   GError *local = NULL;
   g_autofree float *imp = rtn_importance (stats, t, &local);
@@ -81,7 +85,15 @@ q_rtn_tensor (LpPassContext *ctx, const QOptions *o, LpStats *stats, LpModel *wo
   gint64 lost;
   g_autoptr (LpTensor) q = q_round (lp_pass_context_get_backend (ctx), &g, t, w, imp, &lost, error);
   if (q == NULL)
-    return FALSE;
+    {
+      GError *scan = NULL;
+      if (kernel_checks && !q_check_finite (t, w, &scan))
+        {
+          g_clear_error (error);
+          g_propagate_prefixed_error (error, scan, "%s: ", t->name);
+        }
+      return FALSE;
+    }
   q_log_mask_lost (ctx, t, &g, lost);
   lp_model_set_tensor_spill (work, q);
   return TRUE;
