@@ -266,13 +266,10 @@ block_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
   pack_nibbles (q, dst + (bits == 5 ? 6 : 2));
 }
 
-/* quantize_row_q{4,5}_0_ref, eight blocks: as block_q_0, with the signed
- * maxima, scales and inverses of all eight as vectors (blocks8_q8_0). */
+/* Eight blocks' min and max, lane b block b's (a zero's sign aside). */
 QX86_INLINE void
-blocks8_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
+minmax8 (const float *x, __m256 *mn, __m256 *mx, __m256i *seen)
 {
-  const int half = 1 << (bits - 1);
-  const gsize ts = bits == 5 ? 22 : 18;
   __m256 lo[8], hi[8];
 #pragma GCC unroll 8
   for (int b = 0; b < 8; b++)
@@ -283,7 +280,19 @@ blocks8_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
       lo[b] = _mm256_min_ps (_mm256_min_ps (v[0], v[1]), _mm256_min_ps (v[2], v[3]));
       hi[b] = _mm256_max_ps (_mm256_max_ps (v[0], v[1]), _mm256_max_ps (v[2], v[3]));
     }
-  const __m256 mn = fold8_ps (lo, FALSE), mx = fold8_ps (hi, TRUE);
+  *mn = fold8_ps (lo, FALSE);
+  *mx = fold8_ps (hi, TRUE);
+}
+
+/* quantize_row_q{4,5}_0_ref, eight blocks: as block_q_0, with the signed
+ * maxima, scales and inverses of all eight as vectors (blocks8_q8_0). */
+QX86_INLINE void
+blocks8_q_0 (const float *x, int bits, guint8 *dst, __m256i *seen)
+{
+  const int half = 1 << (bits - 1);
+  const gsize ts = bits == 5 ? 22 : 18;
+  __m256 mn, mx;
+  minmax8 (x, &mn, &mx, seen);
   const __m256 neg_mn = _mm256_xor_ps (mn, _mm256_set1_ps (-0.0f));
   /* lp_qsigned_absmax: -min > max ? min : max, and a tie by the scan */
   __m256 smax = _mm256_blendv_ps (mx, mn, _mm256_cmp_ps (neg_mn, mx, _CMP_GT_OQ));
@@ -341,6 +350,55 @@ block_q_1 (const float *x, int bits, guint8 *dst, __m256i *seen)
   pack_nibbles (q, dst + (bits == 5 ? 8 : 4));
 }
 
+/* quantize_row_q{4,5}_1_ref, eight blocks: min, max, d = (max - min) /
+ * nmax, 1/d and both f16s as vectors (blocks8_q_0); a block whose min or
+ * max is 0 takes lp_qfirst_zero_extremes for the zero's sign. */
+QX86_INLINE void
+blocks8_q_1 (const float *x, int bits, guint8 *dst, __m256i *seen)
+{
+  const int nmax = (1 << bits) - 1;
+  const gsize ts = bits == 5 ? 24 : 20;
+  __m256 mn, mx;
+  minmax8 (x, &mn, &mx, seen);
+  const __m256 zero = _mm256_setzero_ps ();
+  const int zeros = _mm256_movemask_ps (
+      _mm256_or_ps (_mm256_cmp_ps (mn, zero, _CMP_EQ_OQ), _mm256_cmp_ps (mx, zero, _CMP_EQ_OQ)));
+  float mins[8];
+  _mm256_storeu_ps (mins, mn);
+  if (zeros)
+    {
+      float maxs[8];
+      _mm256_storeu_ps (maxs, mx);
+      for (int b = 0; b < 8; b++)
+        if (zeros & (1 << b))
+          lp_qfirst_zero_extremes (x + 32 * b, 32, mins + b, maxs + b);
+      mn = _mm256_loadu_ps (mins);
+      mx = _mm256_loadu_ps (maxs);
+    }
+  const __m256 d = _mm256_div_ps (_mm256_sub_ps (mx, mn), _mm256_set1_ps ((float) nmax));
+  guint16 d16[8], m16[8];
+  float ids[8];
+  scales8 (d, d16, ids);
+  _mm_storeu_si128 ((__m128i *) m16, _mm256_cvtps_ph (mn, _MM_FROUND_TO_NEAREST_INT));
+  for (int b = 0; b < 8; b++)
+    {
+      guint8 *o = dst + ts * b;
+      const __m256 vmin = _mm256_broadcast_ss (mins + b);
+      __m256 v[4];
+      load4 (x + 32 * b, v);
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; k++)
+        v[k] = _mm256_sub_ps (v[k], vmin);
+      __m256i q[4];
+      trunc_codes (v, ids[b], 0.5f, nmax, q);
+      lp_qwrite_u16 (o, d16[b]);
+      lp_qwrite_u16 (o + 2, m16[b]);
+      if (bits == 5)
+        pack_high_bits (q, o + 4);
+      pack_nibbles (q, o + (bits == 5 ? 8 : 4));
+    }
+}
+
 QX86 int
 lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
 {
@@ -376,9 +434,13 @@ lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *import
       EACH_BLOCK (block_q_0 (x + 32 * b, 5, dst + ts * b, &seen));
       break;
     case LP_DTYPE_Q4_1:
+      for (; nb - b0 >= 8; b0 += 8)
+        blocks8_q_1 (x + 32 * b0, 4, dst + ts * b0, &seen);
       EACH_BLOCK (block_q_1 (x + 32 * b, 4, dst + ts * b, &seen));
       break;
     case LP_DTYPE_Q5_1:
+      for (; nb - b0 >= 8; b0 += 8)
+        blocks8_q_1 (x + 32 * b0, 5, dst + ts * b0, &seen);
       EACH_BLOCK (block_q_1 (x + 32 * b, 5, dst + ts * b, &seen));
       break;
     default:
