@@ -12,11 +12,14 @@
  *     groups of 128 with the clip search (the CPU backend's quantize_groups).
  *     In GB/s of f32 input read, and as a share of the threaded triad
  *     (target: at least 50%).
- * Medians of 3 (triad: 5).  Prints figures; never fails on time. */
+ * Medians of 3 (triad: 5).  Prints figures; never fails on time.
+ * Arguments, if any, name the lines to run by their first word (q8_0 q4_0
+ * q4_k int4): a quick look at one kernel without the slow clip search. */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include <llmpress/llmpress.h>
@@ -37,6 +40,16 @@ cpu_seconds (void)
   struct rusage u;
   getrusage (RUSAGE_SELF, &u);
   return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
+}
+
+/* Whether the line `name` runs: no arguments, or one is its first word. */
+static gboolean
+chosen (const char *name, int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++)
+    if (g_str_has_prefix (name, argv[i]) && (name[strlen (argv[i])] == ' ' || name[strlen (argv[i])] == '\0'))
+      return TRUE;
+  return argc < 2;
 }
 
 int
@@ -82,6 +95,8 @@ main (int argc, char **argv)
   LpDType types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q4_K, LP_DTYPE_F32 };
   for (guint t = 0; t < G_N_ELEMENTS (types); t++)
     {
+      if (!chosen (names[t], argc, argv))
+        continue;
       double wall[16], cpu_s[16];
       for (int rep = 0; rep < reps; rep++)
         {

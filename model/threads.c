@@ -1,6 +1,7 @@
-/* llmpress — the thread count (threads.h) and lp_parallel_for: one shared
- * GThreadPool; the caller works too, claiming ranges from the same counter
- * as the pool's threads, so nested and concurrent calls never deadlock. */
+/* llmpress — the thread count (threads.h) and lp_parallel_for: workers of
+ * its own that spin briefly between jobs; the caller works too, claiming
+ * ranges from the same counter as the workers, so nested and concurrent
+ * calls never deadlock. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -65,28 +66,71 @@ lp_threads_set (int n)
   lp_cpu_blas_threads_follow (lp_threads ());
 }
 
-/* ---- lp_parallel_for ---- */
+/* ---- lp_parallel_for ----
+ *
+ * Workers of our own that stay: a call posts its job on a list and runs
+ * ranges itself at once; a worker between jobs spins a while on the post
+ * counter before it sleeps, so back-to-back calls (RTN tensor by tensor,
+ * some 100 us each) find it awake instead of paying a wake-up and a
+ * hand-off per call, which cost as much as a 576 x 576 tensor. */
+
+/* How long an idle worker, or a caller waiting for the ranges others took,
+ * spins before it sleeps: a few tensors' worth, short enough that an idle
+ * process gives the cores back at once. */
+#define SPIN_US 200
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause ()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__ ("yield")
+#else
+#define cpu_relax() ((void) 0)
+#endif
 
 typedef struct {
-  gint ref;        /* the caller and each task pushed to the pool */
   LpParallelFunc func;
   gpointer user_data;
   gint64 n, chunk;
   gint n_chunks;
-  gint next;       /* the next range to claim */
-  gint done;       /* ranges finished */
-  GMutex lock;
-  GCond cond;
+  gint next;        /* the next range to claim */
+  gint helpers;     /* workers that joined (under pool.lock) */
+  gint max_helpers; /* lp_threads () - 1 when posted */
+  gint busy;        /* workers inside the job now */
 } Job;
 
-static void
-job_unref (Job *job)
+static struct {
+  GMutex lock;
+  GCond wake;    /* a job posted, for sleeping workers */
+  GCond left;    /* a worker left a job, for sleeping callers */
+  GQueue jobs;   /* posted jobs with ranges left to claim */
+  gint posted;   /* counts posts: what spinning workers watch */
+  int sleeping;  /* workers waiting on wake */
+  int workers;   /* started so far; they never exit */
+} pool;
+
+/* Whether `done` holds, checked with pauses (and a yield now and then)
+ * for up to SPIN_US. */
+static gboolean
+spin_until (gboolean (*done) (gpointer), gpointer data)
 {
-  if (!g_atomic_int_dec_and_test (&job->ref))
-    return;
-  g_mutex_clear (&job->lock);
-  g_cond_clear (&job->cond);
-  g_free (job);
+  gint64 end = 0;
+  for (guint i = 1;; i++)
+    {
+      if (done (data))
+        return TRUE;
+      cpu_relax ();
+      if (i % 64 == 0)
+        {
+          /* a core shared with other processes: theirs while we wait, and
+           * this thread not the one the scheduler preempts mid-range */
+          g_thread_yield ();
+          gint64 t = g_get_monotonic_time ();
+          if (end == 0)
+            end = t + SPIN_US;
+          else if (t >= end)
+            return done (data);
+        }
+    }
 }
 
 /* Claim and run ranges until none is left. */
@@ -100,37 +144,112 @@ run_ranges (Job *job)
         return;
       gint64 begin = (gint64) c * job->chunk;
       job->func (begin, MIN (job->n, begin + job->chunk), job->user_data);
-      if (g_atomic_int_add (&job->done, 1) + 1 == job->n_chunks)
-        {
-          g_mutex_lock (&job->lock);
-          g_cond_broadcast (&job->cond);
-          g_mutex_unlock (&job->lock);
-        }
     }
 }
 
-static void
-pool_task (gpointer data, gpointer unused)
+/* Under pool.lock: the first posted job a worker may join, counted as
+ * joined; jobs with no range left come off the list. */
+static Job *
+join_job (void)
 {
-  Job *job = data;
-  run_ranges (job);
-  job_unref (job);
+  for (GList *l = pool.jobs.head; l != NULL;)
+    {
+      Job *job = l->data;
+      GList *next = l->next;
+      if (g_atomic_int_get (&job->next) >= job->n_chunks)
+        g_queue_delete_link (&pool.jobs, l);
+      else if (job->helpers < job->max_helpers)
+        {
+          job->helpers++;
+          g_atomic_int_inc (&job->busy);
+          return job;
+        }
+      l = next;
+    }
+  return NULL;
 }
 
-/* The shared pool, sized to the count in force (the caller is the extra
- * thread). */
-static GThreadPool *
-shared_pool (int threads)
+static gboolean
+posted_since (gpointer seen)
 {
-  static GThreadPool *pool;
-  static GMutex lock;
-  g_mutex_lock (&lock);
-  if (pool == NULL)
-    pool = g_thread_pool_new (pool_task, NULL, threads - 1, FALSE, NULL);
-  else if (g_thread_pool_get_max_threads (pool) != threads - 1)
-    g_thread_pool_set_max_threads (pool, threads - 1, NULL);
-  g_mutex_unlock (&lock);
-  return pool;
+  return g_atomic_int_get (&pool.posted) != GPOINTER_TO_INT (seen);
+}
+
+static gpointer
+worker (gpointer unused)
+{
+  for (;;)
+    {
+      g_mutex_lock (&pool.lock);
+      gint seen = g_atomic_int_get (&pool.posted);
+      Job *job = join_job ();
+      g_mutex_unlock (&pool.lock);
+      if (job != NULL)
+        {
+          run_ranges (job);
+          /* The caller may return (and free the job) once busy is 0, so
+           * the job is not touched after the decrement. */
+          if (g_atomic_int_dec_and_test (&job->busy))
+            {
+              g_mutex_lock (&pool.lock);
+              g_cond_broadcast (&pool.left);
+              g_mutex_unlock (&pool.lock);
+            }
+          continue;
+        }
+      if (spin_until (posted_since, GINT_TO_POINTER (seen)))
+        continue;
+      g_mutex_lock (&pool.lock);
+      pool.sleeping++;
+      while (g_atomic_int_get (&pool.posted) == seen)
+        g_cond_wait (&pool.wake, &pool.lock);
+      pool.sleeping--;
+      g_mutex_unlock (&pool.lock);
+    }
+  return NULL;
+}
+
+/* Post a job, starting workers up to its count first (a thread that cannot
+ * start is no error: the caller runs whatever no worker claims). */
+static void
+post_job (Job *job)
+{
+  g_mutex_lock (&pool.lock);
+  while (pool.workers < job->max_helpers)
+    {
+      GThread *t = g_thread_try_new ("lp-worker", worker, NULL, NULL);
+      if (t == NULL)
+        break;
+      g_thread_unref (t);
+      pool.workers++;
+    }
+  g_queue_push_tail (&pool.jobs, job);
+  g_atomic_int_inc (&pool.posted);
+  if (pool.sleeping > 0)
+    g_cond_broadcast (&pool.wake);
+  g_mutex_unlock (&pool.lock);
+}
+
+static gboolean
+job_left (gpointer job)
+{
+  return g_atomic_int_get (&((Job *) job)->busy) == 0;
+}
+
+/* After the caller's own ranges (so none is left to claim): take the job
+ * off the list, so no worker joins any more, and wait for those inside. */
+static void
+finish_job (Job *job)
+{
+  g_mutex_lock (&pool.lock);
+  g_queue_remove (&pool.jobs, job);
+  g_mutex_unlock (&pool.lock);
+  if (spin_until (job_left, job))
+    return;
+  g_mutex_lock (&pool.lock);
+  while (g_atomic_int_get (&job->busy) > 0)
+    g_cond_wait (&pool.left, &pool.lock);
+  g_mutex_unlock (&pool.lock);
 }
 
 void
@@ -140,7 +259,8 @@ lp_parallel_for (gint64 n, gint64 grain, LpParallelFunc func, gpointer user_data
   if (n <= 0)
     return;
   int threads = lp_threads ();
-  gint64 ranges = (n + MAX (grain, 1) - 1) / MAX (grain, 1);
+  /* whole grains: a range of n / ranges items is at least one */
+  gint64 ranges = MAX (n / MAX (grain, 1), 1);
   if (threads == 1 || ranges == 1)
     {
       func (0, n, user_data);
@@ -149,23 +269,11 @@ lp_parallel_for (gint64 n, gint64 grain, LpParallelFunc func, gpointer user_data
   /* A few ranges a thread, so that one slow range does not leave the
    * others idle. */
   ranges = MIN (ranges, (gint64) threads * 4);
-  Job *job = g_new0 (Job, 1);
-  job->func = func;
-  job->user_data = user_data;
-  job->n = n;
-  job->chunk = (n + ranges - 1) / ranges;
-  job->n_chunks = (gint) ((n + job->chunk - 1) / job->chunk);
-  g_mutex_init (&job->lock);
-  g_cond_init (&job->cond);
-  int helpers = MIN (threads - 1, job->n_chunks - 1);
-  job->ref = 1 + helpers;
-  GThreadPool *pool = shared_pool (threads);
-  for (int i = 0; i < helpers; i++)
-    g_thread_pool_push (pool, job, NULL);
-  run_ranges (job);
-  g_mutex_lock (&job->lock);
-  while (g_atomic_int_get (&job->done) < job->n_chunks)
-    g_cond_wait (&job->cond, &job->lock);
-  g_mutex_unlock (&job->lock);
-  job_unref (job);
+  Job job = { .func = func, .user_data = user_data, .n = n };
+  job.chunk = (n + ranges - 1) / ranges;
+  job.n_chunks = (gint) ((n + job.chunk - 1) / job.chunk);
+  job.max_helpers = MIN (threads - 1, job.n_chunks - 1);
+  post_job (&job);
+  run_ranges (&job);
+  finish_job (&job);
 }

@@ -2,7 +2,8 @@
  * product for a few rows of activations, AVX2 over the worker threads
  * (lp_cpu_gemv_w) against its plain C row kernels (lp_cpu_gemv_w_ref) and
  * against the reference product of the decoded weights (lp_ref_gemm_w), for
- * every weight type it takes; and the worker threads' ranges. */
+ * every weight type it takes; and the worker threads' ranges, theirs and
+ * the SDK's lp_parallel_for's. */
 #include "config.h"
 
 #include <math.h>
@@ -244,14 +245,93 @@ parallel_caller (gpointer data)
   return data;
 }
 
+/* caller () on four threads at once. */
 static void
-test_parallel_for_concurrent (void)
+four_callers (GThreadFunc caller)
 {
   GThread *t[4];
   for (int i = 0; i < 4; i++)
-    t[i] = g_thread_new ("caller", parallel_caller, NULL);
+    t[i] = g_thread_new ("caller", caller, NULL);
   for (int i = 0; i < 4; i++)
     g_thread_join (t[i]);
+}
+
+static void
+test_parallel_for_concurrent (void)
+{
+  four_callers (parallel_caller);
+}
+
+/* lp_parallel_for (threads.h): ranges of at least `grain` items (the
+ * last aside), each index once, whatever the thread count, from several
+ * calling threads at once and from inside a range (nested). */
+typedef struct {
+  int *hits;
+  gint64 n, grain;
+  gint short_ranges; /* ranges under the grain that do not end at n */
+  gboolean nest;     /* each range runs a nested loop over its own items */
+} SdkRanges;
+
+static void
+sdk_mark (gint64 i0, gint64 i1, gpointer data)
+{
+  SdkRanges *r = data;
+  if (i1 - i0 < r->grain && i1 != r->n)
+    g_atomic_int_inc (&r->short_ranges);
+  if (r->nest)
+    {
+      /* the inner loop's items are this range's: an index offset */
+      SdkRanges inner = { r->hits + i0, i1 - i0, 1, 0, FALSE };
+      lp_parallel_for (i1 - i0, 1, sdk_mark, &inner);
+      g_atomic_int_add (&r->short_ranges, g_atomic_int_get (&inner.short_ranges));
+      return;
+    }
+  for (gint64 i = i0; i < i1; i++)
+    g_atomic_int_inc (&r->hits[i]);
+}
+
+static void
+sdk_check (gint64 n, gint64 grain, gboolean nest)
+{
+  g_autofree int *hits = g_new0 (int, MAX (n, 1));
+  SdkRanges r = { hits, n, grain, 0, nest };
+  lp_parallel_for (n, grain, sdk_mark, &r);
+  for (gint64 i = 0; i < n; i++)
+    if (hits[i] != 1)
+      g_error ("lp_parallel_for (%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "%s) with %d threads: item %" G_GINT64_FORMAT
+               " run %d times",
+               n, grain, nest ? ", nested" : "", lp_threads (), i, hits[i]);
+  g_assert_cmpint (r.short_ranges, ==, 0);
+}
+
+static void
+test_sdk_parallel_for_covers (void)
+{
+  const gint64 sizes[] = { 0, 1, 2, 7, 100, 1001, 65537 };
+  const int counts[] = { 1, 2, 3, 5, 2 }; /* up, down, and back to one the pool has already */
+  for (guint c = 0; c < G_N_ELEMENTS (counts); c++)
+    {
+      lp_threads_set (counts[c]);
+      for (guint s = 0; s < G_N_ELEMENTS (sizes); s++)
+        for (gint64 grain = 1; grain <= 4096; grain *= 16)
+          for (int nest = 0; nest < 2; nest++)
+            sdk_check (sizes[s], grain, nest);
+    }
+  lp_threads_set (0);
+}
+
+static gpointer
+sdk_caller (gpointer data)
+{
+  for (int rep = 0; rep < 200; rep++)
+    sdk_check (257 + rep, 1 + rep % 5, rep % 7 == 0);
+  return data;
+}
+
+static void
+test_sdk_parallel_for_concurrent (void)
+{
+  four_callers (sdk_caller);
 }
 
 /* logits[T, V] of tokens[T] decoded one at a time with a KV cache. */
@@ -348,6 +428,8 @@ main (int argc, char **argv)
   g_test_add_func ("/gemv/q8-types", test_gemm_q8_types);
   g_test_add_func ("/parallel/covers", test_parallel_for_covers);
   g_test_add_func ("/parallel/concurrent", test_parallel_for_concurrent);
+  g_test_add_func ("/parallel/sdk-covers", test_sdk_parallel_for_covers);
+  g_test_add_func ("/parallel/sdk-concurrent", test_sdk_parallel_for_concurrent);
   g_test_add_func ("/gemv/smollm2-incremental-matches-full", test_smollm2_incremental_matches_full);
   return g_test_run ();
 }
