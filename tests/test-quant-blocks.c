@@ -277,6 +277,43 @@ test_error_bounds (void)
     }
 }
 
+/* lp_quantize_rows equals lp_quantize_row row by row where a range of
+ * rows is quantized as one long row (no importance): rows of 18 blocks of
+ * 32 (the x86 kernels' groups of eight then span row ends) and of 3
+ * super-blocks (the K kernels' pairs span them), on 1 and 3 threads. */
+static void
+test_rows_as_one (void)
+{
+  const gint64 rows = 37, lengths[] = { 576, 768 };
+  for (guint c = 0; c < G_N_ELEMENTS (lengths); c++)
+    {
+      const gint64 cols = lengths[c];
+      g_autofree float *x = test_values (rows * cols, 13 + c);
+      g_autofree float *imp = test_importance (cols, 7);
+      for (guint i = 0; i < G_N_ELEMENTS (quant_types); i++)
+        for (int with_imp = 0; with_imp < 2; with_imp++)
+          for (int threads = 1; threads <= 3; threads += 2)
+            {
+              LpDType t = quant_types[i];
+              guint64 row_bytes;
+              if (cols % lp_dtype_info (t)->block_size != 0)
+                continue;
+              g_assert_true (lp_dtype_row_bytes (t, cols, &row_bytes, NULL));
+              g_autofree guint8 *all = g_malloc (row_bytes * rows), *one = g_malloc (row_bytes);
+              lp_threads_set (threads);
+              g_assert_true (lp_quantize_rows (t, x, rows, cols, with_imp ? imp : NULL, all, NULL));
+              for (gint64 r = 0; r < rows; r++)
+                {
+                  g_assert_true (lp_quantize_row (t, x + r * cols, one, cols, with_imp ? imp : NULL, NULL));
+                  if (memcmp (one, all + r * row_bytes, row_bytes) != 0)
+                    g_error ("%s%s, rows of %" G_GINT64_FORMAT ", %d threads: row %" G_GINT64_FORMAT " differs",
+                             lp_dtype_name (t), with_imp ? " with importance" : "", cols, threads, r);
+                }
+            }
+    }
+  lp_threads_set (0);
+}
+
 /* lp_quantize_tensor equals lp_quantize_row row by row (threads or not);
  * GGUF write -> read keeps the bytes, and dequantizing the read tensor equals
  * dequantizing the in-memory one, for every type, with and without importance. */
@@ -693,6 +730,7 @@ main (int argc, char **argv)
   g_test_add_func ("/quant/hand-blocks", test_hand_blocks);
   g_test_add_func ("/quant/error-bounds", test_error_bounds);
   g_test_add_func ("/quant/gguf-roundtrip-oracle", test_gguf_roundtrip);
+  g_test_add_func ("/quant/rows-as-one", test_rows_as_one);
   g_test_add_func ("/quant/grid", test_grid);
   g_test_add_func ("/quant/fast-vs-reference", test_fast_vs_reference);
   g_test_add_func ("/quant/fallback", test_fallback);
