@@ -242,7 +242,7 @@ attention_rows (int T, int T_kv, int H, int Hkv, int hd, const float *q, const f
       }
 }
 
-/* Softmax of score rows [t0, t1) of one head (query t sees keys 0 .. past + t). */
+/* Softmax of score rows [t0, t1) of one head and block (row t sees keys 0 .. past + t of T_kv). */
 typedef struct {
   float *s;
   int past, T_kv;
@@ -256,9 +256,15 @@ softmax_rows (gint64 t0, gint64 t1, gpointer data)
     lp_cpu_softmax_causal_row (j->s + (gsize) t * j->T_kv, j->past + (int) t, j->T_kv);
 }
 
-/* Attention as two GEMMs per head (scores, then weighted values), so the
- * quadratic part runs at BLAS speed, the softmax rows between them on
- * every thread; a few queries by attention_rows. */
+/* Queries a block in lp_cpu_attention: a block sees the keys up to its
+ * last query's only, so the two products skip most of the masked upper
+ * triangle (at T = 512, 4 blocks: 5/8 of the full products), while each
+ * stays thick enough for BLAS's speed. */
+enum { ATTN_QUERY_BLOCK = 128 };
+
+/* Attention as two GEMMs per head and block of queries (scores, then
+ * weighted values), so the quadratic part runs at BLAS speed, the softmax
+ * rows between them on every thread; a few queries by attention_rows. */
 void
 lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const float *k, const float *v, float *out)
 {
@@ -267,18 +273,20 @@ lp_cpu_attention (int T, int T_kv, int H, int Hkv, int hd, const float *q, const
       attention_rows (T, T_kv, H, Hkv, hd, q, k, v, out);
       return;
     }
-  int group = H / Hkv, past = T_kv - T;
+  int group = H / Hkv, past = T_kv - T, QB = MIN (T, ATTN_QUERY_BLOCK);
   float scale = 1.0f / sqrtf ((float) hd);
-  g_autofree float *s = g_new (float, (gsize) T * T_kv);
+  g_autofree float *s = g_new (float, (gsize) QB * T_kv);
   for (int h = 0; h < H; h++)
-    {
-      int kh = h / group;
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, T_kv, hd, scale, q + (gsize) h * hd, H * hd,
-                   k + (gsize) kh * hd, Hkv * hd, 0.0f, s, T_kv);
-      lp_parallel_for (T, row_grain (T_kv), softmax_rows, &(SoftmaxRows){ s, past, T_kv });
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T_kv, 1.0f, s, T_kv, v + (gsize) kh * hd,
-                   Hkv * hd, 0.0f, out + (gsize) h * hd, H * hd);
-    }
+    for (int t0 = 0; t0 < T; t0 += QB)
+      {
+        /* queries t0 .. t1 - 1 against keys 0 .. n_k - 1: s[t1 - t0, n_k] */
+        int kh = h / group, t1 = MIN (T, t0 + QB), n_k = past + t1;
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, n_k, hd, scale, q + ((gsize) t0 * H + h) * hd,
+                     H * hd, k + (gsize) kh * hd, Hkv * hd, 0.0f, s, n_k);
+        lp_parallel_for (t1 - t0, row_grain (n_k), softmax_rows, &(SoftmaxRows){ s, past + t0, n_k });
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, n_k, 1.0f, s, n_k, v + (gsize) kh * hd,
+                     Hkv * hd, 0.0f, out + ((gsize) t0 * H + h) * hd, H * hd);
+      }
 }
 
 double

@@ -193,7 +193,8 @@ test_elementwise (void)
 
 /* The row-wise kernels over enough rows that the CPU's run on several
  * threads (lp_parallel_for, ranges of about 32K values): each row is the
- * reference's, to the bit; and attention with its softmax rows spread. */
+ * reference's, to the bit; and attention with its softmax rows spread,
+ * over several blocks of queries (lp_cpu_attention's causal blocks). */
 static void
 test_rows_threaded (void)
 {
@@ -210,11 +211,16 @@ test_rows_threaded (void)
     check_op (LP_COP_ROPE, (LpCTensor *[]){ x, inv_freq }, 2,
               (gint64[8]){ style == 0 ? LP_ROPE_NORMAL : LP_ROPE_NEOX, H, hd, 5 }, NULL, 0);
   check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 0);
-  int Ta = 300, Ha = 4, Hkva = 2, hda = 8;
-  LpCTensor *q = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Ta, Ha * hda }, 94, 2));
-  LpCTensor *k = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Ta, Hkva * hda }, 95, 2));
-  LpCTensor *v = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Ta, Hkva * hda }, 96, 1));
-  check_op (LP_COP_ATTENTION, (LpCTensor *[]){ q, k, v }, 3, (gint64[8]){ Ha, Hkva, hda }, NULL, 1e-5);
+  /* T, T_kv: blocks of queries (128, 128, 44), the last one short; with a cache of 20 positions */
+  static const int shapes[][2] = { { 300, 300 }, { 150, 170 } };
+  for (guint i = 0; i < G_N_ELEMENTS (shapes); i++)
+    {
+      int Ta = shapes[i][0], Tkv = shapes[i][1], Ha = 4, Hkva = 2, hda = 8;
+      LpCTensor *q = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Ta, Ha * hda }, 94 + i, 2));
+      LpCTensor *k = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Tkv, Hkva * hda }, 96 + i, 2));
+      LpCTensor *v = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Tkv, Hkva * hda }, 98 + i, 1));
+      check_op (LP_COP_ATTENTION, (LpCTensor *[]){ q, k, v }, 3, (gint64[8]){ Ha, Hkva, hda }, NULL, 1e-5);
+    }
   lp_threads_set (0);
 }
 
