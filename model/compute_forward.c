@@ -47,8 +47,8 @@ copy_into (const LpCTensor *dst, const LpCTensor *src)
  * Norms, rotations and the gated unit treat each row (element) alone: the
  * CPU kernels run the reference's loop over ranges of rows on every
  * thread (lp_parallel_for), each row computed as the reference computes
- * it, so both give the same bits.  While one core ran them alone the
- * others waited (a third of an eval window's time off the GEMMs). */
+ * it, so both give the same bits.  Run on one core, they left the others
+ * waiting between the GEMMs. */
 
 /* Rows a range: about 32K values, a few microseconds of work (the
  * thread hand-off costs about that). */
