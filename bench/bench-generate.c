@@ -29,16 +29,6 @@
 
 enum { PROMPT = 16, STEPS = 32 };
 
-/* Seconds of CPU time this process has used, all its threads: on a shared
- * machine a step's wall time includes waiting for a core, its CPU time not. */
-static double
-cpu_now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* llama.cpp's decoding of the same token ids: argv model, threads, prompt
  * length, steps; prints the median step's wall and CPU seconds. */
 static const char llama_cpp_script[] =
@@ -111,11 +101,11 @@ decode (LpModel *m, gboolean int8, double *prefill, double *step, double *step_c
         if (last[i] > last[next])
           next = i;
       t0 = now ();
-      double c0 = cpu_now ();
+      double c0 = bench_cpu_now ();
       if (!lp_forward_logits (fw, &next, 1, cache, logits, error))
         return FALSE;
       t[s] = now () - t0;
-      cpu[s] = cpu_now () - c0;
+      cpu[s] = bench_cpu_now () - c0;
       last = logits;
     }
   *step = median (t, STEPS);

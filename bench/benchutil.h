@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdlib.h>
+#include <time.h>
 #include <cblas.h>
 #include <glib.h>
 #include <llmpress/backend.h>
@@ -27,6 +28,16 @@ static inline double
 now (void)
 {
   return g_get_monotonic_time () / 1e6;
+}
+
+/* Seconds of CPU time this process has used, all its threads: on a shared
+ * machine a step's wall time includes waiting for a core, its CPU time not. */
+static inline double
+bench_cpu_now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* Peak sgemm GFLOP/s of this machine's OpenBLAS: median of `reps` n^3

@@ -185,6 +185,8 @@ void lp_cpu_softmax_causal_row (float *row, int last, int T_kv);
 LpIntGrid lp_cop_node_grid (const LpCNode *node);
 /* log-softmax of one row of logits[V] into out[V], in double. */
 void lp_log_softmax (const float *logits, int V, double *out);
+/* log sum exp of logits[V], in double: what lp_log_softmax subtracts. */
+double lp_log_sum_exp (const float *logits, int V);
 
 /* The operands of fake_quant, fake_quant_back, dequant_grid and
  * dequant_grid_back (from src[first]: values or codes [N,K], scales f32

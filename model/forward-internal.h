@@ -80,6 +80,24 @@ LpCTensor *lp_forward_rec_block (LpForwardRec *r, int layer, LpCTensor *x, LpKVC
 /* logits[T, V] of the residual stream x: final norm, head. */
 LpCTensor *lp_forward_rec_head (LpForwardRec *r, LpCTensor *x);
 
+/* ---- the forward pass in two parts (forward.c), for evaluation ----
+ * The logits of a window over a large vocabulary are many times the rest
+ * (SmolLM2: [512, 49152], 100 MB): lp_forward_residual stops before the
+ * head, and lp_forward_head_rows hands the logits over a block of rows at
+ * a time, so the whole [T, V] never exists and a block is scored while in
+ * cache.  Together they compute what lp_forward_logits computes. */
+
+/* The residual stream x[T, D] after the last block, for tokens[T] at
+ * positions 0..T-1. */
+gboolean lp_forward_residual (LpForward *fw, const gint32 *tokens, int T, float *x, GError **error);
+/* Rows r0 .. r0 + n - 1 of the logits (logits[n, V], borrowed for the
+ * call); FALSE with the error stops the forward pass. */
+typedef gboolean (*LpForwardRowsFunc) (gpointer user_data, int r0, int n, const float *logits, GError **error);
+/* The final norm and head over the residual stream x[T, D] in blocks of
+ * about `rows` rows, each handed to func in row order. */
+gboolean lp_forward_head_rows (LpForward *fw, const float *x, int T, int rows, LpForwardRowsFunc func,
+                               gpointer user_data, GError **error);
+
 /* ---- weights (forward_weights.c) ---- */
 
 /* Layer `layer`'s weights, uploaded where needed (LP_FW_QB.. only with

@@ -595,16 +595,21 @@ lp_forward_head (LpForward *fw, const float *x, int T, float *logits, GError **e
   return rec_finish (&r, lp_forward_rec_head (&r, lp_forward_rec_input (&r, x, T)), logits, error);
 }
 
-gboolean
-lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache, float *logits, GError **error)
+/* tokens[T] through the embedding and the blocks, and the head when
+ * `head`: one graph a stage, the residual stream passing from each graph
+ * to the next in backend memory, the previous graph freed once the next
+ * ran.  The last stage's result read into out: logits[T, V], or the
+ * residual stream x[T, D]. */
+static gboolean
+forward_stages (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache, gboolean head, float *out,
+                GError **error)
 {
-  /* One graph a stage; the residual stream passes from each graph to the
-   * next in backend memory, the previous graph freed once the next ran. */
   LpForwardRec prev, cur;
   lp_forward_rec_begin (&prev, fw);
   LpCTensor *x = lp_forward_rec_embed (&prev, tokens, T);
   gboolean ok = lp_forward_rec_compute (&prev, error);
-  for (int l = 0; ok && l <= fw->c.n_layers; l++)
+  int last = head ? fw->c.n_layers : fw->c.n_layers - 1;
+  for (int l = 0; ok && l <= last; l++)
     {
       lp_forward_rec_begin (&cur, fw);
       x = l < fw->c.n_layers ? lp_forward_rec_block (&cur, l, x, cache, NULL) : lp_forward_rec_head (&cur, x);
@@ -614,10 +619,56 @@ lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache,
     }
   if (ok)
     {
-      lp_ctensor_read (x, 0, logits, x->n_bytes);
+      lp_ctensor_read (x, 0, out, x->n_bytes);
       if (cache)
         cache->n += T;
     }
   lp_forward_rec_end (&prev);
   return ok;
+}
+
+gboolean
+lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache, float *logits, GError **error)
+{
+  return forward_stages (fw, tokens, T, cache, TRUE, logits, error);
+}
+
+gboolean
+lp_forward_residual (LpForward *fw, const gint32 *tokens, int T, float *x, GError **error)
+{
+  return forward_stages (fw, tokens, T, NULL, FALSE, x, error);
+}
+
+gboolean
+lp_forward_head_rows (LpForward *fw, const float *x, int T, int rows, LpForwardRowsFunc func, gpointer user_data,
+                      GError **error)
+{
+  g_return_val_if_fail (rows > 0, FALSE);
+  int n_blocks = (T + rows - 1) / rows;
+  g_autofree float *copy = NULL; /* a block read back from a device */
+  for (int b = 0; b < n_blocks; b++)
+    {
+      /* Blocks of equal size (to a row), so that none is so thin that its
+       * product takes another kernel (the few-row GEMV). */
+      int r0 = (int) ((gint64) T * b / n_blocks), n = (int) ((gint64) T * (b + 1) / n_blocks) - r0;
+      LpForwardRec r;
+      lp_forward_rec_begin (&r, fw);
+      LpCTensor *y = lp_forward_rec_head (&r, lp_forward_rec_input (&r, x + (gsize) r0 * fw->c.dim, n));
+      gboolean ok = lp_forward_rec_compute (&r, error);
+      if (ok)
+        {
+          const float *host = lp_ctensor_host (y);
+          if (host == NULL)
+            {
+              copy = g_renew (float, copy, (gsize) n * fw->c.n_vocab);
+              lp_ctensor_read (y, 0, copy, y->n_bytes);
+              host = copy;
+            }
+          ok = func (user_data, r0, n, host, error);
+        }
+      lp_forward_rec_end (&r);
+      if (!ok)
+        return FALSE;
+    }
+  return TRUE;
 }

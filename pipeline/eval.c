@@ -9,6 +9,7 @@
 #include <llmpress/forward.h>
 #include <llmpress/progress.h>
 #include "compute-internal.h"
+#include "forward-internal.h"
 
 static int
 argmax (const float *x, int n)
@@ -55,30 +56,93 @@ forward_setup (const WindowJob *job, LpForward *fw, LpForward *ref)
       }
 }
 
-static gboolean
-eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, float *logits, float *ref_logits,
-             double *lp, double *lq, GError **error)
+/* Logit rows scored a block at a time (lp_forward_head_rows), so that a
+ * long context's logits never exist whole (SmolLM2 at 4096 tokens: 800
+ * MB).  512: a window of up to 512 is one head product, the same bits as
+ * lp_forward_logits (OpenBLAS's sums in a product of fewer rows differ in
+ * the last place), and blocks of 64 rows measured no faster (the head's
+ * weight is packed again for every block). */
+enum { HEAD_ROWS = 512 };
+
+/* A worker's buffers, and the window it is scoring: each scored row's
+ * terms are kept apart and summed in row order once every row is in (as
+ * when the rows were scored one after another). */
+typedef struct {
+  WindowJob *job;
+  LpForward *fw, *ref;     /* the worker's */
+  gint32 *win;             /* [ctx] the window's tokens */
+  float *x, *ref_x;        /* [ctx, D] the model's and the reference's residual streams */
+  float *ref_logits;       /* [HEAD_ROWS, V] the reference's logits of the block */
+  const float *logits;     /* the block being scored: [n, V] rows r0 .. */
+  int r0, t0;              /* the block's first row; the first row scored in it */
+  double *nll, *kl;        /* [ctx] per row */
+  gboolean *agree;         /* [ctx] per row */
+} WindowRows;
+
+/* Rows t0 + [begin, end) of the block, on any thread. */
+static void
+score_rows (gint64 begin, gint64 end, gpointer data)
 {
-  int ctx = job->ctx, V = job->V;
-  lp_tokens_window (job->tokens, (gsize) w * job->stride, ctx, job->bos, win);
-  if (!lp_forward_logits (fw, win, ctx, NULL, logits, error))
+  WindowRows *wr = data;
+  int V = wr->job->V;
+  g_autofree double *lp = wr->ref ? g_new (double, V) : NULL;
+  g_autofree double *lq = wr->ref ? g_new (double, V) : NULL;
+  for (int t = wr->t0 + (int) begin; t < wr->t0 + end; t++)
+    {
+      const float *row = wr->logits + (gsize) (t - wr->r0) * V;
+      /* -log softmax (row)[next], as lp_log_softmax computes it */
+      wr->nll[t] = -((double) row[wr->win[t + 1]] - lp_log_sum_exp (row, V));
+      if (wr->ref)
+        {
+          const float *rrow = wr->ref_logits + (gsize) (t - wr->r0) * V;
+          lp_log_softmax (row, V, lq);
+          lp_log_softmax (rrow, V, lp);
+          wr->kl[t] = lp_eval_kl_row (lp, lq, V);
+          wr->agree[t] = argmax (row, V) == argmax (rrow, V);
+        }
+    }
+}
+
+/* The scored rows among r0 .. r0 + n - 1 (lp_forward_head_rows' block),
+ * over the threads. */
+static gboolean
+score_block (gpointer data, int r0, int n, const float *logits, GError **error)
+{
+  WindowRows *wr = data;
+  WindowJob *job = wr->job;
+  int begin = MAX (r0, job->first), end = MIN (r0 + n, job->ctx - 1);
+  if (begin >= end)
+    return TRUE;
+  gsize D = (gsize) lp_model_config (lp_forward_model (wr->fw))->dim;
+  if (wr->ref && !lp_forward_head (wr->ref, wr->ref_x + (gsize) r0 * D, n, wr->ref_logits, error))
     return FALSE;
-  if (ref && !lp_forward_logits (ref, win, ctx, NULL, ref_logits, error))
+  wr->logits = logits;
+  wr->r0 = r0;
+  wr->t0 = begin;
+  lp_parallel_for (end - begin, 4, score_rows, wr);
+  return TRUE;
+}
+
+/* Window w scored into job->per_window[w]. */
+static gboolean
+eval_window (WindowRows *wr, int w, GError **error)
+{
+  WindowJob *job = wr->job;
+  int ctx = job->ctx;
+  lp_tokens_window (job->tokens, (gsize) w * job->stride, ctx, job->bos, wr->win);
+  if (!lp_forward_residual (wr->fw, wr->win, ctx, wr->x, error)
+      || (wr->ref && !lp_forward_residual (wr->ref, wr->win, ctx, wr->ref_x, error))
+      || !lp_forward_head_rows (wr->fw, wr->x, ctx, HEAD_ROWS, score_block, wr, error))
     return FALSE;
   WindowSums *s = &job->per_window[w];
   for (int t = job->first; t < ctx - 1; t++)
     {
-      const float *row = logits + (gsize) t * V;
-      lp_log_softmax (row, V, lq);
-      double nll = -lq[win[t + 1]];
-      s->nll += nll;
-      s->nll_sq += nll * nll;
-      if (ref)
+      s->nll += wr->nll[t];
+      s->nll_sq += wr->nll[t] * wr->nll[t];
+      if (wr->ref)
         {
-          const float *rrow = ref_logits + (gsize) t * V;
-          lp_log_softmax (rrow, V, lp);
-          s->kl += lp_eval_kl_row (lp, lq, V);
-          s->agree += argmax (row, V) == argmax (rrow, V);
+          s->kl += wr->kl[t];
+          s->agree += wr->agree[t];
         }
       s->scored++;
     }
@@ -89,18 +153,23 @@ eval_window (WindowJob *job, LpForward *fw, LpForward *ref, int w, gint32 *win, 
 static void
 run_windows (WindowJob *job, LpForward *fw, LpForward *ref, GError *error)
 {
-  int ctx = job->ctx, V = job->V;
+  int ctx = job->ctx;
+  gsize D = (gsize) lp_model_config (lp_forward_model (job->fw))->dim;
   g_autofree gint32 *win = g_new (gint32, ctx);
-  g_autofree float *logits = g_new (float, (gsize) ctx * V);
-  g_autofree float *ref_logits = job->ref ? g_new (float, (gsize) ctx * V) : NULL;
-  g_autofree double *lp = g_new (double, V);
-  g_autofree double *lq = g_new (double, V);
+  g_autofree float *x = g_new (float, (gsize) ctx * D);
+  g_autofree float *ref_x = job->ref ? g_new (float, (gsize) ctx * D) : NULL;
+  g_autofree float *ref_logits = job->ref ? g_new (float, (gsize) HEAD_ROWS * job->V) : NULL;
+  g_autofree double *nll = g_new0 (double, ctx);
+  g_autofree double *kl = g_new0 (double, ctx);
+  g_autofree gboolean *agree = g_new0 (gboolean, ctx);
+  WindowRows wr = { .job = job, .fw = fw, .ref = ref, .win = win, .x = x, .ref_x = ref_x, .ref_logits = ref_logits,
+                    .nll = nll, .kl = kl, .agree = agree };
   while (error == NULL)
     {
       int w = g_atomic_int_add (&job->next, 1);
       if (w >= job->n_windows)
         break;
-      if (!eval_window (job, fw, ref, w, win, logits, ref_logits, lp, lq, &error))
+      if (!eval_window (&wr, w, &error))
         break;
       int done = g_atomic_int_add (&job->done, 1) + 1;
       g_mutex_lock (&job->lock);

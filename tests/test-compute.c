@@ -191,6 +191,39 @@ test_elementwise (void)
   check_op (LP_COP_SET_ROWS, (LpCTensor *[]){ x, cache }, 2, (gint64[8]){ T + 2 }, NULL, 0);
 }
 
+/* The row-wise kernels over enough rows that the CPU's run on several
+ * threads (lp_parallel_for, ranges of about 32K values): each row is the
+ * reference's, to the bit; and attention with its softmax rows spread,
+ * over several blocks of queries (lp_cpu_attention's causal blocks). */
+static void
+test_rows_threaded (void)
+{
+  lp_threads_set (3);
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GPtrArray) pool = pool_new ();
+  int T = 4100, D = 24, H = 3, hd = 8;
+  LpCTensor *x = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, D }, 90, 3));
+  LpCTensor *y = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ T, D }, 91, 1));
+  LpCTensor *w = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ D }, 92, 1));
+  LpCTensor *inv_freq = pooled (pool, tensor_f32 (cpu, 1, (gint64[]){ hd / 2 }, 93, 0.5));
+  check_op (LP_COP_RMSNORM, (LpCTensor *[]){ x, w }, 2, NULL, (float[8]){ 1e-5f }, 0);
+  for (int style = 0; style < 2; style++)
+    check_op (LP_COP_ROPE, (LpCTensor *[]){ x, inv_freq }, 2,
+              (gint64[8]){ style == 0 ? LP_ROPE_NORMAL : LP_ROPE_NEOX, H, hd, 5 }, NULL, 0);
+  check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 0);
+  /* T, T_kv: blocks of queries (128, 128, 44), the last one short; with a cache of 20 positions */
+  static const int shapes[][2] = { { 300, 300 }, { 150, 170 } };
+  for (guint i = 0; i < G_N_ELEMENTS (shapes); i++)
+    {
+      int Ta = shapes[i][0], Tkv = shapes[i][1], Ha = 4, Hkva = 2, hda = 8;
+      LpCTensor *q = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Ta, Ha * hda }, 94 + i, 2));
+      LpCTensor *k = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Tkv, Hkva * hda }, 96 + i, 2));
+      LpCTensor *v = pooled (pool, tensor_f32 (cpu, 2, (gint64[]){ Tkv, Hkva * hda }, 98 + i, 1));
+      check_op (LP_COP_ATTENTION, (LpCTensor *[]){ q, k, v }, 3, (gint64[8]){ Ha, Hkva, hda }, NULL, 1e-5);
+    }
+  lp_threads_set (0);
+}
+
 /* The add of a bias, checked against values computed here (not only the
  * reference): row t of the result is x[t] + b. */
 static void
@@ -714,6 +747,7 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/matmul-grid", test_matmul_grid);
   g_test_add_func ("/compute/attention", test_attention);
   g_test_add_func ("/compute/elementwise", test_elementwise);
+  g_test_add_func ("/compute/rows-threaded", test_rows_threaded);
   g_test_add_func ("/compute/add-broadcast", test_add_broadcast_values);
   g_test_add_func ("/compute/embed-losses", test_embed_and_losses);
   g_test_add_func ("/compute/kl-topk", test_kl_topk);
