@@ -337,12 +337,12 @@ static const char *const spec_nodes[N_NODES] = { "eval-rtn3", "eval-rtn3-rec", "
                                                  "eval-rtn2-lr-rec", "eval-gptq3", "eval-gptq3-rec", "eval-gptq2",
                                                  "eval-gptq2-lr", "eval-gptq2-lr-rec" };
 
-/* Runs specs/compensate.ini on stories260K (the TinyStories split) with
- * the -D definitions `defines` (NULL-terminated) into the test directory's
+/* Runs specs/compensate.ini on stories260K (the TinyStories split), `jobs`
+ * nodes at once, with the -D definitions `defines` (NULL-terminated) into the test directory's
  * `name`, and reads each eval node's bits per weight and perplexity.
  * FALSE: the shared model or data are missing (the test is skipped). */
 static gboolean
-run_stories_spec (const char *name, const char *const *defines, double *bpw, double *ppl)
+run_stories_spec (const char *name, const char *jobs, const char *const *defines, double *bpw, double *ppl)
 {
   g_autofree char *model = lp_test_shared_path ("models/stories260K/stories260K.bin");
   g_autofree char *tokens = lp_test_shared_path ("data/tinystories-valid-head.tok512.u16");
@@ -354,7 +354,7 @@ run_stories_spec (const char *name, const char *const *defines, double *bpw, dou
   g_autofree char *dc = g_strdup_printf ("calib=%s", tokens);
   g_autofree char *out = g_build_filename (lp_test_tmpdir (), name, NULL);
   g_autoptr (GPtrArray) args = g_ptr_array_new ();
-  const char *fixed[] = { "run", spec, "-q", "-j", "2", "-o", out, "--no-cache", "-D", dm, "-D", dd, "-D", dc };
+  const char *fixed[] = { "run", spec, "-q", "-j", jobs, "-o", out, "--no-cache", "-D", dm, "-D", dd, "-D", dc };
   for (guint i = 0; i < G_N_ELEMENTS (fixed); i++)
     g_ptr_array_add (args, (gpointer) fixed[i]);
   for (int i = 0; defines[i] != NULL; i++)
@@ -386,7 +386,7 @@ test_stories_spec (void)
 {
   const char *const defines[] = { "steps=30", "adapter_steps=30", "windows=16", "calib_samples=32", NULL };
   double bpw[N_NODES], ppl[N_NODES];
-  if (!run_stories_spec ("compensate-spec", defines, bpw, ppl))
+  if (!run_stories_spec ("compensate-spec", "2", defines, bpw, ppl))
     return;
   /* The compensation beats its base, within the budget set. */
   g_assert_cmpfloat (ppl[RTN2_LR], <, ppl[RTN2]);
@@ -400,8 +400,8 @@ test_stories_spec (void)
    * the held-out split of 1,024 tokens improving every time; a sanitizer
    * build, summing in another order, gave 5.7387).  There recovery must
    * only not lose more than that noise: the held-out check keeps step 0
-   * when training goes wrong.  The spec's full 150 steps give 5.2221
-   * against 5.7486 (its header). */
+   * when training goes wrong.  The spec's full 150 steps give 5.2663
+   * against 5.6946 (its header; 5.2221 against 5.7486 on the earlier 128 samples). */
   const int rec[][2] = { { RTN3, RTN3_REC }, { RTN2_LR, RTN2_LR_REC }, { GPTQ3, GPTQ3_REC }, { GPTQ2_LR, GPTQ2_LR_REC } };
   for (guint i = 0; i < G_N_ELEMENTS (rec); i++)
     {
@@ -412,15 +412,16 @@ test_stories_spec (void)
 }
 
 /* Issue 15's two targets on the spec's full run (slow: its recoveries take
- * minutes), each against the baseline measured in the same run, bits per
+ * minutes; one node at a time, as two recoveries at once on two cores
+ * oversubscribe the threads and crawl), each against the baseline measured
+ * in the same run, bits per
  * weight as eval counts them (Q, L, R, every scale and zero):
  *  - int2 g32 RTN + L R, recovered, below int2 alone and below int3 g32 RTN
  *    alone, at no more bits than int3: asserted;
  *  - GPTQ int2 + quantized L R, recovered, at most 3.0 bits per weight,
- *    below GPTQ int3 g32 alone: not reached by the spec's recipe (7.46
- *    against 5.75, see its header); the bits and the gains over int2 alone
- *    and over the compensation before recovery are asserted, and the target
- *    is reported as incomplete while it stays above. */
+ *    below GPTQ int3 g32 alone (and below the issue's 5.8526): asserted,
+ *    with the gains over int2 alone and over the compensation before
+ *    recovery. */
 static void
 test_stories_targets (void)
 {
@@ -428,7 +429,7 @@ test_stories_targets (void)
     return;
   const char *const defines[] = { NULL };
   double bpw[N_NODES], ppl[N_NODES];
-  if (!run_stories_spec ("compensate-targets", defines, bpw, ppl))
+  if (!run_stories_spec ("compensate-targets", "1", defines, bpw, ppl))
     return;
   g_assert_cmpfloat (bpw[RTN2_LR_REC], <=, bpw[RTN3]);
   g_assert_cmpfloat (ppl[RTN2_LR_REC], <, ppl[RTN2]);
@@ -436,8 +437,8 @@ test_stories_targets (void)
   g_assert_cmpfloat (bpw[GPTQ2_LR_REC], <=, 3.0);
   g_assert_cmpfloat (ppl[GPTQ2_LR_REC], <, ppl[GPTQ2_LR]);
   g_assert_cmpfloat (ppl[GPTQ2_LR_REC], <, ppl[GPTQ2]);
-  if (ppl[GPTQ2_LR_REC] >= ppl[GPTQ3])
-    g_test_incomplete ("GPTQ int2 + L R at 3.0 bits per weight does not reach GPTQ int3 g32 alone yet");
+  g_assert_cmpfloat (ppl[GPTQ2_LR_REC], <, ppl[GPTQ3]);
+  g_assert_cmpfloat (ppl[GPTQ2_LR_REC], <, 5.8526);
 }
 
 int
