@@ -121,12 +121,72 @@ lp_calibration_digest (const LpCalibration *cal)
   return cal->digest;
 }
 
+/* Tokens of one input gathered before their Hessian update: one syrk over
+ * several samples' rows at once, so the backend mirrors the triangle and
+ * starts its threads once per batch, not once per sample; bounded in bytes
+ * so that wide inputs (n in the tens of thousands) stay at one sample. */
+#define HESSIAN_BATCH_TOKENS 2048
+#define HESSIAN_BATCH_BYTES (16u << 20)
+
+typedef struct {
+  float *rows;      /* [cap, n] inputs not yet in the Hessian */
+  int n_rows, cap;
+} Pending;
+
 typedef struct {
   LpActStats *stats; /* [LP_LINEAR_IN_COUNT] */
   LpCalibWhat what;
   LpBackend *be;
   gint64 capture_row[LP_LINEAR_IN_COUNT];
+  Pending pending[LP_LINEAR_IN_COUNT];
 } Collector;
+
+/* The pending rows of input `which` into its Hessian. */
+static void
+hessian_flush (Collector *c, int which)
+{
+  Pending *p = &c->pending[which];
+  LpActStats *s = &c->stats[which];
+  if (p->n_rows > 0)
+    lp_syrk (c->be, p->n_rows, s->n, p->rows, s->n, s->hessian);
+  p->n_rows = 0;
+}
+
+/* X[T, n] into the Hessian of `which`: gathered while it fits the batch,
+ * straight to the backend when a single call is larger than the batch. */
+static void
+hessian_add (Collector *c, int which, const float *X, int T, int n)
+{
+  Pending *p = &c->pending[which];
+  if (p->cap == 0)
+    {
+      gsize by_bytes = HESSIAN_BATCH_BYTES / ((gsize) n * sizeof (float));
+      p->cap = (int) MIN ((gsize) HESSIAN_BATCH_TOKENS, by_bytes);
+    }
+  if (T > p->cap)
+    {
+      hessian_flush (c, which);
+      lp_syrk (c->be, T, n, X, n, c->stats[which].hessian);
+      return;
+    }
+  if (p->n_rows + T > p->cap)
+    hessian_flush (c, which);
+  if (p->rows == NULL)
+    p->rows = g_new (float, (gsize) p->cap * n);
+  memcpy (p->rows + (gsize) p->n_rows * n, X, (gsize) T * n * sizeof (float));
+  p->n_rows += T;
+}
+
+static void
+collector_finish (Collector *c)
+{
+  for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+    {
+      if (c->what & LP_CALIB_HESSIAN)
+        hessian_flush (c, w);
+      g_clear_pointer (&c->pending[w].rows, g_free);
+    }
+}
 
 static void
 collect (gpointer user_data, int layer, LpLinearInput which, const float *X, int T, int n)
@@ -134,7 +194,7 @@ collect (gpointer user_data, int layer, LpLinearInput which, const float *X, int
   Collector *c = user_data;
   LpActStats *s = &c->stats[which];
   if (c->what & LP_CALIB_HESSIAN)
-    lp_syrk (c->be, T, n, X, n, s->hessian);
+    hessian_add (c, which, X, T, n);
   if (c->what & LP_CALIB_CHANNEL_STATS)
     for (int t = 0; t < T; t++)
       for (int j = 0; j < n; j++)
@@ -218,7 +278,7 @@ lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBack
   for (int l = 0; l < c->n_layers; l++)
     {
       stats_init (stats, c, l, what, (gint64) N * L);
-      Collector col = { stats, what, be, { 0 } };
+      Collector col = { stats, what, be, { 0 }, { { 0 } } };
       LpForwardHooks hooks = { collect, &col };
       /* Statistics from the block's current inputs.  Independent mode runs
        * the original block, whose outputs are also the next block's inputs;
@@ -233,10 +293,12 @@ lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBack
             memcpy (scratch, xi, (gsize) L * D * sizeof (float));
           if (!lp_forward_block (stat_fw, l, target, L, NULL, &hooks, error))
             {
+              collector_finish (&col);
               stats_clear (stats);
               return FALSE;
             }
         }
+      collector_finish (&col);
       gboolean ok = func == NULL || func (user_data, l, stats, error);
       stats_clear (stats);
       if (!ok)

@@ -417,16 +417,24 @@ check_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
   return TRUE;
 }
 
-static void
-test_calibration_hessian (void)
+/* n deterministic token ids below the tiny model's vocabulary of 64. */
+static GArray *
+calib_tokens (int n)
 {
-  g_autoptr (LpModel) m = lp_test_tiny_model (11);
-  g_autoptr (GArray) toks = g_array_new (FALSE, FALSE, sizeof (gint32));
-  for (int i = 0; i < 400; i++)
+  GArray *toks = g_array_new (FALSE, FALSE, sizeof (gint32));
+  for (int i = 0; i < n; i++)
     {
       gint32 v = (i * 17 + i / 7) % 64;
       g_array_append_val (toks, v);
     }
+  return toks;
+}
+
+static void
+test_calibration_hessian (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (11);
+  g_autoptr (GArray) toks = calib_tokens (400);
   LpCalibOptions o = { 4, 33, 42, LP_CALIB_SEQUENTIAL };
   g_autoptr (GError) error = NULL;
   g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
@@ -469,6 +477,31 @@ test_calibration_hessian (void)
   LpCalibOptions big = { 100, 33, 0, LP_CALIB_SEQUENTIAL };
   g_assert_null (lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &big, &error));
   lp_test_assert_error_contains (error, "expected at least", "found 400", NULL);
+}
+
+/* The Hessian is gathered over several samples before each syrk
+ * (calibration.c batches up to 2048 tokens): more samples than one batch
+ * holds (flushed in the middle of a block) and one sample longer than a
+ * batch (straight to the backend) still give X^T X of every input row. */
+static void
+test_calibration_hessian_batches (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (11);
+  g_autoptr (GArray) toks = calib_tokens (2600);
+  const LpCalibOptions cases[] = { { 70, 33, 5, LP_CALIB_SEQUENTIAL }, { 1, 2100, 5, LP_CALIB_SEQUENTIAL } };
+  for (guint c = 0; c < G_N_ELEMENTS (cases); c++)
+    {
+      g_autoptr (GError) error = NULL;
+      g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &cases[c], &error);
+      g_assert_no_error (error);
+      HessCheck hc = { 0 };
+      g_assert_true (lp_calibration_run (cal, m, m, NULL, LP_CALIB_HESSIAN | LP_CALIB_CHANNEL_STATS | LP_CALIB_CAPTURE,
+                                         check_block, &hc, &error));
+      g_assert_no_error (error);
+      g_assert_cmpint (hc.checked, ==, 2 * LP_LINEAR_IN_COUNT);
+      g_test_message ("%d x %d: worst relative Hessian error %.3g", cases[c].n_samples, cases[c].seq_len, hc.worst_rel);
+      g_assert_cmpfloat (hc.worst_rel, <, 1e-5);
+    }
 }
 
 /* The held-out windows are the slots of the cut that no sample took:
@@ -679,6 +712,7 @@ main (int argc, char **argv)
   g_test_add_func ("/forward/f16-weights", test_f16_weights_close);
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
   g_test_add_func ("/calibration/hessian-modes", test_calibration_hessian);
+  g_test_add_func ("/calibration/hessian-batches", test_calibration_hessian_batches);
   g_test_add_func ("/calibration/heldout", test_calibration_heldout);
   g_test_add_func ("/calibration/stats-gguf-imatrix", test_stats_roundtrip);
   g_test_add_func ("/pipeline/eval-pass", test_pipeline_eval);

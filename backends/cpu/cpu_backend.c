@@ -64,10 +64,36 @@ cpu_swiglu (LpBackend *be, int n, const float *gate, const float *up, float *out
   lp_ref_swiglu (n, gate, up, out);
 }
 
+/* Tiles of the triangle moves below: a 32 x 32 tile of source and
+ * destination both stay in the first cache level. */
+#define TRI_TILE 32
+
+/* dst[i*dr + j*dc] = src[i*sr + j*sc] for i >= j: a lower triangle moved
+ * between row-major (stride lda, 1) and column-major (1, n) storage, a tile
+ * at a time (LAPACKE's row-major entry points make the same copy element by
+ * element, a cache miss a value). */
+static void
+lower_move (int n, const float *src, gsize sr, gsize sc, float *dst, gsize dr, gsize dc)
+{
+  for (int i0 = 0; i0 < n; i0 += TRI_TILE)
+    for (int j0 = 0; j0 <= i0; j0 += TRI_TILE)
+      for (int i = i0; i < MIN (i0 + TRI_TILE, n); i++)
+        for (int j = j0; j < MIN (j0 + TRI_TILE, i + 1); j++)
+          dst[i * dr + j * dc] = src[i * sr + j * sc];
+}
+
+/* LAPACK's column-major spotrf / strtri on the lower triangle, moved there
+ * and back by tiles: the same LAPACK call on the same values as LAPACKE's
+ * row-major entry points (so the same bits), without their per-element
+ * transposes and NaN scan (a third of the time of both on n = 1536). */
 static gboolean
 cpu_cholesky (LpBackend *be, int n, float *A, int lda)
 {
-  if (LAPACKE_spotrf (LAPACK_ROW_MAJOR, 'L', n, A, lda) != 0)
+  g_autofree float *S = g_new (float, (gsize) n * n);
+  lower_move (n, A, lda, 1, S, 1, n);
+  lapack_int info = LAPACKE_spotrf_work (LAPACK_COL_MAJOR, 'L', n, S, n);
+  lower_move (n, S, 1, n, A, lda, 1);
+  if (info != 0)
     return FALSE;
   for (int i = 0; i < n; i++)
     for (int j = i + 1; j < n; j++)
@@ -78,7 +104,11 @@ cpu_cholesky (LpBackend *be, int n, float *A, int lda)
 static gboolean
 cpu_tri_inverse (LpBackend *be, int n, float *L, int lda)
 {
-  return LAPACKE_strtri (LAPACK_ROW_MAJOR, 'L', 'N', n, L, lda) == 0;
+  g_autofree float *S = g_new (float, (gsize) n * n);
+  lower_move (n, L, lda, 1, S, 1, n);
+  lapack_int info = LAPACKE_strtri_work (LAPACK_COL_MAJOR, 'L', 'N', n, S, n);
+  lower_move (n, S, 1, n, L, lda, 1);
+  return info == 0;
 }
 
 static void
