@@ -443,43 +443,19 @@ lp_cop_rope_ref (const LpCNode *node)
                f32 (node->dst[0]));
 }
 
-/* Rows [t0, t1) of lp_ref_rope: each position's cosines and sines once
- * for all its heads (the reference computes them again for each head,
- * with the same double arithmetic: the same values). */
+/* Rows [t0, t1) of lp_cop_rope_ref: the reference on those rows, from
+ * their own first position. */
 static void
 rope_rows (gint64 t0, gint64 t1, gpointer data)
 {
   const LpCNode *node = data;
   const LpCTensor *x = node->src[0];
-  const float *inv_freq = f32 (node->src[1]);
-  LpRopeStyle style = (LpRopeStyle) node->i[0];
-  int n_heads = (int) node->i[1], hd = (int) node->i[2], pos0 = (int) node->i[3], half = hd / 2;
   gsize cols = (gsize) lp_ctensor_cols (x);
-  g_autofree float *cs = g_new (float, 2 * (gsize) half);
+  float *dst = f32 (node->dst[0]) + t0 * cols;
   if (node->dst[0]->buf != x->buf)
-    memcpy (f32 (node->dst[0]) + t0 * cols, f32 (x) + t0 * cols, (gsize) (t1 - t0) * cols * sizeof (float));
-  for (gint64 t = t0; t < t1; t++)
-    {
-      for (int i = 0; i < half; i++)
-        {
-          double angle = (double) (pos0 + t) * inv_freq[i];
-          cs[2 * i] = (float) cos (angle);
-          cs[2 * i + 1] = (float) sin (angle);
-        }
-      for (int h = 0; h < n_heads; h++)
-        {
-          float *v = f32 (node->dst[0]) + (gsize) t * cols + (gsize) h * hd;
-          for (int i = 0; i < half; i++)
-            {
-              float c = cs[2 * i], sn = cs[2 * i + 1];
-              int a = style == LP_ROPE_NORMAL ? 2 * i : i;
-              int b = style == LP_ROPE_NORMAL ? 2 * i + 1 : i + half;
-              float x0 = v[a], x1 = v[b];
-              v[a] = x0 * c - x1 * sn;
-              v[b] = x0 * sn + x1 * c;
-            }
-        }
-    }
+    memcpy (dst, f32 (x) + t0 * cols, (gsize) (t1 - t0) * cols * sizeof (float));
+  lp_ref_rope ((LpRopeStyle) node->i[0], (int) (t1 - t0), (int) node->i[1], (int) node->i[2], (int) (node->i[3] + t0),
+               f32 (node->src[1]), dst);
 }
 
 void

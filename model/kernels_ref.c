@@ -57,22 +57,31 @@ void
 lp_ref_rope (LpRopeStyle style, int T, int n_heads, int hd, int pos0, const float *inv_freq, float *x)
 {
   int half = hd / 2;
+  /* a position's cosines and sines, the same for each of its heads */
+  g_autofree float *cs = g_new (float, 2 * (gsize) half);
   for (int t = 0; t < T; t++)
-    for (int h = 0; h < n_heads; h++)
-      {
-        float *v = x + ((gsize) t * n_heads + h) * hd;
-        for (int i = 0; i < half; i++)
-          {
-            double angle = (double) (pos0 + t) * inv_freq[i];
-            float c = (float) cos (angle), s = (float) sin (angle);
-            /* NORMAL rotates neighbours (2i, 2i+1); NEOX rotates (i, i+hd/2). */
-            int a = style == LP_ROPE_NORMAL ? 2 * i : i;
-            int b = style == LP_ROPE_NORMAL ? 2 * i + 1 : i + half;
-            float x0 = v[a], x1 = v[b];
-            v[a] = x0 * c - x1 * s;
-            v[b] = x0 * s + x1 * c;
-          }
-      }
+    {
+      for (int i = 0; i < half; i++)
+        {
+          double angle = (double) (pos0 + t) * inv_freq[i];
+          cs[2 * i] = (float) cos (angle);
+          cs[2 * i + 1] = (float) sin (angle);
+        }
+      for (int h = 0; h < n_heads; h++)
+        {
+          float *v = x + ((gsize) t * n_heads + h) * hd;
+          for (int i = 0; i < half; i++)
+            {
+              float c = cs[2 * i], s = cs[2 * i + 1];
+              /* NORMAL rotates neighbours (2i, 2i+1); NEOX rotates (i, i+hd/2). */
+              int a = style == LP_ROPE_NORMAL ? 2 * i : i;
+              int b = style == LP_ROPE_NORMAL ? 2 * i + 1 : i + half;
+              float x0 = v[a], x1 = v[b];
+              v[a] = x0 * c - x1 * s;
+              v[b] = x0 * s + x1 * c;
+            }
+        }
+    }
 }
 
 void
