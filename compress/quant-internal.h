@@ -109,4 +109,19 @@ gboolean lp_qx86_row (LpDType type, const float *x, gint64 n, const float *impor
  * else 1 when every value was finite and 0 when one was not (dst then holds
  * no meaningful bytes).  The check rides on the kernel's own loads. */
 int lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
+/* Q4_K / Q5_K with their search in AVX-512 intrinsics (quant_ksearch_x86.c;
+ * FALSE for other types, CPUs and builds); the rest is lp_qfast_row_portable's. */
+gboolean lp_qx86_krow (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
+/* Whether this CPU runs AVX-512F (asked once; FALSE off x86-64 GCC builds). */
+gboolean lp_cpu_have_avx512 (void);
+/* make_qkx2_quants (importance FALSE) / make_qkx3_quants (TRUE) with ggml's
+ * Q4_K (nmax 15) / Q5_K (31) arguments on n_lanes (1 .. 48) sub-blocks of
+ * 32 values at once, x and w as [value][sub-block]: codes L, each
+ * sub-block's scale and -min.  Only where lp_cpu_have_avx512 (). */
+/* The 32 values of sub-block j of nsb (1 .. 6) super-blocks at src as column
+ * j of dst, for 48 columns (past 8 * nsb: the last super-block's again).
+ * Only where lp_cpu_have_avx512 (). */
+void lp_qx86_ktranspose (const float *src, int nsb, float (*dst)[48]);
+void lp_qx86_ksearch (int n_lanes, int nmax, gboolean importance, const float (*x)[48], const float (*w)[48],
+                      int (*L)[48], float *scale, float *the_min);
 gboolean lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);

@@ -35,9 +35,14 @@
 #endif
 
 #define LANES 8
-/* K-quants: super-blocks searched at once, 8 sub-blocks (lanes) each. */
+/* K-quants: super-blocks searched at once, 8 sub-blocks (lanes) each: two
+ * in the portable search (more lanes spill its sums to memory), six in the
+ * AVX-512 one (lp_qx86_ksearch); the arrays of a search are [value][lane]
+ * with kl = 8 * ksup lanes to a row. */
 #define K_SUPER 2
 #define KLANES (8 * K_SUPER)
+#define K_SUPER_X86 6
+#define K_SUPER_MAX 6
 
 /* The kernels are inlined into lp_qfast_row, so that its AVX2 copy holds
  * them all, and the search into each caller with its constants (the rule,
@@ -340,7 +345,7 @@ qkx3_q5 (const float (*x)[KLANES], const float (*w)[KLANES], int (*L)[KLANES], f
  * sums, with importance).  ggml's steps after the search (fit_q45_k +
  * requantize + the packing of lp_qpack_kblock). */
 static inline LP_ALWAYS_INLINE void
-finish_q45_k (const float *x, const int (*L)[KLANES], int lane0, const float *scales, const float *mins,
+finish_q45_k (const float *x, int kl, const int (*L)[kl], int lane0, const float *scales, const float *mins,
               const float *sw, int nmax, guint8 *dst)
 {
   guint8 Ls[8], Lm[8];
@@ -400,40 +405,58 @@ finish_q45_k (const float *x, const int (*L)[KLANES], int lane0, const float *sc
  * of waiting on itself.  Lanes past nsb repeat the last super-block and are
  * dropped. */
 static inline LP_ALWAYS_INLINE void
-blocks_q45_k (const float *x, const float *qw, int nsb, int nmax, gsize ts, guint8 *dst)
+blocks_q45_k (const float *x, const float *qw, int nsb, int nmax, gsize ts, const int ksup, gboolean x86_search,
+              guint8 *dst)
 {
-  float xt[32][KLANES], wt[32][KLANES], scales[KLANES], mins[KLANES], sw[KLANES] = { 0 };
-  int L[32][KLANES];
-  const float *src[KLANES], *wsrc[KLANES];
-  for (int j = 0; j < KLANES; j++)
+  const int kl = 8 * ksup;
+  /* x, the importance and the weights as [value][sub-block] */
+  float xbuf[32 * 8 * K_SUPER_MAX], qbuf[32 * 8 * K_SUPER_MAX], wbuf[32 * 8 * K_SUPER_MAX];
+  float scales[8 * K_SUPER_MAX], mins[8 * K_SUPER_MAX], sw[8 * K_SUPER_MAX] = { 0 };
+  int Lbuf[32 * 8 * K_SUPER_MAX];
+  float (*xt)[kl] = (float (*)[kl]) xbuf, (*qt)[kl] = (float (*)[kl]) qbuf, (*wt)[kl] = (float (*)[kl]) wbuf;
+  int (*L)[kl] = (int (*)[kl]) Lbuf;
+  if (x86_search)
     {
-      int sb = MIN (j / 8, nsb - 1);
-      src[j] = x + QK_K * sb + 32 * (j % 8);
-      wsrc[j] = qw != NULL ? qw + QK_K * sb + 32 * (j % 8) : NULL;
-    }
-  for (int l = 0; l < 32; l++)
-    for (int j = 0; j < KLANES; j++)
-      xt[l][j] = src[j][l];
-  if (qw == NULL)
-    {
-      float sum_x2[KLANES] = { 0 }, av_x[KLANES];
-      for (int l = 0; l < 32; l++)
-        for (int j = 0; j < KLANES; j++)
-          sum_x2[j] += xt[l][j] * xt[l][j];
-      for (int j = 0; j < KLANES; j++)
-        av_x[j] = sqrtf (sum_x2[j] / 32);
-      for (int l = 0; l < 32; l++)
-        for (int j = 0; j < KLANES; j++)
-          wt[l][j] = av_x[j] + fabsf (xt[l][j]);
-      if (nmax == 15)
-        qkx2_q4 (xt, wt, L, scales, mins);
-      else
-        qkx2_q5 (xt, wt, L, scales, mins);
+      lp_qx86_ktranspose (x, nsb, (float (*)[8 * K_SUPER_X86]) xbuf);
+      if (qw != NULL)
+        lp_qx86_ktranspose (qw, nsb, (float (*)[8 * K_SUPER_X86]) qbuf);
     }
   else
     {
-      float sigma2[KLANES];
-      for (int s = 0; s < K_SUPER; s++)
+      gsize first[8 * K_SUPER_MAX];
+      for (int j = 0; j < kl; j++)
+        first[j] = QK_K * MIN (j / 8, nsb - 1) + 32 * (j % 8);
+      for (int l = 0; l < 32; l++)
+        for (int j = 0; j < kl; j++)
+          xt[l][j] = x[first[j] + l];
+      if (qw != NULL)
+        for (int l = 0; l < 32; l++)
+          for (int j = 0; j < kl; j++)
+            qt[l][j] = qw[first[j] + l];
+    }
+  if (qw == NULL)
+    {
+      float sum_x2[8 * K_SUPER_MAX] = { 0 }, av_x[8 * K_SUPER_MAX];
+      for (int l = 0; l < 32; l++)
+        for (int j = 0; j < kl; j++)
+          sum_x2[j] += xt[l][j] * xt[l][j];
+      for (int j = 0; j < kl; j++)
+        av_x[j] = sqrtf (sum_x2[j] / 32);
+      for (int l = 0; l < 32; l++)
+        for (int j = 0; j < kl; j++)
+          wt[l][j] = av_x[j] + fabsf (xt[l][j]);
+      if (x86_search)
+        lp_qx86_ksearch (8 * nsb, nmax, FALSE, (const float (*)[8 * K_SUPER_X86]) xbuf,
+                         (const float (*)[8 * K_SUPER_X86]) wbuf, (int (*)[8 * K_SUPER_X86]) Lbuf, scales, mins);
+      else if (nmax == 15)
+        qkx2_q4 ((const float (*)[KLANES]) xbuf, (const float (*)[KLANES]) wbuf, (int (*)[KLANES]) Lbuf, scales, mins);
+      else
+        qkx2_q5 ((const float (*)[KLANES]) xbuf, (const float (*)[KLANES]) wbuf, (int (*)[KLANES]) Lbuf, scales, mins);
+    }
+  else
+    {
+      float sigma2[8 * K_SUPER_MAX];
+      for (int s = 0; s < ksup; s++)
         {
           const float *xs = x + QK_K * MIN (s, nsb - 1);
           float sum_x2 = 0;
@@ -443,30 +466,28 @@ blocks_q45_k (const float *x, const float *qw, int nsb, int nmax, gsize ts, guin
             sigma2[8 * s + j] = 2 * sum_x2 / QK_K;
         }
       for (int l = 0; l < 32; l++)
-        for (int j = 0; j < KLANES; j++)
-          wt[l][j] = wsrc[j][l] * sqrtf (sigma2[j] + xt[l][j] * xt[l][j]);
+        for (int j = 0; j < kl; j++)
+          wt[l][j] = qt[l][j] * sqrtf (sigma2[j] + xt[l][j] * xt[l][j]);
       for (int l = 0; l < 32; l++)
-        for (int j = 0; j < KLANES; j++)
+        for (int j = 0; j < kl; j++)
           sw[j] += wt[l][j];
-      if (nmax == 15)
-        qkx3_q4 (xt, wt, L, scales, mins);
+      if (x86_search)
+        lp_qx86_ksearch (8 * nsb, nmax, TRUE, (const float (*)[8 * K_SUPER_X86]) xbuf,
+                         (const float (*)[8 * K_SUPER_X86]) wbuf, (int (*)[8 * K_SUPER_X86]) Lbuf, scales, mins);
+      else if (nmax == 15)
+        qkx3_q4 ((const float (*)[KLANES]) xbuf, (const float (*)[KLANES]) wbuf, (int (*)[KLANES]) Lbuf, scales, mins);
       else
-        qkx3_q5 (xt, wt, L, scales, mins);
+        qkx3_q5 ((const float (*)[KLANES]) xbuf, (const float (*)[KLANES]) wbuf, (int (*)[KLANES]) Lbuf, scales, mins);
     }
   for (int s = 0; s < nsb; s++)
-    finish_q45_k (x + QK_K * s, (const int (*)[KLANES]) L, 8 * s, scales + 8 * s, mins + 8 * s,
+    finish_q45_k (x + QK_K * s, kl, (const int (*)[kl]) L, 8 * s, scales + 8 * s, mins + 8 * s,
                   qw != NULL ? sw + 8 * s : NULL, nmax, dst + ts * s);
 }
 
-/* On x86-64 copies for AVX-512 (x86-64-v4: 32 vector registers hold the
- * search's 16-lane sums, twice the speed of the AVX2 copy on Zen 5) and for
- * AVX2 (8 lanes to a register), chosen at load time; no copy fuses a
- * multiply-add (fp-contract=off above). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-__attribute__ ((target_clones ("arch=x86-64-v4", "avx2", "default")))
-#endif
-gboolean
-lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+/* The row loop of every case; x86_search: the K-quants' search in AVX-512
+ * intrinsics (lp_qx86_ksearch) instead of qkx_lanes. */
+static inline LP_ALWAYS_INLINE gboolean
+fast_row (LpDType type, const float *x, gint64 n, const float *importance, gboolean x86_search, guint8 *dst)
 {
   const LpDTypeInfo *info = lp_dtype_info (type);
   gint64 nb = n / info->block_size;
@@ -494,17 +515,47 @@ lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *impo
       return TRUE;
     case LP_DTYPE_Q4_K:
     case LP_DTYPE_Q5_K:
-      for (gint64 b = 0; b < nb; b += K_SUPER)
-        blocks_q45_k (x + QK_K * b, importance ? importance + QK_K * b : NULL, (int) MIN (K_SUPER, nb - b),
-                      type == LP_DTYPE_Q4_K ? 15 : 31, ts, dst + ts * b);
-      return TRUE;
+      {
+        const int ksup = x86_search ? K_SUPER_X86 : K_SUPER;
+        for (gint64 b = 0; b < nb; b += ksup)
+          blocks_q45_k (x + QK_K * b, importance ? importance + QK_K * b : NULL, (int) MIN (ksup, nb - b),
+                        type == LP_DTYPE_Q4_K ? 15 : 31, ts, ksup, x86_search, dst + ts * b);
+        return TRUE;
+      }
     default:
       return FALSE;
     }
 }
 
+/* On x86-64 copies for AVX-512 (x86-64-v4: 32 vector registers hold the
+ * search's 16-lane sums, twice the speed of the AVX2 copy on Zen 5) and for
+ * AVX2 (8 lanes to a register), chosen at load time; no copy fuses a
+ * multiply-add (fp-contract=off above). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__ ((target_clones ("arch=x86-64-v4", "avx2", "default")))
+#endif
+gboolean
+lp_qfast_row_portable (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  return fast_row (type, x, n, importance, FALSE, dst);
+}
+
+/* Q4_K / Q5_K with the search in AVX-512 intrinsics, the rest as the
+ * portable kernel's AVX-512 copy. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__ ((target ("arch=x86-64-v4")))
+#endif
+gboolean
+lp_qx86_krow (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
+{
+  if ((type != LP_DTYPE_Q4_K && type != LP_DTYPE_Q5_K) || !lp_cpu_have_avx512 ())
+    return FALSE;
+  return fast_row (type, x, n, importance, TRUE, dst);
+}
+
 gboolean
 lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
 {
-  return lp_qx86_row (type, x, n, importance, dst) || lp_qfast_row_portable (type, x, n, importance, dst);
+  return lp_qx86_row (type, x, n, importance, dst) || lp_qx86_krow (type, x, n, importance, dst)
+         || lp_qfast_row_portable (type, x, n, importance, dst);
 }

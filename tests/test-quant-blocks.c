@@ -670,11 +670,13 @@ test_fast_vs_reference (void)
   g_autofree float *imp = test_importance (n, 12);
   g_autofree float *y = g_new (float, n);
   g_autofree float *z = edge_values (n);
-  /* per 256: constant, single spike, scaled up, scaled down, mixed flat lanes */
+  /* per 256: constant, single spike, scaled up, scaled down, mixed flat
+   * lanes, non-negative, negative-only, steps of 1/8, subnormal, one
+   * outlier among negatives */
   for (gint64 i = 0; i < n; i++)
     {
       gint64 blk = i / 256, k = i % 256;
-      switch (blk % 8)
+      switch (blk % 10)
         {
         case 0: y[i] = 0.25f; break;
         case 1: y[i] = k == 77 ? -3.f : 0.f; break;
@@ -683,19 +685,23 @@ test_fast_vs_reference (void)
         case 4: y[i] = (k / 32) % 2 ? x[i] : (float) (k / 32) * 0.01f; break;
         case 5: y[i] = fabsf (x[i]); break;
         case 6: y[i] = -fabsf (x[i]) - 0.01f; break;
+        case 8: y[i] = x[i] * 1e-39f; break;
+        case 9: y[i] = k == 200 ? 5.f : -fabsf (x[i]); break;
         default: y[i] = (float) ((k % 7) - 3) * 0.125f; break;
         }
     }
   const float *rows[] = { x, y, z };
   gboolean (*kernels[]) (LpDType, const float *, gint64, const float *, guint8 *) = { lp_qfast_row_portable,
-                                                                                      lp_qx86_row };
-  const char *kernel_names[] = { "portable", "x86" };
+                                                                                      lp_qx86_row, lp_qx86_krow };
+  const char *kernel_names[] = { "portable", "x86", "x86 K search" };
   g_autofree guint8 *a = g_malloc (n * 2), *b = g_malloc (n * 2);
-  int x86_rows = 0;
+  int x86_rows = 0, x86_k_rows = 0;
   /* whole rows, rows of an odd count of super-blocks (the K kernels
-   * search two at a time), starting mid-row, and of 27 blocks of 32 (the
-   * x86 Q8_0 kernel takes eight at a time, then one by one) */
-  const gint64 lengths[] = { n, 3 * 256, 27 * 32 }, offsets[] = { 0, 5 * 256, 3 * 32 };
+   * search two, or with AVX-512 six, at a time: 256 of them are 42 sixes
+   * and a four; one, three and five pad their last register), starting
+   * mid-row, and of 27 blocks of 32 (the x86 Q8_0 kernel takes eight at a
+   * time, then one by one) */
+  const gint64 lengths[] = { n, 3 * 256, 27 * 32, 256, 5 * 256 }, offsets[] = { 0, 5 * 256, 3 * 32, 7 * 256, 9 * 256 };
   for (guint t = 0; t < G_N_ELEMENTS (quant_types); t++)
     for (int weighted = 0; weighted < 2; weighted++)
       for (guint r = 0; r < G_N_ELEMENTS (lengths) * G_N_ELEMENTS (rows); r++)
@@ -716,11 +722,14 @@ test_fast_vs_reference (void)
               if (!kernels[k](type, row, len, w, b))
                 continue;
               x86_rows += k == 1;
+              x86_k_rows += k == 2;
               assert_same_bytes (kernel_names[k], type, weighted, r, a, b, bytes);
             }
         }
   if (x86_rows == 0)
     g_test_message ("no AVX2 here (or not an x86-64 GCC build): the x86 kernels were not run");
+  if (x86_k_rows == 0)
+    g_test_message ("no AVX-512 here (or not an x86-64 GCC build): the x86 K search was not run");
 }
 
 int
