@@ -60,15 +60,24 @@ code_clamped (__m512 v, __m512i nmax)
   return _mm512_cvtepi32_ps (i);
 }
 
-/* qkx3's v > 0 ? nearest_int (MIN (v, nmax)) : 0, as float. */
+/* The same for |v| < 2^21 (no NaN): the bit trick is then round half to
+ * even, one vrndscaleps; 0 and nmax are integers, so clamping after the
+ * rounding or before it is the same, and max (l, 0) turns -0 into +0. */
+KX512_INLINE __m512
+code_tame (__m512 v, __m512 nmaxf)
+{
+  const __m512 l = _mm512_roundscale_ps (v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_min_ps (_mm512_max_ps (l, _mm512_setzero_ps ()), nmaxf);
+}
+
+/* qkx3's v > 0 ? nearest_int (MIN (v, nmax)) : 0, as float: what is
+ * rounded lies in [0, nmax], where nearest_int is round half to even. */
 KX512_INLINE __m512
 code_guarded (__m512 v, __m512 nmaxf)
 {
-  const __m512 magic = _mm512_set1_ps (12582912.f);
   const __m512 g = _mm512_maskz_mov_ps (_mm512_cmp_ps_mask (v, _mm512_setzero_ps (), _CMP_GT_OQ),
                                         _mm512_min_ps (v, nmaxf));
-  __m512i i = _mm512_and_si512 (_mm512_castps_si512 (_mm512_add_ps (g, magic)), _mm512_set1_epi32 (0x007fffff));
-  return _mm512_cvtepi32_ps (_mm512_sub_epi32 (i, _mm512_set1_epi32 (0x00400000)));
+  return _mm512_roundscale_ps (g, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 /* Lanes per search: up to six super-blocks (48 sub-blocks, three
@@ -86,7 +95,8 @@ ksearch (const int NV, int nmax, const float (*x)[KLANES_MAX], const float (*w)[
 {
   const __m512i nmaxi = _mm512_set1_epi32 (nmax);
   const __m512 nmaxf = _mm512_set1_ps ((float) nmax), zero = _mm512_setzero_ps ();
-  __m512 mn[3], mx[3], sum_w[3], sum_x[3], iscale[3], scale[3], best[3], flat_min[3], code_iscale[3],
+  /* xlo: the least x, mn: the running min (ggml's min) */
+  __m512 xlo[3], mn[3], mx[3], sum_w[3], sum_x[3], iscale[3], scale[3], best[3], flat_min[3], code_iscale[3],
     code_min[3];
   __mmask16 flat[3], from_step[3];
   EACH (k)
@@ -106,6 +116,7 @@ ksearch (const int NV, int nmax, const float (*x)[KLANES_MAX], const float (*w)[
     }
   EACH (k)
   {
+    xlo[k] = mn[k];
     mn[k] = _mm512_min_ps (zero, mn[k]); /* min > 0 ? 0 : min */
     /* a flat sub-block: ggml returns codes 0, scale 0 and -min at once;
      * its lane runs on here, and is overwritten at the end */
@@ -142,18 +153,40 @@ ksearch (const int NV, int nmax, const float (*x)[KLANES_MAX], const float (*w)[
         iscale[k] = _mm512_div_ps (num, _mm512_sub_ps (mx[k], mn[k]));
         sum_l[k] = sum_l2[k] = sum_xl[k] = zero;
       }
-      for (int i = 0; i < 32; i++)
+      /* qkx2's rule takes the short form when every v of every lane that
+       * counts is tame: x - min and iscale * d (iscale > 0) never decrease
+       * as x grows, so the v of the least and of the largest x bound them */
+      __mmask16 wild = 0;
+      if (!guarded)
         EACH (k)
         {
-          const __m512 xi = _mm512_loadu_ps (x[i] + 16 * k);
-          const __m512 v = _mm512_mul_ps (iscale[k], _mm512_sub_ps (xi, mn[k]));
-          const __m512 l = guarded ? code_guarded (v, nmaxf) : code_clamped (v, nmaxi);
-          laux[i][k] = l;
-          const __m512 wl = _mm512_mul_ps (_mm512_loadu_ps (w[i] + 16 * k), l);
-          sum_l[k] = _mm512_add_ps (sum_l[k], wl);
-          sum_l2[k] = _mm512_add_ps (sum_l2[k], _mm512_mul_ps (wl, l));
-          sum_xl[k] = _mm512_add_ps (sum_xl[k], _mm512_mul_ps (wl, xi));
+          const __m512 hi = _mm512_mul_ps (iscale[k], _mm512_sub_ps (mx[k], mn[k]));
+          const __m512 lo = _mm512_mul_ps (iscale[k], _mm512_sub_ps (xlo[k], mn[k]));
+          const __mmask16 tame = _mm512_cmp_ps_mask (iscale[k], zero, _CMP_GT_OQ)
+                                 & _mm512_cmp_ps_mask (hi, _mm512_set1_ps (0x1p21f), _CMP_LT_OQ)
+                                 & _mm512_cmp_ps_mask (lo, _mm512_set1_ps (-0x1p21f), _CMP_GT_OQ);
+          wild |= ~tame & ~flat[k];
         }
+#define STEP_CODES(code)                                                                \
+  for (int i = 0; i < 32; i++)                                                          \
+    EACH (k)                                                                            \
+    {                                                                                   \
+      const __m512 xi = _mm512_loadu_ps (x[i] + 16 * k);                                \
+      const __m512 v = _mm512_mul_ps (iscale[k], _mm512_sub_ps (xi, mn[k]));            \
+      const __m512 l = code;                                                            \
+      laux[i][k] = l;                                                                   \
+      const __m512 wl = _mm512_mul_ps (_mm512_loadu_ps (w[i] + 16 * k), l);            \
+      sum_l[k] = _mm512_add_ps (sum_l[k], wl);                                          \
+      sum_l2[k] = _mm512_add_ps (sum_l2[k], _mm512_mul_ps (wl, l));                     \
+      sum_xl[k] = _mm512_add_ps (sum_xl[k], _mm512_mul_ps (wl, xi));                    \
+    }
+      if (guarded)
+        STEP_CODES (code_guarded (v, nmaxf))
+      else if (!wild)
+        STEP_CODES (code_tame (v, nmaxf))
+      else
+        STEP_CODES (code_clamped (v, nmaxi))
+#undef STEP_CODES
       __m512 this_scale[3], this_min[3], mad[3];
       __mmask16 ok[3];
       int any = 0;
@@ -209,24 +242,58 @@ ksearch (const int NV, int nmax, const float (*x)[KLANES_MAX], const float (*w)[
   }
 }
 
+/* Rows r[0..15] of 16 floats into their columns, in place: pairs of
+ * values, then of pairs, then 128-bit quarters. */
+KX512_INLINE void
+transpose16 (__m512 r[16])
+{
+  __m512 t[16];
+  for (int i = 0; i < 8; i++)
+    {
+      t[2 * i] = _mm512_unpacklo_ps (r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps (r[2 * i], r[2 * i + 1]);
+    }
+  /* r[4 i + c], quarter q: column 4 q + c of rows 4 i .. 4 i + 3 */
+  for (int i = 0; i < 4; i++)
+    for (int h = 0; h < 2; h++)
+      {
+        const __m512d a = _mm512_castps_pd (t[4 * i + h]), b = _mm512_castps_pd (t[4 * i + 2 + h]);
+        r[4 * i + 2 * h] = _mm512_castpd_ps (_mm512_unpacklo_pd (a, b));
+        r[4 * i + 2 * h + 1] = _mm512_castpd_ps (_mm512_unpackhi_pd (a, b));
+      }
+  for (int c = 0; c < 4; c++)
+    {
+      const __m512 a = _mm512_shuffle_f32x4 (r[c], r[4 + c], 0x44), b = _mm512_shuffle_f32x4 (r[c], r[4 + c], 0xee);
+      const __m512 e = _mm512_shuffle_f32x4 (r[8 + c], r[12 + c], 0x44),
+                   f = _mm512_shuffle_f32x4 (r[8 + c], r[12 + c], 0xee);
+      t[c] = _mm512_shuffle_f32x4 (a, e, 0x88);
+      t[4 + c] = _mm512_shuffle_f32x4 (a, e, 0xdd);
+      t[8 + c] = _mm512_shuffle_f32x4 (b, f, 0x88);
+      t[12 + c] = _mm512_shuffle_f32x4 (b, f, 0xdd);
+    }
+  for (int i = 0; i < 16; i++)
+    r[i] = t[i];
+}
+
 KX512 void
 lp_qx86_ktranspose (const float *src, int nsb, float (*dst)[KLANES_MAX])
 {
   g_return_if_fail (nsb > 0 && nsb <= KLANES_MAX / 8);
-  __m512i first[3];
-  for (int k = 0; k < 3; k++)
-    {
-      /* sub-block j starts 32 j on; past 8 nsb, its place in the last
-       * super-block (that place is j's own within it, and below j) */
-      const __m512i j = _mm512_add_epi32 (_mm512_set1_epi32 (16 * k),
-                                          _mm512_set_epi32 (15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
-      const __m512i last = _mm512_add_epi32 (_mm512_set1_epi32 (8 * (nsb - 1)), _mm512_and_si512 (j, _mm512_set1_epi32 (7)));
-      first[k] = _mm512_slli_epi32 (_mm512_min_epi32 (j, last), 5);
-    }
-  for (int l = 0; l < 32; l++)
-    for (int k = 0; k < 3; k++)
-      _mm512_storeu_ps (dst[l] + 16 * k,
-                        _mm512_i32gather_ps (_mm512_add_epi32 (first[k], _mm512_set1_epi32 (l)), src, 4));
+  for (int k = 0; k < KLANES_MAX / 16; k++)
+    for (int half = 0; half < 2; half++)
+      {
+        __m512 r[16];
+        for (int j = 0; j < 16; j++)
+          {
+            /* sub-block 16 k + j, or past 8 nsb its place in the last
+             * super-block */
+            const int sub = MIN (16 * k + j, 8 * (nsb - 1) + j % 8);
+            r[j] = _mm512_loadu_ps (src + 32 * sub + 16 * half);
+          }
+        transpose16 (r);
+        for (int i = 0; i < 16; i++)
+          _mm512_storeu_ps (dst[16 * half + i] + 16 * k, r[i]);
+      }
 }
 
 /* ggml's arguments (quantize_row_q{4,5}_K_ref and _impl), for NV registers. */
