@@ -62,21 +62,27 @@ code_clamped (__m512 v, __m512i nmax)
 
 /* The same for |v| < 2^21 (no NaN): the bit trick is then round half to
  * even, one vrndscaleps; 0 and nmax are integers, so clamping after the
- * rounding or before it is the same, and max (l, 0) turns -0 into +0. */
+ * rounding or before it is the same.  The clamp is on the bits as signed
+ * integers (the vector integer units are idler than the float ones): a
+ * negative float (-0 too) is a negative integer, so it becomes +0, and
+ * non-negative floats order as their bits. */
 KX512_INLINE __m512
-code_tame (__m512 v, __m512 nmaxf)
+code_tame (__m512 v, __m512i nmax_bits)
 {
   const __m512 l = _mm512_roundscale_ps (v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  return _mm512_min_ps (_mm512_max_ps (l, _mm512_setzero_ps ()), nmaxf);
+  const __m512i b = _mm512_max_epi32 (_mm512_castps_si512 (l), _mm512_setzero_si512 ());
+  return _mm512_castsi512_ps (_mm512_min_epi32 (b, nmax_bits));
 }
 
 /* qkx3's v > 0 ? nearest_int (MIN (v, nmax)) : 0, as float: what is
- * rounded lies in [0, nmax], where nearest_int is round half to even. */
+ * rounded lies in [0, nmax], where nearest_int is round half to even.  The
+ * MIN on the bits, as code_tame's: it only counts where v > 0. */
 KX512_INLINE __m512
 code_guarded (__m512 v, __m512 nmaxf)
 {
+  const __m512i vmax = _mm512_min_epi32 (_mm512_castps_si512 (v), _mm512_castps_si512 (nmaxf));
   const __m512 g = _mm512_maskz_mov_ps (_mm512_cmp_ps_mask (v, _mm512_setzero_ps (), _CMP_GT_OQ),
-                                        _mm512_min_ps (v, nmaxf));
+                                        _mm512_castsi512_ps (vmax));
   return _mm512_roundscale_ps (g, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
@@ -183,7 +189,7 @@ ksearch (const int NV, int nmax, const float (*x)[KLANES_MAX], const float (*w)[
       if (guarded)
         STEP_CODES (code_guarded (v, nmaxf))
       else if (!wild)
-        STEP_CODES (code_tame (v, nmaxf))
+        STEP_CODES (code_tame (v, _mm512_castps_si512 (nmaxf)))
       else
         STEP_CODES (code_clamped (v, nmaxi))
 #undef STEP_CODES
