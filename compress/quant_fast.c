@@ -15,7 +15,9 @@
  *   - K-quants: the scale search (make_qkx2/3_quants) of two super-blocks'
  *     16 sub-blocks runs as 16 lanes, the sub-blocks side by side
  *     ([value][lane] arrays): each lane accumulates its own sums in ggml's
- *     order, and every branch of the search becomes a per-lane select. */
+ *     order, and every branch of the search becomes a per-lane select.
+ *     lp_qx86_krow runs the same rows with the search of six super-blocks
+ *     in AVX-512 intrinsics (quant_ksearch_x86.c), where the CPU has it. */
 #include "config.h"
 
 #include <float.h>

@@ -1,7 +1,8 @@
 /* llmpress — the scale and min search of Q4_K / Q5_K (ggml's
  * make_qkx2_quants, and make_qkx3_quants with importance, use_mad false) in
- * AVX-512 intrinsics: 16 sub-blocks of 32 values (two super-blocks) as the
- * 16 lanes of one register, x and w given as [value][lane].  The reference
+ * AVX-512 intrinsics: up to 48 sub-blocks of 32 values (six super-blocks)
+ * as the lanes of three registers, x and w given as [value][lane]
+ * (lp_qx86_ktranspose makes them from a row).  The reference
  * is make_qkx_quants (quant_search.c); the portable lane search qkx_lanes
  * (quant_fast.c) has the same shape.  test-quant-blocks compares the bytes
  * of the rows built on this search with both, on random and edge rows.
@@ -14,7 +15,9 @@
  *     ternary's operand order (a < b ? a : b), and masked blends;
  *   - nearest_int is its own bit trick (add 1.5*2^23, keep the mantissa,
  *     subtract 2^22), so that a huge, infinite or NaN v (qkx2's running min
- *     near the max, or a subnormal max - min) gives the same code;
+ *     near the max, or a subnormal max - min) gives the same code; a step
+ *     whose every v is small (the usual case) rounds with vrndscaleps,
+ *     which is the same there;
  *   - a step's codes are not copied when the step wins: its iscale and min
  *     are kept, and the winner's codes are computed again at the end (the
  *     same operations on the same inputs). */

@@ -656,7 +656,7 @@ assert_same_bytes (const char *kernel, LpDType type, gboolean weighted, guint ro
 }
 
 /* The fast row kernels (quant_fast.c: portable; quant_fast_x86.c: AVX2,
- * where the CPU has it) against the reference fits, byte for byte: every
+ * and the K search of quant_ksearch_x86.c: AVX-512, where the CPU has them) against the reference fits, byte for byte: every
  * type with and without importance (a type a kernel does not take is
  * skipped for it), on rows with the awkward blocks of test_values, rows of
  * one value repeated, of a single non-zero, of large and tiny scales, rows
