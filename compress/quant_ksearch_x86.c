@@ -178,16 +178,21 @@ ksearch (const int NV, int nmax, const float (*x)[KLANES_MAX], const float (*w)[
         }
 #define STEP_CODES(code)                                                                \
   for (int i = 0; i < 32; i++)                                                          \
-    EACH (k)                                                                            \
     {                                                                                   \
-      const __m512 xi = _mm512_loadu_ps (x[i] + 16 * k);                                \
-      const __m512 v = _mm512_mul_ps (iscale[k], _mm512_sub_ps (xi, mn[k]));            \
-      const __m512 l = code;                                                            \
-      laux[i][k] = l;                                                                   \
-      const __m512 wl = _mm512_mul_ps (_mm512_loadu_ps (w[i] + 16 * k), l);            \
-      sum_l[k] = _mm512_add_ps (sum_l[k], wl);                                          \
-      sum_l2[k] = _mm512_add_ps (sum_l2[k], _mm512_mul_ps (wl, l));                     \
-      sum_xl[k] = _mm512_add_ps (sum_xl[k], _mm512_mul_ps (wl, xi));                    \
+      __m512 ls[3];                                                                     \
+      EACH (k)                                                                          \
+      {                                                                                 \
+        const __m512 v = _mm512_mul_ps (iscale[k], _mm512_sub_ps (_mm512_loadu_ps (x[i] + 16 * k), mn[k])); \
+        ls[k] = laux[i][k] = code;                                                      \
+      }                                                                                 \
+      EACH (k)                                                                          \
+      {                                                                                 \
+        const __m512 l = ls[k];                                                         \
+        const __m512 wl = _mm512_mul_ps (_mm512_loadu_ps (w[i] + 16 * k), l);          \
+        sum_l[k] = _mm512_add_ps (sum_l[k], wl);                                        \
+        sum_l2[k] = _mm512_add_ps (sum_l2[k], _mm512_mul_ps (wl, l));                   \
+        sum_xl[k] = _mm512_add_ps (sum_xl[k], _mm512_mul_ps (wl, _mm512_loadu_ps (x[i] + 16 * k))); \
+      }                                                                                 \
     }
       if (guarded)
         STEP_CODES (code_guarded (v, nmaxf))
