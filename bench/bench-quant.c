@@ -13,8 +13,11 @@
  *     In GB/s of f32 input read, and as a share of the threaded triad
  *     (target: at least 50%).
  * Medians of 3 (triad: 5).  Prints figures; never fails on time.
+ *  3. The Q4_K kernel alone on one thread (q4_k-1t): the 30 ffn_down
+ *     tensors row by row, in MB/s of f32 input per CPU second.
  * Arguments, if any, name the lines to run by their first word (q8_0 q4_0
- * q4_k int4): a quick look at one kernel without the slow clip search. */
+ * q4_k int4 q4_k-1t): a quick look at one kernel without the slow clip
+ * search. */
 #include "config.h"
 
 #include <stdio.h>
@@ -125,6 +128,28 @@ main (int argc, char **argv)
       double gbs = total * 4.0 / s / 1e9;
       printf ("%-24s %7.2f s wall, %7.2f s CPU: %6.2f GB/s of f32 input, %5.1f%% of the threaded triad\n", names[t], s,
               c, gbs, 100 * gbs / bw);
+    }
+  /* The Q4_K kernel alone: the ffn_down rows (K = 1536) row by row on this
+   * thread, the one figure the machine's other load barely moves. */
+  const char *kernel_name = "q4_k-1t (ffn_down rows, 1 thread)";
+  if (chosen (kernel_name, argc, argv))
+    {
+      const guint down = G_N_ELEMENTS (layer) - 1;
+      guint64 row_bytes = 0;
+      g_assert_true (lp_dtype_row_bytes (LP_DTYPE_Q4_K, layer[down].cols, &row_bytes, NULL));
+      double cpu_s[16];
+      for (int rep = 0; rep < reps; rep++)
+        {
+          double c0 = cpu_seconds ();
+          for (int l = 0; l < N_LAYERS; l++)
+            for (int r = 0; r < layer[down].rows; r++)
+              if (!lp_quantize_row (LP_DTYPE_Q4_K, w[l][down] + (gint64) r * layer[down].cols, out + r * row_bytes,
+                                    layer[down].cols, NULL, NULL))
+                return 1;
+          cpu_s[rep] = cpu_seconds () - c0;
+        }
+      double c = median (cpu_s, reps), n = (double) N_LAYERS * layer[down].rows * layer[down].cols;
+      printf ("%-24s %7.2f s CPU: %6.0f MB/s of f32 input\n", kernel_name, c, n * 4 / c / 1e6);
     }
   for (int l = 0; l < N_LAYERS; l++)
     for (guint k = 0; k < G_N_ELEMENTS (layer); k++)
