@@ -127,12 +127,8 @@ lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid 
 void
 lp_cpu_softmax_causal_row (float *row, int last, int T_kv)
 {
-  float mx = -INFINITY;
-  for (int j = 0; j <= last; j++)
-    mx = MAX (mx, row[j]);
-  float sum = 0.0f;
-  for (int j = 0; j <= last; j++)
-    sum += (row[j] = expf (row[j] - mx));
+  LpExpKernel k = lp_exp_kernel_best ();
+  float sum = lp_exp_store_sum (k, row, last + 1, lp_exp_row_max (k, row, last + 1));
   float inv = 1.0f / sum;
   for (int j = 0; j <= last; j++)
     row[j] *= inv;

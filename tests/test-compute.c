@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "compute-internal.h"
 
 /* ---- helpers ---- */
 
@@ -739,6 +740,124 @@ test_forward_grid_weights (void)
   g_assert_nonnull (strstr (d, "matmul_grid"));
 }
 
+/* ---- exp over rows (exp_rows.c) ---- */
+
+/* Distance in ulps between two floats of one sign (+inf is one past FLT_MAX). */
+static gint64
+ulps (float a, float b)
+{
+  gint32 ia, ib;
+  memcpy (&ia, &a, 4);
+  memcpy (&ib, &b, 4);
+  return ABS ((gint64) ia - ib);
+}
+
+/* lp_exp_ref against e^x in double rounded to float: every 61st float of
+ * [-104, 89] (both signs; subnormal results, the overflow edge) and the
+ * edges themselves; within the 2 ulp that exp_rows.c states. */
+static void
+test_exp_ref_error (void)
+{
+  gint64 worst = 0;
+  float worst_x = 0.0f;
+  guint32 bounds[2][2] = { { 0x00000000u, 0x42b20000u /* 89 */ }, { 0x80000000u, 0xc2d00000u /* -104 */ } };
+  for (int sign = 0; sign < 2; sign++)
+    for (guint32 b = bounds[sign][0]; b <= bounds[sign][1]; b += 61)
+      {
+        float x;
+        memcpy (&x, &b, 4);
+        gint64 u = ulps (lp_exp_ref (x), (float) exp ((double) x));
+        if (u > worst)
+          worst = u, worst_x = x;
+      }
+  /* ln FLT_MAX and its neighbours, the last subnormal and zero results, +-0 */
+  float ln_max = logf (FLT_MAX), edges[] = { 0.0f, -0.0f, ln_max, nextafterf (ln_max, 0.0f),
+                                              nextafterf (ln_max, 100.0f), -87.33654f, -103.27893f, -103.97208f,
+                                              -104.0f, 88.0f, -0.34657359f, 0.34657359f, 1e-8f, -1e-8f };
+  for (guint i = 0; i < G_N_ELEMENTS (edges); i++)
+    {
+      gint64 u = ulps (lp_exp_ref (edges[i]), (float) exp ((double) edges[i]));
+      if (u > worst)
+        worst = u, worst_x = edges[i];
+    }
+  g_test_message ("lp_exp_ref: worst %" G_GINT64_FORMAT " ulp (x = %.9g)", worst, worst_x);
+  g_assert_cmpint (worst, <=, 2);
+  /* what is not a number to round */
+  g_assert_cmpfloat (lp_exp_ref (-INFINITY), ==, 0.0f);
+  g_assert_cmpfloat (lp_exp_ref (-1e30f), ==, 0.0f);
+  g_assert_cmpfloat (lp_exp_ref (-150.5f), ==, 0.0f);
+  g_assert_true (isinf (lp_exp_ref (INFINITY)) && lp_exp_ref (INFINITY) > 0);
+  g_assert_true (isinf (lp_exp_ref (89.0f)) && isinf (lp_exp_ref (1e30f)));
+  g_assert_true (isnan (lp_exp_ref (NAN)));
+  g_assert_cmpfloat (lp_exp_ref (0.0f), ==, 1.0f);
+}
+
+/* One row of every kind of value the kernels meet, of length n: random
+ * logits, -inf (masked), large negatives, zero, the overflow edge. */
+static void
+exp_row (float *x, int n, guint32 seed)
+{
+  lp_test_fill (x, n, seed, 8.0);
+  float special[] = { -INFINITY, -1e30f, -200.0f, -104.0f, -103.5f, -90.0f, -87.5f, 0.0f, -0.0f, 88.7f, 88.72283f };
+  for (int i = 0; i < n; i += 7)
+    x[i] = special[(i / 7) % G_N_ELEMENTS (special)];
+}
+
+/* Each kernel this CPU runs against the plain C reference, to the bit:
+ * the values stored, their float sum, their double sum and the max, on
+ * rows of every length around the 16 lanes and at a head's V. */
+static void
+test_exp_kernels (void)
+{
+  int lengths[] = { 0, 1, 7, 8, 15, 16, 17, 31, 33, 100, 511, 4099, 49152 };
+  for (LpExpKernel k = LP_EXP_AVX2; k <= LP_EXP_AVX512; k++)
+    {
+      if (!lp_exp_kernel_available (k))
+        {
+          g_test_message ("exp kernel %d: not on this CPU", k);
+          continue;
+        }
+      for (guint l = 0; l < G_N_ELEMENTS (lengths); l++)
+        for (int shift_kind = 0; shift_kind < 3; shift_kind++)
+          {
+            int n = lengths[l];
+            g_autofree float *x = g_new (float, n + 1), *a = g_new (float, n + 1), *b = g_new (float, n + 1);
+            exp_row (x, n, 40 + l);
+            /* the row's max (softmax, log-sum-exp), 0 (overflow reachable), a big shift */
+            float shift = shift_kind == 0 ? lp_exp_row_max (LP_EXP_PLAIN, x, n) : shift_kind == 1 ? 0.0f : 50.0f;
+            g_assert_cmpfloat (lp_exp_row_max (k, x, n), ==, lp_exp_row_max (LP_EXP_PLAIN, x, n));
+            memcpy (a, x, sizeof (float) * n);
+            memcpy (b, x, sizeof (float) * n);
+            a[n] = b[n] = 7.0f; /* past the row: left alone */
+            float sa = lp_exp_store_sum (LP_EXP_PLAIN, a, n, shift), sb = lp_exp_store_sum (k, b, n, shift);
+            g_assert_cmpmem (a, sizeof (float) * (n + 1), b, sizeof (float) * (n + 1));
+            g_assert_cmpmem (&sa, 4, &sb, 4);
+            double da = lp_exp_sum (LP_EXP_PLAIN, x, n, shift), db = lp_exp_sum (k, x, n, shift);
+            g_assert_cmpmem (&da, 8, &db, 8);
+            for (int i = 0; i < n; i++)
+              g_assert_cmpmem (&a[i], 4, &(float){ lp_exp_ref (x[i] - shift) }, 4);
+          }
+    }
+}
+
+/* lp_cpu_log_sum_exp against lp_log_sum_exp (libm's exp in double) on
+ * rows of logits: within float rounding of the terms. */
+static void
+test_log_sum_exp (void)
+{
+  int V = 49152;
+  g_autofree float *x = g_new (float, V);
+  for (int r = 0; r < 4; r++)
+    {
+      lp_test_fill (x, V, 90 + r, 3.0 + 10.0 * r);
+      if (r == 3)
+        for (int i = 0; i < V; i += 3)
+          x[i] = -INFINITY;
+      double want = lp_log_sum_exp (x, V), got = lp_cpu_log_sum_exp (x, V);
+      g_assert_cmpfloat (fabs (got - want), <=, 4e-7 * MAX (1.0, fabs (want)));
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -746,6 +865,9 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/matmul", test_matmul);
   g_test_add_func ("/compute/matmul-grid", test_matmul_grid);
   g_test_add_func ("/compute/attention", test_attention);
+  g_test_add_func ("/compute/exp-ref-error", test_exp_ref_error);
+  g_test_add_func ("/compute/exp-kernels", test_exp_kernels);
+  g_test_add_func ("/compute/log-sum-exp", test_log_sum_exp);
   g_test_add_func ("/compute/elementwise", test_elementwise);
   g_test_add_func ("/compute/rows-threaded", test_rows_threaded);
   g_test_add_func ("/compute/add-broadcast", test_add_broadcast_values);
