@@ -201,6 +201,8 @@ float lp_exp_store_sum (LpExpKernel k, float *x, int n, float shift);
 double lp_exp_sum (LpExpKernel k, const float *x, int n, float shift);
 /* max of x[0 .. n - 1] (-inf for n = 0). */
 float lp_exp_row_max (LpExpKernel k, const float *x, int n);
+/* out[i] = silu (gate[i]) up[i], as gate / (1 + e^-gate) * up. */
+void lp_exp_silu_mul (LpExpKernel k, int n, const float *gate, const float *up, float *out);
 /* lp_log_sum_exp with the exp of lp_exp_ref (to a few float ulp of the
  * terms, summed in double): the default forward's eval. */
 double lp_cpu_log_sum_exp (const float *logits, int V);

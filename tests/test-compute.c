@@ -212,6 +212,7 @@ test_rows_threaded (void)
     check_op (LP_COP_ROPE, (LpCTensor *[]){ x, inv_freq }, 2,
               (gint64[8]){ style == 0 ? LP_ROPE_NORMAL : LP_ROPE_NEOX, H, hd, 5 }, NULL, 0);
   check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 0);
+  check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, (gint64[8]){ 1 }, NULL, 0); /* libm's expf (--llama-cpp) */
   /* T, T_kv: blocks of queries (128, 128, 44), the last one short; with a cache of 20 positions */
   static const int shapes[][2] = { { 300, 300 }, { 150, 170 } };
   for (guint i = 0; i < G_N_ELEMENTS (shapes); i++)
@@ -804,8 +805,9 @@ exp_row (float *x, int n, guint32 seed)
 }
 
 /* Each kernel this CPU runs against the plain C reference, to the bit:
- * the values stored, their float sum, their double sum and the max, on
- * rows of every length around the 16 lanes and at a head's V. */
+ * the values stored, their float sum, their double sum, the max and
+ * swiglu, on rows of every length around the 16 lanes and at a head's V;
+ * swiglu near libm's too. */
 static void
 test_exp_kernels (void)
 {
@@ -836,6 +838,18 @@ test_exp_kernels (void)
             g_assert_cmpmem (&da, 8, &db, 8);
             for (int i = 0; i < n; i++)
               g_assert_cmpmem (&a[i], 4, &(float){ lp_exp_ref (x[i] - shift) }, 4);
+            /* swiglu with the row as gate (its +-inf and edges included) */
+            lp_test_fill (b, n, 60 + l, 2.0);
+            g_autofree float *ya = g_new (float, n + 1), *yb = g_new (float, n + 1), *want = g_new (float, n + 1);
+            lp_exp_silu_mul (LP_EXP_PLAIN, n, x, b, ya);
+            lp_exp_silu_mul (k, n, x, b, yb);
+            g_assert_cmpmem (ya, sizeof (float) * n, yb, sizeof (float) * n);
+            lp_ref_swiglu (n, x, b, want);
+            for (int i = 0; i < n; i++)
+              if (isfinite (want[i]))
+                g_assert_cmpfloat (fabsf (ya[i] - want[i]), <=, 1e-6f * fabsf (want[i]) + 1e-37f);
+              else
+                g_assert_cmpmem (&ya[i], 4, &want[i], 4);
           }
     }
 }
