@@ -188,6 +188,9 @@ void lp_log_softmax (const float *logits, int V, double *out);
 /* log sum exp of logits[V], in double: what lp_log_softmax subtracts. */
 double lp_log_sum_exp (const float *logits, int V);
 
+/* Bytes of freed buffers the CPU backend keeps for reuse (cpu_backend.c). */
+gsize lp_cpu_pool_bytes (LpBackend *be);
+
 /* exp over rows (exp_rows.c): the same bits from every kernel. */
 typedef enum { LP_EXP_PLAIN, LP_EXP_AVX2, LP_EXP_AVX512 } LpExpKernel;
 gboolean lp_exp_kernel_available (LpExpKernel k);

@@ -872,6 +872,42 @@ test_log_sum_exp (void)
     }
 }
 
+/* The CPU backend keeps freed buffers of 1 MiB and more, up to 512 MiB,
+ * for the next tensor of the same size; smaller ones go back to malloc. */
+static void
+test_cpu_buffer_pool (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  gint64 mib = 1 << 18; /* floats */
+  LpCTensor *a = lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 2 * mib }, "a", &error);
+  g_assert_no_error (error);
+  gpointer a_buf = a->buf;
+  lp_ctensor_write (a, 0, (float[]){ 1, 2, 3 }, 12);
+  lp_ctensor_free (a);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, 2 << 20);
+  /* another size: a new buffer; the same size: the kept one */
+  LpCTensor *b = lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 2 * mib + 1 }, "b", &error);
+  g_assert_true (b->buf != a_buf);
+  LpCTensor *c = lp_ctensor_new (cpu, LP_DTYPE_F32, 2, (gint64[]){ 2, mib }, "c", &error);
+  g_assert_true (c->buf == a_buf);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, 0);
+  lp_ctensor_free (b);
+  lp_ctensor_free (c);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, (4 << 20) + 4);
+  /* small: not kept */
+  lp_ctensor_free (lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 1000 }, "s", &error));
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, (4 << 20) + 4);
+  /* over the cap: the oldest let go (never written, so never paged in) */
+  LpCTensor *big[3];
+  for (int i = 0; i < 3; i++)
+    big[i] = lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 200 * mib }, "big", &error);
+  g_assert_no_error (error);
+  for (int i = 0; i < 3; i++)
+    lp_ctensor_free (big[i]);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, (gsize) 400 << 20);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -889,6 +925,7 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/kl-topk", test_kl_topk);
   g_test_add_func ("/compute/ctensor-round-trip", test_ctensor_round_trip);
   g_test_add_func ("/compute/fallback", test_fallback);
+  g_test_add_func ("/compute/cpu-buffer-pool", test_cpu_buffer_pool);
   g_test_add_func ("/compute/weight-budget", test_weight_budget);
   g_test_add_func ("/compute/forward-on-test-backend", test_forward_on_test_backend);
   g_test_add_func ("/compute/forward-grid-weights", test_forward_grid_weights);
