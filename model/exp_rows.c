@@ -54,8 +54,9 @@ pow2i (gint32 e)
   return f;
 }
 
-float
-lp_exp_ref (float x)
+/* lp_exp_ref, inlined into the plain kernels' loops. */
+static inline __attribute__ ((always_inline)) float
+exp_plain (float x)
 {
   if (isnan (x))
     return x; /* the kernels' NaN goes through every step (their n is garbage, the product NaN) */
@@ -72,6 +73,12 @@ lp_exp_ref (float x)
   p = p + 1.0f;
   gint32 n = (gint32) nf, n1 = n >> 1;
   return p * pow2i (n1) * pow2i (n - n1);
+}
+
+float
+lp_exp_ref (float x)
+{
+  return exp_plain (x);
 }
 
 /* The 16 lanes' sums (float or double) reduced in the kernels' order:
@@ -93,7 +100,7 @@ exp_store_sum_ref (float *x, int n, float shift)
 {
   float l[LANES] = { 0 };
   for (int i = 0; i < n; i++)
-    l[i % LANES] += (x[i] = lp_exp_ref (x[i] - shift));
+    l[i % LANES] += (x[i] = exp_plain (x[i] - shift));
   return reduce_lanes (l);
 }
 
@@ -102,7 +109,7 @@ exp_sum_ref (const float *x, int n, float shift)
 {
   double l[LANES] = { 0 };
   for (int i = 0; i < n; i++)
-    l[i % LANES] += (double) lp_exp_ref (x[i] - shift);
+    l[i % LANES] += (double) exp_plain (x[i] - shift);
   return reduce_lanes_d (l);
 }
 
@@ -119,7 +126,7 @@ static void
 silu_mul_ref (int n, const float *gate, const float *up, float *out)
 {
   for (int i = 0; i < n; i++)
-    out[i] = gate[i] / (1.0f + lp_exp_ref (0.0f - gate[i])) * up[i]; /* 0 - g: the kernels' subtraction */
+    out[i] = gate[i] / (1.0f + exp_plain (0.0f - gate[i])) * up[i]; /* 0 - g: the kernels' subtraction */
 }
 
 typedef struct {
