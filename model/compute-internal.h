@@ -188,6 +188,28 @@ void lp_log_softmax (const float *logits, int V, double *out);
 /* log sum exp of logits[V], in double: what lp_log_softmax subtracts. */
 double lp_log_sum_exp (const float *logits, int V);
 
+/* Bytes of freed buffers the CPU backend keeps for reuse (cpu_backend.c). */
+gsize lp_cpu_pool_bytes (LpBackend *be);
+
+/* exp over rows (exp_rows.c): the same bits from every kernel. */
+typedef enum { LP_EXP_PLAIN, LP_EXP_AVX2, LP_EXP_AVX512 } LpExpKernel;
+gboolean lp_exp_kernel_available (LpExpKernel k);
+/* The fastest kernel this CPU runs. */
+LpExpKernel lp_exp_kernel_best (void);
+/* e^x within 2 ulp (exp_rows.c says how): what each kernel computes. */
+float lp_exp_ref (float x);
+/* x[i] = e^(x[i] - shift) for i < n; returns their float sum. */
+float lp_exp_store_sum (LpExpKernel k, float *x, int n, float shift);
+/* The sum of e^(x[i] - shift), i < n, each term a float, summed in double. */
+double lp_exp_sum (LpExpKernel k, const float *x, int n, float shift);
+/* max of x[0 .. n - 1] (-inf for n = 0). */
+float lp_exp_row_max (LpExpKernel k, const float *x, int n);
+/* out[i] = silu (gate[i]) up[i], as gate / (1 + e^-gate) * up. */
+void lp_exp_silu_mul (LpExpKernel k, int n, const float *gate, const float *up, float *out);
+/* lp_log_sum_exp with the exp of lp_exp_ref (to a few float ulp of the
+ * terms, summed in double): the default forward's eval. */
+double lp_cpu_log_sum_exp (const float *logits, int V);
+
 /* The operands of fake_quant, fake_quant_back, dequant_grid and
  * dequant_grid_back (from src[first]: values or codes [N,K], scales f32
  * [N,G], zeros [N,G], g_idx [K]) as flat arrays. */

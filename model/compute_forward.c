@@ -127,12 +127,8 @@ lp_cpu_gemm_grid (int M, int N, int K, const float *A, int lda, const LpIntGrid 
 void
 lp_cpu_softmax_causal_row (float *row, int last, int T_kv)
 {
-  float mx = -INFINITY;
-  for (int j = 0; j <= last; j++)
-    mx = MAX (mx, row[j]);
-  float sum = 0.0f;
-  for (int j = 0; j <= last; j++)
-    sum += (row[j] = expf (row[j] - mx));
+  LpExpKernel k = lp_exp_kernel_best ();
+  float sum = lp_exp_store_sum (k, row, last + 1, lp_exp_row_max (k, row, last + 1));
   float inv = 1.0f / sum;
   for (int j = 0; j <= last; j++)
     row[j] *= inv;
@@ -485,20 +481,32 @@ lp_cop_attention_ref (const LpCNode *node)
                     f32 (node->dst[0]));
 }
 
-/* ---- swiglu: dst = silu (gate) * up ---- */
+/* ---- swiglu: dst = silu (gate) * up ----
+ * i[0] = 1: with libm's expf (lp_ref_swiglu), the numerics --llama-cpp was
+ * validated with; 0: with the vector exp (exp_rows.c), whose plain C
+ * kernel is the reference's, to the bit. */
+
+static void
+swiglu_elements (const LpCNode *node, LpExpKernel k, gint64 e0, gint64 e1)
+{
+  const float *gate = f32 (node->src[0]) + e0, *up = f32 (node->src[1]) + e0;
+  float *out = f32 (node->dst[0]) + e0;
+  if (node->i[0])
+    lp_ref_swiglu ((int) (e1 - e0), gate, up, out);
+  else
+    lp_exp_silu_mul (k, (int) (e1 - e0), gate, up, out);
+}
 
 void
 lp_cop_swiglu_ref (const LpCNode *node)
 {
-  lp_ref_swiglu ((int) lp_ctensor_n_elements (node->src[0]), f32 (node->src[0]), f32 (node->src[1]),
-                 f32 (node->dst[0]));
+  swiglu_elements (node, LP_EXP_PLAIN, 0, lp_ctensor_n_elements (node->src[0]));
 }
 
 static void
 swiglu_range (gint64 e0, gint64 e1, gpointer data)
 {
-  const LpCNode *node = data;
-  lp_ref_swiglu ((int) (e1 - e0), f32 (node->src[0]) + e0, f32 (node->src[1]) + e0, f32 (node->dst[0]) + e0);
+  swiglu_elements (data, lp_exp_kernel_best (), e0, e1);
 }
 
 void

@@ -347,6 +347,8 @@ static LpCTensor *
 rec_swiglu (LpForwardRec *r, LpCTensor *gate, LpCTensor *up)
 {
   LpCNode *n = rec_op (r, LP_COP_SWIGLU, gate, up, NULL);
+  if (n)
+    n->i[0] = r->fw->llama_cpp; /* libm's expf, as validated against llama.cpp */
   return n ? n->dst[0] : NULL;
 }
 

@@ -120,6 +120,24 @@ lp_ggml_min_correction (LpDType weight, const void *w, gsize N, gsize K, const f
   return TRUE;
 }
 
+/* lp_cpu_softmax_causal_row with libm's expf, summed in order: this mode's
+ * numerics as they were validated against llama.cpp. */
+static void
+softmax_causal_row (float *row, int last, int T_kv)
+{
+  float mx = -INFINITY;
+  for (int j = 0; j <= last; j++)
+    mx = MAX (mx, row[j]);
+  float sum = 0.0f;
+  for (int j = 0; j <= last; j++)
+    sum += (row[j] = expf (row[j] - mx));
+  float inv = 1.0f / sum;
+  for (int j = 0; j <= last; j++)
+    row[j] *= inv;
+  for (int j = last + 1; j < T_kv; j++)
+    row[j] = 0.0f;
+}
+
 /* llama.cpp's attention without flash attention: KQ = K Q^T (an f16 matmul:
  * q rounded to f16; k comes from the f16 cache), softmax (f32, scaled,
  * causal mask), then KQV = V KQ (f16 again: the probabilities rounded to
@@ -139,7 +157,7 @@ lp_ggml_attention (const float *q, const float *k, const float *v, float *dst, i
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, T_kv, hd, scale, q16 + (gsize) h * hd, H * hd,
                    k + (gsize) kh * hd, Hkv * hd, 0.0f, s, T_kv);
       for (int t = 0; t < T; t++)
-        lp_cpu_softmax_causal_row (s + (gsize) t * T_kv, past + t, T_kv);
+        softmax_causal_row (s + (gsize) t * T_kv, past + t, T_kv);
       lp_ggml_round_f16 (s, (gsize) T * T_kv);
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T_kv, 1.0f, s, T_kv, v + (gsize) kh * hd,
                    Hkv * hd, 0.0f, dst + (gsize) h * hd, H * hd);

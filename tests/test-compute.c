@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "compute-internal.h"
 
 /* ---- helpers ---- */
 
@@ -211,6 +212,7 @@ test_rows_threaded (void)
     check_op (LP_COP_ROPE, (LpCTensor *[]){ x, inv_freq }, 2,
               (gint64[8]){ style == 0 ? LP_ROPE_NORMAL : LP_ROPE_NEOX, H, hd, 5 }, NULL, 0);
   check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, NULL, NULL, 0);
+  check_op (LP_COP_SWIGLU, (LpCTensor *[]){ x, y }, 2, (gint64[8]){ 1 }, NULL, 0); /* libm's expf (--llama-cpp) */
   /* T, T_kv: blocks of queries (128, 128, 44), the last one short; with a cache of 20 positions */
   static const int shapes[][2] = { { 300, 300 }, { 150, 170 } };
   for (guint i = 0; i < G_N_ELEMENTS (shapes); i++)
@@ -739,6 +741,173 @@ test_forward_grid_weights (void)
   g_assert_nonnull (strstr (d, "matmul_grid"));
 }
 
+/* ---- exp over rows (exp_rows.c) ---- */
+
+/* Distance in ulps between two floats of one sign (+inf is one past FLT_MAX). */
+static gint64
+ulps (float a, float b)
+{
+  gint32 ia, ib;
+  memcpy (&ia, &a, 4);
+  memcpy (&ib, &b, 4);
+  return ABS ((gint64) ia - ib);
+}
+
+/* lp_exp_ref against e^x in double rounded to float: every 61st float of
+ * [-104, 89] (both signs; subnormal results, the overflow edge) and the
+ * edges themselves; within the 2 ulp that exp_rows.c states. */
+static void
+test_exp_ref_error (void)
+{
+  gint64 worst = 0;
+  float worst_x = 0.0f;
+  guint32 bounds[2][2] = { { 0x00000000u, 0x42b20000u /* 89 */ }, { 0x80000000u, 0xc2d00000u /* -104 */ } };
+  for (int sign = 0; sign < 2; sign++)
+    for (guint32 b = bounds[sign][0]; b <= bounds[sign][1]; b += 61)
+      {
+        float x;
+        memcpy (&x, &b, 4);
+        gint64 u = ulps (lp_exp_ref (x), (float) exp ((double) x));
+        if (u > worst)
+          worst = u, worst_x = x;
+      }
+  /* ln FLT_MAX and its neighbours, the last subnormal and zero results, +-0 */
+  float ln_max = logf (FLT_MAX), edges[] = { 0.0f, -0.0f, ln_max, nextafterf (ln_max, 0.0f),
+                                              nextafterf (ln_max, 100.0f), -87.33654f, -103.27893f, -103.97208f,
+                                              -104.0f, 88.0f, -0.34657359f, 0.34657359f, 1e-8f, -1e-8f };
+  for (guint i = 0; i < G_N_ELEMENTS (edges); i++)
+    {
+      gint64 u = ulps (lp_exp_ref (edges[i]), (float) exp ((double) edges[i]));
+      if (u > worst)
+        worst = u, worst_x = edges[i];
+    }
+  g_test_message ("lp_exp_ref: worst %" G_GINT64_FORMAT " ulp (x = %.9g)", worst, worst_x);
+  g_assert_cmpint (worst, <=, 2);
+  /* what is not a number to round */
+  g_assert_cmpfloat (lp_exp_ref (-INFINITY), ==, 0.0f);
+  g_assert_cmpfloat (lp_exp_ref (-1e30f), ==, 0.0f);
+  g_assert_cmpfloat (lp_exp_ref (-150.5f), ==, 0.0f);
+  g_assert_true (isinf (lp_exp_ref (INFINITY)) && lp_exp_ref (INFINITY) > 0);
+  g_assert_true (isinf (lp_exp_ref (89.0f)) && isinf (lp_exp_ref (1e30f)));
+  g_assert_true (isnan (lp_exp_ref (NAN)));
+  g_assert_cmpfloat (lp_exp_ref (0.0f), ==, 1.0f);
+}
+
+/* One row of every kind of value the kernels meet, of length n: random
+ * logits, -inf (masked), large negatives, zero, the overflow edge. */
+static void
+exp_row (float *x, int n, guint32 seed)
+{
+  lp_test_fill (x, n, seed, 8.0);
+  float special[] = { -INFINITY, -1e30f, -200.0f, -104.0f, -103.5f, -90.0f, -87.5f, 0.0f, -0.0f, 88.7f, 88.72283f };
+  for (int i = 0; i < n; i += 7)
+    x[i] = special[(i / 7) % G_N_ELEMENTS (special)];
+}
+
+/* Each kernel this CPU runs against the plain C reference, to the bit:
+ * the values stored, their float sum, their double sum, the max and
+ * swiglu, on rows of every length around the 16 lanes and at a head's V;
+ * swiglu near libm's too. */
+static void
+test_exp_kernels (void)
+{
+  int lengths[] = { 0, 1, 7, 8, 15, 16, 17, 31, 33, 100, 511, 4099, 49152 };
+  for (LpExpKernel k = LP_EXP_AVX2; k <= LP_EXP_AVX512; k++)
+    {
+      if (!lp_exp_kernel_available (k))
+        {
+          g_test_message ("exp kernel %d: not on this CPU", k);
+          continue;
+        }
+      for (guint l = 0; l < G_N_ELEMENTS (lengths); l++)
+        for (int shift_kind = 0; shift_kind < 3; shift_kind++)
+          {
+            int n = lengths[l];
+            g_autofree float *x = g_new (float, n + 1), *a = g_new (float, n + 1), *b = g_new (float, n + 1);
+            exp_row (x, n, 40 + l);
+            /* the row's max (softmax, log-sum-exp), 0 (overflow reachable), a big shift */
+            float shift = shift_kind == 0 ? lp_exp_row_max (LP_EXP_PLAIN, x, n) : shift_kind == 1 ? 0.0f : 50.0f;
+            g_assert_cmpfloat (lp_exp_row_max (k, x, n), ==, lp_exp_row_max (LP_EXP_PLAIN, x, n));
+            memcpy (a, x, sizeof (float) * n);
+            memcpy (b, x, sizeof (float) * n);
+            a[n] = b[n] = 7.0f; /* past the row: left alone */
+            float sa = lp_exp_store_sum (LP_EXP_PLAIN, a, n, shift), sb = lp_exp_store_sum (k, b, n, shift);
+            g_assert_cmpmem (a, sizeof (float) * (n + 1), b, sizeof (float) * (n + 1));
+            g_assert_cmpmem (&sa, 4, &sb, 4);
+            double da = lp_exp_sum (LP_EXP_PLAIN, x, n, shift), db = lp_exp_sum (k, x, n, shift);
+            g_assert_cmpmem (&da, 8, &db, 8);
+            for (int i = 0; i < n; i++)
+              g_assert_cmpmem (&a[i], 4, &(float){ lp_exp_ref (x[i] - shift) }, 4);
+            /* swiglu with the row as gate (its +-inf and edges included) */
+            lp_test_fill (b, n, 60 + l, 2.0);
+            g_autofree float *ya = g_new (float, n + 1), *yb = g_new (float, n + 1), *want = g_new (float, n + 1);
+            lp_exp_silu_mul (LP_EXP_PLAIN, n, x, b, ya);
+            lp_exp_silu_mul (k, n, x, b, yb);
+            g_assert_cmpmem (ya, sizeof (float) * n, yb, sizeof (float) * n);
+            lp_ref_swiglu (n, x, b, want);
+            for (int i = 0; i < n; i++)
+              if (isfinite (want[i]))
+                g_assert_cmpfloat (fabsf (ya[i] - want[i]), <=, 1e-6f * fabsf (want[i]) + 1e-37f);
+              else
+                g_assert_cmpmem (&ya[i], 4, &want[i], 4);
+          }
+    }
+}
+
+/* lp_cpu_log_sum_exp against lp_log_sum_exp (libm's exp in double) on
+ * rows of logits: within float rounding of the terms. */
+static void
+test_log_sum_exp (void)
+{
+  int V = 49152;
+  g_autofree float *x = g_new (float, V);
+  for (int r = 0; r < 4; r++)
+    {
+      lp_test_fill (x, V, 90 + r, 3.0 + 10.0 * r);
+      if (r == 3)
+        for (int i = 0; i < V; i += 3)
+          x[i] = -INFINITY;
+      double want = lp_log_sum_exp (x, V), got = lp_cpu_log_sum_exp (x, V);
+      g_assert_cmpfloat (fabs (got - want), <=, 4e-7 * MAX (1.0, fabs (want)));
+    }
+}
+
+/* The CPU backend keeps freed buffers of 1 MiB and more, up to 512 MiB,
+ * for the next tensor of the same size; smaller ones go back to malloc. */
+static void
+test_cpu_buffer_pool (void)
+{
+  g_autoptr (LpBackend) cpu = lp_backend_cpu_new ();
+  g_autoptr (GError) error = NULL;
+  gint64 mib = 1 << 18; /* floats */
+  LpCTensor *a = lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 2 * mib }, "a", &error);
+  g_assert_no_error (error);
+  gpointer a_buf = a->buf;
+  lp_ctensor_write (a, 0, (float[]){ 1, 2, 3 }, 12);
+  lp_ctensor_free (a);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, 2 << 20);
+  /* another size: a new buffer; the same size: the kept one */
+  LpCTensor *b = lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 2 * mib + 1 }, "b", &error);
+  g_assert_true (b->buf != a_buf);
+  LpCTensor *c = lp_ctensor_new (cpu, LP_DTYPE_F32, 2, (gint64[]){ 2, mib }, "c", &error);
+  g_assert_true (c->buf == a_buf);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, 0);
+  lp_ctensor_free (b);
+  lp_ctensor_free (c);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, (4 << 20) + 4);
+  /* small: not kept */
+  lp_ctensor_free (lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 1000 }, "s", &error));
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, (4 << 20) + 4);
+  /* over the cap: the oldest let go (never written, so never paged in) */
+  LpCTensor *big[3];
+  for (int i = 0; i < 3; i++)
+    big[i] = lp_ctensor_new (cpu, LP_DTYPE_F32, 1, (gint64[]){ 200 * mib }, "big", &error);
+  g_assert_no_error (error);
+  for (int i = 0; i < 3; i++)
+    lp_ctensor_free (big[i]);
+  g_assert_cmpuint (lp_cpu_pool_bytes (cpu), ==, (gsize) 400 << 20);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -746,6 +915,9 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/matmul", test_matmul);
   g_test_add_func ("/compute/matmul-grid", test_matmul_grid);
   g_test_add_func ("/compute/attention", test_attention);
+  g_test_add_func ("/compute/exp-ref-error", test_exp_ref_error);
+  g_test_add_func ("/compute/exp-kernels", test_exp_kernels);
+  g_test_add_func ("/compute/log-sum-exp", test_log_sum_exp);
   g_test_add_func ("/compute/elementwise", test_elementwise);
   g_test_add_func ("/compute/rows-threaded", test_rows_threaded);
   g_test_add_func ("/compute/add-broadcast", test_add_broadcast_values);
@@ -753,6 +925,7 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/kl-topk", test_kl_topk);
   g_test_add_func ("/compute/ctensor-round-trip", test_ctensor_round_trip);
   g_test_add_func ("/compute/fallback", test_fallback);
+  g_test_add_func ("/compute/cpu-buffer-pool", test_cpu_buffer_pool);
   g_test_add_func ("/compute/weight-budget", test_weight_budget);
   g_test_add_func ("/compute/forward-on-test-backend", test_forward_on_test_backend);
   g_test_add_func ("/compute/forward-grid-weights", test_forward_grid_weights);
