@@ -1,7 +1,9 @@
 /* make bench: helpers shared by the benchmark programs. */
 #pragma once
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <cblas.h>
 #include <glib.h>
@@ -38,6 +40,31 @@ bench_cpu_now (void)
   struct timespec ts;
   clock_gettime (CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The peak resident memory of this process (VmHWM) in MiB since the last
+ * bench_peak_rss_reset, or since it started; 0 where /proc cannot say. */
+static inline double
+bench_peak_rss_mib (void)
+{
+  g_autofree char *status = NULL;
+  if (!g_file_get_contents ("/proc/self/status", &status, NULL, NULL))
+    return 0;
+  const char *hwm = strstr (status, "VmHWM:");
+  return hwm ? g_ascii_strtod (hwm + 6, NULL) / 1024 : 0; /* kB */
+}
+
+/* Start bench_peak_rss_mib's count again from what is resident now (Linux:
+ * writing 5 to /proc/self/clear_refs). */
+static inline void
+bench_peak_rss_reset (void)
+{
+  FILE *f = fopen ("/proc/self/clear_refs", "w");
+  if (f != NULL)
+    {
+      fputs ("5", f);
+      fclose (f);
+    }
 }
 
 /* Peak sgemm GFLOP/s of this machine's OpenBLAS: median of `reps` n^3

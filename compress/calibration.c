@@ -128,13 +128,18 @@ lp_calibration_digest (const LpCalibration *cal)
 #define HESSIAN_BATCH_TOKENS 2048
 #define HESSIAN_BATCH_BYTES (16u << 20)
 
+/* Per core, the statistics of the parts in flight or waiting for their turn
+ * to be added stay under this (beyond it: one sample at a time). */
+#define PER_CORE_STATS_BYTES (1u << 30)
+
 typedef struct {
   float *rows;      /* [cap, n] inputs not yet in the Hessian */
   int n_rows, cap;
 } Pending;
 
 typedef struct {
-  LpActStats *stats; /* [LP_LINEAR_IN_COUNT] */
+  LpActStats *stats;   /* [LP_LINEAR_IN_COUNT] where sums go */
+  LpActStats *capture; /* [LP_LINEAR_IN_COUNT] whose inputs hold every sample's rows */
   LpCalibWhat what;
   LpBackend *be;
   gint64 capture_row[LP_LINEAR_IN_COUNT];
@@ -205,16 +210,26 @@ collect (gpointer user_data, int layer, LpLinearInput which, const float *X, int
         }
   if (c->what & LP_CALIB_CAPTURE)
     {
-      memcpy (s->inputs + c->capture_row[which] * n, X, (gsize) T * n * sizeof (float));
+      memcpy (c->capture[which].inputs + c->capture_row[which] * n, X, (gsize) T * n * sizeof (float));
       c->capture_row[which] += T;
     }
   s->n_tokens += T;
 }
 
 static void
+input_dims (const LpModelConfig *c, int dims[LP_LINEAR_IN_COUNT])
+{
+  dims[LP_LINEAR_IN_QKV] = (int) c->dim;
+  dims[LP_LINEAR_IN_ATTN_OUT] = (int) (c->n_heads * c->head_dim);
+  dims[LP_LINEAR_IN_FFN] = (int) c->dim;
+  dims[LP_LINEAR_IN_DOWN] = (int) c->ffn_dim;
+}
+
+static void
 stats_init (LpActStats *stats, const LpModelConfig *c, int layer, LpCalibWhat what, gint64 total_tokens)
 {
-  int dims[LP_LINEAR_IN_COUNT] = { (int) c->dim, (int) (c->n_heads * c->head_dim), (int) c->dim, (int) c->ffn_dim };
+  int dims[LP_LINEAR_IN_COUNT];
+  input_dims (c, dims);
   for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
     {
       LpActStats *s = &stats[w];
@@ -247,6 +262,214 @@ stats_clear (LpActStats *stats)
     }
 }
 
+/* dst += src, sums and token counts (not the captured rows). */
+static void
+stats_add (LpActStats *dst, const LpActStats *src)
+{
+  for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+    {
+      gsize n = (gsize) dst[w].n;
+      if (dst[w].hessian)
+        for (gsize i = 0; i < n * n; i++)
+          dst[w].hessian[i] += src[w].hessian[i];
+      if (dst[w].sum_sq)
+        for (gsize j = 0; j < n; j++)
+          {
+            dst[w].sum_sq[j] += src[w].sum_sq[j];
+            dst[w].sum_abs[j] += src[w].sum_abs[j];
+          }
+      dst[w].n_tokens += src[w].n_tokens;
+    }
+}
+
+/* The bytes of one part's sums (stats_init without the captured rows). */
+static gsize
+stats_bytes (const LpModelConfig *c, LpCalibWhat what)
+{
+  int dims[LP_LINEAR_IN_COUNT];
+  input_dims (c, dims);
+  gsize b = 0;
+  for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+    {
+      if (what & LP_CALIB_HESSIAN)
+        b += (gsize) dims[w] * dims[w] * sizeof (float);
+      if (what & LP_CALIB_CHANNEL_STATS)
+        b += 2 * (gsize) dims[w] * sizeof (double);
+    }
+  return b;
+}
+
+/* ---- one block over every sample ----
+ *
+ * One sample at a time, each GEMM on OpenBLAS's threads; or, when OpenBLAS
+ * runs on one thread (lp_cpu_blas_threads_init: a small model, as `llmpress
+ * eval` does), samples one per core, as evaluation spreads its windows: its
+ * small GEMMs (T x D x D) left BLAS's other threads spinning between them.
+ * Per core, the samples go in parts of one Hessian batch (the samples the
+ * one-at-a-time order gathers into one syrk), each part's sums gathered
+ * alone and added to the block's in part order, so the result depends
+ * neither on scheduling nor on the thread count; it differs from the
+ * one-at-a-time order's in summation order only. */
+
+typedef struct {
+  LpModel *model;    /* the statistics' model: the original (independent mode) or work */
+  LpBackend *be;
+  GPtrArray *idle;   /* LpForward over model, free to take */
+  float *x;          /* [N, L, D] the residual streams */
+  int layer, N, L, D;
+  gboolean independent;
+  LpCalibWhat what;
+  LpActStats *totals; /* [LP_LINEAR_IN_COUNT] the block's statistics */
+  int per_part, n_parts;
+  gboolean per_core;
+  GMutex lock;
+  GCond reduced;
+  LpActStats **parked; /* [n_parts] parts done, waiting for their turn */
+  int next, n_parked, max_parked;
+  GError *error;
+} BlockJob;
+
+/* A forward over job->model: one left by an earlier sample, else a new one
+ * (its weights are the model's: on the CPU wrapped, not copied). */
+static LpForward *
+forward_take (BlockJob *j, GError **error)
+{
+  g_mutex_lock (&j->lock);
+  LpForward *fw = j->idle->len > 0 ? g_ptr_array_steal_index (j->idle, j->idle->len - 1) : NULL;
+  g_mutex_unlock (&j->lock);
+  return fw ? fw : lp_forward_new (j->model, j->be, error);
+}
+
+static void
+forward_give (BlockJob *j, LpForward *fw)
+{
+  g_mutex_lock (&j->lock);
+  g_ptr_array_add (j->idle, fw);
+  g_mutex_unlock (&j->lock);
+}
+
+static void
+job_fail (BlockJob *j, GError *error)
+{
+  g_mutex_lock (&j->lock);
+  if (j->error == NULL)
+    j->error = error;
+  else
+    g_error_free (error);
+  g_mutex_unlock (&j->lock);
+}
+
+static gboolean
+job_failed (BlockJob *j)
+{
+  g_mutex_lock (&j->lock);
+  gboolean failed = j->error != NULL;
+  g_mutex_unlock (&j->lock);
+  return failed;
+}
+
+/* Part p's sums into the block's, after those of every part before it;
+ * waits (its sums parked) while too many parts are parked. */
+static void
+part_reduce (BlockJob *j, int p, LpActStats *part)
+{
+  g_mutex_lock (&j->lock);
+  j->parked[p] = part;
+  j->n_parked++;
+  while (j->next < j->n_parts && j->parked[j->next] != NULL)
+    {
+      LpActStats *s = j->parked[j->next];
+      stats_add (j->totals, s);
+      stats_clear (s);
+      g_free (s);
+      j->parked[j->next++] = NULL;
+      j->n_parked--;
+    }
+  g_cond_broadcast (&j->reduced);
+  /* The part that comes next is being computed by a thread that is not
+   * waiting here (parts are claimed in order), so this ends. */
+  while (j->parked[p] != NULL && j->n_parked > j->max_parked)
+    g_cond_wait (&j->reduced, &j->lock);
+  g_mutex_unlock (&j->lock);
+}
+
+/* Samples of parts [p0, p1) through the block with the statistics hooks. */
+static void
+stat_parts (gint64 p0, gint64 p1, gpointer data)
+{
+  BlockJob *j = data;
+  const LpModelConfig *c = lp_model_config (j->model);
+  for (gint64 p = p0; p < p1; p++)
+    {
+      LpActStats *part = j->totals;
+      if (j->per_core)
+        {
+          part = g_new (LpActStats, LP_LINEAR_IN_COUNT);
+          stats_init (part, c, j->layer, j->what & ~LP_CALIB_CAPTURE, 0);
+        }
+      Collector col = { part, j->totals, j->what, j->be, { 0 }, { { 0 } } };
+      LpForwardHooks hooks = { collect, &col };
+      GError *error = NULL;
+      LpForward *fw = job_failed (j) ? NULL : forward_take (j, &error);
+      g_autofree float *scratch = j->independent || fw == NULL ? NULL : g_new (float, (gsize) j->L * j->D);
+      int i1 = (int) MIN ((p + 1) * j->per_part, j->N);
+      for (int i = (int) p * j->per_part; fw != NULL && i < i1 && error == NULL; i++)
+        {
+          /* Independent mode runs the original block, whose outputs are
+           * also the next block's inputs; sequential mode reruns the
+           * (possibly replaced) block afterwards. */
+          float *xi = j->x + (gsize) i * j->L * j->D;
+          if (!j->independent)
+            memcpy (scratch, xi, (gsize) j->L * j->D * sizeof (float));
+          for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+            col.capture_row[w] = (gint64) i * j->L;
+          lp_forward_block (fw, j->layer, j->independent ? xi : scratch, j->L, NULL, &hooks, &error);
+        }
+      collector_finish (&col);
+      if (fw != NULL)
+        forward_give (j, fw);
+      if (error != NULL)
+        job_fail (j, error);
+      if (j->per_core)
+        part_reduce (j, (int) p, part);
+    }
+}
+
+/* Samples [i0, i1) through the block as it is now (sequential mode: the
+ * next block's inputs). */
+static void
+update_samples (gint64 i0, gint64 i1, gpointer data)
+{
+  BlockJob *j = data;
+  GError *error = NULL;
+  LpForward *fw = job_failed (j) ? NULL : forward_take (j, &error);
+  for (gint64 i = i0; fw != NULL && i < i1 && error == NULL; i++)
+    lp_forward_block (fw, j->layer, j->x + (gsize) i * j->L * j->D, j->L, NULL, NULL, &error);
+  if (fw != NULL)
+    forward_give (j, fw);
+  if (error != NULL)
+    job_fail (j, error);
+}
+
+/* func over [0, n): on every core when per core, else in this thread. */
+static void
+spread (BlockJob *j, gint64 n, LpParallelFunc func)
+{
+  if (j->per_core)
+    lp_parallel_for (n, 1, func, j);
+  else
+    func (0, n, j);
+}
+
+static gboolean
+job_error (BlockJob *j, GError **error)
+{
+  if (j->error == NULL)
+    return TRUE;
+  g_propagate_error (error, g_steal_pointer (&j->error));
+  return FALSE;
+}
+
 gboolean
 lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBackend *backend, LpCalibWhat what,
                     LpCalibBlockFunc func, gpointer user_data, GError **error)
@@ -273,44 +496,45 @@ lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBack
     if (!lp_forward_embed (fw, lp_calibration_sample (cal, i), L, x + (gsize) i * L * D, error))
       return FALSE;
 
+  int per_part = MAX (1, HESSIAN_BATCH_TOKENS / L), n_parts = (N + per_part - 1) / per_part;
+  int threads = lp_threads ();
+  gboolean per_core = threads > 1 && N > 1 && lp_backend_is_cpu (be) && lp_cpu_blas_threads () == 1
+                      && stats_bytes (c, what) * 2 * (gsize) threads <= PER_CORE_STATS_BYTES;
   LpActStats stats[LP_LINEAR_IN_COUNT];
+  BlockJob job = { .model = independent ? original : work, .be = be, .x = x, .N = N, .L = L, .D = D,
+                   .independent = independent, .what = what, .totals = stats,
+                   .per_part = per_core ? per_part : N, .n_parts = per_core ? n_parts : 1, .per_core = per_core,
+                   .max_parked = threads };
+  g_mutex_init (&job.lock);
+  g_cond_init (&job.reduced);
+  job.idle = g_ptr_array_new_with_free_func ((GDestroyNotify) lp_forward_free);
+  g_ptr_array_add (job.idle, independent ? g_steal_pointer (&fo) : g_steal_pointer (&fw));
+  job.parked = g_new0 (LpActStats *, job.n_parts);
+  gboolean ok = TRUE;
   g_autoptr (LpProgress) prog = lp_progress_new ("calibration", "blocks", c->n_layers);
-  for (int l = 0; l < c->n_layers; l++)
+  for (int l = 0; l < c->n_layers && ok; l++)
     {
+      job.layer = l;
+      job.next = 0;
       stats_init (stats, c, l, what, (gint64) N * L);
-      Collector col = { stats, what, be, { 0 }, { { 0 } } };
-      LpForwardHooks hooks = { collect, &col };
-      /* Statistics from the block's current inputs.  Independent mode runs
-       * the original block, whose outputs are also the next block's inputs;
-       * sequential mode reruns the (possibly replaced) block afterwards. */
-      LpForward *stat_fw = independent ? fo : fw;
-      g_autofree float *scratch = independent ? NULL : g_new (float, (gsize) L * D);
-      for (int i = 0; i < N; i++)
-        {
-          float *xi = x + (gsize) i * L * D;
-          float *target = independent ? xi : scratch;
-          if (!independent)
-            memcpy (scratch, xi, (gsize) L * D * sizeof (float));
-          if (!lp_forward_block (stat_fw, l, target, L, NULL, &hooks, error))
-            {
-              collector_finish (&col);
-              stats_clear (stats);
-              return FALSE;
-            }
-        }
-      collector_finish (&col);
-      gboolean ok = func == NULL || func (user_data, l, stats, error);
+      spread (&job, job.n_parts, stat_parts);
+      ok = job_error (&job, error) && (func == NULL || func (user_data, l, stats, error));
       stats_clear (stats);
-      if (!ok)
-        return FALSE;
-      if (!independent)
+      if (ok && !independent)
         {
-          lp_forward_invalidate (fw);
-          for (int i = 0; i < N; i++)
-            if (!lp_forward_block (fw, l, x + (gsize) i * L * D, L, NULL, NULL, error))
-              return FALSE;
+          /* The block's weights may have been replaced: every forward
+           * uploads them again. */
+          for (guint f = 0; f < job.idle->len; f++)
+            lp_forward_invalidate (job.idle->pdata[f]);
+          spread (&job, N, update_samples);
+          ok = job_error (&job, error);
         }
-      lp_progress_update (prog, l + 1);
+      if (ok)
+        lp_progress_update (prog, l + 1);
     }
-  return TRUE;
+  g_ptr_array_unref (job.idle);
+  g_free (job.parked);
+  g_mutex_clear (&job.lock);
+  g_cond_clear (&job.reduced);
+  return ok;
 }

@@ -216,6 +216,36 @@ sweep_block (BlockJob *proto, int rows, int n_workers, GError **error)
   return ok;
 }
 
+/* The lazy part of a column block: every later column at once,
+ * W[:, c1:] -= E U[c0:c1, c1:], W [rows, ldw], E [rows, nb]. */
+typedef struct {
+  LpBackend *be;
+  float *W;
+  const float *E, *U;
+  int ldw, n, c0, c1;
+} LazyJob;
+
+static void
+lazy_rows (gint64 r0, gint64 r1, gpointer data)
+{
+  const LazyJob *j = data;
+  int nb = j->c1 - j->c0;
+  lp_gemm (j->be, FALSE, (int) (r1 - r0), j->n - j->c1, nb, -1.0f, j->E + (gsize) r0 * nb, nb,
+           j->U + (gsize) j->c0 * j->n + j->c1, j->n, 1.0f, j->W + (gsize) r0 * j->ldw + j->c1, j->ldw);
+}
+
+/* One product on BLAS's threads; or, where BLAS runs on one thread (a
+ * process that chose it for a small model, calibration.c), row ranges of
+ * it on every core: each row of the product is computed alone either way. */
+static void
+lazy_update (LazyJob *job, int rows)
+{
+  if (lp_backend_is_cpu (job->be) && lp_cpu_blas_threads () == 1)
+    lp_parallel_for (rows, ROW_TILE * 4, lazy_rows, job);
+  else
+    lazy_rows (0, rows, job);
+}
+
 static double
 sum_rows (const double *loss, int rows)
 {
@@ -239,15 +269,15 @@ lp_obs_sweep (LpBackend *be, int rows, int n, float *W, int ldw, const float *U,
   g_autofree double *row_loss = g_new0 (double, rows);
   for (int c0 = 0; c0 < n; c0 += B)
     {
-      int c1 = MIN (c0 + B, n), nb = c1 - c0;
+      int c1 = MIN (c0 + B, n);
       if (sweep->block_begin && !sweep->block_begin (sweep->user_data, c0, c1, W, ldw, rows, U, n, error))
         return FALSE;
       BlockJob job = { sweep, W, U, E, row_loss, ldw, n, c0, c1, 0, rows, NULL };
       if (!sweep_block (&job, rows, n_workers, error))
         return FALSE;
-      /* The lazy part: every later column at once, W[:, c1:] -= E U[c0:c1, c1:]. */
+      LazyJob lazy = { be, W, E, U, ldw, n, c0, c1 };
       if (c1 < n)
-        lp_gemm (be, FALSE, rows, n - c1, nb, -1.0f, E, nb, U + (gsize) c0 * n + c1, n, 1.0f, W + c1, ldw);
+        lazy_update (&lazy, rows);
     }
   if (loss)
     *loss = sum_rows (row_loss, rows);

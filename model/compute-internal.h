@@ -166,14 +166,11 @@ void lp_cpu_gemm_q8 (int M, int N, int K, const float *A, int lda, LpDType wtype
                      int ldc);
 void lp_cpu_gemm_q8_ref (int M, int N, int K, const float *A, int lda, LpDType wtype, const void *W, float beta,
                          float *C, int ldc);
-/* fn (data, i0, i1) over [0, n) split into lp_threads () ranges of at
- * least `grain` items, on the CPU worker threads (cpu_threads.c) and the
- * caller; serially in the caller when n is small or the workers are busy.
- * Returns when every range is done. */
+/* fn (data, i0, i1) on rows [i0, i1). */
 typedef void (*LpRangeFn) (void *data, int i0, int i1);
-void lp_cpu_parallel_for (int n, int grain, LpRangeFn fn, void *data);
 /* rows (data, j0, j1) over the N rows of a weight [N, K]: split over the
- * worker threads in shares worth a hand-off, or in the caller (serial). */
+ * threads (lp_parallel_for) in shares worth a hand-off, or in the caller
+ * (serial). */
 void lp_cpu_gemv_split (int N, int K, LpRangeFn rows, void *data, gboolean serial);
 /* Row t of one head's attention probabilities, in place: the scaled scores
  * row[0 .. last] replaced by their softmax (max-subtracted), row[last + 1 ..

@@ -7,7 +7,7 @@
  * product, and decoding a quantized W to f32 first moves 4-8 times the bytes
  * of W: a step is bound by reading W once, so each row of W is read once
  * and dotted with the M rows of A while its block is in registers.  The
- * rows of W are split over the CPU worker threads (cpu_threads.c).
+ * rows of W are split over the threads (lp_parallel_for).
  *
  * Each block type has two row kernels: a plain C one (the reference, and
  * what runs where AVX2 is absent) and an AVX2/FMA one chosen at run time.
@@ -343,6 +343,18 @@ lp_cpu_gemv_supports (int M, int K, LpDType wtype)
     }
 }
 
+typedef struct {
+  LpRangeFn rows;
+  void *data;
+} Split;
+
+static void
+split_range (gint64 j0, gint64 j1, gpointer data)
+{
+  const Split *s = data;
+  s->rows (s->data, (int) j0, (int) j1);
+}
+
 void
 lp_cpu_gemv_split (int N, int K, LpRangeFn rows, void *data, gboolean serial)
 {
@@ -351,7 +363,7 @@ lp_cpu_gemv_split (int N, int K, LpRangeFn rows, void *data, gboolean serial)
   if (serial)
     rows (data, 0, N);
   else
-    lp_cpu_parallel_for (N, MAX (1, (64 << 10) / MAX (K, 1)), rows, data);
+    lp_parallel_for (N, MAX (1, (64 << 10) / MAX (K, 1)), split_range, &(Split){ rows, data });
 }
 
 /* The product, by the AVX2 row kernels over the worker threads, or (ref)

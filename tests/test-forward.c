@@ -504,6 +504,79 @@ test_calibration_hessian_batches (void)
     }
 }
 
+/* Every block's Hessians and channel sums, copied out (one run's). */
+typedef struct {
+  GPtrArray *hessians; /* float [n, n] per block and input, in order */
+  GArray *sum_sq;      /* double, every block's and input's in order */
+} CalibCopy;
+
+static gboolean
+copy_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
+{
+  CalibCopy *cc = user_data;
+  for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+    {
+      g_ptr_array_add (cc->hessians, g_memdup2 (stats[w].hessian, (gsize) stats[w].n * stats[w].n * sizeof (float)));
+      g_array_append_vals (cc->sum_sq, stats[w].sum_sq, stats[w].n);
+    }
+  return TRUE;
+}
+
+static CalibCopy
+calib_copy_run (LpCalibration *cal, LpModel *m, int threads)
+{
+  CalibCopy cc = { g_ptr_array_new_with_free_func (g_free), g_array_new (FALSE, FALSE, sizeof (double)) };
+  g_autoptr (GError) error = NULL;
+  lp_threads_set (threads);
+  g_assert_true (lp_calibration_run (cal, m, m, NULL, LP_CALIB_HESSIAN | LP_CALIB_CHANNEL_STATS, copy_block, &cc,
+                                     &error));
+  g_assert_no_error (error);
+  lp_threads_set (0);
+  return cc;
+}
+
+/* With OpenBLAS on one thread (main), samples run one per core in parts of
+ * one Hessian batch, each part summed alone and added in part order: the
+ * statistics are the same bits with 2 and 3 threads, and the one-thread
+ * order's (a single sum) up to rounding. */
+static void
+test_calibration_per_core (void)
+{
+  g_autoptr (LpModel) m = lp_test_tiny_model (11);
+  g_autoptr (GArray) toks = calib_tokens (6000);
+  LpCalibOptions o = { 11, 512, 3, LP_CALIB_SEQUENTIAL }; /* parts of 4, 4 and 3 samples */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (lp_cpu_blas_threads (), ==, 1);
+  CalibCopy one = calib_copy_run (cal, m, 1), two = calib_copy_run (cal, m, 2), three = calib_copy_run (cal, m, 3);
+  g_assert_cmpuint (two.hessians->len, ==, 2 * LP_LINEAR_IN_COUNT);
+  double worst = 0;
+  const LpModelConfig *c = lp_model_config (m);
+  int dims[LP_LINEAR_IN_COUNT] = { (int) c->dim, (int) (c->n_heads * c->head_dim), (int) c->dim, (int) c->ffn_dim };
+  for (guint h = 0; h < two.hessians->len; h++)
+    {
+      gsize nn = (gsize) dims[h % LP_LINEAR_IN_COUNT] * dims[h % LP_LINEAR_IN_COUNT];
+      const float *a = one.hessians->pdata[h], *b = two.hessians->pdata[h], *d = three.hessians->pdata[h];
+      g_assert_cmpmem (b, nn * sizeof (float), d, nn * sizeof (float));
+      double scale = 0;
+      for (gsize i = 0; i < nn; i++)
+        scale = MAX (scale, fabs (a[i]));
+      for (gsize i = 0; i < nn; i++)
+        worst = MAX (worst, fabs (a[i] - b[i]) / scale);
+    }
+  g_assert_cmpmem (two.sum_sq->data, two.sum_sq->len * sizeof (double), three.sum_sq->data,
+                   three.sum_sq->len * sizeof (double));
+  g_test_message ("per core vs one sum: worst Hessian difference %.3g of the largest entry", worst);
+  g_assert_cmpfloat (worst, <, 1e-5);
+  CalibCopy *all[] = { &one, &two, &three };
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    {
+      g_ptr_array_unref (all[i]->hessians);
+      g_array_unref (all[i]->sum_sq);
+    }
+}
+
 /* The held-out windows are the slots of the cut that no sample took:
  * token i is its own position, so each window says where it came from.
  * Samples and held-out windows together tile the slots exactly once, in
@@ -713,6 +786,7 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/kl-self-zero", test_kl_self_zero);
   g_test_add_func ("/calibration/hessian-modes", test_calibration_hessian);
   g_test_add_func ("/calibration/hessian-batches", test_calibration_hessian_batches);
+  g_test_add_func ("/calibration/per-core", test_calibration_per_core);
   g_test_add_func ("/calibration/heldout", test_calibration_heldout);
   g_test_add_func ("/calibration/stats-gguf-imatrix", test_stats_roundtrip);
   g_test_add_func ("/pipeline/eval-pass", test_pipeline_eval);

@@ -1,9 +1,8 @@
-/* The decoding kernels (model/gemv.c, model/cpu_threads.c): the matrix-vector
- * product for a few rows of activations, AVX2 over the worker threads
- * (lp_cpu_gemv_w) against its plain C row kernels (lp_cpu_gemv_w_ref) and
- * against the reference product of the decoded weights (lp_ref_gemm_w), for
- * every weight type it takes; and the worker threads' ranges, theirs and
- * the SDK's lp_parallel_for's. */
+/* The decoding kernels (model/gemv.c): the matrix-vector product for a few
+ * rows of activations, AVX2 over the threads (lp_cpu_gemv_w) against its
+ * plain C row kernels (lp_cpu_gemv_w_ref) and against the reference
+ * product of the decoded weights (lp_ref_gemm_w), for every weight type it
+ * takes; and the ranges of lp_parallel_for, which splits them. */
 #include "config.h"
 
 #include <math.h>
@@ -204,47 +203,6 @@ test_gemv_supports (void)
   g_assert_false (lp_cpu_gemv_supports (1, 256, LP_DTYPE_Q4_K)); /* decoded by the GEMM path */
 }
 
-/* Each index marked once, by whichever thread ran its range. */
-static void
-mark_range (void *data, int i0, int i1)
-{
-  int *hits = data;
-  for (int i = i0; i < i1; i++)
-    g_atomic_int_inc (&hits[i]);
-}
-
-static void
-test_parallel_for_covers (void)
-{
-  const int sizes[] = { 0, 1, 7, 100, 1001 };
-  for (guint s = 0; s < G_N_ELEMENTS (sizes); s++)
-    for (int grain = 1; grain <= 64; grain *= 8)
-      for (int rep = 0; rep < 3; rep++)
-        {
-          int n = sizes[s];
-          g_autofree int *hits = g_new0 (int, MAX (n, 1));
-          lp_cpu_parallel_for (n, grain, mark_range, hits);
-          for (int i = 0; i < n; i++)
-            g_assert_cmpint (hits[i], ==, 1);
-        }
-  g_assert_cmpint (lp_threads (), >=, 1);
-}
-
-/* Calls from several threads at once: one runs on the workers, the others
- * in their own thread; every range still done once. */
-static gpointer
-parallel_caller (gpointer data)
-{
-  for (int rep = 0; rep < 50; rep++)
-    {
-      int hits[257] = { 0 };
-      lp_cpu_parallel_for (257, 1, mark_range, hits);
-      for (int i = 0; i < 257; i++)
-        g_assert_cmpint (hits[i], ==, 1);
-    }
-  return data;
-}
-
 /* caller () on four threads at once. */
 static void
 four_callers (GThreadFunc caller)
@@ -254,12 +212,6 @@ four_callers (GThreadFunc caller)
     t[i] = g_thread_new ("caller", caller, NULL);
   for (int i = 0; i < 4; i++)
     g_thread_join (t[i]);
-}
-
-static void
-test_parallel_for_concurrent (void)
-{
-  four_callers (parallel_caller);
 }
 
 /* lp_parallel_for (threads.h): ranges of at least `grain` items (the
@@ -426,8 +378,6 @@ main (int argc, char **argv)
   g_test_add_func ("/gemv/types", test_gemv_types);
   g_test_add_func ("/gemv/supports", test_gemv_supports);
   g_test_add_func ("/gemv/q8-types", test_gemm_q8_types);
-  g_test_add_func ("/parallel/covers", test_parallel_for_covers);
-  g_test_add_func ("/parallel/concurrent", test_parallel_for_concurrent);
   g_test_add_func ("/parallel/sdk-covers", test_sdk_parallel_for_covers);
   g_test_add_func ("/parallel/sdk-concurrent", test_sdk_parallel_for_concurrent);
   g_test_add_func ("/gemv/smollm2-incremental-matches-full", test_smollm2_incremental_matches_full);
