@@ -112,8 +112,6 @@ int lp_qx86_row_checked (LpDType type, const float *x, gint64 n, const float *im
 /* Q4_K / Q5_K with their search in AVX-512 intrinsics (quant_ksearch_x86.c;
  * FALSE for other types, CPUs and builds); the rest is lp_qfast_row_portable's. */
 gboolean lp_qx86_krow (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst);
-/* Whether this CPU runs AVX-512F (asked once; FALSE off x86-64 GCC builds). */
-gboolean lp_cpu_have_avx512 (void);
 /* make_qkx2_quants (importance FALSE) / make_qkx3_quants (TRUE) with ggml's
  * Q4_K (nmax 15) / Q5_K (31) arguments on n_lanes (1 .. 48) sub-blocks of
  * 32 values at once, x and w as [value][sub-block]: codes L, each

@@ -23,6 +23,7 @@
 #include <float.h>
 #include <math.h>
 
+#include "compute-internal.h"
 #include "quant-internal.h"
 
 /* GCC's -O2 vectorises only loops its "very cheap" cost model accepts,

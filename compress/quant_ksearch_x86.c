@@ -33,18 +33,6 @@
 #define KX512 __attribute__ ((target ("avx512f")))
 #define KX512_INLINE KX512 static inline __attribute__ ((always_inline))
 
-gboolean
-lp_cpu_have_avx512 (void)
-{
-  static gint have = -1;
-  if (g_atomic_int_get (&have) < 0)
-    {
-      __builtin_cpu_init ();
-      g_atomic_int_set (&have, __builtin_cpu_supports ("avx512f"));
-    }
-  return g_atomic_int_get (&have) > 0;
-}
-
 /* -v: a sign flip, as the scalar code's unary minus (0 - v would give +0 for +0). */
 KX512_INLINE __m512
 negate (__m512 v)
@@ -342,12 +330,6 @@ void
 lp_qx86_ktranspose (const float *src, int nsb, float (*dst)[48])
 {
   g_assert_not_reached ();
-}
-
-gboolean
-lp_cpu_have_avx512 (void)
-{
-  return FALSE;
 }
 
 void

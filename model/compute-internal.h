@@ -135,6 +135,8 @@ void lp_cpu_gemv_w_ref (int M, int N, int K, const float *A, int lda, LpDType wt
 void lp_cgraph_set_int8_matmul (LpCGraph *g, gboolean on);
 /* Whether this x86 CPU runs the AVX2 + FMA kernels (asked once). */
 gboolean lp_cpu_have_avx2 (void);
+/* Whether this CPU runs AVX-512F (asked once; FALSE off x86-64 GCC builds). */
+gboolean lp_cpu_have_avx512 (void);
 /* Column j of C[M, ldc] = out[M] + beta C (beta = 0: C not read); inline:
  * the row kernels store every output through it. */
 static inline void

@@ -351,17 +351,6 @@ max_avx512 (const float *x, int n)
   return r;
 }
 
-static gboolean
-have_avx512 (void)
-{
-  static gint have = -1;
-  if (g_atomic_int_get (&have) < 0)
-    {
-      __builtin_cpu_init ();
-      g_atomic_int_set (&have, __builtin_cpu_supports ("avx512f"));
-    }
-  return g_atomic_int_get (&have) > 0;
-}
 #endif
 
 gboolean
@@ -375,7 +364,7 @@ lp_exp_kernel_available (LpExpKernel k)
     case LP_EXP_AVX2:
       return lp_cpu_have_avx2 ();
     case LP_EXP_AVX512:
-      return have_avx512 ();
+      return lp_cpu_have_avx512 ();
 #endif
     default:
       return FALSE;

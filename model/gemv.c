@@ -288,6 +288,22 @@ lp_cpu_have_avx2 (void)
 }
 #endif
 
+gboolean
+lp_cpu_have_avx512 (void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+  static gint have = -1;
+  if (g_atomic_int_get (&have) < 0)
+    {
+      __builtin_cpu_init ();
+      g_atomic_int_set (&have, __builtin_cpu_supports ("avx512f"));
+    }
+  return g_atomic_int_get (&have) > 0;
+#else
+  return FALSE;
+#endif
+}
+
 static RowDot
 row_dot (LpDType wtype, gboolean ref)
 {
