@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include <llmpress/llmpress.h>
 
@@ -36,14 +35,6 @@ static const struct {
   { 576, 576 }, { 192, 576 }, { 192, 576 }, { 576, 576 }, { 1536, 576 }, { 1536, 576 }, { 576, 1536 },
 };
 #define N_LAYERS 30
-
-static double
-cpu_seconds (void)
-{
-  struct rusage u;
-  getrusage (RUSAGE_SELF, &u);
-  return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
-}
 
 /* Whether the line `name` runs: no arguments, or one is its first word. */
 static gboolean
@@ -103,7 +94,7 @@ main (int argc, char **argv)
       double wall[16], cpu_s[16];
       for (int rep = 0; rep < reps; rep++)
         {
-          double t0 = now (), c0 = cpu_seconds ();
+          double t0 = now (), c0 = bench_cpu_now ();
           for (int l = 0; l < N_LAYERS; l++)
             for (guint k = 0; k < G_N_ELEMENTS (layer); k++)
               {
@@ -122,7 +113,7 @@ main (int argc, char **argv)
                   }
               }
           wall[rep] = now () - t0;
-          cpu_s[rep] = cpu_seconds () - c0;
+          cpu_s[rep] = bench_cpu_now () - c0;
         }
       double s = median (wall, reps), c = median (cpu_s, reps);
       double gbs = total * 4.0 / s / 1e9;
@@ -140,13 +131,13 @@ main (int argc, char **argv)
       double cpu_s[16];
       for (int rep = 0; rep < reps; rep++)
         {
-          double c0 = cpu_seconds ();
+          double c0 = bench_cpu_now ();
           for (int l = 0; l < N_LAYERS; l++)
             for (int r = 0; r < layer[down].rows; r++)
               if (!lp_quantize_row (LP_DTYPE_Q4_K, w[l][down] + (gint64) r * layer[down].cols, out + r * row_bytes,
                                     layer[down].cols, NULL, NULL))
                 return 1;
-          cpu_s[rep] = cpu_seconds () - c0;
+          cpu_s[rep] = bench_cpu_now () - c0;
         }
       double c = median (cpu_s, reps), n = (double) N_LAYERS * layer[down].rows * layer[down].cols;
       printf ("%-24s %7.2f s CPU: %6.0f MB/s of f32 input\n", kernel_name, c, n * 4 / c / 1e6);
