@@ -138,3 +138,33 @@ gboolean lp_ggml_min_correction (LpDType weight, const void *w, gsize N, gsize K
  * the T_kv positions being q's), probabilities rounded to f16. */
 void lp_ggml_attention (const float *q, const float *k, const float *v, float *dst, int T, int T_kv, int H,
                         int Hkv, int hd);
+
+/* ---- ggml's CPU ops restated bit for bit (ggml_ops.c) ----
+ * What llama-cpp-python 0.3.36's libggml-cpu.so (AVX-512) computes, to the
+ * bit, given the same inputs.  Shapes in ggml's order reversed: x[T, D] is
+ * T rows of D. */
+
+/* ggml_v_expf (AVX-512): exp(x) as ggml's vector exp computes each lane. */
+float lp_ggml_v_expf (float x);
+/* The sum of v[16] in _mm512_reduce_add_ps's order. */
+float lp_ggml_reduce16 (const float *v);
+/* dst[T, D] = rms_norm (x[T, D]) * w[D] (ggml_compute_forward_rms_norm_mul_fused). */
+void lp_ggml_rms_norm_mul (const float *x, const float *w, float *dst, int T, int D, float eps);
+/* cache[n_dims]: cos, sin pairs for position p (ggml_rope_cache_init,
+ * ext_factor 0, no frequency factors). */
+void lp_ggml_rope_cache (float p, int n_dims, float freq_base, float freq_scale, float attn_factor, float *cache);
+/* dst[T, H, hd] = x[T, H, hd] with the first n_dims of each head rotated
+ * for position pos[t], RoPE's normal (not NeoX) mode
+ * (ggml_compute_forward_rope_f32). */
+void lp_ggml_rope (const float *x, float *dst, const gint32 *pos, int T, int H, int hd, int n_dims, float freq_base,
+                   float freq_scale, float attn_factor);
+/* y[n] = exp (x[n] - max); returns their sum in f64 (ggml_vec_soft_max_f32). */
+double lp_ggml_vec_soft_max (int n, float *y, const float *x, float max);
+/* dst[rows, n] = softmax (x[rows, n] * scale + mask[r % mask_rows, n])
+ * (ggml_compute_forward_soft_max_f32, no ALiBi, no sinks); mask may be
+ * NULL.  For KQ, n is llama.cpp's n_kv, the KV cache's cells in view,
+ * padded past the tokens (masked): the padding changes which values the
+ * 16-lane sums group. */
+void lp_ggml_soft_max (const float *x, const float *mask, int mask_rows, float *dst, int rows, int n, float scale);
+/* dst[rows, n] = silu (gate) * up (ggml_vec_swiglu_f32 on each row). */
+void lp_ggml_swiglu (const float *gate, const float *up, float *dst, int rows, int n);

@@ -561,6 +561,184 @@ test_smollm2_ops (void)
   g_assert_cmpfloat (rel, <, 1e-5);
 }
 
+/* ours[n] and theirs[n] the same bits, or a message with how many differ. */
+static void
+assert_same_bits (const char *what, const float *ours, const float *theirs, gsize n)
+{
+  gsize differ = 0;
+  for (gsize i = 0; i < n; i++)
+    differ += memcmp (ours + i, theirs + i, sizeof (float)) != 0;
+  g_test_message ("%s: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " values differ from llama.cpp's", what, differ, n);
+  g_assert_cmpuint (differ, ==, 0);
+}
+
+/* Model tensor `name` in f32 (owned). */
+static float *
+tensor_f32 (LpModel *m, const char *name)
+{
+  LpTensor *t = lp_model_tensor (m, name);
+  g_assert_nonnull (t);
+  return lp_tensor_dup_f32 (t, NULL);
+}
+
+/* Block `layer`'s ops in ggml_ops.c against llama.cpp's tensors in dir
+ * (`intermediates`): its RMS norms times their weights, RoPE of Q and K,
+ * the KQ softmax over n_kv columns (causal mask, the cells past T empty),
+ * SwiGLU, and the two residual adds, each fed llama.cpp's input. */
+static void
+check_block_ops_exact (LpModel *m, const char *dir, int layer, int T, int n_kv)
+{
+  const LpModelConfig *c = lp_model_config (m);
+  int D = (int) c->dim, F = (int) c->ffn_dim, H = (int) c->n_heads, Hkv = (int) c->n_kv_heads, hd = (int) c->head_dim;
+  gsize TD = (gsize) T * D;
+  g_autofree char *in_name = layer ? g_strdup_printf ("l_out-%d", layer - 1) : g_strdup ("embd");
+#define NAME(s) g_strdup_printf ("%s-%d", s, layer)
+  g_autofree char *attn_norm = NAME ("attn_norm"), *ffn_inp = NAME ("ffn_inp"), *ffn_norm = NAME ("ffn_norm");
+  g_autofree char *attn_out = NAME ("attn_out"), *ffn_out = NAME ("ffn_out"), *l_out = NAME ("l_out");
+  g_autofree char *q_in = NAME ("Qcur"), *k_in = NAME ("Kcur"), *kq = NAME ("kq"), *kq_sm = NAME ("kq_soft_max");
+  g_autofree char *gate = NAME ("ffn_gate"), *up = NAME ("ffn_up"), *swiglu = NAME ("ffn_swiglu");
+#undef NAME
+  g_autofree char *q_pre = g_strconcat (q_in, "#1", NULL), *q_post = g_strconcat (q_in, "#2", NULL);
+  g_autofree char *k_pre = g_strconcat (k_in, "#1", NULL), *k_post = g_strconcat (k_in, "#2", NULL);
+  g_autofree char *w_attn = g_strdup_printf ("blk.%d.attn_norm.weight", layer);
+  g_autofree char *w_ffn = g_strdup_printf ("blk.%d.ffn_norm.weight", layer);
+
+  /* RMS norm times its weight, before attention and before the FFN. */
+  g_autofree float *x = read_f32 (dir, in_name, TD);
+  g_autofree float *w = tensor_f32 (m, w_attn);
+  g_autofree float *theirs = read_f32 (dir, attn_norm, TD);
+  g_autofree float *ours = g_new (float, (gsize) H * T * n_kv);
+  lp_ggml_rms_norm_mul (x, w, ours, T, D, (float) c->norm_eps);
+  assert_same_bits (attn_norm, ours, theirs, TD);
+  g_autofree float *fi = read_f32 (dir, ffn_inp, TD);
+  g_autofree float *wf = tensor_f32 (m, w_ffn);
+  g_autofree float *fn = read_f32 (dir, ffn_norm, TD);
+  lp_ggml_rms_norm_mul (fi, wf, ours, T, D, (float) c->norm_eps);
+  assert_same_bits (ffn_norm, ours, fn, TD);
+
+  /* The residual adds. */
+  g_autofree float *ao = read_f32 (dir, attn_out, TD);
+  for (gsize i = 0; i < TD; i++)
+    ours[i] = ao[i] + x[i];
+  assert_same_bits (ffn_inp, ours, fi, TD);
+  g_autofree float *fo = read_f32 (dir, ffn_out, TD);
+  g_autofree float *lo = read_f32 (dir, l_out, TD);
+  for (gsize i = 0; i < TD; i++)
+    ours[i] = fo[i] + fi[i];
+  assert_same_bits (l_out, ours, lo, TD);
+
+  /* RoPE at positions 0 .. T-1. */
+  g_autofree gint32 *pos = g_new (gint32, T);
+  for (int t = 0; t < T; t++)
+    pos[t] = t;
+  const char *rope[][2] = { { q_pre, q_post }, { k_pre, k_post } };
+  for (int i = 0; i < 2; i++)
+    {
+      int heads = i ? Hkv : H;
+      gsize n = (gsize) T * heads * hd;
+      g_autofree float *pre = read_f32 (dir, rope[i][0], n);
+      g_autofree float *post = read_f32 (dir, rope[i][1], n);
+      lp_ggml_rope (pre, ours, pos, T, heads, hd, hd, (float) c->rope_theta, 1.0f, 1.0f);
+      assert_same_bits (rope[i][1], ours, post, n);
+    }
+
+  /* The KQ softmax: kq[H, T, n_kv], llama.cpp's causal mask. */
+  gsize nkq = (gsize) H * T * n_kv;
+  g_autofree float *kqv = read_f32 (dir, kq, nkq);
+  g_autofree float *kqs = read_f32 (dir, kq_sm, nkq);
+  g_autofree float *mask = g_new (float, (gsize) T * n_kv);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < n_kv; j++)
+      mask[(gsize) t * n_kv + j] = j <= t ? 0.0f : -INFINITY;
+  lp_ggml_soft_max (kqv, mask, T, ours, H * T, n_kv, 1.0f / sqrtf ((float) hd));
+  assert_same_bits (kq_sm, ours, kqs, nkq);
+
+  /* SwiGLU. */
+  gsize TF = (gsize) T * F;
+  g_autofree float *g = read_f32 (dir, gate, TF);
+  g_autofree float *u = read_f32 (dir, up, TF);
+  g_autofree float *sw = read_f32 (dir, swiglu, TF);
+  g_autofree float *ys = g_new (float, TF);
+  lp_ggml_swiglu (g, u, ys, T, F);
+  assert_same_bits (swiglu, ys, sw, TF);
+}
+
+/* ggml_ops.c's ops against llama.cpp's own on the first T tokens of
+ * WikiText-2 (SmolLM2, llama-cpp-python 0.3.36, its defaults: no flash
+ * attention), layers 0 and 15, fed llama.cpp's inputs: every value the same
+ * bits.  Also the embedding rows (token_embd is Q8_0: lp_dtype_to_f32's
+ * rows are dequantize_row_q8_0's) and the final norm.  llama.cpp sizes the
+ * KQ rows n_kv: the KV cache's cells, a context of T rounded up to 256. */
+static void
+check_ops_exact (int T)
+{
+  g_autofree char *model = NULL, *wiki = NULL;
+  if (!smollm2_paths (&model, &wiki)
+      || !lp_test_python_has ("llama_cpp, numpy", "no llama.cpp oracle (llama-cpp-python)"))
+    return;
+  int n_kv = (T + 255) / 256 * 256;
+  g_autofree char *head = wikitext_head (wiki, T <= 32 ? 4000 : 40000);
+  g_autofree char *dir = g_strdup_printf ("%s/llama-cpp-ops-exact-%d", lp_test_tmpdir (), T);
+  g_mkdir_with_parents (dir, 0700);
+  GString *want = g_string_new ("embd,l_out-14,l_out-29,result_norm");
+  const char *per_layer[] = { "attn_norm", "Qcur", "Kcur", "kq", "kq_soft_max", "attn_out", "ffn_inp", "ffn_norm",
+                              "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out", "l_out" };
+  const int layers[] = { 0, 15 };
+  for (guint l = 0; l < G_N_ELEMENTS (layers); l++)
+    for (guint i = 0; i < G_N_ELEMENTS (per_layer); i++)
+      g_string_append_printf (want, ",%s-%d", per_layer[i], layers[l]);
+  g_autofree char *wants = g_string_free (want, FALSE);
+  g_autofree char *t = g_strdup_printf ("%d", T);
+  g_free (lp_test_python_run (intermediates, (const char *const[]){ model, head, t, dir, wants, NULL }));
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (model, NULL, &error);
+  g_assert_no_error (error);
+  const LpModelConfig *c = lp_model_config (m);
+  int D = (int) c->dim;
+  gsize TD = (gsize) T * D;
+
+  /* The embedding rows of the text's tokens. */
+  g_autoptr (GArray) ids = lp_tokens_load (head, m, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (ids->len, >=, T);
+  LpTensor *embd = lp_model_tensor (m, "token_embd.weight");
+  g_assert_cmpint (embd->dtype, ==, LP_DTYPE_Q8_0);
+  guint64 row;
+  g_assert_true (lp_dtype_row_bytes (embd->dtype, D, &row, NULL));
+  g_autofree float *rows = g_new (float, TD);
+  for (int i = 0; i < T; i++)
+    g_assert_true (lp_dtype_to_f32 (embd->dtype, (const guint8 *) lp_tensor_data (embd) + row * g_array_index (ids, gint32, i),
+                                    rows + (gsize) i * D, D, NULL));
+  g_autofree float *theirs = read_f32 (dir, "embd", TD);
+  assert_same_bits ("embd", rows, theirs, TD);
+
+  for (guint l = 0; l < G_N_ELEMENTS (layers); l++)
+    check_block_ops_exact (m, dir, layers[l], T, n_kv);
+
+  /* The final norm. */
+  g_autofree float *x = read_f32 (dir, "l_out-29", TD);
+  g_autofree float *w = tensor_f32 (m, "output_norm.weight");
+  g_autofree float *rn = read_f32 (dir, "result_norm", TD);
+  g_autofree float *ours = g_new (float, TD);
+  lp_ggml_rms_norm_mul (x, w, ours, T, D, (float) c->norm_eps);
+  assert_same_bits ("result_norm", ours, rn, TD);
+}
+
+static void
+test_smollm2_ops_exact (void)
+{
+  check_ops_exact (32);
+}
+
+/* The same on a whole chunk of 512 (n_kv 512), as eval --llama-cpp runs. */
+static void
+test_smollm2_ops_exact_512 (void)
+{
+  if (lp_test_slow ())
+    check_ops_exact (512);
+}
+
 /* SmolLM2's dense model (convert --type f32 of the Q4_1 file): every tensor
  * f32, and the perplexity the quantized file gives (the same values). */
 static void
@@ -667,6 +845,8 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/llama-cpp/stories260K", test_stories_llama_cpp);
   g_test_add_func ("/eval/llama-cpp/smollm2-head", test_smollm2_head);
   g_test_add_func ("/eval/llama-cpp/smollm2-ops", test_smollm2_ops);
+  g_test_add_func ("/eval/llama-cpp/smollm2-ops-exact", test_smollm2_ops_exact);
+  g_test_add_func ("/eval/llama-cpp/smollm2-ops-exact-512", test_smollm2_ops_exact_512);
   g_test_add_func ("/eval/llama-cpp/smollm2-wikitext", test_smollm2_wikitext);
   g_test_add_func ("/eval/smollm2-dequantized", test_smollm2_dequantized);
   return g_test_run ();
