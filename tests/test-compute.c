@@ -9,6 +9,7 @@
 
 #include "testutil.h"
 #include "compute-internal.h"
+#include "forward-internal.h"
 
 /* ---- helpers ---- */
 
@@ -753,24 +754,137 @@ ulps (float a, float b)
   return ABS ((gint64) ia - ib);
 }
 
-/* lp_exp_ref against e^x in double rounded to float: every 61st float of
- * [-104, 89] (both signs; subnormal results, the overflow edge) and the
- * edges themselves; within the 2 ulp that exp_rows.c states. */
-static void
-test_exp_ref_error (void)
+/* The worst distance in ulps of f(x) from e^x in double rounded to float
+ * over every 61st float of [-104, 89] (both signs: subnormal results, the
+ * overflow edge); *worst_x gets its x. */
+static gint64
+exp_sweep_ulps (float (*f) (float), float *worst_x)
 {
   gint64 worst = 0;
-  float worst_x = 0.0f;
+  *worst_x = 0.0f;
   guint32 bounds[2][2] = { { 0x00000000u, 0x42b20000u /* 89 */ }, { 0x80000000u, 0xc2d00000u /* -104 */ } };
   for (int sign = 0; sign < 2; sign++)
     for (guint32 b = bounds[sign][0]; b <= bounds[sign][1]; b += 61)
       {
         float x;
         memcpy (&x, &b, 4);
-        gint64 u = ulps (lp_exp_ref (x), (float) exp ((double) x));
+        gint64 u = ulps (f (x), (float) exp ((double) x));
         if (u > worst)
-          worst = u, worst_x = x;
+          worst = u, *worst_x = x;
       }
+  return worst;
+}
+
+/* ggml_ops.c's restatement of ggml's vector exp against e^x in double:
+ * every 61st float of [-104, 89]; its subnormal results (2^n scaled once)
+ * and what it blends in past 2^+-192.  tests/test-eval.c checks it bit for
+ * bit against llama.cpp; this says it is an exp without llama.cpp. */
+static void
+test_ggml_v_expf (void)
+{
+  float worst_x;
+  gint64 worst = exp_sweep_ulps (lp_ggml_v_expf, &worst_x);
+  g_test_message ("lp_ggml_v_expf: worst %" G_GINT64_FORMAT " ulp (x = %.9g)", worst, worst_x);
+  g_assert_cmpint (worst, <=, 2);
+  g_assert_cmpfloat (lp_ggml_v_expf (0.0f), ==, 1.0f);
+  g_assert_cmpfloat (lp_ggml_v_expf (-INFINITY), ==, 0.0f);
+  g_assert_cmpfloat (lp_ggml_v_expf (-200.0f), ==, 0.0f);
+  g_assert_true (isinf (lp_ggml_v_expf (INFINITY)) && lp_ggml_v_expf (200.0f) > 0);
+  g_assert_true (isnan (lp_ggml_v_expf (NAN)));
+}
+
+/* max |ours - want| over n values against a double reference. */
+static double
+max_abs_diff (const float *ours, const double *want, gsize n)
+{
+  double d = 0.0;
+  for (gsize i = 0; i < n; i++)
+    d = MAX (d, fabs (ours[i] - want[i]));
+  return d;
+}
+
+/* ggml_ops.c's RMS norm, RoPE, softmax and SwiGLU against plain double
+ * formulas, on rows whose lengths are not multiples of 16 (the scalar tails
+ * llama.cpp's shapes never reach). */
+static void
+test_ggml_ops_reference (void)
+{
+  enum { T = 3, D = 37, H = 2, HD = 6 };
+  float x[T * D], w[D], y[T * D], g[T * D];
+  double want[T * D];
+  lp_test_fill (x, T * D, 5, 3.0);
+  lp_test_fill (w, D, 6, 1.0);
+  lp_test_fill (g, T * D, 7, 4.0);
+
+  /* RMS norm times the weight. */
+  lp_ggml_rms_norm_mul (x, w, y, T, D, 1e-5f);
+  for (int t = 0; t < T; t++)
+    {
+      double ss = 0.0;
+      for (int i = 0; i < D; i++)
+        ss += (double) x[t * D + i] * x[t * D + i];
+      for (int i = 0; i < D; i++)
+        want[t * D + i] = x[t * D + i] / sqrt (ss / D + 1e-5) * w[i];
+    }
+  g_assert_cmpfloat (max_abs_diff (y, want, T * D), <, 1e-5);
+
+  /* Softmax with a scale and a causal mask: masked values exactly 0. */
+  float mask[T * D];
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < D; i++)
+      mask[t * D + i] = i <= D - T + t ? 0.0f : -INFINITY;
+  lp_ggml_soft_max (x, mask, T, y, T, D, 0.5f);
+  for (int t = 0; t < T; t++)
+    {
+      double mx = -INFINITY, sum = 0.0;
+      for (int i = 0; i < D; i++)
+        mx = MAX (mx, 0.5 * x[t * D + i] + mask[t * D + i]);
+      for (int i = 0; i < D; i++)
+        sum += want[t * D + i] = exp (0.5 * x[t * D + i] + mask[t * D + i] - mx);
+      for (int i = 0; i < D; i++)
+        {
+          want[t * D + i] /= sum;
+          if (mask[t * D + i] != 0.0f)
+            g_assert_cmpfloat (y[t * D + i], ==, 0.0f);
+        }
+    }
+  g_assert_cmpfloat (max_abs_diff (y, want, T * D), <, 1e-6);
+
+  /* SwiGLU. */
+  lp_ggml_swiglu (g, x, y, T, D);
+  for (int i = 0; i < T * D; i++)
+    want[i] = g[i] / (1.0 + exp (-(double) g[i])) * x[i];
+  g_assert_cmpfloat (max_abs_diff (y, want, T * D), <, 1e-5);
+
+  /* RoPE, normal mode: pairs rotated by p * base^(-2i/n_dims) for the
+   * first 4 of 6 dimensions, the rest copied. */
+  gint32 pos[T] = { 0, 1, 7 };
+  lp_ggml_rope (x, y, pos, T, H, HD, 4, 10000.0f, 1.0f, 1.0f);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++)
+      {
+        const float *s = x + (t * H + h) * HD;
+        double *d = want + (t * H + h) * HD;
+        for (int i = 0; i < 4; i += 2)
+          {
+            double th = pos[t] * pow (10000.0, -(double) i / 4);
+            d[i] = s[i] * cos (th) - s[i + 1] * sin (th);
+            d[i + 1] = s[i] * sin (th) + s[i + 1] * cos (th);
+          }
+        d[4] = s[4];
+        d[5] = s[5];
+      }
+  g_assert_cmpfloat (max_abs_diff (y, want, T * H * HD), <, 1e-5);
+}
+
+/* lp_exp_ref against e^x in double rounded to float: every 61st float of
+ * [-104, 89] (both signs; subnormal results, the overflow edge) and the
+ * edges themselves; within the 2 ulp that exp_rows.c states. */
+static void
+test_exp_ref_error (void)
+{
+  float worst_x;
+  gint64 worst = exp_sweep_ulps (lp_exp_ref, &worst_x);
   /* ln FLT_MAX and its neighbours, the last subnormal and zero results, +-0 */
   float ln_max = logf (FLT_MAX), edges[] = { 0.0f, -0.0f, ln_max, nextafterf (ln_max, 0.0f),
                                               nextafterf (ln_max, 100.0f), -87.33654f, -103.27893f, -103.97208f,
@@ -917,6 +1031,8 @@ main (int argc, char **argv)
   g_test_add_func ("/compute/attention", test_attention);
   g_test_add_func ("/compute/exp-ref-error", test_exp_ref_error);
   g_test_add_func ("/compute/exp-kernels", test_exp_kernels);
+  g_test_add_func ("/compute/ggml-v-expf", test_ggml_v_expf);
+  g_test_add_func ("/compute/ggml-ops-reference", test_ggml_ops_reference);
   g_test_add_func ("/compute/log-sum-exp", test_log_sum_exp);
   g_test_add_func ("/compute/elementwise", test_elementwise);
   g_test_add_func ("/compute/rows-threaded", test_rows_threaded);
