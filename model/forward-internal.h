@@ -153,8 +153,8 @@ void lp_ggml_rms_norm_mul (const float *x, const float *w, float *dst, int T, in
 /* cache[n_dims]: cos, sin pairs for position p (ggml_rope_cache_init,
  * ext_factor 0, no frequency factors). */
 void lp_ggml_rope_cache (float p, int n_dims, float freq_base, float freq_scale, float attn_factor, float *cache);
-/* dst[T, H, hd] = x[T, H, hd] with the first n_dims of each head rotated
- * for position pos[t], RoPE's normal (not NeoX) mode
+/* dst[T, H, hd] = x[T, H, hd] with the first n_dims (a multiple of 16) of
+ * each head rotated for position pos[t], RoPE's normal (not NeoX) mode
  * (ggml_compute_forward_rope_f32). */
 void lp_ggml_rope (const float *x, float *dst, const gint32 *pos, int T, int H, int hd, int n_dims, float freq_base,
                    float freq_scale, float attn_factor);
@@ -162,9 +162,10 @@ void lp_ggml_rope (const float *x, float *dst, const gint32 *pos, int T, int H, 
 double lp_ggml_vec_soft_max (int n, float *y, const float *x, float max);
 /* dst[rows, n] = softmax (x[rows, n] * scale + mask[r % mask_rows, n])
  * (ggml_compute_forward_soft_max_f32, no ALiBi, no sinks); mask may be
- * NULL.  For KQ, n is llama.cpp's n_kv, the KV cache's cells in view,
- * padded past the tokens (masked): the padding changes which values the
- * 16-lane sums group. */
+ * NULL.  For KQ, llama.cpp's rows are n_kv long, the KV cache's cells in
+ * view (masked past the tokens): any n that is a multiple of 16 and covers
+ * the unmasked columns gives its bits (the masked lanes add zeros); a row
+ * with a tail of n % 16 sums it otherwise. */
 void lp_ggml_soft_max (const float *x, const float *mask, int mask_rows, float *dst, int rows, int n, float scale);
 /* dst[rows, n] = silu (gate) * up (ggml_vec_swiglu_f32 on each row). */
 void lp_ggml_swiglu (const float *gate, const float *up, float *dst, int rows, int n);

@@ -109,7 +109,10 @@ lp_ggml_rope (const float *x, float *dst, const gint32 *pos, int T, int H, int h
   /* ggml_compute_forward_rope_f32, normal mode (rotate_pairs): each pair
    * (x0, x1) rotated by one vfmaddsub, which fuses the products with x0
    * (x0 cos - x1 sin, x0 sin + x1 cos: the x1 products rounded first); the
-   * dimensions past n_dims copied. */
+   * dimensions past n_dims copied.  That is its AVX-512 loop, 8 pairs at a
+   * time; the pairs past a multiple of 8 go through 4-pair and unfused
+   * 1-pair tails, not restated here. */
+  g_return_if_fail (n_dims % 16 == 0 && n_dims <= hd);
   g_autofree float *cache = g_new (float, n_dims);
   for (int t = 0; t < T; t++)
     {

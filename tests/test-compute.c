@@ -809,7 +809,7 @@ max_abs_diff (const float *ours, const double *want, gsize n)
 static void
 test_ggml_ops_reference (void)
 {
-  enum { T = 3, D = 37, H = 2, HD = 6 };
+  enum { T = 3, D = 37, H = 2, HD = 18 };
   float x[T * D], w[D], y[T * D], g[T * D];
   double want[T * D];
   lp_test_fill (x, T * D, 5, 3.0);
@@ -857,24 +857,27 @@ test_ggml_ops_reference (void)
   g_assert_cmpfloat (max_abs_diff (y, want, T * D), <, 1e-5);
 
   /* RoPE, normal mode: pairs rotated by p * base^(-2i/n_dims) for the
-   * first 4 of 6 dimensions, the rest copied. */
+   * first 16 of 18 dimensions, the rest copied. */
   gint32 pos[T] = { 0, 1, 7 };
-  lp_ggml_rope (x, y, pos, T, H, HD, 4, 10000.0f, 1.0f, 1.0f);
+  float q[T * H * HD];
+  double wq[T * H * HD];
+  lp_test_fill (q, T * H * HD, 8, 2.0);
+  lp_ggml_rope (q, y, pos, T, H, HD, 16, 10000.0f, 1.0f, 1.0f);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++)
       {
-        const float *s = x + (t * H + h) * HD;
-        double *d = want + (t * H + h) * HD;
-        for (int i = 0; i < 4; i += 2)
+        const float *s = q + (t * H + h) * HD;
+        double *d = wq + (t * H + h) * HD;
+        for (int i = 0; i < 16; i += 2)
           {
-            double th = pos[t] * pow (10000.0, -(double) i / 4);
+            double th = pos[t] * pow (10000.0, -(double) i / 16);
             d[i] = s[i] * cos (th) - s[i + 1] * sin (th);
             d[i + 1] = s[i] * sin (th) + s[i + 1] * cos (th);
           }
-        d[4] = s[4];
-        d[5] = s[5];
+        d[16] = s[16];
+        d[17] = s[17];
       }
-  g_assert_cmpfloat (max_abs_diff (y, want, T * H * HD), <, 1e-5);
+  g_assert_cmpfloat (max_abs_diff (y, wq, T * H * HD), <, 1e-5);
 }
 
 /* lp_exp_ref against e^x in double rounded to float: every 61st float of
