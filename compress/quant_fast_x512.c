@@ -86,20 +86,6 @@ fold16 (int op, const __m512 in[NB])
                   _mm512_shuffle_ps (u[0], u[1], _MM_SHUFFLE (3, 1, 3, 1)));
 }
 
-/* Values read ahead of the block being read: four groups of sixteen
- * blocks (8 KiB).  Without it the hardware prefetcher alone leaves a
- * streamed row at about 12-15 GB/s of input a core on Zen 5, with it 21,
- * near what a plain read-and-write loop gets (a prefetch never faults, so
- * reading past the row's end is harmless). */
-#define PREFETCH_AHEAD 2048
-
-QX512_INLINE void
-prefetch_block (const float *x)
-{
-  _mm_prefetch ((const char *) (x + PREFETCH_AHEAD), _MM_HINT_T0);
-  _mm_prefetch ((const char *) (x + PREFETCH_AHEAD + 16), _MM_HINT_T0);
-}
-
 /* Where fold16 wants block b, so that lane b of its result is block b's. */
 static inline int
 slot (int b)
@@ -139,7 +125,7 @@ blocks16_q8_0 (const float *x, guint8 *dst)
   for (int b = 0; b < NB; b++)
     {
       /* |x|'s bits: they order as |x| does, an inf or NaN above FLT_MAX */
-      prefetch_block (x + 32 * b);
+      lp_qprefetch_block (x + 32 * b);
       const __m512i a = _mm512_and_si512 (_mm512_loadu_si512 (x + 32 * b), mag);
       const __m512i c = _mm512_and_si512 (_mm512_loadu_si512 (x + 32 * b + 16), mag);
       m[slot (b)] = _mm512_castsi512_ps (_mm512_max_epi32 (a, c));
@@ -181,7 +167,7 @@ minmax16 (const float *x, __m512 *mn, __m512 *mx)
 #pragma GCC unroll 16
   for (int b = 0; b < NB; b++)
     {
-      prefetch_block (x + 32 * b);
+      lp_qprefetch_block (x + 32 * b);
       const __m512 a = _mm512_loadu_ps (x + 32 * b), c = _mm512_loadu_ps (x + 32 * b + 16);
       nan |= _mm512_cmp_ps_mask (a, c, _CMP_UNORD_Q);
       lo[slot (b)] = _mm512_min_ps (a, c);
