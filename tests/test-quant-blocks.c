@@ -538,16 +538,21 @@ test_bad_input (void)
   g_clear_error (&error);
   x[256 + 5] = 0.5f;
   /* the 32-value kernels check finiteness as they quantize: every kind of
-   * non-finite value, in the first and the last block */
+   * non-finite value, in a row of 29 blocks (sixteen at a time with
+   * AVX-512, then eight, then one by one): in the first and last block, in
+   * each of the three parts */
   const LpDType checked[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q5_0, LP_DTYPE_Q4_1, LP_DTYPE_Q5_1 };
   const float bad[] = { INFINITY, -INFINITY, NAN, -NAN };
+  const int bad_at[] = { 0, 300, 511, 700, 927 };
+  g_autofree guint8 *row_buf = g_malloc (29 * 34);
   for (guint i = 0; i < G_N_ELEMENTS (checked); i++)
     for (guint k = 0; k < G_N_ELEMENTS (bad); k++)
-      for (int at = 0; at < 256; at += 255)
+      for (guint a = 0; a < G_N_ELEMENTS (bad_at); a++)
         {
+          const int at = bad_at[a];
           float save = x[at];
           x[at] = bad[k];
-          g_assert_false (lp_quantize_row (checked[i], x, buf, 256, NULL, &error));
+          g_assert_false (lp_quantize_row (checked[i], x, row_buf, 29 * 32, NULL, &error));
           g_autofree char *where = g_strdup_printf ("element %d:", at);
           lp_test_assert_error_contains (error, where, isnan (bad[k]) ? "nan" : "inf", NULL);
           g_clear_error (&error);
