@@ -13,11 +13,14 @@
  *     In GB/s of f32 input read, and as a share of the threaded triad
  *     (target: at least 50%).
  * Medians of 3 (triad: 5).  Prints figures; never fails on time.
- *  3. The Q4_K kernel alone on one thread (q4_k-1t): the 30 ffn_down
- *     tensors row by row, in MB/s of f32 input per CPU second.
+ *  3. The kernels alone on one thread, in MB/s of f32 input per CPU
+ *     second, the figures the machine's other load moves least: Q8_0 and
+ *     Q4_0 over every tensor, each one row end to end as
+ *     lp_quantize_rows's ranges are (q8_0-1t, q4_0-1t), and Q4_K over the
+ *     30 ffn_down tensors row by row (q4_k-1t).
  * Arguments, if any, name the lines to run by their first word (q8_0 q4_0
- * q4_k int4 q4_k-1t): a quick look at one kernel without the slow clip
- * search. */
+ * q4_k int4 q8_0-1t q4_0-1t q4_k-1t): a quick look at one kernel without
+ * the slow clip search. */
 #include "config.h"
 
 #include <stdio.h>
@@ -119,6 +122,26 @@ main (int argc, char **argv)
       double gbs = total * 4.0 / s / 1e9;
       printf ("%-24s %7.2f s wall, %7.2f s CPU: %6.2f GB/s of f32 input, %5.1f%% of the threaded triad\n", names[t], s,
               c, gbs, 100 * gbs / bw);
+    }
+  /* The 32-value kernels alone: each tensor as one row on this thread. */
+  const char *row_names[] = { "q8_0-1t (all tensors, 1 thread)", "q4_0-1t (all tensors, 1 thread)" };
+  const LpDType row_types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0 };
+  for (guint t = 0; t < G_N_ELEMENTS (row_types); t++)
+    {
+      if (!chosen (row_names[t], argc, argv))
+        continue;
+      double cpu_s[16];
+      for (int rep = 0; rep < reps; rep++)
+        {
+          double c0 = bench_cpu_now ();
+          for (int l = 0; l < N_LAYERS; l++)
+            for (guint k = 0; k < G_N_ELEMENTS (layer); k++)
+              if (!lp_quantize_row (row_types[t], w[l][k], out, (gint64) layer[k].rows * layer[k].cols, NULL, NULL))
+                return 1;
+          cpu_s[rep] = bench_cpu_now () - c0;
+        }
+      double c = median (cpu_s, reps);
+      printf ("%-24s %7.2f s CPU: %6.0f MB/s of f32 input\n", row_names[t], c, total * 4 / c / 1e6);
     }
   /* The Q4_K kernel alone: the ffn_down rows (K = 1536) row by row on this
    * thread, the one figure the machine's other load barely moves. */

@@ -130,8 +130,14 @@ lp_quantize_row (LpDType type, const float *src, void *dst, gint64 n, const floa
     return FALSE;
   /* The common case checks the values as it quantizes them, in one read;
    * a row it finds not finite goes on to the error below. */
-  if (importance == NULL && !is_float_type (type) && lp_qx86_row_checked (type, src, n, NULL, dst) == 1)
-    return TRUE;
+  if (importance == NULL && !is_float_type (type))
+    {
+      int checked = lp_qx512_row_checked (type, src, n, NULL, dst);
+      if (checked < 0)
+        checked = lp_qx86_row_checked (type, src, n, NULL, dst);
+      if (checked == 1)
+        return TRUE;
+    }
   gint64 bad = all_finite (src, n) ? -1 : first_bad (src, n, FALSE);
   if (bad >= 0)
     {

@@ -559,6 +559,7 @@ lp_qx86_krow (LpDType type, const float *x, gint64 n, const float *importance, g
 gboolean
 lp_qfast_row (LpDType type, const float *x, gint64 n, const float *importance, guint8 *dst)
 {
-  return lp_qx86_row (type, x, n, importance, dst) || lp_qx86_krow (type, x, n, importance, dst)
+  return lp_qx512_row (type, x, n, importance, dst) || lp_qx86_row (type, x, n, importance, dst)
+         || lp_qx86_krow (type, x, n, importance, dst)
          || lp_qfast_row_portable (type, x, n, importance, dst);
 }

@@ -189,6 +189,7 @@ blocks8_q8_0 (const float *x, guint8 *dst, __m256i *seen)
   for (int b = 0; b < 8; b++)
     {
       __m256 v[4];
+      lp_qprefetch_block (x + 32 * b);
       load4 (x + 32 * b, v);
       const __m256i bits = abs_bits_max (v);
       *seen = _mm256_max_epi32 (*seen, bits);
@@ -275,6 +276,7 @@ minmax8 (const float *x, __m256 *mn, __m256 *mx, __m256i *seen)
   for (int b = 0; b < 8; b++)
     {
       __m256 v[4];
+      lp_qprefetch_block (x + 32 * b);
       load4 (x + 32 * b, v);
       *seen = _mm256_max_epi32 (*seen, abs_bits_max (v));
       lo[b] = _mm256_min_ps (_mm256_min_ps (v[0], v[1]), _mm256_min_ps (v[2], v[3]));

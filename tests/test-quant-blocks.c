@@ -538,16 +538,21 @@ test_bad_input (void)
   g_clear_error (&error);
   x[256 + 5] = 0.5f;
   /* the 32-value kernels check finiteness as they quantize: every kind of
-   * non-finite value, in the first and the last block */
+   * non-finite value, in a row of 29 blocks (sixteen at a time with
+   * AVX-512, then eight, then one by one): in the first and last block, in
+   * each of the three parts */
   const LpDType checked[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_0, LP_DTYPE_Q5_0, LP_DTYPE_Q4_1, LP_DTYPE_Q5_1 };
   const float bad[] = { INFINITY, -INFINITY, NAN, -NAN };
+  const int bad_at[] = { 0, 300, 511, 700, 927 };
+  g_autofree guint8 *row_buf = g_malloc (29 * 34);
   for (guint i = 0; i < G_N_ELEMENTS (checked); i++)
     for (guint k = 0; k < G_N_ELEMENTS (bad); k++)
-      for (int at = 0; at < 256; at += 255)
+      for (guint a = 0; a < G_N_ELEMENTS (bad_at); a++)
         {
+          const int at = bad_at[a];
           float save = x[at];
           x[at] = bad[k];
-          g_assert_false (lp_quantize_row (checked[i], x, buf, 256, NULL, &error));
+          g_assert_false (lp_quantize_row (checked[i], x, row_buf, 29 * 32, NULL, &error));
           g_autofree char *where = g_strdup_printf ("element %d:", at);
           lp_test_assert_error_contains (error, where, isnan (bad[k]) ? "nan" : "inf", NULL);
           g_clear_error (&error);
@@ -602,7 +607,8 @@ test_convert (void)
 }
 
 /* The edge blocks of 32: zeros and -0, a tie of +m and -m in either order,
- * exact halves under each rule, huge values (1/d near the float range),
+ * exact halves under each rule (and for Q8_0 the floats either side of
+ * them), huge values (1/d near the float range),
  * scales so small that 1/d overflows (ggml's casts of infinities), one
  * subnormal, 2^k steps, and a minimum of 0 met first as -0 or as +0 (the
  * stored min of Q4_1 / Q5_1 keeps its sign). */
@@ -620,7 +626,10 @@ edge_values (gint64 n)
         case 1: z[i] = -0.f; break;
         case 2: z[i] = k == 3 ? -2.f : k == 9 ? 2.f : 0.25f * s; break;
         case 3: z[i] = k == 3 ? 2.f : k == 9 ? -2.f : 0.25f * s; break;
-        case 4: z[i] = k == 0 ? 127.f : (float) k - 16.5f; break;   /* q8_0: id 1, halves */
+        case 4: /* q8_0: id 1; halves, and the floats either side of them */
+          z[i] = k == 0 ? 127.f : k == 1 ? nextafterf (0.5f, 0.f) : k == 2 ? -nextafterf (0.5f, 0.f)
+                 : k % 3 == 0 ? (float) k - 16.5f : nextafterf ((float) k - 16.5f, k % 3 == 1 ? 100.f : -100.f);
+          break;
         case 5: z[i] = k == 0 ? -8.f : 0.5f * (float) k - 8.f; break; /* q4_0: id -1, x + 8.5 */
         case 6: z[i] = 6e37f * s; break;
         case 7: z[i] = k == 5 ? FLT_MAX : -1e37f * (float) (k % 3); break;
@@ -655,8 +664,9 @@ assert_same_bytes (const char *kernel, LpDType type, gboolean weighted, guint ro
                i / lp_dtype_info (type)->type_size, a[i], b[i]);
 }
 
-/* The fast row kernels (quant_fast.c: portable; quant_fast_x86.c: AVX2,
- * and the K search of quant_ksearch_x86.c: AVX-512, where the CPU has them) against the reference fits, byte for byte: every
+/* The fast row kernels (quant_fast.c: portable; quant_fast_x86.c: AVX2;
+ * quant_fast_x512.c: AVX-512; and the K search of quant_ksearch_x86.c:
+ * AVX-512, where the CPU has them) against the reference fits, byte for byte: every
  * type with and without importance (a type a kernel does not take is
  * skipped for it), on rows with the awkward blocks of test_values, rows of
  * one value repeated, of a single non-zero, of large and tiny scales, rows
@@ -691,16 +701,17 @@ test_fast_vs_reference (void)
         }
     }
   const float *rows[] = { x, y, z };
-  gboolean (*kernels[]) (LpDType, const float *, gint64, const float *, guint8 *) = { lp_qfast_row_portable,
-                                                                                      lp_qx86_row, lp_qx86_krow };
-  const char *kernel_names[] = { "portable", "x86", "x86 K search" };
+  gboolean (*kernels[]) (LpDType, const float *, gint64, const float *, guint8 *) = {
+    lp_qfast_row_portable, lp_qx86_row, lp_qx86_krow, lp_qx512_row
+  };
+  const char *kernel_names[] = { "portable", "x86", "x86 K search", "x86 AVX-512" };
   g_autofree guint8 *a = g_malloc (n * 2), *b = g_malloc (n * 2);
-  int x86_rows = 0, x86_k_rows = 0;
+  int x86_rows = 0, x86_k_rows = 0, x512_rows = 0;
   /* whole rows, rows of an odd count of super-blocks (the K kernels
    * search two, or with AVX-512 six, at a time: 256 of them are 42 sixes
    * and a four; one, three and five pad their last register), starting
-   * mid-row, and of 27 blocks of 32 (the x86 Q8_0 kernel takes eight at a
-   * time, then one by one) */
+   * mid-row, and of 27 blocks of 32 (the x86 kernels take sixteen (AVX-512)
+   * or eight at a time, then one by one) */
   const gint64 lengths[] = { n, 3 * 256, 27 * 32, 256, 5 * 256 }, offsets[] = { 0, 5 * 256, 3 * 32, 7 * 256, 9 * 256 };
   for (guint t = 0; t < G_N_ELEMENTS (quant_types); t++)
     for (int weighted = 0; weighted < 2; weighted++)
@@ -723,6 +734,7 @@ test_fast_vs_reference (void)
                 continue;
               x86_rows += k == 1;
               x86_k_rows += k == 2;
+              x512_rows += k == 3;
               assert_same_bytes (kernel_names[k], type, weighted, r, a, b, bytes);
             }
         }
@@ -730,6 +742,8 @@ test_fast_vs_reference (void)
     g_test_message ("no AVX2 here (or not an x86-64 GCC build): the x86 kernels were not run");
   if (x86_k_rows == 0)
     g_test_message ("no AVX-512 here (or not an x86-64 GCC build): the x86 K search was not run");
+  if (x512_rows == 0)
+    g_test_message ("no AVX-512 here (or not an x86-64 GCC build): the AVX-512 block kernels were not run");
 }
 
 int
