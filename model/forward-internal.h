@@ -138,3 +138,17 @@ gboolean lp_ggml_min_correction (LpDType weight, const void *w, gsize N, gsize K
  * the T_kv positions being q's), probabilities rounded to f16. */
 void lp_ggml_attention (const float *q, const float *k, const float *v, float *dst, int T, int T_kv, int H,
                         int Hkv, int hd);
+
+/* ---- ggml's CPU matrix products, bit for bit (ggml_matmul.c) ---- */
+
+/* y[T, N] = ggml_mul_mat (W, x) as llama-cpp-python 0.3.36's CPU backend
+ * computes it: x[T, K] rounded to Q8_1 / Q8_0, each output summed in ggml's
+ * order.  W[N, K] as stored, Q4_1 or Q8_0; FALSE (y untouched) for another
+ * type or K not a multiple of 32. */
+gboolean lp_ggml_mul_mat_q (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
+/* c[t * ldc + n] = a[n] . b[t] (rows of K at strides lda, ldb; n < N,
+ * t < T) as its f16 products (K Q^T, V^T P) sum: both operands f16 values
+ * already (lp_ggml_round_f16).  FALSE (c untouched) when K is not a
+ * multiple of 16. */
+gboolean lp_ggml_mul_mat_f16 (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K,
+                              float *c, gsize ldc);
