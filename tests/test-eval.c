@@ -659,15 +659,15 @@ check_attention_exact (const LpModelConfig *c, const char *dir, int l, int T, in
  * products give the same bits.  Its KV cache holds n_ctx rounded up to 256
  * rows, and kq / kqv run over all of them. */
 static void
-test_smollm2_matmul_exact (void)
+check_smollm2_exact (int T)
 {
   g_autofree char *model = NULL, *wiki = NULL;
   if (!smollm2_paths (&model, &wiki)
       || !lp_test_python_has ("llama_cpp, numpy", "no llama.cpp oracle (llama-cpp-python)"))
     return;
-  enum { T = 32, N_KV = 256 };
-  g_autofree char *head = wikitext_head (wiki, 4000);
-  g_autofree char *dir = g_build_filename (lp_test_tmpdir (), "llama-cpp-matmul", NULL);
+  int n_kv = (T + 255) / 256 * 256;
+  g_autofree char *head = wikitext_head (wiki, 40000);
+  g_autofree char *dir = g_strdup_printf ("%s/llama-cpp-matmul-%d", lp_test_tmpdir (), T);
   g_mkdir_with_parents (dir, 0700);
   GString *want = g_string_new ("result_norm,result_output");
   for (int l = 0; l <= 20; l += 20)
@@ -685,9 +685,18 @@ test_smollm2_matmul_exact (void)
   for (int l = 0; l <= 20; l += 20)
     {
       check_layer_exact (m, dir, l, T);
-      check_attention_exact (lp_model_config (m), dir, l, T, N_KV);
+      check_attention_exact (lp_model_config (m), dir, l, T, n_kv);
     }
   check_product (m, dir, "result_norm", "token_embd.weight", "result_output", T, TRUE);
+}
+
+/* 32 tokens (a 256-row cache); slow: a whole chunk of 512, as eval runs it. */
+static void
+test_smollm2_matmul_exact (void)
+{
+  check_smollm2_exact (32);
+  if (lp_test_slow ())
+    check_smollm2_exact (512);
 }
 
 /* SmolLM2's dense model (convert --type f32 of the Q4_1 file): every tensor
