@@ -146,6 +146,9 @@ void lp_ggml_attention (const float *q, const float *k, const float *v, float *d
  * order.  W[N, K] as stored, Q4_1 or Q8_0; FALSE (y untouched) for another
  * type or K not a multiple of 32. */
 gboolean lp_ggml_mul_mat_q (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
+/* The same in plain C, one scalar at a time: the reference the AVX2 kernel
+ * lp_ggml_mul_mat_q runs is tested against. */
+gboolean lp_ggml_mul_mat_q_ref (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
 /* c[t * ldc + n] = a[n] . b[t] (rows of K at strides lda, ldb; n < N,
  * t < T) as its f16 products (K Q^T, V^T P) sum: both operands f16 values
  * already (lp_ggml_round_f16).  FALSE (c untouched) when K is not a

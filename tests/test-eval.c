@@ -517,7 +517,8 @@ count_differing (const char *what, const float *ours, const float *theirs, gsize
 }
 
 /* llama.cpp's product of `weight` with its input `in` against ours: to f32
- * rounding (rounded_product), or, exact, bit for bit (lp_ggml_mul_mat_q). */
+ * rounding (rounded_product), or, exact, bit for bit (lp_ggml_mul_mat_q and
+ * its plain C reference). */
 static void
 check_product (LpModel *m, const char *dir, const char *in, const char *weight, const char *out, int T, gboolean exact)
 {
@@ -531,6 +532,8 @@ check_product (LpModel *m, const char *dir, const char *in, const char *weight, 
     {
       g_assert_true (lp_ggml_mul_mat_q (w->dtype, lp_tensor_data (w), N, K, x, T, ours));
       g_assert_cmpuint (count_differing (weight, ours, theirs, T * N), ==, 0);
+      g_assert_true (lp_ggml_mul_mat_q_ref (w->dtype, lp_tensor_data (w), N, K, x, T, ours));
+      g_assert_cmpuint (count_differing ("plain C", ours, theirs, T * N), ==, 0);
       return;
     }
   rounded_product (w, x, T, N, K, ours);
@@ -690,11 +693,17 @@ check_smollm2_exact (int T)
   check_product (m, dir, "result_norm", "token_embd.weight", "result_output", T, TRUE);
 }
 
-/* 32 tokens (a 256-row cache); slow: a whole chunk of 512, as eval runs it. */
+/* 32 tokens: a 256-row cache. */
 static void
 test_smollm2_matmul_exact (void)
 {
   check_smollm2_exact (32);
+}
+
+/* A whole chunk of 512, as eval runs it: a 512-row cache. */
+static void
+test_smollm2_matmul_exact_512 (void)
+{
   if (lp_test_slow ())
     check_smollm2_exact (512);
 }
@@ -806,6 +815,7 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/llama-cpp/smollm2-head", test_smollm2_head);
   g_test_add_func ("/eval/llama-cpp/smollm2-ops", test_smollm2_ops);
   g_test_add_func ("/eval/llama-cpp/smollm2-matmul-exact", test_smollm2_matmul_exact);
+  g_test_add_func ("/eval/llama-cpp/smollm2-matmul-exact-512", test_smollm2_matmul_exact_512);
   g_test_add_func ("/eval/llama-cpp/smollm2-wikitext", test_smollm2_wikitext);
   g_test_add_func ("/eval/smollm2-dequantized", test_smollm2_dequantized);
   return g_test_run ();

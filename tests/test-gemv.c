@@ -192,6 +192,39 @@ test_gemm_q8_types (void)
   g_assert_false (lp_cpu_gemm_q8_supports (256, LP_DTYPE_Q4_K));
 }
 
+/* lp_ggml_mul_mat_q (gemv_q8.c's AVX2 kernel where the CPU has it) gives
+ * the bits of its plain C restatement of ggml's order (ggml_matmul.c),
+ * which test-eval holds to llama.cpp's own bits. */
+static void
+check_ggml_order (LpDType type, int M, int N, int K)
+{
+  g_auto (Operands) o;
+  operands_init (&o, type, M, N, K, (guint32) (type * 1000 + M * 100 + N + K + 11));
+  g_autofree float *x = g_new (float, (gsize) M * K);
+  for (int m = 0; m < M; m++)
+    memcpy (x + (gsize) m * K, o.A + (gsize) m * o.lda, sizeof (float) * K);
+  g_autofree float *fast = g_new (float, (gsize) M * N), *plain = g_new (float, (gsize) M * N);
+  g_assert_true (lp_ggml_mul_mat_q (type, o.W, N, K, x, M, fast));
+  g_assert_true (lp_ggml_mul_mat_q_ref (type, o.W, N, K, x, M, plain));
+  g_assert_cmpint (memcmp (fast, plain, sizeof (float) * M * N), ==, 0);
+}
+
+static void
+test_ggml_mul_mat_q (void)
+{
+  if (!lp_cpu_have_avx2 ())
+    g_test_message ("no AVX2: lp_ggml_mul_mat_q is its reference");
+  const LpDType types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_1 };
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      check_ggml_order (types[i], 1, 37, 96);
+      check_ggml_order (types[i], LP_GEMV_MAX_ROWS + 3, 33, 160);
+      check_ggml_order (types[i], 2, 1500, 576);
+    }
+  g_assert_false (lp_ggml_mul_mat_q (LP_DTYPE_Q4_0, NULL, 1, 32, NULL, 1, NULL)); /* not restated */
+  g_assert_false (lp_ggml_mul_mat_q (LP_DTYPE_Q4_1, NULL, 1, 48, NULL, 1, NULL)); /* not whole blocks */
+}
+
 static void
 test_gemv_supports (void)
 {
@@ -378,6 +411,7 @@ main (int argc, char **argv)
   g_test_add_func ("/gemv/types", test_gemv_types);
   g_test_add_func ("/gemv/supports", test_gemv_supports);
   g_test_add_func ("/gemv/q8-types", test_gemm_q8_types);
+  g_test_add_func ("/gemv/ggml-order", test_ggml_mul_mat_q);
   g_test_add_func ("/parallel/sdk-covers", test_sdk_parallel_for_covers);
   g_test_add_func ("/parallel/sdk-concurrent", test_sdk_parallel_for_concurrent);
   g_test_add_func ("/gemv/smollm2-incremental-matches-full", test_smollm2_incremental_matches_full);
