@@ -155,3 +155,6 @@ gboolean lp_ggml_mul_mat_q_ref (LpDType wtype, const void *w, gsize N, gsize K, 
  * multiple of 16. */
 gboolean lp_ggml_mul_mat_f16 (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K,
                               float *c, gsize ldc);
+/* The same in plain C (lp_ggml_mul_mat_f16 runs AVX2 where it can). */
+gboolean lp_ggml_mul_mat_f16_ref (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K,
+                                  float *c, gsize ldc);

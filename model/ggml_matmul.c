@@ -39,6 +39,7 @@
 #include "compute-internal.h"
 #include "dtype-blocks.h"
 #include "forward-internal.h"
+#include "gemv-x86.h"
 
 enum { QK = 32, LANES = 8, LANES16 = 16 };
 
@@ -160,10 +161,29 @@ dot_f16 (const float *a, const float *b, gsize K)
   return hsum16 (lane);
 }
 
+#ifdef LP_GEMV_X86
+/* The same with the 16 lanes in two ymm registers (lanes 0-7, 8-15):
+ * hsum16 is then lp_x86_hsum of their sum. */
+X86_TARGET static float
+dot_f16_x86 (const float *a, const float *b, gsize K)
+{
+  __m256 lo = _mm256_setzero_ps (), hi = _mm256_setzero_ps ();
+  for (gsize k = 0; k < K; k += LANES16)
+    {
+      lo = _mm256_fmadd_ps (_mm256_loadu_ps (a + k), _mm256_loadu_ps (b + k), lo);
+      hi = _mm256_fmadd_ps (_mm256_loadu_ps (a + k + 8), _mm256_loadu_ps (b + k + 8), hi);
+    }
+  return lp_x86_hsum (_mm256_add_ps (hi, lo));
+}
+#endif
+
+typedef float (*DotF16) (const float *a, const float *b, gsize K);
+
 typedef struct {
   const float *a, *b;
   float *c;
   gsize lda, ldb, ldc, T, K;
+  DotF16 dot;
 } MulMatF16;
 
 static void
@@ -172,16 +192,34 @@ mul_mat_f16_rows (gint64 n0, gint64 n1, gpointer data)
   const MulMatF16 *m = data;
   for (gint64 n = n0; n < n1; n++)
     for (gsize t = 0; t < m->T; t++)
-      m->c[t * m->ldc + n] = dot_f16 (m->a + n * m->lda, m->b + t * m->ldb, m->K);
+      m->c[t * m->ldc + n] = m->dot (m->a + n * m->lda, m->b + t * m->ldb, m->K);
+}
+
+static gboolean
+mul_mat_f16 (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K, float *c, gsize ldc,
+             gboolean ref)
+{
+  if (K % LANES16 != 0)
+    return FALSE;
+  MulMatF16 m = { a, b, c, lda, ldb, ldc, T, K, dot_f16 };
+#ifdef LP_GEMV_X86
+  if (!ref && lp_cpu_have_avx2 ())
+    m.dot = dot_f16_x86;
+#endif
+  lp_parallel_for ((gint64) N, 16, mul_mat_f16_rows, &m);
+  return TRUE;
 }
 
 gboolean
 lp_ggml_mul_mat_f16 (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K, float *c,
                      gsize ldc)
 {
-  if (K % LANES16 != 0)
-    return FALSE;
-  MulMatF16 m = { a, b, c, lda, ldb, ldc, T, K };
-  lp_parallel_for ((gint64) N, 16, mul_mat_f16_rows, &m);
-  return TRUE;
+  return mul_mat_f16 (a, lda, N, b, ldb, T, K, c, ldc, FALSE);
+}
+
+gboolean
+lp_ggml_mul_mat_f16_ref (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K, float *c,
+                         gsize ldc)
+{
+  return mul_mat_f16 (a, lda, N, b, ldb, T, K, c, ldc, TRUE);
 }
