@@ -26,6 +26,12 @@
  *     the same bits; and a zero product (a masked probability, a cache row
  *     never written) leaves a lane as it was, so summing K' < K values,
  *     K' a multiple of 16 covering the nonzero ones, gives them too.
+ *     No flash attention (llama-cpp-python's flash_attn defaults to off):
+ *     kq = K Q^T over the cache's rows, n_ctx rounded up to 256 (n_ctx 32:
+ *     256 rows; 512: 512), K = head dim; kqv = V^T P with V cached
+ *     transposed, K = those rows.
+ * The results do not depend on ggml's threads: each output is one thread's
+ * whole sum.
  * Scalar C with arrays of partial sums and fmaf where the build fuses; the
  * quantized products run gemv_q8.c's AVX2 kernel, which sums in the same
  * order, where the CPU has AVX2 (test-gemv compares the two). */
