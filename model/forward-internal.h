@@ -169,3 +169,23 @@ double lp_ggml_vec_soft_max (int n, float *y, const float *x, float max);
 void lp_ggml_soft_max (const float *x, const float *mask, int mask_rows, float *dst, int rows, int n, float scale);
 /* dst[rows, n] = silu (gate) * up (ggml_vec_swiglu_f32 on each row). */
 void lp_ggml_swiglu (const float *gate, const float *up, float *dst, int rows, int n);
+
+/* ---- ggml's CPU matrix products, bit for bit (ggml_matmul.c) ---- */
+
+/* y[T, N] = ggml_mul_mat (W, x) as llama-cpp-python 0.3.36's CPU backend
+ * computes it: x[T, K] rounded to Q8_1 / Q8_0, each output summed in ggml's
+ * order.  W[N, K] as stored, Q4_1 or Q8_0; FALSE (y untouched) for another
+ * type or K not a multiple of 32. */
+gboolean lp_ggml_mul_mat_q (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
+/* The same in plain C, one scalar at a time: the reference the AVX2 kernel
+ * lp_ggml_mul_mat_q runs is tested against. */
+gboolean lp_ggml_mul_mat_q_ref (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
+/* c[t * ldc + n] = a[n] . b[t] (rows of K at strides lda, ldb; n < N,
+ * t < T) as its f16 products (K Q^T, V^T P) sum: both operands f16 values
+ * already (lp_ggml_round_f16).  FALSE (c untouched) when K is not a
+ * multiple of 16. */
+gboolean lp_ggml_mul_mat_f16 (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K,
+                              float *c, gsize ldc);
+/* The same in plain C (lp_ggml_mul_mat_f16 runs AVX2 where it can). */
+gboolean lp_ggml_mul_mat_f16_ref (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K,
+                                  float *c, gsize ldc);

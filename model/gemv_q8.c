@@ -142,7 +142,9 @@ block_dot (LpDType type, __m256i w, const gint8 *xq)
 }
 
 /* One row of W against the M rows of X: per row, the blocks' d_w d_x sumi
- * in 8 float lanes and the minima's m_w s_x in a scalar. */
+ * in 8 float lanes and the minima's m_w s_x in a scalar, each fused as
+ * ggml's vec_dot_q4_1_q8_1 and tinyBLAS's Q8_0 kernel fuse them: the same
+ * bits as llama.cpp (ggml_matmul.c, whose plain C restatement tests this). */
 X86_INLINE void
 row_q8_x86 (const GemvQ8 *g, const guint8 *row, float *out, const LpDType type)
 {
@@ -161,7 +163,7 @@ row_q8_x86 (const GemvQ8 *g, const guint8 *row, float *out, const LpDType type)
           acc = _mm256_fmadd_ps (_mm256_set1_ps (lp_x86_f16 (blk) * x[b].d), block_dot (type, codes (type, blk), x[b].q),
                                  acc);
           if (type == LP_DTYPE_Q4_1)
-            mins += lp_x86_f16 (blk + 2) * x[b].s;
+            mins = fmaf (lp_x86_f16 (blk + 2), x[b].s, mins);
         }
       out[0] = lp_x86_hsum (acc) + mins;
       return;
@@ -180,7 +182,7 @@ row_q8_x86 (const GemvQ8 *g, const guint8 *row, float *out, const LpDType type)
           const LpQ8Block *x = g->X + (gsize) m * g->nb + b;
           acc[m] = _mm256_fmadd_ps (_mm256_set1_ps (d * x->d), block_dot (type, w, x->q), acc[m]);
           if (type == LP_DTYPE_Q4_1)
-            mins[m] += mn * x->s;
+            mins[m] = fmaf (mn, x->s, mins[m]);
         }
     }
   for (int m = 0; m < g->M; m++)

@@ -483,20 +483,14 @@ max_rel_diff (const float *ours, const float *theirs, gsize n)
   return d / m;
 }
 
-/* ggml's matmul restated (forward_ggml.c): llama.cpp's input to `weight`
- * rounded as its dot product rounds it, times the dequantized weight, plus
- * the Q8_1 sums' correction; llama.cpp's output to f32 rounding. */
+/* ours[T, N] = ggml's matmul restated (forward_ggml.c): x[T, K], llama.cpp's
+ * input to w, rounded as its dot product rounds it, times the dequantized
+ * weight, plus the Q8_1 sums' correction. */
 static void
-check_matmul (LpModel *m, const char *dir, const char *in, const char *weight, const char *out, int T)
+rounded_product (LpTensor *w, float *x, int T, gsize N, gsize K, float *ours)
 {
-  LpTensor *w = lp_model_tensor (m, weight);
-  g_assert_nonnull (w);
-  gsize N = (gsize) w->shape[0], K = (gsize) w->shape[1];
-  g_autofree float *x = read_f32 (dir, in, T * K);
-  g_autofree float *theirs = read_f32 (dir, out, T * N);
   g_autofree float *wd = lp_tensor_dup_f32 (w, NULL);
   g_autofree float *s_err = g_new (float, T * K / 32);
-  g_autofree float *ours = g_new0 (float, T * N);
   g_assert_true (lp_ggml_round_rows (w->dtype, x, T, K, s_err));
   if (!lp_ggml_min_correction (w->dtype, lp_tensor_data (w), N, K, s_err, T, ours))
     memset (ours, 0, sizeof (float) * T * N);
@@ -508,9 +502,51 @@ check_matmul (LpModel *m, const char *dir, const char *in, const char *weight, c
           acc += (double) x[t * K + k] * wd[n * K + k];
         ours[t * N + n] = (float) acc;
       }
+}
+
+/* How many of n floats differ in their bits from llama.cpp's (reported). */
+static gsize
+count_differing (const char *what, const float *ours, const float *theirs, gsize n)
+{
+  gsize differ = 0;
+  for (gsize i = 0; i < n; i++)
+    differ += memcmp (&ours[i], &theirs[i], sizeof (float)) != 0;
+  g_test_message ("%s: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " values differ (max rel %.2e)", what, differ, n,
+                  max_rel_diff (ours, theirs, n));
+  return differ;
+}
+
+/* llama.cpp's product of `weight` with its input `in` against ours: to f32
+ * rounding (rounded_product), or, exact, bit for bit (lp_ggml_mul_mat_q and
+ * its plain C reference). */
+static void
+check_product (LpModel *m, const char *dir, const char *in, const char *weight, const char *out, int T, gboolean exact)
+{
+  LpTensor *w = lp_model_tensor (m, weight);
+  g_assert_nonnull (w);
+  gsize N = (gsize) w->shape[0], K = (gsize) w->shape[1];
+  g_autofree float *x = read_f32 (dir, in, T * K);
+  g_autofree float *theirs = read_f32 (dir, out, T * N);
+  g_autofree float *ours = g_new0 (float, T * N);
+  if (exact)
+    {
+      g_assert_true (lp_ggml_mul_mat_q (w->dtype, lp_tensor_data (w), N, K, x, T, ours));
+      g_assert_cmpuint (count_differing (weight, ours, theirs, T * N), ==, 0);
+      g_assert_true (lp_ggml_mul_mat_q_ref (w->dtype, lp_tensor_data (w), N, K, x, T, ours));
+      g_assert_cmpuint (count_differing ("plain C", ours, theirs, T * N), ==, 0);
+      return;
+    }
+  rounded_product (w, x, T, N, K, ours);
   double rel = max_rel_diff (ours, theirs, T * N);
   g_test_message ("%s (%s): max |ours - llama.cpp| / max |llama.cpp| %.2e", weight, lp_dtype_name (w->dtype), rel);
   g_assert_cmpfloat (rel, <, 2e-6);
+}
+
+/* The same, to f32 rounding (test_smollm2_ops). */
+static void
+check_matmul (LpModel *m, const char *dir, const char *in, const char *weight, const char *out, int T)
+{
+  check_product (m, dir, in, weight, out, T, FALSE);
 }
 
 /* Each op of llama.cpp's CPU backend that eval --llama-cpp restates, fed
@@ -565,11 +601,7 @@ test_smollm2_ops (void)
 static void
 assert_same_bits (const char *what, const float *ours, const float *theirs, gsize n)
 {
-  gsize differ = 0;
-  for (gsize i = 0; i < n; i++)
-    differ += memcmp (ours + i, theirs + i, sizeof (float)) != 0;
-  g_test_message ("%s: %" G_GSIZE_FORMAT " of %" G_GSIZE_FORMAT " values differ from llama.cpp's", what, differ, n);
-  g_assert_cmpuint (differ, ==, 0);
+  g_assert_cmpuint (count_differing (what, ours, theirs, n), ==, 0);
 }
 
 /* Model tensor `name` in f32 (owned). */
@@ -754,6 +786,117 @@ test_smollm2_ops_exact_512 (void)
     check_ops_exact (512);
 }
 
+/* The layer's Q, K, V, output and feed-forward products, bit for bit. */
+static void
+check_layer_exact (LpModel *m, const char *dir, int l, int T)
+{
+  static const char *const products[][3] = {
+    { "attn_norm", "attn_q", "Qcur" },        { "attn_norm", "attn_k", "Kcur" },
+    { "attn_norm", "attn_v", "Vcur" },        { "kqv_out", "attn_output", "attn_out" },
+    { "ffn_norm", "ffn_gate", "ffn_gate" },   { "ffn_norm", "ffn_up", "ffn_up" },
+    { "ffn_swiglu", "ffn_down", "ffn_out" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (products); i++)
+    {
+      g_autofree char *in = g_strdup_printf ("%s-%d", products[i][0], l);
+      g_autofree char *w = g_strdup_printf ("blk.%d.%s.weight", l, products[i][1]);
+      g_autofree char *out = g_strdup_printf ("%s-%d", products[i][2], l);
+      check_product (m, dir, in, w, out, T, TRUE);
+    }
+}
+
+/* Layer l's attention products with its f16 KV cache (n_kv cache rows, the
+ * first T written; llama.cpp zeroes the rest): kq = K Q^T from the roped
+ * queries and keys, kqv = V^T P from its probabilities, bit for bit. */
+static void
+check_attention_exact (const LpModelConfig *c, const char *dir, int l, int T, int n_kv)
+{
+  int H = (int) c->n_heads, Hkv = (int) c->n_kv_heads, hd = (int) c->head_dim, group = H / Hkv;
+  g_autofree char *qn = g_strdup_printf ("Qcur-%d#2", l), *kn = g_strdup_printf ("Kcur-%d#2", l);
+  g_autofree char *vn = g_strdup_printf ("Vcur-%d", l), *kqn = g_strdup_printf ("kq-%d", l);
+  g_autofree char *pn = g_strdup_printf ("kq_soft_max-%d", l), *kqvn = g_strdup_printf ("kqv-%d", l);
+  g_autofree float *q = read_f32 (dir, qn, T * H * hd);
+  g_autofree float *k = g_new0 (float, (gsize) n_kv * Hkv * hd);
+  g_autofree float *kt = read_f32 (dir, kn, T * Hkv * hd);
+  g_autofree float *v = read_f32 (dir, vn, T * Hkv * hd);
+  g_autofree float *p = read_f32 (dir, pn, (gsize) H * T * n_kv);
+  g_autofree float *kq = read_f32 (dir, kqn, (gsize) H * T * n_kv);
+  g_autofree float *kqv = read_f32 (dir, kqvn, (gsize) H * T * hd);
+  memcpy (k, kt, sizeof (float) * T * Hkv * hd);
+  lp_ggml_round_f16 (k, (gsize) T * Hkv * hd);
+  lp_ggml_round_f16 (q, (gsize) T * H * hd);
+  lp_ggml_round_f16 (p, (gsize) H * T * n_kv);
+  /* The V cache transposed: vt[Hkv, hd, n_kv]. */
+  g_autofree float *vt = g_new0 (float, (gsize) Hkv * hd * n_kv);
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < Hkv * hd; i++)
+      vt[(gsize) i * n_kv + t] = lp_f16_to_f32 (lp_f32_to_f16 (v[t * Hkv * hd + i]));
+  g_autofree float *ours_kq = g_new (float, (gsize) H * T * n_kv);
+  g_autofree float *ours_kqv = g_new (float, (gsize) H * T * hd);
+  for (int h = 0; h < H; h++)
+    {
+      int kh = h / group;
+      g_assert_true (lp_ggml_mul_mat_f16 (k + kh * hd, Hkv * hd, n_kv, q + h * hd, H * hd, T, hd,
+                                          ours_kq + (gsize) h * T * n_kv, n_kv));
+      g_assert_true (lp_ggml_mul_mat_f16 (vt + (gsize) kh * hd * n_kv, n_kv, hd, p + (gsize) h * T * n_kv, n_kv,
+                                          T, n_kv, ours_kqv + (gsize) h * T * hd, hd));
+    }
+  g_assert_cmpuint (count_differing (kqn, ours_kq, kq, (gsize) H * T * n_kv), ==, 0);
+  g_assert_cmpuint (count_differing (kqvn, ours_kqv, kqv, (gsize) H * T * hd), ==, 0);
+}
+
+/* ggml's matrix products restated bit for bit (ggml_matmul.c), fed
+ * llama.cpp's own inputs (SmolLM2, first T tokens of WikiText-2): its Q4_1
+ * products in layers 0 and 20, the Q8_0 head and the f16 attention
+ * products give the same bits.  Its KV cache holds n_ctx rounded up to 256
+ * rows, and kq / kqv run over all of them. */
+static void
+check_smollm2_exact (int T)
+{
+  g_autofree char *model = NULL, *wiki = NULL;
+  if (!smollm2_paths (&model, &wiki)
+      || !lp_test_python_has ("llama_cpp, numpy", "no llama.cpp oracle (llama-cpp-python)"))
+    return;
+  int n_kv = (T + 255) / 256 * 256;
+  g_autofree char *head = wikitext_head (wiki, 40000);
+  g_autofree char *dir = g_strdup_printf ("%s/llama-cpp-matmul-%d", lp_test_tmpdir (), T);
+  g_mkdir_with_parents (dir, 0700);
+  GString *want = g_string_new ("result_norm,result_output");
+  for (int l = 0; l <= 20; l += 20)
+    g_string_append_printf (want,
+                            ",attn_norm-%d,Qcur-%d,Kcur-%d,Vcur-%d,kqv_out-%d,attn_out-%d,ffn_norm-%d,ffn_gate-%d,"
+                            "ffn_up-%d,ffn_swiglu-%d,ffn_out-%d,kq-%d,kq_soft_max-%d,kqv-%d",
+                            l, l, l, l, l, l, l, l, l, l, l, l, l, l);
+  g_autofree char *names = g_string_free (want, FALSE);
+  g_autofree char *t = g_strdup_printf ("%d", T);
+  g_free (lp_test_python_run (intermediates, (const char *const[]){ model, head, t, dir, names, NULL }));
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpModel) m = lp_model_load (model, NULL, &error);
+  g_assert_no_error (error);
+  for (int l = 0; l <= 20; l += 20)
+    {
+      check_layer_exact (m, dir, l, T);
+      check_attention_exact (lp_model_config (m), dir, l, T, n_kv);
+    }
+  check_product (m, dir, "result_norm", "token_embd.weight", "result_output", T, TRUE);
+}
+
+/* 32 tokens: a 256-row cache. */
+static void
+test_smollm2_matmul_exact (void)
+{
+  check_smollm2_exact (32);
+}
+
+/* A whole chunk of 512, as eval runs it: a 512-row cache. */
+static void
+test_smollm2_matmul_exact_512 (void)
+{
+  if (lp_test_slow ())
+    check_smollm2_exact (512);
+}
+
 /* SmolLM2's dense model (convert --type f32 of the Q4_1 file): every tensor
  * f32, and the perplexity the quantized file gives (the same values). */
 static void
@@ -862,6 +1005,8 @@ main (int argc, char **argv)
   g_test_add_func ("/eval/llama-cpp/smollm2-ops", test_smollm2_ops);
   g_test_add_func ("/eval/llama-cpp/smollm2-ops-exact", test_smollm2_ops_exact);
   g_test_add_func ("/eval/llama-cpp/smollm2-ops-exact-512", test_smollm2_ops_exact_512);
+  g_test_add_func ("/eval/llama-cpp/smollm2-matmul-exact", test_smollm2_matmul_exact);
+  g_test_add_func ("/eval/llama-cpp/smollm2-matmul-exact-512", test_smollm2_matmul_exact_512);
   g_test_add_func ("/eval/llama-cpp/smollm2-wikitext", test_smollm2_wikitext);
   g_test_add_func ("/eval/smollm2-dequantized", test_smollm2_dequantized);
   return g_test_run ();

@@ -2,7 +2,9 @@
  * rows of activations, AVX2 over the threads (lp_cpu_gemv_w) against its
  * plain C row kernels (lp_cpu_gemv_w_ref) and against the reference
  * product of the decoded weights (lp_ref_gemm_w), for every weight type it
- * takes; and the ranges of lp_parallel_for, which splits them. */
+ * takes; ggml_matmul.c's products in ggml's summation order against their
+ * plain C references, bit for bit; and the ranges of lp_parallel_for,
+ * which splits them. */
 #include "config.h"
 
 #include <math.h>
@@ -192,6 +194,60 @@ test_gemm_q8_types (void)
   g_assert_false (lp_cpu_gemm_q8_supports (256, LP_DTYPE_Q4_K));
 }
 
+/* lp_ggml_mul_mat_q (gemv_q8.c's AVX2 kernel where the CPU has it) gives
+ * the bits of its plain C restatement of ggml's order (ggml_matmul.c),
+ * which test-eval holds to llama.cpp's own bits. */
+static void
+check_ggml_order (LpDType type, int M, int N, int K)
+{
+  g_auto (Operands) o;
+  operands_init (&o, type, M, N, K, (guint32) (type * 1000 + M * 100 + N + K + 11));
+  g_autofree float *x = g_new (float, (gsize) M * K);
+  for (int m = 0; m < M; m++)
+    memcpy (x + (gsize) m * K, o.A + (gsize) m * o.lda, sizeof (float) * K);
+  g_autofree float *fast = g_new (float, (gsize) M * N), *plain = g_new (float, (gsize) M * N);
+  g_assert_true (lp_ggml_mul_mat_q (type, o.W, N, K, x, M, fast));
+  g_assert_true (lp_ggml_mul_mat_q_ref (type, o.W, N, K, x, M, plain));
+  g_assert_cmpint (memcmp (fast, plain, sizeof (float) * M * N), ==, 0);
+}
+
+static void
+test_ggml_mul_mat_q (void)
+{
+  if (!lp_cpu_have_avx2 ())
+    g_test_message ("no AVX2: lp_ggml_mul_mat_q is its reference");
+  const LpDType types[] = { LP_DTYPE_Q8_0, LP_DTYPE_Q4_1 };
+  for (guint i = 0; i < G_N_ELEMENTS (types); i++)
+    {
+      check_ggml_order (types[i], 1, 37, 96);
+      check_ggml_order (types[i], LP_GEMV_MAX_ROWS + 3, 33, 160);
+      check_ggml_order (types[i], 2, 1500, 576);
+    }
+  g_assert_false (lp_ggml_mul_mat_q (LP_DTYPE_Q4_0, NULL, 1, 32, NULL, 1, NULL)); /* not restated */
+  g_assert_false (lp_ggml_mul_mat_q (LP_DTYPE_Q4_1, NULL, 1, 48, NULL, 1, NULL)); /* not whole blocks */
+}
+
+/* lp_ggml_mul_mat_f16 (AVX2) against its plain C reference, bit for bit,
+ * on f16 values at strides wider than the rows. */
+static void
+test_ggml_mul_mat_f16 (void)
+{
+  enum { N = 37, T = 5, K = 96, LDA = K + 16, LDB = K + 32, LDC = N + 3 };
+  g_autoptr (GRand) r = g_rand_new_with_seed (23);
+  float a[N * LDA], b[T * LDB], fast[T * LDC] = { 0 }, plain[T * LDC] = { 0 };
+  for (int i = 0; i < N * LDA; i++)
+    a[i] = (float) g_rand_double_range (r, -3.0, 3.0);
+  for (int i = 0; i < T * LDB; i++)
+    b[i] = (float) g_rand_double_range (r, 0.0, 1.0);
+  lp_ggml_round_f16 (a, N * LDA);
+  lp_ggml_round_f16 (b, T * LDB);
+  g_assert_true (lp_ggml_mul_mat_f16 (a, LDA, N, b, LDB, T, K, fast, LDC));
+  g_assert_true (lp_ggml_mul_mat_f16_ref (a, LDA, N, b, LDB, T, K, plain, LDC));
+  g_assert_cmpint (memcmp (fast, plain, sizeof fast), ==, 0);
+  g_assert_cmpfloat (plain[LDC + 2], !=, 0.0f);
+  g_assert_false (lp_ggml_mul_mat_f16 (a, LDA, N, b, LDB, T, 40, fast, LDC)); /* K not a multiple of 16 */
+}
+
 static void
 test_gemv_supports (void)
 {
@@ -378,6 +434,8 @@ main (int argc, char **argv)
   g_test_add_func ("/gemv/types", test_gemv_types);
   g_test_add_func ("/gemv/supports", test_gemv_supports);
   g_test_add_func ("/gemv/q8-types", test_gemm_q8_types);
+  g_test_add_func ("/gemv/ggml-order", test_ggml_mul_mat_q);
+  g_test_add_func ("/gemv/ggml-order-f16", test_ggml_mul_mat_f16);
   g_test_add_func ("/parallel/sdk-covers", test_sdk_parallel_for_covers);
   g_test_add_func ("/parallel/sdk-concurrent", test_sdk_parallel_for_concurrent);
   g_test_add_func ("/gemv/smollm2-incremental-matches-full", test_smollm2_incremental_matches_full);
