@@ -13,7 +13,11 @@
  *     run it: per block, its forward over every sample with the Hessians
  *     X^T X of its four linear inputs, the OBS work of its seven weights,
  *     then the forward again through the compressed block (the next
- *     block's inputs).  FLOPs counted:
+ *     block's inputs).  Each twice: as `llmpress run` runs it
+ *     (lp_calibration_run's choice: SmolLM2's samples per core, OpenBLAS
+ *     switched to one thread), then with OpenBLAS's count chosen as it was
+ *     at the start (every core, a sample at a time: OPENBLAS_NUM_THREADS
+ *     set, or run -j N).  FLOPs counted:
  *       forward  2 x 2 T (linear parameters of a block) + 4 T^2 D per
  *                block and sample (attention's two T x T products counted
  *                in full, as the dense GEMMs compute them), twice per
@@ -47,6 +51,7 @@ typedef struct {
   LpModel *work;
   LpBackend *be;
   double obs_s;   /* wall time inside the OBS work (Cholesky + sweeps) */
+  int blas_threads; /* OpenBLAS's count during the pass */
   GError *error;
 } Job;
 
@@ -123,6 +128,7 @@ on_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
 {
   Job *j = user_data;
   double t0 = now ();
+  j->blas_threads = openblas_get_num_threads ();
   for (int in = 0; in < LP_LINEAR_IN_COUNT; in++)
     {
       Factor f = { { 0 } };
@@ -202,26 +208,25 @@ peak_around (const LpModelConfig *c, double *peak)
   return 0.5 * (before + *peak);
 }
 
-/* The pass with OpenBLAS on every core, one calibration sample at a time,
- * or (per_core) with OpenBLAS's threads as lp_eval_blas_threads says for
- * the model (1 for SmolLM2: a sample per core, as a process that chose one
- * BLAS thread runs it). */
+/* The pass as lp_calibration_run runs it, which is what `llmpress run`
+ * does (as_run: a narrow model such as SmolLM2 switches OpenBLAS to one
+ * thread for the call and spreads the samples over the cores, unless
+ * OPENBLAS_NUM_THREADS chose the count); or with the count main chose
+ * (lp_cpu_blas_threads_init: every core, one sample at a time, as under
+ * OPENBLAS_NUM_THREADS=2 or run -j 2). */
 static void
-run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBackend *be, gboolean per_core,
+run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBackend *be, gboolean as_run,
           double *peak_io)
 {
   const LpModelConfig *c = lp_model_config (dense);
   double L = c->n_layers, N = lp_calibration_n_samples (cal), T = lp_calibration_seq_len (cal);
-  Job j = { pass, lp_model_derive (dense), be, 0, NULL };
-  int blas_threads = openblas_get_num_threads ();
-  if (per_core && lp_eval_blas_threads (dense) > 0)
-    openblas_set_num_threads (lp_eval_blas_threads (dense));
-  int pass_blas_threads = openblas_get_num_threads ();
+  Job j = { pass, lp_model_derive (dense), be, 0, 0, NULL };
   bench_peak_rss_reset ();
   double t0 = now (), c0 = bench_cpu_now ();
   gboolean ok = lp_calibration_run (cal, dense, j.work, be, LP_CALIB_HESSIAN, on_block, &j, &j.error);
   double wall = now () - t0, cpu = bench_cpu_now () - c0;
-  openblas_set_num_threads (blas_threads);
+  int pass_blas_threads = j.blas_threads;
+  gboolean per_core = pass_blas_threads == 1 && lp_threads () > 1;
   double cpu_peak_before = peak_cpu, peak = peak_around (c, peak_io), cpu_peak = 0.5 * (cpu_peak_before + peak_cpu);
   if (!ok)
     {
@@ -234,9 +239,10 @@ run_pass (const char *label, int pass, LpModel *dense, LpCalibration *cal, LpBac
   double f_hess = L * hessian_flops (c, N * T);
   double f_obs = L * obs_flops (c);
   double f = f_fwd + f_hess + f_obs, floor_s = f / (peak * 1e9);
-  printf ("%s, %.0f x %.0f calibration tokens, OpenBLAS %d thread%s%s: %.1f s wall (OBS %.1f s, forward + Hessians "
+  printf ("%s, %.0f x %.0f calibration tokens, OpenBLAS %d thread%s%s%s: %.1f s wall (OBS %.1f s, forward + Hessians "
           "%.1f s), %.1f CPU s, peak RSS %.0f MiB\n", label, N, T, pass_blas_threads,
-          pass_blas_threads == 1 ? "" : "s", per_core ? " (samples per core)" : " (a sample at a time)", wall, j.obs_s,
+          pass_blas_threads == 1 ? "" : "s", per_core ? " (samples per core)" : " (a sample at a time)",
+          as_run ? " as llmpress run runs it" : "", wall, j.obs_s,
           wall - j.obs_s, cpu, bench_peak_rss_mib ());
   printf ("  FLOPs: forward %.0f G (twice per block) + Hessians %.0f G + OBS %.0f G = %.0f G\n", f_fwd / 1e9,
           f_hess / 1e9, f_obs / 1e9, f / 1e9);
@@ -331,6 +337,7 @@ main (int argc, char **argv)
       fprintf (stderr, "bench-passes: %s\n", error->message);
       return 1;
     }
+  int blas_threads = openblas_get_num_threads ();
   double peak = peak_now (c);
   printf ("OpenBLAS %s, %d threads: sgemm %" G_GINT64_FORMAT "^3 peak %.1f GFLOP/s (median of 5)\n",
           openblas_get_corename (), openblas_get_num_threads (), c->ffn_dim, peak);
@@ -340,10 +347,14 @@ main (int argc, char **argv)
   run_eval (dense, ids, n_ids, windows, TRUE, &peak);
   if (env_int ("LLMPRESS_BENCH_EVAL_ONLY", 0))
     return 0;
-  for (int per_core = 0; per_core <= 1; per_core++)
+  /* As `llmpress run` runs them first; then with OpenBLAS's count chosen
+   * (so calibration leaves it alone) as it was when this program started. */
+  for (int as_run = 1; as_run >= 0; as_run--)
     {
-      run_pass ("GPTQ int4 g128", PASS_GPTQ, dense, cal, be, per_core, &peak);
-      run_pass ("SparseGPT 50%", PASS_SPARSEGPT, dense, cal, be, per_core, &peak);
+      if (!as_run)
+        lp_cpu_blas_threads_init (blas_threads);
+      run_pass ("GPTQ int4 g128", PASS_GPTQ, dense, cal, be, as_run, &peak);
+      run_pass ("SparseGPT 50%", PASS_SPARSEGPT, dense, cal, be, as_run, &peak);
     }
   return 0;
 }

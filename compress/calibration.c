@@ -302,9 +302,10 @@ stats_bytes (const LpModelConfig *c, LpCalibWhat what)
 /* ---- one block over every sample ----
  *
  * One sample at a time, each GEMM on OpenBLAS's threads; or, when OpenBLAS
- * runs on one thread (lp_cpu_blas_threads_init: a small model, as `llmpress
- * eval` does), samples one per core, as evaluation spreads its windows: its
- * small GEMMs (T x D x D) left BLAS's other threads spinning between them.
+ * runs on one thread (chosen so, or switched to it for the call: a narrow
+ * model, lp_cpu_blas_per_core_width), samples one per core, as evaluation
+ * spreads its windows: its small GEMMs (T x D x D) left BLAS's other
+ * threads spinning between them.
  * Per core, the samples go in parts of one Hessian batch (the samples the
  * one-at-a-time order gathers into one syrk), each part's sums gathered
  * alone and added to the block's in part order, so the result depends
@@ -498,8 +499,14 @@ lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBack
 
   int per_part = MAX (1, HESSIAN_BATCH_TOKENS / L), n_parts = (N + per_part - 1) / per_part;
   int threads = lp_threads ();
-  gboolean per_core = threads > 1 && N > 1 && lp_backend_is_cpu (be) && lp_cpu_blas_threads () == 1
-                      && stats_bytes (c, what) * 2 * (gsize) threads <= PER_CORE_STATS_BYTES;
+  gboolean can_per_core = threads > 1 && N > 1 && lp_backend_is_cpu (be)
+                          && stats_bytes (c, what) * 2 * (gsize) threads <= PER_CORE_STATS_BYTES;
+  /* A narrow model runs per core even where nobody chose one BLAS thread
+   * (llmpress run): OpenBLAS goes to one thread for this call, the OBS
+   * sweeps of func included, and back after (unless the count was chosen
+   * or other nodes run BLAS meanwhile: lp_cpu_blas_threads_push). */
+  int blas_was = can_per_core && lp_cpu_blas_per_core_width (D) ? lp_cpu_blas_threads_push (1) : 0;
+  gboolean per_core = can_per_core && lp_cpu_blas_threads () == 1;
   LpActStats stats[LP_LINEAR_IN_COUNT];
   BlockJob job = { .model = independent ? original : work, .be = be, .x = x, .N = N, .L = L, .D = D,
                    .independent = independent, .what = what, .totals = stats,
@@ -532,6 +539,7 @@ lp_calibration_run (LpCalibration *cal, LpModel *original, LpModel *work, LpBack
       if (ok)
         lp_progress_update (prog, l + 1);
     }
+  lp_cpu_blas_threads_pop (blas_was);
   g_ptr_array_unref (job.idle);
   g_free (job.parked);
   g_mutex_clear (&job.lock);

@@ -234,8 +234,8 @@ lazy_rows (gint64 r0, gint64 r1, gpointer data)
            j->U + (gsize) j->c0 * j->n + j->c1, j->n, 1.0f, j->W + (gsize) r0 * j->ldw + j->c1, j->ldw);
 }
 
-/* One product on BLAS's threads; or, where BLAS runs on one thread (a
- * process that chose it for a small model, calibration.c), row ranges of
+/* One product on BLAS's threads; or, where BLAS runs on one thread (chosen
+ * so, or calibration of a narrow model switched it: calibration.c), row ranges of
  * it on every core: each row of the product is computed alone either way. */
 static void
 lazy_update (LazyJob *job, int rows)

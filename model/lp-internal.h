@@ -42,6 +42,23 @@ void lp_cpu_quantize_groups (int rows, int cols, const float *W, int ldw, const 
 /* OpenBLAS's threads follow lp_threads_set (threads.c) unless
  * lp_cpu_blas_threads_init chose them (cpu_backend.c). */
 void lp_cpu_blas_threads_follow (int n);
+/* Whether a model `dim` wide runs faster as jobs of a sample (or window)
+ * each, one per core with OpenBLAS on one thread, than as one job with
+ * every GEMM on OpenBLAS's threads. */
+gboolean lp_cpu_blas_per_core_width (gint64 dim);
+/* OpenBLAS on n threads for a while (calibration of a narrow model, with
+ * its samples one per core): returns the count to restore with
+ * lp_cpu_blas_threads_pop, or 0 where nothing changed: n is not fewer than
+ * the count in force, someone chose the count (lp_cpu_blas_threads_init,
+ * OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS), or other
+ * threads may be inside BLAS meanwhile (lp_cpu_blas_threads_set_shared):
+ * changing the count under them would make their results depend on
+ * timing, since OpenBLAS's last bits depend on its count. */
+int lp_cpu_blas_threads_push (int n);
+void lp_cpu_blas_threads_pop (int was);
+/* Whether other threads may call BLAS while one works: the pipeline runner
+ * sets it while its scheduler runs several nodes at once (run -j N). */
+void lp_cpu_blas_threads_set_shared (gboolean shared);
 
 /* lp_model_set_tensor, but a tensor new to the model takes the place of
  * tensor `at` (which goes): a form rebuilt from its parts stands where

@@ -209,7 +209,7 @@ window_worker (gpointer data)
 int
 lp_eval_blas_threads (const LpModel *model)
 {
-  return lp_model_config (model)->dim <= 1024 ? 1 : 0;
+  return lp_cpu_blas_per_core_width (lp_model_config (model)->dim) ? 1 : 0;
 }
 
 double

@@ -1044,7 +1044,12 @@ lp_run_execute (LpRun *run, GError **error)
         open_spill (run);
       LpSchedule s = { 0 };
       build_schedule (run, &s);
+      /* Nodes at once share OpenBLAS: calibration then leaves its count
+       * alone (lp_cpu_blas_threads_push). */
+      gboolean shared = strcmp (run->scheduler, "parallel") == 0 && s.n_threads > 1 && s.n_jobs > 1;
+      lp_cpu_blas_threads_set_shared (shared);
       ok = lp_schedule_run (run->scheduler, &s, error);
+      lp_cpu_blas_threads_set_shared (FALSE);
       for (guint i = 0; i < s.n_jobs; i++)
         g_free (s.jobs[i].successors);
       g_free (s.jobs);

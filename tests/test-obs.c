@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "lp-internal.h"
 #include "testutil.h"
 
 /* H[n,n] = X^T X for X[T,n] filled from a seed, neighbouring columns
@@ -278,6 +279,92 @@ test_sweep_error (void)
   lp_test_assert_error_contains (error, "column 3 of rows", "refused", NULL);
 }
 
+/* ---- OpenBLAS's count during calibration ---- */
+
+typedef struct {
+  int blas_threads; /* the count seen by the last block */
+  GPtrArray *hessians; /* GBytes: the Hessians, block by block */
+} BlasSeen;
+
+static gboolean
+see_block (gpointer user_data, int layer, LpActStats *stats, GError **error)
+{
+  BlasSeen *seen = user_data;
+  seen->blas_threads = lp_cpu_blas_threads ();
+  if (seen->hessians != NULL)
+    for (int w = 0; w < LP_LINEAR_IN_COUNT; w++)
+      g_ptr_array_add (seen->hessians, g_bytes_new (stats[w].hessian, (gsize) stats[w].n * stats[w].n * sizeof (float)));
+  return TRUE;
+}
+
+/* The count seen by func of lp_calibration_run on `threads` threads; the
+ * Hessians into `hessians` (may be NULL).  The count is back after. */
+static int
+calib_blas_threads (LpCalibration *cal, LpModel *m, int threads, GPtrArray *hessians)
+{
+  lp_threads_set (threads);
+  int before = lp_cpu_blas_threads ();
+  BlasSeen seen = { 0, hessians };
+  g_autoptr (GError) error = NULL;
+  g_assert_true (lp_calibration_run (cal, m, m, NULL, LP_CALIB_HESSIAN, see_block, &seen, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (lp_cpu_blas_threads (), ==, before);
+  lp_threads_set (0);
+  return seen.blas_threads;
+}
+
+/* A narrow model's calibration (and the OBS work of its callback) runs
+ * with OpenBLAS on one thread and its samples per core, as `llmpress run`
+ * does by default: the Hessians are then the same bits on 2 and 3
+ * threads.  The count stays as it is where the user chose it
+ * (OPENBLAS_NUM_THREADS) or where other nodes may run BLAS at once (the
+ * runner's parallel scheduler: lp_cpu_blas_threads_set_shared). */
+static void
+test_calibration_blas_switch (void)
+{
+  const char *vars[] = { "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS" };
+  char *saved[G_N_ELEMENTS (vars)];
+  for (guint i = 0; i < G_N_ELEMENTS (vars); i++)
+    {
+      saved[i] = g_strdup (g_getenv (vars[i]));
+      g_unsetenv (vars[i]);
+    }
+  g_autoptr (LpModel) m = lp_test_tiny_model (5);
+  g_assert_true (lp_model_config (m)->dim <= 1024);
+  g_autoptr (GArray) toks = g_array_new (FALSE, FALSE, sizeof (gint32));
+  for (gint32 i = 0; i < 3000; i++)
+    {
+      gint32 v = (i * 17 + i / 7) % 64;
+      g_array_append_val (toks, v);
+    }
+  LpCalibOptions o = { 9, 256, 3, LP_CALIB_SEQUENTIAL }; /* parts of 8 and 1 samples */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (LpCalibration) cal = lp_calibration_new ((gint32 *) toks->data, toks->len, 1, &o, &error);
+  g_assert_no_error (error);
+
+  g_autoptr (GPtrArray) two = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  g_autoptr (GPtrArray) three = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  g_assert_cmpint (calib_blas_threads (cal, m, 2, two), ==, 1);
+  g_assert_cmpint (calib_blas_threads (cal, m, 3, three), ==, 1);
+  g_assert_cmpuint (two->len, ==, three->len);
+  for (guint h = 0; h < two->len; h++)
+    g_assert_true (g_bytes_equal (two->pdata[h], three->pdata[h]));
+  lp_cpu_blas_threads_set_shared (TRUE);
+  g_assert_cmpint (calib_blas_threads (cal, m, 2, NULL), ==, 2);
+  lp_cpu_blas_threads_set_shared (FALSE);
+  g_setenv ("OPENBLAS_NUM_THREADS", "2", TRUE);
+  g_assert_cmpint (calib_blas_threads (cal, m, 2, NULL), ==, 2);
+  g_unsetenv ("OPENBLAS_NUM_THREADS");
+  /* One thread in all: one sample at a time, nothing to switch. */
+  g_assert_cmpint (calib_blas_threads (cal, m, 1, NULL), ==, 1);
+  for (guint i = 0; i < G_N_ELEMENTS (vars); i++)
+    {
+      if (saved[i] != NULL)
+        g_setenv (vars[i], saved[i], TRUE);
+      g_free (saved[i]);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -288,5 +375,6 @@ main (int argc, char **argv)
   g_test_add_func ("/obs/sweep-round", test_sweep_round);
   g_test_add_func ("/obs/sweep-prune", test_sweep_prune);
   g_test_add_func ("/obs/sweep-error", test_sweep_error);
+  g_test_add_func ("/calibration/blas-switch", test_calibration_blas_switch);
   return g_test_run ();
 }

@@ -383,3 +383,50 @@ lp_cpu_blas_threads (void)
 {
   return openblas_get_num_threads ();
 }
+
+/* Up to this model width, jobs of one sample or window each, spread over
+ * the cores with OpenBLAS on one thread, beat each GEMM on every core: at
+ * SmolLM2-135M's 576, GEMMs of 512 x 576 left OpenBLAS's other threads
+ * spinning between them (bench-passes: GPTQ and SparseGPT, eval). */
+#define PER_CORE_MAX_DIM 1024
+
+gboolean
+lp_cpu_blas_per_core_width (gint64 dim)
+{
+  return dim <= PER_CORE_MAX_DIM;
+}
+
+static gint blas_shared; /* lp_cpu_blas_threads_set_shared */
+
+void
+lp_cpu_blas_threads_set_shared (gboolean shared)
+{
+  g_atomic_int_set (&blas_shared, shared ? 1 : 0);
+}
+
+/* Whether someone chose OpenBLAS's count: this process (lp_cpu_blas_threads_init)
+ * or its user, through the variables OpenBLAS reads when it starts. */
+static gboolean
+blas_count_explicit (void)
+{
+  return g_atomic_int_get (&blas_chosen) || g_getenv ("OPENBLAS_NUM_THREADS") != NULL
+         || g_getenv ("GOTO_NUM_THREADS") != NULL || g_getenv ("OMP_NUM_THREADS") != NULL;
+}
+
+int
+lp_cpu_blas_threads_push (int n)
+{
+  g_return_val_if_fail (n > 0, 0);
+  int was = openblas_get_num_threads ();
+  if (n >= was || blas_count_explicit () || g_atomic_int_get (&blas_shared))
+    return 0;
+  openblas_set_num_threads (n);
+  return was;
+}
+
+void
+lp_cpu_blas_threads_pop (int was)
+{
+  if (was > 0)
+    openblas_set_num_threads (was);
+}

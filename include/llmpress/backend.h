@@ -191,8 +191,10 @@ GPtrArray *lp_backend_list_devices (const char *module, GError **error);
 /* The CPU backend (OpenBLAS/LAPACKE); a new reference each call. */
 LpBackend *lp_backend_cpu_new (void);
 /* OpenBLAS's thread count is process-wide (OpenBLAS 0.3 has no per-thread
- * setting), so it is chosen once per process and never changed while work
- * runs: two nodes of the parallel scheduler would race on it.  The first
+ * setting), so it is chosen once per process and not changed while work
+ * runs: two nodes of the parallel scheduler would race on it (the one
+ * exception: lp_calibration_run of a small model switches it to one thread
+ * for its duration where nothing chose it and nothing else runs BLAS).  The first
  * lp_cpu_blas_threads_init (n > 0) before any BLAS call sets it and returns
  * TRUE (capped to lp_threads (), threads.h); later calls change nothing and
  * return FALSE.  Without one it is lp_threads_set's count (the CLI's -t N,
