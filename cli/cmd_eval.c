@@ -15,7 +15,7 @@ static const GOptionEntry entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_data, "Text file, or a .u16/.u32 token file (required)", "FILE" },
   { "ctx", 'c', 0, G_OPTION_ARG_INT, &opt_ctx, "Window length, BOS included (default: model context, at most 512)", "N" },
   { "reference", 'r', 0, G_OPTION_ARG_FILENAME, &opt_reference, "Reference model for KL divergence and top-1 agreement", "MODEL" },
-  { "llama-cpp", 0, 0, G_OPTION_ARG_NONE, &opt_llama_cpp, "llama-perplexity's convention (chunks of ctx cut from BOS + data, second half scored) and llama.cpp's CPU roundings", NULL },
+  { "llama-cpp", 0, 0, G_OPTION_ARG_NONE, &opt_llama_cpp, "llama-perplexity's convention (chunks of ctx cut from BOS + data, second half scored) and llama.cpp's CPU arithmetic (its roundings; its exact logits for a Llama model with Q4_1/Q8_0 weights)", NULL },
   { "max-windows", 0, 0, G_OPTION_ARG_INT, &opt_max_windows, "Evaluate at most N windows", "N" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "cpu, auto or vulkan[:N] (default: LLMPRESS_DEVICE, else cpu)", "B" },
   { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "llama2.c tokenizer.bin for a .bin model", "PATH" },

@@ -189,3 +189,17 @@ gboolean lp_ggml_mul_mat_f16 (const float *a, gsize lda, gsize N, const float *b
 /* The same in plain C (lp_ggml_mul_mat_f16 runs AVX2 where it can). */
 gboolean lp_ggml_mul_mat_f16_ref (const float *a, gsize lda, gsize N, const float *b, gsize ldb, gsize T, gsize K,
                                   float *c, gsize ldc);
+
+/* ---- llama.cpp's forward pass, op for op (ggml_forward.c) ----
+ * eval --llama-cpp on the CPU with a model llama.cpp's CPU backend would
+ * run through the products and ops above (a Llama block without biases,
+ * RoPE's normal mode unscaled, Q4_1 / Q8_0 matrices): its logits, bit for
+ * bit, each window a fresh sequence at position 0.  Other models keep
+ * forward_ggml.c's roundings on the compute graph. */
+
+/* Whether fw's model and backend are such a case. */
+gboolean lp_ggml_forward_usable (LpForward *fw);
+/* lp_forward_residual's x[T, D] as llama.cpp computes it. */
+gboolean lp_ggml_forward_residual (LpForward *fw, const gint32 *tokens, int T, float *x, GError **error);
+/* logits[T, V] of x[T, D]: the final norm and the head. */
+void lp_ggml_forward_head (LpForward *fw, const float *x, int T, float *logits);

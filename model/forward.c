@@ -638,6 +638,8 @@ lp_forward_logits (LpForward *fw, const gint32 *tokens, int T, LpKVCache *cache,
 gboolean
 lp_forward_residual (LpForward *fw, const gint32 *tokens, int T, float *x, GError **error)
 {
+  if (fw->llama_cpp && lp_ggml_forward_usable (fw))
+    return lp_ggml_forward_residual (fw, tokens, T, x, error);
   return forward_stages (fw, tokens, T, NULL, FALSE, x, error);
 }
 
@@ -648,6 +650,18 @@ lp_forward_head_rows (LpForward *fw, const float *x, int T, int rows, LpForwardR
   g_return_val_if_fail (rows > 0, FALSE);
   int n_blocks = (T + rows - 1) / rows;
   g_autofree float *copy = NULL; /* a block read back from a device */
+  if (fw->llama_cpp && lp_ggml_forward_usable (fw))
+    {
+      for (int r0 = 0; r0 < T; r0 += rows)
+        {
+          int n = MIN (rows, T - r0);
+          copy = g_renew (float, copy, (gsize) n * fw->c.n_vocab);
+          lp_ggml_forward_head (fw, x + (gsize) r0 * fw->c.dim, n, copy);
+          if (!func (user_data, r0, n, copy, error))
+            return FALSE;
+        }
+      return TRUE;
+    }
   for (int b = 0; b < n_blocks; b++)
     {
       /* Blocks of equal size (to a row), so that none is so thin that its

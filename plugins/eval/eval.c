@@ -26,7 +26,8 @@ static const LpParamSpec eval_params[] = {
   { .name = "llama_cpp", .type = LP_PARAM_BOOL, .default_value = "false",
     .help = "llama-perplexity's convention: the data with BOS in front (when the model adds BOS) cut into chunks of ctx "
     "tokens, each chunk's first token replaced by BOS, only tokens from ctx/2 on scored; computed with llama.cpp's CPU "
-    "roundings (8-bit or f16 activations into quantized or f16 weights, f16 KV cache and attention probabilities)" },
+    "roundings (8-bit or f16 activations into quantized or f16 weights, f16 KV cache and attention probabilities); "
+    "a Llama model with Q4_1/Q8_0 weights on the CPU gets llama.cpp's logits bit for bit" },
   { .name = NULL }
 };
 
