@@ -71,6 +71,9 @@ gboolean lp_forward_rec_compute (LpForwardRec *r, GError **error);
 void lp_forward_rec_end (LpForwardRec *r);
 /* A graph tensor holding host x[T, D]. */
 LpCTensor *lp_forward_rec_input (LpForwardRec *r, const float *x, int T);
+/* tokens[T] all ids of fw's vocabulary, or FALSE with an error naming the first
+ * that is not. */
+gboolean lp_forward_check_tokens (const LpForward *fw, const gint32 *tokens, int T, GError **error);
 /* The embedding rows x[T, D] of tokens[T] (ids checked). */
 LpCTensor *lp_forward_rec_embed (LpForwardRec *r, const gint32 *tokens, int T);
 /* x[T, D] (a graph tensor or borrowed) through block `layer`: the new
@@ -174,11 +177,11 @@ void lp_ggml_swiglu (const float *gate, const float *up, float *dst, int rows, i
 
 /* y[T, N] = ggml_mul_mat (W, x) as llama-cpp-python 0.3.36's CPU backend
  * computes it: x[T, K] rounded to Q8_1 / Q8_0, each output summed in ggml's
- * order.  W[N, K] as stored, Q4_1 or Q8_0; FALSE (y untouched) for another
- * type or K not a multiple of 32. */
+ * order (gemv_q8.c's lp_cpu_gemm_q8).  W[N, K] as stored, Q4_1 or Q8_0;
+ * FALSE (y untouched) for another type or K not a multiple of 32. */
 gboolean lp_ggml_mul_mat_q (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
-/* The same in plain C, one scalar at a time: the reference the AVX2 kernel
- * lp_ggml_mul_mat_q runs is tested against. */
+/* The same by gemv_q8.c's plain C reference (lp_cpu_gemm_q8_ref, on this
+ * thread), which the AVX2 kernel lp_ggml_mul_mat_q runs is tested against. */
 gboolean lp_ggml_mul_mat_q_ref (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y);
 /* c[t * ldc + n] = a[n] . b[t] (rows of K at strides lda, ldb; n < N,
  * t < T) as its f16 products (K Q^T, V^T P) sum: both operands f16 values

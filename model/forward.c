@@ -420,17 +420,25 @@ lp_forward_rec_block (LpForwardRec *r, int layer, LpCTensor *x, LpKVCache *cache
   return rec_linear (r, s, &w[LP_FW_DOWN], x); /* x + ffn Wd^T */
 }
 
+gboolean
+lp_forward_check_tokens (const LpForward *fw, const gint32 *tokens, int T, GError **error)
+{
+  for (int t = 0; t < T; t++)
+    if (tokens[t] < 0 || tokens[t] >= fw->c.n_vocab)
+      {
+        lp_set_error (error, LP_ERROR_INVALID, "token %d at position %d: expected an id in 0..%" G_GINT64_FORMAT,
+                      tokens[t], t, fw->c.n_vocab - 1);
+        return FALSE;
+      }
+  return TRUE;
+}
+
 /* Token ids checked and put in a graph tensor; the embedding rows of them. */
 LpCTensor *
 lp_forward_rec_embed (LpForwardRec *r, const gint32 *tokens, int T)
 {
-  for (int t = 0; t < T; t++)
-    if (tokens[t] < 0 || tokens[t] >= r->fw->c.n_vocab)
-      {
-        lp_set_error (&r->error, LP_ERROR_INVALID, "token %d at position %d: expected an id in 0..%" G_GINT64_FORMAT,
-                      tokens[t], t, r->fw->c.n_vocab - 1);
-        return NULL;
-      }
+  if (!lp_forward_check_tokens (r->fw, tokens, T, &r->error))
+    return NULL;
   const LpForwardWeight *top = lp_forward_top_weights (r->fw, FALSE, &r->error);
   LpCTensor *ids = top ? lp_cgraph_tensor (r->g, LP_DTYPE_I32, 1, (gint64[]){ T }, "tokens", &r->error) : NULL;
   if (ids == NULL)

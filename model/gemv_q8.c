@@ -10,8 +10,8 @@
  * integer dot product sumi, then d_w d_x sumi (+ m_w s_x for Q4_1, s_x the
  * block's stored sum).  This file computes that definition: the plain C
  * row kernel is the reference (and what runs without AVX2), the AVX2 one
- * (maddubs) is chosen at run time.  Both give the same integer per block;
- * only the order of the float sums differs.
+ * (maddubs) is chosen at run time.  Both sum in ggml's order and give the
+ * same bits.
  *
  * The rounding is forward_ggml.c's (lp_q8_block_quantize), so eval
  * --llama-cpp and these kernels agree on what ggml does. */
@@ -65,50 +65,63 @@ typedef struct {
 /* out[m] = row . X[m] for m < M. */
 typedef void (*RowDotQ8) (const GemvQ8 *g, const guint8 *row, float *out);
 
-/* ---- plain C: the definition ---- */
+/* ---- plain C: the definition ----
+ * In ggml's order: per block, the integer products summed in 8 lanes of 4
+ * consecutive values (what maddubs and madd give), each lane converted to
+ * float and fused-multiply-added by d_w d_x (an f32 product) into 8 float
+ * lanes; Q4_1's m_w s_x fused into a scalar; at the end the lanes summed
+ * as ggml's hsum_float_8, then the scalar added.  These are the bits of
+ * ggml_vec_dot_q4_1_q8_1 and of tinyBLAS's Q8_0 kernel (ggml_matmul.c,
+ * test-eval), and the AVX2 kernel below sums the same way. */
+
+enum { LANES = 8 };
+
+/* Value i of a block's codes (Q4_*: the low nibbles are values 0-15, the
+ * high ones 16-31; Q4_0's less 8). */
+static inline int
+block_code (LpDType type, const guint8 *blk, int i)
+{
+  if (type == LP_DTYPE_Q8_0)
+    return (gint8) blk[2 + i];
+  const guint8 *q = blk + (type == LP_DTYPE_Q4_1 ? 4 : 2);
+  int code = i < 16 ? q[i] & 15 : q[i - 16] >> 4;
+  return type == LP_DTYPE_Q4_0 ? code - 8 : code;
+}
+
+/* The 8 lanes summed as ggml's hsum_float_8 (lp_x86_hsum): the high half
+ * onto the low, then the high pair onto the low pair, then the two left. */
+static float
+hsum8 (const float *l)
+{
+  float a[4];
+  for (int i = 0; i < 4; i++)
+    a[i] = l[i] + l[i + 4];
+  return (a[0] + a[2]) + (a[1] + a[3]);
+}
 
 static void
 row_q8_ref (const GemvQ8 *g, const guint8 *row, float *out)
 {
+  gsize block_bytes = g->row_bytes / (gsize) g->nb;
   for (int m = 0; m < g->M; m++)
     {
       const LpQ8Block *x = g->X + (gsize) m * g->nb;
-      float acc = 0.0f;
+      float lane[LANES] = { 0 }, mins = 0.0f;
       for (int b = 0; b < g->nb; b++)
         {
-          int sumi = 0;
-          switch (g->wtype)
+          const guint8 *blk = row + (gsize) b * block_bytes;
+          float d = lp_qread_f16 (blk) * x[b].d;
+          for (int j = 0; j < LANES; j++)
             {
-            case LP_DTYPE_Q8_0:
-              {
-                const guint8 *blk = row + (gsize) b * 34;
-                const gint8 *q = (const gint8 *) (blk + 2);
-                for (int j = 0; j < QK; j++)
-                  sumi += q[j] * x[b].q[j];
-                acc += lp_qread_f16 (blk) * x[b].d * (float) sumi;
-                break;
-              }
-            case LP_DTYPE_Q4_0:
-              {
-                const guint8 *blk = row + (gsize) b * 18, *q = blk + 2;
-                for (int j = 0; j < 16; j++)
-                  sumi += ((q[j] & 0x0f) - 8) * x[b].q[j] + ((q[j] >> 4) - 8) * x[b].q[j + 16];
-                acc += lp_qread_f16 (blk) * x[b].d * (float) sumi;
-                break;
-              }
-            case LP_DTYPE_Q4_1:
-              {
-                const guint8 *blk = row + (gsize) b * 20, *q = blk + 4;
-                for (int j = 0; j < 16; j++)
-                  sumi += (q[j] & 0x0f) * x[b].q[j] + (q[j] >> 4) * x[b].q[j + 16];
-                acc += lp_qread_f16 (blk) * x[b].d * (float) sumi + lp_qread_f16 (blk + 2) * x[b].s;
-                break;
-              }
-            default:
-              g_assert_not_reached ();
+              int sumi = 0;
+              for (int i = 4 * j; i < 4 * j + 4; i++)
+                sumi += block_code (g->wtype, blk, i) * x[b].q[i];
+              lane[j] = fmaf (d, (float) sumi, lane[j]);
             }
+          if (g->wtype == LP_DTYPE_Q4_1)
+            mins = fmaf (lp_qread_f16 (blk + 2), x[b].s, mins);
         }
-      out[m] = acc;
+      out[m] = hsum8 (lane) + mins;
     }
 }
 

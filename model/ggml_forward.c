@@ -161,9 +161,10 @@ block_forward (LpForward *fw, const Block *b, float *x, int T, const gint32 *pos
   lp_ggml_rope (k, k16, pos, T, Hkv, hd, hd, (float) c->rope_theta, 1.0f, 1.0f);
   lp_ggml_round_f16 (q16, (gsize) T * H * hd); /* the f16 product's operand */
   lp_ggml_round_f16 (k16, (gsize) T * Hkv * hd); /* the f16 cache */
+  lp_ggml_round_f16 (v, (gsize) T * Hkv * hd);
   for (int t = 0; t < T; t++)
     for (int i = 0; i < Hkv * hd; i++)
-      vt16[(gsize) i * n_kv + t] = lp_f16_to_f32 (lp_f32_to_f16 (v[(gsize) t * Hkv * hd + i]));
+      vt16[(gsize) i * n_kv + t] = v[(gsize) t * Hkv * hd + i]; /* the cache holds V transposed */
   for (int t = 0; t < T; t++)
     for (int j = 0; j < n_kv; j++)
       mask[(gsize) t * n_kv + j] = j <= t ? 0.0f : -INFINITY;
@@ -193,19 +194,13 @@ lp_ggml_forward_residual (LpForward *fw, const gint32 *tokens, int T, float *x, 
   guint64 row_bytes;
   if (!lp_dtype_row_bytes (embd->dtype, (guint64) c->dim, &row_bytes, error))
     return FALSE;
+  if (!lp_forward_check_tokens (fw, tokens, T, error))
+    return FALSE;
+  /* get_rows: each row dequantized (ggml's dequantize_row_*) */
   for (int t = 0; t < T; t++)
-    {
-      if (tokens[t] < 0 || tokens[t] >= c->n_vocab)
-        {
-          lp_set_error (error, LP_ERROR_INVALID, "token %d: expected an id below %" G_GINT64_FORMAT ", found %d", t,
-                        c->n_vocab, tokens[t]);
-          return FALSE;
-        }
-      /* get_rows: the row dequantized (ggml's dequantize_row_*) */
-      if (!lp_dtype_to_f32 (embd->dtype, (const guint8 *) lp_tensor_data (embd) + (gsize) tokens[t] * row_bytes,
-                            x + (gsize) t * c->dim, (gsize) c->dim, error))
-        return FALSE;
-    }
+    if (!lp_dtype_to_f32 (embd->dtype, (const guint8 *) lp_tensor_data (embd) + (gsize) tokens[t] * row_bytes,
+                          x + (gsize) t * c->dim, (gsize) c->dim, error))
+      return FALSE;
   g_autofree gint32 *pos = g_new (gint32, T);
   for (int t = 0; t < T; t++)
     pos[t] = t;

@@ -12,8 +12,9 @@
  *     of 4 bytes (vpdpbusd on a ymm register), converted to float and
  *     fused-multiply-added, times f16(d_w) f16(d_x) (an f32 product), into
  *     8 f32 lanes; the block's f16(m_w) f16(s_x) fused-multiply-added into
- *     one scalar; at the end the 8 lanes summed as hsum() below, then the
- *     scalar added.
+ *     one scalar; at the end the 8 lanes summed as ggml's hsum_float_8,
+ *     then the scalar added: gemv_q8.c's order (lp_cpu_gemm_q8, and its
+ *     plain C reference lp_cpu_gemm_q8_ref).
  *   - Q8_0 weights (the tied head): llamafile_sgemm's tinyBLAS_Q0_AVX on
  *     Q8_0 activations: the same 8 lanes of 4 bytes, the same fused
  *     multiply-add by f16(d_w) f16(d_x), the same horizontal sum.
@@ -32,113 +33,42 @@
  *     transposed, K = those rows.
  * The results do not depend on ggml's threads: each output is one thread's
  * whole sum.
- * Scalar C with arrays of partial sums and fmaf where the build fuses; the
- * quantized products run gemv_q8.c's AVX2 kernel, which sums in the same
- * order, where the CPU has AVX2 (test-gemv compares the two). */
+ * The f16 products: scalar C with arrays of partial sums and fmaf where
+ * the build fuses, and an AVX2 kernel giving the same bits (test-gemv). */
 #include "config.h"
 
 #include <math.h>
-#include <string.h>
 
 #include <llmpress/threads.h>
 
 #include "compute-internal.h"
-#include "dtype-blocks.h"
 #include "forward-internal.h"
 #include "gemv-x86.h"
 
-enum { QK = 32, LANES = 8, LANES16 = 16 };
+enum { QK = 32, LANES16 = 16 };
 
-/* The 8 lanes of a ymm register summed as ggml's hsum (vec_dot and
- * tinyBLAS alike): the high 128 bits onto the low, then the high pair onto
- * the low pair, then the two left. */
-static float
-hsum8 (const float *l)
+/* ggml multiplies Q4_1 and Q8_0 weights (the types restated here) as
+ * gemv_q8.c does. */
+static gboolean
+restated (LpDType wtype, gsize K)
 {
-  float a[4];
-  for (int i = 0; i < 4; i++)
-    a[i] = l[i + 4] + l[i];
-  return (a[0] + a[2]) + (a[1] + a[3]);
-}
-
-/* The weight's 4-bit or 8-bit code of value i of a block. */
-static inline int
-block_code (LpDType type, const guint8 *blk, int i)
-{
-  if (type == LP_DTYPE_Q8_0)
-    return (gint8) blk[2 + i];
-  const guint8 *qs = blk + 4; /* block_q4_1: d, m, qs[16] */
-  return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
-}
-
-/* One output: weight row `row` (nb blocks as stored) against the rounded
- * activations x[nb]. */
-static float
-dot_row (LpDType type, const guint8 *row, gsize block_bytes, const LpQ8Block *x, gsize nb)
-{
-  float lane[LANES] = { 0 }, summs = 0.0f;
-  for (gsize b = 0; b < nb; b++)
-    {
-      const guint8 *blk = row + b * block_bytes;
-      float d = lp_qread_f16 (blk) * x[b].d;
-      for (int j = 0; j < LANES; j++)
-        {
-          int s = 0;
-          for (int i = 4 * j; i < 4 * j + 4; i++)
-            s += block_code (type, blk, i) * x[b].q[i];
-          lane[j] = fmaf (d, (float) s, lane[j]);
-        }
-      if (type == LP_DTYPE_Q4_1)
-        summs = fmaf (lp_qread_f16 (blk + 2), x[b].s, summs);
-    }
-  return hsum8 (lane) + summs;
-}
-
-typedef struct {
-  LpDType type;
-  const guint8 *w;
-  gsize block_bytes, nb, N, T;
-  const LpQ8Block *x; /* [T, nb] */
-  float *y;           /* [T, N] */
-} MulMatQ;
-
-static void
-mul_mat_q_rows (gint64 n0, gint64 n1, gpointer data)
-{
-  const MulMatQ *m = data;
-  for (gint64 n = n0; n < n1; n++)
-    {
-      const guint8 *row = m->w + (gsize) n * m->nb * m->block_bytes;
-      for (gsize t = 0; t < m->T; t++)
-        m->y[t * m->N + n] = dot_row (m->type, row, m->block_bytes, m->x + t * m->nb, m->nb);
-    }
+  return (wtype == LP_DTYPE_Q4_1 || wtype == LP_DTYPE_Q8_0) && K % QK == 0;
 }
 
 gboolean
 lp_ggml_mul_mat_q_ref (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y)
 {
-  gsize block_bytes = wtype == LP_DTYPE_Q4_1 ? 20 : wtype == LP_DTYPE_Q8_0 ? 34 : 0;
-  if (block_bytes == 0 || K % QK != 0)
+  if (!restated (wtype, K))
     return FALSE;
-  gsize nb = K / QK;
-  g_autofree LpQ8Block *xq = g_new (LpQ8Block, T * nb);
-  for (gsize i = 0; i < T * nb; i++)
-    lp_q8_block_quantize (x + i * QK, &xq[i]);
-  MulMatQ m = { wtype, w, block_bytes, nb, N, T, xq, y };
-  lp_parallel_for ((gint64) N, 16, mul_mat_q_rows, &m);
+  lp_cpu_gemm_q8_ref ((int) T, (int) N, (int) K, x, (int) K, wtype, w, 0.0f, y, (int) N);
   return TRUE;
 }
 
-/* gemv_q8.c's AVX2 kernel sums in this order (8 lanes, fused, ggml's
- * hsum, the minima fused into a scalar): where the CPU has AVX2 it is
- * this product, a dozen times faster. */
 gboolean
 lp_ggml_mul_mat_q (LpDType wtype, const void *w, gsize N, gsize K, const float *x, gsize T, float *y)
 {
-  if ((wtype != LP_DTYPE_Q4_1 && wtype != LP_DTYPE_Q8_0) || K % QK != 0)
+  if (!restated (wtype, K))
     return FALSE;
-  if (!lp_cpu_have_avx2 ())
-    return lp_ggml_mul_mat_q_ref (wtype, w, N, K, x, T, y);
   lp_cpu_gemm_q8 ((int) T, (int) N, (int) K, x, (int) K, wtype, w, 0.0f, y, (int) N);
   return TRUE;
 }

@@ -195,7 +195,7 @@ test_gemm_q8_types (void)
 }
 
 /* lp_ggml_mul_mat_q (gemv_q8.c's AVX2 kernel where the CPU has it) gives
- * the bits of its plain C restatement of ggml's order (ggml_matmul.c),
+ * the bits of its plain C reference, gemv_q8.c's restatement of ggml's order,
  * which test-eval holds to llama.cpp's own bits. */
 static void
 check_ggml_order (LpDType type, int M, int N, int K)
