@@ -560,12 +560,15 @@ gc_visit (const char *sdir, const char *name, gpointer data)
     return;
   guint64 size = lp_path_size (path);
   /* A temporary left by a killed run (".KEY.tmp-XXXXXX"); one younger
-   * than an hour may belong to a run still writing it. */
+   * than an hour may belong to a run still writing it.  Moved aside first,
+   * as an entry is: deleted in place, a run could rename it into place
+   * half deleted (a damaged entry); moved, the run's rename fails and it
+   * goes on without storing. */
   if (name[0] == '.')
     {
       if (gs->now - st.st_mtime > 3600 || gs->all)
         {
-          lp_remove_tree (path);
+          remove_entry (path);
           gs->removed++;
           gs->freed += size;
         }
